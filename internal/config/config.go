@@ -1,0 +1,78 @@
+// Package config is Starling's typed configuration. Field comments are the
+// user documentation; docs/configuration.md is generated from the same words.
+package config
+
+import "time"
+
+// Config is everything a broker needs to start. The zero value is not useful:
+// start from Default().
+type Config struct {
+	// TCP is the address for MQTT over plain TCP ("" disables it).
+	TCP string `yaml:"tcp"`
+	// HTTP is the address for MQTT over WebSocket, the dashboard and the HTTP
+	// API ("" disables it).
+	HTTP string `yaml:"http"`
+	// Data is the folder for the embedded store.
+	Data string `yaml:"data"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `yaml:"log_level"`
+	// LogFormat is text or json.
+	LogFormat string `yaml:"log_format"`
+	// ShutdownTimeout bounds how long a graceful stop waits for clients.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// Limits bounds what clients may use.
+	Limits Limits `yaml:"limits"`
+}
+
+// Limits are the protocol limits the broker enforces and announces to MQTT 5
+// clients in CONNACK.
+type Limits struct {
+	// MaxPacketSize is the largest packet accepted from a client, in bytes
+	// (announced as Maximum Packet Size; a larger packet gets 0x95).
+	MaxPacketSize uint32 `yaml:"max_packet_size"`
+	// MaxInflight is the number of unacknowledged QoS 1/2 messages the broker
+	// accepts from a client (announced as Receive Maximum) and the most it
+	// sends to one before waiting for acknowledgements.
+	MaxInflight uint16 `yaml:"max_inflight"`
+	// MaxQueued is the number of messages kept per offline or slow session;
+	// when full the oldest QoS 0 message is dropped first, then the new one.
+	MaxQueued int `yaml:"max_queued_messages"`
+	// MaxTopicAlias is the number of topic aliases a client may use (announced
+	// as Topic Alias Maximum; 0 disables client aliases).
+	MaxTopicAlias uint16 `yaml:"max_topic_alias"`
+	// MaxConnections is the number of concurrent client connections (0 = no
+	// limit); a client above it gets 0x97 / server unavailable.
+	MaxConnections int `yaml:"max_connections"`
+	// MaxSessionExpiry caps the session expiry interval a client may ask for.
+	MaxSessionExpiry time.Duration `yaml:"max_session_expiry"`
+	// MaxKeepAlive caps the keep alive a client may ask for; a larger or zero
+	// value is answered with Server Keep Alive (v5). 0 = no cap.
+	MaxKeepAlive uint16 `yaml:"max_keep_alive"`
+	// MaxQoS is the highest QoS the broker accepts (0, 1 or 2).
+	MaxQoS byte `yaml:"max_qos"`
+	// ConnectTimeout is how long a new connection may take to send CONNECT.
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+}
+
+// Default returns the configuration used when nothing is set.
+func Default() Config {
+	return Config{
+		TCP:             ":1883",
+		HTTP:            ":8080",
+		Data:            "./data",
+		LogLevel:        "info",
+		LogFormat:       "text",
+		ShutdownTimeout: 5 * time.Second,
+		Limits: Limits{
+			MaxPacketSize:    1 << 20,
+			MaxInflight:      64,
+			MaxQueued:        1000,
+			MaxTopicAlias:    64,
+			MaxConnections:   0,
+			MaxSessionExpiry: 0,
+			MaxKeepAlive:     0,
+			MaxQoS:           2,
+			ConnectTimeout:   10 * time.Second,
+		},
+	}
+}
