@@ -1,0 +1,157 @@
+package packet
+
+func decodePublish(d *dec, flags byte, v5 bool) (Packet, error) {
+	p := &Publish{
+		Dup:    flags&0x08 != 0,
+		QoS:    flags >> 1 & 3,
+		Retain: flags&0x01 != 0,
+	}
+	var err error
+	// Wildcards and an empty topic are the broker's to reject: a v5 topic
+	// alias allows an empty topic here.
+	if p.Topic, err = d.str("topic name"); err != nil {
+		return nil, err
+	}
+	if p.QoS > 0 {
+		if p.PacketID, err = d.u16("packet identifier"); err != nil {
+			return nil, err
+		}
+		if p.PacketID == 0 {
+			return nil, protocolErr("packet identifier 0") // [MQTT-2.2.1-3]
+		}
+	}
+	if v5 {
+		if _, err := decodeProps(d, &p.Properties, ctxPublish); err != nil {
+			return nil, err
+		}
+	}
+	if len(d.b) > 0 {
+		p.Payload = d.b
+	}
+	return p, nil
+}
+
+func (p *Publish) flags() byte {
+	f := p.QoS << 1
+	if p.Dup {
+		f |= 0x08
+	}
+	if p.Retain {
+		f |= 0x01
+	}
+	return f
+}
+
+func (p *Publish) size(v5 bool) (int, error) {
+	if p.QoS > 2 {
+		return 0, encErr("PUBLISH QoS above 2")
+	}
+	if p.QoS == 0 && p.Dup {
+		return 0, encErr("PUBLISH QoS 0 with DUP") // [MQTT-3.3.1-2]
+	}
+	n, err := strSize("topic name", len(p.Topic))
+	if err != nil {
+		return 0, err
+	}
+	if p.QoS > 0 {
+		if p.PacketID == 0 {
+			return 0, encErr("PUBLISH packet identifier 0") // [MQTT-2.2.1-3]
+		}
+		n += 2
+	}
+	if v5 {
+		m, err := propsFieldSize(&p.Properties, ctxPublish)
+		if err != nil {
+			return 0, err
+		}
+		n += m
+	}
+	if len(p.Payload) > MaxRemaining {
+		return 0, &Error{Code: PacketTooLarge, Reason: "encode: payload too large"}
+	}
+	return n + len(p.Payload), nil
+}
+
+func (p *Publish) appendBody(dst []byte, v5 bool) []byte {
+	dst = appendString(dst, p.Topic)
+	if p.QoS > 0 {
+		dst = appendU16(dst, p.PacketID)
+	}
+	if v5 {
+		dst = appendProps(dst, &p.Properties, ctxPublish)
+	}
+	return append(dst, p.Payload...)
+}
+
+func decodeAck(d *dec, kind Type, v5 bool) (Packet, error) {
+	a := &Ack{Kind: kind}
+	var err error
+	if a.PacketID, err = d.u16("packet identifier"); err != nil {
+		return nil, err
+	}
+	if a.PacketID == 0 {
+		return nil, protocolErr("packet identifier 0") // [MQTT-2.2.1-3]
+	}
+	// v5: remaining length 2 means reason 0 and no properties; 3 means a
+	// reason code only [MQTT-3.4.2-1].
+	if v5 && d.len() > 0 {
+		code, _ := d.u8("reason code")
+		a.ReasonCode = ReasonCode(code)
+		codes := &pubackCodes
+		if kind == PUBREL || kind == PUBCOMP {
+			codes = &pubrelCodes
+		}
+		if !codes.has(a.ReasonCode) {
+			return nil, protocolErr("invalid reason code")
+		}
+		if d.len() > 0 {
+			if _, err := decodeProps(d, &a.Properties, ctxAck); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return a, d.end("ack")
+}
+
+func (a *Ack) flags() byte {
+	if a.Kind == PUBREL {
+		return 0x02
+	}
+	return 0
+}
+
+func (a *Ack) size(v5 bool) (int, error) {
+	if a.Kind < PUBACK || a.Kind > PUBCOMP {
+		return 0, encErr("Ack kind is not PUBACK, PUBREC, PUBREL or PUBCOMP")
+	}
+	if a.PacketID == 0 {
+		return 0, encErr("ack packet identifier 0")
+	}
+	if !v5 {
+		return 2, nil
+	}
+	n, err := propsSize(&a.Properties, ctxAck)
+	switch {
+	case err != nil:
+		return 0, err
+	case n > 0:
+		return 3 + varintLen(n) + n, nil
+	case a.ReasonCode != Success:
+		return 3, nil
+	}
+	return 2, nil
+}
+
+func (a *Ack) appendBody(dst []byte, v5 bool) []byte {
+	dst = appendU16(dst, a.PacketID)
+	if !v5 {
+		return dst
+	}
+	if !a.Properties.empty(ctxAck) {
+		return appendProps(append(dst, byte(a.ReasonCode)), &a.Properties, ctxAck)
+	}
+	if a.ReasonCode != Success {
+		dst = append(dst, byte(a.ReasonCode))
+	}
+	return dst
+}
