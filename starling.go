@@ -7,8 +7,15 @@
 package starling
 
 import (
+	"errors"
+	"fmt"
 	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"time"
 
+	"github.com/starling-mqtt/starling/internal/broker"
 	"github.com/starling-mqtt/starling/internal/config"
 )
 
@@ -24,26 +31,129 @@ func DefaultConfig() Config { return config.Default() }
 // Option changes how New builds a server.
 type Option func(*Server)
 
-// WithLogger sets the logger; the default discards nothing and writes text to
-// stderr at the configured level.
+// WithLogger sets the logger; the default writes text to stderr at the
+// configured level.
 func WithLogger(l *slog.Logger) Option { return func(s *Server) { s.log = l } }
 
 // Server is one broker instance. It is safe for concurrent use.
 type Server struct {
-	cfg Config
-	log *slog.Logger
+	cfg    Config
+	log    *slog.Logger
+	broker *broker.Broker
+
+	mu        sync.Mutex
+	listeners []net.Listener
+	ready     chan struct{} // closed once listeners are open (or failed)
+	closed    bool
+	accepting sync.WaitGroup
 }
 
 // New validates cfg and builds a server; it opens no sockets until Serve.
 func New(cfg Config, opts ...Option) (*Server, error) {
-	panic("TODO")
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("starling: invalid config: %w", err)
+	}
+	s := &Server{cfg: cfg, ready: make(chan struct{})}
+	for _, o := range opts {
+		o(s)
+	}
+	if s.log == nil {
+		var lv slog.Level
+		if err := lv.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+			lv = slog.LevelInfo
+		}
+		s.log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv}))
+	}
+	s.broker = broker.New(cfg.Limits, s.log)
+	return s, nil
 }
 
 // Serve opens the configured listeners and serves until Close. It returns nil
 // after Close, or the first listener error.
-func (s *Server) Serve() error { panic("TODO") }
+func (s *Server) Serve() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return errors.New("starling: server closed")
+	}
+	var err error
+	if s.cfg.TCP != "" {
+		err = s.listen("tcp", s.cfg.TCP)
+	}
+	if s.cfg.HTTP != "" {
+		s.log.Info("http listener reserved; websocket and dashboard are not served yet", "addr", s.cfg.HTTP)
+	}
+	close(s.ready)
+	s.mu.Unlock()
+	if err != nil {
+		s.Close()
+		return err
+	}
+	s.accepting.Wait()
+	return nil
+}
+
+// listen opens one MQTT listener; the caller holds s.mu.
+func (s *Server) listen(name, addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("starling: listen %s on %s: %w", name, addr, err)
+	}
+	s.listeners = append(s.listeners, ln)
+	s.log.Info("listening", "listener", name, "addr", ln.Addr().String(), "protocol", "mqtt")
+	s.accepting.Add(1)
+	go s.accept(ln)
+	return nil
+}
+
+func (s *Server) accept(ln net.Listener) {
+	defer s.accepting.Done()
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closed := s.closed
+			s.mu.Unlock()
+			if closed {
+				return
+			}
+			// Out of file descriptors and the like: back off, keep serving.
+			s.log.Warn("accept failed", "addr", ln.Addr().String(), "err", err)
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		go s.broker.HandleConn(nc)
+	}
+}
+
+// Addr returns the address of the first listener, once Serve has opened it
+// (nil before, or if none is open).
+func (s *Server) Addr() net.Addr {
+	<-s.ready
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.listeners) == 0 {
+		return nil
+	}
+	return s.listeners[0].Addr()
+}
 
 // Close stops accepting, tells MQTT 5 clients the server is shutting down
 // (DISCONNECT 0x8B), closes every connection and waits for them, bounded by
 // Config.ShutdownTimeout.
-func (s *Server) Close() error { panic("TODO") }
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	for _, ln := range s.listeners {
+		ln.Close()
+	}
+	s.mu.Unlock()
+	s.accepting.Wait()
+	s.broker.Close(s.cfg.ShutdownTimeout)
+	s.log.Info("server stopped")
+	return nil
+}

@@ -1,0 +1,175 @@
+// Package broker is the MQTT broker core: it accepts connections handed to it
+// by transports, runs the CONNECT handshake and the per-connection protocol,
+// routes publishes to sessions, keeps retained messages and wills, and ends
+// sessions on expiry. It knows nothing of listeners or storage formats.
+//
+// Lock order: Broker.mu, then client.mu, then conn.Conn's own lock. The
+// subscription index and the retained store have their own locks and are
+// never held while taking another. Nothing is published while a client lock
+// is held, because the publisher may be its own subscriber.
+package broker
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/starling-mqtt/starling/internal/config"
+	"github.com/starling-mqtt/starling/internal/conn"
+	"github.com/starling-mqtt/starling/internal/packet"
+	"github.com/starling-mqtt/starling/internal/session"
+	"github.com/starling-mqtt/starling/internal/topic"
+)
+
+// Stats are the broker's counters; read them with Load.
+type Stats struct {
+	Connections      atomic.Int64  // connected clients now
+	ConnectionsTotal atomic.Uint64 // accepted CONNECTs since start
+	MessagesIn       atomic.Uint64 // PUBLISH received
+	MessagesOut      atomic.Uint64 // PUBLISH handed to connections
+	Dropped          atomic.Uint64 // deliveries dropped (queue full, expired, too large, slow reader)
+}
+
+// Broker routes messages between sessions.
+type Broker struct {
+	lim config.Limits
+	log *slog.Logger
+	now func() time.Time
+
+	mu       sync.Mutex
+	clients  map[string]*client
+	closing  bool
+	handlers sync.WaitGroup
+
+	subs      *topic.Index[subValue]
+	backplane Backplane
+	shareRR   sync.Map // share group key -> *atomic.Uint64, round robin
+	retained  *retainStore
+	wills     sync.WaitGroup // will and expiry timers in flight
+
+	Stats Stats
+}
+
+// New builds a broker with the given limits.
+func New(lim config.Limits, log *slog.Logger) *Broker {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Broker{
+		lim:      lim,
+		log:      log,
+		now:      time.Now,
+		clients:  make(map[string]*client),
+		subs:     topic.NewIndex[subValue](),
+		retained: newRetainStore(),
+	}
+}
+
+// client is the broker's view of one client ID: its session and, while
+// connected, its connection.
+type client struct {
+	id string
+
+	mu          sync.Mutex
+	sess        *session.Session
+	conn        *conn.Conn // nil while offline
+	version     byte       // protocol level of the last connection
+	will        *willState // will of the current or last connection
+	expiry      *time.Timer
+	ended       bool // session removed; deliveries are ignored
+	noProblem   bool // client asked for no reason strings/user properties
+	takeoverGen uint64
+}
+
+// HandleConn runs one connection to its end. Transports call it in a
+// goroutine per accepted connection.
+func (b *Broker) HandleConn(nc net.Conn) {
+	b.mu.Lock()
+	if b.closing {
+		b.mu.Unlock()
+		nc.Close()
+		return
+	}
+	b.handlers.Add(1)
+	b.mu.Unlock()
+	defer b.handlers.Done()
+	c := conn.New(nc, b.lim.MaxPacketSize)
+	defer func() {
+		// A bug triggered by one client ends that connection only.
+		if r := recover(); r != nil {
+			b.log.Error("connection handler panic", "remote", nc.RemoteAddr().String(), "panic", r)
+			c.Close()
+		}
+	}()
+	h := &handler{b: b, c: c, remote: nc.RemoteAddr().String()}
+	h.run()
+	<-c.Done()
+}
+
+// Close disconnects every client: MQTT 5 clients get DISCONNECT 0x8B, others
+// a closed connection. It waits for handlers up to timeout.
+func (b *Broker) Close(timeout time.Duration) {
+	b.mu.Lock()
+	b.closing = true
+	var conns []*conn.Conn
+	for _, cl := range b.clients {
+		cl.mu.Lock()
+		if cl.conn != nil {
+			conns = append(conns, cl.conn)
+			if cl.version == packet.V5 {
+				cl.conn.CloseAfter(&packet.Disconnect{ReasonCode: packet.ServerShuttingDown})
+			} else {
+				cl.conn.CloseAfter(nil)
+			}
+		}
+		if cl.expiry != nil {
+			cl.expiry.Stop()
+		}
+		if cl.will != nil && cl.will.timer != nil {
+			cl.will.timer.Stop()
+		}
+		cl.mu.Unlock()
+	}
+	b.mu.Unlock()
+	done := make(chan struct{})
+	go func() { b.handlers.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(timeout):
+		for _, c := range conns {
+			c.Close()
+		}
+		<-done
+	}
+}
+
+// Sessions returns the number of sessions, connected or not.
+func (b *Broker) Sessions() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.clients)
+}
+
+// Retained returns the number of retained messages.
+func (b *Broker) Retained() int { return b.retained.len() }
+
+func newClientID() string {
+	var r [12]byte
+	rand.Read(r[:])
+	return "auto-" + hex.EncodeToString(r[:])
+}
+
+func (b *Broker) sessionLimits() session.Limits {
+	return session.Limits{MaxQueued: b.lim.MaxQueued, MaxInflight: b.lim.MaxInflight, ReceiveMax: b.lim.MaxInflight}
+}
+
+// subValue is what the subscription index holds per subscription.
+type subValue struct {
+	cl   *client
+	opts packet.Subscription
+	id   int // subscription identifier
+}

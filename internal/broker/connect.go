@@ -1,0 +1,237 @@
+package broker
+
+import (
+	"errors"
+	"time"
+	"unicode/utf8"
+
+	"github.com/starling-mqtt/starling/internal/conn"
+	"github.com/starling-mqtt/starling/internal/packet"
+	"github.com/starling-mqtt/starling/internal/session"
+	"github.com/starling-mqtt/starling/internal/topic"
+)
+
+// handler is the protocol state of one network connection; it runs on the
+// connection's reader goroutine only.
+type handler struct {
+	b      *Broker
+	c      *conn.Conn
+	remote string
+	cl     *client
+
+	version     byte
+	keepAlive   time.Duration
+	aliasMax    uint16            // topic aliases we accept
+	aliases     map[uint16]string // inbound topic aliases
+	expiryZero  bool              // CONNECT had session expiry 0
+	discardWill bool              // normal DISCONNECT: the will is not sent
+	problemInfo bool              // client accepts reason strings on acks
+}
+
+// run reads CONNECT, attaches the session and serves packets until the
+// connection ends.
+func (h *handler) run() {
+	p, _, err := h.c.ReadPacket(h.b.now().Add(h.b.lim.ConnectTimeout))
+	if err != nil {
+		var pe *packet.Error
+		if errors.As(err, &pe) && pe.Code == packet.UnsupportedProtocolVersion {
+			// [MQTT-3.1.2-2] answer in the 3.1.1 form every client reads.
+			h.c.SetVersion(packet.V311)
+			h.c.CloseAfter(&packet.Connack{ReasonCode: packet.V3UnacceptableVersion})
+		} else {
+			h.c.Close()
+		}
+		h.b.log.Debug("connect failed", "remote", h.remote, "err", err)
+		return
+	}
+	cp, ok := p.(*packet.Connect)
+	if !ok {
+		// [MQTT-3.1.0-1] the first packet must be CONNECT.
+		h.b.log.Debug("first packet not CONNECT", "remote", h.remote, "type", p.Type())
+		h.c.Close()
+		return
+	}
+	if !h.connect(cp) {
+		return
+	}
+	h.b.log.Info("client connected", "client_id", h.cl.id, "remote", h.remote, "version", h.version, "clean_start", cp.CleanStart, "keep_alive", cp.KeepAlive)
+	reason := h.serve()
+	h.b.detach(h)
+	h.b.log.Info("client disconnected", "client_id", h.cl.id, "remote", h.remote, "reason", reason)
+}
+
+// refuse answers CONNECT with an error CONNACK and closes. v5 codes are
+// mapped to the closest 3.x return code.
+func (h *handler) refuse(code packet.ReasonCode, reason string) bool {
+	ack := &packet.Connack{ReasonCode: code}
+	if h.version == packet.V5 {
+		ack.Properties.ReasonString = reason
+	} else {
+		ack.ReasonCode = v3ConnackCode(code)
+	}
+	h.c.CloseAfter(ack)
+	h.b.log.Info("connect refused", "remote", h.remote, "code", code, "reason", reason)
+	return false
+}
+
+func v3ConnackCode(c packet.ReasonCode) packet.ReasonCode {
+	switch c {
+	case packet.UnsupportedProtocolVersion:
+		return packet.V3UnacceptableVersion
+	case packet.ClientIDNotValid:
+		return packet.V3IdentifierRejected
+	case packet.BadUsernameOrPassword:
+		return packet.V3BadUsernameOrPassword
+	case packet.NotAuthorized:
+		return packet.V3NotAuthorized
+	}
+	return packet.V3ServerUnavailable
+}
+
+func (h *handler) connect(cp *packet.Connect) bool {
+	b := h.b
+	h.version = cp.ProtocolVersion
+	h.c.SetVersion(h.version)
+	props := &cp.Properties
+	v5 := h.version == packet.V5
+	h.problemInfo = props.RequestProblemInfo == nil || *props.RequestProblemInfo == 1
+
+	if props.AuthMethod != "" {
+		// Enhanced authentication methods are not offered [MQTT-4.12.0-1].
+		return h.refuse(packet.BadAuthenticationMethod, "authentication method not supported: "+props.AuthMethod)
+	}
+	if w := cp.Will; w != nil {
+		if err := topic.ValidateName(w.Topic); err != nil {
+			return h.refuse(packet.TopicNameInvalid, "will topic: "+err.Error())
+		}
+		if w.QoS > b.lim.MaxQoS {
+			return h.refuse(packet.QoSNotSupported, "will QoS above maximum QoS") // [MQTT-3.2.2-12]
+		}
+		if f := w.Properties.PayloadFormat; f != nil && *f == 1 && !utf8.Valid(w.Payload) {
+			return h.refuse(packet.PayloadFormatInvalid, "will payload is not UTF-8")
+		}
+	}
+	id := cp.ClientID
+	assigned := false
+	if id == "" {
+		// [MQTT-3.1.3-6, 3.1.3-8] 3.1.1 may assign an ID only for a clean
+		// session; 3.1 requires one.
+		if h.version == packet.V31 || (h.version == packet.V311 && !cp.CleanStart) {
+			return h.refuse(packet.ClientIDNotValid, "empty client identifier")
+		}
+		id, assigned = newClientID(), true
+	}
+
+	expiry := uint32(0)
+	switch {
+	case v5 && props.SessionExpiry != nil:
+		expiry = *props.SessionExpiry
+	case !v5 && !cp.CleanStart:
+		expiry = session.NeverExpire
+	}
+	requested := expiry
+	if m := b.lim.MaxSessionExpiry; m > 0 && time.Duration(expiry)*time.Second > m {
+		expiry = uint32(m / time.Second)
+	}
+	h.expiryZero = expiry == 0
+
+	ka := cp.KeepAlive
+	kaChanged := false
+	if m := b.lim.MaxKeepAlive; v5 && m > 0 && (ka == 0 || ka > m) {
+		ka, kaChanged = m, true
+	}
+	h.keepAlive = time.Duration(ka) * time.Second
+	h.aliasMax = b.lim.MaxTopicAlias
+
+	link := session.Link{Version: h.version, ReceiveMax: 65535}
+	if v5 {
+		if props.ReceiveMaximum != nil {
+			link.ReceiveMax = *props.ReceiveMaximum
+		}
+		if props.MaximumPacketSize != nil {
+			link.MaxPacketSize = *props.MaximumPacketSize
+		}
+		if props.TopicAliasMaximum != nil {
+			link.TopicAliasMax = min(*props.TopicAliasMaximum, b.lim.MaxTopicAlias)
+		}
+	}
+
+	ack := func(present bool) *packet.Connack {
+		a := &packet.Connack{SessionPresent: present && h.version != packet.V31}
+		if !v5 {
+			return a
+		}
+		p := &a.Properties
+		if rm := b.lim.MaxInflight; rm != 65535 {
+			p.ReceiveMaximum = &rm
+		}
+		if b.lim.MaxQoS < 2 {
+			q := b.lim.MaxQoS
+			p.MaximumQoS = &q
+		}
+		mps := b.lim.MaxPacketSize
+		p.MaximumPacketSize = &mps
+		if h.aliasMax > 0 {
+			am := h.aliasMax
+			p.TopicAliasMaximum = &am
+		}
+		if assigned {
+			p.AssignedClientID = id // [MQTT-3.2.2-16]
+		}
+		if kaChanged {
+			p.ServerKeepAlive = &ka // [MQTT-3.2.2-21]
+		}
+		if expiry != requested {
+			e := expiry
+			p.SessionExpiry = &e
+		}
+		if r := props.RequestResponseInfo; r != nil && *r == 1 {
+			p.ResponseInfo = "response/" + id + "/"
+		}
+		return a
+	}
+	code, reason := b.attach(h, id, cp, expiry, link, ack)
+	if code != packet.Success {
+		return h.refuse(code, reason)
+	}
+	return true
+}
+
+// willState is a will message waiting for its connection to end (and then
+// for its delay).
+type willState struct {
+	msg   *session.Message
+	delay time.Duration
+	timer *time.Timer
+}
+
+func newWill(cp *packet.Connect, clientID string, now time.Time) *willState {
+	w := cp.Will
+	if w == nil {
+		return nil
+	}
+	m := &session.Message{Topic: w.Topic, Payload: w.Payload, QoS: w.QoS, Retain: w.Retain, Publisher: clientID}
+	m.Props = messageProps(&w.Properties)
+	ws := &willState{msg: m}
+	if d := w.Properties.WillDelay; d != nil {
+		ws.delay = time.Duration(*d) * time.Second
+	}
+	if e := w.Properties.MessageExpiry; e != nil {
+		// Expiry counts from when the will is published; set then.
+		m.Expiry = time.Time{}
+		ws.msg.Props.MessageExpiry = e
+	}
+	return ws
+}
+
+// messageProps keeps the properties that travel with a message to its
+// subscribers [MQTT-3.3.2-?]; routing-only ones are dropped.
+func messageProps(p *packet.Properties) packet.Properties {
+	return packet.Properties{
+		PayloadFormat:   p.PayloadFormat,
+		ContentType:     p.ContentType,
+		ResponseTopic:   p.ResponseTopic,
+		CorrelationData: p.CorrelationData,
+		UserProperties:  p.UserProperties,
+	}
+}

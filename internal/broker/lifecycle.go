@@ -1,0 +1,224 @@
+package broker
+
+import (
+	"time"
+
+	"github.com/starling-mqtt/starling/internal/packet"
+	"github.com/starling-mqtt/starling/internal/session"
+)
+
+// attach binds a connection to the session of id, taking over a connection
+// that still holds it, and queues CONNACK and the resumed session's packets
+// before any new delivery can reach the connection.
+func (b *Broker) attach(h *handler, id string, cp *packet.Connect, expiry uint32, link session.Link, connack func(present bool) *packet.Connack) (packet.ReasonCode, string) {
+	now := b.now()
+	var wills []*willState
+	var shared []session.Delivery
+	var from *client
+
+	b.mu.Lock()
+	if b.closing {
+		b.mu.Unlock()
+		return packet.ServerUnavailable, "server shutting down"
+	}
+	cl := b.clients[id]
+	online := b.Stats.Connections.Load()
+	if cl != nil && cl.isOnline() {
+		online-- // a takeover does not add a connection
+	}
+	if m := b.lim.MaxConnections; m > 0 && online >= int64(m) {
+		b.mu.Unlock()
+		return packet.QuotaExceeded, "too many connections"
+	}
+	if cl != nil {
+		cl.mu.Lock()
+		if old := cl.conn; old != nil {
+			// [MQTT-3.1.4-3] the existing connection is told and closed.
+			if cl.version == packet.V5 {
+				old.CloseAfter(&packet.Disconnect{ReasonCode: packet.SessionTakenOver})
+			} else {
+				old.CloseAfter(nil)
+			}
+			cl.conn = nil
+			cl.sess.Detach()
+			b.Stats.Connections.Add(-1)
+			b.log.Info("session taken over", "client_id", id, "remote", h.remote)
+		}
+		if cl.expiry != nil {
+			cl.expiry.Stop()
+			cl.expiry = nil
+		}
+		if w := cl.will; w != nil {
+			// A new connection before the will delay ends cancels the will,
+			// unless the session ends now [MQTT-3.1.3-9].
+			if w.timer != nil {
+				w.timer.Stop()
+			}
+			if w.delay == 0 || cp.CleanStart {
+				wills = append(wills, w)
+			}
+			cl.will = nil
+		}
+		if cp.CleanStart {
+			// [MQTT-3.1.2-4] clean start discards the old session.
+			shared = b.endSession(cl)
+			from = cl
+			cl.mu.Unlock()
+			cl = nil
+		}
+	}
+	present := cl != nil
+	if cl == nil {
+		cl = &client{id: id, sess: session.New(id, b.sessionLimits())}
+		b.clients[id] = cl
+		cl.mu.Lock()
+	}
+	cl.conn = h.c
+	cl.version = h.version
+	cl.will = newWill(cp, id, now)
+	cl.noProblem = !h.problemInfo
+	cl.sess.ExpiryInterval = expiry
+	h.cl = cl
+	b.Stats.Connections.Add(1)
+	b.Stats.ConnectionsTotal.Add(1)
+	h.c.Send(connack(present))
+	if pkts := cl.sess.Attach(link, now); len(pkts) > 0 {
+		h.c.Send(pkts...)
+		b.Stats.MessagesOut.Add(uint64(len(pkts)))
+	}
+	cl.mu.Unlock()
+	b.mu.Unlock()
+
+	for _, w := range wills {
+		b.publishWill(w)
+	}
+	if len(shared) > 0 {
+		b.redeliverShared(from, shared)
+	}
+	return packet.Success, ""
+}
+
+// endSession removes a session: its subscriptions and its map entry. The
+// caller holds b.mu and cl.mu. It returns the $share deliveries to hand on.
+func (b *Broker) endSession(cl *client) []session.Delivery {
+	cl.ended = true
+	if cl.expiry != nil {
+		cl.expiry.Stop()
+		cl.expiry = nil
+	}
+	if b.clients[cl.id] == cl {
+		delete(b.clients, cl.id)
+	}
+	b.subs.RemoveClient(cl.id)
+	return cl.sess.TakeShared()
+}
+
+// detach handles the end of a connection: session expiry, the will, and
+// $share messages it left unacknowledged.
+func (b *Broker) detach(h *handler) {
+	cl := h.cl
+	var will *willState
+	var shared []session.Delivery
+
+	b.mu.Lock()
+	cl.mu.Lock()
+	if cl.conn != h.c {
+		// Taken over: the new connection already dealt with the will.
+		cl.mu.Unlock()
+		b.mu.Unlock()
+		return
+	}
+	cl.conn = nil
+	cl.sess.Detach()
+	b.Stats.Connections.Add(-1)
+	if h.discardWill {
+		cl.will = nil // [MQTT-3.1.2-10]
+	}
+	closing := b.closing
+	if closing {
+		// A broker shutdown is not the client's failure: no will.
+		cl.will = nil
+	}
+	shared = cl.sess.TakeShared()
+	expiry := cl.sess.ExpiryInterval
+	if expiry == 0 {
+		// The session ends with the connection, and so the will waits no
+		// longer [MQTT-3.1.3-9].
+		will, cl.will = cl.will, nil
+		shared = append(shared, b.endSession(cl)...)
+	} else {
+		if w := cl.will; w != nil {
+			delay := w.delay
+			if expiry != session.NeverExpire {
+				delay = min(delay, time.Duration(expiry)*time.Second)
+			}
+			if delay == 0 {
+				will, cl.will = w, nil
+			} else {
+				w.timer = time.AfterFunc(delay, func() { b.fireWill(cl, w) })
+			}
+		}
+		if expiry != session.NeverExpire && !closing {
+			cl.takeoverGen++
+			gen := cl.takeoverGen
+			cl.expiry = time.AfterFunc(time.Duration(expiry)*time.Second, func() { b.expire(cl, gen) })
+		}
+	}
+	cl.mu.Unlock()
+	b.mu.Unlock()
+
+	if will != nil {
+		b.publishWill(will)
+	}
+	if len(shared) > 0 {
+		b.redeliverShared(cl, shared)
+	}
+}
+
+// fireWill publishes a delayed will unless a reconnect cancelled it.
+func (b *Broker) fireWill(cl *client, w *willState) {
+	cl.mu.Lock()
+	if cl.will != w {
+		cl.mu.Unlock()
+		return
+	}
+	cl.will = nil
+	cl.mu.Unlock()
+	b.publishWill(w)
+}
+
+// expire ends a session whose expiry interval passed while disconnected.
+func (b *Broker) expire(cl *client, gen uint64) {
+	b.mu.Lock()
+	cl.mu.Lock()
+	if cl.conn != nil || cl.ended || cl.takeoverGen != gen {
+		cl.mu.Unlock()
+		b.mu.Unlock()
+		return
+	}
+	will := cl.will
+	cl.will = nil
+	if will != nil && will.timer != nil {
+		will.timer.Stop()
+	}
+	shared := b.endSession(cl)
+	cl.mu.Unlock()
+	b.mu.Unlock()
+	b.log.Debug("session expired", "client_id", cl.id)
+	if will != nil {
+		b.publishWill(will)
+	}
+	if len(shared) > 0 {
+		b.redeliverShared(cl, shared)
+	}
+}
+
+func (b *Broker) publishWill(w *willState) {
+	m := *w.msg
+	if e := m.Props.MessageExpiry; e != nil {
+		m.Expiry = b.now().Add(time.Duration(*e) * time.Second)
+		m.Props.MessageExpiry = nil
+	}
+	b.log.Debug("publishing will", "client_id", m.Publisher, "topic", m.Topic)
+	b.publish(&m)
+}

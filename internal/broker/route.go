@@ -1,0 +1,188 @@
+package broker
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/starling-mqtt/starling/internal/session"
+	"github.com/starling-mqtt/starling/internal/topic"
+)
+
+// Backplane carries messages between broker nodes of a cluster. A
+// single-node broker has none. Messages arriving from peers enter through
+// Broker.Inject.
+type Backplane interface {
+	// Forward hands a message published on this node to the other nodes.
+	Forward(m *session.Message) error
+}
+
+// SetBackplane plugs a cluster backplane in; call before serving.
+func (b *Broker) SetBackplane(bp Backplane) { b.backplane = bp }
+
+// Inject delivers a message that another node received to the local
+// subscribers, without forwarding it again.
+func (b *Broker) Inject(m *session.Message) int { return b.route(m) }
+
+var matchPool = sync.Pool{New: func() any { s := make([]topic.Entry[subValue], 0, 16); return &s }}
+
+// publish routes a message published on this node: retained store, local
+// subscribers, and the backplane. It returns the number of sessions reached.
+func (b *Broker) publish(m *session.Message) int {
+	if m.Retain {
+		b.retained.set(m)
+	}
+	if b.backplane != nil {
+		if err := b.backplane.Forward(m); err != nil {
+			b.log.Warn("backplane forward failed", "topic", m.Topic, "err", err)
+		}
+	}
+	return b.route(m)
+}
+
+// target is one session's merged view of the subscriptions that matched.
+type target struct {
+	cl *client
+	d  session.Delivery
+}
+
+// route delivers a message to every matching session once: overlapping
+// subscriptions of one client merge into one delivery with the highest QoS
+// and every subscription identifier [MQTT-3.3.4-2, 3.3.4-3]; each $share
+// group gets one copy, sent to one member.
+func (b *Broker) route(m *session.Message) int {
+	bp := matchPool.Get().(*[]topic.Entry[subValue])
+	entries := b.subs.Match(m.Topic, (*bp)[:0])
+	var targets []target
+	var groups map[string][]topic.Entry[subValue]
+	for _, e := range entries {
+		v := e.Value
+		if e.Group != "" {
+			if groups == nil {
+				groups = make(map[string][]topic.Entry[subValue])
+			}
+			k := e.Group + "\x00" + e.Filter
+			groups[k] = append(groups[k], e)
+			continue
+		}
+		if v.opts.NoLocal && v.cl.id == m.Publisher {
+			continue // [MQTT-3.8.3-3]
+		}
+		targets = mergeTarget(targets, v, m)
+	}
+	for k, members := range groups {
+		e := b.pickMember(k, members)
+		t := target{cl: e.Value.cl, d: deliveryFor(e.Value, m)}
+		t.d.Group, t.d.Filter = e.Group, e.Filter
+		targets = append(targets, t)
+	}
+	clear(entries)
+	*bp = entries[:0]
+	matchPool.Put(bp)
+	now := b.now()
+	for _, t := range targets {
+		b.deliver(t.cl, t.d, now)
+	}
+	return len(targets)
+}
+
+func deliveryFor(v subValue, m *session.Message) session.Delivery {
+	d := session.Delivery{Msg: m, QoS: min(m.QoS, v.opts.QoS)}
+	// The retain flag is cleared unless Retain As Published [MQTT-3.3.1-12].
+	d.Retain = m.Retain && v.opts.RetainAsPublished
+	if v.id != 0 {
+		d.SubIDs = []int{v.id}
+	}
+	return d
+}
+
+func mergeTarget(ts []target, v subValue, m *session.Message) []target {
+	for i := range ts {
+		if ts[i].cl != v.cl {
+			continue
+		}
+		d := &ts[i].d
+		d.QoS = max(d.QoS, min(m.QoS, v.opts.QoS))
+		d.Retain = d.Retain || (m.Retain && v.opts.RetainAsPublished)
+		if v.id != 0 {
+			d.SubIDs = append(d.SubIDs, v.id)
+		}
+		return ts
+	}
+	return append(ts, target{cl: v.cl, d: deliveryFor(v, m)})
+}
+
+// pickMember chooses the member of a share group that gets the message:
+// round robin over connected members, or over all if none is connected.
+func (b *Broker) pickMember(key string, members []topic.Entry[subValue]) topic.Entry[subValue] {
+	ctr, _ := b.shareRR.LoadOrStore(key, new(atomic.Uint64))
+	n := ctr.(*atomic.Uint64).Add(1)
+	online := 0
+	for _, e := range members {
+		if e.Value.cl.isOnline() {
+			online++
+		}
+	}
+	if online == 0 {
+		return members[n%uint64(len(members))]
+	}
+	k := int(n % uint64(online))
+	for _, e := range members {
+		if e.Value.cl.isOnline() {
+			if k == 0 {
+				return e
+			}
+			k--
+		}
+	}
+	return members[0]
+}
+
+// redeliverShared hands deliveries taken from a departed session to another
+// connected member of the same share group.
+func (b *Broker) redeliverShared(from *client, ds []session.Delivery) {
+	now := b.now()
+	var buf []topic.Entry[subValue]
+	for _, d := range ds {
+		buf = b.subs.Match(d.Msg.Topic, buf[:0])
+		var members []topic.Entry[subValue]
+		for _, e := range buf {
+			if e.Group == d.Group && e.Filter == d.Filter && e.Value.cl != from && e.Value.cl.isOnline() {
+				members = append(members, e)
+			}
+		}
+		if len(members) == 0 {
+			b.Stats.Dropped.Add(1)
+			continue
+		}
+		e := b.pickMember(d.Group+"\x00"+d.Filter, members)
+		nd := deliveryFor(e.Value, d.Msg)
+		nd.Group, nd.Filter = d.Group, d.Filter
+		b.deliver(e.Value.cl, nd, now)
+	}
+}
+
+func (cl *client) isOnline() bool {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	return cl.conn != nil
+}
+
+// deliver gives one session a delivery and queues what it says to send.
+func (b *Broker) deliver(cl *client, d session.Delivery, now time.Time) {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	if cl.ended {
+		return
+	}
+	before := cl.sess.Stats
+	p := cl.sess.Deliver(d, now)
+	if p != nil && cl.conn != nil {
+		cl.conn.Send(p)
+		b.Stats.MessagesOut.Add(1)
+	}
+	after := cl.sess.Stats
+	if lost := (after.DroppedExpired - before.DroppedExpired) + (after.DroppedQueueFull - before.DroppedQueueFull) + (after.DroppedTooLarge - before.DroppedTooLarge); lost > 0 {
+		b.Stats.Dropped.Add(lost)
+	}
+}

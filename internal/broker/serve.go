@@ -1,0 +1,328 @@
+package broker
+
+import (
+	"errors"
+	"io"
+	"net"
+	"time"
+	"unicode/utf8"
+
+	"github.com/starling-mqtt/starling/internal/packet"
+	"github.com/starling-mqtt/starling/internal/session"
+	"github.com/starling-mqtt/starling/internal/topic"
+)
+
+// serve reads packets until the connection ends and returns why it ended.
+func (h *handler) serve() string {
+	for {
+		var deadline time.Time
+		if h.keepAlive > 0 {
+			// [MQTT-3.1.2-22] one and a half times the keep alive.
+			deadline = h.b.now().Add(h.keepAlive * 3 / 2)
+		}
+		p, _, err := h.c.ReadPacket(deadline)
+		if err != nil {
+			return h.readFailed(err)
+		}
+		if reason := h.handle(p); reason != "" {
+			return reason
+		}
+	}
+}
+
+// readFailed closes the connection after a read error, telling a v5 client
+// why when there is a reason code for it.
+func (h *handler) readFailed(err error) string {
+	var ne net.Error
+	var pe *packet.Error
+	switch {
+	case errors.As(err, &pe):
+		h.disconnect(pe.Code, pe.Reason)
+		return pe.Reason
+	case errors.As(err, &ne) && ne.Timeout():
+		h.disconnect(packet.KeepAliveTimeout, "keep alive timeout")
+		return "keep alive timeout"
+	case errors.Is(err, io.EOF):
+		h.c.Close()
+		return "connection closed by client"
+	}
+	h.c.Close()
+	return err.Error()
+}
+
+// disconnect ends the connection with a server DISCONNECT (v5) or a plain
+// close (3.x, which has no server DISCONNECT).
+func (h *handler) disconnect(code packet.ReasonCode, reason string) {
+	if h.version != packet.V5 {
+		h.c.Close()
+		return
+	}
+	d := &packet.Disconnect{ReasonCode: code}
+	if h.problemInfo {
+		d.Properties.ReasonString = reason
+	}
+	h.c.CloseAfter(d)
+}
+
+// fail is disconnect plus the reason handed back to serve.
+func (h *handler) fail(code packet.ReasonCode, reason string) string {
+	h.disconnect(code, reason)
+	return reason
+}
+
+// handle processes one packet; a non-empty result ends the connection.
+func (h *handler) handle(p packet.Packet) string {
+	switch p := p.(type) {
+	case *packet.Publish:
+		return h.onPublish(p)
+	case *packet.Ack:
+		return h.onAck(p)
+	case *packet.Subscribe:
+		return h.onSubscribe(p)
+	case *packet.Unsubscribe:
+		return h.onUnsubscribe(p)
+	case *packet.Pingreq:
+		h.c.Send(&packet.Pingresp{})
+		return ""
+	case *packet.Disconnect:
+		return h.onDisconnect(p)
+	case *packet.Connect:
+		return h.fail(packet.ProtocolError, "second CONNECT") // [MQTT-3.1.0-2]
+	case *packet.Auth:
+		return h.fail(packet.ProtocolError, "AUTH without an authentication method")
+	}
+	return h.fail(packet.ProtocolError, "unexpected packet "+packetName(p.Type()))
+}
+
+func packetName(t packet.Type) string {
+	names := [...]string{"RESERVED", "CONNECT", "CONNACK", "PUBLISH", "PUBACK", "PUBREC", "PUBREL", "PUBCOMP", "SUBSCRIBE", "SUBACK", "UNSUBSCRIBE", "UNSUBACK", "PINGREQ", "PINGRESP", "DISCONNECT", "AUTH"}
+	if int(t) < len(names) {
+		return names[t]
+	}
+	return "unknown"
+}
+
+func (h *handler) onPublish(p *packet.Publish) string {
+	b := h.b
+	b.Stats.MessagesIn.Add(1)
+	v5 := h.version == packet.V5
+	if p.QoS > b.lim.MaxQoS {
+		return h.fail(packet.QoSNotSupported, "QoS above maximum QoS") // [MQTT-3.2.2-11]
+	}
+	name := p.Topic
+	if a := p.Properties.TopicAlias; a != nil {
+		if *a == 0 || *a > h.aliasMax {
+			return h.fail(packet.TopicAliasInvalid, "topic alias out of range") // [MQTT-3.3.2-8, 3.3.2-9]
+		}
+		if name == "" {
+			var ok bool
+			if name, ok = h.aliases[*a]; !ok {
+				return h.fail(packet.ProtocolError, "unknown topic alias")
+			}
+		} else {
+			if h.aliases == nil {
+				h.aliases = make(map[uint16]string)
+			}
+			h.aliases[*a] = name
+		}
+	}
+	if err := topic.ValidateName(name); err != nil {
+		return h.fail(packet.TopicNameInvalid, "topic name: "+err.Error()) // [MQTT-3.3.2-2]
+	}
+	if v5 {
+		if len(p.Properties.SubscriptionIDs) > 0 {
+			return h.fail(packet.ProtocolError, "subscription identifier in PUBLISH from client") // [MQTT-3.3.4-6]
+		}
+		if rt := p.Properties.ResponseTopic; rt != "" && topic.ValidateName(rt) != nil {
+			return h.fail(packet.ProtocolError, "response topic is not a valid topic name") // [MQTT-3.3.2-14]
+		}
+		if f := p.Properties.PayloadFormat; f != nil && *f == 1 && !utf8.Valid(p.Payload) {
+			// [MQTT-3.3.2-4] the message is refused, not forwarded.
+			if p.QoS == 0 {
+				return h.fail(packet.PayloadFormatInvalid, "payload is not UTF-8")
+			}
+			h.ackPublish(p, packet.PayloadFormatInvalid)
+			return ""
+		}
+	}
+	now := b.now()
+	m := &session.Message{Topic: name, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain, Publisher: h.cl.id}
+	if v5 {
+		m.Props = messageProps(&p.Properties)
+		if e := p.Properties.MessageExpiry; e != nil {
+			m.Expiry = now.Add(time.Duration(*e) * time.Second)
+		}
+	}
+	switch p.QoS {
+	case 0:
+		b.publish(m)
+	case 1:
+		n := b.publish(m)
+		h.ackPublish(p, noMatch(n))
+	case 2:
+		h.cl.mu.Lock()
+		first, err := h.cl.sess.ReceiveQoS2(p.PacketID)
+		h.cl.mu.Unlock()
+		if err != nil {
+			return h.fail(packet.ReceiveMaximumExceeded, "too many QoS 2 messages awaiting PUBREL") // [MQTT-3.3.4-9]
+		}
+		code := packet.Success
+		if first {
+			code = noMatch(b.publish(m))
+		}
+		h.ackPublish(p, code)
+	}
+	return ""
+}
+
+func noMatch(n int) packet.ReasonCode {
+	if n == 0 {
+		return packet.NoMatchingSubscribers
+	}
+	return packet.Success
+}
+
+// ackPublish sends PUBACK or PUBREC. 3.x has no reason codes, and an error
+// code there means the message is silently not forwarded.
+func (h *handler) ackPublish(p *packet.Publish, code packet.ReasonCode) {
+	kind := packet.PUBACK
+	if p.QoS == 2 {
+		kind = packet.PUBREC
+	}
+	if h.version != packet.V5 {
+		code = packet.Success
+	}
+	h.c.Send(&packet.Ack{Kind: kind, PacketID: p.PacketID, ReasonCode: code})
+}
+
+func (h *handler) onAck(a *packet.Ack) string {
+	cl := h.cl
+	now := h.b.now()
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	var next []packet.Packet
+	switch a.Kind {
+	case packet.PUBACK:
+		next, _ = cl.sess.Puback(a.PacketID, now)
+	case packet.PUBREC:
+		var rel packet.Packet
+		rel, next, _ = cl.sess.Pubrec(a.PacketID, a.ReasonCode, now)
+		if rel != nil {
+			h.c.Send(rel)
+		}
+	case packet.PUBREL:
+		ack := &packet.Ack{Kind: packet.PUBCOMP, PacketID: a.PacketID}
+		if !cl.sess.Release(a.PacketID) && h.version == packet.V5 {
+			ack.ReasonCode = packet.PacketIDNotFound
+		}
+		h.c.Send(ack)
+	case packet.PUBCOMP:
+		next, _ = cl.sess.Pubcomp(a.PacketID, now)
+	}
+	if len(next) > 0 {
+		h.c.Send(next...)
+		h.b.Stats.MessagesOut.Add(uint64(len(next)))
+	}
+	return ""
+}
+
+func (h *handler) onSubscribe(p *packet.Subscribe) string {
+	b, cl := h.b, h.cl
+	v5 := h.version == packet.V5
+	subID := 0
+	if ids := p.Properties.SubscriptionIDs; len(ids) > 0 {
+		subID = ids[0]
+	}
+	for _, s := range p.Subscriptions {
+		if _, _, shared := topic.ParseShared(s.Filter); shared && s.NoLocal {
+			return h.fail(packet.ProtocolError, "no local on a shared subscription") // [MQTT-3.8.3-4]
+		}
+	}
+	now := b.now()
+	codes := make([]packet.ReasonCode, len(p.Subscriptions))
+	var retained []session.Delivery
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	for i, s := range p.Subscriptions {
+		if err := topic.ValidateFilter(s.Filter); err != nil {
+			codes[i] = packet.TopicFilterInvalid
+			if !v5 {
+				codes[i] = packet.UnspecifiedError // 3.1.1 has only 0x80 for failure
+			}
+			continue
+		}
+		group, inner, shared := topic.ParseShared(s.Filter)
+		if !shared {
+			inner = s.Filter
+		}
+		s.QoS = min(s.QoS, b.lim.MaxQoS) // [MQTT-3.9.3-?] granted may be lower
+		existed := b.subs.Add(cl.id, group, inner, subValue{cl: cl, opts: s, id: subID})
+		codes[i] = packet.ReasonCode(s.QoS)
+		// Retained messages go to new subscribers per Retain Handling, and
+		// never through a shared subscription [MQTT-3.8.4-?].
+		if shared || s.RetainHandling == 2 || (s.RetainHandling == 1 && existed) {
+			continue
+		}
+		for _, m := range b.retained.match(inner, now) {
+			d := session.Delivery{Msg: m, QoS: min(m.QoS, s.QoS), Retain: true} // [MQTT-3.3.1-9]
+			if subID != 0 {
+				d.SubIDs = []int{subID}
+			}
+			retained = append(retained, d)
+		}
+	}
+	// SUBACK first, then the retained messages [MQTT-3.8.4-?].
+	h.c.Send(&packet.Suback{PacketID: p.PacketID, ReasonCodes: codes})
+	for _, d := range retained {
+		if out := cl.sess.Deliver(d, now); out != nil {
+			h.c.Send(out)
+			b.Stats.MessagesOut.Add(1)
+		}
+	}
+	return ""
+}
+
+func (h *handler) onUnsubscribe(p *packet.Unsubscribe) string {
+	codes := make([]packet.ReasonCode, len(p.Filters))
+	for i, f := range p.Filters {
+		if topic.ValidateFilter(f) != nil {
+			codes[i] = packet.TopicFilterInvalid
+			continue
+		}
+		group, inner, shared := topic.ParseShared(f)
+		if !shared {
+			inner = f
+		}
+		if !h.b.subs.Remove(h.cl.id, group, inner) {
+			codes[i] = packet.NoSubscriptionExisted
+		}
+	}
+	h.c.Send(&packet.Unsuback{PacketID: p.PacketID, ReasonCodes: codes})
+	return ""
+}
+
+func (h *handler) onDisconnect(p *packet.Disconnect) string {
+	if e := p.Properties.SessionExpiry; e != nil {
+		if h.expiryZero && *e != 0 {
+			return h.fail(packet.ProtocolError, "session expiry set at DISCONNECT after 0 at CONNECT") // [MQTT-3.14.2-2]
+		}
+		h.cl.mu.Lock()
+		h.cl.sess.ExpiryInterval = *e
+		h.cl.mu.Unlock()
+	}
+	// Only a normal disconnection (0x00) removes the will; 0x04 and error
+	// codes leave it to be published [MQTT-3.1.2-10].
+	h.discardWill = p.ReasonCode == packet.Success
+	h.c.Close()
+	return "client disconnected (" + packetReason(p.ReasonCode) + ")"
+}
+
+func packetReason(c packet.ReasonCode) string {
+	if c == packet.Success {
+		return "normal"
+	}
+	if c == packet.DisconnectWithWill {
+		return "with will"
+	}
+	return "code " + string("0123456789abcdef"[c>>4]) + string("0123456789abcdef"[c&15])
+}

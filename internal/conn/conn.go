@@ -1,0 +1,226 @@
+// Package conn runs one MQTT network connection: a reader that decodes
+// packets on the caller's goroutine and a writer goroutine that drains a
+// queue and flushes each batch with one write. It knows packets and bytes,
+// not sessions or brokers.
+package conn
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/starling-mqtt/starling/internal/packet"
+)
+
+// MaxPendingQoS0 bounds the QoS 0 publishes waiting for a slow client; more
+// are dropped and counted. QoS 1/2 are bounded by the inflight window.
+const MaxPendingQoS0 = 1024
+
+// writeTimeout bounds one flush: a client that reads nothing for this long is
+// cut off instead of holding memory.
+const writeTimeout = 30 * time.Second
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// Conn is one client connection.
+type Conn struct {
+	nc    net.Conn
+	br    *bufio.Reader
+	maxIn uint32 // largest accepted packet, fixed header included
+
+	version atomic.Uint32 // protocol level, set after CONNECT
+
+	mu      sync.Mutex
+	queue   []packet.Packet
+	qos0    int  // QoS 0 publishes in queue
+	closing bool // flush what is queued, then close
+	closed  bool
+	wake    chan struct{}
+	done    chan struct{} // closed when the writer has exited
+
+	// Dropped counts QoS 0 messages dropped for a slow reader.
+	Dropped atomic.Uint64
+	// BytesOut counts bytes written.
+	BytesOut atomic.Uint64
+}
+
+// New wraps a network connection. maxIn bounds incoming packets.
+func New(nc net.Conn, maxIn uint32) *Conn {
+	c := &Conn{
+		nc:    nc,
+		br:    bufio.NewReaderSize(nc, 1024),
+		maxIn: maxIn,
+		wake:  make(chan struct{}, 1),
+		done:  make(chan struct{}),
+	}
+	go c.writeLoop()
+	return c
+}
+
+// NetConn returns the underlying connection.
+func (c *Conn) NetConn() net.Conn { return c.nc }
+
+// SetVersion sets the protocol level used to decode and encode.
+func (c *Conn) SetVersion(v byte) { c.version.Store(uint32(v)) }
+
+// Version returns the protocol level.
+func (c *Conn) Version() byte { return byte(c.version.Load()) }
+
+// ErrTooLarge is returned by ReadPacket for a packet above the limit.
+var ErrTooLarge = &packet.Error{Code: packet.PacketTooLarge, Reason: "packet exceeds maximum packet size"}
+
+// ReadPacket reads and decodes the next packet. deadline, when non-zero,
+// bounds how long to wait for it (keep alive, connect timeout).
+func (c *Conn) ReadPacket(deadline time.Time) (packet.Packet, int, error) {
+	if err := c.nc.SetReadDeadline(deadline); err != nil {
+		return nil, 0, err
+	}
+	fh, err := packet.ReadFixedHeader(c.br)
+	if err != nil {
+		return nil, 0, err
+	}
+	size := 1 + varintLen(fh.Remaining) + fh.Remaining
+	if uint64(size) > uint64(c.maxIn) {
+		// [MQTT-3.2.2-?] a packet above our Maximum Packet Size; the body is
+		// never read, so no allocation follows from its length.
+		return nil, size, ErrTooLarge
+	}
+	body := make([]byte, fh.Remaining)
+	if _, err := io.ReadFull(c.br, body); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, size, err
+	}
+	p, err := packet.Decode(fh, body, c.Version())
+	return p, size, err
+}
+
+func varintLen(n int) int {
+	switch {
+	case n < 128:
+		return 1
+	case n < 16384:
+		return 2
+	case n < 2097152:
+		return 3
+	}
+	return 4
+}
+
+// Send queues packets for the writer. QoS 0 publishes beyond MaxPendingQoS0
+// are dropped (slow reader); it returns false if the connection is closing.
+func (c *Conn) Send(ps ...packet.Packet) bool {
+	c.mu.Lock()
+	if c.closing || c.closed {
+		c.mu.Unlock()
+		return false
+	}
+	for _, p := range ps {
+		if pub, ok := p.(*packet.Publish); ok && pub.QoS == 0 {
+			if c.qos0 >= MaxPendingQoS0 {
+				c.Dropped.Add(1)
+				continue
+			}
+			c.qos0++
+		}
+		c.queue = append(c.queue, p)
+	}
+	c.mu.Unlock()
+	c.signal()
+	return true
+}
+
+func (c *Conn) signal() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// CloseAfter queues a last packet (may be nil), flushes the queue and closes
+// the connection. It returns at once; Wait waits for the close.
+func (c *Conn) CloseAfter(last packet.Packet) {
+	c.mu.Lock()
+	if c.closing || c.closed {
+		c.mu.Unlock()
+		return
+	}
+	if last != nil {
+		c.queue = append(c.queue, last)
+	}
+	c.closing = true
+	c.mu.Unlock()
+	c.signal()
+}
+
+// Close closes the connection now, dropping anything queued.
+func (c *Conn) Close() {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	c.nc.Close()
+	c.signal()
+}
+
+// Done is closed when the writer has exited and the socket is closed.
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+func (c *Conn) writeLoop() {
+	defer close(c.done)
+	defer c.nc.Close()
+	var batch []packet.Packet
+	for range c.wake {
+		for {
+			c.mu.Lock()
+			if c.closed {
+				c.mu.Unlock()
+				return
+			}
+			batch, c.queue = c.queue, batch[:0]
+			c.qos0 = 0
+			closing := c.closing
+			c.mu.Unlock()
+			if len(batch) == 0 {
+				if closing {
+					return
+				}
+				break
+			}
+			if err := c.flush(batch); err != nil {
+				c.mu.Lock()
+				c.closed = true
+				c.mu.Unlock()
+				return
+			}
+			clear(batch)
+		}
+	}
+}
+
+// flush encodes a batch into one pooled buffer and writes it once.
+func (c *Conn) flush(batch []packet.Packet) error {
+	bp := bufPool.Get().(*[]byte)
+	buf := (*bp)[:0]
+	v := c.Version()
+	var err error
+	for _, p := range batch {
+		if buf, err = packet.Append(buf, p, v); err != nil {
+			// An unencodable packet is a broker bug, not the client's; skip it
+			// rather than corrupt the stream.
+			continue
+		}
+	}
+	c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+	n, werr := c.nc.Write(buf)
+	c.BytesOut.Add(uint64(n))
+	if cap(buf) <= 64<<10 {
+		*bp = buf[:0]
+		bufPool.Put(bp)
+	}
+	return werr
+}

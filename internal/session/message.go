@@ -1,0 +1,45 @@
+// Package session is the per-client MQTT session state machine: packet
+// identifiers, inflight windows, the QoS 1/2 flows in both directions, the
+// offline queue, outbound topic aliases and message expiry. It does no I/O and
+// reads no clock: callers pass `now` and get back the packets to send.
+package session
+
+import (
+	"time"
+
+	"github.com/starling-mqtt/starling/internal/packet"
+)
+
+// Message is one application message as the broker routes it. It is
+// immutable once published: every subscriber gets a pointer to the same value.
+type Message struct {
+	Topic   string
+	Payload []byte
+	QoS     byte // QoS it was published with
+	Retain  bool
+	// Props are the message properties forwarded to subscribers (payload
+	// format, content type, response topic, correlation data, user
+	// properties). Message expiry is kept as Expiry instead.
+	Props packet.Properties
+	// Expiry is when the message stops being deliverable; zero means never.
+	Expiry time.Time
+	// Publisher is the client ID that sent it, for No Local.
+	Publisher string
+}
+
+// Expired reports whether the message may no longer be delivered at now.
+func (m *Message) Expired(now time.Time) bool {
+	return !m.Expiry.IsZero() && !now.Before(m.Expiry)
+}
+
+// Delivery is a message on its way to one session, with what the matching
+// subscriptions decided for that session.
+type Delivery struct {
+	Msg    *Message
+	QoS    byte  // granted: min(message QoS, subscription QoS)
+	Retain bool  // retain flag as sent: retained-on-subscribe or retain-as-published
+	SubIDs []int // subscription identifiers of every matching subscription (v5)
+	// Group is the $share group the message was routed through, "" if none;
+	// such messages are handed to another member when this session goes away.
+	Group, Filter string
+}

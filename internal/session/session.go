@@ -1,0 +1,403 @@
+package session
+
+import (
+	"errors"
+	"time"
+
+	"github.com/starling-mqtt/starling/internal/packet"
+)
+
+// NeverExpire is the session expiry interval meaning "never" [MQTT-3.1.2-?].
+const NeverExpire = 0xFFFFFFFF
+
+// ErrReceiveMaximum is returned when a client has more unreleased QoS 2
+// messages than the receive maximum the broker announced [MQTT-3.3.4-9].
+var ErrReceiveMaximum = errors.New("session: receive maximum exceeded")
+
+// Limits are the broker-side bounds of one session.
+type Limits struct {
+	MaxQueued   int    // offline/backlog queue of QoS 1/2 deliveries
+	MaxInflight uint16 // cap on outbound inflight, whatever the client allows
+	ReceiveMax  uint16 // inbound QoS 2 awaiting PUBREL
+}
+
+// Link describes the live connection a session is attached to. It is reset on
+// every connect.
+type Link struct {
+	Version       byte
+	ReceiveMax    uint16 // client's Receive Maximum: outbound QoS 1/2 window
+	MaxPacketSize uint32 // client's Maximum Packet Size, 0 = unlimited
+	TopicAliasMax uint16 // client's Topic Alias Maximum for broker->client
+}
+
+type outState uint8
+
+const (
+	waitPuback  outState = iota // QoS 1 PUBLISH sent
+	waitPubrec                  // QoS 2 PUBLISH sent
+	waitPubcomp                 // PUBREL sent
+)
+
+type inflight struct {
+	id    uint16
+	d     Delivery
+	state outState
+}
+
+// Stats counts what a session had to drop.
+type Stats struct {
+	DroppedQueueFull uint64 // offline queue full
+	DroppedExpired   uint64 // message expiry passed before delivery
+	DroppedTooLarge  uint64 // larger than the client's Maximum Packet Size
+}
+
+// Session is one client's state. It is not safe for concurrent use; the
+// broker serialises calls with its own lock.
+type Session struct {
+	ClientID string
+	// ExpiryInterval is in seconds: 0 ends the session with the connection,
+	// NeverExpire keeps it forever.
+	ExpiryInterval uint32
+
+	lim    Limits
+	link   *Link // nil while offline
+	nextID uint16
+
+	out     []*inflight // in send order
+	queue   []Delivery  // waiting for quota or for the client to come back
+	aliases map[string]uint16
+
+	inQoS2 map[uint16]struct{} // inbound QoS 2 IDs received, PUBREL not yet
+
+	Stats Stats
+}
+
+// New returns an empty, offline session.
+func New(clientID string, lim Limits) *Session {
+	if lim.MaxInflight == 0 {
+		lim.MaxInflight = 65535
+	}
+	if lim.ReceiveMax == 0 {
+		lim.ReceiveMax = 65535
+	}
+	return &Session{
+		ClientID: clientID,
+		lim:      lim,
+		inQoS2:   make(map[uint16]struct{}),
+	}
+}
+
+// Online reports whether a connection is attached.
+func (s *Session) Online() bool { return s.link != nil }
+
+// Version is the protocol level of the attached connection (0 offline).
+func (s *Session) Version() byte {
+	if s.link == nil {
+		return 0
+	}
+	return s.link.Version
+}
+
+// Attach binds a new connection and returns what must be sent first: every
+// unacknowledged PUBLISH again with DUP set, and PUBREL for those past PUBREC
+// [MQTT-4.4.0-1], then queued messages as the window allows.
+func (s *Session) Attach(l Link, now time.Time) []packet.Packet {
+	s.link = &l
+	s.aliases = nil
+	var pkts []packet.Packet
+	kept := s.out[:0]
+	for _, f := range s.out {
+		if f.state == waitPubcomp {
+			kept = append(kept, f)
+			pkts = append(pkts, &packet.Ack{Kind: packet.PUBREL, PacketID: f.id})
+			continue
+		}
+		if f.d.Msg.Expired(now) {
+			s.Stats.DroppedExpired++
+			continue
+		}
+		p, ok := s.publish(f.d, f.id, now)
+		if !ok {
+			continue
+		}
+		p.Dup = true
+		kept = append(kept, f)
+		pkts = append(pkts, p)
+	}
+	clear(s.out[len(kept):])
+	s.out = kept
+	return s.fill(pkts, now)
+}
+
+// Detach marks the session offline; inflight and queued messages stay.
+func (s *Session) Detach() {
+	s.link = nil
+	s.aliases = nil
+}
+
+// Deliver hands the session a message. It returns the PUBLISH to send now,
+// or nil when the session is offline, the window is full (the delivery is
+// queued) or the message was dropped.
+func (s *Session) Deliver(d Delivery, now time.Time) packet.Packet {
+	if d.Msg.Expired(now) {
+		s.Stats.DroppedExpired++
+		return nil
+	}
+	if d.QoS == 0 {
+		// QoS 0 is not subject to the receive maximum and is not kept for an
+		// offline client.
+		if s.link == nil {
+			return nil
+		}
+		p, ok := s.publish(d, 0, now)
+		if !ok {
+			return nil
+		}
+		return p
+	}
+	if s.link == nil || len(s.queue) > 0 || !s.hasQuota() {
+		s.enqueue(d)
+		return nil
+	}
+	return s.send(d, now)
+}
+
+func (s *Session) enqueue(d Delivery) {
+	if len(s.queue) >= s.lim.MaxQueued {
+		// Policy: the newest message is dropped so that what was queued
+		// first keeps its order and is delivered first.
+		s.Stats.DroppedQueueFull++
+		return
+	}
+	s.queue = append(s.queue, d)
+}
+
+func (s *Session) hasQuota() bool {
+	w := int(s.lim.MaxInflight)
+	if s.link != nil && s.link.ReceiveMax != 0 && int(s.link.ReceiveMax) < w {
+		w = int(s.link.ReceiveMax)
+	}
+	return len(s.out) < w
+}
+
+// send assigns a packet ID, records the inflight state and builds the PUBLISH.
+func (s *Session) send(d Delivery, now time.Time) packet.Packet {
+	id := s.allocID()
+	p, ok := s.publish(d, id, now)
+	if !ok {
+		return nil
+	}
+	st := waitPuback
+	if d.QoS == 2 {
+		st = waitPubrec
+	}
+	s.out = append(s.out, &inflight{id: id, d: d, state: st})
+	return p
+}
+
+// allocID returns a packet ID not in use by an outbound flow [MQTT-2.2.1-3].
+// The window is far below 65535, so the loop ends quickly.
+func (s *Session) allocID() uint16 {
+	for {
+		s.nextID++
+		if s.nextID == 0 {
+			s.nextID = 1
+		}
+		if s.find(s.nextID) < 0 {
+			return s.nextID
+		}
+	}
+}
+
+func (s *Session) find(id uint16) int {
+	for i, f := range s.out {
+		if f.id == id {
+			return i
+		}
+	}
+	return -1
+}
+
+// publish builds the wire PUBLISH for a delivery on the current link. It
+// returns false when the message cannot be sent to this client at all.
+func (s *Session) publish(d Delivery, id uint16, now time.Time) (*packet.Publish, bool) {
+	m := d.Msg
+	p := &packet.Publish{QoS: d.QoS, Retain: d.Retain, Topic: m.Topic, PacketID: id, Payload: m.Payload}
+	v := s.link.Version
+	if v == packet.V5 {
+		p.Properties = m.Props
+		if !m.Expiry.IsZero() {
+			// Forward the remaining lifetime, not the original [MQTT-3.3.2-6].
+			left := uint32((m.Expiry.Sub(now) + time.Second - 1) / time.Second)
+			p.Properties.MessageExpiry = &left
+		}
+		if len(d.SubIDs) > 0 {
+			p.Properties.SubscriptionIDs = d.SubIDs
+		}
+		if max := s.link.MaxPacketSize; max > 0 && !fits(p, v, max) {
+			// [MQTT-3.1.2-24] never send a packet above the client's limit;
+			// the message is dropped for this client as if delivered.
+			s.Stats.DroppedTooLarge++
+			return nil, false
+		}
+		s.alias(p)
+	}
+	return p, true
+}
+
+// alias replaces the topic with a topic alias when the client allows them. An
+// alias is assigned to the first topics seen, and never reassigned, so the
+// mapping is stable for the connection.
+func (s *Session) alias(p *packet.Publish) {
+	if s.link.TopicAliasMax == 0 {
+		return
+	}
+	if a, ok := s.aliases[p.Topic]; ok {
+		p.Properties.TopicAlias = &a
+		p.Topic = ""
+		return
+	}
+	if len(s.aliases) >= int(s.link.TopicAliasMax) {
+		return
+	}
+	if s.aliases == nil {
+		s.aliases = make(map[string]uint16)
+	}
+	a := uint16(len(s.aliases) + 1)
+	s.aliases[p.Topic] = a
+	p.Properties.TopicAlias = &a
+}
+
+// fill moves queued deliveries into the window while there is quota.
+func (s *Session) fill(pkts []packet.Packet, now time.Time) []packet.Packet {
+	if s.link == nil {
+		return pkts
+	}
+	n := 0
+	for n < len(s.queue) && s.hasQuota() {
+		d := s.queue[n]
+		n++
+		if d.Msg.Expired(now) {
+			s.Stats.DroppedExpired++
+			continue
+		}
+		if p := s.send(d, now); p != nil {
+			pkts = append(pkts, p)
+		}
+	}
+	if n > 0 {
+		clear(s.queue[:n])
+		s.queue = s.queue[n:]
+	}
+	return pkts
+}
+
+// Puback completes an outbound QoS 1 flow and returns what the freed quota
+// lets through. ok is false for an unknown ID.
+func (s *Session) Puback(id uint16, now time.Time) (next []packet.Packet, ok bool) {
+	i := s.find(id)
+	if i < 0 || s.out[i].state != waitPuback {
+		return nil, false
+	}
+	s.remove(i)
+	return s.fill(nil, now), true
+}
+
+// Pubrec moves an outbound QoS 2 flow to PUBREL. A PUBREC with an error code
+// ends the flow [MQTT-4.3.3-?]. It returns the PUBREL to send (nil if none)
+// and what the freed quota lets through.
+func (s *Session) Pubrec(id uint16, code packet.ReasonCode, now time.Time) (rel packet.Packet, next []packet.Packet, ok bool) {
+	i := s.find(id)
+	if i < 0 {
+		// Unknown ID: answer with PUBREL 0x92 so the client can finish.
+		return &packet.Ack{Kind: packet.PUBREL, PacketID: id, ReasonCode: packet.PacketIDNotFound}, nil, false
+	}
+	f := s.out[i]
+	if f.state == waitPuback {
+		return nil, nil, false
+	}
+	if code >= 0x80 {
+		s.remove(i)
+		return nil, s.fill(nil, now), true
+	}
+	f.state = waitPubcomp
+	return &packet.Ack{Kind: packet.PUBREL, PacketID: id}, nil, true
+}
+
+// Pubcomp completes an outbound QoS 2 flow.
+func (s *Session) Pubcomp(id uint16, now time.Time) (next []packet.Packet, ok bool) {
+	i := s.find(id)
+	if i < 0 || s.out[i].state != waitPubcomp {
+		return nil, false
+	}
+	s.remove(i)
+	return s.fill(nil, now), true
+}
+
+func (s *Session) remove(i int) {
+	copy(s.out[i:], s.out[i+1:])
+	s.out[len(s.out)-1] = nil
+	s.out = s.out[:len(s.out)-1]
+}
+
+// ReceiveQoS2 records an inbound QoS 2 PUBLISH. first is false when the ID is
+// already awaiting PUBREL: the message was delivered before and must not be
+// again [MQTT-4.3.3-9].
+func (s *Session) ReceiveQoS2(id uint16) (first bool, err error) {
+	if _, dup := s.inQoS2[id]; dup {
+		return false, nil
+	}
+	if len(s.inQoS2) >= int(s.lim.ReceiveMax) {
+		return false, ErrReceiveMaximum
+	}
+	s.inQoS2[id] = struct{}{}
+	return true, nil
+}
+
+// Release handles an inbound PUBREL; ok is false for an unknown ID.
+func (s *Session) Release(id uint16) (ok bool) {
+	if _, ok = s.inQoS2[id]; ok {
+		delete(s.inQoS2, id)
+	}
+	return ok
+}
+
+// Inflight returns the number of outbound QoS 1/2 messages awaiting
+// acknowledgement.
+func (s *Session) Inflight() int { return len(s.out) }
+
+// Queued returns the number of deliveries waiting to be sent.
+func (s *Session) Queued() int { return len(s.queue) }
+
+// TakeShared removes and returns the deliveries that came through a $share
+// group and were not yet acknowledged past PUBREC, so the broker can hand
+// them to another member of the group.
+func (s *Session) TakeShared() []Delivery {
+	var ds []Delivery
+	kept := s.out[:0]
+	for _, f := range s.out {
+		if f.d.Group != "" && f.state != waitPubcomp {
+			ds = append(ds, f.d)
+			continue
+		}
+		kept = append(kept, f)
+	}
+	clear(s.out[len(kept):])
+	s.out = kept
+	q := s.queue[:0]
+	for _, d := range s.queue {
+		if d.Group != "" {
+			ds = append(ds, d)
+			continue
+		}
+		q = append(q, d)
+	}
+	clear(s.queue[len(q):])
+	s.queue = q
+	return ds
+}
+
+func fits(p *packet.Publish, v byte, max uint32) bool {
+	n, err := packet.Size(p, v)
+	return err == nil && uint64(n) <= uint64(max)
+}

@@ -1,0 +1,161 @@
+// Package testutil starts brokers for tests and speaks raw MQTT to them.
+package testutil
+
+import (
+	"bufio"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/starling-mqtt/starling"
+	"github.com/starling-mqtt/starling/internal/packet"
+)
+
+// StartBroker runs a broker on 127.0.0.1:0 with the default config changed
+// by mutate (may be nil) and stops it when the test ends. It returns the
+// MQTT TCP address.
+func StartBroker(t testing.TB, mutate func(*starling.Config)) (*starling.Server, string) {
+	t.Helper()
+	cfg := starling.DefaultConfig()
+	cfg.TCP = "127.0.0.1:0"
+	cfg.HTTP = ""
+	cfg.Data = t.TempDir()
+	cfg.ShutdownTimeout = 2 * time.Second
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	lv := slog.LevelWarn
+	if os.Getenv("STARLING_TEST_LOG") != "" {
+		lv = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv}))
+	srv, err := starling.New(cfg, starling.WithLogger(log))
+	if err != nil {
+		t.Fatalf("start broker: %v", err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve() }()
+	addr := srv.Addr()
+	if addr == nil {
+		t.Fatalf("start broker: %v", <-errc)
+	}
+	t.Cleanup(func() {
+		srv.Close()
+		if err := <-errc; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	return srv, addr.String()
+}
+
+// Raw is a packet-level MQTT client for error paths real clients never take.
+type Raw struct {
+	t       testing.TB
+	nc      net.Conn
+	br      *bufio.Reader
+	Version byte
+}
+
+// Dial opens a raw connection speaking the given protocol level.
+func Dial(t testing.TB, addr string, version byte) *Raw {
+	t.Helper()
+	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	return &Raw{t: t, nc: nc, br: bufio.NewReader(nc), Version: version}
+}
+
+// Send encodes and writes packets.
+func (r *Raw) Send(ps ...packet.Packet) {
+	r.t.Helper()
+	var buf []byte
+	for _, p := range ps {
+		var err error
+		if buf, err = packet.Append(buf, p, r.Version); err != nil {
+			r.t.Fatalf("encode %T: %v", p, err)
+		}
+	}
+	r.WriteRaw(buf)
+}
+
+// WriteRaw writes bytes as they are.
+func (r *Raw) WriteRaw(b []byte) {
+	r.t.Helper()
+	r.nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	if _, err := r.nc.Write(b); err != nil {
+		r.t.Fatalf("write: %v", err)
+	}
+}
+
+// Connect sends CONNECT with the client ID and clean start, and returns the
+// CONNACK.
+func (r *Raw) Connect(clientID string, clean bool) *packet.Connack {
+	r.t.Helper()
+	name := "MQTT"
+	if r.Version == packet.V31 {
+		name = "MQIsdp"
+	}
+	r.Send(&packet.Connect{ProtocolName: name, ProtocolVersion: r.Version, CleanStart: clean, ClientID: clientID, KeepAlive: 30})
+	ack, ok := r.Read().(*packet.Connack)
+	if !ok {
+		r.t.Fatalf("expected CONNACK")
+	}
+	return ack
+}
+
+// Next reads the next packet, or returns the error (io.EOF on close).
+func (r *Raw) Next(timeout time.Duration) (packet.Packet, error) {
+	r.nc.SetReadDeadline(time.Now().Add(timeout))
+	fh, err := packet.ReadFixedHeader(r.br)
+	if err != nil {
+		return nil, err
+	}
+	body := make([]byte, fh.Remaining)
+	if _, err := io.ReadFull(r.br, body); err != nil {
+		return nil, err
+	}
+	return packet.Decode(fh, body, r.Version)
+}
+
+// Read returns the next packet or fails the test within 5 s.
+func (r *Raw) Read() packet.Packet {
+	r.t.Helper()
+	p, err := r.Next(5 * time.Second)
+	if err != nil {
+		r.t.Fatalf("read packet: %v", err)
+	}
+	return p
+}
+
+// ExpectClosed asserts the broker closes the connection, optionally after a
+// DISCONNECT with the given reason code (v5), and returns that DISCONNECT.
+func (r *Raw) ExpectClosed(code packet.ReasonCode) *packet.Disconnect {
+	r.t.Helper()
+	var d *packet.Disconnect
+	for {
+		p, err := r.Next(5 * time.Second)
+		if err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				r.t.Fatalf("connection not closed within 5s")
+			}
+			break
+		}
+		if dp, ok := p.(*packet.Disconnect); ok {
+			d = dp
+		}
+	}
+	if r.Version == packet.V5 {
+		if d == nil {
+			r.t.Fatalf("closed without DISCONNECT, want reason 0x%02x", byte(code))
+		}
+		if d.ReasonCode != code {
+			r.t.Fatalf("DISCONNECT reason 0x%02x, want 0x%02x (%s)", byte(d.ReasonCode), byte(code), d.Properties.ReasonString)
+		}
+	}
+	return d
+}
