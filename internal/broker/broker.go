@@ -42,6 +42,7 @@ type Broker struct {
 
 	mu       sync.Mutex
 	clients  map[string]*client
+	conns    map[*conn.Conn]struct{} // every open connection, CONNECT or not
 	closing  bool
 	handlers sync.WaitGroup
 
@@ -64,6 +65,7 @@ func New(lim config.Limits, log *slog.Logger) *Broker {
 		log:      log,
 		now:      time.Now,
 		clients:  make(map[string]*client),
+		conns:    make(map[*conn.Conn]struct{}),
 		subs:     topic.NewIndex[subValue](),
 		retained: newRetainStore(),
 	}
@@ -95,9 +97,15 @@ func (b *Broker) HandleConn(nc net.Conn) {
 		return
 	}
 	b.handlers.Add(1)
+	c := conn.New(nc, b.lim.MaxPacketSize)
+	b.conns[c] = struct{}{}
 	b.mu.Unlock()
 	defer b.handlers.Done()
-	c := conn.New(nc, b.lim.MaxPacketSize)
+	defer func() {
+		b.mu.Lock()
+		delete(b.conns, c)
+		b.mu.Unlock()
+	}()
 	defer func() {
 		// A bug triggered by one client ends that connection only.
 		if r := recover(); r != nil {
@@ -116,10 +124,11 @@ func (b *Broker) Close(timeout time.Duration) {
 	b.mu.Lock()
 	b.closing = true
 	var conns []*conn.Conn
+	attached := make(map[*conn.Conn]bool)
 	for _, cl := range b.clients {
 		cl.mu.Lock()
 		if cl.conn != nil {
-			conns = append(conns, cl.conn)
+			attached[cl.conn] = true
 			if cl.version == packet.V5 {
 				cl.conn.CloseAfter(&packet.Disconnect{ReasonCode: packet.ServerShuttingDown})
 			} else {
@@ -133,6 +142,12 @@ func (b *Broker) Close(timeout time.Duration) {
 			cl.will.timer.Stop()
 		}
 		cl.mu.Unlock()
+	}
+	for c := range b.conns {
+		conns = append(conns, c)
+		if !attached[c] {
+			c.Close() // still in the CONNECT handshake
+		}
 	}
 	b.mu.Unlock()
 	done := make(chan struct{})

@@ -243,6 +243,9 @@ func (h *handler) onSubscribe(p *packet.Subscribe) string {
 	var retained []session.Delivery
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
+	if cl.conn != h.c {
+		return "session taken over" // late packet of a replaced connection
+	}
 	for i, s := range p.Subscriptions {
 		if err := topic.ValidateFilter(s.Filter); err != nil {
 			codes[i] = packet.TopicFilterInvalid

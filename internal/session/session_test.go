@@ -1,0 +1,175 @@
+package session
+
+import (
+	"testing"
+	"time"
+
+	"github.com/starling-mqtt/starling/internal/packet"
+)
+
+var t0 = time.Unix(1_700_000_000, 0)
+
+func msg(topic string, qos byte) *Message {
+	return &Message{Topic: topic, Payload: []byte("x"), QoS: qos}
+}
+
+func pub(t *testing.T, p packet.Packet) *packet.Publish {
+	t.Helper()
+	pp, ok := p.(*packet.Publish)
+	if !ok {
+		t.Fatalf("got %T, want *packet.Publish", p)
+	}
+	return pp
+}
+
+func TestQoS1WindowAndQueue(t *testing.T) {
+	s := New("c", Limits{MaxQueued: 10, MaxInflight: 10})
+	s.Attach(Link{Version: packet.V5, ReceiveMax: 2}, t0)
+	var ids []uint16
+	for i := 0; i < 4; i++ {
+		p := s.Deliver(Delivery{Msg: msg("t", 1), QoS: 1}, t0)
+		if i < 2 {
+			ids = append(ids, pub(t, p).PacketID)
+		} else if p != nil {
+			t.Fatalf("delivery %d sent beyond receive maximum 2", i)
+		}
+	}
+	if s.Inflight() != 2 || s.Queued() != 2 {
+		t.Fatalf("inflight %d queued %d, want 2 and 2", s.Inflight(), s.Queued())
+	}
+	if ids[0] == 0 || ids[0] == ids[1] {
+		t.Fatalf("packet IDs %v must be non-zero and distinct", ids)
+	}
+	next, ok := s.Puback(ids[0], t0)
+	if !ok || len(next) != 1 {
+		t.Fatalf("PUBACK freed %d, ok=%v; want one queued message sent", len(next), ok)
+	}
+	if _, ok := s.Puback(ids[0], t0); ok {
+		t.Fatal("second PUBACK for the same ID accepted")
+	}
+}
+
+func TestQoS0NotQueuedOffline(t *testing.T) {
+	s := New("c", Limits{MaxQueued: 10})
+	if p := s.Deliver(Delivery{Msg: msg("t", 0), QoS: 0}, t0); p != nil || s.Queued() != 0 {
+		t.Fatalf("QoS 0 to an offline session: sent %v queued %d", p, s.Queued())
+	}
+}
+
+func TestQueueOverflowDropsNewest(t *testing.T) {
+	s := New("c", Limits{MaxQueued: 2})
+	for i := 0; i < 5; i++ {
+		s.Deliver(Delivery{Msg: &Message{Topic: "t", Payload: []byte{byte('a' + i)}, QoS: 1}, QoS: 1}, t0)
+	}
+	if s.Queued() != 2 || s.Stats.DroppedQueueFull != 3 {
+		t.Fatalf("queued %d dropped %d, want 2 and 3", s.Queued(), s.Stats.DroppedQueueFull)
+	}
+	pkts := s.Attach(Link{Version: packet.V311, ReceiveMax: 65535}, t0)
+	if len(pkts) != 2 || string(pub(t, pkts[0]).Payload) != "a" || string(pub(t, pkts[1]).Payload) != "b" {
+		t.Fatalf("resumed %d packets, want the two oldest in order", len(pkts))
+	}
+}
+
+func TestResendWithDupAndPubrel(t *testing.T) {
+	s := New("c", Limits{MaxQueued: 10})
+	s.Attach(Link{Version: packet.V311, ReceiveMax: 65535}, t0)
+	p1 := pub(t, s.Deliver(Delivery{Msg: msg("a", 1), QoS: 1}, t0))
+	p2 := pub(t, s.Deliver(Delivery{Msg: msg("b", 2), QoS: 2}, t0))
+	rel, _, ok := s.Pubrec(p2.PacketID, packet.Success, t0)
+	if !ok || rel.(*packet.Ack).Kind != packet.PUBREL {
+		t.Fatalf("PUBREC gave %v ok=%v", rel, ok)
+	}
+	s.Detach()
+	pkts := s.Attach(Link{Version: packet.V311, ReceiveMax: 65535}, t0)
+	if len(pkts) != 2 {
+		t.Fatalf("resumed %d packets, want 2", len(pkts))
+	}
+	r := pub(t, pkts[0])
+	if !r.Dup || r.PacketID != p1.PacketID || r.Topic != "a" {
+		t.Fatalf("resent %+v, want DUP PUBLISH id %d", r, p1.PacketID)
+	}
+	if a, ok := pkts[1].(*packet.Ack); !ok || a.Kind != packet.PUBREL || a.PacketID != p2.PacketID {
+		t.Fatalf("second resumed packet %+v, want PUBREL %d", pkts[1], p2.PacketID)
+	}
+	if _, ok := s.Pubcomp(p2.PacketID, t0); !ok || s.Inflight() != 1 {
+		t.Fatalf("PUBCOMP not accepted or inflight %d", s.Inflight())
+	}
+}
+
+func TestInboundQoS2ExactlyOnce(t *testing.T) {
+	s := New("c", Limits{ReceiveMax: 2})
+	if first, err := s.ReceiveQoS2(7); !first || err != nil {
+		t.Fatalf("first receive: %v %v", first, err)
+	}
+	if first, err := s.ReceiveQoS2(7); first || err != nil {
+		t.Fatalf("retransmission treated as new: %v %v", first, err)
+	}
+	s.ReceiveQoS2(8)
+	if _, err := s.ReceiveQoS2(9); err != ErrReceiveMaximum {
+		t.Fatalf("third unreleased QoS 2: err %v, want ErrReceiveMaximum", err)
+	}
+	if !s.Release(7) || s.Release(7) {
+		t.Fatal("PUBREL bookkeeping wrong")
+	}
+	if first, _ := s.ReceiveQoS2(7); !first {
+		t.Fatal("ID reused after PUBREL must be a new message")
+	}
+}
+
+func TestMessageExpiry(t *testing.T) {
+	s := New("c", Limits{MaxQueued: 10})
+	m := msg("t", 1)
+	m.Expiry = t0.Add(10 * time.Second)
+	s.Deliver(Delivery{Msg: m, QoS: 1}, t0)
+	pkts := s.Attach(Link{Version: packet.V5, ReceiveMax: 10}, t0.Add(4*time.Second))
+	p := pub(t, pkts[0])
+	if p.Properties.MessageExpiry == nil || *p.Properties.MessageExpiry != 6 {
+		t.Fatalf("message expiry forwarded as %v, want 6 s remaining", p.Properties.MessageExpiry)
+	}
+	s2 := New("c", Limits{MaxQueued: 10})
+	s2.Deliver(Delivery{Msg: m, QoS: 1}, t0)
+	if pkts := s2.Attach(Link{Version: packet.V5, ReceiveMax: 10}, t0.Add(11*time.Second)); len(pkts) != 0 || s2.Stats.DroppedExpired != 1 {
+		t.Fatalf("expired message sent (%d) or not counted (%d)", len(pkts), s2.Stats.DroppedExpired)
+	}
+}
+
+func TestMaxPacketSizeDrops(t *testing.T) {
+	s := New("c", Limits{MaxQueued: 10})
+	s.Attach(Link{Version: packet.V5, ReceiveMax: 10, MaxPacketSize: 50}, t0)
+	big := &Message{Topic: "t", Payload: make([]byte, 100), QoS: 1}
+	if p := s.Deliver(Delivery{Msg: big, QoS: 1}, t0); p != nil || s.Inflight() != 0 || s.Stats.DroppedTooLarge != 1 {
+		t.Fatalf("too-large message: sent=%v inflight=%d dropped=%d", p != nil, s.Inflight(), s.Stats.DroppedTooLarge)
+	}
+	if p := s.Deliver(Delivery{Msg: msg("t", 1), QoS: 1}, t0); p == nil {
+		t.Fatal("small message after a dropped one not sent")
+	}
+}
+
+func TestTopicAliasOutbound(t *testing.T) {
+	s := New("c", Limits{})
+	s.Attach(Link{Version: packet.V5, ReceiveMax: 10, TopicAliasMax: 1}, t0)
+	a := pub(t, s.Deliver(Delivery{Msg: msg("one", 0)}, t0))
+	b := pub(t, s.Deliver(Delivery{Msg: msg("one", 0)}, t0))
+	c := pub(t, s.Deliver(Delivery{Msg: msg("two", 0)}, t0))
+	if a.Topic != "one" || a.Properties.TopicAlias == nil || *a.Properties.TopicAlias != 1 {
+		t.Fatalf("first publish %q alias %v", a.Topic, a.Properties.TopicAlias)
+	}
+	if b.Topic != "" || b.Properties.TopicAlias == nil || *b.Properties.TopicAlias != 1 {
+		t.Fatalf("second publish topic %q alias %v, want alias only", b.Topic, b.Properties.TopicAlias)
+	}
+	if c.Topic != "two" || c.Properties.TopicAlias != nil {
+		t.Fatalf("aliases beyond the maximum assigned: %q %v", c.Topic, c.Properties.TopicAlias)
+	}
+}
+
+func TestTakeShared(t *testing.T) {
+	s := New("c", Limits{MaxQueued: 10})
+	s.Attach(Link{Version: packet.V5, ReceiveMax: 1}, t0)
+	s.Deliver(Delivery{Msg: msg("t", 1), QoS: 1, Group: "g", Filter: "t"}, t0)
+	s.Deliver(Delivery{Msg: msg("t", 1), QoS: 1, Group: "g", Filter: "t"}, t0) // queued
+	s.Deliver(Delivery{Msg: msg("t", 1), QoS: 1}, t0)                          // queued, not shared
+	ds := s.TakeShared()
+	if len(ds) != 2 || s.Inflight() != 0 || s.Queued() != 1 {
+		t.Fatalf("took %d, inflight %d queued %d; want 2, 0, 1", len(ds), s.Inflight(), s.Queued())
+	}
+}
