@@ -1,16 +1,22 @@
 // Package config is Starling's typed configuration. Field comments are the
-// user documentation; docs/configuration.md is generated from the same words.
+// user documentation; docs/configuration.md says the same in the same words,
+// and a test checks that it documents every key with its default.
+//
+// A configuration file is YAML, decoded strictly: an unknown key is an error
+// that names the key and its line. Durations are Go duration strings such as
+// "500ms", "10s" or "1h30m". Keys left out keep their defaults (Default).
 package config
 
 import "time"
 
 // Config is everything a broker needs to start. The zero value is not useful:
-// start from Default().
+// start from Default(), then check the result with Validate.
 type Config struct {
-	// TCP is the address for MQTT over plain TCP ("" disables it).
+	// TCP is the address for MQTT over plain TCP, as host:port ("" disables
+	// it; port 0 picks a free port).
 	TCP string `yaml:"tcp"`
 	// HTTP is the address for MQTT over WebSocket, the dashboard and the HTTP
-	// API ("" disables it).
+	// API, as host:port ("" disables it; port 0 picks a free port).
 	HTTP string `yaml:"http"`
 	// Data is the folder for the embedded store.
 	Data string `yaml:"data"`
@@ -18,7 +24,8 @@ type Config struct {
 	LogLevel string `yaml:"log_level"`
 	// LogFormat is text or json.
 	LogFormat string `yaml:"log_format"`
-	// ShutdownTimeout bounds how long a graceful stop waits for clients.
+	// ShutdownTimeout bounds how long a graceful stop waits for clients
+	// (must be > 0).
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// Limits bounds what clients may use.
 	Limits Limits `yaml:"limits"`
@@ -27,12 +34,13 @@ type Config struct {
 // Limits are the protocol limits the broker enforces and announces to MQTT 5
 // clients in CONNACK.
 type Limits struct {
-	// MaxPacketSize is the largest packet accepted from a client, in bytes
-	// (announced as Maximum Packet Size; a larger packet gets 0x95).
+	// MaxPacketSize is the largest packet accepted from a client, in bytes,
+	// between 16 and 268435460 (announced as Maximum Packet Size; a larger
+	// packet gets 0x95).
 	MaxPacketSize uint32 `yaml:"max_packet_size"`
 	// MaxInflight is the number of unacknowledged QoS 1/2 messages the broker
 	// accepts from a client (announced as Receive Maximum) and the most it
-	// sends to one before waiting for acknowledgements.
+	// sends to one before waiting for acknowledgements (at least 1).
 	MaxInflight uint16 `yaml:"max_inflight"`
 	// MaxQueued is the number of messages kept per offline or slow session;
 	// when full the oldest QoS 0 message is dropped first, then the new one.
@@ -43,14 +51,17 @@ type Limits struct {
 	// MaxConnections is the number of concurrent client connections (0 = no
 	// limit); a client above it gets 0x97 / server unavailable.
 	MaxConnections int `yaml:"max_connections"`
-	// MaxSessionExpiry caps the session expiry interval a client may ask for.
+	// MaxSessionExpiry caps the session expiry interval a client may ask for
+	// (0 = no cap).
 	MaxSessionExpiry time.Duration `yaml:"max_session_expiry"`
-	// MaxKeepAlive caps the keep alive a client may ask for; a larger or zero
-	// value is answered with Server Keep Alive (v5). 0 = no cap.
+	// MaxKeepAlive caps the keep alive a client may ask for, in seconds
+	// (0 = no cap); when set, a client asking for more, or for 0, is answered
+	// with Server Keep Alive (v5).
 	MaxKeepAlive uint16 `yaml:"max_keep_alive"`
 	// MaxQoS is the highest QoS the broker accepts (0, 1 or 2).
 	MaxQoS byte `yaml:"max_qos"`
-	// ConnectTimeout is how long a new connection may take to send CONNECT.
+	// ConnectTimeout is how long a new connection may take to send CONNECT
+	// (must be > 0).
 	ConnectTimeout time.Duration `yaml:"connect_timeout"`
 }
 

@@ -1,0 +1,147 @@
+// Command starling runs the Starling MQTT broker.
+//
+//	starling [-config FILE] [-tcp ADDR] [-http ADDR] [-data DIR] [-log-level LEVEL] [-log-format FORMAT]
+//	starling -check [-config FILE] [flags]   validate the configuration and exit
+//	starling -version | starling version     print the version
+//
+// Flags override the config file, which overrides the defaults.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+
+	"github.com/starling-mqtt/starling"
+	"github.com/starling-mqtt/starling/internal/config"
+)
+
+// version is set at build time: go build -ldflags "-X main.version=v1.2.3".
+// When empty, the module version from the build info is used.
+var version string
+
+// subcommands are the first arguments that select something other than
+// serving; passwd, store and bench will join version here.
+var subcommands = map[string]func(args []string, stdout, stderr io.Writer) int{
+	"version": func(_ []string, stdout, _ io.Writer) int {
+		fmt.Fprintln(stdout, "starling", versionString())
+		return 0
+	},
+}
+
+func main() {
+	args := os.Args[1:]
+	if len(args) > 0 {
+		if cmd, ok := subcommands[args[0]]; ok {
+			os.Exit(cmd(args[1:], os.Stdout, os.Stderr))
+		}
+	}
+	os.Exit(serve(args, os.Stdout, os.Stderr))
+}
+
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "(devel)"
+}
+
+// serve parses flags, loads the configuration and runs the broker until
+// SIGINT or SIGTERM. It returns the process exit code.
+func serve(args []string, stdout, stderr io.Writer) int {
+	cfg := config.Default()
+	// Flags that set a string of cfg, applied only when given (flag.Visit).
+	targets := map[string]*string{"tcp": &cfg.TCP, "http": &cfg.HTTP, "data": &cfg.Data,
+		"log-level": &cfg.LogLevel, "log-format": &cfg.LogFormat}
+	fs := flag.NewFlagSet("starling", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configFile := fs.String("config", "", "read the YAML config `file` (see docs/configuration.md)")
+	fs.String("tcp", cfg.TCP, "MQTT over TCP `address` (\"\" disables it)")
+	fs.String("http", cfg.HTTP, "WebSocket, dashboard and HTTP API `address` (\"\" disables it)")
+	fs.String("data", cfg.Data, "data `folder` of the store")
+	fs.String("log-level", cfg.LogLevel, "log `level`: debug, info, warn or error")
+	fs.String("log-format", cfg.LogFormat, "log `format`: text or json")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	check := fs.Bool("check", false, "validate the configuration, print \"config ok\" or the errors, and exit")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "starling: unexpected argument %q (see starling -help)\n", fs.Arg(0))
+		return 2
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, "starling", versionString())
+		return 0
+	}
+	if *configFile != "" {
+		var err error
+		if cfg, err = config.Load(*configFile); err != nil { // cfg stays the same variable
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+	}
+	fs.Visit(func(f *flag.Flag) { // only the flags given, so they win over the file
+		if p, ok := targets[f.Name]; ok {
+			*p = f.Value.String()
+		}
+	})
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	if *check {
+		fmt.Fprintln(stdout, "config ok")
+		return 0
+	}
+	level := new(slog.LevelVar) // a variable, so a reload can change it later
+	level.Set(cfg.SlogLevel())
+	hopts := &slog.HandlerOptions{Level: level}
+	var handler slog.Handler = slog.NewTextHandler(stderr, hopts)
+	if cfg.LogFormat == "json" {
+		handler = slog.NewJSONHandler(stderr, hopts)
+	}
+	logger := slog.New(handler)
+	srv, err := starling.New(cfg, starling.WithLogger(logger))
+	if err != nil {
+		logger.Error("cannot start", "err", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve() }()
+	logger.Info("starling started", "version", versionString(), "tcp", cfg.TCP, "http", cfg.HTTP, "data", cfg.Data)
+
+	select {
+	case err := <-served: // a listener failed, or Serve ended on its own
+		served <- err
+	case <-ctx.Done():
+		stop() // a second signal kills the process at once
+		logger.Info("shutting down", "timeout", cfg.ShutdownTimeout)
+	}
+	code := 0
+	if err := srv.Close(); err != nil {
+		logger.Error("shutdown", "err", err)
+		code = 1
+	}
+	if err := <-served; err != nil {
+		logger.Error("serve failed", "err", err)
+		code = 1
+	}
+	logger.Info("stopped")
+	return code
+}

@@ -1,0 +1,270 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// leaf is one scalar key of Config: its YAML path and its value in c.
+type leaf struct {
+	path  string
+	value reflect.Value
+}
+
+// leaves lists every scalar key of v (a Config or Limits) by YAML path.
+func leaves(v reflect.Value, prefix string) []leaf {
+	var out []leaf
+	for i := range v.NumField() {
+		f := v.Type().Field(i)
+		key, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if key == "" || key == "-" {
+			continue
+		}
+		if prefix != "" {
+			key = prefix + "." + key
+		}
+		if f.Type.Kind() == reflect.Struct {
+			out = append(out, leaves(v.Field(i), key)...)
+			continue
+		}
+		out = append(out, leaf{key, v.Field(i)})
+	}
+	return out
+}
+
+// errs splits a joined error into its parts.
+func errs(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+func TestDefaultValidates(t *testing.T) {
+	if err := Default().Validate(); err != nil {
+		t.Fatalf("Default().Validate() = %v", err)
+	}
+}
+
+func TestLoadEveryKey(t *testing.T) {
+	got, err := Load("testdata/full.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{
+		TCP:             "127.0.0.1:11883",
+		HTTP:            "[::1]:18080",
+		Data:            "/var/lib/starling",
+		LogLevel:        "debug",
+		LogFormat:       "json",
+		ShutdownTimeout: 30 * time.Second,
+		Limits: Limits{
+			MaxPacketSize:    65536,
+			MaxInflight:      32,
+			MaxQueued:        500,
+			MaxTopicAlias:    10,
+			MaxConnections:   10000,
+			MaxSessionExpiry: 24 * time.Hour,
+			MaxKeepAlive:     600,
+			MaxQoS:           1,
+			ConnectTimeout:   2500 * time.Millisecond,
+		},
+	}
+	if got != want {
+		t.Errorf("Load(full.yaml) =\n%+v\nwant\n%+v", got, want)
+	}
+	if err := got.Validate(); err != nil {
+		t.Errorf("Validate: %v", err)
+	}
+	// full.yaml must set every key, each away from its default, so that a
+	// key added to Config without a line here fails this test.
+	def := leaves(reflect.ValueOf(Default()), "")
+	for i, l := range leaves(reflect.ValueOf(got), "") {
+		if l.value.Equal(def[i].value) {
+			t.Errorf("testdata/full.yaml: %s is missing or equals its default", l.path)
+		}
+	}
+}
+
+func TestParseKeepsDefaults(t *testing.T) {
+	for _, in := range []string{"", "# nothing\n", "---\n", "limits:\n", "tcp:\n"} {
+		got, err := Parse([]byte(in))
+		if err != nil {
+			t.Errorf("Parse(%q): %v", in, err)
+			continue
+		}
+		if got != Default() {
+			t.Errorf("Parse(%q) = %+v, want Default()", in, got)
+		}
+	}
+	got, err := Parse([]byte("limits:\n  max_qos: 1\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Default()
+	want.Limits.MaxQoS = 1
+	if got != want {
+		t.Errorf("partial limits: got %+v, want %+v", got, want)
+	}
+	got, err = Parse([]byte(`tcp: ""` + "\n"))
+	if err != nil || got.TCP != "" {
+		t.Errorf(`tcp: "" gave TCP %q, %v; want "" (disabled)`, got.TCP, err)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	tests := []struct {
+		name, in string
+		want     []string // one line per expected error
+	}{
+		{"unknown top-level key", "tcp: :1883\ntcpp: :1884\n",
+			[]string{`line 2: tcpp: unknown key (did you mean "tcp"?)`}},
+		{"unknown nested key", "limits:\n  max_qos: 1\n  max_inflihgt: 3\n",
+			[]string{`line 3: limits.max_inflihgt: unknown key (did you mean "max_inflight"?)`}},
+		{"limit at the top level", "max_qos: 1\n",
+			[]string{`line 1: max_qos: unknown key (did you mean "limits.max_qos"?)`}},
+		{"unknown key, no suggestion", "limits:\n  colour: blue\n",
+			[]string{`line 2: limits.colour: unknown key`}},
+		{"several unknown keys", "foo: 1\nlimits:\n  bar: 2\n",
+			[]string{`line 1: foo: unknown key`, `line 3: limits.bar: unknown key`}},
+		{"duration without unit", "shutdown_timeout: 5\n",
+			[]string{"line 1: shutdown_timeout: cannot unmarshal !!int `5` into time.Duration: write a duration with a unit"}},
+		{"bad duration", "limits:\n  connect_timeout: soon\n",
+			[]string{"line 2: limits.connect_timeout: cannot unmarshal !!str `soon` into time.Duration"}},
+		{"overflow", "limits:\n  max_inflight: 70000\n",
+			[]string{"line 2: limits.max_inflight: cannot unmarshal !!int `70000` into uint16"}},
+		{"negative into unsigned", "limits:\n  max_qos: -1\n",
+			[]string{"line 2: limits.max_qos: cannot unmarshal !!int `-1` into uint8"}},
+		{"scalar for a section", "limits: 3\n",
+			[]string{"line 1: limits: cannot unmarshal !!int `3` into config.Limits"}},
+		{"not a mapping", "- tcp\n",
+			[]string{"line 1: cannot unmarshal !!seq into config.Config"}},
+		{"syntax", "tcp: [\n",
+			[]string{"line 1: did not find expected node content"}},
+		{"two documents", "tcp: :1\n---\ntcp: :2\n",
+			[]string{"line 2: a config file holds one YAML document, found another"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.in))
+			if err == nil {
+				t.Fatalf("Parse(%q) = nil error, want %q", tt.in, tt.want)
+			}
+			got := errs(err)
+			if len(got) != len(tt.want) {
+				t.Fatalf("Parse(%q) gave %d errors:\n%v\nwant %d: %q", tt.in, len(got), err, len(tt.want), tt.want)
+			}
+			for i, e := range got {
+				if !strings.HasPrefix(e.Error(), tt.want[i]) {
+					t.Errorf("error %d = %q, want prefix %q", i, e, tt.want[i])
+				}
+				var ce *Error
+				if !errors.As(e, &ce) {
+					t.Errorf("error %d is %T, want *Error", i, e)
+				}
+			}
+		})
+	}
+}
+
+func TestLoadNamesFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "starling.yaml")
+	if err := os.WriteFile(path, []byte("log_level: info\nlimits:\n  max_qoss: 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(path)
+	want := path + `:3: limits.max_qoss: unknown key (did you mean "max_qos"?)`
+	if err == nil || err.Error() != want {
+		t.Errorf("Load = %v, want %q", err, want)
+	}
+	var ce *Error
+	if !errors.As(err, &ce) || ce.File != path || ce.Line != 3 || ce.Key != "limits.max_qoss" {
+		t.Errorf("Load error = %#v", ce)
+	}
+	if _, err := Load(filepath.Join(t.TempDir(), "missing.yaml")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Load(missing) = %v, want os.ErrNotExist", err)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name   string
+		change func(*Config)
+		want   string // "" = valid
+	}{
+		{"tcp disabled", func(c *Config) { c.TCP = "" }, ""},
+		{"http disabled", func(c *Config) { c.HTTP = "" }, ""},
+		{"ports 0", func(c *Config) { c.TCP, c.HTTP = "127.0.0.1:0", "127.0.0.1:0" }, ""},
+		{"ipv6 and names", func(c *Config) { c.TCP, c.HTTP = "[::1]:1883", "localhost:8080" }, ""},
+		{"no listener", func(c *Config) { c.TCP, c.HTTP = "", "" }, "tcp: no listener enabled"},
+		{"same address", func(c *Config) { c.TCP, c.HTTP = ":1883", ":1883" }, `http: same address as tcp (":1883")`},
+		{"tcp no port", func(c *Config) { c.TCP = "localhost" }, `tcp: must be host:port`},
+		{"http bad port", func(c *Config) { c.HTTP = ":http" }, `http: port must be a number from 0 to 65535 (got ":http")`},
+		{"port too big", func(c *Config) { c.TCP = ":65536" }, `tcp: port must be a number`},
+		{"log level", func(c *Config) { c.LogLevel = "verbose" }, `log_level: must be debug, info, warn or error (got "verbose")`},
+		{"log level case", func(c *Config) { c.LogLevel = "INFO" }, `log_level: must be`},
+		{"log format", func(c *Config) { c.LogFormat = "xml" }, `log_format: must be text or json (got "xml")`},
+		{"shutdown zero", func(c *Config) { c.ShutdownTimeout = 0 }, `shutdown_timeout: must be > 0 (got 0s)`},
+		{"packet small", func(c *Config) { c.Limits.MaxPacketSize = 15 }, `limits.max_packet_size: must be between 16 and 268435460 (got 15)`},
+		{"packet large", func(c *Config) { c.Limits.MaxPacketSize = 268435461 }, `limits.max_packet_size: must be between`},
+		{"packet bounds ok", func(c *Config) { c.Limits.MaxPacketSize = 16 }, ""},
+		{"packet max ok", func(c *Config) { c.Limits.MaxPacketSize = 268435460 }, ""},
+		{"inflight", func(c *Config) { c.Limits.MaxInflight = 0 }, `limits.max_inflight: must be at least 1 (got 0)`},
+		{"queued negative", func(c *Config) { c.Limits.MaxQueued = -1 }, `limits.max_queued_messages: must be >= 0 (got -1)`},
+		{"queued zero ok", func(c *Config) { c.Limits.MaxQueued = 0 }, ""},
+		{"connections negative", func(c *Config) { c.Limits.MaxConnections = -5 }, `limits.max_connections: must be >= 0`},
+		{"expiry negative", func(c *Config) { c.Limits.MaxSessionExpiry = -time.Second }, `limits.max_session_expiry: must be >= 0`},
+		{"qos", func(c *Config) { c.Limits.MaxQoS = 3 }, `limits.max_qos: must be 0, 1 or 2 (got 3)`},
+		{"qos 0 ok", func(c *Config) { c.Limits.MaxQoS = 0 }, ""},
+		{"connect timeout", func(c *Config) { c.Limits.ConnectTimeout = -time.Second }, `limits.connect_timeout: must be > 0 (got -1s)`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Default()
+			tt.change(&c)
+			err := c.Validate()
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("Validate() = %v, want nil", err)
+				}
+				return
+			}
+			got := errs(err)
+			if len(got) != 1 || !strings.HasPrefix(got[0].Error(), tt.want) {
+				t.Fatalf("Validate() = %v, want one error starting %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestValidateReportsEveryProblem(t *testing.T) {
+	c := Default()
+	c.LogFormat = "xml"
+	c.Limits.MaxQoS = 9
+	c.Limits.MaxInflight = 0
+	err := c.Validate()
+	want := "log_format: must be text or json (got \"xml\")\n" +
+		"limits.max_inflight: must be at least 1 (got 0)\n" +
+		"limits.max_qos: must be 0, 1 or 2 (got 9)"
+	if err == nil || err.Error() != want {
+		t.Errorf("Validate() =\n%v\nwant\n%s", err, want)
+	}
+}
+
+func TestSlogLevel(t *testing.T) {
+	for in, want := range map[string]string{"debug": "DEBUG", "info": "INFO", "warn": "WARN", "error": "ERROR", "bogus": "INFO"} {
+		c := Default()
+		c.LogLevel = in
+		if got := c.SlogLevel().String(); got != want {
+			t.Errorf("SlogLevel(%q) = %s, want %s", in, got, want)
+		}
+	}
+}

@@ -1,0 +1,103 @@
+package config
+
+import (
+	"fmt"
+	"os"
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// docFiles are the documents whose YAML examples must load and validate.
+var docFiles = []string{"../../docs/configuration.md", "../../README.md"}
+
+// TestDocsMentionEveryKey is a presubmit check: docs/configuration.md has a
+// table row for every YAML key of Config and Limits, with its default.
+func TestDocsMentionEveryKey(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/configuration.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string]string{} // key path -> its table row
+	for line := range strings.Lines(string(doc)) {
+		if m := regexp.MustCompile("^\\| `([a-z_.]+)` \\|").FindStringSubmatch(line); m != nil {
+			rows[m[1]] = line
+		}
+	}
+	if _, ok := rows["limits"]; !ok {
+		t.Error("docs/configuration.md: no row for limits")
+	}
+	for _, l := range leaves(reflect.ValueOf(Default()), "") {
+		row, ok := rows[l.path]
+		if !ok {
+			t.Errorf("docs/configuration.md: no table row for key %s", l.path)
+			continue
+		}
+		def := fmt.Sprint(l.value.Interface())
+		switch v := l.value.Interface().(type) {
+		case string:
+			def = fmt.Sprintf("%q", v)
+		case time.Duration:
+			def = v.String()
+		}
+		if cols := strings.Split(row, "|"); len(cols) < 4 || strings.TrimSpace(cols[2]) != "`"+def+"`" {
+			t.Errorf("docs/configuration.md: row for %s should give the default `%s`:\n%s", l.path, def, row)
+		}
+	}
+}
+
+// TestDocExamples loads every ```yaml block of the docs and the README and
+// validates it.
+func TestDocExamples(t *testing.T) {
+	block := regexp.MustCompile("(?s)```yaml\n(.*?)```")
+	for _, file := range docFiles {
+		doc, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		blocks := block.FindAllSubmatch(doc, -1)
+		if len(blocks) == 0 {
+			t.Errorf("%s: no yaml example", file)
+		}
+		for i, b := range blocks {
+			cfg, err := Parse(b[1])
+			if err == nil {
+				err = cfg.Validate()
+			}
+			if err != nil {
+				t.Errorf("%s: yaml example %d: %v", file, i+1, err)
+			}
+			if strings.HasSuffix(file, "configuration.md") && i == len(blocks)-1 {
+				checkEveryKeyAtDefault(t, file, b[1], cfg)
+			}
+		}
+	}
+}
+
+// checkEveryKeyAtDefault checks that the YAML in data sets every key, each to
+// its default.
+func checkEveryKeyAtDefault(t *testing.T, file string, data []byte, cfg Config) {
+	t.Helper()
+	if cfg != Default() {
+		t.Errorf("%s: the last example should set every key to its default; it gives\n%+v", file, cfg)
+	}
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		t.Fatal(err)
+	}
+	var keys []keyAt
+	walk(&root, "", &keys)
+	set := map[string]bool{}
+	for _, k := range keys {
+		set[k.path] = true
+	}
+	for _, l := range leaves(reflect.ValueOf(cfg), "") {
+		if !set[l.path] {
+			t.Errorf("%s: the last example lacks key %s", file, l.path)
+		}
+	}
+}

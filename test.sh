@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# test.sh runs every Starling test: go vet, then go test -race over all
+# packages (unit, fuzz seeds, integration and end-to-end). It first installs
+# what the tests need and the machine lacks, saying what it installs.
+#
+#   ./test.sh                   everything
+#   ./test.sh ./internal/...    only these packages
+#
+# To add a tool: write a need_<tool> function below and call it from main.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+log() { echo "test.sh: $*" >&2; }
+
+# as_root runs a command as root, through sudo only when not root already.
+as_root() {
+	if [ "$(id -u)" -eq 0 ]; then
+		"$@"
+	else
+		sudo "$@"
+	fi
+}
+
+apt_updated=false
+# apt_install installs Debian packages, running apt-get update once first.
+# apt's own output is shown only if it fails.
+apt_install() {
+	local out
+	if ! $apt_updated; then
+		log "apt-get update"
+		if ! out=$(as_root apt-get update 2>&1); then
+			echo "$out" >&2
+			log "apt-get update failed"
+			exit 1
+		fi
+		apt_updated=true
+	fi
+	log "installing (apt): $*"
+	if ! out=$(as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" 2>&1); then
+		echo "$out" >&2
+		log "apt-get install $* failed"
+		exit 1
+	fi
+	log "installed: $*"
+}
+
+need_go() {
+	if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then
+		export PATH="/usr/local/go/bin:$PATH"
+	fi
+	if ! command -v go >/dev/null; then
+		log "go not found: install Go (see go.mod for the version)"
+		exit 1
+	fi
+}
+
+# need_cc: go test -race needs cgo, so a C compiler.
+need_cc() {
+	if ! command -v gcc >/dev/null; then
+		log "gcc not found (go test -race needs cgo)"
+		apt_install gcc libc6-dev
+	fi
+}
+
+# need_mosquitto_clients: mosquitto_pub and mosquitto_sub, third-party MQTT
+# clients the integration tests drive.
+need_mosquitto_clients() {
+	if ! command -v mosquitto_pub >/dev/null || ! command -v mosquitto_sub >/dev/null; then
+		log "mosquitto_pub not found"
+		apt_install mosquitto-clients
+	fi
+}
+
+main() {
+	need_go
+	need_cc
+	need_mosquitto_clients
+
+	local pkgs=("$@")
+	if [ ${#pkgs[@]} -eq 0 ]; then
+		pkgs=(./...)
+	fi
+	log "$(go version)"
+	log "go vet ${pkgs[*]}"
+	go vet "${pkgs[@]}"
+	log "go test -race -count=1 -timeout 20m ${pkgs[*]}"
+	CGO_ENABLED=1 go test -race -count=1 -timeout 20m "${pkgs[@]}"
+}
+
+main "$@"
