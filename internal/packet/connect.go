@@ -106,7 +106,7 @@ func decodeConnect(body []byte) (Packet, error) {
 			return nil, err
 		}
 	}
-	return c, d.end("CONNECT")
+	return done(c, d, "CONNECT")
 }
 
 func (c *Connect) flags() byte { return 0 }
@@ -246,7 +246,7 @@ func decodeConnack(d *dec, v5 bool) (Packet, error) {
 	if c.SessionPresent && c.ReasonCode != Success {
 		return nil, protocolErr("session present with a non-zero reason code") // [MQTT-3.2.2-6]
 	}
-	return c, d.end("CONNACK")
+	return done(c, d, "CONNACK")
 }
 
 func (c *Connack) flags() byte { return 0 }

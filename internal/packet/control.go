@@ -98,7 +98,7 @@ func decodeDisconnect(d *dec, v5 bool) (Packet, error) {
 			return nil, err
 		}
 	}
-	return p, d.end("DISCONNECT") // 3.x DISCONNECT has no body
+	return done(p, d, "DISCONNECT") // 3.x DISCONNECT has no body
 }
 
 func (*Disconnect) flags() byte { return 0 }
@@ -123,7 +123,7 @@ func decodeAuth(d *dec) (Packet, error) {
 	if p.ReasonCode, err = decodeReasonProps(d, &authCodes, &p.Properties, ctxAuth); err != nil {
 		return nil, err
 	}
-	return p, d.end("AUTH")
+	return done(p, d, "AUTH")
 }
 
 func (*Auth) flags() byte { return 0 }

@@ -109,9 +109,9 @@ func Decode(fh FixedHeader, body []byte, version byte) (Packet, error) {
 	case UNSUBACK:
 		return decodeUnsuback(d, v5)
 	case PINGREQ:
-		return &Pingreq{}, d.end("PINGREQ")
+		return done(&Pingreq{}, d, "PINGREQ")
 	case PINGRESP:
-		return &Pingresp{}, d.end("PINGRESP")
+		return done(&Pingresp{}, d, "PINGRESP")
 	case DISCONNECT:
 		return decodeDisconnect(d, v5)
 	case AUTH:

@@ -110,7 +110,7 @@ func decodeAck(d *dec, kind Type, v5 bool) (Packet, error) {
 			}
 		}
 	}
-	return a, d.end("ack")
+	return done(a, d, "ack")
 }
 
 func (a *Ack) flags() byte {

@@ -260,7 +260,7 @@ func decodeUnsuback(d *dec, v5 bool) (Packet, error) {
 		return nil, err
 	}
 	if !v5 {
-		return u, d.end("UNSUBACK") // 3.x UNSUBACK is only the packet identifier
+		return done(u, d, "UNSUBACK") // 3.x UNSUBACK is only the packet identifier
 	}
 	if _, err := decodeProps(d, &u.Properties, ctxUnsuback); err != nil {
 		return nil, err

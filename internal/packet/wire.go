@@ -108,6 +108,14 @@ func (d *dec) end(what string) error {
 	return nil
 }
 
+// done returns p, or an error and no packet if bytes are left over.
+func done(p Packet, d *dec, what string) (Packet, error) {
+	if err := d.end(what); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
 // parseVarint decodes a variable byte integer from the start of b and
 // returns it with the number of bytes used.
 func parseVarint(b []byte) (n, used int, err error) {
