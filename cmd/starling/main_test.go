@@ -3,12 +3,16 @@ package main
 import (
 	"bytes"
 	"errors"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // binaries builds the command once per test run: one stamped with a version
@@ -123,5 +127,113 @@ func TestCheck(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// freePort returns a loopback address that was free a moment ago.
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// start runs the plain binary with args and returns it running, its stderr
+// collected in a buffer safe to read after Wait.
+func start(t *testing.T, args ...string) (*exec.Cmd, *bytes.Buffer) {
+	t.Helper()
+	bins, err := binaries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var errOut bytes.Buffer
+	cmd := exec.Command(bins["plain"], args...)
+	cmd.Stderr = &errOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	return cmd, &errOut
+}
+
+// connect dials addr until it answers (10 s at most) and does an MQTT 3.1.1
+// CONNECT, expecting CONNACK accepted.
+func connect(t *testing.T, addr string) {
+	t.Helper()
+	var c net.Conn
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if c, err = net.Dial("tcp", addr); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("broker never listened on %s: %v", addr, err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	// CONNECT: protocol "MQTT" level 4, clean session, keep alive 60, empty client ID.
+	connectPacket := []byte{0x10, 12, 0, 4, 'M', 'Q', 'T', 'T', 4, 0x02, 0, 60, 0, 0}
+	if _, err := c.Write(connectPacket); err != nil {
+		t.Fatal(err)
+	}
+	connack := make([]byte, 4)
+	if _, err := io.ReadFull(c, connack); err != nil {
+		t.Fatalf("reading CONNACK: %v", err)
+	}
+	if !bytes.Equal(connack, []byte{0x20, 2, 0, 0}) {
+		t.Fatalf("CONNACK = % x, want 20 02 00 00", connack)
+	}
+}
+
+func TestServeUntilSignal(t *testing.T) {
+	for _, sig := range []os.Signal{syscall.SIGTERM, os.Interrupt} {
+		t.Run(sig.String(), func(t *testing.T) {
+			addr := freePort(t)
+			cmd, errOut := start(t, "-tcp", addr, "-http", "", "-data", t.TempDir(), "-log-format", "json")
+			connect(t, addr)
+			if err := cmd.Process.Signal(sig); err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Wait(); err != nil {
+				t.Fatalf("after %v: %v; stderr:\n%s", sig, err, errOut)
+			}
+			for _, want := range []string{`"msg":"starling started"`, `"msg":"shutting down"`, `"msg":"stopped"`} {
+				if !strings.Contains(errOut.String(), want) {
+					t.Errorf("stderr lacks %s:\n%s", want, errOut)
+				}
+			}
+		})
+	}
+}
+
+func TestServeErrorExits1(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0") // hold the port
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cmd, errOut := start(t, "-tcp", ln.Addr().String(), "-http", "", "-data", t.TempDir())
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+			t.Fatalf("with its port taken: %v, want exit status 1; stderr:\n%s", err, errOut)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("still running 30 s after its port was taken")
+	}
+	if !strings.Contains(errOut.String(), "serve failed") {
+		t.Errorf("stderr lacks the serve error:\n%s", errOut)
 	}
 }
