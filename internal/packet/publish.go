@@ -25,8 +25,11 @@ func decodePublish(d *dec, flags byte, v5 bool) (Packet, error) {
 			return nil, err
 		}
 	}
-	if len(d.b) > 0 {
-		p.Payload = d.b
+	// The payload is the rest of the body (section 3.3.3). Capping its capacity
+	// keeps an append by the caller from overwriting the read buffer. A
+	// Payload Format Indicator of 1 is checked by the broker (0x99).
+	if n := len(d.b); n > 0 {
+		p.Payload = d.b[:n:n]
 	}
 	return p, nil
 }
