@@ -218,7 +218,6 @@ func newWill(cp *packet.Connect, clientID string, now time.Time) *willState {
 	}
 	if e := w.Properties.MessageExpiry; e != nil {
 		// Expiry counts from when the will is published; set then.
-		m.Expiry = time.Time{}
 		ws.msg.Props.MessageExpiry = e
 	}
 	return ws

@@ -214,11 +214,13 @@ func (b *Broker) expire(cl *client, gen uint64) {
 }
 
 func (b *Broker) publishWill(w *willState) {
-	m := *w.msg
+	wm := w.msg
+	m := &session.Message{Topic: wm.Topic, Payload: wm.Payload, QoS: wm.QoS, Retain: wm.Retain, Props: wm.Props, Publisher: wm.Publisher}
 	if e := m.Props.MessageExpiry; e != nil {
+		// Will expiry counts from publication.
 		m.Expiry = b.now().Add(time.Duration(*e) * time.Second)
 		m.Props.MessageExpiry = nil
 	}
 	b.log.Debug("publishing will", "client_id", m.Publisher, "topic", m.Topic)
-	b.publish(&m)
+	b.publish(m)
 }

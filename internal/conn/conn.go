@@ -121,7 +121,7 @@ func (c *Conn) Send(ps ...packet.Packet) bool {
 		return false
 	}
 	for _, p := range ps {
-		if pub, ok := p.(*packet.Publish); ok && pub.QoS == 0 {
+		if isQoS0(p) {
 			if c.qos0 >= MaxPendingQoS0 {
 				c.Dropped.Add(1)
 				continue
@@ -133,6 +133,22 @@ func (c *Conn) Send(ps ...packet.Packet) bool {
 	c.mu.Unlock()
 	c.signal()
 	return true
+}
+
+// Appender is a packet that encodes itself, such as a delivery sharing its
+// message's encoded bytes.
+type Appender interface {
+	AppendPacket(dst []byte, version byte) ([]byte, error)
+}
+
+func isQoS0(p packet.Packet) bool {
+	switch p := p.(type) {
+	case *packet.Publish:
+		return p.QoS == 0
+	case interface{ QoSLevel() byte }:
+		return p.QoSLevel() == 0
+	}
+	return false
 }
 
 func (c *Conn) signal() {
@@ -209,7 +225,12 @@ func (c *Conn) flush(batch []packet.Packet) error {
 	v := c.Version()
 	var err error
 	for _, p := range batch {
-		if buf, err = packet.Append(buf, p, v); err != nil {
+		if a, ok := p.(Appender); ok {
+			buf, err = a.AppendPacket(buf, v)
+		} else {
+			buf, err = packet.Append(buf, p, v)
+		}
+		if err != nil {
 			// An unencodable packet is a broker bug, not the client's; skip it
 			// rather than corrupt the stream.
 			continue

@@ -25,6 +25,8 @@ type Message struct {
 	Expiry time.Time
 	// Publisher is the client ID that sent it, for No Local.
 	Publisher string
+
+	enc wireCache // encodings shared by every subscriber
 }
 
 // Expired reports whether the message may no longer be delivered at now.

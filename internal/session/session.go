@@ -218,43 +218,42 @@ func (s *Session) find(id uint16) int {
 	return -1
 }
 
-// publish builds the wire PUBLISH for a delivery on the current link. It
-// returns false when the message cannot be sent to this client at all.
-func (s *Session) publish(d Delivery, id uint16, now time.Time) (*packet.Publish, bool) {
+// publish builds the PUBLISH for a delivery on the current link. It returns
+// false when the message cannot be sent to this client at all.
+func (s *Session) publish(d Delivery, id uint16, now time.Time) (*Outgoing, bool) {
 	m := d.Msg
-	p := &packet.Publish{QoS: d.QoS, Retain: d.Retain, Topic: m.Topic, PacketID: id, Payload: m.Payload}
+	o := &Outgoing{Msg: m, QoS: d.QoS, Retain: d.Retain, PacketID: id}
 	v := s.link.Version
 	if v == packet.V5 {
-		p.Properties = m.Props
 		if !m.Expiry.IsZero() {
 			// Forward the remaining lifetime, not the original [MQTT-3.3.2-6].
 			left := uint32((m.Expiry.Sub(now) + time.Second - 1) / time.Second)
-			p.Properties.MessageExpiry = &left
+			o.ExpiryLeft = &left
 		}
-		if len(d.SubIDs) > 0 {
-			p.Properties.SubscriptionIDs = d.SubIDs
-		}
-		if max := s.link.MaxPacketSize; max > 0 && !fits(p, v, max) {
+		o.SubIDs = d.SubIDs
+		if max := s.link.MaxPacketSize; max > 0 {
 			// [MQTT-3.1.2-24] never send a packet above the client's limit;
 			// the message is dropped for this client as if delivered.
-			s.Stats.DroppedTooLarge++
-			return nil, false
+			if n, err := o.Size(v); err != nil || uint64(n) > uint64(max) {
+				s.Stats.DroppedTooLarge++
+				return nil, false
+			}
 		}
-		s.alias(p)
+		s.alias(o)
 	}
-	return p, true
+	return o, true
 }
 
 // alias replaces the topic with a topic alias when the client allows them. An
 // alias is assigned to the first topics seen, and never reassigned, so the
 // mapping is stable for the connection.
-func (s *Session) alias(p *packet.Publish) {
+func (s *Session) alias(o *Outgoing) {
 	if s.link.TopicAliasMax == 0 {
 		return
 	}
-	if a, ok := s.aliases[p.Topic]; ok {
-		p.Properties.TopicAlias = &a
-		p.Topic = ""
+	topic := o.Msg.Topic
+	if a, ok := s.aliases[topic]; ok {
+		o.Alias, o.AliasOnly = a, true
 		return
 	}
 	if len(s.aliases) >= int(s.link.TopicAliasMax) {
@@ -264,8 +263,8 @@ func (s *Session) alias(p *packet.Publish) {
 		s.aliases = make(map[string]uint16)
 	}
 	a := uint16(len(s.aliases) + 1)
-	s.aliases[p.Topic] = a
-	p.Properties.TopicAlias = &a
+	s.aliases[topic] = a
+	o.Alias = a
 }
 
 // fill moves queued deliveries into the window while there is quota.
@@ -347,7 +346,8 @@ func (s *Session) ReceiveQoS2(id uint16) (first bool, err error) {
 	if _, dup := s.inQoS2[id]; dup {
 		return false, nil
 	}
-	if len(s.inQoS2) >= int(s.lim.ReceiveMax) {
+	// 3.x clients are never told a receive maximum, so only v5 is held to it.
+	if s.link != nil && s.link.Version == packet.V5 && len(s.inQoS2) >= int(s.lim.ReceiveMax) {
 		return false, ErrReceiveMaximum
 	}
 	s.inQoS2[id] = struct{}{}
@@ -395,9 +395,4 @@ func (s *Session) TakeShared() []Delivery {
 	clear(s.queue[len(q):])
 	s.queue = q
 	return ds
-}
-
-func fits(p *packet.Publish, v byte, max uint32) bool {
-	n, err := packet.Size(p, v)
-	return err == nil && uint64(n) <= uint64(max)
 }

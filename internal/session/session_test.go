@@ -15,11 +15,25 @@ func msg(topic string, qos byte) *Message {
 
 func pub(t *testing.T, p packet.Packet) *packet.Publish {
 	t.Helper()
-	pp, ok := p.(*packet.Publish)
+	o, ok := p.(*Outgoing)
 	if !ok {
-		t.Fatalf("got %T, want *packet.Publish", p)
+		t.Fatalf("got %T, want *Outgoing", p)
 	}
-	return pp
+	// The shared-bytes encoding must equal the plain encoder's output.
+	for _, v := range []byte{packet.V311, packet.V5} {
+		fast, err := o.AppendPacket(nil, v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		plain, err := packet.Append(nil, o.Publish(v), v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(fast) != string(plain) {
+			t.Fatalf("v%d: AppendPacket % x, packet.Append % x", v, fast, plain)
+		}
+	}
+	return o.Publish(packet.V5)
 }
 
 func TestQoS1WindowAndQueue(t *testing.T) {
@@ -98,6 +112,7 @@ func TestResendWithDupAndPubrel(t *testing.T) {
 
 func TestInboundQoS2ExactlyOnce(t *testing.T) {
 	s := New("c", Limits{ReceiveMax: 2})
+	s.Attach(Link{Version: packet.V5}, t0)
 	if first, err := s.ReceiveQoS2(7); !first || err != nil {
 		t.Fatalf("first receive: %v %v", first, err)
 	}

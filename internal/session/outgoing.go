@@ -1,0 +1,139 @@
+package session
+
+import (
+	"sync/atomic"
+
+	"github.com/starling-mqtt/starling/internal/packet"
+)
+
+// Outgoing is one PUBLISH on its way to one client. It references the shared
+// message instead of copying it; the connection's writer encodes it with
+// AppendPacket, which copies a per-message encoding made once per wire form
+// and patches in this delivery's flags and packet ID.
+type Outgoing struct {
+	Msg        *Message
+	QoS        byte
+	Retain     bool
+	Dup        bool
+	PacketID   uint16
+	SubIDs     []int
+	Alias      uint16  // topic alias, 0 for none
+	AliasOnly  bool    // topic omitted, alias set earlier on this connection
+	ExpiryLeft *uint32 // remaining message expiry, nil for none
+}
+
+// Type implements packet.Packet.
+func (o *Outgoing) Type() packet.Type { return packet.PUBLISH }
+
+// QoSLevel lets the connection tell QoS 0 deliveries it may drop.
+func (o *Outgoing) QoSLevel() byte { return o.QoS }
+
+// Publish builds the equivalent packet value (tests, and forms that need
+// per-delivery properties).
+func (o *Outgoing) Publish(v byte) *packet.Publish {
+	m := o.Msg
+	p := &packet.Publish{Dup: o.Dup, QoS: o.QoS, Retain: o.Retain, Topic: m.Topic, PacketID: o.PacketID, Payload: m.Payload}
+	if v == packet.V5 {
+		p.Properties = m.Props
+		p.Properties.MessageExpiry = o.ExpiryLeft
+		if len(o.SubIDs) > 0 {
+			p.Properties.SubscriptionIDs = o.SubIDs
+		}
+		if o.Alias != 0 {
+			a := o.Alias
+			p.Properties.TopicAlias = &a
+			if o.AliasOnly {
+				p.Topic = ""
+			}
+		}
+	}
+	return p
+}
+
+// shared reports whether this delivery's bytes are the message's shared
+// encoding plus patched flags and packet ID.
+func (o *Outgoing) shared() bool {
+	return len(o.SubIDs) == 0 && o.Alias == 0 && o.ExpiryLeft == nil
+}
+
+// AppendPacket encodes the PUBLISH for protocol version v onto dst.
+func (o *Outgoing) AppendPacket(dst []byte, v byte) ([]byte, error) {
+	if !o.shared() {
+		return packet.Append(dst, o.Publish(v), v)
+	}
+	w, err := o.Msg.wire(v, o.QoS > 0)
+	if err != nil {
+		return dst, err
+	}
+	start := len(dst)
+	dst = append(dst, w.b...)
+	// First byte: type, DUP, QoS, RETAIN [MQTT-2.1.3].
+	f := byte(packet.PUBLISH)<<4 | o.QoS<<1
+	if o.Dup {
+		f |= 0x08
+	}
+	if o.Retain {
+		f |= 0x01
+	}
+	dst[start] = f
+	if o.QoS > 0 {
+		dst[start+w.idOff] = byte(o.PacketID >> 8)
+		dst[start+w.idOff+1] = byte(o.PacketID)
+	}
+	return dst, nil
+}
+
+// Size is the encoded length for protocol version v.
+func (o *Outgoing) Size(v byte) (int, error) {
+	if !o.shared() {
+		return packet.Size(o.Publish(v), v)
+	}
+	w, err := o.Msg.wire(v, o.QoS > 0)
+	if err != nil {
+		return 0, err
+	}
+	return len(w.b), nil
+}
+
+// wireForm is a message encoded once for one protocol family and QoS class.
+type wireForm struct {
+	b     []byte
+	idOff int // offset of the packet ID, for QoS 1/2 forms
+}
+
+// wireCache holds the message's encodings: [v5][qos>0].
+type wireCache [2][2]atomic.Pointer[wireForm]
+
+// wire returns (building once) the encoding of m for version v, with a
+// placeholder packet ID when withID.
+func (m *Message) wire(v byte, withID bool) (*wireForm, error) {
+	vi, qi := 0, 0
+	if v == packet.V5 {
+		vi = 1
+	}
+	if withID {
+		qi = 1
+	}
+	slot := &m.enc[vi][qi]
+	if w := slot.Load(); w != nil {
+		return w, nil
+	}
+	p := &packet.Publish{Topic: m.Topic, Payload: m.Payload}
+	if withID {
+		p.QoS, p.PacketID = 1, 1
+	}
+	if v == packet.V5 {
+		p.Properties = m.Props
+	}
+	b, err := packet.Append(nil, p, v)
+	if err != nil {
+		return nil, err
+	}
+	hdr := 2
+	for hdr < 5 && b[hdr-1]&0x80 != 0 {
+		hdr++ // remaining length continuation bytes
+	}
+	w := &wireForm{b: b, idOff: hdr + 2 + len(m.Topic)}
+	slot.CompareAndSwap(nil, w)
+	return slot.Load(), nil
+}
