@@ -1,0 +1,357 @@
+// Package transport turns listeners and HTTP requests into net.Conns that
+// carry an MQTT byte stream: WebSocket (ws.go, wsconn.go), the PROXY
+// protocol (proxyproto.go) and forwarding headers (forwarded.go). Nothing here
+// knows about MQTT packets or the broker.
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"slices"
+	"strings"
+
+	"github.com/gobwas/ws"
+)
+
+// Default WebSocket subprotocols, in the server's order of preference.
+// [MQTT-6.0.0-3] [MQTT-6.0.0-4]: MQTT 3.1.1 and 5.0 use "mqtt"; MQTT 3.1
+// clients (and some 3.1.1 clients) offer "mqttv3.1".
+var defaultSubprotocols = []string{"mqtt", "mqttv3.1"}
+
+// WSOptions configures NewWSHandler. The zero value is usable.
+//
+// There is no message or frame size limit: frames are streamed into the
+// caller's buffer, never reassembled, so the adapter holds no payload and the
+// MQTT layer bounds packet sizes. Control frames are bounded at 125 bytes by
+// RFC 6455 section 5.5.
+type WSOptions struct {
+	// Subprotocols the server accepts, in its order of preference: the first
+	// of these that the client offers is selected. Default: "mqtt",
+	// "mqttv3.1".
+	Subprotocols []string
+
+	// AllowNoSubprotocol accepts a request whose Sec-WebSocket-Protocol header
+	// is missing; no subprotocol is then selected. By default such a request
+	// is refused with 400. A request that offers subprotocols, none of which is
+	// accepted, is always refused with 400.
+	AllowNoSubprotocol bool
+
+	// AllowedOrigins lists the browser origins allowed to connect, as
+	// serialized origins ("https://app.example.com", "http://localhost:8080")
+	// or patterns where '*' matches any run of characters except '/'
+	// ("https://*.example.com" matches every subdomain, at any depth; "*"
+	// alone matches every origin). Matching is ASCII case-insensitive.
+	//
+	// Whatever this list holds, two kinds of requests are always allowed:
+	// requests without an Origin header (non-browser clients: the Origin
+	// check protects browser users from cross-site pages, it does not
+	// authenticate anybody) and same-origin requests (Origin's host[:port]
+	// equals the request's Host, e.g. a dashboard served by the broker).
+	// So the default, an empty list, allows only those. Anything else is
+	// refused with 403.
+	AllowedOrigins []string
+
+	// TrustedProxies, when not empty, makes the handler replace the
+	// connection's RemoteAddr with ClientAddr(r, TrustedProxies), i.e. the
+	// client address from X-Forwarded-For or Forwarded when the request came
+	// through these proxies. A request whose two forwarding headers disagree
+	// is refused with 400.
+	TrustedProxies []netip.Prefix
+}
+
+type wsHandler struct {
+	protocols      []string
+	allowNone      bool
+	origins        []string // lowercased patterns
+	trustedProxies []netip.Prefix
+	accept         func(net.Conn, *http.Request)
+}
+
+// NewWSHandler returns an http.Handler that checks the Origin (403 when
+// refused) and the subprotocol (400 when none fits), upgrades the request to a
+// WebSocket and calls accept, in the handler's goroutine, with a *WSConn that
+// carries the binary messages as a byte stream. The handler returns when
+// accept returns; accept owns the connection and must Close it eventually
+// (now, or later from another goroutine). HTTP/2 requests cannot be hijacked
+// and get a 500: serve WebSockets over HTTP/1.1.
+func NewWSHandler(opts WSOptions, accept func(c net.Conn, r *http.Request)) http.Handler {
+	h := &wsHandler{
+		protocols:      opts.Subprotocols,
+		allowNone:      opts.AllowNoSubprotocol,
+		trustedProxies: opts.TrustedProxies,
+		accept:         accept,
+	}
+	if len(h.protocols) == 0 {
+		h.protocols = defaultSubprotocols
+	}
+	for _, o := range opts.AllowedOrigins {
+		h.origins = append(h.origins, strings.ToLower(o))
+	}
+	return h
+}
+
+func (h *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !headerHasToken(r.Header, "Upgrade", "websocket") {
+		w.Header().Set("Upgrade", "websocket")
+		w.Header().Set("Sec-WebSocket-Version", "13")
+		http.Error(w, "this endpoint serves MQTT over WebSocket: connect with a WebSocket client", http.StatusUpgradeRequired)
+		return
+	}
+	if !originAllowed(r, h.origins) {
+		http.Error(w, fmt.Sprintf("websocket: origin %q is not allowed", r.Header.Get("Origin")), http.StatusForbidden)
+		return
+	}
+	proto, offered := selectSubprotocol(r.Header, h.protocols)
+	if proto == "" && (offered || !h.allowNone) {
+		msg := fmt.Sprintf("websocket: no supported subprotocol offered: MQTT over WebSocket requires Sec-WebSocket-Protocol with one of %s", strings.Join(h.protocols, ", "))
+		http.Error(w, msg, http.StatusBadRequest)
+		return
+	}
+	var remote net.Addr
+	if len(h.trustedProxies) > 0 {
+		a := ClientAddr(r, h.trustedProxies)
+		if !a.IsValid() {
+			http.Error(w, "websocket: conflicting or invalid forwarding headers", http.StatusBadRequest)
+			return
+		}
+		if peer, err := netip.ParseAddrPort(r.RemoteAddr); err != nil || peer.Addr().Unmap() != a {
+			remote = net.TCPAddrFromAddrPort(netip.AddrPortFrom(a, 0))
+		}
+	}
+
+	u := ws.HTTPUpgrader{}
+	if proto != "" {
+		u.Protocol = func(s string) bool { return s == proto }
+	}
+	conn, rw, hs, err := u.Upgrade(r, w)
+	if err != nil {
+		// The upgrader has written the error response on the hijacked conn.
+		if conn != nil {
+			_ = conn.Close()
+		}
+		return
+	}
+	var pre []byte
+	if n := rw.Reader.Buffered(); n > 0 {
+		// The client pipelined frames after its request; keep them, not the
+		// 4 KiB reader that holds them.
+		b, _ := rw.Reader.Peek(n)
+		pre = append([]byte(nil), b...)
+	}
+	c := newWSConn(conn, pre, false, hs.Protocol)
+	if remote != nil {
+		c.remote = remote
+	}
+	h.accept(c, r)
+}
+
+// selectSubprotocol returns the first of accepted that the client offers, and
+// whether the client offered any subprotocol at all.
+func selectSubprotocol(hdr http.Header, accepted []string) (proto string, offered bool) {
+	var offers []string
+	for _, v := range hdr.Values("Sec-WebSocket-Protocol") {
+		for _, p := range strings.Split(v, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				offers = append(offers, p)
+			}
+		}
+	}
+	for _, a := range accepted {
+		for _, o := range offers {
+			if o == a { // subprotocol tokens are case-sensitive (RFC 6455 11.5)
+				return a, true
+			}
+		}
+	}
+	return "", len(offers) > 0
+}
+
+// headerHasToken reports whether a comma-separated header holds token,
+// ASCII case-insensitively.
+func headerHasToken(hdr http.Header, key, token string) bool {
+	for _, v := range hdr.Values(key) {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// originAllowed applies the policy documented on WSOptions.AllowedOrigins.
+func originAllowed(r *http.Request, patterns []string) bool {
+	vs := r.Header.Values("Origin")
+	switch len(vs) {
+	case 0:
+		return true
+	case 1:
+	default:
+		return false
+	}
+	origin := strings.ToLower(vs[0])
+	if !validOrigin(origin) {
+		// "null" (sandboxed pages, file: URLs) and junk: only an explicit
+		// pattern lets them in.
+		return slices.Contains(patterns, origin) || slices.Contains(patterns, "*")
+	}
+	if _, host, _ := strings.Cut(origin, "://"); strings.EqualFold(host, r.Host) {
+		return true
+	}
+	for _, p := range patterns {
+		if matchOrigin(p, origin) {
+			return true
+		}
+	}
+	return false
+}
+
+// validOrigin reports whether o is a serialized origin: scheme://host[:port]
+// with nothing else.
+func validOrigin(o string) bool {
+	u, err := url.Parse(o)
+	if err != nil {
+		return false
+	}
+	return u.Scheme != "" && u.Host != "" && u.User == nil && u.Opaque == "" &&
+		u.Path == "" && u.RawQuery == "" && u.Fragment == "" && !strings.HasSuffix(o, "?") &&
+		!strings.HasSuffix(o, "#")
+}
+
+// matchOrigin matches origin against pattern, where '*' matches any run of
+// characters except '/'; "*" alone matches everything. Both are lowercase.
+func matchOrigin(pattern, origin string) bool {
+	if pattern == "*" {
+		return true
+	}
+	// Iterative glob with single-star backtracking: O(len(p)*len(o)).
+	p, o := 0, 0
+	starP, starO := -1, 0
+	for o < len(origin) {
+		switch {
+		case p < len(pattern) && pattern[p] == '*':
+			starP, starO = p, o
+			p++
+		case p < len(pattern) && pattern[p] == origin[o]:
+			p++
+			o++
+		case starP >= 0 && origin[starO] != '/':
+			starO++
+			p, o = starP+1, starO
+		default:
+			return false
+		}
+	}
+	for p < len(pattern) && pattern[p] == '*' {
+		p++
+	}
+	return p == len(pattern)
+}
+
+// DialWS opens a WebSocket to url ("ws://" or "wss://") offering subprotocol
+// (none if empty) and returns the client side of the adapter: Write sends
+// masked binary frames. header is added to the handshake request (e.g.
+// Origin). For tests and the load tool.
+func DialWS(ctx context.Context, url string, subprotocol string, header http.Header) (net.Conn, error) {
+	d := ws.Dialer{}
+	if subprotocol != "" {
+		d.Protocols = []string{subprotocol}
+	}
+	if len(header) > 0 {
+		d.Header = ws.HandshakeHeaderHTTP(header)
+	}
+	conn, br, hs, err := d.Dial(ctx, url)
+	if err != nil {
+		return nil, fmt.Errorf("websocket: dial %s: %w", url, err)
+	}
+	var pre []byte
+	if br != nil {
+		b, _ := br.Peek(br.Buffered())
+		pre = append([]byte(nil), b...)
+		ws.PutReader(br)
+	}
+	if subprotocol != "" && hs.Protocol != subprotocol {
+		_ = conn.Close()
+		return nil, fmt.Errorf("websocket: dial %s: server selected subprotocol %q, want %q", url, hs.Protocol, subprotocol)
+	}
+	return newWSConn(conn, pre, true, hs.Protocol), nil
+}
+
+// WithRemoteAddr makes c report a as its RemoteAddr, e.g. the client address
+// an HTTP layer found in trusted forwarding headers. A *WSConn is changed in
+// place and returned (call it before the conn is shared between goroutines);
+// any other conn is wrapped.
+func WithRemoteAddr(c net.Conn, a net.Addr) net.Conn {
+	if wc, ok := c.(*WSConn); ok {
+		wc.remote = a
+		return wc
+	}
+	return &addrConn{Conn: c, remote: a}
+}
+
+type addrConn struct {
+	net.Conn
+	remote net.Addr
+}
+
+func (c *addrConn) RemoteAddr() net.Addr { return c.remote }
+
+// Unwrap returns the wrapped conn.
+func (c *addrConn) Unwrap() net.Conn { return c.Conn }
+
+// CloseCodeForReason maps an MQTT 5.0 DISCONNECT reason code (also the
+// CONNACK codes >= 0x80) to the WebSocket close code sent with it:
+//
+//	0x00 normal, 0x04 with will, 0x8E session taken over   -> 1000 normal closure
+//	0x8B server shutting down, 0x9C use another server,
+//	0x9D server moved                                      -> 1001 going away
+//	0x81 malformed, 0x82 protocol error, 0x93 receive
+//	maximum exceeded, 0x94 topic alias invalid             -> 1002 protocol error
+//	0x99 payload format invalid                            -> 1007 invalid payload data
+//	0x86 bad credentials, 0x87 not authorized, 0x8A banned,
+//	0x8C bad auth method, 0x90 topic name invalid, 0x96
+//	message rate too high, 0x97 quota exceeded, 0x98
+//	administrative action, 0x9A-0x9B, 0x9E, 0xA1, 0xA2
+//	(features not supported)                               -> 1008 policy violation
+//	0x95 packet too large                                  -> 1009 message too big
+//	0x88 server unavailable, 0x89 server busy,
+//	0x9F connection rate exceeded                          -> 1013 try again later
+//	0x8D keep alive timeout                                -> 1000 (the peer is gone)
+//	other codes >= 0x80 (0x80 unspecified, 0x83 ...)       -> 1011 internal error
+//	other codes < 0x80                                     -> 1000
+//
+// 1005, 1006 and 1015 are never returned: RFC 6455 forbids sending them.
+func CloseCodeForReason(mqttReason byte) uint16 {
+	switch mqttReason {
+	case 0x00, 0x04, 0x8E, 0x8D:
+		return 1000
+	case 0x8B, 0x9C, 0x9D:
+		return 1001
+	case 0x81, 0x82, 0x93, 0x94:
+		return 1002
+	case 0x99:
+		return 1007
+	case 0x86, 0x87, 0x8A, 0x8C, 0x90, 0x96, 0x97, 0x98, 0x9A, 0x9B, 0x9E, 0xA1, 0xA2:
+		return 1008
+	case 0x95:
+		return 1009
+	case 0x88, 0x89, 0x9F:
+		return 1013
+	}
+	if mqttReason >= 0x80 {
+		return 1011
+	}
+	return 1000
+}
+
+// isTimeout reports whether err is a deadline expiry, after which a Read may
+// be retried.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
