@@ -42,8 +42,11 @@ type Limits struct {
 	// accepts from a client (announced as Receive Maximum) and the most it
 	// sends to one before waiting for acknowledgements (at least 1).
 	MaxInflight uint16 `yaml:"max_inflight"`
-	// MaxQueued is the number of messages kept per offline or slow session;
-	// when full the oldest QoS 0 message is dropped first, then the new one.
+	// MaxQueued is the number of QoS 1/2 messages kept per session while it
+	// is offline or its inflight window is full. When full, the newest
+	// message is dropped for that session (and counted), so what was queued
+	// first is delivered first. QoS 0 messages are not queued for an offline
+	// session.
 	MaxQueued int `yaml:"max_queued_messages"`
 	// MaxTopicAlias is the number of topic aliases a client may use (announced
 	// as Topic Alias Maximum; 0 disables client aliases).
