@@ -11,12 +11,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"sync"
 	"time"
 
 	"github.com/starling-mqtt/starling/internal/broker"
 	"github.com/starling-mqtt/starling/internal/config"
+	"github.com/starling-mqtt/starling/internal/transport"
 )
 
 // Config is the broker configuration; see DefaultConfig.
@@ -43,7 +45,10 @@ type Server struct {
 
 	mu        sync.Mutex
 	listeners []net.Listener
+	httpSrv   *http.Server
+	httpAddr  net.Addr
 	ready     chan struct{} // closed once listeners are open (or failed)
+	readyOnce sync.Once
 	closed    bool
 	accepting sync.WaitGroup
 }
@@ -80,10 +85,10 @@ func (s *Server) Serve() error {
 	if s.cfg.TCP != "" {
 		err = s.listen("tcp", s.cfg.TCP)
 	}
-	if s.cfg.HTTP != "" {
-		s.log.Info("http listener reserved; websocket and dashboard are not served yet", "addr", s.cfg.HTTP)
+	if err == nil && s.cfg.HTTP != "" {
+		err = s.listenHTTP(s.cfg.HTTP)
 	}
-	close(s.ready)
+	s.readyOnce.Do(func() { close(s.ready) })
 	s.mu.Unlock()
 	if err != nil {
 		s.Close()
@@ -126,6 +131,40 @@ func (s *Server) accept(ln net.Listener) {
 	}
 }
 
+// WSPath is where MQTT over WebSocket is served on the HTTP listener.
+const WSPath = "/mqtt"
+
+// listenHTTP opens the HTTP listener: MQTT over WebSocket at WSPath. The
+// caller holds s.mu.
+func (s *Server) listenHTTP(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("starling: listen http on %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle(WSPath, transport.NewWSHandler(transport.WSOptions{}, func(c net.Conn, _ *http.Request) {
+		s.broker.HandleConn(c)
+	}))
+	s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
+	s.httpAddr = ln.Addr()
+	s.log.Info("listening", "listener", "http", "addr", ln.Addr().String(), "protocol", "mqtt over websocket", "path", WSPath)
+	s.accepting.Add(1)
+	go func() {
+		defer s.accepting.Done()
+		s.httpSrv.Serve(ln)
+	}()
+	return nil
+}
+
+// HTTPAddr returns the address of the HTTP listener once Serve has opened
+// it, or nil.
+func (s *Server) HTTPAddr() net.Addr {
+	<-s.ready
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.httpAddr
+}
+
 // Addr returns the address of the first listener, once Serve has opened it
 // (nil before, or if none is open).
 func (s *Server) Addr() net.Addr {
@@ -148,8 +187,14 @@ func (s *Server) Close() error {
 		return nil
 	}
 	s.closed = true
+	s.readyOnce.Do(func() { close(s.ready) }) // Addr callers waiting on a Serve that never ran
 	for _, ln := range s.listeners {
 		ln.Close()
+	}
+	if s.httpSrv != nil {
+		// Hijacked WebSocket connections belong to the broker, which closes
+		// them below.
+		s.httpSrv.Close()
 	}
 	s.mu.Unlock()
 	s.accepting.Wait()

@@ -21,7 +21,7 @@ func StartBroker(t testing.TB, mutate func(*starling.Config)) (*starling.Server,
 	t.Helper()
 	cfg := starling.DefaultConfig()
 	cfg.TCP = "127.0.0.1:0"
-	cfg.HTTP = ""
+	cfg.HTTP = "127.0.0.1:0"
 	cfg.Data = t.TempDir()
 	cfg.ShutdownTimeout = 2 * time.Second
 	if mutate != nil {
