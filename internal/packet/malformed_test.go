@@ -56,7 +56,7 @@ var badPackets = []struct {
 	{"PUBLISH v5 property length beyond packet", V5, h(`30 05 00 01 "t" 09 01`), mal},
 	{"PUBLISH v5 property value truncated", V5, h(`30 06 00 01 "t" 02 02 00`), mal},
 	{"PUBLISH v5 payload format 2", V5, h(`30 06 00 01 "t" 02 01 02`), proto},
-	{"PUBLISH v5 topic alias 0", V5, h(`30 07 00 01 "t" 03 23 00 00`), proto},
+	{"PUBLISH v5 topic alias 0", V5, h(`30 07 00 01 "t" 03 23 00 00`), TopicAliasInvalid},
 	{"PUBLISH v5 subscription ID 0", V5, h(`30 06 00 01 "t" 02 0B 00`), proto},
 	{"PUBLISH v5 subscription ID 5 bytes", V5, h(`30 0A 00 01 "t" 06 0B FF FF FF FF 7F`), mal},
 	{"PUBLISH v5 content type invalid UTF-8", V5, h(`30 08 00 01 "t" 04 03 00 01 FF`), mal},

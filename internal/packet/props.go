@@ -203,7 +203,15 @@ func decodeProp(d *dec, p *Properties, id int) error {
 	case propTopicAliasMaximum:
 		return u16Prop(d, "topic alias maximum", &p.TopicAliasMaximum, true)
 	case propTopicAlias:
-		return u16Prop(d, "topic alias", &p.TopicAlias, false) // the broker checks the upper bound
+		// 0 is answered, like a value above the maximum (which the broker
+		// checks), with 0x94 Topic Alias invalid [MQTT-3.3.2-8, 3.3.2-9].
+		if err := u16Prop(d, "topic alias", &p.TopicAlias, true); err != nil {
+			return err
+		}
+		if *p.TopicAlias == 0 {
+			return &Error{Code: TopicAliasInvalid, Reason: "topic alias: value 0 is not allowed"}
+		}
+		return nil
 	case propMaximumQoS:
 		return byteProp(d, "maximum QoS", &p.MaximumQoS)
 	case propRetainAvailable:
