@@ -166,7 +166,8 @@ func prepare(p Packet, version byte) (encoder, bool, int, error) {
 // ProtocolVersion is set) and appends it, fixed header included, to dst. It
 // returns an error for values that cannot be encoded. Properties that the
 // packet type may not carry are left out, so a will's properties can be
-// reused for its PUBLISH. It does not allocate when dst has room.
+// reused for its PUBLISH. It does not allocate when dst has room. p must not
+// be a typed nil pointer.
 func Append(dst []byte, p Packet, version byte) ([]byte, error) {
 	e, v5, n, err := prepare(p, version)
 	if err != nil {
