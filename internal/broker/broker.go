@@ -14,6 +14,7 @@ import (
 	"encoding/hex"
 	"log/slog"
 	"net"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -106,15 +107,20 @@ func (b *Broker) HandleConn(nc net.Conn) {
 		delete(b.conns, c)
 		b.mu.Unlock()
 	}()
-	defer func() {
-		// A bug triggered by one client ends that connection only.
-		if r := recover(); r != nil {
-			b.log.Error("connection handler panic", "remote", nc.RemoteAddr().String(), "panic", r)
-			c.Close()
-		}
-	}()
 	h := &handler{b: b, c: c, remote: nc.RemoteAddr().String()}
-	h.run()
+	func() {
+		defer func() {
+			// A bug triggered by one client ends that connection only.
+			if r := recover(); r != nil {
+				b.log.Error("connection handler panic", "remote", h.remote, "panic", r, "stack", string(debug.Stack()))
+				c.Close()
+				if h.cl != nil {
+					b.detach(h)
+				}
+			}
+		}()
+		h.run()
+	}()
 	<-c.Done()
 }
 
