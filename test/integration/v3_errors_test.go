@@ -22,7 +22,10 @@ func v3ExpectClosedSilently(t *testing.T, r *testutil.Raw, what string) {
 	var pe *packet.Error
 	switch {
 	case err == nil:
-		t.Fatalf("%s: got %T %+v before close, want a silent close", what, p, p)
+		if ack, ok := p.(*packet.Connack); ok {
+			t.Fatalf("%s: got CONNACK return code 0x%02x before close, want a silent close", what, byte(ack.ReasonCode))
+		}
+		t.Fatalf("%s: got %T before close, want a silent close", what, p)
 	case errors.As(err, &pe):
 		t.Fatalf("%s: got undecodable bytes before close: %v", what, err)
 	case errors.As(err, &ne) && ne.Timeout():

@@ -218,15 +218,16 @@ func TestV3OwnPublicationsDelivered(t *testing.T) {
 	c.expectMsg("self/t", "echo", 1, false)
 }
 
-// Many messages at QoS 1 and 2 arrive complete and in order (kept below the
-// inbound limit of max_inflight unreleased QoS 2 messages).
+// Many messages at QoS 1 and 2, published without waiting, arrive complete
+// and in order (100 QoS 2 in flight: more than max_inflight, which a 3.1.1
+// client is never told).
 func TestV3OrderedDelivery(t *testing.T) {
 	t.Parallel()
 	_, addr := testutil.StartBroker(t, nil)
 	sub := v3Connect(t, addr, "v3-order-sub", nil)
 	sub.sub("order/t", 2)
 	pub := v3Connect(t, addr, "v3-order-pub", nil)
-	const n = 100 // 50 at QoS 2: below max_inflight (64)
+	const n = 200
 	toks := make([]mqtt.Token, 0, n)
 	for i := range n {
 		toks = append(toks, pub.Publish("order/t", byte(1+i%2), false, fmt.Sprint(i)))
@@ -291,9 +292,11 @@ func TestV3ManyUnreleasedQoS2Accepted(t *testing.T) {
 	sub.sub("manyq2/t", 2)
 	r := v3RawConnect(t, addr, packet.V311, "v3-manyq2-pub", true)
 	const n = 100
+	var buf []byte
 	for i := 1; i <= n; i++ {
-		r.Send(&packet.Publish{Topic: "manyq2/t", QoS: 2, PacketID: uint16(i), Payload: []byte(fmt.Sprint(i))})
+		buf, _ = packet.Append(buf, &packet.Publish{Topic: "manyq2/t", QoS: 2, PacketID: uint16(i), Payload: []byte(fmt.Sprint(i))}, packet.V311)
 	}
+	r.WriteRaw(buf) // one write: all 100 are unreleased when the broker reads them
 	for i := 1; i <= n; i++ {
 		p, err := r.Next(v3Wait)
 		if err != nil {

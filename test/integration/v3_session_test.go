@@ -148,9 +148,17 @@ func TestV3CleanSessionDiscards(t *testing.T) {
 func TestV3OfflineQueueBound(t *testing.T) {
 	t.Parallel()
 	_, addr := testutil.StartBroker(t, func(c *starling.Config) { c.Limits.MaxQueued = 5 })
-	s := v3Connect(t, addr, "v3-bound", v3Persistent)
+	// The will tells when the broker has detached the session: a message
+	// published earlier would go inflight to the old connection instead of
+	// into the offline queue.
+	watch := v3Watcher(t, addr, "v3-bound-watch", "bound/offline")
+	s := v3Connect(t, addr, "v3-bound", func(o *mqtt.ClientOptions) {
+		v3Persistent(o)
+		o.SetWill("bound/offline", "detached", 0, false)
+	})
 	s.sub("bound/t", 1)
-	s.Disconnect(250)
+	s.kill()
+	watch.expectMsg("bound/offline", "detached", 0, false)
 	pub := v3Connect(t, addr, "v3-bound-pub", nil)
 	for i := range 10 {
 		pub.pub("bound/t", 1, false, fmt.Sprint(i))
