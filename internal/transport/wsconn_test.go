@@ -466,3 +466,45 @@ func TestCloseCodeForReason(t *testing.T) {
 		}
 	}
 }
+
+// loopConn replays one input forever and discards writes.
+type loopConn struct {
+	fakeConn
+	data []byte
+	off  int
+}
+
+func (l *loopConn) Read(p []byte) (int, error) {
+	n := copy(p, l.data[l.off:])
+	l.off = (l.off + n) % len(l.data)
+	return n, nil
+}
+func (l *loopConn) Write(p []byte) (int, error) { return len(p), nil }
+
+// BenchmarkWSRead: a 64-byte packet per masked frame, read into a reused
+// buffer. Must not allocate.
+func BenchmarkWSRead(b *testing.B) {
+	payload := bytes.Repeat([]byte{0x30}, 64)
+	c := newWSConn(&loopConn{data: frame(ws.OpBinary, true, true, payload)}, nil, false, "mqtt")
+	buf := make([]byte, 64)
+	b.ReportAllocs()
+	b.SetBytes(64)
+	for b.Loop() {
+		if _, err := io.ReadFull(c, buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkWSWrite: one 64-byte frame per Write. Must not allocate.
+func BenchmarkWSWrite(b *testing.B) {
+	c := newWSConn(&loopConn{data: []byte{0}}, nil, false, "mqtt")
+	p := bytes.Repeat([]byte{0x30}, 64)
+	b.ReportAllocs()
+	b.SetBytes(64)
+	for b.Loop() {
+		if _, err := c.Write(p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
