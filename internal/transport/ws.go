@@ -59,8 +59,9 @@ type WSOptions struct {
 	// TrustedProxies, when not empty, makes the handler replace the
 	// connection's RemoteAddr with ClientAddr(r, TrustedProxies), i.e. the
 	// client address from X-Forwarded-For or Forwarded when the request came
-	// through these proxies. A request whose two forwarding headers disagree
-	// is refused with 400.
+	// through these proxies (port 0 then). A request whose two forwarding
+	// headers disagree is refused with 400. Peers that are not IP addresses
+	// (unix sockets) keep their address.
 	TrustedProxies []netip.Prefix
 }
 
@@ -113,13 +114,13 @@ func (h *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var remote net.Addr
-	if len(h.trustedProxies) > 0 {
+	if peer, err := netip.ParseAddrPort(r.RemoteAddr); err == nil && len(h.trustedProxies) > 0 {
 		a := ClientAddr(r, h.trustedProxies)
 		if !a.IsValid() {
-			http.Error(w, "websocket: conflicting or invalid forwarding headers", http.StatusBadRequest)
+			http.Error(w, "websocket: X-Forwarded-For and Forwarded headers disagree", http.StatusBadRequest)
 			return
 		}
-		if peer, err := netip.ParseAddrPort(r.RemoteAddr); err != nil || peer.Addr().Unmap() != a {
+		if peer.Addr().Unmap() != a {
 			remote = net.TCPAddrFromAddrPort(netip.AddrPortFrom(a, 0))
 		}
 	}
@@ -147,6 +148,14 @@ func (h *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if remote != nil {
 		c.remote = remote
 	}
+	defer func() {
+		// net/http recovers and logs a handler's panic but does not close a
+		// hijacked conn.
+		if p := recover(); p != nil {
+			_ = c.conn.Close()
+			panic(p)
+		}
+	}()
 	h.accept(c, r)
 }
 

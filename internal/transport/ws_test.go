@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -402,5 +403,24 @@ func TestMatchOrigin(t *testing.T) {
 		if got := matchOrigin(tt.pattern, tt.origin); got != tt.want {
 			t.Errorf("matchOrigin(%q, %q) = %v, want %v", tt.pattern, tt.origin, got, tt.want)
 		}
+	}
+}
+
+// TestWSAcceptPanic: a panicking accept does not leak the hijacked conn.
+func TestWSAcceptPanic(t *testing.T) {
+	srv := httptest.NewUnstartedServer(NewWSHandler(WSOptions{}, func(c net.Conn, r *http.Request) {
+		panic("boom")
+	}))
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	srv.Start()
+	t.Cleanup(srv.Close)
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	resp, c, _ := rawHandshake(t, addr, "Sec-WebSocket-Protocol: mqtt\r\n", nil)
+	if resp.StatusCode != 101 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("read after panic: %d, %v; want EOF", n, err)
 	}
 }
