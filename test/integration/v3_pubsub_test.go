@@ -174,8 +174,8 @@ func TestV3OverlappingSubscriptionsOneCopyHighestQoS(t *testing.T) {
 	sub.expectMsg("ov/b/c", "all three", 2, false)
 	sub.expectNone(200 * time.Millisecond)
 
-	// Only ov/# (QoS 0) and ov/b/c (QoS 1) match a QoS 1 publish to ov/b/c?
-	// No: ov/+/c matches too, so QoS stays min(1, 2) = 1.
+	// All three match again; the highest subscription QoS (2) caps a QoS 1
+	// publish at 1.
 	pub.pub("ov/b/c", 1, false, "qos1")
 	sub.expectMsg("ov/b/c", "qos1", 1, false)
 	sub.expectNone(100 * time.Millisecond)
