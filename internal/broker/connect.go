@@ -34,7 +34,7 @@ func (h *handler) run() {
 	p, _, err := h.c.ReadPacket(h.b.now().Add(h.b.lim.ConnectTimeout))
 	if err != nil {
 		var pe *packet.Error
-		if errors.As(err, &pe) && pe.Code == packet.UnsupportedProtocolVersion {
+		if _, isConnect := p.(*packet.Connect); isConnect && errors.As(err, &pe) && pe.Code == packet.UnsupportedProtocolVersion {
 			// [MQTT-3.1.2-2] answer in the 3.1.1 form every client reads.
 			h.c.SetVersion(packet.V311)
 			h.c.CloseAfter(&packet.Connack{ReasonCode: packet.V3UnacceptableVersion})
