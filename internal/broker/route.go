@@ -24,7 +24,10 @@ func (b *Broker) SetBackplane(bp Backplane) { b.backplane = bp }
 // subscribers, without forwarding it again.
 func (b *Broker) Inject(m *session.Message) int { return b.route(m) }
 
-var matchPool = sync.Pool{New: func() any { s := make([]topic.Entry[subValue], 0, 16); return &s }}
+var (
+	matchPool  = sync.Pool{New: func() any { s := make([]topic.Entry[subValue], 0, 16); return &s }}
+	targetPool = sync.Pool{New: func() any { s := make([]target, 0, 16); return &s }}
+)
 
 // publish routes a message published on this node: retained store, local
 // subscribers, and the backplane. It returns the number of sessions reached.
@@ -53,7 +56,8 @@ type target struct {
 func (b *Broker) route(m *session.Message) int {
 	bp := matchPool.Get().(*[]topic.Entry[subValue])
 	entries := b.subs.Match(m.Topic, (*bp)[:0])
-	var targets []target
+	tp := targetPool.Get().(*[]target)
+	targets := (*tp)[:0]
 	var groups map[string][]topic.Entry[subValue]
 	for _, e := range entries {
 		v := e.Value
@@ -83,7 +87,11 @@ func (b *Broker) route(m *session.Message) int {
 	for _, t := range targets {
 		b.deliver(t.cl, t.d, now)
 	}
-	return len(targets)
+	n := len(targets)
+	clear(targets)
+	*tp = targets[:0]
+	targetPool.Put(tp)
+	return n
 }
 
 func deliveryFor(v subValue, m *session.Message) session.Delivery {

@@ -124,6 +124,7 @@ func (c *Conn) Send(ps ...packet.Packet) bool {
 		if isQoS0(p) {
 			if c.qos0 >= MaxPendingQoS0 {
 				c.Dropped.Add(1)
+				release(p)
 				continue
 			}
 			c.qos0++
@@ -139,6 +140,15 @@ func (c *Conn) Send(ps ...packet.Packet) bool {
 // message's encoded bytes.
 type Appender interface {
 	AppendPacket(dst []byte, version byte) ([]byte, error)
+}
+
+// Releaser is a packet whose memory goes back to a pool once written.
+type Releaser interface{ Release() }
+
+func release(p packet.Packet) {
+	if r, ok := p.(Releaser); ok {
+		r.Release()
+	}
 }
 
 func isQoS0(p packet.Packet) bool {
@@ -230,6 +240,7 @@ func (c *Conn) flush(batch []packet.Packet) error {
 		} else {
 			buf, err = packet.Append(buf, p, v)
 		}
+		release(p)
 		if err != nil {
 			// An unencodable packet is a broker bug, not the client's; skip it
 			// rather than corrupt the stream.

@@ -1,6 +1,7 @@
 package session
 
 import (
+	"sync"
 	"sync/atomic"
 
 	"github.com/starling-mqtt/starling/internal/packet"
@@ -20,6 +21,18 @@ type Outgoing struct {
 	Alias      uint16  // topic alias, 0 for none
 	AliasOnly  bool    // topic omitted, alias set earlier on this connection
 	ExpiryLeft *uint32 // remaining message expiry, nil for none
+}
+
+var outPool = sync.Pool{New: func() any { return new(Outgoing) }}
+
+func newOutgoing() *Outgoing { return outPool.Get().(*Outgoing) }
+
+// Release returns the value to its pool. The connection's writer calls it
+// once the bytes are written or the delivery is dropped; nothing may use o
+// after that. The session never keeps an Outgoing, only its Delivery.
+func (o *Outgoing) Release() {
+	*o = Outgoing{}
+	outPool.Put(o)
 }
 
 // Type implements packet.Packet.

@@ -222,7 +222,8 @@ func (s *Session) find(id uint16) int {
 // false when the message cannot be sent to this client at all.
 func (s *Session) publish(d Delivery, id uint16, now time.Time) (*Outgoing, bool) {
 	m := d.Msg
-	o := &Outgoing{Msg: m, QoS: d.QoS, Retain: d.Retain, PacketID: id}
+	o := newOutgoing()
+	o.Msg, o.QoS, o.Retain, o.PacketID = m, d.QoS, d.Retain, id
 	v := s.link.Version
 	if v == packet.V5 {
 		if !m.Expiry.IsZero() {
@@ -236,6 +237,7 @@ func (s *Session) publish(d Delivery, id uint16, now time.Time) (*Outgoing, bool
 			// the message is dropped for this client as if delivered.
 			if n, err := o.Size(v); err != nil || uint64(n) > uint64(max) {
 				s.Stats.DroppedTooLarge++
+				o.Release()
 				return nil, false
 			}
 		}
