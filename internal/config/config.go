@@ -18,6 +18,24 @@ type Config struct {
 	// HTTP is the address for MQTT over WebSocket, the dashboard and the HTTP
 	// API, as host:port ("" disables it; port 0 picks a free port).
 	HTTP string `yaml:"http"`
+	// MQTTS is the address for MQTT over TLS, as host:port ("" disables it;
+	// 8883 by convention). Needs tls.cert_file and tls.key_file.
+	MQTTS string `yaml:"mqtts"`
+	// HTTPS is the address of the HTTP listener over TLS: MQTT over secure
+	// WebSocket (wss), as host:port ("" disables it; 443 or 8443 by
+	// convention). Needs tls.cert_file and tls.key_file.
+	HTTPS string `yaml:"https"`
+	// TLS holds the certificate for the mqtts and https listeners.
+	TLS TLS `yaml:"tls"`
+	// WebSocket configures MQTT over WebSocket on the http and https
+	// listeners.
+	WebSocket WebSocket `yaml:"websocket"`
+	// TrustedProxies lists the proxies, as CIDRs ("10.0.0.0/8") or single
+	// addresses, whose X-Forwarded-For and Forwarded headers are believed on
+	// the http and https listeners; the client address is then read from
+	// those headers right to left, skipping trusted proxies. Empty: the
+	// headers are ignored and the client address is the TCP peer.
+	TrustedProxies []string `yaml:"trusted_proxies"`
 	// Data is the folder for the embedded store.
 	Data string `yaml:"data"`
 	// LogLevel is debug, info, warn or error.
@@ -29,6 +47,43 @@ type Config struct {
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// Limits bounds what clients may use.
 	Limits Limits `yaml:"limits"`
+}
+
+// TLS is the server certificate and the client-certificate policy of the
+// mqtts and https listeners.
+type TLS struct {
+	// CertFile is the PEM file of the server certificate, followed by its
+	// intermediates (required when mqtts or https is set). The file is read
+	// again when it changes and on SIGHUP.
+	CertFile string `yaml:"cert_file"`
+	// KeyFile is the PEM file of the certificate's private key (required
+	// when mqtts or https is set).
+	KeyFile string `yaml:"key_file"`
+	// ClientCAFile is a PEM file of the CA certificates that client
+	// certificates must chain to (required when client_auth is optional or
+	// required).
+	ClientCAFile string `yaml:"client_ca_file"`
+	// ClientAuth is off (no client certificate asked for), optional (a
+	// client certificate, if sent, must verify) or required (a client without
+	// a verified certificate is refused).
+	ClientAuth string `yaml:"client_auth"`
+}
+
+// WebSocket configures MQTT over WebSocket on the http and https listeners.
+type WebSocket struct {
+	// Paths are the URL paths that serve MQTT over WebSocket, matched
+	// exactly (at least one; each starts with "/").
+	Paths []string `yaml:"paths"`
+	// AllowedOrigins lists the browser origins allowed to connect besides
+	// same-origin pages and clients that send no Origin: exact
+	// ("https://app.example.com") or with '*' matching any run of characters
+	// except '/' ("https://*.example.com"); "*" allows every origin. Other
+	// origins get 403.
+	AllowedOrigins []string `yaml:"allowed_origins"`
+	// AllowNoSubprotocol accepts clients that offer no WebSocket subprotocol
+	// (some old clients); by default they get 400. Clients that offer only
+	// subprotocols other than mqtt and mqttv3.1 are always refused.
+	AllowNoSubprotocol bool `yaml:"allow_no_subprotocol"`
 }
 
 // Limits are the protocol limits the broker enforces and announces to MQTT 5
@@ -73,6 +128,10 @@ func Default() Config {
 	return Config{
 		TCP:             ":1883",
 		HTTP:            ":8080",
+		MQTTS:           "",
+		HTTPS:           "",
+		TLS:             TLS{ClientAuth: "off"},
+		WebSocket:       WebSocket{Paths: []string{"/mqtt"}},
 		Data:            "./data",
 		LogLevel:        "info",
 		LogFormat:       "text",

@@ -37,6 +37,21 @@ func leaves(v reflect.Value, prefix string) []leaf {
 	return out
 }
 
+// equal compares two Configs, an empty list equal to a nil one (YAML's []
+// decodes to an empty list, Default has nil).
+func equal(a, b Config) bool {
+	norm := func(c *Config) {
+		for _, l := range []*[]string{&c.WebSocket.Paths, &c.WebSocket.AllowedOrigins, &c.TrustedProxies} {
+			if len(*l) == 0 {
+				*l = nil
+			}
+		}
+	}
+	norm(&a)
+	norm(&b)
+	return reflect.DeepEqual(a, b)
+}
+
 // errs splits a joined error into its parts.
 func errs(err error) []error {
 	if err == nil {
@@ -60,8 +75,22 @@ func TestLoadEveryKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Config{
-		TCP:             "127.0.0.1:11883",
-		HTTP:            "[::1]:18080",
+		TCP:   "127.0.0.1:11883",
+		HTTP:  "[::1]:18080",
+		MQTTS: "127.0.0.1:18883",
+		HTTPS: ":8443",
+		TLS: TLS{
+			CertFile:     "/etc/starling/cert.pem",
+			KeyFile:      "/etc/starling/key.pem",
+			ClientCAFile: "/etc/starling/clients-ca.pem",
+			ClientAuth:   "optional",
+		},
+		WebSocket: WebSocket{
+			Paths:              []string{"/mqtt", "/ws"},
+			AllowedOrigins:     []string{"https://app.example.com", "https://*.example.net"},
+			AllowNoSubprotocol: true,
+		},
+		TrustedProxies:  []string{"10.0.0.0/8", "fd00::/8", "192.0.2.7"},
 		Data:            "/var/lib/starling",
 		LogLevel:        "debug",
 		LogFormat:       "json",
@@ -78,7 +107,7 @@ func TestLoadEveryKey(t *testing.T) {
 			ConnectTimeout:   2500 * time.Millisecond,
 		},
 	}
-	if got != want {
+	if !equal(got, want) {
 		t.Errorf("Load(full.yaml) =\n%+v\nwant\n%+v", got, want)
 	}
 	if err := got.Validate(); err != nil {
@@ -88,7 +117,7 @@ func TestLoadEveryKey(t *testing.T) {
 	// key added to Config without a line here fails this test.
 	def := leaves(reflect.ValueOf(Default()), "")
 	for i, l := range leaves(reflect.ValueOf(got), "") {
-		if l.value.Equal(def[i].value) {
+		if reflect.DeepEqual(l.value.Interface(), def[i].value.Interface()) {
 			t.Errorf("testdata/full.yaml: %s is missing or equals its default", l.path)
 		}
 	}
@@ -101,7 +130,7 @@ func TestParseKeepsDefaults(t *testing.T) {
 			t.Errorf("Parse(%q): %v", in, err)
 			continue
 		}
-		if got != Default() {
+		if !equal(got, Default()) {
 			t.Errorf("Parse(%q) = %+v, want Default()", in, got)
 		}
 	}
@@ -111,7 +140,7 @@ func TestParseKeepsDefaults(t *testing.T) {
 	}
 	want := Default()
 	want.Limits.MaxQoS = 1
-	if got != want {
+	if !equal(got, want) {
 		t.Errorf("partial limits: got %+v, want %+v", got, want)
 	}
 	got, err = Parse([]byte(`tcp: ""` + "\n"))
@@ -205,6 +234,43 @@ func TestValidate(t *testing.T) {
 		{"ports 0", func(c *Config) { c.TCP, c.HTTP = "127.0.0.1:0", "127.0.0.1:0" }, ""},
 		{"ipv6 and names", func(c *Config) { c.TCP, c.HTTP = "[::1]:1883", "localhost:8080" }, ""},
 		{"no listener", func(c *Config) { c.TCP, c.HTTP = "", "" }, "tcp: no listener enabled"},
+		{"only mqtts", func(c *Config) {
+			c.TCP, c.HTTP, c.MQTTS = "", "", ":8883"
+			c.TLS.CertFile, c.TLS.KeyFile = "c.pem", "k.pem"
+		}, ""},
+		{"only https", func(c *Config) {
+			c.TCP, c.HTTP, c.HTTPS = "", "", ":8443"
+			c.TLS.CertFile, c.TLS.KeyFile = "c.pem", "k.pem"
+		}, ""},
+		{"mqtts without cert", func(c *Config) { c.MQTTS = ":8883"; c.TLS.KeyFile = "k.pem" }, "tls.cert_file: required when mqtts is set"},
+		{"https without key", func(c *Config) { c.HTTPS = ":8443"; c.TLS.CertFile = "c.pem" }, "tls.key_file: required when https is set"},
+		{"cert without key, no tls listener", func(c *Config) { c.TLS.CertFile = "c.pem" }, "tls.key_file: required when tls.cert_file is set"},
+		{"mqtts bad address", func(c *Config) { c.MQTTS = "8883"; c.TLS.CertFile, c.TLS.KeyFile = "c", "k" }, "mqtts: must be host:port"},
+		{"https same as http", func(c *Config) { c.HTTPS = c.HTTP; c.TLS.CertFile, c.TLS.KeyFile = "c", "k" }, `https: same address as http (":8080")`},
+		{"mqtts same as tcp", func(c *Config) { c.MQTTS = c.TCP; c.TLS.CertFile, c.TLS.KeyFile = "c", "k" }, `mqtts: same address as tcp (":1883")`},
+		{"tls ports 0", func(c *Config) {
+			c.TCP, c.HTTP, c.MQTTS, c.HTTPS = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+			c.TLS.CertFile, c.TLS.KeyFile = "c", "k"
+		}, ""},
+		{"client auth", func(c *Config) { c.TLS.ClientAuth = "yes" }, `tls.client_auth: must be off, optional or required (got "yes")`},
+		{"client auth empty", func(c *Config) { c.TLS.ClientAuth = "" }, `tls.client_auth: must be off, optional or required (got "")`},
+		{"client auth without ca", func(c *Config) { c.TLS.ClientAuth = "required" }, "tls.client_ca_file: required when tls.client_auth is required"},
+		{"client auth optional", func(c *Config) { c.TLS.ClientAuth, c.TLS.ClientCAFile = "optional", "ca.pem" }, ""},
+		{"no ws path", func(c *Config) { c.WebSocket.Paths = nil }, "websocket.paths: must list at least one path"},
+		{"no ws path, no http", func(c *Config) { c.WebSocket.Paths, c.HTTP = nil, "" }, ""},
+		{"ws path relative", func(c *Config) { c.WebSocket.Paths = []string{"/mqtt", "mqtt"} }, `websocket.paths[1]: must start with "/" (got "mqtt")`},
+		{"ws path pattern", func(c *Config) { c.WebSocket.Paths = []string{"/{x}"} }, `websocket.paths[0]: must be a plain URL path`},
+		{"ws path unclean", func(c *Config) { c.WebSocket.Paths = []string{"/mqtt/"} }, `websocket.paths[0]: must be a clean path, such as "/mqtt" (got "/mqtt/")`},
+		{"ws path twice", func(c *Config) { c.WebSocket.Paths = []string{"/mqtt", "/mqtt"} }, `websocket.paths[1]: listed twice ("/mqtt")`},
+		{"ws paths ok", func(c *Config) { c.WebSocket.Paths = []string{"/", "/mqtt", "/a/b"} }, ""},
+		{"origin no scheme", func(c *Config) { c.WebSocket.AllowedOrigins = []string{"example.com"} }, `websocket.allowed_origins[0]: must be an origin`},
+		{"origin with path", func(c *Config) { c.WebSocket.AllowedOrigins = []string{"https://a.example/"} }, `websocket.allowed_origins[0]: must be scheme://host[:port], without a path`},
+		{"origins ok", func(c *Config) {
+			c.WebSocket.AllowedOrigins = []string{"*", "null", "https://*.example.com", "http://localhost:8080"}
+		}, ""},
+		{"trusted proxy bad", func(c *Config) { c.TrustedProxies = []string{"10.0.0.0/8", "10.0.0.0/33"} }, `trusted_proxies[1]: must be a CIDR such as "10.0.0.0/8"`},
+		{"trusted proxy name", func(c *Config) { c.TrustedProxies = []string{"proxy.local"} }, `trusted_proxies[0]: must be a CIDR`},
+		{"trusted proxies ok", func(c *Config) { c.TrustedProxies = []string{"127.0.0.1", "::1", "10.1.2.3/8", "fd00::/8"} }, ""},
 		{"same address", func(c *Config) { c.TCP, c.HTTP = ":1883", ":1883" }, `http: same address as tcp (":1883")`},
 		{"tcp no port", func(c *Config) { c.TCP = "localhost" }, `tcp: must be host:port`},
 		{"http bad port", func(c *Config) { c.HTTP = ":http" }, `http: port must be a number from 0 to 65535 (got ":http")`},
@@ -256,6 +322,19 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 		"limits.max_qos: must be 0, 1 or 2 (got 9)"
 	if err == nil || err.Error() != want {
 		t.Errorf("Validate() =\n%v\nwant\n%s", err, want)
+	}
+}
+
+func TestTrustedProxyPrefixes(t *testing.T) {
+	c := Default()
+	c.TrustedProxies = []string{"127.0.0.1", "::1", "10.1.2.3/8", "::ffff:192.0.2.0/120", "fe80::1%eth0", "junk"}
+	var got []string
+	for _, p := range c.TrustedProxyPrefixes() {
+		got = append(got, p.String())
+	}
+	want := []string{"127.0.0.1/32", "::1/128", "10.0.0.0/8", "192.0.2.0/24"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("TrustedProxyPrefixes() = %q, want %q", got, want)
 	}
 }
 

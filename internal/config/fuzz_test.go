@@ -33,7 +33,7 @@ func FuzzParse(f *testing.F) {
 		if err != nil {
 			t.Fatalf("Parse(Marshal(Parse(%q))) = %v; YAML:\n%s", data, err, out)
 		}
-		if again != cfg {
+		if !equal(again, cfg) {
 			t.Fatalf("round trip of %q:\n got %+v\nwant %+v", data, again, cfg)
 		}
 	})

@@ -181,8 +181,10 @@ func walk(n *yaml.Node, prefix string, out *[]keyAt) {
 // keyTypes are the structs a config file maps onto, by the name yaml's
 // errors give them.
 var keyTypes = map[string]reflect.Type{
-	"config.Config": reflect.TypeFor[Config](),
-	"config.Limits": reflect.TypeFor[Limits](),
+	"config.Config":    reflect.TypeFor[Config](),
+	"config.Limits":    reflect.TypeFor[Limits](),
+	"config.TLS":       reflect.TypeFor[TLS](),
+	"config.WebSocket": reflect.TypeFor[WebSocket](),
 }
 
 // suggest returns the key of the struct named typ closest to name, if one is

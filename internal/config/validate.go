@@ -5,7 +5,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
+	"path"
 	"strconv"
+	"strings"
+	"unicode"
 )
 
 // Packet size bounds: the smallest limit that still fits a useful packet, and
@@ -32,17 +36,29 @@ func (c Config) Validate() error {
 		errs = append(errs, &Error{Key: key, Msg: fmt.Sprintf(format, args...)})
 	}
 
-	for _, l := range []struct{ key, addr string }{{"tcp", c.TCP}, {"http", c.HTTP}} {
+	listeners := []struct{ key, addr string }{{"tcp", c.TCP}, {"http", c.HTTP}, {"mqtts", c.MQTTS}, {"https", c.HTTPS}}
+	for i, l := range listeners {
 		if err := checkAddr(l.addr); err != nil {
 			bad(l.key, "%v", err)
+			continue
+		}
+		for _, prev := range listeners[:i] {
+			if l.addr != "" && l.addr == prev.addr {
+				if _, port, err := net.SplitHostPort(l.addr); err == nil && port != "0" {
+					bad(l.key, "same address as %s (%q)", prev.key, l.addr)
+					break
+				}
+			}
 		}
 	}
-	switch {
-	case c.TCP == "" && c.HTTP == "":
-		bad("tcp", `no listener enabled: set tcp or http (or both)`)
-	case c.TCP == c.HTTP:
-		if _, port, err := net.SplitHostPort(c.HTTP); err == nil && port != "0" {
-			bad("http", "same address as tcp (%q)", c.HTTP)
+	if c.TCP == "" && c.HTTP == "" && c.MQTTS == "" && c.HTTPS == "" {
+		bad("tcp", `no listener enabled: set tcp, http, mqtts or https`)
+	}
+	c.validateTLS(bad)
+	c.validateWebSocket(bad)
+	for i, p := range c.TrustedProxies {
+		if _, err := ParseTrustedProxy(p); err != nil {
+			bad(fmt.Sprintf("trusted_proxies[%d]", i), "%v", err)
 		}
 	}
 	if _, ok := logLevels[c.LogLevel]; !ok {
@@ -78,6 +94,109 @@ func (c Config) Validate() error {
 		bad("limits.connect_timeout", "must be > 0 (got %v)", l.ConnectTimeout)
 	}
 	return errors.Join(errs...)
+}
+
+// ClientAuthModes are the values of tls.client_auth.
+var ClientAuthModes = []string{"off", "optional", "required"}
+
+func (c Config) validateTLS(bad func(key, format string, args ...any)) {
+	var uses []string
+	if c.MQTTS != "" {
+		uses = append(uses, "mqtts")
+	}
+	if c.HTTPS != "" {
+		uses = append(uses, "https")
+	}
+	if len(uses) > 0 {
+		if c.TLS.CertFile == "" {
+			bad("tls.cert_file", "required when %s is set", strings.Join(uses, " and "))
+		}
+		if c.TLS.KeyFile == "" {
+			bad("tls.key_file", "required when %s is set", strings.Join(uses, " and "))
+		}
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") && len(uses) == 0 {
+		if c.TLS.CertFile == "" {
+			bad("tls.cert_file", "required when tls.key_file is set")
+		} else {
+			bad("tls.key_file", "required when tls.cert_file is set")
+		}
+	}
+	switch c.TLS.ClientAuth {
+	case "off":
+	case "optional", "required":
+		if c.TLS.ClientCAFile == "" {
+			bad("tls.client_ca_file", "required when tls.client_auth is %s", c.TLS.ClientAuth)
+		}
+	default:
+		bad("tls.client_auth", "must be off, optional or required (got %q)", c.TLS.ClientAuth)
+	}
+}
+
+func (c Config) validateWebSocket(bad func(key, format string, args ...any)) {
+	ws := c.WebSocket
+	if len(ws.Paths) == 0 && (c.HTTP != "" || c.HTTPS != "") {
+		bad("websocket.paths", `must list at least one path, such as "/mqtt"`)
+	}
+	seen := map[string]bool{}
+	for i, p := range ws.Paths {
+		key := fmt.Sprintf("websocket.paths[%d]", i)
+		switch {
+		case !strings.HasPrefix(p, "/"):
+			bad(key, `must start with "/" (got %q)`, p)
+		case strings.ContainsAny(p, " \t{}?#") || strings.ContainsFunc(p, unicode.IsControl):
+			bad(key, "must be a plain URL path without spaces, braces, '?' or '#' (got %q)", p)
+		case path.Clean(p) != p:
+			bad(key, "must be a clean path, such as %q (got %q)", path.Clean(p), p)
+		case seen[p]:
+			bad(key, "listed twice (%q)", p)
+		}
+		seen[p] = true
+	}
+	for i, o := range ws.AllowedOrigins {
+		key := fmt.Sprintf("websocket.allowed_origins[%d]", i)
+		_, host, hasScheme := strings.Cut(o, "://")
+		switch {
+		case o == "*" || o == "null":
+		case !hasScheme || host == "":
+			bad(key, `must be an origin such as "https://app.example.com", a pattern such as "https://*.example.com", or "*" (got %q)`, o)
+		case strings.ContainsAny(host, "/?#"):
+			bad(key, "must be scheme://host[:port], without a path (got %q)", o)
+		}
+	}
+}
+
+// ParseTrustedProxy parses one entry of trusted_proxies: a CIDR such as
+// "10.0.0.0/8" or a single address such as "192.0.2.1" or "::1". The
+// prefix is returned masked, unmapped for IPv4-mapped IPv6 addresses.
+func ParseTrustedProxy(s string) (netip.Prefix, error) {
+	if a, err := netip.ParseAddr(s); err == nil {
+		if a.Zone() != "" {
+			return netip.Prefix{}, fmt.Errorf("must be a CIDR such as \"10.0.0.0/8\" or an address, without a zone (got %q)", s)
+		}
+		a = a.Unmap()
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("must be a CIDR such as \"10.0.0.0/8\" or \"fd00::/8\", or an address (got %q)", s)
+	}
+	if p.Addr().Is4In6() && p.Bits() >= 96 {
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+	}
+	return p.Masked(), nil
+}
+
+// TrustedProxyPrefixes returns TrustedProxies parsed; entries Validate
+// would reject are left out.
+func (c Config) TrustedProxyPrefixes() []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range c.TrustedProxies {
+		if p, err := ParseTrustedProxy(s); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // checkAddr accepts "" (disabled) and host:port with a numeric port.
