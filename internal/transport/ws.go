@@ -6,6 +6,7 @@ package transport
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -265,14 +266,34 @@ func matchOrigin(pattern, origin string) bool {
 // DialWS opens a WebSocket to url ("ws://" or "wss://") offering subprotocol
 // (none if empty) and returns the client side of the adapter: Write sends
 // masked binary frames. header is added to the handshake request (e.g.
-// Origin). For tests and the load tool.
+// Origin). For tests and the load tool. DialWSConfig also takes a TLS
+// configuration for wss.
 func DialWS(ctx context.Context, url string, subprotocol string, header http.Header) (net.Conn, error) {
-	d := ws.Dialer{}
+	return DialWSConfig(ctx, url, WSDialConfig{Subprotocol: subprotocol, Header: header})
+}
+
+// WSDialConfig configures DialWSConfig. The zero value offers no
+// subprotocol and verifies a wss server against the system roots.
+type WSDialConfig struct {
+	// Subprotocol is offered to the server, which must select it; none if
+	// empty.
+	Subprotocol string
+	// Header is added to the handshake request (e.g. Origin).
+	Header http.Header
+	// TLSConfig is used for wss:// URLs (nil: the defaults); its ServerName
+	// defaults to the URL's host.
+	TLSConfig *tls.Config
+}
+
+// DialWSConfig is DialWS with a WSDialConfig.
+func DialWSConfig(ctx context.Context, url string, cfg WSDialConfig) (net.Conn, error) {
+	d := ws.Dialer{TLSConfig: cfg.TLSConfig}
+	subprotocol := cfg.Subprotocol
 	if subprotocol != "" {
 		d.Protocols = []string{subprotocol}
 	}
-	if len(header) > 0 {
-		d.Header = ws.HandshakeHeaderHTTP(header)
+	if len(cfg.Header) > 0 {
+		d.Header = ws.HandshakeHeaderHTTP(cfg.Header)
 	}
 	conn, br, hs, err := d.Dial(ctx, url)
 	if err != nil {
