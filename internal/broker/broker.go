@@ -51,7 +51,6 @@ type Broker struct {
 	backplane Backplane
 	shareRR   sync.Map // share group key -> *atomic.Uint64, round robin
 	retained  *retainStore
-	wills     sync.WaitGroup // will and expiry timers in flight
 
 	Stats Stats
 }
@@ -84,7 +83,6 @@ type client struct {
 	will        *willState // will of the current or last connection
 	expiry      *time.Timer
 	ended       bool // session removed; deliveries are ignored
-	noProblem   bool // client asked for no reason strings/user properties
 	takeoverGen uint64
 }
 

@@ -98,7 +98,7 @@ func (h *handler) connect(cp *packet.Connect) bool {
 
 	if props.AuthMethod != "" {
 		// Enhanced authentication methods are not offered [MQTT-4.12.0-1].
-		return h.refuse(packet.BadAuthenticationMethod, "authentication method not supported: "+props.AuthMethod)
+		return h.refuse(packet.BadAuthenticationMethod, "authentication method not supported")
 	}
 	if w := cp.Will; w != nil {
 		if err := topic.ValidateName(w.Topic); err != nil {

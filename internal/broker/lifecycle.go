@@ -76,7 +76,6 @@ func (b *Broker) attach(h *handler, id string, cp *packet.Connect, expiry uint32
 	cl.conn = h.c
 	cl.version = h.version
 	cl.will = newWill(cp, id, now)
-	cl.noProblem = !h.problemInfo
 	cl.sess.ExpiryInterval = expiry
 	h.cl = cl
 	b.Stats.Connections.Add(1)
@@ -177,6 +176,12 @@ func (b *Broker) detach(h *handler) {
 
 // fireWill publishes a delayed will unless a reconnect cancelled it.
 func (b *Broker) fireWill(cl *client, w *willState) {
+	b.mu.Lock()
+	closing := b.closing
+	b.mu.Unlock()
+	if closing {
+		return
+	}
 	cl.mu.Lock()
 	if cl.will != w {
 		cl.mu.Unlock()
@@ -191,7 +196,7 @@ func (b *Broker) fireWill(cl *client, w *willState) {
 func (b *Broker) expire(cl *client, gen uint64) {
 	b.mu.Lock()
 	cl.mu.Lock()
-	if cl.conn != nil || cl.ended || cl.takeoverGen != gen {
+	if b.closing || cl.conn != nil || cl.ended || cl.takeoverGen != gen {
 		cl.mu.Unlock()
 		b.mu.Unlock()
 		return

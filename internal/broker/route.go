@@ -160,7 +160,11 @@ func (b *Broker) redeliverShared(from *client, ds []session.Delivery) {
 			}
 		}
 		if len(members) == 0 {
-			b.Stats.Dropped.Add(1)
+			// Nobody else can take it: a session that lives on keeps it for
+			// its return; an ended one loses it (counted).
+			if !b.requeue(from, d) {
+				b.Stats.Dropped.Add(1)
+			}
 			continue
 		}
 		e := b.pickMember(d.Group+"\x00"+d.Filter, members)
@@ -168,6 +172,28 @@ func (b *Broker) redeliverShared(from *client, ds []session.Delivery) {
 		nd.Group, nd.Filter = d.Group, d.Filter
 		b.deliver(e.Value.cl, nd, now)
 	}
+}
+
+// requeue gives a delivery back to the session it was taken from, unless
+// that session has ended.
+func (b *Broker) requeue(cl *client, d session.Delivery) bool {
+	if cl == nil {
+		return false
+	}
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	if cl.ended {
+		return false
+	}
+	if cl.conn != nil {
+		// Back already: deliver as usual.
+		if p := cl.sess.Deliver(d, b.now()); p != nil {
+			cl.conn.Send(p)
+		}
+		return true
+	}
+	cl.sess.Requeue(d)
+	return true
 }
 
 func (cl *client) isOnline() bool {

@@ -43,7 +43,7 @@ func (h *handler) readFailed(err error) string {
 		h.disconnect(packet.KeepAliveTimeout, "keep alive timeout")
 		return "keep alive timeout"
 	case errors.Is(err, io.EOF):
-		h.c.Close()
+		h.c.CloseAfter(nil)
 		return "connection closed by client"
 	}
 	h.c.Close()
@@ -125,6 +125,9 @@ func (h *handler) onPublish(p *packet.Publish) string {
 			}
 			h.aliases[*a] = name
 		}
+	}
+	if name == "" && v5 {
+		return h.fail(packet.ProtocolError, "empty topic without topic alias") // [MQTT-3.3.2-?] §3.3.2.3.4
 	}
 	if err := topic.ValidateName(name); err != nil {
 		return h.fail(packet.TopicNameInvalid, "topic name: "+err.Error()) // [MQTT-3.3.2-2]
@@ -286,6 +289,11 @@ func (h *handler) onSubscribe(p *packet.Subscribe) string {
 }
 
 func (h *handler) onUnsubscribe(p *packet.Unsubscribe) string {
+	h.cl.mu.Lock()
+	defer h.cl.mu.Unlock()
+	if h.cl.conn != h.c {
+		return "session taken over" // late packet of a replaced connection
+	}
 	codes := make([]packet.ReasonCode, len(p.Filters))
 	for i, f := range p.Filters {
 		if topic.ValidateFilter(f) != nil {
@@ -309,14 +317,27 @@ func (h *handler) onDisconnect(p *packet.Disconnect) string {
 		if h.expiryZero && *e != 0 {
 			return h.fail(packet.ProtocolError, "session expiry set at DISCONNECT after 0 at CONNECT") // [MQTT-3.14.2-2]
 		}
+		v := *e
+		if m := h.b.lim.MaxSessionExpiry; m > 0 && time.Duration(v)*time.Second > m {
+			v = uint32(m / time.Second) // the same cap as at CONNECT
+		}
 		h.cl.mu.Lock()
-		h.cl.sess.ExpiryInterval = *e
+		h.cl.sess.ExpiryInterval = v
 		h.cl.mu.Unlock()
 	}
 	// Only a normal disconnection (0x00) removes the will; 0x04 and error
 	// codes leave it to be published [MQTT-3.1.2-10].
 	h.discardWill = p.ReasonCode == packet.Success
-	h.c.Close()
+	if h.discardWill {
+		// At once, so a reconnect racing this connection's teardown cannot
+		// publish it [MQTT-3.14.4-3].
+		h.cl.mu.Lock()
+		if h.cl.conn == h.c {
+			h.cl.will = nil
+		}
+		h.cl.mu.Unlock()
+	}
+	h.c.CloseAfter(nil) // acks already queued still go out
 	return "client disconnected (" + packetReason(p.ReasonCode) + ")"
 }
 

@@ -89,8 +89,8 @@ func (c *Conn) ReadPacket(deadline time.Time) (packet.Packet, int, error) {
 		// never read, so no allocation follows from its length.
 		return nil, size, ErrTooLarge
 	}
-	body := make([]byte, fh.Remaining)
-	if _, err := io.ReadFull(c.br, body); err != nil {
+	body, err := readBody(c.br, fh.Remaining)
+	if err != nil {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
@@ -98,6 +98,29 @@ func (c *Conn) ReadPacket(deadline time.Time) (packet.Packet, int, error) {
 	}
 	p, err := packet.Decode(fh, body, c.Version())
 	return p, size, err
+}
+
+// readBody reads n bytes. Memory follows the bytes that actually arrive, so
+// a header that announces a large packet and then trickles costs little.
+func readBody(r io.Reader, n int) ([]byte, error) {
+	const step = 64 << 10
+	if n <= step {
+		b := make([]byte, n)
+		_, err := io.ReadFull(r, b)
+		return b, err
+	}
+	b := make([]byte, 0, step)
+	for len(b) < n {
+		if len(b) == cap(b) {
+			b = append(b, make([]byte, min(cap(b), n-len(b)))...)[:len(b)]
+		}
+		m, err := r.Read(b[len(b):min(cap(b), n)])
+		b = b[:len(b)+m]
+		if err != nil && len(b) < n {
+			return nil, err
+		}
+	}
+	return b, nil
 }
 
 func varintLen(n int) int {

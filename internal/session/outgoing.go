@@ -38,8 +38,15 @@ func (o *Outgoing) Release() {
 // Type implements packet.Packet.
 func (o *Outgoing) Type() packet.Type { return packet.PUBLISH }
 
-// QoSLevel lets the connection tell QoS 0 deliveries it may drop.
-func (o *Outgoing) QoSLevel() byte { return o.QoS }
+// QoSLevel lets the connection tell QoS 0 deliveries it may drop. One that
+// establishes a topic alias reports 1: dropping it would leave the client
+// with alias-only messages for an alias it never learned.
+func (o *Outgoing) QoSLevel() byte {
+	if o.Alias != 0 && !o.AliasOnly {
+		return 1
+	}
+	return o.QoS
+}
 
 // Publish builds the equivalent packet value (tests, and forms that need
 // per-delivery properties).

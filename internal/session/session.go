@@ -112,10 +112,8 @@ func (s *Session) Attach(l Link, now time.Time) []packet.Packet {
 			pkts = append(pkts, &packet.Ack{Kind: packet.PUBREL, PacketID: f.id})
 			continue
 		}
-		if f.d.Msg.Expired(now) {
-			s.Stats.DroppedExpired++
-			continue
-		}
+		// Once sent, a PUBLISH is sent again whatever its expiry: the client
+		// may hold its packet ID [MQTT-4.4.0-1].
 		p, ok := s.publish(f.d, f.id, now)
 		if !ok {
 			continue
@@ -228,20 +226,23 @@ func (s *Session) publish(d Delivery, id uint16, now time.Time) (*Outgoing, bool
 	if v == packet.V5 {
 		if !m.Expiry.IsZero() {
 			// Forward the remaining lifetime, not the original [MQTT-3.3.2-6].
-			left := uint32((m.Expiry.Sub(now) + time.Second - 1) / time.Second)
+			left := uint32(max(1, (m.Expiry.Sub(now)+time.Second-1)/time.Second))
 			o.ExpiryLeft = &left
 		}
 		o.SubIDs = d.SubIDs
+		newAlias := s.alias(o)
 		if max := s.link.MaxPacketSize; max > 0 {
 			// [MQTT-3.1.2-24] never send a packet above the client's limit;
 			// the message is dropped for this client as if delivered.
 			if n, err := o.Size(v); err != nil || uint64(n) > uint64(max) {
+				if newAlias {
+					delete(s.aliases, m.Topic) // the client never learned it
+				}
 				s.Stats.DroppedTooLarge++
 				o.Release()
 				return nil, false
 			}
 		}
-		s.alias(o)
 	}
 	return o, true
 }
@@ -249,17 +250,18 @@ func (s *Session) publish(d Delivery, id uint16, now time.Time) (*Outgoing, bool
 // alias replaces the topic with a topic alias when the client allows them. An
 // alias is assigned to the first topics seen, and never reassigned, so the
 // mapping is stable for the connection.
-func (s *Session) alias(o *Outgoing) {
+// It reports whether this delivery establishes a new alias.
+func (s *Session) alias(o *Outgoing) bool {
 	if s.link.TopicAliasMax == 0 {
-		return
+		return false
 	}
 	topic := o.Msg.Topic
 	if a, ok := s.aliases[topic]; ok {
 		o.Alias, o.AliasOnly = a, true
-		return
+		return false
 	}
 	if len(s.aliases) >= int(s.link.TopicAliasMax) {
-		return
+		return false
 	}
 	if s.aliases == nil {
 		s.aliases = make(map[string]uint16)
@@ -267,6 +269,7 @@ func (s *Session) alias(o *Outgoing) {
 	a := uint16(len(s.aliases) + 1)
 	s.aliases[topic] = a
 	o.Alias = a
+	return true
 }
 
 // fill moves queued deliveries into the window while there is quota.
@@ -362,6 +365,14 @@ func (s *Session) Release(id uint16) (ok bool) {
 		delete(s.inQoS2, id)
 	}
 	return ok
+}
+
+// Requeue puts a delivery back at the head of the queue, ahead of newer
+// ones, whatever the queue bound: it was accepted before them.
+func (s *Session) Requeue(d Delivery) {
+	s.queue = append(s.queue, Delivery{})
+	copy(s.queue[1:], s.queue)
+	s.queue[0] = d
 }
 
 // Inflight returns the number of outbound QoS 1/2 messages awaiting

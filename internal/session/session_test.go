@@ -188,3 +188,32 @@ func TestTakeShared(t *testing.T) {
 		t.Fatalf("took %d, inflight %d queued %d; want 2, 0, 1", len(ds), s.Inflight(), s.Queued())
 	}
 }
+
+func TestRequeueGoesFirst(t *testing.T) {
+	s := New("c", Limits{MaxQueued: 10})
+	s.Deliver(Delivery{Msg: &Message{Topic: "t", Payload: []byte("new"), QoS: 1}, QoS: 1}, t0)
+	s.Requeue(Delivery{Msg: &Message{Topic: "t", Payload: []byte("old"), QoS: 1}, QoS: 1})
+	pkts := s.Attach(Link{Version: packet.V311, ReceiveMax: 10}, t0)
+	if len(pkts) != 2 || string(pub(t, pkts[0]).Payload) != "old" {
+		t.Fatalf("requeued delivery not first: %d packets", len(pkts))
+	}
+}
+
+// A PUBLISH already sent is resent on reconnect even if its message expired
+// meanwhile: the client may hold its packet ID [MQTT-4.4.0-1].
+func TestSentMessageResentAfterExpiry(t *testing.T) {
+	s := New("c", Limits{MaxQueued: 10})
+	s.Attach(Link{Version: packet.V5, ReceiveMax: 10}, t0)
+	m := msg("t", 2)
+	m.Expiry = t0.Add(time.Second)
+	first := pub(t, s.Deliver(Delivery{Msg: m, QoS: 2}, t0))
+	s.Detach()
+	pkts := s.Attach(Link{Version: packet.V5, ReceiveMax: 10}, t0.Add(time.Hour))
+	if len(pkts) != 1 {
+		t.Fatalf("resent %d packets, want 1", len(pkts))
+	}
+	p := pub(t, pkts[0])
+	if p.PacketID != first.PacketID || !p.Dup || p.Properties.MessageExpiry == nil || *p.Properties.MessageExpiry != 1 {
+		t.Fatalf("resent %+v, want DUP id %d with expiry clamped to 1", p, first.PacketID)
+	}
+}
