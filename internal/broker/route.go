@@ -27,6 +27,7 @@ func (b *Broker) Inject(m *session.Message) int { return b.route(m) }
 var (
 	matchPool  = sync.Pool{New: func() any { s := make([]topic.Entry[subValue], 0, 16); return &s }}
 	targetPool = sync.Pool{New: func() any { s := make([]target, 0, 16); return &s }}
+	indexPool  = sync.Pool{New: func() any { return make(map[*client]int) }}
 )
 
 // publish routes a message published on this node: retained store, local
@@ -59,6 +60,11 @@ func (b *Broker) route(m *session.Message) int {
 	tp := targetPool.Get().(*[]target)
 	targets := (*tp)[:0]
 	var groups map[string][]topic.Entry[subValue]
+	var index map[*client]int // target position per client, for large fan-outs
+	if len(entries) > 16 {
+		index = indexPool.Get().(map[*client]int)
+		defer func() { clear(index); indexPool.Put(index) }()
+	}
 	for _, e := range entries {
 		v := e.Value
 		if e.Group != "" {
@@ -72,7 +78,16 @@ func (b *Broker) route(m *session.Message) int {
 		if v.opts.NoLocal && v.cl.id == m.Publisher {
 			continue // [MQTT-3.8.3-3]
 		}
-		targets = mergeTarget(targets, v, m)
+		if index == nil {
+			targets = mergeTarget(targets, v, m)
+			continue
+		}
+		if i, ok := index[v.cl]; ok {
+			mergeInto(&targets[i].d, v, m)
+			continue
+		}
+		index[v.cl] = len(targets)
+		targets = append(targets, target{cl: v.cl, d: deliveryFor(v, m)})
 	}
 	for k, members := range groups {
 		e := b.pickMember(k, members)
@@ -106,18 +121,22 @@ func deliveryFor(v subValue, m *session.Message) session.Delivery {
 
 func mergeTarget(ts []target, v subValue, m *session.Message) []target {
 	for i := range ts {
-		if ts[i].cl != v.cl {
-			continue
+		if ts[i].cl == v.cl {
+			mergeInto(&ts[i].d, v, m)
+			return ts
 		}
-		d := &ts[i].d
-		d.QoS = max(d.QoS, min(m.QoS, v.opts.QoS))
-		d.Retain = d.Retain || (m.Retain && v.opts.RetainAsPublished)
-		if v.id != 0 {
-			d.SubIDs = append(d.SubIDs, v.id)
-		}
-		return ts
 	}
 	return append(ts, target{cl: v.cl, d: deliveryFor(v, m)})
+}
+
+// mergeInto folds one more matching subscription of the same client into
+// its delivery: highest QoS, every subscription identifier.
+func mergeInto(d *session.Delivery, v subValue, m *session.Message) {
+	d.QoS = max(d.QoS, min(m.QoS, v.opts.QoS))
+	d.Retain = d.Retain || (m.Retain && v.opts.RetainAsPublished)
+	if v.id != 0 {
+		d.SubIDs = append(d.SubIDs, v.id)
+	}
 }
 
 // pickMember chooses the member of a share group that gets the message:
