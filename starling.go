@@ -7,6 +7,7 @@
 package starling
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -43,10 +44,15 @@ type Server struct {
 	log    *slog.Logger
 	broker *broker.Broker
 
+	certs  *transport.CertReloader // nil without a TLS listener
+	tlsCfg *tls.Config             // for mqtts and https; nil without them
+
 	mu        sync.Mutex
 	listeners []net.Listener
-	httpSrv   *http.Server
+	httpSrvs  []*http.Server
 	httpAddr  net.Addr
+	httpsAddr net.Addr
+	mqttsAddr net.Addr
 	ready     chan struct{} // closed once listeners are open (or failed)
 	readyOnce sync.Once
 	closed    bool
@@ -69,8 +75,52 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 		}
 		s.log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv}))
 	}
+	if cfg.MQTTS != "" || cfg.HTTPS != "" {
+		if err := s.setupTLS(); err != nil {
+			return nil, err
+		}
+	}
 	s.broker = broker.New(cfg.Limits, s.log)
 	return s, nil
+}
+
+// setupTLS loads the certificate and the client CAs for the TLS listeners.
+func (s *Server) setupTLS() error {
+	t := s.cfg.TLS
+	certs, err := transport.NewCertReloader(t.CertFile, t.KeyFile)
+	if err != nil {
+		return fmt.Errorf("starling: tls.cert_file, tls.key_file: %w", err)
+	}
+	certs.OnReload = func(err error) {
+		if err != nil {
+			s.log.Error("certificate files changed but cannot be loaded; keeping the old certificate", "err", err)
+			return
+		}
+		s.log.Info("certificate reloaded after the files changed", "cert_file", t.CertFile, "not_after", certs.Certificate().Leaf.NotAfter)
+	}
+	s.tlsCfg, err = transport.ServerTLSConfig(certs, t.ClientCAFile, t.ClientAuth)
+	if err != nil {
+		return fmt.Errorf("starling: tls.client_ca_file: %w", err)
+	}
+	s.certs = certs
+	return nil
+}
+
+// ReloadCertificates reads tls.cert_file and tls.key_file again: new TLS
+// connections get the new certificate, connected clients are not touched.
+// On failure the old certificate stays in use. The starling command calls
+// it on SIGHUP. It does nothing when no TLS listener is configured. (The
+// files are also reloaded when they change, looked at during a handshake at
+// most once per second.)
+func (s *Server) ReloadCertificates() error {
+	if s.certs == nil {
+		return nil
+	}
+	if err := s.certs.Reload(); err != nil {
+		return fmt.Errorf("starling: reload certificate: %w", err)
+	}
+	s.log.Info("certificate reloaded", "cert_file", s.cfg.TLS.CertFile, "not_after", s.certs.Certificate().Leaf.NotAfter)
+	return nil
 }
 
 // Serve opens the configured listeners and serves until Close. It returns nil
@@ -83,10 +133,16 @@ func (s *Server) Serve() error {
 	}
 	var err error
 	if s.cfg.TCP != "" {
-		err = s.listen("tcp", s.cfg.TCP)
+		_, err = s.listen("tcp", s.cfg.TCP, nil)
+	}
+	if err == nil && s.cfg.MQTTS != "" {
+		s.mqttsAddr, err = s.listen("mqtts", s.cfg.MQTTS, s.tlsCfg)
 	}
 	if err == nil && s.cfg.HTTP != "" {
-		err = s.listenHTTP(s.cfg.HTTP)
+		s.httpAddr, err = s.listenHTTP("http", s.cfg.HTTP, nil)
+	}
+	if err == nil && s.cfg.HTTPS != "" {
+		s.httpsAddr, err = s.listenHTTP("https", s.cfg.HTTPS, s.tlsCfg)
 	}
 	s.readyOnce.Do(func() { close(s.ready) })
 	s.mu.Unlock()
@@ -98,17 +154,24 @@ func (s *Server) Serve() error {
 	return nil
 }
 
-// listen opens one MQTT listener; the caller holds s.mu.
-func (s *Server) listen(name, addr string) error {
+// listen opens one MQTT listener, over TLS when tlsCfg is not nil; the
+// caller holds s.mu. The TLS handshake runs in the connection's goroutine,
+// on its first read, bounded by the broker's connect timeout.
+func (s *Server) listen(name, addr string, tlsCfg *tls.Config) (net.Addr, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("starling: listen %s on %s: %w", name, addr, err)
+		return nil, fmt.Errorf("starling: listen %s on %s: %w", name, addr, err)
 	}
 	s.listeners = append(s.listeners, ln)
-	s.log.Info("listening", "listener", name, "addr", ln.Addr().String(), "protocol", "mqtt")
+	protocol := "mqtt"
+	if tlsCfg != nil {
+		protocol = "mqtt over tls"
+		ln = tls.NewListener(ln, tlsCfg)
+	}
+	s.log.Info("listening", "listener", name, "addr", ln.Addr().String(), "protocol", protocol)
 	s.accepting.Add(1)
 	go s.accept(ln)
-	return nil
+	return ln.Addr(), nil
 }
 
 func (s *Server) accept(ln net.Listener) {
@@ -131,29 +194,56 @@ func (s *Server) accept(ln net.Listener) {
 	}
 }
 
-// WSPath is where MQTT over WebSocket is served on the HTTP listener.
+// WSPath is the default path of MQTT over WebSocket on the HTTP listeners
+// (Config.WebSocket.Paths).
 const WSPath = "/mqtt"
 
-// listenHTTP opens the HTTP listener: MQTT over WebSocket at WSPath. The
-// caller holds s.mu.
-func (s *Server) listenHTTP(addr string) error {
+// wsMux serves MQTT over WebSocket at each configured path, matched exactly.
+func (s *Server) wsMux() *http.ServeMux {
+	ws := s.cfg.WebSocket
+	h := transport.NewWSHandler(transport.WSOptions{
+		AllowNoSubprotocol: ws.AllowNoSubprotocol,
+		AllowedOrigins:     ws.AllowedOrigins,
+		TrustedProxies:     s.cfg.TrustedProxyPrefixes(),
+	}, func(c net.Conn, _ *http.Request) {
+		s.broker.HandleConn(c)
+	})
+	mux := http.NewServeMux()
+	for _, p := range ws.Paths {
+		if p == "/" {
+			p = "/{$}" // only "/", not every path
+		}
+		mux.Handle(p, h) // Validate keeps out patterns and trailing slashes
+	}
+	return mux
+}
+
+// listenHTTP opens an HTTP listener, over TLS when tlsCfg is not nil: MQTT
+// over WebSocket at the configured paths. The caller holds s.mu.
+func (s *Server) listenHTTP(name, addr string, tlsCfg *tls.Config) (net.Addr, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("starling: listen http on %s: %w", addr, err)
+		return nil, fmt.Errorf("starling: listen %s on %s: %w", name, addr, err)
 	}
-	mux := http.NewServeMux()
-	mux.Handle(WSPath, transport.NewWSHandler(transport.WSOptions{}, func(c net.Conn, _ *http.Request) {
-		s.broker.HandleConn(c)
-	}))
-	s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
-	s.httpAddr = ln.Addr()
-	s.log.Info("listening", "listener", "http", "addr", ln.Addr().String(), "protocol", "mqtt over websocket", "path", WSPath)
+	srv := &http.Server{Handler: s.wsMux(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
+	protocol := "mqtt over websocket"
+	if tlsCfg != nil {
+		// WebSocket needs HTTP/1.1 (a hijacked conn): offer no h2 by ALPN.
+		tlsCfg = tlsCfg.Clone()
+		tlsCfg.NextProtos = []string{"http/1.1"}
+		srv.TLSConfig = tlsCfg
+		srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
+		protocol = "mqtt over secure websocket"
+		ln = tls.NewListener(ln, tlsCfg)
+	}
+	s.httpSrvs = append(s.httpSrvs, srv)
+	s.log.Info("listening", "listener", name, "addr", ln.Addr().String(), "protocol", protocol, "paths", s.cfg.WebSocket.Paths)
 	s.accepting.Add(1)
 	go func() {
 		defer s.accepting.Done()
-		s.httpSrv.Serve(ln)
+		srv.Serve(ln)
 	}()
-	return nil
+	return ln.Addr(), nil
 }
 
 // HTTPAddr returns the address of the HTTP listener once Serve has opened
@@ -165,8 +255,26 @@ func (s *Server) HTTPAddr() net.Addr {
 	return s.httpAddr
 }
 
-// Addr returns the address of the first listener, once Serve has opened it
-// (nil before, or if none is open).
+// HTTPSAddr returns the address of the HTTPS (secure WebSocket) listener
+// once Serve has opened it, or nil.
+func (s *Server) HTTPSAddr() net.Addr {
+	<-s.ready
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.httpsAddr
+}
+
+// MQTTSAddr returns the address of the MQTT over TLS listener once Serve
+// has opened it, or nil.
+func (s *Server) MQTTSAddr() net.Addr {
+	<-s.ready
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.mqttsAddr
+}
+
+// Addr returns the address of the first MQTT listener (tcp, else mqtts),
+// once Serve has opened it (nil before, or if none is open).
 func (s *Server) Addr() net.Addr {
 	<-s.ready
 	s.mu.Lock()
@@ -191,10 +299,10 @@ func (s *Server) Close() error {
 	for _, ln := range s.listeners {
 		ln.Close()
 	}
-	if s.httpSrv != nil {
+	for _, srv := range s.httpSrvs {
 		// Hijacked WebSocket connections belong to the broker, which closes
 		// them below.
-		s.httpSrv.Close()
+		srv.Close()
 	}
 	s.mu.Unlock()
 	s.accepting.Wait()

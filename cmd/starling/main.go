@@ -4,7 +4,8 @@
 //	starling -check [-config FILE] [flags]   validate the configuration and exit
 //	starling -version | starling version     print the version
 //
-// Flags override the config file, which overrides the defaults.
+// Flags override the config file, which overrides the defaults. SIGHUP
+// reloads the TLS certificate and key files.
 package main
 
 import (
@@ -124,14 +125,26 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve() }()
-	logger.Info("starling started", "version", versionString(), "tcp", cfg.TCP, "http", cfg.HTTP, "data", cfg.Data)
+	logger.Info("starling started", "version", versionString(), "tcp", cfg.TCP, "http", cfg.HTTP, "mqtts", cfg.MQTTS, "https", cfg.HTTPS, "data", cfg.Data)
 
-	select {
-	case err := <-served: // a listener failed, or Serve ended on its own
-		served <- err
-	case <-ctx.Done():
-		stop() // a second signal kills the process at once
-		logger.Info("shutting down", "timeout", cfg.ShutdownTimeout)
+	hup := make(chan os.Signal, 1) // SIGHUP: reload the TLS certificate
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+wait:
+	for {
+		select {
+		case err := <-served: // a listener failed, or Serve ended on its own
+			served <- err
+			break wait
+		case <-ctx.Done():
+			stop() // a second signal kills the process at once
+			logger.Info("shutting down", "timeout", cfg.ShutdownTimeout)
+			break wait
+		case <-hup:
+			if err := srv.ReloadCertificates(); err != nil {
+				logger.Error("reload on SIGHUP failed, old certificate kept", "err", err)
+			}
+		}
 	}
 	code := 0
 	if err := srv.Close(); err != nil {
