@@ -71,10 +71,32 @@ need_mosquitto_clients() {
 	fi
 }
 
+# need_node: node and npm, and MQTT.js with its dependencies in
+# test/node/node_modules exactly as test/node/package-lock.json pins them
+# (npm ci), for test/integration/ws_mqttjs_test.go. npm ci runs again when
+# the lock file is newer than what was installed.
+need_node() {
+	if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+		log "node or npm not found"
+		apt_install nodejs npm
+	fi
+	local dir=test/node out
+	if [ ! -d "$dir/node_modules" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+		log "installing (npm ci): $dir/node_modules from $dir/package-lock.json"
+		if ! out=$(npm ci --prefix "$dir" --no-audit --no-fund 2>&1); then
+			echo "$out" >&2
+			log "npm ci --prefix $dir failed"
+			exit 1
+		fi
+		log "installed: $dir/node_modules"
+	fi
+}
+
 main() {
 	need_go
 	need_cc
 	need_mosquitto_clients
+	need_node
 
 	local pkgs=("$@")
 	if [ ${#pkgs[@]} -eq 0 ]; then
