@@ -59,7 +59,8 @@ type Server struct {
 	accepting sync.WaitGroup
 }
 
-// New validates cfg and builds a server; it opens no sockets until Serve.
+// New validates cfg, loads the TLS certificate and client CAs when mqtts or
+// https is set, and builds a server; it opens no sockets until Serve.
 func New(cfg Config, opts ...Option) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("starling: invalid config: %w", err)

@@ -1,9 +1,12 @@
 package integration
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -85,6 +88,82 @@ func TestWSConfigAllowNoSubprotocol(t *testing.T) {
 			wc.Close()
 		} else if !strings.Contains(err.Error(), "400") {
 			t.Errorf("refused with %v, want 400", err)
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// With trusted_proxies, the client address in X-Forwarded-For (right-most
+// untrusted entry) is the connection's remote address, as the broker logs
+// it; without, the header is ignored.
+func TestWSConfigTrustedProxies(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		trusted []string
+		want    string
+	}{
+		{[]string{"127.0.0.1"}, "remote=198.51.100.2:0"},
+		{nil, "remote=127.0.0.1:"},
+	} {
+		var logs syncBuffer
+		cfg := starling.DefaultConfig()
+		cfg.TCP, cfg.HTTP, cfg.Data = "", "127.0.0.1:0", t.TempDir()
+		cfg.ShutdownTimeout = 2 * time.Second
+		cfg.TrustedProxies = tt.trusted
+		srv, err := starling.New(cfg, starling.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		served := make(chan error, 1)
+		go func() { served <- srv.Serve() }()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		// 203.0.113.9 is what the client claimed; 198.51.100.2 is what the
+		// trusted proxy (127.0.0.1) appended.
+		h := http.Header{"X-Forwarded-For": {"203.0.113.9, 198.51.100.2"}}
+		wc, err := transport.DialWS(ctx, "ws://"+srv.HTTPAddr().String()+"/mqtt", "mqtt", h)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := paho.NewClient(paho.ClientConfig{Conn: wc})
+		ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+		_, err = c.Connect(ctx, &paho.Connect{ClientID: "proxied", CleanStart: true, KeepAlive: 30})
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Disconnect(&paho.Disconnect{})
+		wc.Close()
+		<-c.Done()
+		srv.Close()
+		if err := <-served; err != nil {
+			t.Fatal(err)
+		}
+		var line string
+		for l := range strings.Lines(logs.String()) {
+			if strings.Contains(l, "client connected") {
+				line = l
+			}
+		}
+		if !strings.Contains(line, tt.want) {
+			t.Errorf("trusted_proxies %q: log line %q, want %s", tt.trusted, line, tt.want)
 		}
 	}
 }
