@@ -300,3 +300,56 @@ func TestTLSNewBadCertificate(t *testing.T) {
 		t.Fatalf("New = %v, want an error naming tls.client_ca_file", err)
 	}
 }
+
+// A client that opens a TCP connection to mqtts and never starts the TLS
+// handshake is closed after limits.connect_timeout, like a silent TCP
+// client.
+func TestTLSSilentClientTimesOut(t *testing.T) {
+	t.Parallel()
+	pki := newTestPKI(t)
+	srv := startTLSBroker(t, pki, func(c *starling.Config) { c.Limits.ConnectTimeout = 300 * time.Millisecond })
+	nc, err := net.DialTimeout("tcp", srv.MQTTSAddr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	start := time.Now()
+	nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err = nc.Read(make([]byte, 1))
+	var ne net.Error
+	if err == nil || (errors.As(err, &ne) && ne.Timeout()) {
+		t.Fatalf("read = %v; want the broker to close the connection", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("closed after %v, want about the 300ms connect timeout", d)
+	}
+}
+
+// A 16 MiB message crosses wss and mqtts intact (limits.max_packet_size
+// above it), as over TCP.
+func TestTLS16MiBOverWSS(t *testing.T) {
+	t.Parallel()
+	pki := newTestPKI(t)
+	srv := startTLSBroker(t, pki, func(c *starling.Config) { c.Limits.MaxPacketSize = 17 << 20 })
+	sub := wsV5Client(t, mustConn(t)(dialWSS(t, srv, pki.ClientConfig())), "wss-big-sub")
+	sub.sub(t, paho.SubscribeOptions{Topic: "big", QoS: 1})
+	tc, err := dialMQTTS(t, srv, pki.ClientConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := wsV5Client(t, tc, "mqtts-big-pub")
+	big := payloadOf(16 << 20)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := pub.Publish(ctx, &paho.Publish{Topic: "big", QoS: 1, Payload: big}); err != nil {
+		t.Fatalf("publish 16 MiB: %v", err)
+	}
+	select {
+	case m := <-sub.recv:
+		if string(m.Payload) != string(big) {
+			t.Fatalf("got %d bytes, want %d intact", len(m.Payload), len(big))
+		}
+	case <-ctx.Done():
+		t.Fatal("16 MiB message not received within 30s")
+	}
+}

@@ -45,20 +45,41 @@ func TestWSMQTTJS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	runNode(t, node, "pubsub.mjs", port)
+}
+
+// runNode runs a script of test/node with node, within 90 s, and fails the
+// test unless it exits 0.
+func runNode(t *testing.T, node, script string, args ...string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, node, filepath.Join(nodeDir, "pubsub.mjs"), port)
+	cmd := exec.CommandContext(ctx, node, append([]string{filepath.Join(nodeDir, script)}, args...)...)
 	cmd.WaitDelay = 5 * time.Second
 	out, err := cmd.CombinedOutput()
 	if ctx.Err() != nil {
-		t.Fatalf("node pubsub.mjs did not finish within 90 s:\n%s", out)
+		t.Fatalf("node %s did not finish within 90 s:\n%s", script, out)
 	}
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
-		t.Fatalf("node pubsub.mjs exited with %d:\n%s", ee.ExitCode(), out)
+		t.Fatalf("node %s exited with %d:\n%s", script, ee.ExitCode(), out)
 	}
 	if err != nil {
-		t.Fatalf("node pubsub.mjs: %v\n%s", err, out)
+		t.Fatalf("node %s: %v\n%s", script, err, out)
 	}
 	t.Logf("%s", out)
+}
+
+// The same over secure WebSocket: MQTT.js verifies the broker's
+// certificate against the test CA.
+func TestWSMQTTJSOverWSS(t *testing.T) {
+	t.Parallel()
+	node := needNode(t)
+	pki := newTestPKI(t)
+	srv := startTLSBroker(t, pki, nil)
+	_, port, err := net.SplitHostPort(srv.HTTPSAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	runNode(t, node, "pubsub.mjs", port, pki.CAFile)
 }

@@ -2,19 +2,23 @@
 // WebSocket: for MQTT 5 and then 3.1.1 it connects a subscriber and a
 // publisher to ws://127.0.0.1:PORT/mqtt, publishes QoS 0, 1 and 2 messages
 // and a 128 KiB one, and checks that each arrives intact with the QoS
-// expected. It exits 0 when all arrived, 1 otherwise, printing why.
+// expected. It exits 0 when all arrived, 1 otherwise, printing why. Given a
+// CA file, it uses wss://127.0.0.1:PORT/mqtt and trusts that CA.
 //
-//   node test/node/pubsub.mjs PORT
+//   node test/node/pubsub.mjs PORT [CA_FILE]
 //
 // test/integration/ws_mqttjs_test.go runs it against an in-process broker.
+import { readFileSync } from "node:fs";
 import mqtt from "mqtt";
 
 const port = Number(process.argv[2]);
 if (!Number.isInteger(port) || port <= 0 || port > 65535) {
-  console.error("usage: node pubsub.mjs PORT");
+  console.error("usage: node pubsub.mjs PORT [CA_FILE]");
   process.exit(2);
 }
-const url = `ws://127.0.0.1:${port}/mqtt`;
+const caFile = process.argv[3];
+const url = `${caFile ? "wss" : "ws"}://127.0.0.1:${port}/mqtt`;
+const ca = caFile ? readFileSync(caFile) : undefined;
 const waitMs = 10000; // for each message, and for each connect
 
 function fail(msg) {
@@ -36,6 +40,7 @@ function connect(version, id) {
     reconnectPeriod: 0, // a lost connection is a failure, not a retry
     connectTimeout: waitMs,
     keepalive: 30,
+    ...(ca ? { ca, rejectUnauthorized: true } : {}),
   });
 }
 
@@ -85,7 +90,7 @@ async function run(version) {
   }
   await sub.endAsync();
   await pub.endAsync();
-  console.log(`pubsub.mjs: ${tag}: ${sent.length} messages (QoS 0, 1, 2 and 128 KiB) received intact`);
+  console.log(`pubsub.mjs: ${url} ${tag}: ${sent.length} messages (QoS 0, 1, 2 and 128 KiB) received intact`);
 }
 
 const timer = setTimeout(() => fail("still running after 60 s"), 60000);
