@@ -47,10 +47,11 @@ type Broker struct {
 	closing  bool
 	handlers sync.WaitGroup
 
-	subs      *topic.Index[subValue]
-	backplane Backplane
-	shareRR   sync.Map // share group key -> *atomic.Uint64, round robin
-	retained  *retainStore
+	subs        *topic.Index[subValue]
+	backplane   Backplane
+	shareRR     sync.Map // share group key -> *atomic.Uint64, round robin
+	shareGroups atomic.Int64
+	retained    *retainStore
 
 	Stats Stats
 }

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"runtime/debug"
 	"time"
 
 	"github.com/starling-mqtt/starling/internal/packet"
@@ -11,15 +12,24 @@ import (
 // that still holds it, and queues CONNACK and the resumed session's packets
 // before any new delivery can reach the connection.
 func (b *Broker) attach(h *handler, id string, cp *packet.Connect, expiry uint32, link session.Link, connack func(present bool) *packet.Connack) (packet.ReasonCode, string) {
-	now := b.now()
-	var wills []*willState
-	var shared []session.Delivery
-	var from *client
+	wills, shared, from, code, reason := b.attachLocked(h, id, cp, expiry, link, connack)
+	for _, w := range wills {
+		b.publishWill(w)
+	}
+	if len(shared) > 0 {
+		b.redeliverShared(from, shared)
+	}
+	return code, reason
+}
 
+// attachLocked is attach's part under the locks; the deferred unlocks keep
+// a panic in here from leaving the broker locked.
+func (b *Broker) attachLocked(h *handler, id string, cp *packet.Connect, expiry uint32, link session.Link, connack func(present bool) *packet.Connack) (wills []*willState, shared []session.Delivery, from *client, code packet.ReasonCode, reason string) {
+	now := b.now()
 	b.mu.Lock()
+	defer b.mu.Unlock()
 	if b.closing {
-		b.mu.Unlock()
-		return packet.ServerUnavailable, "server shutting down"
+		return nil, nil, nil, packet.ServerUnavailable, "server shutting down"
 	}
 	cl := b.clients[id]
 	online := b.Stats.Connections.Load()
@@ -27,43 +37,47 @@ func (b *Broker) attach(h *handler, id string, cp *packet.Connect, expiry uint32
 		online-- // a takeover does not add a connection
 	}
 	if m := b.lim.MaxConnections; m > 0 && online >= int64(m) {
-		b.mu.Unlock()
-		return packet.QuotaExceeded, "too many connections"
+		return nil, nil, nil, packet.QuotaExceeded, "too many connections"
 	}
 	if cl != nil {
-		cl.mu.Lock()
-		if old := cl.conn; old != nil {
-			// [MQTT-3.1.4-3] the existing connection is told and closed.
-			if cl.version == packet.V5 {
-				old.CloseAfter(&packet.Disconnect{ReasonCode: packet.SessionTakenOver})
-			} else {
-				old.CloseAfter(nil)
+		ended := func() bool {
+			cl.mu.Lock()
+			defer cl.mu.Unlock()
+			if old := cl.conn; old != nil {
+				// [MQTT-3.1.4-3] the existing connection is told and closed.
+				if cl.version == packet.V5 {
+					old.CloseAfter(&packet.Disconnect{ReasonCode: packet.SessionTakenOver})
+				} else {
+					old.CloseAfter(nil)
+				}
+				cl.conn = nil
+				cl.sess.Detach()
+				b.Stats.Connections.Add(-1)
+				b.log.Info("session taken over", "client_id", id, "remote", h.remote)
 			}
-			cl.conn = nil
-			cl.sess.Detach()
-			b.Stats.Connections.Add(-1)
-			b.log.Info("session taken over", "client_id", id, "remote", h.remote)
-		}
-		if cl.expiry != nil {
-			cl.expiry.Stop()
-			cl.expiry = nil
-		}
-		if w := cl.will; w != nil {
-			// A new connection before the will delay ends cancels the will,
-			// unless the session ends now [MQTT-3.1.3-9].
-			if w.timer != nil {
-				w.timer.Stop()
+			if cl.expiry != nil {
+				cl.expiry.Stop()
+				cl.expiry = nil
 			}
-			if w.delay == 0 || cp.CleanStart {
-				wills = append(wills, w)
+			if w := cl.will; w != nil {
+				// A new connection before the will delay ends cancels the
+				// will, unless the session ends now [MQTT-3.1.3-9].
+				if w.timer != nil {
+					w.timer.Stop()
+				}
+				if w.delay == 0 || cp.CleanStart {
+					wills = append(wills, w)
+				}
+				cl.will = nil
 			}
-			cl.will = nil
-		}
-		if cp.CleanStart {
-			// [MQTT-3.1.2-4] clean start discards the old session.
-			shared = b.endSession(cl)
-			from = cl
-			cl.mu.Unlock()
+			if cp.CleanStart {
+				// [MQTT-3.1.2-4] clean start discards the old session.
+				shared, from = b.endSession(cl), cl
+				return true
+			}
+			return false
+		}()
+		if ended {
 			cl = nil
 		}
 	}
@@ -71,8 +85,9 @@ func (b *Broker) attach(h *handler, id string, cp *packet.Connect, expiry uint32
 	if cl == nil {
 		cl = &client{id: id, sess: session.New(id, b.sessionLimits())}
 		b.clients[id] = cl
-		cl.mu.Lock()
 	}
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
 	cl.conn = h.c
 	cl.version = h.version
 	cl.will = newWill(cp, id, now)
@@ -85,16 +100,7 @@ func (b *Broker) attach(h *handler, id string, cp *packet.Connect, expiry uint32
 		h.c.Send(pkts...)
 		b.Stats.MessagesOut.Add(uint64(len(pkts)))
 	}
-	cl.mu.Unlock()
-	b.mu.Unlock()
-
-	for _, w := range wills {
-		b.publishWill(w)
-	}
-	if len(shared) > 0 {
-		b.redeliverShared(from, shared)
-	}
-	return packet.Success, ""
+	return wills, shared, from, packet.Success, ""
 }
 
 // endSession removes a session: its subscriptions and its map entry. The
@@ -115,17 +121,23 @@ func (b *Broker) endSession(cl *client) []session.Delivery {
 // detach handles the end of a connection: session expiry, the will, and
 // $share messages it left unacknowledged.
 func (b *Broker) detach(h *handler) {
-	cl := h.cl
-	var will *willState
-	var shared []session.Delivery
+	will, shared := b.detachLocked(h)
+	if will != nil {
+		b.publishWill(will)
+	}
+	if len(shared) > 0 {
+		b.redeliverShared(h.cl, shared)
+	}
+}
 
+func (b *Broker) detachLocked(h *handler) (will *willState, shared []session.Delivery) {
+	cl := h.cl
 	b.mu.Lock()
+	defer b.mu.Unlock()
 	cl.mu.Lock()
+	defer cl.mu.Unlock()
 	if cl.conn != h.c {
-		// Taken over: the new connection already dealt with the will.
-		cl.mu.Unlock()
-		b.mu.Unlock()
-		return
+		return nil, nil // taken over: the new connection dealt with the will
 	}
 	cl.conn = nil
 	cl.sess.Detach()
@@ -145,32 +157,36 @@ func (b *Broker) detach(h *handler) {
 		// longer [MQTT-3.1.3-9].
 		will, cl.will = cl.will, nil
 		shared = append(shared, b.endSession(cl)...)
-	} else {
-		if w := cl.will; w != nil {
-			delay := w.delay
-			if expiry != session.NeverExpire {
-				delay = min(delay, time.Duration(expiry)*time.Second)
-			}
-			if delay == 0 {
-				will, cl.will = w, nil
-			} else {
-				w.timer = time.AfterFunc(delay, func() { b.fireWill(cl, w) })
-			}
+		return will, shared
+	}
+	if w := cl.will; w != nil {
+		delay := w.delay
+		if expiry != session.NeverExpire {
+			delay = min(delay, time.Duration(expiry)*time.Second)
 		}
-		if expiry != session.NeverExpire && !closing {
-			cl.takeoverGen++
-			gen := cl.takeoverGen
-			cl.expiry = time.AfterFunc(time.Duration(expiry)*time.Second, func() { b.expire(cl, gen) })
+		if delay == 0 {
+			will, cl.will = w, nil
+		} else {
+			w.timer = time.AfterFunc(delay, b.guard(func() { b.fireWill(cl, w) }))
 		}
 	}
-	cl.mu.Unlock()
-	b.mu.Unlock()
+	if expiry != session.NeverExpire && !closing {
+		cl.takeoverGen++
+		gen := cl.takeoverGen
+		cl.expiry = time.AfterFunc(time.Duration(expiry)*time.Second, b.guard(func() { b.expire(cl, gen) }))
+	}
+	return will, shared
+}
 
-	if will != nil {
-		b.publishWill(will)
-	}
-	if len(shared) > 0 {
-		b.redeliverShared(cl, shared)
+// guard wraps a timer callback so that a bug in it is logged, not fatal.
+func (b *Broker) guard(fn func()) func() {
+	return func() {
+		defer func() {
+			if r := recover(); r != nil {
+				b.log.Error("timer callback panic", "panic", r, "stack", string(debug.Stack()))
+			}
+		}()
+		fn()
 	}
 }
 

@@ -24,6 +24,9 @@ func (b *Broker) SetBackplane(bp Backplane) { b.backplane = bp }
 // subscribers, without forwarding it again.
 func (b *Broker) Inject(m *session.Message) int { return b.route(m) }
 
+// maxShareCounters bounds the round-robin counters kept for share groups.
+const maxShareCounters = 100_000
+
 var (
 	matchPool  = sync.Pool{New: func() any { s := make([]topic.Entry[subValue], 0, 16); return &s }}
 	targetPool = sync.Pool{New: func() any { s := make([]target, 0, 16); return &s }}
@@ -142,7 +145,13 @@ func mergeInto(d *session.Delivery, v subValue, m *session.Message) {
 // pickMember chooses the member of a share group that gets the message:
 // round robin over connected members, or over all if none is connected.
 func (b *Broker) pickMember(key string, members []topic.Entry[subValue]) topic.Entry[subValue] {
-	ctr, _ := b.shareRR.LoadOrStore(key, new(atomic.Uint64))
+	ctr, loaded := b.shareRR.LoadOrStore(key, new(atomic.Uint64))
+	if !loaded && b.shareGroups.Add(1) > maxShareCounters {
+		// Counters only spread load; forgetting them all now and then keeps
+		// clients that cycle through group names from growing the map.
+		b.shareRR.Clear()
+		b.shareGroups.Store(0)
+	}
 	n := ctr.(*atomic.Uint64).Add(1)
 	online := 0
 	for _, e := range members {

@@ -20,6 +20,11 @@ import (
 // are dropped and counted. QoS 1/2 are bounded by the inflight window.
 const MaxPendingQoS0 = 1024
 
+// MaxPending bounds the packets queued for a client that does not read what
+// the broker sends: past it the connection's reader stops reading until the
+// writer has taken the queue, so its replies cannot pile up in memory.
+const MaxPending = 4096
+
 // writeTimeout bounds one flush: a client that reads nothing for this long is
 // cut off instead of holding memory.
 const writeTimeout = 30 * time.Second
@@ -40,6 +45,7 @@ type Conn struct {
 	closing bool // flush what is queued, then close
 	closed  bool
 	wake    chan struct{}
+	drained *sync.Cond    // signalled when the writer takes the queue or stops
 	done    chan struct{} // closed when the writer has exited
 
 	// Dropped counts QoS 0 messages dropped for a slow reader.
@@ -57,6 +63,7 @@ func New(nc net.Conn, maxIn uint32) *Conn {
 		wake:  make(chan struct{}, 1),
 		done:  make(chan struct{}),
 	}
+	c.drained = sync.NewCond(&c.mu)
 	go c.writeLoop()
 	return c
 }
@@ -76,6 +83,11 @@ var ErrTooLarge = &packet.Error{Code: packet.PacketTooLarge, Reason: "packet exc
 // ReadPacket reads and decodes the next packet. deadline, when non-zero,
 // bounds how long to wait for it (keep alive, connect timeout).
 func (c *Conn) ReadPacket(deadline time.Time) (packet.Packet, int, error) {
+	c.mu.Lock()
+	for len(c.queue) >= MaxPending && !c.closed && !c.closing {
+		c.drained.Wait()
+	}
+	c.mu.Unlock()
 	if err := c.nc.SetReadDeadline(deadline); err != nil {
 		return nil, 0, err
 	}
@@ -211,6 +223,7 @@ func (c *Conn) CloseAfter(last packet.Packet) {
 func (c *Conn) Close() {
 	c.mu.Lock()
 	c.closed = true
+	c.drained.Broadcast()
 	c.mu.Unlock()
 	c.nc.Close()
 	c.signal()
@@ -222,6 +235,12 @@ func (c *Conn) Done() <-chan struct{} { return c.done }
 func (c *Conn) writeLoop() {
 	defer close(c.done)
 	defer c.nc.Close()
+	defer func() {
+		c.mu.Lock()
+		c.closed = true
+		c.drained.Broadcast()
+		c.mu.Unlock()
+	}()
 	var batch []packet.Packet
 	for range c.wake {
 		for {
@@ -233,6 +252,7 @@ func (c *Conn) writeLoop() {
 			batch, c.queue = c.queue, batch[:0]
 			c.qos0 = 0
 			closing := c.closing
+			c.drained.Broadcast()
 			c.mu.Unlock()
 			if len(batch) == 0 {
 				if closing {
