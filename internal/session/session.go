@@ -39,9 +39,10 @@ const (
 )
 
 type inflight struct {
-	id    uint16
-	d     Delivery
-	state outState
+	id     uint16
+	d      Delivery
+	state  outState
+	unsent bool // to be sent again on this connection when the window allows
 }
 
 // Stats counts what a session had to drop.
@@ -64,6 +65,7 @@ type Session struct {
 	nextID uint16
 
 	out     []*inflight // in send order
+	unsent  int         // entries of out not yet sent on this connection
 	queue   []Delivery  // waiting for quota or for the client to come back
 	aliases map[string]uint16
 
@@ -104,27 +106,40 @@ func (s *Session) Version() byte {
 func (s *Session) Attach(l Link, now time.Time) []packet.Packet {
 	s.link = &l
 	s.aliases = nil
-	var pkts []packet.Packet
-	kept := s.out[:0]
+	// Everything inflight is sent again, oldest first, as the new
+	// connection's Receive Maximum allows [MQTT-4.4.0-1, 3.3.4-7].
 	for _, f := range s.out {
+		f.unsent = true
+	}
+	s.unsent = len(s.out)
+	return s.fill(nil, now)
+}
+
+// resend sends inflight entries again while the window allows: PUBREL for
+// those past PUBREC, else the PUBLISH with DUP set, whatever its expiry (the
+// client may hold its packet ID).
+func (s *Session) resend(pkts []packet.Packet, now time.Time) []packet.Packet {
+	for i := 0; i < len(s.out) && s.unsent > 0 && s.hasQuota(); i++ {
+		f := s.out[i]
+		if !f.unsent {
+			continue
+		}
+		f.unsent = false
+		s.unsent--
 		if f.state == waitPubcomp {
-			kept = append(kept, f)
 			pkts = append(pkts, &packet.Ack{Kind: packet.PUBREL, PacketID: f.id})
 			continue
 		}
-		// Once sent, a PUBLISH is sent again whatever its expiry: the client
-		// may hold its packet ID [MQTT-4.4.0-1].
 		p, ok := s.publish(f.d, f.id, now)
 		if !ok {
+			s.remove(i) // too large for this connection: dropped and counted
+			i--
 			continue
 		}
 		p.Dup = true
-		kept = append(kept, f)
 		pkts = append(pkts, p)
 	}
-	clear(s.out[len(kept):])
-	s.out = kept
-	return s.fill(pkts, now)
+	return pkts
 }
 
 // Detach marks the session offline; inflight and queued messages stay.
@@ -153,7 +168,7 @@ func (s *Session) Deliver(d Delivery, now time.Time) packet.Packet {
 		}
 		return p
 	}
-	if s.link == nil || len(s.queue) > 0 || !s.hasQuota() {
+	if s.link == nil || len(s.queue) > 0 || s.unsent > 0 || !s.hasQuota() {
 		s.enqueue(d)
 		return nil
 	}
@@ -175,7 +190,7 @@ func (s *Session) hasQuota() bool {
 	if s.link != nil && s.link.ReceiveMax != 0 && int(s.link.ReceiveMax) < w {
 		w = int(s.link.ReceiveMax)
 	}
-	return len(s.out) < w
+	return len(s.out)-s.unsent < w
 }
 
 // send assigns a packet ID, records the inflight state and builds the PUBLISH.
@@ -277,6 +292,10 @@ func (s *Session) fill(pkts []packet.Packet, now time.Time) []packet.Packet {
 	if s.link == nil {
 		return pkts
 	}
+	pkts = s.resend(pkts, now)
+	if s.unsent > 0 {
+		return pkts // older messages first
+	}
 	n := 0
 	for n < len(s.queue) && s.hasQuota() {
 		d := s.queue[n]
@@ -339,6 +358,9 @@ func (s *Session) Pubcomp(id uint16, now time.Time) (next []packet.Packet, ok bo
 }
 
 func (s *Session) remove(i int) {
+	if s.out[i].unsent {
+		s.unsent--
+	}
 	copy(s.out[i:], s.out[i+1:])
 	s.out[len(s.out)-1] = nil
 	s.out = s.out[:len(s.out)-1]
@@ -391,6 +413,9 @@ func (s *Session) TakeShared() []Delivery {
 	for _, f := range s.out {
 		if f.d.Group != "" && f.state != waitPubcomp {
 			ds = append(ds, f.d)
+			if f.unsent {
+				s.unsent--
+			}
 			continue
 		}
 		kept = append(kept, f)

@@ -217,3 +217,36 @@ func TestSentMessageResentAfterExpiry(t *testing.T) {
 		t.Fatalf("resent %+v, want DUP id %d with expiry clamped to 1", p, first.PacketID)
 	}
 }
+
+// On reconnect the inflight messages are resent only as the new Receive
+// Maximum allows [MQTT-3.3.4-7], oldest first, then the queue.
+func TestResendRespectsNewReceiveMaximum(t *testing.T) {
+	s := New("c", Limits{MaxQueued: 10})
+	s.Attach(Link{Version: packet.V5, ReceiveMax: 10}, t0)
+	var ids []uint16
+	for _, topic := range []string{"a", "b", "c"} {
+		ids = append(ids, pub(t, s.Deliver(Delivery{Msg: msg(topic, 1), QoS: 1}, t0)).PacketID)
+	}
+	s.Detach()
+	s.Deliver(Delivery{Msg: msg("d", 1), QoS: 1}, t0) // queued while offline
+	pkts := s.Attach(Link{Version: packet.V5, ReceiveMax: 1}, t0)
+	if len(pkts) != 1 || pub(t, pkts[0]).Topic != "a" || !pub(t, pkts[0]).Dup {
+		t.Fatalf("resent %d packets, want only the oldest, with DUP", len(pkts))
+	}
+	if p := s.Deliver(Delivery{Msg: msg("e", 1), QoS: 1}, t0); p != nil {
+		t.Fatal("new message overtook messages waiting to be resent")
+	}
+	order := []string{"b", "c", "d", "e"}
+	id := ids[0]
+	for _, want := range order {
+		next, ok := s.Puback(id, t0)
+		if !ok || len(next) != 1 {
+			t.Fatalf("PUBACK %d: ok=%v, %d packets, want 1", id, ok, len(next))
+		}
+		p := pub(t, next[0])
+		if p.Topic != want {
+			t.Fatalf("got %q, want %q", p.Topic, want)
+		}
+		id = p.PacketID
+	}
+}
