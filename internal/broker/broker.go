@@ -52,6 +52,8 @@ type Broker struct {
 	shareRR     sync.Map // share group key -> *atomic.Uint64, round robin
 	shareGroups atomic.Int64
 	retained    *retainStore
+	authn       Authenticator
+	authz       Authorizer
 
 	Stats Stats
 }
@@ -75,7 +77,8 @@ func New(lim config.Limits, log *slog.Logger) *Broker {
 // client is the broker's view of one client ID: its session and, while
 // connected, its connection.
 type client struct {
-	id string
+	id   string
+	info atomic.Pointer[ClientInfo] // identity for the authorizer; set on each connect
 
 	mu          sync.Mutex
 	sess        *session.Session

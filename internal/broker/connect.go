@@ -26,6 +26,7 @@ type handler struct {
 	expiryZero  bool              // CONNECT had session expiry 0
 	discardWill bool              // normal DISCONNECT: the will is not sent
 	problemInfo bool              // client accepts reason strings on acks
+	info        *ClientInfo       // who the client is, for the authorizer
 }
 
 // run reads CONNECT, attaches the session and serves packets until the
@@ -111,6 +112,10 @@ func (h *handler) connect(cp *packet.Connect) bool {
 			return h.refuse(packet.PayloadFormatInvalid, "will payload is not UTF-8")
 		}
 	}
+	ident, code := h.authenticate(cp)
+	if code != packet.Success {
+		return h.refuse(code, "not authorized")
+	}
 	id := cp.ClientID
 	assigned := false
 	if id == "" {
@@ -189,6 +194,10 @@ func (h *handler) connect(cp *packet.Connect) bool {
 			p.ResponseInfo = "response/" + id + "/"
 		}
 		return a
+	}
+	h.info = &ClientInfo{ClientID: id, Identity: ident, Remote: h.remote}
+	if w := cp.Will; w != nil && !b.allow(h.info, ActPublish, w.Topic) {
+		return h.refuse(packet.NotAuthorized, "will topic not authorized")
 	}
 	code, reason := b.attach(h, id, cp, expiry, link, ack)
 	if code != packet.Success {

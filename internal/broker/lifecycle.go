@@ -91,6 +91,7 @@ func (b *Broker) attachLocked(h *handler, id string, cp *packet.Connect, expiry 
 	cl.conn = h.c
 	cl.version = h.version
 	cl.will = newWill(cp, id, now)
+	cl.info.Store(h.info)
 	cl.sess.ExpiryInterval = expiry
 	h.cl = cl
 	b.Stats.Connections.Add(1)

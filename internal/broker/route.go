@@ -232,6 +232,9 @@ func (cl *client) isOnline() bool {
 
 // deliver gives one session a delivery and queues what it says to send.
 func (b *Broker) deliver(cl *client, d session.Delivery, now time.Time) {
+	if b.authz != nil && !b.allow(cl.info.Load(), ActRead, d.Msg.Topic) {
+		return // checked per message, so a revoked permission stops at once
+	}
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
 	if cl.ended {

@@ -148,6 +148,15 @@ func (h *handler) onPublish(p *packet.Publish) string {
 			return ""
 		}
 	}
+	if !b.allow(h.info, ActPublish, name) {
+		b.log.Info("publish denied", "client_id", h.cl.id, "username", h.info.Username, "remote", h.remote, "topic", name)
+		if p.QoS > 0 {
+			// v5 says why; 3.x must acknowledge as usual and drop it
+			// [MQTT-3.3.5-2].
+			h.ackPublish(p, packet.NotAuthorized)
+		}
+		return ""
+	}
 	now := b.now()
 	m := &session.Message{Topic: name, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain, Publisher: h.cl.id}
 	if v5 {
@@ -257,6 +266,14 @@ func (h *handler) onSubscribe(p *packet.Subscribe) string {
 			}
 			continue
 		}
+		if !b.allow(h.info, ActSubscribe, s.Filter) {
+			codes[i] = packet.NotAuthorized
+			if !v5 {
+				codes[i] = packet.UnspecifiedError
+			}
+			b.log.Info("subscribe denied", "client_id", cl.id, "username", h.info.Username, "remote", h.remote, "filter", s.Filter)
+			continue
+		}
 		group, inner, shared := topic.ParseShared(s.Filter)
 		if !shared {
 			inner = s.Filter
@@ -270,6 +287,9 @@ func (h *handler) onSubscribe(p *packet.Subscribe) string {
 			continue
 		}
 		for _, m := range b.retained.match(inner, now) {
+			if !b.allow(h.info, ActRead, m.Topic) {
+				continue
+			}
 			d := session.Delivery{Msg: m, QoS: min(m.QoS, s.QoS), Retain: true} // [MQTT-3.3.1-9]
 			if subID != 0 {
 				d.SubIDs = []int{subID}
