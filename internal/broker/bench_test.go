@@ -92,7 +92,7 @@ func BenchmarkPublishFanout(b *testing.B) {
 					b.Fatal(err)
 				}
 				pp := p.(*packet.Publish)
-				br.publish(&session.Message{Topic: pp.Topic, Payload: pp.Payload, QoS: pp.QoS})
+				br.publish(&session.Message{Topic: pp.Topic, Payload: pp.Payload, QoS: pp.QoS}, nil)
 				if i%256 == 255 {
 					// Let writers keep up so slow-reader drops don't skew it.
 					waitBytes(b, &written, start+int64((i+1)*n*len(raw)))

@@ -23,6 +23,7 @@ import (
 	"github.com/starling-mqtt/starling/internal/conn"
 	"github.com/starling-mqtt/starling/internal/packet"
 	"github.com/starling-mqtt/starling/internal/session"
+	"github.com/starling-mqtt/starling/internal/store"
 	"github.com/starling-mqtt/starling/internal/topic"
 )
 
@@ -33,6 +34,7 @@ type Stats struct {
 	MessagesIn       atomic.Uint64 // PUBLISH received
 	MessagesOut      atomic.Uint64 // PUBLISH handed to connections
 	Dropped          atomic.Uint64 // deliveries dropped (queue full, expired, too large, slow reader)
+	StoreErrors      atomic.Uint64 // failed store commits
 }
 
 // Broker routes messages between sessions.
@@ -55,6 +57,11 @@ type Broker struct {
 	authn       Authenticator
 	authz       Authorizer
 
+	store     store.Store // nil: nothing survives a restart
+	msgMu     sync.Mutex
+	msgRefs   map[uint64]int // stored deliveries per stored message
+	lastMsgID uint64
+
 	Stats Stats
 }
 
@@ -69,6 +76,7 @@ func New(lim config.Limits, log *slog.Logger) *Broker {
 		now:      time.Now,
 		clients:  make(map[string]*client),
 		conns:    make(map[*conn.Conn]struct{}),
+		msgRefs:  make(map[uint64]int),
 		subs:     topic.NewIndex[subValue](),
 		retained: newRetainStore(),
 	}
@@ -87,6 +95,10 @@ type client struct {
 	will        *willState // will of the current or last connection
 	expiry      *time.Timer
 	ended       bool // session removed; deliveries are ignored
+	tx          *tx  // the operation whose batch journals session changes
+	// disconnectedAt is when the last connection ended (persisted: expiry
+	// and will delay count from it across restarts).
+	disconnectedAt time.Time
 	takeoverGen uint64
 }
 

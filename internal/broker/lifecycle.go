@@ -12,7 +12,10 @@ import (
 // that still holds it, and queues CONNACK and the resumed session's packets
 // before any new delivery can reach the connection.
 func (b *Broker) attach(h *handler, id string, cp *packet.Connect, expiry uint32, link session.Link, connack func(present bool) *packet.Connack) (packet.ReasonCode, string) {
-	wills, shared, from, code, reason := b.attachLocked(h, id, cp, expiry, link, connack)
+	t := b.begin(true)
+	wills, shared, from, code, reason := b.attachLocked(h, id, cp, expiry, link, connack, t)
+	// CONNACK and the resumed packets wait for this commit in the writer.
+	t.commit(true)
 	for _, w := range wills {
 		b.publishWill(w)
 	}
@@ -24,7 +27,7 @@ func (b *Broker) attach(h *handler, id string, cp *packet.Connect, expiry uint32
 
 // attachLocked is attach's part under the locks; the deferred unlocks keep
 // a panic in here from leaving the broker locked.
-func (b *Broker) attachLocked(h *handler, id string, cp *packet.Connect, expiry uint32, link session.Link, connack func(present bool) *packet.Connack) (wills []*willState, shared []session.Delivery, from *client, code packet.ReasonCode, reason string) {
+func (b *Broker) attachLocked(h *handler, id string, cp *packet.Connect, expiry uint32, link session.Link, connack func(present bool) *packet.Connack, t *tx) (wills []*willState, shared []session.Delivery, from *client, code packet.ReasonCode, reason string) {
 	now := b.now()
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -72,7 +75,9 @@ func (b *Broker) attachLocked(h *handler, id string, cp *packet.Connect, expiry 
 			}
 			if cp.CleanStart {
 				// [MQTT-3.1.2-4] clean start discards the old session.
+				cl.tx = t
 				shared, from = b.endSession(cl), cl
+				cl.tx = nil
 				return true
 			}
 			return false
@@ -93,12 +98,21 @@ func (b *Broker) attachLocked(h *handler, id string, cp *packet.Connect, expiry 
 	cl.will = newWill(cp, id, now)
 	cl.info.Store(h.info)
 	cl.sess.ExpiryInterval = expiry
+	if b.store != nil && expiry > 0 && !cl.persistent() {
+		cl.sess.J = &journal{b: b, cl: cl}
+	}
+	if cl.persistent() {
+		t.batch.PutSession(cl.sessionRecord(time.Time{}))
+	}
 	h.cl = cl
 	b.Stats.Connections.Add(1)
 	b.Stats.ConnectionsTotal.Add(1)
-	h.c.Send(connack(present))
-	if pkts := cl.sess.Attach(link, now); len(pkts) > 0 {
-		h.c.Send(pkts...)
+	t.send(h.c, connack(present))
+	cl.tx = t
+	pkts := cl.sess.Attach(link, now)
+	cl.tx = nil
+	if len(pkts) > 0 {
+		t.send(h.c, pkts...)
 		b.Stats.MessagesOut.Add(uint64(len(pkts)))
 	}
 	return wills, shared, from, packet.Success, ""
@@ -116,13 +130,23 @@ func (b *Broker) endSession(cl *client) []session.Delivery {
 		delete(b.clients, cl.id)
 	}
 	b.subs.RemoveClient(cl.id)
-	return cl.sess.TakeShared()
+	shared := cl.sess.TakeShared()
+	if cl.persistent() {
+		// The caller's operation (cl.tx) deletes the stored session.
+		bt := cl.tx.batch
+		cl.sess.Pending(func(d *session.Delivery) { b.unref(bt, d.Msg) })
+		bt.DeleteSession(cl.id)
+		cl.sess.J = nil
+	}
+	return shared
 }
 
 // detach handles the end of a connection: session expiry, the will, and
 // $share messages it left unacknowledged.
 func (b *Broker) detach(h *handler) {
-	will, shared := b.detachLocked(h)
+	t := b.begin(false)
+	will, shared := b.detachLocked(h, t)
+	t.commit(false)
 	if will != nil {
 		b.publishWill(will)
 	}
@@ -131,7 +155,7 @@ func (b *Broker) detach(h *handler) {
 	}
 }
 
-func (b *Broker) detachLocked(h *handler) (will *willState, shared []session.Delivery) {
+func (b *Broker) detachLocked(h *handler, t *tx) (will *willState, shared []session.Delivery) {
 	cl := h.cl
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -151,6 +175,8 @@ func (b *Broker) detachLocked(h *handler) (will *willState, shared []session.Del
 		// A broker shutdown is not the client's failure: no will.
 		cl.will = nil
 	}
+	cl.tx = t
+	defer func() { cl.tx = nil }()
 	shared = cl.sess.TakeShared()
 	expiry := cl.sess.ExpiryInterval
 	if expiry == 0 {
@@ -160,6 +186,12 @@ func (b *Broker) detachLocked(h *handler) (will *willState, shared []session.Del
 		shared = append(shared, b.endSession(cl)...)
 		return will, shared
 	}
+	cl.disconnectedAt = b.now()
+	defer func() {
+		if cl.persistent() {
+			t.batch.PutSession(cl.sessionRecord(cl.disconnectedAt))
+		}
+	}()
 	if w := cl.will; w != nil {
 		delay := w.delay
 		if expiry != session.NeverExpire {
@@ -205,7 +237,12 @@ func (b *Broker) fireWill(cl *client, w *willState) {
 		return
 	}
 	cl.will = nil
+	t := b.begin(false)
+	if t != nil && cl.persistent() {
+		t.batch.PutSession(cl.sessionRecord(cl.disconnectedAt))
+	}
 	cl.mu.Unlock()
+	t.commit(true) // a published will is not published again after a crash
 	b.publishWill(w)
 }
 
@@ -223,9 +260,13 @@ func (b *Broker) expire(cl *client, gen uint64) {
 	if will != nil && will.timer != nil {
 		will.timer.Stop()
 	}
+	t := b.begin(false)
+	cl.tx = t
 	shared := b.endSession(cl)
+	cl.tx = nil
 	cl.mu.Unlock()
 	b.mu.Unlock()
+	t.commit(false)
 	b.log.Debug("session expired", "client_id", cl.id)
 	if will != nil {
 		b.publishWill(will)
@@ -244,5 +285,7 @@ func (b *Broker) publishWill(w *willState) {
 		m.Props.MessageExpiry = nil
 	}
 	b.log.Debug("publishing will", "client_id", m.Publisher, "topic", m.Topic)
-	b.publish(m)
+	t := b.begin(true)
+	b.publish(m, t)
+	t.commit(m.QoS > 0)
 }

@@ -22,7 +22,12 @@ func (b *Broker) SetBackplane(bp Backplane) { b.backplane = bp }
 
 // Inject delivers a message that another node received to the local
 // subscribers, without forwarding it again.
-func (b *Broker) Inject(m *session.Message) int { return b.route(m) }
+func (b *Broker) Inject(m *session.Message) int {
+	t := b.begin(true)
+	n := b.route(m, t)
+	t.commit(m.QoS > 0)
+	return n
+}
 
 // maxShareCounters bounds the round-robin counters kept for share groups.
 const maxShareCounters = 100_000
@@ -35,16 +40,23 @@ var (
 
 // publish routes a message published on this node: retained store, local
 // subscribers, and the backplane. It returns the number of sessions reached.
-func (b *Broker) publish(m *session.Message) int {
+func (b *Broker) publish(m *session.Message, t *tx) int {
 	if m.Retain {
 		b.retained.set(m)
+		if t != nil {
+			if len(m.Payload) == 0 {
+				t.batch.DeleteRetained(m.Topic)
+			} else {
+				t.batch.PutRetained(toStore(m))
+			}
+		}
 	}
 	if b.backplane != nil {
 		if err := b.backplane.Forward(m); err != nil {
 			b.log.Warn("backplane forward failed", "topic", m.Topic, "err", err)
 		}
 	}
-	return b.route(m)
+	return b.route(m, t)
 }
 
 // target is one session's merged view of the subscriptions that matched.
@@ -57,7 +69,7 @@ type target struct {
 // subscriptions of one client merge into one delivery with the highest QoS
 // and every subscription identifier [MQTT-3.3.4-2, 3.3.4-3]; each $share
 // group gets one copy, sent to one member.
-func (b *Broker) route(m *session.Message) int {
+func (b *Broker) route(m *session.Message, tx *tx) int {
 	bp := matchPool.Get().(*[]topic.Entry[subValue])
 	entries := b.subs.Match(m.Topic, (*bp)[:0])
 	tp := targetPool.Get().(*[]target)
@@ -103,7 +115,7 @@ func (b *Broker) route(m *session.Message) int {
 	matchPool.Put(bp)
 	now := b.now()
 	for _, t := range targets {
-		b.deliver(t.cl, t.d, now)
+		b.deliver(t.cl, t.d, now, tx)
 	}
 	n := len(targets)
 	clear(targets)
@@ -178,6 +190,8 @@ func (b *Broker) pickMember(key string, members []topic.Entry[subValue]) topic.E
 // connected member of the same share group.
 func (b *Broker) redeliverShared(from *client, ds []session.Delivery) {
 	now := b.now()
+	t := b.begin(true)
+	defer t.commit(true)
 	var buf []topic.Entry[subValue]
 	for _, d := range ds {
 		buf = b.subs.Match(d.Msg.Topic, buf[:0])
@@ -190,7 +204,7 @@ func (b *Broker) redeliverShared(from *client, ds []session.Delivery) {
 		if len(members) == 0 {
 			// Nobody else can take it: a session that lives on keeps it for
 			// its return; an ended one loses it (counted).
-			if !b.requeue(from, d) {
+			if !b.requeue(from, d, t) {
 				b.Stats.Dropped.Add(1)
 			}
 			continue
@@ -198,13 +212,13 @@ func (b *Broker) redeliverShared(from *client, ds []session.Delivery) {
 		e := b.pickMember(d.Group+"\x00"+d.Filter, members)
 		nd := deliveryFor(e.Value, d.Msg)
 		nd.Group, nd.Filter = d.Group, d.Filter
-		b.deliver(e.Value.cl, nd, now)
+		b.deliver(e.Value.cl, nd, now, t)
 	}
 }
 
 // requeue gives a delivery back to the session it was taken from, unless
 // that session has ended.
-func (b *Broker) requeue(cl *client, d session.Delivery) bool {
+func (b *Broker) requeue(cl *client, d session.Delivery, t *tx) bool {
 	if cl == nil {
 		return false
 	}
@@ -213,10 +227,12 @@ func (b *Broker) requeue(cl *client, d session.Delivery) bool {
 	if cl.ended {
 		return false
 	}
+	cl.tx = t
+	defer func() { cl.tx = nil }()
 	if cl.conn != nil {
 		// Back already: deliver as usual.
 		if p := cl.sess.Deliver(d, b.now()); p != nil {
-			cl.conn.Send(p)
+			t.send(cl.conn, p)
 		}
 		return true
 	}
@@ -231,7 +247,7 @@ func (cl *client) isOnline() bool {
 }
 
 // deliver gives one session a delivery and queues what it says to send.
-func (b *Broker) deliver(cl *client, d session.Delivery, now time.Time) {
+func (b *Broker) deliver(cl *client, d session.Delivery, now time.Time, t *tx) {
 	if b.authz != nil && !b.allow(cl.info.Load(), ActRead, d.Msg.Topic) {
 		return // checked per message, so a revoked permission stops at once
 	}
@@ -241,9 +257,15 @@ func (b *Broker) deliver(cl *client, d session.Delivery, now time.Time) {
 		return
 	}
 	before := cl.sess.Stats
+	cl.tx = t
 	p := cl.sess.Deliver(d, now)
+	cl.tx = nil
 	if p != nil && cl.conn != nil {
-		cl.conn.Send(p)
+		if cl.persistent() {
+			t.send(cl.conn, p) // after the store has it
+		} else {
+			cl.conn.Send(p)
+		}
 		b.Stats.MessagesOut.Add(1)
 	}
 	after := cl.sess.Stats

@@ -9,6 +9,7 @@ import (
 
 	"github.com/starling-mqtt/starling/internal/packet"
 	"github.com/starling-mqtt/starling/internal/session"
+	"github.com/starling-mqtt/starling/internal/store"
 	"github.com/starling-mqtt/starling/internal/topic"
 )
 
@@ -165,25 +166,63 @@ func (h *handler) onPublish(p *packet.Publish) string {
 			m.Expiry = now.Add(time.Duration(*e) * time.Second)
 		}
 	}
+	// Deliveries to persistent sessions wait in their writers for this
+	// operation's commit; the acknowledgement waits for it here.
+	t := b.begin(p.QoS > 0)
 	switch p.QoS {
 	case 0:
-		b.publish(m)
+		b.publish(m, t)
+		t.commit(false)
 	case 1:
-		n := b.publish(m)
+		n := b.publish(m, t)
+		if err := t.commit(true); err != nil {
+			return h.storeFailed(p)
+		}
 		h.ackPublish(p, noMatch(n))
 	case 2:
 		h.cl.mu.Lock()
+		h.cl.tx = t
 		first, err := h.cl.sess.ReceiveQoS2(p.PacketID)
+		h.cl.tx = nil
 		h.cl.mu.Unlock()
 		if err != nil {
+			t.commit(false)
 			return h.fail(packet.ReceiveMaximumExceeded, "too many QoS 2 messages awaiting PUBREL") // [MQTT-3.3.4-9]
 		}
 		code := packet.Success
 		if first {
-			code = noMatch(b.publish(m))
+			code = noMatch(b.publish(m, t))
+		}
+		if err := t.commit(true); err != nil {
+			return h.storeFailed(p)
 		}
 		h.ackPublish(p, code)
 	}
+	return ""
+}
+
+// storeFailed refuses a publish the store could not take: nothing is
+// acknowledged that is not durable. v5 gets the reason in the
+// acknowledgement; 3.x, which cannot be told, is disconnected.
+func (h *handler) storeFailed(p *packet.Publish) string {
+	if p.QoS == 2 {
+		t := h.b.begin(false)
+		h.cl.mu.Lock()
+		h.cl.tx = t
+		h.cl.sess.Release(p.PacketID) // the flow ends with the error PUBREC
+		h.cl.tx = nil
+		h.cl.mu.Unlock()
+		t.commit(false)
+	}
+	if h.version != packet.V5 {
+		h.c.Close()
+		return "store write failed"
+	}
+	kind := packet.PUBACK
+	if p.QoS == 2 {
+		kind = packet.PUBREC
+	}
+	h.c.Send(&packet.Ack{Kind: kind, PacketID: p.PacketID, ReasonCode: packet.QuotaExceeded})
 	return ""
 }
 
@@ -210,31 +249,39 @@ func (h *handler) ackPublish(p *packet.Publish, code packet.ReasonCode) {
 func (h *handler) onAck(a *packet.Ack) string {
 	cl := h.cl
 	now := h.b.now()
-	cl.mu.Lock()
-	defer cl.mu.Unlock()
+	// PUBREL and PUBCOMP answers, and newly sent PUBLISHes (their packet
+	// IDs), go out only once the store has the state they reflect.
+	t := h.b.begin(true)
 	var next []packet.Packet
-	switch a.Kind {
-	case packet.PUBACK:
-		next, _ = cl.sess.Puback(a.PacketID, now)
-	case packet.PUBREC:
-		var rel packet.Packet
-		rel, next, _ = cl.sess.Pubrec(a.PacketID, a.ReasonCode, now)
-		if rel != nil {
-			h.c.Send(rel)
+	func() {
+		cl.mu.Lock()
+		defer cl.mu.Unlock()
+		cl.tx = t
+		defer func() { cl.tx = nil }()
+		switch a.Kind {
+		case packet.PUBACK:
+			next, _ = cl.sess.Puback(a.PacketID, now)
+		case packet.PUBREC:
+			var rel packet.Packet
+			rel, next, _ = cl.sess.Pubrec(a.PacketID, a.ReasonCode, now)
+			if rel != nil {
+				t.send(h.c, rel)
+			}
+		case packet.PUBREL:
+			ack := &packet.Ack{Kind: packet.PUBCOMP, PacketID: a.PacketID}
+			if !cl.sess.Release(a.PacketID) && h.version == packet.V5 {
+				ack.ReasonCode = packet.PacketIDNotFound
+			}
+			t.send(h.c, ack)
+		case packet.PUBCOMP:
+			next, _ = cl.sess.Pubcomp(a.PacketID, now)
 		}
-	case packet.PUBREL:
-		ack := &packet.Ack{Kind: packet.PUBCOMP, PacketID: a.PacketID}
-		if !cl.sess.Release(a.PacketID) && h.version == packet.V5 {
-			ack.ReasonCode = packet.PacketIDNotFound
+		if len(next) > 0 {
+			t.send(h.c, next...)
+			h.b.Stats.MessagesOut.Add(uint64(len(next)))
 		}
-		h.c.Send(ack)
-	case packet.PUBCOMP:
-		next, _ = cl.sess.Pubcomp(a.PacketID, now)
-	}
-	if len(next) > 0 {
-		h.c.Send(next...)
-		h.b.Stats.MessagesOut.Add(uint64(len(next)))
-	}
+	}()
+	t.commit(a.Kind == packet.PUBREC || a.Kind == packet.PUBREL || len(next) > 0)
 	return ""
 }
 
@@ -253,8 +300,14 @@ func (h *handler) onSubscribe(p *packet.Subscribe) string {
 	now := b.now()
 	codes := make([]packet.ReasonCode, len(p.Subscriptions))
 	var retained []session.Delivery
+	// Deferred in reverse: the commit runs after the unlock, and SUBACK
+	// waits for it in the writer.
+	t := b.begin(true)
+	defer t.commit(true)
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
+	cl.tx = t
+	defer func() { cl.tx = nil }()
 	if cl.conn != h.c {
 		return "session taken over" // late packet of a replaced connection
 	}
@@ -280,6 +333,9 @@ func (h *handler) onSubscribe(p *packet.Subscribe) string {
 		}
 		s.QoS = min(s.QoS, b.lim.MaxQoS) // [MQTT-3.9.3-?] granted may be lower
 		existed := b.subs.Add(cl.id, group, inner, subValue{cl: cl, opts: s, id: subID})
+		if cl.persistent() {
+			t.batch.PutSubscription(cl.id, &store.Subscription{Filter: s.Filter, Options: s, ID: subID})
+		}
 		codes[i] = packet.ReasonCode(s.QoS)
 		// Retained messages go to new subscribers per Retain Handling, and
 		// never through a shared subscription [MQTT-3.8.4-?].
@@ -298,10 +354,10 @@ func (h *handler) onSubscribe(p *packet.Subscribe) string {
 		}
 	}
 	// SUBACK first, then the retained messages [MQTT-3.8.4-?].
-	h.c.Send(&packet.Suback{PacketID: p.PacketID, ReasonCodes: codes})
+	t.send(h.c, &packet.Suback{PacketID: p.PacketID, ReasonCodes: codes})
 	for _, d := range retained {
 		if out := cl.sess.Deliver(d, now); out != nil {
-			h.c.Send(out)
+			t.send(h.c, out)
 			b.Stats.MessagesOut.Add(1)
 		}
 	}
@@ -309,6 +365,8 @@ func (h *handler) onSubscribe(p *packet.Subscribe) string {
 }
 
 func (h *handler) onUnsubscribe(p *packet.Unsubscribe) string {
+	t := h.b.begin(true)
+	defer t.commit(true)
 	h.cl.mu.Lock()
 	defer h.cl.mu.Unlock()
 	if h.cl.conn != h.c {
@@ -326,9 +384,11 @@ func (h *handler) onUnsubscribe(p *packet.Unsubscribe) string {
 		}
 		if !h.b.subs.Remove(h.cl.id, group, inner) {
 			codes[i] = packet.NoSubscriptionExisted
+		} else if h.cl.persistent() {
+			t.batch.DeleteSubscription(h.cl.id, f)
 		}
 	}
-	h.c.Send(&packet.Unsuback{PacketID: p.PacketID, ReasonCodes: codes})
+	t.send(h.c, &packet.Unsuback{PacketID: p.PacketID, ReasonCodes: codes})
 	return ""
 }
 

@@ -45,6 +45,7 @@ type Conn struct {
 	closing bool // flush what is queued, then close
 	closed  bool
 	wake    chan struct{}
+	stop    chan struct{} // closed by Close: a gated wait gives up
 	drained *sync.Cond    // signalled when the writer takes the queue or stops
 	done    chan struct{} // closed when the writer has exited
 
@@ -61,6 +62,7 @@ func New(nc net.Conn, maxIn uint32) *Conn {
 		br:    bufio.NewReaderSize(nc, 1024),
 		maxIn: maxIn,
 		wake:  make(chan struct{}, 1),
+		stop:  make(chan struct{}),
 		done:  make(chan struct{}),
 	}
 	c.drained = sync.NewCond(&c.mu)
@@ -171,6 +173,28 @@ func (c *Conn) Send(ps ...packet.Packet) bool {
 	return true
 }
 
+// gated is a packet the writer must not write before gate is closed.
+type gated struct {
+	packet.Packet
+	gate <-chan struct{}
+}
+
+// SendGated queues packets that the writer holds back, with everything
+// queued after them, until gate is closed (say, a store commit they depend
+// on). Order is kept; no lock is held while waiting.
+func (c *Conn) SendGated(gate <-chan struct{}, ps ...packet.Packet) bool {
+	select {
+	case <-gate:
+		return c.Send(ps...) // already open
+	default:
+	}
+	gs := make([]packet.Packet, len(ps))
+	for i, p := range ps {
+		gs[i] = &gated{Packet: p, gate: gate}
+	}
+	return c.Send(gs...)
+}
+
 // Appender is a packet that encodes itself, such as a delivery sharing its
 // message's encoded bytes.
 type Appender interface {
@@ -181,6 +205,9 @@ type Appender interface {
 type Releaser interface{ Release() }
 
 func release(p packet.Packet) {
+	if g, ok := p.(*gated); ok {
+		p = g.Packet
+	}
 	if r, ok := p.(Releaser); ok {
 		r.Release()
 	}
@@ -222,6 +249,9 @@ func (c *Conn) CloseAfter(last packet.Packet) {
 // Close closes the connection now, dropping anything queued.
 func (c *Conn) Close() {
 	c.mu.Lock()
+	if !c.closed {
+		close(c.stop)
+	}
 	c.closed = true
 	c.drained.Broadcast()
 	c.mu.Unlock()
@@ -278,6 +308,28 @@ func (c *Conn) flush(batch []packet.Packet) error {
 	v := c.Version()
 	var err error
 	for _, p := range batch {
+		if g, ok := p.(*gated); ok {
+			select {
+			case <-g.gate:
+			default:
+				// Write what may go now, then wait for the gate.
+				if len(buf) > 0 {
+					c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+					n, werr := c.nc.Write(buf)
+					c.BytesOut.Add(uint64(n))
+					if werr != nil {
+						return werr
+					}
+					buf = buf[:0]
+				}
+				select {
+				case <-g.gate:
+				case <-c.stop:
+					return net.ErrClosed
+				}
+			}
+			p = g.Packet
+		}
 		if a, ok := p.(Appender); ok {
 			buf, err = a.AppendPacket(buf, v)
 		} else {

@@ -25,6 +25,8 @@ type Message struct {
 	Expiry time.Time
 	// Publisher is the client ID that sent it, for No Local.
 	Publisher string
+	// ID identifies the message in a durable store; 0 until stored.
+	ID uint64
 
 	enc wireCache // encodings shared by every subscriber
 }
@@ -44,4 +46,7 @@ type Delivery struct {
 	// Group is the $share group the message was routed through, "" if none;
 	// such messages are handed to another member when this session goes away.
 	Group, Filter string
+	// Seq orders the session's deliveries and keys them in a store; the
+	// session assigns it when it keeps the delivery.
+	Seq uint64
 }

@@ -30,13 +30,26 @@ type Link struct {
 	TopicAliasMax uint16 // client's Topic Alias Maximum for broker->client
 }
 
-type outState uint8
+type outState = byte
 
+// Outbound states, as journaled (the store uses the same numbers).
 const (
-	waitPuback  outState = iota // QoS 1 PUBLISH sent
-	waitPubrec                  // QoS 2 PUBLISH sent
-	waitPubcomp                 // PUBREL sent
+	StateQueued = 0 // not sent yet
+	waitPuback  = 1 // QoS 1 PUBLISH sent
+	waitPubrec  = 2 // QoS 2 PUBLISH sent
+	waitPubcomp = 3 // PUBREL sent
 )
+
+// Journal receives the changes of a session that a durable store must
+// record. Deliveries are identified by the Seq the session gave them.
+type Journal interface {
+	// PutOutbound records a delivery; first is true when the session
+	// takes the delivery (not a state change of one it holds).
+	PutOutbound(seq uint64, d *Delivery, packetID uint16, state byte, first bool)
+	DeleteOutbound(seq uint64, d *Delivery)
+	PutInbound(packetID uint16)
+	DeleteInbound(packetID uint16)
+}
 
 type inflight struct {
 	id     uint16
@@ -70,6 +83,10 @@ type Session struct {
 	aliases map[string]uint16
 
 	inQoS2 map[uint16]struct{} // inbound QoS 2 IDs received, PUBREL not yet
+
+	// J, when set, is told every change to outbound and inbound state.
+	J       Journal
+	nextSeq uint64
 
 	Stats Stats
 }
@@ -182,7 +199,26 @@ func (s *Session) enqueue(d Delivery) {
 		s.Stats.DroppedQueueFull++
 		return
 	}
+	s.number(&d)
 	s.queue = append(s.queue, d)
+	if s.J != nil {
+		s.J.PutOutbound(d.Seq, &d, 0, StateQueued, true)
+	}
+}
+
+// number gives a delivery its sequence number, the order it keeps in the
+// store.
+func (s *Session) number(d *Delivery) {
+	if d.Seq == 0 {
+		s.nextSeq++
+		d.Seq = s.nextSeq
+	}
+}
+
+func (s *Session) forget(d *Delivery) {
+	if s.J != nil && d.Seq != 0 {
+		s.J.DeleteOutbound(d.Seq, d)
+	}
 }
 
 func (s *Session) hasQuota() bool {
@@ -198,13 +234,19 @@ func (s *Session) send(d Delivery, now time.Time) packet.Packet {
 	id := s.allocID()
 	p, ok := s.publish(d, id, now)
 	if !ok {
+		s.forget(&d)
 		return nil
 	}
-	st := waitPuback
+	st := byte(waitPuback)
 	if d.QoS == 2 {
 		st = waitPubrec
 	}
+	first := d.Seq == 0
+	s.number(&d)
 	s.out = append(s.out, &inflight{id: id, d: d, state: st})
+	if s.J != nil {
+		s.J.PutOutbound(d.Seq, &d, id, st, first)
+	}
 	return p
 }
 
@@ -302,6 +344,7 @@ func (s *Session) fill(pkts []packet.Packet, now time.Time) []packet.Packet {
 		n++
 		if d.Msg.Expired(now) {
 			s.Stats.DroppedExpired++
+			s.forget(&d)
 			continue
 		}
 		if p := s.send(d, now); p != nil {
@@ -344,6 +387,9 @@ func (s *Session) Pubrec(id uint16, code packet.ReasonCode, now time.Time) (rel 
 		return nil, s.fill(nil, now), true
 	}
 	f.state = waitPubcomp
+	if s.J != nil {
+		s.J.PutOutbound(f.d.Seq, &f.d, f.id, waitPubcomp, false)
+	}
 	return &packet.Ack{Kind: packet.PUBREL, PacketID: id}, nil, true
 }
 
@@ -361,6 +407,7 @@ func (s *Session) remove(i int) {
 	if s.out[i].unsent {
 		s.unsent--
 	}
+	s.forget(&s.out[i].d)
 	copy(s.out[i:], s.out[i+1:])
 	s.out[len(s.out)-1] = nil
 	s.out = s.out[:len(s.out)-1]
@@ -378,6 +425,9 @@ func (s *Session) ReceiveQoS2(id uint16) (first bool, err error) {
 		return false, ErrReceiveMaximum
 	}
 	s.inQoS2[id] = struct{}{}
+	if s.J != nil {
+		s.J.PutInbound(id)
+	}
 	return true, nil
 }
 
@@ -385,6 +435,9 @@ func (s *Session) ReceiveQoS2(id uint16) (first bool, err error) {
 func (s *Session) Release(id uint16) (ok bool) {
 	if _, ok = s.inQoS2[id]; ok {
 		delete(s.inQoS2, id)
+		if s.J != nil {
+			s.J.DeleteInbound(id)
+		}
 	}
 	return ok
 }
@@ -392,9 +445,37 @@ func (s *Session) Release(id uint16) (ok bool) {
 // Requeue puts a delivery back at the head of the queue, ahead of newer
 // ones, whatever the queue bound: it was accepted before them.
 func (s *Session) Requeue(d Delivery) {
+	s.number(&d)
 	s.queue = append(s.queue, Delivery{})
 	copy(s.queue[1:], s.queue)
 	s.queue[0] = d
+	if s.J != nil {
+		s.J.PutOutbound(d.Seq, &d, 0, StateQueued, true)
+	}
+}
+
+// Restore rebuilds outbound state read from a store, in ascending seq
+// order: entries with a packet ID are inflight, the others queued.
+func (s *Session) Restore(d Delivery, packetID uint16, state byte) {
+	s.nextSeq = max(s.nextSeq, d.Seq)
+	if packetID == 0 {
+		s.queue = append(s.queue, d)
+		return
+	}
+	s.out = append(s.out, &inflight{id: packetID, d: d, state: state})
+}
+
+// RestoreInbound records an inbound QoS 2 packet ID read from a store.
+func (s *Session) RestoreInbound(id uint16) { s.inQoS2[id] = struct{}{} }
+
+// Pending calls fn for every outbound delivery (inflight, then queued).
+func (s *Session) Pending(fn func(d *Delivery)) {
+	for _, f := range s.out {
+		fn(&f.d)
+	}
+	for i := range s.queue {
+		fn(&s.queue[i])
+	}
 }
 
 // Inflight returns the number of outbound QoS 1/2 messages awaiting
@@ -416,6 +497,7 @@ func (s *Session) TakeShared() []Delivery {
 			if f.unsent {
 				s.unsent--
 			}
+			s.forget(&f.d)
 			continue
 		}
 		kept = append(kept, f)
@@ -426,6 +508,7 @@ func (s *Session) TakeShared() []Delivery {
 	for _, d := range s.queue {
 		if d.Group != "" {
 			ds = append(ds, d)
+			s.forget(&d)
 			continue
 		}
 		q = append(q, d)

@@ -1,0 +1,302 @@
+package broker
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/starling-mqtt/starling/internal/packet"
+	"github.com/starling-mqtt/starling/internal/session"
+	"github.com/starling-mqtt/starling/internal/store"
+	"github.com/starling-mqtt/starling/internal/topic"
+)
+
+// tx is one broker operation's store batch. Packets sent during the
+// operation that depend on it being durable (acknowledgements, deliveries to
+// persistent sessions) wait on gate, which opens when the batch is committed:
+// the connection's writer holds them back, so nothing goes out before the
+// store has it and no lock is held while the disk syncs.
+type tx struct {
+	b     *Broker
+	batch store.Batch
+	gate  chan struct{}
+	gated bool // sends of this operation wait for the commit
+}
+
+// begin starts an operation; nil without a store.
+func (b *Broker) begin(gated bool) *tx {
+	if b.store == nil {
+		return nil
+	}
+	return &tx{b: b, batch: b.store.NewBatch(), gate: make(chan struct{}), gated: gated}
+}
+
+// commit applies the batch (synced when sync) and opens the gate. A failed
+// commit is logged and counted; the caller refuses what it was about to
+// acknowledge.
+func (t *tx) commit(sync bool) error {
+	if t == nil {
+		return nil
+	}
+	defer close(t.gate)
+	if t.batch.Len() == 0 {
+		return nil
+	}
+	if err := t.batch.Commit(sync); err != nil {
+		t.b.Stats.StoreErrors.Add(1)
+		t.b.log.Error("store commit failed", "err", err)
+		return err
+	}
+	return nil
+}
+
+// send queues packets on a connection, behind the operation's gate when
+// the operation is gated.
+func (t *tx) send(c sender, ps ...packet.Packet) {
+	if t != nil && t.gated {
+		c.SendGated(t.gate, ps...)
+		return
+	}
+	c.Send(ps...)
+}
+
+type sender interface {
+	Send(ps ...packet.Packet) bool
+	SendGated(gate <-chan struct{}, ps ...packet.Packet) bool
+}
+
+// SetStore makes the broker durable: call Restore with the same store
+// before serving.
+func (b *Broker) SetStore(st store.Store) { b.store = st }
+
+// journal records one persistent session's changes into the operation's
+// batch (client.tx, set under client.mu around every session call).
+type journal struct {
+	b  *Broker
+	cl *client
+}
+
+func (j *journal) batch() store.Batch {
+	if j.cl.tx == nil {
+		// A session call outside an operation: a bug, made loud.
+		panic(fmt.Sprintf("broker: session %q changed outside an operation", j.cl.id))
+	}
+	return j.cl.tx.batch
+}
+
+func (j *journal) PutOutbound(seq uint64, d *session.Delivery, packetID uint16, state byte, first bool) {
+	bt := j.batch()
+	if first {
+		j.b.ref(bt, d.Msg)
+	}
+	j.b.msgMu.Lock()
+	id := d.Msg.ID
+	j.b.msgMu.Unlock()
+	bt.PutOutbound(j.cl.id, seq, &store.Outbound{MessageID: id, QoS: d.QoS, Retain: d.Retain, SubIDs: d.SubIDs,
+		Group: d.Group, Filter: d.Filter, PacketID: packetID, State: state})
+}
+
+func (j *journal) DeleteOutbound(seq uint64, d *session.Delivery) {
+	bt := j.batch()
+	bt.DeleteOutbound(j.cl.id, seq)
+	j.b.unref(bt, d.Msg)
+}
+
+func (j *journal) PutInbound(id uint16)    { j.batch().PutInbound(j.cl.id, id) }
+func (j *journal) DeleteInbound(id uint16) { j.batch().DeleteInbound(j.cl.id, id) }
+
+// ref counts a stored delivery of m, storing the message body with the
+// first.
+func (b *Broker) ref(bt store.Batch, m *session.Message) {
+	b.msgMu.Lock()
+	defer b.msgMu.Unlock()
+	if m.ID == 0 {
+		b.lastMsgID++
+		m.ID = b.lastMsgID
+	}
+	b.msgRefs[m.ID]++
+	if b.msgRefs[m.ID] == 1 {
+		bt.PutMessage(m.ID, toStore(m))
+	}
+}
+
+// unref drops a stored delivery of m and the body with the last.
+func (b *Broker) unref(bt store.Batch, m *session.Message) {
+	b.msgMu.Lock()
+	defer b.msgMu.Unlock()
+	if m.ID == 0 {
+		return
+	}
+	if n := b.msgRefs[m.ID] - 1; n > 0 {
+		b.msgRefs[m.ID] = n
+		return
+	}
+	delete(b.msgRefs, m.ID)
+	bt.DeleteMessage(m.ID)
+}
+
+func toStore(m *session.Message) *store.Message {
+	return &store.Message{Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain, Props: m.Props, Expiry: m.Expiry, Publisher: m.Publisher}
+}
+
+func fromStore(m *store.Message) *session.Message {
+	return &session.Message{Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain, Props: m.Props, Expiry: m.Expiry, Publisher: m.Publisher}
+}
+
+// sessionRecord is the stored form of a persistent session.
+func (cl *client) sessionRecord(disconnectedAt time.Time) *store.Session {
+	r := &store.Session{ClientID: cl.id, Version: cl.version, ExpiryInterval: cl.sess.ExpiryInterval, DisconnectedAt: disconnectedAt}
+	if w := cl.will; w != nil {
+		sw := &store.Will{Message: *toStore(w.msg), Delay: w.delay}
+		if e := w.msg.Props.MessageExpiry; e != nil {
+			sw.ExpiryInterval = *e
+			sw.Props.MessageExpiry = nil
+		}
+		r.Will = sw
+	}
+	return r
+}
+
+// persistent reports whether the session is kept in the store.
+func (cl *client) persistent() bool { return cl.sess.J != nil }
+
+// Restore loads the store's sessions, subscriptions, queued and inflight
+// messages and retained messages. Sessions that expired while the broker was
+// down are ended (their wills published); the rest wait offline, their
+// expiry and will delay counted from when their connection ended, or from
+// now for those connected when the broker stopped.
+func (b *Broker) Restore() error {
+	if b.store == nil {
+		return nil
+	}
+	start := b.now()
+	msgs := make(map[uint64]*session.Message)
+	type pendingDel struct {
+		cl *client
+		d  session.Delivery
+		id uint16
+		st byte
+	}
+	var nSess, nOut, nRet, nSubs int
+	var records = map[string]*store.Session{}
+	err := b.store.Load(store.Visitor{
+		Session: func(s *store.Session) error {
+			cl := &client{id: s.ClientID, version: s.Version, sess: session.New(s.ClientID, b.sessionLimits())}
+			cl.sess.ExpiryInterval = s.ExpiryInterval
+			cl.sess.J = &journal{b: b, cl: cl}
+			b.clients[s.ClientID] = cl
+			records[s.ClientID] = s
+			nSess++
+			return nil
+		},
+		Message: func(id uint64, m *store.Message) error {
+			sm := fromStore(m)
+			sm.ID = id
+			msgs[id] = sm
+			b.lastMsgID = max(b.lastMsgID, id)
+			return nil
+		},
+		Subscription: func(clientID string, s *store.Subscription) error {
+			cl := b.clients[clientID]
+			if cl == nil {
+				return nil // orphan: the session was deleted
+			}
+			group, inner, shared := topic.ParseShared(s.Filter)
+			if !shared {
+				inner = s.Filter
+			}
+			b.subs.Add(clientID, group, inner, subValue{cl: cl, opts: s.Options, id: s.ID})
+			nSubs++
+			return nil
+		},
+		Outbound: func(clientID string, seq uint64, o *store.Outbound) error {
+			cl := b.clients[clientID]
+			m := msgs[o.MessageID]
+			if cl == nil || m == nil {
+				return nil
+			}
+			b.msgRefs[m.ID]++
+			cl.sess.Restore(session.Delivery{Msg: m, QoS: o.QoS, Retain: o.Retain, SubIDs: o.SubIDs, Group: o.Group, Filter: o.Filter, Seq: seq}, o.PacketID, o.State)
+			nOut++
+			return nil
+		},
+		Inbound: func(clientID string, id uint16) error {
+			if cl := b.clients[clientID]; cl != nil {
+				cl.sess.RestoreInbound(id)
+			}
+			return nil
+		},
+		Retained: func(m *store.Message) error {
+			b.retained.set(fromStore(m))
+			nRet++
+			return nil
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("broker: restore from store: %w", err)
+	}
+	// Messages nothing refers to any more (a crash between writes).
+	t := b.begin(false)
+	for id := range msgs {
+		if b.msgRefs[id] == 0 {
+			t.batch.DeleteMessage(id)
+		}
+	}
+	now := b.now()
+	var wills []*willState
+	var ended int
+	for id, r := range records {
+		cl := b.clients[id]
+		since := r.DisconnectedAt
+		if since.IsZero() || since.After(now) {
+			since = now
+		}
+		var w *willState
+		if r.Will != nil {
+			m := fromStore(&r.Will.Message)
+			m.Publisher = id
+			if r.Will.ExpiryInterval != 0 {
+				e := r.Will.ExpiryInterval
+				m.Props.MessageExpiry = &e
+			}
+			w = &willState{msg: m, delay: r.Will.Delay}
+		}
+		expiry := time.Duration(cl.sess.ExpiryInterval) * time.Second
+		if cl.sess.ExpiryInterval != session.NeverExpire && !now.Before(since.Add(expiry)) {
+			cl.tx = t
+			b.endSession(cl)
+			cl.tx = nil
+			ended++
+			if w != nil {
+				wills = append(wills, w)
+			}
+			continue
+		}
+		if w != nil {
+			left := max(0, since.Add(w.delay).Sub(now))
+			if cl.sess.ExpiryInterval != session.NeverExpire {
+				left = min(left, since.Add(expiry).Sub(now))
+			}
+			if left == 0 {
+				wills = append(wills, w)
+				t.batch.PutSession(cl.sessionRecord(since))
+			} else {
+				cl.will = w
+				w.timer = time.AfterFunc(left, b.guard(func() { b.fireWill(cl, w) }))
+			}
+		}
+		if cl.sess.ExpiryInterval != session.NeverExpire {
+			cl.takeoverGen++
+			gen := cl.takeoverGen
+			cl.expiry = time.AfterFunc(since.Add(expiry).Sub(now), b.guard(func() { b.expire(cl, gen) }))
+		}
+	}
+	if err := t.commit(true); err != nil {
+		return fmt.Errorf("broker: restore: %w", err)
+	}
+	for _, w := range wills {
+		b.publishWill(w)
+	}
+	b.log.Info("store loaded", "sessions", nSess-ended, "expired_sessions", ended, "subscriptions", nSubs,
+		"queued_or_inflight", nOut, "retained", nRet, "took", b.now().Sub(start).Round(time.Millisecond))
+	return nil
+}
