@@ -19,6 +19,9 @@ import (
 
 	"github.com/starling-mqtt/starling/internal/broker"
 	"github.com/starling-mqtt/starling/internal/config"
+	"github.com/starling-mqtt/starling/internal/store"
+	"github.com/starling-mqtt/starling/internal/store/memory"
+	"github.com/starling-mqtt/starling/internal/store/pebble"
 	"github.com/starling-mqtt/starling/internal/transport"
 )
 
@@ -43,6 +46,7 @@ type Server struct {
 	cfg    Config
 	log    *slog.Logger
 	broker *broker.Broker
+	store  store.Store
 
 	certs  *transport.CertReloader // nil without a TLS listener
 	tlsCfg *tls.Config             // for mqtts and https; nil without them
@@ -132,8 +136,10 @@ func (s *Server) Serve() error {
 		s.mu.Unlock()
 		return errors.New("starling: server closed")
 	}
-	var err error
-	if s.cfg.TCP != "" {
+	// The store is loaded before any listener opens: clients find their
+	// sessions as they were.
+	err := s.openStore()
+	if err == nil && s.cfg.TCP != "" {
 		_, err = s.listen("tcp", s.cfg.TCP, nil)
 	}
 	if err == nil && s.cfg.MQTTS != "" {
@@ -164,15 +170,30 @@ func (s *Server) listen(name, addr string, tlsCfg *tls.Config) (net.Addr, error)
 		return nil, fmt.Errorf("starling: listen %s on %s: %w", name, addr, err)
 	}
 	s.listeners = append(s.listeners, ln)
+	ln = s.proxyProtocol(name, ln)
 	protocol := "mqtt"
 	if tlsCfg != nil {
 		protocol = "mqtt over tls"
 		ln = tls.NewListener(ln, tlsCfg)
 	}
-	s.log.Info("listening", "listener", name, "addr", ln.Addr().String(), "protocol", protocol)
+	s.log.Info("listening", "listener", name, "addr", ln.Addr().String(), "protocol", protocol, "proxy_protocol", len(s.cfg.ProxyProtocol) > 0)
 	s.accepting.Add(1)
 	go s.accept(ln)
 	return ln.Addr(), nil
+}
+
+// proxyProtocol wraps ln so that peers in Config.ProxyProtocol must send a
+// PROXY header (read by the connection's first Read or RemoteAddr, in its
+// own goroutine) and other peers must not; ln is returned as is when the
+// list is empty.
+func (s *Server) proxyProtocol(name string, ln net.Listener) net.Listener {
+	trusted := s.cfg.ProxyProtocolPrefixes()
+	if len(trusted) == 0 {
+		return ln
+	}
+	return &transport.ProxyListener{Listener: ln, Trusted: trusted, OnError: func(remote net.Addr, err error) {
+		s.log.Warn("connection refused: PROXY protocol", "listener", name, "remote", remote.String(), "err", err)
+	}}
 }
 
 func (s *Server) accept(ln net.Listener) {
@@ -226,6 +247,7 @@ func (s *Server) listenHTTP(name, addr string, tlsCfg *tls.Config) (net.Addr, er
 	if err != nil {
 		return nil, fmt.Errorf("starling: listen %s on %s: %w", name, addr, err)
 	}
+	ln = s.proxyProtocol(name, ln)
 	srv := &http.Server{Handler: s.wsMux(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
 	protocol := "mqtt over websocket"
 	if tlsCfg != nil {
@@ -238,7 +260,7 @@ func (s *Server) listenHTTP(name, addr string, tlsCfg *tls.Config) (net.Addr, er
 		ln = tls.NewListener(ln, tlsCfg)
 	}
 	s.httpSrvs = append(s.httpSrvs, srv)
-	s.log.Info("listening", "listener", name, "addr", ln.Addr().String(), "protocol", protocol, "paths", s.cfg.WebSocket.Paths)
+	s.log.Info("listening", "listener", name, "addr", ln.Addr().String(), "protocol", protocol, "paths", s.cfg.WebSocket.Paths, "proxy_protocol", len(s.cfg.ProxyProtocol) > 0)
 	s.accepting.Add(1)
 	go func() {
 		defer s.accepting.Done()
@@ -308,6 +330,35 @@ func (s *Server) Close() error {
 	s.mu.Unlock()
 	s.accepting.Wait()
 	s.broker.Close(s.cfg.ShutdownTimeout)
+	var err error
+	if s.store != nil {
+		if err = s.store.Close(); err != nil {
+			s.log.Error("store close failed", "err", err)
+		}
+	}
 	s.log.Info("server stopped")
+	return err
+}
+
+// openStore opens the configured store and loads the broker's state from
+// it; the caller holds s.mu.
+func (s *Server) openStore() error {
+	var st store.Store
+	switch s.cfg.Store {
+	case "memory":
+		st = memory.New()
+	default:
+		var err error
+		st, err = pebble.Open(s.cfg.Data, pebble.Options{Sync: s.cfg.Sync, SyncInterval: s.cfg.SyncInterval, Logger: s.log})
+		if err != nil {
+			return fmt.Errorf("starling: open store in %s: %w", s.cfg.Data, err)
+		}
+	}
+	s.store = st
+	s.broker.SetStore(st)
+	if err := s.broker.Restore(); err != nil {
+		return fmt.Errorf("starling: %w", err)
+	}
+	s.log.Info("store open", "store", s.cfg.Store, "data", s.cfg.Data, "sync", s.cfg.Sync)
 	return nil
 }

@@ -36,8 +36,27 @@ type Config struct {
 	// those headers right to left, skipping trusted proxies. Empty: the
 	// headers are ignored and the client address is the TCP peer.
 	TrustedProxies []string `yaml:"trusted_proxies"`
+	// ProxyProtocol lists the load balancers, as CIDRs or single addresses,
+	// that put a PROXY protocol header (v1 or v2) in front of every
+	// connection they pass on, on every listener (tcp, mqtts, http, https).
+	// A connection from them must start with one, and the header's source
+	// address becomes the client address; a connection from any other
+	// address must not send one. Empty: the PROXY protocol is off.
+	ProxyProtocol []string `yaml:"proxy_protocol"`
 	// Data is the folder for the embedded store.
 	Data string `yaml:"data"`
+	// Store is where sessions, queued and inflight messages and retained
+	// messages are kept: "pebble" (durable, in the data folder) or "memory"
+	// (nothing survives a restart; for tests and throwaway brokers).
+	Store string `yaml:"store"`
+	// Sync is when the store forces writes to disk: "always" (an
+	// acknowledgement waits for a synced commit, shared by concurrent
+	// writers), "interval" (synced every sync_interval in the background: a
+	// crash of the machine loses at most that window) or "none" (left to the
+	// operating system). See docs/durability.md.
+	Sync string `yaml:"sync"`
+	// SyncInterval is the background sync period for sync: interval.
+	SyncInterval time.Duration `yaml:"sync_interval"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `yaml:"log_level"`
 	// LogFormat is text or json.
@@ -133,6 +152,9 @@ func Default() Config {
 		TLS:             TLS{ClientAuth: "off"},
 		WebSocket:       WebSocket{Paths: []string{"/mqtt"}},
 		Data:            "./data",
+		Store:           "pebble",
+		Sync:            "always",
+		SyncInterval:    100 * time.Millisecond,
 		LogLevel:        "info",
 		LogFormat:       "text",
 		ShutdownTimeout: 5 * time.Second,

@@ -41,7 +41,7 @@ func leaves(v reflect.Value, prefix string) []leaf {
 // decodes to an empty list, Default has nil).
 func equal(a, b Config) bool {
 	norm := func(c *Config) {
-		for _, l := range []*[]string{&c.WebSocket.Paths, &c.WebSocket.AllowedOrigins, &c.TrustedProxies} {
+		for _, l := range []*[]string{&c.WebSocket.Paths, &c.WebSocket.AllowedOrigins, &c.TrustedProxies, &c.ProxyProtocol} {
 			if len(*l) == 0 {
 				*l = nil
 			}
@@ -91,7 +91,11 @@ func TestLoadEveryKey(t *testing.T) {
 			AllowNoSubprotocol: true,
 		},
 		TrustedProxies:  []string{"10.0.0.0/8", "fd00::/8", "192.0.2.7"},
+		ProxyProtocol:   []string{"172.16.0.0/12"},
 		Data:            "/var/lib/starling",
+		Store:           "memory",
+		Sync:            "interval",
+		SyncInterval:    50 * time.Millisecond,
 		LogLevel:        "debug",
 		LogFormat:       "json",
 		ShutdownTimeout: 30 * time.Second,
@@ -270,6 +274,8 @@ func TestValidate(t *testing.T) {
 		}, ""},
 		{"trusted proxy bad", func(c *Config) { c.TrustedProxies = []string{"10.0.0.0/8", "10.0.0.0/33"} }, `trusted_proxies[1]: must be a CIDR such as "10.0.0.0/8"`},
 		{"trusted proxy name", func(c *Config) { c.TrustedProxies = []string{"proxy.local"} }, `trusted_proxies[0]: must be a CIDR`},
+		{"proxy protocol bad", func(c *Config) { c.ProxyProtocol = []string{"lb.local"} }, `proxy_protocol[0]: must be a CIDR`},
+		{"proxy protocol ok", func(c *Config) { c.ProxyProtocol = []string{"10.0.0.0/8", "192.0.2.1"} }, ""},
 		{"trusted proxies ok", func(c *Config) { c.TrustedProxies = []string{"127.0.0.1", "::1", "10.1.2.3/8", "fd00::/8"} }, ""},
 		{"same address", func(c *Config) { c.TCP, c.HTTP = ":1883", ":1883" }, `http: same address as tcp (":1883")`},
 		{"tcp no port", func(c *Config) { c.TCP = "localhost" }, `tcp: must be host:port`},
@@ -335,6 +341,10 @@ func TestTrustedProxyPrefixes(t *testing.T) {
 	want := []string{"127.0.0.1/32", "::1/128", "10.0.0.0/8", "192.0.2.0/24"}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("TrustedProxyPrefixes() = %q, want %q", got, want)
+	}
+	c.ProxyProtocol = []string{"10.1.2.3/8", "bad"}
+	if got := c.ProxyProtocolPrefixes(); len(got) != 1 || got[0].String() != "10.0.0.0/8" {
+		t.Errorf("ProxyProtocolPrefixes() = %v, want [10.0.0.0/8]", got)
 	}
 }
 

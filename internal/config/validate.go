@@ -54,11 +54,29 @@ func (c Config) Validate() error {
 	if c.TCP == "" && c.HTTP == "" && c.MQTTS == "" && c.HTTPS == "" {
 		bad("tcp", `no listener enabled: set tcp, http, mqtts or https`)
 	}
+	switch c.Store {
+	case "pebble", "memory":
+	default:
+		bad("store", `must be "pebble" or "memory" (got %q)`, c.Store)
+	}
+	switch c.Sync {
+	case "always", "interval", "none":
+	default:
+		bad("sync", `must be "always", "interval" or "none" (got %q)`, c.Sync)
+	}
+	if c.SyncInterval <= 0 {
+		bad("sync_interval", "must be positive (got %s)", c.SyncInterval)
+	}
 	c.validateTLS(bad)
 	c.validateWebSocket(bad)
 	for i, p := range c.TrustedProxies {
 		if _, err := ParseTrustedProxy(p); err != nil {
 			bad(fmt.Sprintf("trusted_proxies[%d]", i), "%v", err)
+		}
+	}
+	for i, p := range c.ProxyProtocol {
+		if _, err := ParseTrustedProxy(p); err != nil {
+			bad(fmt.Sprintf("proxy_protocol[%d]", i), "%v", err)
 		}
 	}
 	if _, ok := logLevels[c.LogLevel]; !ok {
@@ -166,7 +184,7 @@ func (c Config) validateWebSocket(bad func(key, format string, args ...any)) {
 	}
 }
 
-// ParseTrustedProxy parses one entry of trusted_proxies: a CIDR such as
+// ParseTrustedProxy parses one entry of trusted_proxies or proxy_protocol: a CIDR such as
 // "10.0.0.0/8" or a single address such as "192.0.2.1" or "::1". The
 // prefix is returned masked, unmapped for IPv4-mapped IPv6 addresses.
 func ParseTrustedProxy(s string) (netip.Prefix, error) {
@@ -189,9 +207,15 @@ func ParseTrustedProxy(s string) (netip.Prefix, error) {
 
 // TrustedProxyPrefixes returns TrustedProxies parsed; entries Validate
 // would reject are left out.
-func (c Config) TrustedProxyPrefixes() []netip.Prefix {
+func (c Config) TrustedProxyPrefixes() []netip.Prefix { return prefixes(c.TrustedProxies) }
+
+// ProxyProtocolPrefixes returns ProxyProtocol parsed; entries Validate
+// would reject are left out.
+func (c Config) ProxyProtocolPrefixes() []netip.Prefix { return prefixes(c.ProxyProtocol) }
+
+func prefixes(list []string) []netip.Prefix {
 	var out []netip.Prefix
-	for _, s := range c.TrustedProxies {
+	for _, s := range list {
 		if p, err := ParseTrustedProxy(s); err == nil {
 			out = append(out, p)
 		}
