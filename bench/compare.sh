@@ -1,0 +1,203 @@
+#!/usr/bin/env bash
+# bench/compare.sh: Starling side by side with Mosquitto and nats-server.
+#
+# Installs Debian's mosquitto and nats-server if missing, builds Starling and
+# starling-bench, then starts each broker in turn on 127.0.0.1 (non-default
+# ports) pinned to CPU 0 with the load tool pinned to CPU 1, runs the same
+# cells against each, and writes a markdown table to bench/results/<date>.md
+# (raw JSON lines next to it, .jsonl). Every cell runs twice; the two passes
+# go through all brokers in turn, so drift on a shared machine hits them
+# alike. Everything this script starts is stopped by PID on exit.
+#
+#   bench/compare.sh                     # about 10 minutes
+#   DURATION=5s IDLE_CONNS=10000 bench/compare.sh
+#   BROKERS="starling mosquitto" CELLS="fanin fanout100" bench/compare.sh
+#
+# Variables: DURATION (measured window per run, 3s), WARMUP (500ms), RUNS (2),
+# IDLE_CONNS (10000), STORM_CONNS (2000), BROKERS, CELLS (see cells below),
+# BROKER_CPU (0), TOOL_CPU (1), OUT (bench/results/<date>).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-3s}
+WARMUP=${WARMUP:-500ms}
+RUNS=${RUNS:-2}
+IDLE_CONNS=${IDLE_CONNS:-10000}
+STORM_CONNS=${STORM_CONNS:-2000}
+BROKER_CPU=${BROKER_CPU:-0}
+TOOL_CPU=${TOOL_CPU:-1}
+DATE=$(date -u +%Y-%m-%d)
+OUT=${OUT:-bench/results/$DATE}
+BROKERS=${BROKERS:-starling mosquitto nats}
+CELLS=${CELLS:-fanin fanout100 fanout1000 pairs100 latency10k latency50k idle connstorm}
+
+# Ports: Starling 21883 (tcp) / 28083 (ws); Mosquitto 21884 / 28084; NATS 21885 (no ws).
+declare -A TCP=([starling]=21883 [mosquitto]=21884 [nats]=21885)
+declare -A WS=([starling]=28083 [mosquitto]=28084)
+
+WORK=$(mktemp -d /tmp/starling-compare.XXXXXX)
+PIDS=()
+cleanup() {
+	for pid in "${PIDS[@]}"; do
+		kill "$pid" 2>/dev/null || true
+	done
+	for pid in "${PIDS[@]}"; do
+		for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+		kill -9 "$pid" 2>/dev/null || true
+	done
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { printf '%s %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+
+# --- install the peers ------------------------------------------------------
+want=()
+command -v mosquitto >/dev/null || [[ -x /usr/sbin/mosquitto ]] || want+=(mosquitto)
+if [[ " $BROKERS " == *" nats "* ]] && ! command -v nats-server >/dev/null; then
+	if apt-cache policy nats-server 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+		want+=(nats-server)
+	else
+		log "this Debian has no nats-server package: comparing with Mosquitto only"
+		BROKERS=${BROKERS/nats/}
+	fi
+fi
+if ((${#want[@]})); then
+	log "installing ${want[*]}"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y "${want[@]}" >&2
+fi
+MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+command -v taskset >/dev/null || { log "taskset (util-linux) is needed"; exit 1; }
+
+# --- build ------------------------------------------------------------------
+log "building starling and starling-bench"
+go build -o "$WORK/bin/starling" ./cmd/starling
+go build -o "$WORK/bin/starling-bench" ./cmd/starling-bench
+go build -o "$WORK/bin/table" ./bench/table
+mkdir -p "$(dirname "$OUT")"
+: >"$OUT.jsonl"
+
+# --- brokers ----------------------------------------------------------------
+BROKER_PID=
+start_broker() { # name
+	local name=$1 dir="$WORK/run-$1"
+	rm -rf "$dir" && mkdir -p "$dir"
+	case $name in
+	starling)
+		taskset -c "$BROKER_CPU" "$WORK/bin/starling" -tcp "127.0.0.1:${TCP[starling]}" \
+			-http "127.0.0.1:${WS[starling]}" -data "$dir/data" -log-level warn >"$dir/log" 2>&1 &
+		;;
+	mosquitto)
+		cat >"$dir/mosquitto.conf" <<-CONF
+			per_listener_settings false
+			allow_anonymous true
+			persistence false
+			log_dest stderr
+			log_type error
+			# Mosquitto leaves Nagle on by default; its small replies then
+			# wait on delayed ACKs (tens of ms per round trip in closed
+			# loop). Starling and nats-server set TCP_NODELAY.
+			set_tcp_nodelay true
+			listener ${TCP[mosquitto]} 127.0.0.1
+			listener ${WS[mosquitto]} 127.0.0.1
+			protocol websockets
+		CONF
+		taskset -c "$BROKER_CPU" "$MOSQUITTO" -c "$dir/mosquitto.conf" >"$dir/log" 2>&1 &
+		;;
+	nats)
+		cat >"$dir/nats.conf" <<-CONF
+			server_name: bench
+			listen: 127.0.0.1:24222
+			jetstream { store_dir: "$dir/js" }
+			mqtt { listen: 127.0.0.1:${TCP[nats]} }
+		CONF
+		taskset -c "$BROKER_CPU" nats-server -c "$dir/nats.conf" >"$dir/log" 2>&1 &
+		;;
+	esac
+	BROKER_PID=$!
+	PIDS+=("$BROKER_PID")
+	for _ in $(seq 100); do
+		if (exec 3<>"/dev/tcp/127.0.0.1/${TCP[$name]}") 2>/dev/null; then
+			sleep 0.3
+			return 0
+		fi
+		kill -0 "$BROKER_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	log "$name did not start:"; cat "$dir/log" >&2
+	return 1
+}
+
+stop_broker() {
+	kill "$BROKER_PID" 2>/dev/null || true
+	for _ in $(seq 50); do kill -0 "$BROKER_PID" 2>/dev/null || break; sleep 0.1; done
+	kill -9 "$BROKER_PID" 2>/dev/null || true
+	wait "$BROKER_PID" 2>/dev/null || true
+	local keep=() pid
+	for pid in "${PIDS[@]}"; do [[ $pid == "$BROKER_PID" ]] || keep+=("$pid"); done
+	PIDS=("${keep[@]}")
+}
+
+# --- cells ------------------------------------------------------------------
+# cell name -> starling-bench flags (the URL and run length are added).
+declare -A FLAGS=(
+	[fanin]="-scenario fanin"
+	[fanout100]="-scenario fanout -subs 100"
+	[fanout1000]="-scenario fanout -subs 1000"
+	[pairs100]="-scenario pairs -pubs 100"
+	[latency10k]="-scenario latency -rate 10000"
+	[latency50k]="-scenario latency -rate 50000"
+	[idle]="-scenario idle -conns $IDLE_CONNS"
+	[connstorm]="-scenario connstorm -conns $STORM_CONNS"
+)
+declare -A QOSES=([fanin]="0 1" [fanout100]="0 1" [fanout1000]="0" [pairs100]="0 1"
+	[latency10k]="0 1" [latency50k]="0" [idle]="0" [connstorm]="0")
+
+bench() { # broker run cell transport qos
+	local broker=$1 run=$2 cell=$3 tr=$4 qos=$5 url
+	if [[ $tr == ws ]]; then url="ws://127.0.0.1:${WS[$broker]}/mqtt"; else url="tcp://127.0.0.1:${TCP[$broker]}"; fi
+	local line
+	# shellcheck disable=SC2086 # FLAGS holds several words
+	line=$(timeout 180 taskset -c "$TOOL_CPU" "$WORK/bin/starling-bench" -q -url "$url" ${FLAGS[$cell]} \
+		-qos "$qos" -version 4 -duration "$DURATION" -warmup "$WARMUP" -broker-pid "$BROKER_PID" 2>"$WORK/err") || true
+	if [[ -z $line ]]; then
+		line=null
+		log "  $broker $cell $tr q$qos: $(tail -n 3 "$WORK/err" | tr '\n' ' ')"
+	fi
+	printf '{"broker":"%s","run":%d,"cell":"%s","transport":"%s","qos":%d,"result":%s}\n' \
+		"$broker" "$run" "$cell" "$tr" "$qos" "$line" >>"$OUT.jsonl"
+}
+
+log "cells: $CELLS; brokers: $BROKERS; $RUNS runs of $DURATION after $WARMUP warm-up"
+start=$(date +%s)
+for run in $(seq "$RUNS"); do
+	for broker in $BROKERS; do
+		log "run $run: $broker"
+		start_broker "$broker"
+		for cell in $CELLS; do
+			for tr in tcp ws; do
+				[[ $tr == ws && -z ${WS[$broker]:-} ]] && continue
+				for qos in ${QOSES[$cell]}; do
+					bench "$broker" "$run" "$cell" "$tr" "$qos"
+				done
+			done
+		done
+		stop_broker
+	done
+done
+took=$(($(date +%s) - start))
+
+# --- table ------------------------------------------------------------------
+{
+	echo "# Starling vs Mosquitto vs nats-server, $DATE"
+	echo
+	echo "Command: \`DURATION=$DURATION WARMUP=$WARMUP RUNS=$RUNS IDLE_CONNS=$IDLE_CONNS STORM_CONNS=$STORM_CONNS bench/compare.sh\` ($took s)."
+	echo "Machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -r);"
+	echo "brokers pinned to CPU $BROKER_CPU, the load tool to CPU $TOOL_CPU (taskset); MQTT 3.1.1 everywhere (nats-server speaks no MQTT 5)."
+	echo "Versions: starling $(git describe --always --dirty 2>/dev/null || echo '?'), $("$MOSQUITTO" -h 2>/dev/null | head -1 | sed 's/ running on.*//'), $(nats-server --version 2>/dev/null || echo 'nats-server absent')."
+	echo
+	"$WORK/bin/table" <"$OUT.jsonl"
+} >"$OUT.md"
+log "wrote $OUT.md and $OUT.jsonl"
+cat "$OUT.md"
