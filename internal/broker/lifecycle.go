@@ -171,18 +171,18 @@ func (b *Broker) detachLocked(h *handler, t *tx) (will *willState, shared []sess
 		cl.will = nil // [MQTT-3.1.2-10]
 	}
 	closing := b.closing
-	if closing {
-		// A broker shutdown is not the client's failure: no will.
-		cl.will = nil
-	}
 	cl.tx = t
 	defer func() { cl.tx = nil }()
 	shared = cl.sess.TakeShared()
 	expiry := cl.sess.ExpiryInterval
 	if expiry == 0 {
 		// The session ends with the connection, and so the will waits no
-		// longer [MQTT-3.1.3-9].
+		// longer [MQTT-3.1.3-9]; not on shutdown, which is not the client's
+		// failure.
 		will, cl.will = cl.will, nil
+		if closing {
+			will = nil
+		}
 		shared = append(shared, b.endSession(cl)...)
 		return will, shared
 	}
@@ -192,7 +192,9 @@ func (b *Broker) detachLocked(h *handler, t *tx) (will *willState, shared []sess
 			t.batch.PutSession(cl.sessionRecord(cl.disconnectedAt))
 		}
 	}()
-	if w := cl.will; w != nil {
+	if w := cl.will; w != nil && !closing {
+		// On shutdown the will stays pending in the store: the next start
+		// publishes it if the client has not come back within its delay.
 		delay := w.delay
 		if expiry != session.NeverExpire {
 			delay = min(delay, time.Duration(expiry)*time.Second)
