@@ -1,0 +1,148 @@
+package broker
+
+import (
+	"sort"
+	"time"
+
+	"github.com/starling-mqtt/starling/internal/packet"
+	"github.com/starling-mqtt/starling/internal/session"
+	"github.com/starling-mqtt/starling/internal/topic"
+)
+
+// ClientSummary describes one session for operators.
+type ClientSummary struct {
+	ClientID       string
+	Connected      bool
+	Version        byte
+	Username       string
+	Remote         string
+	ExpiryInterval uint32
+	Persistent     bool
+	Inflight       int
+	Queued         int
+	Subscriptions  []SubscriptionSummary
+	DroppedQueue   uint64
+	DroppedExpired uint64
+	DroppedLarge   uint64
+}
+
+// SubscriptionSummary is one subscription of a session.
+type SubscriptionSummary struct {
+	Filter string // as subscribed, $share/... included
+	QoS    byte
+	ID     int
+}
+
+// Clients returns every session, sorted by client ID.
+func (b *Broker) Clients() []ClientSummary {
+	b.mu.Lock()
+	cls := make([]*client, 0, len(b.clients))
+	for _, cl := range b.clients {
+		cls = append(cls, cl)
+	}
+	b.mu.Unlock()
+	out := make([]ClientSummary, 0, len(cls))
+	for _, cl := range cls {
+		out = append(out, b.summary(cl))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ClientID < out[j].ClientID })
+	return out
+}
+
+// Client returns one session's summary.
+func (b *Broker) Client(id string) (ClientSummary, bool) {
+	b.mu.Lock()
+	cl := b.clients[id]
+	b.mu.Unlock()
+	if cl == nil {
+		return ClientSummary{}, false
+	}
+	return b.summary(cl), true
+}
+
+func (b *Broker) summary(cl *client) ClientSummary {
+	var subs []SubscriptionSummary
+	b.subs.ClientSubscriptions(cl.id, func(group, filter string, v subValue) bool {
+		f := filter
+		if group != "" {
+			f = "$share/" + group + "/" + filter
+		}
+		subs = append(subs, SubscriptionSummary{Filter: f, QoS: v.opts.QoS, ID: v.id})
+		return true
+	})
+	sort.Slice(subs, func(i, j int) bool { return subs[i].Filter < subs[j].Filter })
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	s := ClientSummary{ClientID: cl.id, Connected: cl.conn != nil, Version: cl.version, ExpiryInterval: cl.sess.ExpiryInterval,
+		Persistent: cl.persistent(), Inflight: cl.sess.Inflight(), Queued: cl.sess.Queued(), Subscriptions: subs,
+		DroppedQueue: cl.sess.Stats.DroppedQueueFull, DroppedExpired: cl.sess.Stats.DroppedExpired, DroppedLarge: cl.sess.Stats.DroppedTooLarge}
+	if info := cl.info.Load(); info != nil {
+		s.Username, s.Remote = info.Username, info.Remote
+	}
+	return s
+}
+
+// Kick disconnects a client (v5: DISCONNECT 0x98 administrative action);
+// its session stays, subject to its expiry. It reports whether the client
+// was connected.
+func (b *Broker) Kick(id string) bool {
+	b.mu.Lock()
+	cl := b.clients[id]
+	b.mu.Unlock()
+	if cl == nil {
+		return false
+	}
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	if cl.conn == nil {
+		return false
+	}
+	if cl.version == packet.V5 {
+		cl.conn.CloseAfter(&packet.Disconnect{ReasonCode: packet.AdministrativeAction})
+	} else {
+		cl.conn.CloseAfter(nil)
+	}
+	return true
+}
+
+// RetainedMessage is a retained message for operators.
+type RetainedMessage struct {
+	Topic   string
+	Payload []byte
+	QoS     byte
+	Expiry  time.Time
+}
+
+// RetainedMatching returns the retained messages matching filter ("#" for
+// all), at most limit of them (0 = no limit), sorted by topic.
+func (b *Broker) RetainedMatching(filter string, limit int) ([]RetainedMessage, error) {
+	if err := topic.ValidateFilter(filter); err != nil {
+		return nil, err
+	}
+	ms := b.retained.match(filter, b.now())
+	sort.Slice(ms, func(i, j int) bool { return ms[i].Topic < ms[j].Topic })
+	if limit > 0 && len(ms) > limit {
+		ms = ms[:limit]
+	}
+	out := make([]RetainedMessage, len(ms))
+	for i, m := range ms {
+		out[i] = RetainedMessage{Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Expiry: m.Expiry}
+	}
+	return out, nil
+}
+
+// Publish publishes a message from the broker itself (management API,
+// $SYS topics). It is routed like a client's, durable when QoS > 0, and
+// returns the number of sessions it reached.
+func (b *Broker) Publish(topicName string, payload []byte, qos byte, retain bool) (int, error) {
+	if err := topic.ValidateName(topicName); err != nil {
+		return 0, err
+	}
+	m := &session.Message{Topic: topicName, Payload: payload, QoS: min(qos, 2), Retain: retain}
+	t := b.begin(qos > 0)
+	n := b.publish(m, t)
+	return n, t.commit(qos > 0)
+}
+
+// Subscriptions returns the number of subscriptions.
+func (b *Broker) Subscriptions() int { return b.subs.Len() }
