@@ -257,6 +257,9 @@ func compilePattern(s string) (pattern, error) {
 		return pattern{}, errors.New("topic pattern starts with $share/: write the filter without it (the share prefix is ignored when matching)")
 	}
 	p := pattern{raw: s}
+	if s == emptyParent {
+		s = emptyParentEquiv
+	}
 	n := strings.Count(s, "/") + 1
 	p.levels = make([]level, 0, n)
 	i := 0
@@ -381,9 +384,16 @@ func (p *pattern) matchName(name string, v *vars, deny bool) bool {
 	return ni == len(name)+1
 }
 
+// emptyParent is the one filter whose parent-level match is the empty
+// string, which is not a topic name: over valid names "/#" is "/+/#".
+const emptyParent, emptyParentEquiv = "/#", "/+/#"
+
 // containsFilter reports whether every topic name filter f matches is
 // matched by p.
 func (p *pattern) containsFilter(f string, v *vars, deny bool) bool {
+	if f == emptyParent {
+		f = emptyParentEquiv
+	}
 	if f != "" && f[0] == '$' && p.wildFirst() {
 		return false // f matches $-topics only, p none
 	}
@@ -425,6 +435,9 @@ func (p *pattern) overlapsFilter(f string, v *vars, deny bool) bool {
 	if f == "" {
 		return false
 	}
+	if f == emptyParent {
+		f = emptyParentEquiv
+	}
 	fWild := f[0] == '+' || f[0] == '#'
 	if f[0] == '$' && p.wildFirst() {
 		return false
@@ -464,7 +477,7 @@ func (p *pattern) overlapsFilter(f string, v *vars, deny bool) bool {
 	if fi == len(f)+1 {
 		return true
 	}
-	return f[fi:] == "#" // p matched "a", f is "a/#", which matches "a"
+	return f[fi:] == "#" // p matched "a", f is "a/#", which matches "a" too
 }
 
 // applies reports whether r's principal is c.
