@@ -149,7 +149,7 @@ func (h *handler) onPublish(p *packet.Publish) string {
 			return ""
 		}
 	}
-	if !b.allow(h.info, ActPublish, name) {
+	if !b.allow(h.info, ActPublish, name) || isSys(name) {
 		b.log.Info("publish denied", "client_id", h.cl.id, "username", h.info.Username, "remote", h.remote, "topic", name)
 		if p.QoS > 0 {
 			// v5 says why; 3.x must acknowledge as usual and drop it
@@ -224,6 +224,12 @@ func (h *handler) storeFailed(p *packet.Publish) string {
 	}
 	h.c.Send(&packet.Ack{Kind: kind, PacketID: p.PacketID, ReasonCode: packet.QuotaExceeded})
 	return ""
+}
+
+// isSys reports a topic of the broker's own $SYS tree, which clients may
+// read but not write [MQTT-4.7.2-1 and the note after it].
+func isSys(name string) bool {
+	return name == "$SYS" || len(name) > 5 && name[:5] == "$SYS/"
 }
 
 func noMatch(n int) packet.ReasonCode {

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -193,3 +194,20 @@ func TestDurableWillDelayAcrossRestart(t *testing.T) {
 }
 
 func u32(v uint32) *uint32 { return &v }
+
+// Clients cannot write into the broker's $SYS tree: v5 gets 0x87, and
+// nothing reaches a subscriber.
+func TestSysTopicsAreReadOnly(t *testing.T) {
+	t.Parallel()
+	_, addr := testutil.StartBroker(t, nil)
+	watcher, _ := dialV5(t, addr, "sys-watch", nil)
+	watcher.sub(t, paho.SubscribeOptions{Topic: "$SYS/#", QoS: 1})
+	c, _ := dialV5(t, addr, "sys-writer", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	r, err := c.Publish(ctx, &paho.Publish{Topic: "$SYS/broker/uptime", QoS: 1, Payload: []byte("forged")})
+	if err == nil || r == nil || r.ReasonCode != byte(packet.NotAuthorized) {
+		t.Fatalf("publish to $SYS: %v %+v, want PUBACK 0x87", err, r)
+	}
+	watcher.expectNone(t, 200*time.Millisecond)
+}
