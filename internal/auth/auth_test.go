@@ -305,7 +305,7 @@ func TestUnknownUserCostsAHash(t *testing.T) {
 		t.Skip("timing")
 	}
 	dir := t.TempDir()
-	h, err := HashPassword([]byte("pw"), Argon2Params{Memory: 8 * 1024, Time: 2, Threads: 1, SaltLen: 16, KeyLen: 32})
+	h, err := HashPassword([]byte("pw"), Argon2Params{Memory: 4 * 1024, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32})
 	if err != nil {
 		t.Fatal(err)
 	}
