@@ -1,0 +1,243 @@
+package metrics
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/starling-mqtt/starling/internal/broker"
+	"github.com/starling-mqtt/starling/internal/config"
+)
+
+// startBroker runs a broker behind a loopback TCP listener until the test
+// ends and returns it with the listener's address.
+func startBroker(t *testing.T) (*broker.Broker, string) {
+	t.Helper()
+	b := broker.New(config.Default().Limits, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go b.HandleConn(c)
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+		b.Close(2 * time.Second)
+	})
+	return b, ln.Addr().String()
+}
+
+// client is a paho.golang MQTT 5 client whose received messages arrive on
+// recv.
+type client struct {
+	*paho.Client
+	nc   net.Conn
+	recv chan *paho.Publish
+}
+
+func dial(t *testing.T, addr, id string) *client {
+	t.Helper()
+	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &client{nc: nc, recv: make(chan *paho.Publish, 100)}
+	c.Client = paho.NewClient(paho.ClientConfig{ClientID: id, Conn: nc,
+		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
+			select {
+			case c.recv <- pr.Packet:
+			default:
+			}
+			return true, nil
+		}}})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := c.Connect(ctx, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30}); err != nil {
+		nc.Close()
+		t.Fatalf("connect %s: %v", id, err)
+	}
+	t.Cleanup(c.close)
+	return c
+}
+
+func (c *client) close() {
+	c.Disconnect(&paho.Disconnect{})
+	c.nc.Close()
+	<-c.Done()
+}
+
+func (c *client) subscribe(t *testing.T, filter string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (c *client) publish(t *testing.T, topic, payload string, qos byte, retain bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := c.Publish(ctx, &paho.Publish{Topic: topic, Payload: []byte(payload), QoS: qos, Retain: retain}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (c *client) next(t *testing.T) *paho.Publish {
+	t.Helper()
+	select {
+	case p := <-c.recv:
+		return p
+	case <-time.After(5 * time.Second):
+		t.Fatal("no message within 5 s")
+		return nil
+	}
+}
+
+// values gathers reg and returns every sample without labels by name.
+func values(t *testing.T, reg prometheus.Gatherer) map[string]float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make(map[string]float64)
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			if len(m.GetLabel()) > 0 {
+				continue
+			}
+			switch {
+			case m.Counter != nil:
+				out[mf.GetName()] = m.Counter.GetValue()
+			case m.Gauge != nil:
+				out[mf.GetName()] = m.Gauge.GetValue()
+			}
+		}
+	}
+	return out
+}
+
+func TestLint(t *testing.T) {
+	b, _ := startBroker(t)
+	m := New(FromBroker(b))
+	problems, err := testutil.GatherAndLint(m.Registry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
+	}
+	// The byte counters appear only with a broker that counts bytes.
+	problems, err = testutil.CollectAndLint(newCollector(fakeSource{HasBytes: true, BytesIn: 1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
+	}
+}
+
+func TestNamesAndRuntime(t *testing.T) {
+	b, _ := startBroker(t)
+	v := values(t, New(FromBroker(b)).Registry())
+	for _, name := range []string{"mqtt_clients_connected", "mqtt_clients_connections_total", "mqtt_messages_received_total",
+		"mqtt_messages_sent_total", "mqtt_messages_dropped_total", "mqtt_store_commit_errors_total", "mqtt_sessions_current",
+		"mqtt_subscriptions_current", "mqtt_retained_messages", "go_goroutines", "process_cpu_seconds_total"} {
+		if _, ok := v[name]; !ok {
+			t.Errorf("metric %s missing", name)
+		}
+	}
+	for name := range v {
+		if strings.HasPrefix(name, "mqtt_network_") {
+			t.Errorf("%s exported though the broker does not count bytes", name)
+		}
+	}
+}
+
+// Two registries for two brokers do not share anything.
+func TestRegistryPerBroker(t *testing.T) {
+	b1, addr1 := startBroker(t)
+	b2, _ := startBroker(t)
+	m1, m2 := New(FromBroker(b1)), New(FromBroker(b2))
+	dial(t, addr1, "only-on-one")
+	if got := values(t, m1.Registry())["mqtt_clients_connected"]; got != 1 {
+		t.Errorf("broker 1 connected = %v, want 1", got)
+	}
+	if got := values(t, m2.Registry())["mqtt_clients_connected"]; got != 0 {
+		t.Errorf("broker 2 connected = %v, want 0", got)
+	}
+}
+
+func TestValuesFollowTraffic(t *testing.T) {
+	b, addr := startBroker(t)
+	reg := New(FromBroker(b)).Registry()
+	before := values(t, reg)
+
+	sub := dial(t, addr, "sub")
+	sub.subscribe(t, "t/#")
+	pub := dial(t, addr, "pub")
+	for i := range 3 {
+		pub.publish(t, fmt.Sprintf("t/%d", i), "x", 1, false)
+		sub.next(t)
+	}
+	pub.publish(t, "t/kept", "r", 1, true)
+	sub.next(t)
+
+	v := values(t, reg)
+	want := map[string]float64{
+		"mqtt_clients_connected":         2,
+		"mqtt_clients_connections_total": before["mqtt_clients_connections_total"] + 2,
+		"mqtt_messages_received_total":   before["mqtt_messages_received_total"] + 4,
+		"mqtt_messages_sent_total":       before["mqtt_messages_sent_total"] + 4,
+		"mqtt_sessions_current":          2,
+		"mqtt_subscriptions_current":     1,
+		"mqtt_retained_messages":         1,
+	}
+	for name, w := range want {
+		if v[name] != w {
+			t.Errorf("%s = %v, want %v", name, v[name], w)
+		}
+	}
+	pub.close()
+	deadline := time.Now().Add(5 * time.Second)
+	for values(t, reg)["mqtt_clients_connected"] != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("mqtt_clients_connected stayed above 1 after a client left")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+type fakeSource Counters
+
+func (f fakeSource) Counters() Counters { return Counters(f) }
+
+func TestByteCounters(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(newCollector(fakeSource{HasBytes: true, BytesIn: 10, BytesOut: 20}))
+	v := values(t, reg)
+	if v["mqtt_network_received_bytes_total"] != 10 || v["mqtt_network_sent_bytes_total"] != 20 {
+		t.Errorf("byte counters: %v", v)
+	}
+}
