@@ -54,10 +54,10 @@ func New(cfg Config, log *slog.Logger) (*Auth, error) {
 	}
 	a := &Auth{
 		cfg:        cfg,
-		certMap:    cfg.certMapping(),
+		certMap:    cfg.CertMapping(),
 		log:        log,
-		audit:      newAudit(log, cfg.auditRate()),
-		sem:        make(chan struct{}, cfg.maxVerifications()),
+		audit:      newAudit(log, cfg.AuditRate()),
+		sem:        make(chan struct{}, cfg.MaxVerifications()),
 		superusers: make(map[string]bool, len(cfg.Superusers)),
 	}
 	for _, s := range cfg.Superusers {

@@ -1,117 +1,27 @@
 package auth
 
-import (
-	"errors"
-	"fmt"
-	"runtime"
-)
+import "github.com/starling-mqtt/starling/internal/auth/authconfig"
 
 // Config is the authentication and authorization configuration, under
-// "auth:" in the broker's configuration. Start from DefaultConfig.
-type Config struct {
-	// AllowAnonymous lets clients without a user name (and without a mapped
-	// client certificate) connect. Default true for now; set it to false in
-	// production. A refused anonymous client gets 0x87 (not authorized; 3.x:
-	// 5).
-	AllowAnonymous bool `yaml:"allow_anonymous"`
-	// PasswordFile is a file of "user:hash" lines (argon2id in PHC format, or
-	// bcrypt $2a$/$2b$/$2y$), managed with "starling passwd". Empty: no
-	// passwords, and a client giving a user name is treated as anonymous
-	// (its name cannot be verified). Reloaded on SIGHUP.
-	PasswordFile string `yaml:"password_file"`
-	// ACLFile is a file of allow/deny rules (docs/security.md). Empty: every
-	// client may publish, subscribe and read everything. Set: what no rule
-	// allows is denied. Reloaded on SIGHUP; a reload applies to existing
-	// subscriptions at their next message.
-	ACLFile string `yaml:"acl_file"`
-	// CertUsername maps a verified TLS client certificate to the user name:
-	// off (default), cn (subject common name), san_email (first e-mail
-	// subject alternative name) or san_dns (first DNS SAN). The mapped
-	// name wins over any user name in CONNECT, and no password is needed.
-	CertUsername string `yaml:"cert_username"`
-	// MaxConcurrentVerifications bounds password hashes computed at once
-	// (each argon2id verification uses the hash's memory, 19 MiB with the
-	// default parameters). A CONNECT that cannot get a slot before the
-	// connect timeout is refused with 0x89 (server busy). 0 means
-	// 2 × GOMAXPROCS.
-	MaxConcurrentVerifications int `yaml:"max_concurrent_verifications"`
-	// Superusers are user names that bypass the ACL. They must
-	// authenticate (password or certificate) like anyone else.
-	Superusers []string `yaml:"superusers"`
-	// AuditLinesPerSecond bounds the audit log (failed logins, denials):
-	// lines beyond it are counted and summarised as "audit lines
-	// suppressed". 0 means the default, 20.
-	AuditLinesPerSecond int `yaml:"audit_lines_per_second"`
-}
+// "auth:" in the broker's configuration (see authconfig.Config; it lives
+// there so that internal/config can embed it without importing the broker).
+type Config = authconfig.Config
 
-// DefaultConfig returns the defaults documented on each field.
-func DefaultConfig() Config {
-	return Config{AllowAnonymous: true, CertUsername: "off"}
-}
+// FieldError is a bad configuration value, named by its key path
+// ("auth.cert_username").
+type FieldError = authconfig.FieldError
 
 // Cert mappings accepted by Config.CertUsername.
 const (
-	CertOff      = "off"
-	CertCN       = "cn"
-	CertSANEmail = "san_email"
-	CertSANDNS   = "san_dns"
+	CertOff      = authconfig.CertOff
+	CertCN       = authconfig.CertCN
+	CertSANEmail = authconfig.CertSANEmail
+	CertSANDNS   = authconfig.CertSANDNS
 )
 
-// FieldError is a bad value, named by its key path ("auth.cert_username").
-type FieldError struct {
-	Key string
-	Msg string
-}
+// DefaultConfig returns the defaults documented on each Config field.
+func DefaultConfig() Config { return authconfig.DefaultConfig() }
 
-func (e *FieldError) Error() string { return e.Key + ": " + e.Msg }
-
-// Validate reports every bad value as a *FieldError with key "auth.<key>",
-// joined with errors.Join; nil when c is usable. It does not read the
-// files: New does.
-func (c Config) Validate() error {
-	var errs []error
-	bad := func(key, format string, args ...any) {
-		errs = append(errs, &FieldError{Key: "auth." + key, Msg: fmt.Sprintf(format, args...)})
-	}
-	switch c.CertUsername {
-	case "", CertOff, CertCN, CertSANEmail, CertSANDNS:
-	default:
-		bad("cert_username", "must be off, cn, san_email or san_dns (got %q)", c.CertUsername)
-	}
-	if c.MaxConcurrentVerifications < 0 {
-		bad("max_concurrent_verifications", "must be >= 0 (got %d)", c.MaxConcurrentVerifications)
-	}
-	if c.AuditLinesPerSecond < 0 {
-		bad("audit_lines_per_second", "must be >= 0 (got %d)", c.AuditLinesPerSecond)
-	}
-	for i, s := range c.Superusers {
-		if err := ValidUsername(s); err != nil {
-			bad(fmt.Sprintf("superusers[%d]", i), "%v", err)
-		}
-	}
-	if !c.AllowAnonymous && c.PasswordFile == "" && c.certMapping() == CertOff {
-		bad("allow_anonymous", "false with neither auth.password_file nor auth.cert_username: no client could connect")
-	}
-	return errors.Join(errs...)
-}
-
-func (c Config) certMapping() string {
-	if c.CertUsername == "" {
-		return CertOff
-	}
-	return c.CertUsername
-}
-
-func (c Config) maxVerifications() int {
-	if c.MaxConcurrentVerifications > 0 {
-		return c.MaxConcurrentVerifications
-	}
-	return 2 * runtime.GOMAXPROCS(0)
-}
-
-func (c Config) auditRate() int {
-	if c.AuditLinesPerSecond > 0 {
-		return c.AuditLinesPerSecond
-	}
-	return 20
-}
+// ValidUsername reports why name cannot be a user name in a password file
+// or ACL (see authconfig.ValidUsername).
+func ValidUsername(name string) error { return authconfig.ValidUsername(name) }

@@ -11,8 +11,6 @@ import (
 	"io"
 	"strconv"
 	"strings"
-	"unicode"
-	"unicode/utf8"
 
 	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/bcrypt"
@@ -178,32 +176,6 @@ func (h *hash) verify(password []byte) bool {
 	// subtle.ConstantTimeCompare. bcrypt only looks at the first 72 bytes
 	// of a password.
 	return bcrypt.CompareHashAndPassword(h.bcrypt, password) == nil
-}
-
-// ValidUsername reports why name cannot be a user name in a password file
-// or ACL: empty, longer than 65535 bytes, not UTF-8, starting or ending with
-// a space, or containing ':', '"' or a control character. Spaces inside a
-// name are allowed (an ACL quotes such a name: user "Jane Doe").
-func ValidUsername(name string) error {
-	switch {
-	case name == "":
-		return errors.New("empty user name")
-	case len(name) > 65535:
-		return errors.New("user name longer than 65535 bytes")
-	case !utf8.ValidString(name):
-		return errors.New("user name is not valid UTF-8")
-	}
-	first, _ := utf8.DecodeRuneInString(name)
-	last, _ := utf8.DecodeLastRuneInString(name)
-	if unicode.IsSpace(first) || unicode.IsSpace(last) {
-		return fmt.Errorf("user name %q starts or ends with a space", name)
-	}
-	for _, r := range name {
-		if r == ':' || r == '"' || unicode.IsControl(r) {
-			return fmt.Errorf("user name %q contains %q (no ':', '\"' or control characters)", name, r)
-		}
-	}
-	return nil
 }
 
 // PasswordEntry is one user of a password file.
