@@ -179,12 +179,18 @@ func FullOutbound(msgID uint64) *store.Outbound {
 func Normalize[T any](x T) T {
 	switch v := any(x).(type) {
 	case *store.Message:
+		if v == nil {
+			return x
+		}
 		c := v.Clone()
 		if !c.Expiry.IsZero() {
 			c.Expiry = c.Expiry.UTC().Round(0)
 		}
 		return any(c).(T)
 	case *store.Session:
+		if v == nil {
+			return x
+		}
 		c := v.Clone()
 		if !c.DisconnectedAt.IsZero() {
 			c.DisconnectedAt = c.DisconnectedAt.UTC().Round(0)
