@@ -1,0 +1,170 @@
+// Package admin is the broker's HTTP side for operators: Prometheus
+// /metrics, /healthz and /readyz, the JSON management API under /api/v1
+// (api.go), the embedded dashboard at / and the live feeds it subscribes to
+// over MQTT (feed.go). docs/observability.md is the user documentation.
+package admin
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/starling-mqtt/starling/internal/broker"
+	"github.com/starling-mqtt/starling/internal/metrics"
+	"github.com/starling-mqtt/starling/web/dashboard"
+)
+
+// Checker verifies admin credentials (the security package's password
+// file). It must be safe for concurrent use and bound its own CPU use.
+type Checker interface {
+	CheckAdmin(user, pass string) bool
+}
+
+// Broker is what the admin side needs of the broker; *broker.Broker
+// implements it.
+type Broker interface {
+	Clients() []broker.ClientSummary
+	Client(id string) (broker.ClientSummary, bool)
+	Kick(id string) bool
+	RetainedMatching(filter string, limit int) ([]broker.RetainedMessage, error)
+	Publish(topic string, payload []byte, qos byte, retain bool) (int, error)
+}
+
+// Options configures New. The zero value serves metrics, health and the
+// dashboard, with the management API disabled.
+type Options struct {
+	// Checker checks the HTTP Basic credentials of /api/v1 requests. Nil
+	// disables the API: it answers 403 "admin API disabled: configure admin
+	// credentials". /metrics, /healthz, /readyz and the dashboard's static
+	// files stay open (the dashboard logs in over MQTT, where the broker's
+	// authenticator and ACLs apply).
+	Checker Checker
+	// Ready reports whether the broker serves (listeners open, store loaded,
+	// not shutting down); /readyz answers 503 while it returns false. Nil
+	// means always ready.
+	Ready func() bool
+	// Version is shown in $SYS/broker/version and the dashboard.
+	Version string
+	// SysInterval is the period of the $SYS/broker tree. Default 10 s;
+	// at least 1 s.
+	SysInterval time.Duration
+	// FeedInterval is the period of the dashboard feeds under
+	// $SYS/starling/dashboard/. Default 1 s; at least 1 s.
+	FeedInterval time.Duration
+	// MaxBodyBytes bounds a request body of the management API (publish).
+	// Default 1 MiB.
+	MaxBodyBytes int64
+	// Logger; default: discard.
+	Logger *slog.Logger
+	// Metrics, if set, is the registry /metrics serves; default: a new one
+	// reading the broker (metrics.New(metrics.FromBroker(b))).
+	Metrics *metrics.Metrics
+}
+
+// Admin is the operator side of one broker.
+type Admin struct {
+	b     Broker
+	src   metrics.Source
+	m     *metrics.Metrics
+	sys   *metrics.Sys
+	feed  *feed
+	opts  Options
+	start time.Time
+	log   *slog.Logger
+
+	once sync.Once
+	h    http.Handler
+}
+
+// New builds the admin side of b. Nothing runs until Handler is served and
+// Run is called.
+func New(b *broker.Broker, o Options) *Admin {
+	return newAdmin(b, metrics.FromBroker(b), o)
+}
+
+func newAdmin(b Broker, src metrics.Source, o Options) *Admin {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.MaxBodyBytes <= 0 {
+		o.MaxBodyBytes = 1 << 20
+	}
+	if o.Metrics == nil {
+		o.Metrics = metrics.New(src)
+	}
+	start := time.Now()
+	a := &Admin{b: b, src: src, m: o.Metrics, opts: o, start: start, log: o.Logger}
+	a.sys = metrics.NewSys(src, b, metrics.SysOptions{Interval: o.SysInterval, Version: o.Version, Start: start, Logger: o.Logger})
+	a.feed = newFeed(b, src, o.Version, start)
+	return a
+}
+
+// Metrics returns the registry served at /metrics, for other subsystems to
+// register collectors on.
+func (a *Admin) Metrics() *metrics.Metrics { return a.m }
+
+// Run publishes the $SYS/broker tree every SysInterval and the dashboard
+// feeds every FeedInterval until ctx ends.
+func (a *Admin) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); a.sys.Run(ctx) }()
+	go func() {
+		defer wg.Done()
+		iv := a.opts.FeedInterval
+		if iv <= 0 {
+			iv = time.Second
+		}
+		a.feed.run(ctx, max(iv, time.Second), a.log)
+	}()
+	wg.Wait()
+}
+
+// Handler serves /metrics, /healthz, /readyz, /api/v1/ and the dashboard
+// at /. Mount it at "/" beside the WebSocket path (/mqtt): the more specific
+// pattern wins.
+func (a *Admin) Handler() http.Handler {
+	a.once.Do(func() {
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", a.m.Handler())
+		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			w.Write([]byte("ok\n"))
+		})
+		mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			if a.opts.Ready != nil && !a.opts.Ready() {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				w.Write([]byte("not ready\n"))
+				return
+			}
+			w.Write([]byte("ready\n"))
+		})
+		mux.Handle("/api/v1/", a.protect(a.api()))
+		files := secureHeaders(http.FileServerFS(dashboard.Files))
+		mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+			if r.Method != http.MethodGet && r.Method != http.MethodHead {
+				w.Header().Set("Allow", "GET, HEAD")
+				http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+				return
+			}
+			files.ServeHTTP(w, r)
+		})
+		a.h = mux
+	})
+	return a.h
+}
+
+// secureHeaders keeps the dashboard to its own origin: scripts, styles and
+// connections (the MQTT WebSocket) only from where the page came from.
+func secureHeaders(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hd := w.Header()
+		hd.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+		hd.Set("X-Content-Type-Options", "nosniff")
+		hd.Set("Referrer-Policy", "no-referrer")
+		h.ServeHTTP(w, r)
+	})
+}

@@ -1,0 +1,322 @@
+package admin
+
+import (
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/starling-mqtt/starling/internal/broker"
+	"github.com/starling-mqtt/starling/internal/topic"
+)
+
+// errDisabled is the answer of the API without a Checker.
+const errDisabled = "admin API disabled: configure admin credentials"
+
+// protect lets through requests with admin credentials, and only
+// same-origin ones from browsers (a page elsewhere cannot make a logged-in
+// browser kick or publish).
+func (a *Admin) protect(h http.Handler) http.Handler {
+	cop := http.NewCrossOriginProtection()
+	return cop.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a.opts.Checker == nil {
+			writeError(w, http.StatusForbidden, errDisabled)
+			return
+		}
+		user, pass, ok := r.BasicAuth()
+		if !ok || !a.opts.Checker.CheckAdmin(user, pass) {
+			w.Header().Set("WWW-Authenticate", `Basic realm="starling admin", charset="UTF-8"`)
+			writeError(w, http.StatusUnauthorized, "admin credentials required")
+			return
+		}
+		h.ServeHTTP(w, r)
+	}))
+}
+
+func (a *Admin) api() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/v1/clients", a.listClients)
+	mux.HandleFunc("GET /api/v1/clients/{id}", a.getClient)
+	mux.HandleFunc("POST /api/v1/clients/{id}/kick", a.kick)
+	mux.HandleFunc("GET /api/v1/retained", a.listRetained)
+	mux.HandleFunc("DELETE /api/v1/retained/{topic...}", a.deleteRetained)
+	mux.HandleFunc("POST /api/v1/publish", a.publish)
+	mux.HandleFunc("GET /api/v1/stats", a.stats)
+	mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "no such endpoint")
+	})
+	return mux
+}
+
+// Client is a session as the API shows it.
+type Client struct {
+	ClientID        string         `json:"client_id"`
+	Connected       bool           `json:"connected"`
+	ProtocolVersion byte           `json:"protocol_version"` // 3 (3.1), 4 (3.1.1), 5
+	Username        string         `json:"username,omitempty"`
+	Remote          string         `json:"remote,omitempty"`
+	SessionExpiry   uint32         `json:"session_expiry_interval"` // seconds
+	Persistent      bool           `json:"persistent"`
+	Inflight        int            `json:"inflight"`
+	Queued          int            `json:"queued"`
+	Subscriptions   []Subscription `json:"subscriptions"`
+	Dropped         Dropped        `json:"dropped"`
+}
+
+// Subscription is one subscription of a session.
+type Subscription struct {
+	Filter         string `json:"filter"` // as subscribed, $share/... included
+	QoS            byte   `json:"qos"`
+	SubscriptionID int    `json:"subscription_id,omitempty"`
+}
+
+// Dropped counts a session's dropped deliveries by reason.
+type Dropped struct {
+	QueueFull uint64 `json:"queue_full"`
+	Expired   uint64 `json:"expired"`
+	TooLarge  uint64 `json:"too_large"`
+}
+
+func toClient(s broker.ClientSummary) Client {
+	c := Client{ClientID: s.ClientID, Connected: s.Connected, ProtocolVersion: s.Version, Username: s.Username,
+		Remote: s.Remote, SessionExpiry: s.ExpiryInterval, Persistent: s.Persistent, Inflight: s.Inflight,
+		Queued: s.Queued, Subscriptions: make([]Subscription, 0, len(s.Subscriptions)),
+		Dropped: Dropped{QueueFull: s.DroppedQueue, Expired: s.DroppedExpired, TooLarge: s.DroppedLarge}}
+	for _, sub := range s.Subscriptions {
+		c.Subscriptions = append(c.Subscriptions, Subscription{Filter: sub.Filter, QoS: sub.QoS, SubscriptionID: sub.ID})
+	}
+	return c
+}
+
+// listClients: GET /api/v1/clients[?connected=true|false]
+func (a *Admin) listClients(w http.ResponseWriter, r *http.Request) {
+	var only *bool
+	if v := r.URL.Query().Get("connected"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "connected: want true or false")
+			return
+		}
+		only = &b
+	}
+	out := []Client{}
+	for _, s := range a.b.Clients() {
+		if only == nil || s.Connected == *only {
+			out = append(out, toClient(s))
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"clients": out})
+}
+
+// getClient: GET /api/v1/clients/{id}
+func (a *Admin) getClient(w http.ResponseWriter, r *http.Request) {
+	s, ok := a.b.Client(r.PathValue("id"))
+	if !ok {
+		writeError(w, http.StatusNotFound, "no such client")
+		return
+	}
+	writeJSON(w, http.StatusOK, toClient(s))
+}
+
+// kick: POST /api/v1/clients/{id}/kick
+func (a *Admin) kick(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if _, ok := a.b.Client(id); !ok {
+		writeError(w, http.StatusNotFound, "no such client")
+		return
+	}
+	kicked := a.b.Kick(id)
+	if kicked {
+		a.log.Info("client kicked by admin", "client_id", id, "remote", r.RemoteAddr)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"client_id": id, "kicked": kicked})
+}
+
+// Retained is a retained message as the API shows it: the payload as text
+// when it is valid UTF-8, else in base64.
+type Retained struct {
+	Topic         string     `json:"topic"`
+	Payload       *string    `json:"payload,omitempty"`
+	PayloadBase64 string     `json:"payload_base64,omitempty"`
+	QoS           byte       `json:"qos"`
+	Expires       *time.Time `json:"expires,omitempty"`
+}
+
+// Retained listing limits.
+const (
+	defaultRetainedLimit = 100
+	maxRetainedLimit     = 10000
+)
+
+// listRetained: GET /api/v1/retained[?filter=#&limit=100]
+func (a *Admin) listRetained(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	filter := q.Get("filter")
+	if filter == "" {
+		filter = "#"
+	}
+	limit := defaultRetainedLimit
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxRetainedLimit {
+			writeError(w, http.StatusBadRequest, "limit: want 1 to "+strconv.Itoa(maxRetainedLimit))
+			return
+		}
+		limit = n
+	}
+	ms, err := a.b.RetainedMatching(filter, limit+1)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "filter: "+err.Error())
+		return
+	}
+	truncated := len(ms) > limit
+	if truncated {
+		ms = ms[:limit]
+	}
+	out := make([]Retained, 0, len(ms))
+	for _, m := range ms {
+		rm := Retained{Topic: m.Topic, QoS: m.QoS}
+		if utf8.Valid(m.Payload) {
+			p := string(m.Payload)
+			rm.Payload = &p
+		} else {
+			rm.PayloadBase64 = base64.StdEncoding.EncodeToString(m.Payload)
+		}
+		if !m.Expiry.IsZero() {
+			e := m.Expiry.UTC()
+			rm.Expires = &e
+		}
+		out = append(out, rm)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"retained": out, "truncated": truncated})
+}
+
+// deleteRetained: DELETE /api/v1/retained/{topic...} publishes an empty
+// retained message at QoS 1, so the deletion is synced to the store before
+// the answer, and subscribers see it as MQTT clients would.
+func (a *Admin) deleteRetained(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("topic")
+	if err := topic.ValidateName(name); err != nil {
+		writeError(w, http.StatusBadRequest, "topic: "+err.Error())
+		return
+	}
+	ms, err := a.b.RetainedMatching(name, 1)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "topic: "+err.Error())
+		return
+	}
+	if len(ms) == 0 {
+		writeError(w, http.StatusNotFound, "no retained message on this topic")
+		return
+	}
+	if _, err := a.b.Publish(name, nil, 1, true); err != nil {
+		writeError(w, http.StatusInternalServerError, "delete: "+err.Error())
+		return
+	}
+	a.log.Info("retained message deleted by admin", "topic", name, "remote", r.RemoteAddr)
+	writeJSON(w, http.StatusOK, map[string]any{"deleted": name})
+}
+
+// PublishRequest is the body of POST /api/v1/publish. Payload is text;
+// PayloadBase64, if set, is used instead for binary payloads.
+type PublishRequest struct {
+	Topic         string `json:"topic"`
+	Payload       string `json:"payload"`
+	PayloadBase64 string `json:"payload_base64"`
+	QoS           byte   `json:"qos"`
+	Retain        bool   `json:"retain"`
+}
+
+// publish: POST /api/v1/publish
+func (a *Admin) publish(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, a.opts.MaxBodyBytes)
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	var req PublishRequest
+	if err := dec.Decode(&req); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, http.StatusRequestEntityTooLarge, "body larger than "+strconv.FormatInt(a.opts.MaxBodyBytes, 10)+" bytes")
+			return
+		}
+		writeError(w, http.StatusBadRequest, "body: "+err.Error())
+		return
+	}
+	if err := topic.ValidateName(req.Topic); err != nil {
+		writeError(w, http.StatusBadRequest, "topic: "+err.Error())
+		return
+	}
+	if req.QoS > 2 {
+		writeError(w, http.StatusBadRequest, "qos: want 0, 1 or 2")
+		return
+	}
+	payload := []byte(req.Payload)
+	if req.PayloadBase64 != "" {
+		if req.Payload != "" {
+			writeError(w, http.StatusBadRequest, "payload and payload_base64 both set")
+			return
+		}
+		var err error
+		if payload, err = base64.StdEncoding.DecodeString(req.PayloadBase64); err != nil {
+			writeError(w, http.StatusBadRequest, "payload_base64: "+err.Error())
+			return
+		}
+	}
+	n, err := a.b.Publish(req.Topic, payload, req.QoS, req.Retain)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "publish: "+err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"delivered": n})
+}
+
+// stats: GET /api/v1/stats, the counters the dashboard overview shows.
+func (a *Admin) stats(w http.ResponseWriter, r *http.Request) {
+	c := a.src.Counters()
+	writeJSON(w, http.StatusOK, map[string]any{
+		"version":           a.opts.Version,
+		"uptime_seconds":    int64(time.Since(a.start) / time.Second),
+		"clients_connected": c.Connected,
+		"sessions":          c.Sessions,
+		"connections_total": c.ConnectionsTotal,
+		"messages_received": c.MessagesIn,
+		"messages_sent":     c.MessagesOut,
+		"messages_dropped":  c.Dropped,
+		"subscriptions":     c.Subscriptions,
+		"retained":          c.Retained,
+	})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, map[string]string{"error": msg})
+}
+
+// constantTimeEqual compares secrets without leaking where they differ; for
+// Checkers built from a single configured user (StaticChecker).
+func constantTimeEqual(a, b string) bool {
+	return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
+}
+
+// StaticChecker accepts one user name and password; for tests and for
+// embedders without a password file. The security package's Checker is
+// the one for production.
+type StaticChecker struct{ User, Password string }
+
+// CheckAdmin implements Checker.
+func (s StaticChecker) CheckAdmin(user, pass string) bool {
+	u, p := constantTimeEqual(user, s.User), constantTimeEqual(pass, s.Password)
+	return u && p && s.User != ""
+}

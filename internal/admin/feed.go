@@ -1,0 +1,177 @@
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/starling-mqtt/starling/internal/metrics"
+)
+
+// The dashboard's live feeds: JSON published by the broker, QoS 0, not
+// retained, at most once per feed interval (1 s by default).
+const (
+	// FeedOverview carries an Overview every interval.
+	FeedOverview = "$SYS/starling/dashboard/overview"
+	// FeedClients carries a ClientsFeed every interval while someone
+	// subscribes to the feeds (the overview reached a session).
+	FeedClients = "$SYS/starling/dashboard/clients"
+)
+
+// Overview is the payload of FeedOverview.
+type Overview struct {
+	Time             int64   `json:"t"` // Unix milliseconds
+	Version          string  `json:"version"`
+	UptimeSeconds    int64   `json:"uptime_seconds"`
+	ClientsConnected int64   `json:"clients_connected"`
+	Sessions         int     `json:"sessions"`
+	ConnectionsTotal uint64  `json:"connections_total"`
+	MessagesIn       uint64  `json:"messages_received"`
+	MessagesOut      uint64  `json:"messages_sent"`
+	Dropped          uint64  `json:"messages_dropped"`
+	InPerSecond      float64 `json:"messages_received_per_second"`
+	OutPerSecond     float64 `json:"messages_sent_per_second"`
+	DroppedPerSecond float64 `json:"messages_dropped_per_second"`
+	Subscriptions    int     `json:"subscriptions"`
+	Retained         int     `json:"retained"`
+}
+
+// ClientsFeed is the payload of FeedClients: the connected clients (the
+// first maxFeedClients by client ID) and the recent connects and
+// disconnects, newest first.
+type ClientsFeed struct {
+	Time      int64        `json:"t"`
+	Connected []FeedClient `json:"connected"`
+	Truncated bool         `json:"truncated"`
+	Events    []Event      `json:"events"`
+}
+
+// FeedClient is one connected client in ClientsFeed.
+type FeedClient struct {
+	ClientID        string `json:"client_id"`
+	Remote          string `json:"remote,omitempty"`
+	Username        string `json:"username,omitempty"`
+	ProtocolVersion byte   `json:"protocol_version"`
+	Subscriptions   int    `json:"subscriptions"`
+	Inflight        int    `json:"inflight"`
+	Queued          int    `json:"queued"`
+}
+
+// Event is a client's connect or disconnect.
+type Event struct {
+	Time     int64  `json:"t"`
+	Event    string `json:"event"` // "connected" or "disconnected"
+	ClientID string `json:"client_id"`
+	Remote   string `json:"remote,omitempty"`
+}
+
+const (
+	maxFeedClients = 200
+	maxEvents      = 50
+)
+
+type feed struct {
+	b       Broker
+	src     metrics.Source
+	version string
+	start   time.Time
+
+	mu        sync.Mutex
+	prev      metrics.Counters
+	prevAt    time.Time
+	connected map[string]FeedClient // nil while nobody watches
+	events    []Event               // newest first
+}
+
+func newFeed(b Broker, src metrics.Source, version string, start time.Time) *feed {
+	return &feed{b: b, src: src, version: version, start: start}
+}
+
+func (f *feed) run(ctx context.Context, iv time.Duration, log *slog.Logger) {
+	tk := time.NewTicker(iv)
+	defer tk.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tk.C:
+		}
+		if err := f.tick(time.Now()); err != nil {
+			log.Warn("dashboard feed publish failed", "err", err)
+		}
+	}
+}
+
+// tick publishes the overview and, if it reached anyone, the clients feed.
+func (f *feed) tick(now time.Time) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c := f.src.Counters()
+	o := Overview{Time: now.UnixMilli(), Version: f.version, UptimeSeconds: int64(now.Sub(f.start) / time.Second),
+		ClientsConnected: c.Connected, Sessions: c.Sessions, ConnectionsTotal: c.ConnectionsTotal,
+		MessagesIn: c.MessagesIn, MessagesOut: c.MessagesOut, Dropped: c.Dropped,
+		Subscriptions: c.Subscriptions, Retained: c.Retained}
+	if dt := now.Sub(f.prevAt).Seconds(); !f.prevAt.IsZero() && dt > 0 {
+		rate := func(a, b uint64) float64 { return float64(a-b) / dt }
+		o.InPerSecond = rate(c.MessagesIn, f.prev.MessagesIn)
+		o.OutPerSecond = rate(c.MessagesOut, f.prev.MessagesOut)
+		o.DroppedPerSecond = rate(c.Dropped, f.prev.Dropped)
+	}
+	f.prev, f.prevAt = c, now
+	body, _ := json.Marshal(o)
+	n, err := f.b.Publish(FeedOverview, body, 0, false)
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		// Nobody watches: skip the client list, and start afresh (without
+		// reporting every client as new) when someone does.
+		f.connected = nil
+		return nil
+	}
+	return f.publishClients(now)
+}
+
+func (f *feed) publishClients(now time.Time) error {
+	ms := now.UnixMilli()
+	first := f.connected == nil
+	cur := make(map[string]FeedClient)
+	feed := ClientsFeed{Time: ms, Connected: []FeedClient{}}
+	for _, s := range f.b.Clients() { // sorted by client ID
+		if !s.Connected {
+			continue
+		}
+		fc := FeedClient{ClientID: s.ClientID, Remote: s.Remote, Username: s.Username, ProtocolVersion: s.Version,
+			Subscriptions: len(s.Subscriptions), Inflight: s.Inflight, Queued: s.Queued}
+		cur[s.ClientID] = fc
+		if len(feed.Connected) < maxFeedClients {
+			feed.Connected = append(feed.Connected, fc)
+		} else {
+			feed.Truncated = true
+		}
+	}
+	if !first {
+		var evs []Event
+		for id, fc := range f.connected {
+			if _, ok := cur[id]; !ok {
+				evs = append(evs, Event{Time: ms, Event: "disconnected", ClientID: id, Remote: fc.Remote})
+			}
+		}
+		for id, fc := range cur {
+			if old, ok := f.connected[id]; !ok || old.Remote != fc.Remote {
+				evs = append(evs, Event{Time: ms, Event: "connected", ClientID: id, Remote: fc.Remote})
+			}
+		}
+		f.events = append(evs, f.events...)
+		if len(f.events) > maxEvents {
+			f.events = f.events[:maxEvents]
+		}
+	}
+	f.connected = cur
+	feed.Events = append([]Event{}, f.events...)
+	body, _ := json.Marshal(feed)
+	_, err := f.b.Publish(FeedClients, body, 0, false)
+	return err
+}

@@ -1,0 +1,273 @@
+// Starling dashboard: logs in to the broker over MQTT over WebSocket on
+// this page's origin (/mqtt) and shows the broker's live feeds
+// ($SYS/starling/dashboard/...), the $SYS/broker tree and a topic tree of a
+// chosen filter with per-topic rates computed here. Plain JS, no framework;
+// everything from the network is shown with textContent, never as HTML.
+'use strict';
+(() => {
+  const FEED = '$SYS/starling/dashboard/';
+  const SYS = '$SYS/broker/';
+  const HISTORY = 120;    // chart points, one per overview (1 s)
+  const RATE_WINDOW = 10; // seconds of per-topic rate
+  const MAX_TOPICS = 2000;
+
+  const $ = (sel) => document.querySelector(sel);
+  const el = (tag, cls, text) => {
+    const e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined) e.textContent = text;
+    return e;
+  };
+
+  let client = null;
+  let filter = null;              // topic filter of the tree, subscribed
+  let topics = new Map();         // topic -> {count, bytes, buckets, payload, retained}
+  let topicsFull = false;
+  const history = [];             // [{in, out}]
+  const sys = new Map();
+
+  const setState = (state, text) => {
+    const s = $('#status');
+    s.dataset.state = state;
+    s.textContent = text || state;
+  };
+
+  // ---- login ----
+  $('#login-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    connect($('#user').value, $('#password').value);
+  });
+  $('#logout').addEventListener('click', () => logout(''));
+
+  function connect(username, password) {
+    if (client) client.end(true);
+    $('#login-error').textContent = '';
+    setState('connecting', 'connecting');
+    const url = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/mqtt';
+    const opts = {
+      clientId: 'starling-dashboard-' + Math.random().toString(16).slice(2, 10),
+      protocolVersion: 5,
+      clean: true,
+      connectTimeout: 5000,
+      reconnectPeriod: 2000,
+      keepalive: 30,
+    };
+    if (username) opts.username = username;
+    if (password) opts.password = password;
+    const c = mqtt.connect(url, opts);
+    client = c;
+    c.on('connect', () => {
+      if (c !== client) return;
+      setState('connected', 'connected');
+      $('#login').hidden = true;
+      $('#app').hidden = false;
+      $('#logout').hidden = false;
+      c.subscribe([FEED + '#', SYS + '#'], { qos: 0 }, (err) => {
+        if (err) return setState('error', 'subscribe failed: ' + err.message);
+        setState('live', 'live');
+      });
+      if (filter) c.subscribe(filter, { qos: 0 });
+    });
+    c.on('message', onMessage);
+    c.on('error', (err) => {
+      if (c !== client) return;
+      // 0x86 bad user name or password, 0x87 not authorized (v5); 4 and 5 (v3)
+      if ([134, 135, 4, 5].includes(err.code)) return logout('Login refused: ' + err.message);
+      setState('error', 'error: ' + err.message);
+    });
+    c.on('offline', () => { if (c === client) setState('offline', 'offline, retrying'); });
+  }
+
+  function logout(message) {
+    if (client) client.end(true);
+    client = null;
+    setState('logged-out', 'logged out');
+    $('#app').hidden = true;
+    $('#logout').hidden = true;
+    $('#login').hidden = false;
+    $('#login-error').textContent = message;
+  }
+
+  function onMessage(topic, payload, packet) {
+    if (topic.startsWith(FEED)) {
+      let v;
+      try { v = JSON.parse(payload.toString()); } catch { return; }
+      if (topic === FEED + 'overview') overview(v);
+      else if (topic === FEED + 'clients') clients(v);
+    } else if (topic.startsWith(SYS)) {
+      sys.set(topic.slice(SYS.length), payload.toString());
+    }
+    if (filter && matches(filter, topic)) seen(topic, payload, packet.retain);
+  }
+
+  // ---- overview and chart ----
+  const fmt = (n) => (n >= 100 || Number.isInteger(n) ? Math.round(n).toLocaleString('en') : n.toFixed(1));
+
+  function overview(o) {
+    $('#m-connected').textContent = fmt(o.clients_connected);
+    $('#m-sessions').textContent = fmt(o.sessions);
+    $('#m-in').textContent = fmt(o.messages_received_per_second);
+    $('#m-out').textContent = fmt(o.messages_sent_per_second);
+    $('#m-dropped').textContent = fmt(o.messages_dropped_per_second);
+    $('#m-subs').textContent = fmt(o.subscriptions);
+    $('#m-retained').textContent = fmt(o.retained);
+    $('#version').textContent = 'starling ' + (o.version || '');
+    $('#uptime').textContent = 'up ' + duration(o.uptime_seconds);
+    history.push({ in: o.messages_received_per_second, out: o.messages_sent_per_second });
+    if (history.length > HISTORY) history.shift();
+    chart();
+    renderTree();
+    renderSys();
+  }
+
+  function duration(s) {
+    const d = Math.floor(s / 86400), h = Math.floor(s / 3600) % 24, m = Math.floor(s / 60) % 60;
+    return d ? `${d}d ${h}h` : h ? `${h}h ${m}m` : m ? `${m}m ${s % 60}s` : `${s}s`;
+  }
+
+  function chart() {
+    const peak = Math.max(1, ...history.map((p) => Math.max(p.in, p.out)));
+    const pts = (key) => history.map((p, i) =>
+      `${(i * 600 / (HISTORY - 1)).toFixed(1)},${(118 - p[key] / peak * 114).toFixed(1)}`).join(' ');
+    $('#line-in').setAttribute('points', pts('in'));
+    $('#line-out').setAttribute('points', pts('out'));
+    $('#chart-max').textContent = fmt(peak);
+  }
+
+  // ---- clients ----
+  const PROTO = { 3: '3.1', 4: '3.1.1', 5: '5' };
+
+  function clients(v) {
+    const tbody = el('tbody');
+    for (const c of v.connected) {
+      const tr = el('tr');
+      tr.dataset.clientId = c.client_id;
+      for (const x of [c.client_id, c.remote || '', PROTO[c.protocol_version] || c.protocol_version,
+        c.subscriptions, c.inflight, c.queued]) tr.append(el('td', '', String(x)));
+      tbody.append(tr);
+    }
+    $('#clients tbody').replaceWith(tbody);
+    $('#clients-note').textContent = v.truncated ? `first ${v.connected.length} shown` : `${v.connected.length}`;
+    const ul = el('ul', 'events');
+    ul.id = 'events';
+    for (const e of v.events) {
+      const li = el('li', e.event);
+      li.dataset.clientId = e.client_id;
+      li.append(el('time', '', new Date(e.t).toLocaleTimeString()), ' ',
+        el('span', 'what', e.event), ' ', el('code', '', e.client_id), ' ', el('span', 'meta', e.remote || ''));
+      ul.append(li);
+    }
+    $('#events').replaceWith(ul);
+  }
+
+  // ---- topic tree ----
+  $('#topic-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const f = $('#filter').value.trim();
+    if (!validFilter(f)) return ($('#topic-status').textContent = 'not a valid topic filter');
+    if (client && filter) client.unsubscribe(filter);
+    filter = f;
+    topics = new Map();
+    topicsFull = false;
+    $('#topic-status').textContent = 'watching ' + f;
+    if (client) client.subscribe(f, { qos: 0 });
+    renderTree();
+  });
+
+  function validFilter(f) {
+    if (!f || f.length > 65535) return false;
+    const lv = f.split('/');
+    return lv.every((l, i) => (l === '#' ? i === lv.length - 1 : !l.includes('#') && (l === '+' || !l.includes('+'))));
+  }
+
+  // matches is MQTT topic matching; a wildcard first level does not match
+  // $-topics [MQTT-4.7.2-1].
+  function matches(f, topic) {
+    const fl = f.split('/'), tl = topic.split('/');
+    if (topic.startsWith('$') && (fl[0] === '#' || fl[0] === '+')) return false;
+    for (let i = 0; i < fl.length; i++) {
+      if (fl[i] === '#') return true;
+      if (i >= tl.length || (fl[i] !== '+' && fl[i] !== tl[i])) return false;
+    }
+    return fl.length === tl.length;
+  }
+
+  const nowSec = () => Math.floor(Date.now() / 1000);
+
+  function seen(topic, payload, retained) {
+    let t = topics.get(topic);
+    if (!t) {
+      if (topics.size >= MAX_TOPICS) { topicsFull = true; return; }
+      t = { count: 0, bytes: 0, buckets: new Array(RATE_WINDOW).fill(0), sec: nowSec(), payload: '', retained: false };
+      topics.set(topic, t);
+    }
+    advance(t);
+    t.count++;
+    t.bytes += payload.length;
+    t.buckets[t.sec % RATE_WINDOW]++;
+    t.payload = payload.length > 200 ? payload.subarray(0, 200).toString() + '…' : payload.toString();
+    t.retained = retained;
+  }
+
+  // advance clears the buckets of the seconds that passed without messages.
+  function advance(t) {
+    const now = nowSec();
+    for (let s = Math.max(t.sec + 1, now - RATE_WINDOW + 1); s <= now; s++) t.buckets[s % RATE_WINDOW] = 0;
+    t.sec = Math.max(t.sec, now);
+  }
+
+  function rate(t) {
+    advance(t);
+    return t.buckets.reduce((a, b) => a + b, 0) / RATE_WINDOW;
+  }
+
+  function renderTree() {
+    const root = { children: new Map() };
+    for (const [topic, t] of topics) {
+      let node = root;
+      let path = '';
+      for (const level of topic.split('/')) {
+        path = path === '' && node === root ? level : path + '/' + level;
+        if (!node.children.has(level)) node.children.set(level, { path, children: new Map(), stat: null });
+        node = node.children.get(level);
+      }
+      node.stat = t;
+    }
+    const ul = el('ul', 'tree');
+    ul.id = 'tree';
+    const build = (parent, node) => {
+      for (const [name, child] of [...node.children].sort((a, b) => a[0].localeCompare(b[0]))) {
+        const li = el('li');
+        li.dataset.topic = child.path;
+        const row = el('div', 'row');
+        row.append(el('span', 'name', name === '' ? '(empty)' : name));
+        if (child.stat) {
+          const s = child.stat;
+          row.append(el('span', 'rate', fmt(rate(s)) + '/s'), el('span', 'count', s.count + ' msgs'));
+          if (s.retained) row.append(el('span', 'badge', 'retained'));
+          row.append(el('code', 'payload', s.payload));
+        }
+        li.append(row);
+        if (child.children.size) {
+          const sub = el('ul');
+          build(sub, child);
+          li.append(sub);
+        }
+        parent.append(li);
+      }
+    };
+    build(ul, root);
+    $('#tree').replaceWith(ul);
+    if (filter) $('#topic-status').textContent = `watching ${filter}: ${topics.size} topics` + (topicsFull ? ` (limit ${MAX_TOPICS} reached)` : '');
+  }
+
+  function renderSys() {
+    const tbody = el('tbody');
+    for (const k of [...sys.keys()].sort()) {
+      const tr = el('tr');
+      tr.append(el('td', '', k), el('td', '', sys.get(k)));
+      tbody.append(tr);
+    }
+    $('#sys tbody').replaceWith(tbody);
+  }
+})();
