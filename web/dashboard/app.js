@@ -67,6 +67,7 @@
         setState('live', 'live');
       });
       if (filter) c.subscribe(filter, { qos: 0 });
+      else watch($('#filter').value.trim()); // the default filter from the first login
     });
     c.on('message', onMessage);
     c.on('error', (err) => {
@@ -128,7 +129,7 @@
   function chart() {
     const peak = Math.max(1, ...history.map((p) => Math.max(p.in, p.out)));
     const pts = (key) => history.map((p, i) =>
-      `${(i * 600 / (HISTORY - 1)).toFixed(1)},${(118 - p[key] / peak * 114).toFixed(1)}`).join(' ');
+      `${((HISTORY - history.length + i) * 600 / (HISTORY - 1)).toFixed(1)},${(118 - p[key] / peak * 114).toFixed(1)}`).join(' ');
     $('#line-in').setAttribute('points', pts('in'));
     $('#line-out').setAttribute('points', pts('out'));
     $('#chart-max').textContent = fmt(peak);
@@ -163,16 +164,20 @@
   // ---- topic tree ----
   $('#topic-form').addEventListener('submit', (ev) => {
     ev.preventDefault();
-    const f = $('#filter').value.trim();
+    watch($('#filter').value.trim());
+  });
+
+  // watch makes f the tree's filter, replacing the previous one.
+  function watch(f) {
     if (!validFilter(f)) return ($('#topic-status').textContent = 'not a valid topic filter');
-    if (client && filter) client.unsubscribe(filter);
+    if (client && filter && client.connected) client.unsubscribe(filter);
     filter = f;
     topics = new Map();
     topicsFull = false;
     $('#topic-status').textContent = 'watching ' + f;
-    if (client) client.subscribe(f, { qos: 0 });
+    if (client && client.connected) client.subscribe(f, { qos: 0 });
     renderTree();
-  });
+  }
 
   function validFilter(f) {
     if (!f || f.length > 65535) return false;

@@ -1,0 +1,286 @@
+// Package browser holds the end-to-end tests of the dashboard in headless
+// Chromium (Debian's chromium package, driven by chromedp): a real broker
+// serves the page and MQTT over WebSocket on one loopback HTTP listener, as
+// the starling binary does, and real MQTT clients act on it from outside
+// the browser.
+package browser
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/starling-mqtt/starling/internal/admin"
+	"github.com/starling-mqtt/starling/internal/broker"
+	"github.com/starling-mqtt/starling/internal/config"
+	"github.com/starling-mqtt/starling/internal/transport"
+)
+
+// chromium returns the browser's path ($CHROMIUM, default
+// /usr/bin/chromium). Without it the test fails on CI (CI=true), where
+// test.sh installs it, and is skipped elsewhere.
+func chromium(t *testing.T) string {
+	path := os.Getenv("CHROMIUM")
+	if path == "" {
+		path = "/usr/bin/chromium"
+	}
+	if _, err := os.Stat(path); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s is missing: test.sh installs chromium (need_chromium)", path)
+		}
+		t.Skipf("%s is missing: run ./test.sh, which installs chromium, or set CHROMIUM", path)
+	}
+	return path
+}
+
+// server is a broker with its admin side: MQTT over TCP for the test's
+// clients, and one HTTP listener serving the dashboard at / and MQTT over
+// WebSocket at /mqtt, all on 127.0.0.1.
+type server struct {
+	b       *broker.Broker
+	tcpAddr string
+	url     string
+}
+
+func startServer(t *testing.T) *server {
+	t.Helper()
+	b := broker.New(config.Default().Limits, nil)
+	adm := admin.New(b, admin.Options{Version: "test", FeedInterval: time.Second, SysInterval: time.Second})
+
+	var wg sync.WaitGroup
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go b.HandleConn(c)
+		}
+	}()
+	mux := http.NewServeMux()
+	mux.Handle("/mqtt", transport.NewWSHandler(transport.WSOptions{}, func(c net.Conn, _ *http.Request) { b.HandleConn(c) }))
+	mux.Handle("/", adm.Handler())
+	hln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	wg.Add(1)
+	go func() { defer wg.Done(); hs.Serve(hln) }()
+	ctx, stop := context.WithCancel(context.Background())
+	wg.Add(1)
+	go func() { defer wg.Done(); adm.Run(ctx) }()
+	t.Cleanup(func() {
+		stop()
+		ln.Close()
+		hs.Close()
+		b.Close(2 * time.Second)
+		wg.Wait()
+	})
+	return &server{b: b, tcpAddr: ln.Addr().String(), url: "http://" + hln.Addr().String() + "/"}
+}
+
+// mqttClient connects a paho.golang MQTT 5 client; it disconnects when the
+// test ends, or earlier through the returned function.
+func mqttClient(t *testing.T, addr, id string) (*paho.Client, func()) {
+	t.Helper()
+	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := paho.NewClient(paho.ClientConfig{ClientID: id, Conn: nc})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := c.Connect(ctx, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30}); err != nil {
+		nc.Close()
+		t.Fatalf("connect %s: %v", id, err)
+	}
+	var once sync.Once
+	closeFn := func() {
+		once.Do(func() {
+			c.Disconnect(&paho.Disconnect{})
+			nc.Close()
+			<-c.Done()
+		})
+	}
+	t.Cleanup(closeFn)
+	return c, closeFn
+}
+
+// browser starts headless Chromium with a fresh profile, in which no host
+// name resolves but 127.0.0.1: a page that fetched anything from elsewhere
+// would fail here instead of reaching out.
+func browser(t *testing.T, width, height int) context.Context {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], // includes --headless
+		chromedp.ExecPath(chromium(t)),
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.Flag("disable-quic", true),
+		chromedp.NoFirstRun,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"),
+		chromedp.UserDataDir(filepath.Join(t.TempDir(), "profile")),
+		chromedp.WindowSize(width, height),
+	)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	t.Cleanup(cancel)
+	ctx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
+	t.Cleanup(cancelAlloc) // waits for the browser to exit
+	ctx, cancelTab := chromedp.NewContext(ctx)
+	t.Cleanup(cancelTab)
+	return ctx
+}
+
+// screenshot saves a PNG of the page in $SCREENSHOT_DIR, default
+// test/browser/out.
+func screenshot(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // 100 = PNG
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := os.Getenv("SCREENSHOT_DIR")
+	if dir == "" {
+		dir = "out"
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: %s", path)
+}
+
+// waitText waits until the text of the element sel selects satisfies ok
+// (polling: the page re-renders its lists every second).
+func waitText(sel string, ok func(string) bool) chromedp.Action[chromedp.Void] {
+	js := fmt.Sprintf(`(document.querySelector(%q) || {}).textContent || ""`, sel)
+	return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		var last string
+		for {
+			txt, err := chromedp.Evaluate[string](js)(ctx, tg)
+			if err != nil {
+				return err
+			}
+			last = strings.TrimSpace(txt)
+			if ok(last) {
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("%s: text %q never matched: %w", sel, last, ctx.Err())
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	})
+}
+
+func is(want string) func(string) bool { return func(s string) bool { return s == want } }
+
+func TestDashboardLive(t *testing.T) {
+	ctx := browser(t, 1200, 900)
+	srv := startServer(t)
+
+	// Log in: the page's own MQTT connection is the one connected client.
+	err := chromedp.Do(ctx,
+		chromedp.Navigate(srv.url),
+		chromedp.WaitVisible(chromedp.CSS(`#login-form`)),
+		chromedp.SendKeys(chromedp.CSS(`#user`), "admin"),
+		chromedp.SendKeys(chromedp.CSS(`#password`), "secret"),
+		chromedp.Click(chromedp.CSS(`#login-button`)),
+		chromedp.WaitVisible(chromedp.CSS(`#status[data-state="live"]`)),
+		waitText(`#m-connected`, is("1")),
+	)
+	if err != nil {
+		t.Fatalf("log in: %v", err)
+	}
+
+	// A client connects from outside the browser: the figure and the list
+	// follow, and a message it publishes appears in the topic tree with a
+	// rate.
+	probe, leave := mqttClient(t, srv.tcpAddr, "probe-1")
+	err = chromedp.Do(ctx,
+		waitText(`#m-connected`, is("2")),
+		chromedp.WaitVisible(chromedp.CSS(`#clients tr[data-client-id="probe-1"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#events li.connected[data-client-id="probe-1"]`)),
+	)
+	if err != nil {
+		t.Fatalf("client connect not shown: %v", err)
+	}
+	pctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for i := range 5 {
+		if _, err := probe.Publish(pctx, &paho.Publish{Topic: "plant/line-1/temperature", QoS: 1,
+			Payload: fmt.Appendf(nil, `{"celsius": %d}`, 20+i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	node := `#tree li[data-topic="plant/line-1/temperature"]`
+	err = chromedp.Do(ctx,
+		chromedp.WaitVisible(chromedp.CSS(node)),
+		waitText(node+` .count`, is("5 msgs")),
+		waitText(node+` .rate`, func(s string) bool { return s == "0.5/s" }),
+		waitText(node+` .payload`, is(`{"celsius": 24}`)),
+	)
+	if err != nil {
+		t.Fatalf("topic tree: %v", err)
+	}
+	screenshot(t, ctx, "dashboard.png")
+
+	leave()
+	err = chromedp.Do(ctx,
+		waitText(`#m-connected`, is("1")),
+		chromedp.WaitVisible(chromedp.CSS(`#events li.disconnected[data-client-id="probe-1"]`)),
+		chromedp.WaitNotPresent(chromedp.CSS(`#clients tr[data-client-id="probe-1"]`)),
+	)
+	if err != nil {
+		t.Fatalf("client disconnect not shown: %v", err)
+	}
+}
+
+// The page is usable in a phone-sized viewport: nothing wider than the
+// screen.
+func TestDashboardNarrow(t *testing.T) {
+	ctx := browser(t, 390, 844)
+	srv := startServer(t)
+	var width float64
+	err := chromedp.Do(ctx,
+		chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile),
+		chromedp.Navigate(srv.url),
+		chromedp.Click(chromedp.CSS(`#login-button`)),
+		chromedp.WaitVisible(chromedp.CSS(`#status[data-state="live"]`)),
+		waitText(`#m-connected`, is("1")),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	width, err = chromedp.Run(ctx, chromedp.Evaluate[float64](`document.documentElement.scrollWidth`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if width > 390 {
+		t.Errorf("page is %v px wide in a 390 px viewport", width)
+	}
+	screenshot(t, ctx, "dashboard-narrow.png")
+}
