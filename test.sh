@@ -92,11 +92,21 @@ need_node() {
 	fi
 }
 
+# need_chromium: Debian's Chromium, which test/browser drives headless
+# (chromedp) to test the dashboard.
+need_chromium() {
+	if [ ! -x /usr/bin/chromium ]; then
+		log "chromium not found"
+		apt_install chromium
+	fi
+}
+
 main() {
 	need_go
 	need_cc
 	need_mosquitto_clients
 	need_node
+	need_chromium
 
 	local pkgs=("$@")
 	if [ ${#pkgs[@]} -eq 0 ]; then
