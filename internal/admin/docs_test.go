@@ -1,0 +1,116 @@
+package admin
+
+import (
+	"net/http"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/starling-mqtt/starling/internal/metrics"
+)
+
+// docsSource has every counter, bytes included.
+type docsSource struct{}
+
+func (docsSource) Counters() metrics.Counters {
+	return metrics.Counters{HasBytes: true, MessagesIn: 1, BytesIn: 1, BytesOut: 1}
+}
+
+type nopPublisher struct{ topics map[string]bool }
+
+func (p nopPublisher) Publish(topic string, _ []byte, _ byte, _ bool) (int, error) {
+	p.topics[topic] = true
+	return 0, nil
+}
+
+func readDoc(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("../../docs/observability.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// Every metric and $SYS topic the documentation names exists.
+func TestDocNames(t *testing.T) {
+	doc := readDoc(t)
+	mfs, err := metrics.New(docsSource{}).Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	for _, mf := range mfs {
+		have[mf.GetName()] = true
+	}
+	for _, name := range regexp.MustCompile("`(mqtt_[a-z_]+)`").FindAllStringSubmatch(doc, -1) {
+		if !have[name[1]] {
+			t.Errorf("docs name metric %s, which does not exist", name[1])
+		}
+	}
+	for name := range have {
+		if strings.HasPrefix(name, "mqtt_") && !strings.Contains(doc, "`"+name+"`") {
+			t.Errorf("metric %s is not documented", name)
+		}
+	}
+
+	pub := nopPublisher{map[string]bool{}}
+	s := metrics.NewSys(docsSource{}, pub, metrics.SysOptions{})
+	now := time.Now()
+	s.Update(now)
+	s.Update(now.Add(10 * time.Second))
+	for _, m := range regexp.MustCompile("`(\\$SYS/broker/[^`]+)`").FindAllStringSubmatch(doc, -1) {
+		topic := m[1]
+		if strings.ContainsAny(topic, "#+") || strings.Contains(topic, "...") {
+			continue
+		}
+		if !pub.topics[topic] {
+			t.Errorf("docs name %s, which is not published", topic)
+		}
+	}
+}
+
+// The curl examples of the management API run against a real broker.
+func TestDocCurlExamples(t *testing.T) {
+	doc := readDoc(t)
+	_, srv, addr := serve(t, Options{Checker: StaticChecker{"admin", "s3cret"}})
+	dial(t, addr, "sensor-7").subscribe(t, "cmd/sensor-7/#")
+	dial(t, addr, "pub").publish(t, "home/kitchen/temp", "21.5", true)
+
+	// A command: "curl ... URL", continued over lines ending in a backslash.
+	cmds := regexp.MustCompile(`(?m)^curl (?:[^\n]*\\\n)*[^\n]*$`).FindAllString(doc, -1)
+	if len(cmds) < 7 {
+		t.Fatalf("found %d curl examples", len(cmds))
+	}
+	urlRE := regexp.MustCompile(`'?http://127\.0\.0\.1:8080(/[^' ]*)'?`)
+	bodyRE := regexp.MustCompile(`-d '([^']*)'`)
+	methodRE := regexp.MustCompile(`-X ([A-Z]+)`)
+	for _, cmd := range cmds {
+		u := urlRE.FindStringSubmatch(cmd)
+		if u == nil {
+			t.Errorf("no URL in %q", cmd)
+			continue
+		}
+		method := http.MethodGet
+		if m := methodRE.FindStringSubmatch(cmd); m != nil {
+			method = m[1]
+		}
+		var body string
+		if b := bodyRE.FindStringSubmatch(cmd); b != nil {
+			body = b[1]
+			if method == http.MethodGet {
+				method = http.MethodPost
+			}
+		}
+		c := ""
+		if strings.Contains(cmd, `-u "$ADMIN"`) {
+			c = creds
+		}
+		code, resp, _ := do(t, srv, method, u[1], c, body)
+		if code != http.StatusOK {
+			t.Errorf("%s\n-> %d %s", cmd, code, resp)
+		}
+	}
+}
