@@ -175,12 +175,24 @@ for run in $(seq "$RUNS"); do
 	for broker in $BROKERS; do
 		log "run $run: $broker"
 		start_broker "$broker"
+		fresh=1
 		for cell in $CELLS; do
+			# Idle RSS needs a broker whose heap has not already grown
+			# (and been freed) under the cells before it.
+			if [[ $cell == idle && $fresh == 0 ]]; then
+				stop_broker
+				start_broker "$broker"
+			fi
+			fresh=0
 			for tr in tcp ws; do
 				[[ $tr == ws && -z ${WS[$broker]:-} ]] && continue
 				for qos in ${QOSES[$cell]}; do
 					bench "$broker" "$run" "$cell" "$tr" "$qos"
 				done
+				if [[ $cell == idle && $tr == tcp && -n ${WS[$broker]:-} ]]; then
+					stop_broker # a fresh broker for the ws figure too
+					start_broker "$broker"
+				fi
 			done
 		done
 		stop_broker

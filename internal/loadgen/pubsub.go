@@ -443,7 +443,9 @@ func runPubSub(ctx context.Context, cfg Config, u *url.URL) (*Result, error) {
 	sleepUntil(ctx, r.base, r.winStart)
 	startAt := r.now()
 	sent0, del0 := sums()
-	sleepUntil(ctx, r.base, r.winEnd)
+	// The window is timed from when the start was sampled, so a sampler
+	// that wakes late on a busy machine shifts it rather than shortens it.
+	sleepUntil(ctx, r.base, startAt+int64(cfg.Duration))
 	endAt := r.now()
 	sent1, del1 := sums()
 	if cfg.Rate > 0 {
