@@ -55,7 +55,8 @@ type server struct {
 func startServer(t *testing.T) *server {
 	t.Helper()
 	b := broker.New(config.Default().Limits, nil)
-	adm := admin.New(b, admin.Options{Version: "test", FeedInterval: time.Second, SysInterval: time.Second})
+	adm := admin.New(b, admin.Options{Version: "test", FeedInterval: time.Second, SysInterval: time.Second,
+		Checker: admin.StaticChecker{User: "admin", Password: "secret"}})
 
 	var wg sync.WaitGroup
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -247,6 +248,19 @@ func TestDashboardLive(t *testing.T) {
 		t.Fatalf("topic tree: %v", err)
 	}
 	screenshot(t, ctx, "dashboard.png")
+
+	// Disconnect a client from the list (the management API, with the
+	// login's credentials).
+	mqttClient(t, srv.tcpAddr, "victim")
+	err = chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS(`#clients button.kick[data-client-id="victim"]`)),
+		waitText(`#action-status`, is("disconnected victim")),
+		chromedp.WaitVisible(chromedp.CSS(`#events li.disconnected[data-client-id="victim"]`)),
+		chromedp.WaitNotPresent(chromedp.CSS(`#clients tr[data-client-id="victim"]`)),
+	)
+	if err != nil {
+		t.Fatalf("disconnect from the list: %v", err)
+	}
 
 	leave()
 	err = chromedp.Do(ctx,

@@ -20,6 +20,7 @@
   };
 
   let client = null;
+  let auth = '';                  // Basic credentials for the management API
   let filter = null;              // topic filter of the tree, subscribed
   let topics = new Map();         // topic -> {count, bytes, buckets, payload, retained}
   let topicsFull = false;
@@ -52,6 +53,7 @@
       reconnectPeriod: 2000,
       keepalive: 30,
     };
+    auth = 'Basic ' + btoa(unescape(encodeURIComponent(username + ':' + password)));
     if (username) opts.username = username;
     if (password) opts.password = password;
     const c = mqtt.connect(url, opts);
@@ -82,6 +84,7 @@
   function logout(message) {
     if (client) client.end(true);
     client = null;
+    auth = '';
     setState('logged-out', 'logged out');
     $('#app').hidden = true;
     $('#logout').hidden = true;
@@ -145,6 +148,12 @@
       tr.dataset.clientId = c.client_id;
       for (const x of [c.client_id, c.remote || '', PROTO[c.protocol_version] || c.protocol_version,
         c.subscriptions, c.inflight, c.queued]) tr.append(el('td', '', String(x)));
+      const kick = el('button', 'kick', 'Disconnect');
+      kick.type = 'button';
+      kick.dataset.clientId = c.client_id;
+      const td = el('td');
+      td.append(kick);
+      tr.append(td);
       tbody.append(tr);
     }
     $('#clients tbody').replaceWith(tbody);
@@ -160,6 +169,24 @@
     }
     $('#events').replaceWith(ul);
   }
+
+  // Disconnect a client through the management API, with the login's
+  // credentials (the API answers 403 when no admin credentials are set).
+  $('#clients').addEventListener('click', async (ev) => {
+    const id = ev.target.dataset && ev.target.dataset.clientId;
+    if (!id || !ev.target.classList.contains('kick')) return;
+    const note = $('#action-status');
+    note.textContent = 'disconnecting ' + id + '…';
+    try {
+      const r = await fetch('api/v1/clients/' + encodeURIComponent(id) + '/kick',
+        { method: 'POST', headers: { Authorization: auth } });
+      const body = await r.json().catch(() => ({}));
+      note.textContent = r.ok ? (body.kicked ? 'disconnected ' + id : id + ' was not connected')
+        : 'could not disconnect ' + id + ': ' + (body.error || r.status);
+    } catch (e) {
+      note.textContent = 'could not disconnect ' + id + ': ' + e.message;
+    }
+  });
 
   // ---- topic tree ----
   $('#topic-form').addEventListener('submit', (ev) => {
