@@ -48,10 +48,11 @@ type Options struct {
 	// Version is shown in $SYS/broker/version and the dashboard.
 	Version string
 	// SysInterval is the period of the $SYS/broker tree. Default 10 s;
-	// at least 1 s.
+	// at least 1 s; negative turns the tree off.
 	SysInterval time.Duration
 	// FeedInterval is the period of the dashboard feeds under
-	// $SYS/starling/dashboard/. Default 1 s; at least 1 s.
+	// $SYS/starling/dashboard/. Default 1 s; at least 1 s; negative turns
+	// the feeds off (the dashboard then shows no figures).
 	FeedInterval time.Duration
 	// MaxBodyBytes bounds a request body of the management API (publish).
 	// Default 1 MiB.
@@ -107,18 +108,21 @@ func (a *Admin) Metrics() *metrics.Metrics { return a.m }
 
 // Run publishes the $SYS/broker tree every SysInterval and the dashboard
 // feeds every FeedInterval until ctx ends.
+// Start it once the broker serves (its store loaded: the $SYS messages are
+// retained), and end ctx before closing the broker.
 func (a *Admin) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); a.sys.Run(ctx) }()
-	go func() {
-		defer wg.Done()
-		iv := a.opts.FeedInterval
-		if iv <= 0 {
+	if a.opts.SysInterval >= 0 {
+		wg.Add(1)
+		go func() { defer wg.Done(); a.sys.Run(ctx) }()
+	}
+	if iv := a.opts.FeedInterval; iv >= 0 {
+		if iv == 0 {
 			iv = time.Second
 		}
-		a.feed.run(ctx, max(iv, time.Second), a.log)
-	}()
+		wg.Add(1)
+		go func() { defer wg.Done(); a.feed.run(ctx, max(iv, time.Second), a.log) }()
+	}
 	wg.Wait()
 }
 

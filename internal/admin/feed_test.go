@@ -102,3 +102,21 @@ func TestRunStops(t *testing.T) {
 		t.Fatal("Run did not return after its context ended")
 	}
 }
+
+func TestRunDisabled(t *testing.T) {
+	b, addr := startBroker(t)
+	a := New(b, Options{FeedInterval: -1, SysInterval: -1})
+	page := dial(t, addr, "page")
+	page.subscribe(t, "$SYS/#")
+	ctx, stop := context.WithTimeout(t.Context(), 1500*time.Millisecond)
+	defer stop()
+	a.Run(ctx) // returns at once: nothing to run
+	select {
+	case p := <-page.recv:
+		t.Errorf("published %s with $SYS and feeds off", p.Topic)
+	case <-time.After(1200 * time.Millisecond):
+	}
+	if b.Retained() != 0 {
+		t.Errorf("%d retained messages with $SYS off", b.Retained())
+	}
+}
