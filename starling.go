@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/starling-mqtt/starling/internal/auth"
 	"github.com/starling-mqtt/starling/internal/broker"
 	"github.com/starling-mqtt/starling/internal/config"
 	"github.com/starling-mqtt/starling/internal/store"
@@ -47,6 +48,7 @@ type Server struct {
 	log    *slog.Logger
 	broker *broker.Broker
 	store  store.Store
+	auth   *auth.Auth
 
 	certs  *transport.CertReloader // nil without a TLS listener
 	tlsCfg *tls.Config             // for mqtts and https; nil without them
@@ -86,6 +88,12 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 		}
 	}
 	s.broker = broker.New(cfg.Limits, s.log)
+	a, err := auth.New(cfg.Auth, s.log)
+	if err != nil {
+		return nil, fmt.Errorf("starling: %w", err)
+	}
+	s.auth = a
+	s.broker.SetAuth(a, a)
 	return s, nil
 }
 
@@ -108,6 +116,17 @@ func (s *Server) setupTLS() error {
 		return fmt.Errorf("starling: tls.client_ca_file: %w", err)
 	}
 	s.certs = certs
+	return nil
+}
+
+// ReloadAuth reads the password and ACL files again; new rules apply to
+// connected clients too (reads are checked per message). On failure the old
+// rules stay. The starling command calls it on SIGHUP.
+func (s *Server) ReloadAuth() error {
+	if err := s.auth.Reload(); err != nil {
+		return fmt.Errorf("starling: reload auth: %w", err)
+	}
+	s.log.Info("password and ACL files reloaded")
 	return nil
 }
 

@@ -5,7 +5,7 @@
 //	starling -version | starling version     print the version
 //
 // Flags override the config file, which overrides the defaults. SIGHUP
-// reloads the TLS certificate and key files.
+// reloads the TLS certificate and key files, the password file and the ACL.
 package main
 
 import (
@@ -31,6 +31,7 @@ var version string
 // subcommands are the first arguments that select something other than
 // serving; passwd, store and bench will join version here.
 var subcommands = map[string]func(args []string, stdout, stderr io.Writer) int{
+	"passwd": func(args []string, stdout, stderr io.Writer) int { return passwd(args, os.Stdin, stdout, stderr) },
 	"version": func(_ []string, stdout, _ io.Writer) int {
 		fmt.Fprintln(stdout, "starling", versionString())
 		return 0
@@ -143,6 +144,9 @@ wait:
 		case <-hup:
 			if err := srv.ReloadCertificates(); err != nil {
 				logger.Error("reload on SIGHUP failed, old certificate kept", "err", err)
+			}
+			if err := srv.ReloadAuth(); err != nil {
+				logger.Error("reload on SIGHUP failed, old password and ACL rules kept", "err", err)
 			}
 		}
 	}

@@ -88,18 +88,18 @@ type client struct {
 	id   string
 	info atomic.Pointer[ClientInfo] // identity for the authorizer; set on each connect
 
-	mu          sync.Mutex
-	sess        *session.Session
-	conn        *conn.Conn // nil while offline
-	version     byte       // protocol level of the last connection
-	will        *willState // will of the current or last connection
-	expiry      *time.Timer
-	ended       bool // session removed; deliveries are ignored
-	tx          *tx  // the operation whose batch journals session changes
+	mu      sync.Mutex
+	sess    *session.Session
+	conn    *conn.Conn // nil while offline
+	version byte       // protocol level of the last connection
+	will    *willState // will of the current or last connection
+	expiry  *time.Timer
+	ended   bool // session removed; deliveries are ignored
+	tx      *tx  // the operation whose batch journals session changes
 	// disconnectedAt is when the last connection ended (persisted: expiry
 	// and will delay count from it across restarts).
 	disconnectedAt time.Time
-	takeoverGen uint64
+	takeoverGen    uint64
 }
 
 // HandleConn runs one connection to its end. Transports call it in a

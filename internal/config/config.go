@@ -7,7 +7,12 @@
 // "500ms", "10s" or "1h30m". Keys left out keep their defaults (Default).
 package config
 
-import "time"
+import (
+	"time"
+
+	"github.com/starling-mqtt/starling/internal/auth/authconfig"
+	"github.com/starling-mqtt/starling/internal/limit"
+)
 
 // Config is everything a broker needs to start. The zero value is not useful:
 // start from Default(), then check the result with Validate.
@@ -64,6 +69,8 @@ type Config struct {
 	// ShutdownTimeout bounds how long a graceful stop waits for clients
 	// (must be > 0).
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// Auth is who may connect and what they may do; see docs/security.md.
+	Auth authconfig.Config `yaml:"auth"`
 	// Limits bounds what clients may use.
 	Limits Limits `yaml:"limits"`
 }
@@ -140,6 +147,9 @@ type Limits struct {
 	// ConnectTimeout is how long a new connection may take to send CONNECT
 	// (must be > 0).
 	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+	// Config holds the abuse limits (per address, per client, topics); its
+	// keys sit directly under limits:. See docs/security.md.
+	limit.Config `yaml:",inline"`
 }
 
 // Default returns the configuration used when nothing is set.
@@ -158,6 +168,7 @@ func Default() Config {
 		LogLevel:        "info",
 		LogFormat:       "text",
 		ShutdownTimeout: 5 * time.Second,
+		Auth:            authconfig.DefaultConfig(),
 		Limits: Limits{
 			MaxPacketSize:    1 << 20,
 			MaxInflight:      64,
@@ -168,6 +179,7 @@ func Default() Config {
 			MaxKeepAlive:     0,
 			MaxQoS:           2,
 			ConnectTimeout:   10 * time.Second,
+			Config:           limit.DefaultConfig(),
 		},
 	}
 }

@@ -2,6 +2,8 @@ package config
 
 import (
 	"errors"
+	"github.com/starling-mqtt/starling/internal/auth/authconfig"
+	"github.com/starling-mqtt/starling/internal/limit"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -21,7 +23,11 @@ func leaves(v reflect.Value, prefix string) []leaf {
 	var out []leaf
 	for i := range v.NumField() {
 		f := v.Type().Field(i)
-		key, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		key, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if key == "" && opts == "inline" {
+			out = append(out, leaves(v.Field(i), prefix)...)
+			continue
+		}
 		if key == "" || key == "-" {
 			continue
 		}
@@ -41,7 +47,7 @@ func leaves(v reflect.Value, prefix string) []leaf {
 // decodes to an empty list, Default has nil).
 func equal(a, b Config) bool {
 	norm := func(c *Config) {
-		for _, l := range []*[]string{&c.WebSocket.Paths, &c.WebSocket.AllowedOrigins, &c.TrustedProxies, &c.ProxyProtocol} {
+		for _, l := range []*[]string{&c.WebSocket.Paths, &c.WebSocket.AllowedOrigins, &c.TrustedProxies, &c.ProxyProtocol, &c.Auth.Superusers} {
 			if len(*l) == 0 {
 				*l = nil
 			}
@@ -109,7 +115,11 @@ func TestLoadEveryKey(t *testing.T) {
 			MaxKeepAlive:     600,
 			MaxQoS:           1,
 			ConnectTimeout:   2500 * time.Millisecond,
+			Config: limit.Config{MaxConnectionsPerAddress: 100, ConnectRatePerAddress: 10, PublishRate: 500,
+				PublishBytesRate: 1048576, MaxSubscriptionsPerClient: 200, MaxTopicLength: 1024, MaxTopicLevels: 32},
 		},
+		Auth: authconfig.Config{AllowAnonymous: false, PasswordFile: "/etc/starling/passwd", ACLFile: "/etc/starling/acl",
+			CertUsername: "cn", MaxConcurrentVerifications: 4, Superusers: []string{"admin"}, AuditLinesPerSecond: 20},
 	}
 	if !equal(got, want) {
 		t.Errorf("Load(full.yaml) =\n%+v\nwant\n%+v", got, want)

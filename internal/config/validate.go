@@ -111,6 +111,12 @@ func (c Config) Validate() error {
 	if l.ConnectTimeout <= 0 {
 		bad("limits.connect_timeout", "must be > 0 (got %v)", l.ConnectTimeout)
 	}
+	if err := c.Auth.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := l.Config.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
