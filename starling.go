@@ -7,6 +7,7 @@
 package starling
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/starling-mqtt/starling/internal/admin"
 	"github.com/starling-mqtt/starling/internal/auth"
 	"github.com/starling-mqtt/starling/internal/broker"
 	"github.com/starling-mqtt/starling/internal/config"
@@ -38,6 +40,9 @@ func DefaultConfig() Config { return config.Default() }
 // Option changes how New builds a server.
 type Option func(*Server)
 
+// WithVersion sets the version string the broker reports ($SYS, dashboard).
+func WithVersion(v string) Option { return func(s *Server) { s.version = v } }
+
 // WithLogger sets the logger; the default writes text to stderr at the
 // configured level.
 func WithLogger(l *slog.Logger) Option { return func(s *Server) { s.log = l } }
@@ -49,6 +54,11 @@ type Server struct {
 	broker *broker.Broker
 	store  store.Store
 	auth   *auth.Auth
+	admin  *admin.Admin
+	// version is shown in $SYS and on the dashboard (WithVersion).
+	version   string
+	stopAdmin context.CancelFunc
+	adminDone chan struct{}
 
 	certs  *transport.CertReloader // nil without a TLS listener
 	tlsCfg *tls.Config             // for mqtts and https; nil without them
@@ -94,6 +104,7 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	}
 	s.auth = a
 	s.broker.SetAuth(a, a)
+	s.admin = admin.New(s.broker, admin.Options{Checker: a, Ready: s.serving, Version: s.version, Logger: s.log})
 	return s, nil
 }
 
@@ -170,6 +181,12 @@ func (s *Server) Serve() error {
 	if err == nil && s.cfg.HTTPS != "" {
 		s.httpsAddr, err = s.listenHTTP("https", s.cfg.HTTPS, s.tlsCfg)
 	}
+	if err == nil {
+		// $SYS tree and dashboard feeds, stopped by Close.
+		ctx, cancel := context.WithCancel(context.Background())
+		s.stopAdmin, s.adminDone = cancel, make(chan struct{})
+		go func() { defer close(s.adminDone); s.admin.Run(ctx) }()
+	}
 	s.readyOnce.Do(func() { close(s.ready) })
 	s.mu.Unlock()
 	if err != nil {
@@ -178,6 +195,19 @@ func (s *Server) Serve() error {
 	}
 	s.accepting.Wait()
 	return nil
+}
+
+// serving reports readiness for /readyz: listeners open, store loaded, not
+// closing.
+func (s *Server) serving() bool {
+	select {
+	case <-s.ready:
+	default:
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.closed && len(s.listeners) > 0
 }
 
 // listen opens one MQTT listener, over TLS when tlsCfg is not nil; the
@@ -256,6 +286,9 @@ func (s *Server) wsMux() *http.ServeMux {
 		}
 		mux.Handle(p, h) // Validate keeps out patterns and trailing slashes
 	}
+	// Everything else on the port: /metrics, /healthz, /readyz, /api/v1/
+	// and the dashboard.
+	mux.Handle("/", s.admin.Handler())
 	return mux
 }
 
@@ -346,7 +379,12 @@ func (s *Server) Close() error {
 		// them below.
 		srv.Close()
 	}
+	stopAdmin, adminDone := s.stopAdmin, s.adminDone
 	s.mu.Unlock()
+	if stopAdmin != nil {
+		stopAdmin()
+		<-adminDone
+	}
 	s.accepting.Wait()
 	s.broker.Close(s.cfg.ShutdownTimeout)
 	var err error

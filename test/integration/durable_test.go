@@ -201,11 +201,11 @@ func TestSysTopicsAreReadOnly(t *testing.T) {
 	t.Parallel()
 	_, addr := testutil.StartBroker(t, nil)
 	watcher, _ := dialV5(t, addr, "sys-watch", nil)
-	watcher.sub(t, paho.SubscribeOptions{Topic: "$SYS/#", QoS: 1})
+	watcher.sub(t, paho.SubscribeOptions{Topic: "$SYS/forged/#", QoS: 1})
 	c, _ := dialV5(t, addr, "sys-writer", nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	r, err := c.Publish(ctx, &paho.Publish{Topic: "$SYS/broker/uptime", QoS: 1, Payload: []byte("forged")})
+	r, err := c.Publish(ctx, &paho.Publish{Topic: "$SYS/forged/uptime", QoS: 1, Payload: []byte("forged")})
 	if err == nil || r == nil || r.ReasonCode != byte(packet.NotAuthorized) {
 		t.Fatalf("publish to $SYS: %v %+v, want PUBACK 0x87", err, r)
 	}
