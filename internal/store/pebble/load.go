@@ -14,21 +14,21 @@ import (
 // is the contract's order: sessions, messages, subscriptions, outbound,
 // inbound, retained. A value Load cannot decode (an unknown format version,
 // corruption) stops it with an error naming the record.
+//
+// The store's read lock is held while the visitor runs, so Close and a
+// reopen after a write failure wait for Load to end. A visitor must not call
+// Close; it should not Commit either (the broker commits after Load): such a
+// Commit would wait forever if a Close or reopen started meanwhile.
 func (s *Store) Load(v store.Visitor) error {
 	s.mu.RLock()
+	defer s.mu.RUnlock()
 	if s.closed {
-		s.mu.RUnlock()
 		return fmt.Errorf("store: load: %w", store.ErrClosed)
 	}
 	if s.db == nil {
-		err := s.broken
-		s.mu.RUnlock()
-		return fmt.Errorf("store: load: unavailable after a write failure: %w", err)
+		return fmt.Errorf("store: load: unavailable after a write failure: %w", s.broken)
 	}
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{kindSession}, UpperBound: []byte{0xFF}})
-	// The iterator pins its snapshot: visitors run without s.mu, so they
-	// may commit, and a reopen waits only for the iterator's creation.
-	s.mu.RUnlock()
 	if err != nil {
 		return fmt.Errorf("store: load: %w", err)
 	}
