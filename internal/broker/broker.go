@@ -14,6 +14,7 @@ import (
 	"encoding/hex"
 	"log/slog"
 	"net"
+	"net/netip"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/starling-mqtt/starling/internal/config"
 	"github.com/starling-mqtt/starling/internal/conn"
+	"github.com/starling-mqtt/starling/internal/limit"
 	"github.com/starling-mqtt/starling/internal/packet"
 	"github.com/starling-mqtt/starling/internal/session"
 	"github.com/starling-mqtt/starling/internal/store"
@@ -35,6 +37,7 @@ type Stats struct {
 	MessagesOut      atomic.Uint64 // PUBLISH handed to connections
 	Dropped          atomic.Uint64 // deliveries dropped (queue full, expired, too large, slow reader)
 	StoreErrors      atomic.Uint64 // failed store commits
+	Refused          atomic.Uint64 // connections closed by per-address limits before CONNECT
 }
 
 // Broker routes messages between sessions.
@@ -57,6 +60,9 @@ type Broker struct {
 	authn       Authenticator
 	authz       Authorizer
 
+	perAddr  *limit.PerKey    // concurrent connections per source address
+	connRate *limit.RateByKey // new connections per second per source address
+
 	store     store.Store // nil: nothing survives a restart
 	msgMu     sync.Mutex
 	msgRefs   map[uint64]int // stored deliveries per stored message
@@ -70,7 +76,10 @@ func New(lim config.Limits, log *slog.Logger) *Broker {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	perAddr, connRate := lim.Config.NewConnLimits()
 	return &Broker{
+		perAddr:  perAddr,
+		connRate: connRate,
 		lim:      lim,
 		log:      log,
 		now:      time.Now,
@@ -112,10 +121,27 @@ func (b *Broker) HandleConn(nc net.Conn) {
 		return
 	}
 	b.handlers.Add(1)
+	b.mu.Unlock()
+	defer b.handlers.Done()
+	if key, limited := addrKey(nc.RemoteAddr()); limited {
+		// Checked before anything is read or allocated for the connection.
+		if !b.connRate.Allow(key) || !b.perAddr.Acquire(key) {
+			b.Stats.Refused.Add(1)
+			b.log.Debug("connection refused by per-address limit", "remote", nc.RemoteAddr().String())
+			nc.Close()
+			return
+		}
+		defer b.perAddr.Release(key)
+	}
+	b.mu.Lock()
+	if b.closing {
+		b.mu.Unlock()
+		nc.Close()
+		return
+	}
 	c := conn.New(nc, b.lim.MaxPacketSize)
 	b.conns[c] = struct{}{}
 	b.mu.Unlock()
-	defer b.handlers.Done()
 	defer func() {
 		b.mu.Lock()
 		delete(b.conns, c)
@@ -191,6 +217,24 @@ func (b *Broker) Sessions() int {
 
 // Retained returns the number of retained messages.
 func (b *Broker) Retained() int { return b.retained.len() }
+
+// addrKey is the per-address limit key of a remote address; loopback
+// clients (local tools, a reverse proxy without PROXY protocol) are not
+// limited per address.
+func addrKey(a net.Addr) (string, bool) {
+	var ip netip.Addr
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ip, _ = netip.AddrFromSlice(ta.IP)
+	} else if a != nil {
+		if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+			ip = ap.Addr()
+		}
+	}
+	if !ip.IsValid() || ip.Unmap().IsLoopback() {
+		return "", false // no IP (pipes, tests) or local
+	}
+	return limit.AddrKey(a), true
+}
 
 func newClientID() string {
 	var r [12]byte

@@ -6,6 +6,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/starling-mqtt/starling/internal/conn"
+	"github.com/starling-mqtt/starling/internal/limit"
 	"github.com/starling-mqtt/starling/internal/packet"
 	"github.com/starling-mqtt/starling/internal/session"
 	"github.com/starling-mqtt/starling/internal/topic"
@@ -21,12 +22,14 @@ type handler struct {
 
 	version     byte
 	keepAlive   time.Duration
-	aliasMax    uint16            // topic aliases we accept
-	aliases     map[uint16]string // inbound topic aliases
-	expiryZero  bool              // CONNECT had session expiry 0
-	discardWill bool              // normal DISCONNECT: the will is not sent
-	problemInfo bool              // client accepts reason strings on acks
-	info        *ClientInfo       // who the client is, for the authorizer
+	aliasMax    uint16             // topic aliases we accept
+	aliases     map[uint16]string  // inbound topic aliases
+	expiryZero  bool               // CONNECT had session expiry 0
+	discardWill bool               // normal DISCONNECT: the will is not sent
+	problemInfo bool               // client accepts reason strings on acks
+	info        *ClientInfo        // who the client is, for the authorizer
+	pubMsgs     *limit.TokenBucket // publish rate limits; nil when off
+	pubBytes    *limit.TokenBucket
 }
 
 // run reads CONNECT, attaches the session and serves packets until the
@@ -196,6 +199,7 @@ func (h *handler) connect(cp *packet.Connect) bool {
 		return a
 	}
 	h.info = &ClientInfo{ClientID: id, Identity: ident, Remote: h.remote}
+	h.pubMsgs, h.pubBytes = b.lim.Config.NewPublishLimits()
 	if w := cp.Will; w != nil && !b.allow(h.info, ActPublish, w.Topic) {
 		return h.refuse(packet.NotAuthorized, "will topic not authorized")
 	}

@@ -149,6 +149,22 @@ func (h *handler) onPublish(p *packet.Publish) string {
 			return ""
 		}
 	}
+	if !b.lim.TopicOK(name) {
+		// Over limits.max_topic_length / max_topic_levels.
+		if p.QoS > 0 {
+			h.ackPublish(p, packet.TopicNameInvalid)
+		}
+		return ""
+	}
+	if h.pubMsgs != nil || h.pubBytes != nil {
+		// Over the rate, the client is slowed down: its next packet is read
+		// only once it is back within the rate, so nothing it sent is lost
+		// and TCP pushes back on it. (PUBACK cannot carry 0x96, and a
+		// disconnect would lose QoS 0 messages.)
+		if d := h.pubMsgs.Take(1) + h.pubBytes.Take(len(p.Payload)); d > 0 {
+			time.Sleep(d)
+		}
+	}
 	if !b.allow(h.info, ActPublish, name) || isSys(name) {
 		b.log.Info("publish denied", "client_id", h.cl.id, "username", h.info.Username, "remote", h.remote, "topic", name)
 		if p.QoS > 0 {
@@ -317,11 +333,22 @@ func (h *handler) onSubscribe(p *packet.Subscribe) string {
 	if cl.conn != h.c {
 		return "session taken over" // late packet of a replaced connection
 	}
+	nsubs := 0
+	if b.lim.MaxSubscriptionsPerClient > 0 {
+		b.subs.ClientSubscriptions(cl.id, func(string, string, subValue) bool { nsubs++; return true })
+	}
 	for i, s := range p.Subscriptions {
 		if err := topic.ValidateFilter(s.Filter); err != nil {
 			codes[i] = packet.TopicFilterInvalid
 			if !v5 {
 				codes[i] = packet.UnspecifiedError // 3.1.1 has only 0x80 for failure
+			}
+			continue
+		}
+		if !b.lim.TopicOK(s.Filter) {
+			codes[i] = packet.TopicFilterInvalid
+			if !v5 {
+				codes[i] = packet.UnspecifiedError
 			}
 			continue
 		}
@@ -339,6 +366,17 @@ func (h *handler) onSubscribe(p *packet.Subscribe) string {
 		}
 		s.QoS = min(s.QoS, b.lim.MaxQoS) // [MQTT-3.9.3-?] granted may be lower
 		existed := b.subs.Add(cl.id, group, inner, subValue{cl: cl, opts: s, id: subID})
+		if !existed {
+			if max := b.lim.MaxSubscriptionsPerClient; max > 0 && nsubs >= max {
+				b.subs.Remove(cl.id, group, inner)
+				codes[i] = packet.QuotaExceeded // limits.max_subscriptions_per_client
+				if !v5 {
+					codes[i] = packet.UnspecifiedError
+				}
+				continue
+			}
+			nsubs++
+		}
 		if cl.persistent() {
 			t.batch.PutSubscription(cl.id, &store.Subscription{Filter: s.Filter, Options: s, ID: subID})
 		}
