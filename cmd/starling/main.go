@@ -32,6 +32,7 @@ var version string
 // serving; passwd, store and bench will join version here.
 var subcommands = map[string]func(args []string, stdout, stderr io.Writer) int{
 	"passwd": func(args []string, stdout, stderr io.Writer) int { return passwd(args, os.Stdin, stdout, stderr) },
+	"store":  runStoreTo,
 	"version": func(_ []string, stdout, _ io.Writer) int {
 		fmt.Fprintln(stdout, "starling", versionString())
 		return 0
