@@ -297,6 +297,7 @@ func TestCrashLoopKeepsAcknowledgedMessages(t *testing.T) {
 		pub.mu.Lock()
 		inflight := len(pub.flight)
 		pub.mu.Unlock()
+		pub.mu.Lock()
 		sub.mu.Lock()
 		missing := 0
 		for seq := range pub.acked {
@@ -305,6 +306,7 @@ func TestCrashLoopKeepsAcknowledgedMessages(t *testing.T) {
 			}
 		}
 		sub.mu.Unlock()
+		pub.mu.Unlock()
 		if missing == 0 && inflight == 0 {
 			break
 		}
@@ -318,6 +320,8 @@ func TestCrashLoopKeepsAcknowledgedMessages(t *testing.T) {
 	<-subDone
 	<-pubDone
 
+	pub.mu.Lock()
+	defer pub.mu.Unlock()
 	sub.mu.Lock()
 	defer sub.mu.Unlock()
 	var q1, q2 int
