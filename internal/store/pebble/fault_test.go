@@ -150,7 +150,7 @@ func TestInjectedENOSPCInterval(t *testing.T) {
 	s := mustOpen(t, dir, Options{Sync: store.SyncInterval, SyncInterval: 5 * time.Millisecond, fs: fs})
 	s.repairEvery = 0
 	acked := commitN(t, s, 0, 50)
-	for s.unsynced.Load() {
+	for n := s.passes.Load(); s.unsynced.Load() || s.passes.Load() < n+2; { // a whole sync pass after the flag cleared
 		time.Sleep(time.Millisecond)
 	}
 	fs.full.Store(true)

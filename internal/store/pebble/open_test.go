@@ -207,7 +207,7 @@ func TestIntervalSyncLoop(t *testing.T) {
 			t.Fatal(err)
 		}
 		if i%5 == 0 {
-			for s.unsynced.Load() { // the loop syncs and clears the flag
+			for n := s.passes.Load(); s.unsynced.Load() || s.passes.Load() < n+2; { // the loop synced: a whole pass after the flag cleared
 				time.Sleep(time.Millisecond)
 			}
 		}

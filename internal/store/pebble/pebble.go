@@ -79,7 +79,8 @@ type Store struct {
 	lastRepair  time.Time
 	repairEvery time.Duration
 
-	unsynced atomic.Bool // a NoSync commit happened since the last sync (interval)
+	unsynced atomic.Bool   // a NoSync commit happened since the last sync (interval)
+	passes   atomic.Uint64 // sync loop iterations completed (tests wait on it)
 	stop     chan struct{}
 	stopped  chan struct{}
 	stopOnce sync.Once
@@ -319,22 +320,28 @@ func (s *Store) syncLoop() {
 			return
 		case <-t.C:
 		}
-		if !s.unsynced.Swap(false) {
-			continue
-		}
-		s.mu.RLock()
-		if s.closed || s.broken != nil {
-			s.mu.RUnlock()
-			continue
-		}
-		db := s.db
-		_, err := guard(func() (struct{}, error) { return struct{}{}, db.LogData(nil, pebble.Sync) })
+		s.syncOnce()
+		s.passes.Add(1)
+	}
+}
+
+// syncOnce syncs the WAL if anything was committed since the last sync.
+func (s *Store) syncOnce() {
+	if !s.unsynced.Swap(false) {
+		return
+	}
+	s.mu.RLock()
+	if s.closed || s.broken != nil {
 		s.mu.RUnlock()
-		if err != nil {
-			s.unsynced.Store(true)
-			s.markBroken(db, err)
-			s.log.Error("store: background sync failed", "dir", s.dir, "err", err)
-		}
+		return
+	}
+	db := s.db
+	_, err := guard(func() (struct{}, error) { return struct{}{}, db.LogData(nil, pebble.Sync) })
+	s.mu.RUnlock()
+	if err != nil {
+		s.unsynced.Store(true)
+		s.markBroken(db, err)
+		s.log.Error("store: background sync failed", "dir", s.dir, "err", err)
 	}
 }
 
