@@ -14,8 +14,11 @@ import (
 func (b *Broker) attach(h *handler, id string, cp *packet.Connect, expiry uint32, link session.Link, connack func(present bool) *packet.Connack) (packet.ReasonCode, string) {
 	t := b.begin(true)
 	wills, shared, from, code, reason := b.attachLocked(h, id, cp, expiry, link, connack, t)
-	// CONNACK and the resumed packets wait for this commit in the writer.
-	t.commit(true)
+	// CONNACK and the resumed packets wait for this commit in the writer;
+	// if it fails they are dropped and the client is let go.
+	if err := t.commit(true); err != nil {
+		h.c.Close()
+	}
 	for _, w := range wills {
 		b.publishWill(w)
 	}

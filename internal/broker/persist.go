@@ -2,8 +2,10 @@ package broker
 
 import (
 	"fmt"
+	"sync/atomic"
 	"time"
 
+	"github.com/starling-mqtt/starling/internal/conn"
 	"github.com/starling-mqtt/starling/internal/packet"
 	"github.com/starling-mqtt/starling/internal/session"
 	"github.com/starling-mqtt/starling/internal/store"
@@ -16,11 +18,30 @@ import (
 // the connection's writer holds them back, so nothing goes out before the
 // store has it and no lock is held while the disk syncs.
 type tx struct {
-	b     *Broker
-	batch store.Batch
-	gate  chan struct{}
-	gated bool // sends of this operation wait for the commit
+	b      *Broker
+	batch  store.Batch
+	gate   chan struct{}
+	gated  bool // sends of this operation wait for the commit
+	failed atomic.Bool
+
+	// What a failed publish must undo in memory.
+	delivered []delivered
+	retained  *retainUndo
 }
+
+type delivered struct {
+	cl  *client
+	seq uint64
+}
+
+type retainUndo struct {
+	topic    string
+	old, new *session.Message
+}
+
+// Done and OK make a tx the conn.Gate its sends wait behind.
+func (t *tx) Done() <-chan struct{} { return t.gate }
+func (t *tx) OK() bool              { return !t.failed.Load() }
 
 // begin starts an operation; nil without a store.
 func (b *Broker) begin(gated bool) *tx {
@@ -42,6 +63,7 @@ func (t *tx) commit(sync bool) error {
 		return nil
 	}
 	if err := t.batch.Commit(sync); err != nil {
+		t.failed.Store(true) // before the gate opens: its packets are dropped
 		t.b.Stats.StoreErrors.Add(1)
 		t.b.log.Error("store commit failed", "err", err)
 		return err
@@ -49,11 +71,26 @@ func (t *tx) commit(sync bool) error {
 	return nil
 }
 
+// rollback undoes in memory what a failed publish did: the deliveries it
+// made (their packets, held behind the gate, are dropped by the writers)
+// and a retained message it set. The publisher is told it was refused, so
+// nothing of it may remain.
+func (t *tx) rollback() {
+	for _, d := range t.delivered {
+		d.cl.mu.Lock()
+		d.cl.sess.Revoke(d.seq)
+		d.cl.mu.Unlock()
+	}
+	if u := t.retained; u != nil {
+		t.b.retained.undo(u.topic, u.old, u.new)
+	}
+}
+
 // send queues packets on a connection, behind the operation's gate when
 // the operation is gated.
 func (t *tx) send(c sender, ps ...packet.Packet) {
 	if t != nil && t.gated {
-		c.SendGated(t.gate, ps...)
+		c.SendGated(t, ps...)
 		return
 	}
 	c.Send(ps...)
@@ -61,7 +98,7 @@ func (t *tx) send(c sender, ps ...packet.Packet) {
 
 type sender interface {
 	Send(ps ...packet.Packet) bool
-	SendGated(gate <-chan struct{}, ps ...packet.Packet) bool
+	SendGated(gate conn.Gate, ps ...packet.Packet) bool
 }
 
 // SetStore makes the broker durable: call Restore with the same store

@@ -30,6 +30,31 @@ func (r *retainStore) set(m *session.Message) {
 	r.msgs[m.Topic] = m
 }
 
+// undo puts back what was retained on topic before m replaced it, unless
+// something replaced m since.
+func (r *retainStore) undo(topic string, old, m *session.Message) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cur := r.msgs[topic]
+	if len(m.Payload) != 0 && cur != m {
+		return
+	}
+	if len(m.Payload) == 0 && cur != nil {
+		return
+	}
+	if old == nil {
+		delete(r.msgs, topic)
+		return
+	}
+	r.msgs[topic] = old
+}
+
+func (r *retainStore) get(topic string) *session.Message {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.msgs[topic]
+}
+
 func (r *retainStore) len() int {
 	r.mu.RLock()
 	defer r.mu.RUnlock()

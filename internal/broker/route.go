@@ -42,6 +42,9 @@ var (
 // subscribers, and the backplane. It returns the number of sessions reached.
 func (b *Broker) publish(m *session.Message, t *tx) int {
 	if m.Retain {
+		if t != nil {
+			t.retained = &retainUndo{topic: m.Topic, old: b.retained.get(m.Topic), new: m}
+		}
 		b.retained.set(m)
 		if t != nil {
 			if len(m.Payload) == 0 {
@@ -260,12 +263,15 @@ func (b *Broker) deliver(cl *client, d session.Delivery, now time.Time, t *tx) {
 	cl.tx = t
 	p := cl.sess.Deliver(d, now)
 	cl.tx = nil
-	if p != nil && cl.conn != nil {
-		if cl.persistent() {
-			t.send(cl.conn, p) // after the store has it
-		} else {
-			cl.conn.Send(p)
+	if t != nil && t.gated {
+		if seq := cl.sess.Accepted(); seq != 0 {
+			t.delivered = append(t.delivered, delivered{cl, seq})
 		}
+	}
+	if p != nil && cl.conn != nil {
+		// Behind the operation's commit: nothing goes out that a failed
+		// commit would have to take back.
+		t.send(cl.conn, p)
 		b.Stats.MessagesOut.Add(1)
 	}
 	after := cl.sess.Stats

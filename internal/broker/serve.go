@@ -192,13 +192,14 @@ func (h *handler) onPublish(p *packet.Publish) string {
 	case 1:
 		n := b.publish(m, t)
 		if err := t.commit(true); err != nil {
+			t.rollback()
 			return h.storeFailed(p)
 		}
 		h.ackPublish(p, noMatch(n))
 	case 2:
 		h.cl.mu.Lock()
 		h.cl.tx = t
-		first, err := h.cl.sess.ReceiveQoS2(p.PacketID)
+		first, err := h.cl.sess.ReceiveQoS2(p.PacketID, p.Dup)
 		h.cl.tx = nil
 		h.cl.mu.Unlock()
 		if err != nil {
@@ -210,6 +211,7 @@ func (h *handler) onPublish(p *packet.Publish) string {
 			code = noMatch(b.publish(m, t))
 		}
 		if err := t.commit(true); err != nil {
+			t.rollback()
 			return h.storeFailed(p)
 		}
 		h.ackPublish(p, code)
@@ -303,7 +305,12 @@ func (h *handler) onAck(a *packet.Ack) string {
 			h.b.Stats.MessagesOut.Add(uint64(len(next)))
 		}
 	}()
-	t.commit(a.Kind == packet.PUBREC || a.Kind == packet.PUBREL || len(next) > 0)
+	if err := t.commit(a.Kind == packet.PUBREC || a.Kind == packet.PUBREL || len(next) > 0); err != nil {
+		// What this acknowledgement answered was dropped with the failed
+		// commit; the client gets it again on its next connection.
+		h.c.Close()
+		return "store write failed"
+	}
 	return ""
 }
 
@@ -325,7 +332,11 @@ func (h *handler) onSubscribe(p *packet.Subscribe) string {
 	// Deferred in reverse: the commit runs after the unlock, and SUBACK
 	// waits for it in the writer.
 	t := b.begin(true)
-	defer t.commit(true)
+	defer func() {
+		if t.commit(true) != nil {
+			h.c.Close() // the SUBACK was dropped with the failed commit
+		}
+	}()
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
 	cl.tx = t
@@ -410,7 +421,11 @@ func (h *handler) onSubscribe(p *packet.Subscribe) string {
 
 func (h *handler) onUnsubscribe(p *packet.Unsubscribe) string {
 	t := h.b.begin(true)
-	defer t.commit(true)
+	defer func() {
+		if t.commit(true) != nil {
+			h.c.Close() // the UNSUBACK was dropped with the failed commit
+		}
+	}()
 	h.cl.mu.Lock()
 	defer h.cl.mu.Unlock()
 	if h.cl.conn != h.c {

@@ -44,10 +44,12 @@ type Conn struct {
 	qos0    int  // QoS 0 publishes in queue
 	closing bool // flush what is queued, then close
 	closed  bool
-	wake    chan struct{}
+	writing bool // a writer goroutine is running
+	spare   []packet.Packet
 	stop    chan struct{} // closed by Close: a gated wait gives up
 	drained *sync.Cond    // signalled when the writer takes the queue or stops
-	done    chan struct{} // closed when the writer has exited
+	done    chan struct{} // closed once the socket is closed and no writer runs
+	fin     sync.Once
 
 	// Dropped counts QoS 0 messages dropped for a slow reader.
 	Dropped atomic.Uint64
@@ -61,13 +63,28 @@ func New(nc net.Conn, maxIn uint32) *Conn {
 		nc:    nc,
 		br:    bufio.NewReaderSize(nc, 1024),
 		maxIn: maxIn,
-		wake:  make(chan struct{}, 1),
 		stop:  make(chan struct{}),
 		done:  make(chan struct{}),
 	}
 	c.drained = sync.NewCond(&c.mu)
-	go c.writeLoop()
 	return c
+}
+
+// kickLocked starts the writer when there is something to write and none
+// runs: an idle connection has no writer goroutine. The caller holds mu.
+func (c *Conn) kickLocked() {
+	if !c.writing && !c.closed {
+		c.writing = true
+		go c.writeLoop()
+	}
+}
+
+// finish closes the socket and marks the connection done, once.
+func (c *Conn) finish() {
+	c.fin.Do(func() {
+		c.nc.Close()
+		close(c.done)
+	})
 }
 
 // NetConn returns the underlying connection.
@@ -168,26 +185,29 @@ func (c *Conn) Send(ps ...packet.Packet) bool {
 		}
 		c.queue = append(c.queue, p)
 	}
+	c.kickLocked()
 	c.mu.Unlock()
-	c.signal()
 	return true
 }
 
-// gated is a packet the writer must not write before gate is closed.
+// Gate holds packets back until an operation they depend on (a store
+// commit) has finished: Done is closed then, and OK tells whether it
+// succeeded. Packets behind a failed gate are dropped, never written.
+type Gate interface {
+	Done() <-chan struct{}
+	OK() bool
+}
+
+// gated is a packet the writer must not write before its gate opens.
 type gated struct {
 	packet.Packet
-	gate <-chan struct{}
+	gate Gate
 }
 
 // SendGated queues packets that the writer holds back, with everything
-// queued after them, until gate is closed (say, a store commit they depend
-// on). Order is kept; no lock is held while waiting.
-func (c *Conn) SendGated(gate <-chan struct{}, ps ...packet.Packet) bool {
-	select {
-	case <-gate:
-		return c.Send(ps...) // already open
-	default:
-	}
+// queued after them, until gate is done; order is kept and no lock is held
+// while waiting. If the gate fails, these packets are dropped.
+func (c *Conn) SendGated(gate Gate, ps ...packet.Packet) bool {
 	gs := make([]packet.Packet, len(ps))
 	for i, p := range ps {
 		gs[i] = &gated{Packet: p, gate: gate}
@@ -223,13 +243,6 @@ func isQoS0(p packet.Packet) bool {
 	return false
 }
 
-func (c *Conn) signal() {
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
-}
-
 // CloseAfter queues a last packet (may be nil), flushes the queue and closes
 // the connection. It returns at once; Wait waits for the close.
 func (c *Conn) CloseAfter(last packet.Packet) {
@@ -242,8 +255,8 @@ func (c *Conn) CloseAfter(last packet.Packet) {
 		c.queue = append(c.queue, last)
 	}
 	c.closing = true
+	c.kickLocked()
 	c.mu.Unlock()
-	c.signal()
 }
 
 // Close closes the connection now, dropping anything queued.
@@ -254,50 +267,60 @@ func (c *Conn) Close() {
 	}
 	c.closed = true
 	c.drained.Broadcast()
+	writing := c.writing
 	c.mu.Unlock()
-	c.nc.Close()
-	c.signal()
+	c.nc.Close() // unblocks a writer stuck in Write
+	if !writing {
+		c.finish()
+	}
 }
 
-// Done is closed when the writer has exited and the socket is closed.
+// Done is closed when the socket is closed and no writer runs.
 func (c *Conn) Done() <-chan struct{} { return c.done }
 
 func (c *Conn) writeLoop() {
-	defer close(c.done)
-	defer c.nc.Close()
-	defer func() {
+	for {
 		c.mu.Lock()
-		c.closed = true
+		if c.closed {
+			c.writing = false
+			c.mu.Unlock()
+			c.finish()
+			return
+		}
+		if len(c.queue) == 0 {
+			// Drained: the goroutine and its slices go away until the next
+			// Send. After CloseAfter, this is the moment to close.
+			c.writing = false
+			c.queue, c.spare = nil, nil
+			closing := c.closing
+			if closing {
+				c.closed = true
+				c.drained.Broadcast()
+			}
+			c.mu.Unlock()
+			if closing {
+				c.finish()
+			}
+			return
+		}
+		batch := c.queue
+		c.queue = c.spare[:0]
+		c.qos0 = 0
 		c.drained.Broadcast()
 		c.mu.Unlock()
-	}()
-	var batch []packet.Packet
-	for range c.wake {
-		for {
-			c.mu.Lock()
-			if c.closed {
-				c.mu.Unlock()
-				return
-			}
-			batch, c.queue = c.queue, batch[:0]
-			c.qos0 = 0
-			closing := c.closing
+		err := c.flush(batch)
+		clear(batch)
+		c.mu.Lock()
+		c.spare = batch[:0]
+		if err != nil {
+			c.closed = true
+			c.writing = false
 			c.drained.Broadcast()
 			c.mu.Unlock()
-			if len(batch) == 0 {
-				if closing {
-					return
-				}
-				break
-			}
-			if err := c.flush(batch); err != nil {
-				c.mu.Lock()
-				c.closed = true
-				c.mu.Unlock()
-				return
-			}
-			clear(batch)
+			c.finish()
+			return
 		}
+		c.mu.Unlock()
 	}
 }
 
@@ -310,7 +333,7 @@ func (c *Conn) flush(batch []packet.Packet) error {
 	for _, p := range batch {
 		if g, ok := p.(*gated); ok {
 			select {
-			case <-g.gate:
+			case <-g.gate.Done():
 			default:
 				// Write what may go now, then wait for the gate.
 				if len(buf) > 0 {
@@ -323,12 +346,16 @@ func (c *Conn) flush(batch []packet.Packet) error {
 					buf = buf[:0]
 				}
 				select {
-				case <-g.gate:
+				case <-g.gate.Done():
 				case <-c.stop:
 					return net.ErrClosed
 				}
 			}
 			p = g.Packet
+			if !g.gate.OK() {
+				release(p) // the operation failed: it never happened
+				continue
+			}
 		}
 		if a, ok := p.(Appender); ok {
 			buf, err = a.AppendPacket(buf, v)

@@ -83,10 +83,14 @@ type Session struct {
 	aliases map[string]uint16
 
 	inQoS2 map[uint16]struct{} // inbound QoS 2 IDs received, PUBREL not yet
+	// restoredIn are the inbound IDs loaded from a store, not yet seen
+	// again on this broker run.
+	restoredIn map[uint16]struct{}
 
 	// J, when set, is told every change to outbound and inbound state.
-	J       Journal
-	nextSeq uint64
+	J        Journal
+	nextSeq  uint64
+	accepted uint64 // Seq of the delivery the last Deliver kept, 0 if none
 
 	Stats Stats
 }
@@ -169,6 +173,7 @@ func (s *Session) Detach() {
 // or nil when the session is offline, the window is full (the delivery is
 // queued) or the message was dropped.
 func (s *Session) Deliver(d Delivery, now time.Time) packet.Packet {
+	s.accepted = 0
 	if d.Msg.Expired(now) {
 		s.Stats.DroppedExpired++
 		return nil
@@ -212,6 +217,37 @@ func (s *Session) number(d *Delivery) {
 	if d.Seq == 0 {
 		s.nextSeq++
 		d.Seq = s.nextSeq
+		s.accepted = d.Seq
+	}
+}
+
+// Accepted returns the Seq of the delivery the last Deliver kept (queued or
+// sent at QoS 1/2), 0 if it kept none.
+func (s *Session) Accepted() uint64 { return s.accepted }
+
+// Revoke forgets a delivery whose operation failed (its store commit): it
+// is removed from the window or the queue without being journaled, as if it
+// had never been delivered. Its PUBLISH, held behind the failed commit, is
+// never written.
+func (s *Session) Revoke(seq uint64) {
+	for i, f := range s.out {
+		if f.d.Seq == seq {
+			if f.unsent {
+				s.unsent--
+			}
+			copy(s.out[i:], s.out[i+1:])
+			s.out[len(s.out)-1] = nil
+			s.out = s.out[:len(s.out)-1]
+			return
+		}
+	}
+	for i := range s.queue {
+		if s.queue[i].Seq == seq {
+			copy(s.queue[i:], s.queue[i+1:])
+			s.queue[len(s.queue)-1] = Delivery{}
+			s.queue = s.queue[:len(s.queue)-1]
+			return
+		}
 	}
 }
 
@@ -416,11 +452,35 @@ func (s *Session) remove(i int) {
 // ReceiveQoS2 records an inbound QoS 2 PUBLISH. first is false when the ID is
 // already awaiting PUBREL: the message was delivered before and must not be
 // again [MQTT-4.3.3-9].
-func (s *Session) ReceiveQoS2(id uint16) (first bool, err error) {
-	if _, dup := s.inQoS2[id]; dup {
-		return false, nil
+//
+// dup is the PUBLISH's DUP flag. A sender must set it when it sends a
+// PUBLISH again [MQTT-3.3.1-1], so an ID we hold that arrives without it
+// starts a new message: our record is stale (a PUBREL whose store write was
+// lost with a crash under a relaxed sync policy) and is replaced.
+func (s *Session) ReceiveQoS2(id uint16, dup bool) (first bool, err error) {
+	if _, held := s.inQoS2[id]; held {
+		if dup {
+			return false, nil
+		}
+		delete(s.inQoS2, id)
+		if s.J != nil {
+			s.J.DeleteInbound(id)
+		}
+		delete(s.restoredIn, id)
 	}
 	// 3.x clients are never told a receive maximum, so only v5 is held to it.
+	if len(s.inQoS2) >= int(s.lim.ReceiveMax) && len(s.restoredIn) > 0 {
+		// IDs restored from a store may be stale (see above); one gives
+		// way rather than wedge the client at its receive maximum.
+		for old := range s.restoredIn {
+			delete(s.restoredIn, old)
+			delete(s.inQoS2, old)
+			if s.J != nil {
+				s.J.DeleteInbound(old)
+			}
+			break
+		}
+	}
 	if s.link != nil && s.link.Version == packet.V5 && len(s.inQoS2) >= int(s.lim.ReceiveMax) {
 		return false, ErrReceiveMaximum
 	}
@@ -435,6 +495,7 @@ func (s *Session) ReceiveQoS2(id uint16) (first bool, err error) {
 func (s *Session) Release(id uint16) (ok bool) {
 	if _, ok = s.inQoS2[id]; ok {
 		delete(s.inQoS2, id)
+		delete(s.restoredIn, id)
 		if s.J != nil {
 			s.J.DeleteInbound(id)
 		}
@@ -466,7 +527,13 @@ func (s *Session) Restore(d Delivery, packetID uint16, state byte) {
 }
 
 // RestoreInbound records an inbound QoS 2 packet ID read from a store.
-func (s *Session) RestoreInbound(id uint16) { s.inQoS2[id] = struct{}{} }
+func (s *Session) RestoreInbound(id uint16) {
+	s.inQoS2[id] = struct{}{}
+	if s.restoredIn == nil {
+		s.restoredIn = make(map[uint16]struct{})
+	}
+	s.restoredIn[id] = struct{}{}
+}
 
 // Pending calls fn for every outbound delivery (inflight, then queued).
 func (s *Session) Pending(fn func(d *Delivery)) {

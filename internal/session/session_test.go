@@ -113,20 +113,20 @@ func TestResendWithDupAndPubrel(t *testing.T) {
 func TestInboundQoS2ExactlyOnce(t *testing.T) {
 	s := New("c", Limits{ReceiveMax: 2})
 	s.Attach(Link{Version: packet.V5}, t0)
-	if first, err := s.ReceiveQoS2(7); !first || err != nil {
+	if first, err := s.ReceiveQoS2(7, false); !first || err != nil {
 		t.Fatalf("first receive: %v %v", first, err)
 	}
-	if first, err := s.ReceiveQoS2(7); first || err != nil {
+	if first, err := s.ReceiveQoS2(7, true); first || err != nil {
 		t.Fatalf("retransmission treated as new: %v %v", first, err)
 	}
-	s.ReceiveQoS2(8)
-	if _, err := s.ReceiveQoS2(9); err != ErrReceiveMaximum {
+	s.ReceiveQoS2(8, false)
+	if _, err := s.ReceiveQoS2(9, false); err != ErrReceiveMaximum {
 		t.Fatalf("third unreleased QoS 2: err %v, want ErrReceiveMaximum", err)
 	}
 	if !s.Release(7) || s.Release(7) {
 		t.Fatal("PUBREL bookkeeping wrong")
 	}
-	if first, _ := s.ReceiveQoS2(7); !first {
+	if first, _ := s.ReceiveQoS2(7, false); !first {
 		t.Fatal("ID reused after PUBREL must be a new message")
 	}
 }
@@ -248,5 +248,26 @@ func TestResendRespectsNewReceiveMaximum(t *testing.T) {
 			t.Fatalf("got %q, want %q", p.Topic, want)
 		}
 		id = p.PacketID
+	}
+}
+
+// A held ID that arrives without DUP starts a new message (the record was
+// stale); IDs restored from a store give way at the receive maximum.
+func TestInboundQoS2StaleRecords(t *testing.T) {
+	s := New("c", Limits{ReceiveMax: 2})
+	s.Attach(Link{Version: packet.V5}, t0)
+	s.ReceiveQoS2(1, false)
+	if first, _ := s.ReceiveQoS2(1, false); !first {
+		t.Fatal("a non-DUP PUBLISH on a held ID must be a new message")
+	}
+	r := New("c", Limits{ReceiveMax: 2})
+	r.RestoreInbound(10)
+	r.RestoreInbound(11)
+	r.Attach(Link{Version: packet.V5}, t0)
+	if first, err := r.ReceiveQoS2(12, false); !first || err != nil {
+		t.Fatalf("restored IDs wedged the receive maximum: %v %v", first, err)
+	}
+	if first, _ := r.ReceiveQoS2(12, true); first {
+		t.Fatal("a DUP resend of a held ID delivered again")
 	}
 }
