@@ -211,3 +211,31 @@ func TestSysTopicsAreReadOnly(t *testing.T) {
 	}
 	watcher.expectNone(t, 200*time.Millisecond)
 }
+
+// The same promise for a 3.1.1 client (paho.mqtt.golang): a persistent
+// session's subscription and the QoS 1 messages queued for it while it was
+// away survive a restart of the broker.
+func TestDurableV311SessionSurvivesRestart(t *testing.T) {
+	t.Parallel()
+	r := newRestartable(t)
+	s := v3Connect(t, r.addr, "v3-durable", v3Persistent)
+	s.sub("v3d/#", 1)
+	s.close()
+	pub := v3Connect(t, r.addr, "v3-durable-pub", nil)
+	for _, p := range []string{"one", "two"} {
+		pub.pub("v3d/x", 1, false, p)
+	}
+	pub.close()
+
+	r.restart()
+	s2 := v3Connect(t, r.addr, "v3-durable", v3Persistent)
+	if !s2.sessionPresent() {
+		t.Fatal("3.1.1 session not present after restart")
+	}
+	s2.expectMsg("v3d/x", "one", 1, false)
+	s2.expectMsg("v3d/x", "two", 1, false)
+	// And the subscription itself is back.
+	p2 := v3Connect(t, r.addr, "v3-durable-pub2", nil)
+	p2.pub("v3d/y", 1, false, "live")
+	s2.expectMsg("v3d/y", "live", 1, false)
+}
