@@ -283,11 +283,14 @@ type WSDialConfig struct {
 	// TLSConfig is used for wss:// URLs (nil: the defaults); its ServerName
 	// defaults to the URL's host.
 	TLSConfig *tls.Config
+	// NetDial, if set, opens the TCP connection (e.g. to write a PROXY
+	// header first); nil: a net.Dialer.
+	NetDial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // DialWSConfig is DialWS with a WSDialConfig.
 func DialWSConfig(ctx context.Context, url string, cfg WSDialConfig) (net.Conn, error) {
-	d := ws.Dialer{TLSConfig: cfg.TLSConfig}
+	d := ws.Dialer{TLSConfig: cfg.TLSConfig, NetDial: cfg.NetDial}
 	subprotocol := cfg.Subprotocol
 	if subprotocol != "" {
 		d.Protocols = []string{subprotocol}
