@@ -16,6 +16,7 @@ func Example() {
 	cfg := starling.DefaultConfig()
 	cfg.TCP = "127.0.0.1:0" // any free port on loopback
 	cfg.HTTP = ""
+	cfg.Store = "memory" // nothing kept on disk for this example
 	srv, err := starling.New(cfg, starling.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		panic(err)
