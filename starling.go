@@ -277,7 +277,10 @@ func (s *Server) wsMux() *http.ServeMux {
 		AllowedOrigins:     ws.AllowedOrigins,
 		TrustedProxies:     s.cfg.TrustedProxyPrefixes(),
 	}, func(c net.Conn, _ *http.Request) {
-		s.broker.HandleConn(c)
+		// Its own goroutine, so that the HTTP handler returns and the
+		// server's per-request state (stack, request, headers) is freed
+		// for the life of the WebSocket.
+		go s.broker.HandleConn(c)
 	})
 	mux := http.NewServeMux()
 	for _, p := range ws.Paths {
