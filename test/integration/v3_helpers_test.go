@@ -34,7 +34,7 @@ type v3Client struct {
 // automatic reconnect, an in-memory store and ordered delivery.
 func v3Options(addr, clientID string) *mqtt.ClientOptions {
 	return mqtt.NewClientOptions().
-		AddBroker("tcp://"+addr).
+		AddBroker("tcp://" + addr).
 		SetClientID(clientID).
 		SetProtocolVersion(4).
 		SetCleanSession(true).
