@@ -305,13 +305,26 @@ func (h *handler) onAck(a *packet.Ack) string {
 			h.b.Stats.MessagesOut.Add(uint64(len(next)))
 		}
 	}()
-	if err := t.commit(a.Kind == packet.PUBREC || a.Kind == packet.PUBREL || len(next) > 0); err != nil {
+	// Synced when the answer depends on it: PUBREL (state past PUBREC),
+	// PUBCOMP (inbound ID released) and QoS 2 PUBLISHes whose packet IDs
+	// must survive for exactly once. A QoS 1 one may be resent under a new
+	// ID after a crash, which QoS 1 allows, so it does not wait for a sync.
+	if err := t.commit(a.Kind == packet.PUBREC || a.Kind == packet.PUBREL || anyQoS2(next)); err != nil {
 		// What this acknowledgement answered was dropped with the failed
 		// commit; the client gets it again on its next connection.
 		h.c.Close()
 		return "store write failed"
 	}
 	return ""
+}
+
+func anyQoS2(ps []packet.Packet) bool {
+	for _, p := range ps {
+		if o, ok := p.(interface{ QoSLevel() byte }); ok && o.QoSLevel() == 2 {
+			return true
+		}
+	}
+	return false
 }
 
 func (h *handler) onSubscribe(p *packet.Subscribe) string {

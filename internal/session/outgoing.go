@@ -42,7 +42,7 @@ func (o *Outgoing) Type() packet.Type { return packet.PUBLISH }
 // establishes a topic alias reports 1: dropping it would leave the client
 // with alias-only messages for an alias it never learned.
 func (o *Outgoing) QoSLevel() byte {
-	if o.Alias != 0 && !o.AliasOnly {
+	if o.QoS == 0 && o.Alias != 0 && !o.AliasOnly {
 		return 1
 	}
 	return o.QoS
