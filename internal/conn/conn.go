@@ -50,6 +50,9 @@ type Conn struct {
 	drained *sync.Cond    // signalled when the writer takes the queue or stops
 	done    chan struct{} // closed once the socket is closed and no writer runs
 	fin     sync.Once
+	// reason is the MQTT reason of the DISCONNECT that CloseAfter queued
+	// (-1: none); a WebSocket closes with the matching close code.
+	reason int
 
 	// Dropped counts QoS 0 messages dropped for a slow reader.
 	Dropped atomic.Uint64
@@ -60,11 +63,12 @@ type Conn struct {
 // New wraps a network connection. maxIn bounds incoming packets.
 func New(nc net.Conn, maxIn uint32) *Conn {
 	c := &Conn{
-		nc:    nc,
-		br:    bufio.NewReaderSize(nc, 1024),
-		maxIn: maxIn,
-		stop:  make(chan struct{}),
-		done:  make(chan struct{}),
+		nc:     nc,
+		br:     bufio.NewReaderSize(nc, 1024),
+		maxIn:  maxIn,
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
+		reason: -1,
 	}
 	c.drained = sync.NewCond(&c.mu)
 	return c
@@ -82,9 +86,31 @@ func (c *Conn) kickLocked() {
 // finish closes the socket and marks the connection done, once.
 func (c *Conn) finish() {
 	c.fin.Do(func() {
+		c.mu.Lock()
+		reason := c.reason
+		c.mu.Unlock()
+		if rc := reasonCloser(c.nc); rc != nil && reason >= 0 {
+			rc.CloseForReason(byte(reason))
+		}
 		c.nc.Close()
 		close(c.done)
 	})
+}
+
+// reasonCloser finds a transport that can say why it closes (WebSocket),
+// looking through wrappers that expose the connection they wrap.
+func reasonCloser(nc net.Conn) interface{ CloseForReason(byte) error } {
+	for i := 0; nc != nil && i < 8; i++ {
+		if rc, ok := nc.(interface{ CloseForReason(byte) error }); ok {
+			return rc
+		}
+		u, ok := nc.(interface{ Unwrap() net.Conn })
+		if !ok {
+			return nil
+		}
+		nc = u.Unwrap()
+	}
+	return nil
 }
 
 // NetConn returns the underlying connection.
@@ -253,6 +279,9 @@ func (c *Conn) CloseAfter(last packet.Packet) {
 	}
 	if last != nil {
 		c.queue = append(c.queue, last)
+		if d, ok := last.(*packet.Disconnect); ok {
+			c.reason = int(d.ReasonCode)
+		}
 	}
 	c.closing = true
 	c.kickLocked()

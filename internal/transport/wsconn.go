@@ -50,6 +50,7 @@ type WSConn struct {
 	subprotocol string
 	remote      net.Addr // nil: conn.RemoteAddr()
 	closed      atomic.Bool
+	peerCode    atomic.Uint32 // close code the peer sent, 0 if none yet
 
 	rmu       sync.Mutex
 	pre       []byte // bytes read by the HTTP layer before the hijack
@@ -238,6 +239,7 @@ func (c *WSConn) readClose(payload []byte) error {
 			return c.fail(uint16(ws.StatusProtocolError), err.Error())
 		}
 		code = uint16(sc) // echo it (RFC 6455 5.5.1)
+		c.peerCode.Store(uint32(code))
 	}
 	c.wmu.Lock()
 	_ = c.writeCloseLocked(code, "")
@@ -400,6 +402,15 @@ func (c *WSConn) CloseWithCode(code uint16, reason string) error {
 	_ = c.writeCloseLocked(code, reason)
 	c.wmu.Unlock()
 	return c.conn.Close()
+}
+
+// PeerCloseCode returns the close code the peer's close frame carried, or 0.
+func (c *WSConn) PeerCloseCode() uint16 { return uint16(c.peerCode.Load()) }
+
+// CloseForReason closes with the WebSocket close code that matches an MQTT
+// disconnect reason (CloseCodeForReason), so browsers see why.
+func (c *WSConn) CloseForReason(mqttReason byte) error {
+	return c.CloseWithCode(CloseCodeForReason(mqttReason), "")
 }
 
 // LocalAddr returns the local address of the underlying connection.

@@ -63,6 +63,9 @@ func (b *broker) start() {
 	}
 	b.cmd = exec.Command(binary_, args...)
 	b.cmd.Stderr = os.Stderr
+	// If the test process itself dies, so does its broker: nothing is left
+	// running.
+	b.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := b.cmd.Start(); err != nil {
 		b.t.Fatalf("start broker: %v", err)
 	}
