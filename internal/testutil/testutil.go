@@ -70,6 +70,10 @@ func Dial(t testing.TB, addr string, version byte) *Raw {
 	return &Raw{t: t, nc: nc, br: bufio.NewReader(nc), Version: version}
 }
 
+// Close drops the connection without DISCONNECT (wills, unacknowledged
+// messages, takeovers).
+func (r *Raw) Close() { r.nc.Close() }
+
 // Send encodes and writes packets.
 func (r *Raw) Send(ps ...packet.Packet) {
 	r.t.Helper()

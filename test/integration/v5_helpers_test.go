@@ -1,109 +1,21 @@
 package integration
 
 import (
-	"bufio"
 	"errors"
-	"io"
 	"net"
 	"testing"
 	"time"
 
 	"github.com/starling-mqtt/starling/internal/packet"
+	"github.com/starling-mqtt/starling/internal/testutil"
 )
 
-// v5Conn is a packet-level MQTT 5 client like testutil.Raw, which it
-// mirrors, plus Close: several tests need to drop the connection abruptly
-// (unacknowledged messages, wills, $share hand-over).
-type v5Conn struct {
-	t  testing.TB
-	nc net.Conn
-	br *bufio.Reader
-}
+// v5Conn is the packet-level client speaking MQTT 5.
+type v5Conn = testutil.Raw
 
 func v5Dial(t testing.TB, addr string) *v5Conn {
 	t.Helper()
-	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatalf("dial %s: %v", addr, err)
-	}
-	t.Cleanup(func() { nc.Close() })
-	return &v5Conn{t: t, nc: nc, br: bufio.NewReader(nc)}
-}
-
-// Close drops the connection without DISCONNECT.
-func (r *v5Conn) Close() { r.nc.Close() }
-
-// Send encodes and writes packets.
-func (r *v5Conn) Send(ps ...packet.Packet) {
-	r.t.Helper()
-	var buf []byte
-	for _, p := range ps {
-		var err error
-		if buf, err = packet.Append(buf, p, packet.V5); err != nil {
-			r.t.Fatalf("encode %T: %v", p, err)
-		}
-	}
-	r.WriteRaw(buf)
-}
-
-// WriteRaw writes bytes as they are.
-func (r *v5Conn) WriteRaw(b []byte) {
-	r.t.Helper()
-	r.nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	if _, err := r.nc.Write(b); err != nil {
-		r.t.Fatalf("write: %v", err)
-	}
-}
-
-// Next reads the next packet, or returns the error (io.EOF on close).
-func (r *v5Conn) Next(timeout time.Duration) (packet.Packet, error) {
-	r.nc.SetReadDeadline(time.Now().Add(timeout))
-	fh, err := packet.ReadFixedHeader(r.br)
-	if err != nil {
-		return nil, err
-	}
-	body := make([]byte, fh.Remaining)
-	if _, err := io.ReadFull(r.br, body); err != nil {
-		return nil, err
-	}
-	return packet.Decode(fh, body, packet.V5)
-}
-
-// Read returns the next packet or fails the test within 5 s.
-func (r *v5Conn) Read() packet.Packet {
-	r.t.Helper()
-	p, err := r.Next(5 * time.Second)
-	if err != nil {
-		r.t.Fatalf("read packet: %v", err)
-	}
-	return p
-}
-
-// ExpectClosed asserts the broker sends DISCONNECT with code and closes the
-// connection within 5 s, and returns that DISCONNECT.
-func (r *v5Conn) ExpectClosed(code packet.ReasonCode) *packet.Disconnect {
-	r.t.Helper()
-	var d *packet.Disconnect
-	for {
-		p, err := r.Next(5 * time.Second)
-		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				r.t.Fatalf("connection not closed within 5s")
-			}
-			break
-		}
-		if dp, ok := p.(*packet.Disconnect); ok {
-			d = dp
-		}
-	}
-	if d == nil {
-		r.t.Fatalf("closed without DISCONNECT, want reason 0x%02x", byte(code))
-	}
-	if d.ReasonCode != code {
-		r.t.Fatalf("DISCONNECT reason 0x%02x, want 0x%02x (%s)", byte(d.ReasonCode), byte(code), d.Properties.ReasonString)
-	}
-	return d
+	return testutil.Dial(t, addr, packet.V5)
 }
 
 // Pointer helpers for optional MQTT 5 properties.
