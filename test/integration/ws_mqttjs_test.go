@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/starling-mqtt/starling"
 	"github.com/starling-mqtt/starling/internal/testutil"
 )
 
@@ -52,13 +53,19 @@ func TestWSMQTTJS(t *testing.T) {
 // test unless it exits 0.
 func runNode(t *testing.T, node, script string, args ...string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	runNodeWithin(t, 90*time.Second, node, script, args...)
+}
+
+// runNodeWithin is runNode with another time limit.
+func runNodeWithin(t *testing.T, limit time.Duration, node, script string, args ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node, append([]string{filepath.Join(nodeDir, script)}, args...)...)
 	cmd.WaitDelay = 5 * time.Second
 	out, err := cmd.CombinedOutput()
 	if ctx.Err() != nil {
-		t.Fatalf("node %s did not finish within 90 s:\n%s", script, out)
+		t.Fatalf("node %s did not finish within %v:\n%s", script, limit, out)
 	}
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
@@ -82,4 +89,42 @@ func TestWSMQTTJSOverWSS(t *testing.T) {
 		t.Fatal(err)
 	}
 	runNode(t, node, "pubsub.mjs", port, pki.CAFile)
+}
+
+// featureLimits lets test/node/features.mjs send a 16 MiB payload and a
+// burst of 10,000 QoS 1 messages that the subscriber may lag behind.
+func featureLimits(c *starling.Config) {
+	c.Store = "memory" // the burst measures the transport, not fsync
+	c.Limits.MaxPacketSize = 17 << 20
+	c.Limits.MaxQueued = 20000
+}
+
+// MQTT.js over WebSocket, MQTT 5 and 3.1.1: "+" and "#" filters match
+// exactly, a retained message reaches a new subscriber (and is cleared),
+// the last will of a client whose socket is destroyed is published (and not
+// after a clean disconnect), 1 MiB and 16 MiB payloads arrive intact and
+// 10,000 QoS 1 messages arrive complete and in order
+// (test/node/features.mjs).
+func TestWSMQTTJSFeatures(t *testing.T) {
+	t.Parallel()
+	node := needNode(t)
+	srv, _ := testutil.StartBroker(t, featureLimits)
+	_, port, err := net.SplitHostPort(srv.HTTPAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	runNodeWithin(t, 120*time.Second, node, "features.mjs", port)
+}
+
+// The same over secure WebSocket.
+func TestWSMQTTJSFeaturesOverWSS(t *testing.T) {
+	t.Parallel()
+	node := needNode(t)
+	pki := newTestPKI(t)
+	srv := startTLSBroker(t, pki, featureLimits)
+	_, port, err := net.SplitHostPort(srv.HTTPSAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	runNodeWithin(t, 120*time.Second, node, "features.mjs", port, pki.CAFile)
 }
