@@ -141,8 +141,10 @@ func (s *Server) ReloadAuth() error {
 	return nil
 }
 
-// ReloadCertificates reads tls.cert_file and tls.key_file again: new TLS
-// connections get the new certificate, connected clients are not touched.
+// ReloadCertificates reads tls.cert_file and tls.key_file again, and
+// tls.client_ca_file when set: new TLS connections get the new certificate
+// and have their client certificates checked against the new CAs;
+// connected clients are not touched.
 // On failure the old certificate stays in use. The starling command calls
 // it on SIGHUP. It does nothing when no TLS listener is configured. (The
 // files are also reloaded when they change, looked at during a handshake at
@@ -309,6 +311,10 @@ func (s *Server) listenHTTP(name, addr string, tlsCfg *tls.Config) (net.Addr, er
 		// WebSocket needs HTTP/1.1 (a hijacked conn): offer no h2 by ALPN.
 		tlsCfg = tlsCfg.Clone()
 		tlsCfg.NextProtos = []string{"http/1.1"}
+		if tlsCfg.GetConfigForClient != nil {
+			// Reloaded client CAs, with this clone's settings.
+			transport.ServeReloadedClientCAs(tlsCfg, s.certs)
+		}
 		srv.TLSConfig = tlsCfg
 		srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
 		protocol = "mqtt over secure websocket"

@@ -395,3 +395,97 @@ func TestServerTLSConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// The client CA file is reloaded with the certificate: a client certificate
+// from a new CA is refused before Reload and accepted after, and one from a
+// CA no longer listed is refused; a clone passed to ServeReloadedClientCAs
+// keeps its own settings (ALPN here) after the change; a change of the CA
+// file alone is picked up by a handshake, like a change of the certificate.
+func TestServerTLSConfigReloadsClientCAs(t *testing.T) {
+	ca := newTestCA(t, "ca")
+	oldCA := newTestCA(t, "old client ca")
+	newCA := newTestCA(t, "new client ca")
+	dir := t.TempDir()
+	certFile, keyFile := serverFiles(t, ca, dir, 1)
+	r, err := NewCertReloader(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	clock := time.Now()
+	r.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	advance := func(d time.Duration) { mu.Lock(); clock = clock.Add(d); mu.Unlock() }
+	caFile := filepath.Join(dir, "clients.pem")
+	writeFile(t, caFile, oldCA.pem)
+	cfg, err := ServerTLSConfig(r, caFile, ClientAuthRequired)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wsCfg := cfg.Clone()
+	wsCfg.NextProtos = []string{"http/1.1"}
+	ServeReloadedClientCAs(wsCfg, r)
+
+	oldCert, newCert := oldCA.clientCert(t, "old-device"), newCA.clientCert(t, "new-device")
+	try := func(server *tls.Config, c *tls.Certificate) (proto string, err error) {
+		t.Helper()
+		cc := clientConfig(ca)
+		cc.NextProtos = []string{"h2", "http/1.1"}
+		cc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return c, nil }
+		cc.VerifyConnection = func(cs tls.ConnectionState) error { proto = cs.NegotiatedProtocol; return nil }
+		_, serr, cerr := handshake(t, server, cc)
+		if serr != nil {
+			return proto, serr
+		}
+		return proto, cerr
+	}
+	expect := func(stage string, c *tls.Certificate, ok bool) {
+		t.Helper()
+		for _, server := range []*tls.Config{cfg, wsCfg} {
+			proto, err := try(server, c)
+			if ok && err != nil {
+				t.Fatalf("%s: %s refused: %v", stage, c.Leaf.Subject.CommonName, err)
+			}
+			if !ok && err == nil {
+				t.Fatalf("%s: %s accepted", stage, c.Leaf.Subject.CommonName)
+			}
+			if ok && server == wsCfg && proto != "http/1.1" {
+				t.Fatalf("%s: clone negotiated %q, want http/1.1", stage, proto)
+			}
+		}
+	}
+	for _, c := range []*tls.Certificate{&oldCert, &newCert} {
+		if c.Leaf == nil {
+			if c.Leaf, err = x509.ParseCertificate(c.Certificate[0]); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	expect("before", &oldCert, true)
+	expect("before", &newCert, false)
+
+	// The new CA joins the file: nothing changes until Reload (the clock
+	// stands still, so the files are not looked at).
+	writeFile(t, caFile, append(append([]byte{}, oldCA.pem...), newCA.pem...))
+	expect("file written, not reloaded", &newCert, false)
+	if err := r.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	expect("after Reload", &newCert, true)
+	expect("after Reload", &oldCert, true)
+
+	// A broken CA file: Reload fails, the CAs (and certificate) stay.
+	writeFile(t, caFile, []byte("garbage"))
+	if err := r.Reload(); err == nil || !strings.Contains(err.Error(), "client CA") {
+		t.Fatalf("Reload with a broken CA file = %v, want a client CA error", err)
+	}
+	expect("after a failed Reload", &newCert, true)
+
+	// The old CA leaves the file; a handshake a second later sees the change.
+	writeFile(t, caFile, newCA.pem)
+	if err := os.Chtimes(caFile, time.Now().Add(time.Minute), time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	advance(1100 * time.Millisecond)
+	expect("after the file changed", &oldCert, false)
+	expect("after the file changed", &newCert, true)
+}
