@@ -60,6 +60,7 @@ type Broker struct {
 	authn       Authenticator
 	authz       Authorizer
 
+	bytes    conn.Totals      // bytes in and out over all connections
 	perAddr  *limit.PerKey    // concurrent connections per source address
 	connRate *limit.RateByKey // new connections per second per source address
 
@@ -140,6 +141,7 @@ func (b *Broker) HandleConn(nc net.Conn) {
 		return
 	}
 	c := conn.New(nc, b.lim.MaxPacketSize)
+	c.Totals = &b.bytes
 	b.conns[c] = struct{}{}
 	b.mu.Unlock()
 	defer func() {
@@ -207,6 +209,12 @@ func (b *Broker) Close(timeout time.Duration) {
 		<-done
 	}
 }
+
+// BytesReceived returns the bytes of MQTT packets read from clients.
+func (b *Broker) BytesReceived() uint64 { return b.bytes.BytesIn.Load() }
+
+// BytesSent returns the bytes written to clients.
+func (b *Broker) BytesSent() uint64 { return b.bytes.BytesOut.Load() }
 
 // Sessions returns the number of sessions, connected or not.
 func (b *Broker) Sessions() int {

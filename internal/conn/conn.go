@@ -56,8 +56,20 @@ type Conn struct {
 
 	// Dropped counts QoS 0 messages dropped for a slow reader.
 	Dropped atomic.Uint64
-	// BytesOut counts bytes written.
-	BytesOut atomic.Uint64
+	// Totals, when set before use, also counts this connection's bytes (a
+	// broker-wide sum for metrics).
+	Totals *Totals
+}
+
+// Totals are byte counts summed over connections.
+type Totals struct {
+	BytesIn, BytesOut atomic.Uint64
+}
+
+func (c *Conn) countOut(n int) {
+	if c.Totals != nil && n > 0 {
+		c.Totals.BytesOut.Add(uint64(n))
+	}
 }
 
 // New wraps a network connection. maxIn bounds incoming packets.
@@ -152,6 +164,9 @@ func (c *Conn) ReadPacket(deadline time.Time) (packet.Packet, int, error) {
 			err = io.ErrUnexpectedEOF
 		}
 		return nil, size, err
+	}
+	if c.Totals != nil {
+		c.Totals.BytesIn.Add(uint64(size))
 	}
 	p, err := packet.Decode(fh, body, c.Version())
 	return p, size, err
@@ -368,7 +383,7 @@ func (c *Conn) flush(batch []packet.Packet) error {
 				if len(buf) > 0 {
 					c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
 					n, werr := c.nc.Write(buf)
-					c.BytesOut.Add(uint64(n))
+					c.countOut(n)
 					if werr != nil {
 						return werr
 					}
@@ -400,7 +415,7 @@ func (c *Conn) flush(batch []packet.Packet) error {
 	}
 	c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
 	n, werr := c.nc.Write(buf)
-	c.BytesOut.Add(uint64(n))
+	c.countOut(n)
 	if cap(buf) <= 64<<10 {
 		*bp = buf[:0]
 		bufPool.Put(bp)
