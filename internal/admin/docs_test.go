@@ -15,7 +15,7 @@ import (
 type docsSource struct{}
 
 func (docsSource) Counters() metrics.Counters {
-	return metrics.Counters{HasBytes: true, MessagesIn: 1, BytesIn: 1, BytesOut: 1}
+	return metrics.Counters{HasBytes: true, MessagesIn: 1, BytesIn: 1, BytesOut: 1, ConnectedByProtocol: map[string]int64{"5.0": 1}}
 }
 
 type nopPublisher struct{ topics map[string]bool }

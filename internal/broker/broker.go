@@ -38,6 +38,15 @@ type Stats struct {
 	Dropped          atomic.Uint64 // deliveries dropped (queue full, expired, too large, slow reader)
 	StoreErrors      atomic.Uint64 // failed store commits
 	Refused          atomic.Uint64 // connections closed by per-address limits before CONNECT
+	// ConnectedByVersion is Connections split by protocol level (3, 4, 5).
+	ConnectedByVersion [6]atomic.Int64
+}
+
+func (s *Stats) connected(version byte, n int64) {
+	s.Connections.Add(n)
+	if int(version) < len(s.ConnectedByVersion) {
+		s.ConnectedByVersion[version].Add(n)
+	}
 }
 
 // Broker routes messages between sessions.

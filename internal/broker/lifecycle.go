@@ -58,7 +58,7 @@ func (b *Broker) attachLocked(h *handler, id string, cp *packet.Connect, expiry 
 				}
 				cl.conn = nil
 				cl.sess.Detach()
-				b.Stats.Connections.Add(-1)
+				b.Stats.connected(cl.version, -1)
 				b.log.Info("session taken over", "client_id", id, "remote", h.remote)
 			}
 			if cl.expiry != nil {
@@ -108,7 +108,7 @@ func (b *Broker) attachLocked(h *handler, id string, cp *packet.Connect, expiry 
 		t.batch.PutSession(cl.sessionRecord(time.Time{}))
 	}
 	h.cl = cl
-	b.Stats.Connections.Add(1)
+	b.Stats.connected(h.version, 1)
 	b.Stats.ConnectionsTotal.Add(1)
 	t.send(h.c, connack(present))
 	cl.tx = t
@@ -169,7 +169,7 @@ func (b *Broker) detachLocked(h *handler, t *tx) (will *willState, shared []sess
 	}
 	cl.conn = nil
 	cl.sess.Detach()
-	b.Stats.Connections.Add(-1)
+	b.Stats.connected(h.version, -1)
 	if h.discardWill {
 		cl.will = nil // [MQTT-3.1.2-10]
 	}

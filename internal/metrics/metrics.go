@@ -24,9 +24,12 @@ type Counters struct {
 	MessagesOut      uint64 // PUBLISH packets handed to connections
 	Dropped          uint64 // deliveries dropped (queue full, expired, too large, slow reader)
 	StoreErrors      uint64 // failed store commits
-	Sessions         int    // sessions, connected or not
-	Subscriptions    int
-	Retained         int // retained messages
+	Refused          uint64 // connections refused by per-address limits
+	// ConnectedByProtocol counts connected clients by protocol version.
+	ConnectedByProtocol map[string]int64
+	Sessions            int // sessions, connected or not
+	Subscriptions       int
+	Retained            int // retained messages
 
 	// HasBytes tells whether the broker counts bytes; BytesIn and BytesOut
 	// are zero when it does not.
@@ -63,9 +66,15 @@ func (s brokerSource) Counters() Counters {
 		MessagesOut:      st.MessagesOut.Load(),
 		Dropped:          st.Dropped.Load(),
 		StoreErrors:      st.StoreErrors.Load(),
-		Sessions:         s.b.Sessions(),
-		Subscriptions:    s.b.Subscriptions(),
-		Retained:         s.b.Retained(),
+		Refused:          st.Refused.Load(),
+		ConnectedByProtocol: map[string]int64{
+			"3.1":   st.ConnectedByVersion[3].Load(),
+			"3.1.1": st.ConnectedByVersion[4].Load(),
+			"5.0":   st.ConnectedByVersion[5].Load(),
+		},
+		Sessions:      s.b.Sessions(),
+		Subscriptions: s.b.Subscriptions(),
+		Retained:      s.b.Retained(),
 	}
 	if bc, ok := any(s.b).(ByteCounter); ok {
 		c.HasBytes, c.BytesIn, c.BytesOut = true, bc.BytesReceived(), bc.BytesSent()
@@ -104,7 +113,7 @@ type collector struct {
 	src Source
 
 	connected, connections, msgIn, msgOut, dropped, storeErrors,
-	sessions, subscriptions, retained, bytesIn, bytesOut *prometheus.Desc
+	sessions, subscriptions, retained, bytesIn, bytesOut, refused, byProtocol *prometheus.Desc
 }
 
 func newCollector(src Source) *collector {
@@ -122,6 +131,9 @@ func newCollector(src Source) *collector {
 		retained:      d("mqtt_retained_messages", "Retained messages held by the broker."),
 		bytesIn:       d("mqtt_network_received_bytes_total", "Bytes read from client connections."),
 		bytesOut:      d("mqtt_network_sent_bytes_total", "Bytes written to client connections."),
+		refused:       d("mqtt_clients_refused_total", "Connections closed by the per-address limits before CONNECT."),
+		byProtocol: prometheus.NewDesc("mqtt_clients_connected_by_protocol", "Clients connected now, by MQTT protocol version.",
+			[]string{"protocol"}, nil),
 	}
 }
 
@@ -144,6 +156,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.sessions, float64(v.Sessions))
 	gauge(c.subscriptions, float64(v.Subscriptions))
 	gauge(c.retained, float64(v.Retained))
+	counter(c.refused, v.Refused)
+	for proto, n := range v.ConnectedByProtocol {
+		ch <- prometheus.MustNewConstMetric(c.byProtocol, prometheus.GaugeValue, float64(n), proto)
+	}
 	if v.HasBytes {
 		counter(c.bytesIn, v.BytesIn)
 		counter(c.bytesOut, v.BytesOut)

@@ -249,3 +249,18 @@ func TestByteCounters(t *testing.T) {
 		t.Errorf("byte counters: %v", v)
 	}
 }
+
+// Connected clients are split by protocol version.
+func TestConnectedByProtocol(t *testing.T) {
+	b, addr := startBroker(t)
+	dial(t, addr, "by-proto") // paho.golang: MQTT 5
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		c := FromBroker(b).Counters()
+		if c.ConnectedByProtocol["5.0"] == 1 && c.ConnectedByProtocol["3.1.1"] == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("connected by protocol %v, want 5.0: 1", c.ConnectedByProtocol)
+		}
+	}
+}
