@@ -69,7 +69,9 @@ type Server struct {
 	httpAddr  net.Addr
 	httpsAddr net.Addr
 	mqttsAddr net.Addr
-	ready     chan struct{} // closed once listeners are open (or failed)
+	anyAddr   net.Addr
+	sniffing  map[net.Conn]struct{} // listen_any connections not yet dispatched
+	ready     chan struct{}         // closed once listeners are open (or failed)
 	readyOnce sync.Once
 	closed    bool
 	accepting sync.WaitGroup
@@ -92,7 +94,7 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 		}
 		s.log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv}))
 	}
-	if cfg.MQTTS != "" || cfg.HTTPS != "" {
+	if cfg.MQTTS != "" || cfg.HTTPS != "" || (cfg.ListenAny != "" && cfg.TLS.CertFile != "") {
 		if err := s.setupTLS(); err != nil {
 			return nil, err
 		}
@@ -182,6 +184,9 @@ func (s *Server) Serve() error {
 	}
 	if err == nil && s.cfg.HTTPS != "" {
 		s.httpsAddr, err = s.listenHTTP("https", s.cfg.HTTPS, s.tlsCfg)
+	}
+	if err == nil && s.cfg.ListenAny != "" {
+		s.anyAddr, err = s.listenAny("listen_any", s.cfg.ListenAny)
 	}
 	if err == nil {
 		// $SYS tree and dashboard feeds, stopped by Close.
@@ -330,6 +335,113 @@ func (s *Server) listenHTTP(name, addr string, tlsCfg *tls.Config) (net.Addr, er
 	return ln.Addr(), nil
 }
 
+// listenAny opens the single-port listener: each connection is told by its
+// first byte (transport.Sniff), in its own goroutine, within the connect
+// timeout: MQTT goes to the broker, HTTP to an http.Server serving what the
+// http listener serves, TLS (when a certificate is configured) is
+// terminated and what is inside told the same way. The caller holds s.mu.
+func (s *Server) listenAny(name, addr string) (net.Addr, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("starling: listen %s on %s: %w", name, addr, err)
+	}
+	s.listeners = append(s.listeners, ln)
+	ln = s.proxyProtocol(name, ln)
+	httpLn := transport.NewConnListener(ln.Addr())
+	srv := &http.Server{Handler: s.wsMux(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
+	s.httpSrvs = append(s.httpSrvs, srv)
+	var tlsCfg *tls.Config
+	if s.tlsCfg != nil {
+		// Inside TLS: MQTT, or HTTP/1.1 for WebSocket (no h2).
+		tlsCfg = s.tlsCfg.Clone()
+		tlsCfg.NextProtos = []string{"mqtt", "http/1.1"}
+		if tlsCfg.GetConfigForClient != nil {
+			transport.ServeReloadedClientCAs(tlsCfg, s.certs)
+		}
+	}
+	s.log.Info("listening", "listener", name, "addr", ln.Addr().String(), "protocol", "mqtt, http and tls (sniffed)", "tls", tlsCfg != nil, "proxy_protocol", len(s.cfg.ProxyProtocol) > 0)
+	s.accepting.Add(2)
+	go func() {
+		defer s.accepting.Done()
+		srv.Serve(httpLn)
+	}()
+	go func() {
+		defer s.accepting.Done()
+		defer httpLn.Close()
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				s.mu.Lock()
+				closed := s.closed
+				s.mu.Unlock()
+				if closed || errors.Is(err, net.ErrClosed) {
+					return
+				}
+				s.log.Warn("accept failed", "addr", ln.Addr().String(), "err", err)
+				time.Sleep(50 * time.Millisecond)
+				continue
+			}
+			go s.dispatch(nc, tlsCfg, httpLn, true)
+		}
+	}()
+	return ln.Addr(), nil
+}
+
+// dispatch sniffs nc and hands it to the broker or the HTTP server;
+// outer is true for the raw connection, false inside TLS.
+func (s *Server) dispatch(nc net.Conn, tlsCfg *tls.Config, httpLn *transport.ConnListener, outer bool) {
+	if outer {
+		// Until handed on, Close closes it.
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			nc.Close()
+			return
+		}
+		if s.sniffing == nil {
+			s.sniffing = map[net.Conn]struct{}{}
+		}
+		s.sniffing[nc] = struct{}{}
+		s.mu.Unlock()
+		defer func() { s.mu.Lock(); delete(s.sniffing, nc); s.mu.Unlock() }()
+	}
+	nc.SetReadDeadline(time.Now().Add(s.cfg.Limits.ConnectTimeout))
+	kind, c, err := transport.Sniff(nc)
+	if err != nil {
+		nc.Close()
+		return
+	}
+	c.SetReadDeadline(time.Time{})
+	switch {
+	case kind == transport.SniffMQTT:
+		go s.broker.HandleConn(c) // returns now: no longer sniffing
+	case kind == transport.SniffTLS && outer && tlsCfg != nil:
+		tc := tls.Server(c, tlsCfg)
+		tc.SetDeadline(time.Now().Add(s.cfg.Limits.ConnectTimeout))
+		if err := tc.Handshake(); err != nil {
+			s.log.Debug("TLS handshake failed", "listener", "listen_any", "remote", nc.RemoteAddr().String(), "err", err)
+			nc.Close()
+			return
+		}
+		tc.SetDeadline(time.Time{})
+		s.dispatch(tc, nil, httpLn, false)
+		return
+	case kind == transport.SniffHTTP:
+		httpLn.Put(c)
+	default: // TLS without a certificate, or TLS inside TLS
+		nc.Close()
+	}
+}
+
+// ListenAnyAddr returns the address of the single-port listener
+// (Config.ListenAny) once Serve has opened it, or nil.
+func (s *Server) ListenAnyAddr() net.Addr {
+	<-s.ready
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.anyAddr
+}
+
 // HTTPAddr returns the address of the HTTP listener once Serve has opened
 // it, or nil.
 func (s *Server) HTTPAddr() net.Addr {
@@ -382,6 +494,9 @@ func (s *Server) Close() error {
 	s.readyOnce.Do(func() { close(s.ready) }) // Addr callers waiting on a Serve that never ran
 	for _, ln := range s.listeners {
 		ln.Close()
+	}
+	for nc := range s.sniffing {
+		nc.Close()
 	}
 	for _, srv := range s.httpSrvs {
 		// Hijacked WebSocket connections belong to the broker, which closes

@@ -30,6 +30,11 @@ type Config struct {
 	// WebSocket (wss), as host:port ("" disables it; 443 or 8443 by
 	// convention). Needs tls.cert_file and tls.key_file.
 	HTTPS string `yaml:"https"`
+	// ListenAny is the address of a single-port listener ("" disables it)
+	// that tells by a connection's first byte what it carries: MQTT
+	// (CONNECT), TLS (then MQTT or HTTP inside, told the same way; needs
+	// tls.cert_file and tls.key_file) or HTTP (WebSocket, dashboard, API).
+	ListenAny string `yaml:"listen_any"`
 	// TLS holds the certificate for the mqtts and https listeners.
 	TLS TLS `yaml:"tls"`
 	// WebSocket configures MQTT over WebSocket on the http and https

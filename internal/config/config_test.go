@@ -81,10 +81,11 @@ func TestLoadEveryKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Config{
-		TCP:   "127.0.0.1:11883",
-		HTTP:  "[::1]:18080",
-		MQTTS: "127.0.0.1:18883",
-		HTTPS: ":8443",
+		TCP:       "127.0.0.1:11883",
+		HTTP:      "[::1]:18080",
+		MQTTS:     "127.0.0.1:18883",
+		HTTPS:     ":8443",
+		ListenAny: ":8000",
 		TLS: TLS{
 			CertFile:     "/etc/starling/cert.pem",
 			KeyFile:      "/etc/starling/key.pem",

@@ -36,7 +36,7 @@ func (c Config) Validate() error {
 		errs = append(errs, &Error{Key: key, Msg: fmt.Sprintf(format, args...)})
 	}
 
-	listeners := []struct{ key, addr string }{{"tcp", c.TCP}, {"http", c.HTTP}, {"mqtts", c.MQTTS}, {"https", c.HTTPS}}
+	listeners := []struct{ key, addr string }{{"tcp", c.TCP}, {"http", c.HTTP}, {"mqtts", c.MQTTS}, {"https", c.HTTPS}, {"listen_any", c.ListenAny}}
 	for i, l := range listeners {
 		if err := checkAddr(l.addr); err != nil {
 			bad(l.key, "%v", err)
@@ -51,8 +51,8 @@ func (c Config) Validate() error {
 			}
 		}
 	}
-	if c.TCP == "" && c.HTTP == "" && c.MQTTS == "" && c.HTTPS == "" {
-		bad("tcp", `no listener enabled: set tcp, http, mqtts or https`)
+	if c.TCP == "" && c.HTTP == "" && c.MQTTS == "" && c.HTTPS == "" && c.ListenAny == "" {
+		bad("tcp", `no listener enabled: set tcp, http, mqtts, https or listen_any`)
 	}
 	switch c.Store {
 	case "pebble", "memory":
