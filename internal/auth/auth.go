@@ -1,5 +1,6 @@
 // Package auth authenticates MQTT clients (a password file of argon2id or
-// bcrypt hashes, TLS client certificates mapped to user names, anonymous
+// bcrypt hashes or SCRAM-SHA-256 verifiers, MQTT 5 enhanced authentication
+// with SCRAM-SHA-256, TLS client certificates mapped to user names, anonymous
 // access on or off) and authorizes what they do (an ACL file of allow/deny
 // rules). An *Auth is both the broker's Authenticator and its Authorizer;
 // Reload re-reads the files (SIGHUP). See docs/security.md.
@@ -8,6 +9,7 @@ package auth
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/x509"
 	"fmt"
 	"log/slog"
@@ -21,13 +23,14 @@ import (
 // Auth implements broker.Authenticator and broker.Authorizer. It is safe
 // for concurrent use.
 type Auth struct {
-	cfg        Config
-	certMap    string
-	log        *slog.Logger
-	audit      *audit
-	sem        chan struct{} // one slot per concurrent password verification
-	superusers map[string]bool
-	state      atomic.Pointer[state]
+	cfg         Config
+	certMap     string
+	log         *slog.Logger
+	audit       *audit
+	sem         chan struct{} // one slot per concurrent password verification
+	superusers  map[string]bool
+	scramSecret []byte // keys the made-up SCRAM salts of unknown users
+	state       atomic.Pointer[state]
 }
 
 var (
@@ -37,9 +40,10 @@ var (
 
 // state is what the files say; replaced as a whole by Reload.
 type state struct {
-	users map[string]*hash // nil without a password file
-	dummy *hash            // verified for unknown users, so they cost one hash too
-	acl   *ACL             // nil without an ACL file: everything allowed
+	users     map[string]*hash // nil without a password file
+	dummy     *hash            // verified for unknown users, so they cost one hash too
+	scramIter int              // SCRAM iterations shown to users without a SCRAM entry
+	acl       *ACL             // nil without an ACL file: everything allowed
 }
 
 // New checks cfg, reads its files and returns the authenticator and
@@ -53,13 +57,15 @@ func New(cfg Config, log *slog.Logger) (*Auth, error) {
 		log = slog.Default()
 	}
 	a := &Auth{
-		cfg:        cfg,
-		certMap:    cfg.CertMapping(),
-		log:        log,
-		audit:      newAudit(log, cfg.AuditRate()),
-		sem:        make(chan struct{}, cfg.MaxVerifications()),
-		superusers: make(map[string]bool, len(cfg.Superusers)),
+		cfg:         cfg,
+		certMap:     cfg.CertMapping(),
+		log:         log,
+		audit:       newAudit(log, cfg.AuditRate()),
+		sem:         make(chan struct{}, cfg.MaxVerifications()),
+		superusers:  make(map[string]bool, len(cfg.Superusers)),
+		scramSecret: make([]byte, 32),
 	}
+	rand.Read(a.scramSecret)
 	for _, s := range cfg.Superusers {
 		a.superusers[s] = true
 	}
@@ -103,6 +109,13 @@ func (a *Auth) load() (*state, error) {
 			return nil, fmt.Errorf("auth: password file %s: %w", f, err)
 		}
 		st.users = users
+		st.scramIter = DefaultSCRAMIterations
+		for _, e := range entries {
+			if h := users[e.User]; h.scram != nil {
+				st.scramIter = h.scram.iter
+				break
+			}
+		}
 		if len(entries) > 0 {
 			// The first user's hash: unknown users then cost what a
 			// typical known user costs (files usually share parameters).

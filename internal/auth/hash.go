@@ -47,6 +47,7 @@ const (
 type hash struct {
 	argon  *argonHash
 	bcrypt []byte // the whole "$2b$..." string
+	scram  *scramHash
 }
 
 type argonHash struct {
@@ -94,10 +95,16 @@ func parseHash(s string) (*hash, error) {
 			return nil, errors.New("bad bcrypt hash: not 60 characters")
 		}
 		return &hash{bcrypt: []byte(s)}, nil
+	case strings.HasPrefix(s, "$scram-sha-256$"):
+		sc, err := parseSCRAM(s)
+		if err != nil {
+			return nil, err
+		}
+		return &hash{scram: sc}, nil
 	case strings.HasPrefix(s, "$argon2i$"), strings.HasPrefix(s, "$argon2d$"):
 		return nil, errors.New("only argon2id is supported, not argon2i or argon2d")
 	default:
-		return nil, errors.New("unknown hash format (want $argon2id$... or bcrypt $2a$/$2b$/$2y$)")
+		return nil, errors.New("unknown hash format (want $argon2id$..., bcrypt $2a$/$2b$/$2y$ or $scram-sha-256$...)")
 	}
 }
 
@@ -172,6 +179,9 @@ func (h *hash) verify(password []byte) bool {
 		key := argon2.IDKey(password, a.salt, a.p.Time, a.p.Memory, a.p.Threads, uint32(len(a.key)))
 		return subtle.ConstantTimeCompare(key, a.key) == 1
 	}
+	if h.scram != nil {
+		return h.scram.verify(password)
+	}
 	// CompareHashAndPassword recomputes the hash and compares it with
 	// subtle.ConstantTimeCompare. bcrypt only looks at the first 72 bytes
 	// of a password.
@@ -187,7 +197,7 @@ type PasswordEntry struct {
 
 // ParsePasswordFile reads a password file: one "user:hash" per line, blank
 // lines and lines starting with '#' ignored, surrounding spaces trimmed.
-// Every hash is parsed (argon2id PHC or bcrypt); a bad line or a user listed
+// Every hash is parsed (argon2id PHC, bcrypt or a SCRAM-SHA-256 verifier); a bad line or a user listed
 // twice is an error naming the line, without the hash.
 func ParsePasswordFile(r io.Reader) ([]PasswordEntry, error) {
 	_, entries, err := parsePasswords(r)

@@ -30,12 +30,16 @@ type handler struct {
 	info        *ClientInfo        // who the client is, for the authorizer
 	pubMsgs     *limit.TokenBucket // publish rate limits; nil when off
 	pubBytes    *limit.TokenBucket
+	authMethod  string       // enhanced authentication method of CONNECT; "" for none
+	reauth      *reauthState // re-authentication in progress; nil when none
+	deadline    time.Time    // CONNECT and any AUTH exchange must be done by then
 }
 
 // run reads CONNECT, attaches the session and serves packets until the
 // connection ends.
 func (h *handler) run() {
-	p, _, err := h.c.ReadPacket(h.b.now().Add(h.b.lim.ConnectTimeout))
+	h.deadline = h.b.now().Add(h.b.lim.ConnectTimeout)
+	p, _, err := h.c.ReadPacket(h.deadline)
 	if err != nil {
 		var pe *packet.Error
 		if _, isConnect := p.(*packet.Connect); isConnect && errors.As(err, &pe) && pe.Code == packet.UnsupportedProtocolVersion {
@@ -100,10 +104,6 @@ func (h *handler) connect(cp *packet.Connect) bool {
 	v5 := h.version == packet.V5
 	h.problemInfo = props.RequestProblemInfo == nil || *props.RequestProblemInfo == 1
 
-	if props.AuthMethod != "" {
-		// Enhanced authentication methods are not offered [MQTT-4.12.0-1].
-		return h.refuse(packet.BadAuthenticationMethod, "authentication method not supported")
-	}
 	if w := cp.Will; w != nil {
 		if err := topic.ValidateName(w.Topic); err != nil {
 			return h.refuse(packet.TopicNameInvalid, "will topic: "+err.Error())
@@ -115,7 +115,22 @@ func (h *handler) connect(cp *packet.Connect) bool {
 			return h.refuse(packet.PayloadFormatInvalid, "will payload is not UTF-8")
 		}
 	}
-	ident, code := h.authenticate(cp)
+	var ident Identity
+	var code packet.ReasonCode
+	var authData []byte
+	if props.AuthMethod != "" {
+		// Enhanced authentication (v5 only: 3.x has no properties).
+		var ok bool
+		if ident, code, authData, ok = h.enhancedAuth(cp, h.deadline); !ok {
+			return false
+		}
+		if code == packet.BadAuthenticationMethod {
+			return h.refuse(code, "authentication method not supported")
+		}
+		h.authMethod = props.AuthMethod
+	} else {
+		ident, code = h.authenticate(cp)
+	}
 	if code != packet.Success {
 		return h.refuse(code, "not authorized")
 	}
@@ -192,6 +207,10 @@ func (h *handler) connect(cp *packet.Connect) bool {
 		if expiry != requested {
 			e := expiry
 			p.SessionExpiry = &e
+		}
+		if h.authMethod != "" {
+			// [MQTT-3.2.2-?] §3.2.2.3.17: the same method as CONNECT.
+			p.AuthMethod, p.AuthData = h.authMethod, authData
 		}
 		if r := props.RequestResponseInfo; r != nil && *r == 1 {
 			p.ResponseInfo = "response/" + id + "/"

@@ -3,7 +3,10 @@ package broker
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"net"
+	"slices"
+	"time"
 
 	"github.com/starling-mqtt/starling/internal/packet"
 )
@@ -34,6 +37,38 @@ type Identity struct {
 // use (a CONNECT storm must not exhaust the machine).
 type Authenticator interface {
 	Authenticate(ctx context.Context, c *ConnectInfo) (Identity, packet.ReasonCode, error)
+}
+
+// EnhancedAuthenticator is an Authenticator that also offers MQTT 5
+// enhanced authentication (MQTT 5.0 section 4.12): a CONNECT carrying an
+// Authentication Method in AuthMethods starts an exchange of AUTH packets
+// instead of the user name and password check. Any other method is refused
+// with CONNACK 0x8C (bad authentication method). The whole exchange must
+// finish within the connect timeout (ctx carries that deadline).
+type EnhancedAuthenticator interface {
+	Authenticator
+	// AuthMethods lists the methods offered now (e.g. "SCRAM-SHA-256").
+	AuthMethods() []string
+	// StartAuth begins an exchange with the Authentication Data of the
+	// CONNECT (or of an AUTH 0x19 re-authentication).
+	StartAuth(ctx context.Context, c *ConnectInfo, method string, data []byte) (AuthStep, error)
+}
+
+// AuthStep is the server's answer to one client message of an enhanced
+// authentication exchange.
+//
+// With Next set, the exchange continues: Data goes to the client in AUTH
+// 0x18 (continue authentication) and Next is called with the
+// Authentication Data of the client's AUTH 0x18 reply. With Next nil, it is
+// over: Code is Success (the client is Identity; Data goes to it in the
+// CONNACK, or the AUTH 0x00 ending a re-authentication) or the reason code
+// to refuse with (0x86, 0x87...). An error is logged and refuses the client
+// with Code, or 0x88 (server unavailable) when Code is Success.
+type AuthStep struct {
+	Data     []byte
+	Next     func(ctx context.Context, data []byte) (AuthStep, error)
+	Identity Identity
+	Code     packet.ReasonCode
 }
 
 // Action is what a client asks to do with a topic.
@@ -109,6 +144,136 @@ func (h *handler) authenticate(cp *packet.Connect) (Identity, packet.ReasonCode)
 		}
 	}
 	return id, code
+}
+
+// maxAuthRounds bounds the AUTH packets of one enhanced authentication
+// exchange (SCRAM needs one).
+const maxAuthRounds = 8
+
+// enhancedAuth runs an enhanced authentication exchange for a v5 CONNECT
+// with an Authentication Method, until deadline. It returns the client's
+// identity, the reason code and the data for the CONNACK; ok is false when
+// the connection has already been closed (read failure or protocol error).
+func (h *handler) enhancedAuth(cp *packet.Connect, deadline time.Time) (id Identity, code packet.ReasonCode, data []byte, ok bool) {
+	method := cp.Properties.AuthMethod
+	ea, _ := h.b.authn.(EnhancedAuthenticator)
+	if ea == nil || !slices.Contains(ea.AuthMethods(), method) {
+		return id, packet.BadAuthenticationMethod, nil, true // [MQTT-4.12.0-1]
+	}
+	nc := h.c.NetConn()
+	ci := &ConnectInfo{ClientID: cp.ClientID, Username: cp.Username, HasUsername: cp.HasUsername,
+		Password: cp.Password, HasPassword: cp.HasPassword, Version: cp.ProtocolVersion,
+		Remote: nc.RemoteAddr(), TLS: tlsState(nc)}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	step, err := ea.StartAuth(ctx, ci, method, cp.Properties.AuthData)
+	for round := 0; ; round++ {
+		if err != nil {
+			h.b.log.Warn("authentication error", "client_id", cp.ClientID, "remote", h.remote, "method", method, "err", err)
+			if step.Code == packet.Success {
+				step.Code = packet.ServerUnavailable
+			}
+			return id, step.Code, nil, true
+		}
+		if step.Next == nil {
+			return step.Identity, step.Code, step.Data, true
+		}
+		if round >= maxAuthRounds {
+			return id, packet.NotAuthorized, nil, true
+		}
+		h.c.Send(&packet.Auth{ReasonCode: packet.ContinueAuthentication,
+			Properties: packet.Properties{AuthMethod: method, AuthData: step.Data}})
+		p, _, rerr := h.c.ReadPacket(deadline)
+		if rerr != nil {
+			var pe *packet.Error
+			if errors.As(rerr, &pe) {
+				h.refuse(pe.Code, pe.Reason)
+			} else {
+				h.c.Close()
+			}
+			h.b.log.Info("authentication exchange failed", "client_id", cp.ClientID, "remote", h.remote, "err", rerr)
+			return id, 0, nil, false
+		}
+		a, isAuth := p.(*packet.Auth)
+		switch {
+		case !isAuth:
+			h.refuse(packet.ProtocolError, "expected AUTH, got "+packetName(p.Type()))
+			return id, 0, nil, false
+		case a.ReasonCode != packet.ContinueAuthentication:
+			h.refuse(packet.ProtocolError, "AUTH reason code must be 0x18 during authentication")
+			return id, 0, nil, false
+		case a.Properties.AuthMethod != method:
+			// [MQTT-4.12.0-5] the method cannot change.
+			h.refuse(packet.ProtocolError, "authentication method differs from CONNECT")
+			return id, 0, nil, false
+		}
+		step, err = step.Next(ctx, a.Properties.AuthData)
+	}
+}
+
+// reauthState is a re-authentication waiting for the client's next AUTH.
+type reauthState struct {
+	next   func(ctx context.Context, data []byte) (AuthStep, error)
+	rounds int
+}
+
+// onAuth handles AUTH after CONNACK: re-authentication (MQTT 5.0 section
+// 4.12.1) with the method of CONNECT. The client keeps its session and
+// identity; a failure, or authenticating as another user, ends the
+// connection with DISCONNECT 0x87. Each step is bounded by the connect
+// timeout.
+func (h *handler) onAuth(a *packet.Auth) string {
+	if h.authMethod == "" {
+		// [MQTT-4.12.0-2]... no enhanced authentication in CONNECT.
+		return h.fail(packet.ProtocolError, "AUTH without an authentication method")
+	}
+	if a.Properties.AuthMethod != h.authMethod {
+		return h.fail(packet.ProtocolError, "authentication method differs from CONNECT") // [MQTT-4.12.1-1]
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), h.b.lim.ConnectTimeout)
+	defer cancel()
+	var step AuthStep
+	var err error
+	switch {
+	case a.ReasonCode == packet.ReAuthenticate && h.reauth == nil:
+		ea, _ := h.b.authn.(EnhancedAuthenticator)
+		if ea == nil { // cannot happen: CONNECT was authenticated with it
+			return h.fail(packet.NotAuthorized, "re-authentication not available")
+		}
+		nc := h.c.NetConn()
+		ci := &ConnectInfo{ClientID: h.cl.id, Username: h.info.Username, HasUsername: h.info.Username != "",
+			Version: h.version, Remote: nc.RemoteAddr(), TLS: tlsState(nc)}
+		h.reauth = &reauthState{}
+		step, err = ea.StartAuth(ctx, ci, h.authMethod, a.Properties.AuthData)
+	case a.ReasonCode == packet.ContinueAuthentication && h.reauth != nil:
+		if h.reauth.rounds++; h.reauth.rounds > maxAuthRounds {
+			return h.fail(packet.NotAuthorized, "re-authentication takes too many rounds")
+		}
+		step, err = h.reauth.next(ctx, a.Properties.AuthData)
+	default:
+		return h.fail(packet.ProtocolError, "unexpected AUTH reason code")
+	}
+	if err != nil {
+		h.b.log.Warn("re-authentication error", "client_id", h.cl.id, "remote", h.remote, "err", err)
+		return h.fail(packet.NotAuthorized, "re-authentication failed")
+	}
+	if step.Next != nil {
+		h.reauth.next = step.Next
+		h.c.Send(&packet.Auth{ReasonCode: packet.ContinueAuthentication,
+			Properties: packet.Properties{AuthMethod: h.authMethod, AuthData: step.Data}})
+		return ""
+	}
+	h.reauth = nil
+	if step.Code != packet.Success {
+		h.b.log.Info("re-authentication failed", "client_id", h.cl.id, "remote", h.remote, "code", step.Code)
+		return h.fail(packet.NotAuthorized, "re-authentication failed")
+	}
+	if step.Identity.Username != h.info.Username {
+		return h.fail(packet.NotAuthorized, "re-authentication as another user")
+	}
+	h.c.Send(&packet.Auth{ReasonCode: packet.Success,
+		Properties: packet.Properties{AuthMethod: h.authMethod, AuthData: step.Data}})
+	return ""
 }
 
 // allow applies the authorizer, if any.

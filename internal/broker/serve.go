@@ -90,7 +90,7 @@ func (h *handler) handle(p packet.Packet) string {
 	case *packet.Connect:
 		return h.fail(packet.ProtocolError, "second CONNECT") // [MQTT-3.1.0-2]
 	case *packet.Auth:
-		return h.fail(packet.ProtocolError, "AUTH without an authentication method")
+		return h.onAuth(p)
 	}
 	return h.fail(packet.ProtocolError, "unexpected packet "+packetName(p.Type()))
 }
