@@ -33,7 +33,7 @@ func passwd(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("starling passwd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: starling passwd [-d] [-m KiB] [-t N] [-p N] FILE USER")
+		fmt.Fprintln(stderr, "usage: starling passwd [-d] [-scram [-i N]] [-m KiB] [-t N] [-p N] FILE USER")
 		fmt.Fprintln(stderr, "Adds USER to the password FILE or changes its password; -d deletes USER.")
 		fmt.Fprintln(stderr, "The password is asked on the terminal, or read as one line from standard input.")
 		fs.PrintDefaults()
@@ -43,6 +43,8 @@ func passwd(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 	mem := fs.Uint("m", uint(p.Memory), "argon2id memory in `KiB` (OWASP: 19 MiB)")
 	iter := fs.Uint("t", uint(p.Time), "argon2id iterations")
 	par := fs.Uint("p", uint(p.Threads), "argon2id parallelism")
+	scram := fs.Bool("scram", false, "store a SCRAM-SHA-256 verifier instead of argon2id (allows MQTT 5 enhanced authentication with SCRAM-SHA-256 as well as plain logins)")
+	scramIter := fs.Int("i", auth.DefaultSCRAMIterations, "SCRAM-SHA-256 iterations (with -scram)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -89,7 +91,12 @@ func passwd(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "starling passwd:", err)
 			return 1
 		}
-		h, err := auth.HashPassword(pw, p)
+		var h string
+		if *scram {
+			h, err = auth.HashSCRAM(pw, *scramIter)
+		} else {
+			h, err = auth.HashPassword(pw, p)
+		}
 		clear(pw)
 		if err != nil {
 			fmt.Fprintln(stderr, "starling passwd:", err)
