@@ -24,27 +24,10 @@ func hmac256(key []byte, msg string) []byte {
 	return m.Sum(nil)
 }
 
-// scramConnect runs the client side of SCRAM-SHA-256 (RFC 5802) over raw
-// MQTT 5 packets and returns the CONNACK, and whether the server signature
-// in it verified.
-func scramConnect(t *testing.T, addr, user, password string) (*packet.Connack, bool) {
+// scramFinal computes the client-final-message for serverFirst and the
+// server-final-message the broker must answer with.
+func scramFinal(t *testing.T, bare, cnonce, serverFirst, password string) (final, serverFinal string) {
 	t.Helper()
-	r := testutil.Dial(t, addr, packet.V5)
-	nb := make([]byte, 18)
-	rand.Read(nb)
-	cnonce := base64.StdEncoding.EncodeToString(nb)
-	bare := "n=" + user + ",r=" + cnonce
-	r.Send(&packet.Connect{ProtocolName: "MQTT", ProtocolVersion: packet.V5, CleanStart: true, ClientID: "scram-" + user, KeepAlive: 30,
-		Properties: packet.Properties{AuthMethod: auth.MethodSCRAMSHA256, AuthData: []byte("n,," + bare)}})
-	p := r.Read()
-	if ack, ok := p.(*packet.Connack); ok {
-		return ack, false
-	}
-	a, ok := p.(*packet.Auth)
-	if !ok || a.ReasonCode != packet.ContinueAuthentication || a.Properties.AuthMethod != auth.MethodSCRAMSHA256 {
-		t.Fatalf("want AUTH 0x18 SCRAM-SHA-256, got %#v", p)
-	}
-	serverFirst := string(a.Properties.AuthData)
 	var nonce, salt string
 	iter := 0
 	for _, kv := range strings.Split(serverFirst, ",") {
@@ -73,14 +56,44 @@ func scramConnect(t *testing.T, addr, user, password string) (*packet.Connack, b
 	for i := range proof {
 		proof[i] ^= clientKey[i]
 	}
+	return without + ",p=" + base64.StdEncoding.EncodeToString(proof),
+		"v=" + base64.StdEncoding.EncodeToString(hmac256(hmac256(salted, "Server Key"), authMsg))
+}
+
+// scramConnect runs the client side of SCRAM-SHA-256 (RFC 5802) over raw
+// MQTT 5 packets and returns the CONNACK, and whether the server signature
+// in it verified.
+func scramConnect(t *testing.T, addr, user, password string) (*packet.Connack, bool) {
+	t.Helper()
+	_, ack, ok := scramConnectRaw(t, addr, user, password)
+	return ack, ok
+}
+
+func scramConnectRaw(t *testing.T, addr, user, password string) (*testutil.Raw, *packet.Connack, bool) {
+	t.Helper()
+	r := testutil.Dial(t, addr, packet.V5)
+	nb := make([]byte, 18)
+	rand.Read(nb)
+	cnonce := base64.StdEncoding.EncodeToString(nb)
+	bare := "n=" + user + ",r=" + cnonce
+	r.Send(&packet.Connect{ProtocolName: "MQTT", ProtocolVersion: packet.V5, CleanStart: true, ClientID: "scram-" + user, KeepAlive: 30,
+		Properties: packet.Properties{AuthMethod: auth.MethodSCRAMSHA256, AuthData: []byte("n,," + bare)}})
+	p := r.Read()
+	if ack, ok := p.(*packet.Connack); ok {
+		return r, ack, false
+	}
+	a, ok := p.(*packet.Auth)
+	if !ok || a.ReasonCode != packet.ContinueAuthentication || a.Properties.AuthMethod != auth.MethodSCRAMSHA256 {
+		t.Fatalf("want AUTH 0x18 SCRAM-SHA-256, got %#v", p)
+	}
+	final, want := scramFinal(t, bare, cnonce, string(a.Properties.AuthData), password)
 	r.Send(&packet.Auth{ReasonCode: packet.ContinueAuthentication, Properties: packet.Properties{
-		AuthMethod: auth.MethodSCRAMSHA256, AuthData: []byte(without + ",p=" + base64.StdEncoding.EncodeToString(proof))}})
+		AuthMethod: auth.MethodSCRAMSHA256, AuthData: []byte(final)}})
 	ack, ok := r.Read().(*packet.Connack)
 	if !ok {
 		t.Fatalf("want CONNACK after client-final")
 	}
-	want := "v=" + base64.StdEncoding.EncodeToString(hmac256(hmac256(salted, "Server Key"), authMsg))
-	return ack, ack.Properties.AuthMethod == auth.MethodSCRAMSHA256 && string(ack.Properties.AuthData) == want
+	return r, ack, ack.Properties.AuthMethod == auth.MethodSCRAMSHA256 && string(ack.Properties.AuthData) == want
 }
 
 // MQTT 5 enhanced authentication with SCRAM-SHA-256 against the real
@@ -138,5 +151,52 @@ func TestSCRAMEnhancedAuth(t *testing.T) {
 	if c, ack := dialV5(t, addr, "plain-sam", &paho.Connect{CleanStart: true, KeepAlive: 30,
 		Username: "sam", UsernameFlag: true, Password: []byte("pencil"), PasswordFlag: true}); c == nil {
 		t.Fatalf("plain login with a SCRAM entry: %+v", ack)
+	}
+}
+
+// Re-authentication (AUTH 0x19) on a SCRAM connection: right password keeps
+// the connection and ends with AUTH 0x00 and a verifiable server signature;
+// a wrong one ends it with DISCONNECT 0x87.
+func TestSCRAMReauthentication(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	sh, _ := auth.HashSCRAM([]byte("pencil"), auth.MinSCRAMIterations)
+	pw := filepath.Join(dir, "passwd")
+	writeFile(t, pw, "sam:"+sh+"\n")
+	_, addr := testutil.StartBroker(t, func(c *starling.Config) {
+		c.Auth.AllowAnonymous = false
+		c.Auth.PasswordFile = pw
+	})
+	r, ack, ok := scramConnectRaw(t, addr, "sam", "pencil")
+	if ack.ReasonCode != packet.Success || !ok {
+		t.Fatalf("connect: 0x%02x %v", byte(ack.ReasonCode), ok)
+	}
+	reauth := func(password string) packet.Packet {
+		nb := make([]byte, 18)
+		rand.Read(nb)
+		cnonce := base64.StdEncoding.EncodeToString(nb)
+		bare := "n=sam,r=" + cnonce
+		r.Send(&packet.Auth{ReasonCode: packet.ReAuthenticate, Properties: packet.Properties{AuthMethod: auth.MethodSCRAMSHA256, AuthData: []byte("n,," + bare)}})
+		a, isAuth := r.Read().(*packet.Auth)
+		if !isAuth || a.ReasonCode != packet.ContinueAuthentication {
+			t.Fatalf("want AUTH 0x18")
+		}
+		final, want := scramFinal(t, bare, cnonce, string(a.Properties.AuthData), password)
+		r.Send(&packet.Auth{ReasonCode: packet.ContinueAuthentication, Properties: packet.Properties{AuthMethod: auth.MethodSCRAMSHA256, AuthData: []byte(final)}})
+		p := r.Read()
+		if a, isAuth := p.(*packet.Auth); isAuth && (a.ReasonCode != packet.Success || string(a.Properties.AuthData) != want) {
+			t.Fatalf("re-auth end: %#v, want AUTH 0x00 with %s", a, want)
+		}
+		return p
+	}
+	if _, isAuth := reauth("pencil").(*packet.Auth); !isAuth {
+		t.Fatal("re-authentication with the right password did not end with AUTH 0x00")
+	}
+	r.Send(&packet.Pingreq{})
+	if _, isPong := r.Read().(*packet.Pingresp); !isPong {
+		t.Fatal("connection unusable after re-authentication")
+	}
+	if d, isDisc := reauth("wrong").(*packet.Disconnect); !isDisc || d.ReasonCode != packet.NotAuthorized {
+		t.Fatalf("wrong password re-auth: %#v, want DISCONNECT 0x87", d)
 	}
 }
