@@ -433,41 +433,29 @@ func (s *Server) dispatch(nc net.Conn, tlsCfg *tls.Config, httpLn *transport.Con
 	}
 }
 
-// ListenAnyAddr returns the address of the single-port listener
-// (Config.ListenAny) once Serve has opened it, or nil.
-func (s *Server) ListenAnyAddr() net.Addr {
+// readyAddr reads a listener address once Serve has opened the listeners.
+func (s *Server) readyAddr(a *net.Addr) net.Addr {
 	<-s.ready
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.anyAddr
+	return *a
 }
+
+// ListenAnyAddr returns the address of the single-port listener
+// (Config.ListenAny) once Serve has opened it, or nil.
+func (s *Server) ListenAnyAddr() net.Addr { return s.readyAddr(&s.anyAddr) }
 
 // HTTPAddr returns the address of the HTTP listener once Serve has opened
 // it, or nil.
-func (s *Server) HTTPAddr() net.Addr {
-	<-s.ready
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.httpAddr
-}
+func (s *Server) HTTPAddr() net.Addr { return s.readyAddr(&s.httpAddr) }
 
 // HTTPSAddr returns the address of the HTTPS (secure WebSocket) listener
 // once Serve has opened it, or nil.
-func (s *Server) HTTPSAddr() net.Addr {
-	<-s.ready
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.httpsAddr
-}
+func (s *Server) HTTPSAddr() net.Addr { return s.readyAddr(&s.httpsAddr) }
 
 // MQTTSAddr returns the address of the MQTT over TLS listener once Serve
 // has opened it, or nil.
-func (s *Server) MQTTSAddr() net.Addr {
-	<-s.ready
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.mqttsAddr
-}
+func (s *Server) MQTTSAddr() net.Addr { return s.readyAddr(&s.mqttsAddr) }
 
 // Addr returns the address of the first MQTT listener (tcp, else mqtts),
 // once Serve has opened it (nil before, or if none is open).
