@@ -31,6 +31,36 @@ type Index[V any] struct {
 	root    node[V]
 	clients map[string]*client[V] // invariant: no client with zero refs
 	n       int                   // number of subscriptions
+	// interest, when set, hears when a (group, filter) gains its first
+	// subscription or loses its last; a cluster propagates interest with it.
+	interest func(group, filter string, on bool)
+}
+
+// OnInterest sets fn to be called, under the index's write lock, whenever a
+// (group, filter) pair gains its first subscriber or loses its last. fn must
+// not block or call back into the index. Set it before the first Add.
+func (ix *Index[V]) OnInterest(fn func(group, filter string, on bool)) {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	ix.interest = fn
+}
+
+// count changes the number of n's subscriptions in group by d and reports
+// whether the group went from none to some or from some to none.
+func (n *node[V]) count(group string, d int) bool {
+	if n.groups == nil {
+		n.groups = make(map[string]int)
+	}
+	c := n.groups[group] + d
+	if c <= 0 {
+		delete(n.groups, group)
+		if len(n.groups) == 0 {
+			n.groups = nil
+		}
+		return true
+	}
+	n.groups[group] = c
+	return c == 1 && d > 0
 }
 
 // node is one topic level of a filter.
@@ -42,6 +72,7 @@ type node[V any] struct {
 	hash     *node[V]            // the '#' child; it never has children
 	filter   string              // the filter ending here; set while len(subs) > 0
 	subs     []sub[V]            // subscriptions on filter, at most one per (client, group)
+	groups   map[string]int      // subscriptions per group; kept only with an interest hook
 }
 
 // sub is one subscription stored at the node of its filter.
@@ -95,6 +126,9 @@ func (ix *Index[V]) Add(clientID, group, filter string, v V) (replaced bool) {
 	}
 	n := ix.insert(filter)
 	group = strings.Clone(group)
+	if ix.interest != nil && n.count(group, 1) {
+		ix.interest(group, n.filter, true)
+	}
 	n.subs = append(n.subs, sub[V]{client: c.id, group: group, value: v})
 	c.add(ref[V]{key: subKey{group, n.filter}, n: n, i: len(n.subs) - 1})
 	ix.n++
@@ -196,6 +230,9 @@ func (ix *Index[V]) RemoveClient(clientID string) int {
 // fixes the moved sub's ref, and prunes the node if it became empty.
 func (ix *Index[V]) removeSub(r ref[V]) {
 	n := r.n
+	if ix.interest != nil && n.count(n.subs[r.i].group, -1) {
+		ix.interest(n.subs[r.i].group, n.filter, false)
+	}
 	last := len(n.subs) - 1
 	if r.i != last {
 		moved := n.subs[last]

@@ -420,3 +420,27 @@ func TestIndexConcurrent(t *testing.T) {
 	ix.mu.RUnlock()
 	checkIndex(t, ix, m)
 }
+
+func TestIndexInterest(t *testing.T) {
+	ix := NewIndex[int]()
+	var got []string
+	ix.OnInterest(func(group, filter string, on bool) {
+		got = append(got, fmt.Sprintf("%s|%s|%v", group, filter, on))
+	})
+	ix.Add("c1", "", "a/+", 1)
+	ix.Add("c2", "", "a/+", 2)  // second subscriber: no change
+	ix.Add("c1", "", "a/+", 3)  // replace: no change
+	ix.Add("c1", "g", "a/+", 4) // a share group is its own interest
+	ix.Add("c3", "g", "a/+", 5)
+	ix.Remove("c1", "", "a/+")
+	ix.Remove("c2", "", "a/+") // last normal subscriber gone
+	ix.RemoveClient("c1")
+	ix.RemoveClient("c3") // last group member gone
+	want := []string{"|a/+|true", "g|a/+|true", "|a/+|false", "g|a/+|false"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("interest events:\n got %q\nwant %q", got, want)
+	}
+	if ix.Len() != 0 {
+		t.Fatalf("Len = %d, want 0", ix.Len())
+	}
+}
