@@ -222,6 +222,16 @@ func (h *handler) connect(cp *packet.Connect) bool {
 	if w := cp.Will; w != nil && !b.allow(h.info, ActPublish, w.Topic) {
 		return h.refuse(packet.NotAuthorized, "will topic not authorized")
 	}
+	if bp := b.backplane; bp != nil {
+		// Take the session from whichever node holds it before attaching.
+		snap, err := bp.Claim(id, cp.CleanStart)
+		if err != nil {
+			b.log.Warn("cluster session claim failed; continuing with this node's state", "client_id", id, "err", err)
+		}
+		if snap != nil {
+			b.Adopt(snap)
+		}
+	}
 	code, reason := b.attach(h, id, cp, expiry, link, ack)
 	if code != packet.Success {
 		return h.refuse(code, reason)

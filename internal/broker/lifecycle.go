@@ -114,6 +114,7 @@ func (b *Broker) attachLocked(h *handler, id string, cp *packet.Connect, expiry 
 	cl.tx = t
 	pkts := cl.sess.Attach(link, now)
 	cl.tx = nil
+	b.sessionChanged(cl, h.version, expiry)
 	if len(pkts) > 0 {
 		t.send(h.c, pkts...)
 		b.Stats.MessagesOut.Add(uint64(len(pkts)))
@@ -133,6 +134,9 @@ func (b *Broker) endSession(cl *client) []session.Delivery {
 		delete(b.clients, cl.id)
 	}
 	b.subs.RemoveClient(cl.id)
+	if b.backplane != nil {
+		b.backplane.SessionEnded(cl.id)
+	}
 	shared := cl.sess.TakeShared()
 	if cl.persistent() {
 		// The caller's operation (cl.tx) deletes the stored session.

@@ -9,26 +9,6 @@ import (
 	"github.com/starling-mqtt/starling/internal/topic"
 )
 
-// Backplane carries messages between broker nodes of a cluster. A
-// single-node broker has none. Messages arriving from peers enter through
-// Broker.Inject.
-type Backplane interface {
-	// Forward hands a message published on this node to the other nodes.
-	Forward(m *session.Message) error
-}
-
-// SetBackplane plugs a cluster backplane in; call before serving.
-func (b *Broker) SetBackplane(bp Backplane) { b.backplane = bp }
-
-// Inject delivers a message that another node received to the local
-// subscribers, without forwarding it again.
-func (b *Broker) Inject(m *session.Message) int {
-	t := b.begin(true)
-	n := b.route(m, t)
-	t.commit(m.QoS > 0)
-	return n
-}
-
 // maxShareCounters bounds the round-robin counters kept for share groups.
 const maxShareCounters = 100_000
 
@@ -54,13 +34,32 @@ func (b *Broker) publish(m *session.Message, t *tx) int {
 			}
 		}
 	}
-	if b.backplane != nil {
-		if err := b.backplane.Forward(m); err != nil {
-			b.log.Warn("backplane forward failed", "topic", m.Topic, "err", err)
+	if bp := b.backplane; bp != nil {
+		if m.Retain {
+			bp.Retain(m)
 		}
+		remote := bp.Forward(m)
+		// $share groups span the cluster: the backplane picks the node,
+		// and the message comes back through InjectShared.
+		n := b.route(m, t, sharedNone)
+		if remote {
+			n++ // someone elsewhere subscribes (for v5's 0x10 No matching subscribers)
+		}
+		return n
 	}
-	return b.route(m, t)
+	return b.route(m, t, sharedAll)
 }
+
+// sharedMode says which $share groups a route delivers to.
+type sharedMode struct {
+	none          bool   // no group
+	group, filter string // only this group; both empty with none false: all
+}
+
+var (
+	sharedAll  = sharedMode{}
+	sharedNone = sharedMode{none: true}
+)
 
 // target is one session's merged view of the subscriptions that matched.
 type target struct {
@@ -72,7 +71,7 @@ type target struct {
 // subscriptions of one client merge into one delivery with the highest QoS
 // and every subscription identifier [MQTT-3.3.4-2, 3.3.4-3]; each $share
 // group gets one copy, sent to one member.
-func (b *Broker) route(m *session.Message, tx *tx) int {
+func (b *Broker) route(m *session.Message, tx *tx, sm sharedMode) int {
 	bp := matchPool.Get().(*[]topic.Entry[subValue])
 	entries := b.subs.Match(m.Topic, (*bp)[:0])
 	tp := targetPool.Get().(*[]target)
@@ -85,7 +84,13 @@ func (b *Broker) route(m *session.Message, tx *tx) int {
 	}
 	for _, e := range entries {
 		v := e.Value
+		if sm.group != "" && (e.Group != sm.group || e.Filter != sm.filter) {
+			continue
+		}
 		if e.Group != "" {
+			if sm.none {
+				continue
+			}
 			if groups == nil {
 				groups = make(map[string][]topic.Entry[subValue])
 			}

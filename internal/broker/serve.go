@@ -429,6 +429,7 @@ func (h *handler) onSubscribe(p *packet.Subscribe) string {
 			b.Stats.MessagesOut.Add(1)
 		}
 	}
+	b.sessionChanged(cl, h.version, cl.sess.ExpiryInterval)
 	return ""
 }
 
@@ -461,6 +462,7 @@ func (h *handler) onUnsubscribe(p *packet.Unsubscribe) string {
 		}
 	}
 	t.send(h.c, &packet.Unsuback{PacketID: p.PacketID, ReasonCodes: codes})
+	h.b.sessionChanged(h.cl, h.version, h.cl.sess.ExpiryInterval)
 	return ""
 }
 

@@ -584,3 +584,20 @@ func (s *Session) TakeShared() []Delivery {
 	s.queue = q
 	return ds
 }
+
+// Export calls fn for every outbound delivery in order (inflight with its
+// packet ID and state, then queued with packet ID 0) and returns the inbound
+// QoS 2 packet IDs still awaiting PUBREL: what another broker node needs to
+// continue the session.
+func (s *Session) Export(fn func(d *Delivery, packetID uint16, state byte)) (inbound []uint16) {
+	for _, f := range s.out {
+		fn(&f.d, f.id, f.state)
+	}
+	for i := range s.queue {
+		fn(&s.queue[i], 0, StateQueued)
+	}
+	for id := range s.inQoS2 {
+		inbound = append(inbound, id)
+	}
+	return inbound
+}

@@ -1,0 +1,295 @@
+package broker
+
+import (
+	"time"
+
+	"github.com/starling-mqtt/starling/internal/packet"
+	"github.com/starling-mqtt/starling/internal/session"
+	"github.com/starling-mqtt/starling/internal/store"
+	"github.com/starling-mqtt/starling/internal/topic"
+)
+
+// Backplane joins broker nodes into one cluster. A single-node broker has
+// none. Everything the broker calls must return quickly: network work is
+// the backplane's to queue. Messages from peers come back through Inject,
+// InjectShared and ApplyRetained.
+type Backplane interface {
+	// Forward hands a message published on this node to the nodes that
+	// subscribe to it; remote reports whether any other node might.
+	Forward(m *session.Message) (remote bool)
+	// Interest is told when this node gains its first or loses its last
+	// subscription on (group, filter); group is "" for normal ones. It is
+	// called under the subscription index's lock and must not block.
+	Interest(group, filter string, on bool)
+	// Retain replicates a retained message (an empty payload deletes).
+	Retain(m *session.Message)
+	// Claim makes this node the owner of clientID's session before a
+	// connection attaches to it. A node that held it lets it go, closing
+	// its connection, and hands back its state unless clean is set.
+	Claim(clientID string, clean bool) (*SessionSnapshot, error)
+	// SessionChanged records a persistent session's subscriptions so a
+	// node can recover them if this one is lost; SessionEnded forgets the
+	// session. Both may be called under broker locks and must not block.
+	SessionChanged(s *SessionSnapshot)
+	SessionEnded(clientID string)
+}
+
+// SessionSnapshot is a session as it moves between nodes.
+type SessionSnapshot struct {
+	Session store.Session
+	Subs    []store.Subscription
+	Out     []SnapshotDelivery // inflight, then queued, in order
+	Inbound []uint16           // QoS 2 packet IDs awaiting PUBREL
+}
+
+// SnapshotDelivery is one outbound message of a session snapshot.
+type SnapshotDelivery struct {
+	Msg      store.Message
+	QoS      byte
+	Retain   bool
+	SubIDs   []int
+	Group    string
+	Filter   string
+	PacketID uint16 // 0 while queued
+	State    byte
+}
+
+// SetBackplane plugs a cluster backplane in; call before Restore and
+// serving.
+func (b *Broker) SetBackplane(bp Backplane) {
+	b.backplane = bp
+	b.subs.OnInterest(bp.Interest)
+}
+
+// Inject delivers a message that another node received to the local
+// subscribers (not to $share groups, which get theirs by InjectShared),
+// without forwarding it again.
+func (b *Broker) Inject(m *session.Message) int {
+	t := b.begin(true)
+	n := b.route(m, t, sharedNone)
+	t.commit(m.QoS > 0)
+	return n
+}
+
+// InjectShared delivers a message to one member of the local share group
+// (group, filter): the cluster chose this node for it.
+func (b *Broker) InjectShared(m *session.Message, group, filter string) int {
+	t := b.begin(true)
+	n := b.route(m, t, sharedMode{group: group, filter: filter})
+	t.commit(m.QoS > 0)
+	return n
+}
+
+// ApplyRetained sets (or, with an empty payload, deletes) a retained
+// message replicated from the cluster, without routing it: its subscribers
+// got it from the node where it was published.
+func (b *Broker) ApplyRetained(m *session.Message) {
+	t := b.begin(false)
+	b.retained.set(m)
+	if len(m.Payload) == 0 {
+		t.batch.DeleteRetained(m.Topic)
+	} else {
+		t.batch.PutRetained(toStore(m))
+	}
+	t.commit(false)
+}
+
+// RetainedTopics lists the topics of every retained message.
+func (b *Broker) RetainedTopics() []string {
+	ms, _ := b.RetainedMatching("#", 0)
+	out := make([]string, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, m.Topic)
+	}
+	return out
+}
+
+// SessionIDs lists the client IDs of every session on this node.
+func (b *Broker) SessionIDs() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	ids := make([]string, 0, len(b.clients))
+	for id := range b.clients {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// HandOver lets another node take clientID's session: the connection, if
+// any, is closed as in a takeover (DISCONNECT 0x8E for MQTT 5), the will is
+// published if the takeover ends it, and the session leaves this node. It
+// returns the session's state unless clean is set or there is none.
+func (b *Broker) HandOver(clientID string, clean bool) *SessionSnapshot {
+	t := b.begin(true)
+	var will *willState
+	var snap *SessionSnapshot
+	var shared []session.Delivery
+	var cl *client
+	func() {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		cl = b.clients[clientID]
+		if cl == nil {
+			return
+		}
+		cl.mu.Lock()
+		defer cl.mu.Unlock()
+		if old := cl.conn; old != nil {
+			if cl.version == packet.V5 {
+				old.CloseAfter(&packet.Disconnect{ReasonCode: packet.SessionTakenOver})
+			} else {
+				old.CloseAfter(nil)
+			}
+			cl.conn = nil
+			cl.sess.Detach()
+			b.Stats.connected(cl.version, -1)
+			b.log.Info("session taken over by another node", "client_id", clientID)
+		}
+		if w := cl.will; w != nil {
+			if w.timer != nil {
+				w.timer.Stop()
+			}
+			// As for a local takeover [MQTT-3.1.3-9]: a new connection
+			// within the will delay cancels the will unless the session
+			// ends now.
+			if w.delay == 0 || clean {
+				will = w
+			}
+			cl.will = nil
+		}
+		if !clean && cl.sess.ExpiryInterval > 0 {
+			snap = b.snapshotLocked(cl)
+		}
+		cl.tx = t
+		shared = b.endSession(cl)
+		cl.tx = nil
+	}()
+	t.commit(true)
+	if will != nil {
+		b.publishWill(will)
+	}
+	if snap == nil && len(shared) > 0 {
+		b.redeliverShared(cl, shared)
+	}
+	return snap
+}
+
+// snapshotLocked captures cl's session; the caller holds cl.mu.
+func (b *Broker) snapshotLocked(cl *client) *SessionSnapshot {
+	s := &SessionSnapshot{Session: store.Session{ClientID: cl.id, Version: cl.version, ExpiryInterval: cl.sess.ExpiryInterval}}
+	s.Subs = b.clientSubs(cl.id)
+	s.Inbound = cl.sess.Export(func(d *session.Delivery, packetID uint16, state byte) {
+		s.Out = append(s.Out, SnapshotDelivery{Msg: *toStore(d.Msg), QoS: d.QoS, Retain: d.Retain, SubIDs: d.SubIDs,
+			Group: d.Group, Filter: d.Filter, PacketID: packetID, State: state})
+	})
+	return s
+}
+
+// clientSubs lists a client's subscriptions as stored.
+func (b *Broker) clientSubs(id string) []store.Subscription {
+	var subs []store.Subscription
+	b.subs.ClientSubscriptions(id, func(group, filter string, v subValue) bool {
+		f := filter
+		if group != "" {
+			f = "$share/" + group + "/" + filter
+		}
+		subs = append(subs, store.Subscription{Filter: f, Options: v.opts, ID: v.id})
+		return true
+	})
+	return subs
+}
+
+// Adopt installs a session handed over by another node, unless this node
+// already has one for the client (which then wins). It is called before
+// the client's connection attaches.
+func (b *Broker) Adopt(s *SessionSnapshot) {
+	id := s.Session.ClientID
+	t := b.begin(true)
+	defer t.commit(true)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.clients[id] != nil || b.closing {
+		return
+	}
+	cl := &client{id: id, version: s.Session.Version, sess: session.New(id, b.sessionLimits())}
+	cl.sess.ExpiryInterval = s.Session.ExpiryInterval
+	if b.store != nil && cl.sess.ExpiryInterval > 0 {
+		cl.sess.J = &journal{b: b, cl: cl}
+		t.batch.PutSession(cl.sessionRecord(time.Time{}))
+	}
+	b.clients[id] = cl
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	for i := range s.Subs {
+		sub := &s.Subs[i]
+		group, inner, shared := topic.ParseShared(sub.Filter)
+		if !shared {
+			inner = sub.Filter
+		}
+		if topic.ValidateFilter(inner) != nil {
+			continue
+		}
+		b.subs.Add(id, group, inner, subValue{cl: cl, opts: sub.Options, id: sub.ID})
+		if cl.persistent() {
+			t.batch.PutSubscription(id, sub)
+		}
+	}
+	for i, o := range s.Out {
+		m := fromStore(&o.Msg)
+		d := session.Delivery{Msg: m, QoS: o.QoS, Retain: o.Retain, SubIDs: o.SubIDs, Group: o.Group, Filter: o.Filter, Seq: uint64(i + 1)}
+		cl.sess.Restore(d, o.PacketID, o.State)
+		if cl.persistent() {
+			b.ref(t.batch, m)
+			t.batch.PutOutbound(id, d.Seq, &store.Outbound{MessageID: m.ID, QoS: d.QoS, Retain: d.Retain, SubIDs: d.SubIDs,
+				Group: d.Group, Filter: d.Filter, PacketID: o.PacketID, State: o.State})
+		}
+	}
+	for _, pid := range s.Inbound {
+		cl.sess.RestoreInbound(pid)
+		if cl.persistent() {
+			t.batch.PutInbound(id, pid)
+		}
+	}
+	// Until the connection attaches, the session ages like any offline one.
+	if e := cl.sess.ExpiryInterval; e != session.NeverExpire {
+		cl.takeoverGen++
+		gen := cl.takeoverGen
+		cl.expiry = time.AfterFunc(time.Duration(e)*time.Second, b.guard(func() { b.expire(cl, gen) }))
+	}
+}
+
+// DropSession removes a session this node restored from its store but
+// another node owns now; nothing is published.
+func (b *Broker) DropSession(clientID string) {
+	t := b.begin(false)
+	defer t.commit(false)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	cl := b.clients[clientID]
+	if cl == nil {
+		return
+	}
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	if cl.conn != nil {
+		return // a client is attached here: it is ours after all
+	}
+	if w := cl.will; w != nil && w.timer != nil {
+		w.timer.Stop()
+	}
+	cl.will = nil
+	cl.tx = t
+	b.endSession(cl)
+	cl.tx = nil
+}
+
+// sessionChanged tells the backplane a persistent session's subscriptions.
+func (b *Broker) sessionChanged(cl *client, version byte, expiry uint32) {
+	if b.backplane == nil || expiry == 0 {
+		return
+	}
+	b.backplane.SessionChanged(&SessionSnapshot{
+		Session: store.Session{ClientID: cl.id, Version: version, ExpiryInterval: expiry},
+		Subs:    b.clientSubs(cl.id),
+	})
+}
