@@ -15,12 +15,14 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/starling-mqtt/starling/internal/admin"
 	"github.com/starling-mqtt/starling/internal/auth"
 	"github.com/starling-mqtt/starling/internal/broker"
+	"github.com/starling-mqtt/starling/internal/cluster"
 	"github.com/starling-mqtt/starling/internal/config"
 	"github.com/starling-mqtt/starling/internal/store"
 	"github.com/starling-mqtt/starling/internal/store/memory"
@@ -53,8 +55,10 @@ type Server struct {
 	log    *slog.Logger
 	broker *broker.Broker
 	store  store.Store
-	auth   *auth.Auth
-	admin  *admin.Admin
+	// cluster is this node's membership; nil for a single node.
+	cluster *cluster.Node
+	auth    *auth.Auth
+	admin   *admin.Admin
 	// version is shown in $SYS and on the dashboard (WithVersion).
 	version   string
 	stopAdmin context.CancelFunc
@@ -499,6 +503,9 @@ func (s *Server) Close() error {
 	}
 	s.accepting.Wait()
 	s.broker.Close(s.cfg.ShutdownTimeout)
+	if s.cluster != nil {
+		s.cluster.Close()
+	}
 	var err error
 	if s.store != nil {
 		if err = s.store.Close(); err != nil {
@@ -525,9 +532,44 @@ func (s *Server) openStore() error {
 	}
 	s.store = st
 	s.broker.SetStore(st)
+	if c := s.cfg.Cluster; c.Name != "" {
+		// Before Restore: restored subscriptions announce their interest.
+		dir := ""
+		if s.cfg.Store != "memory" {
+			dir = filepath.Join(s.cfg.Data, "cluster")
+		}
+		node, err := cluster.Start(cluster.Config{Name: c.Name, Node: c.Node, Listen: c.Listen, Peers: c.Peers,
+			DataDir: dir, MaxPayload: int(s.cfg.Limits.MaxPacketSize) + 64<<10, Logger: s.log}, s.broker)
+		if err != nil {
+			return fmt.Errorf("starling: %w", err)
+		}
+		s.cluster = node
+	}
 	if err := s.broker.Restore(); err != nil {
 		return fmt.Errorf("starling: %w", err)
 	}
 	s.log.Info("store open", "store", s.cfg.Store, "data", s.cfg.Data, "sync", s.cfg.Sync)
 	return nil
+}
+
+// ClusterReady is closed once a clustered server's replicated state is
+// available (at once for a single node). It is for tests and readiness
+// checks; Serve must have been called.
+func (s *Server) ClusterReady() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cluster == nil {
+		c := make(chan struct{})
+		close(c)
+		return c
+	}
+	return s.cluster.Ready()
+}
+
+// ClusterHasInterest reports whether, as far as this node knows, any node
+// of its cluster subscribes to topic name. False for a single node.
+func (s *Server) ClusterHasInterest(name string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cluster != nil && s.cluster.HasInterest(name)
 }

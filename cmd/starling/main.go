@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 
 	"github.com/starling-mqtt/starling"
@@ -65,7 +66,8 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	cfg := config.Default()
 	// Flags that set a string of cfg, applied only when given (flag.Visit).
 	targets := map[string]*string{"tcp": &cfg.TCP, "http": &cfg.HTTP, "data": &cfg.Data,
-		"log-level": &cfg.LogLevel, "log-format": &cfg.LogFormat}
+		"log-level": &cfg.LogLevel, "log-format": &cfg.LogFormat,
+		"cluster-name": &cfg.Cluster.Name, "cluster-node": &cfg.Cluster.Node, "cluster-listen": &cfg.Cluster.Listen}
 	fs := flag.NewFlagSet("starling", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configFile := fs.String("config", "", "read the YAML config `file` (see docs/configuration.md)")
@@ -74,6 +76,10 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	fs.String("data", cfg.Data, "data `folder` of the store")
 	fs.String("log-level", cfg.LogLevel, "log `level`: debug, info, warn or error")
 	fs.String("log-format", cfg.LogFormat, "log `format`: text or json")
+	fs.String("cluster-name", "", "join the cluster of this `name` (see docs/cluster.md)")
+	fs.String("cluster-node", "", "this node's `name` in the cluster (default: host name and cluster address)")
+	fs.String("cluster-listen", "", "`address` other cluster nodes connect to")
+	peers := fs.String("cluster-peers", "", "comma-separated `addresses` of the other cluster nodes")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	check := fs.Bool("check", false, "validate the configuration, print \"config ok\" or the errors, and exit")
 	if err := fs.Parse(args); err != nil {
@@ -100,6 +106,14 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	fs.Visit(func(f *flag.Flag) { // only the flags given, so they win over the file
 		if p, ok := targets[f.Name]; ok {
 			*p = f.Value.String()
+		}
+		if f.Name == "cluster-peers" {
+			cfg.Cluster.Peers = nil
+			for p := range strings.SplitSeq(*peers, ",") {
+				if p = strings.TrimSpace(p); p != "" {
+					cfg.Cluster.Peers = append(cfg.Cluster.Peers, p)
+				}
+			}
 		}
 	})
 	if err := cfg.Validate(); err != nil {

@@ -293,3 +293,10 @@ func (b *Broker) sessionChanged(cl *client, version byte, expiry uint32) {
 		Subs:    b.clientSubs(cl.id),
 	})
 }
+
+// HasSession reports whether this node has a session for clientID.
+func (b *Broker) HasSession(clientID string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.clients[clientID] != nil
+}

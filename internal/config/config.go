@@ -78,6 +78,22 @@ type Config struct {
 	Auth authconfig.Config `yaml:"auth"`
 	// Limits bounds what clients may use.
 	Limits Limits `yaml:"limits"`
+	// Cluster joins other Starling nodes into one broker; see
+	// docs/cluster.md. Without a name the broker is a single node.
+	Cluster Cluster `yaml:"cluster"`
+}
+
+// Cluster says how this node joins a cluster of Starling nodes.
+type Cluster struct {
+	// Name is the cluster's name, the same on every node ("" = no cluster).
+	Name string `yaml:"name"`
+	// Node is this node's name, unique in the cluster ("" = host name and
+	// cluster address).
+	Node string `yaml:"node"`
+	// Listen is the host:port other nodes connect to (required with name).
+	Listen string `yaml:"listen"`
+	// Peers are the other nodes' listen addresses, as host:port.
+	Peers []string `yaml:"peers"`
 }
 
 // TLS is the server certificate and the client-certificate policy of the

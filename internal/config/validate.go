@@ -68,6 +68,7 @@ func (c Config) Validate() error {
 		bad("sync_interval", "must be positive (got %s)", c.SyncInterval)
 	}
 	c.validateTLS(bad)
+	c.validateCluster(bad)
 	c.validateWebSocket(bad)
 	for i, p := range c.TrustedProxies {
 		if _, err := ParseTrustedProxy(p); err != nil {
@@ -256,4 +257,24 @@ func (c Config) SlogLevel() slog.Level {
 		return l
 	}
 	return slog.LevelInfo
+}
+
+func (c Config) validateCluster(bad func(key, format string, args ...any)) {
+	cl := c.Cluster
+	if cl.Name == "" {
+		if cl.Listen != "" || len(cl.Peers) > 0 || cl.Node != "" {
+			bad("cluster.name", "required when cluster.listen, cluster.peers or cluster.node is set")
+		}
+		return
+	}
+	if cl.Listen == "" {
+		bad("cluster.listen", "required with cluster.name")
+	} else if _, _, err := net.SplitHostPort(cl.Listen); err != nil {
+		bad("cluster.listen", "%v", err)
+	}
+	for i, p := range cl.Peers {
+		if _, _, err := net.SplitHostPort(p); err != nil {
+			bad(fmt.Sprintf("cluster.peers[%d]", i), "%v", err)
+		}
+	}
 }

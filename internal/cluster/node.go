@@ -1,0 +1,716 @@
+// Package cluster joins Starling nodes into one broker over an embedded NATS
+// server: NATS routes connect the nodes, core NATS carries messages (with
+// subscription interest, so a node only receives what its clients
+// subscribe to) and session hand-over requests, and JetStream key-value
+// buckets, replicated across nodes, hold retained messages and who owns
+// each session. Without a cluster configured, none of this runs.
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/starling-mqtt/starling/internal/broker"
+	"github.com/starling-mqtt/starling/internal/session"
+)
+
+// Config says how a node joins its cluster.
+type Config struct {
+	Name    string   // cluster name; every node uses the same
+	Node    string   // this node's name, unique in the cluster
+	Listen  string   // host:port other nodes connect to
+	Peers   []string // the other nodes' Listen addresses
+	DataDir string   // JetStream storage; "" keeps it in memory
+	// MaxPayload bounds one message on the backplane: the broker's maximum
+	// packet size plus room for the envelope.
+	MaxPayload int
+	Logger     *slog.Logger
+}
+
+// Bucket names of the replicated state.
+const (
+	sessionsBucket = "starling_sessions"
+	retainedBucket = "starling_retained"
+)
+
+const (
+	claimTimeout = 3 * time.Second  // for a hand-over reply from the owner
+	readyWait    = 5 * time.Second  // a CONNECT waits this long for the buckets at start
+	kvTimeout    = 10 * time.Second // one key-value operation
+)
+
+// Node is this process's member of the cluster; it implements
+// broker.Backplane.
+type Node struct {
+	cfg      Config
+	log      *slog.Logger
+	b        *broker.Broker
+	ns       *server.Server
+	acct     *server.Account
+	pc       *nats.Conn // publishes messages and serves hand-over requests
+	sc       *nats.Conn // holds the interest subscriptions
+	instance uint64     // this run's identity in message headers
+	tmpDir   string     // JetStream storage when DataDir is empty
+
+	pubMu sync.Mutex // orders sequence numbers with publication
+	seq   uint64
+	buf   []byte
+
+	plain chan *nats.Msg // every normal-subscription message, in arrival order
+
+	imu   sync.Mutex
+	iq    []interestOp
+	isig  chan struct{}
+	isubs map[interestKey][]*nats.Subscription
+
+	kmu  sync.Mutex
+	kq   []func(context.Context)
+	ksig chan struct{}
+
+	ready    chan struct{} // closed once the buckets exist
+	sessions jetstream.KeyValue
+	retained jetstream.KeyValue
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+type interestKey struct{ group, filter string }
+
+type interestOp struct {
+	interestKey
+	on bool
+}
+
+// record is a session's entry in the sessions bucket: its owner and, for
+// persistent sessions, the subscriptions to recover if the owner is lost.
+type record struct {
+	Node    string                  `json:"node"`
+	Session *broker.SessionSnapshot `json:"session,omitempty"`
+}
+
+type claimRequest struct {
+	ClientID string `json:"client_id"`
+	Clean    bool   `json:"clean"`
+}
+
+// Start runs the embedded NATS server, joins the peers and plugs the node
+// into b as its backplane. Call before b.Restore; Close stops it.
+func Start(cfg Config, b *broker.Broker) (*Node, error) {
+	if cfg.Name == "" || cfg.Listen == "" {
+		return nil, errors.New("cluster: name and listen address are required")
+	}
+	host, portStr, err := net.SplitHostPort(cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: listen address %q: %w", cfg.Listen, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: listen port %q: %w", portStr, err)
+	}
+	if cfg.Node == "" {
+		h, _ := os.Hostname()
+		cfg.Node = h + "-" + cfg.Listen
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.Node), b: b,
+		plain: make(chan *nats.Msg, 1<<16), isig: make(chan struct{}, 1), ksig: make(chan struct{}, 1),
+		isubs: make(map[interestKey][]*nats.Subscription), ready: make(chan struct{})}
+	var id [8]byte
+	rand.Read(id[:])
+	n.instance = binary.BigEndian.Uint64(id[:])
+
+	storeDir := cfg.DataDir
+	if storeDir == "" {
+		if n.tmpDir, err = os.MkdirTemp("", "starling-cluster-"); err != nil {
+			return nil, fmt.Errorf("cluster: jetstream directory: %w", err)
+		}
+		storeDir = n.tmpDir
+	}
+	var routes []string
+	for _, p := range cfg.Peers {
+		routes = append(routes, "nats://"+p)
+	}
+	maxPayload := max(cfg.MaxPayload, 1<<20)
+	var tok [16]byte
+	rand.Read(tok[:])
+	token := hex.EncodeToString(tok[:])
+	opts := &server.Options{
+		ServerName: cfg.Node,
+		// The embedded server routes only once its client listener is up,
+		// so it gets one: loopback, a random port, and a random token that
+		// only this process knows. Starling itself connects in-process.
+		Host:          "127.0.0.1",
+		Port:          server.RANDOM_PORT,
+		Authorization: token,
+		NoSigs:        true,
+		JetStream:  true,
+		StoreDir:   storeDir,
+		Cluster:    server.ClusterOpts{Name: cfg.Name, Host: host, Port: port},
+		Routes:     server.RoutesFromStr(joinComma(routes)),
+		// Topics may be up to 64 KiB and become subjects (a third longer
+		// once encoded), and messages up to the maximum packet size.
+		MaxControlLine: 1 << 17,
+		MaxPayload:     int32(min(maxPayload, 64<<20)),
+		MaxPending:     int64(min(maxPayload, 64<<20)) * 2,
+	}
+	if opts.MaxPending < 64<<20 {
+		opts.MaxPending = 64 << 20
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		n.cleanup()
+		return nil, fmt.Errorf("cluster: nats server: %w", err)
+	}
+	ns.SetLoggerV2(natsLogger{n.log}, false, false, false)
+	ns.Start()
+	// Not ReadyForConnections: that also waits for routes to the peers,
+	// which may not be up yet.
+	for deadline := time.Now().Add(10 * time.Second); !ns.Running() || ns.Addr() == nil; {
+		if time.Now().After(deadline) {
+			ns.Shutdown()
+			n.cleanup()
+			return nil, fmt.Errorf("cluster: nats server on %s did not start", cfg.Listen)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	n.ns, n.acct = ns, ns.GlobalAccount()
+	connect := func(name string) (*nats.Conn, error) {
+		return nats.Connect("", nats.InProcessServer(ns), nats.Token(token), nats.Name(name), nats.MaxReconnects(-1),
+			nats.ErrorHandler(func(_ *nats.Conn, s *nats.Subscription, err error) {
+				n.log.Warn("cluster connection error", "conn", name, "err", err)
+			}))
+	}
+	if n.pc, err = connect("starling-pub"); err == nil {
+		n.sc, err = connect("starling-sub")
+	}
+	if err != nil {
+		n.Close()
+		return nil, fmt.Errorf("cluster: connect to embedded server: %w", err)
+	}
+	if _, err := n.pc.Subscribe(claimPrefix+key(cfg.Node), n.serveClaim); err != nil {
+		n.Close()
+		return nil, fmt.Errorf("cluster: claim subscription: %w", err)
+	}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.wg.Add(4)
+	go n.interestLoop()
+	go n.receiveLoop()
+	go n.kvLoop()
+	go n.setup(len(cfg.Peers) + 1)
+	b.SetBackplane(n)
+	return n, nil
+}
+
+func joinComma(s []string) string {
+	out := ""
+	for i, x := range s {
+		if i > 0 {
+			out += ","
+		}
+		out += x
+	}
+	return out
+}
+
+// setup creates the replicated buckets, retrying while the cluster elects
+// its JetStream leader, then follows the retained bucket.
+func (n *Node) setup(size int) {
+	defer n.wg.Done()
+	js, err := jetstream.New(n.pc)
+	if err != nil {
+		n.log.Error("cluster: jetstream", "err", err)
+		return
+	}
+	replicas := min(size, 3)
+	storage := jetstream.FileStorage
+	open := func(bucket string) jetstream.KeyValue {
+		// Short attempts, retried: a request sent before the cluster has
+		// a JetStream leader, or racing another node's creation of the
+		// same bucket, may go unanswered.
+		for delay := 100 * time.Millisecond; ; delay = min(2*delay, time.Second) {
+			ctx, cancel := context.WithTimeout(n.ctx, 3*time.Second)
+			kv, err := js.KeyValue(ctx, bucket)
+			if errors.Is(err, jetstream.ErrBucketNotFound) {
+				kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucket, Replicas: replicas, Storage: storage})
+			}
+			cancel()
+			if err == nil {
+				return kv
+			}
+			n.log.Debug("cluster: waiting for jetstream", "bucket", bucket, "err", err)
+			select {
+			case <-n.ctx.Done():
+				return nil
+			case <-time.After(delay):
+			}
+		}
+	}
+	if n.sessions = open(sessionsBucket); n.sessions == nil {
+		return
+	}
+	if n.retained = open(retainedBucket); n.retained == nil {
+		return
+	}
+	w, err := n.retained.WatchAll(n.ctx)
+	if err != nil {
+		n.log.Error("cluster: watch retained messages", "err", err)
+		return
+	}
+	initial := true
+	for {
+		select {
+		case <-n.ctx.Done():
+			w.Stop()
+			return
+		case e, ok := <-w.Updates():
+			if !ok {
+				return
+			}
+			if e == nil {
+				if initial {
+					initial = false
+					n.reconcile()
+					close(n.ready)
+					n.log.Info("cluster ready", "peers", n.cfg.Peers, "replicas", replicas)
+				}
+				continue
+			}
+			n.applyRetained(e)
+		}
+	}
+}
+
+func (n *Node) applyRetained(e jetstream.KeyValueEntry) {
+	name, err := unkey(e.Key())
+	if err != nil {
+		return
+	}
+	if e.Operation() != jetstream.KeyValuePut {
+		n.b.ApplyRetained(&session.Message{Topic: name})
+		return
+	}
+	_, m, err := decodeMessage(e.Value())
+	if err != nil || m.Topic != name {
+		n.log.Warn("cluster: bad retained entry", "topic", name, "err", err)
+		return
+	}
+	n.b.ApplyRetained(m)
+}
+
+// reconcile drops sessions this node restored from its store that another
+// node took over while this one was away, and records the rest as ours.
+func (n *Node) reconcile() {
+	for _, id := range n.b.SessionIDs() {
+		ctx, cancel := context.WithTimeout(n.ctx, kvTimeout)
+		e, err := n.sessions.Get(ctx, key(id))
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			n.sessions.Create(ctx, key(id), mustJSON(record{Node: n.cfg.Node}))
+		case err == nil:
+			var r record
+			if json.Unmarshal(e.Value(), &r) == nil && r.Node != n.cfg.Node {
+				n.log.Info("cluster: session moved to another node while this one was down", "client_id", id, "owner", r.Node)
+				n.b.DropSession(id)
+			}
+		}
+		cancel()
+	}
+}
+
+// Ready is closed once the node's replicated state is available.
+func (n *Node) Ready() <-chan struct{} { return n.ready }
+
+// Name is this node's name.
+func (n *Node) Name() string { return n.cfg.Node }
+
+// Peers lists the nodes this one has routes to.
+func (n *Node) Peers() []string {
+	rz, err := n.ns.Routez(&server.RoutezOptions{})
+	if err != nil {
+		return nil
+	}
+	seen := map[string]bool{}
+	var out []string
+	for _, r := range rz.Routes {
+		if r.RemoteName != "" && !seen[r.RemoteName] {
+			seen[r.RemoteName] = true
+			out = append(out, r.RemoteName)
+		}
+	}
+	return out
+}
+
+// HasInterest reports whether any node (this one included) subscribes to
+// topic name, as far as this node knows.
+func (n *Node) HasInterest(name string) bool {
+	return n.acct.SubscriptionInterest(topicSubject(name))
+}
+
+// Forward publishes m to the nodes that subscribe to it.
+func (n *Node) Forward(m *session.Message) bool {
+	subj := topicSubject(m.Topic)
+	n.pubMu.Lock()
+	n.seq++
+	buf, err := encodeMessage(n.buf[:0], header{n.instance, n.seq}, m)
+	if err == nil {
+		err = n.pc.Publish(subj, buf)
+	}
+	if cap(buf) <= 64<<10 {
+		n.buf = buf[:0]
+	}
+	n.pubMu.Unlock()
+	if err != nil {
+		n.log.Warn("cluster: forward failed", "topic", m.Topic, "err", err)
+		return false
+	}
+	return n.acct.SubscriptionInterest(subj)
+}
+
+// Interest queues a subscription change for the interest loop; the broker
+// calls it under its index lock.
+func (n *Node) Interest(group, filter string, on bool) {
+	n.imu.Lock()
+	n.iq = append(n.iq, interestOp{interestKey{group, filter}, on})
+	n.imu.Unlock()
+	select {
+	case n.isig <- struct{}{}:
+	default:
+	}
+}
+
+func (n *Node) interestLoop() {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-n.isig:
+		}
+		n.imu.Lock()
+		ops := n.iq
+		n.iq = nil
+		n.imu.Unlock()
+		for _, op := range ops {
+			n.applyInterest(op)
+		}
+	}
+}
+
+func (n *Node) applyInterest(op interestOp) {
+	if !op.on {
+		for _, s := range n.isubs[op.interestKey] {
+			s.Unsubscribe()
+		}
+		delete(n.isubs, op.interestKey)
+		return
+	}
+	if _, ok := n.isubs[op.interestKey]; ok {
+		return
+	}
+	var subs []*nats.Subscription
+	for _, subj := range filterSubjects(op.filter) {
+		var s *nats.Subscription
+		var err error
+		if op.group == "" {
+			s, err = n.sc.ChanSubscribe(subj, n.plain)
+		} else {
+			g, f := op.group, op.filter
+			// One queue group per share group and filter across the
+			// cluster: NATS picks the node, the node picks the member.
+			s, err = n.sc.QueueSubscribe(subj, "share-"+key(g+"\x00"+f), func(msg *nats.Msg) {
+				if _, m, err := decodeMessage(msg.Data); err == nil {
+					n.b.InjectShared(m, g, f)
+				}
+			})
+		}
+		if err != nil {
+			n.log.Warn("cluster: subscribe failed", "filter", op.filter, "group", op.group, "err", err)
+			continue
+		}
+		if op.group == "" {
+			s.SetPendingLimits(-1, -1)
+		}
+		subs = append(subs, s)
+	}
+	n.isubs[op.interestKey] = subs
+}
+
+// receiveLoop delivers messages from other nodes to local subscribers. A
+// message matching several of this node's filters arrives once per filter;
+// sequence numbers, which increase per sending node, drop the repeats.
+func (n *Node) receiveLoop() {
+	defer n.wg.Done()
+	last := make(map[uint64]uint64)
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case msg := <-n.plain:
+			h, m, err := decodeMessage(msg.Data)
+			if err != nil {
+				n.log.Warn("cluster: dropping undecodable message", "subject", msg.Subject, "err", err)
+				continue
+			}
+			if h.instance == n.instance {
+				continue // delivered locally when published
+			}
+			if s, ok := last[h.instance]; ok && h.seq <= s {
+				continue
+			}
+			if len(last) > 1024 {
+				clear(last) // instances of restarted nodes pile up otherwise
+			}
+			last[h.instance] = h.seq
+			n.b.Inject(m)
+		}
+	}
+}
+
+// Retain replicates a retained message (or its deletion).
+func (n *Node) Retain(m *session.Message) {
+	k := key(m.Topic)
+	var val []byte
+	if len(m.Payload) > 0 {
+		var err error
+		if val, err = encodeMessage(nil, header{n.instance, 0}, m); err != nil {
+			n.log.Warn("cluster: encode retained", "topic", m.Topic, "err", err)
+			return
+		}
+	}
+	n.enqueue(func(ctx context.Context) {
+		var err error
+		if val == nil {
+			err = n.retained.Delete(ctx, k)
+		} else {
+			_, err = n.retained.Put(ctx, k, val)
+		}
+		if err != nil {
+			n.log.Warn("cluster: replicate retained message", "topic", m.Topic, "err", err)
+		}
+	})
+}
+
+// SessionChanged records a persistent session's subscriptions, if this
+// node still owns it.
+func (n *Node) SessionChanged(s *broker.SessionSnapshot) {
+	id := s.Session.ClientID
+	val := mustJSON(record{Node: n.cfg.Node, Session: s})
+	n.enqueue(func(ctx context.Context) {
+		e, err := n.sessions.Get(ctx, key(id))
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			_, err = n.sessions.Create(ctx, key(id), val)
+		case err == nil:
+			var r record
+			if json.Unmarshal(e.Value(), &r) == nil && r.Node != n.cfg.Node {
+				return // taken over meanwhile
+			}
+			_, err = n.sessions.Update(ctx, key(id), val, e.Revision())
+		}
+		if err != nil {
+			n.log.Warn("cluster: record session", "client_id", id, "err", err)
+		}
+	})
+}
+
+// SessionEnded forgets a session this node owned, unless it is back.
+func (n *Node) SessionEnded(id string) {
+	n.enqueue(func(ctx context.Context) {
+		if n.b.HasSession(id) {
+			return // the client reconnected here meanwhile
+		}
+		e, err := n.sessions.Get(ctx, key(id))
+		if err != nil {
+			return
+		}
+		var r record
+		if json.Unmarshal(e.Value(), &r) != nil || r.Node != n.cfg.Node {
+			return
+		}
+		n.sessions.Delete(ctx, key(id), jetstream.LastRevision(e.Revision()))
+	})
+}
+
+func (n *Node) enqueue(op func(context.Context)) {
+	n.kmu.Lock()
+	n.kq = append(n.kq, op)
+	n.kmu.Unlock()
+	select {
+	case n.ksig <- struct{}{}:
+	default:
+	}
+}
+
+// kvLoop runs key-value operations in order, once the buckets exist.
+func (n *Node) kvLoop() {
+	defer n.wg.Done()
+	select {
+	case <-n.ctx.Done():
+		return
+	case <-n.ready:
+	}
+	for {
+		n.kmu.Lock()
+		ops := n.kq
+		n.kq = nil
+		n.kmu.Unlock()
+		for _, op := range ops {
+			ctx, cancel := context.WithTimeout(n.ctx, kvTimeout)
+			op(ctx)
+			cancel()
+		}
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-n.ksig:
+		}
+	}
+}
+
+// Claim makes this node the owner of clientID's session. If another node
+// owns it, that node hands it over (closing its connection); if that node
+// is gone, the subscriptions it last recorded are recovered.
+func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, error) {
+	select {
+	case <-n.ready:
+	case <-time.After(readyWait):
+		return nil, errors.New("cluster: replicated state not ready")
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, kvTimeout)
+	defer cancel()
+	k := key(clientID)
+	mine := mustJSON(record{Node: n.cfg.Node})
+	var snap *broker.SessionSnapshot
+	asked := false
+	for attempt := 0; attempt < 8; attempt++ {
+		e, err := n.sessions.Get(ctx, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			if _, err = n.sessions.Create(ctx, k, mine); err == nil {
+				return snap, nil
+			}
+			if errors.Is(err, jetstream.ErrKeyExists) {
+				continue
+			}
+			return snap, fmt.Errorf("cluster: claim %q: %w", clientID, err)
+		}
+		if err != nil {
+			return snap, fmt.Errorf("cluster: claim %q: %w", clientID, err)
+		}
+		var r record
+		if err := json.Unmarshal(e.Value(), &r); err != nil {
+			r = record{}
+		}
+		if r.Node == n.cfg.Node {
+			return snap, nil // ours already: a local takeover, if any
+		}
+		if !asked && r.Node != "" {
+			asked = true
+			got, err := n.askHandOver(r.Node, clientID, clean)
+			switch {
+			case err == nil:
+				snap = got
+			case !clean:
+				// The owner is gone: recover what it recorded.
+				n.log.Warn("cluster: session owner unreachable; recovering its recorded subscriptions", "client_id", clientID, "owner", r.Node, "err", err)
+				snap = r.Session
+			}
+		}
+		if _, err = n.sessions.Update(ctx, k, mine, e.Revision()); err == nil {
+			return snap, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) && !isRevisionMismatch(err) {
+			return snap, fmt.Errorf("cluster: claim %q: %w", clientID, err)
+		}
+	}
+	return snap, fmt.Errorf("cluster: claim %q: contended", clientID)
+}
+
+func isRevisionMismatch(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+}
+
+func (n *Node) askHandOver(owner, clientID string, clean bool) (*broker.SessionSnapshot, error) {
+	msg, err := n.pc.Request(claimPrefix+key(owner), mustJSON(claimRequest{ClientID: clientID, Clean: clean}), claimTimeout)
+	if err != nil {
+		return nil, err
+	}
+	var snap *broker.SessionSnapshot
+	if err := json.Unmarshal(msg.Data, &snap); err != nil {
+		return nil, fmt.Errorf("hand-over reply: %w", err)
+	}
+	return snap, nil
+}
+
+// serveClaim answers another node's hand-over request.
+func (n *Node) serveClaim(msg *nats.Msg) {
+	var req claimRequest
+	if err := json.Unmarshal(msg.Data, &req); err != nil || req.ClientID == "" {
+		return
+	}
+	snap := n.b.HandOver(req.ClientID, req.Clean)
+	msg.Respond(mustJSON(snap))
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("cluster: encode %T: %v", v, err)) // our own types always encode
+	}
+	return b
+}
+
+// Close leaves the cluster and stops the embedded server.
+func (n *Node) Close() {
+	if n.cancel != nil {
+		n.cancel()
+	}
+	if n.sc != nil {
+		n.sc.Close()
+	}
+	if n.pc != nil {
+		n.pc.Close()
+	}
+	n.wg.Wait()
+	if n.ns != nil {
+		n.ns.Shutdown()
+		n.ns.WaitForShutdown()
+	}
+	n.cleanup()
+}
+
+func (n *Node) cleanup() {
+	if n.tmpDir != "" {
+		os.RemoveAll(n.tmpDir)
+	}
+}
+
+// natsLogger sends the embedded server's log to slog: its notices are
+// routine, so they go to debug.
+type natsLogger struct{ l *slog.Logger }
+
+func (l natsLogger) Noticef(f string, v ...any) { l.l.Debug("nats: " + fmt.Sprintf(f, v...)) }
+func (l natsLogger) Warnf(f string, v ...any)   { l.l.Warn("nats: " + fmt.Sprintf(f, v...)) }
+func (l natsLogger) Fatalf(f string, v ...any)  { l.l.Error("nats: " + fmt.Sprintf(f, v...)) }
+func (l natsLogger) Errorf(f string, v ...any)  { l.l.Error("nats: " + fmt.Sprintf(f, v...)) }
+func (l natsLogger) Debugf(f string, v ...any)  { l.l.Debug("nats: " + fmt.Sprintf(f, v...)) }
+func (l natsLogger) Tracef(f string, v ...any)  {}
