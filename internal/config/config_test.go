@@ -47,7 +47,9 @@ func leaves(v reflect.Value, prefix string) []leaf {
 // decodes to an empty list, Default has nil).
 func equal(a, b Config) bool {
 	norm := func(c *Config) {
-		for _, l := range []*[]string{&c.WebSocket.Paths, &c.WebSocket.AllowedOrigins, &c.TrustedProxies, &c.ProxyProtocol, &c.Auth.Superusers} {
+		pl := &c.ProxyProtocolListeners
+		for _, l := range []*[]string{&c.WebSocket.Paths, &c.WebSocket.AllowedOrigins, &c.TrustedProxies, &c.ProxyProtocol, &c.Auth.Superusers,
+			&pl.TCP, &pl.MQTTS, &pl.HTTP, &pl.HTTPS, &pl.ListenAny} {
 			if len(*l) == 0 {
 				*l = nil
 			}
@@ -96,9 +98,17 @@ func TestLoadEveryKey(t *testing.T) {
 			Paths:              []string{"/mqtt", "/ws"},
 			AllowedOrigins:     []string{"https://app.example.com", "https://*.example.net"},
 			AllowNoSubprotocol: true,
+			Compression:        true,
 		},
-		TrustedProxies:  []string{"10.0.0.0/8", "fd00::/8", "192.0.2.7"},
-		ProxyProtocol:   []string{"172.16.0.0/12"},
+		TrustedProxies: []string{"10.0.0.0/8", "fd00::/8", "192.0.2.7"},
+		ProxyProtocol:  []string{"172.16.0.0/12"},
+		ProxyProtocolListeners: ProxyProtocolListeners{
+			TCP:       []string{"10.1.0.0/16"},
+			MQTTS:     []string{"10.2.0.0/16"},
+			HTTP:      []string{"10.3.0.0/16"},
+			HTTPS:     []string{"10.4.0.0/16"},
+			ListenAny: []string{"10.5.0.0/16", "192.0.2.9"},
+		},
 		Data:            "/var/lib/starling",
 		Store:           "memory",
 		Sync:            "interval",
