@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"github.com/starling-mqtt/starling/internal/auth/authconfig"
 	"github.com/starling-mqtt/starling/internal/limit"
 	"os"
@@ -376,5 +377,25 @@ func TestSlogLevel(t *testing.T) {
 		if got := c.SlogLevel().String(); got != want {
 			t.Errorf("SlogLevel(%q) = %s, want %s", in, got, want)
 		}
+	}
+}
+
+// A listener's own PROXY protocol list replaces proxy_protocol; an empty
+// one follows it.
+func TestProxyProtocolFor(t *testing.T) {
+	c := Default()
+	c.ProxyProtocol = []string{"10.0.0.0/8"}
+	c.ProxyProtocolListeners.HTTPS = []string{"192.0.2.1", "fd00::/8"}
+	for listener, want := range map[string]string{
+		"tcp": "[10.0.0.0/8]", "mqtts": "[10.0.0.0/8]", "http": "[10.0.0.0/8]", "listen_any": "[10.0.0.0/8]",
+		"https": "[192.0.2.1/32 fd00::/8]",
+	} {
+		if got := fmt.Sprint(c.ProxyProtocolFor(listener)); got != want {
+			t.Errorf("ProxyProtocolFor(%q) = %s, want %s", listener, got, want)
+		}
+	}
+	c.ProxyProtocolListeners.ListenAny = []string{"not-an-address"}
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "proxy_protocol_listeners.listen_any[0]") {
+		t.Errorf("Validate with a bad listen_any entry: %v", err)
 	}
 }
