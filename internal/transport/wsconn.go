@@ -66,15 +66,14 @@ type WSConn struct {
 
 	// permessage-deflate (wsdeflate.go): negotiated, and the state of the
 	// compressed message being read, if any.
-	deflate     bool
-	maxInflate  int64 // bound on a decompressed message; 0: none
-	inflating   bool
-	fr          io.ReadCloser // pooled decompressor, while inflating
-	ibuf        *[inflateBufSize]byte
-	ir, iw      int
-	suffixPos   int
-	inflated    int64
-	compressedN int64
+	deflate    bool
+	maxInflate int64 // bound on a decompressed message; 0: none
+	inflating  bool
+	fr         io.ReadCloser // pooled decompressor, while inflating
+	ibuf       *[inflateBufSize]byte
+	ir, iw     int
+	suffixPos  int
+	inflated   int64
 
 	wmu       sync.Mutex
 	hdr       hdrBuf

@@ -172,7 +172,6 @@ func (s *inflateSrc) fill() error {
 			c.maskPos = (c.maskPos + n) & 3
 		}
 		c.remaining -= int64(n)
-		c.compressedN += int64(n)
 		c.ir, c.iw = 0, n
 		return nil
 	}
@@ -213,7 +212,7 @@ func (c *WSConn) startInflate() {
 	c.inflating = true
 	c.ibuf = inflateBufs.Get().(*[inflateBufSize]byte)
 	c.ir, c.iw, c.suffixPos = 0, 0, 0
-	c.inflated, c.compressedN = 0, 0
+	c.inflated = 0
 	c.fr = decompressors.Get().(io.ReadCloser)
 	_ = c.fr.(flate.Resetter).Reset((*inflateSrc)(c), nil) // no dictionary: cannot fail
 }
@@ -250,8 +249,8 @@ func (c *WSConn) readInflated(p []byte) (int, error) {
 		return n, nil // the sticky error is returned by the next call
 	case err == io.EOF:
 		// The message's last block: skip what may follow it (nothing, or
-		// the sync-flush tail), counted against the same bound.
-		for {
+		// the sync-flush tail), bounded like the output.
+		for skipped := int64(0); ; skipped++ {
 			_, derr := (*inflateSrc)(c).ReadByte()
 			if derr == io.EOF {
 				break
@@ -260,9 +259,9 @@ func (c *WSConn) readInflated(p []byte) (int, error) {
 				c.endInflate()
 				return n, nil // c.rerr is set
 			}
-			if c.maxInflate > 0 && c.compressedN > c.maxInflate+int64(len(inflateSuffix)) {
+			if c.maxInflate > 0 && skipped > c.maxInflate {
 				c.endInflate()
-				return 0, c.fail(uint16(ws.StatusMessageTooBig), fmt.Sprintf("compressed message exceeds %d bytes", c.maxInflate))
+				return 0, c.fail(uint16(ws.StatusMessageTooBig), fmt.Sprintf("more than %d bytes after the end of a compressed message", c.maxInflate))
 			}
 		}
 		c.endInflate()

@@ -315,3 +315,27 @@ func TestWSDeflateBomb(t *testing.T) {
 		t.Fatalf("close code %d, want 1009", code)
 	}
 }
+
+// After a BFINAL block the rest of the message is skipped, up to the bound:
+// more is refused with 1009.
+func TestWSDeflateAfterFinalBlock(t *testing.T) {
+	msg := []byte("hello")
+	z := deflated(t, msg, true)
+	for _, tc := range []struct {
+		trailer  int
+		wantCode uint16
+	}{{1, 0}, {100, 0}, {2000, 1009}} {
+		in := cat(cframe(ws.OpBinary, true, true, append(append([]byte(nil), z...), make([]byte, tc.trailer)...)),
+			cf(ws.OpClose, true, closeBody(1000, "")))
+		c := newWSConn(newFakeConn(in), nil, false, "mqtt")
+		c.enableDeflate(1000)
+		got, err := readAllSmall(c, 64)
+		var ce *CloseError
+		switch {
+		case tc.wantCode == 0 && (err != io.EOF || !bytes.Equal(got, msg)):
+			t.Errorf("%d bytes after BFINAL: read %q, %v", tc.trailer, got, err)
+		case tc.wantCode != 0 && (!errors.As(err, &ce) || ce.Code != tc.wantCode):
+			t.Errorf("%d bytes after BFINAL: %v, want close %d", tc.trailer, err, tc.wantCode)
+		}
+	}
+}
