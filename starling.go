@@ -236,18 +236,18 @@ func (s *Server) listen(name, addr string, tlsCfg *tls.Config) (net.Addr, error)
 		protocol = "mqtt over tls"
 		ln = tls.NewListener(ln, tlsCfg)
 	}
-	s.log.Info("listening", "listener", name, "addr", ln.Addr().String(), "protocol", protocol, "proxy_protocol", len(s.cfg.ProxyProtocol) > 0)
+	s.log.Info("listening", "listener", name, "addr", ln.Addr().String(), "protocol", protocol, "proxy_protocol", len(s.cfg.ProxyProtocolFor(name)) > 0)
 	s.accepting.Add(1)
 	go s.accept(ln)
 	return ln.Addr(), nil
 }
 
-// proxyProtocol wraps ln so that peers in Config.ProxyProtocol must send a
-// PROXY header (read by the connection's first Read or RemoteAddr, in its
-// own goroutine) and other peers must not; ln is returned as is when the
-// list is empty.
+// proxyProtocol wraps ln so that the listener's PROXY protocol balancers
+// (Config.ProxyProtocolFor) must send a PROXY header (read by the
+// connection's first Read or RemoteAddr, in its own goroutine) and other
+// peers must not; ln is returned as is when the listener has none.
 func (s *Server) proxyProtocol(name string, ln net.Listener) net.Listener {
-	trusted := s.cfg.ProxyProtocolPrefixes()
+	trusted := s.cfg.ProxyProtocolFor(name)
 	if len(trusted) == 0 {
 		return ln
 	}
@@ -287,6 +287,10 @@ func (s *Server) wsMux() *http.ServeMux {
 		AllowNoSubprotocol: ws.AllowNoSubprotocol,
 		AllowedOrigins:     ws.AllowedOrigins,
 		TrustedProxies:     s.cfg.TrustedProxyPrefixes(),
+		Compression:        ws.Compression,
+		// A compressed message holds MQTT packets: it need not expand
+		// beyond the largest packet accepted.
+		MaxMessageSize: int64(s.cfg.Limits.MaxPacketSize),
 	}, func(c net.Conn, _ *http.Request) {
 		// Its own goroutine, so that the HTTP handler returns and the
 		// server's per-request state (stack, request, headers) is freed
@@ -330,7 +334,7 @@ func (s *Server) listenHTTP(name, addr string, tlsCfg *tls.Config) (net.Addr, er
 		ln = tls.NewListener(ln, tlsCfg)
 	}
 	s.httpSrvs = append(s.httpSrvs, srv)
-	s.log.Info("listening", "listener", name, "addr", ln.Addr().String(), "protocol", protocol, "paths", s.cfg.WebSocket.Paths, "proxy_protocol", len(s.cfg.ProxyProtocol) > 0)
+	s.log.Info("listening", "listener", name, "addr", ln.Addr().String(), "protocol", protocol, "paths", s.cfg.WebSocket.Paths, "proxy_protocol", len(s.cfg.ProxyProtocolFor(name)) > 0)
 	s.accepting.Add(1)
 	go func() {
 		defer s.accepting.Done()
@@ -352,7 +356,10 @@ func (s *Server) listenAny(name, addr string) (net.Addr, error) {
 	s.listeners = append(s.listeners, ln)
 	ln = s.proxyProtocol(name, ln)
 	httpLn := transport.NewConnListener(ln.Addr())
-	srv := &http.Server{Handler: s.wsMux(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
+	// HTTP sniffed inside TLS reaches the server on a wrapper, not a
+	// *tls.Conn: ConnTLSContext and WithConnTLS give its requests r.TLS.
+	srv := &http.Server{Handler: transport.WithConnTLS(s.wsMux()), ConnContext: transport.ConnTLSContext,
+		ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
 	s.httpSrvs = append(s.httpSrvs, srv)
 	var tlsCfg *tls.Config
 	if s.tlsCfg != nil {
@@ -363,7 +370,7 @@ func (s *Server) listenAny(name, addr string) (net.Addr, error) {
 			transport.ServeReloadedClientCAs(tlsCfg, s.certs)
 		}
 	}
-	s.log.Info("listening", "listener", name, "addr", ln.Addr().String(), "protocol", "mqtt, http and tls (sniffed)", "tls", tlsCfg != nil, "proxy_protocol", len(s.cfg.ProxyProtocol) > 0)
+	s.log.Info("listening", "listener", name, "addr", ln.Addr().String(), "protocol", "mqtt, http and tls (sniffed)", "tls", tlsCfg != nil, "proxy_protocol", len(s.cfg.ProxyProtocolFor(name)) > 0)
 	s.accepting.Add(2)
 	go func() {
 		defer s.accepting.Done()
@@ -428,7 +435,16 @@ func (s *Server) dispatch(nc net.Conn, tlsCfg *tls.Config, httpLn *transport.Con
 			return
 		}
 		tc.SetDeadline(time.Time{})
-		s.dispatch(tc, nil, httpLn, false)
+		// ALPN, when the client offered it, says what is inside; else the
+		// first byte does.
+		switch tc.ConnectionState().NegotiatedProtocol {
+		case "mqtt":
+			go s.broker.HandleConn(tc)
+		case "http/1.1":
+			httpLn.Put(tc)
+		default:
+			s.dispatch(tc, nil, httpLn, false)
+		}
 		return
 	case kind == transport.SniffHTTP:
 		httpLn.Put(c)

@@ -15,7 +15,9 @@
 #
 # Variables: DURATION (measured window per run, 3s), WARMUP (500ms), RUNS (2),
 # IDLE_CONNS (10000), STORM_CONNS (2000), BROKERS, CELLS (see cells below),
-# BROKER_CPU (0), TOOL_CPU (1), OUT (bench/results/<date>).
+# DEFLATE_CELLS (idle: cells also run over ws with permessage-deflate
+# negotiated, the "ws-deflate" rows, for Starling only), BROKER_CPU (0),
+# TOOL_CPU (1), OUT (bench/results/<date>).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -30,10 +32,13 @@ DATE=$(date -u +%Y-%m-%d)
 OUT=${OUT:-bench/results/$DATE}
 BROKERS=${BROKERS:-starling mosquitto nats}
 CELLS=${CELLS:-fanin fanout100 fanout1000 pairs100 latency10k latency50k idle connstorm}
+DEFLATE_CELLS=${DEFLATE_CELLS:-idle}
 
 # Ports: Starling 21883 (tcp) / 28083 (ws); Mosquitto 21884 / 28084; NATS 21885 (no ws).
 declare -A TCP=([starling]=21883 [mosquitto]=21884 [nats]=21885)
 declare -A WS=([starling]=28083 [mosquitto]=28084)
+# Brokers whose ws listener accepts permessage-deflate as run here.
+declare -A DEFLATE=([starling]=1)
 
 WORK=$(mktemp -d /tmp/starling-compare.XXXXXX)
 PIDS=()
@@ -85,7 +90,10 @@ start_broker() { # name
 	rm -rf "$dir" && mkdir -p "$dir"
 	case $name in
 	starling)
-		taskset -c "$BROKER_CPU" "$WORK/bin/starling" -tcp "127.0.0.1:${TCP[starling]}" \
+		# Compression is negotiated only with clients that offer it (the
+		# ws-deflate rows): the other cells are unaffected.
+		printf 'websocket:\n  compression: true\n' >"$dir/starling.yaml"
+		taskset -c "$BROKER_CPU" "$WORK/bin/starling" -config "$dir/starling.yaml" -tcp "127.0.0.1:${TCP[starling]}" \
 			-http "127.0.0.1:${WS[starling]}" -data "$dir/data" -log-level warn >"$dir/log" 2>&1 &
 		;;
 	mosquitto)
@@ -155,11 +163,15 @@ declare -A QOSES=([fanin]="0 1" [fanout100]="0 1" [fanout1000]="0" [pairs100]="0
 	[latency10k]="0 1" [latency50k]="0" [idle]="0" [connstorm]="0")
 
 bench() { # broker run cell transport qos
-	local broker=$1 run=$2 cell=$3 tr=$4 qos=$5 url
-	if [[ $tr == ws ]]; then url="ws://127.0.0.1:${WS[$broker]}/mqtt"; else url="tcp://127.0.0.1:${TCP[$broker]}"; fi
+	local broker=$1 run=$2 cell=$3 tr=$4 qos=$5 url extra=
+	case $tr in
+	ws) url="ws://127.0.0.1:${WS[$broker]}/mqtt" ;;
+	ws-deflate) url="ws://127.0.0.1:${WS[$broker]}/mqtt" extra=-ws-deflate ;;
+	*) url="tcp://127.0.0.1:${TCP[$broker]}" ;;
+	esac
 	local line
 	# shellcheck disable=SC2086 # FLAGS holds several words
-	line=$(timeout 180 taskset -c "$TOOL_CPU" "$WORK/bin/starling-bench" -q -url "$url" ${FLAGS[$cell]} \
+	line=$(timeout 180 taskset -c "$TOOL_CPU" "$WORK/bin/starling-bench" -q -url "$url" $extra ${FLAGS[$cell]} \
 		-qos "$qos" -version 4 -duration "$DURATION" -warmup "$WARMUP" -broker-pid "$BROKER_PID" 2>"$WORK/err") || true
 	if [[ -z $line ]]; then
 		line=null
@@ -184,15 +196,17 @@ for run in $(seq "$RUNS"); do
 				start_broker "$broker"
 			fi
 			fresh=0
-			for tr in tcp ws; do
-				[[ $tr == ws && -z ${WS[$broker]:-} ]] && continue
-				for qos in ${QOSES[$cell]}; do
-					bench "$broker" "$run" "$cell" "$tr" "$qos"
-				done
-				if [[ $cell == idle && $tr == tcp && -n ${WS[$broker]:-} ]]; then
-					stop_broker # a fresh broker for the ws figure too
+			trs=(tcp)
+			[[ -n ${WS[$broker]:-} ]] && trs+=(ws)
+			[[ -n ${DEFLATE[$broker]:-} && " $DEFLATE_CELLS " == *" $cell "* ]] && trs+=(ws-deflate)
+			for i in "${!trs[@]}"; do
+				if [[ $cell == idle && $i -gt 0 ]]; then
+					stop_broker # a fresh broker for each transport's figure
 					start_broker "$broker"
 				fi
+				for qos in ${QOSES[$cell]}; do
+					bench "$broker" "$run" "$cell" "${trs[$i]}" "$qos"
+				done
 			done
 		done
 		stop_broker

@@ -50,6 +50,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.URL, "url", "tcp://127.0.0.1:1883", "broker `URL`: tcp://, ws:// (path /mqtt by default), ssl:// or wss://")
 	fs.BoolVar(&cfg.AllowRemote, "allow-remote", false, "allow a host that is not a loopback address")
 	fs.BoolVar(&cfg.Insecure, "insecure", false, "do not verify the broker's certificate (ssl://, wss://)")
+	fs.BoolVar(&cfg.WSDeflate, "ws-deflate", false, "offer permessage-deflate on ws:// and wss:// (used if the broker accepts)")
 	fs.StringVar(&cfg.Scenario, "scenario", "fanin", "`scenario`: "+strings.Join(loadgen.Scenarios, ", "))
 	version := fs.Uint("version", 4, "MQTT protocol `level`: 4 (3.1.1) or 5")
 	qos := fs.Uint("qos", 0, "QoS of publishes and subscriptions: 0 or 1")

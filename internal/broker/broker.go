@@ -151,6 +151,7 @@ func (b *Broker) HandleConn(nc net.Conn) {
 	}
 	c := conn.New(nc, b.lim.MaxPacketSize)
 	c.Totals = &b.bytes
+	c.DroppedTotal = &b.Stats.Dropped // QoS 0 dropped for a slow reader
 	b.conns[c] = struct{}{}
 	b.mu.Unlock()
 	defer func() {

@@ -48,11 +48,17 @@ type Config struct {
 	TrustedProxies []string `yaml:"trusted_proxies"`
 	// ProxyProtocol lists the load balancers, as CIDRs or single addresses,
 	// that put a PROXY protocol header (v1 or v2) in front of every
-	// connection they pass on, on every listener (tcp, mqtts, http, https).
+	// connection they pass on, on every listener (tcp, mqtts, http, https,
+	// listen_any) that has no list of its own in ProxyProtocolListeners.
 	// A connection from them must start with one, and the header's source
 	// address becomes the client address; a connection from any other
 	// address must not send one. Empty: the PROXY protocol is off.
 	ProxyProtocol []string `yaml:"proxy_protocol"`
+	// ProxyProtocolListeners gives listeners their own PROXY protocol
+	// balancers: a listener whose list here is not empty uses it instead of
+	// ProxyProtocol. To have the PROXY protocol on some listeners only,
+	// leave ProxyProtocol empty and list the balancers here.
+	ProxyProtocolListeners ProxyProtocolListeners `yaml:"proxy_protocol_listeners"`
 	// Data is the folder for the embedded store.
 	Data string `yaml:"data"`
 	// Store is where sessions, queued and inflight messages and retained
@@ -131,6 +137,23 @@ type WebSocket struct {
 	// (some old clients); by default they get 400. Clients that offer only
 	// subprotocols other than mqtt and mqttv3.1 are always refused.
 	AllowNoSubprotocol bool `yaml:"allow_no_subprotocol"`
+	// Compression accepts permessage-deflate (RFC 7692) from clients that
+	// offer it, without context takeover either way: each message is
+	// compressed on its own, so an idle connection holds no compression
+	// state. A compressed message may expand to at most
+	// limits.max_packet_size bytes, else the connection is closed (1009).
+	Compression bool `yaml:"compression"`
+}
+
+// ProxyProtocolListeners holds per-listener PROXY protocol balancers (CIDRs
+// or single addresses); an empty list means the listener follows
+// proxy_protocol.
+type ProxyProtocolListeners struct {
+	TCP       []string `yaml:"tcp"`
+	MQTTS     []string `yaml:"mqtts"`
+	HTTP      []string `yaml:"http"`
+	HTTPS     []string `yaml:"https"`
+	ListenAny []string `yaml:"listen_any"`
 }
 
 // Limits are the protocol limits the broker enforces and announces to MQTT 5

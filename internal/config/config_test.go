@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"github.com/starling-mqtt/starling/internal/auth/authconfig"
 	"github.com/starling-mqtt/starling/internal/limit"
 	"os"
@@ -47,7 +48,9 @@ func leaves(v reflect.Value, prefix string) []leaf {
 // decodes to an empty list, Default has nil).
 func equal(a, b Config) bool {
 	norm := func(c *Config) {
-		for _, l := range []*[]string{&c.WebSocket.Paths, &c.WebSocket.AllowedOrigins, &c.TrustedProxies, &c.ProxyProtocol, &c.Auth.Superusers} {
+		pl := &c.ProxyProtocolListeners
+		for _, l := range []*[]string{&c.WebSocket.Paths, &c.WebSocket.AllowedOrigins, &c.TrustedProxies, &c.ProxyProtocol, &c.Auth.Superusers,
+			&pl.TCP, &pl.MQTTS, &pl.HTTP, &pl.HTTPS, &pl.ListenAny} {
 			if len(*l) == 0 {
 				*l = nil
 			}
@@ -96,9 +99,17 @@ func TestLoadEveryKey(t *testing.T) {
 			Paths:              []string{"/mqtt", "/ws"},
 			AllowedOrigins:     []string{"https://app.example.com", "https://*.example.net"},
 			AllowNoSubprotocol: true,
+			Compression:        true,
 		},
-		TrustedProxies:  []string{"10.0.0.0/8", "fd00::/8", "192.0.2.7"},
-		ProxyProtocol:   []string{"172.16.0.0/12"},
+		TrustedProxies: []string{"10.0.0.0/8", "fd00::/8", "192.0.2.7"},
+		ProxyProtocol:  []string{"172.16.0.0/12"},
+		ProxyProtocolListeners: ProxyProtocolListeners{
+			TCP:       []string{"10.1.0.0/16"},
+			MQTTS:     []string{"10.2.0.0/16"},
+			HTTP:      []string{"10.3.0.0/16"},
+			HTTPS:     []string{"10.4.0.0/16"},
+			ListenAny: []string{"10.5.0.0/16", "192.0.2.9"},
+		},
 		Data:            "/var/lib/starling",
 		Store:           "memory",
 		Sync:            "interval",
@@ -366,5 +377,25 @@ func TestSlogLevel(t *testing.T) {
 		if got := c.SlogLevel().String(); got != want {
 			t.Errorf("SlogLevel(%q) = %s, want %s", in, got, want)
 		}
+	}
+}
+
+// A listener's own PROXY protocol list replaces proxy_protocol; an empty
+// one follows it.
+func TestProxyProtocolFor(t *testing.T) {
+	c := Default()
+	c.ProxyProtocol = []string{"10.0.0.0/8"}
+	c.ProxyProtocolListeners.HTTPS = []string{"192.0.2.1", "fd00::/8"}
+	for listener, want := range map[string]string{
+		"tcp": "[10.0.0.0/8]", "mqtts": "[10.0.0.0/8]", "http": "[10.0.0.0/8]", "listen_any": "[10.0.0.0/8]",
+		"https": "[192.0.2.1/32 fd00::/8]",
+	} {
+		if got := fmt.Sprint(c.ProxyProtocolFor(listener)); got != want {
+			t.Errorf("ProxyProtocolFor(%q) = %s, want %s", listener, got, want)
+		}
+	}
+	c.ProxyProtocolListeners.ListenAny = []string{"not-an-address"}
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "proxy_protocol_listeners.listen_any[0]") {
+		t.Errorf("Validate with a bad listen_any entry: %v", err)
 	}
 }

@@ -185,6 +185,8 @@ var keyTypes = map[string]reflect.Type{
 	"config.Limits":    reflect.TypeFor[Limits](),
 	"config.TLS":       reflect.TypeFor[TLS](),
 	"config.WebSocket": reflect.TypeFor[WebSocket](),
+
+	"config.ProxyProtocolListeners": reflect.TypeFor[ProxyProtocolListeners](),
 }
 
 // suggest returns the key of the struct named typ closest to name, if one is

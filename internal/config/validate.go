@@ -80,6 +80,13 @@ func (c Config) Validate() error {
 			bad(fmt.Sprintf("proxy_protocol[%d]", i), "%v", err)
 		}
 	}
+	for _, l := range proxyListeners {
+		for i, p := range *l.list(&c.ProxyProtocolListeners) {
+			if _, err := ParseTrustedProxy(p); err != nil {
+				bad(fmt.Sprintf("proxy_protocol_listeners.%s[%d]", l.name, i), "%v", err)
+			}
+		}
+	}
 	if _, ok := logLevels[c.LogLevel]; !ok {
 		bad("log_level", "must be debug, info, warn or error (got %q)", c.LogLevel)
 	}
@@ -219,6 +226,33 @@ func (c Config) TrustedProxyPrefixes() []netip.Prefix { return prefixes(c.Truste
 // ProxyProtocolPrefixes returns ProxyProtocol parsed; entries Validate
 // would reject are left out.
 func (c Config) ProxyProtocolPrefixes() []netip.Prefix { return prefixes(c.ProxyProtocol) }
+
+// proxyListeners names the fields of ProxyProtocolListeners.
+var proxyListeners = []struct {
+	name string
+	list func(*ProxyProtocolListeners) *[]string
+}{
+	{"tcp", func(p *ProxyProtocolListeners) *[]string { return &p.TCP }},
+	{"mqtts", func(p *ProxyProtocolListeners) *[]string { return &p.MQTTS }},
+	{"http", func(p *ProxyProtocolListeners) *[]string { return &p.HTTP }},
+	{"https", func(p *ProxyProtocolListeners) *[]string { return &p.HTTPS }},
+	{"listen_any", func(p *ProxyProtocolListeners) *[]string { return &p.ListenAny }},
+}
+
+// ProxyProtocolFor returns the PROXY protocol balancers of the listener
+// named listener ("tcp", "mqtts", "http", "https" or "listen_any"), parsed:
+// its own list in ProxyProtocolListeners if not empty, else ProxyProtocol.
+// Entries Validate would reject are left out.
+func (c Config) ProxyProtocolFor(listener string) []netip.Prefix {
+	for _, l := range proxyListeners {
+		if l.name == listener {
+			if own := *l.list(&c.ProxyProtocolListeners); len(own) > 0 {
+				return prefixes(own)
+			}
+		}
+	}
+	return prefixes(c.ProxyProtocol)
+}
 
 func prefixes(list []string) []netip.Prefix {
 	var out []netip.Prefix

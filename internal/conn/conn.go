@@ -59,6 +59,9 @@ type Conn struct {
 	// Totals, when set before use, also counts this connection's bytes (a
 	// broker-wide sum for metrics).
 	Totals *Totals
+	// DroppedTotal, when set before use, also counts the drops of Dropped
+	// (the broker's delivery drop counter, so metrics see slow readers).
+	DroppedTotal *atomic.Uint64
 }
 
 // Totals are byte counts summed over connections.
@@ -219,6 +222,9 @@ func (c *Conn) Send(ps ...packet.Packet) bool {
 		if isQoS0(p) {
 			if c.qos0 >= MaxPendingQoS0 {
 				c.Dropped.Add(1)
+				if c.DroppedTotal != nil {
+					c.DroppedTotal.Add(1)
+				}
 				release(p)
 				continue
 			}
@@ -275,6 +281,11 @@ func release(p packet.Packet) {
 }
 
 func isQoS0(p packet.Packet) bool {
+	if g, ok := p.(*gated); ok {
+		// Deliveries of a stored QoS 1/2 publish wait behind its commit;
+		// at QoS 0 they are as droppable as any.
+		p = g.Packet
+	}
 	switch p := p.(type) {
 	case *packet.Publish:
 		return p.QoS == 0

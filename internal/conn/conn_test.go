@@ -72,3 +72,34 @@ func TestReaderBackpressure(t *testing.T) {
 		t.Fatal("reader still blocked after the client read its replies")
 	}
 }
+
+type doneGate struct{}
+
+func (doneGate) Done() <-chan struct{} { c := make(chan struct{}); close(c); return c }
+func (doneGate) OK() bool              { return true }
+
+// QoS 0 publishes for a client that reads nothing are bounded by
+// MaxPendingQoS0 and the rest dropped and counted, also when they wait
+// behind a store commit (SendGated).
+func TestQoS0DroppedForSlowReader(t *testing.T) {
+	for _, gated := range []bool{false, true} {
+		srv, cli := net.Pipe() // cli never reads: the writer blocks
+		c := New(srv, 1<<20)
+		c.SetVersion(packet.V311)
+		const n = 3 * MaxPendingQoS0
+		for i := 0; i < n; i++ {
+			p := &packet.Publish{Topic: "t", Payload: []byte("x")}
+			if gated {
+				c.SendGated(doneGate{}, p)
+			} else {
+				c.Send(p)
+			}
+		}
+		// At most the batch the writer holds plus a full queue are kept.
+		if d := c.Dropped.Load(); d < n-2*MaxPendingQoS0 {
+			t.Errorf("gated %v: %d of %d dropped, want at least %d", gated, d, n, n-2*MaxPendingQoS0)
+		}
+		c.Close()
+		cli.Close()
+	}
+}

@@ -35,6 +35,7 @@ type conn struct {
 type dialer struct {
 	u        *url.URL
 	insecure bool
+	deflate  bool // offer permessage-deflate on ws:// and wss://
 	version  byte
 	rbuf     int // bufio.Reader size
 }
@@ -46,7 +47,7 @@ func (d *dialer) dial(ctx context.Context) (net.Conn, error) {
 	}
 	switch d.u.Scheme {
 	case "ws", "wss":
-		return transport.DialWSConfig(ctx, d.u.String(), transport.WSDialConfig{Subprotocol: "mqtt", TLSConfig: tcfg})
+		return transport.DialWSConfig(ctx, d.u.String(), transport.WSDialConfig{Subprotocol: "mqtt", TLSConfig: tcfg, Compression: d.deflate})
 	case "ssl", "tls", "mqtts":
 		td := tls.Dialer{Config: tcfg}
 		return td.DialContext(ctx, "tcp", d.u.Host)

@@ -66,6 +66,7 @@ type Config struct {
 	URL          string        // tcp://, ws://, ssl://, wss:// (ws path defaults to /mqtt)
 	AllowRemote  bool          // allow a non-loopback host
 	Insecure     bool          // skip certificate verification for ssl:// and wss://
+	WSDeflate    bool          // ws://, wss://: offer permessage-deflate (compressed when the broker accepts)
 	Scenario     string        // one of Scenarios
 	Version      byte          // packet.V311 (4) or packet.V5 (5)
 	QoS          byte          // 0 or 1 for publishes and subscriptions

@@ -8,13 +8,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/starling-mqtt/starling"
 	"github.com/starling-mqtt/starling/internal/packet"
 	"github.com/starling-mqtt/starling/internal/testutil"
 )
 
-// urls starts a broker and returns its tcp:// and ws:// URLs.
+// urls starts a broker and returns its tcp:// and ws:// URLs. Its ws
+// listener accepts permessage-deflate from clients that offer it.
 func urls(t *testing.T) (tcp, ws string) {
-	srv, addr := testutil.StartBroker(t, nil)
+	srv, addr := testutil.StartBroker(t, func(c *starling.Config) { c.WebSocket.Compression = true })
 	return "tcp://" + addr, "ws://" + srv.HTTPAddr().String() + "/mqtt"
 }
 
@@ -99,6 +101,7 @@ func TestScenarios(t *testing.T) {
 		{"fanout10/ws/v4/qos0", Config{URL: ws, Scenario: FanOut, Subs: 10}, 10},
 		{"pairs5/tcp/v4/qos1", Config{URL: tcp, Scenario: Pairs, Pubs: 5, QoS: 1}, 1},
 		{"pairs5/ws/v5/qos0", Config{URL: ws, Scenario: Pairs, Pubs: 5, Version: packet.V5}, 1},
+		{"fanout10/ws-deflate/v4/qos1", Config{URL: ws, Scenario: FanOut, Subs: 10, QoS: 1, WSDeflate: true, Size: 512}, 10},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := tc.cfg

@@ -309,7 +309,7 @@ func runPubSub(ctx context.Context, cfg Config, u *url.URL) (*Result, error) {
 		prefix = fmt.Sprintf("sb%08x", r.nonce)
 	}
 	total := cfg.Pubs + cfg.Subs
-	d := &dialer{u: u, insecure: cfg.Insecure, version: cfg.Version, rbuf: 4 << 10}
+	d := &dialer{u: u, insecure: cfg.Insecure, deflate: cfg.WSDeflate, version: cfg.Version, rbuf: 4 << 10}
 	switch {
 	case total <= 64:
 		d.rbuf = 64 << 10

@@ -70,6 +70,14 @@ func Dial(t testing.TB, addr string, version byte) *Raw {
 	return &Raw{t: t, nc: nc, br: bufio.NewReader(nc), Version: version}
 }
 
+// NewRaw is Dial over a connection the caller opened (WebSocket, TLS); it
+// is closed at cleanup.
+func NewRaw(t testing.TB, nc net.Conn, version byte) *Raw {
+	t.Helper()
+	t.Cleanup(func() { nc.Close() })
+	return &Raw{t: t, nc: nc, br: bufio.NewReader(nc), Version: version}
+}
+
 // Close drops the connection without DISCONNECT (wills, unacknowledged
 // messages, takeovers).
 func (r *Raw) Close() { r.nc.Close() }

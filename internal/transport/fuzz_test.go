@@ -73,6 +73,46 @@ func FuzzWSRead(f *testing.F) {
 	})
 }
 
+// FuzzWSReadDeflate feeds arbitrary bytes to a server-side adapter with
+// permessage-deflate on: no panic, decompressed output within the bound,
+// only close codes the adapter defines, the decompressor released.
+func FuzzWSReadDeflate(f *testing.F) {
+	z := deflated(f, bytes.Repeat([]byte("abc"), 100), false)
+	f.Add(cframe(ws.OpBinary, true, true, z), uint8(7))
+	f.Add(cat(cframe(ws.OpBinary, false, true, z[:3]), cf(ws.OpPing, true, "p"), cframe(ws.OpContinuation, true, false, z[3:])), uint8(200))
+	f.Add(cframe(ws.OpBinary, true, true, deflated(f, make([]byte, 5000), true)), uint8(255))
+	f.Fuzz(func(t *testing.T, data []byte, bufSize uint8) {
+		const limit = 1000
+		fc := newFakeConn(data)
+		c := newWSConn(fc, nil, false, "mqtt")
+		c.enableDeflate(limit)
+		var total int
+		buf := make([]byte, int(bufSize)+1)
+		var err error
+		for err == nil {
+			var n int
+			n, err = c.Read(buf)
+			total += n
+		}
+		if c.inflating {
+			t.Fatal("decompressor held after the stream ended")
+		}
+		var ce *CloseError
+		if errors.As(err, &ce) {
+			switch ce.Code {
+			case 1002, 1003, 1007, 1009:
+			default:
+				t.Fatalf("close code %d", ce.Code)
+			}
+		}
+		// Each message may expand to the bound; uncompressed bytes pass as
+		// they are.
+		if total > len(data)*(limit+1) {
+			t.Fatalf("read %d bytes from %d", total, len(data))
+		}
+	})
+}
+
 // FuzzProxyHeader: no panic, bounded consumption, addresses consistent, and
 // a parsed TCP4 v1 line is canonical.
 func FuzzProxyHeader(f *testing.F) {

@@ -2,8 +2,10 @@ package transport
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"net"
+	"net/http"
 	"sync"
 )
 
@@ -106,3 +108,32 @@ func (l *ConnListener) Close() error {
 
 // Addr returns the address given to NewConnListener.
 func (l *ConnListener) Addr() net.Addr { return l.addr }
+
+type connTLSKey struct{}
+
+// ConnTLSContext is an http.Server ConnContext that keeps a connection's
+// TLS state provider (a sniffed TLS connection, which is not a *tls.Conn)
+// for WithConnTLS.
+func ConnTLSContext(ctx context.Context, c net.Conn) context.Context {
+	if t, ok := c.(interface{ ConnectionState() tls.ConnectionState }); ok {
+		if _, isTLS := c.(*tls.Conn); !isTLS { // net/http handles those itself
+			return context.WithValue(ctx, connTLSKey{}, t)
+		}
+	}
+	return ctx
+}
+
+// WithConnTLS sets r.TLS, when net/http left it nil, from the connection
+// state ConnTLSContext kept, so that HTTP served inside a sniffed TLS
+// connection is seen as HTTPS like on a TLS listener.
+func WithConnTLS(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS == nil {
+			if t, ok := r.Context().Value(connTLSKey{}).(interface{ ConnectionState() tls.ConnectionState }); ok {
+				st := t.ConnectionState()
+				r.TLS = &st
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
+}

@@ -1,8 +1,12 @@
 package transport
 
 import (
+	"bufio"
+	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"testing"
 	"time"
 )
@@ -61,5 +65,81 @@ func TestConnListener(t *testing.T) {
 	y.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := y.Read(make([]byte, 1)); err != io.EOF {
 		t.Fatalf("read from a conn Put after Close: %v, want EOF", err)
+	}
+}
+
+// HTTP sniffed inside TLS reaches the http.Server on a wrapper, not a
+// *tls.Conn; ConnTLSContext and WithConnTLS still give the request r.TLS,
+// and a plain connection gets none.
+func TestWithConnTLS(t *testing.T) {
+	ca := newTestCA(t, "ca")
+	certPEM, keyPEM := ca.issue(t, "server", 2, true)
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := NewConnListener(&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1})
+	srv := &http.Server{ConnContext: ConnTLSContext, Handler: WithConnTLS(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS != nil {
+			fmt.Fprintf(w, "tls %v", r.TLS.HandshakeComplete)
+			return
+		}
+		fmt.Fprint(w, "plain")
+	}))}
+	done := make(chan struct{})
+	go func() { defer close(done); srv.Serve(l) }()
+	defer func() { srv.Close(); <-done }()
+
+	get := func(c net.Conn) string {
+		t.Helper()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+
+	// TLS, sniffed inside.
+	a, b := net.Pipe()
+	defer b.Close()
+	go func() {
+		tc := tls.Server(a, &tls.Config{Certificates: []tls.Certificate{cert}})
+		tc.SetDeadline(time.Now().Add(5 * time.Second))
+		if tc.Handshake() != nil {
+			a.Close()
+			return
+		}
+		tc.SetDeadline(time.Time{})
+		kind, c, err := Sniff(tc)
+		if err != nil || kind != SniffHTTP {
+			a.Close()
+			return
+		}
+		l.Put(c)
+	}()
+	cc := tls.Client(b, &tls.Config{RootCAs: ca.pool(), ServerName: "127.0.0.1"})
+	if got := get(cc); got != "tls true" {
+		t.Fatalf("over TLS the handler saw %q", got)
+	}
+
+	// Plain, sniffed.
+	x, y := net.Pipe()
+	defer y.Close()
+	go func() {
+		_, c, err := Sniff(x)
+		if err != nil {
+			x.Close()
+			return
+		}
+		l.Put(c)
+	}()
+	if got := get(y); got != "plain" {
+		t.Fatalf("over a plain conn the handler saw %q", got)
 	}
 }

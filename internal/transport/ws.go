@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/gobwas/httphead"
 	"github.com/gobwas/ws"
 )
 
@@ -64,6 +65,17 @@ type WSOptions struct {
 	// headers disagree is refused with 400. Peers that are not IP addresses
 	// (unix sockets) keep their address.
 	TrustedProxies []netip.Prefix
+
+	// Compression accepts permessage-deflate (RFC 7692) when a client
+	// offers it, always without context takeover in either direction (see
+	// wsdeflate.go). Off: the offer is ignored and nothing is compressed.
+	Compression bool
+
+	// MaxMessageSize bounds the decompressed size of one compressed message,
+	// so that a small compressed message cannot expand without end; a
+	// larger one fails the connection with close 1009. 0: no bound.
+	// Uncompressed messages are streamed and not bounded here.
+	MaxMessageSize int64
 }
 
 type wsHandler struct {
@@ -71,6 +83,8 @@ type wsHandler struct {
 	allowNone      bool
 	origins        []string // lowercased patterns
 	trustedProxies []netip.Prefix
+	compression    bool
+	maxMessage     int64
 	accept         func(net.Conn, *http.Request)
 }
 
@@ -86,6 +100,8 @@ func NewWSHandler(opts WSOptions, accept func(c net.Conn, r *http.Request)) http
 		protocols:      opts.Subprotocols,
 		allowNone:      opts.AllowNoSubprotocol,
 		trustedProxies: opts.TrustedProxies,
+		compression:    opts.Compression,
+		maxMessage:     opts.MaxMessageSize,
 		accept:         accept,
 	}
 	if len(h.protocols) == 0 {
@@ -130,6 +146,10 @@ func (h *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if proto != "" {
 		u.Protocol = func(s string) bool { return s == proto }
 	}
+	deflate := false
+	if h.compression {
+		u.Negotiate = negotiateDeflate(&deflate)
+	}
 	conn, rw, hs, err := u.Upgrade(r, w)
 	if err != nil {
 		// The upgrader has written the error response on the hijacked conn.
@@ -146,6 +166,9 @@ func (h *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		pre = append([]byte(nil), b...)
 	}
 	c := newWSConn(conn, pre, false, hs.Protocol)
+	if deflate {
+		c.enableDeflate(h.maxMessage)
+	}
 	if remote != nil {
 		c.remote = remote
 	}
@@ -286,6 +309,11 @@ type WSDialConfig struct {
 	// NetDial, if set, opens the TCP connection (e.g. to write a PROXY
 	// header first); nil: a net.Dialer.
 	NetDial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Compression offers permessage-deflate without context takeover; the
+	// conn compresses when the server accepts (WSConn.Compressed).
+	// MaxMessageSize bounds a decompressed message from the server (0: none).
+	Compression    bool
+	MaxMessageSize int64
 }
 
 // DialWSConfig is DialWS with a WSDialConfig.
@@ -297,6 +325,9 @@ func DialWSConfig(ctx context.Context, url string, cfg WSDialConfig) (net.Conn, 
 	}
 	if len(cfg.Header) > 0 {
 		d.Header = ws.HandshakeHeaderHTTP(cfg.Header)
+	}
+	if cfg.Compression {
+		d.Extensions = []httphead.Option{deflateOffer}
 	}
 	conn, br, hs, err := d.Dial(ctx, url)
 	if err != nil {
@@ -312,7 +343,16 @@ func DialWSConfig(ctx context.Context, url string, cfg WSDialConfig) (net.Conn, 
 		_ = conn.Close()
 		return nil, fmt.Errorf("websocket: dial %s: server selected subprotocol %q, want %q", url, hs.Protocol, subprotocol)
 	}
-	return newWSConn(conn, pre, true, hs.Protocol), nil
+	c := newWSConn(conn, pre, true, hs.Protocol)
+	deflate, err := acceptedDeflate(hs.Extensions)
+	if err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("websocket: dial %s: %w", url, err)
+	}
+	if deflate {
+		c.enableDeflate(cfg.MaxMessageSize)
+	}
+	return c, nil
 }
 
 // WithRemoteAddr makes c report a as its RemoteAddr, e.g. the client address

@@ -62,6 +62,18 @@ type WSConn struct {
 	mask      [4]byte
 	maskPos   int
 	rerr      error // sticky read error
+	fin       bool  // the current data frame ends its message
+
+	// permessage-deflate (wsdeflate.go): negotiated, and the state of the
+	// compressed message being read, if any.
+	deflate    bool
+	maxInflate int64 // bound on a decompressed message; 0: none
+	inflating  bool
+	fr         io.ReadCloser // pooled decompressor, while inflating
+	ibuf       *[inflateBufSize]byte
+	ir, iw     int
+	suffixPos  int
+	inflated   int64
 
 	wmu       sync.Mutex
 	hdr       hdrBuf
@@ -80,6 +92,16 @@ func newWSConn(conn net.Conn, pre []byte, client bool, subprotocol string) *WSCo
 	}
 	return c
 }
+
+// enableDeflate turns on permessage-deflate after a handshake that
+// negotiated it; maxMessage bounds a decompressed message (0: no bound).
+func (c *WSConn) enableDeflate(maxMessage int64) {
+	c.deflate, c.maxInflate = true, maxMessage
+	c.state = c.state.Set(ws.StateExtended) // RSV1 may be set
+}
+
+// Compressed reports whether permessage-deflate was negotiated.
+func (c *WSConn) Compressed() bool { return c.deflate }
 
 // hdrBuf receives a frame header from ws.WriteHeaderBuffer, which formats it
 // into b itself and then writes that same slice: only the length is kept.
@@ -130,7 +152,15 @@ func (c *WSConn) Read(p []byte) (int, error) {
 	defer c.rmu.Unlock()
 	for {
 		if c.rerr != nil {
+			c.endInflate() // the decompressor may have hit the error early
 			return 0, c.rerr
+		}
+		if c.inflating {
+			n, err := c.readInflated(p)
+			if n > 0 || err != nil {
+				return n, err
+			}
+			continue
 		}
 		if c.remaining > 0 {
 			if int64(len(p)) > c.remaining {
@@ -182,6 +212,16 @@ func (c *WSConn) nextFrame() error {
 		if err := ws.CheckHeader(h, c.state); err != nil {
 			return c.fail(uint16(ws.StatusProtocolError), err.Error())
 		}
+		compressed := false
+		if c.deflate {
+			// [RFC 7692 6] RSV1 marks the first frame of a compressed
+			// message; RSV2 and RSV3 stay unused.
+			r1, r2, r3 := ws.RsvBits(h.Rsv)
+			if r2 || r3 || (r1 && h.OpCode != ws.OpBinary && h.OpCode != ws.OpText) {
+				return c.fail(uint16(ws.StatusProtocolError), "unexpected RSV bits")
+			}
+			compressed = r1
+		}
 		switch h.OpCode {
 		case ws.OpText:
 			// [MQTT-6.0.0-1] Only binary frames carry MQTT.
@@ -193,10 +233,13 @@ func (c *WSConn) nextFrame() error {
 				c.state = c.state.Set(ws.StateFragmented)
 			}
 			c.remaining, c.masked, c.mask, c.maskPos = h.Length, h.Masked, h.Mask, 0
-			if c.remaining > 0 {
-				return nil
+			c.fin = h.Fin
+			if compressed {
+				c.startInflate()
 			}
-			continue // empty frame: nothing to deliver
+			// Read (or inflateSrc) reads the payload, or the next frame
+			// when this one is empty.
+			return nil
 		}
 		// Control frame: CheckHeader bounded it at 125 bytes.
 		payload := make([]byte, h.Length)
@@ -286,24 +329,33 @@ func (c *WSConn) Write(p []byte) (int, error) {
 	if c.closeSent {
 		return 0, errCloseSent
 	}
-	h := ws.Header{Fin: true, OpCode: ws.OpBinary, Length: int64(len(p))}
 	var err error
-	if c.client {
-		h.Masked, h.Mask = true, ws.NewMask()
-		err = c.writeMaskedLocked(h, p)
+	if c.deflate && len(p) >= deflateMinSize {
+		err = c.writeCompressedLocked(p)
 	} else {
-		_ = ws.WriteHeaderBuffer(&c.hdr, h, c.hdr.b[:])
-		// Header and payload in one writev on a *net.TCPConn.
-		c.wv[0], c.wv[1] = c.hdr.b[:c.hdr.n], p
-		c.bufs = c.wv[:]
-		_, err = c.bufs.WriteTo(c.conn)
-		c.wv[0], c.wv[1], c.bufs = nil, nil, nil
+		err = c.writeFrameLocked(ws.Header{Fin: true, OpCode: ws.OpBinary, Length: int64(len(p))}, p)
 	}
 	if err != nil {
 		c.werr = err
 		return 0, err
 	}
 	return len(p), nil
+}
+
+// writeFrameLocked writes one data frame with header h (Length set) and
+// payload p, masked on the client side. Called with wmu held.
+func (c *WSConn) writeFrameLocked(h ws.Header, p []byte) error {
+	if c.client {
+		h.Masked, h.Mask = true, ws.NewMask()
+		return c.writeMaskedLocked(h, p)
+	}
+	_ = ws.WriteHeaderBuffer(&c.hdr, h, c.hdr.b[:])
+	// Header and payload in one writev on a *net.TCPConn.
+	c.wv[0], c.wv[1] = c.hdr.b[:c.hdr.n], p
+	c.bufs = c.wv[:]
+	_, err := c.bufs.WriteTo(c.conn)
+	c.wv[0], c.wv[1], c.bufs = nil, nil, nil
+	return err
 }
 
 var maskBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -21,7 +22,9 @@ import (
 // mqttjsPage is the test page: it loads the dashboard's vendored MQTT.js,
 // connects over WebSocket to the broker named in ?broker=, subscribes to
 // page/# at QoS 1, says it is ready, and publishes page/hello at QoS 1.
-// What it receives goes to window.state, which the test reads.
+// What it receives goes to window.state, which the test reads. A second,
+// bare WebSocket to the same URL records the extensions the browser
+// negotiated.
 const mqttjsPage = `<!doctype html>
 <html><head><meta charset="utf-8"><title>MQTT.js test page</title>
 <script src="/mqtt.min.js"></script></head>
@@ -31,6 +34,9 @@ window.state = { connected: false, subscribed: false, published: false, received
 const log = (s) => { document.getElementById("log").textContent += s + "\n"; };
 try {
   const broker = new URLSearchParams(location.search).get("broker");
+  const probe = new WebSocket(broker, "mqtt");
+  probe.onopen = () => { state.extensions = probe.extensions; probe.close(); };
+  probe.onerror = () => { state.errors.push("probe WebSocket failed"); };
   const c = mqtt.connect(broker, { protocolVersion: 5, clientId: "browser-page", clean: true, reconnectPeriod: 0, connectTimeout: 10000 });
   c.on("error", (e) => { state.errors.push(String(e && e.message || e)); log("error: " + e); });
   c.on("message", (topic, payload, packet) => {
@@ -62,6 +68,7 @@ type pageState struct {
 	Subscribed bool     `json:"subscribed"`
 	Published  bool     `json:"published"`
 	Granted    []int    `json:"granted"`
+	Extensions *string  `json:"extensions"`
 	Errors     []string `json:"errors"`
 	Received   []struct {
 		Topic   string `json:"topic"`
@@ -74,8 +81,16 @@ type pageState struct {
 // another origin, allowed by websocket.allowed_origins, over ws to an
 // in-process broker: it subscribes, publishes at QoS 1 (its own message
 // comes back, and a Go client over TCP gets it), and receives a message a Go
-// client publishes.
-func TestBrowserMQTTJSPage(t *testing.T) {
+// client publishes. The browser offers permessage-deflate, which the broker
+// declines by default.
+func TestBrowserMQTTJSPage(t *testing.T) { testBrowserPage(t, false) }
+
+// The same with websocket.compression on: Chromium negotiates
+// permessage-deflate, and messages both ways (one of 2,000 bytes from the
+// broker, above the size Starling compresses) arrive intact.
+func TestBrowserMQTTJSPageDeflate(t *testing.T) { testBrowserPage(t, true) }
+
+func testBrowserPage(t *testing.T, compression bool) {
 	ctx := browser(t, 800, 600)
 
 	// The page's own server, on its own port: a cross-origin page, as a
@@ -102,6 +117,7 @@ func TestBrowserMQTTJSPage(t *testing.T) {
 	srv, tcpAddr := testutil.StartBroker(t, func(c *starling.Config) {
 		c.Store = "memory"
 		c.WebSocket.AllowedOrigins = []string{origin}
+		c.WebSocket.Compression = compression
 	})
 	// A Go client over TCP sees what the page publishes.
 	got := make(chan *paho.Publish, 10)
@@ -147,6 +163,10 @@ func TestBrowserMQTTJSPage(t *testing.T) {
 		}
 	}
 	s := waitFor("its subscription and its own QoS 1 message back", func(s pageState) bool { return s.Published && len(s.Received) >= 1 })
+	s = waitFor("the probe WebSocket's extensions", func(s pageState) bool { return s.Extensions != nil })
+	if got := strings.Contains(*s.Extensions, "permessage-deflate"); got != compression {
+		t.Fatalf("websocket.compression %v: the browser negotiated %q", compression, *s.Extensions)
+	}
 	if len(s.Granted) != 1 || s.Granted[0] != 1 {
 		t.Fatalf("subscription granted %v, want [1]", s.Granted)
 	}
@@ -166,11 +186,15 @@ func TestBrowserMQTTJSPage(t *testing.T) {
 	pub, _ := mqttClient(t, tcpAddr, "go-pub")
 	pctx, pcancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer pcancel()
-	if _, err := pub.Publish(pctx, &paho.Publish{Topic: "page/from-go", QoS: 1, Payload: []byte("from go")}); err != nil {
+	fromGo := "from go"
+	if compression {
+		fromGo = strings.Repeat("from go ", 250)
+	}
+	if _, err := pub.Publish(pctx, &paho.Publish{Topic: "page/from-go", QoS: 1, Payload: []byte(fromGo)}); err != nil {
 		t.Fatal(err)
 	}
 	s = waitFor("the Go client's message", func(s pageState) bool { return len(s.Received) >= 2 })
-	if r := s.Received[1]; r.Topic != "page/from-go" || r.Payload != "from go" || r.QoS != 1 {
-		t.Fatalf("page received %+v, want page/from-go \"from go\" at QoS 1", r)
+	if r := s.Received[1]; r.Topic != "page/from-go" || r.Payload != fromGo || r.QoS != 1 {
+		t.Fatalf("page received %s at QoS %d with %d bytes, want page/from-go at QoS 1 with %d", r.Topic, r.QoS, len(r.Payload), len(fromGo))
 	}
 }

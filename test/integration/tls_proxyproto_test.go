@@ -153,3 +153,41 @@ func TestProxyProtocolFromUntrustedPeer(t *testing.T) {
 	c.sub(t, paho.SubscribeOptions{Topic: "t", QoS: 0})
 	waitLog(t, logs, "client_id=plain", "remote=127.0.0.1:")
 }
+
+// proxy_protocol_listeners gives a listener its own balancers: here the
+// http listener takes PROXY headers from 127.0.0.1 while the tcp listener
+// follows proxy_protocol, whose balancers are elsewhere (10.0.0.0/8), so a
+// PROXY header from 127.0.0.1 is refused there and a plain client served.
+func TestProxyProtocolPerListener(t *testing.T) {
+	t.Parallel()
+	srv, logs := startLoggedBroker(t, func(c *starling.Config) {
+		c.ProxyProtocol = []string{"10.0.0.0/8"}
+		c.ProxyProtocolListeners.HTTP = []string{"127.0.0.1"}
+	})
+	waitLog(t, logs, "listening", "listener=http", "proxy_protocol=true")
+	waitLog(t, logs, "listening", "listener=tcp", "proxy_protocol=true")
+
+	// tcp: 127.0.0.1 is no balancer of its.
+	expectDropped(t, dialProxied(t, srv.Addr().String(), "198.51.100.20:1"))
+	waitLog(t, logs, "connection refused: PROXY protocol", "listener=tcp")
+	wsV5Client(t, mustConn(t)(net.DialTimeout("tcp", srv.Addr().String(), 5*time.Second)), "ppl-tcp")
+	waitLog(t, logs, "client_id=ppl-tcp", "remote=127.0.0.1:")
+
+	// http: 127.0.0.1 is its balancer, so the header is required and used.
+	httpAddr := srv.HTTPAddr().String()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	wc, err := transport.DialWSConfig(ctx, "ws://"+httpAddr+"/mqtt", transport.WSDialConfig{Subprotocol: "mqtt",
+		NetDial: func(context.Context, string, string) (net.Conn, error) {
+			return dialProxied(t, httpAddr, "198.51.100.21:4021"), nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wsV5Client(t, wc, "ppl-ws")
+	waitLog(t, logs, "client_id=ppl-ws", "remote=198.51.100.21:4021")
+	if _, err := transport.DialWS(ctx, "ws://"+httpAddr+"/mqtt", "mqtt", nil); err == nil {
+		t.Fatal("a WebSocket without a PROXY header from the http listener's balancer was served")
+	}
+	waitLog(t, logs, "connection refused: PROXY protocol", "listener=http")
+}

@@ -3,9 +3,11 @@ package integration
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,6 +15,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/starling-mqtt/starling"
+	"github.com/starling-mqtt/starling/internal/packet"
 	"github.com/starling-mqtt/starling/internal/transport"
 )
 
@@ -87,4 +90,90 @@ func TestWSListenAny(t *testing.T) {
 	if m := sub.expect(t); m.Topic != "any/wss" {
 		t.Fatalf("got %s", m.Topic)
 	}
+}
+
+// Inside TLS, listen_any follows ALPN when the client offers it: "mqtt"
+// goes to the broker even if what follows looks like HTTP, "http/1.1" to
+// the HTTP server even if it looks like MQTT. Without ALPN the first byte
+// decides (TestWSListenAny).
+func TestWSListenAnyALPN(t *testing.T) {
+	t.Parallel()
+	pki := newTestPKI(t)
+	srv := startTLSBroker(t, pki, func(c *starling.Config) {
+		c.TCP, c.HTTP, c.MQTTS, c.HTTPS = "", "", "", ""
+		c.ListenAny = "127.0.0.1:0"
+	})
+	addr := srv.ListenAnyAddr().String()
+	dial := func(proto string) *tls.Conn {
+		t.Helper()
+		cfg := pki.ClientConfig()
+		cfg.NextProtos = []string{proto}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		c, err := (&tls.Dialer{Config: cfg}).DialContext(ctx, "tcp", addr)
+		if err != nil {
+			t.Fatalf("TLS with ALPN %s: %v", proto, err)
+		}
+		tc := c.(*tls.Conn)
+		if got := tc.ConnectionState().NegotiatedProtocol; got != proto {
+			t.Fatalf("ALPN negotiated %q, want %q", got, proto)
+		}
+		return tc
+	}
+
+	// "mqtt": an MQTT client is served...
+	c := wsV5Client(t, dial("mqtt"), "alpn-mqtt")
+	c.sub(t, paho.SubscribeOptions{Topic: "alpn", QoS: 1})
+	// ...and an HTTP request is taken for malformed MQTT: closed, no answer.
+	hc := dial("mqtt")
+	hc.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(hc, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+	if b, err := io.ReadAll(hc); len(b) != 0 || isTimeout(err) {
+		t.Fatalf("HTTP request with ALPN mqtt: got %q, %v; want the connection closed", b, err)
+	}
+
+	// "http/1.1": HTTP is served...
+	tr := &http.Transport{TLSClientConfig: pki.ClientConfig()}
+	tr.TLSClientConfig.NextProtos = []string{"http/1.1"}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Get("https://" + addr + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.TLS == nil || resp.TLS.NegotiatedProtocol != "http/1.1" {
+		t.Fatalf("GET /healthz with ALPN http/1.1: %s", resp.Status)
+	}
+	// ...and an MQTT CONNECT gets an HTTP error, not a CONNACK.
+	mc := dial("http/1.1")
+	mc.SetDeadline(time.Now().Add(10 * time.Second))
+	connect, _ := packet.Append(nil, &packet.Connect{ProtocolName: "MQTT", ProtocolVersion: packet.V5, CleanStart: true, ClientID: "x"}, packet.V5)
+	// The line end makes HTTP answer at once; MQTT would answer the CONNECT
+	// before looking at it.
+	mc.Write(append(connect, "\r\n\r\n"...))
+	b, _ := io.ReadAll(mc)
+	if !strings.HasPrefix(string(b), "HTTP/1.1 400") {
+		t.Fatalf("MQTT CONNECT with ALPN http/1.1: got %q, want an HTTP 400", b)
+	}
+
+	// wss with ALPN http/1.1 (what browsers offer) reaches MQTT over
+	// WebSocket.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	wcfg := pki.ClientConfig()
+	wcfg.NextProtos = []string{"http/1.1"}
+	wss, err := transport.DialWSConfig(ctx, "wss://"+addr+"/mqtt", transport.WSDialConfig{Subprotocol: "mqtt", TLSConfig: wcfg})
+	if err != nil {
+		t.Fatalf("wss: %v", err)
+	}
+	p := wsV5Client(t, wss, "alpn-wss")
+	p.pub(t, &paho.Publish{Topic: "alpn", QoS: 1, Payload: []byte("via wss")})
+	if m := c.expect(t); string(m.Payload) != "via wss" {
+		t.Fatalf("got %q", m.Payload)
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }

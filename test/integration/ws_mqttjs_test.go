@@ -46,7 +46,23 @@ func TestWSMQTTJS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runNode(t, node, "pubsub.mjs", port)
+	// Node's WebSocket offers permessage-deflate; off by default, the
+	// broker declines it.
+	runNodeEnv(t, []string{"STARLING_DEFLATE=off"}, 90*time.Second, node, "pubsub.mjs", port)
+}
+
+// With websocket.compression on, MQTT.js (whose Node WebSocket offers
+// permessage-deflate) negotiates it, and QoS 0, 1, 2 and a 128 KiB
+// message still arrive intact, compressed both ways.
+func TestWSMQTTJSDeflate(t *testing.T) {
+	t.Parallel()
+	node := needNode(t)
+	srv, _ := testutil.StartBroker(t, func(c *starling.Config) { c.WebSocket.Compression = true })
+	_, port, err := net.SplitHostPort(srv.HTTPAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	runNodeEnv(t, []string{"STARLING_DEFLATE=on"}, 90*time.Second, node, "pubsub.mjs", port)
 }
 
 // runNode runs a script of test/node with node, within 90 s, and fails the
@@ -59,9 +75,16 @@ func runNode(t *testing.T, node, script string, args ...string) {
 // runNodeWithin is runNode with another time limit.
 func runNodeWithin(t *testing.T, limit time.Duration, node, script string, args ...string) {
 	t.Helper()
+	runNodeEnv(t, nil, limit, node, script, args...)
+}
+
+// runNodeEnv is runNodeWithin with variables added to the environment.
+func runNodeEnv(t *testing.T, env []string, limit time.Duration, node, script string, args ...string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node, append([]string{filepath.Join(nodeDir, script)}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.WaitDelay = 5 * time.Second
 	out, err := cmd.CombinedOutput()
 	if ctx.Err() != nil {

@@ -7,9 +7,14 @@
 //
 //   node test/node/pubsub.mjs PORT [CA_FILE]
 //
+// With STARLING_DEFLATE=on (or off) in the environment it also checks that
+// every WebSocket negotiated permessage-deflate (or none did): the Node
+// client (npm "ws", which MQTT.js uses) offers it by default.
+//
 // test/integration/ws_mqttjs_test.go runs it against an in-process broker.
 import { readFileSync } from "node:fs";
 import mqtt from "mqtt";
+import WebSocket from "ws"; // MQTT.js's own WebSocket package
 
 const port = Number(process.argv[2]);
 if (!Number.isInteger(port) || port <= 0 || port > 65535) {
@@ -32,8 +37,35 @@ function pattern(n) {
   return b;
 }
 
+const deflate = process.env.STARLING_DEFLATE; // "on", "off" or unset
+const sockets = [];
+
+function checkDeflate() {
+  if (!deflate) return;
+  for (const s of sockets) {
+    const got = "permessage-deflate" in (s.extensions ? parseExtensions(s.extensions) : {});
+    if (got !== (deflate === "on")) {
+      fail(`permessage-deflate negotiated: ${got}, want ${deflate} (Sec-WebSocket-Extensions: ${JSON.stringify(s.extensions)})`);
+    }
+  }
+  console.log(`pubsub.mjs: permessage-deflate ${deflate} on ${sockets.length} WebSockets`);
+}
+
+function parseExtensions(header) {
+  const out = {};
+  for (const ext of header.split(",")) out[ext.split(";")[0].trim()] = true;
+  return out;
+}
+
 function connect(version, id) {
   return mqtt.connectAsync(url, {
+    // The same WebSocket MQTT.js would open, kept to look at what the
+    // handshake negotiated.
+    createWebsocket: (u, protocols, opts) => {
+      const s = new WebSocket(u, protocols, opts.wsOptions);
+      sockets.push(s);
+      return s;
+    },
     protocolVersion: version,
     clientId: id,
     clean: true,
@@ -97,6 +129,7 @@ const timer = setTimeout(() => fail("still running after 60 s"), 60000);
 try {
   await run(5);
   await run(4);
+  checkDeflate();
 } catch (err) {
   fail(err && err.stack ? err.stack : String(err));
 }

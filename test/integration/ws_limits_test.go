@@ -1,0 +1,211 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/starling-mqtt/starling"
+	"github.com/starling-mqtt/starling/internal/packet"
+	"github.com/starling-mqtt/starling/internal/testutil"
+	"github.com/starling-mqtt/starling/internal/transport"
+)
+
+// dialWS opens a WebSocket to srv's http listener, with extra handshake
+// headers.
+func dialWS(t *testing.T, srv *starling.Server, hdr http.Header) net.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := transport.DialWS(ctx, "ws://"+srv.HTTPAddr().String()+"/mqtt", "mqtt", hdr)
+	if err != nil {
+		t.Fatalf("dial ws: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// metric reads one unlabelled counter or gauge from srv's /metrics.
+func metric(t *testing.T, srv *starling.Server, name string) float64 {
+	t.Helper()
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://" + srv.HTTPAddr().String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("/metrics has no %s", name)
+	return 0
+}
+
+// limits.max_connections_per_address counts WebSocket clients (by the
+// address a trusted proxy forwarded) and TCP clients (by the PROXY header)
+// from the same address together, and frees a place when one leaves.
+func TestWSPerAddressLimit(t *testing.T) {
+	t.Parallel()
+	srv, addr := testutil.StartBroker(t, func(c *starling.Config) {
+		c.TrustedProxies = []string{"127.0.0.1"}
+		c.ProxyProtocolListeners.TCP = []string{"127.0.0.1"}
+		c.Limits.MaxConnectionsPerAddress = 2
+		c.Limits.ConnectRatePerAddress = 0
+	})
+	from := http.Header{"X-Forwarded-For": {"198.51.100.7"}}
+	ws1 := testutil.NewRaw(t, dialWS(t, srv, from), packet.V5)
+	ws1.Connect("pa-ws1", true)
+	tcp1 := testutil.NewRaw(t, dialProxied(t, addr, "198.51.100.7:5000"), packet.V5)
+	tcp1.Connect("pa-tcp1", true)
+
+	// Both listeners are full for that address...
+	expectDropped(t, dialWS(t, srv, from))
+	expectDropped(t, dialProxied(t, addr, "198.51.100.7:5001"))
+	// ...not for another one.
+	testutil.NewRaw(t, dialWS(t, srv, http.Header{"X-Forwarded-For": {"198.51.100.8"}}), packet.V5).Connect("pa-other", true)
+	if n := metric(t, srv, "mqtt_clients_refused_total"); n < 2 {
+		t.Fatalf("mqtt_clients_refused_total = %v, want 2 or more", n)
+	}
+
+	// A WebSocket client leaves: its place is free again.
+	ws1.Send(&packet.Disconnect{})
+	ws1.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		nc := dialWS(t, srv, from)
+		r := testutil.NewRaw(t, nc, packet.V5)
+		r.Send(&packet.Connect{ProtocolName: "MQTT", ProtocolVersion: packet.V5, CleanStart: true, ClientID: "pa-ws3", KeepAlive: 30})
+		if p, err := r.Next(5 * time.Second); err == nil {
+			if ack, ok := p.(*packet.Connack); ok && ack.ReasonCode == packet.Success {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no place for a new WebSocket client after one left")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// limits.publish_rate slows a WebSocket publisher exactly as a TCP one
+// (TestClientLimits): 60 QoS 1 publishes at 20/s are all acknowledged, the
+// last after about 2 s.
+func TestWSPublishRate(t *testing.T) {
+	t.Parallel()
+	srv, _ := testutil.StartBroker(t, func(c *starling.Config) { c.Limits.PublishRate = 20 })
+	r := testutil.NewRaw(t, dialWS(t, srv, nil), packet.V5)
+	r.Connect("rate-ws", true)
+	var batch []packet.Packet
+	for i := 1; i <= 60; i++ {
+		batch = append(batch, &packet.Publish{Topic: "t", QoS: 1, PacketID: uint16(i), Payload: []byte("x")})
+	}
+	start := time.Now()
+	r.Send(batch...)
+	for i := 1; i <= 60; i++ {
+		if a, ok := r.Read().(*packet.Ack); !ok || a.PacketID != uint16(i) || a.ReasonCode >= 0x80 {
+			t.Fatalf("publish %d: %+v", i, a)
+		}
+	}
+	if took := time.Since(start); took < 1500*time.Millisecond {
+		t.Fatalf("60 publishes at 20/s over WebSocket acknowledged in %v: not slowed down", took)
+	}
+}
+
+// A silent WebSocket client is cut off after 1.5 x keep alive with
+// DISCONNECT 0x8D, and its will is published, as over TCP
+// (TestV5KeepAliveTimeout); WebSocket pings do not count as MQTT activity.
+func TestWSKeepAliveTimeout(t *testing.T) {
+	t.Parallel()
+	srv, addr := testutil.StartBroker(t, nil)
+	sub, _ := dialV5(t, addr, "wska-sub", nil)
+	sub.sub(t, paho.SubscribeOptions{Topic: "wska/will", QoS: 1})
+
+	r := testutil.NewRaw(t, dialWS(t, srv, nil), packet.V5)
+	start := time.Now()
+	r.Send(&packet.Connect{ProtocolName: "MQTT", ProtocolVersion: packet.V5, ClientID: "wska", CleanStart: true, KeepAlive: 1,
+		Will: &packet.Will{Topic: "wska/will", Payload: []byte("timed out"), QoS: 1}})
+	if ack, ok := r.Read().(*packet.Connack); !ok || ack.ReasonCode != packet.Success {
+		t.Fatalf("CONNACK %+v", ack)
+	}
+	r.ExpectClosed(packet.KeepAliveTimeout)
+	if el := time.Since(start); el < time.Second {
+		t.Fatalf("cut off after %v, before the keep alive", el)
+	}
+	if m := sub.expect(t); m.Topic != "wska/will" || string(m.Payload) != "timed out" {
+		t.Fatalf("will: got %q %q", m.Topic, m.Payload)
+	}
+}
+
+// A WebSocket subscriber that stops reading does not hold up a TCP
+// subscriber of the same topic: the fast one gets every message in order,
+// the slow one's queue stays bounded and what does not fit is dropped and
+// counted in mqtt_messages_dropped_total, for QoS 1 (session queue:
+// inflight window, then max_queued_messages) and QoS 0 (the connection's
+// bounded queue of QoS 0 messages).
+func TestWSSlowSubscriberDoesNotStallOthers(t *testing.T) {
+	t.Parallel()
+	const inflight, queued = 10, 100
+	for _, qos := range []byte{1, 0} {
+		t.Run(fmt.Sprintf("QoS%d", qos), func(t *testing.T) {
+			srv, addr := testutil.StartBroker(t, func(c *starling.Config) {
+				c.Limits.MaxInflight = inflight
+				c.Limits.MaxQueued = queued
+			})
+			topic := fmt.Sprintf("slow/%d", qos)
+			// The slow subscriber: subscribes, then never reads again.
+			slow := testutil.NewRaw(t, dialWS(t, srv, nil), packet.V5)
+			slow.Connect("slow-ws", true)
+			slow.Send(&packet.Subscribe{PacketID: 1, Subscriptions: []packet.Subscription{{Filter: topic, QoS: qos}}})
+			if _, ok := slow.Read().(*packet.Suback); !ok {
+				t.Fatal("no SUBACK")
+			}
+			fast, _ := dialV5(t, addr, "fast-tcp", nil)
+			fast.sub(t, paho.SubscribeOptions{Topic: topic, QoS: qos})
+
+			// Acknowledged publishes pace the publisher; 3,000 of 16 KiB
+			// are far more than the slow socket's buffers and the QoS 0
+			// queue (1,024 messages) take.
+			pub, _ := dialV5(t, addr, "pub", nil)
+			const n = 3000
+			payload := make([]byte, 16<<10)
+			for i := range n {
+				copy(payload, strconv.Itoa(i)+" ")
+				pub.pub(t, &paho.Publish{Topic: topic, QoS: 1, Payload: payload})
+				m := fast.expect(t)
+				if got, _, _ := strings.Cut(string(m.Payload[:16]), " "); got != strconv.Itoa(i) {
+					t.Fatalf("fast subscriber: message %s, want %d", got, i)
+				}
+			}
+			dropped := metric(t, srv, "mqtt_messages_dropped_total")
+			if qos == 1 && dropped != n-inflight-queued {
+				t.Fatalf("QoS 1: %v deliveries dropped, want %d (all but the inflight window and the queue)", dropped, n-inflight-queued)
+			}
+			if qos == 0 && dropped == 0 {
+				t.Fatal("QoS 0: no drop counted for the slow subscriber")
+			}
+			// The slow subscriber is still connected, and gets what was kept
+			// once it reads (its first message, for one).
+			p, err := slow.Next(5 * time.Second)
+			if err != nil {
+				t.Fatalf("slow subscriber: %v", err)
+			}
+			if pp, ok := p.(*packet.Publish); !ok || !strings.HasPrefix(string(pp.Payload), "0 ") {
+				t.Fatalf("slow subscriber's first packet: %+v", p)
+			}
+		})
+	}
+}
