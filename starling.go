@@ -234,7 +234,7 @@ func (s *Server) listen(name, addr string, tlsCfg *tls.Config) (net.Addr, error)
 	}
 	s.log.Info("listening", "listener", name, "addr", ln.Addr().String(), "protocol", protocol, "proxy_protocol", len(s.cfg.ProxyProtocol) > 0)
 	s.accepting.Add(1)
-	go s.accept(ln)
+	go s.accept(ln, name)
 	return ln.Addr(), nil
 }
 
@@ -252,7 +252,7 @@ func (s *Server) proxyProtocol(name string, ln net.Listener) net.Listener {
 	}}
 }
 
-func (s *Server) accept(ln net.Listener) {
+func (s *Server) accept(ln net.Listener, name string) {
 	defer s.accepting.Done()
 	for {
 		nc, err := ln.Accept()
@@ -268,7 +268,7 @@ func (s *Server) accept(ln net.Listener) {
 			time.Sleep(50 * time.Millisecond)
 			continue
 		}
-		go s.broker.HandleConn(nc)
+		go s.broker.HandleConnOn(nc, name)
 	}
 }
 
@@ -277,7 +277,8 @@ func (s *Server) accept(ln net.Listener) {
 const WSPath = "/mqtt"
 
 // wsMux serves MQTT over WebSocket at each configured path, matched exactly.
-func (s *Server) wsMux() *http.ServeMux {
+// name is the listener's, for the per-listener connection counts.
+func (s *Server) wsMux(name string) *http.ServeMux {
 	ws := s.cfg.WebSocket
 	h := transport.NewWSHandler(transport.WSOptions{
 		AllowNoSubprotocol: ws.AllowNoSubprotocol,
@@ -287,7 +288,7 @@ func (s *Server) wsMux() *http.ServeMux {
 		// Its own goroutine, so that the HTTP handler returns and the
 		// server's per-request state (stack, request, headers) is freed
 		// for the life of the WebSocket.
-		go s.broker.HandleConn(c)
+		go s.broker.HandleConnOn(c, name)
 	})
 	mux := http.NewServeMux()
 	for _, p := range ws.Paths {
@@ -310,7 +311,7 @@ func (s *Server) listenHTTP(name, addr string, tlsCfg *tls.Config) (net.Addr, er
 		return nil, fmt.Errorf("starling: listen %s on %s: %w", name, addr, err)
 	}
 	ln = s.proxyProtocol(name, ln)
-	srv := &http.Server{Handler: s.wsMux(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
+	srv := &http.Server{Handler: s.wsMux(name), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
 	protocol := "mqtt over websocket"
 	if tlsCfg != nil {
 		// WebSocket needs HTTP/1.1 (a hijacked conn): offer no h2 by ALPN.
@@ -348,7 +349,7 @@ func (s *Server) listenAny(name, addr string) (net.Addr, error) {
 	s.listeners = append(s.listeners, ln)
 	ln = s.proxyProtocol(name, ln)
 	httpLn := transport.NewConnListener(ln.Addr())
-	srv := &http.Server{Handler: s.wsMux(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
+	srv := &http.Server{Handler: s.wsMux(name), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
 	s.httpSrvs = append(s.httpSrvs, srv)
 	var tlsCfg *tls.Config
 	if s.tlsCfg != nil {
@@ -414,7 +415,7 @@ func (s *Server) dispatch(nc net.Conn, tlsCfg *tls.Config, httpLn *transport.Con
 	c.SetReadDeadline(time.Time{})
 	switch {
 	case kind == transport.SniffMQTT:
-		go s.broker.HandleConn(c) // returns now: no longer sniffing
+		go s.broker.HandleConnOn(c, "listen_any") // returns now: no longer sniffing
 	case kind == transport.SniffTLS && outer && tlsCfg != nil:
 		tc := tls.Server(c, tlsCfg)
 		tc.SetDeadline(time.Now().Add(s.cfg.Limits.ConnectTimeout))

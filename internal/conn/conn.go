@@ -64,6 +64,7 @@ type Conn struct {
 // Totals are byte counts summed over connections.
 type Totals struct {
 	BytesIn, BytesOut atomic.Uint64
+	Dropped           atomic.Uint64 // QoS 0 publishes dropped for slow readers
 }
 
 func (c *Conn) countOut(n int) {
@@ -219,6 +220,9 @@ func (c *Conn) Send(ps ...packet.Packet) bool {
 		if isQoS0(p) {
 			if c.qos0 >= MaxPendingQoS0 {
 				c.Dropped.Add(1)
+				if c.Totals != nil {
+					c.Totals.Dropped.Add(1)
+				}
 				release(p)
 				continue
 			}
