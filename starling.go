@@ -47,10 +47,16 @@ func WithVersion(v string) Option { return func(s *Server) { s.version = v } }
 // configured level.
 func WithLogger(l *slog.Logger) Option { return func(s *Server) { s.log = l } }
 
+// WithLogLevel gives the level variable of the logger, so that the
+// management API can change the level at runtime (PUT /api/v1/log-level).
+// Without it, the API changes the level only of the default logger.
+func WithLogLevel(v *slog.LevelVar) Option { return func(s *Server) { s.level = v } }
+
 // Server is one broker instance. It is safe for concurrent use.
 type Server struct {
 	cfg    Config
 	log    *slog.Logger
+	level  *slog.LevelVar // nil: the level cannot be changed at runtime
 	broker *broker.Broker
 	store  store.Store
 	auth   *auth.Auth
@@ -92,7 +98,9 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 		if err := lv.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
 			lv = slog.LevelInfo
 		}
-		s.log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv}))
+		s.level = new(slog.LevelVar)
+		s.level.Set(lv)
+		s.log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: s.level}))
 	}
 	if cfg.MQTTS != "" || cfg.HTTPS != "" || (cfg.ListenAny != "" && cfg.TLS.CertFile != "") {
 		if err := s.setupTLS(); err != nil {
@@ -106,7 +114,7 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	}
 	s.auth = a
 	s.broker.SetAuth(a, a)
-	s.admin = admin.New(s.broker, admin.Options{Checker: a, Ready: s.serving, Version: s.version, Logger: s.log})
+	s.admin = admin.New(s.broker, admin.Options{Checker: a, Ready: s.serving, Version: s.version, Logger: s.log, LogLevel: s.level})
 	return s, nil
 }
 

@@ -59,6 +59,10 @@ type Options struct {
 	MaxBodyBytes int64
 	// Logger; default: discard.
 	Logger *slog.Logger
+	// LogLevel is the level variable of Logger's handler; with it,
+	// PUT /api/v1/log-level changes the level at runtime. Nil: the
+	// endpoint answers 501.
+	LogLevel *slog.LevelVar
 	// Metrics, if set, is the registry /metrics serves; default: a new one
 	// reading the broker (metrics.New(metrics.FromBroker(b))).
 	Metrics *metrics.Metrics

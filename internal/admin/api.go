@@ -5,8 +5,10 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -46,6 +48,8 @@ func (a *Admin) api() http.Handler {
 	mux.HandleFunc("DELETE /api/v1/retained/{topic...}", a.deleteRetained)
 	mux.HandleFunc("POST /api/v1/publish", a.publish)
 	mux.HandleFunc("GET /api/v1/stats", a.stats)
+	mux.HandleFunc("GET /api/v1/log-level", a.getLogLevel)
+	mux.HandleFunc("PUT /api/v1/log-level", a.setLogLevel)
 	mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint")
 	})
@@ -290,6 +294,46 @@ func (a *Admin) stats(w http.ResponseWriter, r *http.Request) {
 		"retained":          c.Retained,
 	})
 }
+
+// getLogLevel: GET /api/v1/log-level
+func (a *Admin) getLogLevel(w http.ResponseWriter, r *http.Request) {
+	if a.opts.LogLevel == nil {
+		writeError(w, http.StatusNotImplemented, "log level not changeable: the logger was not built with a level variable")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"level": levelName(a.opts.LogLevel.Level())})
+}
+
+// setLogLevel: PUT /api/v1/log-level with {"level": "debug"}; takes
+// effect at once for every log line after it.
+func (a *Admin) setLogLevel(w http.ResponseWriter, r *http.Request) {
+	if a.opts.LogLevel == nil {
+		writeError(w, http.StatusNotImplemented, "log level not changeable: the logger was not built with a level variable")
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, 4096)
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	var req struct {
+		Level string `json:"level"`
+	}
+	if err := dec.Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, "body: "+err.Error())
+		return
+	}
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(req.Level)); err != nil || req.Level == "" {
+		writeError(w, http.StatusBadRequest, "level: want debug, info, warn or error")
+		return
+	}
+	old := a.opts.LogLevel.Level()
+	a.opts.LogLevel.Set(lv)
+	// Logged at the higher of both levels, so the change is seen either way.
+	a.log.Log(r.Context(), max(old, lv), "log level changed by admin", "from", levelName(old), "to", levelName(lv), "remote", r.RemoteAddr)
+	writeJSON(w, http.StatusOK, map[string]string{"level": levelName(lv)})
+}
+
+func levelName(l slog.Level) string { return strings.ToLower(l.String()) }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
