@@ -30,6 +30,16 @@ type Broker interface {
 	Kick(id string) bool
 	RetainedMatching(filter string, limit int) ([]broker.RetainedMessage, error)
 	Publish(topic string, payload []byte, qos byte, retain bool) (int, error)
+	PublishMessage(m broker.Message) (int, error)
+	Receivers(topic string) ([]broker.Receiver, error)
+	Subscribed(topic string) bool
+	ClientChanges() <-chan struct{}
+	Traffics() []broker.ClientTraffic
+	SampleTopics(limit int) ([]broker.TopicTraffic, broker.TopicTraffic)
+	StopTopicSampling()
+	QueueLimits() (maxQueued, maxInflight int)
+	SetTrace(t *broker.Trace)
+	CurrentTrace() *broker.Trace
 }
 
 // Options configures New. The zero value serves metrics, health and the

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"fmt"
 	"hash/maphash"
 	"net"
 	"sort"
@@ -482,4 +483,91 @@ func (t *Trace) message(cl *client, dir, name string, qos byte, retain bool, pid
 	}
 	t.add(TraceEvent{Time: time.Now(), ClientID: id, Direction: dir, Type: "PUBLISH", Topic: name, QoS: qos,
 		Retain: retain, PacketID: pid, Size: len(payload), Payload: payload})
+}
+
+// Receiver is a subscription that matches a topic: its session would get
+// a message published there (one member per $share group).
+type Receiver struct {
+	ClientID  string
+	Filter    string // the filter as subscribed, without $share/<group>/
+	Group     string // share group, "" for a plain subscription
+	QoS       byte
+	NoLocal   bool
+	Connected bool
+	// Allowed is the ACL's answer for reading the topic; a subscription
+	// the ACL denies gets nothing.
+	Allowed bool
+}
+
+// Receivers lists the subscriptions matching a topic name, sorted by
+// group, client ID and filter.
+func (b *Broker) Receivers(topicName string) ([]Receiver, error) {
+	if err := topic.ValidateName(topicName); err != nil {
+		return nil, err
+	}
+	entries := b.subs.Match(topicName, nil)
+	out := make([]Receiver, 0, len(entries))
+	for _, e := range entries {
+		cl := e.Value.cl
+		out = append(out, Receiver{ClientID: cl.id, Filter: e.Filter, Group: e.Group, QoS: e.Value.opts.QoS,
+			NoLocal: e.Value.opts.NoLocal, Connected: cl.isOnline(), Allowed: b.allow(cl.info.Load(), ActRead, topicName)})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, c := out[i], out[j]
+		if a.Group != c.Group {
+			return a.Group < c.Group
+		}
+		if a.ClientID != c.ClientID {
+			return a.ClientID < c.ClientID
+		}
+		return a.Filter < c.Filter
+	})
+	return out, nil
+}
+
+// Subscribed reports whether any subscription matches a topic name: the
+// broker's feeds compute nothing for topics nobody receives.
+func (b *Broker) Subscribed(topicName string) bool {
+	return len(b.subs.Match(topicName, nil)) > 0
+}
+
+// Message is a message published by an operator, with the MQTT 5
+// properties a client could set.
+type Message struct {
+	Topic           string
+	Payload         []byte
+	QoS             byte
+	Retain          bool
+	ContentType     string
+	ResponseTopic   string
+	CorrelationData []byte
+	UserProperties  []packet.UserProperty
+	PayloadUTF8     bool   // Payload Format Indicator 1
+	MessageExpiry   uint32 // seconds; 0 for none
+}
+
+// PublishMessage publishes m like Publish, with its properties. It
+// returns the number of sessions it reached.
+func (b *Broker) PublishMessage(m Message) (int, error) {
+	if err := topic.ValidateName(m.Topic); err != nil {
+		return 0, err
+	}
+	if m.ResponseTopic != "" {
+		if err := topic.ValidateName(m.ResponseTopic); err != nil {
+			return 0, fmt.Errorf("response topic: %w", err)
+		}
+	}
+	sm := &session.Message{Topic: m.Topic, Payload: m.Payload, QoS: min(m.QoS, 2), Retain: m.Retain,
+		Props: packet.Properties{ContentType: m.ContentType, ResponseTopic: m.ResponseTopic,
+			CorrelationData: m.CorrelationData, UserProperties: m.UserProperties}}
+	if m.PayloadUTF8 {
+		one := byte(1)
+		sm.Props.PayloadFormat = &one
+	}
+	if m.MessageExpiry > 0 {
+		sm.Expiry = b.now().Add(time.Duration(m.MessageExpiry) * time.Second)
+	}
+	t := b.begin(m.QoS > 0)
+	n := b.publish(sm, t)
+	return n, t.commit(m.QoS > 0)
 }
