@@ -45,6 +45,9 @@ func (b *Broker) publish(m *session.Message, t *tx) int {
 		if remote {
 			n++ // someone elsewhere subscribes (for v5's 0x10 No matching subscribers)
 		}
+		if !isSys(m.Topic) {
+			b.topics.add(m.Topic, len(m.Payload), n)
+		}
 		return n
 	}
 	n := b.route(m, t, sharedAll)
