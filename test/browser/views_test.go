@@ -95,7 +95,9 @@ func shot(t *testing.T, ctx context.Context, sel, name string) {
 	t.Logf("screenshot: %s", path)
 }
 
-func contains(sub string) func(string) bool { return func(s string) bool { return strings.Contains(s, sub) } }
+func contains(sub string) func(string) bool {
+	return func(s string) bool { return strings.Contains(s, sub) }
+}
 
 // The views beyond the overview: publish form (received by a real
 // client with its MQTT 5 properties), retained browser with delete, top
