@@ -290,6 +290,13 @@ type topicSlot struct {
 	fan   atomic.Uint64 // deliveries
 }
 
+func (sl *topicSlot) reset() {
+	sl.name.Store(nil)
+	sl.msgs.Store(0)
+	sl.bytes.Store(0)
+	sl.fan.Store(0)
+}
+
 type topicSampler struct {
 	seed    maphash.Seed
 	enabled atomic.Bool
@@ -333,6 +340,11 @@ func (s *topicSampler) add(name string, payload, delivered int) {
 func (b *Broker) SampleTopics(limit int) (top []TopicTraffic, other TopicTraffic) {
 	s := &b.topics
 	if !s.enabled.Swap(true) {
+		// Leftovers from an earlier sampling would skew the first rates.
+		for i := range s.slots {
+			s.slots[i].reset()
+		}
+		s.other.reset()
 		return nil, TopicTraffic{}
 	}
 	for i := range s.slots {
