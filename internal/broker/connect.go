@@ -223,6 +223,7 @@ func (h *handler) connect(cp *packet.Connect) bool {
 	h.info = &ClientInfo{ClientID: id, Identity: ident, Remote: h.remote}
 	h.pubMsgs, h.pubBytes = b.lim.Config.NewPublishLimits()
 	if w := cp.Will; w != nil && !b.allow(h.info, ActPublish, w.Topic) {
+		b.Traffic.DeniedPublish.Add(1)
 		return h.refuse(packet.NotAuthorized, "will topic not authorized")
 	}
 	if bp := b.backplane; bp != nil {

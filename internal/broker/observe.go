@@ -27,6 +27,9 @@ type Traffic struct {
 	// AuthFailures counts refused CONNECTs (and failed enhanced
 	// authentication exchanges) by AuthFailureReasons index.
 	AuthFailures [len(AuthFailureReasons)]atomic.Uint64
+	// DeniedPublish and DeniedSubscribe count what the ACL refused
+	// (publishes, wills and $SYS publishes; subscription filters).
+	DeniedPublish, DeniedSubscribe atomic.Uint64
 
 	// CommitSynced and CommitUnsynced time the store's batch commits.
 	CommitSynced, CommitUnsynced Histogram

@@ -172,6 +172,7 @@ func (h *handler) onPublish(p *packet.Publish) string {
 		}
 	}
 	if !b.allow(h.info, ActPublish, name) || isSys(name) {
+		b.Traffic.DeniedPublish.Add(1)
 		b.log.Info("publish denied", "client_id", h.cl.id, "username", h.info.Username, "remote", h.remote, "topic", name)
 		if p.QoS > 0 {
 			// v5 says why; 3.x must acknowledge as usual and drop it
@@ -387,6 +388,7 @@ func (h *handler) onSubscribe(p *packet.Subscribe) string {
 			if !v5 {
 				codes[i] = packet.UnspecifiedError
 			}
+			b.Traffic.DeniedSubscribe.Add(1)
 			b.log.Info("subscribe denied", "client_id", cl.id, "username", h.info.Username, "remote", h.remote, "filter", s.Filter)
 			continue
 		}

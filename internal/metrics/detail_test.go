@@ -18,8 +18,13 @@ import (
 	"github.com/starling-mqtt/starling/internal/store/memory"
 )
 
-// refuseBad lets everybody in but the user "bad".
+// refuseBad lets everybody in but the user "bad", and lets nobody
+// publish or subscribe under secret/.
 type refuseBad struct{}
+
+func (refuseBad) Allow(_ *broker.ClientInfo, _ broker.Action, topic string) bool {
+	return !strings.HasPrefix(topic, "secret/")
+}
 
 func (refuseBad) Authenticate(_ context.Context, c *broker.ConnectInfo) (broker.Identity, packet.ReasonCode, error) {
 	if c.Username == "bad" {
@@ -37,7 +42,7 @@ func startDetailed(t *testing.T, lim config.Limits) (*broker.Broker, string) {
 	if err := b.Restore(); err != nil {
 		t.Fatal(err)
 	}
-	b.SetAuth(refuseBad{}, nil)
+	b.SetAuth(refuseBad{}, refuseBad{})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -152,6 +157,17 @@ func TestDetailedMetricsFollowTraffic(t *testing.T) {
 		t.Errorf("auth failures: %v", af)
 	}
 
+	// The ACL refuses a publish and a subscription.
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	if _, err := pub.Publish(sctx, &paho.Publish{Topic: "secret/x", QoS: 1, Payload: []byte("s")}); err == nil {
+		t.Error("publish to secret/x accepted")
+	}
+	sub.Subscribe(sctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "secret/#", QoS: 1}}})
+	scancel()
+	if dn := labelled(t, reg, "mqtt_auth_denied_total"); dn["publish"] != 1 || dn["subscribe"] != 1 {
+		t.Errorf("denied: %v, want publish 1, subscribe 1", dn)
+	}
+
 	// An offline persistent session queues up to MaxQueued (2) QoS 1
 	// messages and drops the rest as queue_full.
 	nc2, err := net.DialTimeout("tcp", addr, 5*time.Second)
@@ -223,7 +239,7 @@ func TestLintDetailed(t *testing.T) {
 		names[mf.GetName()] = true
 	}
 	for _, n := range []string{"mqtt_publish_received_total", "mqtt_publish_sent_bytes_total", "mqtt_messages_dropped_by_reason_total",
-		"mqtt_auth_failures_total", "mqtt_listener_connections", "mqtt_listener_connections_total", "mqtt_messages_inflight",
+		"mqtt_auth_failures_total", "mqtt_auth_denied_total", "mqtt_listener_connections", "mqtt_listener_connections_total", "mqtt_messages_inflight",
 		"mqtt_messages_queued", "mqtt_store_commit_duration_seconds", "mqtt_clients_connected_by_protocol"} {
 		if !names[n] {
 			t.Errorf("metric %s missing", n)

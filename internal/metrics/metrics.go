@@ -64,6 +64,7 @@ type Details struct {
 	InByQoS, OutByQoS [3]QoSCount
 	DroppedByReason   map[string]uint64
 	AuthFailures      map[string]uint64
+	Denied            map[string]uint64 // by action: publish, subscribe
 	Listeners         []ListenerCount
 	Inflight, Queued  int
 	CommitSynced      HistogramReading
@@ -103,6 +104,7 @@ func (s brokerSource) Details() Details {
 			"slow_reader":     s.b.DroppedSlowReader(),
 		},
 		AuthFailures: make(map[string]uint64, len(broker.AuthFailureReasons)),
+		Denied:       map[string]uint64{"publish": tr.DeniedPublish.Load(), "subscribe": tr.DeniedSubscribe.Load()},
 	}
 	for q := range 3 {
 		d.InByQoS[q] = QoSCount{tr.In[q].Messages.Load(), tr.In[q].Bytes.Load()}
@@ -181,7 +183,7 @@ type collector struct {
 	connected, connections, msgIn, msgOut, dropped, storeErrors,
 	sessions, subscriptions, retained, bytesIn, bytesOut, refused, byProtocol *prometheus.Desc
 
-	pubIn, pubInBytes, pubOut, pubOutBytes, droppedBy, authFail, lisOpen, lisTotal,
+	pubIn, pubInBytes, pubOut, pubOutBytes, droppedBy, authFail, denied, lisOpen, lisTotal,
 	inflight, queued, commit *prometheus.Desc
 }
 
@@ -215,6 +217,8 @@ func newCollector(src Source) *collector {
 			[]string{"reason"}, nil),
 		authFail: prometheus.NewDesc("mqtt_auth_failures_total", "Refused authentications, by reason.",
 			[]string{"reason"}, nil),
+		denied: prometheus.NewDesc("mqtt_auth_denied_total", "Publishes and subscriptions refused by the ACL, by action.",
+			[]string{"action"}, nil),
 		lisOpen: prometheus.NewDesc("mqtt_listener_connections", "Network connections open now, by listener.",
 			[]string{"listener"}, nil),
 		lisTotal: prometheus.NewDesc("mqtt_listener_connections_total", "Network connections accepted since start, by listener.",
@@ -273,6 +277,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for r, n := range d.AuthFailures {
 		lv(c.authFail, prometheus.CounterValue, float64(n), r)
+	}
+	for a, n := range d.Denied {
+		lv(c.denied, prometheus.CounterValue, float64(n), a)
 	}
 	for _, l := range d.Listeners {
 		lv(c.lisOpen, prometheus.GaugeValue, float64(l.Open), l.Name)
