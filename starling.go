@@ -47,9 +47,10 @@ func WithVersion(v string) Option { return func(s *Server) { s.version = v } }
 // configured level.
 func WithLogger(l *slog.Logger) Option { return func(s *Server) { s.log = l } }
 
-// WithLogLevel gives the level variable of the logger, so that the
-// management API can change the level at runtime (PUT /api/v1/log-level).
-// Without it, the API changes the level only of the default logger.
+// WithLogLevel gives the level variable of the logger set with WithLogger,
+// so that the management API can change the level at runtime
+// (PUT /api/v1/log-level). The default logger has one already; a server
+// given its own logger without its level answers 501 there.
 func WithLogLevel(v *slog.LevelVar) Option { return func(s *Server) { s.level = v } }
 
 // Server is one broker instance. It is safe for concurrent use.
