@@ -81,6 +81,12 @@ func shot(t *testing.T, ctx context.Context, sel, name string) {
 	if err != nil {
 		t.Fatalf("screenshot %s: %v", sel, err)
 	}
+	saveShot(t, name, png)
+}
+
+// saveShot writes a PNG to $SCREENSHOT_DIR, default test/browser/out.
+func saveShot(t *testing.T, name string, png []byte) {
+	t.Helper()
 	dir := os.Getenv("SCREENSHOT_DIR")
 	if dir == "" {
 		dir = "out"
@@ -296,6 +302,16 @@ func TestDashboardViews(t *testing.T) {
 	}
 	shot(t, ctx, `#v-alerts`, "view-alerts.png")
 	screenshot(t, ctx, "dashboard-views.png")
+	// The first screen, as a user sees it on opening the page (the
+	// README's picture is this one).
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.scrollTo(0, 0), true`)); err != nil {
+		t.Fatal(err)
+	}
+	png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+	if err != nil {
+		t.Fatal(err)
+	}
+	saveShot(t, "dashboard-first-screen.png", png)
 
 	// Nothing but the broker's origin: the page, its files, the API and
 	// the MQTT WebSocket.
