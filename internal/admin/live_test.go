@@ -300,3 +300,57 @@ func TestClientsPushedOnChange(t *testing.T) {
 		}
 	}
 }
+
+// A connected client that does not acknowledge fills its inflight window
+// and its queue: a slow-consumer alert names it, once per 30 s.
+func TestSlowConsumerAlert(t *testing.T) {
+	lim := config.Default().Limits
+	lim.MaxInflight = 1
+	lim.MaxQueued = 4
+	b, addr := startBrokerLimits(t, lim)
+	f := New(b, Options{}).feed
+	page := dial(t, addr, "page")
+	page.subscribe(t, FeedAlerts)
+
+	// A paho client that acknowledges nothing.
+	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lag := paho.NewClient(paho.ClientConfig{Conn: nc, EnableManualAcknowledgment: true})
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if _, err := lag.Connect(ctx, &paho.Connect{ClientID: "laggard", CleanStart: true, KeepAlive: 30}); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { nc.Close(); <-lag.Done() }()
+	if _, err := lag.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "work/#", QoS: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	if err := f.tick(t0); err != nil {
+		t.Fatal(err)
+	}
+	page.next(t, FeedAlerts) // the baseline: no alerts
+	pub := dial(t, addr, "pub")
+	for range 3 { // one inflight, never acknowledged; two queued
+		pub.publish(t, "work/1", "job", false)
+	}
+	if err := f.tick(t0.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	var al AlertsFeed
+	nextJSON(t, page, FeedAlerts, &al)
+	if len(al.Alerts) != 1 || al.Alerts[0].Kind != "slow_consumer" || al.Alerts[0].ClientID != "laggard" ||
+		al.Alerts[0].Detail != "queued 2 of 4, inflight 1 of 1" {
+		t.Fatalf("alerts: %+v", al.Alerts)
+	}
+	// Still slow a second later: not repeated within 30 s.
+	if err := f.tick(t0.Add(2 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	nextJSON(t, page, FeedAlerts, &al)
+	if len(al.Alerts) != 1 {
+		t.Errorf("alert repeated within 30 s: %+v", al.Alerts)
+	}
+}
