@@ -49,10 +49,17 @@ func WithVersion(v string) Option { return func(s *Server) { s.version = v } }
 // configured level.
 func WithLogger(l *slog.Logger) Option { return func(s *Server) { s.log = l } }
 
+// WithLogLevel gives the level variable of the logger set with WithLogger,
+// so that the management API can change the level at runtime
+// (PUT /api/v1/log-level). The default logger has one already; a server
+// given its own logger without its level answers 501 there.
+func WithLogLevel(v *slog.LevelVar) Option { return func(s *Server) { s.level = v } }
+
 // Server is one broker instance. It is safe for concurrent use.
 type Server struct {
 	cfg    Config
 	log    *slog.Logger
+	level  *slog.LevelVar // nil: the level cannot be changed at runtime
 	broker *broker.Broker
 	store  store.Store
 	// cluster is this node's membership; nil for a single node.
@@ -96,7 +103,9 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 		if err := lv.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
 			lv = slog.LevelInfo
 		}
-		s.log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv}))
+		s.level = new(slog.LevelVar)
+		s.level.Set(lv)
+		s.log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: s.level}))
 	}
 	if cfg.MQTTS != "" || cfg.HTTPS != "" || (cfg.ListenAny != "" && cfg.TLS.CertFile != "") {
 		if err := s.setupTLS(); err != nil {
@@ -110,7 +119,7 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	}
 	s.auth = a
 	s.broker.SetAuth(a, a)
-	s.admin = admin.New(s.broker, admin.Options{Checker: a, Ready: s.serving, Version: s.version, Logger: s.log})
+	s.admin = admin.New(s.broker, admin.Options{Checker: a, Ready: s.serving, Version: s.version, Logger: s.log, LogLevel: s.level})
 	return s, nil
 }
 
@@ -238,7 +247,7 @@ func (s *Server) listen(name, addr string, tlsCfg *tls.Config) (net.Addr, error)
 	}
 	s.log.Info("listening", "listener", name, "addr", ln.Addr().String(), "protocol", protocol, "proxy_protocol", len(s.cfg.ProxyProtocolFor(name)) > 0)
 	s.accepting.Add(1)
-	go s.accept(ln)
+	go s.accept(ln, name)
 	return ln.Addr(), nil
 }
 
@@ -256,7 +265,7 @@ func (s *Server) proxyProtocol(name string, ln net.Listener) net.Listener {
 	}}
 }
 
-func (s *Server) accept(ln net.Listener) {
+func (s *Server) accept(ln net.Listener, name string) {
 	defer s.accepting.Done()
 	for {
 		nc, err := ln.Accept()
@@ -272,7 +281,7 @@ func (s *Server) accept(ln net.Listener) {
 			time.Sleep(50 * time.Millisecond)
 			continue
 		}
-		go s.broker.HandleConn(nc)
+		go s.broker.HandleConnOn(nc, name)
 	}
 }
 
@@ -281,7 +290,8 @@ func (s *Server) accept(ln net.Listener) {
 const WSPath = "/mqtt"
 
 // wsMux serves MQTT over WebSocket at each configured path, matched exactly.
-func (s *Server) wsMux() *http.ServeMux {
+// name is the listener's, for the per-listener connection counts.
+func (s *Server) wsMux(name string) *http.ServeMux {
 	ws := s.cfg.WebSocket
 	h := transport.NewWSHandler(transport.WSOptions{
 		AllowNoSubprotocol: ws.AllowNoSubprotocol,
@@ -295,7 +305,7 @@ func (s *Server) wsMux() *http.ServeMux {
 		// Its own goroutine, so that the HTTP handler returns and the
 		// server's per-request state (stack, request, headers) is freed
 		// for the life of the WebSocket.
-		go s.broker.HandleConn(c)
+		go s.broker.HandleConnOn(c, name)
 	})
 	mux := http.NewServeMux()
 	for _, p := range ws.Paths {
@@ -318,7 +328,7 @@ func (s *Server) listenHTTP(name, addr string, tlsCfg *tls.Config) (net.Addr, er
 		return nil, fmt.Errorf("starling: listen %s on %s: %w", name, addr, err)
 	}
 	ln = s.proxyProtocol(name, ln)
-	srv := &http.Server{Handler: s.wsMux(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
+	srv := &http.Server{Handler: s.wsMux(name), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
 	protocol := "mqtt over websocket"
 	if tlsCfg != nil {
 		// WebSocket needs HTTP/1.1 (a hijacked conn): offer no h2 by ALPN.
@@ -358,7 +368,7 @@ func (s *Server) listenAny(name, addr string) (net.Addr, error) {
 	httpLn := transport.NewConnListener(ln.Addr())
 	// HTTP sniffed inside TLS reaches the server on a wrapper, not a
 	// *tls.Conn: ConnTLSContext and WithConnTLS give its requests r.TLS.
-	srv := &http.Server{Handler: transport.WithConnTLS(s.wsMux()), ConnContext: transport.ConnTLSContext,
+	srv := &http.Server{Handler: transport.WithConnTLS(s.wsMux(name)), ConnContext: transport.ConnTLSContext,
 		ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
 	s.httpSrvs = append(s.httpSrvs, srv)
 	var tlsCfg *tls.Config
@@ -425,7 +435,7 @@ func (s *Server) dispatch(nc net.Conn, tlsCfg *tls.Config, httpLn *transport.Con
 	c.SetReadDeadline(time.Time{})
 	switch {
 	case kind == transport.SniffMQTT:
-		go s.broker.HandleConn(c) // returns now: no longer sniffing
+		go s.broker.HandleConnOn(c, "listen_any") // returns now: no longer sniffing
 	case kind == transport.SniffTLS && outer && tlsCfg != nil:
 		tc := tls.Server(c, tlsCfg)
 		tc.SetDeadline(time.Now().Add(s.cfg.Limits.ConnectTimeout))

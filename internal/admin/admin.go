@@ -30,6 +30,16 @@ type Broker interface {
 	Kick(id string) bool
 	RetainedMatching(filter string, limit int) ([]broker.RetainedMessage, error)
 	Publish(topic string, payload []byte, qos byte, retain bool) (int, error)
+	PublishMessage(m broker.Message) (int, error)
+	Receivers(topic string) ([]broker.Receiver, error)
+	Subscribed(topic string) bool
+	ClientChanges() <-chan struct{}
+	Traffics() []broker.ClientTraffic
+	SampleTopics(limit int) ([]broker.TopicTraffic, broker.TopicTraffic)
+	StopTopicSampling()
+	QueueLimits() (maxQueued, maxInflight int)
+	SetTrace(t *broker.Trace)
+	CurrentTrace() *broker.Trace
 }
 
 // Options configures New. The zero value serves metrics, health and the
@@ -59,6 +69,10 @@ type Options struct {
 	MaxBodyBytes int64
 	// Logger; default: discard.
 	Logger *slog.Logger
+	// LogLevel is the level variable of Logger's handler; with it,
+	// PUT /api/v1/log-level changes the level at runtime. Nil: the
+	// endpoint answers 501.
+	LogLevel *slog.LevelVar
 	// Metrics, if set, is the registry /metrics serves; default: a new one
 	// reading the broker (metrics.New(metrics.FromBroker(b))).
 	Metrics *metrics.Metrics

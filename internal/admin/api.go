@@ -5,12 +5,15 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
 	"github.com/starling-mqtt/starling/internal/broker"
+	"github.com/starling-mqtt/starling/internal/packet"
 	"github.com/starling-mqtt/starling/internal/topic"
 )
 
@@ -46,6 +49,13 @@ func (a *Admin) api() http.Handler {
 	mux.HandleFunc("DELETE /api/v1/retained/{topic...}", a.deleteRetained)
 	mux.HandleFunc("POST /api/v1/publish", a.publish)
 	mux.HandleFunc("GET /api/v1/stats", a.stats)
+	mux.HandleFunc("GET /api/v1/receivers", a.receivers)
+	mux.HandleFunc("GET /api/v1/shared", a.shared)
+	mux.HandleFunc("GET /api/v1/trace", a.getTrace)
+	mux.HandleFunc("POST /api/v1/trace", a.startTrace)
+	mux.HandleFunc("DELETE /api/v1/trace", a.stopTrace)
+	mux.HandleFunc("GET /api/v1/log-level", a.getLogLevel)
+	mux.HandleFunc("PUT /api/v1/log-level", a.setLogLevel)
 	mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint")
 	})
@@ -222,13 +232,28 @@ func (a *Admin) deleteRetained(w http.ResponseWriter, r *http.Request) {
 }
 
 // PublishRequest is the body of POST /api/v1/publish. Payload is text;
-// PayloadBase64, if set, is used instead for binary payloads.
+// PayloadBase64, if set, is used instead for binary payloads. The other
+// fields are the MQTT 5 properties MQTT 5 subscribers receive.
 type PublishRequest struct {
 	Topic         string `json:"topic"`
 	Payload       string `json:"payload"`
 	PayloadBase64 string `json:"payload_base64"`
 	QoS           byte   `json:"qos"`
 	Retain        bool   `json:"retain"`
+
+	ContentType           string         `json:"content_type"`
+	ResponseTopic         string         `json:"response_topic"`
+	CorrelationData       string         `json:"correlation_data"`        // text
+	CorrelationDataBase64 string         `json:"correlation_data_base64"` // or binary
+	UserProperties        []UserProperty `json:"user_properties"`
+	PayloadFormat         byte           `json:"payload_format"`          // 1: UTF-8 text
+	MessageExpiry         uint32         `json:"message_expiry_interval"` // seconds, 0 for none
+}
+
+// UserProperty is an MQTT 5 user property.
+type UserProperty struct {
+	Key   string `json:"key"`
+	Value string `json:"value"`
 }
 
 // publish: POST /api/v1/publish
@@ -266,12 +291,149 @@ func (a *Admin) publish(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	n, err := a.b.Publish(req.Topic, payload, req.QoS, req.Retain)
+	m := broker.Message{Topic: req.Topic, Payload: payload, QoS: req.QoS, Retain: req.Retain, ContentType: req.ContentType,
+		ResponseTopic: req.ResponseTopic, CorrelationData: []byte(req.CorrelationData), MessageExpiry: req.MessageExpiry}
+	if req.CorrelationDataBase64 != "" {
+		if req.CorrelationData != "" {
+			writeError(w, http.StatusBadRequest, "correlation_data and correlation_data_base64 both set")
+			return
+		}
+		var err error
+		if m.CorrelationData, err = base64.StdEncoding.DecodeString(req.CorrelationDataBase64); err != nil {
+			writeError(w, http.StatusBadRequest, "correlation_data_base64: "+err.Error())
+			return
+		}
+	}
+	if len(m.CorrelationData) == 0 {
+		m.CorrelationData = nil
+	}
+	if req.ResponseTopic != "" {
+		if err := topic.ValidateName(req.ResponseTopic); err != nil {
+			writeError(w, http.StatusBadRequest, "response_topic: "+err.Error())
+			return
+		}
+	}
+	switch req.PayloadFormat {
+	case 0:
+	case 1:
+		if !utf8.Valid(payload) {
+			writeError(w, http.StatusBadRequest, "payload_format 1 but the payload is not UTF-8")
+			return
+		}
+		m.PayloadUTF8 = true
+	default:
+		writeError(w, http.StatusBadRequest, "payload_format: want 0 or 1")
+		return
+	}
+	for _, u := range req.UserProperties {
+		m.UserProperties = append(m.UserProperties, packet.UserProperty{Key: u.Key, Value: u.Value})
+	}
+	n, err := a.b.PublishMessage(m)
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, "publish: "+err.Error())
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"delivered": n})
+}
+
+// Receiver is a subscription that matches a topic, for
+// GET /api/v1/receivers.
+type Receiver struct {
+	ClientID  string `json:"client_id"`
+	Filter    string `json:"filter"`
+	Group     string `json:"share_group,omitempty"`
+	QoS       byte   `json:"qos"`
+	NoLocal   bool   `json:"no_local,omitempty"`
+	Connected bool   `json:"connected"`
+	Allowed   bool   `json:"allowed"` // the ACL lets the client read the topic
+}
+
+// receivers: GET /api/v1/receivers?topic=X, "who would receive X?": every
+// matching subscription; a $share group's message goes to one member.
+func (a *Admin) receivers(w http.ResponseWriter, r *http.Request) {
+	name := r.URL.Query().Get("topic")
+	rs, err := a.b.Receivers(name)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "topic: "+err.Error())
+		return
+	}
+	out := make([]Receiver, 0, len(rs))
+	sessions := map[string]bool{}
+	groups := map[string]bool{}
+	for _, x := range rs {
+		out = append(out, Receiver{ClientID: x.ClientID, Filter: x.Filter, Group: x.Group, QoS: x.QoS, NoLocal: x.NoLocal,
+			Connected: x.Connected, Allowed: x.Allowed})
+		if !x.Allowed {
+			continue
+		}
+		if x.Group != "" {
+			groups[x.Group+"\x00"+x.Filter] = true
+		} else {
+			sessions[x.ClientID] = true
+		}
+	}
+	// A client in a plain subscription and a group may get two copies;
+	// the count is of deliveries the broker would make.
+	writeJSON(w, http.StatusOK, map[string]any{"topic": name, "receivers": out, "deliveries": len(sessions) + len(groups)})
+}
+
+// shared: GET /api/v1/shared, the $share groups and their members.
+func (a *Admin) shared(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"groups": shareGroups(a.b.Clients())})
+}
+
+// TraceRequest is the body of POST /api/v1/trace: one of ClientID or
+// Topic (a filter), and the events per second to keep.
+type TraceRequest struct {
+	ClientID string `json:"client_id"`
+	Topic    string `json:"topic"`
+	Rate     int    `json:"rate"`
+}
+
+// maxTraceRate bounds the events per second a trace keeps.
+const maxTraceRate = 200
+
+// startTrace: POST /api/v1/trace starts tracing one client's packets or
+// one filter's PUBLISHes, replacing any trace. The events go to FeedTrace;
+// the trace stops by itself at the first feed tick nobody receives it.
+func (a *Admin) startTrace(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, 4096)
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	var req TraceRequest
+	if err := dec.Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, "body: "+err.Error())
+		return
+	}
+	if (req.ClientID == "") == (req.Topic == "") {
+		writeError(w, http.StatusBadRequest, "set one of client_id and topic")
+		return
+	}
+	if req.Topic != "" {
+		if err := topic.ValidateFilter(req.Topic); err != nil {
+			writeError(w, http.StatusBadRequest, "topic: "+err.Error())
+			return
+		}
+	}
+	if req.Rate < 0 || req.Rate > maxTraceRate {
+		writeError(w, http.StatusBadRequest, "rate: want 1 to "+strconv.Itoa(maxTraceRate)+" (0: default 50)")
+		return
+	}
+	tr := &broker.Trace{ClientID: req.ClientID, Filter: req.Topic, Rate: req.Rate}
+	a.b.SetTrace(tr)
+	a.log.Info("trace started by admin", "client_id", req.ClientID, "topic", req.Topic, "remote", r.RemoteAddr)
+	writeJSON(w, http.StatusOK, traceTarget(tr))
+}
+
+// getTrace: GET /api/v1/trace
+func (a *Admin) getTrace(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, traceTarget(a.b.CurrentTrace()))
+}
+
+// stopTrace: DELETE /api/v1/trace
+func (a *Admin) stopTrace(w http.ResponseWriter, r *http.Request) {
+	a.b.SetTrace(nil)
+	writeJSON(w, http.StatusOK, traceTarget(nil))
 }
 
 // stats: GET /api/v1/stats, the counters the dashboard overview shows.
@@ -290,6 +452,46 @@ func (a *Admin) stats(w http.ResponseWriter, r *http.Request) {
 		"retained":          c.Retained,
 	})
 }
+
+// getLogLevel: GET /api/v1/log-level
+func (a *Admin) getLogLevel(w http.ResponseWriter, r *http.Request) {
+	if a.opts.LogLevel == nil {
+		writeError(w, http.StatusNotImplemented, "log level not changeable: the logger was not built with a level variable")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"level": levelName(a.opts.LogLevel.Level())})
+}
+
+// setLogLevel: PUT /api/v1/log-level with {"level": "debug"}; takes
+// effect at once for every log line after it.
+func (a *Admin) setLogLevel(w http.ResponseWriter, r *http.Request) {
+	if a.opts.LogLevel == nil {
+		writeError(w, http.StatusNotImplemented, "log level not changeable: the logger was not built with a level variable")
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, 4096)
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	var req struct {
+		Level string `json:"level"`
+	}
+	if err := dec.Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, "body: "+err.Error())
+		return
+	}
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(req.Level)); err != nil || req.Level == "" {
+		writeError(w, http.StatusBadRequest, "level: want debug, info, warn or error")
+		return
+	}
+	old := a.opts.LogLevel.Level()
+	a.opts.LogLevel.Set(lv)
+	// Logged at the higher of both levels, so the change is seen either way.
+	a.log.Log(r.Context(), max(old, lv), "log level changed by admin", "from", levelName(old), "to", levelName(lv), "remote", r.RemoteAddr)
+	writeJSON(w, http.StatusOK, map[string]string{"level": levelName(lv)})
+}
+
+func levelName(l slog.Level) string { return strings.ToLower(l.String()) }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")

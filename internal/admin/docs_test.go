@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"log/slog"
 	"net/http"
 	"os"
 	"regexp"
@@ -16,6 +17,12 @@ type docsSource struct{}
 
 func (docsSource) Counters() metrics.Counters {
 	return metrics.Counters{HasBytes: true, MessagesIn: 1, BytesIn: 1, BytesOut: 1, ConnectedByProtocol: map[string]int64{"5.0": 1}}
+}
+
+// Details makes docsSource a Detailer, so the labelled metrics are checked too.
+func (docsSource) Details() metrics.Details {
+	return metrics.Details{DroppedByReason: map[string]uint64{"queue_full": 1}, AuthFailures: map[string]uint64{"not_authorized": 1}, Denied: map[string]uint64{"publish": 1},
+		Listeners: []metrics.ListenerCount{{Name: "tcp", Open: 1, Total: 1}}}
 }
 
 type nopPublisher struct{ topics map[string]bool }
@@ -75,7 +82,7 @@ func TestDocNames(t *testing.T) {
 // The curl examples of the management API run against a real broker.
 func TestDocCurlExamples(t *testing.T) {
 	doc := readDoc(t)
-	_, srv, addr := serve(t, Options{Checker: StaticChecker{"admin", "s3cret"}})
+	_, srv, addr := serve(t, Options{Checker: StaticChecker{"admin", "s3cret"}, LogLevel: new(slog.LevelVar)})
 	dial(t, addr, "sensor-7").subscribe(t, "cmd/sensor-7/#")
 	dial(t, addr, "pub").publish(t, "home/kitchen/temp", "21.5", true)
 

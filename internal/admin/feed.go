@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/starling-mqtt/starling/internal/broker"
 	"github.com/starling-mqtt/starling/internal/metrics"
 )
 
@@ -83,6 +84,15 @@ type feed struct {
 	prevAt    time.Time
 	connected map[string]FeedClient // nil while nobody watches
 	events    []Event               // newest first
+	clientsAt time.Time             // last client list pushed
+
+	topOn         bool                            // topic sampling running
+	topAt         time.Time                       // last top reading
+	prevTop       map[string]broker.ClientTraffic // client counters at topAt
+	prevDrops     map[string]uint64               // per-client drops at the last alerts tick; nil while unwatched
+	prevDropTotal uint64
+	slowAt        map[string]time.Time // last slow-consumer alert per client
+	alerts        []Alert              // newest first
 }
 
 func newFeed(b Broker, src metrics.Source, version string, start time.Time) *feed {
@@ -92,16 +102,53 @@ func newFeed(b Broker, src metrics.Source, version string, start time.Time) *fee
 func (f *feed) run(ctx context.Context, iv time.Duration, log *slog.Logger) {
 	tk := time.NewTicker(iv)
 	defer tk.Stop()
+	// Connects and disconnects push the client list at once, at most
+	// once per minClientsGap: later ones within the gap wait for its end.
+	gap := time.NewTimer(time.Hour)
+	gap.Stop()
+	defer gap.Stop()
+	pending := false
 	for {
+		var err error
 		select {
 		case <-ctx.Done():
 			return
 		case <-tk.C:
+			err = f.tick(time.Now())
+		case <-f.b.ClientChanges():
+			if wait := minClientsGap - time.Since(f.lastClients()); wait > 0 {
+				if !pending {
+					pending = true
+					gap.Reset(wait)
+				}
+				continue
+			}
+			err = f.clientsChanged(time.Now())
+		case <-gap.C:
+			pending = false
+			err = f.clientsChanged(time.Now())
 		}
-		if err := f.tick(time.Now()); err != nil {
+		if err != nil {
 			log.Warn("dashboard feed publish failed", "err", err)
 		}
 	}
+}
+
+func (f *feed) lastClients() time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.clientsAt
+}
+
+// clientsChanged pushes the client list after a connect or disconnect,
+// if anybody receives it.
+func (f *feed) clientsChanged(now time.Time) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.b.Subscribed(FeedClients) {
+		return nil
+	}
+	return f.publishClients(now)
 }
 
 // tick publishes the overview and, if it reached anyone, the clients feed.
@@ -129,9 +176,10 @@ func (f *feed) tick(now time.Time) error {
 		// Nobody watches: skip the client list, and start afresh (without
 		// reporting every client as new) when someone does.
 		f.connected = nil
-		return nil
+	} else if err := f.publishClients(now); err != nil {
+		return err
 	}
-	return f.publishClients(now)
+	return f.tickLive(now)
 }
 
 func (f *feed) publishClients(now time.Time) error {
@@ -169,7 +217,7 @@ func (f *feed) publishClients(now time.Time) error {
 			f.events = f.events[:maxEvents]
 		}
 	}
-	f.connected = cur
+	f.connected, f.clientsAt = cur, now
 	feed.Events = append([]Event{}, f.events...)
 	body, _ := json.Marshal(feed)
 	_, err := f.b.Publish(FeedClients, body, 0, false)

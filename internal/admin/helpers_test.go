@@ -21,7 +21,13 @@ import (
 // ends and returns it with the listener's address.
 func startBroker(t *testing.T) (*broker.Broker, string) {
 	t.Helper()
-	b := broker.New(config.Default().Limits, nil)
+	return startBrokerLimits(t, config.Default().Limits)
+}
+
+// startBrokerLimits is startBroker with the given limits.
+func startBrokerLimits(t *testing.T, lim config.Limits) (*broker.Broker, string) {
+	t.Helper()
+	b := broker.New(lim, nil)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

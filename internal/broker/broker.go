@@ -12,6 +12,7 @@ package broker
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"hash/maphash"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -79,6 +80,13 @@ type Broker struct {
 	lastMsgID uint64
 
 	Stats Stats
+	// Traffic holds the detailed counters (by QoS, reason, listener).
+	Traffic   Traffic
+	obsMu     sync.Mutex
+	listeners map[string]*ListenerStats // by listener name; under obsMu
+	changes   chan struct{}             // ClientChanges; capacity 1
+	topics    topicSampler
+	tracer    atomic.Pointer[Trace]
 }
 
 // New builds a broker with the given limits.
@@ -98,6 +106,8 @@ func New(lim config.Limits, log *slog.Logger) *Broker {
 		msgRefs:  make(map[uint64]int),
 		subs:     topic.NewIndex[subValue](),
 		retained: newRetainStore(),
+		changes:  make(chan struct{}, 1),
+		topics:   topicSampler{seed: maphash.MakeSeed()},
 	}
 }
 
@@ -119,6 +129,7 @@ type client struct {
 	// and will delay count from it across restarts).
 	disconnectedAt time.Time
 	takeoverGen    uint64
+	traffic        clientTraffic // messages in and out, for "top clients"
 }
 
 // HandleConn runs one connection to its end. Transports call it in a
@@ -151,7 +162,6 @@ func (b *Broker) HandleConn(nc net.Conn) {
 	}
 	c := conn.New(nc, b.lim.MaxPacketSize)
 	c.Totals = &b.bytes
-	c.DroppedTotal = &b.Stats.Dropped // QoS 0 dropped for a slow reader
 	b.conns[c] = struct{}{}
 	b.mu.Unlock()
 	defer func() {

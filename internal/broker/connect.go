@@ -122,9 +122,11 @@ func (h *handler) connect(cp *packet.Connect) bool {
 		// Enhanced authentication (v5 only: 3.x has no properties).
 		var ok bool
 		if ident, code, authData, ok = h.enhancedAuth(cp, h.deadline); !ok {
+			b.Traffic.AuthFailures[4].Add(1) // auth_exchange_failed
 			return false
 		}
 		if code == packet.BadAuthenticationMethod {
+			b.authFailed(code)
 			return h.refuse(code, "authentication method not supported")
 		}
 		h.authMethod = props.AuthMethod
@@ -132,6 +134,7 @@ func (h *handler) connect(cp *packet.Connect) bool {
 		ident, code = h.authenticate(cp)
 	}
 	if code != packet.Success {
+		b.authFailed(code)
 		return h.refuse(code, "not authorized")
 	}
 	id := cp.ClientID
@@ -220,6 +223,7 @@ func (h *handler) connect(cp *packet.Connect) bool {
 	h.info = &ClientInfo{ClientID: id, Identity: ident, Remote: h.remote}
 	h.pubMsgs, h.pubBytes = b.lim.Config.NewPublishLimits()
 	if w := cp.Will; w != nil && !b.allow(h.info, ActPublish, w.Topic) {
+		b.Traffic.DeniedPublish.Add(1)
 		return h.refuse(packet.NotAuthorized, "will topic not authorized")
 	}
 	if bp := b.backplane; bp != nil {

@@ -110,14 +110,15 @@ func (b *Broker) attachLocked(h *handler, id string, cp *packet.Connect, expiry 
 	h.cl = cl
 	b.Stats.connected(h.version, 1)
 	b.Stats.ConnectionsTotal.Add(1)
+	b.clientChanged()
 	t.send(h.c, connack(present))
 	cl.tx = t
 	pkts := cl.sess.Attach(link, now)
 	cl.tx = nil
 	b.sessionChanged(cl, h.version, expiry)
 	if len(pkts) > 0 {
+		b.sent(cl, pkts...) // before sending: the writer recycles what it wrote
 		t.send(h.c, pkts...)
-		b.Stats.MessagesOut.Add(uint64(len(pkts)))
 	}
 	return wills, shared, from, packet.Success, ""
 }
@@ -174,6 +175,7 @@ func (b *Broker) detachLocked(h *handler, t *tx) (will *willState, shared []sess
 	cl.conn = nil
 	cl.sess.Detach()
 	b.Stats.connected(h.version, -1)
+	b.clientChanged()
 	if h.discardWill {
 		cl.will = nil // [MQTT-3.1.2-10]
 	}

@@ -62,7 +62,14 @@ func (t *tx) commit(sync bool) error {
 	if t.batch.Len() == 0 {
 		return nil
 	}
-	if err := t.batch.Commit(sync); err != nil {
+	start := time.Now()
+	err := t.batch.Commit(sync)
+	if sync {
+		t.b.Traffic.CommitSynced.Observe(time.Since(start))
+	} else {
+		t.b.Traffic.CommitUnsynced.Observe(time.Since(start))
+	}
+	if err != nil {
 		t.failed.Store(true) // before the gate opens: its packets are dropped
 		t.b.Stats.StoreErrors.Add(1)
 		t.b.log.Error("store commit failed", "err", err)

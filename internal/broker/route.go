@@ -45,9 +45,16 @@ func (b *Broker) publish(m *session.Message, t *tx) int {
 		if remote {
 			n++ // someone elsewhere subscribes (for v5's 0x10 No matching subscribers)
 		}
+		if !isSys(m.Topic) {
+			b.topics.add(m.Topic, len(m.Payload), n)
+		}
 		return n
 	}
-	return b.route(m, t, sharedAll)
+	n := b.route(m, t, sharedAll)
+	if !isSys(m.Topic) {
+		b.topics.add(m.Topic, len(m.Payload), n)
+	}
+	return n
 }
 
 // sharedMode says which $share groups a route delivers to.
@@ -214,6 +221,7 @@ func (b *Broker) redeliverShared(from *client, ds []session.Delivery) {
 			// its return; an ended one loses it (counted).
 			if !b.requeue(from, d, t) {
 				b.Stats.Dropped.Add(1)
+				b.Traffic.DroppedNoMember.Add(1)
 			}
 			continue
 		}
@@ -276,11 +284,11 @@ func (b *Broker) deliver(cl *client, d session.Delivery, now time.Time, t *tx) {
 	if p != nil && cl.conn != nil {
 		// Behind the operation's commit: nothing goes out that a failed
 		// commit would have to take back.
+		b.sent(cl, p) // before sending: the writer recycles what it wrote
 		t.send(cl.conn, p)
-		b.Stats.MessagesOut.Add(1)
 	}
 	after := cl.sess.Stats
-	if lost := (after.DroppedExpired - before.DroppedExpired) + (after.DroppedQueueFull - before.DroppedQueueFull) + (after.DroppedTooLarge - before.DroppedTooLarge); lost > 0 {
-		b.Stats.Dropped.Add(lost)
-	}
+	b.dropped(before.DroppedExpired, after.DroppedExpired, &b.Traffic.DroppedExpired)
+	b.dropped(before.DroppedQueueFull, after.DroppedQueueFull, &b.Traffic.DroppedQueueFull)
+	b.dropped(before.DroppedTooLarge, after.DroppedTooLarge, &b.Traffic.DroppedTooLarge)
 }

@@ -73,6 +73,9 @@ func (h *handler) fail(code packet.ReasonCode, reason string) string {
 
 // handle processes one packet; a non-empty result ends the connection.
 func (h *handler) handle(p packet.Packet) string {
+	if tr := h.b.tracer.Load(); tr != nil {
+		tr.packet(h.cl, p)
+	}
 	switch p := p.(type) {
 	case *packet.Publish:
 		return h.onPublish(p)
@@ -105,7 +108,7 @@ func packetName(t packet.Type) string {
 
 func (h *handler) onPublish(p *packet.Publish) string {
 	b := h.b
-	b.Stats.MessagesIn.Add(1)
+	h.received(p)
 	v5 := h.version == packet.V5
 	if p.QoS > b.lim.MaxQoS {
 		return h.fail(packet.QoSNotSupported, "QoS above maximum QoS") // [MQTT-3.2.2-11]
@@ -132,6 +135,9 @@ func (h *handler) onPublish(p *packet.Publish) string {
 	}
 	if err := topic.ValidateName(name); err != nil {
 		return h.fail(packet.TopicNameInvalid, "topic name: "+err.Error()) // [MQTT-3.3.2-2]
+	}
+	if tr := b.tracer.Load(); tr != nil {
+		tr.message(h.cl, "in", name, p.QoS, p.Retain, p.PacketID, p.Payload)
 	}
 	if v5 {
 		if len(p.Properties.SubscriptionIDs) > 0 {
@@ -166,6 +172,7 @@ func (h *handler) onPublish(p *packet.Publish) string {
 		}
 	}
 	if !b.allow(h.info, ActPublish, name) || isSys(name) {
+		b.Traffic.DeniedPublish.Add(1)
 		b.log.Info("publish denied", "client_id", h.cl.id, "username", h.info.Username, "remote", h.remote, "topic", name)
 		if p.QoS > 0 {
 			// v5 says why; 3.x must acknowledge as usual and drop it
@@ -301,8 +308,8 @@ func (h *handler) onAck(a *packet.Ack) string {
 			next, _ = cl.sess.Pubcomp(a.PacketID, now)
 		}
 		if len(next) > 0 {
+			h.b.sent(cl, next...) // before sending: the writer recycles what it wrote
 			t.send(h.c, next...)
-			h.b.Stats.MessagesOut.Add(uint64(len(next)))
 		}
 	}()
 	// Synced when the answer depends on it: PUBREL (state past PUBREC),
@@ -381,6 +388,7 @@ func (h *handler) onSubscribe(p *packet.Subscribe) string {
 			if !v5 {
 				codes[i] = packet.UnspecifiedError
 			}
+			b.Traffic.DeniedSubscribe.Add(1)
 			b.log.Info("subscribe denied", "client_id", cl.id, "username", h.info.Username, "remote", h.remote, "filter", s.Filter)
 			continue
 		}
@@ -425,8 +433,8 @@ func (h *handler) onSubscribe(p *packet.Subscribe) string {
 	t.send(h.c, &packet.Suback{PacketID: p.PacketID, ReasonCodes: codes})
 	for _, d := range retained {
 		if out := cl.sess.Deliver(d, now); out != nil {
+			b.sent(cl, out) // before sending: the writer recycles what it wrote
 			t.send(h.c, out)
-			b.Stats.MessagesOut.Add(1)
 		}
 	}
 	b.sessionChanged(cl, h.version, cl.sess.ExpiryInterval)

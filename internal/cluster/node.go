@@ -162,10 +162,10 @@ func Start(cfg Config, b *broker.Broker) (*Node, error) {
 		Port:          server.RANDOM_PORT,
 		Authorization: token,
 		NoSigs:        true,
-		JetStream:  true,
-		StoreDir:   storeDir,
-		Cluster:    server.ClusterOpts{Name: cfg.Name, Host: host, Port: port},
-		Routes:     server.RoutesFromStr(joinComma(routes)),
+		JetStream:     true,
+		StoreDir:      storeDir,
+		Cluster:       server.ClusterOpts{Name: cfg.Name, Host: host, Port: port},
+		Routes:        server.RoutesFromStr(joinComma(routes)),
 		// Topics may be up to 64 KiB and become subjects (a third longer
 		// once encoded), and messages up to the maximum packet size.
 		MaxControlLine: 1 << 17,

@@ -59,14 +59,12 @@ type Conn struct {
 	// Totals, when set before use, also counts this connection's bytes (a
 	// broker-wide sum for metrics).
 	Totals *Totals
-	// DroppedTotal, when set before use, also counts the drops of Dropped
-	// (the broker's delivery drop counter, so metrics see slow readers).
-	DroppedTotal *atomic.Uint64
 }
 
 // Totals are byte counts summed over connections.
 type Totals struct {
 	BytesIn, BytesOut atomic.Uint64
+	Dropped           atomic.Uint64 // QoS 0 publishes dropped for slow readers
 }
 
 func (c *Conn) countOut(n int) {
@@ -222,8 +220,8 @@ func (c *Conn) Send(ps ...packet.Packet) bool {
 		if isQoS0(p) {
 			if c.qos0 >= MaxPendingQoS0 {
 				c.Dropped.Add(1)
-				if c.DroppedTotal != nil {
-					c.DroppedTotal.Add(1)
+				if c.Totals != nil {
+					c.Totals.Dropped.Add(1)
 				}
 				release(p)
 				continue

@@ -8,6 +8,7 @@ package metrics
 
 import (
 	"net/http"
+	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -57,6 +58,73 @@ func FromBroker(b *broker.Broker) Source { return brokerSource{b} }
 
 type brokerSource struct{ b *broker.Broker }
 
+// Details is the part of a reading only scrapes need: its labelled series
+// and the queue totals, which cost a walk over the sessions.
+type Details struct {
+	InByQoS, OutByQoS [3]QoSCount
+	DroppedByReason   map[string]uint64
+	AuthFailures      map[string]uint64
+	Denied            map[string]uint64 // by action: publish, subscribe
+	Listeners         []ListenerCount
+	Inflight, Queued  int
+	CommitSynced      HistogramReading
+	CommitUnsynced    HistogramReading
+}
+
+// QoSCount is PUBLISH packets and their payload bytes.
+type QoSCount struct{ Messages, Bytes uint64 }
+
+// ListenerCount is one listener's network connections.
+type ListenerCount struct {
+	Name  string
+	Open  int64
+	Total uint64
+}
+
+// HistogramReading is a cumulative histogram.
+type HistogramReading struct {
+	Buckets map[float64]uint64
+	Count   uint64
+	Sum     float64
+}
+
+// Detailer is a Source that also offers Details.
+type Detailer interface {
+	Details() Details
+}
+
+func (s brokerSource) Details() Details {
+	tr := &s.b.Traffic
+	d := Details{
+		DroppedByReason: map[string]uint64{
+			"queue_full":      tr.DroppedQueueFull.Load(),
+			"expired":         tr.DroppedExpired.Load(),
+			"too_large":       tr.DroppedTooLarge.Load(),
+			"no_share_member": tr.DroppedNoMember.Load(),
+			"slow_reader":     s.b.DroppedSlowReader(),
+		},
+		AuthFailures: make(map[string]uint64, len(broker.AuthFailureReasons)),
+		Denied:       map[string]uint64{"publish": tr.DeniedPublish.Load(), "subscribe": tr.DeniedSubscribe.Load()},
+	}
+	for q := range 3 {
+		d.InByQoS[q] = QoSCount{tr.In[q].Messages.Load(), tr.In[q].Bytes.Load()}
+		d.OutByQoS[q] = QoSCount{tr.Out[q].Messages.Load(), tr.Out[q].Bytes.Load()}
+	}
+	for i, r := range broker.AuthFailureReasons {
+		d.AuthFailures[r] = tr.AuthFailures[i].Load()
+	}
+	for _, ls := range s.b.Listeners() {
+		d.Listeners = append(d.Listeners, ListenerCount{Name: ls.Name, Open: ls.Open.Load(), Total: ls.Total.Load()})
+	}
+	d.Inflight, d.Queued = s.b.QueueTotals()
+	hr := func(h *broker.Histogram) HistogramReading {
+		b, c, sum := h.Snapshot()
+		return HistogramReading{Buckets: b, Count: c, Sum: sum}
+	}
+	d.CommitSynced, d.CommitUnsynced = hr(&tr.CommitSynced), hr(&tr.CommitUnsynced)
+	return d
+}
+
 func (s brokerSource) Counters() Counters {
 	st := &s.b.Stats
 	c := Counters{
@@ -64,7 +132,7 @@ func (s brokerSource) Counters() Counters {
 		ConnectionsTotal: st.ConnectionsTotal.Load(),
 		MessagesIn:       st.MessagesIn.Load(),
 		MessagesOut:      st.MessagesOut.Load(),
-		Dropped:          st.Dropped.Load(),
+		Dropped:          st.Dropped.Load() + s.b.DroppedSlowReader(),
 		StoreErrors:      st.StoreErrors.Load(),
 		Refused:          st.Refused.Load(),
 		ConnectedByProtocol: map[string]int64{
@@ -114,6 +182,9 @@ type collector struct {
 
 	connected, connections, msgIn, msgOut, dropped, storeErrors,
 	sessions, subscriptions, retained, bytesIn, bytesOut, refused, byProtocol *prometheus.Desc
+
+	pubIn, pubInBytes, pubOut, pubOutBytes, droppedBy, authFail, denied, lisOpen, lisTotal,
+	inflight, queued, commit *prometheus.Desc
 }
 
 func newCollector(src Source) *collector {
@@ -134,6 +205,28 @@ func newCollector(src Source) *collector {
 		refused:       d("mqtt_clients_refused_total", "Connections closed by the per-address limits before CONNECT."),
 		byProtocol: prometheus.NewDesc("mqtt_clients_connected_by_protocol", "Clients connected now, by MQTT protocol version.",
 			[]string{"protocol"}, nil),
+		pubIn: prometheus.NewDesc("mqtt_publish_received_total", "PUBLISH packets received from clients, by QoS.",
+			[]string{"qos"}, nil),
+		pubInBytes: prometheus.NewDesc("mqtt_publish_received_bytes_total", "Payload bytes of the PUBLISH packets received from clients, by QoS.",
+			[]string{"qos"}, nil),
+		pubOut: prometheus.NewDesc("mqtt_publish_sent_total", "PUBLISH packets handed to client connections, by QoS.",
+			[]string{"qos"}, nil),
+		pubOutBytes: prometheus.NewDesc("mqtt_publish_sent_bytes_total", "Payload bytes of the PUBLISH packets handed to client connections, by QoS.",
+			[]string{"qos"}, nil),
+		droppedBy: prometheus.NewDesc("mqtt_messages_dropped_by_reason_total", "Deliveries dropped, by reason.",
+			[]string{"reason"}, nil),
+		authFail: prometheus.NewDesc("mqtt_auth_failures_total", "Refused authentications, by reason.",
+			[]string{"reason"}, nil),
+		denied: prometheus.NewDesc("mqtt_auth_denied_total", "Publishes and subscriptions refused by the ACL, by action.",
+			[]string{"action"}, nil),
+		lisOpen: prometheus.NewDesc("mqtt_listener_connections", "Network connections open now, by listener.",
+			[]string{"listener"}, nil),
+		lisTotal: prometheus.NewDesc("mqtt_listener_connections_total", "Network connections accepted since start, by listener.",
+			[]string{"listener"}, nil),
+		inflight: d("mqtt_messages_inflight", "QoS 1 and 2 messages sent and not yet acknowledged, over all sessions."),
+		queued:   d("mqtt_messages_queued", "Messages waiting in session queues, over all sessions."),
+		commit: prometheus.NewDesc("mqtt_store_commit_duration_seconds", "Time taken by store batch commits, synced or not.",
+			[]string{"sync"}, nil),
 	}
 }
 
@@ -163,5 +256,41 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	if v.HasBytes {
 		counter(c.bytesIn, v.BytesIn)
 		counter(c.bytesOut, v.BytesOut)
+	}
+	dt, ok := c.src.(Detailer)
+	if !ok {
+		return
+	}
+	d := dt.Details()
+	lv := func(desc *prometheus.Desc, t prometheus.ValueType, x float64, label string) {
+		ch <- prometheus.MustNewConstMetric(desc, t, x, label)
+	}
+	for q := range 3 {
+		qs := strconv.Itoa(q)
+		lv(c.pubIn, prometheus.CounterValue, float64(d.InByQoS[q].Messages), qs)
+		lv(c.pubInBytes, prometheus.CounterValue, float64(d.InByQoS[q].Bytes), qs)
+		lv(c.pubOut, prometheus.CounterValue, float64(d.OutByQoS[q].Messages), qs)
+		lv(c.pubOutBytes, prometheus.CounterValue, float64(d.OutByQoS[q].Bytes), qs)
+	}
+	for r, n := range d.DroppedByReason {
+		lv(c.droppedBy, prometheus.CounterValue, float64(n), r)
+	}
+	for r, n := range d.AuthFailures {
+		lv(c.authFail, prometheus.CounterValue, float64(n), r)
+	}
+	for a, n := range d.Denied {
+		lv(c.denied, prometheus.CounterValue, float64(n), a)
+	}
+	for _, l := range d.Listeners {
+		lv(c.lisOpen, prometheus.GaugeValue, float64(l.Open), l.Name)
+		lv(c.lisTotal, prometheus.CounterValue, float64(l.Total), l.Name)
+	}
+	gauge(c.inflight, float64(d.Inflight))
+	gauge(c.queued, float64(d.Queued))
+	for _, h := range []struct {
+		label string
+		r     HistogramReading
+	}{{"true", d.CommitSynced}, {"false", d.CommitUnsynced}} {
+		ch <- prometheus.MustNewConstHistogram(c.commit, h.r.Count, h.r.Sum, h.r.Buckets, h.label)
 	}
 }

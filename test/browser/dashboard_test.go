@@ -54,7 +54,13 @@ type server struct {
 
 func startServer(t *testing.T) *server {
 	t.Helper()
-	b := broker.New(config.Default().Limits, nil)
+	return startServerLimits(t, config.Default().Limits)
+}
+
+// startServerLimits is startServer with the given broker limits.
+func startServerLimits(t *testing.T, lim config.Limits) *server {
+	t.Helper()
+	b := broker.New(lim, nil)
 	adm := admin.New(b, admin.Options{Version: "test", FeedInterval: time.Second, SysInterval: time.Second,
 		Checker: admin.StaticChecker{User: "admin", Password: "secret"}})
 

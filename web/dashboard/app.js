@@ -70,6 +70,7 @@
       });
       if (filter) c.subscribe(filter, { qos: 0 });
       else watch($('#filter').value.trim()); // the default filter from the first login
+      browseRetained();
     });
     c.on('message', onMessage);
     c.on('error', (err) => {
@@ -98,6 +99,10 @@
       try { v = JSON.parse(payload.toString()); } catch { return; }
       if (topic === FEED + 'overview') overview(v);
       else if (topic === FEED + 'clients') clients(v);
+      else if (topic === FEED + 'top') top(v);
+      else if (topic === FEED + 'sessions') sessions(v);
+      else if (topic === FEED + 'alerts') alerts(v);
+      else if (topic === FEED + 'trace') trace(v);
     } else if (topic.startsWith(SYS)) {
       sys.set(topic.slice(SYS.length), payload.toString());
     }
@@ -291,6 +296,217 @@
     build(ul, root);
     $('#tree').replaceWith(ul);
     if (filter) $('#topic-status').textContent = `watching ${filter}: ${topics.size} topics` + (topicsFull ? ` (limit ${MAX_TOPICS} reached)` : '');
+  }
+
+  // ---- management API ----
+  // api calls the management API with the login's credentials and returns
+  // the decoded answer; an error carries the API's message.
+  async function api(method, path, body) {
+    const opts = { method, headers: { Authorization: auth } };
+    if (body !== undefined) {
+      opts.headers['Content-Type'] = 'application/json';
+      opts.body = JSON.stringify(body);
+    }
+    const r = await fetch('api/v1/' + path, opts);
+    const j = await r.json().catch(() => ({}));
+    if (!r.ok) throw new Error(j.error || 'HTTP ' + r.status);
+    return j;
+  }
+
+  // row builds a table row of text cells; numbers get the num class.
+  function row(cells, data) {
+    const tr = el('tr');
+    for (const [k, v] of Object.entries(data || {})) tr.dataset[k] = v;
+    for (const c of cells) {
+      if (c instanceof Node) { const td = el('td'); td.append(c); tr.append(td); continue; }
+      tr.append(el('td', typeof c === 'number' ? 'num' : '', typeof c === 'number' ? fmt(c) : String(c)));
+    }
+    return tr;
+  }
+
+  function fill(sel, rows, empty) {
+    const tbody = el('tbody');
+    for (const r of rows) tbody.append(r);
+    if (!rows.length && empty) {
+      const tr = el('tr');
+      const td = el('td', 'meta', empty);
+      td.colSpan = 8;
+      tr.append(td);
+      tbody.append(tr);
+    }
+    $(sel + ' tbody').replaceWith(tbody);
+  }
+
+  // ---- top topics and clients ----
+  function top(v) {
+    fill('#top-topics', v.topics.map((t) => row([t.topic, t.messages_per_second, t.bytes_per_second, t.deliveries_per_second], { topic: t.topic }))
+      .concat(v.other ? [row(['(other topics)', v.other.messages_per_second, v.other.bytes_per_second, v.other.deliveries_per_second])] : []),
+    'no messages');
+    fill('#top-clients', v.clients.map((c) => row([c.client_id, c.messages_in_per_second, c.bytes_in_per_second,
+      c.messages_out_per_second, c.bytes_out_per_second], { clientId: c.client_id })), 'no traffic');
+    $('#top-note').textContent = `per second, over the last ${fmt(v.interval_seconds)} s`;
+  }
+
+  // ---- sessions, shared groups, who receives ----
+  function sessions(v) {
+    fill('#sessions', v.sessions.map((s) => row([s.client_id, s.connected ? 'connected' : 'offline', s.session_expiry_interval,
+      s.subscriptions, s.inflight, s.queued], { clientId: s.client_id })));
+    $('#sessions-note').textContent = v.truncated ? `first ${v.sessions.length} of ${v.total}` : String(v.total);
+    const ul = el('ul', 'events');
+    ul.id = 'shared';
+    for (const g of v.shared) {
+      const li = el('li');
+      li.dataset.group = g.group;
+      li.append(el('code', 'what', '$share/' + g.group + '/' + g.filter), ' ',
+        el('span', 'meta', g.members.map((m) => m.client_id + (m.connected ? '' : ' (offline)')).join(', ')));
+      ul.append(li);
+    }
+    if (!v.shared.length) ul.append(el('li', 'meta', 'none'));
+    $('#shared').replaceWith(ul);
+  }
+
+  $('#lookup-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const t = $('#lookup-topic').value.trim();
+    const note = $('#lookup-status');
+    try {
+      const v = await api('GET', 'receivers?topic=' + encodeURIComponent(t));
+      fill('#lookup', v.receivers.map((r) => row([r.client_id, r.filter, r.share_group || '', r.qos,
+        r.connected ? 'yes' : 'no', r.allowed ? 'allowed' : 'denied'], { clientId: r.client_id })));
+      note.textContent = `${t}: ${v.deliveries} ${v.deliveries === 1 ? 'delivery' : 'deliveries'}` +
+        (v.receivers.some((r) => r.share_group) ? ' (one member per share group)' : '');
+    } catch (e) {
+      fill('#lookup', []);
+      note.textContent = 'lookup failed: ' + e.message;
+    }
+  });
+
+  // ---- alerts ----
+  let alertsSeen = 0;
+  function alerts(v) {
+    const ul = el('ul', 'events');
+    ul.id = 'alerts';
+    for (const a of v.alerts) {
+      const li = el('li', a.kind);
+      if (a.client_id) li.dataset.clientId = a.client_id;
+      li.append(el('time', '', new Date(a.t).toLocaleTimeString()), ' ', el('span', 'what', a.kind.replace('_', ' ')), ' ',
+        el('code', '', a.client_id || ''), ' ', el('span', 'meta', a.detail));
+      ul.append(li);
+    }
+    if (!v.alerts.length) ul.append(el('li', 'meta', 'none'));
+    $('#alerts').replaceWith(ul);
+    const fresh = v.alerts.filter((a) => a.t > alertsSeen).length;
+    $('#alert-count').textContent = fresh ? String(fresh) : '';
+  }
+  document.querySelector('a[href="#v-alerts"]').addEventListener('click', () => {
+    alertsSeen = Date.now();
+    $('#alert-count').textContent = '';
+  });
+
+  // ---- publish ----
+  $('#publish-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const note = $('#publish-status');
+    const body = {
+      topic: $('#pub-topic').value.trim(),
+      payload: $('#pub-payload').value,
+      qos: Number($('#pub-qos').value),
+      retain: $('#pub-retain').checked,
+    };
+    const opt = (k, v) => { if (v) body[k] = v; };
+    opt('content_type', $('#pub-content-type').value.trim());
+    opt('response_topic', $('#pub-response-topic').value.trim());
+    opt('correlation_data', $('#pub-correlation').value);
+    opt('message_expiry_interval', Number($('#pub-expiry').value) || 0);
+    if ($('#pub-utf8').checked) body.payload_format = 1;
+    const ups = $('#pub-user').value.split('\n').map((l) => l.trim()).filter(Boolean);
+    if (ups.length) {
+      body.user_properties = ups.map((l) => {
+        const i = l.indexOf('=');
+        return i < 0 ? { key: l, value: '' } : { key: l.slice(0, i).trim(), value: l.slice(i + 1).trim() };
+      });
+    }
+    try {
+      const v = await api('POST', 'publish', body);
+      note.textContent = `published to ${body.topic}: ${v.delivered} ${v.delivered === 1 ? 'session' : 'sessions'}`;
+      if (body.retain) browseRetained();
+    } catch (e) {
+      note.textContent = 'publish failed: ' + e.message;
+    }
+  });
+
+  // ---- retained messages ----
+  $('#retained-form').addEventListener('submit', (ev) => { ev.preventDefault(); browseRetained(); });
+
+  async function browseRetained() {
+    const f = $('#retained-filter').value.trim() || '#';
+    const note = $('#retained-status');
+    try {
+      const v = await api('GET', 'retained?limit=200&filter=' + encodeURIComponent(f));
+      fill('#retained', v.retained.map((m) => {
+        const del = el('button', 'delete', 'Delete');
+        del.type = 'button';
+        del.dataset.topic = m.topic;
+        const p = m.payload !== undefined ? m.payload : 'base64:' + m.payload_base64;
+        return row([m.topic, p.length > 200 ? p.slice(0, 200) + '…' : p, m.qos, del], { topic: m.topic });
+      }), 'none');
+      $('#retained tbody').querySelectorAll('td:nth-child(2)').forEach((td) => td.classList.add('payload'));
+      note.textContent = `${v.retained.length}${v.truncated ? '+' : ''} on ${f}`;
+    } catch (e) {
+      note.textContent = 'browse failed: ' + e.message;
+    }
+  }
+
+  $('#retained').addEventListener('click', async (ev) => {
+    const t = ev.target.dataset && ev.target.dataset.topic;
+    if (t === undefined || !ev.target.classList.contains('delete')) return;
+    const note = $('#retained-status');
+    try {
+      await api('DELETE', 'retained/' + encodeURIComponent(t));
+      note.textContent = 'deleted ' + t;
+      await browseRetained();
+      note.textContent = 'deleted ' + t;
+    } catch (e) {
+      note.textContent = 'could not delete ' + t + ': ' + e.message;
+    }
+  });
+
+  // ---- trace ----
+  const MAX_TRACE = 200; // rows kept on the page
+  $('#trace-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const kind = $('#trace-kind').value, target = $('#trace-target').value.trim();
+    const note = $('#trace-status');
+    try {
+      await api('POST', 'trace', { [kind]: target });
+      $('#trace tbody').replaceChildren();
+      note.textContent = 'tracing ' + (kind === 'topic' ? 'topic ' : 'client ') + target;
+    } catch (e) {
+      note.textContent = 'trace failed: ' + e.message;
+    }
+  });
+  $('#trace-stop').addEventListener('click', async () => {
+    try {
+      await api('DELETE', 'trace');
+      $('#trace-status').textContent = 'stopped';
+    } catch (e) {
+      $('#trace-status').textContent = 'stop failed: ' + e.message;
+    }
+  });
+
+  function trace(v) {
+    const tbody = $('#trace tbody');
+    for (const e of v.events) {
+      const p = e.payload !== undefined ? e.payload : e.payload_base64 ? 'base64:' + e.payload_base64 : '';
+      const tr = row([new Date(e.t).toLocaleTimeString(), e.client_id || '', e.direction === 'in' ? '→' : '←', e.type,
+        e.topic || '', e.qos, e.size, p], { type: e.type, direction: e.direction, topic: e.topic || '' });
+      tr.children[2].className = e.direction;
+      tr.children[2].title = e.direction === 'in' ? 'from the client' : 'to the client';
+      tr.children[7].classList.add('payload');
+      tbody.prepend(tr);
+    }
+    while (tbody.children.length > MAX_TRACE) tbody.lastChild.remove();
+    if (v.dropped) $('#trace-status').textContent = `${v.dropped} packets not shown (rate limit)`;
   }
 
   function renderSys() {

@@ -1,0 +1,367 @@
+package admin
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"time"
+	"unicode/utf8"
+
+	"github.com/starling-mqtt/starling/internal/broker"
+	"github.com/starling-mqtt/starling/internal/topic"
+)
+
+// More dashboard feeds. Each is computed only while a subscription
+// matches its topic, at most once per feed interval (the trace feed
+// included: its events are batched).
+const (
+	// FeedTop carries a TopFeed: the busiest topics and clients.
+	FeedTop = "$SYS/starling/dashboard/top"
+	// FeedSessions carries a SessionsFeed: sessions and $share groups.
+	FeedSessions = "$SYS/starling/dashboard/sessions"
+	// FeedAlerts carries an AlertsFeed: slow consumers and drops.
+	FeedAlerts = "$SYS/starling/dashboard/alerts"
+	// FeedTrace carries a TraceFeed while a trace runs (POST /api/v1/trace).
+	FeedTrace = "$SYS/starling/dashboard/trace"
+)
+
+const (
+	maxTop           = 10
+	maxFeedSessions  = 200
+	maxAlerts        = 50
+	alertRepeatAfter = 30 * time.Second // a client's slow-consumer alert at most this often
+	// minClientsGap is the shortest time between two client lists pushed
+	// on connects and disconnects: a storm of them costs one list per gap.
+	minClientsGap = 250 * time.Millisecond
+)
+
+// TopFeed is the payload of FeedTop: rates over the last interval.
+type TopFeed struct {
+	Time    int64       `json:"t"`
+	Seconds float64     `json:"interval_seconds"`
+	Topics  []TopTopic  `json:"topics"`
+	Other   *TopTopic   `json:"other,omitempty"` // topics that found no sampling slot
+	Clients []TopClient `json:"clients"`
+}
+
+// TopTopic is one topic's publish traffic.
+type TopTopic struct {
+	Topic      string  `json:"topic,omitempty"`
+	Messages   float64 `json:"messages_per_second"`
+	Bytes      float64 `json:"bytes_per_second"`
+	Deliveries float64 `json:"deliveries_per_second"`
+}
+
+// TopClient is one client's traffic, both ways.
+type TopClient struct {
+	ClientID    string  `json:"client_id"`
+	MessagesIn  float64 `json:"messages_in_per_second"`
+	BytesIn     float64 `json:"bytes_in_per_second"`
+	MessagesOut float64 `json:"messages_out_per_second"`
+	BytesOut    float64 `json:"bytes_out_per_second"`
+}
+
+// SessionsFeed is the payload of FeedSessions.
+type SessionsFeed struct {
+	Time      int64         `json:"t"`
+	Total     int           `json:"total"`
+	Sessions  []FeedSession `json:"sessions"` // the first maxFeedSessions by client ID
+	Truncated bool          `json:"truncated"`
+	Shared    []ShareGroup  `json:"shared"`
+}
+
+// FeedSession is one session in SessionsFeed.
+type FeedSession struct {
+	ClientID      string `json:"client_id"`
+	Connected     bool   `json:"connected"`
+	Persistent    bool   `json:"persistent"`
+	Expiry        uint32 `json:"session_expiry_interval"`
+	Subscriptions int    `json:"subscriptions"`
+	Inflight      int    `json:"inflight"`
+	Queued        int    `json:"queued"`
+}
+
+// ShareGroup is a $share group on one filter and its members.
+type ShareGroup struct {
+	Group   string        `json:"group"`
+	Filter  string        `json:"filter"`
+	Members []ShareMember `json:"members"`
+}
+
+// ShareMember is a session in a share group.
+type ShareMember struct {
+	ClientID  string `json:"client_id"`
+	Connected bool   `json:"connected"`
+	QoS       byte   `json:"qos"`
+}
+
+// AlertsFeed is the payload of FeedAlerts: the last alerts, newest first.
+type AlertsFeed struct {
+	Time   int64   `json:"t"`
+	Alerts []Alert `json:"alerts"`
+}
+
+// Alert is a slow consumer or dropped deliveries.
+type Alert struct {
+	Time     int64  `json:"t"`
+	Kind     string `json:"kind"` // "slow_consumer" or "dropped"
+	ClientID string `json:"client_id,omitempty"`
+	Count    uint64 `json:"count,omitempty"` // dropped deliveries
+	Detail   string `json:"detail"`
+}
+
+// TraceFeed is the payload of FeedTrace: the packets seen since the last.
+type TraceFeed struct {
+	Time     int64         `json:"t"`
+	ClientID string        `json:"client_id,omitempty"`
+	Topic    string        `json:"topic,omitempty"`
+	Events   []TracePacket `json:"events"`
+	Dropped  uint64        `json:"dropped"` // over the trace's rate or bound
+}
+
+// TracePacket is one traced packet.
+type TracePacket struct {
+	Time          int64  `json:"t"`
+	ClientID      string `json:"client_id,omitempty"`
+	Direction     string `json:"direction"` // "in": from the client; "out": to it
+	Type          string `json:"type"`
+	Topic         string `json:"topic,omitempty"`
+	QoS           byte   `json:"qos"`
+	Retain        bool   `json:"retain,omitempty"`
+	PacketID      uint16 `json:"packet_id,omitempty"`
+	Size          int    `json:"size"`
+	Payload       string `json:"payload,omitempty"` // first 256 bytes, when UTF-8
+	PayloadBase64 string `json:"payload_base64,omitempty"`
+}
+
+// tickLive publishes the feeds beyond the overview that someone watches.
+// The caller holds f.mu.
+func (f *feed) tickLive(now time.Time) error {
+	var errs []error
+	var traffics []broker.ClientTraffic
+	getTraffics := func() []broker.ClientTraffic {
+		if traffics == nil {
+			traffics = f.b.Traffics()
+		}
+		return traffics
+	}
+	if f.b.Subscribed(FeedTop) {
+		errs = append(errs, f.publishTop(now, getTraffics()))
+	} else if f.topOn {
+		f.b.StopTopicSampling()
+		f.topOn, f.prevTop = false, nil
+	}
+	if f.b.Subscribed(FeedSessions) {
+		errs = append(errs, f.publishSessions(now))
+	}
+	if f.b.Subscribed(FeedAlerts) {
+		errs = append(errs, f.publishAlerts(now, getTraffics()))
+	} else {
+		f.prevDrops = nil
+	}
+	if tr := f.b.CurrentTrace(); tr != nil {
+		if !f.b.Subscribed(FeedTrace) {
+			f.b.SetTrace(nil) // nobody watches: tracing costs nothing again
+		} else {
+			errs = append(errs, f.publishTrace(now, tr))
+		}
+	}
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (f *feed) publishJSON(topicName string, v any) error {
+	body, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("feed %s: %w", topicName, err)
+	}
+	if _, err := f.b.Publish(topicName, body, 0, false); err != nil {
+		return fmt.Errorf("feed %s: %w", topicName, err)
+	}
+	return nil
+}
+
+func (f *feed) publishTop(now time.Time, ts []broker.ClientTraffic) error {
+	topics, other := f.b.SampleTopics(maxTop)
+	first := !f.topOn
+	f.topOn = true
+	dt := now.Sub(f.topAt).Seconds()
+	f.topAt = now
+	cur := make(map[string]broker.ClientTraffic, len(ts))
+	for _, c := range ts {
+		cur[c.ClientID] = c
+	}
+	prev := f.prevTop
+	f.prevTop = cur
+	if first || dt <= 0 {
+		return nil // rates need two readings
+	}
+	out := TopFeed{Time: now.UnixMilli(), Seconds: dt, Topics: []TopTopic{}, Clients: []TopClient{}}
+	for _, t := range topics {
+		out.Topics = append(out.Topics, TopTopic{Topic: t.Topic, Messages: float64(t.Messages) / dt,
+			Bytes: float64(t.Bytes) / dt, Deliveries: float64(t.Deliveries) / dt})
+	}
+	if other.Messages > 0 {
+		out.Other = &TopTopic{Messages: float64(other.Messages) / dt, Bytes: float64(other.Bytes) / dt, Deliveries: float64(other.Deliveries) / dt}
+	}
+	for id, c := range cur {
+		p, ok := prev[id]
+		if !ok || c.MessagesIn < p.MessagesIn || c.MessagesOut < p.MessagesOut {
+			p = broker.ClientTraffic{} // new session since the last reading
+		}
+		tc := TopClient{ClientID: id, MessagesIn: float64(c.MessagesIn-p.MessagesIn) / dt, BytesIn: float64(c.BytesIn-p.BytesIn) / dt,
+			MessagesOut: float64(c.MessagesOut-p.MessagesOut) / dt, BytesOut: float64(c.BytesOut-p.BytesOut) / dt}
+		if tc.MessagesIn+tc.MessagesOut > 0 {
+			out.Clients = append(out.Clients, tc)
+		}
+	}
+	sort.Slice(out.Clients, func(i, j int) bool {
+		a, b := out.Clients[i], out.Clients[j]
+		if x, y := a.BytesIn+a.BytesOut, b.BytesIn+b.BytesOut; x != y {
+			return x > y
+		}
+		return a.ClientID < b.ClientID
+	})
+	if len(out.Clients) > maxTop {
+		out.Clients = out.Clients[:maxTop]
+	}
+	return f.publishJSON(FeedTop, out)
+}
+
+// shareGroups gathers the $share groups from the sessions' subscriptions.
+func shareGroups(ss []broker.ClientSummary) []ShareGroup {
+	idx := map[string]int{}
+	var out []ShareGroup
+	for _, s := range ss {
+		for _, sub := range s.Subscriptions {
+			group, filter, ok := topic.ParseShared(sub.Filter)
+			if !ok {
+				continue
+			}
+			k := group + "\x00" + filter
+			i, seen := idx[k]
+			if !seen {
+				i = len(out)
+				idx[k] = i
+				out = append(out, ShareGroup{Group: group, Filter: filter})
+			}
+			out[i].Members = append(out[i].Members, ShareMember{ClientID: s.ClientID, Connected: s.Connected, QoS: sub.QoS})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Group != out[j].Group {
+			return out[i].Group < out[j].Group
+		}
+		return out[i].Filter < out[j].Filter
+	})
+	if out == nil {
+		out = []ShareGroup{}
+	}
+	return out
+}
+
+func (f *feed) publishSessions(now time.Time) error {
+	ss := f.b.Clients() // sorted by client ID
+	out := SessionsFeed{Time: now.UnixMilli(), Total: len(ss), Sessions: []FeedSession{}, Shared: shareGroups(ss)}
+	for _, s := range ss {
+		if len(out.Sessions) == maxFeedSessions {
+			out.Truncated = true
+			break
+		}
+		out.Sessions = append(out.Sessions, FeedSession{ClientID: s.ClientID, Connected: s.Connected, Persistent: s.Persistent,
+			Expiry: s.ExpiryInterval, Subscriptions: len(s.Subscriptions), Inflight: s.Inflight, Queued: s.Queued})
+	}
+	return f.publishJSON(FeedSessions, out)
+}
+
+// publishAlerts raises an alert for each client that dropped deliveries
+// since the last tick, and for each connected client whose queue is half
+// full or whose inflight window is full (at most every alertRepeatAfter per
+// client), then publishes the last alerts.
+func (f *feed) publishAlerts(now time.Time, ts []broker.ClientTraffic) error {
+	maxQ, maxIn := f.b.QueueLimits()
+	first := f.prevDrops == nil
+	cur := make(map[string]uint64, len(ts))
+	var perClient uint64
+	var fresh []Alert
+	ms := now.UnixMilli()
+	for _, c := range ts {
+		d := c.DroppedQueue + c.DroppedExp + c.DroppedL
+		cur[c.ClientID] = d
+		if p, ok := f.prevDrops[c.ClientID]; !first && d > p {
+			n := d - p
+			perClient += n
+			fresh = append(fresh, Alert{Time: ms, Kind: "dropped", ClientID: c.ClientID, Count: n,
+				Detail: fmt.Sprintf("%d deliveries dropped (so far: queue full %d, expired %d, too large %d)", n, c.DroppedQueue, c.DroppedExp, c.DroppedL)})
+		} else if !ok && !first && d > 0 {
+			perClient += d
+			fresh = append(fresh, Alert{Time: ms, Kind: "dropped", ClientID: c.ClientID, Count: d,
+				Detail: fmt.Sprintf("%d deliveries dropped", d)})
+		}
+		slow := c.Connected && ((maxQ > 0 && c.Queued*2 >= maxQ) || (maxIn > 0 && c.Inflight >= maxIn))
+		if slow && now.Sub(f.slowAt[c.ClientID]) >= alertRepeatAfter {
+			if f.slowAt == nil {
+				f.slowAt = map[string]time.Time{}
+			}
+			f.slowAt[c.ClientID] = now
+			fresh = append(fresh, Alert{Time: ms, Kind: "slow_consumer", ClientID: c.ClientID,
+				Detail: fmt.Sprintf("queued %d of %d, inflight %d of %d", c.Queued, maxQ, c.Inflight, maxIn)})
+		}
+	}
+	// Drops no session counts (slow readers' QoS 0, $share leftovers).
+	total := f.src.Counters().Dropped
+	if !first && total > f.prevDropTotal+perClient {
+		n := total - f.prevDropTotal - perClient
+		fresh = append(fresh, Alert{Time: ms, Kind: "dropped", Count: n,
+			Detail: fmt.Sprintf("%d deliveries dropped for slow readers or $share groups without members", n)})
+	}
+	f.prevDrops, f.prevDropTotal = cur, total
+	for id, at := range f.slowAt {
+		if now.Sub(at) >= alertRepeatAfter {
+			delete(f.slowAt, id)
+		}
+	}
+	f.alerts = append(fresh, f.alerts...)
+	if len(f.alerts) > maxAlerts {
+		f.alerts = f.alerts[:maxAlerts]
+	}
+	return f.publishJSON(FeedAlerts, AlertsFeed{Time: ms, Alerts: append([]Alert{}, f.alerts...)})
+}
+
+func (f *feed) publishTrace(now time.Time, tr *broker.Trace) error {
+	evs, dropped := tr.Drain()
+	if len(evs) == 0 && dropped == 0 {
+		return nil
+	}
+	out := TraceFeed{Time: now.UnixMilli(), ClientID: tr.ClientID, Topic: tr.Filter, Events: make([]TracePacket, 0, len(evs)), Dropped: dropped}
+	for _, e := range evs {
+		p := TracePacket{Time: e.Time.UnixMilli(), ClientID: e.ClientID, Direction: e.Direction, Type: e.Type, Topic: e.Topic,
+			QoS: e.QoS, Retain: e.Retain, PacketID: e.PacketID, Size: e.Size}
+		if utf8.Valid(e.Payload) {
+			p.Payload = string(e.Payload)
+		} else {
+			p.PayloadBase64 = base64.StdEncoding.EncodeToString(e.Payload)
+		}
+		out.Events = append(out.Events, p)
+	}
+	return f.publishJSON(FeedTrace, out)
+}
+
+// traceTarget describes a trace for the API.
+func traceTarget(tr *broker.Trace) map[string]any {
+	if tr == nil {
+		return map[string]any{"tracing": false}
+	}
+	m := map[string]any{"tracing": true, "rate": tr.Rate}
+	if tr.ClientID != "" {
+		m["client_id"] = tr.ClientID
+	} else {
+		m["topic"] = tr.Filter
+	}
+	return m
+}
