@@ -50,7 +50,7 @@ func equal(a, b Config) bool {
 	norm := func(c *Config) {
 		pl := &c.ProxyProtocolListeners
 		for _, l := range []*[]string{&c.WebSocket.Paths, &c.WebSocket.AllowedOrigins, &c.TrustedProxies, &c.ProxyProtocol, &c.Auth.Superusers,
-			&pl.TCP, &pl.MQTTS, &pl.HTTP, &pl.HTTPS, &pl.ListenAny} {
+			&pl.TCP, &pl.MQTTS, &pl.HTTP, &pl.HTTPS, &pl.ListenAny, &c.Cluster.Peers} {
 			if len(*l) == 0 {
 				*l = nil
 			}
@@ -132,6 +132,7 @@ func TestLoadEveryKey(t *testing.T) {
 		},
 		Auth: authconfig.Config{AllowAnonymous: false, PasswordFile: "/etc/starling/passwd", ACLFile: "/etc/starling/acl",
 			CertUsername: "cn", MaxConcurrentVerifications: 4, Superusers: []string{"admin"}, AuditLinesPerSecond: 20},
+		Cluster: Cluster{Name: "prod", Node: "n1", Listen: "10.0.0.1:6222", Peers: []string{"10.0.0.2:6222", "10.0.0.3:6222"}},
 	}
 	if !equal(got, want) {
 		t.Errorf("Load(full.yaml) =\n%+v\nwant\n%+v", got, want)
@@ -397,5 +398,29 @@ func TestProxyProtocolFor(t *testing.T) {
 	c.ProxyProtocolListeners.ListenAny = []string{"not-an-address"}
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "proxy_protocol_listeners.listen_any[0]") {
 		t.Errorf("Validate with a bad listen_any entry: %v", err)
+	}
+}
+
+func TestClusterValidation(t *testing.T) {
+	for _, c := range []struct {
+		cl   Cluster
+		want string // substring of the error, "" for valid
+	}{
+		{Cluster{}, ""},
+		{Cluster{Name: "c", Listen: "127.0.0.1:6222", Peers: []string{"127.0.0.1:6223"}}, ""},
+		{Cluster{Name: "c"}, "cluster.listen: required"},
+		{Cluster{Listen: "127.0.0.1:6222"}, "cluster.name: required"},
+		{Cluster{Name: "c", Listen: "nope"}, "cluster.listen"},
+		{Cluster{Name: "c", Listen: ":6222", Peers: []string{"x"}}, "cluster.peers[0]"},
+	} {
+		cfg := Default()
+		cfg.Cluster = c.cl
+		err := cfg.Validate()
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("%+v: unexpected error %v", c.cl, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("%+v: error %v, want one containing %q", c.cl, err, c.want)
+		}
 	}
 }

@@ -6,8 +6,11 @@ package cluster_test
 import (
 	"fmt"
 	"net"
+	"strconv"
 	"testing"
 	"time"
+
+	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/starling-mqtt/starling"
 	"github.com/starling-mqtt/starling/internal/packet"
@@ -74,11 +77,258 @@ func startCluster(t *testing.T, n int, mutate func(i int, c *starling.Config)) [
 	return nodes
 }
 
-func TestClusterStarts(t *testing.T) {
+// warm publishes probes on topic from pub until every subscriber has
+// received one (interest takes a moment to reach the other nodes), then
+// drains the probes.
+func warm(t *testing.T, pub *testutil.Paho, topic string, subs ...*testutil.Paho) {
+	t.Helper()
+	got := make([]bool, len(subs))
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		pub.Pub(t, &paho.Publish{Topic: topic, Payload: []byte("probe")})
+		time.Sleep(50 * time.Millisecond)
+		all := true
+		for i, s := range subs {
+		drain:
+			for {
+				select {
+				case m := <-s.Recv:
+					if m.Topic == topic {
+						got[i] = true
+					}
+				default:
+					break drain
+				}
+			}
+			all = all && got[i]
+		}
+		if all {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("interest did not propagate within 20s: %v", got)
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	for _, s := range subs {
+		for len(s.Recv) > 0 {
+			<-s.Recv
+		}
+	}
+}
+
+func TestClusterRoutingAcrossNodes(t *testing.T) {
 	nodes := startCluster(t, 3, nil)
-	r := testutil.Dial(t, nodes[0].addr, packet.V5)
-	defer r.Close()
-	if ack := r.Connect("c1", true); ack.ReasonCode != packet.Success {
-		t.Fatalf("CONNACK 0x%02x", byte(ack.ReasonCode))
+	pub, _ := testutil.DialPaho(t, nodes[0].addr, "pub", nil)
+	// The publisher also subscribes, with No Local: its own messages must
+	// not come back through another node either.
+	pub.Sub(t, paho.SubscribeOptions{Topic: "r/#", QoS: 1, NoLocal: true})
+	s1, _ := testutil.DialPaho(t, nodes[0].addr, "s1", nil)
+	s1.Sub(t, paho.SubscribeOptions{Topic: "r/#", QoS: 1})
+	s2, _ := testutil.DialPaho(t, nodes[1].addr, "s2", nil)
+	s2.Sub(t, paho.SubscribeOptions{Topic: "r/#", QoS: 1, RetainAsPublished: true}, paho.SubscribeOptions{Topic: "r/+", QoS: 1})
+	s3, _ := testutil.DialPaho(t, nodes[2].addr, "s3", nil)
+	s3.Sub(t, paho.SubscribeOptions{Topic: "r/+", QoS: 0})
+	warm(t, pub, "r/probe", s1, s2, s3)
+
+	const n = 50
+	for i := range n {
+		pub.Pub(t, &paho.Publish{Topic: "r/x", QoS: 1, Payload: []byte(strconv.Itoa(i))})
+	}
+	for _, c := range []struct {
+		name string
+		s    *testutil.Paho
+		qos  byte
+	}{{"s1 (same node)", s1, 1}, {"s2 (overlapping filters)", s2, 1}, {"s3 (QoS 0)", s3, 0}} {
+		for i := range n {
+			m := c.s.Expect(t, 10*time.Second)
+			if string(m.Payload) != strconv.Itoa(i) || m.QoS != c.qos {
+				t.Fatalf("%s: message %d: got %q QoS %d, want %q QoS %d", c.name, i, m.Payload, m.QoS, strconv.Itoa(i), c.qos)
+			}
+		}
+	}
+	// Exactly once each: no copies through the second filter or the
+	// backplane, and nothing back to the No Local publisher.
+	for _, s := range []*testutil.Paho{s1, s2, s3, pub} {
+		s.Quiet(t, 300*time.Millisecond)
+	}
+
+	// Retain As Published holds across nodes.
+	pub.Pub(t, &paho.Publish{Topic: "r/kept", QoS: 1, Retain: true, Payload: []byte("v")})
+	if m := s2.Expect(t, 10*time.Second); !m.Retain {
+		t.Fatalf("s2 (retain as published) got retain=false")
+	}
+	if m := s1.Expect(t, 10*time.Second); m.Retain {
+		t.Fatalf("s1 got retain=true without retain as published")
+	}
+	s3.Expect(t, 10*time.Second)
+
+	// PUBACK says "no matching subscribers" (0x10) only when no node has one.
+	if r := pub.Pub(t, &paho.Publish{Topic: "r/x", QoS: 1, Payload: []byte("again")}); r.ReasonCode != 0 {
+		t.Fatalf("PUBACK 0x%02x with subscribers on other nodes, want 0", r.ReasonCode)
+	}
+	if r := pub.Pub(t, &paho.Publish{Topic: "nobody/here", QoS: 1, Payload: []byte("x")}); r.ReasonCode != 0x10 {
+		t.Fatalf("PUBACK 0x%02x for a topic nobody subscribes to, want 0x10", r.ReasonCode)
+	}
+}
+
+func TestClusterRetainedReplicated(t *testing.T) {
+	nodes := startCluster(t, 3, nil)
+	pub, _ := testutil.DialPaho(t, nodes[0].addr, "pub", nil)
+	pub.Pub(t, &paho.Publish{Topic: "ret/a", QoS: 1, Retain: true, Payload: []byte("hello")})
+
+	// retainedOn subscribes a fresh client on node i and returns the
+	// retained payload it gets ("" for none within a short wait).
+	retainedOn := func(i int, attempt int) string {
+		c, _ := testutil.DialPaho(t, nodes[i].addr, fmt.Sprintf("r%d-%d", i, attempt), nil)
+		defer c.Disconnect(&paho.Disconnect{})
+		c.Sub(t, paho.SubscribeOptions{Topic: "ret/#", QoS: 1})
+		select {
+		case m := <-c.Recv:
+			return string(m.Payload)
+		case <-time.After(300 * time.Millisecond):
+			return ""
+		}
+	}
+	eventually := func(i int, want string) {
+		t.Helper()
+		for attempt := 0; ; attempt++ {
+			if got := retainedOn(i, attempt); got == want {
+				return
+			} else if attempt == 30 {
+				t.Fatalf("node n%d: retained ret/a = %q, want %q", i+1, got, want)
+			}
+		}
+	}
+	eventually(1, "hello")
+	eventually(2, "hello")
+	// Deleted on another node: gone everywhere.
+	del, _ := testutil.DialPaho(t, nodes[1].addr, "del", nil)
+	del.Pub(t, &paho.Publish{Topic: "ret/a", QoS: 1, Retain: true})
+	eventually(0, "")
+	eventually(2, "")
+}
+
+func TestClusterTakeoverAcrossNodes(t *testing.T) {
+	nodes := startCluster(t, 3, nil)
+	old := testutil.Dial(t, nodes[0].addr, packet.V5)
+	if ack := old.Connect("same", true); ack.ReasonCode != packet.Success {
+		t.Fatalf("first CONNACK 0x%02x", byte(ack.ReasonCode))
+	}
+	now := testutil.Dial(t, nodes[1].addr, packet.V5)
+	if ack := now.Connect("same", true); ack.ReasonCode != packet.Success {
+		t.Fatalf("second CONNACK 0x%02x", byte(ack.ReasonCode))
+	}
+	// [MQTT-3.1.4-3] across nodes too: the old connection is told and closed.
+	old.ExpectClosed(packet.SessionTakenOver)
+}
+
+func TestClusterSessionMovesWithClient(t *testing.T) {
+	nodes := startCluster(t, 3, nil)
+	persistent := func(addr string) *paho.Connect {
+		e := uint32(300)
+		return &paho.Connect{CleanStart: false, Properties: &paho.ConnectProperties{SessionExpiryInterval: &e}}
+	}
+	c1, _ := testutil.DialPaho(t, nodes[0].addr, "mover", persistent(nodes[0].addr))
+	c1.Sub(t, paho.SubscribeOptions{Topic: "q/#", QoS: 1})
+	pub, _ := testutil.DialPaho(t, nodes[2].addr, "pub", nil)
+	warm(t, pub, "q/probe", c1)
+	c1.Disconnect(&paho.Disconnect{})
+
+	// Queued on node 1 while the client is away.
+	const n = 5
+	for i := range n {
+		pub.Pub(t, &paho.Publish{Topic: "q/m", QoS: 1, Payload: []byte(strconv.Itoa(i))})
+	}
+	time.Sleep(300 * time.Millisecond) // the hop to node 1 is asynchronous
+
+	c2, ack := testutil.DialPaho(t, nodes[1].addr, "mover", persistent(nodes[1].addr))
+	if !ack.SessionPresent {
+		t.Fatalf("reconnect on another node: session present = false")
+	}
+	for i := range n {
+		m := c2.Expect(t, 10*time.Second)
+		if string(m.Payload) != strconv.Itoa(i) {
+			t.Fatalf("queued message %d: got %q", i, m.Payload)
+		}
+	}
+	// The subscription moved too: new messages reach the client on node 2.
+	pub.Pub(t, &paho.Publish{Topic: "q/after", QoS: 1, Payload: []byte("after")})
+	if m := c2.Expect(t, 10*time.Second); string(m.Payload) != "after" {
+		t.Fatalf("after the move: got %q", m.Payload)
+	}
+	c2.Quiet(t, 300*time.Millisecond)
+}
+
+func TestClusterSharedSubscriptionBalancedAcrossNodes(t *testing.T) {
+	nodes := startCluster(t, 3, nil)
+	var members []*testutil.Paho
+	for i, nd := range nodes {
+		m, _ := testutil.DialPaho(t, nd.addr, fmt.Sprintf("m%d", i), nil)
+		m.Sub(t, paho.SubscribeOptions{Topic: "$share/g/job/#", QoS: 1})
+		members = append(members, m)
+	}
+	pub, _ := testutil.DialPaho(t, nodes[0].addr, "pub", nil)
+	time.Sleep(time.Second) // let every node's queue subscription propagate
+
+	const n = 150
+	for i := range n {
+		pub.Pub(t, &paho.Publish{Topic: "job/x", QoS: 1, Payload: []byte(strconv.Itoa(i))})
+	}
+	seen := make(map[string]int)
+	per := make([]int, len(members))
+	deadline := time.After(20 * time.Second)
+	for len(seen) < n {
+		select {
+		case <-deadline:
+			t.Fatalf("received %d distinct of %d", len(seen), n)
+		default:
+		}
+		for i, m := range members {
+			select {
+			case p := <-m.Recv:
+				seen[string(p.Payload)]++
+				per[i]++
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}
+	for _, m := range members {
+		m.Quiet(t, 300*time.Millisecond)
+	}
+	for k, v := range seen {
+		if v != 1 {
+			t.Fatalf("message %s delivered %d times to the group", k, v)
+		}
+	}
+	busy := 0
+	for _, c := range per {
+		if c > 0 {
+			busy++
+		}
+	}
+	if busy < 2 {
+		t.Fatalf("group members' shares %v: the cluster did not spread the load", per)
+	}
+	t.Logf("shares per node: %v", per)
+}
+
+func TestClusterWillReachesOtherNodes(t *testing.T) {
+	nodes := startCluster(t, 3, nil)
+	sub, _ := testutil.DialPaho(t, nodes[2].addr, "watcher", nil)
+	sub.Sub(t, paho.SubscribeOptions{Topic: "will/#", QoS: 1})
+	probe, _ := testutil.DialPaho(t, nodes[1].addr, "probe", nil)
+	warm(t, probe, "will/probe", sub)
+
+	r := testutil.Dial(t, nodes[1].addr, packet.V5)
+	r.Send(&packet.Connect{ProtocolName: "MQTT", ProtocolVersion: packet.V5, CleanStart: true, ClientID: "dies",
+		Will: &packet.Will{Topic: "will/dies", QoS: 1, Payload: []byte("gone")}})
+	if ack, ok := r.Read().(*packet.Connack); !ok || ack.ReasonCode != packet.Success {
+		t.Fatalf("connect with will failed")
+	}
+	r.Close() // no DISCONNECT: the will is published
+	m := sub.Expect(t, 10*time.Second)
+	if m.Topic != "will/dies" || string(m.Payload) != "gone" {
+		t.Fatalf("got %q %q, want the will", m.Topic, m.Payload)
 	}
 }

@@ -1,0 +1,105 @@
+package testutil
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+)
+
+// Paho is a paho.golang MQTT 5 client that hands over what it receives on
+// channels.
+type Paho struct {
+	*paho.Client
+	Recv chan *paho.Publish
+	Disc chan *paho.Disconnect
+}
+
+// DialPaho connects a paho.golang client to addr; cp may be nil for a clean
+// start without keep alive. The client disconnects at cleanup.
+func DialPaho(t testing.TB, addr, clientID string, cp *paho.Connect) (*Paho, *paho.Connack) {
+	t.Helper()
+	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	c := &Paho{Recv: make(chan *paho.Publish, 10000), Disc: make(chan *paho.Disconnect, 1)}
+	c.Client = paho.NewClient(paho.ClientConfig{
+		ClientID: clientID,
+		Conn:     nc,
+		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
+			c.Recv <- pr.Packet
+			return true, nil
+		}},
+		OnServerDisconnect: func(d *paho.Disconnect) { c.Disc <- d },
+	})
+	if cp == nil {
+		cp = &paho.Connect{CleanStart: true}
+	}
+	cp.ClientID = clientID
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ack, err := c.Connect(ctx, cp)
+	if err != nil {
+		nc.Close()
+		t.Fatalf("connect %s: %v (CONNACK %+v)", clientID, err, ack)
+	}
+	t.Cleanup(func() {
+		c.Disconnect(&paho.Disconnect{})
+		nc.Close()
+		<-c.Done()
+	})
+	return c, ack
+}
+
+// Sub subscribes and fails the test unless every subscription is granted.
+func (c *Paho) Sub(t testing.TB, opts ...paho.SubscribeOptions) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sa, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: opts})
+	if err != nil {
+		t.Fatalf("subscribe: %v", err)
+	}
+	for i, code := range sa.Reasons {
+		if code >= 0x80 {
+			t.Fatalf("subscribe %q: reason 0x%02x", opts[i].Topic, code)
+		}
+	}
+}
+
+// Pub publishes and, for QoS 1 and 2, waits for the acknowledgement.
+func (c *Paho) Pub(t testing.TB, p *paho.Publish) *paho.PublishResponse {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r, err := c.Publish(ctx, p)
+	if err != nil {
+		t.Fatalf("publish %s: %v", p.Topic, err)
+	}
+	return r
+}
+
+// Expect waits up to d for the next message.
+func (c *Paho) Expect(t testing.TB, d time.Duration) *paho.Publish {
+	t.Helper()
+	select {
+	case p := <-c.Recv:
+		return p
+	case <-time.After(d):
+		t.Fatalf("no message within %s", d)
+	}
+	return nil
+}
+
+// Quiet asserts nothing arrives for d.
+func (c *Paho) Quiet(t testing.TB, d time.Duration) {
+	t.Helper()
+	select {
+	case p := <-c.Recv:
+		t.Fatalf("unexpected message on %q: %q", p.Topic, p.Payload)
+	case <-time.After(d):
+	}
+}
