@@ -283,15 +283,72 @@ func (b *Broker) DropSession(clientID string) {
 	cl.tx = nil
 }
 
-// sessionChanged tells the backplane a persistent session's subscriptions.
-func (b *Broker) sessionChanged(cl *client, version byte, expiry uint32) {
-	if b.backplane == nil || expiry == 0 {
+// recordSession tells the backplane what another node needs if this one
+// is lost: a persistent session's subscriptions, and any client's pending
+// will. The caller holds cl.mu.
+func (b *Broker) recordSession(cl *client) {
+	if b.backplane == nil || cl.ended {
 		return
 	}
-	b.backplane.SessionChanged(&SessionSnapshot{
-		Session: store.Session{ClientID: cl.id, Version: version, ExpiryInterval: expiry},
-		Subs:    b.clientSubs(cl.id),
-	})
+	if cl.sess.ExpiryInterval == 0 && cl.will == nil {
+		return // nothing to recover; the ownership record stays
+	}
+	s := &SessionSnapshot{Session: *cl.sessionRecord(time.Time{})}
+	if cl.sess.ExpiryInterval > 0 {
+		s.Subs = b.clientSubs(cl.id)
+	}
+	b.backplane.SessionChanged(s)
+}
+
+// AdoptOrphan takes over the recorded state of a session whose node was
+// lost. If its client is reconnecting now, the will is published only if
+// the takeover ends the session or the will had no delay [MQTT-3.1.3-9];
+// otherwise the session waits here offline, its will timer running from
+// now as if the connection had just dropped. A session without expiry
+// only has its will published.
+func (b *Broker) AdoptOrphan(s *SessionSnapshot, reconnecting, clean bool) {
+	var w *willState
+	if sw := s.Session.Will; sw != nil {
+		m := fromStore(&sw.Message)
+		m.Publisher = s.Session.ClientID
+		if sw.ExpiryInterval != 0 {
+			e := sw.ExpiryInterval
+			m.Props.MessageExpiry = &e
+		}
+		w = &willState{msg: m, delay: sw.Delay}
+	}
+	ends := s.Session.ExpiryInterval == 0 || (reconnecting && clean)
+	if !ends {
+		// Subscriptions first: whoever reacts to the will finds the
+		// session already collecting its messages.
+		s.Session.Will = nil
+		b.Adopt(s)
+	}
+	if w != nil && (ends || w.delay == 0) {
+		b.publishWill(w)
+		w = nil
+	}
+	if ends || reconnecting || w == nil {
+		return
+	}
+	b.mu.Lock()
+	cl := b.clients[s.Session.ClientID]
+	b.mu.Unlock()
+	if cl == nil {
+		return
+	}
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	if cl.conn != nil || cl.ended || cl.will != nil {
+		return
+	}
+	delay := w.delay
+	if e := cl.sess.ExpiryInterval; e != session.NeverExpire {
+		delay = min(delay, time.Duration(e)*time.Second)
+	}
+	cl.will = w
+	cl.disconnectedAt = b.now()
+	w.timer = time.AfterFunc(delay, b.guard(func() { b.fireWill(cl, w) }))
 }
 
 // HasSession reports whether this node has a session for clientID.

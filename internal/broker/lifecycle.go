@@ -115,7 +115,7 @@ func (b *Broker) attachLocked(h *handler, id string, cp *packet.Connect, expiry 
 	cl.tx = t
 	pkts := cl.sess.Attach(link, now)
 	cl.tx = nil
-	b.sessionChanged(cl, h.version, expiry)
+	b.recordSession(cl)
 	if len(pkts) > 0 {
 		b.sent(cl, pkts...) // before sending: the writer recycles what it wrote
 		t.send(h.c, pkts...)
@@ -155,6 +155,12 @@ func (b *Broker) detach(h *handler) {
 	t := b.begin(false)
 	will, shared := b.detachLocked(h, t)
 	t.commit(false)
+	if b.backplane != nil {
+		// The will may be gone or pending now: keep the record current.
+		h.cl.mu.Lock()
+		b.recordSession(h.cl)
+		h.cl.mu.Unlock()
+	}
 	if will != nil {
 		b.publishWill(will)
 	}
@@ -252,6 +258,7 @@ func (b *Broker) fireWill(cl *client, w *willState) {
 	if t != nil && cl.persistent() {
 		t.batch.PutSession(cl.sessionRecord(cl.disconnectedAt))
 	}
+	b.recordSession(cl)
 	cl.mu.Unlock()
 	t.commit(true) // a published will is not published again after a crash
 	b.publishWill(w)

@@ -437,7 +437,7 @@ func (h *handler) onSubscribe(p *packet.Subscribe) string {
 			t.send(h.c, out)
 		}
 	}
-	b.sessionChanged(cl, h.version, cl.sess.ExpiryInterval)
+	b.recordSession(cl)
 	return ""
 }
 
@@ -470,7 +470,7 @@ func (h *handler) onUnsubscribe(p *packet.Unsubscribe) string {
 		}
 	}
 	t.send(h.c, &packet.Unsuback{PacketID: p.PacketID, ReasonCodes: codes})
-	h.b.sessionChanged(h.cl, h.version, h.cl.sess.ExpiryInterval)
+	h.b.recordSession(h.cl)
 	return ""
 }
 

@@ -18,6 +18,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -211,7 +212,8 @@ func Start(cfg Config, b *broker.Broker) (*Node, error) {
 		return nil, fmt.Errorf("cluster: claim subscription: %w", err)
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
-	n.wg.Add(4)
+	n.wg.Add(5)
+	go n.watchPeers()
 	go n.interestLoop()
 	go n.receiveLoop()
 	go n.kvLoop()
@@ -334,6 +336,115 @@ func (n *Node) reconcile() {
 		}
 		cancel()
 	}
+}
+
+// deadAfter is how long a node must be out of reach before the others
+// take over its sessions and publish its clients' wills.
+const deadAfter = 3 * time.Second
+
+// watchPeers notices nodes that left the cluster. The live node with the
+// lowest name takes over what a lost node recorded: its clients' wills are
+// published and its persistent sessions' subscriptions wait here for their
+// clients, so messages published from now on are kept for them.
+func (n *Node) watchPeers() {
+	defer n.wg.Done()
+	seen := make(map[string]time.Time)
+	lost := make(map[string]bool) // lost nodes whose sessions are not yet taken over
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		select {
+		case <-n.ready:
+		default:
+			continue
+		}
+		now := time.Now()
+		live := n.Peers()
+		first := true
+		for _, p := range live {
+			seen[p] = now
+			delete(lost, p) // back before its sessions were taken
+			first = first && n.cfg.Node < p
+		}
+		for name, at := range seen {
+			if now.Sub(at) >= deadAfter {
+				delete(seen, name)
+				lost[name] = true
+				n.log.Warn("cluster: node lost", "lost", name, "taking_over", first)
+			}
+		}
+		if !first {
+			clear(lost) // a lower-named live node takes over
+			continue
+		}
+		for name := range lost {
+			// Retried every tick: while the cluster re-elects leaders
+			// the buckets may be briefly unavailable.
+			if err := n.takeOver(name); err != nil {
+				n.log.Debug("cluster: take over lost node's sessions, will retry", "lost", name, "err", err)
+				continue
+			}
+			delete(lost, name)
+		}
+	}
+}
+
+// takeOver claims every session record of a lost node.
+func (n *Node) takeOver(lost string) error {
+	ctx, cancel := context.WithTimeout(n.ctx, 30*time.Second)
+	defer cancel()
+	lister, err := n.sessions.ListKeys(ctx)
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("list sessions: %w", err)
+	}
+	var keys []string
+	for k := range lister.Keys() {
+		keys = append(keys, k)
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("list sessions: %w", ctx.Err())
+	}
+	adopted := 0
+	for _, k := range keys {
+		e, err := n.sessions.Get(ctx, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("read session: %w", err)
+		}
+		var r record
+		if json.Unmarshal(e.Value(), &r) != nil || r.Node != lost {
+			continue
+		}
+		// Compare-and-set first, so that a will is published once even
+		// if two nodes try.
+		if r.Session == nil || r.Session.Session.ExpiryInterval == 0 {
+			err = n.sessions.Delete(ctx, k, jetstream.LastRevision(e.Revision()))
+		} else {
+			_, err = n.sessions.Update(ctx, k, mustJSON(record{Node: n.cfg.Node, Session: r.Session}), e.Revision())
+		}
+		if isRevisionMismatch(err) || errors.Is(err, jetstream.ErrKeyExists) {
+			continue // changed meanwhile: its client is back somewhere
+		}
+		if err != nil {
+			return fmt.Errorf("claim session: %w", err)
+		}
+		if r.Session != nil {
+			n.b.AdoptOrphan(r.Session, false, false)
+			adopted++
+		}
+	}
+	n.log.Info("cluster: took over a lost node's sessions", "lost", lost, "sessions", adopted)
+	return nil
 }
 
 // Ready is closed once the node's replicated state is available.
@@ -628,10 +739,11 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 			switch {
 			case err == nil:
 				snap = got
-			case !clean:
-				// The owner is gone: recover what it recorded.
-				n.log.Warn("cluster: session owner unreachable; recovering its recorded subscriptions", "client_id", clientID, "owner", r.Node, "err", err)
-				snap = r.Session
+			case r.Session != nil:
+				// The owner is gone: recover what it recorded (its
+				// subscriptions, and the will its loss should publish).
+				n.log.Warn("cluster: session owner unreachable; recovering its record", "client_id", clientID, "owner", r.Node, "err", err)
+				n.b.AdoptOrphan(r.Session, true, clean)
 			}
 		}
 		if _, err = n.sessions.Update(ctx, k, mine, e.Revision()); err == nil {
@@ -711,6 +823,14 @@ type natsLogger struct{ l *slog.Logger }
 func (l natsLogger) Noticef(f string, v ...any) { l.l.Debug("nats: " + fmt.Sprintf(f, v...)) }
 func (l natsLogger) Warnf(f string, v ...any)   { l.l.Warn("nats: " + fmt.Sprintf(f, v...)) }
 func (l natsLogger) Fatalf(f string, v ...any)  { l.l.Error("nats: " + fmt.Sprintf(f, v...)) }
-func (l natsLogger) Errorf(f string, v ...any)  { l.l.Error("nats: " + fmt.Sprintf(f, v...)) }
-func (l natsLogger) Debugf(f string, v ...any)  { l.l.Debug("nats: " + fmt.Sprintf(f, v...)) }
-func (l natsLogger) Tracef(f string, v ...any)  {}
+func (l natsLogger) Errorf(f string, v ...any) {
+	if strings.HasPrefix(f, "Error trying to connect to route") {
+		// Retried every second while a peer is down; watchPeers reports
+		// the loss once.
+		l.l.Debug("nats: " + fmt.Sprintf(f, v...))
+		return
+	}
+	l.l.Error("nats: " + fmt.Sprintf(f, v...))
+}
+func (l natsLogger) Debugf(f string, v ...any) { l.l.Debug("nats: " + fmt.Sprintf(f, v...)) }
+func (l natsLogger) Tracef(f string, v ...any) {}
