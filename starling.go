@@ -119,7 +119,15 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	}
 	s.auth = a
 	s.broker.SetAuth(a, a)
-	s.admin = admin.New(s.broker, admin.Options{Checker: a, Ready: s.serving, Version: s.version, Logger: s.log, LogLevel: s.level})
+	ao := admin.Options{Checker: a, Ready: s.serving, Version: s.version, Logger: s.log, LogLevel: s.level}
+	if cfg.Cluster.Name != "" {
+		if cfg.Cluster.Node == "" {
+			s.cfg.Cluster.Node = cluster.DefaultNodeName(cfg.Cluster.Listen)
+		}
+		ao.Node = s.cfg.Cluster.Node
+		ao.Cluster = s.clusterStatus
+	}
+	s.admin = admin.New(s.broker, ao)
 	return s, nil
 }
 
@@ -598,4 +606,26 @@ func (s *Server) ClusterHasInterest(name string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.cluster != nil && s.cluster.HasInterest(name)
+}
+
+// clusterStatus is the admin view of this node's cluster; nil until Serve
+// has started it.
+func (s *Server) clusterStatus() *admin.ClusterStatus {
+	s.mu.Lock()
+	node := s.cluster
+	s.mu.Unlock()
+	if node == nil {
+		return nil
+	}
+	ready := false
+	select {
+	case <-node.Ready():
+		ready = true
+	default:
+	}
+	peers := node.Peers()
+	if peers == nil {
+		peers = []string{}
+	}
+	return &admin.ClusterStatus{Name: s.cfg.Cluster.Name, Node: node.Name(), Ready: ready, Peers: peers, Expected: len(s.cfg.Cluster.Peers) + 1}
 }

@@ -76,6 +76,22 @@ type Options struct {
 	// Metrics, if set, is the registry /metrics serves; default: a new one
 	// reading the broker (metrics.New(metrics.FromBroker(b))).
 	Metrics *metrics.Metrics
+	// Node, when set, labels every metric node="..." (cluster members).
+	Node string
+	// Cluster reports the cluster this node belongs to, for
+	// GET /api/v1/cluster and the dashboard; nil for a single node.
+	Cluster func() *ClusterStatus
+}
+
+// ClusterStatus is a cluster member's view of its cluster.
+type ClusterStatus struct {
+	Name  string   `json:"name"`
+	Node  string   `json:"node"`  // this node
+	Ready bool     `json:"ready"` // replicated state available
+	Peers []string `json:"peers"` // other nodes connected now
+	// Expected is the number of nodes configured (this one and its
+	// peers); fewer connected means some are down or unreachable.
+	Expected int `json:"expected_nodes"`
 }
 
 // Admin is the operator side of one broker.
@@ -107,12 +123,13 @@ func newAdmin(b Broker, src metrics.Source, o Options) *Admin {
 		o.MaxBodyBytes = 1 << 20
 	}
 	if o.Metrics == nil {
-		o.Metrics = metrics.New(src)
+		o.Metrics = metrics.NewWithLabels(src, o.Node)
 	}
 	start := time.Now()
 	a := &Admin{b: b, src: src, m: o.Metrics, opts: o, start: start, log: o.Logger}
 	a.sys = metrics.NewSys(src, b, metrics.SysOptions{Interval: o.SysInterval, Version: o.Version, Start: start, Logger: o.Logger})
 	a.feed = newFeed(b, src, o.Version, start)
+	a.feed.cluster = o.Cluster
 	return a
 }
 

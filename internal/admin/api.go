@@ -49,6 +49,7 @@ func (a *Admin) api() http.Handler {
 	mux.HandleFunc("DELETE /api/v1/retained/{topic...}", a.deleteRetained)
 	mux.HandleFunc("POST /api/v1/publish", a.publish)
 	mux.HandleFunc("GET /api/v1/stats", a.stats)
+	mux.HandleFunc("GET /api/v1/cluster", a.cluster)
 	mux.HandleFunc("GET /api/v1/receivers", a.receivers)
 	mux.HandleFunc("GET /api/v1/shared", a.shared)
 	mux.HandleFunc("GET /api/v1/trace", a.getTrace)
@@ -521,4 +522,19 @@ type StaticChecker struct{ User, Password string }
 func (s StaticChecker) CheckAdmin(user, pass string) bool {
 	u, p := constantTimeEqual(user, s.User), constantTimeEqual(pass, s.Password)
 	return u && p && s.User != ""
+}
+
+// cluster: GET /api/v1/cluster
+func (a *Admin) cluster(w http.ResponseWriter, r *http.Request) {
+	if a.opts.Cluster == nil {
+		writeJSON(w, http.StatusOK, map[string]any{"enabled": false})
+		return
+	}
+	st := a.opts.Cluster()
+	if st == nil {
+		writeError(w, http.StatusServiceUnavailable, "cluster not started")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"enabled": true, "name": st.Name, "node": st.Node, "ready": st.Ready,
+		"peers": st.Peers, "connected_nodes": len(st.Peers) + 1, "expected_nodes": st.Expected})
 }

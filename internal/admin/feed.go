@@ -37,6 +37,8 @@ type Overview struct {
 	DroppedPerSecond float64 `json:"messages_dropped_per_second"`
 	Subscriptions    int     `json:"subscriptions"`
 	Retained         int     `json:"retained"`
+	// Cluster is this node's view of its cluster; absent on a single node.
+	Cluster *ClusterStatus `json:"cluster,omitempty"`
 }
 
 // ClientsFeed is the payload of FeedClients: the connected clients (the
@@ -93,6 +95,7 @@ type feed struct {
 	prevDropTotal uint64
 	slowAt        map[string]time.Time // last slow-consumer alert per client
 	alerts        []Alert              // newest first
+	cluster       func() *ClusterStatus
 }
 
 func newFeed(b Broker, src metrics.Source, version string, start time.Time) *feed {
@@ -160,6 +163,9 @@ func (f *feed) tick(now time.Time) error {
 		ClientsConnected: c.Connected, Sessions: c.Sessions, ConnectionsTotal: c.ConnectionsTotal,
 		MessagesIn: c.MessagesIn, MessagesOut: c.MessagesOut, Dropped: c.Dropped,
 		Subscriptions: c.Subscriptions, Retained: c.Retained}
+	if f.cluster != nil {
+		o.Cluster = f.cluster()
+	}
 	if dt := now.Sub(f.prevAt).Seconds(); !f.prevAt.IsZero() && dt > 0 {
 		rate := func(a, b uint64) float64 { return float64(a-b) / dt }
 		o.InPerSecond = rate(c.MessagesIn, f.prev.MessagesIn)

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,7 +35,8 @@ func (b *Broker) publish(m *session.Message, t *tx) int {
 			}
 		}
 	}
-	if bp := b.backplane; bp != nil {
+	if bp := b.backplane; bp != nil && !strings.HasPrefix(m.Topic, "$SYS/") {
+		// $SYS is each node's own tree: never forwarded or replicated.
 		if m.Retain {
 			bp.Retain(m)
 		}

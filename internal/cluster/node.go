@@ -126,8 +126,7 @@ func Start(cfg Config, b *broker.Broker) (*Node, error) {
 		return nil, fmt.Errorf("cluster: listen port %q: %w", portStr, err)
 	}
 	if cfg.Node == "" {
-		h, _ := os.Hostname()
-		cfg.Node = h + "-" + cfg.Listen
+		cfg.Node = DefaultNodeName(cfg.Listen)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -834,3 +833,10 @@ func (l natsLogger) Errorf(f string, v ...any) {
 }
 func (l natsLogger) Debugf(f string, v ...any) { l.l.Debug("nats: " + fmt.Sprintf(f, v...)) }
 func (l natsLogger) Tracef(f string, v ...any) {}
+
+// DefaultNodeName names a node that was given no name: its host name and
+// cluster address, unique as long as addresses are.
+func DefaultNodeName(listen string) string {
+	h, _ := os.Hostname()
+	return h + "-" + listen
+}

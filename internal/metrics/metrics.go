@@ -157,9 +157,17 @@ type Metrics struct {
 
 // New builds a registry holding the broker collector for src, the Go
 // runtime collector and the process collector.
-func New(src Source) *Metrics {
+func New(src Source) *Metrics { return NewWithLabels(src, "") }
+
+// NewWithLabels is New with every metric labelled node="node", for a
+// member of a cluster ("" adds no label).
+func NewWithLabels(src Source, node string) *Metrics {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(
+	var r prometheus.Registerer = reg
+	if node != "" {
+		r = prometheus.WrapRegistererWith(prometheus.Labels{"node": node}, reg)
+	}
+	r.MustRegister(
 		newCollector(src),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

@@ -122,6 +122,17 @@
     $('#m-retained').textContent = fmt(o.retained);
     $('#version').textContent = 'starling ' + (o.version || '');
     $('#uptime').textContent = 'up ' + duration(o.uptime_seconds);
+    const cl = $('#cluster');
+    if (o.cluster) {
+      const up = (o.cluster.peers || []).length + 1;
+      cl.hidden = false;
+      cl.textContent = 'node ' + o.cluster.node + ' · ' + up + '/' + o.cluster.expected_nodes + ' nodes' +
+        (o.cluster.ready ? '' : ' · syncing');
+      cl.dataset.state = up < o.cluster.expected_nodes || !o.cluster.ready ? 'degraded' : 'ok';
+      cl.title = 'cluster ' + o.cluster.name + ': ' + [o.cluster.node].concat(o.cluster.peers || []).join(', ');
+    } else {
+      cl.hidden = true;
+    }
     history.push({ in: o.messages_received_per_second, out: o.messages_sent_per_second });
     if (history.length > HISTORY) history.shift();
     chart();
