@@ -4,15 +4,23 @@
 package cluster_test
 
 import (
+	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/starling-mqtt/starling"
+	"github.com/starling-mqtt/starling/internal/auth"
 	"github.com/starling-mqtt/starling/internal/packet"
 	"github.com/starling-mqtt/starling/internal/testutil"
 )
@@ -330,5 +338,70 @@ func TestClusterWillReachesOtherNodes(t *testing.T) {
 	m := sub.Expect(t, 10*time.Second)
 	if m.Topic != "will/dies" || string(m.Payload) != "gone" {
 		t.Fatalf("got %q %q, want the will", m.Topic, m.Payload)
+	}
+}
+
+// The management API and /metrics show the cluster: this node, the
+// connected nodes, and a node label on every metric.
+func TestClusterAPIAndMetrics(t *testing.T) {
+	hash, err := auth.HashPassword([]byte("pw"), auth.DefaultArgon2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw := filepath.Join(t.TempDir(), "passwd")
+	if err := os.WriteFile(pw, []byte("admin:"+hash+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	nodes := startCluster(t, 3, func(i int, c *starling.Config) {
+		c.HTTP = "127.0.0.1:0"
+		c.Auth.PasswordFile = pw
+		c.Auth.Superusers = []string{"admin"}
+	})
+	base := "http://" + nodes[1].srv.HTTPAddr().String()
+	get := func(path string, creds bool) (int, []byte) {
+		req, _ := http.NewRequest("GET", base+path, nil)
+		if creds {
+			req.SetBasicAuth("admin", "pw")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	if code, _ := get("/api/v1/cluster", false); code != http.StatusUnauthorized {
+		t.Fatalf("GET /api/v1/cluster without credentials: %d, want 401", code)
+	}
+	var st struct {
+		Enabled   bool     `json:"enabled"`
+		Node      string   `json:"node"`
+		Ready     bool     `json:"ready"`
+		Peers     []string `json:"peers"`
+		Connected int      `json:"connected_nodes"`
+		Expected  int      `json:"expected_nodes"`
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		code, body := get("/api/v1/cluster", true)
+		if code != http.StatusOK {
+			t.Fatalf("GET /api/v1/cluster: %d %s", code, body)
+		}
+		if err := json.Unmarshal(body, &st); err != nil {
+			t.Fatalf("decode %s: %v", body, err)
+		}
+		if st.Connected == 3 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	slices.Sort(st.Peers)
+	if !st.Enabled || st.Node != "n2" || !st.Ready || st.Connected != 3 || st.Expected != 3 || !slices.Equal(st.Peers, []string{"n1", "n3"}) {
+		t.Fatalf("cluster status %+v, want node n2 ready with peers n1, n3 (3 of 3)", st)
+	}
+	_, metrics := get("/metrics", false)
+	if !strings.Contains(string(metrics), `mqtt_clients_connected{node="n2"}`) {
+		t.Fatalf("/metrics lacks the node label:\n%.2000s", metrics)
 	}
 }
