@@ -51,7 +51,7 @@ const (
 
 const (
 	claimTimeout = 3 * time.Second  // for a hand-over reply from the owner
-	readyWait    = 5 * time.Second  // a CONNECT waits this long for the buckets at start
+	readyWait    = 5 * time.Second  // a CONNECT waits this long for the buckets
 	kvTimeout    = 10 * time.Second // one key-value operation
 )
 
@@ -705,7 +705,9 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 	case <-time.After(readyWait):
 		return nil, errors.New("cluster: replicated state not ready")
 	}
-	ctx, cancel := context.WithTimeout(n.ctx, kvTimeout)
+	// Bounded well inside the connect timeout: without a quorum the
+	// connect goes ahead on this node's state.
+	ctx, cancel := context.WithTimeout(n.ctx, readyWait)
 	defer cancel()
 	k := key(clientID)
 	mine := mustJSON(record{Node: n.cfg.Node})
