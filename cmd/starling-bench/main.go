@@ -8,6 +8,11 @@
 //	starling-bench -url tcp://127.0.0.1:1883 -scenario fanout -subs 100 -qos 0
 //	starling-bench -url ws://127.0.0.1:8080/mqtt -scenario latency -rate 50000
 //	starling-bench -scenario idle -conns 10000 -broker-pid $(pidof starling)
+//	starling-bench -url tcp://127.0.0.1:1883 -sub-url tcp://127.0.0.1:1884,tcp://127.0.0.1:1885 -scenario fanout
+//
+// Publishers connect to -url; subscribers to -url too, or round robin over
+// the brokers listed in -sub-url (cluster nodes, to measure routing between
+// them). The JSON's sub_urls says where subscribers connected.
 //
 // Scenarios: fanin (8 publishers on bench/fanin/<i>, 1 subscriber on
 // bench/fanin/+), fanout (1 publisher, -subs subscribers on one topic),
@@ -17,8 +22,8 @@
 // subscribed connections opened at once, then one publish to all).
 //
 // Every run stops by itself: durations, drains and connection counts are
-// bounded, and only loopback hosts are accepted unless -allow-remote is
-// given. Exit status: 0 on success, 1 when the run failed (or, with
+// bounded, and only loopback hosts (in -url and every -sub-url) are
+// accepted unless -allow-remote is given. Exit status: 0 on success, 1 when the run failed (or, with
 // -strict, lost or duplicated a message in closed loop), 2 on bad flags.
 package main
 
@@ -48,6 +53,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("starling-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.URL, "url", "tcp://127.0.0.1:1883", "broker `URL`: tcp://, ws:// (path /mqtt by default), ssl:// or wss://")
+	subURL := fs.String("sub-url", "", "subscribers' broker `URLs`, comma-separated: subscribers are spread over them round robin (default: -url)")
 	fs.BoolVar(&cfg.AllowRemote, "allow-remote", false, "allow a host that is not a loopback address")
 	fs.BoolVar(&cfg.Insecure, "insecure", false, "do not verify the broker's certificate (ssl://, wss://)")
 	fs.BoolVar(&cfg.WSDeflate, "ws-deflate", false, "offer permessage-deflate on ws:// and wss:// (used if the broker accepts)")
@@ -85,6 +91,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cfg.Version, cfg.QoS = byte(*version), byte(*qos)
+	cfg.SubURLs = loadgen.SplitURLs(*subURL)
 	cfg.Defaults()
 	if err := cfg.Validate(); err != nil {
 		fmt.Fprintln(stderr, "starling-bench:", err)

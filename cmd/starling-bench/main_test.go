@@ -38,6 +38,8 @@ func TestRunPrintsJSONAndSummary(t *testing.T) {
 func TestRunRefuses(t *testing.T) {
 	for _, args := range [][]string{
 		{"-url", "tcp://192.0.2.1:1883"},
+		{"-sub-url", "tcp://127.0.0.1:1884,tcp://192.0.2.1:1883"},
+		{"-scenario", "idle", "-sub-url", "tcp://127.0.0.1:1884"},
 		{"-scenario", "bogus"},
 		{"-version", "3"},
 		{"extra"},
@@ -49,5 +51,23 @@ func TestRunRefuses(t *testing.T) {
 		if out.Len() != 0 {
 			t.Errorf("%q: printed %q", args, out.String())
 		}
+	}
+}
+
+func TestRunSubURL(t *testing.T) {
+	srv, addr := testutil.StartBroker(t, nil)
+	ws := "ws://" + srv.HTTPAddr().String() + "/mqtt"
+	var out, errb bytes.Buffer
+	code := run(context.Background(), []string{"-url", "tcp://" + addr, "-sub-url", " " + ws + ",tcp://" + addr + ",",
+		"-scenario", "fanout", "-subs", "4", "-duration", "300ms", "-strict", "-q"}, &out, &errb)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	var r loadgen.Result
+	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.SubURLs) != 2 || r.SubURLs[0] != ws || r.SubURLs[1] != "tcp://"+addr || r.URL != "tcp://"+addr {
+		t.Errorf("url %q sub_urls %q", r.URL, r.SubURLs)
 	}
 }

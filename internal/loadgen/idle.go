@@ -35,16 +35,16 @@ func ReadRSS(pid int) (int64, error) {
 	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
 }
 
-// openMany opens n connections, conc at a time, each subscribed to filter
-// when it is not empty; it returns those that opened, in no order, the
-// errors and how long it took.
-func openMany(ctx context.Context, d *dialer, conc, n int, prefix, filter string, qos byte) ([]*conn, []error, time.Duration) {
+// openMany opens n connections, conc at a time, connection i through
+// ds[i%len(ds)], each subscribed to filter when it is not empty; it returns
+// those that opened, in no order, the errors and how long it took.
+func openMany(ctx context.Context, ds []*dialer, conc, n int, prefix, filter string, qos byte) ([]*conn, []error, time.Duration) {
 	conns := make([]*conn, n)
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second+time.Duration(n)*time.Millisecond)
 	defer cancel()
 	start := time.Now()
 	errs := parallel(ctx, conc, n, func(ctx context.Context, i int) error {
-		c, err := d.open(ctx, prefix+strconv.Itoa(i), filter, qos)
+		c, err := ds[i%len(ds)].open(ctx, prefix+strconv.Itoa(i), filter, qos)
 		conns[i] = c
 		return err
 	})
@@ -115,7 +115,7 @@ func runIdle(ctx context.Context, cfg Config, u *url.URL) (*Result, error) {
 	if prefix == "" {
 		prefix = fmt.Sprintf("sb%08x-i", rand.Uint32())
 	}
-	conns, errs, took := openMany(ctx, d, cfg.Concurrency, cfg.Conns, prefix, "", 0)
+	conns, errs, took := openMany(ctx, []*dialer{d}, cfg.Concurrency, cfg.Conns, prefix, "", 0)
 	res.connected(len(conns), errs, took)
 	for _, c := range conns {
 		c.br = nil // nothing more is read: keep the tool's side small too
@@ -159,7 +159,11 @@ func runStorm(ctx context.Context, cfg Config, u *url.URL) (*Result, error) {
 		prefix = fmt.Sprintf("sb%08x", nonce)
 	}
 	topic := cfg.Topic + "/storm/" + strconv.FormatUint(uint64(nonce), 16)
-	conns, errs, took := openMany(ctx, d, cfg.Concurrency, cfg.Conns, prefix+"-c", topic, cfg.QoS)
+	subDialers, err := cfg.subDialers(d)
+	if err != nil {
+		return res, err
+	}
+	conns, errs, took := openMany(ctx, subDialers, cfg.Concurrency, cfg.Conns, prefix+"-c", topic, cfg.QoS)
 	res.connected(len(conns), errs, took)
 	defer closeAll(conns)
 	if len(conns) == 0 {

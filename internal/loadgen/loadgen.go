@@ -58,12 +58,14 @@ const (
 	MaxConns    = 200_000
 	MaxDuration = 10 * time.Minute
 	MaxSize     = 16 << 20
+	MaxSubURLs  = 64
 	headerSize  = 24 // nonce, publisher id, sequence, send time
 )
 
 // Config is one run. Zero values take the scenario's defaults (Defaults).
 type Config struct {
-	URL          string        // tcp://, ws://, ssl://, wss:// (ws path defaults to /mqtt)
+	URL          string        // tcp://, ws://, ssl://, wss:// (ws path defaults to /mqtt); publishers connect here
+	SubURLs      []string      // subscribers connect to these, round robin (subscriber i to SubURLs[i%len]); empty: URL
 	AllowRemote  bool          // allow a non-loopback host
 	Insecure     bool          // skip certificate verification for ssl:// and wss://
 	WSDeflate    bool          // ws://, wss://: offer permessage-deflate (compressed when the broker accepts)
@@ -161,6 +163,17 @@ func (c *Config) Validate() error {
 	if _, err := c.parseURL(); err != nil {
 		errs = append(errs, err)
 	}
+	if len(c.SubURLs) > MaxSubURLs {
+		bad("%d subscriber URLs: want at most %d", len(c.SubURLs), MaxSubURLs)
+	}
+	for _, s := range c.SubURLs {
+		if _, err := c.checkURL(s); err != nil {
+			errs = append(errs, fmt.Errorf("subscriber %w", err))
+		}
+	}
+	if len(c.SubURLs) > 0 && c.Scenario == Idle {
+		bad("subscriber URLs: scenario %s has no subscribers", c.Scenario)
+	}
 	if c.Version != packet.V311 && c.Version != packet.V5 {
 		bad("version %d: want 4 (3.1.1) or 5", c.Version)
 	}
@@ -189,29 +202,76 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// parseURL checks the scheme and, unless AllowRemote, that the host is a
-// loopback address.
-func (c *Config) parseURL() (*url.URL, error) {
-	u, err := url.Parse(c.URL)
+// parseURL checks URL (see checkURL).
+func (c *Config) parseURL() (*url.URL, error) { return c.checkURL(c.URL) }
+
+// checkURL checks the scheme of raw and, unless AllowRemote, that its host
+// is a loopback address. Publishers' and subscribers' URLs are held to the
+// same rules.
+func (c *Config) checkURL(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, fmt.Errorf("url %q: %w", c.URL, err)
+		return nil, fmt.Errorf("url %q: %w", raw, err)
 	}
 	switch u.Scheme {
 	case "tcp", "mqtt", "ssl", "tls", "mqtts", "ws", "wss":
 	default:
-		return nil, fmt.Errorf("url %q: scheme must be tcp, ssl, ws or wss", c.URL)
+		return nil, fmt.Errorf("url %q: scheme must be tcp, ssl, ws or wss", raw)
 	}
 	host := u.Hostname()
 	if host == "" || u.Port() == "" {
-		return nil, fmt.Errorf("url %q: want scheme://host:port", c.URL)
+		return nil, fmt.Errorf("url %q: want scheme://host:port", raw)
 	}
 	if !c.AllowRemote && !isLoopback(host) {
-		return nil, fmt.Errorf("url %q: host is not a loopback address (use -allow-remote to load another machine)", c.URL)
+		return nil, fmt.Errorf("url %q: host is not a loopback address (use -allow-remote to load another machine)", raw)
 	}
 	if (u.Scheme == "ws" || u.Scheme == "wss") && (u.Path == "" || u.Path == "/") {
 		u.Path = "/mqtt"
 	}
 	return u, nil
+}
+
+// SplitURLs splits a comma-separated list of URLs (the -sub-url flag),
+// trimming spaces and dropping empty items.
+func SplitURLs(list string) []string {
+	var urls []string
+	for s := range strings.SplitSeq(list, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			urls = append(urls, s)
+		}
+	}
+	return urls
+}
+
+// subURLs is where subscribers connect: SubURLs, or URL when it is empty.
+func (c *Config) subURLs() []string {
+	if len(c.SubURLs) == 0 {
+		return []string{c.URL}
+	}
+	return c.SubURLs
+}
+
+// SubURL is the URL subscriber i connects to: round robin over SubURLs,
+// URL when SubURLs is empty.
+func (c *Config) SubURL(i int) string {
+	urls := c.subURLs()
+	return urls[i%len(urls)]
+}
+
+// subDialers returns one dialer per subscriber URL (in subURLs order), each
+// a copy of d but for its URL. Validate has checked the URLs.
+func (c *Config) subDialers(d *dialer) ([]*dialer, error) {
+	var ds []*dialer
+	for _, s := range c.subURLs() {
+		u, err := c.checkURL(s)
+		if err != nil {
+			return nil, err
+		}
+		sd := *d
+		sd.u = u
+		ds = append(ds, &sd)
+	}
+	return ds, nil
 }
 
 func isLoopback(host string) bool {
@@ -238,6 +298,8 @@ type Result struct {
 	Window    int     `json:"window,omitempty"`
 	Warmup    float64 `json:"warmup_s"`
 	Duration  float64 `json:"duration_s"` // measured window, as elapsed
+
+	SubURLs []string `json:"sub_urls,omitempty"` // where subscribers connected, round robin (all but idle)
 
 	Sent       uint64  `json:"sent"`       // publishes written, whole run
 	Expected   uint64  `json:"expected"`   // deliveries owed: sent × matching subscribers
@@ -322,6 +384,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 
 func (r *Result) fill(cfg *Config, u *url.URL) {
 	r.Scenario, r.URL, r.Transport = cfg.Scenario, cfg.URL, u.Scheme
+	if cfg.Scenario != Idle {
+		r.SubURLs = cfg.subURLs()
+	}
 	r.Version, r.QoS, r.Size = cfg.Version, cfg.QoS, cfg.Size
 }
 
@@ -332,6 +397,7 @@ func (r *Result) Summary() string {
 	switch r.Scenario {
 	case Idle, ConnStorm:
 		fmt.Fprintf(&b, ", %d connections\n", r.Conns)
+		r.summarizeSubURLs(&b)
 		fmt.Fprintf(&b, "  opened %d (%d failed) in %.2fs: %.0f conn/s\n", r.ConnsOpened, r.ConnectFailures, r.ConnectSeconds, r.ConnsPerSec)
 		if r.RSSAfterKiB > 0 {
 			fmt.Fprintf(&b, "  broker RSS %d KiB -> %d KiB: %.0f B per connection\n", r.RSSBeforeKiB, r.RSSAfterKiB, r.RSSPerConnBytes)
@@ -346,7 +412,9 @@ func (r *Result) Summary() string {
 		} else {
 			fmt.Fprintf(&b, ", window %d", r.Window)
 		}
-		fmt.Fprintf(&b, "\n  measured %.2fs after %.2fs warm-up: sent %.0f msg/s, delivered %.0f msg/s\n",
+		b.WriteString("\n")
+		r.summarizeSubURLs(&b)
+		fmt.Fprintf(&b, "  measured %.2fs after %.2fs warm-up: sent %.0f msg/s, delivered %.0f msg/s\n",
 			r.Duration, r.Warmup, r.SentPerSec, r.DeliveredPerSec)
 		fmt.Fprintf(&b, "  whole run: sent %d, owed %d, delivered %d, lost %d, duplicates %d, reordered %d (drain %.2fs, complete %v)\n",
 			r.Sent, r.Expected, r.Delivered, r.Lost, r.Duplicates, r.Reordered, r.DrainedS, r.Complete)
@@ -363,6 +431,14 @@ func (r *Result) Summary() string {
 		fmt.Fprintf(&b, "  error: %s\n", e)
 	}
 	return b.String()
+}
+
+// summarizeSubURLs writes where subscribers connected when that is not
+// (only) the publishers' URL.
+func (r *Result) summarizeSubURLs(b *strings.Builder) {
+	if len(r.SubURLs) > 1 || (len(r.SubURLs) == 1 && r.SubURLs[0] != r.URL) {
+		fmt.Fprintf(b, "  subscribers round robin over %s\n", strings.Join(r.SubURLs, ", "))
+	}
 }
 
 // Check reports what a strict run refuses: any error, a connection that

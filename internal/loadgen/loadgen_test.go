@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -288,5 +289,87 @@ func TestParsePublish(t *testing.T) {
 				t.Errorf("v%d qos%d: short body accepted", v, qos)
 			}
 		}
+	}
+}
+
+func TestSubURLs(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want []string
+	}{
+		{"", nil},
+		{" , ,", nil},
+		{"tcp://127.0.0.1:1", []string{"tcp://127.0.0.1:1"}},
+		{"tcp://127.0.0.1:1, ws://[::1]:2/mqtt ,,tcp://localhost:3", []string{"tcp://127.0.0.1:1", "ws://[::1]:2/mqtt", "tcp://localhost:3"}},
+	} {
+		if got := SplitURLs(tc.in); !slices.Equal(got, tc.want) {
+			t.Errorf("SplitURLs(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+
+	// Round robin over SubURLs; URL when there are none.
+	c := Config{Scenario: FanOut, URL: "tcp://127.0.0.1:1", SubURLs: []string{"tcp://127.0.0.1:2", "tcp://127.0.0.1:3"}}
+	c.Defaults()
+	var got []string
+	for i := range 5 {
+		got = append(got, c.SubURL(i))
+	}
+	if want := []string{"tcp://127.0.0.1:2", "tcp://127.0.0.1:3", "tcp://127.0.0.1:2", "tcp://127.0.0.1:3", "tcp://127.0.0.1:2"}; !slices.Equal(got, want) {
+		t.Errorf("round robin %q, want %q", got, want)
+	}
+	ds, err := c.subDialers(&dialer{version: c.Version, rbuf: 512})
+	if err != nil || len(ds) != 2 || ds[0].u.Host != "127.0.0.1:2" || ds[1].u.Host != "127.0.0.1:3" || ds[1].rbuf != 512 {
+		t.Errorf("dialers %v, %v", ds, err)
+	}
+	c.SubURLs = nil
+	if c.SubURL(7) != c.URL {
+		t.Errorf("no SubURLs: %q, want the URL", c.SubURL(7))
+	}
+
+	// Every URL is held to the loopback and scheme rules.
+	for _, tc := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{Scenario: FanOut, SubURLs: []string{"tcp://127.0.0.1:2", "tcp://10.1.2.3:1883"}}, "subscriber url \"tcp://10.1.2.3:1883\": host is not a loopback"},
+		{Config{Scenario: FanOut, SubURLs: []string{"http://127.0.0.1:2"}}, "scheme"},
+		{Config{Scenario: FanOut, SubURLs: []string{"tcp://127.0.0.1"}}, "host:port"},
+		{Config{Scenario: Idle, SubURLs: []string{"tcp://127.0.0.1:2"}}, "no subscribers"},
+		{Config{Scenario: FanOut, SubURLs: make([]string, MaxSubURLs+1)}, "subscriber URLs"},
+	} {
+		c := tc.cfg
+		c.Defaults()
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: got %v, want %q", tc.cfg.SubURLs, err, tc.want)
+		}
+	}
+	c = Config{Scenario: FanOut, URL: "tcp://10.1.2.3:1", SubURLs: []string{"tcp://10.1.2.4:1"}, AllowRemote: true}
+	c.Defaults()
+	if err := c.Validate(); err != nil {
+		t.Errorf("-allow-remote: %v", err)
+	}
+}
+
+// TestSubURLsRun spreads subscribers over the broker's tcp and ws listeners
+// (one broker, so every message reaches all of them).
+func TestSubURLsRun(t *testing.T) {
+	tcp, ws := urls(t)
+	r := runJSON(t, Config{URL: tcp, SubURLs: []string{ws, tcp}, Scenario: FanOut, Subs: 5, QoS: 1,
+		Duration: 500 * time.Millisecond})
+	checkClosedLoop(t, r)
+	if r.URL != tcp || !slices.Equal(r.SubURLs, []string{ws, tcp}) || r.Transport != "tcp" {
+		t.Errorf("url %q sub_urls %q transport %q", r.URL, r.SubURLs, r.Transport)
+	}
+	if !strings.Contains(r.Summary(), "round robin over "+ws+", "+tcp) {
+		t.Errorf("summary does not say where subscribers are:\n%s", r.Summary())
+	}
+	r = runJSON(t, Config{URL: ws, SubURLs: []string{tcp, ws}, Scenario: ConnStorm, Conns: 20})
+	if r.StormReceived != 20 || !r.Complete || !slices.Equal(r.SubURLs, []string{tcp, ws}) {
+		t.Errorf("connstorm: received %d of 20, sub_urls %q", r.StormReceived, r.SubURLs)
+	}
+	// Without SubURLs the JSON names the URL.
+	r = runJSON(t, Config{URL: tcp, Scenario: FanOut, Subs: 2, Duration: 200 * time.Millisecond})
+	if !slices.Equal(r.SubURLs, []string{tcp}) || strings.Contains(r.Summary(), "round robin") {
+		t.Errorf("sub_urls %q", r.SubURLs)
 	}
 }

@@ -316,6 +316,10 @@ func runPubSub(ctx context.Context, cfg Config, u *url.URL) (*Result, error) {
 	case total <= 1000:
 		d.rbuf = 16 << 10
 	}
+	subDialers, err := cfg.subDialers(d)
+	if err != nil {
+		return nil, err
+	}
 
 	// Topology.
 	pubTopic := func(i int) string {
@@ -372,7 +376,8 @@ func runPubSub(ctx context.Context, cfg Config, u *url.URL) (*Result, error) {
 	}()
 	errs := parallel(setupCtx, cfg.Concurrency, len(r.subs)+len(r.pubs), func(ctx context.Context, i int) error {
 		if i < len(r.subs) {
-			c, err := d.open(ctx, fmt.Sprintf("%s-s%d", prefix, i), subFilter(i), cfg.QoS)
+			sd := subDialers[i%len(subDialers)] // round robin, as Config.SubURL
+			c, err := sd.open(ctx, fmt.Sprintf("%s-s%d", prefix, i), subFilter(i), cfg.QoS)
 			r.subs[i].c = c
 			return err
 		}
