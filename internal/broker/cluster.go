@@ -71,6 +71,19 @@ func (b *Broker) Inject(m *session.Message) int {
 	return n
 }
 
+// InjectBatch is Inject for several messages in one operation: one store
+// commit covers them all, so a busy backplane does not wait for a sync per
+// message.
+func (b *Broker) InjectBatch(ms []*session.Message) {
+	t := b.begin(true)
+	sync := false
+	for _, m := range ms {
+		b.route(m, t, sharedNone)
+		sync = sync || m.QoS > 0
+	}
+	t.commit(sync)
+}
+
 // InjectShared delivers a message to one member of the local share group
 // (group, filter): the cluster chose this node for it.
 func (b *Broker) InjectShared(m *session.Message, group, filter string) int {

@@ -30,6 +30,11 @@ import (
 	"github.com/starling-mqtt/starling/internal/session"
 )
 
+// plainQueue is how many messages from other nodes may wait for delivery;
+// beyond it NATS drops them and reports a slow consumer (logged). It bounds
+// the memory they hold to plainQueue times the largest message.
+const plainQueue = 8192
+
 // Config says how a node joins its cluster.
 type Config struct {
 	Name    string   // cluster name; every node uses the same
@@ -83,6 +88,12 @@ type Node struct {
 	kq   []func(context.Context)
 	ksig chan struct{}
 
+	// owners mirrors the sessions bucket (key -> record and revision), so
+	// taking over a lost node needs no listing while the cluster is busy
+	// re-electing leaders.
+	omu    sync.Mutex
+	owners map[string]mirrored
+
 	ready    chan struct{} // closed once the buckets exist
 	sessions jetstream.KeyValue
 	retained jetstream.KeyValue
@@ -93,6 +104,11 @@ type Node struct {
 }
 
 type interestKey struct{ group, filter string }
+
+type mirrored struct {
+	rev uint64
+	rec record
+}
 
 type interestOp struct {
 	interestKey
@@ -132,8 +148,8 @@ func Start(cfg Config, b *broker.Broker) (*Node, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.Node), b: b,
-		plain: make(chan *nats.Msg, 1<<16), isig: make(chan struct{}, 1), ksig: make(chan struct{}, 1),
-		isubs: make(map[interestKey][]*nats.Subscription), ready: make(chan struct{})}
+		plain: make(chan *nats.Msg, plainQueue), isig: make(chan struct{}, 1), ksig: make(chan struct{}, 1),
+		isubs: make(map[interestKey][]*nats.Subscription), ready: make(chan struct{}), owners: make(map[string]mirrored)}
 	var id [8]byte
 	rand.Read(id[:])
 	n.instance = binary.BigEndian.Uint64(id[:])
@@ -271,6 +287,13 @@ func (n *Node) setup(size int) {
 	if n.retained = open(retainedBucket); n.retained == nil {
 		return
 	}
+	sw, err := n.sessions.WatchAll(n.ctx)
+	if err != nil {
+		n.log.Error("cluster: watch sessions", "err", err)
+		return
+	}
+	n.wg.Add(1)
+	go n.mirrorSessions(sw)
 	w, err := n.retained.WatchAll(n.ctx)
 	if err != nil {
 		n.log.Error("cluster: watch retained messages", "err", err)
@@ -393,44 +416,56 @@ func (n *Node) watchPeers() {
 	}
 }
 
+// mirrorSessions keeps owners in step with the sessions bucket.
+func (n *Node) mirrorSessions(w jetstream.KeyWatcher) {
+	defer n.wg.Done()
+	defer w.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case e, ok := <-w.Updates():
+			if !ok {
+				return
+			}
+			if e == nil {
+				continue
+			}
+			n.omu.Lock()
+			var r record
+			if e.Operation() == jetstream.KeyValuePut && json.Unmarshal(e.Value(), &r) == nil {
+				n.owners[e.Key()] = mirrored{rev: e.Revision(), rec: r}
+			} else {
+				delete(n.owners, e.Key())
+			}
+			n.omu.Unlock()
+		}
+	}
+}
+
 // takeOver claims every session record of a lost node.
 func (n *Node) takeOver(lost string) error {
-	ctx, cancel := context.WithTimeout(n.ctx, 30*time.Second)
-	defer cancel()
-	lister, err := n.sessions.ListKeys(ctx)
-	if errors.Is(err, jetstream.ErrNoKeysFound) {
-		return nil
+	n.omu.Lock()
+	todo := make(map[string]mirrored)
+	for k, m := range n.owners {
+		if m.rec.Node == lost {
+			todo[k] = m
+		}
 	}
-	if err != nil {
-		return fmt.Errorf("list sessions: %w", err)
-	}
-	var keys []string
-	for k := range lister.Keys() {
-		keys = append(keys, k)
-	}
-	if ctx.Err() != nil {
-		return fmt.Errorf("list sessions: %w", ctx.Err())
-	}
+	n.omu.Unlock()
 	adopted := 0
-	for _, k := range keys {
-		e, err := n.sessions.Get(ctx, k)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("read session: %w", err)
-		}
-		var r record
-		if json.Unmarshal(e.Value(), &r) != nil || r.Node != lost {
-			continue
-		}
+	for k, m := range todo {
+		r := m.rec
 		// Compare-and-set first, so that a will is published once even
 		// if two nodes try.
+		ctx, cancel := context.WithTimeout(n.ctx, readyWait)
+		var err error
 		if r.Session == nil || r.Session.Session.ExpiryInterval == 0 {
-			err = n.sessions.Delete(ctx, k, jetstream.LastRevision(e.Revision()))
+			err = n.sessions.Delete(ctx, k, jetstream.LastRevision(m.rev))
 		} else {
-			_, err = n.sessions.Update(ctx, k, mustJSON(record{Node: n.cfg.Node, Session: r.Session}), e.Revision())
+			_, err = n.sessions.Update(ctx, k, mustJSON(record{Node: n.cfg.Node, Session: r.Session}), m.rev)
 		}
+		cancel()
 		if isRevisionMismatch(err) || errors.Is(err, jetstream.ErrKeyExists) {
 			continue // changed meanwhile: its client is back somewhere
 		}
@@ -570,30 +605,52 @@ func (n *Node) applyInterest(op interestOp) {
 func (n *Node) receiveLoop() {
 	defer n.wg.Done()
 	last := make(map[uint64]uint64)
+	var batch []*session.Message
+	take := func(msg *nats.Msg) {
+		h, m, err := decodeMessage(msg.Data)
+		if err != nil {
+			n.log.Warn("cluster: dropping undecodable message", "subject", msg.Subject, "err", err)
+			return
+		}
+		if h.instance == n.instance {
+			return // delivered locally when published
+		}
+		if s, ok := last[h.instance]; ok && h.seq <= s {
+			return
+		}
+		if len(last) > 1024 {
+			clear(last) // instances of restarted nodes pile up otherwise
+		}
+		last[h.instance] = h.seq
+		batch = append(batch, m)
+	}
 	for {
 		select {
 		case <-n.ctx.Done():
 			return
 		case msg := <-n.plain:
-			h, m, err := decodeMessage(msg.Data)
-			if err != nil {
-				n.log.Warn("cluster: dropping undecodable message", "subject", msg.Subject, "err", err)
-				continue
+			take(msg)
+		}
+		// Whatever else has arrived goes in the same operation.
+	more:
+		for len(batch) < maxBatch {
+			select {
+			case msg := <-n.plain:
+				take(msg)
+			default:
+				break more
 			}
-			if h.instance == n.instance {
-				continue // delivered locally when published
-			}
-			if s, ok := last[h.instance]; ok && h.seq <= s {
-				continue
-			}
-			if len(last) > 1024 {
-				clear(last) // instances of restarted nodes pile up otherwise
-			}
-			last[h.instance] = h.seq
-			n.b.Inject(m)
+		}
+		if len(batch) > 0 {
+			n.b.InjectBatch(batch)
+			clear(batch)
+			batch = batch[:0]
 		}
 	}
 }
+
+// maxBatch bounds the messages delivered in one broker operation.
+const maxBatch = 256
 
 // Retain replicates a retained message (or its deletion).
 func (n *Node) Retain(m *session.Message) {
