@@ -162,6 +162,7 @@ func (b *Broker) HandleConn(nc net.Conn) {
 	}
 	c := conn.New(nc, b.lim.MaxPacketSize)
 	c.Totals = &b.bytes
+	c.MaxQueuedBytes = b.lim.MaxQueuedBytes
 	b.conns[c] = struct{}{}
 	b.mu.Unlock()
 	defer func() {
@@ -271,7 +272,7 @@ func newClientID() string {
 }
 
 func (b *Broker) sessionLimits() session.Limits {
-	return session.Limits{MaxQueued: b.lim.MaxQueued, MaxInflight: b.lim.MaxInflight, ReceiveMax: b.lim.MaxInflight}
+	return session.Limits{MaxQueued: b.lim.MaxQueued, MaxQueuedBytes: b.lim.MaxQueuedBytes, MaxInflight: b.lim.MaxInflight, ReceiveMax: b.lim.MaxInflight}
 }
 
 // subValue is what the subscription index holds per subscription.

@@ -121,6 +121,7 @@ func TestLoadEveryKey(t *testing.T) {
 			MaxPacketSize:    65536,
 			MaxInflight:      32,
 			MaxQueued:        500,
+			MaxQueuedBytes:   4 << 20,
 			MaxTopicAlias:    10,
 			MaxConnections:   10000,
 			MaxSessionExpiry: 24 * time.Hour,
