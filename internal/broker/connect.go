@@ -19,6 +19,8 @@ type handler struct {
 	c      *conn.Conn
 	remote string
 	cl     *client
+	// listener is the name of the listener that accepted the connection.
+	listener string
 
 	version     byte
 	keepAlive   time.Duration
