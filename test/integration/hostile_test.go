@@ -349,9 +349,10 @@ func TestHostileDeepTopics(t *testing.T) {
 }
 
 // Invalid UTF-8 (and U+0000) in an MQTT 5 topic, filter or string property
-// is a malformed packet: DISCONNECT 0x81 [MQTT-1.5.4-1, 1.5.4-2]. In a
-// CONNECT (client ID, user name, will topic) the connection is closed
-// without CONNACK, which the spec allows [MQTT-4.13.1-1].
+// is a malformed packet: DISCONNECT 0x81 [MQTT-1.5.4-1, 1.5.4-2]. In an
+// MQTT 5 CONNECT (client ID, user name, will topic, properties) it is
+// CONNACK 0x81, then a close [MQTT-4.13.1-1]; a 3.1.1 CONNECT is closed
+// without CONNACK, having no code for it [MQTT-3.1.4-1].
 func TestHostileInvalidUTF8(t *testing.T) {
 	t.Parallel()
 	_, addr := testutil.StartBroker(t, func(c *starling.Config) { c.Store = "memory" })
@@ -389,23 +390,33 @@ func TestHostileInvalidUTF8(t *testing.T) {
 			r.ExpectClosed(packet.MalformedPacket)
 		})
 	}
-	connect := func(flags byte, payload ...[]byte) []byte {
-		return hostilePkt(0x10, append([][]byte{v3Str("MQTT"), {5, flags, 0, 30}, props()}, payload...)...)
+	connect := func(cprops []byte, flags byte, payload ...[]byte) []byte {
+		return hostilePkt(0x10, append([][]byte{v3Str("MQTT"), {5, flags, 0, 30}, cprops}, payload...)...)
 	}
 	for _, tc := range []struct {
 		name string
 		raw  []byte
 	}{
-		{"client ID", connect(0x02, v3Str("id-\xff"))},
-		{"user name", connect(0x82, v3Str("id"), v3Str("user\xc3"))},
-		{"will topic", connect(0x06, v3Str("id"), props(), v3Str("w/\xff"), v3Str("p"))},
+		{"client ID", connect(props(), 0x02, v3Str("id-\xff"))},
+		{"user name", connect(props(), 0x82, v3Str("id"), v3Str("user\xc3"))},
+		{"will topic", connect(props(), 0x06, v3Str("id"), props(), v3Str("w/\xff"), v3Str("p"))},
+		{"will user property", connect(props(), 0x06, v3Str("id"), props(userProp("k", "\xff")), v3Str("w/t"), v3Str("p"))},
+		{"user property", connect(props(userProp("\xed\xbf\xbf", "v")), 0x02, v3Str("id"))},
 	} {
 		t.Run("CONNECT "+tc.name, func(t *testing.T) {
 			r := v5Dial(t, addr)
 			r.WriteRaw(tc.raw)
-			v3ExpectClosedSilently(t, r, tc.name)
+			if ack := v5Read[*packet.Connack](t, r); ack.ReasonCode != packet.MalformedPacket {
+				t.Fatalf("CONNACK 0x%02x, want 0x81", byte(ack.ReasonCode))
+			}
+			v3ExpectClosedSilently(t, r, tc.name+" after CONNACK")
 		})
 	}
+	t.Run("CONNECT 3.1.1 client ID", func(t *testing.T) {
+		r := v3Raw(t, addr)
+		r.WriteRaw(hostilePkt(0x10, v3Str("MQTT"), []byte{4, 2, 0, 30}, v3Str("id-\xff")))
+		v3ExpectClosedSilently(t, r, "3.1.1 client ID")
+	})
 	v5Silent(t, sub, v5Quiet) // nothing any of them carried was forwarded
 	w.check(t)
 }
