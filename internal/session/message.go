@@ -54,7 +54,3 @@ type Delivery struct {
 // size is what a delivery counts against the queued-bytes bound: the
 // message's topic and payload.
 func (d *Delivery) size() int { return len(d.Msg.Topic) + len(d.Msg.Payload) }
-
-// MessageSize is the topic and payload bytes of the message an outgoing PUBLISH
-// carries, what a connection counts against its queued-bytes bound.
-func (o *Outgoing) MessageSize() int { return len(o.Msg.Topic) + len(o.Msg.Payload) }
