@@ -3,13 +3,16 @@ package integration
 import (
 	"fmt"
 	"net"
+	"path/filepath"
 	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/eclipse/paho.golang/paho"
 	"github.com/starling-mqtt/starling"
+	"github.com/starling-mqtt/starling/internal/auth"
 	"github.com/starling-mqtt/starling/internal/packet"
 	"github.com/starling-mqtt/starling/internal/testutil"
 )
@@ -49,30 +52,7 @@ func TestHostileFloodBoundedMemory(t *testing.T) {
 	})
 	w := startWitness(t, addr, "flood")
 
-	runtime.GC()
-	var base runtime.MemStats
-	runtime.ReadMemStats(&base)
-	var peak atomic.Uint64
-	stopSampling := make(chan struct{})
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		var m runtime.MemStats
-		for {
-			// Live data: garbage would make the figure depend on when the
-			// collector last ran.
-			runtime.GC()
-			runtime.ReadMemStats(&m)
-			if m.HeapAlloc > peak.Load() {
-				peak.Store(m.HeapAlloc)
-			}
-			select {
-			case <-stopSampling:
-				return
-			case <-time.After(100 * time.Millisecond):
-			}
-		}
-	}()
+	base, peak := sampleHeap(100 * time.Millisecond)
 
 	connect := func(nc net.Conn, id string) error {
 		cp, _ := packet.Append(nil, &packet.Connect{ProtocolName: "MQTT", ProtocolVersion: packet.V5, CleanStart: true, ClientID: id}, packet.V5)
@@ -154,18 +134,139 @@ func TestHostileFloodBoundedMemory(t *testing.T) {
 	v5Read[*packet.Pingresp](t, pub)
 	w.check(t)
 	time.Sleep(2500 * time.Millisecond) // past the connect timeout
-	close(stopSampling)
-	<-sampled
+	top := peak()
 	close(errs)
 	for err := range errs {
 		t.Error(err)
 	}
-	grew := int64(peak.Load()) - int64(base.HeapAlloc)
-	t.Logf("heap: %d MiB before, peak %d MiB (+%d MiB) with %d misbehaving connections", base.HeapAlloc>>20, peak.Load()>>20, grew>>20, floodConns)
+	grew := int64(top) - int64(base)
+	t.Logf("heap: %d MiB before, peak %d MiB (+%d MiB) with %d misbehaving connections", base>>20, top>>20, grew>>20, floodConns)
 	if grew > floodHeapCeiling {
 		t.Fatalf("heap grew by %d MiB under the flood, ceiling %d MiB", grew>>20, floodHeapCeiling>>20)
 	}
 	for _, nc := range open {
 		nc.Close()
+	}
+}
+
+// sampleHeap measures the live heap now and then every interval until the
+// returned function is called, which returns the highest sample. Each
+// sample follows a forced collection: garbage would make the figure depend
+// on when the collector last ran.
+func sampleHeap(interval time.Duration) (base uint64, peak func() uint64) {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	var top atomic.Uint64
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		var m runtime.MemStats
+		for {
+			runtime.GC()
+			runtime.ReadMemStats(&m)
+			if m.HeapAlloc > top.Load() {
+				top.Store(m.HeapAlloc)
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(interval):
+			}
+		}
+	}()
+	return m.HeapAlloc, func() uint64 {
+		close(stop)
+		<-done
+		return top.Load()
+	}
+}
+
+// A storm of logins with wrong passwords: each argon2id verification holds
+// 19 MiB while it runs, and auth.max_concurrent_verifications (2 here) bounds
+// how many run at once, so the heap follows the slots, not the 300
+// attempts (300 × 19 MiB = 5.6 GiB). A sample after a forced collection
+// also counts the hashes that began or ended during it: measured 2 to 2.5
+// times the running ones (41 MiB with one slot, 98 MiB with two). The
+// ceiling is three times the slots' 38 MiB plus 16 MiB for the
+// connections: 130 MiB. Every attempt is refused:
+// 0x86 (bad user name or password) once verified, 0x89 (server busy) when no
+// slot came free before the connect timeout. A paho.golang client (logged
+// in before the storm) keeps exchanging messages meanwhile.
+// Not parallel: it measures the heap of the whole process.
+func TestHostileLoginStorm(t *testing.T) {
+	// The default memory (19 MiB) with 10 passes instead of 2: each hash
+	// lasts longer than a collection, so a heap sample counts few hashes
+	// besides those running.
+	params := auth.DefaultArgon2
+	params.Time = 10
+	hash, err := auth.HashPassword([]byte("s3cret"), params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw := filepath.Join(t.TempDir(), "passwd")
+	writeFile(t, pw, "alice:"+hash+"\n")
+	_, addr := testutil.StartBroker(t, func(c *starling.Config) {
+		c.Store = "memory"
+		c.Limits.ConnectTimeout = 3 * time.Second
+		c.Auth.AllowAnonymous = false
+		c.Auth.PasswordFile = pw
+		c.Auth.MaxConcurrentVerifications = 2
+	})
+	login := &paho.Connect{CleanStart: true, KeepAlive: 30, Username: "alice", UsernameFlag: true, Password: []byte("s3cret"), PasswordFlag: true}
+	sub, _ := dialV5(t, addr, "storm-sub", login)
+	sub.sub(t, paho.SubscribeOptions{Topic: "storm/t", QoS: 1})
+	pub, _ := dialV5(t, addr, "storm-pub", &paho.Connect{CleanStart: true, KeepAlive: 30, Username: "alice", UsernameFlag: true,
+		Password: []byte("s3cret"), PasswordFlag: true})
+
+	const storm = 300
+	base, peak := sampleHeap(20 * time.Millisecond)
+	codes := make(chan packet.ReasonCode, storm)
+	var wg sync.WaitGroup
+	for i := range storm {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			nc, err := net.Dial("tcp", addr)
+			if err != nil {
+				codes <- 0xff
+				return
+			}
+			defer nc.Close()
+			cp, _ := packet.Append(nil, &packet.Connect{ProtocolName: "MQTT", ProtocolVersion: packet.V5, CleanStart: true,
+				ClientID: fmt.Sprintf("guess-%d", i), Username: "alice", HasUsername: true,
+				Password: []byte(fmt.Sprintf("guess-%d", i)), HasPassword: true}, packet.V5)
+			nc.Write(cp)
+			nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+			ack, ok := (&rawReader{nc: nc}).next().(*packet.Connack)
+			if !ok {
+				codes <- 0xfe
+				return
+			}
+			codes <- ack.ReasonCode
+		}()
+	}
+	// Meanwhile the logged-in clients keep going.
+	for i := range 5 {
+		pub.pub(t, &paho.Publish{Topic: "storm/t", QoS: 1, Payload: []byte{byte('0' + i)}})
+		if m := sub.expect(t); string(m.Payload) != string(rune('0'+i)) {
+			t.Fatalf("got %q during the storm", m.Payload)
+		}
+	}
+	wg.Wait()
+	top := peak()
+	close(codes)
+	count := map[packet.ReasonCode]int{}
+	for c := range codes {
+		count[c]++
+	}
+	t.Logf("%d logins: %d refused 0x86 after a hash, %d refused 0x89 busy; heap %d MiB before, peak %d MiB",
+		storm, count[packet.BadUsernameOrPassword], count[packet.ServerBusy], base>>20, top>>20)
+	if count[packet.BadUsernameOrPassword]+count[packet.ServerBusy] != storm || count[packet.BadUsernameOrPassword] == 0 {
+		t.Fatalf("answers %v, want every one 0x86 or 0x89, some 0x86", count)
+	}
+	const ceiling = 3*2*19<<20 + 16<<20
+	if grew := int64(top) - int64(base); grew > ceiling {
+		t.Fatalf("heap grew by %d MiB during the storm, ceiling %d MiB", grew>>20, ceiling>>20)
 	}
 }
