@@ -142,6 +142,7 @@ func TestSecurityHardeningExample(t *testing.T) {
 		{"publish rates set", l.PublishRate > 0 && l.PublishBytesRate > 0},
 		{"queues bounded tighter than the defaults", l.MaxQueuedBytes > 0 && l.MaxQueuedBytes < Default().Limits.MaxQueuedBytes},
 		{"connections bounded", l.MaxConnections > 0 && l.MaxConnectionsPerAddress > 0 && l.ConnectRatePerAddress > 0},
+		{"keep alive capped", l.MaxKeepAlive > 0},
 	} {
 		if !c.ok {
 			t.Errorf("hardening example: %s: not so in %+v", c.what, cfg)
