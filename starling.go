@@ -298,7 +298,8 @@ func (s *Server) accept(ln net.Listener, name string) {
 const WSPath = "/mqtt"
 
 // wsMux serves MQTT over WebSocket at each configured path, matched exactly.
-// name is the listener's, for the per-listener connection counts.
+// name is the listener's, for the per-listener connection counts and
+// anonymous access.
 func (s *Server) wsMux(name string) *http.ServeMux {
 	ws := s.cfg.WebSocket
 	h := transport.NewWSHandler(transport.WSOptions{

@@ -171,9 +171,9 @@ func (a *Auth) readFile(name, key string) ([]byte, error) {
 //  2. Else, with a user name: with a password file, the password must
 //     verify (0x86 otherwise; an unknown user costs one hash, like a known
 //     one); without one the name cannot be checked, so the client is
-//     anonymous (allowed only with allow_anonymous; 0x86 otherwise).
-//  3. Else the client is anonymous: allowed with allow_anonymous, 0x87
-//     otherwise.
+//     anonymous (allowed only where anonymous clients are; 0x86 otherwise).
+//  3. Else the client is anonymous: allowed with allow_anonymous or on a
+//     listener of anonymous_listeners (c.Listener), 0x87 otherwise.
 //
 // When max_concurrent_verifications hashes are already running, a client
 // waits for a slot until ctx ends, then gets 0x89 (server busy).
@@ -184,7 +184,7 @@ func (a *Auth) Authenticate(ctx context.Context, c *broker.ConnectInfo) (broker.
 	}
 	if c.HasUsername {
 		if st.users == nil {
-			if a.cfg.AllowAnonymous {
+			if a.cfg.AnonymousAllowed(c.Listener) {
 				return broker.Identity{Anonymous: true}, packet.Success, nil
 			}
 			a.loginFailed(c, "no password file to check the user name")
@@ -216,7 +216,7 @@ func (a *Auth) Authenticate(ctx context.Context, c *broker.ConnectInfo) (broker.
 		}
 		return broker.Identity{Username: c.Username, Superuser: a.superusers[c.Username]}, packet.Success, nil
 	}
-	if a.cfg.AllowAnonymous {
+	if a.cfg.AnonymousAllowed(c.Listener) {
 		return broker.Identity{Anonymous: true}, packet.Success, nil
 	}
 	a.loginFailed(c, "anonymous access is off")
@@ -279,8 +279,11 @@ func (a *Auth) loginFailed(c *broker.ConnectInfo, reason string) {
 	if c.Remote != nil {
 		remote = c.Remote.String()
 	}
-	a.audit.write("login failed", slog.String("client_id", c.ClientID), slog.String("username", c.Username),
-		slog.String("remote", remote), slog.String("reason", reason))
+	attrs := []slog.Attr{slog.String("client_id", c.ClientID), slog.String("username", c.Username), slog.String("remote", remote)}
+	if c.Listener != "" {
+		attrs = append(attrs, slog.String("listener", c.Listener))
+	}
+	a.audit.write("login failed", append(attrs, slog.String("reason", reason))...)
 }
 
 var actionNames = [...]string{broker.ActPublish: "publish", broker.ActSubscribe: "subscribe", broker.ActRead: "read"}

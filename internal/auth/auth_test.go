@@ -144,6 +144,13 @@ func TestPasswords(t *testing.T) {
 	}
 }
 
+// onListener is a copy of c arriving on the named listener.
+func onListener(c *broker.ConnectInfo, name string) *broker.ConnectInfo {
+	cp := *c
+	cp.Listener = name
+	return &cp
+}
+
 func TestAnonymous(t *testing.T) {
 	dir := t.TempDir()
 	pf := writeFile(t, dir, "passwd", "alice:"+mustHash(t, "pw")+"\n")
@@ -162,6 +169,12 @@ func TestAnonymous(t *testing.T) {
 		{"on with password file", Config{AllowAnonymous: true, PasswordFile: pf}, anon, packet.Success, true},
 		{"on with password file, bad name still refused", Config{AllowAnonymous: true, PasswordFile: pf}, named, packet.BadUsernameOrPassword, false},
 		{"off, certs only, a name is refused", Config{AllowAnonymous: false, CertUsername: "cn"}, named, packet.BadUsernameOrPassword, false},
+		{"off, on for this listener", Config{PasswordFile: pf, AnonymousListeners: []string{"tcp"}}, onListener(anon, "tcp"), packet.Success, true},
+		{"off, on for another listener", Config{PasswordFile: pf, AnonymousListeners: []string{"tcp"}}, onListener(anon, "mqtts"), packet.NotAuthorized, false},
+		{"off, on for tcp, direct connection", Config{PasswordFile: pf, AnonymousListeners: []string{"tcp"}}, anon, packet.NotAuthorized, false},
+		{"on for this listener, a wrong password is still refused", Config{PasswordFile: pf, AnonymousListeners: []string{"tcp"}}, onListener(named, "tcp"), packet.BadUsernameOrPassword, false},
+		{"on for this listener only: an unverifiable name", Config{CertUsername: "cn", AnonymousListeners: []string{"http"}}, onListener(named, "http"), packet.Success, true},
+		{"on for another listener only: an unverifiable name", Config{CertUsername: "cn", AnonymousListeners: []string{"http"}}, onListener(named, "https"), packet.BadUsernameOrPassword, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			a, _ := newAuth(t, tt.cfg)
@@ -339,6 +352,18 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if err := (Config{CertUsername: "cn"}).Validate(); err != nil {
 		t.Errorf("certificates only: %v", err)
+	}
+	if err := (Config{AnonymousListeners: []string{"tcp"}}).Validate(); err != nil {
+		t.Errorf("anonymous on one listener only: %v", err)
+	}
+	for cfg, key := range map[*Config]string{
+		{AllowAnonymous: true, AnonymousListeners: []string{"tcp"}}:                          "auth.anonymous_listeners: set while allow_anonymous is true",
+		{AnonymousListeners: []string{"tcp", "mqtt"}}:                                        "auth.anonymous_listeners[1]: must be one of",
+		{AnonymousListeners: []string{"http", "http"}, PasswordFile: "/etc/starling/passwd"}: "auth.anonymous_listeners[1]: http is listed twice",
+	} {
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("%+v: error %v, want %q", cfg, err, key)
+		}
 	}
 	if _, err := New(Config{AllowAnonymous: true, PasswordFile: "/nonexistent/passwd"}, nil); err == nil ||
 		!strings.Contains(err.Error(), "auth.password_file") {

@@ -134,7 +134,11 @@ type client struct {
 
 // HandleConn runs one connection to its end. Transports call it in a
 // goroutine per accepted connection.
-func (b *Broker) HandleConn(nc net.Conn) {
+func (b *Broker) HandleConn(nc net.Conn) { b.serveConn(nc, "") }
+
+// serveConn runs a connection accepted by the named listener ("" when
+// unknown); the Authenticator sees the name in ConnectInfo.Listener.
+func (b *Broker) serveConn(nc net.Conn, listener string) {
 	b.mu.Lock()
 	if b.closing {
 		b.mu.Unlock()
@@ -162,6 +166,7 @@ func (b *Broker) HandleConn(nc net.Conn) {
 	}
 	c := conn.New(nc, b.lim.MaxPacketSize)
 	c.Totals = &b.bytes
+	c.MaxQueuedBytes = b.lim.MaxQueuedBytes
 	b.conns[c] = struct{}{}
 	b.mu.Unlock()
 	defer func() {
@@ -169,7 +174,7 @@ func (b *Broker) HandleConn(nc net.Conn) {
 		delete(b.conns, c)
 		b.mu.Unlock()
 	}()
-	h := &handler{b: b, c: c, remote: nc.RemoteAddr().String()}
+	h := &handler{b: b, c: c, remote: nc.RemoteAddr().String(), listener: listener}
 	func() {
 		defer func() {
 			// A bug triggered by one client ends that connection only.
@@ -271,7 +276,7 @@ func newClientID() string {
 }
 
 func (b *Broker) sessionLimits() session.Limits {
-	return session.Limits{MaxQueued: b.lim.MaxQueued, MaxInflight: b.lim.MaxInflight, ReceiveMax: b.lim.MaxInflight}
+	return session.Limits{MaxQueued: b.lim.MaxQueued, MaxQueuedBytes: b.lim.MaxQueuedBytes, MaxInflight: b.lim.MaxInflight, ReceiveMax: b.lim.MaxInflight}
 }
 
 // subValue is what the subscription index holds per subscription.

@@ -19,6 +19,8 @@ type handler struct {
 	c      *conn.Conn
 	remote string
 	cl     *client
+	// listener is the name of the listener that accepted the connection.
+	listener string
 
 	version     byte
 	keepAlive   time.Duration
@@ -42,11 +44,18 @@ func (h *handler) run() {
 	p, _, err := h.c.ReadPacket(h.deadline)
 	if err != nil {
 		var pe *packet.Error
-		if _, isConnect := p.(*packet.Connect); isConnect && errors.As(err, &pe) && pe.Code == packet.UnsupportedProtocolVersion {
+		cp, isConnect := p.(*packet.Connect)
+		switch {
+		case isConnect && errors.As(err, &pe) && pe.Code == packet.UnsupportedProtocolVersion:
 			// [MQTT-3.1.2-2] answer in the 3.1.1 form every client reads.
 			h.c.SetVersion(packet.V311)
 			h.c.CloseAfter(&packet.Connack{ReasonCode: packet.V3UnacceptableVersion})
-		} else {
+		case isConnect && cp.ProtocolVersion == packet.V5 && pe != nil && (pe.Code == packet.MalformedPacket || pe.Code == packet.ProtocolError):
+			// [MQTT-4.13.1-1] an MQTT 5 client may be told why (invalid
+			// UTF-8, a bad property...); 3.x has no code for it.
+			h.c.SetVersion(packet.V5)
+			h.c.CloseAfter(&packet.Connack{ReasonCode: pe.Code})
+		default:
 			h.c.Close()
 		}
 		h.b.log.Debug("connect failed", "remote", h.remote, "err", err)

@@ -21,6 +21,10 @@ type ConnectInfo struct {
 	Version     byte
 	Remote      net.Addr             // real client address (PROXY protocol / trusted X-Forwarded-For applied)
 	TLS         *tls.ConnectionState // nil on plain connections; PeerCertificates holds a verified client certificate
+	// Listener names the listener the connection came in on (tcp, mqtts,
+	// http, https, listen_any), as given to HandleConnOn; "" from
+	// HandleConn.
+	Listener string
 }
 
 // Identity is who a client is once authenticated.
@@ -133,7 +137,7 @@ func (h *handler) authenticate(cp *packet.Connect) (Identity, packet.ReasonCode)
 	nc := h.c.NetConn()
 	ci := &ConnectInfo{ClientID: cp.ClientID, Username: cp.Username, HasUsername: cp.HasUsername,
 		Password: cp.Password, HasPassword: cp.HasPassword, Version: cp.ProtocolVersion,
-		Remote: nc.RemoteAddr(), TLS: tlsState(nc)}
+		Remote: nc.RemoteAddr(), TLS: tlsState(nc), Listener: h.listener}
 	ctx, cancel := context.WithTimeout(context.Background(), h.b.lim.ConnectTimeout)
 	defer cancel()
 	id, code, err := h.b.authn.Authenticate(ctx, ci)
@@ -163,7 +167,7 @@ func (h *handler) enhancedAuth(cp *packet.Connect, deadline time.Time) (id Ident
 	nc := h.c.NetConn()
 	ci := &ConnectInfo{ClientID: cp.ClientID, Username: cp.Username, HasUsername: cp.HasUsername,
 		Password: cp.Password, HasPassword: cp.HasPassword, Version: cp.ProtocolVersion,
-		Remote: nc.RemoteAddr(), TLS: tlsState(nc)}
+		Remote: nc.RemoteAddr(), TLS: tlsState(nc), Listener: h.listener}
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	step, err := ea.StartAuth(ctx, ci, method, cp.Properties.AuthData)
@@ -242,7 +246,7 @@ func (h *handler) onAuth(a *packet.Auth) string {
 		}
 		nc := h.c.NetConn()
 		ci := &ConnectInfo{ClientID: h.cl.id, Username: h.info.Username, HasUsername: h.info.Username != "",
-			Version: h.version, Remote: nc.RemoteAddr(), TLS: tlsState(nc)}
+			Version: h.version, Remote: nc.RemoteAddr(), TLS: tlsState(nc), Listener: h.listener}
 		h.reauth = &reauthState{}
 		step, err = ea.StartAuth(ctx, ci, h.authMethod, a.Properties.AuthData)
 	case a.ReasonCode == packet.ContinueAuthentication && h.reauth != nil:

@@ -144,13 +144,14 @@ func (b *Broker) Listeners() []*ListenerStats {
 }
 
 // HandleConnOn is HandleConn for a connection accepted by the named
-// listener ("tcp", "mqtts", "http"...), counted under that name.
+// listener ("tcp", "mqtts", "http"...), counted under that name; the
+// Authenticator sees the name in ConnectInfo.Listener.
 func (b *Broker) HandleConnOn(nc net.Conn, listener string) {
 	ls := b.listenerStats(listener)
 	ls.Open.Add(1)
 	ls.Total.Add(1)
 	defer ls.Open.Add(-1)
-	b.HandleConn(nc)
+	b.serveConn(nc, listener)
 }
 
 // DroppedSlowReader returns the QoS 0 publishes dropped because a

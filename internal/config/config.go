@@ -173,6 +173,12 @@ type Limits struct {
 	// first is delivered first. QoS 0 messages are not queued for an offline
 	// session.
 	MaxQueued int `yaml:"max_queued_messages"`
+	// MaxQueuedBytes bounds the topic and payload bytes of those queued
+	// messages per session, and of the QoS 0 messages waiting for a
+	// connected client that reads slowly (0 = no bound). Over it, a QoS 1/2
+	// message is dropped as above, a QoS 0 message is dropped, and both are
+	// counted. One message is always let in, whatever its size.
+	MaxQueuedBytes int `yaml:"max_queued_bytes"`
 	// MaxTopicAlias is the number of topic aliases a client may use (announced
 	// as Topic Alias Maximum; 0 disables client aliases).
 	MaxTopicAlias uint16 `yaml:"max_topic_alias"`
@@ -217,6 +223,7 @@ func Default() Config {
 			MaxPacketSize:    1 << 20,
 			MaxInflight:      64,
 			MaxQueued:        1000,
+			MaxQueuedBytes:   16 << 20,
 			MaxTopicAlias:    64,
 			MaxConnections:   0,
 			MaxSessionExpiry: 0,

@@ -49,7 +49,7 @@ func leaves(v reflect.Value, prefix string) []leaf {
 func equal(a, b Config) bool {
 	norm := func(c *Config) {
 		pl := &c.ProxyProtocolListeners
-		for _, l := range []*[]string{&c.WebSocket.Paths, &c.WebSocket.AllowedOrigins, &c.TrustedProxies, &c.ProxyProtocol, &c.Auth.Superusers,
+		for _, l := range []*[]string{&c.WebSocket.Paths, &c.WebSocket.AllowedOrigins, &c.TrustedProxies, &c.ProxyProtocol, &c.Auth.Superusers, &c.Auth.AnonymousListeners,
 			&pl.TCP, &pl.MQTTS, &pl.HTTP, &pl.HTTPS, &pl.ListenAny, &c.Cluster.Peers} {
 			if len(*l) == 0 {
 				*l = nil
@@ -121,6 +121,7 @@ func TestLoadEveryKey(t *testing.T) {
 			MaxPacketSize:    65536,
 			MaxInflight:      32,
 			MaxQueued:        500,
+			MaxQueuedBytes:   4 << 20,
 			MaxTopicAlias:    10,
 			MaxConnections:   10000,
 			MaxSessionExpiry: 24 * time.Hour,
@@ -130,7 +131,7 @@ func TestLoadEveryKey(t *testing.T) {
 			Config: limit.Config{MaxConnectionsPerAddress: 100, ConnectRatePerAddress: 10, PublishRate: 500,
 				PublishBytesRate: 1048576, MaxSubscriptionsPerClient: 200, MaxTopicLength: 1024, MaxTopicLevels: 32},
 		},
-		Auth: authconfig.Config{AllowAnonymous: false, PasswordFile: "/etc/starling/passwd", ACLFile: "/etc/starling/acl",
+		Auth: authconfig.Config{AllowAnonymous: false, AnonymousListeners: []string{"tcp"}, PasswordFile: "/etc/starling/passwd", ACLFile: "/etc/starling/acl",
 			CertUsername: "cn", MaxConcurrentVerifications: 4, Superusers: []string{"admin"}, AuditLinesPerSecond: 20},
 		Cluster: Cluster{Name: "prod", Node: "n1", Listen: "10.0.0.1:6222", Peers: []string{"10.0.0.2:6222", "10.0.0.3:6222"}},
 	}

@@ -13,7 +13,7 @@ import (
 )
 
 // docFiles are the documents whose YAML examples must load and validate.
-var docFiles = []string{"../../docs/configuration.md", "../../README.md", "../../docs/websocket.md"}
+var docFiles = []string{"../../docs/configuration.md", "../../README.md", "../../docs/websocket.md", "../../docs/security.md"}
 
 // TestDocsMentionEveryKey is a presubmit check: docs/configuration.md has a
 // table row for every YAML key of Config and Limits, with its default.
@@ -106,6 +106,46 @@ func checkEveryKeyAtDefault(t *testing.T, file string, data []byte, cfg Config) 
 	for _, l := range leaves(reflect.ValueOf(cfg), "") {
 		if !set[l.path] {
 			t.Errorf("%s: the last example lacks key %s", file, l.path)
+		}
+	}
+}
+
+// TestSecurityHardeningExample loads the hardening example of
+// docs/security.md (its first yaml block) as a whole configuration: it must
+// validate and set what the guide says it sets.
+func TestSecurityHardeningExample(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/security.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)```yaml\n(.*?)```").FindSubmatch(doc)
+	if m == nil {
+		t.Fatal("docs/security.md: no yaml example")
+	}
+	cfg, err := Parse(m[1])
+	if err != nil {
+		t.Fatalf("hardening example: %v", err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("hardening example: %v", err)
+	}
+	a, l := cfg.Auth, cfg.Limits
+	for _, c := range []struct {
+		what string
+		ok   bool
+	}{
+		{"MQTT over TLS on 8883", cfg.MQTTS == ":8883" && cfg.TLS.CertFile != "" && cfg.TLS.KeyFile != ""},
+		{"plain TCP and HTTP on loopback only", strings.HasPrefix(cfg.TCP, "127.0.0.1:") && strings.HasPrefix(cfg.HTTP, "127.0.0.1:")},
+		{"client certificates checked", cfg.TLS.ClientCAFile != "" && cfg.TLS.ClientAuth != "off" && a.CertUsername == "cn"},
+		{"anonymous off but on the loopback tcp listener", !a.AllowAnonymous && a.AnonymousAllowed("tcp") && !a.AnonymousAllowed("mqtts") && !a.AnonymousAllowed("http")},
+		{"passwords and ACL", a.PasswordFile != "" && a.ACLFile != ""},
+		{"publish rates set", l.PublishRate > 0 && l.PublishBytesRate > 0},
+		{"queues bounded tighter than the defaults", l.MaxQueuedBytes > 0 && l.MaxQueuedBytes < Default().Limits.MaxQueuedBytes},
+		{"connections bounded", l.MaxConnections > 0 && l.MaxConnectionsPerAddress > 0 && l.ConnectRatePerAddress > 0},
+		{"keep alive capped", l.MaxKeepAlive > 0},
+	} {
+		if !c.ok {
+			t.Errorf("hardening example: %s: not so in %+v", c.what, cfg)
 		}
 	}
 }

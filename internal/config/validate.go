@@ -107,6 +107,9 @@ func (c Config) Validate() error {
 	if l.MaxQueued < 0 {
 		bad("limits.max_queued_messages", "must be >= 0 (got %d)", l.MaxQueued)
 	}
+	if l.MaxQueuedBytes < 0 {
+		bad("limits.max_queued_bytes", "must be >= 0 (got %d)", l.MaxQueuedBytes)
+	}
 	if l.MaxConnections < 0 {
 		bad("limits.max_connections", "must be >= 0 (got %d; 0 = no limit)", l.MaxConnections)
 	}

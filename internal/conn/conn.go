@@ -42,6 +42,7 @@ type Conn struct {
 	mu      sync.Mutex
 	queue   []packet.Packet
 	qos0    int  // QoS 0 publishes in queue
+	qos0Len int  // their topic and payload bytes
 	closing bool // flush what is queued, then close
 	closed  bool
 	writing bool // a writer goroutine is running
@@ -56,6 +57,12 @@ type Conn struct {
 
 	// Dropped counts QoS 0 messages dropped for a slow reader.
 	Dropped atomic.Uint64
+	// MaxQueuedBytes, when set before use, bounds the topic and payload
+	// bytes of the QoS 0 publishes waiting in the queue, as MaxPendingQoS0
+	// bounds their number (one is always let in, whatever its size). The
+	// writer's current batch is not counted: about twice this is held for a
+	// client that does not read.
+	MaxQueuedBytes int
 	// Totals, when set before use, also counts this connection's bytes (a
 	// broker-wide sum for metrics).
 	Totals *Totals
@@ -218,7 +225,8 @@ func (c *Conn) Send(ps ...packet.Packet) bool {
 	}
 	for _, p := range ps {
 		if isQoS0(p) {
-			if c.qos0 >= MaxPendingQoS0 {
+			n := messageSize(p)
+			if c.qos0 >= MaxPendingQoS0 || c.MaxQueuedBytes > 0 && c.qos0Len > 0 && c.qos0Len+n > c.MaxQueuedBytes {
 				c.Dropped.Add(1)
 				if c.Totals != nil {
 					c.Totals.Dropped.Add(1)
@@ -227,6 +235,7 @@ func (c *Conn) Send(ps ...packet.Packet) bool {
 				continue
 			}
 			c.qos0++
+			c.qos0Len += n
 		}
 		c.queue = append(c.queue, p)
 	}
@@ -291,6 +300,20 @@ func isQoS0(p packet.Packet) bool {
 		return p.QoSLevel() == 0
 	}
 	return false
+}
+
+// messageSize is the topic and payload bytes of a PUBLISH.
+func messageSize(p packet.Packet) int {
+	if g, ok := p.(*gated); ok {
+		p = g.Packet
+	}
+	switch p := p.(type) {
+	case *packet.Publish:
+		return len(p.Topic) + len(p.Payload)
+	case interface{ MessageSize() int }:
+		return p.MessageSize()
+	}
+	return 0
 }
 
 // CloseAfter queues a last packet (may be nil), flushes the queue and closes
@@ -358,7 +381,7 @@ func (c *Conn) writeLoop() {
 		}
 		batch := c.queue
 		c.queue = c.spare[:0]
-		c.qos0 = 0
+		c.qos0, c.qos0Len = 0, 0
 		c.drained.Broadcast()
 		c.mu.Unlock()
 		err := c.flush(batch)
@@ -377,7 +400,12 @@ func (c *Conn) writeLoop() {
 	}
 }
 
-// flush encodes a batch into one pooled buffer and writes it once.
+// flushChunk is the encoded size past which flush writes what it has: a
+// batch of large messages for a slow client is not encoded all at once.
+const flushChunk = 64 << 10
+
+// flush encodes a batch into one pooled buffer and writes it once, or in
+// pieces of about flushChunk when it is larger.
 func (c *Conn) flush(batch []packet.Packet) error {
 	bp := bufPool.Get().(*[]byte)
 	buf := (*bp)[:0]
@@ -421,10 +449,23 @@ func (c *Conn) flush(batch []packet.Packet) error {
 			// rather than corrupt the stream.
 			continue
 		}
+		if len(buf) >= flushChunk {
+			c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+			n, werr := c.nc.Write(buf)
+			c.countOut(n)
+			if werr != nil {
+				return werr
+			}
+			buf = buf[:0]
+		}
 	}
-	c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
-	n, werr := c.nc.Write(buf)
-	c.countOut(n)
+	var werr error
+	if len(buf) > 0 {
+		c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+		var n int
+		n, werr = c.nc.Write(buf)
+		c.countOut(n)
+	}
 	if cap(buf) <= 64<<10 {
 		*bp = buf[:0]
 		bufPool.Put(bp)

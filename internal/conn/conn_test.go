@@ -103,3 +103,41 @@ func TestQoS0DroppedForSlowReader(t *testing.T) {
 		cli.Close()
 	}
 }
+
+// QoS 0 publishes for a client that does not read are bounded by their
+// bytes too; the ones over MaxQueuedBytes are dropped and counted in both
+// counters. A large batch is written in pieces, all of it arriving.
+func TestQoS0QueuedBytesBound(t *testing.T) {
+	srv, cli := net.Pipe()
+	defer cli.Close()
+	c := New(srv, 1<<20)
+	defer c.Close()
+	c.SetVersion(packet.V311)
+	c.Totals = &Totals{}
+	c.MaxQueuedBytes = 10 << 10
+	var ps []packet.Packet
+	for range 100 {
+		ps = append(ps, &packet.Publish{Topic: "t", Payload: make([]byte, 1024)})
+	}
+	c.Send(ps...) // one call: the writer takes nothing before all are queued
+	// 9 fit: 9 × 1025 = 9225 bytes; a 10th would make 10250 > 10240.
+	if d := c.Dropped.Load(); d != 91 || c.Totals.Dropped.Load() != 91 {
+		t.Fatalf("dropped %d (total %d), want 91", d, c.Totals.Dropped.Load())
+	}
+	got, err := io.ReadAll(io.LimitReader(cli, 9*(1+2+3+1024)))
+	if err != nil || len(got) != 9*(1+2+3+1024) {
+		t.Fatalf("read %d bytes: %v", len(got), err)
+	}
+	// Emptied by the writer: room again; 100 KiB in one batch (above
+	// flushChunk) arrives whole.
+	c.MaxQueuedBytes = 0
+	ps = ps[:0]
+	for range 100 {
+		ps = append(ps, &packet.Publish{Topic: "t", Payload: make([]byte, 1024)})
+	}
+	c.Send(ps...)
+	got, err = io.ReadAll(io.LimitReader(cli, 100*(1+2+3+1024)))
+	if err != nil || len(got) != 100*(1+2+3+1024) {
+		t.Fatalf("read %d bytes: %v", len(got), err)
+	}
+}

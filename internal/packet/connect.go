@@ -18,7 +18,19 @@ func protocolName(level byte) string {
 	return "MQTT"
 }
 
+// decodeConnect decodes a CONNECT. One that names MQTT 5 but is malformed
+// further on comes back as a Connect holding only its protocol name and
+// level, with the error, so that a server may answer CONNACK with the
+// error's reason code [MQTT-4.13.1-1]; 3.x has no code for it and closes.
 func decodeConnect(body []byte) (Packet, error) {
+	p, err := decodeConnectFields(body)
+	if err != nil && p == nil && len(body) >= 7 && string(body[:7]) == "\x00\x04MQTT\x05" {
+		return &Connect{ProtocolName: "MQTT", ProtocolVersion: V5}, err
+	}
+	return p, err
+}
+
+func decodeConnectFields(body []byte) (Packet, error) {
 	d := &dec{b: body}
 	name, err := d.bin("protocol name")
 	if err != nil {

@@ -168,10 +168,30 @@ func TestMalformed(t *testing.T) {
 			if e.Code != b.code {
 				t.Fatalf("code 0x%02X (%s), want 0x%02X", byte(e.Code), e.Reason, byte(b.code))
 			}
-			if p != nil && e.Code != UnsupportedProtocolVersion {
+			if p != nil && e.Code != UnsupportedProtocolVersion && !isV5Connect(p) {
 				t.Fatalf("packet %#v returned with error", p)
 			}
 		})
+	}
+}
+
+// isV5Connect reports the partial CONNECT that comes with the error of a
+// malformed MQTT 5 CONNECT.
+func isV5Connect(p Packet) bool {
+	c, ok := p.(*Connect)
+	return ok && c.ProtocolVersion == V5 && c.ClientID == "" && !c.HasUsername && c.Will == nil
+}
+
+// A malformed MQTT 5 CONNECT still tells its level (the server may answer
+// CONNACK 0x81); a 3.1.1 one does not.
+func TestMalformedV5ConnectReturnsLevel(t *testing.T) {
+	p, err := decodeRaw(h(`10 0F 00 04 "MQTT" 05 02 00 3C 00 00 02 FF FE`), 0)
+	var e *Error
+	if c, ok := p.(*Connect); !ok || c.ProtocolVersion != V5 || !errors.As(err, &e) || e.Code != MalformedPacket {
+		t.Fatalf("got %#v, %v; want a v5 Connect and 0x81", p, err)
+	}
+	if p, err := decodeRaw(h(`10 0E 00 04 "MQTT" 04 02 00 3C 00 02 FF FE`), 0); p != nil || err == nil {
+		t.Fatalf("3.1.1: got %#v, %v; want no packet and an error", p, err)
 	}
 }
 

@@ -50,3 +50,7 @@ type Delivery struct {
 	// session assigns it when it keeps the delivery.
 	Seq uint64
 }
+
+// size is what a delivery counts against the queued-bytes bound: the
+// message's topic and payload.
+func (d *Delivery) size() int { return len(d.Msg.Topic) + len(d.Msg.Payload) }

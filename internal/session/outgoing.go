@@ -157,3 +157,7 @@ func (m *Message) wire(v byte, withID bool) (*wireForm, error) {
 	slot.CompareAndSwap(nil, w)
 	return slot.Load(), nil
 }
+
+// MessageSize is the topic and payload bytes of the message this PUBLISH
+// carries, what a connection counts against its queued-bytes bound.
+func (o *Outgoing) MessageSize() int { return len(o.Msg.Topic) + len(o.Msg.Payload) }

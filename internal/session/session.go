@@ -16,9 +16,12 @@ var ErrReceiveMaximum = errors.New("session: receive maximum exceeded")
 
 // Limits are the broker-side bounds of one session.
 type Limits struct {
-	MaxQueued   int    // offline/backlog queue of QoS 1/2 deliveries
-	MaxInflight uint16 // cap on outbound inflight, whatever the client allows
-	ReceiveMax  uint16 // inbound QoS 2 awaiting PUBREL
+	MaxQueued int // offline/backlog queue of QoS 1/2 deliveries
+	// MaxQueuedBytes bounds the topic and payload bytes of that queue
+	// (0 = no bound); one message is always let in, whatever its size.
+	MaxQueuedBytes int
+	MaxInflight    uint16 // cap on outbound inflight, whatever the client allows
+	ReceiveMax     uint16 // inbound QoS 2 awaiting PUBREL
 }
 
 // Link describes the live connection a session is attached to. It is reset on
@@ -80,6 +83,7 @@ type Session struct {
 	out     []*inflight // in send order
 	unsent  int         // entries of out not yet sent on this connection
 	queue   []Delivery  // waiting for quota or for the client to come back
+	qbytes  int         // topic and payload bytes in queue
 	aliases map[string]uint16
 
 	inQoS2 map[uint16]struct{} // inbound QoS 2 IDs received, PUBREL not yet
@@ -198,7 +202,7 @@ func (s *Session) Deliver(d Delivery, now time.Time) packet.Packet {
 }
 
 func (s *Session) enqueue(d Delivery) {
-	if len(s.queue) >= s.lim.MaxQueued {
+	if len(s.queue) >= s.lim.MaxQueued || s.lim.MaxQueuedBytes > 0 && s.qbytes > 0 && s.qbytes+d.size() > s.lim.MaxQueuedBytes {
 		// Policy: the newest message is dropped so that what was queued
 		// first keeps its order and is delivered first.
 		s.Stats.DroppedQueueFull++
@@ -206,6 +210,7 @@ func (s *Session) enqueue(d Delivery) {
 	}
 	s.number(&d)
 	s.queue = append(s.queue, d)
+	s.qbytes += d.size()
 	if s.J != nil {
 		s.J.PutOutbound(d.Seq, &d, 0, StateQueued, true)
 	}
@@ -243,6 +248,7 @@ func (s *Session) Revoke(seq uint64) {
 	}
 	for i := range s.queue {
 		if s.queue[i].Seq == seq {
+			s.qbytes -= s.queue[i].size()
 			copy(s.queue[i:], s.queue[i+1:])
 			s.queue[len(s.queue)-1] = Delivery{}
 			s.queue = s.queue[:len(s.queue)-1]
@@ -378,6 +384,7 @@ func (s *Session) fill(pkts []packet.Packet, now time.Time) []packet.Packet {
 	for n < len(s.queue) && s.hasQuota() {
 		d := s.queue[n]
 		n++
+		s.qbytes -= d.size()
 		if d.Msg.Expired(now) {
 			s.Stats.DroppedExpired++
 			s.forget(&d)
@@ -510,6 +517,7 @@ func (s *Session) Requeue(d Delivery) {
 	s.queue = append(s.queue, Delivery{})
 	copy(s.queue[1:], s.queue)
 	s.queue[0] = d
+	s.qbytes += d.size()
 	if s.J != nil {
 		s.J.PutOutbound(d.Seq, &d, 0, StateQueued, true)
 	}
@@ -520,7 +528,9 @@ func (s *Session) Requeue(d Delivery) {
 func (s *Session) Restore(d Delivery, packetID uint16, state byte) {
 	s.nextSeq = max(s.nextSeq, d.Seq)
 	if packetID == 0 {
+		// Kept whatever the bounds: these were accepted before the restart.
 		s.queue = append(s.queue, d)
+		s.qbytes += d.size()
 		return
 	}
 	s.out = append(s.out, &inflight{id: packetID, d: d, state: state})
@@ -552,6 +562,10 @@ func (s *Session) Inflight() int { return len(s.out) }
 // Queued returns the number of deliveries waiting to be sent.
 func (s *Session) Queued() int { return len(s.queue) }
 
+// QueuedBytes returns the topic and payload bytes of the deliveries waiting
+// to be sent.
+func (s *Session) QueuedBytes() int { return s.qbytes }
+
 // TakeShared removes and returns the deliveries that came through a $share
 // group and were not yet acknowledged past PUBREC, so the broker can hand
 // them to another member of the group.
@@ -575,6 +589,7 @@ func (s *Session) TakeShared() []Delivery {
 	for _, d := range s.queue {
 		if d.Group != "" {
 			ds = append(ds, d)
+			s.qbytes -= d.size()
 			s.forget(&d)
 			continue
 		}

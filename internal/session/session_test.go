@@ -84,6 +84,42 @@ func TestQueueOverflowDropsNewest(t *testing.T) {
 	}
 }
 
+// The queued-bytes bound drops the newest message like the count bound, and
+// the bytes are given back as the queue drains, is revoked or is taken.
+func TestQueueBytesBound(t *testing.T) {
+	s := New("c", Limits{MaxQueued: 100, MaxQueuedBytes: 25})
+	m := func(p string) Delivery {
+		return Delivery{Msg: &Message{Topic: "t", Payload: []byte(p), QoS: 1}, QoS: 1}
+	}
+	for _, p := range []string{"123456789", "123456789", "123456789", "12345"} {
+		s.Deliver(m(p), t0) // 10 bytes each with the topic, then 6
+	}
+	if s.Queued() != 2 || s.QueuedBytes() != 20 || s.Stats.DroppedQueueFull != 2 {
+		t.Fatalf("queued %d (%d bytes) dropped %d, want 2 (20 bytes) and 2", s.Queued(), s.QueuedBytes(), s.Stats.DroppedQueueFull)
+	}
+	s.Deliver(m("123"), t0) // 4 bytes fit after the 10-byte ones were refused
+	seq := s.Accepted()
+	if s.QueuedBytes() != 24 {
+		t.Fatalf("queued bytes %d, want 24", s.QueuedBytes())
+	}
+	s.Revoke(seq)
+	s.Requeue(Delivery{Msg: &Message{Topic: "t", Payload: []byte("shared"), QoS: 1}, QoS: 1, Group: "g"})
+	if s.QueuedBytes() != 27 { // requeued whatever the bound
+		t.Fatalf("queued bytes %d after revoke and requeue, want 27", s.QueuedBytes())
+	}
+	if ds := s.TakeShared(); len(ds) != 1 || s.QueuedBytes() != 20 {
+		t.Fatalf("took %d shared, %d bytes left; want 1 and 20", len(ds), s.QueuedBytes())
+	}
+	pkts := s.Attach(Link{Version: packet.V5, ReceiveMax: 1}, t0)
+	if len(pkts) != 1 || s.QueuedBytes() != 10 {
+		t.Fatalf("sent %d, %d bytes left queued; want 1 and 10", len(pkts), s.QueuedBytes())
+	}
+	s.Puback(pub(t, pkts[0]).PacketID, t0)
+	if s.QueuedBytes() != 0 || s.Queued() != 0 {
+		t.Fatalf("queue not drained: %d (%d bytes)", s.Queued(), s.QueuedBytes())
+	}
+}
+
 func TestResendWithDupAndPubrel(t *testing.T) {
 	s := New("c", Limits{MaxQueued: 10})
 	s.Attach(Link{Version: packet.V311, ReceiveMax: 65535}, t0)

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
+	"strings"
 	"unicode"
 	"unicode/utf8"
 )
@@ -19,6 +21,12 @@ type Config struct {
 	// production. A refused anonymous client gets 0x87 (not authorized; 3.x:
 	// 5).
 	AllowAnonymous bool `yaml:"allow_anonymous"`
+	// AnonymousListeners names the listeners (tcp, mqtts, http, https,
+	// listen_any) on which anonymous clients are let in although
+	// allow_anonymous is false: plain TCP on loopback for local tools, say,
+	// while every other listener requires a password or a certificate.
+	// Only with allow_anonymous false.
+	AnonymousListeners []string `yaml:"anonymous_listeners"`
 	// PasswordFile is a file of "user:hash" lines (argon2id in PHC format, or
 	// bcrypt $2a$/$2b$/$2y$), managed with "starling passwd". Empty: no
 	// passwords, and a client giving a user name is treated as anonymous
@@ -52,6 +60,16 @@ type Config struct {
 // DefaultConfig returns the defaults documented on each field.
 func DefaultConfig() Config {
 	return Config{AllowAnonymous: true, CertUsername: "off"}
+}
+
+// Listeners are the names of the broker's listeners, as in its
+// configuration keys and in broker.ConnectInfo.Listener.
+var Listeners = []string{"tcp", "mqtts", "http", "https", "listen_any"}
+
+// AnonymousAllowed reports whether anonymous clients are let in on the
+// named listener.
+func (c Config) AnonymousAllowed(listener string) bool {
+	return c.AllowAnonymous || listener != "" && slices.Contains(c.AnonymousListeners, listener)
 }
 
 // Cert mappings accepted by Config.CertUsername.
@@ -94,7 +112,18 @@ func (c Config) Validate() error {
 			bad(fmt.Sprintf("superusers[%d]", i), "%v", err)
 		}
 	}
-	if !c.AllowAnonymous && c.PasswordFile == "" && c.CertMapping() == CertOff {
+	for i, l := range c.AnonymousListeners {
+		switch {
+		case !slices.Contains(Listeners, l):
+			bad(fmt.Sprintf("anonymous_listeners[%d]", i), "must be one of %s (got %q)", strings.Join(Listeners, ", "), l)
+		case slices.Index(c.AnonymousListeners, l) != i:
+			bad(fmt.Sprintf("anonymous_listeners[%d]", i), "%s is listed twice", l)
+		}
+	}
+	if c.AllowAnonymous && len(c.AnonymousListeners) > 0 {
+		bad("anonymous_listeners", "set while allow_anonymous is true, which already lets anonymous clients in on every listener; set allow_anonymous: false")
+	}
+	if !c.AllowAnonymous && len(c.AnonymousListeners) == 0 && c.PasswordFile == "" && c.CertMapping() == CertOff {
 		bad("allow_anonymous", "false with neither auth.password_file nor auth.cert_username: no client could connect")
 	}
 	return errors.Join(errs...)
