@@ -27,7 +27,7 @@
 # NATS routes, bounded by CPU sharing, not by a network.
 #
 #   bench/cluster.sh                          # about 5 minutes
-#   DURATION=5s RUNS=3 bench/cluster.sh
+#   DURATION=3s RUNS=3 bench/cluster.sh
 #   CELLS="fanout100" bench/cluster.sh
 #
 # Variables: DURATION (measured window per run, 5s), WARMUP (1s), RUNS (2),
@@ -85,6 +85,10 @@ command -v jq >/dev/null || { log "jq is needed for the table (apt-get install j
 log "building starling and starling-bench"
 go build -o "$WORK/bin/starling" ./cmd/starling
 go build -o "$WORK/bin/starling-bench" ./cmd/starling-bench
+# What was built: the commit, "-dirty" if the tree had changes (listed in
+# the table's header; bench/ and docs/ excepted).
+VERSION=$(git describe --always --dirty 2>/dev/null || echo '?')
+CHANGED=$(git status --porcelain 2>/dev/null | grep -v -e ' bench/' -e ' docs/' | awk '{print $2}' | tr '\n' ' ' || true)
 mkdir -p "$(dirname "$OUT")"
 : >"$OUT.jsonl"
 
@@ -295,7 +299,7 @@ group_by([.cell, .qos]) | .[] | select(.[0].cell != "latency") |
 	echo "Command: \`DURATION=$DURATION WARMUP=$WARMUP RUNS=$RUNS RATE=$RATE bench/cluster.sh\` ($took s)."
 	echo "Machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -r);"
 	echo "$PINNING; load average $load_before before, $load_after after. All nodes on this machine, on loopback."
-	echo "Starling $(git describe --always --dirty 2>/dev/null || echo '?'); MQTT 3.1.1 over TCP, 64-byte payloads; fan-out closed loop (window 64), latency open loop."
+	echo "Starling $VERSION${CHANGED:+ (changed at build time: ${CHANGED% })}; MQTT 3.1.1 over TCP, 64-byte payloads; fan-out closed loop (window 64), latency open loop."
 	echo "Cluster ready $READY_S s after its nodes listened. Runs shown run 1 · run 2; ratios are cluster ÷ single node of the runs' means"
 	echo "(msg/s: above 1 is faster; latency: above 1 is slower). ⚠: lost or duplicated messages, behind the offered rate, or errors."
 	echo
@@ -310,7 +314,7 @@ group_by([.cell, .qos]) | .[] | select(.[0].cell != "latency") |
 	jq -rs "$CPU_JQ" "$OUT.jsonl"
 	echo
 	if [[ -s $WORK/warnings ]]; then
-		echo "Warnings and errors logged by the nodes ($(wc -l <"$WORK/warnings") lines, first 30):"
+		echo "Warnings and errors logged by the nodes (lines: $(wc -l <"$WORK/warnings"); the first 30):"
 		echo
 		echo '```'
 		head -n 30 "$WORK/warnings"

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"fmt"
 	"errors"
 	"time"
 	"unicode/utf8"
@@ -172,7 +173,12 @@ func (h *handler) connect(cp *packet.Connect) bool {
 
 	ka := cp.KeepAlive
 	kaChanged := false
-	if m := b.lim.MaxKeepAlive; v5 && m > 0 && (ka == 0 || ka > m) {
+	if m := b.lim.MaxKeepAlive; m > 0 && (ka == 0 || ka > m) {
+		if !v5 {
+			// A 3.x client cannot be told another keep alive, and would
+			// be cut while pinging on its own schedule: refuse it.
+			return h.refuse(packet.ClientIDNotValid, fmt.Sprintf("keep alive %d s outside limits.max_keep_alive (1..%d)", ka, m))
+		}
 		ka, kaChanged = m, true
 	}
 	h.keepAlive = time.Duration(ka) * time.Second

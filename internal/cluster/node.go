@@ -84,9 +84,11 @@ type Node struct {
 	isig  chan struct{}
 	isubs map[interestKey][]*nats.Subscription
 
-	kmu  sync.Mutex
-	kq   []func(context.Context)
-	ksig chan struct{}
+	kmu    sync.Mutex
+	kq     []func(context.Context)            // retained-message writes, in order
+	sq     map[string]*broker.SessionSnapshot // latest change per session; nil: ended
+	sorder []string                           // sq's keys in first-queued order
+	ksig   chan struct{}
 
 	// owners mirrors the sessions bucket (key -> record and revision), so
 	// taking over a lost node needs no listing while the cluster is busy
@@ -149,7 +151,7 @@ func Start(cfg Config, b *broker.Broker) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.Node), b: b,
 		plain: make(chan *nats.Msg, plainQueue), isig: make(chan struct{}, 1), ksig: make(chan struct{}, 1),
-		isubs: make(map[interestKey][]*nats.Subscription), ready: make(chan struct{}), owners: make(map[string]mirrored)}
+		isubs: make(map[interestKey][]*nats.Subscription), ready: make(chan struct{}), owners: make(map[string]mirrored), sq: make(map[string]*broker.SessionSnapshot)}
 	var id [8]byte
 	rand.Read(id[:])
 	n.instance = binary.BigEndian.Uint64(id[:])
@@ -676,58 +678,70 @@ func (n *Node) Retain(m *session.Message) {
 	})
 }
 
-// SessionChanged records a persistent session's subscriptions, if this
-// node still owns it.
-func (n *Node) SessionChanged(s *broker.SessionSnapshot) {
-	id := s.Session.ClientID
-	val := mustJSON(record{Node: n.cfg.Node, Session: s})
-	n.enqueue(func(ctx context.Context) {
-		e, err := n.sessions.Get(ctx, key(id))
-		switch {
-		case errors.Is(err, jetstream.ErrKeyNotFound):
-			_, err = n.sessions.Create(ctx, key(id), val)
-		case err == nil:
-			var r record
-			if json.Unmarshal(e.Value(), &r) == nil && r.Node != n.cfg.Node {
-				return // taken over meanwhile
-			}
-			_, err = n.sessions.Update(ctx, key(id), val, e.Revision())
-		}
-		if err != nil {
-			n.log.Warn("cluster: record session", "client_id", id, "err", err)
-		}
-	})
-}
+// SessionChanged records a session's subscriptions and will, if this node
+// still owns it. Changes to one session coalesce: only the latest is
+// written.
+func (n *Node) SessionChanged(s *broker.SessionSnapshot) { n.queueSession(s.Session.ClientID, s) }
 
 // SessionEnded forgets a session this node owned, unless it is back.
-func (n *Node) SessionEnded(id string) {
-	n.enqueue(func(ctx context.Context) {
-		if n.b.HasSession(id) {
-			return // the client reconnected here meanwhile
-		}
-		e, err := n.sessions.Get(ctx, key(id))
-		if err != nil {
-			return
+func (n *Node) SessionEnded(id string) { n.queueSession(id, nil) }
+
+func (n *Node) queueSession(id string, s *broker.SessionSnapshot) {
+	n.kmu.Lock()
+	if _, ok := n.sq[id]; !ok {
+		n.sorder = append(n.sorder, id)
+	}
+	n.sq[id] = s
+	n.kmu.Unlock()
+	n.signalKV()
+}
+
+// writeSession applies the latest queued change of one session.
+func (n *Node) writeSession(ctx context.Context, id string, s *broker.SessionSnapshot) {
+	e, err := n.sessions.Get(ctx, key(id))
+	if s == nil {
+		if err != nil || n.b.HasSession(id) {
+			return // gone already, or the client reconnected here meanwhile
 		}
 		var r record
 		if json.Unmarshal(e.Value(), &r) != nil || r.Node != n.cfg.Node {
 			return
 		}
 		n.sessions.Delete(ctx, key(id), jetstream.LastRevision(e.Revision()))
-	})
+		return
+	}
+	val := mustJSON(record{Node: n.cfg.Node, Session: s})
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		_, err = n.sessions.Create(ctx, key(id), val)
+	case err == nil:
+		var r record
+		if json.Unmarshal(e.Value(), &r) == nil && r.Node != n.cfg.Node {
+			return // taken over meanwhile
+		}
+		_, err = n.sessions.Update(ctx, key(id), val, e.Revision())
+	}
+	if err != nil {
+		n.log.Warn("cluster: record session", "client_id", id, "err", err)
+	}
 }
 
 func (n *Node) enqueue(op func(context.Context)) {
 	n.kmu.Lock()
 	n.kq = append(n.kq, op)
 	n.kmu.Unlock()
+	n.signalKV()
+}
+
+func (n *Node) signalKV() {
 	select {
 	case n.ksig <- struct{}{}:
 	default:
 	}
 }
 
-// kvLoop runs key-value operations in order, once the buckets exist.
+// kvLoop writes queued changes to the buckets, once they exist: retained
+// messages in order, then the latest change of each session.
 func (n *Node) kvLoop() {
 	defer n.wg.Done()
 	select {
@@ -737,12 +751,17 @@ func (n *Node) kvLoop() {
 	}
 	for {
 		n.kmu.Lock()
-		ops := n.kq
-		n.kq = nil
+		ops, sq, order := n.kq, n.sq, n.sorder
+		n.kq, n.sq, n.sorder = nil, make(map[string]*broker.SessionSnapshot), nil
 		n.kmu.Unlock()
 		for _, op := range ops {
 			ctx, cancel := context.WithTimeout(n.ctx, kvTimeout)
 			op(ctx)
+			cancel()
+		}
+		for _, id := range order {
+			ctx, cancel := context.WithTimeout(n.ctx, kvTimeout)
+			n.writeSession(ctx, id, sq[id])
 			cancel()
 		}
 		select {

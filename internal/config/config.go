@@ -189,8 +189,9 @@ type Limits struct {
 	// (0 = no cap).
 	MaxSessionExpiry time.Duration `yaml:"max_session_expiry"`
 	// MaxKeepAlive caps the keep alive a client may ask for, in seconds
-	// (0 = no cap); when set, a client asking for more, or for 0, is answered
-	// with Server Keep Alive (v5).
+	// (0 = no cap); when set, an MQTT 5 client asking for more, or for 0, is
+	// answered with Server Keep Alive, and an MQTT 3.x client, which cannot
+	// be told, is refused (CONNACK 2, identifier rejected).
 	MaxKeepAlive uint16 `yaml:"max_keep_alive"`
 	// MaxQoS is the highest QoS the broker accepts (0, 1 or 2).
 	MaxQoS byte `yaml:"max_qos"`

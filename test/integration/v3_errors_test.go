@@ -4,8 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/starling-mqtt/starling"
 	"github.com/starling-mqtt/starling/internal/packet"
@@ -245,4 +248,19 @@ func TestV3KeepAliveTimeoutPublishesWill(t *testing.T) {
 		}
 	}
 	watch.expectNone(10 * time.Millisecond)
+}
+
+// limits.max_keep_alive cannot be told to a 3.x client, so one asking for
+// no keep alive or a longer one is refused; within the cap it connects.
+func TestV3KeepAliveCapRefuses(t *testing.T) {
+	t.Parallel()
+	_, addr := testutil.StartBroker(t, func(c *starling.Config) { c.Limits.MaxKeepAlive = 60 })
+	for _, ka := range []time.Duration{0, 120 * time.Second} {
+		_, err := v3TryConnect(t, addr, fmt.Sprintf("ka-%d", ka/time.Second), func(o *mqtt.ClientOptions) { o.SetKeepAlive(ka) })
+		if err == nil || !strings.Contains(err.Error(), "identifier rejected") {
+			t.Fatalf("keep alive %s over a cap of 60 s: err %v, want identifier rejected", ka, err)
+		}
+	}
+	c := v3Connect(t, addr, "ka-ok", func(o *mqtt.ClientOptions) { o.SetKeepAlive(60 * time.Second) })
+	c.close()
 }
