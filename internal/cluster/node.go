@@ -833,9 +833,12 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 	return snap, fmt.Errorf("cluster: claim %q: contended", clientID)
 }
 
+// isRevisionMismatch reports a lost compare-and-set: the key changed (a
+// single replica reports 10071, replicated buckets 10164).
 func isRevisionMismatch(err error) bool {
 	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+	return errors.Is(err, jetstream.ErrKeyExists) || (errors.As(err, &apiErr) &&
+		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant))
 }
 
 func (n *Node) askHandOver(owner, clientID string, clean bool) (*broker.SessionSnapshot, error) {
