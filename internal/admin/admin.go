@@ -32,6 +32,7 @@ type Broker interface {
 	Publish(topic string, payload []byte, qos byte, retain bool) (int, error)
 	PublishMessage(m broker.Message) (int, error)
 	Receivers(topic string) ([]broker.Receiver, error)
+	SubscriptionCount(topic, except string) int
 	Subscribed(topic string) bool
 	ClientChanges() <-chan struct{}
 	Traffics() []broker.ClientTraffic

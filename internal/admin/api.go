@@ -51,6 +51,7 @@ func (a *Admin) api() http.Handler {
 	mux.HandleFunc("GET /api/v1/stats", a.stats)
 	mux.HandleFunc("GET /api/v1/cluster", a.cluster)
 	mux.HandleFunc("GET /api/v1/receivers", a.receivers)
+	mux.HandleFunc("POST /api/v1/subscribers", a.subscribers)
 	mux.HandleFunc("GET /api/v1/shared", a.shared)
 	mux.HandleFunc("GET /api/v1/trace", a.getTrace)
 	mux.HandleFunc("POST /api/v1/trace", a.startTrace)
@@ -376,6 +377,50 @@ func (a *Admin) receivers(w http.ResponseWriter, r *http.Request) {
 	// A client in a plain subscription and a group may get two copies;
 	// the count is of deliveries the broker would make.
 	writeJSON(w, http.StatusOK, map[string]any{"topic": name, "receivers": out, "deliveries": len(sessions) + len(groups)})
+}
+
+// maxCountTopics bounds the topics of one POST /api/v1/subscribers: the
+// dashboard's topic tree holds at most 2000.
+const maxCountTopics = 2000
+
+// SubscribersRequest is the body of POST /api/v1/subscribers: topic names,
+// and a client whose subscriptions are not counted (the asking dashboard's
+// own connection).
+type SubscribersRequest struct {
+	Topics []string `json:"topics"`
+	Except string   `json:"except_client"`
+}
+
+// subscribers: POST /api/v1/subscribers, for each topic name the number
+// of subscriptions whose filter matches it, read from the subscription
+// index. Invalid names are left out of the answer. It changes nothing; it
+// is a POST because the list of topics can be long.
+func (a *Admin) subscribers(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, a.opts.MaxBodyBytes)
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	var req SubscribersRequest
+	if err := dec.Decode(&req); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, http.StatusRequestEntityTooLarge, "body larger than "+strconv.FormatInt(a.opts.MaxBodyBytes, 10)+" bytes")
+			return
+		}
+		writeError(w, http.StatusBadRequest, "body: "+err.Error())
+		return
+	}
+	if len(req.Topics) > maxCountTopics {
+		writeError(w, http.StatusBadRequest, "at most "+strconv.Itoa(maxCountTopics)+" topics")
+		return
+	}
+	out := make(map[string]int, len(req.Topics))
+	for _, name := range req.Topics {
+		if topic.ValidateName(name) != nil {
+			continue
+		}
+		out[name] = a.b.SubscriptionCount(name, req.Except)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"subscribers": out})
 }
 
 // shared: GET /api/v1/shared, the $share groups and their members.

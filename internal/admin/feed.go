@@ -91,10 +91,10 @@ type feed struct {
 	topOn         bool                            // topic sampling running
 	topAt         time.Time                       // last top reading
 	prevTop       map[string]broker.ClientTraffic // client counters at topAt
-	prevDrops     map[string]uint64               // per-client drops at the last alerts tick; nil while unwatched
+	prevDrops     map[string]uint64               // per-client drops at the last tick; nil before the first
 	prevDropTotal uint64
 	slowAt        map[string]time.Time // last slow-consumer alert per client
-	alerts        []Alert              // newest first
+	alerts        []Alert              // the last maxAlerts, newest first, kept while nobody watches
 	cluster       func() *ClusterStatus
 }
 

@@ -155,10 +155,11 @@ func (f *feed) tickLive(now time.Time) error {
 	if f.b.Subscribed(FeedSessions) {
 		errs = append(errs, f.publishSessions(now))
 	}
+	// Alerts are looked for at every tick, watched or not, so that a page
+	// opened later sees the last ones.
+	f.checkAlerts(now, getTraffics())
 	if f.b.Subscribed(FeedAlerts) {
-		errs = append(errs, f.publishAlerts(now, getTraffics()))
-	} else {
-		f.prevDrops = nil
+		errs = append(errs, f.publishJSON(FeedAlerts, AlertsFeed{Time: now.UnixMilli(), Alerts: append([]Alert{}, f.alerts...)}))
 	}
 	if tr := f.b.CurrentTrace(); tr != nil {
 		if !f.b.Subscribed(FeedTrace) {
@@ -279,11 +280,11 @@ func (f *feed) publishSessions(now time.Time) error {
 	return f.publishJSON(FeedSessions, out)
 }
 
-// publishAlerts raises an alert for each client that dropped deliveries
+// checkAlerts raises an alert for each client that dropped deliveries
 // since the last tick, and for each connected client whose queue is half
 // full or whose inflight window is full (at most every alertRepeatAfter per
-// client), then publishes the last alerts.
-func (f *feed) publishAlerts(now time.Time, ts []broker.ClientTraffic) error {
+// client), and keeps the last maxAlerts.
+func (f *feed) checkAlerts(now time.Time, ts []broker.ClientTraffic) {
 	maxQ, maxIn := f.b.QueueLimits()
 	first := f.prevDrops == nil
 	cur := make(map[string]uint64, len(ts))
@@ -326,11 +327,20 @@ func (f *feed) publishAlerts(now time.Time, ts []broker.ClientTraffic) error {
 			delete(f.slowAt, id)
 		}
 	}
-	f.alerts = append(fresh, f.alerts...)
-	if len(f.alerts) > maxAlerts {
-		f.alerts = f.alerts[:maxAlerts]
+	if len(fresh) == 0 {
+		return
 	}
-	return f.publishJSON(FeedAlerts, AlertsFeed{Time: ms, Alerts: append([]Alert{}, f.alerts...)})
+	if len(fresh) > maxAlerts {
+		fresh = fresh[:maxAlerts]
+	}
+	// Newest first, in a slice that never grows past maxAlerts.
+	keep := min(len(f.alerts), maxAlerts-len(fresh))
+	if cap(f.alerts) < maxAlerts {
+		f.alerts = append(make([]Alert, 0, maxAlerts), f.alerts...)
+	}
+	f.alerts = f.alerts[:keep+len(fresh)]
+	copy(f.alerts[len(fresh):], f.alerts[:keep])
+	copy(f.alerts, fresh)
 }
 
 func (f *feed) publishTrace(now time.Time, tr *broker.Trace) error {

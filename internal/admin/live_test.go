@@ -100,12 +100,52 @@ func TestReceiversAndShared(t *testing.T) {
 	}
 }
 
+// The subscriber count of a topic is the number of subscriptions whose
+// filter matches it, $share members included, with the asking client's
+// own left out.
+func TestSubscribers(t *testing.T) {
+	_, srv, addr := serve(t, Options{Checker: StaticChecker{"admin", "s3cret"}})
+	dial(t, addr, "plain").subscribe(t, "s/+/t")
+	dial(t, addr, "m1").subscribe(t, "$share/g/s/#")
+	dial(t, addr, "m2").subscribe(t, "$share/g/s/#")
+	dial(t, addr, "exact").subscribe(t, "s/1/t")
+	page := dial(t, addr, "page")
+	page.subscribe(t, "#")
+	page.subscribe(t, "$SYS/#")
+
+	code, body, _ := do(t, srv, "POST", "/api/v1/subscribers", creds,
+		`{"topics":["s/1/t","s/2/t","s","other","$SYS/x","bad/#",""],"except_client":"page"}`)
+	var got struct{ Subscribers map[string]int }
+	if code != 200 || json.Unmarshal([]byte(body), &got) != nil {
+		t.Fatalf("subscribers: %d %s", code, body)
+	}
+	want := map[string]int{"s/1/t": 4, "s/2/t": 3, "s": 2, "other": 0, "$SYS/x": 0}
+	if len(got.Subscribers) != len(want) {
+		t.Errorf("subscribers: %v, want %v (invalid names left out)", got.Subscribers, want)
+	}
+	for k, v := range want {
+		if n, ok := got.Subscribers[k]; !ok || n != v {
+			t.Errorf("subscribers of %q: %d (present %v), want %d", k, n, ok, v)
+		}
+	}
+	// Without except_client the page's own subscriptions count too.
+	if _, body, _ := do(t, srv, "POST", "/api/v1/subscribers", creds, `{"topics":["s/1/t","$SYS/x"]}`); !strings.Contains(body, `"s/1/t": 5`) ||
+		!strings.Contains(body, `"$SYS/x": 1`) {
+		t.Errorf("subscribers with the page's own: %s", body)
+	}
+	many, _ := json.Marshal(SubscribersRequest{Topics: make([]string, maxCountTopics+1)})
+	if code, body, _ := do(t, srv, "POST", "/api/v1/subscribers", creds, string(many)); code != 400 {
+		t.Errorf("%d topics: %d %s, want 400", maxCountTopics+1, code, body)
+	}
+}
+
 // Every new endpoint answers 401 without credentials and 403 with the API
 // disabled; a good request passes.
 func TestNewEndpointsCredentials(t *testing.T) {
 	eps := []struct{ method, path, body string }{
 		{"GET", "/api/v1/receivers?topic=a", ""},
 		{"GET", "/api/v1/shared", ""},
+		{"POST", "/api/v1/subscribers", `{"topics":["a"]}`},
 		{"GET", "/api/v1/trace", ""},
 		{"POST", "/api/v1/trace", `{"topic":"a/#"}`},
 		{"DELETE", "/api/v1/trace", ""},

@@ -541,6 +541,14 @@ func (b *Broker) Receivers(topicName string) ([]Receiver, error) {
 	return out, nil
 }
 
+// SubscriptionCount returns the number of this node's subscriptions
+// whose filter matches the topic name (shared ones included, each member
+// counted), leaving out those of the client except ("" for none). It reads
+// the subscription index without allocating.
+func (b *Broker) SubscriptionCount(topicName, except string) int {
+	return b.subs.Count(topicName, except)
+}
+
 // Subscribed reports whether any subscription matches a topic name: the
 // broker's feeds compute nothing for topics nobody receives.
 func (b *Broker) Subscribed(topicName string) bool {

@@ -182,8 +182,6 @@ func Start(cfg Config, b *broker.Broker) (*Node, error) {
 		NoSigs:        true,
 		JetStream:     true,
 		StoreDir:      storeDir,
-		Cluster:       server.ClusterOpts{Name: cfg.Name, Host: host, Port: port},
-		Routes:        server.RoutesFromStr(joinComma(routes)),
 		// Topics may be up to 64 KiB and become subjects (a third longer
 		// once encoded), and messages up to the maximum packet size.
 		MaxControlLine: 1 << 17,
@@ -192,6 +190,17 @@ func Start(cfg Config, b *broker.Broker) (*Node, error) {
 	}
 	if opts.MaxPending < 64<<20 {
 		opts.MaxPending = 64 << 20
+	}
+	if len(routes) > 0 {
+		opts.Cluster = server.ClusterOpts{Name: cfg.Name, Host: host, Port: port}
+		opts.Routes = server.RoutesFromStr(joinComma(routes))
+	} else {
+		// A cluster of one: NATS's clustered JetStream waits for a route
+		// that never comes (and RoutesFromStr("") is one empty route), so
+		// the node runs a standalone JetStream, with replicas of one, and
+		// opens no cluster port. Growing the cluster means listing peers
+		// and restarting.
+		cfg.Logger.Info("cluster of one node: no peers, cluster port not opened", "cluster", cfg.Name, "node", cfg.Node)
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {

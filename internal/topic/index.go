@@ -308,6 +308,62 @@ func (ix *Index[V]) Match(name string, dst []Entry[V]) []Entry[V] {
 	return dst
 }
 
+// Count returns the number of subscriptions (normal and shared) whose
+// filter matches name, leaving out those of the client except ("" leaves
+// out none): what Match would return, counted without copying. It does not
+// allocate.
+func (ix *Index[V]) Count(name, except string) int {
+	ix.mu.RLock()
+	n := ix.root.countMatch(name, 0, name == "" || name[0] != '$', except)
+	ix.mu.RUnlock()
+	return n
+}
+
+// countMatch is match, counting.
+func (n *node[V]) countMatch(name string, start int, wild bool, except string) int {
+	c := 0
+	if wild && n.hash != nil {
+		c += n.hash.countSubs(except)
+	}
+	end := levelEnd(name, start)
+	if n.children != nil {
+		if ch := n.children[name[start:end]]; ch != nil {
+			c += ch.countNext(name, end, except)
+		}
+	}
+	if wild && n.plus != nil {
+		c += n.plus.countNext(name, end, except)
+	}
+	return c
+}
+
+// countNext is next, counting.
+func (n *node[V]) countNext(name string, end int, except string) int {
+	if end == len(name) {
+		c := n.countSubs(except)
+		if n.hash != nil {
+			c += n.hash.countSubs(except)
+		}
+		return c
+	}
+	if n.children == nil && n.plus == nil && n.hash == nil {
+		return 0
+	}
+	return n.countMatch(name, end+1, true, except)
+}
+
+func (n *node[V]) countSubs(except string) int {
+	c := len(n.subs)
+	if except != "" {
+		for i := range n.subs {
+			if n.subs[i].client == except {
+				c--
+			}
+		}
+	}
+	return c
+}
+
 // match collects the subscriptions below n for the levels name[start:]; n
 // sits above the level starting at start. wild is false to skip n's wildcard
 // children.

@@ -354,6 +354,20 @@ func TestIndexRandom(t *testing.T) {
 				if got, want := matchSorted(ix, name), m.match(name); !slices.Equal(got, want) {
 					t.Fatalf("step %d: Match(%q)\n got %+v\nwant %+v", step, name, got, want)
 				}
+				want := m.match(name)
+				if got := ix.Count(name, ""); got != len(want) {
+					t.Fatalf("step %d: Count(%q) = %d, want %d", step, name, got, len(want))
+				}
+				except := fmt.Sprintf("c%d", r.IntN(12))
+				others := 0
+				for _, e := range want {
+					if e.Client != except {
+						others++
+					}
+				}
+				if got := ix.Count(name, except); got != others {
+					t.Fatalf("step %d: Count(%q, %q) = %d, want %d", step, name, except, got, others)
+				}
 			}
 		}
 	}
@@ -442,5 +456,31 @@ func TestIndexInterest(t *testing.T) {
 	}
 	if ix.Len() != 0 {
 		t.Fatalf("Len = %d, want 0", ix.Len())
+	}
+}
+
+// Count agrees with Match, leaves out one client's subscriptions on
+// request, and allocates nothing.
+func TestIndexCount(t *testing.T) {
+	ix := NewIndex[int]()
+	ix.Add("a", "", "s/+/t", 1)
+	ix.Add("a", "", "s/#", 1)
+	ix.Add("b", "", "s/x/t", 1)
+	ix.Add("b", "g", "s/x/t", 1)
+	ix.Add("c", "", "#", 1)
+	ix.Add("c", "", "$SYS/#", 1)
+	for _, c := range []struct {
+		name, except string
+		want         int
+	}{
+		{"s/x/t", "", 5}, {"s/x/t", "a", 3}, {"s/x/t", "b", 3}, {"s/x/t", "nobody", 5},
+		{"s", "", 2}, {"other", "", 1}, {"$SYS/x", "", 1}, {"$SYS/x", "c", 0},
+	} {
+		if got := ix.Count(c.name, c.except); got != c.want {
+			t.Errorf("Count(%q, %q) = %d, want %d", c.name, c.except, got, c.want)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { ix.Count("s/x/t", "a") }); n != 0 {
+		t.Errorf("Count allocates %v times", n)
 	}
 }

@@ -248,7 +248,7 @@ func TestDashboardLive(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(node)),
 		waitText(node+` .count`, is("5 msgs")),
 		waitText(node+` .rate`, func(s string) bool { return s == "0.5/s" }),
-		waitText(node+` .payload`, is(`{"celsius": 24}`)),
+		waitText(node+` pre.payload.json`, is("{\n  \"celsius\": 24\n}")), // pretty-printed
 	)
 	if err != nil {
 		t.Fatalf("topic tree: %v", err)

@@ -405,3 +405,21 @@ func TestClusterAPIAndMetrics(t *testing.T) {
 		t.Fatalf("/metrics lacks the node label:\n%.2000s", metrics)
 	}
 }
+
+// A cluster of one node (no peers) becomes ready by itself, routes
+// messages and keeps retained messages in its bucket.
+func TestClusterOfOneNode(t *testing.T) {
+	nodes := startCluster(t, 1, nil)
+	sub, _ := testutil.DialPaho(t, nodes[0].addr, "sub", nil)
+	sub.Sub(t, paho.SubscribeOptions{Topic: "one/#", QoS: 1})
+	pub, _ := testutil.DialPaho(t, nodes[0].addr, "pub", nil)
+	pub.Pub(t, &paho.Publish{Topic: "one/a", QoS: 1, Retain: true, Payload: []byte("hello")})
+	if m := sub.Expect(t, 5*time.Second); m.Topic != "one/a" || string(m.Payload) != "hello" {
+		t.Fatalf("got %s %q", m.Topic, m.Payload)
+	}
+	late, _ := testutil.DialPaho(t, nodes[0].addr, "late", nil)
+	late.Sub(t, paho.SubscribeOptions{Topic: "one/#", QoS: 1})
+	if m := late.Expect(t, 5*time.Second); m.Topic != "one/a" || string(m.Payload) != "hello" || !m.Retain {
+		t.Fatalf("retained: %s %q retain=%v", m.Topic, m.Payload, m.Retain)
+	}
+}

@@ -10,6 +10,10 @@
   const HISTORY = 120;    // chart points, one per overview (1 s)
   const RATE_WINDOW = 10; // seconds of per-topic rate
   const MAX_TOPICS = 2000;
+  const PAYLOAD_KEEP = 4096;  // bytes of a topic's last payload kept (JSON longer than this is not pretty-printed)
+  const PAYLOAD_SHOWN = 200;  // characters of a payload shown on one line
+  const PRETTY_MAX = 2000;    // characters of pretty-printed JSON shown
+  const SUBS_EVERY = 2000;    // ms between two subscriber counts
 
   const $ = (sel) => document.querySelector(sel);
   const el = (tag, cls, text) => {
@@ -20,6 +24,7 @@
   };
 
   let client = null;
+  let clientID = '';              // this page's MQTT client ID
   let auth = '';                  // Basic credentials for the management API
   let filter = null;              // topic filter of the tree, subscribed
   let topics = new Map();         // topic -> {count, bytes, buckets, payload, retained}
@@ -46,7 +51,7 @@
     setState('connecting', 'connecting');
     const url = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/mqtt';
     const opts = {
-      clientId: 'starling-dashboard-' + Math.random().toString(16).slice(2, 10),
+      clientId: clientID = 'starling-dashboard-' + Math.random().toString(16).slice(2, 10),
       protocolVersion: 5,
       clean: true,
       connectTimeout: 5000,
@@ -138,6 +143,7 @@
     chart();
     renderTree();
     renderSys();
+    countSubscribers();
   }
 
   function duration(s) {
@@ -246,15 +252,79 @@
     let t = topics.get(topic);
     if (!t) {
       if (topics.size >= MAX_TOPICS) { topicsFull = true; return; }
-      t = { count: 0, bytes: 0, buckets: new Array(RATE_WINDOW).fill(0), sec: nowSec(), payload: '', retained: false };
+      t = { count: 0, bytes: 0, buckets: new Array(RATE_WINDOW).fill(0), sec: nowSec(), raw: null, size: 0, view: null,
+        retained: false, subs: undefined };
       topics.set(topic, t);
     }
     advance(t);
     t.count++;
     t.bytes += payload.length;
     t.buckets[t.sec % RATE_WINDOW]++;
-    t.payload = payload.length > 200 ? payload.subarray(0, 200).toString() + '…' : payload.toString();
+    // A copy of the first bytes: the message's buffer is not ours to keep.
+    t.raw = new Uint8Array(payload.subarray(0, PAYLOAD_KEEP));
+    t.size = payload.length;
+    t.view = null; // rendered again when next shown
     t.retained = retained;
+  }
+
+  const clip = (s, n) => (s.length > n ? s.slice(0, n) + '…' : s);
+  const hex2 = (c) => c.toString(16).padStart(2, '0');
+
+  // oneLine shows control characters as escapes, so a payload stays on one line.
+  const oneLine = (s) => s.replace(/[\u0000-\u001f\u007f]/g, (c) =>
+    ({ '\n': '\\n', '\r': '\\r', '\t': '\\t' })[c] || '\\x' + hex2(c.charCodeAt(0)));
+
+  // payloadView renders a topic's last payload once: JSON objects and
+  // arrays pretty-printed, other UTF-8 text on one line, anything else as
+  // printable ASCII and \xNN escapes; always cut to a bounded length. The
+  // result goes into the page as text (textContent), never as HTML.
+  function payloadView(t) {
+    if (t.view) return t.view;
+    const cut = t.size > t.raw.length;
+    let text = null;
+    try {
+      text = new TextDecoder('utf-8', { fatal: true }).decode(t.raw, { stream: cut }); // a cut may end mid-character
+    } catch { /* not UTF-8 */ }
+    let view = null;
+    if (text !== null && !cut && /^\s*[[{]/.test(text)) {
+      try {
+        view = { json: true, text: clip(JSON.stringify(JSON.parse(text), null, 2), PRETTY_MAX) };
+      } catch { /* not JSON */ }
+    }
+    if (!view) {
+      let shown;
+      if (text !== null) shown = oneLine(text.slice(0, PAYLOAD_SHOWN));
+      else shown = Array.from(t.raw.subarray(0, PAYLOAD_SHOWN), (b) => (b >= 0x20 && b < 0x7f ? String.fromCharCode(b) : '\\x' + hex2(b))).join('');
+      const more = cut || (text !== null ? text.length > PAYLOAD_SHOWN : t.raw.length > PAYLOAD_SHOWN);
+      view = { json: false, text: shown + (more ? '…' : '') };
+    }
+    t.view = view;
+    return view;
+  }
+
+  // countSubscribers asks the broker, every SUBS_EVERY ms at most, how
+  // many subscriptions match each topic of the tree, this page's own left
+  // out (the management API reads the broker's subscription index).
+  let subsAt = 0, subsBusy = false, subsNote = '';
+  async function countSubscribers() {
+    if (subsBusy || !auth || !topics.size || Date.now() - subsAt < SUBS_EVERY) return;
+    subsBusy = true;
+    subsAt = Date.now();
+    const asked = topics;
+    try {
+      const v = await api('POST', 'subscribers', { topics: [...asked.keys()], except_client: clientID });
+      for (const [name, n] of Object.entries(v.subscribers)) {
+        const t = asked.get(name);
+        if (t) t.subs = n;
+      }
+      subsNote = '';
+      if (asked === topics) renderTree();
+    } catch (e) {
+      subsAt = Date.now() + 8 * SUBS_EVERY; // the API may be off: ask less often
+      subsNote = 'subscriber counts unavailable: ' + e.message;
+    } finally {
+      subsBusy = false;
+    }
   }
 
   // advance clears the buckets of the seconds that passed without messages.
@@ -292,8 +362,14 @@
         if (child.stat) {
           const s = child.stat;
           row.append(el('span', 'rate', fmt(rate(s)) + '/s'), el('span', 'count', s.count + ' msgs'));
+          if (s.subs !== undefined) {
+            const subs = el('span', 'subs', s.subs + (s.subs === 1 ? ' subscriber' : ' subscribers'));
+            subs.title = 'subscriptions on this broker whose filter matches the topic, this page\'s own not counted';
+            row.append(subs);
+          }
           if (s.retained) row.append(el('span', 'badge', 'retained'));
-          row.append(el('code', 'payload', s.payload));
+          const p = payloadView(s);
+          row.append(p.json ? el('pre', 'payload json', p.text) : el('code', 'payload', p.text));
         }
         li.append(row);
         if (child.children.size) {
@@ -306,7 +382,8 @@
     };
     build(ul, root);
     $('#tree').replaceWith(ul);
-    if (filter) $('#topic-status').textContent = `watching ${filter}: ${topics.size} topics` + (topicsFull ? ` (limit ${MAX_TOPICS} reached)` : '');
+    if (filter) $('#topic-status').textContent = `watching ${filter}: ${topics.size} topics` + (topicsFull ? ` (limit ${MAX_TOPICS} reached)` : '') +
+      (subsNote ? ' · ' + subsNote : '');
   }
 
   // ---- management API ----
