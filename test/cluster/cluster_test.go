@@ -239,6 +239,11 @@ func TestClusterSessionMovesWithClient(t *testing.T) {
 	}
 	c1, _ := testutil.DialPaho(t, nodes[0].addr, "mover", persistent(nodes[0].addr))
 	c1.Sub(t, paho.SubscribeOptions{Topic: "q/#", QoS: 1})
+	// A second subscriber on node 1 shows when node 1 has the messages
+	// (the hop from node 3 is asynchronous; a message still on its way
+	// when the session moves is not part of the promise).
+	sentinel, _ := testutil.DialPaho(t, nodes[0].addr, "sentinel", nil)
+	sentinel.Sub(t, paho.SubscribeOptions{Topic: "q/m", QoS: 1})
 	pub, _ := testutil.DialPaho(t, nodes[2].addr, "pub", nil)
 	warm(t, pub, "q/probe", c1)
 	c1.Disconnect(&paho.Disconnect{})
@@ -248,7 +253,9 @@ func TestClusterSessionMovesWithClient(t *testing.T) {
 	for i := range n {
 		pub.Pub(t, &paho.Publish{Topic: "q/m", QoS: 1, Payload: []byte(strconv.Itoa(i))})
 	}
-	time.Sleep(300 * time.Millisecond) // the hop to node 1 is asynchronous
+	for range n {
+		sentinel.Expect(t, 10*time.Second)
+	}
 
 	c2, ack := testutil.DialPaho(t, nodes[1].addr, "mover", persistent(nodes[1].addr))
 	if !ack.SessionPresent {
