@@ -573,7 +573,7 @@ func (s *Server) openStore() error {
 		if s.cfg.Store != "memory" {
 			dir = filepath.Join(s.cfg.Data, "cluster")
 		}
-		node, err := cluster.Start(cluster.Config{Name: c.Name, Node: c.Node, Listen: c.Listen, Peers: c.Peers,
+		node, err := cluster.Start(cluster.Config{Name: c.Name, Node: c.Node, Listen: c.Listen, Peers: c.Peers, Token: c.Token,
 			DataDir: dir, MaxPayload: int(s.cfg.Limits.MaxPacketSize) + 64<<10, Logger: s.log}, s.broker)
 		if err != nil {
 			return fmt.Errorf("starling: %w", err)
@@ -629,4 +629,15 @@ func (s *Server) clusterStatus() *admin.ClusterStatus {
 		peers = []string{}
 	}
 	return &admin.ClusterStatus{Name: s.cfg.Cluster.Name, Node: node.Name(), Ready: ready, Peers: peers, Expected: len(s.cfg.Cluster.Peers) + 1}
+}
+
+// ClusterPeers lists the other cluster nodes this one is connected to now
+// (nil for a single node).
+func (s *Server) ClusterPeers() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cluster == nil {
+		return nil
+	}
+	return s.cluster.Peers()
 }

@@ -1,8 +1,8 @@
 package broker
 
 import (
-	"fmt"
 	"errors"
+	"fmt"
 	"time"
 	"unicode/utf8"
 

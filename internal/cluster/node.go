@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -41,12 +42,16 @@ type Config struct {
 	Node    string   // this node's name, unique in the cluster
 	Listen  string   // host:port other nodes connect to
 	Peers   []string // the other nodes' Listen addresses
+	Token   string   // shared secret for routes; "" for none
 	DataDir string   // JetStream storage; "" keeps it in memory
 	// MaxPayload bounds one message on the backplane: the broker's maximum
 	// packet size plus room for the envelope.
 	MaxPayload int
 	Logger     *slog.Logger
 }
+
+// routeUser is the user name nodes present with the cluster token.
+const routeUser = "starling"
 
 // Bucket names of the replicated state.
 const (
@@ -165,7 +170,11 @@ func Start(cfg Config, b *broker.Broker) (*Node, error) {
 	}
 	var routes []string
 	for _, p := range cfg.Peers {
-		routes = append(routes, "nats://"+p)
+		u := url.URL{Scheme: "nats", Host: p}
+		if cfg.Token != "" {
+			u.User = url.UserPassword(routeUser, cfg.Token)
+		}
+		routes = append(routes, u.String())
 	}
 	maxPayload := max(cfg.MaxPayload, 1<<20)
 	var tok [16]byte
@@ -193,6 +202,10 @@ func Start(cfg Config, b *broker.Broker) (*Node, error) {
 	}
 	if len(routes) > 0 {
 		opts.Cluster = server.ClusterOpts{Name: cfg.Name, Host: host, Port: port}
+		if cfg.Token != "" {
+			// Routes from a node without the token are refused.
+			opts.Cluster.Username, opts.Cluster.Password = routeUser, cfg.Token
+		}
 		opts.Routes = server.RoutesFromStr(joinComma(routes))
 	} else {
 		// A cluster of one: NATS's clustered JetStream waits for a route

@@ -100,6 +100,9 @@ type Cluster struct {
 	Listen string `yaml:"listen"`
 	// Peers are the other nodes' listen addresses, as host:port.
 	Peers []string `yaml:"peers"`
+	// Token is a shared secret every node must present to join ("" = no
+	// check: then only a private network may reach the cluster port).
+	Token string `yaml:"token"`
 }
 
 // TLS is the server certificate and the client-certificate policy of the

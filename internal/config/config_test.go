@@ -133,7 +133,7 @@ func TestLoadEveryKey(t *testing.T) {
 		},
 		Auth: authconfig.Config{AllowAnonymous: false, AnonymousListeners: []string{"tcp"}, PasswordFile: "/etc/starling/passwd", ACLFile: "/etc/starling/acl",
 			CertUsername: "cn", MaxConcurrentVerifications: 4, Superusers: []string{"admin"}, AuditLinesPerSecond: 20},
-		Cluster: Cluster{Name: "prod", Node: "n1", Listen: "10.0.0.1:6222", Peers: []string{"10.0.0.2:6222", "10.0.0.3:6222"}},
+		Cluster: Cluster{Name: "prod", Node: "n1", Listen: "10.0.0.1:6222", Peers: []string{"10.0.0.2:6222", "10.0.0.3:6222"}, Token: "0123456789abcdef-secret"},
 	}
 	if !equal(got, want) {
 		t.Errorf("Load(full.yaml) =\n%+v\nwant\n%+v", got, want)
@@ -413,6 +413,7 @@ func TestClusterValidation(t *testing.T) {
 		{Cluster{Listen: "127.0.0.1:6222"}, "cluster.name: required"},
 		{Cluster{Name: "c", Listen: "nope"}, "cluster.listen"},
 		{Cluster{Name: "c", Listen: ":6222", Peers: []string{"x"}}, "cluster.peers[0]"},
+		{Cluster{Name: "c", Listen: ":6222", Token: "short"}, "cluster.token: at least 16"},
 	} {
 		cfg := Default()
 		cfg.Cluster = c.cl

@@ -309,6 +309,9 @@ func (c Config) validateCluster(bad func(key, format string, args ...any)) {
 	} else if _, _, err := net.SplitHostPort(cl.Listen); err != nil {
 		bad("cluster.listen", "%v", err)
 	}
+	if cl.Token != "" && len(cl.Token) < 16 {
+		bad("cluster.token", "at least 16 characters (got %d)", len(cl.Token))
+	}
 	for i, p := range cl.Peers {
 		if _, _, err := net.SplitHostPort(p); err != nil {
 			bad(fmt.Sprintf("cluster.peers[%d]", i), "%v", err)

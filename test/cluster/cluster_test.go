@@ -69,6 +69,7 @@ func startCluster(t *testing.T, n int, mutate func(i int, c *starling.Config)) [
 			c.Cluster.Node = fmt.Sprintf("n%d", i+1)
 			c.Cluster.Listen = routes[i]
 			c.Cluster.Peers = peers
+			c.Cluster.Token = "test-cluster-token-0123"
 			if mutate != nil {
 				mutate(i, c)
 			}
@@ -428,5 +429,30 @@ func TestClusterOfOneNode(t *testing.T) {
 	late.Sub(t, paho.SubscribeOptions{Topic: "one/#", QoS: 1})
 	if m := late.Expect(t, 5*time.Second); m.Topic != "one/a" || string(m.Payload) != "hello" || !m.Retain {
 		t.Fatalf("retained: %s %q retain=%v", m.Topic, m.Payload, m.Retain)
+	}
+}
+
+// With cluster.token set, a node that presents another token cannot join.
+func TestClusterTokenKeepsStrangersOut(t *testing.T) {
+	const secret = "the-right-secret-0123"
+	routes := freeAddrs(t, 2)
+	start := func(i int, token string) *starling.Server {
+		srv, _ := testutil.StartBroker(t, func(c *starling.Config) {
+			c.HTTP = ""
+			c.Cluster.Name = "tok"
+			c.Cluster.Node = fmt.Sprintf("t%d", i+1)
+			c.Cluster.Listen = routes[i]
+			c.Cluster.Peers = []string{routes[1-i]}
+			c.Cluster.Token = token
+		})
+		return srv
+	}
+	a := start(0, secret)
+	b := start(1, "a-wrong-secret-45678")
+	time.Sleep(3 * time.Second) // several route attempts
+	for _, s := range []*starling.Server{a, b} {
+		if p := s.ClusterPeers(); len(p) != 0 {
+			t.Fatalf("nodes with different tokens joined: peers %v", p)
+		}
 	}
 }

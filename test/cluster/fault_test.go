@@ -27,6 +27,7 @@ type proc struct {
 	route            string
 	peers            []string
 	cluster          string
+	config           string // YAML file with the cluster token
 	cmd              *exec.Cmd
 }
 
@@ -48,7 +49,7 @@ func (p *proc) start(bin string) {
 	}
 	p.cmd = exec.Command(bin, "-tcp", p.addr, "-http", "", "-data", p.data, "-log-level", level,
 		"-cluster-name", p.cluster, "-cluster-node", p.name, "-cluster-listen", p.route,
-		"-cluster-peers", strings.Join(p.peers, ","))
+		"-cluster-peers", strings.Join(p.peers, ","), "-config", p.config)
 	p.cmd.Stderr = os.Stderr
 	// If the test process dies, so do its nodes.
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -98,6 +99,10 @@ func TestClusterNodeKilled(t *testing.T) {
 	routes := freeAddrs(t, 3)
 	mqtt := freeAddrs(t, 3)
 	name := fmt.Sprintf("fault-%d", time.Now().UnixNano())
+	cfgFile := filepath.Join(t.TempDir(), "cluster.yaml")
+	if err := os.WriteFile(cfgFile, []byte("cluster:\n  token: fault-test-token-0123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	var nodes []*proc
 	for i := range 3 {
 		var peers []string
@@ -106,7 +111,7 @@ func TestClusterNodeKilled(t *testing.T) {
 				peers = append(peers, r)
 			}
 		}
-		p := &proc{t: t, name: fmt.Sprintf("n%d", i+1), addr: mqtt[i], data: t.TempDir(), route: routes[i], peers: peers, cluster: name}
+		p := &proc{t: t, name: fmt.Sprintf("n%d", i+1), addr: mqtt[i], data: t.TempDir(), route: routes[i], peers: peers, cluster: name, config: cfgFile}
 		p.start(bin)
 		t.Cleanup(p.kill)
 		nodes = append(nodes, p)
