@@ -5,9 +5,9 @@
 # starling-bench, then starts each broker in turn on 127.0.0.1 (non-default
 # ports) pinned to CPU 0 with the load tool pinned to CPU 1, runs the same
 # cells against each, and writes a markdown table to bench/results/<date>.md
-# (raw JSON lines next to it, .jsonl). Every cell runs twice; the two passes
-# go through all brokers in turn, so drift on a shared machine hits them
-# alike. Everything this script starts is stopped by PID on exit.
+# (raw JSON lines next to it, .jsonl, and bar charts as <date>-<group>.png).
+# Every cell runs twice; the two passes go through all brokers in turn, so
+# drift on a shared machine hits them alike. Everything this script starts is stopped by PID on exit.
 #
 #   bench/compare.sh                     # about 10 minutes
 #   DURATION=5s IDLE_CONNS=10000 bench/compare.sh
@@ -223,7 +223,11 @@ took=$(($(date +%s) - start))
 	echo "brokers pinned to CPU $BROKER_CPU, the load tool to CPU $TOOL_CPU (taskset); MQTT 3.1.1 everywhere (nats-server speaks no MQTT 5)."
 	echo "Versions: starling $(git describe --always --dirty 2>/dev/null || echo '?'), $("$MOSQUITTO" -h 2>/dev/null | head -1 | sed 's/ running on.*//'), $(nats-server --version 2>/dev/null || echo 'nats-server absent')."
 	echo
-	"$WORK/bin/table" <"$OUT.jsonl"
+	"$WORK/bin/table" -png "$OUT" <"$OUT.jsonl"
+	echo
+	for f in "$OUT"-*.png; do
+		echo "![$(basename "$f" .png)]($(basename "$f"))"
+	done
 } >"$OUT.md"
 log "wrote $OUT.md and $OUT.jsonl"
 cat "$OUT.md"

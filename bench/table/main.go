@@ -8,6 +8,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -32,10 +33,28 @@ type key struct {
 }
 
 func main() {
-	if err := table(os.Stdin, os.Stdout); err != nil {
+	pngPrefix := flag.String("png", "", "also write bar charts as `PREFIX`-<group>.png (throughput, latency, idle, connstorm)")
+	flag.Parse()
+	t, err := table(os.Stdin, os.Stdout)
+	if err == nil && *pngPrefix != "" {
+		var files []string
+		files, err = writePNGs(*pngPrefix, t.brokers, t.keys, t.means)
+		for _, f := range files {
+			fmt.Fprintln(os.Stderr, "table: wrote", f)
+		}
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "table:", err)
 		os.Exit(1)
 	}
+}
+
+// parsed is what table read: the rows in order, the brokers in order of
+// appearance, and each broker's mean figure per row.
+type parsed struct {
+	keys    []key
+	brokers []string
+	means   map[key]map[string]float64
 }
 
 // metric returns the figure a cell is ranked by, whether higher is better,
@@ -105,16 +124,17 @@ var what = map[string]string{
 	"connstorm":  "connect storm, connections/s",
 }
 
-func table(in io.Reader, out io.Writer) error {
+func table(in io.Reader, out io.Writer) (parsed, error) {
 	var keys []key
 	var brokers []string
+	allMeans := map[key]map[string]float64{}
 	runs := map[key]map[string][]*loadgen.Result{}
 	sc := bufio.NewScanner(in)
 	sc.Buffer(make([]byte, 1<<20), 16<<20)
 	for sc.Scan() {
 		var l line
 		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
-			return err
+			return parsed{}, err
 		}
 		k := key{l.Cell, l.Transport, l.QoS}
 		if runs[k] == nil {
@@ -127,7 +147,7 @@ func table(in io.Reader, out io.Writer) error {
 		runs[k][l.Broker] = append(runs[k][l.Broker], l.Result)
 	}
 	if err := sc.Err(); err != nil {
-		return err
+		return parsed{}, err
 	}
 	fmt.Fprintf(out, "| cell | transport | QoS | %s | Starling vs best peer |\n", strings.Join(brokers, " | "))
 	fmt.Fprintf(out, "|---|---|---|%s---|\n", strings.Repeat("---|", len(brokers)))
@@ -165,12 +185,13 @@ func table(in io.Reader, out io.Writer) error {
 			fmt.Fprintf(out, " %s |", strings.Join(texts, " · "))
 		}
 		fmt.Fprintf(out, " %s |\n", ratio(means, higher))
+		allMeans[k] = means
 	}
 	fmt.Fprintln(out)
 	fmt.Fprintln(out, "Each broker cell lists every run (run 1 · run 2). The ratio compares the mean of Starling's runs with the best peer's mean;")
 	fmt.Fprintln(out, "above 1 Starling is better (more msg/s or connections/s, lower p99 or fewer bytes per connection). ⚠ marks a run that lost")
 	fmt.Fprintln(out, "or duplicated messages (closed loop owes none), fell behind its offered rate, or had failed connections.")
-	return nil
+	return parsed{keys, brokers, allMeans}, nil
 }
 
 func ratio(means map[string]float64, higher bool) string {
