@@ -458,7 +458,7 @@ func (s *Server) dispatch(nc net.Conn, tlsCfg *tls.Config, httpLn *transport.Con
 		// first byte does.
 		switch tc.ConnectionState().NegotiatedProtocol {
 		case "mqtt":
-			go s.broker.HandleConn(tc)
+			go s.broker.HandleConnOn(tc, "listen_any")
 		case "http/1.1":
 			httpLn.Put(tc)
 		default:

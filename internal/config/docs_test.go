@@ -149,3 +149,41 @@ func TestSecurityHardeningExample(t *testing.T) {
 		}
 	}
 }
+
+// TestWebSocketDocCoversTransportKeys: every listener, TLS, WebSocket and
+// proxy key, and auth.cert_username, is set in some yaml example of
+// docs/websocket.md, so a new option there comes with an example.
+func TestWebSocketDocCoversTransportKeys(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/websocket.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := map[string]bool{}
+	for _, b := range regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllSubmatch(doc, -1) {
+		var root yaml.Node
+		if err := yaml.Unmarshal(b[1], &root); err != nil {
+			t.Fatal(err)
+		}
+		var keys []keyAt
+		walk(&root, "", &keys)
+		for _, k := range keys {
+			set[k.path] = true
+		}
+	}
+	want := []string{"auth.cert_username"}
+	for _, l := range leaves(reflect.ValueOf(Default()), "") {
+		top, _, _ := strings.Cut(l.path, ".")
+		switch top {
+		case "tcp", "http", "mqtts", "https", "listen_any", "tls", "websocket", "trusted_proxies", "proxy_protocol", "proxy_protocol_listeners":
+			want = append(want, l.path)
+		}
+	}
+	if len(want) < 20 {
+		t.Fatalf("only %d keys to look for: %v", len(want), want)
+	}
+	for _, k := range want {
+		if !set[k] {
+			t.Errorf("docs/websocket.md: no yaml example sets %s", k)
+		}
+	}
+}

@@ -75,7 +75,9 @@ func FuzzWSRead(f *testing.F) {
 
 // FuzzWSReadDeflate feeds arbitrary bytes to a server-side adapter with
 // permessage-deflate on: no panic, decompressed output within the bound,
-// only close codes the adapter defines, the decompressor released.
+// only close codes the adapter defines, the decompressor released. The
+// seeds in testdata add bad deflate data, RSV1 where it is not allowed, a
+// text frame, and messages at and one byte over the bound.
 func FuzzWSReadDeflate(f *testing.F) {
 	z := deflated(f, bytes.Repeat([]byte("abc"), 100), false)
 	f.Add(cframe(ws.OpBinary, true, true, z), uint8(7))

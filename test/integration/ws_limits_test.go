@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
 
 	"github.com/starling-mqtt/starling"
 	"github.com/starling-mqtt/starling/internal/packet"
@@ -98,6 +100,78 @@ func TestWSPerAddressLimit(t *testing.T) {
 			t.Fatal("no place for a new WebSocket client after one left")
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// wsV5Try connects a paho.golang client over WebSocket, returns the
+// CONNACK and closes the connection again.
+func wsV5Try(t *testing.T, srv *starling.Server, id string) *paho.Connack {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	nc, err := transport.DialWS(ctx, "ws://"+srv.HTTPAddr().String()+"/mqtt", "mqtt", nil)
+	if err != nil {
+		t.Fatalf("dial ws: %v", err)
+	}
+	defer nc.Close()
+	c := paho.NewClient(paho.ClientConfig{Conn: nc})
+	ack, err := c.Connect(ctx, &paho.Connect{ClientID: id, CleanStart: true})
+	if ack == nil {
+		t.Fatalf("connect %s over ws: no CONNACK: %v", id, err)
+	}
+	if err == nil {
+		c.Disconnect(&paho.Disconnect{})
+	}
+	<-c.Done()
+	return ack
+}
+
+// limits.max_connections counts WebSocket clients as it counts TCP ones:
+// with a limit of 2, two paho.golang clients over WebSocket are served and
+// exchange messages, a third gets CONNACK 0x97, a TCP client CONNACK 0x97
+// too, a 3.1.1 client over ws:// (paho.mqtt.golang) CONNACK 3; when a
+// WebSocket client leaves, its place can be taken over WebSocket again.
+func TestWSMaxConnections(t *testing.T) {
+	t.Parallel()
+	srv, addr := testutil.StartBroker(t, func(c *starling.Config) { c.Limits.MaxConnections = 2 })
+	a := wsV5Client(t, dialWS(t, srv, nil), "mcws-a")
+	a.sub(t, paho.SubscribeOptions{Topic: "mcws", QoS: 1})
+	bConn := dialWS(t, srv, nil)
+	b := wsV5Client(t, bConn, "mcws-b")
+
+	if ack := wsV5Try(t, srv, "mcws-c"); ack.ReasonCode != byte(packet.QuotaExceeded) {
+		t.Fatalf("third WebSocket client: CONNACK 0x%02x, want 0x97", ack.ReasonCode)
+	}
+	if _, ack := v5RawConnect(t, addr, &packet.Connect{ClientID: "mcws-tcp", CleanStart: true}); ack.ReasonCode != packet.QuotaExceeded {
+		t.Fatalf("TCP client at the limit: CONNACK 0x%02x, want 0x97", byte(ack.ReasonCode))
+	}
+	o := mqtt.NewClientOptions().AddBroker("ws://" + srv.HTTPAddr().String() + "/mqtt").SetClientID("mcws-v3").
+		SetProtocolVersion(4).SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(5 * time.Second)
+	v3 := mqtt.NewClient(o)
+	if tok := v3.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != packets.ErrorRefusedServerUnavailable {
+		v3.Disconnect(0)
+		t.Fatalf("3.1.1 over ws at the limit: %v, want %v", tok.Error(), packets.ErrorRefusedServerUnavailable)
+	}
+
+	// The two inside are unaffected.
+	b.pub(t, &paho.Publish{Topic: "mcws", QoS: 1, Payload: []byte("still here")})
+	if m := a.expect(t); string(m.Payload) != "still here" {
+		t.Fatalf("got %q", m.Payload)
+	}
+
+	// b leaves: a new WebSocket client gets its place.
+	b.Disconnect(&paho.Disconnect{})
+	bConn.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ack := wsV5Try(t, srv, "mcws-d")
+		if ack.ReasonCode == byte(packet.Success) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("slot not freed: CONNACK 0x%02x", ack.ReasonCode)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

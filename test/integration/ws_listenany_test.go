@@ -177,3 +177,52 @@ func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
 }
+
+// A client that reaches the broker through listen_any by TLS with ALPN
+// "mqtt" belongs to listener listen_any like any other there: with
+// anonymous clients allowed on listen_any only, it gets in (the tcp
+// listener refuses it), and it is counted under listen_any.
+func TestWSListenAnyALPNListenerName(t *testing.T) {
+	t.Parallel()
+	pki := newTestPKI(t)
+	srv := startTLSBroker(t, pki, func(c *starling.Config) {
+		c.HTTP, c.MQTTS, c.HTTPS = "", "", ""
+		c.ListenAny = "127.0.0.1:0"
+		c.Auth.AllowAnonymous = false
+		c.Auth.AnonymousListeners = []string{"listen_any"}
+	})
+	addr := srv.ListenAnyAddr().String()
+
+	// The tcp listener is not listen_any: anonymous is refused there.
+	if _, ack := v5RawConnect(t, srv.Addr().String(), &packet.Connect{ClientID: "anon-tcp", CleanStart: true}); ack.ReasonCode != packet.NotAuthorized {
+		t.Fatalf("anonymous on tcp: CONNACK 0x%02x, want 0x87", byte(ack.ReasonCode))
+	}
+
+	cfg := pki.ClientConfig()
+	cfg.NextProtos = []string{"mqtt"}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	nc, err := (&tls.Dialer{Config: cfg}).DialContext(ctx, "tcp", addr)
+	if err != nil {
+		t.Fatalf("TLS with ALPN mqtt: %v", err)
+	}
+	if got := nc.(*tls.Conn).ConnectionState().NegotiatedProtocol; got != "mqtt" {
+		t.Fatalf("ALPN negotiated %q, want mqtt", got)
+	}
+	c := wsV5Client(t, nc, "alpn-anon") // fails the test unless CONNACK 0
+	c.sub(t, paho.SubscribeOptions{Topic: "alpn/anon", QoS: 1})
+
+	// Counted under listen_any: the HTTP scrape itself is not an MQTT
+	// connection, so exactly the one client.
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: pki.ClientConfig()}}
+	resp, err := hc.Get("https://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	want := `mqtt_listener_connections{listener="listen_any"} 1`
+	if !strings.Contains(string(body), want+"\n") {
+		t.Fatalf("/metrics has no %q", want)
+	}
+}
