@@ -14,7 +14,8 @@
 #   BROKERS="starling mosquitto" CELLS="fanin fanout100" bench/compare.sh
 #
 # Variables: DURATION (measured window per run, 3s), WARMUP (500ms), RUNS (2),
-# IDLE_CONNS (10000), STORM_CONNS (2000), BROKERS, CELLS (see cells below),
+# IDLE_CONNS (10000), STORM_CONNS (2000), SLOW_DURATION (the slow-consumer
+# flood, 10s), BROKERS, CELLS (see cells below),
 # DEFLATE_CELLS (idle: cells also run over ws with permessage-deflate
 # negotiated, the "ws-deflate" rows, for Starling only), BROKER_CPU (0),
 # TOOL_CPU (1), OUT (bench/results/<date>).
@@ -26,17 +27,21 @@ WARMUP=${WARMUP:-500ms}
 RUNS=${RUNS:-2}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 STORM_CONNS=${STORM_CONNS:-2000}
+SLOW_DURATION=${SLOW_DURATION:-10s}
 BROKER_CPU=${BROKER_CPU:-0}
 TOOL_CPU=${TOOL_CPU:-1}
 DATE=$(date -u +%Y-%m-%d)
 OUT=${OUT:-bench/results/$DATE}
-BROKERS=${BROKERS:-starling mosquitto nats}
-CELLS=${CELLS:-fanin fanout100 fanout1000 pairs100 latency10k latency50k idle connstorm}
+# starling-mem is Starling with store: memory, for the QoS 1 cells only: the
+# in-memory figure next to the default durable one (fsync before PUBACK).
+BROKERS=${BROKERS:-starling starling-mem mosquitto nats}
+CELLS=${CELLS:-fanin fanin1k fanin64k fanout100 fanout1000 pairs100 latency10k latency50k slow idle connstorm}
 DEFLATE_CELLS=${DEFLATE_CELLS:-idle}
 
-# Ports: Starling 21883 (tcp) / 28083 (ws); Mosquitto 21884 / 28084; NATS 21885 (no ws).
-declare -A TCP=([starling]=21883 [mosquitto]=21884 [nats]=21885)
-declare -A WS=([starling]=28083 [mosquitto]=28084)
+# Ports: Starling 21883 (tcp) / 28083 (ws); Mosquitto 21884 / 28084; NATS 21885
+# (no ws); Starling in memory 21886 / 28086.
+declare -A TCP=([starling]=21883 [mosquitto]=21884 [nats]=21885 [starling-mem]=21886)
+declare -A WS=([starling]=28083 [mosquitto]=28084 [starling-mem]=28086)
 # Brokers whose ws listener accepts permessage-deflate as run here.
 declare -A DEFLATE=([starling]=1)
 
@@ -89,12 +94,13 @@ start_broker() { # name
 	local name=$1 dir="$WORK/run-$1"
 	rm -rf "$dir" && mkdir -p "$dir"
 	case $name in
-	starling)
+	starling | starling-mem)
 		# Compression is negotiated only with clients that offer it (the
 		# ws-deflate rows): the other cells are unaffected.
 		printf 'websocket:\n  compression: true\n' >"$dir/starling.yaml"
-		taskset -c "$BROKER_CPU" "$WORK/bin/starling" -config "$dir/starling.yaml" -tcp "127.0.0.1:${TCP[starling]}" \
-			-http "127.0.0.1:${WS[starling]}" -data "$dir/data" -log-level warn >"$dir/log" 2>&1 &
+		[[ $name == starling-mem ]] && echo 'store: memory' >>"$dir/starling.yaml"
+		taskset -c "$BROKER_CPU" "$WORK/bin/starling" -config "$dir/starling.yaml" -tcp "127.0.0.1:${TCP[$name]}" \
+			-http "127.0.0.1:${WS[$name]}" -data "$dir/data" -log-level warn >"$dir/log" 2>&1 &
 		;;
 	mosquitto)
 		cat >"$dir/mosquitto.conf" <<-CONF
@@ -151,6 +157,9 @@ stop_broker() {
 # cell name -> starling-bench flags (the URL and run length are added).
 declare -A FLAGS=(
 	[fanin]="-scenario fanin"
+	[fanin1k]="-scenario fanin -size 1024"
+	[fanin64k]="-scenario fanin -size 65536"
+	[slow]="-scenario slow -size 1024"
 	[fanout100]="-scenario fanout -subs 100"
 	[fanout1000]="-scenario fanout -subs 1000"
 	[pairs100]="-scenario pairs -pubs 100"
@@ -159,8 +168,8 @@ declare -A FLAGS=(
 	[idle]="-scenario idle -conns $IDLE_CONNS"
 	[connstorm]="-scenario connstorm -conns $STORM_CONNS"
 )
-declare -A QOSES=([fanin]="0 1" [fanout100]="0 1" [fanout1000]="0" [pairs100]="0 1"
-	[latency10k]="0 1" [latency50k]="0" [idle]="0" [connstorm]="0")
+declare -A QOSES=([fanin]="0 1" [fanin1k]="0 1" [fanin64k]="0 1" [fanout100]="0 1" [fanout1000]="0 1"
+	[pairs100]="0 1" [latency10k]="0 1" [latency50k]="0 1" [slow]="0 1" [idle]="0" [connstorm]="0")
 
 bench() { # broker run cell transport qos
 	local broker=$1 run=$2 cell=$3 tr=$4 qos=$5 url extra=
@@ -169,10 +178,11 @@ bench() { # broker run cell transport qos
 	ws-deflate) url="ws://127.0.0.1:${WS[$broker]}/mqtt" extra=-ws-deflate ;;
 	*) url="tcp://127.0.0.1:${TCP[$broker]}" ;;
 	esac
-	local line
+	local line duration=$DURATION
+	[[ $cell == slow ]] && duration=$SLOW_DURATION
 	# shellcheck disable=SC2086 # FLAGS holds several words
 	line=$(timeout 180 taskset -c "$TOOL_CPU" "$WORK/bin/starling-bench" -q -url "$url" $extra ${FLAGS[$cell]} \
-		-qos "$qos" -version 4 -duration "$DURATION" -warmup "$WARMUP" -broker-pid "$BROKER_PID" 2>"$WORK/err") || true
+		-qos "$qos" -version 4 -duration "$duration" -warmup "$WARMUP" -broker-pid "$BROKER_PID" 2>"$WORK/err") || true
 	if [[ -z $line ]]; then
 		line=null
 		log "  $broker $cell $tr q$qos: $(tail -n 3 "$WORK/err" | tr '\n' ' ')"
@@ -189,6 +199,7 @@ for run in $(seq "$RUNS"); do
 		start_broker "$broker"
 		fresh=1
 		for cell in $CELLS; do
+			[[ $broker == starling-mem && " ${QOSES[$cell]} " != *" 1 "* ]] && continue
 			# Idle RSS needs a broker whose heap has not already grown
 			# (and been freed) under the cells before it.
 			if [[ $cell == idle && $fresh == 0 ]]; then
@@ -205,6 +216,8 @@ for run in $(seq "$RUNS"); do
 					start_broker "$broker"
 				fi
 				for qos in ${QOSES[$cell]}; do
+					# The in-memory Starling is there for its QoS 1 figures.
+					[[ $broker == starling-mem && $qos == 0 ]] && continue
 					bench "$broker" "$run" "$cell" "${trs[$i]}" "$qos"
 				done
 			done

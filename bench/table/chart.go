@@ -57,6 +57,7 @@ func charts(keys []key, means map[key]map[string]float64) []struct {
 	rate := chart{title: "Delivered messages per second (higher is better)", unit: si}
 	lat := chart{title: "p99 latency at a fixed rate (lower is better, log scale)", unit: func(v float64) string { return strings.Replace(us(v), "µs", "us", 1) }, log: true}
 	idle := chart{title: "Broker RSS per idle connection (lower is better)", unit: func(v float64) string { return fmt.Sprintf("%.1f KiB", v/1024) }}
+	slow := chart{title: "Broker RSS growth while a subscriber does not read (lower is better)", unit: func(v float64) string { return fmt.Sprintf("%.1f MiB", v/(1<<20)) }}
 	storm := chart{title: "Connect storm, connections per second (higher is better)", unit: func(v float64) string { return si(v) + "/s" }}
 	for _, k := range keys {
 		row := chartRow{label: fmt.Sprintf("%s %s q%d", short(k.cell), k.transport, k.qos), means: means[k]}
@@ -67,6 +68,8 @@ func charts(keys []key, means map[key]map[string]float64) []struct {
 			idle.rows = append(idle.rows, row)
 		case k.cell == "connstorm":
 			storm.rows = append(storm.rows, row)
+		case k.cell == "slow":
+			slow.rows = append(slow.rows, row)
 		default:
 			rate.rows = append(rate.rows, row)
 		}
@@ -78,7 +81,7 @@ func charts(keys []key, means map[key]map[string]float64) []struct {
 	for _, c := range []struct {
 		name string
 		c    chart
-	}{{"throughput", rate}, {"latency", lat}, {"idle", idle}, {"connstorm", storm}} {
+	}{{"throughput", rate}, {"latency", lat}, {"idle", idle}, {"slow", slow}, {"connstorm", storm}} {
 		if len(c.c.rows) > 0 {
 			out = append(out, c)
 		}
@@ -90,7 +93,8 @@ func short(cell string) string {
 	if s, ok := map[string]string{
 		"fanin": "fan-in 8>1", "fanout100": "fan-out 1>100", "fanout1000": "fan-out 1>1000",
 		"pairs100": "100 pairs", "latency10k": "10k msg/s", "latency50k": "50k msg/s",
-		"idle": "idle", "connstorm": "storm",
+		"idle": "idle", "connstorm": "storm", "slow": "slow reader",
+		"fanin1k": "fan-in 1 KiB", "fanin64k": "fan-in 64 KiB",
 	}[cell]; ok {
 		return s
 	}

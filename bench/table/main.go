@@ -86,6 +86,11 @@ func metric(cell string, r *loadgen.Result) (v float64, higher bool, text string
 	case cell == "connstorm":
 		v, higher = r.ConnsPerSec, true
 		text = si(v) + "/s"
+	case cell == "slow":
+		// Ranked by how far the broker's memory grew while one subscriber
+		// did not read; the reading subscriber's rate is shown beside it.
+		v, higher = float64(r.RSSPeakKiB-r.RSSBeforeKiB)*1024, false
+		text = fmt.Sprintf("+%.1f MiB, %s msg/s", v/(1<<20), si(r.DeliveredPerSec))
 	default:
 		v, higher = r.DeliveredPerSec, true
 		text = si(v)
@@ -115,6 +120,9 @@ func si(v float64) string {
 
 var what = map[string]string{
 	"fanin":      "fan-in 8→1, delivered msg/s",
+	"fanin1k":    "fan-in 8→1, 1 KiB, delivered msg/s",
+	"fanin64k":   "fan-in 8→1, 64 KiB, delivered msg/s",
+	"slow":       "slow consumer: RSS growth, reader's msg/s",
 	"fanout100":  "fan-out 1→100, delivered msg/s",
 	"fanout1000": "fan-out 1→1000, delivered msg/s",
 	"pairs100":   "100 pairs, delivered msg/s",
@@ -149,8 +157,17 @@ func table(in io.Reader, out io.Writer) (parsed, error) {
 	if err := sc.Err(); err != nil {
 		return parsed{}, err
 	}
-	fmt.Fprintf(out, "| cell | transport | QoS | %s | Starling vs best peer |\n", strings.Join(brokers, " | "))
-	fmt.Fprintf(out, "|---|---|---|%s---|\n", strings.Repeat("---|", len(brokers)))
+	var ours []string // Starling's variants, each with a ratio column
+	for _, b := range brokers {
+		if isStarling(b) {
+			ours = append(ours, b)
+		}
+	}
+	fmt.Fprintf(out, "| cell | transport | QoS | %s |", strings.Join(brokers, " | "))
+	for _, b := range ours {
+		fmt.Fprintf(out, " %s vs best peer |", b)
+	}
+	fmt.Fprintf(out, "\n|---|---|---|%s\n", strings.Repeat("---|", len(brokers)+len(ours)))
 	for _, k := range keys {
 		name := what[k.cell]
 		if name == "" {
@@ -184,7 +201,10 @@ func table(in io.Reader, out io.Writer) (parsed, error) {
 			}
 			fmt.Fprintf(out, " %s |", strings.Join(texts, " · "))
 		}
-		fmt.Fprintf(out, " %s |\n", ratio(means, higher))
+		for _, b := range ours {
+			fmt.Fprintf(out, " %s |", ratio(means, b, higher))
+		}
+		fmt.Fprintln(out)
 		allMeans[k] = means
 	}
 	fmt.Fprintln(out)
@@ -194,14 +214,18 @@ func table(in io.Reader, out io.Writer) (parsed, error) {
 	return parsed{keys, brokers, allMeans}, nil
 }
 
-func ratio(means map[string]float64, higher bool) string {
-	s, ok := means["starling"]
+// isStarling tells Starling's own variants (starling, starling-mem) from
+// the peers they are compared with.
+func isStarling(broker string) bool { return strings.HasPrefix(broker, "starling") }
+
+func ratio(means map[string]float64, ours string, higher bool) string {
+	s, ok := means[ours]
 	if !ok || s == 0 {
 		return "—"
 	}
 	best, who := 0.0, ""
 	for b, v := range means {
-		if b == "starling" || v == 0 {
+		if isStarling(b) || v == 0 {
 			continue
 		}
 		if who == "" || (higher && v > best) || (!higher && v < best) {

@@ -48,10 +48,11 @@ const (
 	Latency   = "latency"   // like fanout, open loop at Rate (default 1 pub, 1 sub, 10k msg/s)
 	Idle      = "idle"      // Conns idle connections; broker RSS per connection
 	ConnStorm = "connstorm" // Conns connections (each subscribed) opened at once, then one publish to all
+	Slow      = "slow"      // fan-in plus SlowSubs subscribers on the same filter that never read; broker RSS sampled
 )
 
 // Scenarios lists the scenario names.
-var Scenarios = []string{FanIn, FanOut, Pairs, Latency, Idle, ConnStorm}
+var Scenarios = []string{FanIn, FanOut, Pairs, Latency, Idle, ConnStorm, Slow}
 
 // Hard bounds, so that every run stops by itself.
 const (
@@ -75,6 +76,7 @@ type Config struct {
 	Size         int           // payload bytes (at least 24)
 	Pubs         int           // publishers
 	Subs         int           // subscribers
+	SlowSubs     int           // slow: subscribers that subscribe like subscriber 0 and never read
 	Conns        int           // idle and connstorm: connections to open
 	Rate         float64       // open loop: total messages/s; 0 = closed loop
 	Window       int           // closed loop (and QoS 1 open loop): in flight per publisher
@@ -82,7 +84,7 @@ type Config struct {
 	Warmup       time.Duration // before the measured window
 	Drain        time.Duration // bound on waiting for the last deliveries
 	Concurrency  int           // connections being set up at once
-	BrokerPID    int           // for RSS (idle); 0: not measured
+	BrokerPID    int           // for RSS (idle, slow); 0: not measured
 	Settle       time.Duration // idle: wait before reading RSS
 	ClientID     string        // client ID prefix; default "sb<nonce>"
 	Topic        string        // topic prefix; default "bench"
@@ -139,6 +141,10 @@ func (c *Config) Defaults() {
 		}
 	case Idle, ConnStorm:
 		c.Conns = or(c.Conns, 1000)
+	case Slow:
+		c.Pubs = or(c.Pubs, 8)
+		c.Subs = or(c.Subs, 1)
+		c.SlowSubs = or(c.SlowSubs, 1)
 	}
 }
 
@@ -183,7 +189,10 @@ func (c *Config) Validate() error {
 	if c.Size < headerSize || c.Size > MaxSize {
 		bad("size %d: want %d to %d bytes", c.Size, headerSize, MaxSize)
 	}
-	if c.Pubs < 0 || c.Subs < 0 || c.Conns < 0 || c.Pubs+c.Subs+c.Conns > MaxConns {
+	if c.SlowSubs != 0 && c.Scenario != Slow {
+		bad("slow subscribers: only in scenario %s", Slow)
+	}
+	if c.Pubs < 0 || c.Subs < 0 || c.Conns < 0 || c.SlowSubs < 0 || c.Pubs+c.Subs+c.Conns+c.SlowSubs > MaxConns {
 		bad("pubs+subs+conns must be 0 to %d", MaxConns)
 	}
 	if c.Rate < 0 || c.Rate > 10e6 {
@@ -292,6 +301,7 @@ type Result struct {
 	Size      int     `json:"size"`
 	Pubs      int     `json:"pubs,omitempty"`
 	Subs      int     `json:"subs,omitempty"`
+	SlowSubs  int     `json:"slow_subs,omitempty"`
 	Conns     int     `json:"conns,omitempty"`
 	Mode      string  `json:"mode,omitempty"` // closed or open
 	Rate      float64 `json:"rate,omitempty"` // offered, open loop
@@ -326,6 +336,7 @@ type Result struct {
 	RSSBeforeKiB    int64   `json:"rss_before_kib,omitempty"`
 	RSSAfterKiB     int64   `json:"rss_after_kib,omitempty"`
 	RSSPerConnBytes float64 `json:"rss_per_conn_bytes,omitempty"`
+	RSSPeakKiB      int64   `json:"rss_peak_kib,omitempty"` // slow: highest RSS sampled (every 100 ms) from setup to teardown
 	ConnsOpened     int     `json:"conns_opened,omitempty"`
 	ConnectFailures int     `json:"connect_failures,omitempty"`
 	ConnectSeconds  float64 `json:"connect_s,omitempty"`
@@ -421,6 +432,10 @@ func (r *Result) Summary() string {
 		if r.Stalls > 0 || r.BacklogMax > 0 || r.Unexpected > 0 || r.AckErrors > 0 {
 			fmt.Fprintf(&b, "  stalls %d, backlog max %d end %d, unexpected %d, PUBACK errors %d\n",
 				r.Stalls, r.BacklogMax, r.BacklogEnd, r.Unexpected, r.AckErrors)
+		}
+		if r.SlowSubs > 0 {
+			fmt.Fprintf(&b, "  %d subscribers never read; broker RSS %d KiB before, peak %d KiB (+%d KiB)\n",
+				r.SlowSubs, r.RSSBeforeKiB, r.RSSPeakKiB, r.RSSPeakKiB-r.RSSBeforeKiB)
 		}
 		if l := r.Latency; l != nil {
 			fmt.Fprintf(&b, "  latency µs: p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f  (mean %.1f, n=%d)\n",

@@ -298,7 +298,7 @@ func (pc *pacer) openLoop() (backlogMax int64) {
 
 func runPubSub(ctx context.Context, cfg Config, u *url.URL) (*Result, error) {
 	r := &run{cfg: cfg, base: time.Now(), nonce: rand.Uint32()}
-	res := &Result{Pubs: cfg.Pubs, Subs: cfg.Subs, Window: cfg.Window}
+	res := &Result{Pubs: cfg.Pubs, Subs: cfg.Subs, SlowSubs: cfg.SlowSubs, Window: cfg.Window}
 	res.fill(&cfg, u)
 	res.Mode = "closed"
 	if cfg.Rate > 0 {
@@ -308,7 +308,7 @@ func runPubSub(ctx context.Context, cfg Config, u *url.URL) (*Result, error) {
 	if prefix == "" {
 		prefix = fmt.Sprintf("sb%08x", r.nonce)
 	}
-	total := cfg.Pubs + cfg.Subs
+	total := cfg.Pubs + cfg.Subs + cfg.SlowSubs
 	d := &dialer{u: u, insecure: cfg.Insecure, deflate: cfg.WSDeflate, version: cfg.Version, rbuf: 4 << 10}
 	switch {
 	case total <= 64:
@@ -324,15 +324,15 @@ func runPubSub(ctx context.Context, cfg Config, u *url.URL) (*Result, error) {
 	// Topology.
 	pubTopic := func(i int) string {
 		switch cfg.Scenario {
-		case FanIn, Pairs:
+		case FanIn, Pairs, Slow:
 			return cfg.Topic + "/" + cfg.Scenario + "/" + strconv.Itoa(i)
 		}
 		return cfg.Topic + "/" + cfg.Scenario
 	}
 	subFilter := func(i int) string {
 		switch cfg.Scenario {
-		case FanIn:
-			return cfg.Topic + "/fanin/+"
+		case FanIn, Slow:
+			return cfg.Topic + "/" + cfg.Scenario + "/+"
 		case Pairs:
 			return pubTopic(i)
 		}
@@ -403,6 +403,11 @@ func runPubSub(ctx context.Context, cfg Config, u *url.URL) (*Result, error) {
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("setup: %d of %d connections failed, first: %w", len(errs), total, errs[0])
 	}
+	stopSampling, err := r.openSlow(setupCtx, d, prefix, subFilter(0), res, &conns)
+	if err != nil {
+		return nil, err
+	}
+	defer stopSampling()
 
 	// Readers, then pacers.
 	r.t0 = r.now() + int64(10*time.Millisecond)
@@ -492,6 +497,7 @@ func runPubSub(ctx context.Context, cfg Config, u *url.URL) (*Result, error) {
 	}
 	res.Complete = complete()
 	res.DrainedS = float64(r.now()-drainStart) / 1e9
+	stopSampling()
 
 	// Teardown.
 	r.closing.Store(true)
