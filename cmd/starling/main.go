@@ -80,6 +80,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	fs.String("cluster-node", "", "this node's `name` in the cluster (default: host name and cluster address)")
 	fs.String("cluster-listen", "", "`address` other cluster nodes connect to")
 	peers := fs.String("cluster-peers", "", "comma-separated `addresses` of the other cluster nodes")
+	pprofAddr := fs.String("pprof", "", "serve Go's /debug/pprof/ profiling endpoints on this loopback `address`")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	check := fs.Bool("check", false, "validate the configuration, print \"config ok\" or the errors, and exit")
 	if err := fs.Parse(args); err != nil {
@@ -136,6 +137,14 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		logger.Error("cannot start", "err", err)
 		return 1
+	}
+	if *pprofAddr != "" {
+		ln, err := startPprof(*pprofAddr, logger)
+		if err != nil {
+			logger.Error("cannot start", "err", err)
+			return 1
+		}
+		defer ln.Close()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
