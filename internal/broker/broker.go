@@ -121,6 +121,7 @@ type client struct {
 	sess    *session.Session
 	conn    *conn.Conn // nil while offline
 	version byte       // protocol level of the last connection
+	link    linkInfo   // how the last connection came in, for operators
 	will    *willState // will of the current or last connection
 	expiry  *time.Timer
 	ended   bool // session removed; deliveries are ignored

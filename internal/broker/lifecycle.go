@@ -98,6 +98,7 @@ func (b *Broker) attachLocked(h *handler, id string, cp *packet.Connect, expiry 
 	defer cl.mu.Unlock()
 	cl.conn = h.c
 	cl.version = h.version
+	cl.link = h.linkInfo()
 	cl.will = newWill(cp, id, now)
 	cl.info.Store(h.info)
 	cl.sess.ExpiryInterval = expiry
