@@ -114,7 +114,9 @@ func (b *Broker) attachLocked(h *handler, id string, cp *packet.Connect, expiry 
 	b.clientChanged()
 	t.send(h.c, connack(present))
 	cl.tx = t
+	before := cl.sess.Stats
 	pkts := cl.sess.Attach(link, now)
+	b.countDrops(before, cl.sess.Stats)
 	cl.tx = nil
 	b.recordSession(cl)
 	if len(pkts) > 0 {
