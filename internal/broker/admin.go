@@ -129,11 +129,7 @@ func (b *Broker) Kick(id string) bool {
 	if cl.conn == nil {
 		return false
 	}
-	if cl.version == packet.V5 {
-		cl.conn.CloseAfter(&packet.Disconnect{ReasonCode: packet.AdministrativeAction})
-	} else {
-		cl.conn.CloseAfter(nil)
-	}
+	cl.closeConn(packet.AdministrativeAction, "kicked by admin")
 	return true
 }
 

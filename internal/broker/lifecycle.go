@@ -51,11 +51,7 @@ func (b *Broker) attachLocked(h *handler, id string, cp *packet.Connect, expiry 
 			defer cl.mu.Unlock()
 			if old := cl.conn; old != nil {
 				// [MQTT-3.1.4-3] the existing connection is told and closed.
-				if cl.version == packet.V5 {
-					old.CloseAfter(&packet.Disconnect{ReasonCode: packet.SessionTakenOver})
-				} else {
-					old.CloseAfter(nil)
-				}
+				cl.closeConn(packet.SessionTakenOver, "session taken over")
 				cl.conn = nil
 				cl.sess.Detach()
 				b.Stats.connected(cl.version, -1)
