@@ -208,3 +208,69 @@ func TestTopicsFeed(t *testing.T) {
 		t.Errorf("quiet interval: %+v", tf)
 	}
 }
+
+// The first endpoints without credentials (none or wrong): 401 and no
+// effect (no kick, no publish, no delete); 403 with the API disabled; with
+// credentials they work.
+func TestEndpointsCredentials(t *testing.T) {
+	_, off, _ := serve(t, Options{})
+	_, on, addr := serve(t, Options{Checker: StaticChecker{"admin", "s3cret"}})
+	victim := dial(t, addr, "victim")
+	watcher := dial(t, addr, "watcher")
+	watcher.subscribe(t, "auth/#")
+	victim.publish(t, "auth/kept", "retained", true)
+	watcher.next(t, "auth/kept")
+
+	eps := []struct{ method, path, body string }{
+		{"GET", "/api/v1/clients/victim", ""},
+		{"POST", "/api/v1/clients/victim/kick", ""},
+		{"POST", "/api/v1/publish", `{"topic":"auth/pub","payload":"p"}`},
+		{"GET", "/api/v1/retained?filter=auth/%23", ""},
+		{"DELETE", "/api/v1/retained/auth/kept", ""},
+		{"GET", "/api/v1/stats", ""},
+		{"GET", "/api/v1/cluster", ""},
+	}
+	for _, e := range eps {
+		if code, _, _ := do(t, off, e.method, e.path, creds, e.body); code != 403 {
+			t.Errorf("%s %s with the API disabled: %d, want 403", e.method, e.path, code)
+		}
+		for _, c := range []string{"", "admin:nope", "nobody:s3cret"} {
+			if code, body, h := do(t, on, e.method, e.path, c, e.body); code != 401 || h.Get("WWW-Authenticate") == "" {
+				t.Errorf("%s %s with %q: %d %s, want 401 and a challenge", e.method, e.path, c, code, body)
+			}
+		}
+	}
+	// Nothing happened: the victim is connected, nothing was published,
+	// the retained message is there.
+	select {
+	case p := <-watcher.recv:
+		t.Errorf("watcher got %s %q after refused requests", p.Topic, p.Payload)
+	case d := <-victim.disc:
+		t.Errorf("victim disconnected by a refused kick: %+v", d)
+	case <-time.After(200 * time.Millisecond):
+	}
+	if _, body, _ := do(t, on, "GET", "/api/v1/clients/victim", creds, ""); !strings.Contains(body, `"connected": true`) {
+		t.Errorf("victim after a refused kick: %s", body)
+	}
+
+	// With credentials, each works.
+	want := []string{`"client_id": "victim"`, `"kicked": true`, `"delivered": 1`, `"topic": "auth/kept"`,
+		`"deleted": "auth/kept"`, `"clients_connected"`, `"enabled": false`}
+	for i, e := range eps {
+		code, body, _ := do(t, on, e.method, e.path, creds, e.body)
+		if code != 200 || !strings.Contains(body, want[i]) {
+			t.Errorf("%s %s with credentials: %d %s, want 200 and %s", e.method, e.path, code, body, want[i])
+		}
+	}
+	if p := watcher.next(t, "auth/"); p.Topic != "auth/pub" {
+		t.Errorf("watcher got %s first, want the published auth/pub", p.Topic)
+	}
+	if p := watcher.next(t, "auth/"); p.Topic != "auth/kept" || len(p.Payload) != 0 {
+		t.Errorf("watcher got %s %q, want the delete of auth/kept", p.Topic, p.Payload)
+	}
+	select {
+	case <-victim.disc:
+	case <-time.After(5 * time.Second):
+		t.Error("victim not disconnected by the kick")
+	}
+}
