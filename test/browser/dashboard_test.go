@@ -327,9 +327,13 @@ func TestDashboardLive(t *testing.T) {
 	if _, err := probe.Publish(pctx, &paho.Publish{Topic: "big/blob", QoS: 1, Payload: make([]byte, 200)}); err != nil {
 		t.Fatal(err)
 	}
+	// A client over TLS with a client certificate.
+	tlsClient(t, srv, "secure", "device-7")
 	err = chromedp.Do(ctx,
 		waitText(`#clients tr[data-client-id="tiny"] td.keepalive`, is("10 s")),
 		waitText(`#clients tr[data-client-id="tiny"] td.dropped`, is("1")),
+		waitText(`#clients tr[data-client-id="secure"] td.tls`, is("TLS 1.3 · device-7")),
+		waitText(`#clients tr[data-client-id="secure"] td.keepalive`, is("45 s")),
 	)
 	if err != nil {
 		t.Fatalf("dropped in the client list: %v", err)
@@ -390,7 +394,7 @@ func TestDashboardLive(t *testing.T) {
 
 	leave()
 	err = chromedp.Do(ctx,
-		waitText(`#m-connected`, is("2")), // the page and tiny
+		waitText(`#m-connected`, is("3")), // the page, tiny and secure
 		chromedp.WaitVisible(chromedp.CSS(`#events li.disconnected[data-client-id="probe-1"]`)),
 		chromedp.WaitNotPresent(chromedp.CSS(`#clients tr[data-client-id="probe-1"]`)),
 	)
