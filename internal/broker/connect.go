@@ -73,7 +73,8 @@ func (h *handler) run() {
 	if !h.connect(cp) {
 		return
 	}
-	h.b.log.Info("client connected", "client_id", h.cl.id, "remote", h.remote, "version", h.version, "clean_start", cp.CleanStart, "keep_alive", cp.KeepAlive)
+	h.b.log.Info("client connected", "client_id", h.cl.id, "remote", h.remote, "listener", h.listener, "version", h.version,
+		"clean_start", cp.CleanStart, "keep_alive", cp.KeepAlive)
 	reason := h.serve()
 	h.cl.mu.Lock()
 	if why := h.cl.closedReason(h.c); why != "" {

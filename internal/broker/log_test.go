@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"log/slog"
+	"net"
 	"sync"
 	"testing"
 	"time"
@@ -77,8 +78,25 @@ func TestConnectDisconnectLog(t *testing.T) {
 	logs := newCapture()
 	lim := config.Default().Limits
 	b := New(lim, slog.New(logs))
-	lb := serveLoopback(t, b)
-	defer lb.stop()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() { defer wg.Done(); b.HandleConnOn(nc, "loop") }()
+		}
+	}()
+	defer func() { ln.Close(); <-done; b.Close(2 * time.Second); wg.Wait() }()
+	lb := struct{ addr string }{ln.Addr().String()}
 
 	check := func(r logRecord, id, remote, reason string) {
 		t.Helper()
@@ -92,7 +110,11 @@ func TestConnectDisconnectLog(t *testing.T) {
 		c := dialRaw(t, lb.addr, packet.V5)
 		remote := c.nc.LocalAddr().String()
 		c.connect(id, true, 0)
-		check(logs.wait(t, "client connected", id), id, remote, "")
+		con := logs.wait(t, "client connected", id)
+		check(con, id, remote, "")
+		if con.attrs["listener"] != "loop" || con.attrs["version"] != "5" {
+			t.Errorf("connect line: %+v, want listener loop and version 5", con)
+		}
 		ending(c)
 		check(logs.wait(t, "client disconnected", id), id, remote, reason)
 	}
