@@ -77,6 +77,10 @@ type Client struct {
 	Queued          int            `json:"queued"`
 	Subscriptions   []Subscription `json:"subscriptions"`
 	Dropped         Dropped        `json:"dropped"`
+	KeepAlive       uint16         `json:"keep_alive"` // seconds, as granted; 0: none
+	TLS             bool           `json:"tls"`
+	TLSVersion      string         `json:"tls_version,omitempty"` // "TLS 1.3"
+	ClientCert      string         `json:"client_cert,omitempty"` // subject CN of a verified client certificate
 }
 
 // Subscription is one subscription of a session.
@@ -93,11 +97,15 @@ type Dropped struct {
 	TooLarge  uint64 `json:"too_large"`
 }
 
+func droppedOf(s broker.ClientSummary) Dropped {
+	return Dropped{QueueFull: s.DroppedQueue, Expired: s.DroppedExpired, TooLarge: s.DroppedLarge}
+}
+
 func toClient(s broker.ClientSummary) Client {
 	c := Client{ClientID: s.ClientID, Connected: s.Connected, ProtocolVersion: s.Version, Username: s.Username,
 		Remote: s.Remote, SessionExpiry: s.ExpiryInterval, Persistent: s.Persistent, Inflight: s.Inflight,
 		Queued: s.Queued, Subscriptions: make([]Subscription, 0, len(s.Subscriptions)),
-		Dropped: Dropped{QueueFull: s.DroppedQueue, Expired: s.DroppedExpired, TooLarge: s.DroppedLarge}}
+		Dropped: droppedOf(s), KeepAlive: s.KeepAlive, TLS: s.TLS, TLSVersion: s.TLSVersion, ClientCert: s.ClientCert}
 	for _, sub := range s.Subscriptions {
 		c.Subscriptions = append(c.Subscriptions, Subscription{Filter: sub.Filter, QoS: sub.QoS, SubscriptionID: sub.ID})
 	}

@@ -53,13 +53,18 @@ type ClientsFeed struct {
 
 // FeedClient is one connected client in ClientsFeed.
 type FeedClient struct {
-	ClientID        string `json:"client_id"`
-	Remote          string `json:"remote,omitempty"`
-	Username        string `json:"username,omitempty"`
-	ProtocolVersion byte   `json:"protocol_version"`
-	Subscriptions   int    `json:"subscriptions"`
-	Inflight        int    `json:"inflight"`
-	Queued          int    `json:"queued"`
+	ClientID        string  `json:"client_id"`
+	Remote          string  `json:"remote,omitempty"`
+	Username        string  `json:"username,omitempty"`
+	ProtocolVersion byte    `json:"protocol_version"`
+	Subscriptions   int     `json:"subscriptions"`
+	Inflight        int     `json:"inflight"`
+	Queued          int     `json:"queued"`
+	KeepAlive       uint16  `json:"keep_alive"`
+	TLS             bool    `json:"tls"`
+	TLSVersion      string  `json:"tls_version,omitempty"`
+	ClientCert      string  `json:"client_cert,omitempty"`
+	Dropped         Dropped `json:"dropped"` // since the session began
 }
 
 // Event is a client's connect or disconnect.
@@ -198,7 +203,8 @@ func (f *feed) publishClients(now time.Time) error {
 			continue
 		}
 		fc := FeedClient{ClientID: s.ClientID, Remote: s.Remote, Username: s.Username, ProtocolVersion: s.Version,
-			Subscriptions: len(s.Subscriptions), Inflight: s.Inflight, Queued: s.Queued}
+			Subscriptions: len(s.Subscriptions), Inflight: s.Inflight, Queued: s.Queued, KeepAlive: s.KeepAlive,
+			TLS: s.TLS, TLSVersion: s.TLSVersion, ClientCert: s.ClientCert, Dropped: droppedOf(s)}
 		cur[s.ClientID] = fc
 		if len(feed.Connected) < maxFeedClients {
 			feed.Connected = append(feed.Connected, fc)

@@ -146,8 +146,15 @@ func (f *feed) tickLive(now time.Time) error {
 		}
 		return traffics
 	}
-	if f.b.Subscribed(FeedTop) {
-		errs = append(errs, f.publishTop(now, getTraffics()))
+	wantTop, wantTopics := f.b.Subscribed(FeedTop), f.b.Subscribed(FeedTopics)
+	if wantTop || wantTopics {
+		s, ok := f.sampleTopics(now, getTraffics())
+		if ok && wantTop {
+			errs = append(errs, f.publishTop(now, s))
+		}
+		if ok && wantTopics {
+			errs = append(errs, f.publishTopics(now, s))
+		}
 	} else if f.topOn {
 		f.b.StopTopicSampling()
 		f.topOn, f.prevTop = false, nil
@@ -187,8 +194,19 @@ func (f *feed) publishJSON(topicName string, v any) error {
 	return nil
 }
 
-func (f *feed) publishTop(now time.Time, ts []broker.ClientTraffic) error {
-	topics, other := f.b.SampleTopics(maxTop)
+// topicSample is one reading of the topic sampler and of the clients'
+// traffic counters, with the previous one for the clients' rates.
+type topicSample struct {
+	dt        float64 // seconds since the previous reading
+	topics    []broker.TopicTraffic
+	other     broker.TopicTraffic
+	cur, prev map[string]broker.ClientTraffic
+}
+
+// sampleTopics takes a reading for the top and topics feeds; ok is false
+// on the first (rates need two readings).
+func (f *feed) sampleTopics(now time.Time, ts []broker.ClientTraffic) (topicSample, bool) {
+	topics, other := f.b.SampleTopics(0)
 	first := !f.topOn
 	f.topOn = true
 	dt := now.Sub(f.topAt).Seconds()
@@ -200,15 +218,24 @@ func (f *feed) publishTop(now time.Time, ts []broker.ClientTraffic) error {
 	prev := f.prevTop
 	f.prevTop = cur
 	if first || dt <= 0 {
-		return nil // rates need two readings
+		return topicSample{}, false
 	}
+	return topicSample{dt: dt, topics: topics, other: other, cur: cur, prev: prev}, true
+}
+
+func topTopic(t broker.TopicTraffic, dt float64) TopTopic {
+	return TopTopic{Topic: t.Topic, Messages: float64(t.Messages) / dt, Bytes: float64(t.Bytes) / dt, Deliveries: float64(t.Deliveries) / dt}
+}
+
+func (f *feed) publishTop(now time.Time, s topicSample) error {
+	dt, cur, prev := s.dt, s.cur, s.prev
 	out := TopFeed{Time: now.UnixMilli(), Seconds: dt, Topics: []TopTopic{}, Clients: []TopClient{}}
-	for _, t := range topics {
-		out.Topics = append(out.Topics, TopTopic{Topic: t.Topic, Messages: float64(t.Messages) / dt,
-			Bytes: float64(t.Bytes) / dt, Deliveries: float64(t.Deliveries) / dt})
+	for _, t := range s.topics[:min(len(s.topics), maxTop)] {
+		out.Topics = append(out.Topics, topTopic(t, dt))
 	}
-	if other.Messages > 0 {
-		out.Other = &TopTopic{Messages: float64(other.Messages) / dt, Bytes: float64(other.Bytes) / dt, Deliveries: float64(other.Deliveries) / dt}
+	if s.other.Messages > 0 {
+		o := topTopic(s.other, dt)
+		out.Other = &o
 	}
 	for id, c := range cur {
 		p, ok := prev[id]

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"crypto/tls"
 	"sort"
 	"time"
 
@@ -24,6 +25,36 @@ type ClientSummary struct {
 	DroppedQueue   uint64
 	DroppedExpired uint64
 	DroppedLarge   uint64
+	// KeepAlive is the keep alive of the last connection in seconds, as
+	// granted (a server keep alive replaces the client's); 0 for none.
+	KeepAlive uint16
+	// TLS is set when the last connection came over TLS (MQTT over TLS or
+	// secure WebSocket); TLSVersion names the version ("TLS 1.3") and
+	// ClientCert is the subject common name of a verified client
+	// certificate, "" without one.
+	TLS        bool
+	TLSVersion string
+	ClientCert string
+}
+
+// linkInfo is what operators see of how a connection came in; fixed at
+// connect.
+type linkInfo struct {
+	keepAlive  uint16
+	tls        bool
+	tlsVersion string
+	clientCert string
+}
+
+func (h *handler) linkInfo() linkInfo {
+	li := linkInfo{keepAlive: uint16(h.keepAlive / time.Second)}
+	if st := tlsState(h.c.NetConn()); st != nil {
+		li.tls, li.tlsVersion = true, tls.VersionName(st.Version)
+		if len(st.PeerCertificates) > 0 {
+			li.clientCert = st.PeerCertificates[0].Subject.CommonName
+		}
+	}
+	return li
 }
 
 // SubscriptionSummary is one subscription of a session.
@@ -75,7 +106,8 @@ func (b *Broker) summary(cl *client) ClientSummary {
 	defer cl.mu.Unlock()
 	s := ClientSummary{ClientID: cl.id, Connected: cl.conn != nil, Version: cl.version, ExpiryInterval: cl.sess.ExpiryInterval,
 		Persistent: cl.persistent(), Inflight: cl.sess.Inflight(), Queued: cl.sess.Queued(), Subscriptions: subs,
-		DroppedQueue: cl.sess.Stats.DroppedQueueFull, DroppedExpired: cl.sess.Stats.DroppedExpired, DroppedLarge: cl.sess.Stats.DroppedTooLarge}
+		DroppedQueue: cl.sess.Stats.DroppedQueueFull, DroppedExpired: cl.sess.Stats.DroppedExpired, DroppedLarge: cl.sess.Stats.DroppedTooLarge,
+		KeepAlive: cl.link.keepAlive, TLS: cl.link.tls, TLSVersion: cl.link.tlsVersion, ClientCert: cl.link.clientCert}
 	if info := cl.info.Load(); info != nil {
 		s.Username, s.Remote = info.Username, info.Remote
 	}
@@ -97,11 +129,7 @@ func (b *Broker) Kick(id string) bool {
 	if cl.conn == nil {
 		return false
 	}
-	if cl.version == packet.V5 {
-		cl.conn.CloseAfter(&packet.Disconnect{ReasonCode: packet.AdministrativeAction})
-	} else {
-		cl.conn.CloseAfter(nil)
-	}
+	cl.closeConn(packet.AdministrativeAction, "kicked by admin")
 	return true
 }
 

@@ -121,15 +121,42 @@ type client struct {
 	sess    *session.Session
 	conn    *conn.Conn // nil while offline
 	version byte       // protocol level of the last connection
-	will    *willState // will of the current or last connection
-	expiry  *time.Timer
-	ended   bool // session removed; deliveries are ignored
-	tx      *tx  // the operation whose batch journals session changes
+	link    linkInfo   // how the last connection came in, for operators
+	// closedConn is the last connection the broker closed on its own
+	// (kick, takeover, shutdown) and closedWhy the reason its handler logs
+	// instead of the read error that follows.
+	closedConn *conn.Conn
+	closedWhy  string
+	will       *willState // will of the current or last connection
+	expiry     *time.Timer
+	ended      bool // session removed; deliveries are ignored
+	tx         *tx  // the operation whose batch journals session changes
 	// disconnectedAt is when the last connection ended (persisted: expiry
 	// and will delay count from it across restarts).
 	disconnectedAt time.Time
 	takeoverGen    uint64
 	traffic        clientTraffic // messages in and out, for "top clients"
+}
+
+// closeConn closes the client's connection with a v5 DISCONNECT carrying
+// code (3.x has no server DISCONNECT: a plain close) and remembers why, for
+// the disconnect log line. The caller holds cl.mu and cl.conn is not nil.
+func (cl *client) closeConn(code packet.ReasonCode, why string) {
+	if cl.version == packet.V5 {
+		cl.conn.CloseAfter(&packet.Disconnect{ReasonCode: code})
+	} else {
+		cl.conn.CloseAfter(nil)
+	}
+	cl.closedConn, cl.closedWhy = cl.conn, why
+}
+
+// closedReason is why the broker closed c, "" if it did not. The caller
+// holds cl.mu.
+func (cl *client) closedReason(c *conn.Conn) string {
+	if cl.closedConn == c {
+		return cl.closedWhy
+	}
+	return ""
 }
 
 // HandleConn runs one connection to its end. Transports call it in a
@@ -202,11 +229,7 @@ func (b *Broker) Close(timeout time.Duration) {
 		cl.mu.Lock()
 		if cl.conn != nil {
 			attached[cl.conn] = true
-			if cl.version == packet.V5 {
-				cl.conn.CloseAfter(&packet.Disconnect{ReasonCode: packet.ServerShuttingDown})
-			} else {
-				cl.conn.CloseAfter(nil)
-			}
+			cl.closeConn(packet.ServerShuttingDown, "server shutting down")
 		}
 		if cl.expiry != nil {
 			cl.expiry.Stop()

@@ -147,12 +147,8 @@ func (b *Broker) HandOver(clientID string, clean bool) *SessionSnapshot {
 		}
 		cl.mu.Lock()
 		defer cl.mu.Unlock()
-		if old := cl.conn; old != nil {
-			if cl.version == packet.V5 {
-				old.CloseAfter(&packet.Disconnect{ReasonCode: packet.SessionTakenOver})
-			} else {
-				old.CloseAfter(nil)
-			}
+		if cl.conn != nil {
+			cl.closeConn(packet.SessionTakenOver, "session taken over by another node")
 			cl.conn = nil
 			cl.sess.Detach()
 			b.Stats.connected(cl.version, -1)

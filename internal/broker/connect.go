@@ -24,6 +24,7 @@ type handler struct {
 	listener string
 
 	version     byte
+	clientID    string // as CONNECT gave it ("" when the broker assigns one), for logs
 	keepAlive   time.Duration
 	aliasMax    uint16             // topic aliases we accept
 	aliases     map[uint16]string  // inbound topic aliases
@@ -72,8 +73,15 @@ func (h *handler) run() {
 	if !h.connect(cp) {
 		return
 	}
-	h.b.log.Info("client connected", "client_id", h.cl.id, "remote", h.remote, "version", h.version, "clean_start", cp.CleanStart, "keep_alive", cp.KeepAlive)
+	h.b.log.Info("client connected", "client_id", h.cl.id, "remote", h.remote, "listener", h.listener, "version", h.version,
+		"clean_start", cp.CleanStart, "keep_alive", cp.KeepAlive)
 	reason := h.serve()
+	h.cl.mu.Lock()
+	if why := h.cl.closedReason(h.c); why != "" {
+		reason = why // not the read error the close caused
+		h.cl.closedConn = nil
+	}
+	h.cl.mu.Unlock()
 	h.b.detach(h)
 	h.b.log.Info("client disconnected", "client_id", h.cl.id, "remote", h.remote, "reason", reason)
 }
@@ -88,7 +96,7 @@ func (h *handler) refuse(code packet.ReasonCode, reason string) bool {
 		ack.ReasonCode = v3ConnackCode(code)
 	}
 	h.c.CloseAfter(ack)
-	h.b.log.Info("connect refused", "remote", h.remote, "code", code, "reason", reason)
+	h.b.log.Info("connect refused", "client_id", h.clientID, "remote", h.remote, "code", code, "reason", reason)
 	return false
 }
 
@@ -109,6 +117,7 @@ func v3ConnackCode(c packet.ReasonCode) packet.ReasonCode {
 func (h *handler) connect(cp *packet.Connect) bool {
 	b := h.b
 	h.version = cp.ProtocolVersion
+	h.clientID = cp.ClientID
 	h.c.SetVersion(h.version)
 	props := &cp.Properties
 	v5 := h.version == packet.V5

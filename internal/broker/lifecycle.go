@@ -51,11 +51,7 @@ func (b *Broker) attachLocked(h *handler, id string, cp *packet.Connect, expiry 
 			defer cl.mu.Unlock()
 			if old := cl.conn; old != nil {
 				// [MQTT-3.1.4-3] the existing connection is told and closed.
-				if cl.version == packet.V5 {
-					old.CloseAfter(&packet.Disconnect{ReasonCode: packet.SessionTakenOver})
-				} else {
-					old.CloseAfter(nil)
-				}
+				cl.closeConn(packet.SessionTakenOver, "session taken over")
 				cl.conn = nil
 				cl.sess.Detach()
 				b.Stats.connected(cl.version, -1)
@@ -98,6 +94,7 @@ func (b *Broker) attachLocked(h *handler, id string, cp *packet.Connect, expiry 
 	defer cl.mu.Unlock()
 	cl.conn = h.c
 	cl.version = h.version
+	cl.link = h.linkInfo()
 	cl.will = newWill(cp, id, now)
 	cl.info.Store(h.info)
 	cl.sess.ExpiryInterval = expiry
@@ -113,7 +110,9 @@ func (b *Broker) attachLocked(h *handler, id string, cp *packet.Connect, expiry 
 	b.clientChanged()
 	t.send(h.c, connack(present))
 	cl.tx = t
+	before := cl.sess.Stats
 	pkts := cl.sess.Attach(link, now)
+	b.countDrops(before, cl.sess.Stats)
 	cl.tx = nil
 	b.recordSession(cl)
 	if len(pkts) > 0 {

@@ -259,6 +259,16 @@ func (h *handler) received(p *packet.Publish) {
 	h.cl.traffic.bytesIn.Add(uint64(len(p.Payload)))
 }
 
+// countDrops adds what a session dropped between two readings of its
+// stats to the broker's counters, by reason. Every session call that can
+// drop (a delivery, and the queue refills of a reconnect or an ack, which
+// skip expired and too large messages) goes through it.
+func (b *Broker) countDrops(before, after session.Stats) {
+	b.dropped(before.DroppedExpired, after.DroppedExpired, &b.Traffic.DroppedExpired)
+	b.dropped(before.DroppedQueueFull, after.DroppedQueueFull, &b.Traffic.DroppedQueueFull)
+	b.dropped(before.DroppedTooLarge, after.DroppedTooLarge, &b.Traffic.DroppedTooLarge)
+}
+
 // dropped counts what a delivery made a session drop, by reason.
 func (b *Broker) dropped(before, after uint64, c *atomic.Uint64) {
 	if n := after - before; n > 0 {

@@ -289,8 +289,5 @@ func (b *Broker) deliver(cl *client, d session.Delivery, now time.Time, t *tx) {
 		b.sent(cl, p) // before sending: the writer recycles what it wrote
 		t.send(cl.conn, p)
 	}
-	after := cl.sess.Stats
-	b.dropped(before.DroppedExpired, after.DroppedExpired, &b.Traffic.DroppedExpired)
-	b.dropped(before.DroppedQueueFull, after.DroppedQueueFull, &b.Traffic.DroppedQueueFull)
-	b.dropped(before.DroppedTooLarge, after.DroppedTooLarge, &b.Traffic.DroppedTooLarge)
+	b.countDrops(before, cl.sess.Stats)
 }

@@ -289,6 +289,8 @@ func (h *handler) onAck(a *packet.Ack) string {
 		defer cl.mu.Unlock()
 		cl.tx = t
 		defer func() { cl.tx = nil }()
+		before := cl.sess.Stats
+		defer func() { h.b.countDrops(before, cl.sess.Stats) }()
 		switch a.Kind {
 		case packet.PUBACK:
 			next, _ = cl.sess.Puback(a.PacketID, now)

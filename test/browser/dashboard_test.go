@@ -205,6 +205,78 @@ func waitText(sel string, ok func(string) bool) chromedp.Action[chromedp.Void] {
 
 func is(want string) func(string) bool { return func(s string) bool { return s == want } }
 
+// waitJS waits until the JavaScript expression cond is true; on timeout
+// the error shows the value of diag.
+func waitJS(cond, diag string) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		for {
+			ok, err := chromedp.Evaluate[bool](cond)(ctx, tg)
+			if err != nil {
+				return err
+			}
+			if ok {
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				last, _ := chromedp.Evaluate[string](diag)(context.WithoutCancel(ctx), tg)
+				return fmt.Errorf("condition never held (%s): %w", last, ctx.Err())
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	})
+}
+
+// tinyClient connects an MQTT 5 client that accepts packets of at most
+// maxSize bytes, with a keep alive of 10 s, subscribed to filter.
+func tinyClient(t *testing.T, addr, id string, maxSize uint32, filter string) *paho.Client {
+	t.Helper()
+	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := paho.NewClient(paho.ClientConfig{ClientID: id, Conn: nc})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := c.Connect(ctx, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 10,
+		Properties: &paho.ConnectProperties{MaximumPacketSize: &maxSize}}); err != nil {
+		nc.Close()
+		t.Fatalf("connect %s: %v", id, err)
+	}
+	t.Cleanup(func() { c.Disconnect(&paho.Disconnect{}); nc.Close(); <-c.Done() })
+	if _, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// steadyPublisher publishes each payload to its topic every period (QoS
+// 0) until the returned function is called.
+func steadyPublisher(t *testing.T, c *paho.Client, period time.Duration, msgs map[string][]byte) func() {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tk := time.NewTicker(period)
+		defer tk.Stop()
+		for {
+			for topic, p := range msgs {
+				c.Publish(ctx, &paho.Publish{Topic: topic, QoS: 0, Payload: p})
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-tk.C:
+			}
+		}
+	}()
+	var once sync.Once
+	stop := func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return stop
+}
+
 func TestDashboardLive(t *testing.T) {
 	ctx := browser(t, 1200, 900)
 	srv := startServer(t)
@@ -235,24 +307,76 @@ func TestDashboardLive(t *testing.T) {
 	if err != nil {
 		t.Fatalf("client connect not shown: %v", err)
 	}
+	// The list shows how each client came in: plain TCP, its keep alive,
+	// and its dropped deliveries.
+	probeRow := `#clients tr[data-client-id="probe-1"]`
+	err = chromedp.Do(ctx,
+		waitText(probeRow+` td.proto`, is("5")),
+		waitText(probeRow+` td.tls`, is("no")),
+		waitText(probeRow+` td.keepalive`, is("30 s")),
+		waitText(probeRow+` td.dropped`, is("0")),
+	)
+	if err != nil {
+		t.Fatalf("client row: %v", err)
+	}
+	// A client that takes packets of at most 64 bytes misses a bigger
+	// message: one dropped (too large).
+	tinyClient(t, srv.tcpAddr, "tiny", 64, "big/#")
 	pctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	for i := range 5 {
-		if _, err := probe.Publish(pctx, &paho.Publish{Topic: "plant/line-1/temperature", QoS: 1,
-			Payload: fmt.Appendf(nil, `{"celsius": %d}`, 20+i)}); err != nil {
-			t.Fatal(err)
-		}
+	if _, err := probe.Publish(pctx, &paho.Publish{Topic: "big/blob", QoS: 1, Payload: make([]byte, 200)}); err != nil {
+		t.Fatal(err)
 	}
+	// A client over TLS with a client certificate.
+	tlsClient(t, srv, "secure", "device-7")
+	err = chromedp.Do(ctx,
+		waitText(`#clients tr[data-client-id="tiny"] td.keepalive`, is("10 s")),
+		waitText(`#clients tr[data-client-id="tiny"] td.dropped`, is("1")),
+		waitText(`#clients tr[data-client-id="secure"] td.tls`, is("TLS 1.3 · device-7")),
+		waitText(`#clients tr[data-client-id="secure"] td.keepalive`, is("45 s")),
+	)
+	if err != nil {
+		t.Fatalf("dropped in the client list: %v", err)
+	}
+	shot(t, ctx, `#v-clients`, "view-clients.png")
+
+	// Two topics published to at a steady pace, and a retained one: the
+	// tree shows each topic's messages and bytes per second from the
+	// broker's topics feed, their sum on the parent, and the retained
+	// badge.
+	if _, err := probe.Publish(pctx, &paho.Publish{Topic: "plant/line-1/setpoint", QoS: 1, Retain: true,
+		Payload: []byte(`{"celsius": 22}`)}); err != nil {
+		t.Fatal(err)
+	}
+	stopPub := steadyPublisher(t, probe, 100*time.Millisecond, map[string][]byte{
+		"plant/line-1/temperature": []byte(`{"celsius": 21}`), // 15 bytes
+		"plant/line-1/pressure":    []byte(`{"bar": 1.5}`),    // 12 bytes
+	})
+	defer stopPub()
 	node := `#tree li[data-topic="plant/line-1/temperature"]`
 	err = chromedp.Do(ctx,
 		chromedp.WaitVisible(chromedp.CSS(node)),
-		waitText(node+` .count`, is("5 msgs")),
-		waitText(node+` .rate`, func(s string) bool { return s == "0.5/s" }),
-		waitText(node+` pre.payload.json`, is("{\n  \"celsius\": 24\n}")), // pretty-printed
+		waitText(node+` pre.payload.json`, is("{\n  \"celsius\": 21\n}")), // pretty-printed
+		waitText(`#tree li[data-topic="plant/line-1/setpoint"] > .row > .badge`, is("retained")),
+		// About 10 messages/s of 15 bytes each (a loaded machine may
+		// miss a few ticks of the publisher).
+		waitJS(`(() => {
+			const r = (t) => document.querySelector('#tree li[data-topic="' + t + '"] > .row > span.rate:not(.total)');
+			const temp = r('plant/line-1/temperature'), pres = r('plant/line-1/pressure');
+			const sum = document.querySelector('#tree li[data-topic="plant/line-1"] > .row > span.rate.total');
+			if (!temp || !pres || !sum) return false;
+			const m = Number(temp.dataset.rate), b = Number(temp.dataset.bytes);
+			const pm = Number(pres.dataset.rate), pb = Number(pres.dataset.bytes);
+			return m >= 5 && m <= 11 && Math.abs(b - 15 * m) < 1e-6 && pm >= 5 && pm <= 11 && Math.abs(pb - 12 * pm) < 1e-6 &&
+				Math.abs(Number(sum.dataset.rate) - (m + pm)) < 1e-6 && Math.abs(Number(sum.dataset.bytes) - (b + pb)) < 1e-6;
+		})()`, `Array.from(document.querySelectorAll('#tree li[data-topic^="plant/line-1"] > .row'), (r) => r.textContent).join(' | ')`),
+		waitText(node+` > .row > span.bytes:not(.total)`, contains("B/s")),
 	)
 	if err != nil {
 		t.Fatalf("topic tree: %v", err)
 	}
+	shot(t, ctx, `#v-overview`, "view-overview.png")
+	stopPub()
 	screenshot(t, ctx, "dashboard.png")
 
 	// Disconnect a client from the list (the management API, with the
@@ -270,7 +394,7 @@ func TestDashboardLive(t *testing.T) {
 
 	leave()
 	err = chromedp.Do(ctx,
-		waitText(`#m-connected`, is("1")),
+		waitText(`#m-connected`, is("3")), // the page, tiny and secure
 		chromedp.WaitVisible(chromedp.CSS(`#events li.disconnected[data-client-id="probe-1"]`)),
 		chromedp.WaitNotPresent(chromedp.CSS(`#clients tr[data-client-id="probe-1"]`)),
 	)

@@ -1,14 +1,15 @@
 // Starling dashboard: logs in to the broker over MQTT over WebSocket on
 // this page's origin (/mqtt) and shows the broker's live feeds
 // ($SYS/starling/dashboard/...), the $SYS/broker tree and a topic tree of a
-// chosen filter with per-topic rates computed here. Plain JS, no framework;
+// chosen filter: the page subscribes to the filter for the payloads and the
+// retained flags, and takes the rates from the broker's topics feed. Plain
+// JS, no framework;
 // everything from the network is shown with textContent, never as HTML.
 'use strict';
 (() => {
   const FEED = '$SYS/starling/dashboard/';
   const SYS = '$SYS/broker/';
   const HISTORY = 120;    // chart points, one per overview (1 s)
-  const RATE_WINDOW = 10; // seconds of per-topic rate
   const MAX_TOPICS = 2000;
   const PAYLOAD_KEEP = 4096;  // bytes of a topic's last payload kept (JSON longer than this is not pretty-printed)
   const PAYLOAD_SHOWN = 200;  // characters of a payload shown on one line
@@ -27,7 +28,10 @@
   let clientID = '';              // this page's MQTT client ID
   let auth = '';                  // Basic credentials for the management API
   let filter = null;              // topic filter of the tree, subscribed
-  let topics = new Map();         // topic -> {count, bytes, buckets, payload, retained}
+  let topics = new Map();         // topic -> {count, raw, size, view, retained, subs}
+  let rates = new Map();          // topic -> {m, b}: messages and bytes per second, from the topics feed
+  let ratesTruncated = false;     // the feed left quieter topics out
+  let ratesAt = 0;                // when the last topics feed came
   let topicsFull = false;
   const history = [];             // [{in, out}]
   const sys = new Map();
@@ -73,7 +77,7 @@
         if (err) return setState('error', 'subscribe failed: ' + err.message);
         setState('live', 'live');
       });
-      if (filter) c.subscribe(filter, { qos: 0 });
+      if (filter) c.subscribe(filter, { qos: 0, rap: true });
       else watch($('#filter').value.trim()); // the default filter from the first login
       browseRetained();
     });
@@ -105,6 +109,7 @@
       if (topic === FEED + 'overview') overview(v);
       else if (topic === FEED + 'clients') clients(v);
       else if (topic === FEED + 'top') top(v);
+      else if (topic === FEED + 'topics') topicRates(v);
       else if (topic === FEED + 'sessions') sessions(v);
       else if (topic === FEED + 'alerts') alerts(v);
       else if (topic === FEED + 'trace') trace(v);
@@ -141,7 +146,7 @@
     history.push({ in: o.messages_received_per_second, out: o.messages_sent_per_second });
     if (history.length > HISTORY) history.shift();
     chart();
-    renderTree();
+    if (Date.now() - ratesAt > 1500) renderTree(); // else with the next rates
     renderSys();
     countSubscribers();
   }
@@ -168,8 +173,17 @@
     for (const c of v.connected) {
       const tr = el('tr');
       tr.dataset.clientId = c.client_id;
-      for (const x of [c.client_id, c.remote || '', PROTO[c.protocol_version] || c.protocol_version,
-        c.subscriptions, c.inflight, c.queued]) tr.append(el('td', '', String(x)));
+      const d = c.dropped || {};
+      const dropped = (d.queue_full || 0) + (d.expired || 0) + (d.too_large || 0);
+      for (const [cls, x] of [['id', c.client_id], ['remote', c.remote || ''], ['proto', PROTO[c.protocol_version] || c.protocol_version],
+        ['tls', c.tls ? (c.tls_version || 'TLS') + (c.client_cert ? ' · ' + c.client_cert : '') : 'no'],
+        ['keepalive', c.keep_alive ? c.keep_alive + ' s' : 'off'],
+        ['subs', c.subscriptions], ['inflight', c.inflight], ['queued', c.queued], ['dropped', dropped]]) {
+        tr.append(el('td', cls, String(x)));
+      }
+      const dtd = tr.lastChild;
+      dtd.title = `queue full ${d.queue_full || 0}, expired ${d.expired || 0}, too large ${d.too_large || 0}`;
+      if (dropped) dtd.classList.add('bad');
       const kick = el('button', 'kick', 'Disconnect');
       kick.type = 'button';
       kick.dataset.clientId = c.client_id;
@@ -224,7 +238,7 @@
     topics = new Map();
     topicsFull = false;
     $('#topic-status').textContent = 'watching ' + f;
-    if (client && client.connected) client.subscribe(f, { qos: 0 });
+    if (client && client.connected) client.subscribe(f, { qos: 0, rap: true });
     renderTree();
   }
 
@@ -246,25 +260,31 @@
     return fl.length === tl.length;
   }
 
-  const nowSec = () => Math.floor(Date.now() / 1000);
+  // topicRates keeps the broker's per-topic rates of the last interval; a
+  // topic not in the feed had no message then.
+  function topicRates(v) {
+    rates = new Map(v.topics.map((t) => [t.topic, { m: t.messages_per_second, b: t.bytes_per_second }]));
+    ratesTruncated = v.truncated;
+    ratesAt = Date.now();
+    renderTree();
+  }
 
   function seen(topic, payload, retained) {
     let t = topics.get(topic);
     if (!t) {
       if (topics.size >= MAX_TOPICS) { topicsFull = true; return; }
-      t = { count: 0, bytes: 0, buckets: new Array(RATE_WINDOW).fill(0), sec: nowSec(), raw: null, size: 0, view: null,
-        retained: false, subs: undefined };
+      t = { count: 0, raw: null, size: 0, view: null, retained: false, subs: undefined };
       topics.set(topic, t);
     }
-    advance(t);
     t.count++;
-    t.bytes += payload.length;
-    t.buckets[t.sec % RATE_WINDOW]++;
     // A copy of the first bytes: the message's buffer is not ours to keep.
     t.raw = new Uint8Array(payload.subarray(0, PAYLOAD_KEEP));
     t.size = payload.length;
     t.view = null; // rendered again when next shown
-    t.retained = retained;
+    // The subscription keeps the retain flag as published (rap): a
+    // retained message sets the badge, an empty one (a delete) clears it,
+    // a plain message leaves it: the broker still holds the retained one.
+    if (retained) t.retained = payload.length > 0;
   }
 
   const clip = (s, n) => (s.length > n ? s.slice(0, n) + '…' : s);
@@ -327,16 +347,32 @@
     }
   }
 
-  // advance clears the buckets of the seconds that passed without messages.
-  function advance(t) {
-    const now = nowSec();
-    for (let s = Math.max(t.sec + 1, now - RATE_WINDOW + 1); s <= now; s++) t.buckets[s % RATE_WINDOW] = 0;
-    t.sec = Math.max(t.sec, now);
+  const fmtBytes = (n) => (n >= 1e6 ? fmt(n / 1e6) + ' MB' : n >= 1e3 ? fmt(n / 1e3) + ' kB' : fmt(n) + ' B');
+
+  // sumRates adds up the rates of a node and everything under it.
+  function sumRates(node) {
+    const r = node.stat ? rates.get(node.path) : undefined;
+    let m = r ? r.m : 0, b = r ? r.b : 0;
+    for (const child of node.children.values()) {
+      const s = sumRates(child);
+      m += s.m;
+      b += s.b;
+    }
+    node.sum = { m, b };
+    return node.sum;
   }
 
-  function rate(t) {
-    advance(t);
-    return t.buckets.reduce((a, b) => a + b, 0) / RATE_WINDOW;
+  // rateSpans shows a node's rates; data-rate and data-bytes hold the
+  // exact figures.
+  function rateSpans(r, total) {
+    const known = r || !ratesTruncated;
+    const m = r ? r.m : 0, b = r ? r.b : 0;
+    const rs = el('span', total ? 'rate total' : 'rate', (total ? 'Σ ' : '') + (known ? fmt(m) : '–') + ' msg/s');
+    const bs = el('span', total ? 'bytes total' : 'bytes', (known ? fmtBytes(b) : '–') + '/s');
+    rs.dataset.rate = bs.dataset.rate = m;
+    rs.dataset.bytes = bs.dataset.bytes = b;
+    if (total) rs.title = bs.title = 'sum over this topic and the topics under it';
+    return [rs, bs];
   }
 
   function renderTree() {
@@ -359,9 +395,10 @@
         li.dataset.topic = child.path;
         const row = el('div', 'row');
         row.append(el('span', 'name', name === '' ? '(empty)' : name));
+        if (child.children.size) row.append(...rateSpans(child.sum, true));
         if (child.stat) {
           const s = child.stat;
-          row.append(el('span', 'rate', fmt(rate(s)) + '/s'), el('span', 'count', s.count + ' msgs'));
+          row.append(...rateSpans(rates.get(child.path), false), el('span', 'count', s.count + ' msgs'));
           if (s.subs !== undefined) {
             const subs = el('span', 'subs', s.subs + (s.subs === 1 ? ' subscriber' : ' subscribers'));
             subs.title = 'subscriptions on this broker whose filter matches the topic, this page\'s own not counted';
@@ -380,6 +417,7 @@
         parent.append(li);
       }
     };
+    sumRates(root);
     build(ul, root);
     $('#tree').replaceWith(ul);
     if (filter) $('#topic-status').textContent = `watching ${filter}: ${topics.size} topics` + (topicsFull ? ` (limit ${MAX_TOPICS} reached)` : '') +
