@@ -150,9 +150,16 @@ func (b *Broker) serveConn(nc net.Conn, listener string) {
 	defer b.handlers.Done()
 	if key, limited := addrKey(nc.RemoteAddr()); limited {
 		// Checked before anything is read or allocated for the connection.
-		if !b.connRate.Allow(key) || !b.perAddr.Acquire(key) {
+		lim := -1
+		if !b.connRate.Allow(key) {
+			lim = limConnRate
+		} else if !b.perAddr.Acquire(key) {
+			lim = limConnPerAddress
+		}
+		if lim >= 0 {
 			b.Stats.Refused.Add(1)
-			b.log.Debug("connection refused by per-address limit", "remote", nc.RemoteAddr().String())
+			b.exceeded(lim)
+			b.log.Debug("connection refused by per-address limit", "remote", nc.RemoteAddr().String(), "limit", LimitNames[lim])
 			nc.Close()
 			return
 		}

@@ -3,6 +3,7 @@ package broker
 import (
 	"errors"
 	"fmt"
+	"net"
 	"time"
 	"unicode/utf8"
 
@@ -58,6 +59,9 @@ func (h *handler) run() {
 			h.c.CloseAfter(&packet.Connack{ReasonCode: pe.Code})
 		default:
 			h.c.Close()
+		}
+		if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
+			h.b.exceeded(limConnectTimeout) // no complete CONNECT in time
 		}
 		h.b.log.Debug("connect failed", "remote", h.remote, "err", err)
 		return
@@ -120,6 +124,10 @@ func (h *handler) connect(cp *packet.Connect) bool {
 		}
 		if w.QoS > b.lim.MaxQoS {
 			return h.refuse(packet.QoSNotSupported, "will QoS above maximum QoS") // [MQTT-3.2.2-12]
+		}
+		if key := b.lim.TopicExceeded(w.Topic); key != "" {
+			b.topicExceeded(key)
+			return h.refuse(packet.TopicNameInvalid, "will topic over limits."+key)
 		}
 		if f := w.Properties.PayloadFormat; f != nil && *f == 1 && !utf8.Valid(w.Payload) {
 			return h.refuse(packet.PayloadFormatInvalid, "will payload is not UTF-8")

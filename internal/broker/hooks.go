@@ -190,6 +190,9 @@ func (h *handler) enhancedAuth(cp *packet.Connect, deadline time.Time) (id Ident
 		p, _, rerr := h.c.ReadPacket(deadline)
 		if rerr != nil {
 			var pe *packet.Error
+			if ne := net.Error(nil); errors.As(rerr, &ne) && ne.Timeout() {
+				h.b.exceeded(limConnectTimeout) // the exchange outlasted the connect timeout
+			}
 			if errors.As(rerr, &pe) {
 				h.refuse(pe.Code, pe.Reason)
 			} else {

@@ -155,8 +155,8 @@ func (h *handler) onPublish(p *packet.Publish) string {
 			return ""
 		}
 	}
-	if !b.lim.TopicOK(name) {
-		// Over limits.max_topic_length / max_topic_levels.
+	if key := b.lim.TopicExceeded(name); key != "" {
+		b.topicExceeded(key)
 		if p.QoS > 0 {
 			h.ackPublish(p, packet.TopicNameInvalid)
 		}
@@ -167,7 +167,15 @@ func (h *handler) onPublish(p *packet.Publish) string {
 		// only once it is back within the rate, so nothing it sent is lost
 		// and TCP pushes back on it. (PUBACK cannot carry 0x96, and a
 		// disconnect would lose QoS 0 messages.)
-		if d := h.pubMsgs.Take(1) + h.pubBytes.Take(len(p.Payload)); d > 0 {
+		// Both buckets refill at once: the longer wait satisfies both.
+		dm, db := h.pubMsgs.Take(1), h.pubBytes.Take(len(p.Payload))
+		if dm > 0 {
+			b.exceeded(limPublishRate)
+		}
+		if db > 0 {
+			b.exceeded(limPublishBytesRate)
+		}
+		if d := max(dm, db); d > 0 {
 			time.Sleep(d)
 		}
 	}
@@ -376,7 +384,8 @@ func (h *handler) onSubscribe(p *packet.Subscribe) string {
 			}
 			continue
 		}
-		if !b.lim.TopicOK(s.Filter) {
+		if key := b.lim.TopicExceeded(s.Filter); key != "" {
+			b.topicExceeded(key)
 			codes[i] = packet.TopicFilterInvalid
 			if !v5 {
 				codes[i] = packet.UnspecifiedError
@@ -401,6 +410,7 @@ func (h *handler) onSubscribe(p *packet.Subscribe) string {
 		if !existed {
 			if max := b.lim.MaxSubscriptionsPerClient; max > 0 && nsubs >= max {
 				b.subs.Remove(cl.id, group, inner)
+				b.exceeded(limSubscriptions)
 				codes[i] = packet.QuotaExceeded // limits.max_subscriptions_per_client
 				if !v5 {
 					codes[i] = packet.UnspecifiedError
