@@ -128,6 +128,7 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 		authz = s.authz
 	}
 	s.broker.SetAuth(authn, authz)
+	s.broker.SetAuditLines(a.AuditLines()) // one log budget for refused clients
 	ao := admin.Options{Checker: a, Ready: s.serving, Version: s.version, Logger: s.log, LogLevel: s.level}
 	if cfg.Cluster.Name != "" {
 		if cfg.Cluster.Node == "" {

@@ -1,8 +1,10 @@
 package broker
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"time"
 	"unicode/utf8"
@@ -34,6 +36,8 @@ type handler struct {
 	info        *ClientInfo        // who the client is, for the authorizer
 	pubMsgs     *limit.TokenBucket // publish rate limits; nil when off
 	pubBytes    *limit.TokenBucket
+	connectID   string // client ID and user name as given in CONNECT, for the log
+	connectUser string
 	authMethod  string       // enhanced authentication method of CONNECT; "" for none
 	reauth      *reauthState // re-authentication in progress; nil when none
 	deadline    time.Time    // CONNECT and any AUTH exchange must be done by then
@@ -92,8 +96,33 @@ func (h *handler) refuse(code packet.ReasonCode, reason string) bool {
 		ack.ReasonCode = v3ConnackCode(code)
 	}
 	h.c.CloseAfter(ack)
-	h.b.log.Info("connect refused", "remote", h.remote, "code", code, "reason", reason)
+	h.b.auditLog(slog.LevelInfo, "connect refused", h.refusedAttrs(code, reason)...)
 	return false
+}
+
+// refuseAuth is refuse for a client the Authenticator or Authorizer
+// refused: they write the audit line (the built-in ones within the same
+// rate limit), so the broker's is at debug level.
+func (h *handler) refuseAuth(code packet.ReasonCode, reason string) bool {
+	ack := &packet.Connack{ReasonCode: code}
+	if h.version == packet.V5 {
+		ack.Properties.ReasonString = reason
+	} else {
+		ack.ReasonCode = v3ConnackCode(code)
+	}
+	h.c.CloseAfter(ack)
+	if h.b.log.Enabled(context.Background(), slog.LevelDebug) {
+		h.b.log.LogAttrs(context.Background(), slog.LevelDebug, "connect refused", h.refusedAttrs(code, reason)...)
+	}
+	return false
+}
+
+func (h *handler) refusedAttrs(code packet.ReasonCode, reason string) []slog.Attr {
+	a := []slog.Attr{slog.String("client_id", h.connectID), slog.String("username", h.connectUser), slog.String("remote", h.remote)}
+	if h.listener != "" {
+		a = append(a, slog.String("listener", h.listener))
+	}
+	return append(a, slog.String("code", fmt.Sprintf("0x%02x", byte(code))), slog.String("reason", reason))
 }
 
 func v3ConnackCode(c packet.ReasonCode) packet.ReasonCode {
@@ -113,6 +142,7 @@ func v3ConnackCode(c packet.ReasonCode) packet.ReasonCode {
 func (h *handler) connect(cp *packet.Connect) bool {
 	b := h.b
 	h.version = cp.ProtocolVersion
+	h.connectID, h.connectUser = cp.ClientID, cp.Username
 	h.c.SetVersion(h.version)
 	props := &cp.Properties
 	v5 := h.version == packet.V5
@@ -153,7 +183,7 @@ func (h *handler) connect(cp *packet.Connect) bool {
 	}
 	if code != packet.Success {
 		b.authFailed(code)
-		return h.refuse(code, "not authorized")
+		return h.refuseAuth(code, "authentication failed")
 	}
 	id := cp.ClientID
 	assigned := false
@@ -247,7 +277,7 @@ func (h *handler) connect(cp *packet.Connect) bool {
 	h.pubMsgs, h.pubBytes = b.lim.Config.NewPublishLimits()
 	if w := cp.Will; w != nil && !b.allow(h.info, ActPublish, w.Topic) {
 		b.Traffic.DeniedPublish.Add(1)
-		return h.refuse(packet.NotAuthorized, "will topic not authorized")
+		return h.refuseAuth(packet.NotAuthorized, "will topic not authorized")
 	}
 	if bp := b.backplane; bp != nil {
 		// Take the session from whichever node holds it before attaching.

@@ -3,6 +3,7 @@ package broker
 import (
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"time"
 	"unicode/utf8"
@@ -179,9 +180,15 @@ func (h *handler) onPublish(p *packet.Publish) string {
 			time.Sleep(d)
 		}
 	}
-	if !b.allow(h.info, ActPublish, name) || isSys(name) {
+	if allowed := b.allow(h.info, ActPublish, name); !allowed || isSys(name) {
 		b.Traffic.DeniedPublish.Add(1)
-		b.log.Info("publish denied", "client_id", h.cl.id, "username", h.info.Username, "remote", h.remote, "topic", name)
+		if allowed {
+			b.auditLog(slog.LevelInfo, "publish denied", slog.String("client_id", h.cl.id), slog.String("username", h.info.Username),
+				slog.String("remote", h.remote), slog.String("topic", name), slog.String("reason", "$SYS is read-only"))
+		} else {
+			// The Authorizer's audit line says it.
+			b.log.Debug("publish denied", "client_id", h.cl.id, "username", h.info.Username, "remote", h.remote, "topic", name)
+		}
 		if p.QoS > 0 {
 			// v5 says why; 3.x must acknowledge as usual and drop it
 			// [MQTT-3.3.5-2].
@@ -398,7 +405,7 @@ func (h *handler) onSubscribe(p *packet.Subscribe) string {
 				codes[i] = packet.UnspecifiedError
 			}
 			b.Traffic.DeniedSubscribe.Add(1)
-			b.log.Info("subscribe denied", "client_id", cl.id, "username", h.info.Username, "remote", h.remote, "filter", s.Filter)
+			b.log.Debug("subscribe denied", "client_id", cl.id, "username", h.info.Username, "remote", h.remote, "filter", s.Filter)
 			continue
 		}
 		group, inner, shared := topic.ParseShared(s.Filter)
