@@ -86,16 +86,10 @@ func (h *handler) run() {
 	h.b.log.Info("client disconnected", "client_id", h.cl.id, "remote", h.remote, "reason", reason)
 }
 
-// refuse answers CONNECT with an error CONNACK and closes. v5 codes are
-// mapped to the closest 3.x return code.
+// refuse answers CONNECT with an error CONNACK and closes, with a line in
+// the rate-limited audit trail.
 func (h *handler) refuse(code packet.ReasonCode, reason string) bool {
-	ack := &packet.Connack{ReasonCode: code}
-	if h.version == packet.V5 {
-		ack.Properties.ReasonString = reason
-	} else {
-		ack.ReasonCode = v3ConnackCode(code)
-	}
-	h.c.CloseAfter(ack)
+	h.refusal(code, reason)
 	h.b.auditLog(slog.LevelInfo, "connect refused", h.refusedAttrs(code, reason)...)
 	return false
 }
@@ -104,6 +98,16 @@ func (h *handler) refuse(code packet.ReasonCode, reason string) bool {
 // refused: they write the audit line (the built-in ones within the same
 // rate limit), so the broker's is at debug level.
 func (h *handler) refuseAuth(code packet.ReasonCode, reason string) bool {
+	h.refusal(code, reason)
+	if h.b.log.Enabled(context.Background(), slog.LevelDebug) {
+		h.b.log.LogAttrs(context.Background(), slog.LevelDebug, "connect refused", h.refusedAttrs(code, reason)...)
+	}
+	return false
+}
+
+// refusal sends the error CONNACK and closes. v5 codes are mapped to the
+// closest 3.x return code.
+func (h *handler) refusal(code packet.ReasonCode, reason string) {
 	ack := &packet.Connack{ReasonCode: code}
 	if h.version == packet.V5 {
 		ack.Properties.ReasonString = reason
@@ -111,10 +115,6 @@ func (h *handler) refuseAuth(code packet.ReasonCode, reason string) bool {
 		ack.ReasonCode = v3ConnackCode(code)
 	}
 	h.c.CloseAfter(ack)
-	if h.b.log.Enabled(context.Background(), slog.LevelDebug) {
-		h.b.log.LogAttrs(context.Background(), slog.LevelDebug, "connect refused", h.refusedAttrs(code, reason)...)
-	}
-	return false
 }
 
 func (h *handler) refusedAttrs(code packet.ReasonCode, reason string) []slog.Attr {
