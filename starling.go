@@ -65,6 +65,8 @@ type Server struct {
 	// cluster is this node's membership; nil for a single node.
 	cluster *cluster.Node
 	auth    *auth.Auth
+	authn   Authenticator // WithAuthenticator; nil: auth
+	authz   Authorizer    // WithAuthorizer; nil: auth
 	admin   *admin.Admin
 	// version is shown in $SYS and on the dashboard (WithVersion).
 	version   string
@@ -118,7 +120,15 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 		return nil, fmt.Errorf("starling: %w", err)
 	}
 	s.auth = a
-	s.broker.SetAuth(a, a)
+	authn, authz := Authenticator(a), Authorizer(a)
+	if s.authn != nil {
+		authn = s.authn
+	}
+	if s.authz != nil {
+		authz = s.authz
+	}
+	s.broker.SetAuth(authn, authz)
+	s.broker.SetAuditLines(a.AuditLines()) // one log budget for refused clients
 	ao := admin.Options{Checker: a, Ready: s.serving, Version: s.version, Logger: s.log, LogLevel: s.level}
 	if cfg.Cluster.Name != "" {
 		if cfg.Cluster.Node == "" {

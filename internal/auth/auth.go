@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 
 	"github.com/starling-mqtt/starling/internal/broker"
+	"github.com/starling-mqtt/starling/internal/limit"
 	"github.com/starling-mqtt/starling/internal/packet"
 )
 
@@ -26,7 +27,7 @@ type Auth struct {
 	cfg         Config
 	certMap     string
 	log         *slog.Logger
-	audit       *audit
+	audit       *limit.Lines
 	sem         chan struct{} // one slot per concurrent password verification
 	superusers  map[string]bool
 	scramSecret []byte // keys the made-up SCRAM salts of unknown users
@@ -272,7 +273,7 @@ func certField(cert *x509.Certificate, field string) string {
 }
 
 func (a *Auth) loginFailed(c *broker.ConnectInfo, reason string) {
-	if !a.audit.ok() {
+	if !a.audit.OK() {
 		return
 	}
 	remote := ""
@@ -283,7 +284,7 @@ func (a *Auth) loginFailed(c *broker.ConnectInfo, reason string) {
 	if c.Listener != "" {
 		attrs = append(attrs, slog.String("listener", c.Listener))
 	}
-	a.audit.write("login failed", append(attrs, slog.String("reason", reason))...)
+	a.audit.Log(slog.LevelWarn, "login failed", append(attrs, slog.String("reason", reason))...)
 }
 
 var actionNames = [...]string{broker.ActPublish: "publish", broker.ActSubscribe: "subscribe", broker.ActRead: "read"}
@@ -310,14 +311,14 @@ func (a *Auth) Allow(c *broker.ClientInfo, act broker.Action, topic string) bool
 }
 
 func (a *Auth) denied(c *broker.ClientInfo, act broker.Action, topic string, line int) {
-	if !a.audit.ok() {
+	if !a.audit.OK() {
 		return
 	}
 	name := "unknown"
 	if int(act) < len(actionNames) {
 		name = actionNames[act]
 	}
-	a.audit.write("access denied", slog.String("client_id", c.ClientID), slog.String("username", c.Username),
+	a.audit.Log(slog.LevelWarn, "access denied", slog.String("client_id", c.ClientID), slog.String("username", c.Username),
 		slog.String("remote", c.Remote), slog.String("action", name), slog.String("topic", topic),
 		slog.Int("acl_line", line))
 }

@@ -468,7 +468,7 @@ func TestAuditRateLimit(t *testing.T) {
 	dir := t.TempDir()
 	af := writeFile(t, dir, "acl", "allow all user alice #\n")
 	a, lb := newAuth(t, Config{AllowAnonymous: true, ACLFile: af, AuditLinesPerSecond: 5})
-	a.audit.interval = 30 * time.Millisecond
+	a.audit.Interval = 30 * time.Millisecond
 	c := &broker.ClientInfo{ClientID: "evil", Identity: broker.Identity{Username: "eve"}, Remote: "198.51.100.7:1234"}
 	for range 1000 {
 		a.Allow(c, broker.ActPublish, "secret")

@@ -69,6 +69,9 @@ type Broker struct {
 	retained    *retainStore
 	authn       Authenticator
 	authz       Authorizer
+	// audit bounds the lines about refused clients (CONNECT refusals,
+	// $SYS publishes), shared with the authenticator's audit trail.
+	audit *limit.Lines
 
 	bytes    conn.Totals      // bytes in and out over all connections
 	perAddr  *limit.PerKey    // concurrent connections per source address
@@ -98,6 +101,7 @@ func New(lim config.Limits, log *slog.Logger) *Broker {
 	return &Broker{
 		perAddr:  perAddr,
 		connRate: connRate,
+		audit:    limit.NewLines(log, defaultAuditRate),
 		lim:      lim,
 		log:      log,
 		now:      time.Now,
@@ -108,6 +112,27 @@ func New(lim config.Limits, log *slog.Logger) *Broker {
 		retained: newRetainStore(),
 		changes:  make(chan struct{}, 1),
 		topics:   topicSampler{seed: maphash.MakeSeed()},
+	}
+}
+
+// defaultAuditRate is the audit lines per second of a broker not given
+// its authenticator's limit (SetAuditLines); auth.audit_lines_per_second's
+// default.
+const defaultAuditRate = 20
+
+// SetAuditLines makes the broker's lines about refused clients share l's
+// rate limit (the authenticator's audit trail). Call before serving.
+func (b *Broker) SetAuditLines(l *limit.Lines) {
+	if l != nil {
+		b.audit = l
+	}
+}
+
+// auditLog writes a line about a refused client within the audit rate
+// limit; a line the logger would not write takes nothing from it.
+func (b *Broker) auditLog(level slog.Level, msg string, attrs ...slog.Attr) {
+	if b.audit.Enabled(level) && b.audit.OK() {
+		b.audit.Log(level, msg, attrs...)
 	}
 }
 
@@ -177,9 +202,16 @@ func (b *Broker) serveConn(nc net.Conn, listener string) {
 	defer b.handlers.Done()
 	if key, limited := addrKey(nc.RemoteAddr()); limited {
 		// Checked before anything is read or allocated for the connection.
-		if !b.connRate.Allow(key) || !b.perAddr.Acquire(key) {
+		lim := -1
+		if !b.connRate.Allow(key) {
+			lim = limConnRate
+		} else if !b.perAddr.Acquire(key) {
+			lim = limConnPerAddress
+		}
+		if lim >= 0 {
 			b.Stats.Refused.Add(1)
-			b.log.Debug("connection refused by per-address limit", "remote", nc.RemoteAddr().String())
+			b.exceeded(lim)
+			b.log.Debug("connection refused by per-address limit", "remote", nc.RemoteAddr().String(), "limit", LimitNames[lim])
 			nc.Close()
 			return
 		}

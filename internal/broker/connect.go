@@ -1,8 +1,11 @@
 package broker
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net"
 	"time"
 	"unicode/utf8"
 
@@ -24,7 +27,6 @@ type handler struct {
 	listener string
 
 	version     byte
-	clientID    string // as CONNECT gave it ("" when the broker assigns one), for logs
 	keepAlive   time.Duration
 	aliasMax    uint16             // topic aliases we accept
 	aliases     map[uint16]string  // inbound topic aliases
@@ -34,6 +36,8 @@ type handler struct {
 	info        *ClientInfo        // who the client is, for the authorizer
 	pubMsgs     *limit.TokenBucket // publish rate limits; nil when off
 	pubBytes    *limit.TokenBucket
+	connectID   string // client ID and user name as given in CONNECT, for the log
+	connectUser string
 	authMethod  string       // enhanced authentication method of CONNECT; "" for none
 	reauth      *reauthState // re-authentication in progress; nil when none
 	deadline    time.Time    // CONNECT and any AUTH exchange must be done by then
@@ -59,6 +63,9 @@ func (h *handler) run() {
 			h.c.CloseAfter(&packet.Connack{ReasonCode: pe.Code})
 		default:
 			h.c.Close()
+		}
+		if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
+			h.b.exceeded(limConnectTimeout) // no complete CONNECT in time
 		}
 		h.b.log.Debug("connect failed", "remote", h.remote, "err", err)
 		return
@@ -86,9 +93,28 @@ func (h *handler) run() {
 	h.b.log.Info("client disconnected", "client_id", h.cl.id, "remote", h.remote, "reason", reason)
 }
 
-// refuse answers CONNECT with an error CONNACK and closes. v5 codes are
-// mapped to the closest 3.x return code.
+// refuse answers CONNECT with an error CONNACK and closes, with a line in
+// the rate-limited audit trail.
 func (h *handler) refuse(code packet.ReasonCode, reason string) bool {
+	h.refusal(code, reason)
+	h.b.auditLog(slog.LevelInfo, "connect refused", h.refusedAttrs(code, reason)...)
+	return false
+}
+
+// refuseAuth is refuse for a client the Authenticator or Authorizer
+// refused: they write the audit line (the built-in ones within the same
+// rate limit), so the broker's is at debug level.
+func (h *handler) refuseAuth(code packet.ReasonCode, reason string) bool {
+	h.refusal(code, reason)
+	if h.b.log.Enabled(context.Background(), slog.LevelDebug) {
+		h.b.log.LogAttrs(context.Background(), slog.LevelDebug, "connect refused", h.refusedAttrs(code, reason)...)
+	}
+	return false
+}
+
+// refusal sends the error CONNACK and closes. v5 codes are mapped to the
+// closest 3.x return code.
+func (h *handler) refusal(code packet.ReasonCode, reason string) {
 	ack := &packet.Connack{ReasonCode: code}
 	if h.version == packet.V5 {
 		ack.Properties.ReasonString = reason
@@ -96,8 +122,14 @@ func (h *handler) refuse(code packet.ReasonCode, reason string) bool {
 		ack.ReasonCode = v3ConnackCode(code)
 	}
 	h.c.CloseAfter(ack)
-	h.b.log.Info("connect refused", "client_id", h.clientID, "remote", h.remote, "code", code, "reason", reason)
-	return false
+}
+
+func (h *handler) refusedAttrs(code packet.ReasonCode, reason string) []slog.Attr {
+	a := []slog.Attr{slog.String("client_id", h.connectID), slog.String("username", h.connectUser), slog.String("remote", h.remote)}
+	if h.listener != "" {
+		a = append(a, slog.String("listener", h.listener))
+	}
+	return append(a, slog.String("code", fmt.Sprintf("0x%02x", byte(code))), slog.String("reason", reason))
 }
 
 func v3ConnackCode(c packet.ReasonCode) packet.ReasonCode {
@@ -117,7 +149,7 @@ func v3ConnackCode(c packet.ReasonCode) packet.ReasonCode {
 func (h *handler) connect(cp *packet.Connect) bool {
 	b := h.b
 	h.version = cp.ProtocolVersion
-	h.clientID = cp.ClientID
+	h.connectID, h.connectUser = cp.ClientID, cp.Username
 	h.c.SetVersion(h.version)
 	props := &cp.Properties
 	v5 := h.version == packet.V5
@@ -129,6 +161,10 @@ func (h *handler) connect(cp *packet.Connect) bool {
 		}
 		if w.QoS > b.lim.MaxQoS {
 			return h.refuse(packet.QoSNotSupported, "will QoS above maximum QoS") // [MQTT-3.2.2-12]
+		}
+		if key := b.lim.TopicExceeded(w.Topic); key != "" {
+			b.topicExceeded(key)
+			return h.refuse(packet.TopicNameInvalid, "will topic over limits."+key)
 		}
 		if f := w.Properties.PayloadFormat; f != nil && *f == 1 && !utf8.Valid(w.Payload) {
 			return h.refuse(packet.PayloadFormatInvalid, "will payload is not UTF-8")
@@ -154,7 +190,7 @@ func (h *handler) connect(cp *packet.Connect) bool {
 	}
 	if code != packet.Success {
 		b.authFailed(code)
-		return h.refuse(code, "not authorized")
+		return h.refuseAuth(code, "authentication failed")
 	}
 	id := cp.ClientID
 	assigned := false
@@ -248,7 +284,7 @@ func (h *handler) connect(cp *packet.Connect) bool {
 	h.pubMsgs, h.pubBytes = b.lim.Config.NewPublishLimits()
 	if w := cp.Will; w != nil && !b.allow(h.info, ActPublish, w.Topic) {
 		b.Traffic.DeniedPublish.Add(1)
-		return h.refuse(packet.NotAuthorized, "will topic not authorized")
+		return h.refuseAuth(packet.NotAuthorized, "will topic not authorized")
 	}
 	if bp := b.backplane; bp != nil {
 		// Take the session from whichever node holds it before attaching.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
+	"log/slog"
 	"net"
 	"slices"
 	"time"
@@ -142,7 +144,7 @@ func (h *handler) authenticate(cp *packet.Connect) (Identity, packet.ReasonCode)
 	defer cancel()
 	id, code, err := h.b.authn.Authenticate(ctx, ci)
 	if err != nil {
-		h.b.log.Warn("authentication error", "client_id", cp.ClientID, "remote", h.remote, "err", err)
+		h.b.auditLog(slog.LevelWarn, "authentication error", slog.String("client_id", cp.ClientID), slog.String("remote", h.remote), slog.Any("err", err))
 		if code == packet.Success {
 			code = packet.ServerUnavailable
 		}
@@ -173,7 +175,8 @@ func (h *handler) enhancedAuth(cp *packet.Connect, deadline time.Time) (id Ident
 	step, err := ea.StartAuth(ctx, ci, method, cp.Properties.AuthData)
 	for round := 0; ; round++ {
 		if err != nil {
-			h.b.log.Warn("authentication error", "client_id", cp.ClientID, "remote", h.remote, "method", method, "err", err)
+			h.b.auditLog(slog.LevelWarn, "authentication error", slog.String("client_id", cp.ClientID), slog.String("remote", h.remote),
+				slog.String("method", method), slog.Any("err", err))
 			if step.Code == packet.Success {
 				step.Code = packet.ServerUnavailable
 			}
@@ -190,12 +193,15 @@ func (h *handler) enhancedAuth(cp *packet.Connect, deadline time.Time) (id Ident
 		p, _, rerr := h.c.ReadPacket(deadline)
 		if rerr != nil {
 			var pe *packet.Error
+			if ne := net.Error(nil); errors.As(rerr, &ne) && ne.Timeout() {
+				h.b.exceeded(limConnectTimeout) // the exchange outlasted the connect timeout
+			}
 			if errors.As(rerr, &pe) {
 				h.refuse(pe.Code, pe.Reason)
 			} else {
 				h.c.Close()
 			}
-			h.b.log.Info("authentication exchange failed", "client_id", cp.ClientID, "remote", h.remote, "err", rerr)
+			h.b.auditLog(slog.LevelInfo, "authentication exchange failed", slog.String("client_id", cp.ClientID), slog.String("remote", h.remote), slog.Any("err", rerr))
 			return id, 0, nil, false
 		}
 		a, isAuth := p.(*packet.Auth)
@@ -258,7 +264,7 @@ func (h *handler) onAuth(a *packet.Auth) string {
 		return h.fail(packet.ProtocolError, "unexpected AUTH reason code")
 	}
 	if err != nil {
-		h.b.log.Warn("re-authentication error", "client_id", h.cl.id, "remote", h.remote, "err", err)
+		h.b.auditLog(slog.LevelWarn, "re-authentication error", slog.String("client_id", h.cl.id), slog.String("remote", h.remote), slog.Any("err", err))
 		return h.fail(packet.NotAuthorized, "re-authentication failed")
 	}
 	if step.Next != nil {
@@ -269,7 +275,8 @@ func (h *handler) onAuth(a *packet.Auth) string {
 	}
 	h.reauth = nil
 	if step.Code != packet.Success {
-		h.b.log.Info("re-authentication failed", "client_id", h.cl.id, "remote", h.remote, "code", step.Code)
+		h.b.auditLog(slog.LevelInfo, "re-authentication failed", slog.String("client_id", h.cl.id), slog.String("remote", h.remote),
+			slog.String("code", fmt.Sprintf("0x%02x", byte(step.Code))))
 		return h.fail(packet.NotAuthorized, "re-authentication failed")
 	}
 	if step.Identity.Username != h.info.Username {

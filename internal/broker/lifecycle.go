@@ -43,6 +43,7 @@ func (b *Broker) attachLocked(h *handler, id string, cp *packet.Connect, expiry 
 		online-- // a takeover does not add a connection
 	}
 	if m := b.lim.MaxConnections; m > 0 && online >= int64(m) {
+		b.exceeded(limMaxConnections)
 		return nil, nil, nil, packet.QuotaExceeded, "too many connections"
 	}
 	if cl != nil {

@@ -30,6 +30,10 @@ type Traffic struct {
 	// DeniedPublish and DeniedSubscribe count what the ACL refused
 	// (publishes, wills and $SYS publishes; subscription filters).
 	DeniedPublish, DeniedSubscribe atomic.Uint64
+	// LimitsExceeded counts clients going over a configured limit, by
+	// LimitNames index: refused, closed, answered with an error code or
+	// slowed down.
+	LimitsExceeded [len(LimitNames)]atomic.Uint64
 
 	// CommitSynced and CommitUnsynced time the store's batch commits.
 	CommitSynced, CommitUnsynced Histogram
@@ -46,7 +50,7 @@ func (q *QoSCount) add(payload int) {
 }
 
 // AuthFailureReasons are the label values of AuthFailures.
-var AuthFailureReasons = [...]string{"bad_username_or_password", "not_authorized", "bad_authentication_method", "banned", "auth_exchange_failed", "other"}
+var AuthFailureReasons = [...]string{"bad_username_or_password", "not_authorized", "bad_authentication_method", "banned", "auth_exchange_failed", "server_busy", "other"}
 
 func authFailureIndex(code packet.ReasonCode) int {
 	switch code {
@@ -58,8 +62,50 @@ func authFailureIndex(code packet.ReasonCode) int {
 		return 2
 	case packet.Banned:
 		return 3
+	case packet.ServerBusy:
+		return 5 // no verification slot before the connect timeout
 	}
 	return len(AuthFailureReasons) - 1
+}
+
+// LimitNames are the label values of LimitsExceeded: the config keys
+// (under limits:) of the limits counted.
+var LimitNames = [...]string{
+	limMaxConnections:   "max_connections",
+	limConnPerAddress:   "max_connections_per_address",
+	limConnRate:         "connect_rate_per_address",
+	limConnectTimeout:   "connect_timeout",
+	limPublishRate:      "publish_rate",
+	limPublishBytesRate: "publish_bytes_rate",
+	limSubscriptions:    "max_subscriptions_per_client",
+	limTopicLength:      "max_topic_length",
+	limTopicLevels:      "max_topic_levels",
+}
+
+// Indexes of LimitNames.
+const (
+	limMaxConnections = iota
+	limConnPerAddress
+	limConnRate
+	limConnectTimeout
+	limPublishRate
+	limPublishBytesRate
+	limSubscriptions
+	limTopicLength
+	limTopicLevels
+)
+
+// exceeded counts a client going over the limit at LimitNames[i].
+func (b *Broker) exceeded(i int) { b.Traffic.LimitsExceeded[i].Add(1) }
+
+// topicExceeded counts a topic name or filter over max_topic_length or
+// max_topic_levels (key as returned by limit.Config.TopicExceeded).
+func (b *Broker) topicExceeded(key string) {
+	if key == "max_topic_levels" {
+		b.exceeded(limTopicLevels)
+	} else {
+		b.exceeded(limTopicLength)
+	}
 }
 
 // authFailed counts a refused authentication.

@@ -3,6 +3,7 @@ package broker
 import (
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"time"
 	"unicode/utf8"
@@ -155,8 +156,8 @@ func (h *handler) onPublish(p *packet.Publish) string {
 			return ""
 		}
 	}
-	if !b.lim.TopicOK(name) {
-		// Over limits.max_topic_length / max_topic_levels.
+	if key := b.lim.TopicExceeded(name); key != "" {
+		b.topicExceeded(key)
 		if p.QoS > 0 {
 			h.ackPublish(p, packet.TopicNameInvalid)
 		}
@@ -167,13 +168,27 @@ func (h *handler) onPublish(p *packet.Publish) string {
 		// only once it is back within the rate, so nothing it sent is lost
 		// and TCP pushes back on it. (PUBACK cannot carry 0x96, and a
 		// disconnect would lose QoS 0 messages.)
-		if d := h.pubMsgs.Take(1) + h.pubBytes.Take(len(p.Payload)); d > 0 {
+		// Both buckets refill at once: the longer wait satisfies both.
+		dm, db := h.pubMsgs.Take(1), h.pubBytes.Take(len(p.Payload))
+		if dm > 0 {
+			b.exceeded(limPublishRate)
+		}
+		if db > 0 {
+			b.exceeded(limPublishBytesRate)
+		}
+		if d := max(dm, db); d > 0 {
 			time.Sleep(d)
 		}
 	}
-	if !b.allow(h.info, ActPublish, name) || isSys(name) {
+	if allowed := b.allow(h.info, ActPublish, name); !allowed || isSys(name) {
 		b.Traffic.DeniedPublish.Add(1)
-		b.log.Info("publish denied", "client_id", h.cl.id, "username", h.info.Username, "remote", h.remote, "topic", name)
+		if allowed {
+			b.auditLog(slog.LevelInfo, "publish denied", slog.String("client_id", h.cl.id), slog.String("username", h.info.Username),
+				slog.String("remote", h.remote), slog.String("topic", name), slog.String("reason", "$SYS is read-only"))
+		} else {
+			// The Authorizer's audit line says it.
+			b.log.Debug("publish denied", "client_id", h.cl.id, "username", h.info.Username, "remote", h.remote, "topic", name)
+		}
 		if p.QoS > 0 {
 			// v5 says why; 3.x must acknowledge as usual and drop it
 			// [MQTT-3.3.5-2].
@@ -378,7 +393,8 @@ func (h *handler) onSubscribe(p *packet.Subscribe) string {
 			}
 			continue
 		}
-		if !b.lim.TopicOK(s.Filter) {
+		if key := b.lim.TopicExceeded(s.Filter); key != "" {
+			b.topicExceeded(key)
 			codes[i] = packet.TopicFilterInvalid
 			if !v5 {
 				codes[i] = packet.UnspecifiedError
@@ -391,7 +407,7 @@ func (h *handler) onSubscribe(p *packet.Subscribe) string {
 				codes[i] = packet.UnspecifiedError
 			}
 			b.Traffic.DeniedSubscribe.Add(1)
-			b.log.Info("subscribe denied", "client_id", cl.id, "username", h.info.Username, "remote", h.remote, "filter", s.Filter)
+			b.log.Debug("subscribe denied", "client_id", cl.id, "username", h.info.Username, "remote", h.remote, "filter", s.Filter)
 			continue
 		}
 		group, inner, shared := topic.ParseShared(s.Filter)
@@ -403,6 +419,7 @@ func (h *handler) onSubscribe(p *packet.Subscribe) string {
 		if !existed {
 			if max := b.lim.MaxSubscriptionsPerClient; max > 0 && nsubs >= max {
 				b.subs.Remove(cl.id, group, inner)
+				b.exceeded(limSubscriptions)
 				codes[i] = packet.QuotaExceeded // limits.max_subscriptions_per_client
 				if !v5 {
 					codes[i] = packet.UnspecifiedError

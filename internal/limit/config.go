@@ -23,9 +23,11 @@ type Config struct {
 	// Default 50; 0 = no limit.
 	ConnectRatePerAddress float64 `yaml:"connect_rate_per_address"`
 	// PublishRate is the number of PUBLISH packets per second a client may
-	// send, with bursts of the same number (at least 1). Above it an MQTT 5
-	// client gets 0x96 (message rate too high) and a 3.x client is slowed
-	// down. Default 0 (no limit).
+	// send, with bursts of the same number (at least 1). Above it the
+	// client, whatever its protocol version and QoS, is slowed down: its
+	// next packet is read only once it is back within the rate (no 0x96:
+	// a DISCONNECT would lose QoS 0 messages and PUBACK cannot carry it).
+	// Default 0 (no limit).
 	PublishRate float64 `yaml:"publish_rate"`
 	// PublishBytesRate is the number of payload bytes per second a client may
 	// publish, with bursts of the same number; handled like PublishRate.
@@ -110,9 +112,14 @@ func Burst(rate float64) int {
 // and MaxTopicLevels. It does not allocate. The broker answers a name that
 // is not with 0x90 (topic name invalid) and a filter with 0x8F (topic filter
 // invalid).
-func (c Config) TopicOK(topic string) bool {
+func (c Config) TopicOK(topic string) bool { return c.TopicExceeded(topic) == "" }
+
+// TopicExceeded returns the key of the limit topic is over,
+// "max_topic_length" or "max_topic_levels", or "" when it is within both.
+// It does not allocate.
+func (c Config) TopicExceeded(topic string) string {
 	if c.MaxTopicLength > 0 && len(topic) > c.MaxTopicLength {
-		return false
+		return "max_topic_length"
 	}
 	if c.MaxTopicLevels > 0 {
 		levels := 1
@@ -120,12 +127,12 @@ func (c Config) TopicOK(topic string) bool {
 			if topic[i] == '/' {
 				levels++
 				if levels > c.MaxTopicLevels {
-					return false
+					return "max_topic_levels"
 				}
 			}
 		}
 	}
-	return true
+	return ""
 }
 
 // NewConnLimits builds the per-address limiters from c: a nil result means

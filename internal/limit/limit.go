@@ -85,9 +85,10 @@ func (b *TokenBucket) AllowAt(now time.Time, n int) bool {
 
 // Take always takes n tokens and returns how long the caller should wait
 // before acting so that the average rate is kept: 0 when the tokens were
-// there. It is the "slow the client down" alternative to Allow, for clients
-// that cannot be told "rate too high" (MQTT 3.x). The wait is capped at one
-// minute.
+// there. It is the "slow the client down" alternative to Allow; the broker
+// uses it for the publish limits of every client, since no acknowledgement
+// can say "rate too high" without dropping messages. The wait is capped at
+// one minute.
 func (b *TokenBucket) Take(n int) time.Duration { return b.TakeAt(time.Now(), n) }
 
 // TakeAt is Take at time now.

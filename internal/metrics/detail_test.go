@@ -240,7 +240,7 @@ func TestLintDetailed(t *testing.T) {
 	}
 	for _, n := range []string{"mqtt_publish_received_total", "mqtt_publish_sent_bytes_total", "mqtt_messages_dropped_by_reason_total",
 		"mqtt_auth_failures_total", "mqtt_auth_denied_total", "mqtt_listener_connections", "mqtt_listener_connections_total", "mqtt_messages_inflight",
-		"mqtt_messages_queued", "mqtt_store_commit_duration_seconds", "mqtt_clients_connected_by_protocol"} {
+		"mqtt_messages_queued", "mqtt_store_commit_duration_seconds", "mqtt_clients_connected_by_protocol", "mqtt_limits_exceeded_total"} {
 		if !names[n] {
 			t.Errorf("metric %s missing", n)
 		}

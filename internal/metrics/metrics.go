@@ -65,6 +65,7 @@ type Details struct {
 	DroppedByReason   map[string]uint64
 	AuthFailures      map[string]uint64
 	Denied            map[string]uint64 // by action: publish, subscribe
+	LimitsExceeded    map[string]uint64 // by limit (config key)
 	Listeners         []ListenerCount
 	Inflight, Queued  int
 	CommitSynced      HistogramReading
@@ -103,8 +104,12 @@ func (s brokerSource) Details() Details {
 			"no_share_member": tr.DroppedNoMember.Load(),
 			"slow_reader":     s.b.DroppedSlowReader(),
 		},
-		AuthFailures: make(map[string]uint64, len(broker.AuthFailureReasons)),
-		Denied:       map[string]uint64{"publish": tr.DeniedPublish.Load(), "subscribe": tr.DeniedSubscribe.Load()},
+		AuthFailures:   make(map[string]uint64, len(broker.AuthFailureReasons)),
+		Denied:         map[string]uint64{"publish": tr.DeniedPublish.Load(), "subscribe": tr.DeniedSubscribe.Load()},
+		LimitsExceeded: make(map[string]uint64, len(broker.LimitNames)),
+	}
+	for i, l := range broker.LimitNames {
+		d.LimitsExceeded[l] = tr.LimitsExceeded[i].Load()
 	}
 	for q := range 3 {
 		d.InByQoS[q] = QoSCount{tr.In[q].Messages.Load(), tr.In[q].Bytes.Load()}
@@ -191,7 +196,7 @@ type collector struct {
 	connected, connections, msgIn, msgOut, dropped, storeErrors,
 	sessions, subscriptions, retained, bytesIn, bytesOut, refused, byProtocol *prometheus.Desc
 
-	pubIn, pubInBytes, pubOut, pubOutBytes, droppedBy, authFail, denied, lisOpen, lisTotal,
+	pubIn, pubInBytes, pubOut, pubOutBytes, droppedBy, authFail, denied, limits, lisOpen, lisTotal,
 	inflight, queued, commit *prometheus.Desc
 }
 
@@ -227,6 +232,8 @@ func newCollector(src Source) *collector {
 			[]string{"reason"}, nil),
 		denied: prometheus.NewDesc("mqtt_auth_denied_total", "Publishes and subscriptions refused by the ACL, by action.",
 			[]string{"action"}, nil),
+		limits: prometheus.NewDesc("mqtt_limits_exceeded_total", "Times a client went over a configured limit (refused, closed, answered with an error code or slowed down), by limit.",
+			[]string{"limit"}, nil),
 		lisOpen: prometheus.NewDesc("mqtt_listener_connections", "Network connections open now, by listener.",
 			[]string{"listener"}, nil),
 		lisTotal: prometheus.NewDesc("mqtt_listener_connections_total", "Network connections accepted since start, by listener.",
@@ -288,6 +295,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for a, n := range d.Denied {
 		lv(c.denied, prometheus.CounterValue, float64(n), a)
+	}
+	for l, n := range d.LimitsExceeded {
+		lv(c.limits, prometheus.CounterValue, float64(n), l)
 	}
 	for _, l := range d.Listeners {
 		lv(c.lisOpen, prometheus.GaugeValue, float64(l.Open), l.Name)

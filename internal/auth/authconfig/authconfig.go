@@ -51,9 +51,10 @@ type Config struct {
 	// Superusers are user names that bypass the ACL. They must
 	// authenticate (password or certificate) like anyone else.
 	Superusers []string `yaml:"superusers"`
-	// AuditLinesPerSecond bounds the audit log (failed logins, denials):
-	// lines beyond it are counted and summarised as "audit lines
-	// suppressed". 0 means the default, 20.
+	// AuditLinesPerSecond bounds the audit log (failed logins, denials,
+	// and the broker's lines about refused CONNECTs): lines beyond it are
+	// counted and summarised as "audit lines suppressed". 0 means the
+	// default, 20.
 	AuditLinesPerSecond int `yaml:"audit_lines_per_second"`
 }
 

@@ -1,0 +1,66 @@
+package limit
+
+import (
+	"context"
+	"log/slog"
+	"sync/atomic"
+	"time"
+)
+
+// Lines bounds the log lines a client can cause (failed logins, denials,
+// refused connections) to Rate per second, with bursts of the same, so a
+// flood of bad clients cannot flood the log. Lines over the rate are
+// counted; the count is logged as "audit lines suppressed" before the next
+// line that gets through, or Interval after the first suppressed line,
+// whichever comes first. Safe for concurrent use; share one between the
+// writers of the same trail so that together they keep to the rate.
+type Lines struct {
+	log        *slog.Logger
+	bucket     *TokenBucket
+	Interval   time.Duration // set before use; default one second
+	suppressed atomic.Int64
+	pending    atomic.Bool // a flush timer is scheduled
+}
+
+// NewLines returns a limiter writing at most rate lines per second to log
+// (nil: discarded).
+func NewLines(log *slog.Logger, rate int) *Lines {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Lines{log: log, bucket: NewTokenBucket(float64(rate), rate), Interval: time.Second}
+}
+
+// OK reports whether a line may be written now, counting it as suppressed
+// when not; call it before building the line, so a suppressed line costs
+// no allocation.
+func (l *Lines) OK() bool {
+	if !l.bucket.Allow(1) {
+		if l.suppressed.Add(1) == 1 && l.pending.CompareAndSwap(false, true) {
+			time.AfterFunc(l.Interval, l.flush)
+		}
+		return false
+	}
+	if k := l.suppressed.Swap(0); k > 0 {
+		l.log.LogAttrs(context.Background(), slog.LevelWarn, "audit lines suppressed", slog.Int64("count", k))
+	}
+	return true
+}
+
+// Log writes one line; call it only after OK.
+func (l *Lines) Log(level slog.Level, msg string, attrs ...slog.Attr) {
+	l.log.LogAttrs(context.Background(), level, msg, attrs...)
+}
+
+// Enabled reports whether the logger writes lines at level, so that a
+// caller can skip OK (and its token) for a line nobody would see.
+func (l *Lines) Enabled(level slog.Level) bool {
+	return l.log.Enabled(context.Background(), level)
+}
+
+func (l *Lines) flush() {
+	l.pending.Store(false)
+	if k := l.suppressed.Swap(0); k > 0 {
+		l.log.LogAttrs(context.Background(), slog.LevelWarn, "audit lines suppressed", slog.Int64("count", k))
+	}
+}
