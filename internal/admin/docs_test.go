@@ -21,7 +21,7 @@ func (docsSource) Counters() metrics.Counters {
 
 // Details makes docsSource a Detailer, so the labelled metrics are checked too.
 func (docsSource) Details() metrics.Details {
-	return metrics.Details{DroppedByReason: map[string]uint64{"queue_full": 1}, AuthFailures: map[string]uint64{"not_authorized": 1}, Denied: map[string]uint64{"publish": 1},
+	return metrics.Details{DroppedByReason: map[string]uint64{"queue_full": 1}, AuthFailures: map[string]uint64{"not_authorized": 1}, Denied: map[string]uint64{"publish": 1}, LimitsExceeded: map[string]uint64{"max_connections": 1},
 		Listeners: []metrics.ListenerCount{{Name: "tcp", Open: 1, Total: 1}}}
 }
 
