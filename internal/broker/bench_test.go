@@ -118,3 +118,85 @@ func waitBytes(b *testing.B, w *atomic.Int64, want int64) {
 		time.Sleep(50 * time.Microsecond)
 	}
 }
+
+// BenchmarkPublishPath measures the whole path of a QoS 0 PUBLISH from a
+// client: read, decode, onPublish (the store operation it opens included),
+// match, encode and the subscriber's write. Unlike BenchmarkPublishFanout
+// it goes through the publishing connection, so per-publish costs outside
+// routing show up in allocs/op.
+//
+//	go test -run '^$' -bench PublishPath -benchmem ./internal/broker/
+func BenchmarkPublishPath(b *testing.B) {
+	for _, kind := range []string{"none", "memory", "pebble-always"} {
+		b.Run("store="+kind, func(b *testing.B) {
+			lim := config.Default().Limits
+			lim.ConnectTimeout = time.Minute
+			br := New(lim, nil)
+			if kind != "none" {
+				st := openBenchStore(b, kind)
+				defer st.Close()
+				br.SetStore(st)
+				if err := br.Restore(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			var subWritten, pubWritten atomic.Int64
+			var script []byte
+			script, _ = packet.Append(script, &packet.Connect{ProtocolName: "MQTT", ProtocolVersion: packet.V311, CleanStart: true, ClientID: "sub"}, packet.V311)
+			script, _ = packet.Append(script, &packet.Subscribe{PacketID: 1, Subscriptions: []packet.Subscription{{Filter: "bench/+/x"}}}, packet.V311)
+			sub := &scriptConn{r: &byteReader{script}, closed: make(chan struct{}), written: &subWritten}
+			var wg sync.WaitGroup
+			wg.Go(func() { br.HandleConn(sub) })
+			waitBytes(b, &subWritten, 9) // CONNACK + SUBACK
+
+			raw, _ := packet.Append(nil, &packet.Publish{Topic: "bench/a/x", Payload: make([]byte, 64)}, packet.V311)
+			connect, _ := packet.Append(nil, &packet.Connect{ProtocolName: "MQTT", ProtocolVersion: packet.V311, CleanStart: true, ClientID: "pub"}, packet.V311)
+			start := subWritten.Load()
+			// The publisher's bytes come 256 publishes at a time, each batch
+			// once the subscriber has been written the one before, so
+			// slow-reader drops don't skew it.
+			pr := &pacedReader{next: connect, left: b.N, batch: 256, raw: raw, wait: func(sent int) {
+				waitBytes(b, &subWritten, start+int64(sent*len(raw)))
+			}}
+			pub := &scriptConn{r: pr, closed: make(chan struct{}), written: &pubWritten}
+			b.ReportAllocs()
+			b.ResetTimer()
+			wg.Go(func() { br.HandleConn(pub) })
+			waitBytes(b, &subWritten, start+int64(b.N*len(raw)))
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+			pub.Close()
+			sub.Close()
+			wg.Wait()
+		})
+	}
+}
+
+// pacedReader yields next, then left copies of raw, batch at a time,
+// calling wait with the number given so far before each new batch.
+type pacedReader struct {
+	next        []byte
+	raw         []byte
+	left, batch int
+	sent        int
+	wait        func(sent int)
+}
+
+func (r *pacedReader) Read(p []byte) (int, error) {
+	if len(r.next) == 0 {
+		if r.left == 0 {
+			return 0, io.EOF
+		}
+		r.wait(r.sent)
+		n := min(r.batch, r.left)
+		r.next = r.next[:0]
+		for range n {
+			r.next = append(r.next, r.raw...)
+		}
+		r.left -= n
+		r.sent += n
+	}
+	n := copy(p, r.next)
+	r.next = r.next[n:]
+	return n, nil
+}

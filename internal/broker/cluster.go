@@ -100,9 +100,9 @@ func (b *Broker) ApplyRetained(m *session.Message) {
 	t := b.begin(false)
 	b.retained.set(m)
 	if len(m.Payload) == 0 {
-		t.batch.DeleteRetained(m.Topic)
+		t.bt().DeleteRetained(m.Topic)
 	} else {
-		t.batch.PutRetained(toStore(m))
+		t.bt().PutRetained(toStore(m))
 	}
 	t.commit(false)
 }
@@ -224,7 +224,7 @@ func (b *Broker) Adopt(s *SessionSnapshot) {
 	cl.sess.ExpiryInterval = s.Session.ExpiryInterval
 	if b.store != nil && cl.sess.ExpiryInterval > 0 {
 		cl.sess.J = &journal{b: b, cl: cl}
-		t.batch.PutSession(cl.sessionRecord(time.Time{}))
+		t.bt().PutSession(cl.sessionRecord(time.Time{}))
 	}
 	b.clients[id] = cl
 	cl.mu.Lock()
@@ -240,7 +240,7 @@ func (b *Broker) Adopt(s *SessionSnapshot) {
 		}
 		b.subs.Add(id, group, inner, subValue{cl: cl, opts: sub.Options, id: sub.ID})
 		if cl.persistent() {
-			t.batch.PutSubscription(id, sub)
+			t.bt().PutSubscription(id, sub)
 		}
 	}
 	for i, o := range s.Out {
@@ -248,15 +248,15 @@ func (b *Broker) Adopt(s *SessionSnapshot) {
 		d := session.Delivery{Msg: m, QoS: o.QoS, Retain: o.Retain, SubIDs: o.SubIDs, Group: o.Group, Filter: o.Filter, Seq: uint64(i + 1)}
 		cl.sess.Restore(d, o.PacketID, o.State)
 		if cl.persistent() {
-			b.ref(t.batch, m)
-			t.batch.PutOutbound(id, d.Seq, &store.Outbound{MessageID: m.ID, QoS: d.QoS, Retain: d.Retain, SubIDs: d.SubIDs,
+			b.ref(t.bt(), m)
+			t.bt().PutOutbound(id, d.Seq, &store.Outbound{MessageID: m.ID, QoS: d.QoS, Retain: d.Retain, SubIDs: d.SubIDs,
 				Group: d.Group, Filter: d.Filter, PacketID: o.PacketID, State: o.State})
 		}
 	}
 	for _, pid := range s.Inbound {
 		cl.sess.RestoreInbound(pid)
 		if cl.persistent() {
-			t.batch.PutInbound(id, pid)
+			t.bt().PutInbound(id, pid)
 		}
 	}
 	// Until the connection attaches, the session ages like any offline one.

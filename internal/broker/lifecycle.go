@@ -103,7 +103,7 @@ func (b *Broker) attachLocked(h *handler, id string, cp *packet.Connect, expiry 
 		cl.sess.J = &journal{b: b, cl: cl}
 	}
 	if cl.persistent() {
-		t.batch.PutSession(cl.sessionRecord(time.Time{}))
+		t.bt().PutSession(cl.sessionRecord(time.Time{}))
 	}
 	h.cl = cl
 	b.Stats.connected(h.version, 1)
@@ -141,7 +141,7 @@ func (b *Broker) endSession(cl *client) []session.Delivery {
 	shared := cl.sess.TakeShared()
 	if cl.persistent() {
 		// The caller's operation (cl.tx) deletes the stored session.
-		bt := cl.tx.batch
+		bt := cl.tx.bt()
 		cl.sess.Pending(func(d *session.Delivery) { b.unref(bt, d.Msg) })
 		bt.DeleteSession(cl.id)
 		cl.sess.J = nil
@@ -204,7 +204,7 @@ func (b *Broker) detachLocked(h *handler, t *tx) (will *willState, shared []sess
 	cl.disconnectedAt = b.now()
 	defer func() {
 		if cl.persistent() {
-			t.batch.PutSession(cl.sessionRecord(cl.disconnectedAt))
+			t.bt().PutSession(cl.sessionRecord(cl.disconnectedAt))
 		}
 	}()
 	if w := cl.will; w != nil && !closing {
@@ -256,7 +256,7 @@ func (b *Broker) fireWill(cl *client, w *willState) {
 	cl.will = nil
 	t := b.begin(false)
 	if t != nil && cl.persistent() {
-		t.batch.PutSession(cl.sessionRecord(cl.disconnectedAt))
+		t.bt().PutSession(cl.sessionRecord(cl.disconnectedAt))
 	}
 	b.recordSession(cl)
 	cl.mu.Unlock()

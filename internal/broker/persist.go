@@ -19,9 +19,9 @@ import (
 // store has it and no lock is held while the disk syncs.
 type tx struct {
 	b      *Broker
-	batch  store.Batch
-	gate   chan struct{}
-	gated  bool // sends of this operation wait for the commit
+	batch  store.Batch   // made at the first change (bt): most QoS 0 publishes write nothing
+	gate   chan struct{} // nil unless gated: only gated sends wait on it
+	gated  bool          // sends of this operation wait for the commit
 	failed atomic.Bool
 
 	// What a failed publish must undo in memory.
@@ -39,7 +39,7 @@ type retainUndo struct {
 	old, new *session.Message
 }
 
-// Done and OK make a tx the conn.Gate its sends wait behind.
+// Done and OK make a gated tx the conn.Gate its sends wait behind.
 func (t *tx) Done() <-chan struct{} { return t.gate }
 func (t *tx) OK() bool              { return !t.failed.Load() }
 
@@ -48,7 +48,20 @@ func (b *Broker) begin(gated bool) *tx {
 	if b.store == nil {
 		return nil
 	}
-	return &tx{b: b, batch: b.store.NewBatch(), gate: make(chan struct{}), gated: gated}
+	t := &tx{b: b, gated: gated}
+	if gated {
+		t.gate = make(chan struct{})
+	}
+	return t
+}
+
+// bt is the operation's batch, made on first use. An operation runs on one
+// goroutine, so no lock is needed.
+func (t *tx) bt() store.Batch {
+	if t.batch == nil {
+		t.batch = t.b.store.NewBatch()
+	}
+	return t.batch
 }
 
 // commit applies the batch (synced when sync) and opens the gate. A failed
@@ -58,12 +71,14 @@ func (t *tx) commit(sync bool) error {
 	if t == nil {
 		return nil
 	}
-	defer close(t.gate)
-	if t.batch.Len() == 0 {
+	if t.gate != nil {
+		defer close(t.gate)
+	}
+	if t.batch == nil || t.batch.Len() == 0 {
 		return nil
 	}
 	start := time.Now()
-	err := t.batch.Commit(sync)
+	err := t.bt().Commit(sync)
 	if sync {
 		t.b.Traffic.CommitSynced.Observe(time.Since(start))
 	} else {
@@ -124,7 +139,7 @@ func (j *journal) batch() store.Batch {
 		// A session call outside an operation: a bug, made loud.
 		panic(fmt.Sprintf("broker: session %q changed outside an operation", j.cl.id))
 	}
-	return j.cl.tx.batch
+	return j.cl.tx.bt()
 }
 
 func (j *journal) PutOutbound(seq uint64, d *session.Delivery, packetID uint16, state byte, first bool) {
@@ -282,7 +297,7 @@ func (b *Broker) Restore() error {
 	t := b.begin(false)
 	for id := range msgs {
 		if b.msgRefs[id] == 0 {
-			t.batch.DeleteMessage(id)
+			t.bt().DeleteMessage(id)
 		}
 	}
 	now := b.now()
@@ -322,7 +337,7 @@ func (b *Broker) Restore() error {
 			}
 			if left == 0 {
 				wills = append(wills, w)
-				t.batch.PutSession(cl.sessionRecord(since))
+				t.bt().PutSession(cl.sessionRecord(since))
 			} else {
 				cl.will = w
 				w.timer = time.AfterFunc(left, b.guard(func() { b.fireWill(cl, w) }))

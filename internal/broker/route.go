@@ -29,9 +29,9 @@ func (b *Broker) publish(m *session.Message, t *tx) int {
 		b.retained.set(m)
 		if t != nil {
 			if len(m.Payload) == 0 {
-				t.batch.DeleteRetained(m.Topic)
+				t.bt().DeleteRetained(m.Topic)
 			} else {
-				t.batch.PutRetained(toStore(m))
+				t.bt().PutRetained(toStore(m))
 			}
 		}
 	}
@@ -131,6 +131,9 @@ func (b *Broker) route(m *session.Message, tx *tx, sm sharedMode) int {
 	*bp = entries[:0]
 	matchPool.Put(bp)
 	now := b.now()
+	// A retained message is encoded again for later subscribers: keep its
+	// shared encoding.
+	m.HintSingle(len(targets) == 1 && !m.Retain)
 	for _, t := range targets {
 		b.deliver(t.cl, t.d, now, tx)
 	}

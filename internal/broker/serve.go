@@ -429,7 +429,7 @@ func (h *handler) onSubscribe(p *packet.Subscribe) string {
 			nsubs++
 		}
 		if cl.persistent() {
-			t.batch.PutSubscription(cl.id, &store.Subscription{Filter: s.Filter, Options: s, ID: subID})
+			t.bt().PutSubscription(cl.id, &store.Subscription{Filter: s.Filter, Options: s, ID: subID})
 		}
 		codes[i] = packet.ReasonCode(s.QoS)
 		// Retained messages go to new subscribers per Retain Handling, and
@@ -485,7 +485,7 @@ func (h *handler) onUnsubscribe(p *packet.Unsubscribe) string {
 		if !h.b.subs.Remove(h.cl.id, group, inner) {
 			codes[i] = packet.NoSubscriptionExisted
 		} else if h.cl.persistent() {
-			t.batch.DeleteSubscription(h.cl.id, f)
+			t.bt().DeleteSubscription(h.cl.id, f)
 		}
 	}
 	t.send(h.c, &packet.Unsuback{PacketID: p.PacketID, ReasonCodes: codes})
