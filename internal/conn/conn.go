@@ -31,11 +31,19 @@ const writeTimeout = 30 * time.Second
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
+// readerPool holds the read buffers of connections that are between
+// packets: an idle connection waits for its next first byte without one.
+var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufSize) }}
+
+const readBufSize = 1024
+
 // Conn is one client connection.
 type Conn struct {
 	nc    net.Conn
-	br    *bufio.Reader
-	maxIn uint32 // largest accepted packet, fixed header included
+	br    *bufio.Reader // pooled; nil while no input is buffered
+	fb    firstByte     // the first byte of the packet being read, then br
+	one   [1]byte       // read into without a buffer: no allocation per read
+	maxIn uint32        // largest accepted packet, fixed header included
 
 	version atomic.Uint32 // protocol level, set after CONNECT
 
@@ -84,7 +92,6 @@ func (c *Conn) countOut(n int) {
 func New(nc net.Conn, maxIn uint32) *Conn {
 	c := &Conn{
 		nc:     nc,
-		br:     bufio.NewReaderSize(nc, 1024),
 		maxIn:  maxIn,
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
@@ -156,7 +163,10 @@ func (c *Conn) ReadPacket(deadline time.Time) (packet.Packet, int, error) {
 	if err := c.nc.SetReadDeadline(deadline); err != nil {
 		return nil, 0, err
 	}
-	fh, err := packet.ReadFixedHeader(c.br)
+	if err := c.readFirst(); err != nil {
+		return nil, 0, err
+	}
+	fh, err := packet.ReadFixedHeader(&c.fb)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -179,6 +189,55 @@ func (c *Conn) ReadPacket(deadline time.Time) (packet.Packet, int, error) {
 	p, err := packet.Decode(fh, body, c.Version())
 	return p, size, err
 }
+
+// firstByte is a ByteReader that returns b once, then reads from r.
+type firstByte struct {
+	b    byte
+	used bool
+	r    *bufio.Reader
+}
+
+func (f *firstByte) ReadByte() (byte, error) {
+	if !f.used {
+		f.used = true
+		return f.b, nil
+	}
+	return f.r.ReadByte()
+}
+
+// readFirst reads the first byte of the next packet: from the read buffer
+// when it holds more input, else straight from the socket with the buffer
+// back in the pool, so that a connection waiting for a packet holds none.
+// The buffer is taken again once the byte has arrived.
+func (c *Conn) readFirst() error {
+	if c.br != nil && c.br.Buffered() > 0 {
+		b, _ := c.br.ReadByte()
+		c.fb = firstByte{b: b, r: c.br}
+		return nil
+	}
+	c.releaseReader()
+	if _, err := io.ReadFull(c.nc, c.one[:]); err != nil {
+		return err
+	}
+	c.br = readerPool.Get().(*bufio.Reader)
+	c.br.Reset(c.nc)
+	c.fb = firstByte{b: c.one[0], r: c.br}
+	return nil
+}
+
+// releaseReader puts an empty read buffer back in the pool.
+func (c *Conn) releaseReader() {
+	if c.br != nil && c.br.Buffered() == 0 {
+		c.br.Reset(nil)
+		readerPool.Put(c.br)
+		c.br = nil
+		c.fb.r = nil
+	}
+}
+
+// Buffered reports whether input has been read from the socket and not yet
+// decoded: the next ReadPacket then needs no read from the socket.
+func (c *Conn) Buffered() bool { return c.br != nil && c.br.Buffered() > 0 }
 
 // readBody reads n bytes. Memory follows the bytes that actually arrive, so
 // a header that announces a large packet and then trickles costs little.
