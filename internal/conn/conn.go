@@ -11,9 +11,11 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/starling-mqtt/starling/internal/packet"
+	"github.com/starling-mqtt/starling/internal/poll"
 )
 
 // MaxPendingQoS0 bounds the QoS 0 publishes waiting for a slow client; more
@@ -55,6 +57,7 @@ type Conn struct {
 	closed  bool
 	writing bool // a writer goroutine is running
 	spare   []packet.Packet
+	parked  *poll.Waiter  // the last Park's; woken when the socket closes
 	stop    chan struct{} // closed by Close: a gated wait gives up
 	drained *sync.Cond    // signalled when the writer takes the queue or stops
 	done    chan struct{} // closed once the socket is closed and no writer runs
@@ -120,6 +123,7 @@ func (c *Conn) finish() {
 			rc.CloseForReason(byte(reason))
 		}
 		c.nc.Close()
+		c.wakeParked()
 		close(c.done)
 	})
 }
@@ -405,9 +409,81 @@ func (c *Conn) Close() {
 	writing := c.writing
 	c.mu.Unlock()
 	c.nc.Close() // unblocks a writer stuck in Write
+	c.wakeParked()
 	if !writing {
 		c.finish()
 	}
+}
+
+// Park hands a connection that waits for its next packet to the poller
+// (internal/poll) so that no goroutine waits for it: resume runs once, on a
+// new goroutine, when input arrives, deadline passes or the connection is
+// closed, and should then call ReadPacket with the same deadline. Park
+// reports false, and never calls resume, when the connection cannot be
+// parked: input already buffered, a transport that buffers (TLS, PROXY
+// protocol, a WebSocket with bytes of its own), a full queue, another
+// platform. After true the caller must leave the Conn to resume.
+func (c *Conn) Park(deadline time.Time, resume func()) bool {
+	if c.Buffered() {
+		return false
+	}
+	rc := rawConn(c.nc)
+	if rc == nil || poll.Pending(rc) {
+		// Bytes already waiting: reading them is cheaper than a park and
+		// an immediate wake (a client streaming packets).
+		return false
+	}
+	c.mu.Lock()
+	full := len(c.queue) >= MaxPending || c.closed
+	c.mu.Unlock()
+	if full {
+		return false
+	}
+	c.releaseReader()
+	w, ok := poll.Park(rc, deadline, resume)
+	if !ok {
+		return false
+	}
+	c.mu.Lock()
+	c.parked = w
+	closed := c.closed
+	c.mu.Unlock()
+	if closed {
+		// Close ran before c.parked was set and may have missed it; the
+		// closed socket has left the epoll set.
+		w.Wake()
+	}
+	return true
+}
+
+// wakeParked resumes a parked reader after the socket was closed: it will
+// read the error and end. Called after Close set closed.
+func (c *Conn) wakeParked() {
+	c.mu.Lock()
+	w := c.parked
+	c.mu.Unlock()
+	w.Wake()
+}
+
+// rawConn returns the socket of a connection that may be parked: a plain
+// TCP connection, or a WebSocket over one that has nothing buffered.
+func rawConn(nc net.Conn) syscall.RawConn {
+	if ic, ok := nc.(interface{ IdleConn() (net.Conn, bool) }); ok {
+		inner, ok := ic.IdleConn()
+		if !ok {
+			return nil
+		}
+		nc = inner
+	}
+	tc, ok := nc.(*net.TCPConn)
+	if !ok {
+		return nil
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return rc
 }
 
 // Done is closed when the socket is closed and no writer runs.
