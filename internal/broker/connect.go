@@ -43,6 +43,7 @@ type handler struct {
 	// due by parkedUntil (keep alive): the next read keeps that deadline.
 	resuming    bool
 	parkedUntil time.Time
+	served      bool // past the first wait after CONNECT
 }
 
 // run reads CONNECT, attaches the session and serves packets until the

@@ -7,6 +7,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/starling-mqtt/starling/internal/conn"
 	"github.com/starling-mqtt/starling/internal/packet"
 	"github.com/starling-mqtt/starling/internal/session"
 	"github.com/starling-mqtt/starling/internal/store"
@@ -28,9 +29,15 @@ func (h *handler) serve() (reason string, parked bool) {
 				deadline = h.b.now().Add(h.keepAlive * 3 / 2)
 			}
 			if h.b.idlePoll {
+				// Right after CONNECT park at once (many clients then
+				// idle); after other packets only once idle a while.
+				grace := conn.ParkAfter
+				if !h.served {
+					grace, h.served = 0, true
+				}
 				// Set first: once parked, resume may run at once.
 				h.resuming, h.parkedUntil = true, deadline
-				if h.c.Park(deadline, h.resume) {
+				if h.c.Park(deadline, grace, h.resume) {
 					return "", true
 				}
 				h.resuming = false

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -415,22 +416,27 @@ func (c *Conn) Close() {
 	}
 }
 
+// ParkAfter is how long a connection that has been active waits for its
+// next packet in a goroutine before it is parked: a client that keeps
+// sending is read without a park and a wake-up per packet.
+const ParkAfter = 20 * time.Millisecond
+
 // Park hands a connection that waits for its next packet to the poller
-// (internal/poll) so that no goroutine waits for it: resume runs once, on a
-// new goroutine, when input arrives, deadline passes or the connection is
-// closed, and should then call ReadPacket with the same deadline. Park
-// reports false, and never calls resume, when the connection cannot be
-// parked: input already buffered, a transport that buffers (TLS, PROXY
-// protocol, a WebSocket with bytes of its own), a full queue, another
-// platform. After true the caller must leave the Conn to resume.
-func (c *Conn) Park(deadline time.Time, resume func()) bool {
-	if c.Buffered() {
+// (internal/poll) so that no goroutine waits for it. It first waits up to
+// grace (such as ParkAfter; not beyond deadline) for input, and reports
+// false if some arrives. Otherwise resume runs once, on a new goroutine, when input
+// arrives, deadline passes or the connection is closed, and should then call
+// ReadPacket with the same deadline. Park reports false, and never calls
+// resume, when the connection cannot be parked: input already buffered, a
+// transport that buffers (TLS, PROXY protocol, a WebSocket with bytes of
+// its own), a full queue, another platform. After true the caller must
+// leave the Conn to resume.
+func (c *Conn) Park(deadline time.Time, grace time.Duration, resume func()) bool {
+	if c.Buffered() || !poll.Supported() {
 		return false
 	}
-	rc := rawConn(c.nc)
-	if rc == nil || poll.Pending(rc) {
-		// Bytes already waiting: reading them is cheaper than a park and
-		// an immediate wake (a client streaming packets).
+	tc, rc := rawConn(c.nc)
+	if rc == nil {
 		return false
 	}
 	c.mu.Lock()
@@ -439,7 +445,25 @@ func (c *Conn) Park(deadline time.Time, resume func()) bool {
 	if full {
 		return false
 	}
+	until := time.Now().Add(grace)
+	if !deadline.IsZero() && deadline.Before(until) {
+		return false // due soon anyway
+	}
 	c.releaseReader()
+	if grace <= 0 {
+		if poll.Pending(rc) {
+			return false
+		}
+	} else {
+		// Wait on the socket itself: nothing is read, so a WebSocket frame
+		// is never cut by this deadline; ReadPacket sets its own.
+		if err := tc.SetReadDeadline(until); err != nil {
+			return false
+		}
+		if err := poll.Wait(rc); !errors.Is(err, os.ErrDeadlineExceeded) {
+			return false // input (or an error for ReadPacket to report)
+		}
+	}
 	w, ok := poll.Park(rc, deadline, resume)
 	if !ok {
 		return false
@@ -467,23 +491,23 @@ func (c *Conn) wakeParked() {
 
 // rawConn returns the socket of a connection that may be parked: a plain
 // TCP connection, or a WebSocket over one that has nothing buffered.
-func rawConn(nc net.Conn) syscall.RawConn {
+func rawConn(nc net.Conn) (*net.TCPConn, syscall.RawConn) {
 	if ic, ok := nc.(interface{ IdleConn() (net.Conn, bool) }); ok {
 		inner, ok := ic.IdleConn()
 		if !ok {
-			return nil
+			return nil, nil
 		}
 		nc = inner
 	}
 	tc, ok := nc.(*net.TCPConn)
 	if !ok {
-		return nil
+		return nil, nil
 	}
 	rc, err := tc.SyscallConn()
 	if err != nil {
-		return nil
+		return nil, nil
 	}
-	return rc
+	return tc, rc
 }
 
 // Done is closed when the socket is closed and no writer runs.

@@ -41,6 +41,15 @@ func Park(rc syscall.RawConn, deadline time.Time, fn func()) (*Waiter, bool) {
 // reader had better read it than park. True where parking is unsupported.
 func Pending(rc syscall.RawConn) bool { return pending(rc) }
 
+// Wait blocks until rc has input (or an end of stream) waiting, without
+// reading it, or until the connection's read deadline passes: it returns
+// the deadline's error then. Where parking is unsupported it returns nil at
+// once.
+func Wait(rc syscall.RawConn) error { return wait(rc) }
+
+// Supported reports whether Park can park sockets on this platform.
+func Supported() bool { return supported }
+
 // Wake runs the callback now unless it has already run. The owner calls it
 // after closing the socket, which removes it from the epoll set silently.
 func (w *Waiter) Wake() {

@@ -143,14 +143,24 @@ func (p *poller) run() {
 	}
 }
 
+const supported = true
+
 // pending reports whether the socket has bytes (or an end of stream or an
 // error) waiting to be read, without reading them.
 func pending(rc syscall.RawConn) bool {
 	ready := true
-	_ = rc.Control(func(fd uintptr) {
-		var b [1]byte
-		_, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		ready = err != unix.EAGAIN && err != unix.EWOULDBLOCK
-	})
+	_ = rc.Control(func(fd uintptr) { ready = peek(fd) })
 	return ready
+}
+
+func wait(rc syscall.RawConn) error {
+	// Read calls the function again each time Go's netpoller reports the
+	// socket readable, until it returns true or the deadline passes.
+	return rc.Read(peek)
+}
+
+func peek(fd uintptr) bool {
+	var b [1]byte
+	_, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	return err != unix.EAGAIN && err != unix.EWOULDBLOCK
 }

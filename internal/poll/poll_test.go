@@ -1,7 +1,10 @@
 package poll
 
 import (
+	"errors"
+	"io"
 	"net"
+	"os"
 	"runtime"
 	"syscall"
 	"testing"
@@ -158,5 +161,28 @@ func TestReparkFromCallback(t *testing.T) {
 	case <-done:
 	case <-time.After(20 * time.Second):
 		t.Fatal("a wake-up was lost: input left unread")
+	}
+}
+
+// Wait returns once input is waiting, without reading it, or with the
+// deadline's error.
+func TestWait(t *testing.T) {
+	if !Supported() {
+		t.Skip("no poller on " + runtime.GOOS)
+	}
+	s, c := pair(t)
+	rc := rawOf(t, s)
+	s.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if err := Wait(rc); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Wait with nothing sent: %v, want the deadline", err)
+	}
+	s.SetReadDeadline(time.Now().Add(5 * time.Second))
+	go func() { time.Sleep(20 * time.Millisecond); c.Write([]byte("ab")) }()
+	if err := Wait(rc); err != nil {
+		t.Fatalf("Wait: %v", err)
+	}
+	b := make([]byte, 2)
+	if n, err := io.ReadFull(s, b); n != 2 || string(b) != "ab" {
+		t.Fatalf("read after Wait: %q %v", b[:n], err)
 	}
 }
