@@ -97,8 +97,9 @@ func (h *handler) serveUntilEnd() (parked bool) {
 	return false
 }
 
-// resume carries on with a parked connection, on a new goroutine.
-func (h *handler) resume() { go h.drive(h.serveUntilEnd) }
+// resume carries on with a parked connection; the poller calls it on a
+// new goroutine.
+func (h *handler) resume() { h.drive(h.serveUntilEnd) }
 
 // refuse answers CONNECT with an error CONNACK and closes. v5 codes are
 // mapped to the closest 3.x return code.

@@ -424,13 +424,13 @@ const ParkAfter = 20 * time.Millisecond
 // Park hands a connection that waits for its next packet to the poller
 // (internal/poll) so that no goroutine waits for it. It first waits up to
 // grace (such as ParkAfter; not beyond deadline) for input, and reports
-// false if some arrives. Otherwise resume runs once, on a new goroutine, when input
-// arrives, deadline passes or the connection is closed, and should then call
-// ReadPacket with the same deadline. Park reports false, and never calls
-// resume, when the connection cannot be parked: input already buffered, a
-// transport that buffers (TLS, PROXY protocol, a WebSocket with bytes of
-// its own), a full queue, another platform. After true the caller must
-// leave the Conn to resume.
+// false if some arrives. Otherwise resume runs once, on a new goroutine
+// that it may keep (it is the reader now), when input arrives, deadline passes or the connection is closed, and
+// should then call ReadPacket with the same deadline. Park reports false,
+// and never calls resume, when the connection cannot be parked: input
+// already buffered, a transport that buffers (TLS, PROXY protocol, a
+// WebSocket with bytes of its own), a full queue, another platform. After
+// true the caller must leave the Conn to resume.
 func (c *Conn) Park(deadline time.Time, grace time.Duration, resume func()) bool {
 	if c.Buffered() || !poll.Supported() {
 		return false

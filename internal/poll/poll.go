@@ -28,8 +28,8 @@ type Waiter struct {
 }
 
 // Park watches rc until it is readable (or hung up), deadline passes (zero:
-// no deadline), or Wake is called, and then calls fn once on a goroutine of
-// its own (fn must not block: start the reader from it). It reports false,
+// no deadline), or Wake is called, and then calls fn once on a new
+// goroutine of its own (fn may go on to read and block). It reports false,
 // and never calls fn, when the socket cannot be parked (another platform, a
 // closed socket): the caller then reads as usual. Once it has reported true
 // the caller must not touch what fn uses: fn may already run.
