@@ -60,7 +60,8 @@ type Broker struct {
 	clients  map[string]*client
 	conns    map[*conn.Conn]struct{} // every open connection, CONNECT or not
 	closing  bool
-	handlers sync.WaitGroup
+	handlers sync.WaitGroup // connections not yet ended, parked ones too
+	idlePoll bool           // park idle connections (SetIdlePoll)
 
 	subs        *topic.Index[subValue]
 	backplane   Backplane
@@ -184,22 +185,33 @@ func (cl *client) closedReason(c *conn.Conn) string {
 	return ""
 }
 
-// HandleConn runs one connection to its end. Transports call it in a
-// goroutine per accepted connection.
-func (b *Broker) HandleConn(nc net.Conn) { b.serveConn(nc, "") }
+// HandleConn runs one connection. Transports call it in a goroutine per
+// accepted connection. It returns when the connection has ended or, with
+// SetIdlePoll on, earlier, once the connection waits idle for input
+// (parked: goroutines started by the poller carry on with it). Close waits
+// for both kinds.
+func (b *Broker) HandleConn(nc net.Conn) { b.serveConn(nc, "", nil) }
+
+// SetIdlePoll lets idle connections wait for input without a goroutine
+// (internal/poll; plain TCP and WebSocket over plain TCP on Linux). Set it
+// before serving connections.
+func (b *Broker) SetIdlePoll(on bool) { b.idlePoll = on }
 
 // serveConn runs a connection accepted by the named listener ("" when
-// unknown); the Authenticator sees the name in ConnectInfo.Listener.
-func (b *Broker) serveConn(nc net.Conn, listener string) {
+// unknown); the Authenticator sees the name in ConnectInfo.Listener. ls,
+// when not nil, has counted the connection open: it is counted closed when
+// the connection ends.
+func (b *Broker) serveConn(nc net.Conn, listener string, ls *ListenerStats) {
 	b.mu.Lock()
 	if b.closing {
 		b.mu.Unlock()
 		nc.Close()
+		ls.closed()
 		return
 	}
 	b.handlers.Add(1)
 	b.mu.Unlock()
-	defer b.handlers.Done()
+	h := &handler{b: b, listener: listener, ls: ls}
 	if key, limited := addrKey(nc.RemoteAddr()); limited {
 		// Checked before anything is read or allocated for the connection.
 		lim := -1
@@ -213,14 +225,16 @@ func (b *Broker) serveConn(nc net.Conn, listener string) {
 			b.exceeded(lim)
 			b.log.Debug("connection refused by per-address limit", "remote", nc.RemoteAddr().String(), "limit", LimitNames[lim])
 			nc.Close()
+			h.release()
 			return
 		}
-		defer b.perAddr.Release(key)
+		h.addrKey = key
 	}
 	b.mu.Lock()
 	if b.closing {
 		b.mu.Unlock()
 		nc.Close()
+		h.release()
 		return
 	}
 	c := conn.New(nc, b.lim.MaxPacketSize)
@@ -228,26 +242,48 @@ func (b *Broker) serveConn(nc net.Conn, listener string) {
 	c.MaxQueuedBytes = b.lim.MaxQueuedBytes
 	b.conns[c] = struct{}{}
 	b.mu.Unlock()
-	defer func() {
-		b.mu.Lock()
-		delete(b.conns, c)
-		b.mu.Unlock()
-	}()
-	h := &handler{b: b, c: c, remote: nc.RemoteAddr().String(), listener: listener}
+	h.c, h.remote = c, nc.RemoteAddr().String()
+	h.drive(h.run)
+}
+
+// drive runs part of a connection's life on the calling goroutine: the
+// whole of it (run), or what follows a park (resume). Unless fn parked the
+// connection again, it then waits for the socket to close and releases
+// what the connection held.
+func (h *handler) drive(fn func() (parked bool)) {
+	parked := false
 	func() {
 		defer func() {
 			// A bug triggered by one client ends that connection only.
 			if r := recover(); r != nil {
-				b.log.Error("connection handler panic", "remote", h.remote, "panic", r, "stack", string(debug.Stack()))
-				c.Close()
+				h.b.log.Error("connection handler panic", "remote", h.remote, "panic", r, "stack", string(debug.Stack()))
+				h.c.Close()
 				if h.cl != nil {
-					b.detach(h)
+					h.b.detach(h)
 				}
+				parked = false
 			}
 		}()
-		h.run()
+		parked = fn()
 	}()
-	<-c.Done()
+	if parked {
+		return
+	}
+	<-h.c.Done()
+	h.b.mu.Lock()
+	delete(h.b.conns, h.c)
+	h.b.mu.Unlock()
+	h.release()
+}
+
+// release gives back the per-address slot and the listener count and lets
+// Close stop waiting for this connection.
+func (h *handler) release() {
+	if h.addrKey != "" {
+		h.b.perAddr.Release(h.addrKey)
+	}
+	h.b.handlers.Done()
+	h.ls.closed()
 }
 
 // Close disconnects every client: MQTT 5 clients get DISCONNECT 0x8B, others

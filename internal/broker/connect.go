@@ -41,11 +41,19 @@ type handler struct {
 	authMethod  string       // enhanced authentication method of CONNECT; "" for none
 	reauth      *reauthState // re-authentication in progress; nil when none
 	deadline    time.Time    // CONNECT and any AUTH exchange must be done by then
+
+	ls      *ListenerStats // counts the connection open until it ends; nil: none
+	addrKey string         // per-address slot held; "" when none
+	// resuming is set when the connection was parked waiting for a packet
+	// due by parkedUntil (keep alive): the next read keeps that deadline.
+	resuming    bool
+	parkedUntil time.Time
+	served      bool // past the first wait after CONNECT
 }
 
 // run reads CONNECT, attaches the session and serves packets until the
-// connection ends.
-func (h *handler) run() {
+// connection ends or is parked (true).
+func (h *handler) run() (parked bool) {
 	h.deadline = h.b.now().Add(h.b.lim.ConnectTimeout)
 	p, _, err := h.c.ReadPacket(h.deadline)
 	if err != nil {
@@ -68,21 +76,31 @@ func (h *handler) run() {
 			h.b.exceeded(limConnectTimeout) // no complete CONNECT in time
 		}
 		h.b.log.Debug("connect failed", "remote", h.remote, "err", err)
-		return
+		return false
 	}
 	cp, ok := p.(*packet.Connect)
 	if !ok {
 		// [MQTT-3.1.0-1] the first packet must be CONNECT.
 		h.b.log.Debug("first packet not CONNECT", "remote", h.remote, "type", p.Type())
 		h.c.Close()
-		return
+		return false
 	}
 	if !h.connect(cp) {
-		return
+		return false
 	}
 	h.b.log.Info("client connected", "client_id", h.cl.id, "remote", h.remote, "listener", h.listener, "version", h.version,
 		"clean_start", cp.CleanStart, "keep_alive", cp.KeepAlive)
-	reason := h.serve()
+	return h.serveUntilEnd()
+}
+
+// serveUntilEnd serves packets; when the connection ends it detaches the
+// session. It reports true, having done nothing more, when the connection
+// was parked.
+func (h *handler) serveUntilEnd() (parked bool) {
+	reason, parked := h.serve()
+	if parked {
+		return true
+	}
 	h.cl.mu.Lock()
 	if why := h.cl.closedReason(h.c); why != "" {
 		reason = why // not the read error the close caused
@@ -91,7 +109,12 @@ func (h *handler) run() {
 	h.cl.mu.Unlock()
 	h.b.detach(h)
 	h.b.log.Info("client disconnected", "client_id", h.cl.id, "remote", h.remote, "reason", reason)
+	return false
 }
+
+// resume carries on with a parked connection; the poller calls it on a
+// new goroutine.
+func (h *handler) resume() { h.drive(h.serveUntilEnd) }
 
 // refuse answers CONNECT with an error CONNACK and closes, with a line in
 // the rate-limited audit trail.

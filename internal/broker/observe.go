@@ -196,8 +196,14 @@ func (b *Broker) HandleConnOn(nc net.Conn, listener string) {
 	ls := b.listenerStats(listener)
 	ls.Open.Add(1)
 	ls.Total.Add(1)
-	defer ls.Open.Add(-1)
-	b.serveConn(nc, listener)
+	b.serveConn(nc, listener, ls)
+}
+
+// closed counts a connection of the listener closed; ls may be nil.
+func (ls *ListenerStats) closed() {
+	if ls != nil {
+		ls.Open.Add(-1)
+	}
 }
 
 // DroppedSlowReader returns the QoS 0 publishes dropped because a

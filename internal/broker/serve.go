@@ -8,26 +8,48 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/starling-mqtt/starling/internal/conn"
 	"github.com/starling-mqtt/starling/internal/packet"
 	"github.com/starling-mqtt/starling/internal/session"
 	"github.com/starling-mqtt/starling/internal/store"
 	"github.com/starling-mqtt/starling/internal/topic"
 )
 
-// serve reads packets until the connection ends and returns why it ended.
-func (h *handler) serve() string {
+// serve reads packets until the connection ends and returns why it ended,
+// or until it is parked waiting for input (the broker's idle poll): resume
+// then calls serve again on another goroutine.
+func (h *handler) serve() (reason string, parked bool) {
 	for {
 		var deadline time.Time
-		if h.keepAlive > 0 {
-			// [MQTT-3.1.2-22] one and a half times the keep alive.
-			deadline = h.b.now().Add(h.keepAlive * 3 / 2)
+		if h.resuming {
+			// The packet awaited when parked is due as it was.
+			deadline, h.resuming = h.parkedUntil, false
+		} else {
+			if h.keepAlive > 0 {
+				// [MQTT-3.1.2-22] one and a half times the keep alive.
+				deadline = h.b.now().Add(h.keepAlive * 3 / 2)
+			}
+			if h.b.idlePoll {
+				// Right after CONNECT park at once (many clients then
+				// idle); after other packets only once idle a while.
+				grace := conn.ParkAfter
+				if !h.served {
+					grace, h.served = 0, true
+				}
+				// Set first: once parked, resume may run at once.
+				h.resuming, h.parkedUntil = true, deadline
+				if h.c.Park(deadline, grace, h.resume) {
+					return "", true
+				}
+				h.resuming = false
+			}
 		}
 		p, _, err := h.c.ReadPacket(deadline)
 		if err != nil {
-			return h.readFailed(err)
+			return h.readFailed(err), false
 		}
 		if reason := h.handle(p); reason != "" {
-			return reason
+			return reason, false
 		}
 	}
 }

@@ -117,6 +117,7 @@ func TestLoadEveryKey(t *testing.T) {
 		LogLevel:        "debug",
 		LogFormat:       "json",
 		ShutdownTimeout: 30 * time.Second,
+		IdlePoll:        false,
 		Limits: Limits{
 			MaxPacketSize:    65536,
 			MaxInflight:      32,

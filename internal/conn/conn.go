@@ -9,11 +9,14 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/starling-mqtt/starling/internal/packet"
+	"github.com/starling-mqtt/starling/internal/poll"
 )
 
 // MaxPendingQoS0 bounds the QoS 0 publishes waiting for a slow client; more
@@ -31,11 +34,19 @@ const writeTimeout = 30 * time.Second
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
+// readerPool holds the read buffers of connections that are between
+// packets: an idle connection waits for its next first byte without one.
+var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufSize) }}
+
+const readBufSize = 1024
+
 // Conn is one client connection.
 type Conn struct {
 	nc    net.Conn
-	br    *bufio.Reader
-	maxIn uint32 // largest accepted packet, fixed header included
+	br    *bufio.Reader // pooled; nil while no input is buffered
+	fb    firstByte     // the first byte of the packet being read, then br
+	one   [1]byte       // read into without a buffer: no allocation per read
+	maxIn uint32        // largest accepted packet, fixed header included
 
 	version atomic.Uint32 // protocol level, set after CONNECT
 
@@ -47,6 +58,7 @@ type Conn struct {
 	closed  bool
 	writing bool // a writer goroutine is running
 	spare   []packet.Packet
+	parked  *poll.Waiter  // the last Park's; woken when the socket closes
 	stop    chan struct{} // closed by Close: a gated wait gives up
 	drained *sync.Cond    // signalled when the writer takes the queue or stops
 	done    chan struct{} // closed once the socket is closed and no writer runs
@@ -84,7 +96,6 @@ func (c *Conn) countOut(n int) {
 func New(nc net.Conn, maxIn uint32) *Conn {
 	c := &Conn{
 		nc:     nc,
-		br:     bufio.NewReaderSize(nc, 1024),
 		maxIn:  maxIn,
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
@@ -113,6 +124,7 @@ func (c *Conn) finish() {
 			rc.CloseForReason(byte(reason))
 		}
 		c.nc.Close()
+		c.wakeParked()
 		close(c.done)
 	})
 }
@@ -156,7 +168,10 @@ func (c *Conn) ReadPacket(deadline time.Time) (packet.Packet, int, error) {
 	if err := c.nc.SetReadDeadline(deadline); err != nil {
 		return nil, 0, err
 	}
-	fh, err := packet.ReadFixedHeader(c.br)
+	if err := c.readFirst(); err != nil {
+		return nil, 0, err
+	}
+	fh, err := packet.ReadFixedHeader(&c.fb)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -179,6 +194,55 @@ func (c *Conn) ReadPacket(deadline time.Time) (packet.Packet, int, error) {
 	p, err := packet.Decode(fh, body, c.Version())
 	return p, size, err
 }
+
+// firstByte is a ByteReader that returns b once, then reads from r.
+type firstByte struct {
+	b    byte
+	used bool
+	r    *bufio.Reader
+}
+
+func (f *firstByte) ReadByte() (byte, error) {
+	if !f.used {
+		f.used = true
+		return f.b, nil
+	}
+	return f.r.ReadByte()
+}
+
+// readFirst reads the first byte of the next packet: from the read buffer
+// when it holds more input, else straight from the socket with the buffer
+// back in the pool, so that a connection waiting for a packet holds none.
+// The buffer is taken again once the byte has arrived.
+func (c *Conn) readFirst() error {
+	if c.br != nil && c.br.Buffered() > 0 {
+		b, _ := c.br.ReadByte()
+		c.fb = firstByte{b: b, r: c.br}
+		return nil
+	}
+	c.releaseReader()
+	if _, err := io.ReadFull(c.nc, c.one[:]); err != nil {
+		return err
+	}
+	c.br = readerPool.Get().(*bufio.Reader)
+	c.br.Reset(c.nc)
+	c.fb = firstByte{b: c.one[0], r: c.br}
+	return nil
+}
+
+// releaseReader puts an empty read buffer back in the pool.
+func (c *Conn) releaseReader() {
+	if c.br != nil && c.br.Buffered() == 0 {
+		c.br.Reset(nil)
+		readerPool.Put(c.br)
+		c.br = nil
+		c.fb.r = nil
+	}
+}
+
+// Buffered reports whether input has been read from the socket and not yet
+// decoded: the next ReadPacket then needs no read from the socket.
+func (c *Conn) Buffered() bool { return c.br != nil && c.br.Buffered() > 0 }
 
 // readBody reads n bytes. Memory follows the bytes that actually arrive, so
 // a header that announces a large packet and then trickles costs little.
@@ -346,9 +410,104 @@ func (c *Conn) Close() {
 	writing := c.writing
 	c.mu.Unlock()
 	c.nc.Close() // unblocks a writer stuck in Write
+	c.wakeParked()
 	if !writing {
 		c.finish()
 	}
+}
+
+// ParkAfter is how long a connection that has been active waits for its
+// next packet in a goroutine before it is parked: a client that keeps
+// sending is read without a park and a wake-up per packet.
+const ParkAfter = 20 * time.Millisecond
+
+// Park hands a connection that waits for its next packet to the poller
+// (internal/poll) so that no goroutine waits for it. It first waits up to
+// grace (such as ParkAfter; not beyond deadline) for input, and reports
+// false if some arrives. Otherwise resume runs once, on a new goroutine
+// that it may keep (it is the reader now), when input arrives, deadline passes or the connection is closed, and
+// should then call ReadPacket with the same deadline. Park reports false,
+// and never calls resume, when the connection cannot be parked: input
+// already buffered, a transport that buffers (TLS, PROXY protocol, a
+// WebSocket with bytes of its own), a full queue, another platform. After
+// true the caller must leave the Conn to resume.
+func (c *Conn) Park(deadline time.Time, grace time.Duration, resume func()) bool {
+	if c.Buffered() || !poll.Supported() {
+		return false
+	}
+	tc, rc := rawConn(c.nc)
+	if rc == nil {
+		return false
+	}
+	c.mu.Lock()
+	full := len(c.queue) >= MaxPending || c.closed
+	c.mu.Unlock()
+	if full {
+		return false
+	}
+	until := time.Now().Add(grace)
+	if !deadline.IsZero() && deadline.Before(until) {
+		return false // due soon anyway
+	}
+	c.releaseReader()
+	if grace <= 0 {
+		if poll.Pending(rc) {
+			return false
+		}
+	} else {
+		// Wait on the socket itself: nothing is read, so a WebSocket frame
+		// is never cut by this deadline; ReadPacket sets its own.
+		if err := tc.SetReadDeadline(until); err != nil {
+			return false
+		}
+		if err := poll.Wait(rc); !errors.Is(err, os.ErrDeadlineExceeded) {
+			return false // input (or an error for ReadPacket to report)
+		}
+	}
+	w, ok := poll.Park(rc, deadline, resume)
+	if !ok {
+		return false
+	}
+	c.mu.Lock()
+	c.parked = w
+	closed := c.closed
+	c.mu.Unlock()
+	if closed {
+		// Close ran before c.parked was set and may have missed it; the
+		// closed socket has left the epoll set.
+		w.Wake()
+	}
+	return true
+}
+
+// wakeParked resumes a parked reader after the socket was closed: it will
+// read the error and end. Called after Close set closed.
+func (c *Conn) wakeParked() {
+	c.mu.Lock()
+	w := c.parked
+	c.mu.Unlock()
+	w.Wake()
+}
+
+// rawConn returns the socket of a connection that may be parked: a plain
+// TCP connection, or a WebSocket over one that has nothing buffered.
+func rawConn(nc net.Conn) (*net.TCPConn, syscall.RawConn) {
+	if ic, ok := nc.(interface{ IdleConn() (net.Conn, bool) }); ok {
+		inner, ok := ic.IdleConn()
+		if !ok {
+			return nil, nil
+		}
+		nc = inner
+	}
+	tc, ok := nc.(*net.TCPConn)
+	if !ok {
+		return nil, nil
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return nil, nil
+	}
+	return tc, rc
 }
 
 // Done is closed when the socket is closed and no writer runs.

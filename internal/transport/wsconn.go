@@ -489,4 +489,15 @@ func (c *WSConn) SetWriteDeadline(t time.Time) error { return c.conn.SetWriteDea
 // NetConn returns the underlying connection.
 func (c *WSConn) NetConn() net.Conn { return c.conn }
 
+// IdleConn returns the underlying connection and true when the adapter
+// holds no bytes of the peer's that Read has yet to return (none read
+// before the hijack, no message being decompressed): a caller may then wait
+// for the underlying connection to become readable instead of blocking in
+// Read, as a connection poller does.
+func (c *WSConn) IdleConn() (net.Conn, bool) {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	return c.conn, len(c.pre) == 0 && !c.inflating && c.rerr == nil
+}
+
 var _ net.Conn = (*WSConn)(nil)

@@ -508,3 +508,23 @@ func BenchmarkWSWrite(b *testing.B) {
 		}
 	}
 }
+
+// IdleConn offers the underlying connection for polling only while the
+// adapter holds none of the peer's bytes itself.
+func TestWSConnIdleConn(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	frame := []byte{0x82, 0x80 | 2, 0, 0, 0, 0, 'h', 'i'} // masked, mask 0
+	c := newWSConn(a, frame, false, "mqtt")
+	if _, ok := c.IdleConn(); ok {
+		t.Fatal("idle with bytes read before the hijack")
+	}
+	buf := make([]byte, 2)
+	if n, err := c.Read(buf); n != 2 || err != nil || string(buf) != "hi" {
+		t.Fatalf("read %q %v", buf[:n], err)
+	}
+	if nc, ok := c.IdleConn(); !ok || nc != a {
+		t.Fatalf("not idle once they were read: %v %v", nc, ok)
+	}
+}

@@ -1,0 +1,166 @@
+//go:build linux
+
+package poll
+
+import (
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// poller is one epoll set and the goroutine that waits on it. The set is
+// separate from Go's own netpoller: a socket may be in both, and is only
+// read through Go's net package.
+type poller struct {
+	epfd    int
+	mu      sync.Mutex
+	next    uint32
+	waiters map[uint32]*Waiter
+}
+
+var (
+	startOnce sync.Once
+	pollers   []*poller
+	rr        uint64
+	rrMu      sync.Mutex
+)
+
+// start creates the pollers, once per process: they live as long as it,
+// like Go's netpoller. None when epoll is unavailable: Park then declines.
+func start() {
+	n := min(runtime.GOMAXPROCS(0), 4)
+	for i := 0; i < n; i++ {
+		fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+		if err != nil {
+			return
+		}
+		p := &poller{epfd: fd, waiters: make(map[uint32]*Waiter)}
+		pollers = append(pollers, p)
+		go p.run()
+	}
+}
+
+func park(rc syscall.RawConn, deadline time.Time, fn func()) (*Waiter, bool) {
+	startOnce.Do(start)
+	if len(pollers) == 0 {
+		return nil, false
+	}
+	rrMu.Lock()
+	p := pollers[rr%uint64(len(pollers))]
+	rr++
+	rrMu.Unlock()
+
+	w := &Waiter{fn: fn, p: p, rc: rc}
+	p.mu.Lock()
+	for {
+		// IDs wrap after 2^32 parks; skip one still in use.
+		p.next++
+		if _, used := p.waiters[p.next]; !used {
+			break
+		}
+	}
+	w.id = p.next
+	p.waiters[w.id] = w
+	p.mu.Unlock()
+
+	// A Wake that comes meanwhile (the timer, the owner, the event) waits
+	// for mu and finds the socket registered.
+	w.mu.Lock()
+	if !deadline.IsZero() {
+		w.timer = time.AfterFunc(time.Until(deadline), w.Wake)
+	}
+	var err error
+	cerr := rc.Control(func(fd uintptr) {
+		// Level-triggered and one-shot: bytes that are already there
+		// report at once, and a socket reports once per park.
+		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(w.id)}
+		err = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev)
+	})
+	if cerr == nil && err == nil {
+		w.registered = true
+		parked.Add(1)
+		w.mu.Unlock()
+		return w, true
+	}
+	w.mu.Unlock()
+	if !w.fired.CompareAndSwap(false, true) {
+		return w, true // the timer has fired: fn runs
+	}
+	w.mu.Lock()
+	if w.timer != nil {
+		w.timer.Stop()
+	}
+	w.mu.Unlock()
+	p.forget(w.id)
+	return nil, false
+}
+
+// unwatchLocked takes the socket out of the epoll set (a closed one is out
+// already) and forgets the waiter. Called with mu held.
+func (w *Waiter) unwatchLocked() {
+	w.p.forget(w.id)
+	if !w.registered {
+		return
+	}
+	w.registered = false
+	parked.Add(-1)
+	_ = w.rc.Control(func(fd uintptr) {
+		_ = unix.EpollCtl(w.p.epfd, unix.EPOLL_CTL_DEL, int(fd), nil)
+	})
+}
+
+// forget removes a waiter.
+func (p *poller) forget(id uint32) {
+	p.mu.Lock()
+	delete(p.waiters, id)
+	p.mu.Unlock()
+}
+
+func (p *poller) run() {
+	events := make([]unix.EpollEvent, 128)
+	for {
+		n, err := unix.EpollWait(p.epfd, events, -1)
+		if err != nil {
+			if err == unix.EINTR {
+				continue
+			}
+			// Cannot happen with a valid epfd; a waiter then gets its
+			// deadline or its close only.
+			return
+		}
+		for i := range events[:n] {
+			id := uint32(events[i].Fd)
+			p.mu.Lock()
+			w := p.waiters[id]
+			p.mu.Unlock()
+			if w != nil {
+				w.Wake()
+			}
+		}
+	}
+}
+
+const supported = true
+
+// pending reports whether the socket has bytes (or an end of stream or an
+// error) waiting to be read, without reading them.
+func pending(rc syscall.RawConn) bool {
+	ready := true
+	_ = rc.Control(func(fd uintptr) { ready = peek(fd) })
+	return ready
+}
+
+func wait(rc syscall.RawConn) error {
+	// Read calls the function again each time Go's netpoller reports the
+	// socket readable, until it returns true or the deadline passes.
+	return rc.Read(peek)
+}
+
+func peek(fd uintptr) bool {
+	var b [1]byte
+	_, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	return err != unix.EAGAIN && err != unix.EWOULDBLOCK
+}
