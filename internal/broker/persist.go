@@ -109,18 +109,14 @@ func (t *tx) rollback() {
 }
 
 // send queues packets on a connection, behind the operation's gate when
-// the operation is gated.
-func (t *tx) send(c sender, ps ...packet.Packet) {
+// the operation is gated. c is the concrete type, not an interface, so the
+// variadic slice of a single delivery stays on the stack.
+func (t *tx) send(c *conn.Conn, ps ...packet.Packet) {
 	if t != nil && t.gated {
 		c.SendGated(t, ps...)
 		return
 	}
 	c.Send(ps...)
-}
-
-type sender interface {
-	Send(ps ...packet.Packet) bool
-	SendGated(gate conn.Gate, ps ...packet.Packet) bool
 }
 
 // SetStore makes the broker durable: call Restore with the same store

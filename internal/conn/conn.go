@@ -58,6 +58,8 @@ type Conn struct {
 	closed  bool
 	writing bool // a writer goroutine is running
 	spare   []packet.Packet
+	bufs    *queueBufs    // queue's and spare's storage while writing; nil when idle
+	writer  func()        // writeLoop as a value made once: "go c.writer()" allocates nothing
 	parked  *poll.Waiter  // the last Park's; woken when the socket closes
 	stop    chan struct{} // closed by Close: a gated wait gives up
 	drained *sync.Cond    // signalled when the writer takes the queue or stops
@@ -102,6 +104,7 @@ func New(nc net.Conn, maxIn uint32) *Conn {
 		reason: -1,
 	}
 	c.drained = sync.NewCond(&c.mu)
+	c.writer = c.writeLoop
 	return c
 }
 
@@ -110,8 +113,45 @@ func New(nc net.Conn, maxIn uint32) *Conn {
 func (c *Conn) kickLocked() {
 	if !c.writing && !c.closed {
 		c.writing = true
-		go c.writeLoop()
+		go c.writer()
 	}
+}
+
+// queueBufs is the storage of a connection's queue and spare slices, pooled
+// so a connection that wakes often reuses them while an idle one holds none.
+type queueBufs struct{ q, s []packet.Packet }
+
+var queuePool = sync.Pool{New: func() any { return new(queueBufs) }}
+
+// maxPooledQueue bounds the capacity of queue slices kept in queuePool: a
+// burst's large queue is left to the collector.
+const maxPooledQueue = 1024
+
+// enqueue appends p to the queue, taking pooled storage for an idle
+// connection's first packet. The caller holds mu.
+func (c *Conn) enqueue(p packet.Packet) {
+	if c.bufs == nil {
+		c.bufs = queuePool.Get().(*queueBufs)
+		c.queue, c.spare = c.bufs.q[:0], c.bufs.s[:0]
+	}
+	c.queue = append(c.queue, p)
+}
+
+// releaseQueueLocked gives the queue's storage back to the pool once the
+// writer has drained it. The caller holds mu.
+func (c *Conn) releaseQueueLocked() {
+	if b := c.bufs; b != nil {
+		b.q, b.s = nil, nil
+		if cap(c.queue) <= maxPooledQueue {
+			b.q = c.queue[:0]
+		}
+		if cap(c.spare) <= maxPooledQueue {
+			b.s = c.spare[:0]
+		}
+		c.bufs = nil
+		queuePool.Put(b)
+	}
+	c.queue, c.spare = nil, nil
 }
 
 // finish closes the socket and marks the connection done, once.
@@ -301,7 +341,7 @@ func (c *Conn) Send(ps ...packet.Packet) bool {
 			c.qos0++
 			c.qos0Len += n
 		}
-		c.queue = append(c.queue, p)
+		c.enqueue(p)
 	}
 	c.kickLocked()
 	c.mu.Unlock()
@@ -389,9 +429,16 @@ func (c *Conn) CloseAfter(last packet.Packet) {
 		return
 	}
 	if last != nil {
-		c.queue = append(c.queue, last)
-		if d, ok := last.(*packet.Disconnect); ok {
-			c.reason = int(d.ReasonCode)
+		c.enqueue(last)
+		switch l := last.(type) {
+		case *packet.Disconnect:
+			c.reason = int(l.ReasonCode)
+		case *packet.Connack:
+			// A refused CONNECT: a WebSocket closes with the code that
+			// matches the refusal (3.x return codes are below 0x80).
+			if l.ReasonCode >= 0x80 {
+				c.reason = int(l.ReasonCode)
+			}
 		}
 	}
 	c.closing = true
@@ -526,7 +573,7 @@ func (c *Conn) writeLoop() {
 			// Drained: the goroutine and its slices go away until the next
 			// Send. After CloseAfter, this is the moment to close.
 			c.writing = false
-			c.queue, c.spare = nil, nil
+			c.releaseQueueLocked()
 			closing := c.closing
 			if closing {
 				c.closed = true

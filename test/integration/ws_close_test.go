@@ -1,10 +1,13 @@
 package integration
 
 import (
+	"bufio"
 	"context"
+	"io"
 	"testing"
 	"time"
 
+	"github.com/starling-mqtt/starling"
 	"github.com/starling-mqtt/starling/internal/packet"
 	"github.com/starling-mqtt/starling/internal/testutil"
 	"github.com/starling-mqtt/starling/internal/transport"
@@ -49,5 +52,57 @@ func TestWebSocketCloseCodeMatchesReason(t *testing.T) {
 				t.Fatalf("close code %d, want %d", got, tc.want)
 			}
 		})
+	}
+}
+
+// A refused MQTT 5 CONNECT over WebSocket closes with the close code that
+// matches the CONNACK's reason: 0x97 (quota exceeded: here the connection
+// limit) is a policy violation, 1008.
+func TestWebSocketCloseCodeOnRefusedConnect(t *testing.T) {
+	t.Parallel()
+	srv, _ := testutil.StartBroker(t, func(c *starling.Config) { c.Limits.MaxConnections = 1 })
+	url := "ws://" + srv.HTTPAddr().String() + "/mqtt"
+	connect := func(id string) (*transport.WSConn, *packet.Connack) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		nc, err := transport.DialWS(ctx, url, "mqtt", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { nc.Close() })
+		wc := nc.(*transport.WSConn)
+		buf, _ := packet.Append(nil, &packet.Connect{ProtocolName: "MQTT", ProtocolVersion: packet.V5, CleanStart: true, ClientID: id}, packet.V5)
+		wc.Write(buf)
+		nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		br := bufio.NewReader(wc)
+		fh, err := packet.ReadFixedHeader(br)
+		if err != nil {
+			t.Fatalf("%s: CONNACK: %v", id, err)
+		}
+		body := make([]byte, fh.Remaining)
+		if _, err := io.ReadFull(br, body); err != nil {
+			t.Fatalf("%s: CONNACK body: %v", id, err)
+		}
+		p, err := packet.Decode(fh, body, packet.V5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return wc, p.(*packet.Connack)
+	}
+	if _, ack := connect("first"); ack.ReasonCode != packet.Success {
+		t.Fatalf("first: CONNACK 0x%02x", byte(ack.ReasonCode))
+	}
+	wc, ack := connect("second")
+	if ack.ReasonCode != packet.QuotaExceeded {
+		t.Fatalf("second: CONNACK 0x%02x, want 0x97", byte(ack.ReasonCode))
+	}
+	rd := make([]byte, 64)
+	for {
+		if _, err := wc.Read(rd); err != nil {
+			break
+		}
+	}
+	if got := wc.PeerCloseCode(); got != 1008 {
+		t.Fatalf("close code %d after CONNACK 0x97, want 1008", got)
 	}
 }
