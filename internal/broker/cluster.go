@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"errors"
 	"time"
 
 	"github.com/starling-mqtt/starling/internal/packet"
@@ -25,7 +26,9 @@ type Backplane interface {
 	Retain(m *session.Message)
 	// Claim makes this node the owner of clientID's session before a
 	// connection attaches to it. A node that held it lets it go, closing
-	// its connection, and hands back its state unless clean is set.
+	// its connection, and hands back its state unless clean is set. An
+	// error wrapping ErrSessionMoving refuses the connect; any other lets
+	// it go ahead on this node's state.
 	Claim(clientID string, clean bool) (*SessionSnapshot, error)
 	// SessionChanged records a persistent session's subscriptions so a
 	// node can recover them if this one is lost; SessionEnded forgets the
@@ -33,6 +36,11 @@ type Backplane interface {
 	SessionChanged(s *SessionSnapshot)
 	SessionEnded(clientID string)
 }
+
+// ErrSessionMoving is wrapped by a Claim that failed while the session's
+// owner is alive and kept it: the connect is refused (server unavailable)
+// so that the client retries, rather than going ahead without its session.
+var ErrSessionMoving = errors.New("session is moving between nodes")
 
 // SessionSnapshot is a session as it moves between nodes.
 type SessionSnapshot struct {
@@ -128,11 +136,24 @@ func (b *Broker) SessionIDs() []string {
 	return ids
 }
 
-// HandOver lets another node take clientID's session: the connection, if
-// any, is closed as in a takeover (DISCONNECT 0x8E for MQTT 5), the will is
-// published if the takeover ends it, and the session leaves this node. It
-// returns the session's state unless clean is set or there is none.
-func (b *Broker) HandOver(clientID string, clean bool) *SessionSnapshot {
+// HandOff is a session another node is taking over, held here until that
+// node confirms it has the state (CommitHandOver) or gives up
+// (AbortHandOver).
+type HandOff struct {
+	// Snapshot is the session's state; nil when there is nothing to move
+	// (a clean start, no session, or one that ends with its connection),
+	// in which case the session is gone already and no commit is needed.
+	Snapshot *SessionSnapshot
+	cl       *client
+}
+
+// PrepareHandOver starts letting another node take clientID's session: the
+// connection, if any, is closed as in a takeover (DISCONNECT 0x8E for
+// MQTT 5) and the will is published if the takeover ends it. A session
+// with state to move stays here, offline and unchanged, until
+// CommitHandOver or AbortHandOver, so a transfer that fails loses nothing;
+// its expiry runs meanwhile as for any disconnected session.
+func (b *Broker) PrepareHandOver(clientID string, clean bool) *HandOff {
 	t := b.begin(true)
 	var will *willState
 	var snap *SessionSnapshot
@@ -147,16 +168,9 @@ func (b *Broker) HandOver(clientID string, clean bool) *SessionSnapshot {
 		}
 		cl.mu.Lock()
 		defer cl.mu.Unlock()
-		if old := cl.conn; old != nil {
-			if cl.version == packet.V5 {
-				old.CloseAfter(&packet.Disconnect{ReasonCode: packet.SessionTakenOver})
-			} else {
-				old.CloseAfter(nil)
-			}
-			cl.conn = nil
-			cl.sess.Detach()
-			b.Stats.connected(cl.version, -1)
-			b.log.Info("session taken over by another node", "client_id", clientID)
+		attached := cl.conn != nil
+		if attached {
+			b.closeTakenOver(cl)
 		}
 		if w := cl.will; w != nil {
 			if w.timer != nil {
@@ -172,6 +186,20 @@ func (b *Broker) HandOver(clientID string, clean bool) *SessionSnapshot {
 		}
 		if !clean && cl.sess.ExpiryInterval > 0 {
 			snap = b.snapshotLocked(cl)
+			if attached {
+				// Offline until the commit: if the transfer fails, the
+				// session ages here like any disconnected one.
+				cl.disconnectedAt = b.now()
+				if cl.persistent() {
+					t.batch.PutSession(cl.sessionRecord(cl.disconnectedAt))
+				}
+				if e := cl.sess.ExpiryInterval; e != session.NeverExpire {
+					cl.takeoverGen++
+					gen := cl.takeoverGen
+					cl.expiry = time.AfterFunc(time.Duration(e)*time.Second, b.guard(func() { b.expire(cl, gen) }))
+				}
+			}
+			return
 		}
 		cl.tx = t
 		shared = b.endSession(cl)
@@ -184,7 +212,67 @@ func (b *Broker) HandOver(clientID string, clean bool) *SessionSnapshot {
 	if snap == nil && len(shared) > 0 {
 		b.redeliverShared(cl, shared)
 	}
-	return snap
+	return &HandOff{Snapshot: snap, cl: cl}
+}
+
+// closeTakenOver closes cl's connection because another node took the
+// session; the caller holds b.mu and cl.mu.
+func (b *Broker) closeTakenOver(cl *client) {
+	if cl.version == packet.V5 {
+		cl.conn.CloseAfter(&packet.Disconnect{ReasonCode: packet.SessionTakenOver})
+	} else {
+		cl.conn.CloseAfter(nil)
+	}
+	cl.conn = nil
+	cl.sess.Detach()
+	b.Stats.connected(cl.version, -1)
+	b.log.Info("session taken over by another node", "client_id", cl.id)
+}
+
+// CommitHandOver ends a session prepared by PrepareHandOver: the other
+// node has its state now. Its inflight $share messages went with it.
+func (b *Broker) CommitHandOver(h *HandOff) {
+	if h == nil || h.Snapshot == nil || h.cl == nil {
+		return
+	}
+	cl := h.cl
+	t := b.begin(true)
+	func() {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		cl.mu.Lock()
+		defer cl.mu.Unlock()
+		if cl.ended || b.clients[cl.id] != cl {
+			return // expired meanwhile
+		}
+		if cl.conn != nil {
+			// The client came back here during the transfer; the
+			// other node owns the session now all the same.
+			b.closeTakenOver(cl)
+		}
+		if w := cl.will; w != nil && w.timer != nil {
+			w.timer.Stop()
+		}
+		cl.will = nil
+		cl.tx = t
+		b.endSession(cl)
+		cl.tx = nil
+	}()
+	t.commit(true)
+}
+
+// AbortHandOver keeps a session whose transfer failed: it stays here,
+// offline, with everything it had.
+func (b *Broker) AbortHandOver(h *HandOff) {
+	if h == nil || h.Snapshot == nil || h.cl == nil {
+		return
+	}
+	h.cl.mu.Lock()
+	defer h.cl.mu.Unlock()
+	if !h.cl.ended {
+		b.log.Info("session hand-over to another node failed; keeping the session", "client_id", h.cl.id)
+		b.recordSession(h.cl)
+	}
 }
 
 // snapshotLocked captures cl's session; the caller holds cl.mu.

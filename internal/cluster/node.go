@@ -101,6 +101,12 @@ type Node struct {
 	omu    sync.Mutex
 	owners map[string]mirrored
 
+	// Sessions being handed over to other nodes, by transfer ID; each is
+	// kept here until the new owner confirms or the transfer times out.
+	xmu   sync.Mutex
+	xfers map[string]*outgoing
+	chunk int // bytes of session state per transfer message
+
 	ready    chan struct{} // closed once the buckets exist
 	sessions jetstream.KeyValue
 	retained jetstream.KeyValue
@@ -129,11 +135,6 @@ type record struct {
 	Session *broker.SessionSnapshot `json:"session,omitempty"`
 }
 
-type claimRequest struct {
-	ClientID string `json:"client_id"`
-	Clean    bool   `json:"clean"`
-}
-
 // Start runs the embedded NATS server, joins the peers and plugs the node
 // into b as its backplane. Call before b.Restore; Close stops it.
 func Start(cfg Config, b *broker.Broker) (*Node, error) {
@@ -156,7 +157,7 @@ func Start(cfg Config, b *broker.Broker) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.Node), b: b,
 		plain: make(chan *nats.Msg, plainQueue), isig: make(chan struct{}, 1), ksig: make(chan struct{}, 1),
-		isubs: make(map[interestKey][]*nats.Subscription), ready: make(chan struct{}), owners: make(map[string]mirrored), sq: make(map[string]*broker.SessionSnapshot)}
+		isubs: make(map[interestKey][]*nats.Subscription), ready: make(chan struct{}), owners: make(map[string]mirrored), xfers: make(map[string]*outgoing), sq: make(map[string]*broker.SessionSnapshot)}
 	var id [8]byte
 	rand.Read(id[:])
 	n.instance = binary.BigEndian.Uint64(id[:])
@@ -246,9 +247,14 @@ func Start(cfg Config, b *broker.Broker) (*Node, error) {
 		n.Close()
 		return nil, fmt.Errorf("cluster: connect to embedded server: %w", err)
 	}
+	n.chunk = min(int(opts.MaxPayload)-8<<10, maxChunk)
 	if _, err := n.pc.Subscribe(claimPrefix+key(cfg.Node), n.serveClaim); err != nil {
 		n.Close()
 		return nil, fmt.Errorf("cluster: claim subscription: %w", err)
+	}
+	if _, err := n.pc.Subscribe(xferPrefix+key(cfg.Node), n.serveTransfer); err != nil {
+		n.Close()
+		return nil, fmt.Errorf("cluster: transfer subscription: %w", err)
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.wg.Add(5)
@@ -794,95 +800,12 @@ func (n *Node) kvLoop() {
 	}
 }
 
-// Claim makes this node the owner of clientID's session. If another node
-// owns it, that node hands it over (closing its connection); if that node
-// is gone, the subscriptions it last recorded are recovered.
-func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, error) {
-	select {
-	case <-n.ready:
-	case <-time.After(readyWait):
-		return nil, errors.New("cluster: replicated state not ready")
-	}
-	// Bounded well inside the connect timeout: without a quorum the
-	// connect goes ahead on this node's state.
-	ctx, cancel := context.WithTimeout(n.ctx, readyWait)
-	defer cancel()
-	k := key(clientID)
-	mine := mustJSON(record{Node: n.cfg.Node})
-	var snap *broker.SessionSnapshot
-	asked := false
-	for attempt := 0; attempt < 8; attempt++ {
-		e, err := n.sessions.Get(ctx, k)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			if _, err = n.sessions.Create(ctx, k, mine); err == nil {
-				return snap, nil
-			}
-			if errors.Is(err, jetstream.ErrKeyExists) {
-				continue
-			}
-			return snap, fmt.Errorf("cluster: claim %q: %w", clientID, err)
-		}
-		if err != nil {
-			return snap, fmt.Errorf("cluster: claim %q: %w", clientID, err)
-		}
-		var r record
-		if err := json.Unmarshal(e.Value(), &r); err != nil {
-			r = record{}
-		}
-		if r.Node == n.cfg.Node {
-			return snap, nil // ours already: a local takeover, if any
-		}
-		if !asked && r.Node != "" {
-			asked = true
-			got, err := n.askHandOver(r.Node, clientID, clean)
-			switch {
-			case err == nil:
-				snap = got
-			case r.Session != nil:
-				// The owner is gone: recover what it recorded (its
-				// subscriptions, and the will its loss should publish).
-				n.log.Warn("cluster: session owner unreachable; recovering its record", "client_id", clientID, "owner", r.Node, "err", err)
-				n.b.AdoptOrphan(r.Session, true, clean)
-			}
-		}
-		if _, err = n.sessions.Update(ctx, k, mine, e.Revision()); err == nil {
-			return snap, nil
-		}
-		if !errors.Is(err, jetstream.ErrKeyExists) && !isRevisionMismatch(err) {
-			return snap, fmt.Errorf("cluster: claim %q: %w", clientID, err)
-		}
-	}
-	return snap, fmt.Errorf("cluster: claim %q: contended", clientID)
-}
-
 // isRevisionMismatch reports a lost compare-and-set: the key changed (a
 // single replica reports 10071, replicated buckets 10164).
 func isRevisionMismatch(err error) bool {
 	var apiErr *jetstream.APIError
 	return errors.Is(err, jetstream.ErrKeyExists) || (errors.As(err, &apiErr) &&
 		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant))
-}
-
-func (n *Node) askHandOver(owner, clientID string, clean bool) (*broker.SessionSnapshot, error) {
-	msg, err := n.pc.Request(claimPrefix+key(owner), mustJSON(claimRequest{ClientID: clientID, Clean: clean}), claimTimeout)
-	if err != nil {
-		return nil, err
-	}
-	var snap *broker.SessionSnapshot
-	if err := json.Unmarshal(msg.Data, &snap); err != nil {
-		return nil, fmt.Errorf("hand-over reply: %w", err)
-	}
-	return snap, nil
-}
-
-// serveClaim answers another node's hand-over request.
-func (n *Node) serveClaim(msg *nats.Msg) {
-	var req claimRequest
-	if err := json.Unmarshal(msg.Data, &req); err != nil || req.ClientID == "" {
-		return
-	}
-	snap := n.b.HandOver(req.ClientID, req.Clean)
-	msg.Respond(mustJSON(snap))
 }
 
 func mustJSON(v any) []byte {
@@ -905,6 +828,13 @@ func (n *Node) Close() {
 		n.pc.Close()
 	}
 	n.wg.Wait()
+	n.xmu.Lock()
+	for id, o := range n.xfers {
+		// Still here, and in the store: the other node gave up or will.
+		o.timer.Stop()
+		delete(n.xfers, id)
+	}
+	n.xmu.Unlock()
 	if n.ns != nil {
 		n.ns.Shutdown()
 		n.ns.WaitForShutdown()
