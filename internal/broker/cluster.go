@@ -125,6 +125,10 @@ func (b *Broker) RetainedTopics() []string {
 	return out
 }
 
+// Restored is closed once Restore has returned: the sessions a backplane
+// reconciles with the cluster are all loaded.
+func (b *Broker) Restored() <-chan struct{} { return b.restored }
+
 // SessionIDs lists the client IDs of every session on this node.
 func (b *Broker) SessionIDs() []string {
 	b.mu.Lock()
@@ -450,6 +454,63 @@ func (b *Broker) AdoptOrphan(s *SessionSnapshot, reconnecting, clean bool) {
 	cl.will = w
 	cl.disconnectedAt = b.now()
 	w.timer = time.AfterFunc(delay, b.guard(func() { b.fireWill(cl, w) }))
+}
+
+// heldWill is a will restored from the store in a cluster, waiting to
+// learn whether this node still owns its session.
+type heldWill struct {
+	cl    *client
+	w     *willState
+	left  time.Duration // delay remaining at the restore
+	since time.Time     // when its connection ended (or the restore)
+	at    time.Time     // the restore
+}
+
+// ReleaseWills settles the wills Restore held back in a cluster, where
+// another node may have taken a session over (and handled its will) while
+// this one was down. The wills of sessions this node still owns (owned
+// says, from the cluster's records) are published, or wait out what is
+// left of their delay; the others are dropped, so each will is published
+// once cluster-wide. owned is called without broker locks held.
+func (b *Broker) ReleaseWills(owned func(clientID string) bool) {
+	b.mu.Lock()
+	held := b.heldWills
+	b.heldWills = nil
+	b.mu.Unlock()
+	var publish []*willState
+	t := b.begin(false)
+	for _, h := range held {
+		mine := owned(h.cl.id)
+		now := b.now()
+		cl, w := h.cl, h.w
+		cl.mu.Lock()
+		w.held = false
+		switch {
+		case w.heldEnded:
+			if mine {
+				publish = append(publish, w)
+			}
+		case cl.will != w:
+			// Settled meanwhile by a reconnect or a hand-over.
+		case !mine:
+			cl.will = nil
+		default:
+			if left := h.left - now.Sub(h.at); left > 0 {
+				w.timer = time.AfterFunc(left, b.guard(func() { b.fireWill(cl, w) }))
+				break
+			}
+			cl.will = nil
+			publish = append(publish, w)
+			if t != nil && cl.persistent() && !cl.ended {
+				t.batch.PutSession(cl.sessionRecord(h.since))
+			}
+		}
+		cl.mu.Unlock()
+	}
+	t.commit(false)
+	for _, w := range publish {
+		b.publishWill(w)
+	}
 }
 
 // HasSession reports whether this node has a session for clientID.

@@ -270,6 +270,9 @@ type willState struct {
 	msg   *session.Message
 	delay time.Duration
 	timer *time.Timer
+	// held: restored in a cluster, waiting for ReleaseWills (no timer);
+	// heldEnded: and its session ended meanwhile. Guarded by cl.mu.
+	held, heldEnded bool
 }
 
 func newWill(cp *packet.Connect, clientID string, now time.Time) *willState {

@@ -56,6 +56,9 @@ func startNodes(t *testing.T, count int) []*testNode {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if err := b.Restore(); err != nil {
+			t.Fatal(err)
+		}
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
@@ -222,5 +225,79 @@ func TestHandOverUnconfirmedStays(t *testing.T) {
 	}
 	if q := pending(a.b); !a.b.HasSession("idle") || q != 1 {
 		t.Fatalf("unconfirmed transfer: session on u1 %v with %d queued, want kept with 1", a.b.HasSession("idle"), q)
+	}
+}
+
+// A node that restarts and still owns its sessions (nobody took them over)
+// publishes the wills it restored, once it knows that.
+func TestRestartedNodePublishesOwnWills(t *testing.T) {
+	st := memory.New()
+	dir := t.TempDir()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	route := ln.Addr().String()
+	ln.Close()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	start := func() (*broker.Broker, *Node, string) {
+		b := broker.New(config.Default().Limits, log)
+		b.SetStore(st)
+		n, err := Start(Config{Name: "restart", Node: "r1", Listen: route, DataDir: dir, Logger: log}, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Restore(); err != nil {
+			t.Fatal(err)
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				go b.HandleConn(c)
+			}
+		}()
+		t.Cleanup(func() { l.Close() })
+		select {
+		case <-n.Ready():
+		case <-time.After(30 * time.Second):
+			t.Fatal("node not ready")
+		}
+		return b, n, l.Addr().String()
+	}
+	b, n, addr := start()
+	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := paho.NewClient(paho.ClientConfig{ClientID: "w", Conn: nc})
+	e := uint32(300)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.Connect(ctx, &paho.Connect{ClientID: "w", Properties: &paho.ConnectProperties{SessionExpiryInterval: &e},
+		WillMessage: &paho.WillMessage{Topic: "will/w", QoS: 1, Retain: true, Payload: []byte("gone")}}); err != nil {
+		t.Fatal(err)
+	}
+	// The node stops with the client connected: the will stays pending
+	// in the store, as after a crash.
+	b.Close(time.Second)
+	n.Close()
+	nc.Close()
+
+	b2, n2, _ := start()
+	t.Cleanup(func() { b2.Close(time.Second); n2.Close() })
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if ms, _ := b2.RetainedMatching("will/w", 1); len(ms) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the restarted node did not publish the will of its own session")
+		}
 	}
 }

@@ -342,6 +342,11 @@ func (n *Node) setup(size int) {
 			if e == nil {
 				if initial {
 					initial = false
+					select {
+					case <-n.b.Restored():
+					case <-n.ctx.Done():
+						return
+					}
 					n.reconcile()
 					close(n.ready)
 					n.log.Info("cluster ready", "peers", n.cfg.Peers, "replicas", replicas)
@@ -372,22 +377,57 @@ func (n *Node) applyRetained(e jetstream.KeyValueEntry) {
 
 // reconcile drops sessions this node restored from its store that another
 // node took over while this one was away, and records the rest as ours.
+// Then the wills Restore held back are settled: published only for the
+// sessions still ours, since the node that took a session over has
+// published its will already.
 func (n *Node) reconcile() {
-	for _, id := range n.b.SessionIDs() {
+	mine := make(map[string]bool)
+	owner := func(id string) (string, error) {
 		ctx, cancel := context.WithTimeout(n.ctx, kvTimeout)
+		defer cancel()
 		e, err := n.sessions.Get(ctx, key(id))
-		switch {
-		case errors.Is(err, jetstream.ErrKeyNotFound):
-			n.sessions.Create(ctx, key(id), mustJSON(record{Node: n.cfg.Node}))
-		case err == nil:
-			var r record
-			if json.Unmarshal(e.Value(), &r) == nil && r.Node != n.cfg.Node {
-				n.log.Info("cluster: session moved to another node while this one was down", "client_id", id, "owner", r.Node)
-				n.b.DropSession(id)
+		if err != nil {
+			return "", err
+		}
+		var r record
+		if err := json.Unmarshal(e.Value(), &r); err != nil {
+			return "", err
+		}
+		return r.Node, nil
+	}
+	for _, id := range n.b.SessionIDs() {
+		o, err := owner(id)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			ctx, cancel := context.WithTimeout(n.ctx, kvTimeout)
+			_, err = n.sessions.Create(ctx, key(id), mustJSON(record{Node: n.cfg.Node}))
+			cancel()
+			if err == nil {
+				o = n.cfg.Node
+			} else {
+				o, err = owner(id)
 			}
 		}
-		cancel()
+		switch {
+		case err != nil:
+			// Unknown: keep it, as a single node would.
+			n.log.Warn("cluster: session owner unknown after restart; keeping the session", "client_id", id, "err", err)
+			mine[id] = true
+		case o != n.cfg.Node:
+			n.log.Info("cluster: session moved to another node while this one was down", "client_id", id, "owner", o)
+			n.b.DropSession(id)
+		default:
+			mine[id] = true
+		}
 	}
+	n.b.ReleaseWills(func(id string) bool {
+		if m, ok := mine[id]; ok || n.b.HasSession(id) {
+			return m
+		}
+		// A session that ended at the restore: its will is ours to
+		// publish unless another node took the session over.
+		o, err := owner(id)
+		return errors.Is(err, jetstream.ErrKeyNotFound) || err != nil || o == n.cfg.Node
+	})
 }
 
 // deadAfter is how long a node must be out of reach before the others
