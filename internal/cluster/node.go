@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -90,10 +91,17 @@ type Node struct {
 	isubs map[interestKey][]*nats.Subscription
 
 	kmu    sync.Mutex
-	kq     []func(context.Context)            // retained-message writes, in order
-	sq     map[string]*broker.SessionSnapshot // latest change per session; nil: ended
-	sorder []string                           // sq's keys in first-queued order
-	ksig   chan struct{}
+	rq     map[string]*retainWrite // latest unwritten retained change per topic
+	rorder []string                // rq's keys in first-queued order
+	// rpend holds, per topic, the sequence number of this node's latest
+	// retained write not yet seen back from the bucket.
+	rpend map[string]uint64
+	rseq  atomic.Uint64
+	// retainFailed counts retained changes given up on after retries.
+	retainFailed atomic.Uint64
+	sq           map[string]*broker.SessionSnapshot // latest change per session; nil: ended
+	sorder       []string                           // sq's keys in first-queued order
+	ksig         chan struct{}
 
 	// owners mirrors the sessions bucket (key -> record and revision), so
 	// taking over a lost node needs no listing while the cluster is busy
@@ -157,7 +165,7 @@ func Start(cfg Config, b *broker.Broker) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.Node), b: b,
 		plain: make(chan *nats.Msg, plainQueue), isig: make(chan struct{}, 1), ksig: make(chan struct{}, 1),
-		isubs: make(map[interestKey][]*nats.Subscription), ready: make(chan struct{}), owners: make(map[string]mirrored), xfers: make(map[string]*outgoing), sq: make(map[string]*broker.SessionSnapshot)}
+		isubs: make(map[interestKey][]*nats.Subscription), ready: make(chan struct{}), owners: make(map[string]mirrored), xfers: make(map[string]*outgoing), rq: make(map[string]*retainWrite), rpend: make(map[string]uint64), sq: make(map[string]*broker.SessionSnapshot)}
 	var id [8]byte
 	rand.Read(id[:])
 	n.instance = binary.BigEndian.Uint64(id[:])
@@ -356,23 +364,6 @@ func (n *Node) setup(size int) {
 			n.applyRetained(e)
 		}
 	}
-}
-
-func (n *Node) applyRetained(e jetstream.KeyValueEntry) {
-	name, err := unkey(e.Key())
-	if err != nil {
-		return
-	}
-	if e.Operation() != jetstream.KeyValuePut {
-		n.b.ApplyRetained(&session.Message{Topic: name})
-		return
-	}
-	_, m, err := decodeMessage(e.Value())
-	if err != nil || m.Topic != name {
-		n.log.Warn("cluster: bad retained entry", "topic", name, "err", err)
-		return
-	}
-	n.b.ApplyRetained(m)
 }
 
 // reconcile drops sessions this node restored from its store that another
@@ -722,30 +713,6 @@ func (n *Node) receiveLoop() {
 // maxBatch bounds the messages delivered in one broker operation.
 const maxBatch = 256
 
-// Retain replicates a retained message (or its deletion).
-func (n *Node) Retain(m *session.Message) {
-	k := key(m.Topic)
-	var val []byte
-	if len(m.Payload) > 0 {
-		var err error
-		if val, err = encodeMessage(nil, header{n.instance, 0}, m); err != nil {
-			n.log.Warn("cluster: encode retained", "topic", m.Topic, "err", err)
-			return
-		}
-	}
-	n.enqueue(func(ctx context.Context) {
-		var err error
-		if val == nil {
-			err = n.retained.Delete(ctx, k)
-		} else {
-			_, err = n.retained.Put(ctx, k, val)
-		}
-		if err != nil {
-			n.log.Warn("cluster: replicate retained message", "topic", m.Topic, "err", err)
-		}
-	})
-}
-
 // SessionChanged records a session's subscriptions and will, if this node
 // still owns it. Changes to one session coalesce: only the latest is
 // written.
@@ -794,13 +761,6 @@ func (n *Node) writeSession(ctx context.Context, id string, s *broker.SessionSna
 	}
 }
 
-func (n *Node) enqueue(op func(context.Context)) {
-	n.kmu.Lock()
-	n.kq = append(n.kq, op)
-	n.kmu.Unlock()
-	n.signalKV()
-}
-
 func (n *Node) signalKV() {
 	select {
 	case n.ksig <- struct{}{}:
@@ -809,7 +769,7 @@ func (n *Node) signalKV() {
 }
 
 // kvLoop writes queued changes to the buckets, once they exist: retained
-// messages in order, then the latest change of each session.
+// messages (retried with backoff), then the latest change of each session.
 func (n *Node) kvLoop() {
 	defer n.wg.Done()
 	select {
@@ -818,24 +778,25 @@ func (n *Node) kvLoop() {
 	case <-n.ready:
 	}
 	for {
+		retry := n.writeRetained()
 		n.kmu.Lock()
-		ops, sq, order := n.kq, n.sq, n.sorder
-		n.kq, n.sq, n.sorder = nil, make(map[string]*broker.SessionSnapshot), nil
+		sq, order := n.sq, n.sorder
+		n.sq, n.sorder = make(map[string]*broker.SessionSnapshot), nil
 		n.kmu.Unlock()
-		for _, op := range ops {
-			ctx, cancel := context.WithTimeout(n.ctx, kvTimeout)
-			op(ctx)
-			cancel()
-		}
 		for _, id := range order {
 			ctx, cancel := context.WithTimeout(n.ctx, kvTimeout)
 			n.writeSession(ctx, id, sq[id])
 			cancel()
 		}
+		var wait <-chan time.Time
+		if retry > 0 {
+			wait = time.After(retry)
+		}
 		select {
 		case <-n.ctx.Done():
 			return
 		case <-n.ksig:
+		case <-wait:
 		}
 	}
 }
