@@ -19,6 +19,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/starling-mqtt/starling/internal/admin"
 	"github.com/starling-mqtt/starling/internal/auth"
 	"github.com/starling-mqtt/starling/internal/broker"
@@ -579,6 +581,7 @@ func (s *Server) openStore() error {
 			return fmt.Errorf("starling: %w", err)
 		}
 		s.cluster = node
+		prometheus.WrapRegistererWith(prometheus.Labels{"node": c.Node}, s.admin.Metrics().Registry()).MustRegister(node)
 	}
 	if err := s.broker.Restore(); err != nil {
 		return fmt.Errorf("starling: %w", err)

@@ -25,7 +25,9 @@ type testNode struct {
 	addr string
 }
 
-func startNodes(t *testing.T, count int) []*testNode {
+// startNodes starts count nodes on memory stores; setup, if given, may
+// replace node i's store before it starts.
+func startNodes(t *testing.T, count int, setup ...func(i int, b *broker.Broker)) []*testNode {
 	t.Helper()
 	var routes []string
 	for range count {
@@ -52,6 +54,9 @@ func startNodes(t *testing.T, count int) []*testNode {
 		}
 		b := broker.New(config.Default().Limits, log)
 		b.SetStore(memory.New())
+		for _, f := range setup {
+			f(i, b)
+		}
 		n, err := Start(Config{Name: name, Node: fmt.Sprintf("u%d", i+1), Listen: routes[i], Peers: peers, Logger: log}, b)
 		if err != nil {
 			t.Fatal(err)

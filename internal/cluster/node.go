@@ -32,10 +32,18 @@ import (
 	"github.com/starling-mqtt/starling/internal/session"
 )
 
-// plainQueue is how many messages from other nodes may wait for delivery;
-// beyond it NATS drops them and reports a slow consumer (logged). It bounds
-// the memory they hold to plainQueue times the largest message.
-const plainQueue = 8192
+// plainQueue is how many messages from other nodes may wait for delivery
+// on this node, in one queue for all normal subscriptions (one queue keeps
+// the order they arrived in) and in each $share queue subscription. When
+// the broker falls that far behind, NATS drops what arrives (the newest,
+// as a full session queue does), reports a slow consumer (logged) and the
+// drops are counted in mqtt_cluster_messages_dropped_total. The normal
+// queue is bounded in messages only, so it may hold up to plainQueue times
+// the largest message; each $share queue also stops at shareQueueBytes. A
+// variable for tests.
+var plainQueue = 8192
+
+const shareQueueBytes = 64 << 20
 
 // Config says how a node joins its cluster.
 type Config struct {
@@ -88,7 +96,9 @@ type Node struct {
 	imu   sync.Mutex
 	iq    []interestOp
 	isig  chan struct{}
+	smu   sync.Mutex // guards isubs and gone against the metrics reader
 	isubs map[interestKey][]*nats.Subscription
+	gone  uint64 // messages dropped by subscriptions since removed
 
 	kmu    sync.Mutex
 	rq     map[string]*retainWrite // latest unwritten retained change per topic
@@ -622,8 +632,13 @@ func (n *Node) interestLoop() {
 }
 
 func (n *Node) applyInterest(op interestOp) {
+	n.smu.Lock()
+	defer n.smu.Unlock()
 	if !op.on {
 		for _, s := range n.isubs[op.interestKey] {
+			if d, err := s.Dropped(); err == nil {
+				n.gone += uint64(d)
+			}
 			s.Unsubscribe()
 		}
 		delete(n.isubs, op.interestKey)
@@ -637,6 +652,8 @@ func (n *Node) applyInterest(op interestOp) {
 		var s *nats.Subscription
 		var err error
 		if op.group == "" {
+			// A full channel drops (and counts) what arrives: the
+			// channel is the pending limit.
 			s, err = n.sc.ChanSubscribe(subj, n.plain)
 		} else {
 			g, f := op.group, op.filter
@@ -647,17 +664,33 @@ func (n *Node) applyInterest(op interestOp) {
 					n.b.InjectShared(m, g, f)
 				}
 			})
+			if err == nil {
+				err = s.SetPendingLimits(plainQueue, shareQueueBytes)
+			}
 		}
 		if err != nil {
 			n.log.Warn("cluster: subscribe failed", "filter", op.filter, "group", op.group, "err", err)
 			continue
 		}
-		if op.group == "" {
-			s.SetPendingLimits(-1, -1)
-		}
 		subs = append(subs, s)
 	}
 	n.isubs[op.interestKey] = subs
+}
+
+// Dropped counts the messages from other nodes that NATS dropped because
+// this node fell behind (slow consumer).
+func (n *Node) Dropped() uint64 {
+	n.smu.Lock()
+	defer n.smu.Unlock()
+	total := n.gone
+	for _, subs := range n.isubs {
+		for _, s := range subs {
+			if d, err := s.Dropped(); err == nil {
+				total += uint64(d)
+			}
+		}
+	}
+	return total
 }
 
 // receiveLoop delivers messages from other nodes to local subscribers. A
