@@ -125,6 +125,12 @@ type Node struct {
 	xfers map[string]*outgoing
 	chunk int // bytes of session state per transfer message
 
+	// What the routes taught about the peers: every name seen since the
+	// start, and the name behind configured addresses this node dialled.
+	pmu      sync.Mutex
+	seen     map[string]bool
+	addrName map[string]string
+
 	ready    chan struct{} // closed once the buckets exist
 	sessions jetstream.KeyValue
 	retained jetstream.KeyValue
@@ -175,7 +181,7 @@ func Start(cfg Config, b *broker.Broker) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.Node), b: b,
 		plain: make(chan *nats.Msg, plainQueue), isig: make(chan struct{}, 1), ksig: make(chan struct{}, 1),
-		isubs: make(map[interestKey][]*nats.Subscription), ready: make(chan struct{}), owners: make(map[string]mirrored), xfers: make(map[string]*outgoing), rq: make(map[string]*retainWrite), rpend: make(map[string]uint64), sq: make(map[string]*broker.SessionSnapshot)}
+		isubs: make(map[interestKey][]*nats.Subscription), ready: make(chan struct{}), owners: make(map[string]mirrored), xfers: make(map[string]*outgoing), rq: make(map[string]*retainWrite), rpend: make(map[string]uint64), seen: make(map[string]bool), addrName: make(map[string]string), sq: make(map[string]*broker.SessionSnapshot)}
 	var id [8]byte
 	rand.Read(id[:])
 	n.instance = binary.BigEndian.Uint64(id[:])
@@ -557,23 +563,6 @@ func (n *Node) Ready() <-chan struct{} { return n.ready }
 
 // Name is this node's name.
 func (n *Node) Name() string { return n.cfg.Node }
-
-// Peers lists the nodes this one has routes to.
-func (n *Node) Peers() []string {
-	rz, err := n.ns.Routez(&server.RoutezOptions{})
-	if err != nil {
-		return nil
-	}
-	seen := map[string]bool{}
-	var out []string
-	for _, r := range rz.Routes {
-		if r.RemoteName != "" && !seen[r.RemoteName] {
-			seen[r.RemoteName] = true
-			out = append(out, r.RemoteName)
-		}
-	}
-	return out
-}
 
 // HasInterest reports whether any node (this one included) subscribes to
 // topic name, as far as this node knows.

@@ -2,12 +2,20 @@ package cluster_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/starling-mqtt/starling"
+	"github.com/starling-mqtt/starling/internal/auth"
 	"github.com/starling-mqtt/starling/internal/testutil"
 )
 
@@ -54,4 +62,74 @@ func TestClusterLargeSessionMoves(t *testing.T) {
 		t.Fatalf("moving back to n1: session present = false")
 	}
 	c3.Quiet(t, time.Second)
+}
+
+// /readyz reports a node not ready once it has lost the majority its
+// replicated state needs, and /api/v1/cluster names the nodes that are
+// down.
+func TestClusterHealthNamesDownNodes(t *testing.T) {
+	hash, err := auth.HashPassword([]byte("pw"), auth.DefaultArgon2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw := filepath.Join(t.TempDir(), "passwd")
+	if err := os.WriteFile(pw, []byte("admin:"+hash+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	nodes := startCluster(t, 3, func(i int, c *starling.Config) {
+		c.HTTP = "127.0.0.1:0"
+		c.Auth.PasswordFile = pw
+		c.Auth.Superusers = []string{"admin"}
+	})
+	base := "http://" + nodes[0].srv.HTTPAddr().String()
+	get := func(path string) (int, []byte) {
+		req, _ := http.NewRequest("GET", base+path, nil)
+		req.SetBasicAuth("admin", "pw")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	type status struct {
+		Ready bool     `json:"ready"`
+		Peers []string `json:"peers"`
+		Down  []string `json:"down"`
+	}
+	// until polls /readyz and /api/v1/cluster until ok accepts them.
+	until := func(what string, ok func(code int, st status) bool) {
+		t.Helper()
+		var code int
+		var st status
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			code, _ = get("/readyz")
+			c, body := get("/api/v1/cluster")
+			if c != http.StatusOK {
+				t.Fatalf("GET /api/v1/cluster: %d %s", c, body)
+			}
+			st = status{}
+			if err := json.Unmarshal(body, &st); err != nil {
+				t.Fatalf("decode %s: %v", body, err)
+			}
+			if ok(code, st) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: /readyz %d, cluster %+v", what, code, st)
+			}
+		}
+	}
+	until("all up", func(code int, st status) bool {
+		return code == http.StatusOK && st.Ready && len(st.Peers) == 2 && len(st.Down) == 0
+	})
+	nodes[2].srv.Close()
+	until("n3 down", func(code int, st status) bool {
+		return code == http.StatusOK && st.Ready && slices.Equal(st.Down, []string{"n3"})
+	})
+	nodes[1].srv.Close()
+	until("n2 and n3 down", func(code int, st status) bool {
+		return code == http.StatusServiceUnavailable && !st.Ready && slices.Equal(st.Down, []string{"n2", "n3"})
+	})
 }
