@@ -149,6 +149,7 @@ type HandOff struct {
 	// in which case the session is gone already and no commit is needed.
 	Snapshot *SessionSnapshot
 	cl       *client
+	lastSeq  uint64 // the last delivery in Snapshot
 }
 
 // PrepareHandOver starts letting another node take clientID's session: the
@@ -161,6 +162,7 @@ func (b *Broker) PrepareHandOver(clientID string, clean bool) *HandOff {
 	t := b.begin(true)
 	var will *willState
 	var snap *SessionSnapshot
+	var lastSeq uint64
 	var shared []session.Delivery
 	var cl *client
 	func() {
@@ -189,7 +191,7 @@ func (b *Broker) PrepareHandOver(clientID string, clean bool) *HandOff {
 			cl.will = nil
 		}
 		if !clean && cl.sess.ExpiryInterval > 0 {
-			snap = b.snapshotLocked(cl)
+			snap, lastSeq = b.snapshotLocked(cl, 0)
 			if attached {
 				// Offline until the commit: if the transfer fails, the
 				// session ages here like any disconnected one.
@@ -216,7 +218,7 @@ func (b *Broker) PrepareHandOver(clientID string, clean bool) *HandOff {
 	if snap == nil && len(shared) > 0 {
 		b.redeliverShared(cl, shared)
 	}
-	return &HandOff{Snapshot: snap, cl: cl}
+	return &HandOff{Snapshot: snap, cl: cl, lastSeq: lastSeq}
 }
 
 // closeTakenOver closes cl's connection because another node took the
@@ -234,10 +236,12 @@ func (b *Broker) closeTakenOver(cl *client) {
 }
 
 // CommitHandOver ends a session prepared by PrepareHandOver: the other
-// node has its state now. Its inflight $share messages went with it.
-func (b *Broker) CommitHandOver(h *HandOff) {
+// node has its state now. Its inflight $share messages went with it. It
+// returns the deliveries queued for the session since the snapshot, for
+// the other node to append.
+func (b *Broker) CommitHandOver(h *HandOff) (tail []SnapshotDelivery) {
 	if h == nil || h.Snapshot == nil || h.cl == nil {
-		return
+		return nil
 	}
 	cl := h.cl
 	t := b.begin(true)
@@ -258,11 +262,15 @@ func (b *Broker) CommitHandOver(h *HandOff) {
 			w.timer.Stop()
 		}
 		cl.will = nil
+		if s, _ := b.snapshotLocked(cl, h.lastSeq); s != nil {
+			tail = s.Out
+		}
 		cl.tx = t
 		b.endSession(cl)
 		cl.tx = nil
 	}()
 	t.commit(true)
+	return tail
 }
 
 // AbortHandOver keeps a session whose transfer failed: it stays here,
@@ -279,15 +287,22 @@ func (b *Broker) AbortHandOver(h *HandOff) {
 	}
 }
 
-// snapshotLocked captures cl's session; the caller holds cl.mu.
-func (b *Broker) snapshotLocked(cl *client) *SessionSnapshot {
+// snapshotLocked captures cl's session, with the deliveries after
+// sequence number after, and returns the last one's; the caller holds
+// cl.mu.
+func (b *Broker) snapshotLocked(cl *client, after uint64) (*SessionSnapshot, uint64) {
 	s := &SessionSnapshot{Session: store.Session{ClientID: cl.id, Version: cl.version, ExpiryInterval: cl.sess.ExpiryInterval}}
 	s.Subs = b.clientSubs(cl.id)
+	last := after
 	s.Inbound = cl.sess.Export(func(d *session.Delivery, packetID uint16, state byte) {
+		if after > 0 && d.Seq <= after {
+			return
+		}
+		last = max(last, d.Seq)
 		s.Out = append(s.Out, SnapshotDelivery{Msg: *toStore(d.Msg), QoS: d.QoS, Retain: d.Retain, SubIDs: d.SubIDs,
 			Group: d.Group, Filter: d.Filter, PacketID: packetID, State: state})
 	})
-	return s
+	return s, last
 }
 
 // clientSubs lists a client's subscriptions as stored.

@@ -98,10 +98,9 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 	k := key(clientID)
 	mine := mustJSON(record{Node: n.cfg.Node})
 	var in *incoming
-	claimed := false
 	defer func() {
 		if in != nil {
-			n.finishIncoming(in, claimed)
+			n.abortIncoming(in)
 		}
 	}()
 	// fail reports a failed claim; with a transfer under way, the owner
@@ -113,13 +112,15 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 		return nil, fmt.Errorf("cluster: claim %q: %w", clientID, err)
 	}
 	ok := func() (*broker.SessionSnapshot, error) {
-		claimed = true
 		if in == nil {
 			return nil, nil
 		}
-		return in.snap, nil
+		got := in
+		in = nil
+		n.commitIncoming(got)
+		return got.snap, nil
 	}
-	asked := false
+	asked := "" // the owner last asked to hand the session over
 	for attempt := 0; attempt < 8; attempt++ {
 		e, err := n.sessions.Get(ctx, k)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -141,8 +142,14 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 		if r.Node == n.cfg.Node {
 			return ok() // ours already: a local takeover, if any
 		}
-		if !asked && r.Node != "" {
-			asked = true
+		if r.Node != "" && r.Node != asked {
+			if in != nil {
+				// Another node took the session from the owner we
+				// asked, first: ask that one instead.
+				n.abortIncoming(in)
+				in = nil
+			}
+			asked = r.Node
 			got, err := n.askHandOver(r.Node, clientID, clean)
 			switch {
 			case err == nil:
@@ -191,31 +198,36 @@ func (n *Node) askHandOver(owner, clientID string, clean bool) (*incoming, error
 	if rep.Xfer == "" {
 		return in, nil
 	}
-	fail := func(err error) (*incoming, error) {
-		n.finishIncoming(in, false)
+	if err := n.fetch(owner, &rep, &in.snap); err != nil || in.snap == nil {
+		n.abortIncoming(in)
 		return nil, fmt.Errorf("%w: from %s: %v", errHandOver, owner, err)
 	}
+	return in, nil
+}
+
+// fetch reads what rep announces (inline or in chunks) into v.
+func (n *Node) fetch(owner string, rep *claimReply, v any) error {
 	data := []byte(rep.Inline)
 	if data == nil {
 		if rep.Size < 0 || rep.Chunks <= 0 || rep.Chunks > rep.Size/1024+1 {
-			return fail(fmt.Errorf("bad transfer size %d in %d chunks", rep.Size, rep.Chunks))
+			return fmt.Errorf("bad transfer size %d in %d chunks", rep.Size, rep.Chunks)
 		}
 		data = make([]byte, 0, rep.Size)
 		for i := range rep.Chunks {
 			chunk, err := n.fetchChunk(owner, rep.Xfer, i)
 			if err != nil {
-				return fail(err)
+				return err
 			}
 			data = append(data, chunk...)
 		}
 	}
 	if len(data) != rep.Size || crc32.ChecksumIEEE(data) != rep.CRC {
-		return fail(fmt.Errorf("state damaged in transfer: %d bytes of %d", len(data), rep.Size))
+		return fmt.Errorf("state damaged in transfer: %d bytes of %d", len(data), rep.Size)
 	}
-	if err := json.Unmarshal(data, &in.snap); err != nil || in.snap == nil {
-		return fail(fmt.Errorf("decode state: %v", err))
+	if err := json.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("decode state: %w", err)
 	}
-	return in, nil
+	return nil
 }
 
 // fetchFault, set by tests, makes fetching a chunk fail.
@@ -228,45 +240,71 @@ func (n *Node) fetchChunk(owner, xfer string, i int) ([]byte, error) {
 			return nil, err
 		}
 	}
-	req := mustJSON(xferRequest{ID: xfer, Op: "get", Chunk: i})
-	var err error
-	for range chunkTries {
-		var msg *nats.Msg
-		if msg, err = n.pc.Request(xferPrefix+key(owner), req, claimTimeout); err != nil {
-			continue
-		}
-		if e := msg.Header.Get(errHeader); e != "" {
-			return nil, fmt.Errorf("chunk %d: %s", i, e) // the owner gave up on it
-		}
-		return msg.Data, nil
+	msg, err := n.xferRequest(owner, xferRequest{ID: xfer, Op: "get", Chunk: i})
+	if err != nil {
+		return nil, fmt.Errorf("chunk %d: %w", i, err)
 	}
-	return nil, fmt.Errorf("chunk %d: %w", i, err)
+	return msg.Data, nil
 }
 
-// finishIncoming tells the owner whether this node took the session. A
-// lost answer is settled by the owner: when it hears nothing, it reads the
-// sessions bucket.
-func (n *Node) finishIncoming(in *incoming, commit bool) {
+// commitIncoming tells the owner that this node took the session, and
+// appends to it what the owner queued for it during the transfer. A lost
+// answer is settled by the owner: when it hears nothing, it reads the
+// sessions bucket (and the messages it queued meanwhile are lost).
+func (n *Node) commitIncoming(in *incoming) {
 	if in.xfer == "" {
 		return
 	}
-	op := "abort"
-	if commit {
-		op = "commit"
+	msg, err := n.xferRequest(in.owner, xferRequest{ID: in.xfer, Op: "commit"})
+	if err != nil {
+		n.log.Warn("cluster: hand-over confirmation not delivered; the owner will read the bucket", "owner", in.owner, "err", err)
+		return
 	}
-	req := mustJSON(xferRequest{ID: in.xfer, Op: op})
-	for try := range chunkTries {
-		msg, err := n.pc.Request(xferPrefix+key(in.owner), req, claimTimeout)
-		if err == nil {
-			if e := msg.Header.Get(errHeader); e != "" {
-				n.log.Warn("cluster: hand-over outcome not taken", "owner", in.owner, "op", op, "err", e)
-			}
-			return
-		}
-		if try == chunkTries-1 {
-			n.log.Warn("cluster: hand-over outcome not delivered; the owner will read the bucket", "owner", in.owner, "op", op, "err", err)
-		}
+	var rep claimReply
+	if len(msg.Data) == 0 || json.Unmarshal(msg.Data, &rep) != nil {
+		return
 	}
+	var tail []broker.SnapshotDelivery
+	if rep.Xfer == "" && rep.Inline == nil {
+		return
+	}
+	err = n.fetch(in.owner, &rep, &tail)
+	if rep.Xfer != "" {
+		n.xferRequest(in.owner, xferRequest{ID: rep.Xfer, Op: "abort"}) // frees it
+	}
+	if err != nil {
+		n.log.Warn("cluster: messages queued during the hand-over lost", "owner", in.owner, "err", err)
+		return
+	}
+	in.snap.Out = append(in.snap.Out, tail...)
+}
+
+// abortIncoming tells the owner to keep the session; if the message is
+// lost, the owner keeps it anyway once it has heard nothing for a while.
+func (n *Node) abortIncoming(in *incoming) {
+	if in.xfer == "" {
+		return
+	}
+	if _, err := n.xferRequest(in.owner, xferRequest{ID: in.xfer, Op: "abort"}); err != nil {
+		n.log.Warn("cluster: hand-over abort not delivered; the owner will read the bucket", "owner", in.owner, "err", err)
+	}
+}
+
+// xferRequest sends a transfer request, a few times if unanswered.
+func (n *Node) xferRequest(owner string, req xferRequest) (*nats.Msg, error) {
+	data := mustJSON(req)
+	var err error
+	for range chunkTries {
+		var msg *nats.Msg
+		if msg, err = n.pc.Request(xferPrefix+key(owner), data, claimTimeout); err != nil {
+			continue
+		}
+		if e := msg.Header.Get(errHeader); e != "" {
+			return nil, errors.New(e)
+		}
+		return msg, nil
+	}
+	return nil, err
 }
 
 // serveClaim answers another node's hand-over request: the session is
@@ -283,22 +321,33 @@ func (n *Node) serveClaim(msg *nats.Msg) {
 		}
 		return
 	}
-	data := mustJSON(h.Snapshot)
-	var id [12]byte
-	rand.Read(id[:])
-	o := &outgoing{clientID: req.ClientID, h: h, data: data}
-	rep := claimReply{Xfer: hex.EncodeToString(id[:]), Size: len(data), Chunks: (len(data) + n.chunk - 1) / n.chunk, CRC: crc32.ChecksumIEEE(data)}
-	if len(data) <= n.chunk {
-		rep.Inline = data
-	}
-	n.xmu.Lock()
-	n.xfers[rep.Xfer] = o
-	o.timer = time.AfterFunc(xferIdle, func() { n.expireOutgoing(rep.Xfer) })
-	n.xmu.Unlock()
+	rep := n.offer(req.ClientID, h, mustJSON(h.Snapshot), false)
 	if err := msg.Respond(mustJSON(rep)); err != nil {
 		n.log.Warn("cluster: answer hand-over request; keeping the session", "client_id", req.ClientID, "err", err)
 		n.finishOutgoing(rep.Xfer, false)
 	}
+}
+
+// offer keeps data for another node to fetch and describes it; small data
+// goes inline. A session's state (h set) waits for commit or abort; other
+// data (inline, nothing to wait for) is kept only if it needs fetching.
+func (n *Node) offer(clientID string, h *broker.HandOff, data []byte, inlineOnly bool) claimReply {
+	var id [12]byte
+	rand.Read(id[:])
+	rep := claimReply{Xfer: hex.EncodeToString(id[:]), Size: len(data), Chunks: (len(data) + n.chunk - 1) / n.chunk, CRC: crc32.ChecksumIEEE(data)}
+	if len(data) <= n.chunk {
+		rep.Inline = data
+		if inlineOnly {
+			rep.Xfer = ""
+			return rep
+		}
+	}
+	o := &outgoing{clientID: clientID, h: h, data: data}
+	n.xmu.Lock()
+	n.xfers[rep.Xfer] = o
+	o.timer = time.AfterFunc(xferIdle, func() { n.expireOutgoing(rep.Xfer) })
+	n.xmu.Unlock()
+	return rep
 }
 
 // serveTransfer serves the chunks of a prepared session and its outcome.
@@ -322,11 +371,18 @@ func (n *Node) serveTransfer(msg *nats.Msg) {
 		from := req.Chunk * n.chunk
 		msg.Respond(o.data[from:min(from+n.chunk, len(o.data))])
 	case "commit", "abort":
-		if !n.finishOutgoing(req.ID, req.Op == "commit") {
+		tail, ok := n.finishOutgoing(req.ID, req.Op == "commit")
+		if !ok {
 			respondErr(msg, "no such transfer (timed out)")
 			return
 		}
-		msg.Respond(nil)
+		if len(tail) == 0 {
+			msg.Respond(nil)
+			return
+		}
+		// Queued for the session while it moved: the new node appends
+		// them, fetching them in chunks if need be.
+		msg.Respond(mustJSON(n.offer("", nil, mustJSON(tail), true)))
 	}
 }
 
@@ -336,23 +392,26 @@ func respondErr(msg *nats.Msg, e string) {
 	msg.RespondMsg(r)
 }
 
-// finishOutgoing ends a transfer: on commit the session leaves this node,
-// on abort it stays. It reports whether the transfer was still open.
-func (n *Node) finishOutgoing(id string, commit bool) bool {
+// finishOutgoing ends a transfer: on commit the session leaves this node
+// (what was queued for it since its state was taken is returned), on
+// abort it stays. ok reports whether the transfer was still open.
+func (n *Node) finishOutgoing(id string, commit bool) (tail []broker.SnapshotDelivery, ok bool) {
 	n.xmu.Lock()
 	o := n.xfers[id]
 	delete(n.xfers, id)
 	n.xmu.Unlock()
 	if o == nil {
-		return false
+		return nil, false
 	}
 	o.timer.Stop()
-	if commit {
-		n.b.CommitHandOver(o.h)
-	} else {
+	switch {
+	case o.h == nil: // data other than a session's state
+	case commit:
+		tail = n.b.CommitHandOver(o.h)
+	default:
 		n.b.AbortHandOver(o.h)
 	}
-	return true
+	return tail, true
 }
 
 // expireOutgoing settles a transfer the other node went quiet on: if it
@@ -363,6 +422,10 @@ func (n *Node) expireOutgoing(id string) {
 	o := n.xfers[id]
 	n.xmu.Unlock()
 	if o == nil {
+		return
+	}
+	if o.h == nil {
+		n.finishOutgoing(id, false)
 		return
 	}
 	ctx, cancel := context.WithTimeout(n.ctx, kvTimeout)

@@ -306,3 +306,51 @@ func TestRestartedNodePublishesOwnWills(t *testing.T) {
 		}
 	}
 }
+
+// Messages queued for a session on its old node while its state is on the
+// way to the new node go with it too.
+func TestHandOverKeepsMessagesQueuedDuringTransfer(t *testing.T) {
+	nodes := startNodes(t, 2)
+	a, b := nodes[0], nodes[1]
+	c, _, _ := connect(t, a.addr, "late")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "l/#", QoS: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	c.Disconnect(&paho.Disconnect{})
+	const n, late, size = 60, 5, 20 << 10 // several chunks
+	body := func(i int) []byte { return append([]byte(fmt.Sprintf("%06d", i)), bytes.Repeat([]byte("x"), size)...) }
+	for i := range n {
+		if _, err := a.b.Publish("l/m", body(i), 1, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// While u2 fetches the state, more is published for the session on u1.
+	fault := func(chunk int) error {
+		if chunk == 1 {
+			for i := n; i < n+late; i++ {
+				if _, err := a.b.Publish("l/m", body(i), 1, false); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	fetchFault.Store(&fault)
+	defer fetchFault.Store(nil)
+	cl, ack, recv := connect(t, b.addr, "late")
+	if cl == nil || !ack.SessionPresent {
+		t.Fatalf("move: CONNACK %+v, want session present", ack)
+	}
+	for i := range n + late {
+		select {
+		case m := <-recv:
+			if !bytes.Equal(m.Payload, body(i)) {
+				t.Fatalf("message %d: got %.6q", i, m.Payload)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("message %d of %d did not arrive", i, n+late)
+		}
+	}
+}
