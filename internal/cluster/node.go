@@ -799,8 +799,14 @@ func (n *Node) kvLoop() {
 		return
 	case <-n.ready:
 	}
+	var retryAt time.Time // retained writes wait until then after a failure
 	for {
-		retry := n.writeRetained()
+		if !time.Now().Before(retryAt) {
+			retryAt = time.Time{}
+			if d := n.writeRetained(); d > 0 {
+				retryAt = time.Now().Add(d)
+			}
+		}
 		n.kmu.Lock()
 		sq, order := n.sq, n.sorder
 		n.sq, n.sorder = make(map[string]*broker.SessionSnapshot), nil
@@ -811,8 +817,8 @@ func (n *Node) kvLoop() {
 			cancel()
 		}
 		var wait <-chan time.Time
-		if retry > 0 {
-			wait = time.After(retry)
+		if !retryAt.IsZero() {
+			wait = time.After(time.Until(retryAt))
 		}
 		select {
 		case <-n.ctx.Done():
