@@ -428,6 +428,12 @@ func (n *Node) expireOutgoing(id string) {
 		n.finishOutgoing(id, false)
 		return
 	}
+	select {
+	case <-n.ready:
+	default:
+		n.finishOutgoing(id, false) // no bucket to ask: keep the session
+		return
+	}
 	ctx, cancel := context.WithTimeout(n.ctx, kvTimeout)
 	defer cancel()
 	commit := false
