@@ -4,6 +4,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 )
@@ -30,6 +31,42 @@ func (n *Node) Peers() []string {
 		}
 	}
 	return out
+}
+
+// learnNames asks the connected nodes behind configured addresses not yet
+// mapped to a name for theirs (a node answers for the address it listens
+// on, which is the one its peers list unless they name it otherwise).
+func (n *Node) learnNames() {
+	live := n.Peers()
+	n.pmu.Lock()
+	known := make(map[string]bool)
+	var ask []string
+	for _, a := range n.cfg.Peers {
+		if name, ok := n.addrName[a]; ok {
+			known[name] = true
+		} else {
+			ask = append(ask, a)
+		}
+	}
+	n.pmu.Unlock()
+	unmapped := 0
+	for _, p := range live {
+		if !known[p] {
+			unmapped++
+		}
+	}
+	if unmapped == 0 {
+		return
+	}
+	for _, a := range ask {
+		msg, err := n.pc.Request(whoisPrefix+key(a), nil, 200*time.Millisecond)
+		if err != nil || len(msg.Data) == 0 {
+			continue
+		}
+		n.pmu.Lock()
+		n.addrName[a] = string(msg.Data)
+		n.pmu.Unlock()
+	}
 }
 
 // Health is a node's view of its cluster.

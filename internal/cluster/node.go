@@ -276,6 +276,10 @@ func Start(cfg Config, b *broker.Broker) (*Node, error) {
 		n.Close()
 		return nil, fmt.Errorf("cluster: claim subscription: %w", err)
 	}
+	if _, err := n.pc.Subscribe(whoisPrefix+key(cfg.Listen), func(m *nats.Msg) { m.Respond([]byte(cfg.Node)) }); err != nil {
+		n.Close()
+		return nil, fmt.Errorf("cluster: whois subscription: %w", err)
+	}
 	if _, err := n.pc.Subscribe(xferPrefix+key(cfg.Node), n.serveTransfer); err != nil {
 		n.Close()
 		return nil, fmt.Errorf("cluster: transfer subscription: %w", err)
@@ -457,6 +461,7 @@ func (n *Node) watchPeers() {
 			return
 		case <-tick.C:
 		}
+		n.learnNames()
 		select {
 		case <-n.ready:
 		default:

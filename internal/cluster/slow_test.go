@@ -2,6 +2,11 @@ package cluster
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -10,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/starling-mqtt/starling/internal/broker"
+	"github.com/starling-mqtt/starling/internal/config"
 	"github.com/starling-mqtt/starling/internal/store"
 	"github.com/starling-mqtt/starling/internal/store/memory"
 )
@@ -111,4 +117,70 @@ func TestSlowNodeDropsAreCounted(t *testing.T) {
 		t.Fatalf("mqtt_cluster_messages_dropped_total = %v, want %d", got, b.n.Dropped())
 	}
 	t.Logf("%d of %d dropped", b.n.Dropped(), n)
+}
+
+// A configured node this node has not seen since it started is named by
+// its address; the node is ready with a majority (two of three) connected.
+func TestHealthNamesNeverSeenNode(t *testing.T) {
+	var routes []string
+	for range 3 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		routes = append(routes, ln.Addr().String())
+		ln.Close()
+	}
+	name := fmt.Sprintf("health-%d", time.Now().UnixNano())
+	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
+	start := func(i int) (*broker.Broker, *Node) {
+		b := broker.New(config.Default().Limits, nil)
+		var peers []string
+		for j, r := range routes {
+			if j != i {
+				peers = append(peers, r)
+			}
+		}
+		lg := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		n, err := Start(Config{Name: name, Node: fmt.Sprintf("h%d", i+1), Listen: routes[i], Peers: peers, DataDir: dirs[i], Logger: lg}, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Restore()
+		return b, n
+	}
+	var bs []*broker.Broker
+	var ns []*Node
+	for i := range 3 {
+		b, n := start(i)
+		bs, ns = append(bs, b), append(ns, n)
+	}
+	t.Cleanup(func() { bs[1].Close(time.Second); ns[1].Close() })
+	for _, n := range ns {
+		select {
+		case <-n.Ready():
+		case <-time.After(60 * time.Second):
+			t.Fatalf("%s not ready", n.Name())
+		}
+	}
+	// h3 stops, and h1 restarts: h1 has never seen h3 since.
+	for _, i := range []int{2, 0} {
+		bs[i].Close(time.Second)
+		ns[i].Close()
+	}
+	b1, n1 := start(0)
+	t.Cleanup(func() { b1.Close(time.Second); n1.Close() })
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		h := n1.Health()
+		if h.Ready && slices.Equal(h.Peers, []string{"h2"}) && slices.Equal(h.Down, []string{routes[2]}) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("health %+v, want ready with peer h2 and %s down", h, routes[2])
+		}
+	}
+	// h2 saw h3 before: by name.
+	if h := ns[1].Health(); !slices.Equal(h.Down, []string{"h3"}) {
+		t.Fatalf("h2's health %+v, want h3 down", h)
+	}
 }
