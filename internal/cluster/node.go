@@ -431,14 +431,38 @@ func (n *Node) reconcile() {
 		}
 	}
 	n.b.ReleaseWills(func(id string) bool {
-		if m, ok := mine[id]; ok || n.b.HasSession(id) {
-			return m
+		if m, ok := mine[id]; ok && !m {
+			return false
 		}
-		// A session that ended at the restore: its will is ours to
-		// publish unless another node took the session over.
-		o, err := owner(id)
-		return errors.Is(err, jetstream.ErrKeyNotFound) || err != nil || o == n.cfg.Node
+		return n.ownForWill(id)
 	})
+}
+
+// ownForWill decides whether this node publishes a restored will: it does
+// if the session's record still names it (or there is none). A node that
+// notices this one's loss takes its sessions over by compare-and-set, so
+// this one rewrites the record by compare-and-set too: of the two, only
+// the first publishes the will.
+func (n *Node) ownForWill(id string) bool {
+	for range 3 {
+		ctx, cancel := context.WithTimeout(n.ctx, kvTimeout)
+		e, err := n.sessions.Get(ctx, key(id))
+		if err == nil {
+			var r record
+			if json.Unmarshal(e.Value(), &r) == nil && r.Node != n.cfg.Node {
+				cancel()
+				return false
+			}
+			_, err = n.sessions.Update(ctx, key(id), e.Value(), e.Revision())
+		}
+		cancel()
+		if !isRevisionMismatch(err) {
+			// Written, no record, or the bucket cannot say: a single
+			// node would publish it.
+			return true
+		}
+	}
+	return true
 }
 
 // deadAfter is how long a node must be out of reach before the others
