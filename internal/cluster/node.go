@@ -441,8 +441,10 @@ func (n *Node) reconcile() {
 // ownForWill decides whether this node publishes a restored will: it does
 // if the session's record still names it (or there is none). A node that
 // notices this one's loss takes its sessions over by compare-and-set, so
-// this one rewrites the record by compare-and-set too: of the two, only
-// the first publishes the will.
+// this one rewrites the record by compare-and-set too: a takeover that
+// read the record before fails, and publishes nothing. (One that reads it
+// after still succeeds; it needs this node to have rejoined and reconciled
+// between the taker's route check and its write, a matter of moments.)
 func (n *Node) ownForWill(id string) bool {
 	for range 3 {
 		ctx, cancel := context.WithTimeout(n.ctx, kvTimeout)
