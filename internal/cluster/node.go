@@ -345,16 +345,30 @@ func (n *Node) setup(size int) {
 	if n.retained = open(retainedBucket); n.retained == nil {
 		return
 	}
-	sw, err := n.sessions.WatchAll(n.ctx)
-	if err != nil {
-		n.log.Error("cluster: watch sessions", "err", err)
+	// Watching creates a consumer, which also fails while leaders are
+	// being elected (a node restarting as another stops): retried too.
+	watch := func(kv jetstream.KeyValue) jetstream.KeyWatcher {
+		for delay := 100 * time.Millisecond; ; delay = min(2*delay, time.Second) {
+			w, err := kv.WatchAll(n.ctx)
+			if err == nil {
+				return w
+			}
+			n.log.Debug("cluster: waiting for jetstream to watch a bucket", "bucket", kv.Bucket(), "err", err)
+			select {
+			case <-n.ctx.Done():
+				return nil
+			case <-time.After(delay):
+			}
+		}
+	}
+	sw := watch(n.sessions)
+	if sw == nil {
 		return
 	}
 	n.wg.Add(1)
 	go n.mirrorSessions(sw)
-	w, err := n.retained.WatchAll(n.ctx)
-	if err != nil {
-		n.log.Error("cluster: watch retained messages", "err", err)
+	w := watch(n.retained)
+	if w == nil {
 		return
 	}
 	initial := true
