@@ -19,6 +19,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/starling-mqtt/starling/internal/admin"
 	"github.com/starling-mqtt/starling/internal/auth"
 	"github.com/starling-mqtt/starling/internal/broker"
@@ -237,7 +239,8 @@ func (s *Server) Serve() error {
 }
 
 // serving reports readiness for /readyz: listeners open, store loaded, not
-// closing.
+// closing, and in a cluster the replicated state usable (a majority of
+// the nodes connected), so that a load balancer sends clients elsewhere.
 func (s *Server) serving() bool {
 	select {
 	case <-s.ready:
@@ -245,8 +248,9 @@ func (s *Server) serving() bool {
 		return false
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return !s.closed && len(s.listeners) > 0
+	ok, node := !s.closed && len(s.listeners) > 0, s.cluster
+	s.mu.Unlock()
+	return ok && (node == nil || node.Health().Ready)
 }
 
 // listen opens one MQTT listener, over TLS when tlsCfg is not nil; the
@@ -590,6 +594,7 @@ func (s *Server) openStore() error {
 			return fmt.Errorf("starling: %w", err)
 		}
 		s.cluster = node
+		prometheus.WrapRegistererWith(prometheus.Labels{"node": c.Node}, s.admin.Metrics().Registry()).MustRegister(node)
 	}
 	if err := s.broker.Restore(); err != nil {
 		return fmt.Errorf("starling: %w", err)
@@ -629,17 +634,8 @@ func (s *Server) clusterStatus() *admin.ClusterStatus {
 	if node == nil {
 		return nil
 	}
-	ready := false
-	select {
-	case <-node.Ready():
-		ready = true
-	default:
-	}
-	peers := node.Peers()
-	if peers == nil {
-		peers = []string{}
-	}
-	return &admin.ClusterStatus{Name: s.cfg.Cluster.Name, Node: node.Name(), Ready: ready, Peers: peers, Expected: len(s.cfg.Cluster.Peers) + 1}
+	h := node.Health()
+	return &admin.ClusterStatus{Name: s.cfg.Cluster.Name, Node: node.Name(), Ready: h.Ready, Peers: h.Peers, Down: h.Down, Expected: len(s.cfg.Cluster.Peers) + 1}
 }
 
 // ClusterPeers lists the other cluster nodes this one is connected to now

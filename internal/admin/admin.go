@@ -88,8 +88,9 @@ type Options struct {
 type ClusterStatus struct {
 	Name  string   `json:"name"`
 	Node  string   `json:"node"`  // this node
-	Ready bool     `json:"ready"` // replicated state available
+	Ready bool     `json:"ready"` // replicated state available (a majority connected)
 	Peers []string `json:"peers"` // other nodes connected now
+	Down  []string `json:"down"`  // configured nodes not connected: names, or addresses if never seen
 	// Expected is the number of nodes configured (this one and its
 	// peers); fewer connected means some are down or unreachable.
 	Expected int `json:"expected_nodes"`

@@ -589,5 +589,5 @@ func (a *Admin) cluster(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"enabled": true, "name": st.Name, "node": st.Node, "ready": st.Ready,
-		"peers": st.Peers, "connected_nodes": len(st.Peers) + 1, "expected_nodes": st.Expected})
+		"peers": st.Peers, "down": st.Down, "connected_nodes": len(st.Peers) + 1, "expected_nodes": st.Expected})
 }

@@ -65,7 +65,8 @@ type Broker struct {
 
 	subs        *topic.Index[subValue]
 	backplane   Backplane
-	shareRR     sync.Map // share group key -> *atomic.Uint64, round robin
+	heldWills   []heldWill // restored wills waiting for the cluster; under mu
+	shareRR     sync.Map   // share group key -> *atomic.Uint64, round robin
 	shareGroups atomic.Int64
 	retained    *retainStore
 	authn       Authenticator
@@ -89,6 +90,7 @@ type Broker struct {
 	obsMu     sync.Mutex
 	listeners map[string]*ListenerStats // by listener name; under obsMu
 	changes   chan struct{}             // ClientChanges; capacity 1
+	restored  chan struct{}             // closed when Restore returns
 	topics    topicSampler
 	tracer    atomic.Pointer[Trace]
 }
@@ -112,6 +114,7 @@ func New(lim config.Limits, log *slog.Logger) *Broker {
 		subs:     topic.NewIndex[subValue](),
 		retained: newRetainStore(),
 		changes:  make(chan struct{}, 1),
+		restored: make(chan struct{}),
 		topics:   topicSampler{seed: maphash.MakeSeed()},
 	}
 }

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"errors"
 	"time"
 
 	"github.com/starling-mqtt/starling/internal/packet"
@@ -25,7 +26,9 @@ type Backplane interface {
 	Retain(m *session.Message)
 	// Claim makes this node the owner of clientID's session before a
 	// connection attaches to it. A node that held it lets it go, closing
-	// its connection, and hands back its state unless clean is set.
+	// its connection, and hands back its state unless clean is set. An
+	// error wrapping ErrSessionMoving refuses the connect; any other lets
+	// it go ahead on this node's state.
 	Claim(clientID string, clean bool) (*SessionSnapshot, error)
 	// SessionChanged records a persistent session's subscriptions so a
 	// node can recover them if this one is lost; SessionEnded forgets the
@@ -33,6 +36,11 @@ type Backplane interface {
 	SessionChanged(s *SessionSnapshot)
 	SessionEnded(clientID string)
 }
+
+// ErrSessionMoving is wrapped by a Claim that failed while the session's
+// owner is alive and kept it: the connect is refused (server unavailable)
+// so that the client retries, rather than going ahead without its session.
+var ErrSessionMoving = errors.New("session is moving between nodes")
 
 // SessionSnapshot is a session as it moves between nodes.
 type SessionSnapshot struct {
@@ -117,6 +125,10 @@ func (b *Broker) RetainedTopics() []string {
 	return out
 }
 
+// Restored is closed once Restore has returned: the sessions a backplane
+// reconciles with the cluster are all loaded.
+func (b *Broker) Restored() <-chan struct{} { return b.restored }
+
 // SessionIDs lists the client IDs of every session on this node.
 func (b *Broker) SessionIDs() []string {
 	b.mu.Lock()
@@ -128,14 +140,29 @@ func (b *Broker) SessionIDs() []string {
 	return ids
 }
 
-// HandOver lets another node take clientID's session: the connection, if
-// any, is closed as in a takeover (DISCONNECT 0x8E for MQTT 5), the will is
-// published if the takeover ends it, and the session leaves this node. It
-// returns the session's state unless clean is set or there is none.
-func (b *Broker) HandOver(clientID string, clean bool) *SessionSnapshot {
+// HandOff is a session another node is taking over, held here until that
+// node confirms it has the state (CommitHandOver) or gives up
+// (AbortHandOver).
+type HandOff struct {
+	// Snapshot is the session's state; nil when there is nothing to move
+	// (a clean start, no session, or one that ends with its connection),
+	// in which case the session is gone already and no commit is needed.
+	Snapshot *SessionSnapshot
+	cl       *client
+	lastSeq  uint64 // the last delivery in Snapshot
+}
+
+// PrepareHandOver starts letting another node take clientID's session: the
+// connection, if any, is closed as in a takeover (DISCONNECT 0x8E for
+// MQTT 5) and the will is published if the takeover ends it. A session
+// with state to move stays here, offline and unchanged, until
+// CommitHandOver or AbortHandOver, so a transfer that fails loses nothing;
+// its expiry runs meanwhile as for any disconnected session.
+func (b *Broker) PrepareHandOver(clientID string, clean bool) *HandOff {
 	t := b.begin(true)
 	var will *willState
 	var snap *SessionSnapshot
+	var lastSeq uint64
 	var shared []session.Delivery
 	var cl *client
 	func() {
@@ -147,12 +174,9 @@ func (b *Broker) HandOver(clientID string, clean bool) *SessionSnapshot {
 		}
 		cl.mu.Lock()
 		defer cl.mu.Unlock()
-		if cl.conn != nil {
-			cl.closeConn(packet.SessionTakenOver, "session taken over by another node")
-			cl.conn = nil
-			cl.sess.Detach()
-			b.Stats.connected(cl.version, -1)
-			b.log.Info("session taken over by another node", "client_id", clientID)
+		attached := cl.conn != nil
+		if attached {
+			b.closeTakenOver(cl)
 		}
 		if w := cl.will; w != nil {
 			if w.timer != nil {
@@ -167,7 +191,21 @@ func (b *Broker) HandOver(clientID string, clean bool) *SessionSnapshot {
 			cl.will = nil
 		}
 		if !clean && cl.sess.ExpiryInterval > 0 {
-			snap = b.snapshotLocked(cl)
+			snap, lastSeq = b.snapshotLocked(cl, 0)
+			if attached {
+				// Offline until the commit: if the transfer fails, the
+				// session ages here like any disconnected one.
+				cl.disconnectedAt = b.now()
+				if cl.persistent() {
+					t.bt().PutSession(cl.sessionRecord(cl.disconnectedAt))
+				}
+				if e := cl.sess.ExpiryInterval; e != session.NeverExpire {
+					cl.takeoverGen++
+					gen := cl.takeoverGen
+					cl.expiry = time.AfterFunc(time.Duration(e)*time.Second, b.guard(func() { b.expire(cl, gen) }))
+				}
+			}
+			return
 		}
 		cl.tx = t
 		shared = b.endSession(cl)
@@ -180,18 +218,87 @@ func (b *Broker) HandOver(clientID string, clean bool) *SessionSnapshot {
 	if snap == nil && len(shared) > 0 {
 		b.redeliverShared(cl, shared)
 	}
-	return snap
+	return &HandOff{Snapshot: snap, cl: cl, lastSeq: lastSeq}
 }
 
-// snapshotLocked captures cl's session; the caller holds cl.mu.
-func (b *Broker) snapshotLocked(cl *client) *SessionSnapshot {
+// closeTakenOver closes cl's connection because another node took the
+// session; the caller holds b.mu and cl.mu.
+func (b *Broker) closeTakenOver(cl *client) {
+	cl.closeConn(packet.SessionTakenOver, "session taken over by another node")
+	cl.conn = nil
+	cl.sess.Detach()
+	b.Stats.connected(cl.version, -1)
+	b.log.Info("session taken over by another node", "client_id", cl.id)
+}
+
+// CommitHandOver ends a session prepared by PrepareHandOver: the other
+// node has its state now. Its inflight $share messages went with it. It
+// returns the deliveries queued for the session since the snapshot, for
+// the other node to append.
+func (b *Broker) CommitHandOver(h *HandOff) (tail []SnapshotDelivery) {
+	if h == nil || h.Snapshot == nil || h.cl == nil {
+		return nil
+	}
+	cl := h.cl
+	t := b.begin(true)
+	func() {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		cl.mu.Lock()
+		defer cl.mu.Unlock()
+		if cl.ended || b.clients[cl.id] != cl {
+			return // expired meanwhile
+		}
+		if cl.conn != nil {
+			// The client came back here during the transfer; the
+			// other node owns the session now all the same.
+			b.closeTakenOver(cl)
+		}
+		if w := cl.will; w != nil && w.timer != nil {
+			w.timer.Stop()
+		}
+		cl.will = nil
+		if s, _ := b.snapshotLocked(cl, h.lastSeq); s != nil {
+			tail = s.Out
+		}
+		cl.tx = t
+		b.endSession(cl)
+		cl.tx = nil
+	}()
+	t.commit(true)
+	return tail
+}
+
+// AbortHandOver keeps a session whose transfer failed: it stays here,
+// offline, with everything it had.
+func (b *Broker) AbortHandOver(h *HandOff) {
+	if h == nil || h.Snapshot == nil || h.cl == nil {
+		return
+	}
+	h.cl.mu.Lock()
+	defer h.cl.mu.Unlock()
+	if !h.cl.ended {
+		b.log.Info("session hand-over to another node failed; keeping the session", "client_id", h.cl.id)
+		b.recordSession(h.cl)
+	}
+}
+
+// snapshotLocked captures cl's session, with the deliveries after
+// sequence number after, and returns the last one's; the caller holds
+// cl.mu.
+func (b *Broker) snapshotLocked(cl *client, after uint64) (*SessionSnapshot, uint64) {
 	s := &SessionSnapshot{Session: store.Session{ClientID: cl.id, Version: cl.version, ExpiryInterval: cl.sess.ExpiryInterval}}
 	s.Subs = b.clientSubs(cl.id)
+	last := after
 	s.Inbound = cl.sess.Export(func(d *session.Delivery, packetID uint16, state byte) {
+		if after > 0 && d.Seq <= after {
+			return
+		}
+		last = max(last, d.Seq)
 		s.Out = append(s.Out, SnapshotDelivery{Msg: *toStore(d.Msg), QoS: d.QoS, Retain: d.Retain, SubIDs: d.SubIDs,
 			Group: d.Group, Filter: d.Filter, PacketID: packetID, State: state})
 	})
-	return s
+	return s, last
 }
 
 // clientSubs lists a client's subscriptions as stored.
@@ -358,6 +465,63 @@ func (b *Broker) AdoptOrphan(s *SessionSnapshot, reconnecting, clean bool) {
 	cl.will = w
 	cl.disconnectedAt = b.now()
 	w.timer = time.AfterFunc(delay, b.guard(func() { b.fireWill(cl, w) }))
+}
+
+// heldWill is a will restored from the store in a cluster, waiting to
+// learn whether this node still owns its session.
+type heldWill struct {
+	cl    *client
+	w     *willState
+	left  time.Duration // delay remaining at the restore
+	since time.Time     // when its connection ended (or the restore)
+	at    time.Time     // the restore
+}
+
+// ReleaseWills settles the wills Restore held back in a cluster, where
+// another node may have taken a session over (and handled its will) while
+// this one was down. The wills of sessions this node still owns (owned
+// says, from the cluster's records) are published, or wait out what is
+// left of their delay; the others are dropped, so each will is published
+// once cluster-wide. owned is called without broker locks held.
+func (b *Broker) ReleaseWills(owned func(clientID string) bool) {
+	b.mu.Lock()
+	held := b.heldWills
+	b.heldWills = nil
+	b.mu.Unlock()
+	var publish []*willState
+	t := b.begin(false)
+	for _, h := range held {
+		mine := owned(h.cl.id)
+		now := b.now()
+		cl, w := h.cl, h.w
+		cl.mu.Lock()
+		w.held = false
+		switch {
+		case w.heldEnded:
+			if mine {
+				publish = append(publish, w)
+			}
+		case cl.will != w:
+			// Settled meanwhile by a reconnect or a hand-over.
+		case !mine:
+			cl.will = nil
+		default:
+			if left := h.left - now.Sub(h.at); left > 0 {
+				w.timer = time.AfterFunc(left, b.guard(func() { b.fireWill(cl, w) }))
+				break
+			}
+			cl.will = nil
+			publish = append(publish, w)
+			if t != nil && cl.persistent() && !cl.ended {
+				t.bt().PutSession(cl.sessionRecord(h.since))
+			}
+		}
+		cl.mu.Unlock()
+	}
+	t.commit(false)
+	for _, w := range publish {
+		b.publishWill(w)
+	}
 }
 
 // HasSession reports whether this node has a session for clientID.

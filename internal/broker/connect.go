@@ -312,6 +312,12 @@ func (h *handler) connect(cp *packet.Connect) bool {
 	if bp := b.backplane; bp != nil {
 		// Take the session from whichever node holds it before attaching.
 		snap, err := bp.Claim(id, cp.CleanStart)
+		if errors.Is(err, ErrSessionMoving) {
+			// Its node kept the session: better a retry than a
+			// connect without it.
+			b.log.Warn("cluster session hand-over failed; refusing the connect", "client_id", id, "err", err)
+			return h.refuse(packet.ServerUnavailable, "session is moving between nodes; retry")
+		}
 		if err != nil {
 			b.log.Warn("cluster session claim failed; continuing with this node's state", "client_id", id, "err", err)
 		}
@@ -332,6 +338,9 @@ type willState struct {
 	msg   *session.Message
 	delay time.Duration
 	timer *time.Timer
+	// held: restored in a cluster, waiting for ReleaseWills (no timer);
+	// heldEnded: and its session ended meanwhile. Guarded by cl.mu.
+	held, heldEnded bool
 }
 
 func newWill(cp *packet.Connect, clientID string, now time.Time) *willState {

@@ -278,6 +278,10 @@ func (b *Broker) expire(cl *client, gen uint64) {
 	if will != nil && will.timer != nil {
 		will.timer.Stop()
 	}
+	if will != nil && will.held {
+		will.heldEnded = true // ReleaseWills decides
+		will = nil
+	}
 	t := b.begin(false)
 	cl.tx = t
 	shared := b.endSession(cl)

@@ -220,6 +220,13 @@ func (cl *client) persistent() bool { return cl.sess.J != nil }
 // expiry and will delay counted from when their connection ended, or from
 // now for those connected when the broker stopped.
 func (b *Broker) Restore() error {
+	defer func() {
+		select {
+		case <-b.restored:
+		default:
+			close(b.restored)
+		}
+	}()
 	if b.store == nil {
 		return nil
 	}
@@ -321,7 +328,10 @@ func (b *Broker) Restore() error {
 			b.endSession(cl)
 			cl.tx = nil
 			ended++
-			if w != nil {
+			if w != nil && b.backplane != nil {
+				w.held, w.heldEnded = true, true
+				b.heldWills = append(b.heldWills, heldWill{cl: cl, w: w, since: since, at: now})
+			} else if w != nil {
 				wills = append(wills, w)
 			}
 			continue
@@ -331,7 +341,14 @@ func (b *Broker) Restore() error {
 			if cl.sess.ExpiryInterval != session.NeverExpire {
 				left = min(left, since.Add(expiry).Sub(now))
 			}
-			if left == 0 {
+			if b.backplane != nil {
+				// In a cluster, the node that took this session over
+				// while this one was down has handled the will: it
+				// waits for ReleaseWills to learn who owns the session.
+				w.held = true
+				cl.will = w
+				b.heldWills = append(b.heldWills, heldWill{cl: cl, w: w, left: left, since: since, at: now})
+			} else if left == 0 {
 				wills = append(wills, w)
 				t.bt().PutSession(cl.sessionRecord(since))
 			} else {

@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -31,10 +32,18 @@ import (
 	"github.com/starling-mqtt/starling/internal/session"
 )
 
-// plainQueue is how many messages from other nodes may wait for delivery;
-// beyond it NATS drops them and reports a slow consumer (logged). It bounds
-// the memory they hold to plainQueue times the largest message.
-const plainQueue = 8192
+// plainQueue is how many messages from other nodes may wait for delivery
+// on this node, in one queue for all normal subscriptions (one queue keeps
+// the order they arrived in) and in each $share queue subscription. When
+// the broker falls that far behind, NATS drops what arrives (the newest,
+// as a full session queue does), reports a slow consumer (logged) and the
+// drops are counted in mqtt_cluster_messages_dropped_total. The normal
+// queue is bounded in messages only, so it may hold up to plainQueue times
+// the largest message; each $share queue also stops at shareQueueBytes. A
+// variable for tests.
+var plainQueue = 8192
+
+const shareQueueBytes = 64 << 20
 
 // Config says how a node joins its cluster.
 type Config struct {
@@ -87,19 +96,40 @@ type Node struct {
 	imu   sync.Mutex
 	iq    []interestOp
 	isig  chan struct{}
+	smu   sync.Mutex // guards isubs and gone against the metrics reader
 	isubs map[interestKey][]*nats.Subscription
+	gone  uint64 // messages dropped by subscriptions since removed
 
 	kmu    sync.Mutex
-	kq     []func(context.Context)            // retained-message writes, in order
-	sq     map[string]*broker.SessionSnapshot // latest change per session; nil: ended
-	sorder []string                           // sq's keys in first-queued order
-	ksig   chan struct{}
+	rq     map[string]*retainWrite // latest unwritten retained change per topic
+	rorder []string                // rq's keys in first-queued order
+	// rpend holds, per topic, the sequence number of this node's latest
+	// retained write not yet seen back from the bucket.
+	rpend map[string]uint64
+	rseq  atomic.Uint64
+	// retainFailed counts retained changes given up on after retries.
+	retainFailed atomic.Uint64
+	sq           map[string]*broker.SessionSnapshot // latest change per session; nil: ended
+	sorder       []string                           // sq's keys in first-queued order
+	ksig         chan struct{}
 
 	// owners mirrors the sessions bucket (key -> record and revision), so
 	// taking over a lost node needs no listing while the cluster is busy
 	// re-electing leaders.
 	omu    sync.Mutex
 	owners map[string]mirrored
+
+	// Sessions being handed over to other nodes, by transfer ID; each is
+	// kept here until the new owner confirms or the transfer times out.
+	xmu   sync.Mutex
+	xfers map[string]*outgoing
+	chunk int // bytes of session state per transfer message
+
+	// What the routes taught about the peers: every name seen since the
+	// start, and the name behind configured addresses this node dialled.
+	pmu      sync.Mutex
+	seen     map[string]bool
+	addrName map[string]string
 
 	ready    chan struct{} // closed once the buckets exist
 	sessions jetstream.KeyValue
@@ -129,11 +159,6 @@ type record struct {
 	Session *broker.SessionSnapshot `json:"session,omitempty"`
 }
 
-type claimRequest struct {
-	ClientID string `json:"client_id"`
-	Clean    bool   `json:"clean"`
-}
-
 // Start runs the embedded NATS server, joins the peers and plugs the node
 // into b as its backplane. Call before b.Restore; Close stops it.
 func Start(cfg Config, b *broker.Broker) (*Node, error) {
@@ -156,7 +181,7 @@ func Start(cfg Config, b *broker.Broker) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.Node), b: b,
 		plain: make(chan *nats.Msg, plainQueue), isig: make(chan struct{}, 1), ksig: make(chan struct{}, 1),
-		isubs: make(map[interestKey][]*nats.Subscription), ready: make(chan struct{}), owners: make(map[string]mirrored), sq: make(map[string]*broker.SessionSnapshot)}
+		isubs: make(map[interestKey][]*nats.Subscription), ready: make(chan struct{}), owners: make(map[string]mirrored), xfers: make(map[string]*outgoing), rq: make(map[string]*retainWrite), rpend: make(map[string]uint64), seen: make(map[string]bool), addrName: make(map[string]string), sq: make(map[string]*broker.SessionSnapshot)}
 	var id [8]byte
 	rand.Read(id[:])
 	n.instance = binary.BigEndian.Uint64(id[:])
@@ -246,9 +271,18 @@ func Start(cfg Config, b *broker.Broker) (*Node, error) {
 		n.Close()
 		return nil, fmt.Errorf("cluster: connect to embedded server: %w", err)
 	}
+	n.chunk = min(int(opts.MaxPayload)-8<<10, maxChunk)
 	if _, err := n.pc.Subscribe(claimPrefix+key(cfg.Node), n.serveClaim); err != nil {
 		n.Close()
 		return nil, fmt.Errorf("cluster: claim subscription: %w", err)
+	}
+	if _, err := n.pc.Subscribe(whoisPrefix+key(cfg.Listen), func(m *nats.Msg) { m.Respond([]byte(cfg.Node)) }); err != nil {
+		n.Close()
+		return nil, fmt.Errorf("cluster: whois subscription: %w", err)
+	}
+	if _, err := n.pc.Subscribe(xferPrefix+key(cfg.Node), n.serveTransfer); err != nil {
+		n.Close()
+		return nil, fmt.Errorf("cluster: transfer subscription: %w", err)
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.wg.Add(5)
@@ -311,16 +345,30 @@ func (n *Node) setup(size int) {
 	if n.retained = open(retainedBucket); n.retained == nil {
 		return
 	}
-	sw, err := n.sessions.WatchAll(n.ctx)
-	if err != nil {
-		n.log.Error("cluster: watch sessions", "err", err)
+	// Watching creates a consumer, which also fails while leaders are
+	// being elected (a node restarting as another stops): retried too.
+	watch := func(kv jetstream.KeyValue) jetstream.KeyWatcher {
+		for delay := 100 * time.Millisecond; ; delay = min(2*delay, time.Second) {
+			w, err := kv.WatchAll(n.ctx)
+			if err == nil {
+				return w
+			}
+			n.log.Debug("cluster: waiting for jetstream to watch a bucket", "bucket", kv.Bucket(), "err", err)
+			select {
+			case <-n.ctx.Done():
+				return nil
+			case <-time.After(delay):
+			}
+		}
+	}
+	sw := watch(n.sessions)
+	if sw == nil {
 		return
 	}
 	n.wg.Add(1)
 	go n.mirrorSessions(sw)
-	w, err := n.retained.WatchAll(n.ctx)
-	if err != nil {
-		n.log.Error("cluster: watch retained messages", "err", err)
+	w := watch(n.retained)
+	if w == nil {
 		return
 	}
 	initial := true
@@ -336,6 +384,11 @@ func (n *Node) setup(size int) {
 			if e == nil {
 				if initial {
 					initial = false
+					select {
+					case <-n.b.Restored():
+					case <-n.ctx.Done():
+						return
+					}
 					n.reconcile()
 					close(n.ready)
 					n.log.Info("cluster ready", "peers", n.cfg.Peers, "replicas", replicas)
@@ -347,41 +400,85 @@ func (n *Node) setup(size int) {
 	}
 }
 
-func (n *Node) applyRetained(e jetstream.KeyValueEntry) {
-	name, err := unkey(e.Key())
-	if err != nil {
-		return
-	}
-	if e.Operation() != jetstream.KeyValuePut {
-		n.b.ApplyRetained(&session.Message{Topic: name})
-		return
-	}
-	_, m, err := decodeMessage(e.Value())
-	if err != nil || m.Topic != name {
-		n.log.Warn("cluster: bad retained entry", "topic", name, "err", err)
-		return
-	}
-	n.b.ApplyRetained(m)
-}
-
 // reconcile drops sessions this node restored from its store that another
 // node took over while this one was away, and records the rest as ours.
+// Then the wills Restore held back are settled: published only for the
+// sessions still ours, since the node that took a session over has
+// published its will already.
 func (n *Node) reconcile() {
-	for _, id := range n.b.SessionIDs() {
+	mine := make(map[string]bool)
+	owner := func(id string) (string, error) {
 		ctx, cancel := context.WithTimeout(n.ctx, kvTimeout)
+		defer cancel()
 		e, err := n.sessions.Get(ctx, key(id))
-		switch {
-		case errors.Is(err, jetstream.ErrKeyNotFound):
-			n.sessions.Create(ctx, key(id), mustJSON(record{Node: n.cfg.Node}))
-		case err == nil:
-			var r record
-			if json.Unmarshal(e.Value(), &r) == nil && r.Node != n.cfg.Node {
-				n.log.Info("cluster: session moved to another node while this one was down", "client_id", id, "owner", r.Node)
-				n.b.DropSession(id)
+		if err != nil {
+			return "", err
+		}
+		var r record
+		if err := json.Unmarshal(e.Value(), &r); err != nil {
+			return "", err
+		}
+		return r.Node, nil
+	}
+	for _, id := range n.b.SessionIDs() {
+		o, err := owner(id)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			ctx, cancel := context.WithTimeout(n.ctx, kvTimeout)
+			_, err = n.sessions.Create(ctx, key(id), mustJSON(record{Node: n.cfg.Node}))
+			cancel()
+			if err == nil {
+				o = n.cfg.Node
+			} else {
+				o, err = owner(id)
 			}
 		}
-		cancel()
+		switch {
+		case err != nil:
+			// Unknown: keep it, as a single node would.
+			n.log.Warn("cluster: session owner unknown after restart; keeping the session", "client_id", id, "err", err)
+			mine[id] = true
+		case o != n.cfg.Node:
+			n.log.Info("cluster: session moved to another node while this one was down", "client_id", id, "owner", o)
+			n.b.DropSession(id)
+		default:
+			mine[id] = true
+		}
 	}
+	n.b.ReleaseWills(func(id string) bool {
+		if m, ok := mine[id]; ok && !m {
+			return false
+		}
+		return n.ownForWill(id)
+	})
+}
+
+// ownForWill decides whether this node publishes a restored will: it does
+// if the session's record still names it (or there is none). A node that
+// notices this one's loss takes its sessions over by compare-and-set, so
+// this one rewrites the record by compare-and-set too: a takeover that
+// read the record before fails, and publishes nothing. (One that reads it
+// after still succeeds; it needs this node to have rejoined and reconciled
+// between the taker's route check and its write, a matter of moments.)
+func (n *Node) ownForWill(id string) bool {
+	for range 3 {
+		ctx, cancel := context.WithTimeout(n.ctx, kvTimeout)
+		e, err := n.sessions.Get(ctx, key(id))
+		if err == nil {
+			var r record
+			if json.Unmarshal(e.Value(), &r) == nil && r.Node != n.cfg.Node {
+				cancel()
+				return false
+			}
+			_, err = n.sessions.Update(ctx, key(id), e.Value(), e.Revision())
+		}
+		cancel()
+		if !isRevisionMismatch(err) {
+			// Written, no record, or the bucket cannot say: a single
+			// node would publish it.
+			return true
+		}
+	}
+	return true
 }
 
 // deadAfter is how long a node must be out of reach before the others
@@ -404,6 +501,7 @@ func (n *Node) watchPeers() {
 			return
 		case <-tick.C:
 		}
+		n.learnNames()
 		select {
 		case <-n.ready:
 		default:
@@ -511,23 +609,6 @@ func (n *Node) Ready() <-chan struct{} { return n.ready }
 // Name is this node's name.
 func (n *Node) Name() string { return n.cfg.Node }
 
-// Peers lists the nodes this one has routes to.
-func (n *Node) Peers() []string {
-	rz, err := n.ns.Routez(&server.RoutezOptions{})
-	if err != nil {
-		return nil
-	}
-	seen := map[string]bool{}
-	var out []string
-	for _, r := range rz.Routes {
-		if r.RemoteName != "" && !seen[r.RemoteName] {
-			seen[r.RemoteName] = true
-			out = append(out, r.RemoteName)
-		}
-	}
-	return out
-}
-
 // HasInterest reports whether any node (this one included) subscribes to
 // topic name, as far as this node knows.
 func (n *Node) HasInterest(name string) bool {
@@ -585,8 +666,13 @@ func (n *Node) interestLoop() {
 }
 
 func (n *Node) applyInterest(op interestOp) {
+	n.smu.Lock()
+	defer n.smu.Unlock()
 	if !op.on {
 		for _, s := range n.isubs[op.interestKey] {
+			if d, err := s.Dropped(); err == nil {
+				n.gone += uint64(d)
+			}
 			s.Unsubscribe()
 		}
 		delete(n.isubs, op.interestKey)
@@ -600,6 +686,8 @@ func (n *Node) applyInterest(op interestOp) {
 		var s *nats.Subscription
 		var err error
 		if op.group == "" {
+			// A full channel drops (and counts) what arrives: the
+			// channel is the pending limit.
 			s, err = n.sc.ChanSubscribe(subj, n.plain)
 		} else {
 			g, f := op.group, op.filter
@@ -610,17 +698,33 @@ func (n *Node) applyInterest(op interestOp) {
 					n.b.InjectShared(m, g, f)
 				}
 			})
+			if err == nil {
+				err = s.SetPendingLimits(plainQueue, shareQueueBytes)
+			}
 		}
 		if err != nil {
 			n.log.Warn("cluster: subscribe failed", "filter", op.filter, "group", op.group, "err", err)
 			continue
 		}
-		if op.group == "" {
-			s.SetPendingLimits(-1, -1)
-		}
 		subs = append(subs, s)
 	}
 	n.isubs[op.interestKey] = subs
+}
+
+// Dropped counts the messages from other nodes that NATS dropped because
+// this node fell behind (slow consumer).
+func (n *Node) Dropped() uint64 {
+	n.smu.Lock()
+	defer n.smu.Unlock()
+	total := n.gone
+	for _, subs := range n.isubs {
+		for _, s := range subs {
+			if d, err := s.Dropped(); err == nil {
+				total += uint64(d)
+			}
+		}
+	}
+	return total
 }
 
 // receiveLoop delivers messages from other nodes to local subscribers. A
@@ -676,30 +780,6 @@ func (n *Node) receiveLoop() {
 // maxBatch bounds the messages delivered in one broker operation.
 const maxBatch = 256
 
-// Retain replicates a retained message (or its deletion).
-func (n *Node) Retain(m *session.Message) {
-	k := key(m.Topic)
-	var val []byte
-	if len(m.Payload) > 0 {
-		var err error
-		if val, err = encodeMessage(nil, header{n.instance, 0}, m); err != nil {
-			n.log.Warn("cluster: encode retained", "topic", m.Topic, "err", err)
-			return
-		}
-	}
-	n.enqueue(func(ctx context.Context) {
-		var err error
-		if val == nil {
-			err = n.retained.Delete(ctx, k)
-		} else {
-			_, err = n.retained.Put(ctx, k, val)
-		}
-		if err != nil {
-			n.log.Warn("cluster: replicate retained message", "topic", m.Topic, "err", err)
-		}
-	})
-}
-
 // SessionChanged records a session's subscriptions and will, if this node
 // still owns it. Changes to one session coalesce: only the latest is
 // written.
@@ -748,13 +828,6 @@ func (n *Node) writeSession(ctx context.Context, id string, s *broker.SessionSna
 	}
 }
 
-func (n *Node) enqueue(op func(context.Context)) {
-	n.kmu.Lock()
-	n.kq = append(n.kq, op)
-	n.kmu.Unlock()
-	n.signalKV()
-}
-
 func (n *Node) signalKV() {
 	select {
 	case n.ksig <- struct{}{}:
@@ -763,7 +836,7 @@ func (n *Node) signalKV() {
 }
 
 // kvLoop writes queued changes to the buckets, once they exist: retained
-// messages in order, then the latest change of each session.
+// messages (retried with backoff), then the latest change of each session.
 func (n *Node) kvLoop() {
 	defer n.wg.Done()
 	select {
@@ -771,88 +844,34 @@ func (n *Node) kvLoop() {
 		return
 	case <-n.ready:
 	}
+	var retryAt time.Time // retained writes wait until then after a failure
 	for {
-		n.kmu.Lock()
-		ops, sq, order := n.kq, n.sq, n.sorder
-		n.kq, n.sq, n.sorder = nil, make(map[string]*broker.SessionSnapshot), nil
-		n.kmu.Unlock()
-		for _, op := range ops {
-			ctx, cancel := context.WithTimeout(n.ctx, kvTimeout)
-			op(ctx)
-			cancel()
+		if !time.Now().Before(retryAt) {
+			retryAt = time.Time{}
+			if d := n.writeRetained(); d > 0 {
+				retryAt = time.Now().Add(d)
+			}
 		}
+		n.kmu.Lock()
+		sq, order := n.sq, n.sorder
+		n.sq, n.sorder = make(map[string]*broker.SessionSnapshot), nil
+		n.kmu.Unlock()
 		for _, id := range order {
 			ctx, cancel := context.WithTimeout(n.ctx, kvTimeout)
 			n.writeSession(ctx, id, sq[id])
 			cancel()
 		}
+		var wait <-chan time.Time
+		if !retryAt.IsZero() {
+			wait = time.After(time.Until(retryAt))
+		}
 		select {
 		case <-n.ctx.Done():
 			return
 		case <-n.ksig:
+		case <-wait:
 		}
 	}
-}
-
-// Claim makes this node the owner of clientID's session. If another node
-// owns it, that node hands it over (closing its connection); if that node
-// is gone, the subscriptions it last recorded are recovered.
-func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, error) {
-	select {
-	case <-n.ready:
-	case <-time.After(readyWait):
-		return nil, errors.New("cluster: replicated state not ready")
-	}
-	// Bounded well inside the connect timeout: without a quorum the
-	// connect goes ahead on this node's state.
-	ctx, cancel := context.WithTimeout(n.ctx, readyWait)
-	defer cancel()
-	k := key(clientID)
-	mine := mustJSON(record{Node: n.cfg.Node})
-	var snap *broker.SessionSnapshot
-	asked := false
-	for attempt := 0; attempt < 8; attempt++ {
-		e, err := n.sessions.Get(ctx, k)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			if _, err = n.sessions.Create(ctx, k, mine); err == nil {
-				return snap, nil
-			}
-			if errors.Is(err, jetstream.ErrKeyExists) {
-				continue
-			}
-			return snap, fmt.Errorf("cluster: claim %q: %w", clientID, err)
-		}
-		if err != nil {
-			return snap, fmt.Errorf("cluster: claim %q: %w", clientID, err)
-		}
-		var r record
-		if err := json.Unmarshal(e.Value(), &r); err != nil {
-			r = record{}
-		}
-		if r.Node == n.cfg.Node {
-			return snap, nil // ours already: a local takeover, if any
-		}
-		if !asked && r.Node != "" {
-			asked = true
-			got, err := n.askHandOver(r.Node, clientID, clean)
-			switch {
-			case err == nil:
-				snap = got
-			case r.Session != nil:
-				// The owner is gone: recover what it recorded (its
-				// subscriptions, and the will its loss should publish).
-				n.log.Warn("cluster: session owner unreachable; recovering its record", "client_id", clientID, "owner", r.Node, "err", err)
-				n.b.AdoptOrphan(r.Session, true, clean)
-			}
-		}
-		if _, err = n.sessions.Update(ctx, k, mine, e.Revision()); err == nil {
-			return snap, nil
-		}
-		if !errors.Is(err, jetstream.ErrKeyExists) && !isRevisionMismatch(err) {
-			return snap, fmt.Errorf("cluster: claim %q: %w", clientID, err)
-		}
-	}
-	return snap, fmt.Errorf("cluster: claim %q: contended", clientID)
 }
 
 // isRevisionMismatch reports a lost compare-and-set: the key changed (a
@@ -861,28 +880,6 @@ func isRevisionMismatch(err error) bool {
 	var apiErr *jetstream.APIError
 	return errors.Is(err, jetstream.ErrKeyExists) || (errors.As(err, &apiErr) &&
 		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant))
-}
-
-func (n *Node) askHandOver(owner, clientID string, clean bool) (*broker.SessionSnapshot, error) {
-	msg, err := n.pc.Request(claimPrefix+key(owner), mustJSON(claimRequest{ClientID: clientID, Clean: clean}), claimTimeout)
-	if err != nil {
-		return nil, err
-	}
-	var snap *broker.SessionSnapshot
-	if err := json.Unmarshal(msg.Data, &snap); err != nil {
-		return nil, fmt.Errorf("hand-over reply: %w", err)
-	}
-	return snap, nil
-}
-
-// serveClaim answers another node's hand-over request.
-func (n *Node) serveClaim(msg *nats.Msg) {
-	var req claimRequest
-	if err := json.Unmarshal(msg.Data, &req); err != nil || req.ClientID == "" {
-		return
-	}
-	snap := n.b.HandOver(req.ClientID, req.Clean)
-	msg.Respond(mustJSON(snap))
 }
 
 func mustJSON(v any) []byte {
@@ -905,6 +902,13 @@ func (n *Node) Close() {
 		n.pc.Close()
 	}
 	n.wg.Wait()
+	n.xmu.Lock()
+	for id, o := range n.xfers {
+		// Still here, and in the store: the other node gave up or will.
+		o.timer.Stop()
+		delete(n.xfers, id)
+	}
+	n.xmu.Unlock()
 	if n.ns != nil {
 		n.ns.Shutdown()
 		n.ns.WaitForShutdown()

@@ -11,6 +11,8 @@ import (
 const (
 	msgPrefix   = "stl.m"      // stl.m.<levels...>: messages published on a node
 	claimPrefix = "stl.claim." // stl.claim.<node>: session hand-over requests
+	xferPrefix  = "stl.xfer."  // stl.xfer.<node>: a hand-over's state, in chunks, and its outcome
+	whoisPrefix = "stl.whois." // stl.whois.<cluster address>: the name of the node listening there
 )
 
 // level encodes one topic level as a subject token. Plain levels stay

@@ -151,7 +151,8 @@ func TestClusterNodeKilled(t *testing.T) {
 	watcher.Sub(t, paho.SubscribeOptions{Topic: "will/#", QoS: 1})
 	// v lives on the node that will die: a persistent session with a will.
 	cv := persistent()
-	cv.WillMessage = &paho.WillMessage{Topic: "will/v", QoS: 1, Payload: []byte("v lost")}
+	// Retained, so that a second publication of it anywhere would show.
+	cv.WillMessage = &paho.WillMessage{Topic: "will/v", QoS: 1, Retain: true, Payload: []byte("v lost")}
 	v, _ := testutil.DialPaho(t, n3.addr, "v", cv)
 	v.Sub(t, paho.SubscribeOptions{Topic: "f/#", QoS: 1})
 	warm(t, setter, "f/probe", sA, sB, v)
@@ -186,6 +187,9 @@ func TestClusterNodeKilled(t *testing.T) {
 	}
 	willAt := time.Now()
 	t.Logf("will published %s after the kill", willAt.Sub(killed).Round(time.Millisecond))
+	// Cleared, so that it can be seen if n3 publishes it again.
+	setter.Pub(t, &paho.Publish{Topic: "will/v", QoS: 1, Retain: true})
+	watcher.Expect(t, 10*time.Second) // the deletion itself
 	time.Sleep(3 * time.Second)
 	stop()
 	wg.Wait()
@@ -229,6 +233,14 @@ func TestClusterNodeKilled(t *testing.T) {
 	setter.Pub(t, &paho.Publish{Topic: "ready/flag", QoS: 1, Retain: true, Payload: []byte("two")})
 	n3.start(bin)
 	ready("two", n3)
+	// n3 had v's will in its store, but n1 published it already: it is
+	// not published again, live or retained.
+	watcher.Quiet(t, 2*time.Second)
+	for _, p := range []*proc{n1, n3} {
+		if got := retainedPayload(t, p.addr, "will/v"); got != "" {
+			t.Fatalf("%s: retained will/v = %q after n3 rejoined: the will was published twice", p.name, got)
+		}
+	}
 	// It gave up its stale copy of v's session: v stays connected on n2
 	// and gets what is published on n3.
 	pubAfter, _ := testutil.DialPaho(t, n3.addr, "after", nil)

@@ -1,0 +1,446 @@
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/starling-mqtt/starling/internal/broker"
+)
+
+// A session moves between nodes in two phases. The new node asks the owner
+// (stl.claim.<owner>); the owner closes the client's connection, keeps the
+// session as it is and answers with the size of its state (inline when it
+// fits in one message). The new node fetches the state in chunks
+// (stl.xfer.<owner>, op "get"), takes ownership in the sessions bucket, and
+// only then tells the owner to let its copy go (op "commit"). Until then
+// the owner discards nothing: a transfer that fails is aborted and the
+// session, with every queued message, stays where it was.
+
+const (
+	// maxChunk bounds the state sent in one message, well under the
+	// smallest max payload any node runs with (1 MiB).
+	maxChunk = 512 << 10
+	// chunkTries is how often the new node asks for one chunk.
+	chunkTries = 3
+	// errHeader carries a transfer error in a reply.
+	errHeader = "Stl-Error"
+)
+
+// xferIdle is how long the owner holds a prepared session without hearing
+// from the new node; then the sessions bucket decides. A variable for tests.
+var xferIdle = 10 * time.Second
+
+type claimRequest struct {
+	ClientID string `json:"client_id"`
+	Clean    bool   `json:"clean"`
+}
+
+// claimReply answers a claim. An empty Xfer means there is nothing to move
+// and nothing to confirm.
+type claimReply struct {
+	Xfer   string          `json:"xfer,omitempty"`
+	Size   int             `json:"size,omitempty"`
+	Chunks int             `json:"chunks,omitempty"`
+	CRC    uint32          `json:"crc,omitempty"`
+	Inline json.RawMessage `json:"inline,omitempty"`
+}
+
+type xferRequest struct {
+	ID    string `json:"id"`
+	Op    string `json:"op"` // get, commit or abort
+	Chunk int    `json:"chunk,omitempty"`
+}
+
+// outgoing is a session this node is handing over.
+type outgoing struct {
+	clientID string
+	h        *broker.HandOff
+	data     []byte // the encoded snapshot
+	timer    *time.Timer
+}
+
+// incoming is a session received from its owner, not yet confirmed.
+type incoming struct {
+	owner, xfer string
+	snap        *broker.SessionSnapshot
+}
+
+// errHandOver marks a hand-over that failed while the owner was alive: it
+// keeps the session, so the connect must not go ahead without it.
+var errHandOver = fmt.Errorf("cluster: session hand-over failed: %w", broker.ErrSessionMoving)
+
+// Claim makes this node the owner of clientID's session. If another node
+// owns it, that node hands it over (closing its connection); if that node
+// is gone, the subscriptions it last recorded are recovered. An error that
+// wraps broker.ErrSessionMoving means the owner kept the session and the
+// connect should be refused; other errors mean the replicated state is
+// unavailable.
+func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, error) {
+	select {
+	case <-n.ready:
+	case <-time.After(readyWait):
+		return nil, errors.New("cluster: replicated state not ready")
+	}
+	// Bounded well inside the connect timeout: without a quorum the
+	// connect goes ahead on this node's state.
+	ctx, cancel := n.claimContext()
+	defer func() { cancel() }()
+	k := key(clientID)
+	mine := mustJSON(record{Node: n.cfg.Node})
+	var in *incoming
+	defer func() {
+		if in != nil {
+			n.abortIncoming(in)
+		}
+	}()
+	// fail reports a failed claim; with a transfer under way, the owner
+	// keeps the session and the connect must wait for another attempt.
+	fail := func(err error) (*broker.SessionSnapshot, error) {
+		if in != nil && in.xfer != "" {
+			return nil, fmt.Errorf("%w: claim %q: %v", errHandOver, clientID, err)
+		}
+		return nil, fmt.Errorf("cluster: claim %q: %w", clientID, err)
+	}
+	ok := func() (*broker.SessionSnapshot, error) {
+		if in == nil {
+			return nil, nil
+		}
+		got := in
+		in = nil
+		n.commitIncoming(got)
+		return got.snap, nil
+	}
+	asked := "" // the owner last asked to hand the session over
+	for attempt := 0; attempt < 8; attempt++ {
+		e, err := n.sessions.Get(ctx, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			if _, err = n.sessions.Create(ctx, k, mine); err == nil {
+				return ok()
+			}
+			if errors.Is(err, jetstream.ErrKeyExists) {
+				continue
+			}
+			return fail(err)
+		}
+		if err != nil {
+			return fail(err)
+		}
+		var r record
+		if err := json.Unmarshal(e.Value(), &r); err != nil {
+			r = record{}
+		}
+		if r.Node == n.cfg.Node {
+			return ok() // ours already: a local takeover, if any
+		}
+		if r.Node != "" && r.Node != asked {
+			if in != nil {
+				// Another node took the session from the owner we
+				// asked, first: ask that one instead.
+				n.abortIncoming(in)
+				in = nil
+			}
+			asked = r.Node
+			got, err := n.askHandOver(r.Node, clientID, clean)
+			switch {
+			case err == nil:
+				in = got
+				// The transfer may have taken a while: the
+				// compare-and-set gets its own time.
+				cancel()
+				ctx, cancel = n.claimContext()
+			case errors.Is(err, broker.ErrSessionMoving):
+				return nil, fmt.Errorf("claim %q from %s: %w", clientID, r.Node, err)
+			case r.Session != nil:
+				// The owner is gone: recover what it recorded (its
+				// subscriptions, and the will its loss should publish).
+				n.log.Warn("cluster: session owner unreachable; recovering its record", "client_id", clientID, "owner", r.Node, "err", err)
+				n.b.AdoptOrphan(r.Session, true, clean)
+			}
+		}
+		if _, err = n.sessions.Update(ctx, k, mine, e.Revision()); err == nil {
+			return ok()
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) && !isRevisionMismatch(err) {
+			return fail(err)
+		}
+	}
+	return fail(errors.New("contended"))
+}
+
+// claimContext bounds a claim's bucket operations.
+func (n *Node) claimContext() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(n.ctx, readyWait)
+}
+
+// askHandOver asks owner for clientID's session and fetches its state. An
+// error that wraps broker.ErrSessionMoving means the owner answered (it is
+// alive and keeps the session); any other, that it did not.
+func (n *Node) askHandOver(owner, clientID string, clean bool) (*incoming, error) {
+	msg, err := n.pc.Request(claimPrefix+key(owner), mustJSON(claimRequest{ClientID: clientID, Clean: clean}), claimTimeout)
+	if err != nil {
+		return nil, err
+	}
+	var rep claimReply
+	if err := json.Unmarshal(msg.Data, &rep); err != nil {
+		return nil, fmt.Errorf("%w: reply from %s: %v", errHandOver, owner, err)
+	}
+	in := &incoming{owner: owner, xfer: rep.Xfer}
+	if rep.Xfer == "" {
+		return in, nil
+	}
+	if err := n.fetch(owner, &rep, &in.snap); err != nil || in.snap == nil {
+		n.abortIncoming(in)
+		return nil, fmt.Errorf("%w: from %s: %v", errHandOver, owner, err)
+	}
+	return in, nil
+}
+
+// fetch reads what rep announces (inline or in chunks) into v.
+func (n *Node) fetch(owner string, rep *claimReply, v any) error {
+	data := []byte(rep.Inline)
+	if data == nil {
+		if rep.Size < 0 || rep.Chunks <= 0 || rep.Chunks > rep.Size/1024+1 {
+			return fmt.Errorf("bad transfer size %d in %d chunks", rep.Size, rep.Chunks)
+		}
+		data = make([]byte, 0, rep.Size)
+		for i := range rep.Chunks {
+			chunk, err := n.fetchChunk(owner, rep.Xfer, i)
+			if err != nil {
+				return err
+			}
+			data = append(data, chunk...)
+		}
+	}
+	if len(data) != rep.Size || crc32.ChecksumIEEE(data) != rep.CRC {
+		return fmt.Errorf("state damaged in transfer: %d bytes of %d", len(data), rep.Size)
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("decode state: %w", err)
+	}
+	return nil
+}
+
+// fetchFault, set by tests, makes fetching a chunk fail.
+var fetchFault atomic.Pointer[func(chunk int) error]
+
+// fetchChunk asks owner for one chunk of a transfer, a few times.
+func (n *Node) fetchChunk(owner, xfer string, i int) ([]byte, error) {
+	if f := fetchFault.Load(); f != nil {
+		if err := (*f)(i); err != nil {
+			return nil, err
+		}
+	}
+	msg, err := n.xferRequest(owner, xferRequest{ID: xfer, Op: "get", Chunk: i})
+	if err != nil {
+		return nil, fmt.Errorf("chunk %d: %w", i, err)
+	}
+	return msg.Data, nil
+}
+
+// commitIncoming tells the owner that this node took the session, and
+// appends to it what the owner queued for it during the transfer. A lost
+// answer is settled by the owner: when it hears nothing, it reads the
+// sessions bucket (and the messages it queued meanwhile are lost).
+func (n *Node) commitIncoming(in *incoming) {
+	if in.xfer == "" {
+		return
+	}
+	msg, err := n.xferRequest(in.owner, xferRequest{ID: in.xfer, Op: "commit"})
+	if err != nil {
+		n.log.Warn("cluster: hand-over confirmation not delivered; the owner will read the bucket", "owner", in.owner, "err", err)
+		return
+	}
+	var rep claimReply
+	if len(msg.Data) == 0 || json.Unmarshal(msg.Data, &rep) != nil {
+		return
+	}
+	var tail []broker.SnapshotDelivery
+	if rep.Xfer == "" && rep.Inline == nil {
+		return
+	}
+	err = n.fetch(in.owner, &rep, &tail)
+	if rep.Xfer != "" {
+		n.xferRequest(in.owner, xferRequest{ID: rep.Xfer, Op: "abort"}) // frees it
+	}
+	if err != nil {
+		n.log.Warn("cluster: messages queued during the hand-over lost", "owner", in.owner, "err", err)
+		return
+	}
+	in.snap.Out = append(in.snap.Out, tail...)
+}
+
+// abortIncoming tells the owner to keep the session; if the message is
+// lost, the owner keeps it anyway once it has heard nothing for a while.
+func (n *Node) abortIncoming(in *incoming) {
+	if in.xfer == "" {
+		return
+	}
+	if _, err := n.xferRequest(in.owner, xferRequest{ID: in.xfer, Op: "abort"}); err != nil {
+		n.log.Warn("cluster: hand-over abort not delivered; the owner will read the bucket", "owner", in.owner, "err", err)
+	}
+}
+
+// xferRequest sends a transfer request, a few times if unanswered.
+func (n *Node) xferRequest(owner string, req xferRequest) (*nats.Msg, error) {
+	data := mustJSON(req)
+	var err error
+	for range chunkTries {
+		var msg *nats.Msg
+		if msg, err = n.pc.Request(xferPrefix+key(owner), data, claimTimeout); err != nil {
+			continue
+		}
+		if e := msg.Header.Get(errHeader); e != "" {
+			return nil, errors.New(e)
+		}
+		return msg, nil
+	}
+	return nil, err
+}
+
+// serveClaim answers another node's hand-over request: the session is
+// prepared (its connection closed) and kept until the other node confirms.
+func (n *Node) serveClaim(msg *nats.Msg) {
+	var req claimRequest
+	if err := json.Unmarshal(msg.Data, &req); err != nil || req.ClientID == "" {
+		return
+	}
+	h := n.b.PrepareHandOver(req.ClientID, req.Clean)
+	if h.Snapshot == nil {
+		if err := msg.Respond(mustJSON(claimReply{})); err != nil {
+			n.log.Warn("cluster: answer hand-over request", "client_id", req.ClientID, "err", err)
+		}
+		return
+	}
+	rep := n.offer(req.ClientID, h, mustJSON(h.Snapshot), false)
+	if err := msg.Respond(mustJSON(rep)); err != nil {
+		n.log.Warn("cluster: answer hand-over request; keeping the session", "client_id", req.ClientID, "err", err)
+		n.finishOutgoing(rep.Xfer, false)
+	}
+}
+
+// offer keeps data for another node to fetch and describes it; small data
+// goes inline. A session's state (h set) waits for commit or abort; other
+// data (inline, nothing to wait for) is kept only if it needs fetching.
+func (n *Node) offer(clientID string, h *broker.HandOff, data []byte, inlineOnly bool) claimReply {
+	var id [12]byte
+	rand.Read(id[:])
+	rep := claimReply{Xfer: hex.EncodeToString(id[:]), Size: len(data), Chunks: (len(data) + n.chunk - 1) / n.chunk, CRC: crc32.ChecksumIEEE(data)}
+	if len(data) <= n.chunk {
+		rep.Inline = data
+		if inlineOnly {
+			rep.Xfer = ""
+			return rep
+		}
+	}
+	o := &outgoing{clientID: clientID, h: h, data: data}
+	n.xmu.Lock()
+	n.xfers[rep.Xfer] = o
+	o.timer = time.AfterFunc(xferIdle, func() { n.expireOutgoing(rep.Xfer) })
+	n.xmu.Unlock()
+	return rep
+}
+
+// serveTransfer serves the chunks of a prepared session and its outcome.
+func (n *Node) serveTransfer(msg *nats.Msg) {
+	var req xferRequest
+	if err := json.Unmarshal(msg.Data, &req); err != nil {
+		return
+	}
+	switch req.Op {
+	case "get":
+		n.xmu.Lock()
+		o := n.xfers[req.ID]
+		if o != nil {
+			o.timer.Reset(xferIdle)
+		}
+		n.xmu.Unlock()
+		if o == nil || req.Chunk < 0 || req.Chunk*n.chunk >= len(o.data) {
+			respondErr(msg, "no such transfer or chunk")
+			return
+		}
+		from := req.Chunk * n.chunk
+		msg.Respond(o.data[from:min(from+n.chunk, len(o.data))])
+	case "commit", "abort":
+		tail, ok := n.finishOutgoing(req.ID, req.Op == "commit")
+		if !ok {
+			respondErr(msg, "no such transfer (timed out)")
+			return
+		}
+		if len(tail) == 0 {
+			msg.Respond(nil)
+			return
+		}
+		// Queued for the session while it moved: the new node appends
+		// them, fetching them in chunks if need be.
+		msg.Respond(mustJSON(n.offer("", nil, mustJSON(tail), true)))
+	}
+}
+
+func respondErr(msg *nats.Msg, e string) {
+	r := nats.NewMsg(msg.Reply)
+	r.Header.Set(errHeader, e)
+	msg.RespondMsg(r)
+}
+
+// finishOutgoing ends a transfer: on commit the session leaves this node
+// (what was queued for it since its state was taken is returned), on
+// abort it stays. ok reports whether the transfer was still open.
+func (n *Node) finishOutgoing(id string, commit bool) (tail []broker.SnapshotDelivery, ok bool) {
+	n.xmu.Lock()
+	o := n.xfers[id]
+	delete(n.xfers, id)
+	n.xmu.Unlock()
+	if o == nil {
+		return nil, false
+	}
+	o.timer.Stop()
+	switch {
+	case o.h == nil: // data other than a session's state
+	case commit:
+		tail = n.b.CommitHandOver(o.h)
+	default:
+		n.b.AbortHandOver(o.h)
+	}
+	return tail, true
+}
+
+// expireOutgoing settles a transfer the other node went quiet on: if it
+// took ownership in the bucket, it has the state, and this copy goes;
+// otherwise (or if the bucket cannot say) the session stays here.
+func (n *Node) expireOutgoing(id string) {
+	n.xmu.Lock()
+	o := n.xfers[id]
+	n.xmu.Unlock()
+	if o == nil {
+		return
+	}
+	if o.h == nil {
+		n.finishOutgoing(id, false)
+		return
+	}
+	select {
+	case <-n.ready:
+	default:
+		n.finishOutgoing(id, false) // no bucket to ask: keep the session
+		return
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, kvTimeout)
+	defer cancel()
+	commit := false
+	if e, err := n.sessions.Get(ctx, key(o.clientID)); err == nil {
+		var r record
+		commit = json.Unmarshal(e.Value(), &r) == nil && r.Node != "" && r.Node != n.cfg.Node
+	}
+	n.log.Warn("cluster: hand-over not confirmed in time", "client_id", o.clientID, "taken", commit)
+	n.finishOutgoing(id, commit)
+}

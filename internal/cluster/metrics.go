@@ -1,0 +1,26 @@
+package cluster
+
+import "github.com/prometheus/client_golang/prometheus"
+
+var (
+	droppedDesc = prometheus.NewDesc("mqtt_cluster_messages_dropped_total",
+		"Messages from other nodes dropped because this node fell behind (NATS slow consumer).", nil, nil)
+	retainFailedDesc = prometheus.NewDesc("mqtt_cluster_retained_writes_failed_total",
+		"Retained-message changes not replicated to the cluster after every retry.", nil, nil)
+	peersDesc = prometheus.NewDesc("mqtt_cluster_peers_connected",
+		"Other cluster nodes this node has routes to now.", nil, nil)
+)
+
+// Describe implements prometheus.Collector.
+func (n *Node) Describe(ch chan<- *prometheus.Desc) {
+	ch <- droppedDesc
+	ch <- retainFailedDesc
+	ch <- peersDesc
+}
+
+// Collect implements prometheus.Collector.
+func (n *Node) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(droppedDesc, prometheus.CounterValue, float64(n.Dropped()))
+	ch <- prometheus.MustNewConstMetric(retainFailedDesc, prometheus.CounterValue, float64(n.retainFailed.Load()))
+	ch <- prometheus.MustNewConstMetric(peersDesc, prometheus.GaugeValue, float64(len(n.Peers())))
+}
