@@ -85,6 +85,8 @@ command -v taskset >/dev/null || { log "taskset (util-linux) is needed"; exit 1;
 
 # --- build ------------------------------------------------------------------
 log "building starling and starling-bench"
+# The tree as built (the table is written minutes later).
+BUILT=$(git describe --always --dirty 2>/dev/null || echo '?')
 go build -o "$WORK/bin/starling" ./cmd/starling
 go build -o "$WORK/bin/starling-bench" ./cmd/starling-bench
 go build -o "$WORK/bin/table" ./bench/table
@@ -239,7 +241,7 @@ took=$(($(date +%s) - start))
 	echo "Command: \`DURATION=$DURATION WARMUP=$WARMUP RUNS=$RUNS IDLE_CONNS=$IDLE_CONNS STORM_CONNS=$STORM_CONNS bench/compare.sh\` ($took s)."
 	echo "Machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -r);"
 	echo "brokers pinned to CPU $BROKER_CPU, the load tool to CPU $TOOL_CPU (taskset); MQTT 3.1.1 everywhere (nats-server speaks no MQTT 5)."
-	echo "Versions: starling $(git describe --always --dirty 2>/dev/null || echo '?'), $("$MOSQUITTO" -h 2>/dev/null | head -1 | sed 's/ running on.*//'), $(nats-server --version 2>/dev/null || echo 'nats-server absent')."
+	echo "Versions: starling $BUILT, $("$MOSQUITTO" -h 2>/dev/null | head -1 | sed 's/ running on.*//'), $(nats-server --version 2>/dev/null || echo 'nats-server absent')."
 	echo
 	"$WORK/bin/table" -png "$OUT" <"$OUT.jsonl"
 	echo
