@@ -131,9 +131,6 @@ func (b *Broker) route(m *session.Message, tx *tx, sm sharedMode) int {
 	*bp = entries[:0]
 	matchPool.Put(bp)
 	now := b.now()
-	// A retained message is encoded again for later subscribers: keep its
-	// shared encoding.
-	m.HintSingle(len(targets) == 1 && !m.Retain)
 	for _, t := range targets {
 		b.deliver(t.cl, t.d, now, tx)
 	}

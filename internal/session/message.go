@@ -5,7 +5,6 @@
 package session
 
 import (
-	"sync/atomic"
 	"time"
 
 	"github.com/starling-mqtt/starling/internal/packet"
@@ -30,16 +29,7 @@ type Message struct {
 	ID uint64
 
 	enc wireCache // encodings shared by every subscriber
-	// single: the message was routed to one session only, so its
-	// encoding is written straight into that connection's buffer rather
-	// than built once to share. A hint: a wrong value costs time, not
-	// correctness.
-	single atomic.Bool
 }
-
-// HintSingle tells whether the message goes to one session only (see
-// Message.single).
-func (m *Message) HintSingle(one bool) { m.single.Store(one) }
 
 // Expired reports whether the message may no longer be delivered at now.
 func (m *Message) Expired(now time.Time) bool {

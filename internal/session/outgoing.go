@@ -81,9 +81,6 @@ func (o *Outgoing) AppendPacket(dst []byte, v byte) ([]byte, error) {
 	if !o.shared() {
 		return packet.Append(dst, o.Publish(v), v)
 	}
-	if o.Msg.single.Load() {
-		return o.appendDirect(dst, v)
-	}
 	w, err := o.Msg.wire(v, o.QoS > 0)
 	if err != nil {
 		return dst, err
@@ -106,40 +103,10 @@ func (o *Outgoing) AppendPacket(dst []byte, v byte) ([]byte, error) {
 	return dst, nil
 }
 
-// appendDirect encodes the PUBLISH onto dst without the shared encoding,
-// for a message only this delivery carries.
-func (o *Outgoing) appendDirect(dst []byte, v byte) ([]byte, error) {
-	p := o.pooledPublish(v)
-	dst, err := packet.Append(dst, p, v)
-	*p = packet.Publish{}
-	publishPool.Put(p)
-	return dst, err
-}
-
-// pooledPublish is the PUBLISH of a shared() delivery in a pooled value;
-// the caller zeroes it and puts it back in publishPool.
-func (o *Outgoing) pooledPublish(v byte) *packet.Publish {
-	p := publishPool.Get().(*packet.Publish)
-	*p = packet.Publish{Topic: o.Msg.Topic, Payload: o.Msg.Payload, QoS: o.QoS, Dup: o.Dup, Retain: o.Retain, PacketID: o.PacketID}
-	if v == packet.V5 {
-		p.Properties = o.Msg.Props
-	}
-	return p
-}
-
-var publishPool = sync.Pool{New: func() any { return new(packet.Publish) }}
-
 // Size is the encoded length for protocol version v.
 func (o *Outgoing) Size(v byte) (int, error) {
 	if !o.shared() {
 		return packet.Size(o.Publish(v), v)
-	}
-	if o.Msg.single.Load() {
-		p := o.pooledPublish(v)
-		n, err := packet.Size(p, v)
-		*p = packet.Publish{}
-		publishPool.Put(p)
-		return n, err
 	}
 	w, err := o.Msg.wire(v, o.QoS > 0)
 	if err != nil {
