@@ -61,7 +61,7 @@ func benchIndex(subs, filters int) *Index[int] {
 	return ix
 }
 
-var benchSizes = []struct{ subs, filters int }{{10_000, 10_000}, {100_000, 10_000}}
+var benchSizes = []struct{ subs, filters int }{{10_000, 10_000}, {100_000, 10_000}, {1_000_000, 100_000}}
 
 func BenchmarkIndexMatch(b *testing.B) {
 	names := benchNames(4096)
