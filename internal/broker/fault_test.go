@@ -509,7 +509,7 @@ func TestStoreFaultRefusedRetainedNotKept(t *testing.T) {
 // crash-loop publisher stalled with 31 messages in flight). Failed at
 // 1f7d201: Restore brought back every stale inbound ID and nothing cleared
 // them (the client never sends PUBREL for a flow it completed), so (a) once
-// the receive maximum (limits.max_inflight, 64) of them had piled up, every
+// the receive maximum (limits.max_inflight, 64 then) of them had piled up, every
 // QoS 2 PUBLISH of that MQTT 5 session got DISCONNECT 0x93, and (b) before
 // that, a new QoS 2 PUBLISH reusing a stale ID got PUBREC 0x00 and was never
 // delivered. Passes since fdf6ab4 (a held ID arriving without DUP starts a

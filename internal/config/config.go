@@ -175,7 +175,9 @@ type Limits struct {
 	MaxPacketSize uint32 `yaml:"max_packet_size"`
 	// MaxInflight is the number of unacknowledged QoS 1/2 messages the broker
 	// accepts from a client (announced as Receive Maximum) and the most it
-	// sends to one before waiting for acknowledgements (at least 1).
+	// sends to one before waiting for acknowledgements (at least 1). The
+	// outbound window is also bounded by MaxQueuedBytes of topic and
+	// payload, so a large window cannot hold more than that per client.
 	MaxInflight uint16 `yaml:"max_inflight"`
 	// MaxQueued is the number of QoS 1/2 messages kept per session while it
 	// is offline or its inflight window is full. When full, the newest
@@ -233,7 +235,7 @@ func Default() Config {
 		Auth:            authconfig.DefaultConfig(),
 		Limits: Limits{
 			MaxPacketSize:    1 << 20,
-			MaxInflight:      64,
+			MaxInflight:      256,
 			MaxQueued:        1000,
 			MaxQueuedBytes:   16 << 20,
 			MaxTopicAlias:    64,

@@ -84,6 +84,7 @@ type Session struct {
 	unsent  int         // entries of out not yet sent on this connection
 	queue   []Delivery  // waiting for quota or for the client to come back
 	qbytes  int         // topic and payload bytes in queue
+	obytes  int         // topic and payload bytes in out
 	aliases map[string]uint16
 
 	inQoS2 map[uint16]struct{} // inbound QoS 2 IDs received, PUBREL not yet
@@ -240,6 +241,7 @@ func (s *Session) Revoke(seq uint64) {
 			if f.unsent {
 				s.unsent--
 			}
+			s.obytes -= f.d.size()
 			copy(s.out[i:], s.out[i+1:])
 			s.out[len(s.out)-1] = nil
 			s.out = s.out[:len(s.out)-1]
@@ -268,6 +270,13 @@ func (s *Session) hasQuota() bool {
 	if s.link != nil && s.link.ReceiveMax != 0 && int(s.link.ReceiveMax) < w {
 		w = int(s.link.ReceiveMax)
 	}
+	if s.lim.MaxQueuedBytes > 0 && s.obytes >= s.lim.MaxQueuedBytes {
+		// The window is bounded by bytes as the queue is, so a large
+		// max_inflight cannot make one stalled subscriber hold more than
+		// the queue and the window's MaxQueuedBytes each. out is not empty
+		// here, so an acknowledgement will free room.
+		return false
+	}
 	return len(s.out)-s.unsent < w
 }
 
@@ -286,6 +295,7 @@ func (s *Session) send(d Delivery, now time.Time) packet.Packet {
 	first := d.Seq == 0
 	s.number(&d)
 	s.out = append(s.out, &inflight{id: id, d: d, state: st})
+	s.obytes += d.size()
 	if s.J != nil {
 		s.J.PutOutbound(d.Seq, &d, id, st, first)
 	}
@@ -450,6 +460,7 @@ func (s *Session) remove(i int) {
 	if s.out[i].unsent {
 		s.unsent--
 	}
+	s.obytes -= s.out[i].d.size()
 	s.forget(&s.out[i].d)
 	copy(s.out[i:], s.out[i+1:])
 	s.out[len(s.out)-1] = nil
@@ -534,6 +545,7 @@ func (s *Session) Restore(d Delivery, packetID uint16, state byte) {
 		return
 	}
 	s.out = append(s.out, &inflight{id: packetID, d: d, state: state})
+	s.obytes += d.size()
 }
 
 // RestoreInbound records an inbound QoS 2 packet ID read from a store.
@@ -578,6 +590,7 @@ func (s *Session) TakeShared() []Delivery {
 			if f.unsent {
 				s.unsent--
 			}
+			s.obytes -= f.d.size()
 			s.forget(&f.d)
 			continue
 		}

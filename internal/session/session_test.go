@@ -307,3 +307,39 @@ func TestInboundQoS2StaleRecords(t *testing.T) {
 		t.Fatal("a DUP resend of a held ID delivered again")
 	}
 }
+
+// The outbound window is bounded by MaxQueuedBytes too: a large MaxInflight
+// does not let a subscriber that acknowledges nothing hold more than that in
+// flight (one message always goes), and acknowledgements free room again.
+func TestInflightBytesBound(t *testing.T) {
+	s := New("c", Limits{MaxQueued: 100, MaxQueuedBytes: 1000, MaxInflight: 100})
+	s.Attach(Link{Version: packet.V311, ReceiveMax: 65535}, t0)
+	big := func() Delivery {
+		return Delivery{Msg: &Message{Topic: "t", Payload: make([]byte, 299), QoS: 1}, QoS: 1} // 300 bytes
+	}
+	var sent []packet.Packet
+	for range 10 {
+		if p := s.Deliver(big(), t0); p != nil {
+			sent = append(sent, p)
+		}
+	}
+	// 0, 300, 600 and 900 bytes in flight are below 1,000: four go out.
+	if len(sent) != 4 || s.Inflight() != 4 {
+		t.Fatalf("sent %d, inflight %d; want 4 and 4", len(sent), s.Inflight())
+	}
+	// The queue takes 3 (900 bytes) and drops the other 3.
+	if s.Queued() != 3 || s.Stats.DroppedQueueFull != 3 {
+		t.Fatalf("queued %d, dropped %d; want 3 and 3", s.Queued(), s.Stats.DroppedQueueFull)
+	}
+	// One acknowledgement leaves 900 bytes in flight: room for one more.
+	next, ok := s.Puback(pub(t, sent[0]).PacketID, t0)
+	if !ok || len(next) != 1 || s.Inflight() != 4 || s.Queued() != 2 {
+		t.Fatalf("after PUBACK: next %d, inflight %d, queued %d; want 1, 4, 2", len(next), s.Inflight(), s.Queued())
+	}
+	// A message larger than the bound still goes when nothing is in flight.
+	s2 := New("c2", Limits{MaxQueued: 10, MaxQueuedBytes: 100, MaxInflight: 10})
+	s2.Attach(Link{Version: packet.V311, ReceiveMax: 65535}, t0)
+	if p := s2.Deliver(big(), t0); p == nil {
+		t.Fatal("a message above the byte bound was not sent to an empty window")
+	}
+}

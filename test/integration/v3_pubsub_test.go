@@ -287,16 +287,16 @@ func TestV3PacketAboveMaxPacketSizeCloses(t *testing.T) {
 // broker must acknowledge them all rather than close the connection.
 func TestV3ManyUnreleasedQoS2Accepted(t *testing.T) {
 	t.Parallel()
-	_, addr := testutil.StartBroker(t, nil) // max_inflight 64
+	_, addr := testutil.StartBroker(t, nil) // max_inflight 256
 	sub := v3Connect(t, addr, "v3-manyq2-sub", nil)
 	sub.sub("manyq2/t", 2)
 	r := v3RawConnect(t, addr, packet.V311, "v3-manyq2-pub", true)
-	const n = 100
+	const n = 300 // above max_inflight
 	var buf []byte
 	for i := 1; i <= n; i++ {
 		buf, _ = packet.Append(buf, &packet.Publish{Topic: "manyq2/t", QoS: 2, PacketID: uint16(i), Payload: []byte(fmt.Sprint(i))}, packet.V311)
 	}
-	r.WriteRaw(buf) // one write: all 100 are unreleased when the broker reads them
+	r.WriteRaw(buf) // one write: all 300 are unreleased when the broker reads them
 	for i := 1; i <= n; i++ {
 		p, err := r.Next(v3Wait)
 		if err != nil {
