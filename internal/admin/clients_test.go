@@ -2,14 +2,9 @@ package admin
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"math/big"
 	"net"
 	"net/http/httptest"
 	"strings"
@@ -17,37 +12,8 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/starling-mqtt/starling/internal/testcert"
 )
-
-// issue makes a certificate for cn signed by ca (self-signed when ca is
-// nil).
-func issue(t *testing.T, cn string, ca *tls.Certificate, server bool) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	parent, signer := tmpl, any(key)
-	if ca == nil {
-		tmpl.IsCA, tmpl.BasicConstraintsValid = true, true
-		tmpl.KeyUsage = x509.KeyUsageCertSign
-	} else {
-		parent, signer = ca.Leaf, ca.PrivateKey
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
-		if server {
-			tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-			tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
-		}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, signer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, _ := x509.ParseCertificate(der)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
-}
 
 // The client list shows how each client came in: TLS (version and the
 // client certificate's name), keep alive, and its dropped deliveries; the
@@ -57,10 +23,10 @@ func TestClientsTLSKeepAliveDropped(t *testing.T) {
 	a := New(b, Options{Checker: StaticChecker{"admin", "s3cret"}})
 	srv := httptest.NewServer(a.Handler())
 	t.Cleanup(srv.Close)
-	ca := issue(t, "test CA", nil, false)
+	ca := testcert.Issue(t, "test CA", nil, false)
 	pool := x509.NewCertPool()
 	pool.AddCert(ca.Leaf)
-	srvCfg := &tls.Config{Certificates: []tls.Certificate{issue(t, "broker", &ca, true)}, ClientCAs: pool,
+	srvCfg := &tls.Config{Certificates: []tls.Certificate{testcert.Issue(t, "broker", &ca, true)}, ClientCAs: pool,
 		ClientAuth: tls.VerifyClientCertIfGiven, MinVersion: tls.VersionTLS12}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -77,7 +43,7 @@ func TestClientsTLSKeepAliveDropped(t *testing.T) {
 		}
 	}()
 	nc, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13,
-		Certificates: []tls.Certificate{issue(t, "device-7", &ca, false)}})
+		Certificates: []tls.Certificate{testcert.Issue(t, "device-7", &ca, false)}})
 	if err != nil {
 		t.Fatal(err)
 	}
