@@ -410,3 +410,4 @@ func TestSlowConsumer(t *testing.T) {
 		t.Errorf("slow subscribers outside the slow scenario: %v", err)
 	}
 }
+

@@ -3,6 +3,7 @@
 package poll
 
 import (
+	"os"
 	"runtime"
 	"sync"
 	"syscall"
@@ -16,6 +17,7 @@ import (
 // read through Go's net package.
 type poller struct {
 	epfd    int
+	file    *os.File // epfd as a pollable file, when Go's netpoller takes it
 	mu      sync.Mutex
 	next    uint32
 	waiters map[uint32]*Waiter
@@ -121,8 +123,37 @@ func (p *poller) forget(id uint32) {
 
 func (p *poller) run() {
 	events := make([]unix.EpollEvent, 128)
+	// The epoll set is itself pollable. Waiting for it through Go's
+	// netpoller, rather than blocking a thread in epoll_wait, keeps the P:
+	// with GOMAXPROCS=1 a poller back in a blocking epoll_wait held the
+	// only P until sysmon took it, and parked connections' wakes came late
+	// (100-pair runs stalled for seconds).
+	var rc syscall.RawConn
+	if err := unix.SetNonblock(p.epfd, true); err == nil {
+		if f := os.NewFile(uintptr(p.epfd), "starling-poll"); f != nil {
+			rc, _ = f.SyscallConn()
+			p.file = f // keeps the fd open (a finalizer would close it)
+		}
+	}
 	for {
-		n, err := unix.EpollWait(p.epfd, events, -1)
+		var n int
+		var err error
+		if rc != nil {
+			rerr := rc.Read(func(fd uintptr) bool {
+				n, err = unix.EpollWait(int(fd), events, 0)
+				// Nothing ready (n == 0): wait until the set reports
+				// readable. An error, EINTR included, goes to the loop.
+				return err != nil || n > 0
+			})
+			if rerr != nil {
+				// The set could not be waited on through the netpoller
+				// (not pollable here): block in epoll_wait from now on.
+				rc = nil
+				continue
+			}
+		} else {
+			n, err = unix.EpollWait(p.epfd, events, -1)
+		}
 		if err != nil {
 			if err == unix.EINTR {
 				continue
