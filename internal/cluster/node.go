@@ -131,6 +131,8 @@ type Node struct {
 	seen     map[string]bool
 	addrName map[string]string
 
+	mir mirror // persistent sessions' deliveries in the queue stream
+
 	ready    chan struct{} // closed once the buckets exist
 	sessions jetstream.KeyValue
 	retained jetstream.KeyValue
@@ -182,6 +184,9 @@ func Start(cfg Config, b *broker.Broker) (*Node, error) {
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.Node), b: b,
 		plain: make(chan *nats.Msg, plainQueue), isig: make(chan struct{}, 1), ksig: make(chan struct{}, 1),
 		isubs: make(map[interestKey][]*nats.Subscription), ready: make(chan struct{}), owners: make(map[string]mirrored), xfers: make(map[string]*outgoing), rq: make(map[string]*retainWrite), rpend: make(map[string]uint64), seen: make(map[string]bool), addrName: make(map[string]string), sq: make(map[string]*broker.SessionSnapshot)}
+	n.mir.acks = make(chan mirrorAck, maxMirrorPending)
+	n.mir.purges = make(map[string]uint64)
+	n.mir.purgeCh = make(chan struct{}, 1)
 	var id [8]byte
 	rand.Read(id[:])
 	n.instance = binary.BigEndian.Uint64(id[:])
@@ -345,6 +350,10 @@ func (n *Node) setup(size int) {
 	if n.retained = open(retainedBucket); n.retained == nil {
 		return
 	}
+	queue := n.openQueue(js, replicas)
+	if queue == nil {
+		return
+	}
 	// Watching creates a consumer, which also fails while leaders are
 	// being elected (a node restarting as another stops): retried too.
 	watch := func(kv jetstream.KeyValue) jetstream.KeyWatcher {
@@ -390,6 +399,9 @@ func (n *Node) setup(size int) {
 						return
 					}
 					n.reconcile()
+					if err := n.startMirror(queue); err != nil {
+						n.log.Error("cluster: queued messages will not be replicated", "err", err)
+					}
 					close(n.ready)
 					n.log.Info("cluster ready", "peers", n.cfg.Peers, "replicas", replicas)
 				}
@@ -440,6 +452,9 @@ func (n *Node) reconcile() {
 		case o != n.cfg.Node:
 			n.log.Info("cluster: session moved to another node while this one was down", "client_id", id, "owner", o)
 			n.b.DropSession(id)
+			// Its removals are not mirrored yet: drop this node's copy
+			// in the stream whole (the new owner has its own).
+			n.purgeQueued(queueSubject(id, n.cfg.Node), 0)
 		default:
 			mine[id] = true
 		}
@@ -578,6 +593,15 @@ func (n *Node) takeOver(lost string) error {
 	adopted := 0
 	for k, m := range todo {
 		r := m.rec
+		// The deliveries it mirrored first: while the stream elects a
+		// new leader they may be unreadable, and the takeover waits.
+		var s *broker.SessionSnapshot
+		if r.Session != nil {
+			var err error
+			if s, err = n.withQueued(r.Session, lost, false); err != nil {
+				return err
+			}
+		}
 		// Compare-and-set first, so that a will is published once even
 		// if two nodes try.
 		ctx, cancel := context.WithTimeout(n.ctx, readyWait)
@@ -594,9 +618,10 @@ func (n *Node) takeOver(lost string) error {
 		if err != nil {
 			return fmt.Errorf("claim session: %w", err)
 		}
-		if r.Session != nil {
-			n.b.AdoptOrphan(r.Session, false, false)
+		if s != nil {
+			n.b.AdoptOrphan(s, false, false)
 			adopted++
+			n.purgeQueued(queueSubject(s.Session.ClientID, lost), 0)
 		}
 	}
 	n.log.Info("cluster: took over a lost node's sessions", "lost", lost, "sessions", adopted)
