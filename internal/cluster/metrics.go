@@ -8,7 +8,7 @@ var (
 	retainFailedDesc = prometheus.NewDesc("mqtt_cluster_retained_writes_failed_total",
 		"Retained-message changes not replicated to the cluster after every retry.", nil, nil)
 	queueFailedDesc = prometheus.NewDesc("mqtt_cluster_queue_writes_failed_total",
-		"Queued or inflight messages of persistent sessions the replicated stream did not confirm (written again by the next resync).", nil, nil)
+		"Writes of persistent sessions' queued or inflight messages (one per session and operation) the replicated stream did not confirm; the next resync writes them again.", nil, nil)
 	peersDesc = prometheus.NewDesc("mqtt_cluster_peers_connected",
 		"Other cluster nodes this node has routes to now.", nil, nil)
 )

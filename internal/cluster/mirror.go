@@ -34,19 +34,38 @@ const (
 	// past it, committing operations wait (so a node slows down while the
 	// stream elects a new leader rather than queue without bound).
 	maxMirrorPending = 8192
+	// removeEvery is how long the removals of acknowledged deliveries may
+	// be held back to go out together (a node lost meanwhile has them
+	// sent again: duplicates, not losses); maxHeldRemovals flushes
+	// sooner.
+	removeEvery     = 20 * time.Millisecond
+	maxHeldRemovals = 4096
 	// mirrorAckTimeout is when an entry without confirmation counts as
 	// failed.
 	mirrorAckTimeout = 5 * time.Second
 )
 
-// queueEntry is one change to a session's deliveries in the stream, or,
-// with In set, to its QoS 2 packet IDs awaiting PUBREL.
-type queueEntry struct {
+// queueChange is one change to a session's deliveries, or, with In set,
+// to its QoS 2 packet IDs awaiting PUBREL.
+type queueChange struct {
 	Seq uint64                   `json:"seq,omitempty"`
 	Out *broker.SnapshotDelivery `json:"out,omitempty"` // nil: removed
 	In  uint16                   `json:"in,omitempty"`
 	Rel bool                     `json:"rel,omitempty"` // In released
 }
+
+// queueEntry is one message in the stream: a session's changes from one
+// operation, in order. One entry per session and operation, rather than
+// per change, is what keeps a batch of messages for a session cheap.
+type queueEntry struct {
+	C []queueChange `json:"c"`
+}
+
+// Bounds of one entry; a session's changes beyond them go in several.
+const (
+	entryChanges = 1024
+	entryBytes   = 256 << 10
+)
 
 // inboundKey keeps inbound packet IDs apart from delivery sequence numbers
 // in the tracker.
@@ -60,10 +79,16 @@ func queueSubject(clientID, node string) string {
 // stream sequence number.
 type mirrorAck struct {
 	subj  string
-	seq   uint64
-	put   bool
+	keys  []mirrorKey // the changes in the entry, in order
 	f     jetstream.PubAckFuture
 	batch *mirrorBatch // nil unless a caller waits for it
+}
+
+// mirrorKey is one change as the tracker sees it: a delivery's sequence
+// number, or inboundKey|packet ID.
+type mirrorKey struct {
+	k   uint64
+	put bool
 }
 
 // mirrorBatch is the puts of one operation its caller waits for.
@@ -89,7 +114,9 @@ type mirror struct {
 	syncing atomic.Bool   // a resync is running
 	logged  atomic.Int64  // unix nanoseconds of the last failure logged
 	pmu     sync.Mutex
-	purges  map[string]uint64 // subject -> purge below (0: all)
+	purges  map[string]uint64   // subject -> purge below (0: all)
+	rm      map[string][]uint64 // removals held back, by client ID; under mu
+	rmCount int
 	purgeCh chan struct{}
 }
 
@@ -130,16 +157,25 @@ func (n *Node) startMirror(s jetstream.Stream) error {
 	}
 	n.mir.js = js
 	n.mir.stream.Store(s)
-	n.wg.Add(2)
+	if n.cfg.LocalQueues {
+		// Not mirrored, but the stream stays readable: sessions moving
+		// here from nodes that do mirror keep their messages.
+		n.mir.stream.Store(s)
+		n.wg.Add(1)
+		go n.purgeLoop()
+		return nil
+	}
+	n.wg.Add(3)
 	go n.trackMirror()
 	go n.purgeLoop()
+	go n.removeLoop()
 	n.b.MirrorAll()
 	return nil
 }
 
 // MirrorDeliveries implements broker.Mirror.
 func (n *Node) MirrorDeliveries(ops []broker.MirrorOp, wait bool) {
-	if n.queue() == nil {
+	if n.queue() == nil || n.mir.js == nil {
 		return // not yet: startMirror writes the whole state first
 	}
 	var batch *mirrorBatch
@@ -147,34 +183,71 @@ func (n *Node) MirrorDeliveries(ops []broker.MirrorOp, wait bool) {
 		batch = &mirrorBatch{done: make(chan struct{})}
 		batch.left.Store(1) // released below, once every put is counted
 	}
-	n.mir.mu.Lock()
+	// One entry per session (in the order the sessions first appear),
+	// holding its changes in order.
+	type group struct {
+		id      string
+		changes []queueChange
+		keys    []mirrorKey
+		size    int
+		waited  bool
+	}
+	var groups []*group
+	open := make(map[string]*group)
 	for _, op := range ops {
-		subj := queueSubject(op.ClientID, n.cfg.Node)
-		e, k, put := queueEntry{Seq: op.Seq, Out: op.Out}, op.Seq, op.Out != nil
+		g := open[op.ClientID]
+		if g == nil || len(g.changes) >= entryChanges || g.size >= entryBytes {
+			g = &group{id: op.ClientID}
+			groups = append(groups, g)
+			open[op.ClientID] = g
+		}
+		c, k := queueChange{Seq: op.Seq, Out: op.Out}, mirrorKey{op.Seq, op.Out != nil}
 		if op.Inbound != 0 {
-			e, k, put = queueEntry{In: op.Inbound, Rel: op.Released}, inboundKey|uint64(op.Inbound), !op.Released
+			c, k = queueChange{In: op.Inbound, Rel: op.Released}, mirrorKey{inboundKey | uint64(op.Inbound), !op.Released}
 		}
-		f, err := n.mir.js.PublishAsync(subj, mustJSON(e), jetstream.WithStallWait(kvTimeout))
-		if err != nil {
-			n.mirrorFailed(put, err)
-			continue
+		g.changes = append(g.changes, c)
+		g.keys = append(g.keys, k)
+		g.size += 64
+		if op.Out != nil {
+			g.size += len(op.Out.Msg.Topic) + len(op.Out.Msg.Payload)*4/3
 		}
-		a := mirrorAck{subj: subj, seq: k, put: put, f: f}
 		// Waited for: new deliveries, and any change of the inbound
 		// packet IDs (a stale one would swallow the client's next
 		// message under that ID).
-		if batch != nil && (a.put || op.Inbound != 0) {
-			batch.left.Add(1)
-			a.batch = batch
+		g.waited = g.waited || k.put || op.Inbound != 0
+	}
+	n.mir.mu.Lock()
+	for _, g := range groups {
+		if !g.waited {
+			// Only acknowledged deliveries: their removals wait to go
+			// out with others (removeEvery).
+			for _, k := range g.keys {
+				n.mir.rm[g.id] = append(n.mir.rm[g.id], k.k)
+			}
+			n.mir.rmCount += len(g.keys)
+			continue
 		}
-		select {
-		case n.mir.acks <- a:
-		case <-n.ctx.Done():
-			n.mir.mu.Unlock()
-			return
+		if rm := n.mir.rm[g.id]; len(rm) > 0 {
+			// Removals held back for this session go first, in order.
+			var cs []queueChange
+			var ks []mirrorKey
+			for _, seq := range rm {
+				cs = append(cs, queueChange{Seq: seq})
+				ks = append(ks, mirrorKey{k: seq})
+			}
+			g.changes, g.keys = append(cs, g.changes...), append(ks, g.keys...)
+			n.mir.rmCount -= len(rm)
+			delete(n.mir.rm, g.id)
+		}
+		if !n.sendEntry(g.id, g.changes, g.keys, batch) {
+			break
 		}
 	}
+	big := n.mir.rmCount >= maxHeldRemovals
 	n.mir.mu.Unlock()
+	if big {
+		n.flushRemovals()
+	}
 	if batch == nil {
 		return
 	}
@@ -186,6 +259,70 @@ func (n *Node) MirrorDeliveries(ops []broker.MirrorOp, wait bool) {
 	case <-t.C:
 		n.mirrorFailed(false, errors.New("no confirmation within 2 s; acknowledged with the messages on this node only"))
 	case <-n.ctx.Done():
+	}
+}
+
+// sendEntry publishes one session's changes and hands the tracker their
+// acknowledgement; the caller holds mir.mu, which orders the entries.
+// False once the node is closing.
+func (n *Node) sendEntry(id string, changes []queueChange, keys []mirrorKey, batch *mirrorBatch) bool {
+	subj := queueSubject(id, n.cfg.Node)
+	f, err := n.mir.js.PublishAsync(subj, mustJSON(queueEntry{C: changes}), jetstream.WithStallWait(kvTimeout))
+	if err != nil {
+		n.mirrorFailed(true, err)
+		return true
+	}
+	a := mirrorAck{subj: subj, keys: keys, f: f}
+	if batch != nil {
+		batch.left.Add(1)
+		a.batch = batch
+	}
+	select {
+	case n.mir.acks <- a:
+		return true
+	case <-n.ctx.Done():
+		return false
+	}
+}
+
+// flushRemovals writes the removals held back, one entry per session.
+func (n *Node) flushRemovals() {
+	n.mir.mu.Lock()
+	defer n.mir.mu.Unlock()
+	for id, rm := range n.mir.rm {
+		for len(rm) > 0 {
+			part := rm[:min(len(rm), entryChanges)]
+			rm = rm[len(part):]
+			cs := make([]queueChange, len(part))
+			ks := make([]mirrorKey, len(part))
+			for i, seq := range part {
+				cs[i], ks[i] = queueChange{Seq: seq}, mirrorKey{k: seq}
+			}
+			if !n.sendEntry(id, cs, ks, nil) {
+				return
+			}
+		}
+	}
+	clear(n.mir.rm)
+	n.mir.rmCount = 0
+}
+
+func (n *Node) removeLoop() {
+	defer n.wg.Done()
+	tick := time.NewTicker(removeEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-tick.C:
+			n.mir.mu.Lock()
+			some := n.mir.rmCount > 0
+			n.mir.mu.Unlock()
+			if some {
+				n.flushRemovals()
+			}
+		}
 	}
 }
 
@@ -254,9 +391,9 @@ func (n *Node) trackMirror() {
 			select {
 			case ack = <-a.f.Ok():
 			case err := <-a.f.Err():
-				n.mirrorFailed(a.put, err)
+				n.mirrorFailed(true, err)
 			case <-timeout.C:
-				n.mirrorFailed(a.put, errors.New("no confirmation"))
+				n.mirrorFailed(true, errors.New("no confirmation"))
 			case <-n.ctx.Done():
 				return
 			}
@@ -264,32 +401,31 @@ func (n *Node) trackMirror() {
 				a.batch.settle()
 			}
 			m := live[a.subj]
-			if ack == nil {
-				// A lost put is written again by the next resync; a lost
-				// removal stays in the stream until the session's entries
-				// are purged, which it no longer holds back.
-				if !a.put {
-					delete(m, a.seq)
-					if len(m) == 0 {
-						delete(live, a.subj)
-						delete(purged, a.subj)
+			removed := false
+			for _, k := range a.keys {
+				switch {
+				case !k.put:
+					// A lost removal stays in the stream until the
+					// session's entries are purged, which it no longer
+					// holds back.
+					delete(m, k.k)
+					removed = true
+				case ack != nil:
+					if m == nil {
+						m = make(map[uint64]uint64)
+						live[a.subj] = m
 					}
+					m[k.k] = ack.Sequence
+				default:
+					// A lost put is written again by the next resync.
 				}
-				continue
 			}
-			if a.put {
-				if m == nil {
-					m = make(map[uint64]uint64)
-					live[a.subj] = m
-				}
-				m[a.seq] = ack.Sequence
-				continue
-			}
-			delete(m, a.seq)
-			if len(m) == 0 {
+			if removed && len(m) == 0 {
 				delete(live, a.subj)
 				delete(purged, a.subj)
-				n.purgeQueued(a.subj, ack.Sequence+1)
+				if ack != nil {
+					n.purgeQueued(a.subj, ack.Sequence+1)
+				}
 			}
 		}
 	}
@@ -362,14 +498,18 @@ func (n *Node) loadQueued(ctx context.Context, clientID, node string) ([]broker.
 		var e queueEntry
 		if err := json.Unmarshal(m.Data, &e); err != nil {
 			n.log.Warn("cluster: skipping an undecodable queued message", "client_id", clientID, "err", err)
-		} else if e.In != 0 && e.Rel {
-			delete(in, e.In)
-		} else if e.In != 0 {
-			in[e.In] = true
-		} else if e.Out == nil {
-			delete(got, e.Seq)
-		} else {
-			got[e.Seq] = e.Out
+		}
+		for _, c := range e.C {
+			switch {
+			case c.In != 0 && c.Rel:
+				delete(in, c.In)
+			case c.In != 0:
+				in[c.In] = true
+			case c.Out == nil:
+				delete(got, c.Seq)
+			default:
+				got[c.Seq] = c.Out
+			}
 		}
 		seq = m.Sequence + 1
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"testing"
 	"time"
@@ -13,7 +14,11 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/starling-mqtt/starling/internal/broker"
+	"github.com/starling-mqtt/starling/internal/config"
 	"github.com/starling-mqtt/starling/internal/packet"
+	"github.com/starling-mqtt/starling/internal/store"
+	"github.com/starling-mqtt/starling/internal/store/memory"
 )
 
 // A persistent session's queued messages survive the loss of its node: the
@@ -274,4 +279,48 @@ func (r *raw) Connect(id string, clean bool) *packet.Connack {
 		r.t.Fatal("expected CONNACK")
 	}
 	return ack
+}
+
+// With cluster.local_queues a node keeps its sessions' queues to itself;
+// by default they are in the stream.
+func TestLocalQueuesNotMirrored(t *testing.T) {
+	for _, local := range []bool{false, true} {
+		t.Run(fmt.Sprint("local=", local), func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			route := ln.Addr().String()
+			ln.Close()
+			b := broker.New(config.Default().Limits, slog.New(slog.DiscardHandler))
+			b.SetStore(memory.New())
+			n, err := Start(Config{Name: fmt.Sprintf("one-%d", time.Now().UnixNano()), Node: "solo", Listen: route, LocalQueues: local}, b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { b.Close(time.Second); n.Close() })
+			if err := b.Restore(); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-n.Ready():
+			case <-time.After(30 * time.Second):
+				t.Fatal("not ready")
+			}
+			b.Adopt(&broker.SessionSnapshot{Session: store.Session{ClientID: "off", Version: packet.V5, ExpiryInterval: 300},
+				Subs: []store.Subscription{{Filter: "o/#", Options: packet.Subscription{Filter: "o/#", QoS: 1}}}})
+			if _, err := b.Publish("o/x", []byte("kept"), 1, false); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			out, _, err := n.loadQueued(ctx, "off", "solo")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := map[bool]int{false: 1, true: 0}[local]; len(out) != want {
+				t.Fatalf("%d deliveries in the stream, want %d", len(out), want)
+			}
+		})
+	}
 }

@@ -53,6 +53,9 @@ type Config struct {
 	Peers   []string // the other nodes' Listen addresses
 	Token   string   // shared secret for routes; "" for none
 	DataDir string   // JetStream storage; "" keeps it in memory
+	// LocalQueues leaves persistent sessions' queued and inflight
+	// messages out of the replicated stream (config cluster.local_queues).
+	LocalQueues bool
 	// MaxPayload bounds one message on the backplane: the broker's maximum
 	// packet size plus room for the envelope.
 	MaxPayload int
@@ -186,6 +189,7 @@ func Start(cfg Config, b *broker.Broker) (*Node, error) {
 		isubs: make(map[interestKey][]*nats.Subscription), ready: make(chan struct{}), owners: make(map[string]mirrored), xfers: make(map[string]*outgoing), rq: make(map[string]*retainWrite), rpend: make(map[string]uint64), seen: make(map[string]bool), addrName: make(map[string]string), sq: make(map[string]*broker.SessionSnapshot)}
 	n.mir.acks = make(chan mirrorAck, maxMirrorPending)
 	n.mir.purges = make(map[string]uint64)
+	n.mir.rm = make(map[string][]uint64)
 	n.mir.purgeCh = make(chan struct{}, 1)
 	var id [8]byte
 	rand.Read(id[:])
@@ -223,8 +227,10 @@ func Start(cfg Config, b *broker.Broker) (*Node, error) {
 		StoreDir:      storeDir,
 		// Topics may be up to 64 KiB and become subjects (a third longer
 		// once encoded), and messages up to the maximum packet size.
+		// The queue stream's entries carry a message base64-encoded in
+		// JSON: room for a third more.
 		MaxControlLine: 1 << 17,
-		MaxPayload:     int32(min(maxPayload, 64<<20)),
+		MaxPayload:     int32(min(maxPayload*4/3+64<<10, 64<<20)),
 		MaxPending:     int64(min(maxPayload, 64<<20)) * 2,
 	}
 	if opts.MaxPending < 64<<20 {
@@ -296,9 +302,17 @@ func Start(cfg Config, b *broker.Broker) (*Node, error) {
 	go n.receiveLoop()
 	go n.kvLoop()
 	go n.setup(len(cfg.Peers) + 1)
-	b.SetBackplane(n)
+	if cfg.LocalQueues {
+		b.SetBackplane(localQueues{n})
+	} else {
+		b.SetBackplane(n)
+	}
 	return n, nil
 }
+
+// localQueues is the node as a backplane that does not mirror deliveries:
+// embedding the interface hides MirrorDeliveries from the broker.
+type localQueues struct{ broker.Backplane }
 
 func joinComma(s []string) string {
 	out := ""
