@@ -78,6 +78,7 @@ func TestQueuedMessagesRecoveredFromLostNode(t *testing.T) {
 
 	// u3 leaves the cluster at once, its session and queue still in its
 	// broker: to the others it is a lost node.
+	waitRecorded(t, u1, "q")
 	u3.n.Close()
 
 	var recv chan *paho.Publish
@@ -183,6 +184,9 @@ func TestQoS2ReceivedIDSurvivesLostNode(t *testing.T) {
 		break
 	}
 
+	// The session's record reaches the bucket shortly after the connect;
+	// a node lost before that leaves nothing to recover.
+	waitRecorded(t, u1, "p")
 	u3.n.Close()
 	p.Close()
 	var p2 *raw
@@ -322,5 +326,23 @@ func TestLocalQueuesNotMirrored(t *testing.T) {
 				t.Fatalf("%d deliveries in the stream, want %d", len(out), want)
 			}
 		})
+	}
+}
+
+// waitRecorded waits until tn's mirror of the sessions bucket holds id's
+// persistent session record.
+func waitRecorded(t *testing.T, tn *testNode, id string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		tn.n.omu.Lock()
+		m, ok := tn.n.owners[key(id)]
+		tn.n.omu.Unlock()
+		if ok && m.rec.Session != nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s's session never recorded", id)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -862,6 +862,20 @@ func (n *Node) writeSession(ctx context.Context, id string, s *broker.SessionSna
 		}
 		_, err = n.sessions.Update(ctx, key(id), val, e.Revision())
 	}
+	if isRevisionMismatch(err) || errors.Is(err, jetstream.ErrKeyExists) {
+		// The read was stale (a replica behind the leader) or raced
+		// another write: written again shortly, unless a newer change
+		// is queued by then. Dropping it would leave the record without
+		// the session, which then cannot be recovered if this node dies.
+		n.kmu.Lock()
+		if _, ok := n.sq[id]; !ok {
+			n.sq[id] = s
+			n.sorder = append(n.sorder, id)
+		}
+		n.kmu.Unlock()
+		time.AfterFunc(50*time.Millisecond, n.signalKV)
+		return
+	}
 	if err != nil {
 		n.log.Warn("cluster: record session", "client_id", id, "err", err)
 	}
