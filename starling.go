@@ -589,7 +589,7 @@ func (s *Server) openStore() error {
 			dir = filepath.Join(s.cfg.Data, "cluster")
 		}
 		node, err := cluster.Start(cluster.Config{Name: c.Name, Node: c.Node, Listen: c.Listen, Peers: c.Peers, Token: c.Token,
-			DataDir: dir, MaxPayload: int(s.cfg.Limits.MaxPacketSize) + 64<<10, Logger: s.log}, s.broker)
+			LocalQueues: c.LocalQueues, DataDir: dir, MaxPayload: int(s.cfg.Limits.MaxPacketSize) + 64<<10, Logger: s.log}, s.broker)
 		if err != nil {
 			return fmt.Errorf("starling: %w", err)
 		}

@@ -66,6 +66,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.SlowSubs, "slow-subs", 0, "slow: subscribers that never read, beside -subs that do (default 1)")
 	fs.IntVar(&cfg.Conns, "conns", 0, "connections for idle and connstorm (default 1000)")
 	fs.Float64Var(&cfg.Rate, "rate", 0, "open loop: total `msgs/s` offered; 0 = closed loop (latency: 10000)")
+	fs.BoolVar(&cfg.Persistent, "persistent", false, "subscribers keep their sessions (clean start off; MQTT 5: expiry 300 s); they outlive the run")
 	fs.IntVar(&cfg.Window, "window", 64, "messages in flight per publisher (closed loop; QoS 1 PUBACK window)")
 	fs.DurationVar(&cfg.Duration, "duration", 0, "measured window (default 5s)")
 	fs.DurationVar(&cfg.Warmup, "warmup", 0, "warm-up before the measured window")

@@ -65,6 +65,7 @@ type Broker struct {
 
 	subs        *topic.Index[subValue]
 	backplane   Backplane
+	mirror      Mirror     // the backplane, if it replicates deliveries
 	heldWills   []heldWill // restored wills waiting for the cluster; under mu
 	shareRR     sync.Map   // share group key -> *atomic.Uint64, round robin
 	shareGroups atomic.Int64

@@ -37,6 +37,71 @@ type Backplane interface {
 	SessionEnded(clientID string)
 }
 
+// Mirror is implemented by a backplane that replicates the queued and
+// inflight deliveries of persistent sessions, so that another node can
+// recover them if this one is lost.
+type Mirror interface {
+	// MirrorDeliveries replicates changes the store has just committed,
+	// in order. With wait set (the operation's packets, a PUBACK among
+	// them, are held until it returns) it returns once the changes are
+	// replicated or a bounded wait ran out; otherwise at once. It is
+	// called without broker locks held.
+	MirrorDeliveries(ops []MirrorOp, wait bool)
+}
+
+// MirrorOp is one change to a persistent session's deliveries: Out set
+// stores (or updates) the delivery with sequence number Seq, nil removes
+// it (acknowledged, expired or dropped). With Inbound set it is about a
+// QoS 2 packet ID received from the client instead: stored (awaiting
+// PUBREL), or removed when Released.
+type MirrorOp struct {
+	ClientID string
+	Seq      uint64
+	Out      *SnapshotDelivery
+	Inbound  uint16
+	Released bool
+}
+
+func mirrorPut(id string, seq uint64, d *session.Delivery, packetID uint16, state byte) MirrorOp {
+	return MirrorOp{ClientID: id, Seq: seq, Out: &SnapshotDelivery{Msg: *toStore(d.Msg), QoS: d.QoS, Retain: d.Retain,
+		SubIDs: d.SubIDs, Group: d.Group, Filter: d.Filter, PacketID: packetID, State: state}}
+}
+
+// MirrorAll hands the backplane every delivery of every persistent
+// session as it stands, so that its replicated copy is complete (after a
+// restart, or once the replicated state first becomes available).
+func (b *Broker) MirrorAll() {
+	if b.mirror == nil {
+		return
+	}
+	b.mu.Lock()
+	cls := make([]*client, 0, len(b.clients))
+	for _, cl := range b.clients {
+		cls = append(cls, cl)
+	}
+	b.mu.Unlock()
+	var ops []MirrorOp
+	for _, cl := range cls {
+		cl.mu.Lock()
+		if !cl.ended && cl.persistent() {
+			in := cl.sess.Export(func(d *session.Delivery, packetID uint16, state byte) {
+				ops = append(ops, mirrorPut(cl.id, d.Seq, d, packetID, state))
+			})
+			for _, id := range in {
+				ops = append(ops, MirrorOp{ClientID: cl.id, Inbound: id})
+			}
+		}
+		cl.mu.Unlock()
+		if len(ops) >= 1024 {
+			b.mirror.MirrorDeliveries(ops, false)
+			ops = nil
+		}
+	}
+	if len(ops) > 0 {
+		b.mirror.MirrorDeliveries(ops, false)
+	}
+}
+
 // ErrSessionMoving is wrapped by a Claim that failed while the session's
 // owner is alive and kept it: the connect is refused (server unavailable)
 // so that the client retries, rather than going ahead without its session.
@@ -66,6 +131,7 @@ type SnapshotDelivery struct {
 // serving.
 func (b *Broker) SetBackplane(bp Backplane) {
 	b.backplane = bp
+	b.mirror, _ = bp.(Mirror)
 	b.subs.OnInterest(bp.Interest)
 }
 
@@ -358,12 +424,18 @@ func (b *Broker) Adopt(s *SessionSnapshot) {
 			b.ref(t.bt(), m)
 			t.bt().PutOutbound(id, d.Seq, &store.Outbound{MessageID: m.ID, QoS: d.QoS, Retain: d.Retain, SubIDs: d.SubIDs,
 				Group: d.Group, Filter: d.Filter, PacketID: o.PacketID, State: o.State})
+			if b.mirror != nil {
+				t.mirror = append(t.mirror, mirrorPut(id, d.Seq, &d, o.PacketID, o.State))
+			}
 		}
 	}
 	for _, pid := range s.Inbound {
 		cl.sess.RestoreInbound(pid)
 		if cl.persistent() {
 			t.bt().PutInbound(id, pid)
+			if b.mirror != nil {
+				t.mirror = append(t.mirror, MirrorOp{ClientID: id, Inbound: pid})
+			}
 		}
 	}
 	// Until the connection attaches, the session ages like any offline one.

@@ -27,6 +27,10 @@ type tx struct {
 	// What a failed publish must undo in memory.
 	delivered []delivered
 	retained  *retainUndo
+
+	// Changes to persistent sessions' deliveries for the backplane to
+	// replicate once the batch is committed (cluster only).
+	mirror []MirrorOp
 }
 
 type delivered struct {
@@ -90,6 +94,12 @@ func (t *tx) commit(sync bool) error {
 		t.b.log.Error("store commit failed", "err", err)
 		return err
 	}
+	if len(t.mirror) > 0 {
+		// Before the gate opens: the PUBACK of a publish that queued a
+		// message for a persistent session means the cluster has it too.
+		t.b.mirror.MirrorDeliveries(t.mirror, t.gated)
+		t.mirror = nil
+	}
 	return nil
 }
 
@@ -148,16 +158,33 @@ func (j *journal) PutOutbound(seq uint64, d *session.Delivery, packetID uint16, 
 	j.b.msgMu.Unlock()
 	bt.PutOutbound(j.cl.id, seq, &store.Outbound{MessageID: id, QoS: d.QoS, Retain: d.Retain, SubIDs: d.SubIDs,
 		Group: d.Group, Filter: d.Filter, PacketID: packetID, State: state})
+	if j.b.mirror != nil {
+		j.cl.tx.mirror = append(j.cl.tx.mirror, mirrorPut(j.cl.id, seq, d, packetID, state))
+	}
 }
 
 func (j *journal) DeleteOutbound(seq uint64, d *session.Delivery) {
 	bt := j.batch()
 	bt.DeleteOutbound(j.cl.id, seq)
 	j.b.unref(bt, d.Msg)
+	if j.b.mirror != nil {
+		j.cl.tx.mirror = append(j.cl.tx.mirror, MirrorOp{ClientID: j.cl.id, Seq: seq})
+	}
 }
 
-func (j *journal) PutInbound(id uint16)    { j.batch().PutInbound(j.cl.id, id) }
-func (j *journal) DeleteInbound(id uint16) { j.batch().DeleteInbound(j.cl.id, id) }
+func (j *journal) PutInbound(id uint16) {
+	j.batch().PutInbound(j.cl.id, id)
+	if j.b.mirror != nil {
+		j.cl.tx.mirror = append(j.cl.tx.mirror, MirrorOp{ClientID: j.cl.id, Inbound: id})
+	}
+}
+
+func (j *journal) DeleteInbound(id uint16) {
+	j.batch().DeleteInbound(j.cl.id, id)
+	if j.b.mirror != nil {
+		j.cl.tx.mirror = append(j.cl.tx.mirror, MirrorOp{ClientID: j.cl.id, Inbound: id, Released: true})
+	}
+}
 
 // ref counts a stored delivery of m, storing the message body with the
 // first.

@@ -111,7 +111,13 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 		}
 		return nil, fmt.Errorf("cluster: claim %q: %w", clientID, err)
 	}
+	orphanOf := "" // the lost owner whose record was recovered
 	ok := func() (*broker.SessionSnapshot, error) {
+		if orphanOf != "" {
+			// Ours now, with the deliveries it mirrored: its copy in the
+			// stream is no longer needed.
+			n.purgeQueued(queueSubject(clientID, orphanOf), 0)
+		}
 		if in == nil {
 			return nil, nil
 		}
@@ -164,7 +170,14 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 				// The owner is gone: recover what it recorded (its
 				// subscriptions, and the will its loss should publish).
 				n.log.Warn("cluster: session owner unreachable; recovering its record", "client_id", clientID, "owner", r.Node, "err", err)
-				n.b.AdoptOrphan(r.Session, true, clean)
+				s, qerr := n.withQueued(r.Session, r.Node, clean)
+				if qerr != nil {
+					// Refused, so that the client retries once the
+					// stream is readable, rather than start without them.
+					return nil, fmt.Errorf("%w: claim %q: recover queued messages: %v", errHandOver, clientID, qerr)
+				}
+				n.b.AdoptOrphan(s, true, clean)
+				orphanOf = r.Node
 			}
 		}
 		if _, err = n.sessions.Update(ctx, k, mine, e.Revision()); err == nil {

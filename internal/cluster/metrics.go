@@ -7,6 +7,8 @@ var (
 		"Messages from other nodes dropped because this node fell behind (NATS slow consumer).", nil, nil)
 	retainFailedDesc = prometheus.NewDesc("mqtt_cluster_retained_writes_failed_total",
 		"Retained-message changes not replicated to the cluster after every retry.", nil, nil)
+	queueFailedDesc = prometheus.NewDesc("mqtt_cluster_queue_writes_failed_total",
+		"Writes of persistent sessions' queued or inflight messages (one per session and operation) the replicated stream did not confirm; the next resync writes them again.", nil, nil)
 	peersDesc = prometheus.NewDesc("mqtt_cluster_peers_connected",
 		"Other cluster nodes this node has routes to now.", nil, nil)
 )
@@ -15,6 +17,7 @@ var (
 func (n *Node) Describe(ch chan<- *prometheus.Desc) {
 	ch <- droppedDesc
 	ch <- retainFailedDesc
+	ch <- queueFailedDesc
 	ch <- peersDesc
 }
 
@@ -22,5 +25,6 @@ func (n *Node) Describe(ch chan<- *prometheus.Desc) {
 func (n *Node) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(droppedDesc, prometheus.CounterValue, float64(n.Dropped()))
 	ch <- prometheus.MustNewConstMetric(retainFailedDesc, prometheus.CounterValue, float64(n.retainFailed.Load()))
+	ch <- prometheus.MustNewConstMetric(queueFailedDesc, prometheus.CounterValue, float64(n.mir.failed.Load()))
 	ch <- prometheus.MustNewConstMetric(peersDesc, prometheus.GaugeValue, float64(len(n.Peers())))
 }

@@ -53,6 +53,9 @@ type Config struct {
 	Peers   []string // the other nodes' Listen addresses
 	Token   string   // shared secret for routes; "" for none
 	DataDir string   // JetStream storage; "" keeps it in memory
+	// LocalQueues leaves persistent sessions' queued and inflight
+	// messages out of the replicated stream (config cluster.local_queues).
+	LocalQueues bool
 	// MaxPayload bounds one message on the backplane: the broker's maximum
 	// packet size plus room for the envelope.
 	MaxPayload int
@@ -131,6 +134,8 @@ type Node struct {
 	seen     map[string]bool
 	addrName map[string]string
 
+	mir mirror // persistent sessions' deliveries in the queue stream
+
 	ready    chan struct{} // closed once the buckets exist
 	sessions jetstream.KeyValue
 	retained jetstream.KeyValue
@@ -182,6 +187,10 @@ func Start(cfg Config, b *broker.Broker) (*Node, error) {
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.Node), b: b,
 		plain: make(chan *nats.Msg, plainQueue), isig: make(chan struct{}, 1), ksig: make(chan struct{}, 1),
 		isubs: make(map[interestKey][]*nats.Subscription), ready: make(chan struct{}), owners: make(map[string]mirrored), xfers: make(map[string]*outgoing), rq: make(map[string]*retainWrite), rpend: make(map[string]uint64), seen: make(map[string]bool), addrName: make(map[string]string), sq: make(map[string]*broker.SessionSnapshot)}
+	n.mir.acks = make(chan mirrorAck, maxMirrorPending)
+	n.mir.purges = make(map[string]uint64)
+	n.mir.rm = make(map[string][]uint64)
+	n.mir.purgeCh = make(chan struct{}, 1)
 	var id [8]byte
 	rand.Read(id[:])
 	n.instance = binary.BigEndian.Uint64(id[:])
@@ -218,8 +227,10 @@ func Start(cfg Config, b *broker.Broker) (*Node, error) {
 		StoreDir:      storeDir,
 		// Topics may be up to 64 KiB and become subjects (a third longer
 		// once encoded), and messages up to the maximum packet size.
+		// The queue stream's entries carry a message base64-encoded in
+		// JSON: room for a third more.
 		MaxControlLine: 1 << 17,
-		MaxPayload:     int32(min(maxPayload, 64<<20)),
+		MaxPayload:     int32(min(maxPayload*4/3+64<<10, 64<<20)),
 		MaxPending:     int64(min(maxPayload, 64<<20)) * 2,
 	}
 	if opts.MaxPending < 64<<20 {
@@ -291,9 +302,17 @@ func Start(cfg Config, b *broker.Broker) (*Node, error) {
 	go n.receiveLoop()
 	go n.kvLoop()
 	go n.setup(len(cfg.Peers) + 1)
-	b.SetBackplane(n)
+	if cfg.LocalQueues {
+		b.SetBackplane(localQueues{n})
+	} else {
+		b.SetBackplane(n)
+	}
 	return n, nil
 }
+
+// localQueues is the node as a backplane that does not mirror deliveries:
+// embedding the interface hides MirrorDeliveries from the broker.
+type localQueues struct{ broker.Backplane }
 
 func joinComma(s []string) string {
 	out := ""
@@ -345,6 +364,10 @@ func (n *Node) setup(size int) {
 	if n.retained = open(retainedBucket); n.retained == nil {
 		return
 	}
+	queue := n.openQueue(js, replicas)
+	if queue == nil {
+		return
+	}
 	// Watching creates a consumer, which also fails while leaders are
 	// being elected (a node restarting as another stops): retried too.
 	watch := func(kv jetstream.KeyValue) jetstream.KeyWatcher {
@@ -390,6 +413,9 @@ func (n *Node) setup(size int) {
 						return
 					}
 					n.reconcile()
+					if err := n.startMirror(queue); err != nil {
+						n.log.Error("cluster: queued messages will not be replicated", "err", err)
+					}
 					close(n.ready)
 					n.log.Info("cluster ready", "peers", n.cfg.Peers, "replicas", replicas)
 				}
@@ -440,6 +466,9 @@ func (n *Node) reconcile() {
 		case o != n.cfg.Node:
 			n.log.Info("cluster: session moved to another node while this one was down", "client_id", id, "owner", o)
 			n.b.DropSession(id)
+			// Its removals are not mirrored yet: drop this node's copy
+			// in the stream whole (the new owner has its own).
+			n.purgeQueued(queueSubject(id, n.cfg.Node), 0)
 		default:
 			mine[id] = true
 		}
@@ -578,6 +607,15 @@ func (n *Node) takeOver(lost string) error {
 	adopted := 0
 	for k, m := range todo {
 		r := m.rec
+		// The deliveries it mirrored first: while the stream elects a
+		// new leader they may be unreadable, and the takeover waits.
+		var s *broker.SessionSnapshot
+		if r.Session != nil {
+			var err error
+			if s, err = n.withQueued(r.Session, lost, false); err != nil {
+				return err
+			}
+		}
 		// Compare-and-set first, so that a will is published once even
 		// if two nodes try.
 		ctx, cancel := context.WithTimeout(n.ctx, readyWait)
@@ -594,9 +632,10 @@ func (n *Node) takeOver(lost string) error {
 		if err != nil {
 			return fmt.Errorf("claim session: %w", err)
 		}
-		if r.Session != nil {
-			n.b.AdoptOrphan(r.Session, false, false)
+		if s != nil {
+			n.b.AdoptOrphan(s, false, false)
 			adopted++
+			n.purgeQueued(queueSubject(s.Session.ClientID, lost), 0)
 		}
 	}
 	n.log.Info("cluster: took over a lost node's sessions", "lost", lost, "sessions", adopted)
@@ -822,6 +861,20 @@ func (n *Node) writeSession(ctx context.Context, id string, s *broker.SessionSna
 			return // taken over meanwhile
 		}
 		_, err = n.sessions.Update(ctx, key(id), val, e.Revision())
+	}
+	if isRevisionMismatch(err) || errors.Is(err, jetstream.ErrKeyExists) {
+		// The read was stale (a replica behind the leader) or raced
+		// another write: written again shortly, unless a newer change
+		// is queued by then. Dropping it would leave the record without
+		// the session, which then cannot be recovered if this node dies.
+		n.kmu.Lock()
+		if _, ok := n.sq[id]; !ok {
+			n.sq[id] = s
+			n.sorder = append(n.sorder, id)
+		}
+		n.kmu.Unlock()
+		time.AfterFunc(50*time.Millisecond, n.signalKV)
+		return
 	}
 	if err != nil {
 		n.log.Warn("cluster: record session", "client_id", id, "err", err)

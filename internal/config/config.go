@@ -110,6 +110,10 @@ type Cluster struct {
 	// Token is a shared secret every node must present to join ("" = no
 	// check: then only a private network may reach the cluster port).
 	Token string `yaml:"token"`
+	// LocalQueues keeps persistent sessions' queued and inflight QoS 1/2
+	// messages on their node only, not replicated: much faster for
+	// fan-out to many persistent sessions, but lost with a node that dies.
+	LocalQueues bool `yaml:"local_queues"`
 }
 
 // TLS is the server certificate and the client-certificate policy of the

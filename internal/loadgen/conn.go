@@ -24,7 +24,8 @@ type conn struct {
 	nc      net.Conn
 	br      *bufio.Reader
 	version byte
-	recvMax int // the broker's Receive Maximum (v5), 65535 otherwise
+	keep    bool // a persistent session (Config.Persistent)
+	recvMax int  // the broker's Receive Maximum (v5), 65535 otherwise
 	wmu     sync.Mutex
 	closed  atomic.Bool
 	body    []byte // reader's buffer for packets larger than br
@@ -37,7 +38,8 @@ type dialer struct {
 	insecure bool
 	deflate  bool // offer permessage-deflate on ws:// and wss://
 	version  byte
-	rbuf     int // bufio.Reader size
+	rbuf     int  // bufio.Reader size
+	keep     bool // connect with a persistent session
 }
 
 func (d *dialer) dial(ctx context.Context) (net.Conn, error) {
@@ -63,7 +65,7 @@ func (d *dialer) open(ctx context.Context, clientID, filter string, qos byte) (*
 	if err != nil {
 		return nil, err
 	}
-	c := &conn{nc: nc, br: bufio.NewReaderSize(nc, d.rbuf), version: d.version, recvMax: 65535}
+	c := &conn{nc: nc, br: bufio.NewReaderSize(nc, d.rbuf), version: d.version, keep: d.keep, recvMax: 65535}
 	if err := c.handshake(ctx, clientID, filter, qos); err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("%s: %w", clientID, err)
@@ -78,7 +80,12 @@ func (c *conn) handshake(ctx context.Context, clientID, filter string, qos byte)
 	}
 	c.nc.SetDeadline(deadline)
 	defer c.nc.SetDeadline(time.Time{})
-	buf, err := packet.Append(nil, &packet.Connect{ProtocolVersion: c.version, CleanStart: true, ClientID: clientID}, c.version)
+	cp := &packet.Connect{ProtocolVersion: c.version, CleanStart: !c.keep, ClientID: clientID}
+	if c.keep && c.version == packet.V5 {
+		e := persistentExpiry
+		cp.Properties.SessionExpiry = &e
+	}
+	buf, err := packet.Append(nil, cp, c.version)
 	if err != nil {
 		return err
 	}

@@ -89,7 +89,15 @@ type Config struct {
 	ClientID     string        // client ID prefix; default "sb<nonce>"
 	Topic        string        // topic prefix; default "bench"
 	StallTimeout time.Duration // closed loop: forgive in-flight messages after this long without progress
+	// Persistent makes subscribers keep their sessions (clean start off;
+	// MQTT 5: expiry persistentExpiry), which a cluster replicates. The
+	// sessions outlive the run: MQTT 3.1.1 ones for good.
+	Persistent bool
 }
+
+// persistentExpiry is the session expiry, in seconds, of Persistent
+// subscribers over MQTT 5.
+const persistentExpiry uint32 = 300
 
 // Defaults fills in the zero fields of c for its scenario.
 func (c *Config) Defaults() {
@@ -278,6 +286,7 @@ func (c *Config) subDialers(d *dialer) ([]*dialer, error) {
 		}
 		sd := *d
 		sd.u = u
+		sd.keep = c.Persistent
 		ds = append(ds, &sd)
 	}
 	return ds, nil

@@ -3,6 +3,7 @@ package loadgen
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"slices"
 	"strings"
@@ -411,3 +412,19 @@ func TestSlowConsumer(t *testing.T) {
 	}
 }
 
+// Persistent subscribers leave their sessions on the broker.
+func TestPersistentSubscribers(t *testing.T) {
+	tcp, _ := urls(t)
+	addr := strings.TrimPrefix(tcp, "tcp://")
+	for _, v := range []byte{packet.V311, packet.V5} {
+		id := fmt.Sprintf("keep%d", v)
+		r := runJSON(t, Config{URL: tcp, Scenario: FanOut, Subs: 2, QoS: 1, Version: v, Persistent: true, ClientID: id,
+			Duration: 200 * time.Millisecond})
+		checkClosedLoop(t, r)
+		c := testutil.Dial(t, addr, packet.V311)
+		if ack := c.Connect(id+"-s0", false); !ack.SessionPresent {
+			t.Errorf("version %d: no session left for %s-s0", v, id)
+		}
+		c.Close()
+	}
+}

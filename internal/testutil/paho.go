@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"testing"
 	"time"
@@ -21,9 +22,20 @@ type Paho struct {
 // start without keep alive. The client disconnects at cleanup.
 func DialPaho(t testing.TB, addr, clientID string, cp *paho.Connect) (*Paho, *paho.Connack) {
 	t.Helper()
+	c, ack, err := TryDialPaho(t, addr, clientID, cp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, ack
+}
+
+// TryDialPaho is DialPaho with a failed or refused connect returned as an
+// error, for clients that retry.
+func TryDialPaho(t testing.TB, addr, clientID string, cp *paho.Connect) (*Paho, *paho.Connack, error) {
+	t.Helper()
 	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
-		t.Fatalf("dial %s: %v", addr, err)
+		return nil, nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
 	c := &Paho{Recv: make(chan *paho.Publish, 10000), Disc: make(chan *paho.Disconnect, 1)}
 	c.Client = paho.NewClient(paho.ClientConfig{
@@ -44,14 +56,14 @@ func DialPaho(t testing.TB, addr, clientID string, cp *paho.Connect) (*Paho, *pa
 	ack, err := c.Connect(ctx, cp)
 	if err != nil {
 		nc.Close()
-		t.Fatalf("connect %s: %v (CONNACK %+v)", clientID, err, ack)
+		return nil, ack, fmt.Errorf("connect %s: %w (CONNACK %+v)", clientID, err, ack)
 	}
 	t.Cleanup(func() {
 		c.Disconnect(&paho.Disconnect{})
 		nc.Close()
 		<-c.Done()
 	})
-	return c, ack
+	return c, ack, nil
 }
 
 // Sub subscribes and fails the test unless every subscription is granted.

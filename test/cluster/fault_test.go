@@ -156,6 +156,26 @@ func TestClusterNodeKilled(t *testing.T) {
 	v, _ := testutil.DialPaho(t, n3.addr, "v", cv)
 	v.Sub(t, paho.SubscribeOptions{Topic: "f/#", QoS: 1})
 	warm(t, setter, "f/probe", sA, sB, v)
+	// q lives on the node that will die too, offline: what is queued for
+	// it there when the node dies must reach it on a surviving node.
+	q, _ := testutil.DialPaho(t, n3.addr, "q", persistent())
+	q.Sub(t, paho.SubscribeOptions{Topic: "f/0", QoS: 1})
+	q.Disconnect(&paho.Disconnect{})
+	// What v receives has reached n3 and been queued for q in the same
+	// operation, which delivers nothing before the queue is replicated.
+	vGot := map[string]bool{}
+	vStop, vDone := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(vDone)
+		for {
+			select {
+			case m := <-v.Recv:
+				vGot[string(m.Payload)] = true
+			case <-vStop:
+				return
+			}
+		}
+	}()
 
 	acked := &seqLog{seqs: map[string]time.Time{}}
 	ctx, stop := context.WithCancel(context.Background())
@@ -179,8 +199,34 @@ func TestClusterNodeKilled(t *testing.T) {
 		}()
 	}
 	time.Sleep(2 * time.Second)
+	close(vStop)
+	<-vDone
 	killed := time.Now()
 	n3.kill()
+	// q reconnects to a surviving node at once; it is refused (0x88) while
+	// its session's owner cannot be asked or the replicated queue read.
+	type dialed struct {
+		c     *testutil.Paho
+		tries int
+		err   error
+	}
+	qc := make(chan dialed, 1)
+	go func() {
+		var d dialed
+		for deadline := time.Now().Add(40 * time.Second); ; {
+			d.tries++
+			c, ack, err := testutil.TryDialPaho(t, n2.addr, "q", persistent())
+			if err == nil && !ack.SessionPresent {
+				err = fmt.Errorf("q reconnecting to n2: session present = false")
+			}
+			if err == nil || time.Now().After(deadline) {
+				d.c, d.err = c, err
+				qc <- d
+				return
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+	}()
 	w := watcher.Expect(t, 30*time.Second)
 	if w.Topic != "will/v" || string(w.Payload) != "v lost" {
 		t.Fatalf("watcher got %q %q, want v's will", w.Topic, w.Payload)
@@ -209,6 +255,29 @@ func TestClusterNodeKilled(t *testing.T) {
 			}
 		}
 	}
+
+	// q gets every message v got from n3 before the kill, although they
+	// were queued for it on n3 only when n3 was killed.
+	qd := <-qc
+	if qd.err != nil {
+		t.Fatalf("q never reconnected after %d tries: %v", qd.tries, qd.err)
+	}
+	wantQ := map[string]time.Time{}
+	for k := range vGot {
+		if strings.HasPrefix(k, "0/") {
+			wantQ[k] = killed
+		}
+	}
+	if len(wantQ) == 0 {
+		t.Fatalf("v got nothing from publisher 0 before the kill")
+	}
+	gotQ := collect(qd.c, wantQ, func(time.Time) bool { return true }, 20*time.Second)
+	for k := range wantQ {
+		if !gotQ[k] {
+			t.Fatalf("q: message %s, queued for it on the killed node, lost (got %d of %d)", k, len(gotQ), len(wantQ))
+		}
+	}
+	t.Logf("q, reconnected after %d tries, got all %d messages queued for it on the killed node", qd.tries, len(wantQ))
 
 	// v comes back on another node: its session is there, and every
 	// message sent after its will went out (and acknowledged) was kept

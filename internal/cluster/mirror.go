@@ -1,0 +1,547 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/starling-mqtt/starling/internal/broker"
+)
+
+// The queued and inflight QoS 1/2 deliveries of persistent sessions are
+// mirrored to a replicated stream, one subject per session and owner
+// node, so that the node that takes over a lost node's session recovers
+// them. Each change is an entry: the delivery under its sequence number,
+// or a removal. Entries below the oldest one still needed are purged.
+const (
+	queueStream = "starling_queue"
+	queuePrefix = "stl.q."
+	// mirrorWait bounds how long an operation's acknowledgements (a
+	// PUBACK among them) wait for the stream; past it they go out with
+	// the delivery durable on this node only (logged).
+	mirrorWait = 2 * time.Second
+	// purgeEvery is how often a session that always has something queued
+	// has its acknowledged entries purged.
+	purgeEvery = 5 * time.Second
+	// maxMirrorPending bounds the entries sent but not yet acknowledged;
+	// past it, committing operations wait (so a node slows down while the
+	// stream elects a new leader rather than queue without bound).
+	maxMirrorPending = 8192
+	// removeEvery is how long the removals of acknowledged deliveries may
+	// be held back to go out together (a node lost meanwhile has them
+	// sent again: duplicates, not losses); maxHeldRemovals flushes
+	// sooner.
+	removeEvery     = 20 * time.Millisecond
+	maxHeldRemovals = 4096
+	// mirrorAckTimeout is when an entry without confirmation counts as
+	// failed.
+	mirrorAckTimeout = 5 * time.Second
+)
+
+// queueChange is one change to a session's deliveries, or, with In set,
+// to its QoS 2 packet IDs awaiting PUBREL.
+type queueChange struct {
+	Seq uint64                   `json:"seq,omitempty"`
+	Out *broker.SnapshotDelivery `json:"out,omitempty"` // nil: removed
+	In  uint16                   `json:"in,omitempty"`
+	Rel bool                     `json:"rel,omitempty"` // In released
+}
+
+// queueEntry is one message in the stream: a session's changes from one
+// operation, in order. One entry per session and operation, rather than
+// per change, is what keeps a batch of messages for a session cheap.
+type queueEntry struct {
+	C []queueChange `json:"c"`
+}
+
+// Bounds of one entry; a session's changes beyond them go in several.
+const (
+	entryChanges = 1024
+	entryBytes   = 256 << 10
+)
+
+// inboundKey keeps inbound packet IDs apart from delivery sequence numbers
+// in the tracker.
+const inboundKey = 1 << 63
+
+func queueSubject(clientID, node string) string {
+	return queuePrefix + key(clientID) + "." + key(node)
+}
+
+// mirrorAck is an entry sent to the stream, for the tracker to learn its
+// stream sequence number.
+type mirrorAck struct {
+	subj  string
+	keys  []mirrorKey // the changes in the entry, in order
+	f     jetstream.PubAckFuture
+	batch *mirrorBatch // nil unless a caller waits for it
+}
+
+// mirrorKey is one change as the tracker sees it: a delivery's sequence
+// number, or inboundKey|packet ID.
+type mirrorKey struct {
+	k   uint64
+	put bool
+}
+
+// mirrorBatch is the puts of one operation its caller waits for.
+type mirrorBatch struct {
+	left atomic.Int32
+	done chan struct{}
+}
+
+func (b *mirrorBatch) settle() {
+	if b.left.Add(-1) == 0 {
+		close(b.done)
+	}
+}
+
+// mirror is the node's side of the stream; its zero value mirrors nothing.
+type mirror struct {
+	stream  atomic.Value // jetstream.Stream, once it exists
+	js      jetstream.JetStream
+	mu      sync.Mutex // orders sending entries with queueing their acks
+	acks    chan mirrorAck
+	failed  atomic.Uint64 // entries the stream did not confirm
+	dirty   atomic.Bool   // a put failed since the last resync
+	syncing atomic.Bool   // a resync is running
+	logged  atomic.Int64  // unix nanoseconds of the last failure logged
+	pmu     sync.Mutex
+	purges  map[string]uint64   // subject -> purge below (0: all)
+	rm      map[string][]uint64 // removals held back, by client ID; under mu
+	rmCount int
+	purgeCh chan struct{}
+}
+
+func (n *Node) queue() jetstream.Stream {
+	s, _ := n.mir.stream.Load().(jetstream.Stream)
+	return s
+}
+
+// openQueue creates (or opens) the stream, retrying like the buckets.
+func (n *Node) openQueue(js jetstream.JetStream, replicas int) jetstream.Stream {
+	for delay := 100 * time.Millisecond; ; delay = min(2*delay, time.Second) {
+		ctx, cancel := context.WithTimeout(n.ctx, 3*time.Second)
+		s, err := js.Stream(ctx, queueStream)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			s, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: queueStream, Subjects: []string{queuePrefix + ">"},
+				Replicas: replicas, Storage: jetstream.FileStorage, Retention: jetstream.LimitsPolicy})
+		}
+		cancel()
+		if err == nil {
+			return s
+		}
+		n.log.Debug("cluster: waiting for jetstream", "stream", queueStream, "err", err)
+		select {
+		case <-n.ctx.Done():
+			return nil
+		case <-time.After(delay):
+		}
+	}
+}
+
+// startMirror begins mirroring once the stream exists: everything the
+// persistent sessions hold now is written first (a restart forgets which
+// entries were written before), then each change as it is committed.
+func (n *Node) startMirror(s jetstream.Stream) error {
+	js, err := jetstream.New(n.pc, jetstream.WithPublishAsyncMaxPending(maxMirrorPending), jetstream.WithPublishAsyncTimeout(mirrorAckTimeout))
+	if err != nil {
+		return fmt.Errorf("cluster: jetstream for the queue stream: %w", err)
+	}
+	n.mir.js = js
+	n.mir.stream.Store(s)
+	if n.cfg.LocalQueues {
+		// Not mirrored, but the stream stays readable: sessions moving
+		// here from nodes that do mirror keep their messages.
+		n.mir.stream.Store(s)
+		n.wg.Add(1)
+		go n.purgeLoop()
+		return nil
+	}
+	n.wg.Add(3)
+	go n.trackMirror()
+	go n.purgeLoop()
+	go n.removeLoop()
+	n.b.MirrorAll()
+	return nil
+}
+
+// MirrorDeliveries implements broker.Mirror.
+func (n *Node) MirrorDeliveries(ops []broker.MirrorOp, wait bool) {
+	if n.queue() == nil || n.mir.js == nil {
+		return // not yet: startMirror writes the whole state first
+	}
+	var batch *mirrorBatch
+	if wait {
+		batch = &mirrorBatch{done: make(chan struct{})}
+		batch.left.Store(1) // released below, once every put is counted
+	}
+	// One entry per session (in the order the sessions first appear),
+	// holding its changes in order.
+	type group struct {
+		id      string
+		changes []queueChange
+		keys    []mirrorKey
+		size    int
+		waited  bool
+	}
+	var groups []*group
+	open := make(map[string]*group)
+	for _, op := range ops {
+		g := open[op.ClientID]
+		if g == nil || len(g.changes) >= entryChanges || g.size >= entryBytes {
+			g = &group{id: op.ClientID}
+			groups = append(groups, g)
+			open[op.ClientID] = g
+		}
+		c, k := queueChange{Seq: op.Seq, Out: op.Out}, mirrorKey{op.Seq, op.Out != nil}
+		if op.Inbound != 0 {
+			c, k = queueChange{In: op.Inbound, Rel: op.Released}, mirrorKey{inboundKey | uint64(op.Inbound), !op.Released}
+		}
+		g.changes = append(g.changes, c)
+		g.keys = append(g.keys, k)
+		g.size += 64
+		if op.Out != nil {
+			g.size += len(op.Out.Msg.Topic) + len(op.Out.Msg.Payload)*4/3
+		}
+		// Waited for: new deliveries, and any change of the inbound
+		// packet IDs (a stale one would swallow the client's next
+		// message under that ID).
+		g.waited = g.waited || k.put || op.Inbound != 0
+	}
+	n.mir.mu.Lock()
+	for _, g := range groups {
+		if !g.waited {
+			// Only acknowledged deliveries: their removals wait to go
+			// out with others (removeEvery).
+			for _, k := range g.keys {
+				n.mir.rm[g.id] = append(n.mir.rm[g.id], k.k)
+			}
+			n.mir.rmCount += len(g.keys)
+			continue
+		}
+		if rm := n.mir.rm[g.id]; len(rm) > 0 {
+			// Removals held back for this session go first, in order.
+			var cs []queueChange
+			var ks []mirrorKey
+			for _, seq := range rm {
+				cs = append(cs, queueChange{Seq: seq})
+				ks = append(ks, mirrorKey{k: seq})
+			}
+			g.changes, g.keys = append(cs, g.changes...), append(ks, g.keys...)
+			n.mir.rmCount -= len(rm)
+			delete(n.mir.rm, g.id)
+		}
+		if !n.sendEntry(g.id, g.changes, g.keys, batch) {
+			break
+		}
+	}
+	big := n.mir.rmCount >= maxHeldRemovals
+	n.mir.mu.Unlock()
+	if big {
+		n.flushRemovals()
+	}
+	if batch == nil {
+		return
+	}
+	batch.settle()
+	t := time.NewTimer(mirrorWait)
+	defer t.Stop()
+	select {
+	case <-batch.done:
+	case <-t.C:
+		n.mirrorFailed(false, errors.New("no confirmation within 2 s; acknowledged with the messages on this node only"))
+	case <-n.ctx.Done():
+	}
+}
+
+// sendEntry publishes one session's changes and hands the tracker their
+// acknowledgement; the caller holds mir.mu, which orders the entries.
+// False once the node is closing.
+func (n *Node) sendEntry(id string, changes []queueChange, keys []mirrorKey, batch *mirrorBatch) bool {
+	subj := queueSubject(id, n.cfg.Node)
+	f, err := n.mir.js.PublishAsync(subj, mustJSON(queueEntry{C: changes}), jetstream.WithStallWait(kvTimeout))
+	if err != nil {
+		n.mirrorFailed(true, err)
+		return true
+	}
+	a := mirrorAck{subj: subj, keys: keys, f: f}
+	if batch != nil {
+		batch.left.Add(1)
+		a.batch = batch
+	}
+	select {
+	case n.mir.acks <- a:
+		return true
+	case <-n.ctx.Done():
+		return false
+	}
+}
+
+// flushRemovals writes the removals held back, one entry per session.
+func (n *Node) flushRemovals() {
+	n.mir.mu.Lock()
+	defer n.mir.mu.Unlock()
+	for id, rm := range n.mir.rm {
+		for len(rm) > 0 {
+			part := rm[:min(len(rm), entryChanges)]
+			rm = rm[len(part):]
+			cs := make([]queueChange, len(part))
+			ks := make([]mirrorKey, len(part))
+			for i, seq := range part {
+				cs[i], ks[i] = queueChange{Seq: seq}, mirrorKey{k: seq}
+			}
+			if !n.sendEntry(id, cs, ks, nil) {
+				return
+			}
+		}
+	}
+	clear(n.mir.rm)
+	n.mir.rmCount = 0
+}
+
+func (n *Node) removeLoop() {
+	defer n.wg.Done()
+	tick := time.NewTicker(removeEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-tick.C:
+			n.mir.mu.Lock()
+			some := n.mir.rmCount > 0
+			n.mir.mu.Unlock()
+			if some {
+				n.flushRemovals()
+			}
+		}
+	}
+}
+
+// mirrorFailed counts (a put) and logs, at most once a second, a change
+// the stream did not confirm. A failed put marks the mirror dirty: the
+// next resync writes the sessions' whole state again.
+func (n *Node) mirrorFailed(put bool, err error) {
+	if put {
+		n.mir.failed.Add(1)
+		n.mir.dirty.Store(true)
+	}
+	now := time.Now().UnixNano()
+	if last := n.mir.logged.Load(); now-last >= int64(time.Second) && n.mir.logged.CompareAndSwap(last, now) {
+		n.log.Warn("cluster: queued messages not replicated yet", "err", err)
+	}
+}
+
+// resync writes every persistent session's deliveries again after puts
+// failed (the stream was electing a leader, say): what they missed is
+// replicated late rather than never.
+func (n *Node) resync() {
+	if !n.mir.dirty.Load() || !n.mir.syncing.CompareAndSwap(false, true) {
+		return
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		defer n.mir.syncing.Store(false)
+		n.mir.dirty.Store(false)
+		n.b.MirrorAll()
+	}()
+}
+
+// trackMirror learns each entry's stream sequence number, in the order
+// the entries were sent, and purges what no longer matters: all of a
+// session's entries once it has nothing left, and otherwise, every
+// purgeEvery, those below its oldest delivery still held.
+func (n *Node) trackMirror() {
+	defer n.wg.Done()
+	live := make(map[string]map[uint64]uint64) // subject -> delivery seq -> stream seq
+	purged := make(map[string]uint64)
+	tick := time.NewTicker(purgeEvery)
+	defer tick.Stop()
+	timeout := time.NewTimer(kvTimeout)
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-tick.C:
+			n.resync()
+			for subj, m := range live {
+				low := uint64(0)
+				for _, s := range m {
+					if low == 0 || s < low {
+						low = s
+					}
+				}
+				if low > purged[subj] {
+					purged[subj] = low
+					n.purgeQueued(subj, low)
+				}
+			}
+		case a := <-n.mir.acks:
+			var ack *jetstream.PubAck
+			timeout.Reset(mirrorAckTimeout + time.Second)
+			select {
+			case ack = <-a.f.Ok():
+			case err := <-a.f.Err():
+				n.mirrorFailed(true, err)
+			case <-timeout.C:
+				n.mirrorFailed(true, errors.New("no confirmation"))
+			case <-n.ctx.Done():
+				return
+			}
+			if a.batch != nil {
+				a.batch.settle()
+			}
+			m := live[a.subj]
+			removed := false
+			for _, k := range a.keys {
+				switch {
+				case !k.put:
+					// A lost removal stays in the stream until the
+					// session's entries are purged, which it no longer
+					// holds back.
+					delete(m, k.k)
+					removed = true
+				case ack != nil:
+					if m == nil {
+						m = make(map[uint64]uint64)
+						live[a.subj] = m
+					}
+					m[k.k] = ack.Sequence
+				default:
+					// A lost put is written again by the next resync.
+				}
+			}
+			if removed && len(m) == 0 {
+				delete(live, a.subj)
+				delete(purged, a.subj)
+				if ack != nil {
+					n.purgeQueued(a.subj, ack.Sequence+1)
+				}
+			}
+		}
+	}
+}
+
+// purgeQueued asks for a subject's entries below stream sequence number
+// below (all of them for 0) to be purged; requests coalesce.
+func (n *Node) purgeQueued(subj string, below uint64) {
+	n.mir.pmu.Lock()
+	if old, ok := n.mir.purges[subj]; !ok || (old != 0 && (below == 0 || below > old)) {
+		n.mir.purges[subj] = below
+	}
+	n.mir.pmu.Unlock()
+	select {
+	case n.mir.purgeCh <- struct{}{}:
+	default:
+	}
+}
+
+func (n *Node) purgeLoop() {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-n.mir.purgeCh:
+		}
+		n.mir.pmu.Lock()
+		todo := n.mir.purges
+		n.mir.purges = make(map[string]uint64)
+		n.mir.pmu.Unlock()
+		s := n.queue()
+		if s == nil {
+			continue
+		}
+		for subj, below := range todo {
+			opts := []jetstream.StreamPurgeOpt{jetstream.WithPurgeSubject(subj)}
+			if below > 0 {
+				opts = append(opts, jetstream.WithPurgeSequence(below))
+			}
+			ctx, cancel := context.WithTimeout(n.ctx, kvTimeout)
+			if err := s.Purge(ctx, opts...); err != nil {
+				// Left in the stream: a later purge of the subject
+				// removes them, and they are harmless meanwhile.
+				n.log.Debug("cluster: purge queued messages", "subject", subj, "err", err)
+			}
+			cancel()
+		}
+	}
+}
+
+// loadQueued reads the deliveries node mirrored for clientID's session,
+// in sequence order, and its QoS 2 packet IDs awaiting PUBREL.
+func (n *Node) loadQueued(ctx context.Context, clientID, node string) ([]broker.SnapshotDelivery, []uint16, error) {
+	s := n.queue()
+	if s == nil {
+		return nil, nil, errors.New("cluster: queue stream not open")
+	}
+	subj := queueSubject(clientID, node)
+	got := make(map[uint64]*broker.SnapshotDelivery)
+	in := make(map[uint16]bool)
+	for seq := uint64(1); ; {
+		m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subj))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("cluster: read queued messages of %q: %w", clientID, err)
+		}
+		var e queueEntry
+		if err := json.Unmarshal(m.Data, &e); err != nil {
+			n.log.Warn("cluster: skipping an undecodable queued message", "client_id", clientID, "err", err)
+		}
+		for _, c := range e.C {
+			switch {
+			case c.In != 0 && c.Rel:
+				delete(in, c.In)
+			case c.In != 0:
+				in[c.In] = true
+			case c.Out == nil:
+				delete(got, c.Seq)
+			default:
+				got[c.Seq] = c.Out
+			}
+		}
+		seq = m.Sequence + 1
+	}
+	seqs := make([]uint64, 0, len(got))
+	for s := range got {
+		seqs = append(seqs, s)
+	}
+	slices.Sort(seqs)
+	out := make([]broker.SnapshotDelivery, 0, len(seqs))
+	for _, s := range seqs {
+		out = append(out, *got[s])
+	}
+	var ids []uint16
+	for id := range in {
+		ids = append(ids, id)
+	}
+	return out, ids, nil
+}
+
+// withQueued returns a lost node's session record with the deliveries
+// that node mirrored for it, unless the session ends or starts clean.
+func (n *Node) withQueued(s *broker.SessionSnapshot, lost string, clean bool) (*broker.SessionSnapshot, error) {
+	if s.Session.ExpiryInterval == 0 || clean {
+		return s, nil
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, readyWait)
+	defer cancel()
+	out, in, err := n.loadQueued(ctx, s.Session.ClientID, lost)
+	if err != nil {
+		return nil, err
+	}
+	cp := *s
+	cp.Out, cp.Inbound = out, in
+	return &cp, nil
+}
