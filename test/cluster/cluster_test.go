@@ -53,6 +53,25 @@ func freeAddrs(t *testing.T, n int) []string {
 // ready on every one.
 func startCluster(t *testing.T, n int, mutate func(i int, c *starling.Config)) []node {
 	t.Helper()
+	// Forming a new cluster (routes, then JetStream's meta leader, then the
+	// replicated buckets) has been seen to take over a minute under -race
+	// on a loaded machine, about once in ten starts; a test of something
+	// else starts a fresh cluster then, once. The second attempt must work.
+	if nodes, ok := tryStartCluster(t, n, mutate, 45*time.Second); ok {
+		return nodes
+	}
+	t.Logf("cluster not ready after 45s: starting a new one")
+	nodes, ok := tryStartCluster(t, n, mutate, 60*time.Second)
+	if !ok {
+		t.Fatalf("cluster not ready after a second start")
+	}
+	return nodes
+}
+
+// tryStartCluster starts n nodes and waits up to wait for every one to be
+// ready; if one is not, it closes them all and reports false.
+func tryStartCluster(t *testing.T, n int, mutate func(i int, c *starling.Config), wait time.Duration) ([]node, bool) {
+	t.Helper()
 	routes := freeAddrs(t, n)
 	name := fmt.Sprintf("test-%d", time.Now().UnixNano())
 	nodes := make([]node, n)
@@ -76,14 +95,19 @@ func startCluster(t *testing.T, n int, mutate func(i int, c *starling.Config)) [
 		})
 		nodes[i] = node{srv, addr}
 	}
+	timeout := time.After(wait)
 	for i, nd := range nodes {
 		select {
 		case <-nd.srv.ClusterReady():
-		case <-time.After(60 * time.Second):
-			t.Fatalf("node n%d: cluster not ready after 60s", i+1)
+		case <-timeout:
+			t.Logf("node n%d: cluster not ready after %v", i+1, wait)
+			for _, nd := range nodes {
+				nd.srv.Close()
+			}
+			return nil, false
 		}
 	}
-	return nodes
+	return nodes, true
 }
 
 // warm publishes probes on topic from pub until every subscriber has
@@ -268,7 +292,11 @@ func TestClusterSessionMovesWithClient(t *testing.T) {
 			t.Fatalf("queued message %d: got %q", i, m.Payload)
 		}
 	}
-	// The subscription moved too: new messages reach the client on node 2.
+	// The subscription moved too: new messages reach the client on node 2,
+	// once its interest has reached node 3 (until then a message from node
+	// 3 may still go to node 1: see docs/cluster.md, "a window after a
+	// move").
+	warm(t, pub, "q/probe-after", c2)
 	pub.Pub(t, &paho.Publish{Topic: "q/after", QoS: 1, Payload: []byte("after")})
 	if m := c2.Expect(t, 10*time.Second); string(m.Payload) != "after" {
 		t.Fatalf("after the move: got %q", m.Payload)
