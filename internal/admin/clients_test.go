@@ -2,8 +2,6 @@ package admin
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"net"
 	"net/http/httptest"
@@ -23,30 +21,8 @@ func TestClientsTLSKeepAliveDropped(t *testing.T) {
 	a := New(b, Options{Checker: StaticChecker{"admin", "s3cret"}})
 	srv := httptest.NewServer(a.Handler())
 	t.Cleanup(srv.Close)
-	ca := testcert.Issue(t, "test CA", nil, false)
-	pool := x509.NewCertPool()
-	pool.AddCert(ca.Leaf)
-	srvCfg := &tls.Config{Certificates: []tls.Certificate{testcert.Issue(t, "broker", &ca, true)}, ClientCAs: pool,
-		ClientAuth: tls.VerifyClientCertIfGiven, MinVersion: tls.VersionTLS12}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go b.HandleConn(tls.Server(c, srvCfg))
-		}
-	}()
-	nc, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13,
-		Certificates: []tls.Certificate{testcert.Issue(t, "device-7", &ca, false)}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	pki := testcert.NewPKI(t)
+	nc := pki.Dial(pki.Serve(func(c net.Conn) { b.HandleConn(c) }), "device-7")
 	sec := paho.NewClient(paho.ClientConfig{ClientID: "secure", Conn: nc})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

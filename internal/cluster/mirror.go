@@ -439,10 +439,7 @@ func (n *Node) purgeQueued(subj string, below uint64) {
 		n.mir.purges[subj] = below
 	}
 	n.mir.pmu.Unlock()
-	select {
-	case n.mir.purgeCh <- struct{}{}:
-	default:
-	}
+	wake(n.mir.purgeCh)
 }
 
 func (n *Node) purgeLoop() {

@@ -49,3 +49,55 @@ func Issue(t testing.TB, cn string, ca *tls.Certificate, server bool) tls.Certif
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
 }
+
+// PKI is a test CA that serves and dials TLS on loopback with certificates
+// it signs.
+type PKI struct {
+	t    testing.TB
+	CA   tls.Certificate
+	Pool *x509.CertPool // holds CA
+}
+
+// NewPKI makes a CA.
+func NewPKI(t testing.TB) *PKI {
+	ca := Issue(t, "test CA", nil, false)
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.Leaf)
+	return &PKI{t: t, CA: ca, Pool: pool}
+}
+
+// Serve listens on a new loopback port until the test ends and hands each
+// accepted connection, as a TLS server (TLS 1.2 or later, a client
+// certificate verified when given), to handle on its own goroutine. It
+// returns the address.
+func (p *PKI) Serve(handle func(net.Conn)) string {
+	p.t.Helper()
+	cfg := &tls.Config{Certificates: []tls.Certificate{Issue(p.t, "broker", &p.CA, true)}, ClientCAs: p.Pool,
+		ClientAuth: tls.VerifyClientCertIfGiven, MinVersion: tls.VersionTLS12}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	p.t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go handle(tls.Server(c, cfg))
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// Dial connects to addr over TLS 1.3 with a client certificate for cn.
+func (p *PKI) Dial(addr, cn string) net.Conn {
+	p.t.Helper()
+	nc, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: p.Pool, MinVersion: tls.VersionTLS13,
+		Certificates: []tls.Certificate{Issue(p.t, cn, &p.CA, false)}})
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return nc
+}

@@ -2,8 +2,6 @@ package browser
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"net"
 	"testing"
 	"time"
@@ -17,30 +15,8 @@ import (
 // paho.golang client to it with a certificate for cn.
 func tlsClient(t *testing.T, srv *server, id, cn string) {
 	t.Helper()
-	ca := testcert.Issue(t, "test CA", nil, false)
-	pool := x509.NewCertPool()
-	pool.AddCert(ca.Leaf)
-	cfg := &tls.Config{Certificates: []tls.Certificate{testcert.Issue(t, "broker", &ca, true)}, ClientCAs: pool,
-		ClientAuth: tls.VerifyClientCertIfGiven, MinVersion: tls.VersionTLS12}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go srv.b.HandleConn(tls.Server(c, cfg))
-		}
-	}()
-	nc, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13,
-		Certificates: []tls.Certificate{testcert.Issue(t, cn, &ca, false)}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	pki := testcert.NewPKI(t)
+	nc := pki.Dial(pki.Serve(func(c net.Conn) { srv.b.HandleConn(c) }), cn)
 	c := paho.NewClient(paho.ClientConfig{ClientID: id, Conn: nc})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

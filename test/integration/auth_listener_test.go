@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -21,12 +20,7 @@ import (
 // both, and the anonymous tcp client exchanges messages with that user.
 func TestAnonymousPerListener(t *testing.T) {
 	t.Parallel()
-	hash, err := auth.HashPassword([]byte("s3cret"), auth.DefaultArgon2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pw := filepath.Join(t.TempDir(), "passwd")
-	writeFile(t, pw, "alice:"+hash+"\n")
+	pw := alicePasswordFile(t, auth.DefaultArgon2)
 	srv, tcp := testutil.StartBroker(t, func(c *starling.Config) {
 		c.Store = "memory"
 		c.ListenAny = "127.0.0.1:0"

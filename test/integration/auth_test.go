@@ -21,6 +21,19 @@ func writeFile(t *testing.T, path, content string) {
 	}
 }
 
+// alicePasswordFile writes a password file with one user, alice, whose
+// password "s3cret" is hashed with params, and returns its path.
+func alicePasswordFile(t *testing.T, params auth.Argon2Params) string {
+	t.Helper()
+	hash, err := auth.HashPassword([]byte("s3cret"), params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw := filepath.Join(t.TempDir(), "passwd")
+	writeFile(t, pw, "alice:"+hash+"\n")
+	return pw
+}
+
 // Passwords, anonymous refusal, ACL allow/deny with substitution, and a
 // reload that revokes an existing subscription, through real clients.
 func TestAuthPasswordsACLAndReload(t *testing.T) {

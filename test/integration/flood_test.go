@@ -3,7 +3,6 @@ package integration
 import (
 	"fmt"
 	"net"
-	"path/filepath"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -206,12 +205,7 @@ func TestHostileLoginStorm(t *testing.T) {
 	// besides those running.
 	params := auth.DefaultArgon2
 	params.Time = 10
-	hash, err := auth.HashPassword([]byte("s3cret"), params)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pw := filepath.Join(t.TempDir(), "passwd")
-	writeFile(t, pw, "alice:"+hash+"\n")
+	pw := alicePasswordFile(t, params)
 	_, addr := testutil.StartBroker(t, func(c *starling.Config) {
 		c.Store = "memory"
 		c.Limits.ConnectTimeout = 3 * time.Second

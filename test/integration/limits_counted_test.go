@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"net"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -188,12 +187,7 @@ func TestVerificationSlotsCounted(t *testing.T) {
 	params := auth.DefaultArgon2
 	params.Memory = 8 << 10 // KiB
 	params.Time = 60        // each verification takes a while
-	hash, err := auth.HashPassword([]byte("s3cret"), params)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pw := filepath.Join(t.TempDir(), "passwd")
-	writeFile(t, pw, "alice:"+hash+"\n")
+	pw := alicePasswordFile(t, params)
 	srv, addr := testutil.StartBroker(t, func(c *starling.Config) {
 		c.Store = "memory"
 		c.Limits.ConnectTimeout = 150 * time.Millisecond

@@ -1,0 +1,178 @@
+package cluster
+
+// Routing between nodes: a node subscribes on NATS to the subjects its
+// clients' filters need (interest), forwards what its clients publish, and
+// receives other nodes' messages in batches.
+
+import (
+	"github.com/nats-io/nats.go"
+	"github.com/starling-mqtt/starling/internal/session"
+)
+
+// HasInterest reports whether any node (this one included) subscribes to
+// topic name, as far as this node knows.
+func (n *Node) HasInterest(name string) bool {
+	return n.acct.SubscriptionInterest(topicSubject(name))
+}
+
+// Forward publishes m to the nodes that subscribe to it.
+func (n *Node) Forward(m *session.Message) bool {
+	subj := topicSubject(m.Topic)
+	n.pubMu.Lock()
+	n.seq++
+	buf, err := encodeMessage(n.buf[:0], header{n.instance, n.seq}, m)
+	if err == nil {
+		err = n.pc.Publish(subj, buf)
+	}
+	if cap(buf) <= 64<<10 {
+		n.buf = buf[:0]
+	}
+	n.pubMu.Unlock()
+	if err != nil {
+		n.log.Warn("cluster: forward failed", "topic", m.Topic, "err", err)
+		return false
+	}
+	return n.acct.SubscriptionInterest(subj)
+}
+
+// Interest queues a subscription change for the interest loop; the broker
+// calls it under its index lock.
+func (n *Node) Interest(group, filter string, on bool) {
+	n.imu.Lock()
+	n.iq = append(n.iq, interestOp{interestKey{group, filter}, on})
+	n.imu.Unlock()
+	wake(n.isig)
+}
+
+func (n *Node) interestLoop() {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-n.isig:
+		}
+		n.imu.Lock()
+		ops := n.iq
+		n.iq = nil
+		n.imu.Unlock()
+		for _, op := range ops {
+			n.applyInterest(op)
+		}
+	}
+}
+
+func (n *Node) applyInterest(op interestOp) {
+	n.smu.Lock()
+	defer n.smu.Unlock()
+	if !op.on {
+		for _, s := range n.isubs[op.interestKey] {
+			if d, err := s.Dropped(); err == nil {
+				n.gone += uint64(d)
+			}
+			s.Unsubscribe()
+		}
+		delete(n.isubs, op.interestKey)
+		return
+	}
+	if _, ok := n.isubs[op.interestKey]; ok {
+		return
+	}
+	var subs []*nats.Subscription
+	for _, subj := range filterSubjects(op.filter) {
+		var s *nats.Subscription
+		var err error
+		if op.group == "" {
+			// A full channel drops (and counts) what arrives: the
+			// channel is the pending limit.
+			s, err = n.sc.ChanSubscribe(subj, n.plain)
+		} else {
+			g, f := op.group, op.filter
+			// One queue group per share group and filter across the
+			// cluster: NATS picks the node, the node picks the member.
+			s, err = n.sc.QueueSubscribe(subj, "share-"+key(g+"\x00"+f), func(msg *nats.Msg) {
+				if _, m, err := decodeMessage(msg.Data); err == nil {
+					n.b.InjectShared(m, g, f)
+				}
+			})
+			if err == nil {
+				err = s.SetPendingLimits(plainQueue, shareQueueBytes)
+			}
+		}
+		if err != nil {
+			n.log.Warn("cluster: subscribe failed", "filter", op.filter, "group", op.group, "err", err)
+			continue
+		}
+		subs = append(subs, s)
+	}
+	n.isubs[op.interestKey] = subs
+}
+
+// Dropped counts the messages from other nodes that NATS dropped because
+// this node fell behind (slow consumer).
+func (n *Node) Dropped() uint64 {
+	n.smu.Lock()
+	defer n.smu.Unlock()
+	total := n.gone
+	for _, subs := range n.isubs {
+		for _, s := range subs {
+			if d, err := s.Dropped(); err == nil {
+				total += uint64(d)
+			}
+		}
+	}
+	return total
+}
+
+// receiveLoop delivers messages from other nodes to local subscribers. A
+// message matching several of this node's filters arrives once per filter;
+// sequence numbers, which increase per sending node, drop the repeats.
+func (n *Node) receiveLoop() {
+	defer n.wg.Done()
+	last := make(map[uint64]uint64)
+	var batch []*session.Message
+	take := func(msg *nats.Msg) {
+		h, m, err := decodeMessage(msg.Data)
+		if err != nil {
+			n.log.Warn("cluster: dropping undecodable message", "subject", msg.Subject, "err", err)
+			return
+		}
+		if h.instance == n.instance {
+			return // delivered locally when published
+		}
+		if s, ok := last[h.instance]; ok && h.seq <= s {
+			return
+		}
+		if len(last) > 1024 {
+			clear(last) // instances of restarted nodes pile up otherwise
+		}
+		last[h.instance] = h.seq
+		batch = append(batch, m)
+	}
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case msg := <-n.plain:
+			take(msg)
+		}
+		// Whatever else has arrived goes in the same operation.
+	more:
+		for len(batch) < maxBatch {
+			select {
+			case msg := <-n.plain:
+				take(msg)
+			default:
+				break more
+			}
+		}
+		if len(batch) > 0 {
+			n.b.InjectBatch(batch)
+			clear(batch)
+			batch = batch[:0]
+		}
+	}
+}
+
+// maxBatch bounds the messages delivered in one broker operation.
+const maxBatch = 256
