@@ -16,8 +16,11 @@ import (
 // InjectShared and ApplyRetained.
 type Backplane interface {
 	// Forward hands a message published on this node to the nodes that
-	// subscribe to it; remote reports whether any other node might.
-	Forward(m *session.Message) (remote bool)
+	// subscribe to it; remote reports whether any other node might. For a
+	// message other nodes must keep for persistent sessions, safe is
+	// closed once they have it (or it was given up on, logged); the
+	// publisher's acknowledgement waits for it. Nil: nothing to wait for.
+	Forward(m *session.Message) (remote bool, safe <-chan struct{})
 	// Interest is told when this node gains its first or loses its last
 	// subscription on (group, filter); group is "" for normal ones. It is
 	// called under the subscription index's lock and must not block.
@@ -44,9 +47,10 @@ type Mirror interface {
 	// MirrorDeliveries replicates changes the store has just committed,
 	// in order. With wait set (the operation's packets, a PUBACK among
 	// them, are held until it returns) it returns once the changes are
-	// replicated or a bounded wait ran out; otherwise at once. It is
-	// called without broker locks held.
-	MirrorDeliveries(ops []MirrorOp, wait bool)
+	// replicated or a bounded wait ran out; otherwise at once. It reports
+	// whether the changes are known to be replicated (always false
+	// without wait). It is called without broker locks held.
+	MirrorDeliveries(ops []MirrorOp, wait bool) (replicated bool)
 }
 
 // MirrorOp is one change to a persistent session's deliveries: Out set
@@ -148,14 +152,31 @@ func (b *Broker) Inject(m *session.Message) int {
 // InjectBatch is Inject for several messages in one operation: one store
 // commit covers them all, so a busy backplane does not wait for a sync per
 // message.
-func (b *Broker) InjectBatch(ms []*session.Message) {
+//
+// It reports whether the deliveries are safe: stored and, for persistent
+// sessions in a cluster that replicates their queues, replicated too.
+func (b *Broker) InjectBatch(ms []*session.Message) (safe bool) {
 	t := b.begin(true)
 	sync := false
 	for _, m := range ms {
 		b.route(m, t, sharedNone)
 		sync = sync || m.QoS > 0
 	}
-	t.commit(sync)
+	return t.commit(sync) == nil && t.replicated()
+}
+
+// InjectTo delivers a message from another node to the named sessions
+// only (their subscriptions that match it, no $share group): the sending
+// node could not confirm that this node had received it for them. It
+// reports whether the deliveries are safe, as InjectBatch does.
+func (b *Broker) InjectTo(m *session.Message, clientIDs []string) (safe bool) {
+	only := make(map[string]bool, len(clientIDs))
+	for _, id := range clientIDs {
+		only[id] = true
+	}
+	t := b.begin(true)
+	b.route(m, t, sharedMode{none: true, only: only})
+	return t.commit(m.QoS > 0) == nil && t.replicated()
 }
 
 // InjectShared delivers a message to one member of the local share group

@@ -29,8 +29,15 @@ type tx struct {
 	retained  *retainUndo
 
 	// Changes to persistent sessions' deliveries for the backplane to
-	// replicate once the batch is committed (cluster only).
-	mirror []MirrorOp
+	// replicate once the batch is committed (cluster only), and whether
+	// the backplane did.
+	mirror   []MirrorOp
+	unmirror bool
+
+	// remote, if set, is closed once the other nodes that keep the
+	// published message for persistent sessions have it (cluster only):
+	// the publisher's acknowledgement waits for it (AckGate).
+	remote <-chan struct{}
 }
 
 type delivered struct {
@@ -97,11 +104,32 @@ func (t *tx) commit(sync bool) error {
 	if len(t.mirror) > 0 {
 		// Before the gate opens: the PUBACK of a publish that queued a
 		// message for a persistent session means the cluster has it too.
-		t.b.mirror.MirrorDeliveries(t.mirror, t.gated)
+		t.unmirror = !t.b.mirror.MirrorDeliveries(t.mirror, t.gated)
 		t.mirror = nil
 	}
 	return nil
 }
+
+// replicated reports whether the committed changes are replicated, where
+// the backplane replicates them.
+func (t *tx) replicated() bool { return t == nil || !t.unmirror }
+
+// ackGate is what a publisher's acknowledgement waits behind: the other
+// nodes having the message (Backplane.Forward); nil for nothing.
+func (t *tx) ackGate() conn.Gate {
+	if t == nil || t.remote == nil {
+		return nil
+	}
+	return remoteGate(t.remote)
+}
+
+// remoteGate opens when the backplane has the message where it must be.
+// It never fails: a message the backplane gave up on is logged and
+// counted there, and the publisher has its local deliveries.
+type remoteGate <-chan struct{}
+
+func (g remoteGate) Done() <-chan struct{} { return g }
+func (g remoteGate) OK() bool              { return true }
 
 // rollback undoes in memory what a failed publish did: the deliveries it
 // made (their packets, held behind the gate, are dropped by the writers)

@@ -40,7 +40,10 @@ func (b *Broker) publish(m *session.Message, t *tx) int {
 		if m.Retain {
 			bp.Retain(m)
 		}
-		remote := bp.Forward(m)
+		remote, safe := bp.Forward(m)
+		if t != nil && safe != nil {
+			t.remote = safe
+		}
 		// $share groups span the cluster: the backplane picks the node,
 		// and the message comes back through InjectShared.
 		n := b.route(m, t, sharedNone)
@@ -63,6 +66,7 @@ func (b *Broker) publish(m *session.Message, t *tx) int {
 type sharedMode struct {
 	none          bool   // no group
 	group, filter string // only this group; both empty with none false: all
+	only          map[string]bool // if set, only these client IDs' sessions
 }
 
 var (
@@ -109,6 +113,9 @@ func (b *Broker) route(m *session.Message, tx *tx, sm sharedMode) int {
 		}
 		if v.opts.NoLocal && v.cl.id == m.Publisher {
 			continue // [MQTT-3.8.3-3]
+		}
+		if sm.only != nil && !sm.only[v.cl.id] {
+			continue
 		}
 		if index == nil {
 			targets = mergeTarget(targets, v, m)

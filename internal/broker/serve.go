@@ -239,7 +239,7 @@ func (h *handler) onPublish(p *packet.Publish) string {
 			t.rollback()
 			return h.storeFailed(p)
 		}
-		h.ackPublish(p, noMatch(n))
+		h.ackPublishAfter(t.ackGate(), p, noMatch(n))
 	case 2:
 		h.cl.mu.Lock()
 		h.cl.tx = t
@@ -258,7 +258,7 @@ func (h *handler) onPublish(p *packet.Publish) string {
 			t.rollback()
 			return h.storeFailed(p)
 		}
-		h.ackPublish(p, code)
+		h.ackPublishAfter(t.ackGate(), p, code)
 	}
 	return ""
 }
@@ -304,6 +304,13 @@ func noMatch(n int) packet.ReasonCode {
 // ackPublish sends PUBACK or PUBREC. 3.x has no reason codes, and an error
 // code there means the message is silently not forwarded.
 func (h *handler) ackPublish(p *packet.Publish, code packet.ReasonCode) {
+	h.ackPublishAfter(nil, p, code)
+}
+
+// ackPublishAfter acknowledges a publish once gate opens (at once for
+// nil): in a cluster, once the nodes keeping it for persistent sessions
+// have it.
+func (h *handler) ackPublishAfter(gate conn.Gate, p *packet.Publish, code packet.ReasonCode) {
 	kind := packet.PUBACK
 	if p.QoS == 2 {
 		kind = packet.PUBREC
@@ -311,7 +318,12 @@ func (h *handler) ackPublish(p *packet.Publish, code packet.ReasonCode) {
 	if h.version != packet.V5 {
 		code = packet.Success
 	}
-	h.c.Send(&packet.Ack{Kind: kind, PacketID: p.PacketID, ReasonCode: code})
+	ack := &packet.Ack{Kind: kind, PacketID: p.PacketID, ReasonCode: code}
+	if gate != nil {
+		h.c.SendGated(gate, ack)
+		return
+	}
+	h.c.Send(ack)
 }
 
 func (h *handler) onAck(a *packet.Ack) string {

@@ -9,6 +9,10 @@ var (
 		"Retained-message changes not replicated to the cluster after every retry.", nil, nil)
 	queueFailedDesc = prometheus.NewDesc("mqtt_cluster_queue_writes_failed_total",
 		"Writes of persistent sessions' queued or inflight messages (one per session and operation) the replicated stream did not confirm; the next resync writes them again.", nil, nil)
+	relayedDesc = prometheus.NewDesc("mqtt_cluster_messages_relayed_total",
+		"Messages for persistent sessions on another node that the node did not confirm in time, written to the relay stream for it instead.", nil, nil)
+	relayFailedDesc = prometheus.NewDesc("mqtt_cluster_relay_writes_failed_total",
+		"Messages for persistent sessions on another node neither confirmed by it nor written to the relay stream (the stream unavailable); their publishers were acknowledged.", nil, nil)
 	peersDesc = prometheus.NewDesc("mqtt_cluster_peers_connected",
 		"Other cluster nodes this node has routes to now.", nil, nil)
 )
@@ -18,6 +22,8 @@ func (n *Node) Describe(ch chan<- *prometheus.Desc) {
 	ch <- droppedDesc
 	ch <- retainFailedDesc
 	ch <- queueFailedDesc
+	ch <- relayedDesc
+	ch <- relayFailedDesc
 	ch <- peersDesc
 }
 
@@ -26,5 +32,7 @@ func (n *Node) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(droppedDesc, prometheus.CounterValue, float64(n.Dropped()))
 	ch <- prometheus.MustNewConstMetric(retainFailedDesc, prometheus.CounterValue, float64(n.retainFailed.Load()))
 	ch <- prometheus.MustNewConstMetric(queueFailedDesc, prometheus.CounterValue, float64(n.mir.failed.Load()))
+	ch <- prometheus.MustNewConstMetric(relayedDesc, prometheus.CounterValue, float64(n.rel.relayed.Load()))
+	ch <- prometheus.MustNewConstMetric(relayFailedDesc, prometheus.CounterValue, float64(n.rel.failed.Load()))
 	ch <- prometheus.MustNewConstMetric(peersDesc, prometheus.GaugeValue, float64(len(n.Peers())))
 }

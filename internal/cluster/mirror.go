@@ -94,6 +94,7 @@ type mirrorKey struct {
 // mirrorBatch is the puts of one operation its caller waits for.
 type mirrorBatch struct {
 	left atomic.Int32
+	bad  atomic.Bool // an entry was not confirmed
 	done chan struct{}
 }
 
@@ -125,20 +126,26 @@ func (n *Node) queue() jetstream.Stream {
 	return s
 }
 
-// openQueue creates (or opens) the stream, retrying like the buckets.
+// openQueue creates (or opens) the queue stream.
 func (n *Node) openQueue(js jetstream.JetStream, replicas int) jetstream.Stream {
+	return n.openStream(js, jetstream.StreamConfig{Name: queueStream, Subjects: []string{queuePrefix + ">"},
+		Replicas: replicas, Storage: jetstream.FileStorage, Retention: jetstream.LimitsPolicy})
+}
+
+// openStream creates (or opens) a stream, retrying like the buckets; nil
+// once the node is closing.
+func (n *Node) openStream(js jetstream.JetStream, cfg jetstream.StreamConfig) jetstream.Stream {
 	for delay := 100 * time.Millisecond; ; delay = min(2*delay, time.Second) {
 		ctx, cancel := context.WithTimeout(n.ctx, 3*time.Second)
-		s, err := js.Stream(ctx, queueStream)
+		s, err := js.Stream(ctx, cfg.Name)
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
-			s, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: queueStream, Subjects: []string{queuePrefix + ">"},
-				Replicas: replicas, Storage: jetstream.FileStorage, Retention: jetstream.LimitsPolicy})
+			s, err = js.CreateStream(ctx, cfg)
 		}
 		cancel()
 		if err == nil {
 			return s
 		}
-		n.log.Debug("cluster: waiting for jetstream", "stream", queueStream, "err", err)
+		n.log.Debug("cluster: waiting for jetstream", "stream", cfg.Name, "err", err)
 		select {
 		case <-n.ctx.Done():
 			return nil
@@ -174,9 +181,9 @@ func (n *Node) startMirror(s jetstream.Stream) error {
 }
 
 // MirrorDeliveries implements broker.Mirror.
-func (n *Node) MirrorDeliveries(ops []broker.MirrorOp, wait bool) {
+func (n *Node) MirrorDeliveries(ops []broker.MirrorOp, wait bool) bool {
 	if n.queue() == nil || n.mir.js == nil {
-		return // not yet: startMirror writes the whole state first
+		return false // not yet: startMirror writes the whole state first
 	}
 	var batch *mirrorBatch
 	if wait {
@@ -249,17 +256,19 @@ func (n *Node) MirrorDeliveries(ops []broker.MirrorOp, wait bool) {
 		n.flushRemovals()
 	}
 	if batch == nil {
-		return
+		return false
 	}
 	batch.settle()
 	t := time.NewTimer(mirrorWait)
 	defer t.Stop()
 	select {
 	case <-batch.done:
+		return !batch.bad.Load()
 	case <-t.C:
 		n.mirrorFailed(false, errors.New("no confirmation within 2 s; acknowledged with the messages on this node only"))
 	case <-n.ctx.Done():
 	}
+	return false
 }
 
 // sendEntry publishes one session's changes and hands the tracker their
@@ -270,6 +279,9 @@ func (n *Node) sendEntry(id string, changes []queueChange, keys []mirrorKey, bat
 	f, err := n.mir.js.PublishAsync(subj, mustJSON(queueEntry{C: changes}), jetstream.WithStallWait(kvTimeout))
 	if err != nil {
 		n.mirrorFailed(true, err)
+		if batch != nil {
+			batch.bad.Store(true)
+		}
 		return true
 	}
 	a := mirrorAck{subj: subj, keys: keys, f: f}
@@ -398,6 +410,9 @@ func (n *Node) trackMirror() {
 				return
 			}
 			if a.batch != nil {
+				if ack == nil {
+					a.batch.bad.Store(true)
+				}
 				a.batch.settle()
 			}
 			m := live[a.subj]

@@ -134,6 +134,7 @@ type Node struct {
 	addrName map[string]string
 
 	mir mirror // persistent sessions' deliveries in the queue stream
+	rel relay  // confirmed forwarding to other nodes' persistent sessions
 
 	ready    chan struct{} // closed once the buckets exist
 	sessions jetstream.KeyValue
@@ -193,6 +194,7 @@ func Start(cfg Config, b *broker.Broker) (*Node, error) {
 	var id [8]byte
 	rand.Read(id[:])
 	n.instance = binary.BigEndian.Uint64(id[:])
+	n.rel.init(n.instance)
 
 	storeDir := cfg.DataDir
 	if storeDir == "" {
@@ -294,8 +296,13 @@ func Start(cfg Config, b *broker.Broker) (*Node, error) {
 		n.Close()
 		return nil, fmt.Errorf("cluster: transfer subscription: %w", err)
 	}
+	if _, err := n.pc.Subscribe(n.rel.self, n.confirmed); err != nil {
+		n.Close()
+		return nil, fmt.Errorf("cluster: confirmation subscription: %w", err)
+	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
-	n.wg.Add(5)
+	n.wg.Add(6)
+	go n.confirmLoop()
 	go n.watchPeers()
 	go n.interestLoop()
 	go n.receiveLoop()
@@ -364,7 +371,7 @@ func (n *Node) setup(size int) {
 		return
 	}
 	queue := n.openQueue(js, replicas)
-	if queue == nil {
+	if queue == nil || !n.openRelay(replicas) {
 		return
 	}
 	// Watching creates a consumer, which also fails while leaders are
@@ -415,6 +422,7 @@ func (n *Node) setup(size int) {
 					if err := n.startMirror(queue); err != nil {
 						n.log.Error("cluster: queued messages will not be replicated", "err", err)
 					}
+					n.consumeRelay(n.cfg.Node)
 					close(n.ready)
 					n.log.Info("cluster ready", "peers", n.cfg.Peers, "replicas", replicas)
 				}
@@ -530,17 +538,19 @@ func (n *Node) watchPeers() {
 		case <-tick.C:
 		}
 		n.learnNames()
+		live := n.Peers()
+		n.setLive(live)
 		select {
 		case <-n.ready:
 		default:
 			continue
 		}
 		now := time.Now()
-		live := n.Peers()
 		first := true
 		for _, p := range live {
 			seen[p] = now
 			delete(lost, p) // back before its sessions were taken
+			n.stopRelay(p)
 			first = first && n.cfg.Node < p
 		}
 		for name, at := range seen {
@@ -562,6 +572,9 @@ func (n *Node) watchPeers() {
 				continue
 			}
 			delete(lost, name)
+			// What other nodes relayed to it, for the sessions taken
+			// over, is delivered here until it is back.
+			n.consumeRelay(name)
 		}
 	}
 }
@@ -585,8 +598,10 @@ func (n *Node) mirrorSessions(w jetstream.KeyWatcher) {
 			var r record
 			if e.Operation() == jetstream.KeyValuePut && json.Unmarshal(e.Value(), &r) == nil {
 				n.owners[e.Key()] = mirrored{rev: e.Revision(), rec: r}
+				n.indexSession(e.Key(), &r)
 			} else {
 				delete(n.owners, e.Key())
+				n.indexSession(e.Key(), nil)
 			}
 			n.omu.Unlock()
 		}

@@ -5,6 +5,9 @@ package cluster
 // receives other nodes' messages in batches.
 
 import (
+	"slices"
+	"time"
+
 	"github.com/nats-io/nats.go"
 	"github.com/starling-mqtt/starling/internal/session"
 )
@@ -15,14 +18,32 @@ func (n *Node) HasInterest(name string) bool {
 	return n.acct.SubscriptionInterest(topicSubject(name))
 }
 
-// Forward publishes m to the nodes that subscribe to it.
-func (n *Node) Forward(m *session.Message) bool {
+// Forward publishes m to the nodes that subscribe to it. A QoS 1/2
+// message that persistent sessions on other nodes must get asks their
+// nodes to confirm it; the returned channel is closed once they have, or
+// it was relayed to them through the stream (relay.go).
+func (n *Node) Forward(m *session.Message) (bool, <-chan struct{}) {
 	subj := topicSubject(m.Topic)
+	var targets map[string][]string
+	if m.QoS > 0 && n.rel.js.Load() != nil {
+		targets = n.persistentTargets(m)
+	}
+	var f *forwarded
 	n.pubMu.Lock()
 	n.seq++
 	buf, err := encodeMessage(n.buf[:0], header{n.instance, n.seq}, m)
 	if err == nil {
-		err = n.pc.Publish(subj, buf)
+		if targets == nil {
+			err = n.pc.Publish(subj, buf)
+		} else {
+			f = n.expect(n.seq, buf, targets)
+			msg := nats.NewMsg(subj)
+			msg.Data, msg.Reply = buf, n.rel.self
+			for node := range targets {
+				msg.Header[hdrConfirm] = append(msg.Header[hdrConfirm], node)
+			}
+			err = n.pc.PublishMsg(msg)
+		}
 	}
 	if cap(buf) <= 64<<10 {
 		n.buf = buf[:0]
@@ -30,9 +51,19 @@ func (n *Node) Forward(m *session.Message) bool {
 	n.pubMu.Unlock()
 	if err != nil {
 		n.log.Warn("cluster: forward failed", "topic", m.Topic, "err", err)
-		return false
+		if f == nil {
+			return false, nil
+		}
+		// The confirmations will not come: relayed at the next look.
+		n.rel.mu.Lock()
+		f.at = time.Time{}
+		n.rel.mu.Unlock()
 	}
-	return n.acct.SubscriptionInterest(subj)
+	remote := n.acct.SubscriptionInterest(subj)
+	if f == nil {
+		return remote, nil
+	}
+	return remote || len(targets) > 0, f.done
 }
 
 // Interest queues a subscription change for the interest loop; the broker
@@ -131,6 +162,10 @@ func (n *Node) receiveLoop() {
 	defer n.wg.Done()
 	last := make(map[uint64]uint64)
 	var batch []*session.Message
+	// Confirmations asked of this node for messages in the batch: sent
+	// once the batch is stored (and replicated).
+	var replies []string
+	var seqs []uint64
 	take := func(msg *nats.Msg) {
 		h, m, err := decodeMessage(msg.Data)
 		if err != nil {
@@ -148,6 +183,9 @@ func (n *Node) receiveLoop() {
 		}
 		last[h.instance] = h.seq
 		batch = append(batch, m)
+		if msg.Reply != "" && slices.Contains(msg.Header[hdrConfirm], n.cfg.Node) {
+			replies, seqs = append(replies, msg.Reply), append(seqs, h.seq)
+		}
 	}
 	for {
 		select {
@@ -167,9 +205,13 @@ func (n *Node) receiveLoop() {
 			}
 		}
 		if len(batch) > 0 {
-			n.b.InjectBatch(batch)
+			if n.b.InjectBatch(batch) && len(replies) > 0 {
+				n.confirm(replies, seqs)
+			}
 			clear(batch)
 			batch = batch[:0]
+			clear(replies)
+			replies, seqs = replies[:0], seqs[:0]
 		}
 	}
 }

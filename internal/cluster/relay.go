@@ -1,0 +1,439 @@
+package cluster
+
+// Messages for persistent sessions on other nodes. Core NATS carries a
+// message between nodes at most once, which is not enough for a QoS 1/2
+// message that a persistent session on another node must get: its
+// publisher's acknowledgement promises it is kept. So for such a message
+// (the sessions bucket says which nodes own persistent sessions whose
+// subscriptions match) the publishing node asks those nodes to confirm
+// they have stored, and replicated, their deliveries, and holds the
+// acknowledgement until they have. A node that does not confirm in time
+// (it died, fell behind, or is cut off) gets the message through the relay
+// stream instead: a replicated work queue with one subject per node,
+// consumed by that node or, while it is lost, by the node that took its
+// sessions over.
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/starling-mqtt/starling/internal/session"
+	"github.com/starling-mqtt/starling/internal/topic"
+)
+
+const (
+	relayStream   = "starling_relay"
+	relayPrefix   = "stl.r."
+	confirmPrefix = "stl.ok."
+	// confirmWait is how long a publish waits for the nodes owning its
+	// persistent subscribers to confirm before relaying it to them
+	// through the stream; above the owner's own wait for its queue
+	// stream (mirrorWait), so a slow but live owner seldom gets it twice.
+	confirmWait = 2500 * time.Millisecond
+	// relayRetry delays a relayed message whose session's node is lost
+	// and not yet taken over.
+	relayRetry = 2 * time.Second
+	// spillFor bounds the retries of a write to the relay stream (while
+	// it elects a new leader, say); the publisher's acknowledgement waits
+	// meanwhile.
+	spillFor = 30 * time.Second
+	// maxSpills bounds the relay writes in progress.
+	maxSpills = 1024
+
+	hdrConfirm = "Stl-Confirm" // nodes asked to confirm a message
+	hdrTargets = "Stl-Targets" // client IDs a relayed message is for
+)
+
+// remoteSub is a persistent session's subscription on another node.
+type remoteSub struct{ node string }
+
+// relay is the node's side of confirmed forwarding.
+type relay struct {
+	subs *topic.Index[remoteSub] // other nodes' persistent sessions, from the sessions bucket
+	js   atomic.Pointer[jetstream.JetStream]
+	self string // this node's confirmation subject
+
+	mu   sync.Mutex
+	pend map[uint64]*forwarded // by sequence number
+
+	down atomic.Pointer[map[string]bool] // nodes seen since the start, without routes now
+	ever map[string]bool                 // nodes seen since the start; watchPeers only
+	sem  chan struct{}
+
+	cmu       sync.Mutex
+	consumers map[string]context.CancelFunc // relay subjects consumed, by node
+
+	relayed, failed atomic.Uint64
+}
+
+// forwarded is a message waiting for nodes to confirm it.
+type forwarded struct {
+	id      string              // stream deduplication ID, per node appended
+	data    []byte              // the encoded message
+	targets map[string][]string // node -> client IDs there
+	need    map[string]bool     // nodes yet to confirm -> being relayed
+	at      time.Time
+	done    chan struct{}
+}
+
+func (r *relay) init(instance uint64) {
+	r.subs = topic.NewIndex[remoteSub]()
+	r.pend = make(map[uint64]*forwarded)
+	r.sem = make(chan struct{}, maxSpills)
+	r.consumers = make(map[string]context.CancelFunc)
+	r.ever = make(map[string]bool)
+	r.self = fmt.Sprintf("%s%016x", confirmPrefix, instance)
+}
+
+// indexSession follows one sessions-bucket entry: the subscriptions of a
+// persistent session owned by another node are what Forward asks
+// confirmation for. rec nil: the entry was deleted.
+func (n *Node) indexSession(k string, rec *record) {
+	id, err := unkey(k)
+	if err != nil {
+		return
+	}
+	n.rel.subs.RemoveClient(id)
+	if rec == nil || rec.Node == n.cfg.Node || rec.Session == nil || rec.Session.Session.ExpiryInterval == 0 {
+		return
+	}
+	for _, s := range rec.Session.Subs {
+		if s.Options.QoS == 0 {
+			continue // its messages arrive at QoS 0: nothing is promised
+		}
+		if _, _, shared := topic.ParseShared(s.Filter); shared {
+			continue // a $share group's member is picked by NATS, not known here
+		}
+		if topic.ValidateFilter(s.Filter) == nil {
+			n.rel.subs.Add(id, "", s.Filter, remoteSub{rec.Node})
+		}
+	}
+}
+
+// persistentTargets lists, by node, the other nodes' persistent sessions
+// that m must reach.
+func (n *Node) persistentTargets(m *session.Message) map[string][]string {
+	es := n.rel.subs.Match(m.Topic, nil)
+	if len(es) == 0 {
+		return nil
+	}
+	out := make(map[string][]string)
+	for _, e := range es {
+		if !slices.Contains(out[e.Value.node], e.Client) {
+			out[e.Value.node] = append(out[e.Value.node], e.Client)
+		}
+	}
+	return out
+}
+
+// expect registers a forwarded message before it is published, so that
+// no confirmation arrives unknown; nodes known to be down are relayed to
+// at once. Called under pubMu.
+func (n *Node) expect(seq uint64, data []byte, targets map[string][]string) *forwarded {
+	f := &forwarded{id: fmt.Sprintf("%016x-%d", n.instance, seq), data: slices.Clone(data), targets: targets,
+		need: make(map[string]bool, len(targets)), at: time.Now(), done: make(chan struct{})}
+	down := n.downNodes()
+	n.rel.mu.Lock()
+	defer n.rel.mu.Unlock()
+	n.rel.pend[seq] = f
+	for node := range targets {
+		f.need[node] = down[node]
+		if down[node] {
+			go n.spill(seq, f, node)
+		}
+	}
+	return f
+}
+
+// confirmed handles a node's confirmation: 8 bytes of sequence number,
+// then the node's name.
+func (n *Node) confirmed(msg *nats.Msg) {
+	if len(msg.Data) < 8 {
+		return
+	}
+	seq, node := binary.BigEndian.Uint64(msg.Data), string(msg.Data[8:])
+	n.rel.mu.Lock()
+	defer n.rel.mu.Unlock()
+	if f := n.rel.pend[seq]; f != nil {
+		if relaying, ok := f.need[node]; ok && !relaying {
+			delete(f.need, node)
+			n.settleLocked(seq, f)
+		}
+	}
+}
+
+func (n *Node) settleLocked(seq uint64, f *forwarded) {
+	if len(f.need) == 0 {
+		delete(n.rel.pend, seq)
+		close(f.done)
+	}
+}
+
+// confirmLoop relays what was not confirmed in time, and at once what
+// waits for a node that has gone.
+func (n *Node) confirmLoop() {
+	defer n.wg.Done()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		now := time.Now()
+		down := n.downNodes()
+		n.rel.mu.Lock()
+		for seq, f := range n.rel.pend {
+			late := now.Sub(f.at) >= confirmWait
+			for node, relaying := range f.need {
+				if !relaying && (late || down[node]) {
+					f.need[node] = true
+					go n.spill(seq, f, node)
+				}
+			}
+		}
+		n.rel.mu.Unlock()
+	}
+}
+
+// spill writes a message to node's relay subject, retrying while the
+// stream is unavailable, then lets the publisher's acknowledgement go.
+func (n *Node) spill(seq uint64, f *forwarded, node string) {
+	select {
+	case n.rel.sem <- struct{}{}:
+		defer func() { <-n.rel.sem }()
+	case <-n.ctx.Done():
+		return
+	}
+	err := n.relayTo(node, f.data, f.targets[node], f.id+"-"+key(node), spillFor)
+	if err != nil {
+		n.rel.failed.Add(1)
+		n.log.Error("cluster: a message for persistent sessions on another node was neither confirmed nor relayed; acknowledged anyway",
+			"to_node", node, "clients", len(f.targets[node]), "err", err)
+	} else {
+		n.rel.relayed.Add(1)
+	}
+	n.rel.mu.Lock()
+	delete(f.need, node)
+	n.settleLocked(seq, f)
+	n.rel.mu.Unlock()
+}
+
+// relayTo writes a message for clients to node's relay subject, retrying
+// for up to patience. The stream drops a repeat of msgID.
+func (n *Node) relayTo(node string, data []byte, clients []string, msgID string, patience time.Duration) error {
+	js := n.rel.js.Load()
+	if js == nil {
+		return errors.New("relay stream not open yet")
+	}
+	msg := nats.NewMsg(relayPrefix + key(node))
+	msg.Data = data
+	msg.Header[hdrTargets] = clients
+	msg.Header.Set(jetstream.MsgIDHeader, msgID)
+	deadline := time.Now().Add(patience)
+	for delay := 100 * time.Millisecond; ; delay = min(2*delay, 2*time.Second) {
+		ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
+		_, err := (*js).PublishMsg(ctx, msg)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if n.ctx.Err() != nil || time.Now().Add(delay).After(deadline) {
+			return err
+		}
+		select {
+		case <-n.ctx.Done():
+			return err
+		case <-time.After(delay):
+		}
+	}
+}
+
+// confirm tells the nodes that asked that this node has the messages
+// (seqs[i] from replies[i]).
+func (n *Node) confirm(replies []string, seqs []uint64) {
+	for i, r := range replies {
+		b := binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(n.cfg.Node)), seqs[i])
+		n.pc.Publish(r, append(b, n.cfg.Node...))
+	}
+}
+
+// downNodes is the set of nodes seen since this one started that had no
+// route as of watchPeers' last look (a second ago at most).
+func (n *Node) downNodes() map[string]bool {
+	if p := n.rel.down.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// setLive records the nodes with routes now (watchPeers).
+func (n *Node) setLive(peers []string) {
+	down := make(map[string]bool)
+	for _, p := range peers {
+		n.rel.ever[p] = true
+	}
+	for p := range n.rel.ever {
+		if !slices.Contains(peers, p) {
+			down[p] = true
+		}
+	}
+	n.rel.down.Store(&down)
+}
+
+// openRelay creates (or opens) the relay stream. A work queue: a relayed
+// message is deleted once its node acknowledges it.
+func (n *Node) openRelay(replicas int) bool {
+	js, err := jetstream.New(n.pc)
+	if err != nil {
+		n.log.Error("cluster: jetstream for the relay stream", "err", err)
+		return false
+	}
+	if n.openStream(js, jetstream.StreamConfig{Name: relayStream, Subjects: []string{relayPrefix + ">"},
+		Replicas: replicas, Storage: jetstream.FileStorage, Retention: jetstream.WorkQueuePolicy}) == nil {
+		return false
+	}
+	n.rel.js.Store(&js)
+	return true
+}
+
+// consumeRelay starts consuming node's relay subject, unless already.
+func (n *Node) consumeRelay(node string) {
+	n.rel.cmu.Lock()
+	defer n.rel.cmu.Unlock()
+	if _, ok := n.rel.consumers[node]; ok || n.ctx.Err() != nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(n.ctx)
+	n.rel.consumers[node] = cancel
+	n.wg.Add(1)
+	go n.relayLoop(ctx, node)
+}
+
+// stopRelay stops consuming a lost node's relay subject: it is back.
+func (n *Node) stopRelay(node string) {
+	n.rel.cmu.Lock()
+	defer n.rel.cmu.Unlock()
+	if cancel, ok := n.rel.consumers[node]; ok && node != n.cfg.Node {
+		cancel()
+		delete(n.rel.consumers, node)
+		n.log.Info("cluster: node back; its relayed messages are its own again", "peer", node)
+	}
+}
+
+// relayLoop delivers the messages relayed to node: to the sessions this
+// node owns, and on to the node that owns the others now.
+func (n *Node) relayLoop(ctx context.Context, node string) {
+	defer n.wg.Done()
+	js := *n.rel.js.Load()
+	var cons jetstream.Consumer
+	for delay := 100 * time.Millisecond; cons == nil; delay = min(2*delay, 2*time.Second) {
+		c, cancel := context.WithTimeout(ctx, 5*time.Second)
+		var err error
+		cons, err = js.CreateOrUpdateConsumer(c, relayStream, jetstream.ConsumerConfig{
+			Durable: "relay-" + key(node), FilterSubject: relayPrefix + key(node),
+			AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second, MaxAckPending: 4096})
+		cancel()
+		if err != nil {
+			n.log.Debug("cluster: waiting for the relay stream", "node", node, "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(delay):
+			}
+		}
+	}
+	// Targets of a message already delivered, while others of it wait.
+	handled := make(map[uint64]map[string]bool)
+	for ctx.Err() == nil {
+		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		for msg := range batch.Messages() {
+			n.relayOne(msg, handled)
+		}
+	}
+}
+
+// relayOne delivers one relayed message, or asks for it again later while
+// some of its sessions' node is lost and not yet taken over.
+func (n *Node) relayOne(msg jetstream.Msg, handled map[uint64]map[string]bool) {
+	h, m, err := decodeMessage(msg.Data())
+	if err != nil {
+		n.log.Warn("cluster: dropping undecodable relayed message", "err", err)
+		msg.Term()
+		return
+	}
+	meta, err := msg.Metadata()
+	if err != nil {
+		msg.Term()
+		return
+	}
+	sseq := meta.Sequence.Stream
+	done := handled[sseq]
+	down := n.downNodes()
+	var here, later []string
+	for _, id := range msg.Headers()[hdrTargets] {
+		if done[id] {
+			continue
+		}
+		owner, ok := n.ownerOf(id)
+		switch {
+		case !ok:
+			// No record: the session has ended; nothing is kept for it.
+		case owner == n.cfg.Node:
+			here = append(here, id)
+		case !down[owner]:
+			// Moved on: to its owner's subject.
+			if n.relayTo(owner, msg.Data(), []string{id}, fmt.Sprintf("%016x-%d-%s", h.instance, h.seq, key(id)), 5*time.Second) != nil {
+				later = append(later, id)
+				continue
+			}
+		default:
+			later = append(later, id)
+			continue
+		}
+		if done == nil {
+			done = make(map[string]bool)
+		}
+		done[id] = true
+	}
+	if len(here) > 0 && !n.b.InjectTo(m, here) {
+		for _, id := range here {
+			delete(done, id)
+		}
+		later = append(later, here...)
+	}
+	if len(later) > 0 {
+		if len(handled) < 100_000 {
+			handled[sseq] = done
+		}
+		msg.NakWithDelay(relayRetry)
+		return
+	}
+	delete(handled, sseq)
+	msg.Ack()
+}
+
+// ownerOf is the node the sessions bucket names as clientID's owner.
+func (n *Node) ownerOf(clientID string) (string, bool) {
+	n.omu.Lock()
+	defer n.omu.Unlock()
+	m, ok := n.owners[key(clientID)]
+	return m.rec.Node, ok
+}

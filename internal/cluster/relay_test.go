@@ -1,0 +1,174 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/starling-mqtt/starling/internal/broker"
+	"github.com/starling-mqtt/starling/internal/store/memory"
+)
+
+// publishAll publishes count QoS 1 messages "<prefix><i>" on topic from c,
+// each acknowledged before the next.
+func publishAll(t *testing.T, c *paho.Client, topic, prefix string, count int) {
+	t.Helper()
+	for i := range count {
+		ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+		_, err := c.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Payload: fmt.Appendf(nil, "%s%d", prefix, i)})
+		cancel()
+		if err != nil {
+			t.Fatalf("publish %s%d: %v", prefix, i, err)
+		}
+	}
+}
+
+// reconnectUntil connects id to addr until a connect is accepted with its
+// session present.
+func reconnectUntil(t *testing.T, addr, id string) chan *paho.Publish {
+	t.Helper()
+	for deadline := time.Now().Add(40 * time.Second); ; {
+		c, ack, recv := connect(t, addr, id)
+		if c != nil {
+			if !ack.SessionPresent {
+				t.Fatalf("%s: session present = false", id)
+			}
+			return recv
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s refused for 40 s (last CONNACK %+v)", id, ack)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+}
+
+// expectAll waits for every payload in want on recv (repeats allowed).
+func expectAll(t *testing.T, recv chan *paho.Publish, want []string) {
+	t.Helper()
+	got := make(map[string]bool)
+	missing := func() []string {
+		var out []string
+		for _, w := range want {
+			if !got[w] {
+				out = append(out, w)
+			}
+		}
+		return out
+	}
+	for len(missing()) > 0 {
+		select {
+		case m := <-recv:
+			got[string(m.Payload)] = true
+		case <-time.After(20 * time.Second):
+			t.Fatalf("%d of %d acknowledged messages never arrived: %v", len(missing()), len(want), missing())
+		}
+	}
+}
+
+func payloads(prefix string, count int) []string {
+	out := make([]string, count)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s%d", prefix, i)
+	}
+	return out
+}
+
+// Messages published on a live node while the node owning a persistent
+// session is lost, before anyone took the session over, are acknowledged
+// and kept: they go to the relay stream, and the session gets them from
+// the node its client reconnects to.
+func TestPublishedDuringNodeLossKept(t *testing.T) {
+	nodes := startNodes(t, 3)
+	u1, u2, u3 := nodes[0], nodes[1], nodes[2]
+
+	q, _, _ := connect(t, u3.addr, "q")
+	if q == nil {
+		t.Fatal("q refused")
+	}
+	sub(t, q, "loss/#")
+	q.Disconnect(&paho.Disconnect{})
+	waitRecorded(t, u1, "q")
+	pub, _, _ := connect(t, u1.addr, "pub")
+
+	// u3 leaves at once: nobody subscribes for q until its session is
+	// taken over (3 s or more); every acknowledged message must wait.
+	u3.n.Close()
+	publishAll(t, pub, "loss/a", "gone", 30)
+	// And after the takeover, on the node that took q over.
+	time.Sleep(4 * time.Second)
+	publishAll(t, pub, "loss/a", "after", 10)
+
+	recv := reconnectUntil(t, u2.addr, "q")
+	expectAll(t, recv, append(payloads("gone", 30), payloads("after", 10)...))
+	if c := u1.n.rel.relayed.Load(); c == 0 {
+		t.Error("u1 relayed nothing: the messages did not go through the relay stream")
+	}
+}
+
+// A message on its way to a node that cannot store it (its store blocks)
+// when that node is lost is not lost with it: the node never confirmed
+// it, so the publisher's node relays it, and the session's new node
+// delivers it.
+func TestUnconfirmedMessageRelayedWhenNodeLost(t *testing.T) {
+	gs := &gatedStore{Store: memory.New(), open: make(chan struct{})}
+	close(gs.open)
+	nodes := startNodes(t, 3, func(i int, b *broker.Broker) {
+		if i == 2 {
+			b.SetStore(gs)
+		}
+	})
+	u1, u3 := nodes[0], nodes[2]
+
+	q, _, _ := connect(t, u3.addr, "q")
+	if q == nil {
+		t.Fatal("q refused")
+	}
+	sub(t, q, "stuck/#")
+	q.Disconnect(&paho.Disconnect{})
+	waitRecorded(t, u1, "q")
+	for deadline := time.Now().Add(10 * time.Second); !u1.n.HasInterest("stuck/x"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("u1 never learned u3's interest")
+		}
+	}
+	pub, _, _ := connect(t, u1.addr, "pub")
+	publishAll(t, pub, "stuck/x", "ok", 5) // confirmed by u3, not relayed
+	if c := u1.n.rel.relayed.Load(); c != 0 {
+		t.Fatalf("u1 relayed %d messages while u3 confirmed them", c)
+	}
+
+	// u3's store stops: what reaches it now is never stored there.
+	gs.mu.Lock()
+	gs.open = make(chan struct{})
+	gs.mu.Unlock()
+	acked := make(chan error, 1)
+	go func() {
+		for i := range 10 {
+			ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+			_, err := pub.Publish(ctx, &paho.Publish{Topic: "stuck/x", QoS: 1, Payload: fmt.Appendf(nil, "stuck%d", i)})
+			cancel()
+			if err != nil {
+				acked <- err
+				return
+			}
+		}
+		acked <- nil
+	}()
+	time.Sleep(500 * time.Millisecond)
+	// u3 leaves with the messages it never confirmed. Its delivery loop
+	// is stuck in the store, so Close (which waits for it) finishes once
+	// the store lets go, by which time its connections are closed and
+	// it cannot confirm anything.
+	go u3.n.Close()
+	time.Sleep(500 * time.Millisecond)
+	close(gs.open)
+	if err := <-acked; err != nil {
+		t.Fatal(err)
+	}
+
+	recv := reconnectUntil(t, u1.addr, "q")
+	expectAll(t, recv, append(payloads("ok", 5), payloads("stuck", 10)...))
+}
