@@ -64,8 +64,8 @@ func (b *Broker) publish(m *session.Message, t *tx) int {
 
 // sharedMode says which $share groups a route delivers to.
 type sharedMode struct {
-	none          bool   // no group
-	group, filter string // only this group; both empty with none false: all
+	none          bool            // no group
+	group, filter string          // only this group; both empty with none false: all
 	only          map[string]bool // if set, only these client IDs' sessions
 }
 
