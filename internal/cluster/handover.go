@@ -112,7 +112,15 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 		return nil, fmt.Errorf("cluster: claim %q: %w", clientID, err)
 	}
 	orphanOf := "" // the lost owner whose record was recovered
+	var orphan *broker.SessionSnapshot
 	ok := func() (*broker.SessionSnapshot, error) {
+		if orphan != nil {
+			// Adopted only once the record names this node: a claim
+			// that fails leaves no second copy here, and publishes no
+			// will that the node taking the lost node over would
+			// publish again.
+			n.b.AdoptOrphan(orphan, true, clean)
+		}
 		if orphanOf != "" {
 			// Ours now, with the deliveries it mirrored: its copy in the
 			// stream is no longer needed.
@@ -155,6 +163,7 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 				n.abortIncoming(in)
 				in = nil
 			}
+			orphan, orphanOf = nil, ""
 			asked = r.Node
 			got, err := n.askHandOver(r.Node, clientID, clean)
 			switch {
@@ -176,14 +185,19 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 					// stream is readable, rather than start without them.
 					return nil, fmt.Errorf("%w: claim %q: recover queued messages: %v", errHandOver, clientID, qerr)
 				}
-				n.b.AdoptOrphan(s, true, clean)
-				orphanOf = r.Node
+				orphan, orphanOf = s, r.Node
 			}
 		}
 		if _, err = n.sessions.Update(ctx, k, mine, e.Revision()); err == nil {
 			return ok()
 		}
 		if !errors.Is(err, jetstream.ErrKeyExists) && !isRevisionMismatch(err) {
+			if orphan != nil {
+				// Going ahead would leave the record naming the lost
+				// node, whose taker would adopt the session too: refused,
+				// so that the client retries once the bucket answers.
+				return nil, fmt.Errorf("%w: claim %q: record the recovered session: %v", errHandOver, clientID, err)
+			}
 			return fail(err)
 		}
 	}

@@ -592,6 +592,7 @@ func (n *Node) mirrorSessions(w jetstream.KeyWatcher) {
 				return
 			}
 			if e == nil {
+				n.rel.knownOnce.Do(func() { close(n.rel.known) })
 				continue
 			}
 			n.omu.Lock()
@@ -664,6 +665,9 @@ func (n *Node) Name() string { return n.cfg.Node }
 
 // Close leaves the cluster and stops the embedded server.
 func (n *Node) Close() {
+	if n.ctx != nil {
+		n.flushForwards(5 * time.Second)
+	}
 	if n.cancel != nil {
 		n.cancel()
 	}

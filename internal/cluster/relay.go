@@ -16,9 +16,11 @@ package cluster
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,14 +45,26 @@ const (
 	// and not yet taken over.
 	relayRetry = 2 * time.Second
 	// spillFor bounds the retries of a write to the relay stream (while
-	// it elects a new leader, say); the publisher's acknowledgement waits
-	// meanwhile.
-	spillFor = 30 * time.Second
+	// it elects a new leader, say); the publisher's acknowledgement, and
+	// everything after it on that connection, waits meanwhile.
+	spillFor = 10 * time.Second
+	// relayAckWait is when a relayed message handed to a node that did
+	// not acknowledge it (it died) goes to the next node asking; the
+	// handler marks a message in progress before each slow step.
+	relayAckWait = 10 * time.Second
 	// maxSpills bounds the relay writes in progress.
 	maxSpills = 1024
 
 	hdrConfirm = "Stl-Confirm" // nodes asked to confirm a message
+	hdrFor     = "Stl-For"     // "<index in Stl-Confirm>.<key(client ID)>": the sessions a node confirms for
 	hdrTargets = "Stl-Targets" // client IDs a relayed message is for
+
+	// maxForBytes bounds the Stl-For list on a forwarded message; past it
+	// a node confirms for whatever it holds (a fan-out to thousands of
+	// persistent sessions keeps its messages small).
+	maxForBytes = 16 << 10
+	// relayTargets bounds the client IDs of one relay stream message.
+	relayTargets = 256
 )
 
 // remoteSub is a persistent session's subscription on another node.
@@ -64,6 +78,11 @@ type relay struct {
 
 	mu   sync.Mutex
 	pend map[uint64]*forwarded // by sequence number
+
+	// known is closed once the sessions bucket has been read through:
+	// before, a session missing from owners may just not be read yet.
+	known     chan struct{}
+	knownOnce sync.Once
 
 	down atomic.Pointer[map[string]bool] // nodes seen since the start, without routes now
 	ever map[string]bool                 // nodes seen since the start; watchPeers only
@@ -91,6 +110,7 @@ func (r *relay) init(instance uint64) {
 	r.sem = make(chan struct{}, maxSpills)
 	r.consumers = make(map[string]context.CancelFunc)
 	r.ever = make(map[string]bool)
+	r.known = make(chan struct{})
 	r.self = fmt.Sprintf("%s%016x", confirmPrefix, instance)
 }
 
@@ -127,8 +147,10 @@ func (n *Node) persistentTargets(m *session.Message) map[string][]string {
 		return nil
 	}
 	out := make(map[string][]string)
+	seen := make(map[string]bool, len(es))
 	for _, e := range es {
-		if !slices.Contains(out[e.Value.node], e.Client) {
+		if !seen[e.Client] { // a session's node is the same for all its filters
+			seen[e.Client] = true
 			out[e.Value.node] = append(out[e.Value.node], e.Client)
 		}
 	}
@@ -139,7 +161,7 @@ func (n *Node) persistentTargets(m *session.Message) map[string][]string {
 // no confirmation arrives unknown; nodes known to be down are relayed to
 // at once. Called under pubMu.
 func (n *Node) expect(seq uint64, data []byte, targets map[string][]string) *forwarded {
-	f := &forwarded{id: fmt.Sprintf("%016x-%d", n.instance, seq), data: slices.Clone(data), targets: targets,
+	f := &forwarded{id: fmt.Sprintf("s-%016x-%d", n.instance, seq), data: slices.Clone(data), targets: targets,
 		need: make(map[string]bool, len(targets)), at: time.Now(), done: make(chan struct{})}
 	down := n.downNodes()
 	n.rel.mu.Lock()
@@ -148,7 +170,7 @@ func (n *Node) expect(seq uint64, data []byte, targets map[string][]string) *for
 	for node := range targets {
 		f.need[node] = down[node]
 		if down[node] {
-			go n.spill(seq, f, node)
+			n.goSpill(seq, f, node)
 		}
 	}
 	return f
@@ -198,7 +220,7 @@ func (n *Node) confirmLoop() {
 			for node, relaying := range f.need {
 				if !relaying && (late || down[node]) {
 					f.need[node] = true
-					go n.spill(seq, f, node)
+					n.goSpill(seq, f, node)
 				}
 			}
 		}
@@ -206,16 +228,26 @@ func (n *Node) confirmLoop() {
 	}
 }
 
+// goSpill runs spill; called under rel.mu.
+func (n *Node) goSpill(seq uint64, f *forwarded, node string) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.spill(seq, f, node)
+	}()
+}
+
 // spill writes a message to node's relay subject, retrying while the
 // stream is unavailable, then lets the publisher's acknowledgement go.
 func (n *Node) spill(seq uint64, f *forwarded, node string) {
+	var err error
 	select {
 	case n.rel.sem <- struct{}{}:
-		defer func() { <-n.rel.sem }()
+		err = n.relayTo(node, f.data, f.targets[node], f.id+"-"+key(node), spillFor)
+		<-n.rel.sem
 	case <-n.ctx.Done():
-		return
+		err = n.ctx.Err()
 	}
-	err := n.relayTo(node, f.data, f.targets[node], f.id+"-"+key(node), spillFor)
 	if err != nil {
 		n.rel.failed.Add(1)
 		n.log.Error("cluster: a message for persistent sessions on another node was neither confirmed nor relayed; acknowledged anyway",
@@ -229,21 +261,33 @@ func (n *Node) spill(seq uint64, f *forwarded, node string) {
 	n.rel.mu.Unlock()
 }
 
-// relayTo writes a message for clients to node's relay subject, retrying
-// for up to patience. The stream drops a repeat of msgID.
+// relayTo writes a message for clients to node's relay subject, in
+// stream messages of at most relayTargets clients, retrying each for up
+// to patience. The stream drops a repeat of msgID (suffixed per part).
 func (n *Node) relayTo(node string, data []byte, clients []string, msgID string, patience time.Duration) error {
 	js := n.rel.js.Load()
 	if js == nil {
 		return errors.New("relay stream not open yet")
 	}
-	msg := nats.NewMsg(relayPrefix + key(node))
-	msg.Data = data
-	msg.Header[hdrTargets] = clients
-	msg.Header.Set(jetstream.MsgIDHeader, msgID)
 	deadline := time.Now().Add(patience)
+	for part := 0; len(clients) > 0; part++ {
+		some := clients[:min(len(clients), relayTargets)]
+		clients = clients[len(some):]
+		msg := nats.NewMsg(relayPrefix + key(node))
+		msg.Data = data
+		msg.Header[hdrTargets] = some
+		msg.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%s-%d", msgID, part))
+		if err := n.publishRelay(*js, msg, deadline); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (n *Node) publishRelay(js jetstream.JetStream, msg *nats.Msg, deadline time.Time) error {
 	for delay := 100 * time.Millisecond; ; delay = min(2*delay, 2*time.Second) {
-		ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
-		_, err := (*js).PublishMsg(ctx, msg)
+		ctx, cancel := context.WithTimeout(n.ctx, min(5*time.Second, max(time.Until(deadline), 100*time.Millisecond)))
+		_, err := js.PublishMsg(ctx, msg)
 		cancel()
 		if err == nil {
 			return nil
@@ -257,6 +301,34 @@ func (n *Node) relayTo(node string, data []byte, clients []string, msgID string,
 		case <-time.After(delay):
 		}
 	}
+}
+
+// confirmsFor reports whether this node may confirm msg: it was asked to
+// and, where msg names the sessions it is for here, the sessions bucket
+// still says this node owns each (one that moved on gets it through the
+// relay stream instead, from there to its new owner).
+func (n *Node) confirmsFor(msg *nats.Msg) bool {
+	if msg.Reply == "" {
+		return false
+	}
+	i := slices.Index(msg.Header[hdrConfirm], n.cfg.Node)
+	if i < 0 {
+		return false
+	}
+	prefix := fmt.Sprintf("%d.", i)
+	for _, v := range msg.Header[hdrFor] {
+		k, ok := strings.CutPrefix(v, prefix)
+		if !ok {
+			continue
+		}
+		n.omu.Lock()
+		m, found := n.owners[k]
+		n.omu.Unlock()
+		if !found || m.rec.Node != n.cfg.Node {
+			return false
+		}
+	}
+	return true
 }
 
 // confirm tells the nodes that asked that this node has the messages
@@ -335,44 +407,69 @@ func (n *Node) stopRelay(node string) {
 // node owns, and on to the node that owns the others now.
 func (n *Node) relayLoop(ctx context.Context, node string) {
 	defer n.wg.Done()
+	// Not before the sessions bucket is read through: a session not yet
+	// read would look ended, and its messages be dropped.
+	select {
+	case <-n.rel.known:
+	case <-ctx.Done():
+		return
+	}
 	js := *n.rel.js.Load()
 	var cons jetstream.Consumer
-	for delay := 100 * time.Millisecond; cons == nil; delay = min(2*delay, 2*time.Second) {
-		c, cancel := context.WithTimeout(ctx, 5*time.Second)
-		var err error
-		cons, err = js.CreateOrUpdateConsumer(c, relayStream, jetstream.ConsumerConfig{
-			Durable: "relay-" + key(node), FilterSubject: relayPrefix + key(node),
-			AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second, MaxAckPending: 4096})
-		cancel()
-		if err != nil {
-			n.log.Debug("cluster: waiting for the relay stream", "node", node, "err", err)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(delay):
-			}
-		}
-	}
 	// Targets of a message already delivered, while others of it wait.
 	handled := make(map[uint64]map[string]bool)
-	for ctx.Err() == nil {
-		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Second):
-			}
-			continue
+	pause := func() bool {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(time.Second):
+			return true
 		}
-		for msg := range batch.Messages() {
-			n.relayOne(msg, handled)
+	}
+	for ctx.Err() == nil {
+		if cons == nil {
+			c, cancel := context.WithTimeout(ctx, 5*time.Second)
+			var err error
+			cons, err = js.CreateOrUpdateConsumer(c, relayStream, jetstream.ConsumerConfig{
+				Durable: "relay-" + key(node), FilterSubject: relayPrefix + key(node),
+				AckPolicy: jetstream.AckExplicitPolicy, AckWait: relayAckWait, MaxAckPending: 1024})
+			cancel()
+			if err != nil {
+				n.log.Debug("cluster: waiting for the relay stream", "node", node, "err", err)
+				if !pause() {
+					return
+				}
+				continue
+			}
+		}
+		// Short polls: a request left behind by a node that died takes
+		// the messages arriving until it expires, and they wait out
+		// relayAckWait before anyone gets them again.
+		batch, err := cons.Fetch(32, jetstream.FetchMaxWait(250*time.Millisecond))
+		if err == nil {
+			for msg := range batch.Messages() {
+				if ctx.Err() != nil {
+					return // unacknowledged: redelivered to whoever consumes next
+				}
+				n.relayOne(node, msg, handled)
+			}
+			err = batch.Error()
+		}
+		if err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
+			if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) {
+				cons = nil
+			}
+			n.log.Debug("cluster: relay stream fetch", "node", node, "err", err)
+			if !pause() {
+				return
+			}
 		}
 	}
 }
 
 // relayOne delivers one relayed message, or asks for it again later while
 // some of its sessions' node is lost and not yet taken over.
-func (n *Node) relayOne(msg jetstream.Msg, handled map[uint64]map[string]bool) {
+func (n *Node) relayOne(node string, msg jetstream.Msg, handled map[uint64]map[string]bool) {
 	h, m, err := decodeMessage(msg.Data())
 	if err != nil {
 		n.log.Warn("cluster: dropping undecodable relayed message", "err", err)
@@ -392,15 +489,20 @@ func (n *Node) relayOne(msg jetstream.Msg, handled map[uint64]map[string]bool) {
 		if done[id] {
 			continue
 		}
-		owner, ok := n.ownerOf(id)
+		owner, ok, err := n.ownerOf(id)
 		switch {
+		case err != nil:
+			later = append(later, id)
+			continue
 		case !ok:
 			// No record: the session has ended; nothing is kept for it.
 		case owner == n.cfg.Node:
 			here = append(here, id)
 		case !down[owner]:
-			// Moved on: to its owner's subject.
-			if n.relayTo(owner, msg.Data(), []string{id}, fmt.Sprintf("%016x-%d-%s", h.instance, h.seq, key(id)), 5*time.Second) != nil {
+			// Moved on: to its owner's subject. The ID names this
+			// hop, so a session that comes back here later gets it.
+			msg.InProgress()
+			if n.relayTo(owner, msg.Data(), []string{id}, fmt.Sprintf("r-%s-%d-%s-%016x-%d", key(node), sseq, key(id), h.instance, h.seq), 5*time.Second) != nil {
 				later = append(later, id)
 				continue
 			}
@@ -413,6 +515,9 @@ func (n *Node) relayOne(msg jetstream.Msg, handled map[uint64]map[string]bool) {
 		}
 		done[id] = true
 	}
+	if len(here) > 0 {
+		msg.InProgress()
+	}
 	if len(here) > 0 && !n.b.InjectTo(m, here) {
 		for _, id := range here {
 			delete(done, id)
@@ -420,9 +525,10 @@ func (n *Node) relayOne(msg jetstream.Msg, handled map[uint64]map[string]bool) {
 		later = append(later, here...)
 	}
 	if len(later) > 0 {
-		if len(handled) < 100_000 {
-			handled[sseq] = done
+		if len(handled) >= 100_000 {
+			clear(handled) // entries another consumer finished pile up
 		}
+		handled[sseq] = done
 		msg.NakWithDelay(relayRetry)
 		return
 	}
@@ -430,10 +536,55 @@ func (n *Node) relayOne(msg jetstream.Msg, handled map[uint64]map[string]bool) {
 	msg.Ack()
 }
 
-// ownerOf is the node the sessions bucket names as clientID's owner.
-func (n *Node) ownerOf(clientID string) (string, bool) {
+// ownerOf is the node the sessions bucket names as clientID's owner: from
+// this node's copy, or, for a session not in it, from the bucket itself
+// (a record written a moment ago may not have arrived yet).
+func (n *Node) ownerOf(clientID string) (owner string, found bool, err error) {
 	n.omu.Lock()
-	defer n.omu.Unlock()
 	m, ok := n.owners[key(clientID)]
-	return m.rec.Node, ok
+	n.omu.Unlock()
+	if ok {
+		return m.rec.Node, true, nil
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, kvTimeout)
+	defer cancel()
+	e, err := n.sessions.Get(ctx, key(clientID))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, err
+	}
+	var r record
+	if err := json.Unmarshal(e.Value(), &r); err != nil {
+		return "", false, nil
+	}
+	return r.Node, true, nil
+}
+
+// flushForwards relays what still waits for confirmation, before the
+// node closes: a publisher may have its acknowledgement queued behind it.
+// Bounded by wait.
+func (n *Node) flushForwards(wait time.Duration) {
+	if n.rel.js.Load() == nil {
+		return
+	}
+	n.rel.mu.Lock()
+	for seq, f := range n.rel.pend {
+		for node, relaying := range f.need {
+			if !relaying {
+				f.need[node] = true
+				n.goSpill(seq, f, node)
+			}
+		}
+	}
+	n.rel.mu.Unlock()
+	for deadline := time.Now().Add(wait); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		n.rel.mu.Lock()
+		left := len(n.rel.pend)
+		n.rel.mu.Unlock()
+		if left == 0 {
+			return
+		}
+	}
 }

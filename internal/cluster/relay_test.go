@@ -9,6 +9,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/starling-mqtt/starling/internal/broker"
+	"github.com/starling-mqtt/starling/internal/session"
 	"github.com/starling-mqtt/starling/internal/store/memory"
 )
 
@@ -90,13 +91,15 @@ func TestPublishedDuringNodeLossKept(t *testing.T) {
 	}
 	sub(t, q, "loss/#")
 	q.Disconnect(&paho.Disconnect{})
-	waitRecorded(t, u1, "q")
+	waitIndexed(t, u1, "loss/a", "u3")
 	pub, _, _ := connect(t, u1.addr, "pub")
 
 	// u3 leaves at once: nobody subscribes for q until its session is
 	// taken over (3 s or more); every acknowledged message must wait.
 	u3.n.Close()
+	start := time.Now()
 	publishAll(t, pub, "loss/a", "gone", 30)
+	t.Logf("30 publishes acknowledged in %s after the node's loss", time.Since(start).Round(time.Millisecond))
 	// And after the takeover, on the node that took q over.
 	time.Sleep(4 * time.Second)
 	publishAll(t, pub, "loss/a", "after", 10)
@@ -128,7 +131,7 @@ func TestUnconfirmedMessageRelayedWhenNodeLost(t *testing.T) {
 	}
 	sub(t, q, "stuck/#")
 	q.Disconnect(&paho.Disconnect{})
-	waitRecorded(t, u1, "q")
+	waitIndexed(t, u1, "stuck/x", "u3")
 	for deadline := time.Now().Add(10 * time.Second); !u1.n.HasInterest("stuck/x"); time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("u1 never learned u3's interest")
@@ -171,4 +174,20 @@ func TestUnconfirmedMessageRelayedWhenNodeLost(t *testing.T) {
 
 	recv := reconnectUntil(t, u1.addr, "q")
 	expectAll(t, recv, append(payloads("ok", 5), payloads("stuck", 10)...))
+}
+
+// waitIndexed waits until tn knows of a persistent session on node whose
+// subscription matches topic (its record, subscriptions included, has
+// come through the sessions bucket).
+func waitIndexed(t *testing.T, tn *testNode, topic, node string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if len(tn.n.persistentTargets(&session.Message{Topic: topic, QoS: 1})[node]) > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never learned of a persistent subscriber to %s on %s", tn.n.Name(), topic, node)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -5,7 +5,7 @@ package cluster
 // receives other nodes' messages in batches.
 
 import (
-	"slices"
+	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -39,8 +39,18 @@ func (n *Node) Forward(m *session.Message) (bool, <-chan struct{}) {
 			f = n.expect(n.seq, buf, targets)
 			msg := nats.NewMsg(subj)
 			msg.Data, msg.Reply = buf, n.rel.self
-			for node := range targets {
+			size := 0
+			for node, ids := range targets {
+				i := len(msg.Header[hdrConfirm])
 				msg.Header[hdrConfirm] = append(msg.Header[hdrConfirm], node)
+				for _, id := range ids {
+					if size += len(id)*4/3 + 8; size <= maxForBytes {
+						msg.Header[hdrFor] = append(msg.Header[hdrFor], fmt.Sprintf("%d.%s", i, key(id)))
+					}
+				}
+			}
+			if size > maxForBytes {
+				delete(msg.Header, hdrFor) // all or none: a partial list would confirm too much
 			}
 			err = n.pc.PublishMsg(msg)
 		}
@@ -183,7 +193,7 @@ func (n *Node) receiveLoop() {
 		}
 		last[h.instance] = h.seq
 		batch = append(batch, m)
-		if msg.Reply != "" && slices.Contains(msg.Header[hdrConfirm], n.cfg.Node) {
+		if n.confirmsFor(msg) {
 			replies, seqs = append(replies, msg.Reply), append(seqs, h.seq)
 		}
 	}
