@@ -305,8 +305,9 @@ func (n *Node) publishRelay(js jetstream.JetStream, msg *nats.Msg, deadline time
 
 // confirmsFor reports whether this node may confirm msg: it was asked to
 // and, where msg names the sessions it is for here, the sessions bucket
-// still says this node owns each (one that moved on gets it through the
-// relay stream instead, from there to its new owner).
+// still says this node owns each and the broker holds it (a session that
+// moved on, or is still arriving, gets it through the relay stream
+// instead).
 func (n *Node) confirmsFor(msg *nats.Msg) bool {
 	if msg.Reply == "" {
 		return false
@@ -325,6 +326,9 @@ func (n *Node) confirmsFor(msg *nats.Msg) bool {
 		m, found := n.owners[k]
 		n.omu.Unlock()
 		if !found || m.rec.Node != n.cfg.Node {
+			return false
+		}
+		if id, err := unkey(k); err != nil || !n.b.HasSession(id) {
 			return false
 		}
 	}

@@ -100,7 +100,10 @@ func TestClusterNodeKilled(t *testing.T) {
 	mqtt := freeAddrs(t, 3)
 	name := fmt.Sprintf("fault-%d", time.Now().UnixNano())
 	cfgFile := filepath.Join(t.TempDir(), "cluster.yaml")
-	if err := os.WriteFile(cfgFile, []byte("cluster:\n  token: fault-test-token-0123\n"), 0o600); err != nil {
+	if err := os.WriteFile(cfgFile, []byte("cluster:\n  token: fault-test-token-0123\n"+
+		// Offline sessions hold the whole run: a full queue drops by
+		// design (counted), which is not what this test is about.
+		"limits:\n  max_queued_messages: 100000\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	var nodes []*proc
@@ -191,6 +194,9 @@ func TestClusterNodeKilled(t *testing.T) {
 				pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 				_, err := pub.Publish(pctx, &paho.Publish{Topic: "f/" + strconv.Itoa(i), QoS: 1, Payload: []byte(k)})
 				cancel()
+				if d := time.Since(sent); d > 300*time.Millisecond {
+					t.Logf("DEBUG publish %s took %s (err %v) at %s", k, d, err, sent.Format("15:04:05.000"))
+				}
 				if err == nil {
 					acked.add(k, sent)
 				}
@@ -203,6 +209,7 @@ func TestClusterNodeKilled(t *testing.T) {
 	<-vDone
 	killed := time.Now()
 	n3.kill()
+	t.Logf("DEBUG killed at %s", killed.Format("15:04:05.000"))
 	// q reconnects to a surviving node at once; it is refused (0x88) while
 	// its session's owner cannot be asked or the replicated queue read.
 	type dialed struct {
