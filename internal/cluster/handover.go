@@ -138,7 +138,9 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 	for attempt := 0; attempt < 8; attempt++ {
 		e, err := n.sessions.Get(ctx, k)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			if _, err = n.sessions.Create(ctx, k, mine); err == nil {
+			var rev uint64
+			if rev, err = n.sessions.Create(ctx, k, mine); err == nil {
+				n.noteOwner(k, rev, record{Node: n.cfg.Node})
 				return ok()
 			}
 			if errors.Is(err, jetstream.ErrKeyExists) {
@@ -188,7 +190,9 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 				orphan, orphanOf = s, r.Node
 			}
 		}
-		if _, err = n.sessions.Update(ctx, k, mine, e.Revision()); err == nil {
+		var rev uint64
+		if rev, err = n.sessions.Update(ctx, k, mine, e.Revision()); err == nil {
+			n.noteOwner(k, rev, record{Node: n.cfg.Node})
 			return ok()
 		}
 		if !errors.Is(err, jetstream.ErrKeyExists) && !isRevisionMismatch(err) {

@@ -596,6 +596,11 @@ func (n *Node) mirrorSessions(w jetstream.KeyWatcher) {
 				continue
 			}
 			n.omu.Lock()
+			if m, ok := n.owners[e.Key()]; ok && m.rev > e.Revision() {
+				// This node's own write, noted ahead of its echo.
+				n.omu.Unlock()
+				continue
+			}
 			var r record
 			if e.Operation() == jetstream.KeyValuePut && json.Unmarshal(e.Value(), &r) == nil {
 				n.owners[e.Key()] = mirrored{rev: e.Revision(), rec: r}
@@ -607,6 +612,19 @@ func (n *Node) mirrorSessions(w jetstream.KeyWatcher) {
 			n.omu.Unlock()
 		}
 	}
+}
+
+// noteOwner applies this node's own successful write to owners at once,
+// ahead of the bucket's echo: a node that has just taken a session
+// confirms messages for it (relay.go) without waiting for the echo.
+func (n *Node) noteOwner(k string, rev uint64, r record) {
+	n.omu.Lock()
+	defer n.omu.Unlock()
+	if m, ok := n.owners[k]; ok && m.rev >= rev {
+		return
+	}
+	n.owners[k] = mirrored{rev: rev, rec: r}
+	n.indexSession(k, &r)
 }
 
 // takeOver claims every session record of a lost node.
@@ -638,7 +656,11 @@ func (n *Node) takeOver(lost string) error {
 		if r.Session == nil || r.Session.Session.ExpiryInterval == 0 {
 			err = n.sessions.Delete(ctx, k, jetstream.LastRevision(m.rev))
 		} else {
-			_, err = n.sessions.Update(ctx, k, mustJSON(record{Node: n.cfg.Node, Session: r.Session}), m.rev)
+			var rev uint64
+			rec := record{Node: n.cfg.Node, Session: r.Session}
+			if rev, err = n.sessions.Update(ctx, k, mustJSON(rec), m.rev); err == nil {
+				n.noteOwner(k, rev, rec)
+			}
 		}
 		cancel()
 		if isRevisionMismatch(err) || errors.Is(err, jetstream.ErrKeyExists) {
