@@ -195,7 +195,7 @@ func TestClusterNodeKilled(t *testing.T) {
 				_, err := pub.Publish(pctx, &paho.Publish{Topic: "f/" + strconv.Itoa(i), QoS: 1, Payload: []byte(k)})
 				cancel()
 				if d := time.Since(sent); d > 300*time.Millisecond {
-					t.Logf("DEBUG publish %s took %s (err %v) at %s", k, d, err, sent.Format("15:04:05.000"))
+					t.Logf("publish %s acknowledged after %s (err %v), sent at %s", k, d.Round(time.Millisecond), err, sent.Format("15:04:05.000"))
 				}
 				if err == nil {
 					acked.add(k, sent)
@@ -209,7 +209,7 @@ func TestClusterNodeKilled(t *testing.T) {
 	<-vDone
 	killed := time.Now()
 	n3.kill()
-	t.Logf("DEBUG killed at %s", killed.Format("15:04:05.000"))
+	t.Logf("n3 killed at %s", killed.Format("15:04:05.000"))
 	// q reconnects to a surviving node at once; it is refused (0x88) while
 	// its session's owner cannot be asked or the replicated queue read.
 	type dialed struct {
