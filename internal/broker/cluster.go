@@ -374,7 +374,8 @@ func (b *Broker) AbortHandOver(h *HandOff) {
 // sequence number after, and returns the last one's; the caller holds
 // cl.mu.
 func (b *Broker) snapshotLocked(cl *client, after uint64) (*SessionSnapshot, uint64) {
-	s := &SessionSnapshot{Session: store.Session{ClientID: cl.id, Version: cl.version, ExpiryInterval: cl.sess.ExpiryInterval}}
+	s := &SessionSnapshot{Session: store.Session{ClientID: cl.id, Version: cl.version, ExpiryInterval: cl.sess.ExpiryInterval,
+		DisconnectedAt: cl.offlineSince()}}
 	s.Subs = b.clientSubs(cl.id)
 	last := after
 	s.Inbound = cl.sess.Export(func(d *session.Delivery, packetID uint16, state byte) {
@@ -416,9 +417,12 @@ func (b *Broker) Adopt(s *SessionSnapshot) {
 	}
 	cl := &client{id: id, version: s.Session.Version, sess: session.New(id, b.sessionLimits())}
 	cl.sess.ExpiryInterval = s.Session.ExpiryInterval
+	// Offline since then on its old node: its expiry counts from there,
+	// not from the move.
+	cl.disconnectedAt = s.Session.DisconnectedAt
 	if b.store != nil && cl.sess.ExpiryInterval > 0 {
 		cl.sess.J = &journal{b: b, cl: cl}
-		t.bt().PutSession(cl.sessionRecord(time.Time{}))
+		t.bt().PutSession(cl.sessionRecord(cl.disconnectedAt))
 	}
 	b.clients[id] = cl
 	cl.mu.Lock()
@@ -461,9 +465,13 @@ func (b *Broker) Adopt(s *SessionSnapshot) {
 	}
 	// Until the connection attaches, the session ages like any offline one.
 	if e := cl.sess.ExpiryInterval; e != session.NeverExpire {
+		left := time.Duration(e) * time.Second
+		if !cl.disconnectedAt.IsZero() {
+			left = max(left-b.now().Sub(cl.disconnectedAt), 0)
+		}
 		cl.takeoverGen++
 		gen := cl.takeoverGen
-		cl.expiry = time.AfterFunc(time.Duration(e)*time.Second, b.guard(func() { b.expire(cl, gen) }))
+		cl.expiry = time.AfterFunc(left, b.guard(func() { b.expire(cl, gen) }))
 	}
 }
 
@@ -502,7 +510,7 @@ func (b *Broker) recordSession(cl *client) {
 	if cl.sess.ExpiryInterval == 0 && cl.will == nil {
 		return // nothing to recover; the ownership record stays
 	}
-	s := &SessionSnapshot{Session: *cl.sessionRecord(time.Time{})}
+	s := &SessionSnapshot{Session: *cl.sessionRecord(cl.offlineSince())}
 	if cl.sess.ExpiryInterval > 0 {
 		s.Subs = b.clientSubs(cl.id)
 	}

@@ -266,6 +266,15 @@ func (cl *client) sessionRecord(disconnectedAt time.Time) *store.Session {
 	return r
 }
 
+// offlineSince is when the session's last connection ended, zero while
+// one is attached (or none ever was here). The caller holds cl.mu.
+func (cl *client) offlineSince() time.Time {
+	if cl.conn != nil {
+		return time.Time{}
+	}
+	return cl.disconnectedAt
+}
+
 // persistent reports whether the session is kept in the store.
 func (cl *client) persistent() bool { return cl.sess.J != nil }
 
