@@ -540,15 +540,19 @@ func (n *Node) watchPeers() {
 		n.learnNames()
 		live := n.Peers()
 		n.setLive(live)
+		now := time.Now()
+		// Sightings count from the start, not from readiness: a node
+		// that dies while this one is still getting ready is lost too.
+		for _, p := range live {
+			seen[p] = now
+		}
 		select {
 		case <-n.ready:
 		default:
 			continue
 		}
-		now := time.Now()
 		first := true
 		for _, p := range live {
-			seen[p] = now
 			delete(lost, p) // back before its sessions were taken
 			n.stopRelay(p)
 			first = first && n.cfg.Node < p
