@@ -440,21 +440,8 @@ func (n *Node) setup(size int) {
 // published its will already.
 func (n *Node) reconcile() {
 	mine := make(map[string]bool)
-	owner := func(id string) (string, error) {
-		ctx, cancel := context.WithTimeout(n.ctx, kvTimeout)
-		defer cancel()
-		e, err := n.sessions.Get(ctx, key(id))
-		if err != nil {
-			return "", err
-		}
-		var r record
-		if err := json.Unmarshal(e.Value(), &r); err != nil {
-			return "", err
-		}
-		return r.Node, nil
-	}
 	for _, id := range n.b.SessionIDs() {
-		o, err := owner(id)
+		o, err := n.readOwner(id)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			ctx, cancel := context.WithTimeout(n.ctx, kvTimeout)
 			_, err = n.sessions.Create(ctx, key(id), mustJSON(record{Node: n.cfg.Node}))
@@ -462,7 +449,7 @@ func (n *Node) reconcile() {
 			if err == nil {
 				o = n.cfg.Node
 			} else {
-				o, err = owner(id)
+				o, err = n.readOwner(id)
 			}
 		}
 		switch {

@@ -67,12 +67,9 @@ const (
 	relayTargets = 256
 )
 
-// remoteSub is a persistent session's subscription on another node.
-type remoteSub struct{ node string }
-
 // relay is the node's side of confirmed forwarding.
 type relay struct {
-	subs *topic.Index[remoteSub] // other nodes' persistent sessions, from the sessions bucket
+	subs *topic.Index[string] // other nodes' persistent sessions' subscriptions -> their node, from the sessions bucket
 	js   atomic.Pointer[jetstream.JetStream]
 	self string // this node's confirmation subject
 
@@ -105,7 +102,7 @@ type forwarded struct {
 }
 
 func (r *relay) init(instance uint64) {
-	r.subs = topic.NewIndex[remoteSub]()
+	r.subs = topic.NewIndex[string]()
 	r.pend = make(map[uint64]*forwarded)
 	r.sem = make(chan struct{}, maxSpills)
 	r.consumers = make(map[string]context.CancelFunc)
@@ -134,7 +131,7 @@ func (n *Node) indexSession(k string, rec *record) {
 			continue // a $share group's member is picked by NATS, not known here
 		}
 		if topic.ValidateFilter(s.Filter) == nil {
-			n.rel.subs.Add(id, "", s.Filter, remoteSub{rec.Node})
+			n.rel.subs.Add(id, "", s.Filter, rec.Node)
 		}
 	}
 }
@@ -151,7 +148,7 @@ func (n *Node) persistentTargets(m *session.Message) map[string][]string {
 	for _, e := range es {
 		if !seen[e.Client] { // a session's node is the same for all its filters
 			seen[e.Client] = true
-			out[e.Value.node] = append(out[e.Value.node], e.Client)
+			out[e.Value] = append(out[e.Value], e.Client)
 		}
 	}
 	return out
@@ -322,10 +319,7 @@ func (n *Node) confirmsFor(msg *nats.Msg) bool {
 		if !ok {
 			continue
 		}
-		n.omu.Lock()
-		m, found := n.owners[k]
-		n.omu.Unlock()
-		if !found || m.rec.Node != n.cfg.Node {
+		if owner, found := n.mirroredOwner(k); !found || owner != n.cfg.Node {
 			return false
 		}
 		if id, err := unkey(k); err != nil || !n.b.HasSession(id) {
@@ -544,27 +538,42 @@ func (n *Node) relayOne(node string, msg jetstream.Msg, handled map[uint64]map[s
 // this node's copy, or, for a session not in it, from the bucket itself
 // (a record written a moment ago may not have arrived yet).
 func (n *Node) ownerOf(clientID string) (owner string, found bool, err error) {
-	n.omu.Lock()
-	m, ok := n.owners[key(clientID)]
-	n.omu.Unlock()
-	if ok {
-		return m.rec.Node, true, nil
+	if owner, ok := n.mirroredOwner(key(clientID)); ok {
+		return owner, true, nil
 	}
+	owner, err = n.readOwner(clientID)
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, errBadRecord) {
+		return "", false, nil
+	}
+	return owner, err == nil, err
+}
+
+// mirroredOwner is the owner this node's copy of the sessions bucket has
+// for key k.
+func (n *Node) mirroredOwner(k string) (string, bool) {
+	n.omu.Lock()
+	defer n.omu.Unlock()
+	m, ok := n.owners[k]
+	return m.rec.Node, ok
+}
+
+// readOwner reads clientID's owner from the sessions bucket itself
+// (jetstream.ErrKeyNotFound: no record).
+func (n *Node) readOwner(clientID string) (string, error) {
 	ctx, cancel := context.WithTimeout(n.ctx, kvTimeout)
 	defer cancel()
 	e, err := n.sessions.Get(ctx, key(clientID))
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return "", false, nil
-	}
 	if err != nil {
-		return "", false, err
+		return "", err
 	}
 	var r record
 	if err := json.Unmarshal(e.Value(), &r); err != nil {
-		return "", false, nil
+		return "", fmt.Errorf("%w: %v", errBadRecord, err)
 	}
-	return r.Node, true, nil
+	return r.Node, nil
 }
+
+var errBadRecord = errors.New("cluster: unreadable session record")
 
 // flushForwards relays what still waits for confirmation, before the
 // node closes: a publisher may have its acknowledgement queued behind it.

@@ -10,7 +10,6 @@ import (
 
 	"github.com/starling-mqtt/starling/internal/broker"
 	"github.com/starling-mqtt/starling/internal/session"
-	"github.com/starling-mqtt/starling/internal/store/memory"
 )
 
 // publishAll publishes count QoS 1 messages "<prefix><i>" on topic from c,
@@ -116,8 +115,7 @@ func TestPublishedDuringNodeLossKept(t *testing.T) {
 // it, so the publisher's node relays it, and the session's new node
 // delivers it.
 func TestUnconfirmedMessageRelayedWhenNodeLost(t *testing.T) {
-	gs := &gatedStore{Store: memory.New(), open: make(chan struct{})}
-	close(gs.open)
+	gs := newGatedStore()
 	nodes := startNodes(t, 3, func(i int, b *broker.Broker) {
 		if i == 2 {
 			b.SetStore(gs)
@@ -144,9 +142,7 @@ func TestUnconfirmedMessageRelayedWhenNodeLost(t *testing.T) {
 	}
 
 	// u3's store stops: what reaches it now is never stored there.
-	gs.mu.Lock()
-	gs.open = make(chan struct{})
-	gs.mu.Unlock()
+	gs.hold()
 	acked := make(chan error, 1)
 	go func() {
 		for i := range 10 {
@@ -167,7 +163,7 @@ func TestUnconfirmedMessageRelayedWhenNodeLost(t *testing.T) {
 	// it cannot confirm anything.
 	go u3.n.Close()
 	time.Sleep(500 * time.Millisecond)
-	close(gs.open)
+	gs.release()
 	if err := <-acked; err != nil {
 		t.Fatal(err)
 	}

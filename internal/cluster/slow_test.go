@@ -27,6 +27,25 @@ type gatedStore struct {
 	open chan struct{}
 }
 
+func newGatedStore() *gatedStore {
+	g := &gatedStore{Store: memory.New(), open: make(chan struct{})}
+	close(g.open)
+	return g
+}
+
+// hold blocks every commit from now until release.
+func (g *gatedStore) hold() {
+	g.mu.Lock()
+	g.open = make(chan struct{})
+	g.mu.Unlock()
+}
+
+func (g *gatedStore) release() {
+	g.mu.Lock()
+	close(g.open)
+	g.mu.Unlock()
+}
+
 func (g *gatedStore) NewBatch() store.Batch { return gatedBatch{g.Store.NewBatch(), g} }
 
 func (g *gatedStore) gate() chan struct{} {
@@ -52,8 +71,7 @@ func TestSlowNodeDropsAreCounted(t *testing.T) {
 	old := plainQueue
 	plainQueue = 16
 	t.Cleanup(func() { plainQueue = old })
-	gs := &gatedStore{Store: memory.New(), open: make(chan struct{})}
-	close(gs.open)
+	gs := newGatedStore()
 	nodes := startNodes(t, 2, func(i int, b *broker.Broker) {
 		if i == 1 {
 			b.SetStore(gs)
@@ -77,9 +95,7 @@ func TestSlowNodeDropsAreCounted(t *testing.T) {
 	}
 
 	// u2's store stops committing: its delivery loop blocks, its queue fills.
-	gs.mu.Lock()
-	gs.open = make(chan struct{})
-	gs.mu.Unlock()
+	gs.hold()
 	const n = 500
 	for range n {
 		if _, err := a.b.Publish("d/x", []byte("m"), 1, false); err != nil {
@@ -91,9 +107,7 @@ func TestSlowNodeDropsAreCounted(t *testing.T) {
 			t.Fatal("no drop counted while u2 was blocked")
 		}
 	}
-	gs.mu.Lock()
-	close(gs.open)
-	gs.mu.Unlock()
+	gs.release()
 
 	// Everything not dropped reaches the session.
 	for deadline := time.Now().Add(10 * time.Second); pending(b.b)+int(b.n.Dropped()) != n; time.Sleep(20 * time.Millisecond) {
