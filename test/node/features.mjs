@@ -158,9 +158,13 @@ async function large(version, tag, sizes) {
   for (const n of sizes) {
     const payload = pattern(n);
     const start = Date.now();
+    // Counted before publishing: the delivery may reach the subscriber
+    // before the PUBACK reaches the publisher.
+    const before = got.length;
     await pub.publishAsync(`big/${tag}/${n}`, payload, { qos: 1 });
-    await got.until(got.length + 1, `${tag} ${n}-byte payload`);
-    const m = got[got.length - 1];
+    await got.until(before + 1, `${tag} ${n}-byte payload`);
+    if (got.length !== before + 1) fail(`${tag}: ${n}-byte payload: ${got.length - before} deliveries, want 1`);
+    const m = got[before];
     if (m.topic !== `big/${tag}/${n}` || !m.payload.equals(payload)) {
       fail(`${tag}: ${n}-byte payload: got ${m.topic} with ${m.payload.length} bytes that ${m.payload.length === n ? "differ" : "differ in length"}`);
     }
