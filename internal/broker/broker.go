@@ -56,8 +56,16 @@ type Broker struct {
 	log *slog.Logger
 	now func() time.Time
 
-	mu       sync.Mutex
-	clients  map[string]*client
+	mu      sync.Mutex
+	clients map[string]*client
+	// handMu orders routing against sessions leaving for another node
+	// (CommitHandOver). Publishes and messages from other nodes hold it
+	// for reading while they forward and route; a commit holds it to
+	// point forwarding at the session's new node and end the session
+	// here. So every message either reaches the session here, and moves
+	// with it, or is forwarded to its new node. Taken before mu.
+	handMu   sync.RWMutex
+	moves    atomic.Uint64           // hand-overs committed, counted under handMu
 	conns    map[*conn.Conn]struct{} // every open connection, CONNECT or not
 	closing  bool
 	handlers sync.WaitGroup // connections not yet ended, parked ones too

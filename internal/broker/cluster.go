@@ -155,28 +155,49 @@ func (b *Broker) Inject(m *session.Message) int {
 //
 // It reports whether the deliveries are safe: stored and, for persistent
 // sessions in a cluster that replicates their queues, replicated too.
-func (b *Broker) InjectBatch(ms []*session.Message) (safe bool) {
+//
+// moves is the count of hand-overs committed when the messages were
+// routed: a caller that decided before, from MovesCommitted, which
+// sessions this node holds knows whether that still held.
+func (b *Broker) InjectBatch(ms []*session.Message) (safe bool, moves uint64) {
 	t := b.begin(true)
 	sync := false
+	b.handMu.RLock()
+	moves = b.moves.Load()
 	for _, m := range ms {
 		b.route(m, t, sharedNone)
 		sync = sync || m.QoS > 0
 	}
-	return t.commit(sync) == nil && t.replicated()
+	b.handMu.RUnlock()
+	return t.commit(sync) == nil && t.replicated(), moves
 }
+
+// MovesCommitted counts the sessions handed over to other nodes so far.
+func (b *Broker) MovesCommitted() uint64 { return b.moves.Load() }
 
 // InjectTo delivers a message from another node to the named sessions
 // only (their subscriptions that match it, no $share group): the sending
 // node could not confirm that this node had received it for them. It
-// reports whether the deliveries are safe, as InjectBatch does.
-func (b *Broker) InjectTo(m *session.Message, clientIDs []string) (safe bool) {
+// reports whether the deliveries are safe, as InjectBatch does, and which
+// of the sessions this node did not hold (not yet arrived, or gone).
+func (b *Broker) InjectTo(m *session.Message, clientIDs []string) (safe bool, missing []string) {
 	only := make(map[string]bool, len(clientIDs))
-	for _, id := range clientIDs {
-		only[id] = true
-	}
 	t := b.begin(true)
-	b.route(m, t, sharedMode{none: true, only: only})
-	return t.commit(m.QoS > 0) == nil && t.replicated()
+	b.handMu.RLock()
+	b.mu.Lock()
+	for _, id := range clientIDs {
+		if b.clients[id] != nil {
+			only[id] = true
+		} else {
+			missing = append(missing, id)
+		}
+	}
+	b.mu.Unlock()
+	if len(only) > 0 {
+		b.route(m, t, sharedMode{none: true, only: only})
+	}
+	b.handMu.RUnlock()
+	return t.commit(m.QoS > 0) == nil && t.replicated(), missing
 }
 
 // InjectShared delivers a message to one member of the local share group
@@ -322,13 +343,23 @@ func (b *Broker) closeTakenOver(cl *client) {
 // node has its state now. Its inflight $share messages went with it. It
 // returns the deliveries queued for the session since the snapshot, for
 // the other node to append.
-func (b *Broker) CommitHandOver(h *HandOff) (tail []SnapshotDelivery) {
+//
+// moved, if set, runs first, while no message is being routed: it points
+// forwarding at the session's new node, so that what this node no longer
+// delivers to the session goes there.
+func (b *Broker) CommitHandOver(h *HandOff, moved func()) (tail []SnapshotDelivery) {
 	if h == nil || h.Snapshot == nil || h.cl == nil {
 		return nil
 	}
 	cl := h.cl
 	t := b.begin(true)
 	func() {
+		b.handMu.Lock()
+		defer b.handMu.Unlock()
+		if moved != nil {
+			moved()
+		}
+		b.moves.Add(1)
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		cl.mu.Lock()

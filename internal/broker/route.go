@@ -40,6 +40,7 @@ func (b *Broker) publish(m *session.Message, t *tx) int {
 		if m.Retain {
 			bp.Retain(m)
 		}
+		b.handMu.RLock()
 		remote, safe := bp.Forward(m)
 		if t != nil && safe != nil {
 			t.remote = safe
@@ -47,6 +48,7 @@ func (b *Broker) publish(m *session.Message, t *tx) int {
 		// $share groups span the cluster: the backplane picks the node,
 		// and the message comes back through InjectShared.
 		n := b.route(m, t, sharedNone)
+		b.handMu.RUnlock()
 		if remote {
 			n++ // someone elsewhere subscribes (for v5's 0x10 No matching subscribers)
 		}

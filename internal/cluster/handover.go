@@ -43,6 +43,7 @@ var xferIdle = 10 * time.Second
 type claimRequest struct {
 	ClientID string `json:"client_id"`
 	Clean    bool   `json:"clean"`
+	Node     string `json:"node,omitempty"` // the node claiming
 }
 
 // claimReply answers a claim. An empty Xfer means there is nothing to move
@@ -64,6 +65,7 @@ type xferRequest struct {
 // outgoing is a session this node is handing over.
 type outgoing struct {
 	clientID string
+	to       string // the node taking the session
 	h        *broker.HandOff
 	data     []byte // the encoded snapshot
 	timer    *time.Timer
@@ -217,7 +219,7 @@ func (n *Node) claimContext() (context.Context, context.CancelFunc) {
 // error that wraps broker.ErrSessionMoving means the owner answered (it is
 // alive and keeps the session); any other, that it did not.
 func (n *Node) askHandOver(owner, clientID string, clean bool) (*incoming, error) {
-	msg, err := n.pc.Request(claimPrefix+key(owner), mustJSON(claimRequest{ClientID: clientID, Clean: clean}), claimTimeout)
+	msg, err := n.pc.Request(claimPrefix+key(owner), mustJSON(claimRequest{ClientID: clientID, Clean: clean, Node: n.cfg.Node}), claimTimeout)
 	if err != nil {
 		return nil, err
 	}
@@ -260,6 +262,10 @@ func (n *Node) fetch(owner string, rep *claimReply, v any) error {
 	}
 	return nil
 }
+
+// committedHook, set by tests, runs on the old node once a session has
+// left it, before the new node hears so.
+var committedHook atomic.Pointer[func(clientID string)]
 
 // fetchFault, set by tests, makes fetching a chunk fail.
 var fetchFault atomic.Pointer[func(chunk int) error]
@@ -352,7 +358,7 @@ func (n *Node) serveClaim(msg *nats.Msg) {
 		}
 		return
 	}
-	rep := n.offer(req.ClientID, h, mustJSON(h.Snapshot), false)
+	rep := n.offer(req.ClientID, req.Node, h, mustJSON(h.Snapshot), false)
 	if err := msg.Respond(mustJSON(rep)); err != nil {
 		n.log.Warn("cluster: answer hand-over request; keeping the session", "client_id", req.ClientID, "err", err)
 		n.finishOutgoing(rep.Xfer, false)
@@ -362,7 +368,7 @@ func (n *Node) serveClaim(msg *nats.Msg) {
 // offer keeps data for another node to fetch and describes it; small data
 // goes inline. A session's state (h set) waits for commit or abort; other
 // data (inline, nothing to wait for) is kept only if it needs fetching.
-func (n *Node) offer(clientID string, h *broker.HandOff, data []byte, inlineOnly bool) claimReply {
+func (n *Node) offer(clientID, to string, h *broker.HandOff, data []byte, inlineOnly bool) claimReply {
 	var id [12]byte
 	rand.Read(id[:])
 	rep := claimReply{Xfer: hex.EncodeToString(id[:]), Size: len(data), Chunks: (len(data) + n.chunk - 1) / n.chunk, CRC: crc32.ChecksumIEEE(data)}
@@ -373,7 +379,7 @@ func (n *Node) offer(clientID string, h *broker.HandOff, data []byte, inlineOnly
 			return rep
 		}
 	}
-	o := &outgoing{clientID: clientID, h: h, data: data}
+	o := &outgoing{clientID: clientID, to: to, h: h, data: data}
 	n.xmu.Lock()
 	n.xfers[rep.Xfer] = o
 	o.timer = time.AfterFunc(xferIdle, func() { n.expireOutgoing(rep.Xfer) })
@@ -413,7 +419,7 @@ func (n *Node) serveTransfer(msg *nats.Msg) {
 		}
 		// Queued for the session while it moved: the new node appends
 		// them, fetching them in chunks if need be.
-		msg.Respond(mustJSON(n.offer("", nil, mustJSON(tail), true)))
+		msg.Respond(mustJSON(n.offer("", "", nil, mustJSON(tail), true)))
 	}
 }
 
@@ -438,7 +444,10 @@ func (n *Node) finishOutgoing(id string, commit bool) (tail []broker.SnapshotDel
 	switch {
 	case o.h == nil: // data other than a session's state
 	case commit:
-		tail = n.b.CommitHandOver(o.h)
+		tail = n.b.CommitHandOver(o.h, func() { n.noteMoved(o.clientID, o.to, o.h.Snapshot) })
+		if f := committedHook.Load(); f != nil {
+			(*f)(o.clientID)
+		}
 	default:
 		n.b.AbortHandOver(o.h)
 	}
@@ -471,6 +480,11 @@ func (n *Node) expireOutgoing(id string) {
 	if e, err := n.sessions.Get(ctx, key(o.clientID)); err == nil {
 		var r record
 		commit = json.Unmarshal(e.Value(), &r) == nil && r.Node != "" && r.Node != n.cfg.Node
+		if commit {
+			n.xmu.Lock()
+			o.to = r.Node
+			n.xmu.Unlock()
+		}
 	}
 	n.log.Warn("cluster: hand-over not confirmed in time", "client_id", o.clientID, "taken", commit)
 	n.finishOutgoing(id, commit)

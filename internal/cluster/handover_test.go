@@ -354,3 +354,37 @@ func TestHandOverKeepsMessagesQueuedDuringTransfer(t *testing.T) {
 		}
 	}
 }
+
+// A message published on the old node just after a session has left it,
+// before the new node has installed the session or the old node has
+// read the new owner from the sessions bucket, follows the session.
+func TestPublishedAsSessionLeavesFollowsIt(t *testing.T) {
+	nodes := startNodes(t, 2)
+	a, b := nodes[0], nodes[1]
+	c, _, _ := connect(t, a.addr, "mover")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "mv/#", QoS: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	c.Disconnect(&paho.Disconnect{})
+	waitRecorded(t, a, "mover")
+	const late = 3
+	hook := func(id string) {
+		if id != "mover" {
+			return
+		}
+		for i := range late {
+			if _, err := a.b.Publish("mv/x", fmt.Appendf(nil, "late%d", i), 1, false); err != nil {
+				t.Errorf("publish on the old node: %v", err)
+			}
+		}
+	}
+	committedHook.Store(&hook)
+	defer committedHook.Store(nil)
+	cl, ack, recv := connect(t, b.addr, "mover")
+	if cl == nil || !ack.SessionPresent {
+		t.Fatalf("move: CONNACK %+v, want session present", ack)
+	}
+	expectAll(t, recv, payloads("late", late))
+}

@@ -618,6 +618,25 @@ func (n *Node) noteOwner(k string, rev uint64, r record) {
 	n.indexSession(k, &r)
 }
 
+// noteMoved points forwarding at the node a session was just handed to,
+// ahead of the bucket's echo of that node's claim: from the moment the
+// session ends here, messages published here for it are forwarded there
+// with confirmation (relay.go). The old revision is kept, so that the
+// echo replaces this note.
+func (n *Node) noteMoved(clientID, to string, s *broker.SessionSnapshot) {
+	if to == "" || to == n.cfg.Node || s == nil {
+		return
+	}
+	k := key(clientID)
+	r := record{Node: to, Session: s}
+	n.omu.Lock()
+	defer n.omu.Unlock()
+	if m, ok := n.owners[k]; ok {
+		n.owners[k] = mirrored{rev: m.rev, rec: r}
+	}
+	n.indexSession(k, &r)
+}
+
 // takeOver claims every session record of a lost node.
 func (n *Node) takeOver(lost string) error {
 	n.omu.Lock()

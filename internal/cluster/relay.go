@@ -52,6 +52,10 @@ const (
 	// not acknowledge it (it died) goes to the next node asking; the
 	// handler marks a message in progress before each slow step.
 	relayAckWait = 10 * time.Second
+	// relayUnheld bounds the tries (relayRetry apart) of a relayed
+	// message for a session the sessions bucket says this node owns but
+	// that it does not hold.
+	relayUnheld = 30
 	// maxSpills bounds the relay writes in progress.
 	maxSpills = 1024
 
@@ -515,13 +519,25 @@ func (n *Node) relayOne(node string, msg jetstream.Msg, handled map[uint64]map[s
 	}
 	if len(here) > 0 {
 		msg.InProgress()
-	}
-	if len(here) > 0 && !n.b.InjectTo(m, here) {
-		for _, id := range here {
-			delete(done, id)
+		safe, missing := n.b.InjectTo(m, here)
+		if !safe {
+			missing = here
 		}
-		later = append(later, here...)
+		for _, id := range missing {
+			if !safe || meta.NumDelivered < relayUnheld {
+				// Not stored, or named here but not held: claimed a
+				// moment ago and not installed yet, or just handed to a
+				// node whose claim this node has not seen yet.
+				delete(done, id)
+				later = append(later, id)
+			} else {
+				n.log.Warn("cluster: dropping a relayed message for a session this node owns but has not held for a minute",
+					"client_id", id, "topic", m.Topic)
+			}
+		}
 	}
+	n.log.Debug("cluster: relayed message", "subject_of", node, "seq", sseq, "topic", m.Topic,
+		"targets", msg.Headers()[hdrTargets], "here", here, "later", later)
 	if len(later) > 0 {
 		if len(handled) >= 100_000 {
 			clear(handled) // entries another consumer finished pile up

@@ -176,7 +176,15 @@ func (n *Node) receiveLoop() {
 	// once the batch is stored (and replicated).
 	var replies []string
 	var seqs []uint64
+	// Hand-overs committed before confirmsFor looked at the batch's
+	// sessions: if one commits before the batch is routed, a session
+	// confirmed for may have left, and the batch confirms nothing (the
+	// senders relay it instead).
+	var moves uint64
 	take := func(msg *nats.Msg) {
+		if len(batch) == 0 {
+			moves = n.b.MovesCommitted()
+		}
 		h, m, err := decodeMessage(msg.Data)
 		if err != nil {
 			n.log.Warn("cluster: dropping undecodable message", "subject", msg.Subject, "err", err)
@@ -215,7 +223,8 @@ func (n *Node) receiveLoop() {
 			}
 		}
 		if len(batch) > 0 {
-			if n.b.InjectBatch(batch) && len(replies) > 0 {
+			safe, routed := n.b.InjectBatch(batch)
+			if safe && routed == moves && len(replies) > 0 {
 				n.confirm(replies, seqs)
 			}
 			clear(batch)
