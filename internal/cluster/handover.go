@@ -158,7 +158,15 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 			r = record{}
 		}
 		if r.Node == n.cfg.Node {
-			return ok() // ours already: a local takeover, if any
+			if r.From == "" || r.From == n.cfg.Node || n.b.HasSession(clientID) {
+				return ok() // ours already: a local takeover, if any
+			}
+			// An earlier claim of ours wrote this and seemed to fail
+			// (its answer was lost), so nothing was installed: the
+			// session is still where it came from, or recoverable from
+			// the record if that node is gone.
+			n.log.Info("cluster: the record names this node but it holds no session; claiming it again", "client_id", clientID, "from", r.From)
+			r.Node = r.From
 		}
 		if r.Node != "" && r.Node != asked {
 			if in != nil {
@@ -192,8 +200,11 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 				orphan, orphanOf = s, r.Node
 			}
 		}
+		// Where it came from, and what it had, go in the record until
+		// this node records the session itself.
+		claimed := record{Node: n.cfg.Node, From: r.Node, Session: r.Session}
 		var rev uint64
-		if rev, err = n.sessions.Update(ctx, k, mine, e.Revision()); err == nil {
+		if rev, err = n.updateClaim(ctx, k, claimed, e.Revision()); err == nil {
 			n.noteOwner(k, rev, record{Node: n.cfg.Node})
 			return ok()
 		}
@@ -208,6 +219,19 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 		}
 	}
 	return fail(errors.New("contended"))
+}
+
+// claimWriteFault, set by tests, fails a claim's write after it landed,
+// as when the bucket's answer is lost.
+var claimWriteFault atomic.Pointer[func() error]
+
+// updateClaim writes a claim's record with a compare-and-set.
+func (n *Node) updateClaim(ctx context.Context, k string, r record, rev uint64) (uint64, error) {
+	rev, err := n.sessions.Update(ctx, k, mustJSON(r), rev)
+	if f := claimWriteFault.Load(); f != nil && err == nil {
+		err = (*f)()
+	}
+	return rev, err
 }
 
 // claimContext bounds a claim's bucket operations.

@@ -388,3 +388,40 @@ func TestPublishedAsSessionLeavesFollowsIt(t *testing.T) {
 	}
 	expectAll(t, recv, payloads("late", late))
 }
+
+// A claim whose write landed but whose answer was lost is refused, and the
+// client's retry finds the session, with its queued messages, although
+// the record already names the new node.
+func TestClaimRetriedAfterLostAnswer(t *testing.T) {
+	nodes := startNodes(t, 2)
+	a, b := nodes[0], nodes[1]
+	c, _, _ := connect(t, a.addr, "unsure")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "un/#", QoS: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	c.Disconnect(&paho.Disconnect{})
+	waitRecorded(t, a, "unsure")
+	const queued = 5
+	for i := range queued {
+		if _, err := a.b.Publish("un/x", fmt.Appendf(nil, "q%d", i), 1, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fault := func() error { return errors.New("no response from stream (test)") }
+	claimWriteFault.Store(&fault)
+	cl, ack, _ := connect(t, b.addr, "unsure")
+	claimWriteFault.Store(nil)
+	if cl != nil {
+		t.Fatalf("connect went ahead after its claim seemed to fail: CONNACK %+v", ack)
+	}
+	if owner, err := b.n.readOwner("unsure"); err != nil || owner != "u2" {
+		t.Fatalf("record names %q (%v), want u2: the fault should follow a landed write", owner, err)
+	}
+	recv := reconnectUntil(t, b.addr, "unsure")
+	expectAll(t, recv, payloads("q", queued))
+	if a.b.HasSession("unsure") {
+		t.Fatal("the old node still holds the session after it moved")
+	}
+}

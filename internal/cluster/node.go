@@ -162,6 +162,10 @@ type interestOp struct {
 type record struct {
 	Node    string                  `json:"node"`
 	Session *broker.SessionSnapshot `json:"session,omitempty"`
+	// From is the node a claim took the session from, until the new
+	// owner records the session itself: if the claim's write landed but
+	// its answer was lost, the claim's retry takes it from there again.
+	From string `json:"from,omitempty"`
 }
 
 // Start runs the embedded NATS server, joins the peers and plugs the node
