@@ -67,8 +67,14 @@ type MirrorOp struct {
 }
 
 func mirrorPut(id string, seq uint64, d *session.Delivery, packetID uint16, state byte) MirrorOp {
-	return MirrorOp{ClientID: id, Seq: seq, Out: &SnapshotDelivery{Msg: *toStore(d.Msg), QoS: d.QoS, Retain: d.Retain,
-		SubIDs: d.SubIDs, Group: d.Group, Filter: d.Filter, PacketID: packetID, State: state}}
+	sd := snapshotDelivery(d, packetID, state)
+	return MirrorOp{ClientID: id, Seq: seq, Out: &sd}
+}
+
+// snapshotDelivery is a delivery as it moves between nodes.
+func snapshotDelivery(d *session.Delivery, packetID uint16, state byte) SnapshotDelivery {
+	return SnapshotDelivery{Msg: *toStore(d.Msg), QoS: d.QoS, Retain: d.Retain, SubIDs: d.SubIDs,
+		Group: d.Group, Filter: d.Filter, PacketID: packetID, State: state}
 }
 
 // MirrorAll hands the backplane every delivery of every persistent
@@ -414,8 +420,7 @@ func (b *Broker) snapshotLocked(cl *client, after uint64) (*SessionSnapshot, uin
 			return
 		}
 		last = max(last, d.Seq)
-		s.Out = append(s.Out, SnapshotDelivery{Msg: *toStore(d.Msg), QoS: d.QoS, Retain: d.Retain, SubIDs: d.SubIDs,
-			Group: d.Group, Filter: d.Filter, PacketID: packetID, State: state})
+		s.Out = append(s.Out, snapshotDelivery(d, packetID, state))
 	})
 	return s, last
 }

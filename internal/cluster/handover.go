@@ -122,8 +122,6 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 			// will that the node taking the lost node over would
 			// publish again.
 			n.b.AdoptOrphan(orphan, true, clean)
-		}
-		if orphanOf != "" {
 			// Ours now, with the deliveries it mirrored: its copy in the
 			// stream is no longer needed.
 			n.purgeQueued(queueSubject(clientID, orphanOf), 0)
@@ -208,7 +206,7 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 			n.noteOwner(k, rev, record{Node: n.cfg.Node})
 			return ok()
 		}
-		if !errors.Is(err, jetstream.ErrKeyExists) && !isRevisionMismatch(err) {
+		if !isRevisionMismatch(err) {
 			if orphan != nil {
 				// Going ahead would leave the record naming the lost
 				// node, whose taker would adopt the session too: refused,

@@ -132,13 +132,7 @@ func pending(b *broker.Broker) int {
 func TestHandOverFailureKeepsSession(t *testing.T) {
 	nodes := startNodes(t, 2)
 	a, b := nodes[0], nodes[1]
-	c, _, _ := connect(t, a.addr, "keep")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "k/#", QoS: 1}}}); err != nil {
-		t.Fatal(err)
-	}
-	c.Disconnect(&paho.Disconnect{})
+	parkSession(t, a.addr, "keep", "k/#")
 	const n, size = 100, 20 << 10 // several chunks
 	body := func(i int) []byte { return append([]byte(fmt.Sprintf("%06d", i)), bytes.Repeat([]byte("x"), size)...) }
 	for i := range n {
@@ -202,13 +196,7 @@ func TestHandOverUnconfirmedStays(t *testing.T) {
 	t.Cleanup(func() { xferIdle = old }) // after the nodes' own cleanups
 	nodes := startNodes(t, 2)
 	a, b := nodes[0], nodes[1]
-	c, _, _ := connect(t, a.addr, "idle")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "i/#", QoS: 1}}}); err != nil {
-		t.Fatal(err)
-	}
-	c.Disconnect(&paho.Disconnect{})
+	parkSession(t, a.addr, "idle", "i/#")
 	if _, err := a.b.Publish("i/m", []byte("kept"), 1, false); err != nil {
 		t.Fatal(err)
 	}
@@ -312,13 +300,7 @@ func TestRestartedNodePublishesOwnWills(t *testing.T) {
 func TestHandOverKeepsMessagesQueuedDuringTransfer(t *testing.T) {
 	nodes := startNodes(t, 2)
 	a, b := nodes[0], nodes[1]
-	c, _, _ := connect(t, a.addr, "late")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "l/#", QoS: 1}}}); err != nil {
-		t.Fatal(err)
-	}
-	c.Disconnect(&paho.Disconnect{})
+	parkSession(t, a.addr, "late", "l/#")
 	const n, late, size = 60, 5, 20 << 10 // several chunks
 	body := func(i int) []byte { return append([]byte(fmt.Sprintf("%06d", i)), bytes.Repeat([]byte("x"), size)...) }
 	for i := range n {
@@ -361,13 +343,7 @@ func TestHandOverKeepsMessagesQueuedDuringTransfer(t *testing.T) {
 func TestPublishedAsSessionLeavesFollowsIt(t *testing.T) {
 	nodes := startNodes(t, 2)
 	a, b := nodes[0], nodes[1]
-	c, _, _ := connect(t, a.addr, "mover")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "mv/#", QoS: 1}}}); err != nil {
-		t.Fatal(err)
-	}
-	c.Disconnect(&paho.Disconnect{})
+	parkSession(t, a.addr, "mover", "mv/#")
 	waitRecorded(t, a, "mover")
 	const late = 3
 	hook := func(id string) {
@@ -395,13 +371,7 @@ func TestPublishedAsSessionLeavesFollowsIt(t *testing.T) {
 func TestClaimRetriedAfterLostAnswer(t *testing.T) {
 	nodes := startNodes(t, 2)
 	a, b := nodes[0], nodes[1]
-	c, _, _ := connect(t, a.addr, "unsure")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "un/#", QoS: 1}}}); err != nil {
-		t.Fatal(err)
-	}
-	c.Disconnect(&paho.Disconnect{})
+	parkSession(t, a.addr, "unsure", "un/#")
 	waitRecorded(t, a, "unsure")
 	const queued = 5
 	for i := range queued {

@@ -167,7 +167,6 @@ func (n *Node) startMirror(s jetstream.Stream) error {
 	if n.cfg.LocalQueues {
 		// Not mirrored, but the stream stays readable: sessions moving
 		// here from nodes that do mirror keep their messages.
-		n.mir.stream.Store(s)
 		n.wg.Add(1)
 		go n.purgeLoop()
 		return nil
@@ -265,7 +264,7 @@ func (n *Node) MirrorDeliveries(ops []broker.MirrorOp, wait bool) bool {
 	case <-batch.done:
 		return !batch.bad.Load()
 	case <-t.C:
-		n.mirrorFailed(false, errors.New("no confirmation within 2 s; acknowledged with the messages on this node only"))
+		n.mirrorFailed(false, fmt.Errorf("no confirmation within %v; acknowledged with the messages on this node only", mirrorWait))
 	case <-n.ctx.Done():
 	}
 	return false
@@ -328,12 +327,7 @@ func (n *Node) removeLoop() {
 		case <-n.ctx.Done():
 			return
 		case <-tick.C:
-			n.mir.mu.Lock()
-			some := n.mir.rmCount > 0
-			n.mir.mu.Unlock()
-			if some {
-				n.flushRemovals()
-			}
+			n.flushRemovals() // nothing to do when none wait
 		}
 	}
 }

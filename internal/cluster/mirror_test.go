@@ -29,12 +29,7 @@ func TestQueuedMessagesRecoveredFromLostNode(t *testing.T) {
 	nodes := startNodes(t, 3)
 	u1, u3 := nodes[0], nodes[2]
 
-	q, _, _ := connect(t, u3.addr, "q")
-	if q == nil {
-		t.Fatal("q refused")
-	}
-	sub(t, q, "m/#")
-	q.Disconnect(&paho.Disconnect{})
+	parkSession(t, u3.addr, "q", "m/#")
 	// w, connected on u3 too, gets a message only once the operation that
 	// queued it for q there has been replicated.
 	w, _, wrecv := connect(t, u3.addr, "w")

@@ -375,7 +375,7 @@ func (n *Node) setup(size int) {
 		return
 	}
 	queue := n.openQueue(js, replicas)
-	if queue == nil || !n.openRelay(replicas) {
+	if queue == nil || !n.openRelay(js, replicas) {
 		return
 	}
 	// Watching creates a consumer, which also fails while leaders are
@@ -677,7 +677,7 @@ func (n *Node) takeOver(lost string) error {
 			}
 		}
 		cancel()
-		if isRevisionMismatch(err) || errors.Is(err, jetstream.ErrKeyExists) {
+		if isRevisionMismatch(err) {
 			continue // changed meanwhile: its client is back somewhere
 		}
 		if err != nil {

@@ -57,7 +57,7 @@ func (n *Node) writeSession(ctx context.Context, id string, s *broker.SessionSna
 		}
 		_, err = n.sessions.Update(ctx, key(id), val, e.Revision())
 	}
-	if isRevisionMismatch(err) || errors.Is(err, jetstream.ErrKeyExists) {
+	if isRevisionMismatch(err) {
 		// The read was stale (a replica behind the leader) or raced
 		// another write: written again shortly, unless a newer change
 		// is queued by then. Dropping it would leave the record without

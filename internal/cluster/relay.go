@@ -86,7 +86,6 @@ type relay struct {
 	knownOnce sync.Once
 
 	down atomic.Pointer[map[string]bool] // nodes seen since the start, without routes now
-	ever map[string]bool                 // nodes seen since the start; watchPeers only
 	sem  chan struct{}
 
 	cmu       sync.Mutex
@@ -110,7 +109,6 @@ func (r *relay) init(instance uint64) {
 	r.pend = make(map[uint64]*forwarded)
 	r.sem = make(chan struct{}, maxSpills)
 	r.consumers = make(map[string]context.CancelFunc)
-	r.ever = make(map[string]bool)
 	r.known = make(chan struct{})
 	r.self = fmt.Sprintf("%s%016x", confirmPrefix, instance)
 }
@@ -213,19 +211,23 @@ func (n *Node) confirmLoop() {
 			return
 		case <-tick.C:
 		}
-		now := time.Now()
-		down := n.downNodes()
-		n.rel.mu.Lock()
-		for seq, f := range n.rel.pend {
-			late := now.Sub(f.at) >= confirmWait
-			for node, relaying := range f.need {
-				if !relaying && (late || down[node]) {
-					f.need[node] = true
-					n.goSpill(seq, f, node)
-				}
+		n.relayDue(time.Now(), n.downNodes(), false)
+	}
+}
+
+// relayDue relays each waiting message to the nodes that have not
+// confirmed it in time or are down; all: to every node yet to confirm.
+func (n *Node) relayDue(now time.Time, down map[string]bool, all bool) {
+	n.rel.mu.Lock()
+	defer n.rel.mu.Unlock()
+	for seq, f := range n.rel.pend {
+		late := all || now.Sub(f.at) >= confirmWait
+		for node, relaying := range f.need {
+			if !relaying && (late || down[node]) {
+				f.need[node] = true
+				n.goSpill(seq, f, node)
 			}
 		}
-		n.rel.mu.Unlock()
 	}
 }
 
@@ -351,28 +353,23 @@ func (n *Node) downNodes() map[string]bool {
 	return nil
 }
 
-// setLive records the nodes with routes now (watchPeers).
+// setLive records the nodes with routes now (watchPeers, just after
+// Peers has added them to those seen).
 func (n *Node) setLive(peers []string) {
 	down := make(map[string]bool)
-	for _, p := range peers {
-		n.rel.ever[p] = true
-	}
-	for p := range n.rel.ever {
+	n.pmu.Lock()
+	for p := range n.seen {
 		if !slices.Contains(peers, p) {
 			down[p] = true
 		}
 	}
+	n.pmu.Unlock()
 	n.rel.down.Store(&down)
 }
 
 // openRelay creates (or opens) the relay stream. A work queue: a relayed
 // message is deleted once its node acknowledges it.
-func (n *Node) openRelay(replicas int) bool {
-	js, err := jetstream.New(n.pc)
-	if err != nil {
-		n.log.Error("cluster: jetstream for the relay stream", "err", err)
-		return false
-	}
+func (n *Node) openRelay(js jetstream.JetStream, replicas int) bool {
 	if n.openStream(js, jetstream.StreamConfig{Name: relayStream, Subjects: []string{relayPrefix + ">"},
 		Replicas: replicas, Storage: jetstream.FileStorage, Retention: jetstream.WorkQueuePolicy}) == nil {
 		return false
@@ -598,16 +595,7 @@ func (n *Node) flushForwards(wait time.Duration) {
 	if n.rel.js.Load() == nil {
 		return
 	}
-	n.rel.mu.Lock()
-	for seq, f := range n.rel.pend {
-		for node, relaying := range f.need {
-			if !relaying {
-				f.need[node] = true
-				n.goSpill(seq, f, node)
-			}
-		}
-	}
-	n.rel.mu.Unlock()
+	n.relayDue(time.Now(), nil, true)
 	for deadline := time.Now().Add(wait); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		n.rel.mu.Lock()
 		left := len(n.rel.pend)

@@ -26,6 +26,18 @@ func publishAll(t *testing.T, c *paho.Client, topic, prefix string, count int) {
 	}
 }
 
+// parkSession leaves a persistent session for id on addr, subscribed to
+// filter at QoS 1, with its client disconnected.
+func parkSession(t *testing.T, addr, id, filter string) {
+	t.Helper()
+	c, _, _ := connect(t, addr, id)
+	if c == nil {
+		t.Fatalf("%s refused", id)
+	}
+	sub(t, c, filter)
+	c.Disconnect(&paho.Disconnect{})
+}
+
 // reconnectUntil connects id to addr until a connect is accepted with its
 // session present.
 func reconnectUntil(t *testing.T, addr, id string) chan *paho.Publish {
@@ -84,12 +96,7 @@ func TestPublishedDuringNodeLossKept(t *testing.T) {
 	nodes := startNodes(t, 3)
 	u1, u2, u3 := nodes[0], nodes[1], nodes[2]
 
-	q, _, _ := connect(t, u3.addr, "q")
-	if q == nil {
-		t.Fatal("q refused")
-	}
-	sub(t, q, "loss/#")
-	q.Disconnect(&paho.Disconnect{})
+	parkSession(t, u3.addr, "q", "loss/#")
 	waitIndexed(t, u1, "loss/a", "u3")
 	pub, _, _ := connect(t, u1.addr, "pub")
 
@@ -123,12 +130,7 @@ func TestUnconfirmedMessageRelayedWhenNodeLost(t *testing.T) {
 	})
 	u1, u3 := nodes[0], nodes[2]
 
-	q, _, _ := connect(t, u3.addr, "q")
-	if q == nil {
-		t.Fatal("q refused")
-	}
-	sub(t, q, "stuck/#")
-	q.Disconnect(&paho.Disconnect{})
+	parkSession(t, u3.addr, "q", "stuck/#")
 	waitIndexed(t, u1, "stuck/x", "u3")
 	for deadline := time.Now().Add(10 * time.Second); !u1.n.HasInterest("stuck/x"); time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {

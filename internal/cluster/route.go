@@ -5,7 +5,7 @@ package cluster
 // receives other nodes' messages in batches.
 
 import (
-	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -28,30 +28,35 @@ func (n *Node) Forward(m *session.Message) (bool, <-chan struct{}) {
 	if m.QoS > 0 && n.rel.js.Load() != nil {
 		targets = n.persistentTargets(m)
 	}
+	var msg *nats.Msg
+	if targets != nil {
+		// Built outside pubMu, which every publish on the node waits for.
+		msg = nats.NewMsg(subj)
+		msg.Reply = n.rel.self
+		size := 0
+		for node, ids := range targets {
+			prefix := strconv.Itoa(len(msg.Header[hdrConfirm])) + "."
+			msg.Header[hdrConfirm] = append(msg.Header[hdrConfirm], node)
+			for _, id := range ids {
+				if size += len(id)*4/3 + 8; size <= maxForBytes {
+					msg.Header[hdrFor] = append(msg.Header[hdrFor], prefix+key(id))
+				}
+			}
+		}
+		if size > maxForBytes {
+			delete(msg.Header, hdrFor) // all or none: a partial list would confirm too much
+		}
+	}
 	var f *forwarded
 	n.pubMu.Lock()
 	n.seq++
 	buf, err := encodeMessage(n.buf[:0], header{n.instance, n.seq}, m)
 	if err == nil {
-		if targets == nil {
+		if msg == nil {
 			err = n.pc.Publish(subj, buf)
 		} else {
 			f = n.expect(n.seq, buf, targets)
-			msg := nats.NewMsg(subj)
-			msg.Data, msg.Reply = buf, n.rel.self
-			size := 0
-			for node, ids := range targets {
-				i := len(msg.Header[hdrConfirm])
-				msg.Header[hdrConfirm] = append(msg.Header[hdrConfirm], node)
-				for _, id := range ids {
-					if size += len(id)*4/3 + 8; size <= maxForBytes {
-						msg.Header[hdrFor] = append(msg.Header[hdrFor], fmt.Sprintf("%d.%s", i, key(id)))
-					}
-				}
-			}
-			if size > maxForBytes {
-				delete(msg.Header, hdrFor) // all or none: a partial list would confirm too much
-			}
+			msg.Data = buf
 			err = n.pc.PublishMsg(msg)
 		}
 	}
