@@ -118,6 +118,7 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	}
 	s.broker = broker.New(cfg.Limits, s.log)
 	s.broker.SetIdlePoll(cfg.IdlePoll)
+	s.broker.SetFlow(cfg.SlowConsumer, cfg.LatestValue, cfg.Limits.MaxTotalQueuedBytes)
 	a, err := auth.New(cfg.Auth, s.log)
 	if err != nil {
 		return nil, fmt.Errorf("starling: %w", err)

@@ -84,7 +84,14 @@ type Broker struct {
 	// $SYS publishes), shared with the authenticator's audit trail.
 	audit *limit.Lines
 
-	bytes    conn.Totals      // bytes in and out over all connections
+	bytes  conn.Totals  // bytes in and out over all connections
+	queued atomic.Int64 // topic and payload bytes in every session's queue
+	flow   flowPolicy
+	// holdMu orders readers that stall for room (flow.go): taken before a
+	// handler's hold lock.
+	holdMu sync.Mutex
+	// Flow counts what flow control did.
+	Flow     FlowStats
 	perAddr  *limit.PerKey    // concurrent connections per source address
 	connRate *limit.RateByKey // new connections per second per source address
 
@@ -110,7 +117,7 @@ func New(lim config.Limits, log *slog.Logger) *Broker {
 		log = slog.New(slog.DiscardHandler)
 	}
 	perAddr, connRate := lim.Config.NewConnLimits()
-	return &Broker{
+	b := &Broker{
 		perAddr:  perAddr,
 		connRate: connRate,
 		audit:    limit.NewLines(log, defaultAuditRate),
@@ -126,6 +133,8 @@ func New(lim config.Limits, log *slog.Logger) *Broker {
 		restored: make(chan struct{}),
 		topics:   topicSampler{seed: maphash.MakeSeed()},
 	}
+	b.SetFlow(config.Default().SlowConsumer, nil, lim.MaxTotalQueuedBytes)
+	return b
 }
 
 // defaultAuditRate is the audit lines per second of a broker not given
@@ -174,6 +183,7 @@ type client struct {
 	disconnectedAt time.Time
 	takeoverGen    uint64
 	traffic        clientTraffic // messages in and out, for "top clients"
+	flow           clientFlow
 }
 
 // closeConn closes the client's connection with a v5 DISCONNECT carrying
@@ -252,6 +262,11 @@ func (b *Broker) serveConn(nc net.Conn, listener string, ls *ListenerStats) {
 	c := conn.New(nc, b.lim.MaxPacketSize)
 	c.Totals = &b.bytes
 	c.MaxQueuedBytes = b.lim.MaxQueuedBytes
+	c.OnTake = func(n int) {
+		if cl := h.attached.Load(); cl != nil {
+			b.tookQoS0(cl, n)
+		}
+	}
 	b.conns[c] = struct{}{}
 	b.mu.Unlock()
 	h.c, h.remote = c, nc.RemoteAddr().String()
@@ -379,12 +394,13 @@ func newClientID() string {
 }
 
 func (b *Broker) sessionLimits() session.Limits {
-	return session.Limits{MaxQueued: b.lim.MaxQueued, MaxQueuedBytes: b.lim.MaxQueuedBytes, MaxInflight: b.lim.MaxInflight, ReceiveMax: b.lim.MaxInflight}
+	return session.Limits{MaxQueued: b.lim.MaxQueued, MaxQueuedBytes: b.lim.MaxQueuedBytes, MaxInflight: b.lim.MaxInflight, ReceiveMax: b.lim.MaxInflight, Total: &b.queued}
 }
 
 // subValue is what the subscription index holds per subscription.
 type subValue struct {
-	cl   *client
-	opts packet.Subscription
-	id   int // subscription identifier
+	cl     *client
+	opts   packet.Subscription
+	id     int  // subscription identifier
+	latest bool // latest-value delivery (conflation)
 }

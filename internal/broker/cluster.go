@@ -341,6 +341,7 @@ func (b *Broker) closeTakenOver(cl *client) {
 	cl.closeConn(packet.SessionTakenOver, "session taken over by another node")
 	cl.conn = nil
 	cl.sess.Detach()
+	cl.wakeRoomLocked()
 	b.Stats.connected(cl.version, -1)
 	b.log.Info("session taken over by another node", "client_id", cl.id)
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -49,6 +51,14 @@ type handler struct {
 	resuming    bool
 	parkedUntil time.Time
 	served      bool // past the first wait after CONNECT
+
+	// attached is cl once set, for the connection's writer (OnTake).
+	attached atomic.Pointer[client]
+	// hs collects the full sessions the current publish reached; hold is
+	// the connection's publishes waiting for room (flow.go), under heldMu.
+	hs     holdSet
+	heldMu sync.Mutex
+	hold   *hold
 }
 
 // run reads CONNECT, attaches the session and serves packets until the

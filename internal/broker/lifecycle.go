@@ -55,6 +55,7 @@ func (b *Broker) attachLocked(h *handler, id string, cp *packet.Connect, expiry 
 				cl.closeConn(packet.SessionTakenOver, "session taken over")
 				cl.conn = nil
 				cl.sess.Detach()
+				cl.wakeRoomLocked()
 				b.Stats.connected(cl.version, -1)
 				b.log.Info("session taken over", "client_id", id, "remote", h.remote)
 			}
@@ -106,6 +107,8 @@ func (b *Broker) attachLocked(h *handler, id string, cp *packet.Connect, expiry 
 		t.bt().PutSession(cl.sessionRecord(time.Time{}))
 	}
 	h.cl = cl
+	h.attached.Store(cl)
+	cl.flow.lastTake.Store(now.UnixNano()) // a new connection has taken nothing yet, and is not stuck
 	b.Stats.connected(h.version, 1)
 	b.Stats.ConnectionsTotal.Add(1)
 	b.clientChanged()
@@ -127,6 +130,7 @@ func (b *Broker) attachLocked(h *handler, id string, cp *packet.Connect, expiry 
 // caller holds b.mu and cl.mu. It returns the $share deliveries to hand on.
 func (b *Broker) endSession(cl *client) []session.Delivery {
 	cl.ended = true
+	cl.wakeRoomLocked()
 	if cl.expiry != nil {
 		cl.expiry.Stop()
 		cl.expiry = nil
@@ -146,6 +150,7 @@ func (b *Broker) endSession(cl *client) []session.Delivery {
 		bt.DeleteSession(cl.id)
 		cl.sess.J = nil
 	}
+	cl.sess.Discard()
 	return shared
 }
 
@@ -180,6 +185,7 @@ func (b *Broker) detachLocked(h *handler, t *tx) (will *willState, shared []sess
 	}
 	cl.conn = nil
 	cl.sess.Detach()
+	cl.wakeRoomLocked() // offline, it no longer holds anyone back
 	b.Stats.connected(h.version, -1)
 	b.clientChanged()
 	if h.discardWill {

@@ -21,7 +21,11 @@ var (
 
 // publish routes a message published on this node: retained store, local
 // subscribers, and the backplane. It returns the number of sessions reached.
-func (b *Broker) publish(m *session.Message, t *tx) int {
+func (b *Broker) publish(m *session.Message, t *tx) int { return b.publishFrom(m, t, nil) }
+
+// publishFrom is publish for a client's PUBLISH: hs, when not nil,
+// collects the sessions that were full, to hold the publisher for.
+func (b *Broker) publishFrom(m *session.Message, t *tx, hs *holdSet) int {
 	if m.Retain {
 		if t != nil {
 			t.retained = &retainUndo{topic: m.Topic, old: b.retained.get(m.Topic), new: m}
@@ -47,7 +51,7 @@ func (b *Broker) publish(m *session.Message, t *tx) int {
 		}
 		// $share groups span the cluster: the backplane picks the node,
 		// and the message comes back through InjectShared.
-		n := b.route(m, t, sharedNone)
+		n := b.routeTo(m, t, sharedNone, hs)
 		b.handMu.RUnlock()
 		if remote {
 			n++ // someone elsewhere subscribes (for v5's 0x10 No matching subscribers)
@@ -57,7 +61,7 @@ func (b *Broker) publish(m *session.Message, t *tx) int {
 		}
 		return n
 	}
-	n := b.route(m, t, sharedAll)
+	n := b.routeTo(m, t, sharedAll, hs)
 	if !isSys(m.Topic) {
 		b.topics.add(m.Topic, len(m.Payload), n)
 	}
@@ -87,6 +91,11 @@ type target struct {
 // and every subscription identifier [MQTT-3.3.4-2, 3.3.4-3]; each $share
 // group gets one copy, sent to one member.
 func (b *Broker) route(m *session.Message, tx *tx, sm sharedMode) int {
+	return b.routeTo(m, tx, sm, nil)
+}
+
+// routeTo is route noting in hs the sessions found full.
+func (b *Broker) routeTo(m *session.Message, tx *tx, sm sharedMode, hs *holdSet) int {
 	bp := matchPool.Get().(*[]topic.Entry[subValue])
 	entries := b.subs.Match(m.Topic, (*bp)[:0])
 	tp := targetPool.Get().(*[]target)
@@ -141,7 +150,7 @@ func (b *Broker) route(m *session.Message, tx *tx, sm sharedMode) int {
 	matchPool.Put(bp)
 	now := b.now()
 	for _, t := range targets {
-		b.deliver(t.cl, t.d, now, tx)
+		b.deliverTo(t.cl, t.d, now, tx, hs)
 	}
 	n := len(targets)
 	clear(targets)
@@ -151,7 +160,7 @@ func (b *Broker) route(m *session.Message, tx *tx, sm sharedMode) int {
 }
 
 func deliveryFor(v subValue, m *session.Message) session.Delivery {
-	d := session.Delivery{Msg: m, QoS: min(m.QoS, v.opts.QoS)}
+	d := session.Delivery{Msg: m, QoS: min(m.QoS, v.opts.QoS), Latest: v.latest}
 	// The retain flag is cleared unless Retain As Published [MQTT-3.3.1-12].
 	d.Retain = m.Retain && v.opts.RetainAsPublished
 	if v.id != 0 {
@@ -174,6 +183,7 @@ func mergeTarget(ts []target, v subValue, m *session.Message) []target {
 // its delivery: highest QoS, every subscription identifier.
 func mergeInto(d *session.Delivery, v subValue, m *session.Message) {
 	d.QoS = max(d.QoS, min(m.QoS, v.opts.QoS))
+	d.Latest = d.Latest && v.latest // any subscription that wants every message wins
 	d.Retain = d.Retain || (m.Retain && v.opts.RetainAsPublished)
 	if v.id != 0 {
 		d.SubIDs = append(d.SubIDs, v.id)
@@ -275,6 +285,11 @@ func (cl *client) isOnline() bool {
 
 // deliver gives one session a delivery and queues what it says to send.
 func (b *Broker) deliver(cl *client, d session.Delivery, now time.Time, t *tx) {
+	b.deliverTo(cl, d, now, t, nil)
+}
+
+// deliverTo is deliver noting cl in hs if its queue is full.
+func (b *Broker) deliverTo(cl *client, d session.Delivery, now time.Time, t *tx, hs *holdSet) {
 	if b.authz != nil && !b.allow(cl.info.Load(), ActRead, d.Msg.Topic) {
 		return // checked per message, so a revoked permission stops at once
 	}
@@ -298,5 +313,6 @@ func (b *Broker) deliver(cl *client, d session.Delivery, now time.Time, t *tx) {
 		b.sent(cl, p) // before sending: the writer recycles what it wrote
 		t.send(cl.conn, p)
 	}
+	hs.add(cl)
 	b.countDrops(before, cl.sess.Stats)
 }

@@ -48,6 +48,12 @@ func (h *handler) serve() (reason string, parked bool) {
 		if err != nil {
 			return h.readFailed(err), false
 		}
+		if pub, ok := p.(*packet.Publish); ok && h.cl != nil {
+			// Push back: a publisher whose messages wait for room is not
+			// read further (flow.go).
+			h.stall(pub)
+			h.overloaded()
+		}
 		if reason := h.handle(p); reason != "" {
 			return reason, false
 		}
@@ -132,6 +138,7 @@ func packetName(t packet.Type) string {
 func (h *handler) onPublish(p *packet.Publish) string {
 	b := h.b
 	h.received(p)
+	h.hs.self, h.hs.on = h.cl, h.hs.on[:0]
 	v5 := h.version == packet.V5
 	if p.QoS > b.lim.MaxQoS {
 		return h.fail(packet.QoSNotSupported, "QoS above maximum QoS") // [MQTT-3.2.2-11]
@@ -231,10 +238,11 @@ func (h *handler) onPublish(p *packet.Publish) string {
 	t := b.begin(p.QoS > 0)
 	switch p.QoS {
 	case 0:
-		b.publish(m, t)
+		b.publishFrom(m, t, &h.hs)
 		t.commit(false)
+		h.holdFor(&h.hs, nil, nil)
 	case 1:
-		n := b.publish(m, t)
+		n := b.publishFrom(m, t, &h.hs)
 		if err := t.commit(true); err != nil {
 			t.rollback()
 			return h.storeFailed(p)
@@ -252,7 +260,7 @@ func (h *handler) onPublish(p *packet.Publish) string {
 		}
 		code := packet.Success
 		if first {
-			code = noMatch(b.publish(m, t))
+			code = noMatch(b.publishFrom(m, t, &h.hs))
 		}
 		if err := t.commit(true); err != nil {
 			t.rollback()
@@ -267,6 +275,7 @@ func (h *handler) onPublish(p *packet.Publish) string {
 // acknowledged that is not durable. v5 gets the reason in the
 // acknowledgement; 3.x, which cannot be told, is disconnected.
 func (h *handler) storeFailed(p *packet.Publish) string {
+	h.hs.on = h.hs.on[:0] // rolled back: it reached no one
 	if p.QoS == 2 {
 		t := h.b.begin(false)
 		h.cl.mu.Lock()
@@ -284,7 +293,7 @@ func (h *handler) storeFailed(p *packet.Publish) string {
 	if p.QoS == 2 {
 		kind = packet.PUBREC
 	}
-	h.c.Send(&packet.Ack{Kind: kind, PacketID: p.PacketID, ReasonCode: packet.QuotaExceeded})
+	h.ackAfter(&h.hs, nil, &packet.Ack{Kind: kind, PacketID: p.PacketID, ReasonCode: packet.QuotaExceeded})
 	return ""
 }
 
@@ -309,7 +318,9 @@ func (h *handler) ackPublish(p *packet.Publish, code packet.ReasonCode) {
 
 // ackPublishAfter acknowledges a publish once gate opens (at once for
 // nil): in a cluster, once the nodes keeping it for persistent sessions
-// have it.
+// have it. While the connection's publishes wait for room in full queues,
+// it waits with them (flow.go), keeping acknowledgements in order
+// [MQTT-4.6.0-2].
 func (h *handler) ackPublishAfter(gate conn.Gate, p *packet.Publish, code packet.ReasonCode) {
 	kind := packet.PUBACK
 	if p.QoS == 2 {
@@ -318,12 +329,7 @@ func (h *handler) ackPublishAfter(gate conn.Gate, p *packet.Publish, code packet
 	if h.version != packet.V5 {
 		code = packet.Success
 	}
-	ack := &packet.Ack{Kind: kind, PacketID: p.PacketID, ReasonCode: code}
-	if gate != nil {
-		h.c.SendGated(gate, ack)
-		return
-	}
-	h.c.Send(ack)
+	h.ackAfter(&h.hs, gate, &packet.Ack{Kind: kind, PacketID: p.PacketID, ReasonCode: code})
 }
 
 func (h *handler) onAck(a *packet.Ack) string {
@@ -340,12 +346,18 @@ func (h *handler) onAck(a *packet.Ack) string {
 		defer func() { cl.tx = nil }()
 		before := cl.sess.Stats
 		defer func() { h.b.countDrops(before, cl.sess.Stats) }()
+		took := false
+		defer func() {
+			if took {
+				h.b.tookLocked(cl, 1)
+			}
+		}()
 		switch a.Kind {
 		case packet.PUBACK:
-			next, _ = cl.sess.Puback(a.PacketID, now)
+			next, took = cl.sess.Puback(a.PacketID, now)
 		case packet.PUBREC:
 			var rel packet.Packet
-			rel, next, _ = cl.sess.Pubrec(a.PacketID, a.ReasonCode, now)
+			rel, next, took = cl.sess.Pubrec(a.PacketID, a.ReasonCode, now)
 			if rel != nil {
 				t.send(h.c, rel)
 			}
@@ -356,7 +368,7 @@ func (h *handler) onAck(a *packet.Ack) string {
 			}
 			t.send(h.c, ack)
 		case packet.PUBCOMP:
-			next, _ = cl.sess.Pubcomp(a.PacketID, now)
+			next, took = cl.sess.Pubcomp(a.PacketID, now)
 		}
 		if len(next) > 0 {
 			h.b.sent(cl, next...) // before sending: the writer recycles what it wrote
@@ -449,7 +461,8 @@ func (h *handler) onSubscribe(p *packet.Subscribe) string {
 			inner = s.Filter
 		}
 		s.QoS = min(s.QoS, b.lim.MaxQoS) // [MQTT-3.9.3-?] granted may be lower
-		existed := b.subs.Add(cl.id, group, inner, subValue{cl: cl, opts: s, id: subID})
+		latest := b.latestFor(inner, h.listener, &p.Properties)
+		existed := b.subs.Add(cl.id, group, inner, subValue{cl: cl, opts: s, id: subID, latest: latest})
 		if !existed {
 			if max := b.lim.MaxSubscriptionsPerClient; max > 0 && nsubs >= max {
 				b.subs.Remove(cl.id, group, inner)

@@ -94,6 +94,44 @@ type Config struct {
 	// Cluster joins other Starling nodes into one broker; see
 	// docs/cluster.md. Without a name the broker is a single node.
 	Cluster Cluster `yaml:"cluster"`
+	// SlowConsumer is what happens to a connected subscriber that holds
+	// its publishers back without taking messages; see docs/flow-control.md.
+	SlowConsumer SlowConsumer `yaml:"slow_consumer"`
+	// LatestValue lists subscriptions that get latest-value delivery
+	// (conflation) without asking for it, such as 3.1.1 clients': while
+	// such a subscriber is behind, a queued message is replaced by a newer
+	// one of the same topic. MQTT 5 clients may also ask for it per
+	// subscription; see docs/flow-control.md.
+	LatestValue []LatestValueRule `yaml:"latest_value"`
+}
+
+// SlowConsumer says how long a connected subscriber whose window and queue
+// are full may hold back its publishers without taking a message, and
+// what happens to it then.
+type SlowConsumer struct {
+	// Timeout is how long a subscriber may hold its publishers back
+	// without taking a message (must be > 0). Past it, Policy applies, so
+	// no stuck client holds a publisher longer than this.
+	Timeout time.Duration `yaml:"timeout"`
+	// Policy is disconnect (the client is disconnected, with v5 reason
+	// 0x97 quota exceeded; a persistent session then queues within its
+	// limits), drop_oldest or drop_newest (messages past its queue bound
+	// are dropped and counted until it takes one again).
+	Policy string `yaml:"policy"`
+	// MinRate, when above 0, is the messages per second a subscriber that
+	// holds its publishers back must take over each Timeout; a slower one
+	// meets Policy too. 0 = off: a subscriber that makes progress sets the
+	// pace, as on TCP.
+	MinRate float64 `yaml:"min_rate"`
+}
+
+// LatestValueRule gives latest-value delivery to the subscriptions whose
+// filter matches Filter (a topic filter: "sensors/#" matches subscriptions
+// to sensors/# and to sensors/a/+), on listener Listener ("" = every
+// listener; tcp, mqtts, http, https or listen_any).
+type LatestValueRule struct {
+	Filter   string `yaml:"filter"`
+	Listener string `yaml:"listener"`
 }
 
 // Cluster says how this node joins a cluster of Starling nodes.
@@ -184,17 +222,26 @@ type Limits struct {
 	// payload, so a large window cannot hold more than that per client.
 	MaxInflight uint16 `yaml:"max_inflight"`
 	// MaxQueued is the number of QoS 1/2 messages kept per session while it
-	// is offline or its inflight window is full. When full, the newest
-	// message is dropped for that session (and counted), so what was queued
-	// first is delivered first. QoS 0 messages are not queued for an offline
+	// is offline or its inflight window is full. Offline and full, the
+	// newest message is dropped for that session (and counted), so what was
+	// queued first is delivered first. Connected and full, nothing is
+	// dropped: the publishers that feed it are held back until it has room
+	// (see slow_consumer). QoS 0 messages are not queued for an offline
 	// session.
 	MaxQueued int `yaml:"max_queued_messages"`
 	// MaxQueuedBytes bounds the topic and payload bytes of those queued
 	// messages per session, and of the QoS 0 messages waiting for a
-	// connected client that reads slowly (0 = no bound). Over it, a QoS 1/2
-	// message is dropped as above, a QoS 0 message is dropped, and both are
-	// counted. One message is always let in, whatever its size.
+	// connected client that reads slowly (0 = no bound), as MaxQueued
+	// does: offline, past it a message is dropped and counted; connected,
+	// its publishers are held back. One message is always let in, whatever
+	// its size.
 	MaxQueuedBytes int `yaml:"max_queued_bytes"`
+	// MaxTotalQueuedBytes bounds the topic and payload bytes queued across
+	// all sessions and connections (0 = no bound). Past it, publishers are
+	// held back until queues drain below it, the busiest first (a client
+	// that publishes more often meets the wait more often), instead of the
+	// broker growing or dropping.
+	MaxTotalQueuedBytes int64 `yaml:"max_total_queued_bytes"`
 	// MaxTopicAlias is the number of topic aliases a client may use (announced
 	// as Topic Alias Maximum; 0 disables client aliases).
 	MaxTopicAlias uint16 `yaml:"max_topic_alias"`
@@ -237,18 +284,20 @@ func Default() Config {
 		ShutdownTimeout: 5 * time.Second,
 		IdlePoll:        true,
 		Auth:            authconfig.DefaultConfig(),
+		SlowConsumer:    SlowConsumer{Timeout: 5 * time.Second, Policy: "disconnect"},
 		Limits: Limits{
-			MaxPacketSize:    1 << 20,
-			MaxInflight:      256,
-			MaxQueued:        1000,
-			MaxQueuedBytes:   16 << 20,
-			MaxTopicAlias:    64,
-			MaxConnections:   0,
-			MaxSessionExpiry: 0,
-			MaxKeepAlive:     0,
-			MaxQoS:           2,
-			ConnectTimeout:   10 * time.Second,
-			Config:           limit.DefaultConfig(),
+			MaxPacketSize:       1 << 20,
+			MaxInflight:         256,
+			MaxQueued:           1000,
+			MaxQueuedBytes:      16 << 20,
+			MaxTotalQueuedBytes: 1 << 30,
+			MaxTopicAlias:       64,
+			MaxConnections:      0,
+			MaxSessionExpiry:    0,
+			MaxKeepAlive:        0,
+			MaxQoS:              2,
+			ConnectTimeout:      10 * time.Second,
+			Config:              limit.DefaultConfig(),
 		},
 	}
 }

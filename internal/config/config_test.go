@@ -55,6 +55,9 @@ func equal(a, b Config) bool {
 				*l = nil
 			}
 		}
+		if len(c.LatestValue) == 0 {
+			c.LatestValue = nil
+		}
 	}
 	norm(&a)
 	norm(&b)
@@ -119,22 +122,25 @@ func TestLoadEveryKey(t *testing.T) {
 		ShutdownTimeout: 30 * time.Second,
 		IdlePoll:        false,
 		Limits: Limits{
-			MaxPacketSize:    65536,
-			MaxInflight:      32,
-			MaxQueued:        500,
-			MaxQueuedBytes:   4 << 20,
-			MaxTopicAlias:    10,
-			MaxConnections:   10000,
-			MaxSessionExpiry: 24 * time.Hour,
-			MaxKeepAlive:     600,
-			MaxQoS:           1,
-			ConnectTimeout:   2500 * time.Millisecond,
+			MaxPacketSize:       65536,
+			MaxInflight:         32,
+			MaxQueued:           500,
+			MaxQueuedBytes:      4 << 20,
+			MaxTotalQueuedBytes: 256 << 20,
+			MaxTopicAlias:       10,
+			MaxConnections:      10000,
+			MaxSessionExpiry:    24 * time.Hour,
+			MaxKeepAlive:        600,
+			MaxQoS:              1,
+			ConnectTimeout:      2500 * time.Millisecond,
 			Config: limit.Config{MaxConnectionsPerAddress: 100, ConnectRatePerAddress: 10, PublishRate: 500,
 				PublishBytesRate: 1048576, MaxSubscriptionsPerClient: 200, MaxTopicLength: 1024, MaxTopicLevels: 32},
 		},
 		Auth: authconfig.Config{AllowAnonymous: false, AnonymousListeners: []string{"tcp"}, PasswordFile: "/etc/starling/passwd", ACLFile: "/etc/starling/acl",
 			CertUsername: "cn", MaxConcurrentVerifications: 4, Superusers: []string{"admin"}, AuditLinesPerSecond: 20},
-		Cluster: Cluster{Name: "prod", Node: "n1", Listen: "10.0.0.1:6222", Peers: []string{"10.0.0.2:6222", "10.0.0.3:6222"}, Token: "0123456789abcdef-secret", LocalQueues: true},
+		Cluster:      Cluster{Name: "prod", Node: "n1", Listen: "10.0.0.1:6222", Peers: []string{"10.0.0.2:6222", "10.0.0.3:6222"}, Token: "0123456789abcdef-secret", LocalQueues: true},
+		SlowConsumer: SlowConsumer{Timeout: 2 * time.Second, Policy: "drop_oldest", MinRate: 100},
+		LatestValue:  []LatestValueRule{{Filter: "sensors/#", Listener: "http"}},
 	}
 	if !equal(got, want) {
 		t.Errorf("Load(full.yaml) =\n%+v\nwant\n%+v", got, want)

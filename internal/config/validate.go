@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode"
+
+	"github.com/starling-mqtt/starling/internal/topic"
 )
 
 // Packet size bounds: the smallest limit that still fits a useful packet, and
@@ -109,6 +111,30 @@ func (c Config) Validate() error {
 	}
 	if l.MaxQueuedBytes < 0 {
 		bad("limits.max_queued_bytes", "must be >= 0 (got %d)", l.MaxQueuedBytes)
+	}
+	if l.MaxTotalQueuedBytes < 0 {
+		bad("limits.max_total_queued_bytes", "must be >= 0 (got %d; 0 = no bound)", l.MaxTotalQueuedBytes)
+	}
+	if c.SlowConsumer.Timeout <= 0 {
+		bad("slow_consumer.timeout", "must be > 0 (got %v)", c.SlowConsumer.Timeout)
+	}
+	switch c.SlowConsumer.Policy {
+	case "disconnect", "drop_oldest", "drop_newest":
+	default:
+		bad("slow_consumer.policy", `must be "disconnect", "drop_oldest" or "drop_newest" (got %q)`, c.SlowConsumer.Policy)
+	}
+	if c.SlowConsumer.MinRate < 0 {
+		bad("slow_consumer.min_rate", "must be >= 0 (got %v; 0 = off)", c.SlowConsumer.MinRate)
+	}
+	for i, r := range c.LatestValue {
+		if err := topic.ValidateFilter(r.Filter); err != nil {
+			bad(fmt.Sprintf("latest_value[%d].filter", i), "%v", err)
+		}
+		switch r.Listener {
+		case "", "tcp", "mqtts", "http", "https", "listen_any":
+		default:
+			bad(fmt.Sprintf("latest_value[%d].listener", i), `must be "", "tcp", "mqtts", "http", "https" or "listen_any" (got %q)`, r.Listener)
+		}
 	}
 	if l.MaxConnections < 0 {
 		bad("limits.max_connections", "must be >= 0 (got %d; 0 = no limit)", l.MaxConnections)

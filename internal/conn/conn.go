@@ -19,9 +19,24 @@ import (
 	"github.com/starling-mqtt/starling/internal/poll"
 )
 
-// MaxPendingQoS0 bounds the QoS 0 publishes waiting for a slow client; more
-// are dropped and counted. QoS 1/2 are bounded by the inflight window.
+// MaxPendingQoS0 is the number of QoS 0 publishes waiting for a slow client
+// past which the connection says it is Full: the broker then holds back the
+// publishers that feed it. Past HardLimit times it (or times MaxQueuedBytes),
+// or past it under a drop policy (Shed), they are dropped and counted.
+// QoS 1/2 are bounded by the inflight window.
 const MaxPendingQoS0 = 1024
+
+// HardLimit is how many times its bounds the QoS 0 queue of a connection
+// whose publishers are held back may grow: only sources that cannot be
+// held, or hundreds of publishers at once, reach it.
+const HardLimit = 4
+
+// Shed policies for QoS 0 publishes past the bound (SetShed).
+const (
+	ShedNone   = iota // keep them, up to HardLimit times the bound
+	ShedNewest        // drop the newest
+	ShedOldest        // drop the oldest queued
+)
 
 // MaxPending bounds the packets queued for a client that does not read what
 // the broker sends: past it the connection's reader stops reading until the
@@ -52,25 +67,40 @@ type Conn struct {
 
 	mu      sync.Mutex
 	queue   []packet.Packet
-	qos0    int  // QoS 0 publishes in queue
-	qos0Len int  // their topic and payload bytes
+	qos0    int         // QoS 0 publishes in queue
+	qos0Len int         // their topic and payload bytes
+	shed    int         // ShedNone, ShedNewest or ShedOldest
+	full    atomic.Bool // the QoS 0 queue is at its bound (Full)
+	// latest maps a topic to the queue index of its latest-value QoS 0
+	// publish, for conflation; reset when the writer takes the queue.
+	latest  map[string]int
 	closing bool // flush what is queued, then close
 	closed  bool
-	writing bool // a writer goroutine is running
-	spare   []packet.Packet
-	bufs    *queueBufs    // queue's and spare's storage while writing; nil when idle
-	writer  func()        // writeLoop as a value made once: "go c.writer()" allocates nothing
-	parked  *poll.Waiter  // the last Park's; woken when the socket closes
-	stop    chan struct{} // closed by Close: a gated wait gives up
-	drained *sync.Cond    // signalled when the writer takes the queue or stops
-	done    chan struct{} // closed once the socket is closed and no writer runs
-	fin     sync.Once
+	// lingering: the reason was sent and input is being discarded; no
+	// packet is read any more.
+	lingering bool
+	writing   bool // a writer goroutine is running
+	spare     []packet.Packet
+	bufs      *queueBufs    // queue's and spare's storage while writing; nil when idle
+	writer    func()        // writeLoop as a value made once: "go c.writer()" allocates nothing
+	parked    *poll.Waiter  // the last Park's; woken when the socket closes
+	stop      chan struct{} // closed by Close: a gated wait gives up
+	drained   *sync.Cond    // signalled when the writer takes the queue or stops
+	done      chan struct{} // closed once the socket is closed and no writer runs
+	fin       sync.Once
 	// reason is the MQTT reason of the DISCONNECT that CloseAfter queued
 	// (-1: none); a WebSocket closes with the matching close code.
 	reason int
 
 	// Dropped counts QoS 0 messages dropped for a slow reader.
 	Dropped atomic.Uint64
+	// Conflated counts QoS 0 latest-value publishes replaced by a newer one
+	// of their topic before they were written.
+	Conflated atomic.Uint64
+	// OnTake, when set before use, is called (without the connection's
+	// lock) each time the writer takes queued QoS 0 publishes to write:
+	// the client is making progress and the queue has room again.
+	OnTake func(n int)
 	// MaxQueuedBytes, when set before use, bounds the topic and payload
 	// bytes of the QoS 0 publishes waiting in the queue, as MaxPendingQoS0
 	// bounds their number (one is always let in, whatever its size). The
@@ -86,6 +116,9 @@ type Conn struct {
 type Totals struct {
 	BytesIn, BytesOut atomic.Uint64
 	Dropped           atomic.Uint64 // QoS 0 publishes dropped for slow readers
+	// Queued is the topic and payload bytes of QoS 0 publishes waiting in
+	// queues now.
+	Queued atomic.Int64
 }
 
 func (c *Conn) countOut(n int) {
@@ -159,14 +192,56 @@ func (c *Conn) finish() {
 	c.fin.Do(func() {
 		c.mu.Lock()
 		reason := c.reason
+		c.addQoS0(-c.qos0Len, -c.qos0) // what is left is never written
 		c.mu.Unlock()
 		if rc := reasonCloser(c.nc); rc != nil && reason >= 0 {
 			rc.CloseForReason(byte(reason))
+		} else if reason >= 0 {
+			c.linger()
 		}
 		c.nc.Close()
 		c.wakeParked()
 		close(c.done)
 	})
+}
+
+// LingerTime bounds how long a connection that ends with a DISCONNECT or a
+// refused CONNACK keeps reading, and discarding, what the client still
+// sends after the broker has shut its side for writing.
+const LingerTime = time.Second
+
+// linger closes gently a connection that just sent the client the reason
+// it ends: the write side is shut (FIN after the reason), and input is read
+// and discarded until the client closes, LingerTime passes or Close is
+// called. Closing with unread input would send a reset instead, and a
+// client still sending (a burst of PUBLISHes past Receive Maximum) could
+// lose the reason with it. No packet is decoded any more: ReadPacket
+// refuses once lingering.
+func (c *Conn) linger() {
+	cw, ok := c.nc.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	c.mu.Lock()
+	c.lingering = true
+	c.mu.Unlock()
+	stop := time.AfterFunc(LingerTime, func() { c.nc.Close() })
+	defer stop.Stop()
+	// A past deadline wakes a reader waiting for a packet at once (it then
+	// sees lingering); the later one is this loop's.
+	c.nc.SetReadDeadline(time.Unix(1, 0))
+	c.nc.SetReadDeadline(time.Now().Add(LingerTime))
+	var buf [512]byte
+	for {
+		select {
+		case <-c.stop:
+			return
+		default:
+		}
+		if _, err := c.nc.Read(buf[:]); err != nil {
+			return
+		}
+	}
 }
 
 // reasonCloser finds a transport that can say why it closes (WebSocket),
@@ -204,7 +279,11 @@ func (c *Conn) ReadPacket(deadline time.Time) (packet.Packet, int, error) {
 	for len(c.queue) >= MaxPending && !c.closed && !c.closing {
 		c.drained.Wait()
 	}
+	lingering := c.lingering
 	c.mu.Unlock()
+	if lingering {
+		return nil, 0, net.ErrClosed
+	}
 	if err := c.nc.SetReadDeadline(deadline); err != nil {
 		return nil, 0, err
 	}
@@ -319,8 +398,9 @@ func varintLen(n int) int {
 	return 4
 }
 
-// Send queues packets for the writer. QoS 0 publishes beyond MaxPendingQoS0
-// are dropped (slow reader); it returns false if the connection is closing.
+// Send queues packets for the writer. QoS 0 publishes past the bounds are
+// dropped and counted (see MaxPendingQoS0); it returns false if the
+// connection is closing.
 func (c *Conn) Send(ps ...packet.Packet) bool {
 	c.mu.Lock()
 	if c.closing || c.closed {
@@ -329,23 +409,135 @@ func (c *Conn) Send(ps ...packet.Packet) bool {
 	}
 	for _, p := range ps {
 		if isQoS0(p) {
-			n := messageSize(p)
-			if c.qos0 >= MaxPendingQoS0 || c.MaxQueuedBytes > 0 && c.qos0Len > 0 && c.qos0Len+n > c.MaxQueuedBytes {
-				c.Dropped.Add(1)
-				if c.Totals != nil {
-					c.Totals.Dropped.Add(1)
-				}
-				release(p)
+			switch c.admitQoS0(p) {
+			case dropped:
+				c.drop(p)
+				continue
+			case replaced:
 				continue
 			}
-			c.qos0++
-			c.qos0Len += n
 		}
 		c.enqueue(p)
 	}
 	c.kickLocked()
 	c.mu.Unlock()
 	return true
+}
+
+type admission int
+
+const (
+	admitted admission = iota // to be queued
+	dropped                   // to be dropped and counted
+	replaced                  // took the place of its topic's queued one
+)
+
+// admitQoS0 makes room for a QoS 0 publish, or puts it in the place of the
+// queued one of its topic when it asks for the latest value. The caller
+// holds mu.
+func (c *Conn) admitQoS0(p packet.Packet) admission {
+	n := messageSize(p)
+	topic, latest := latestTopic(p)
+	if latest {
+		if i, ok := c.latest[topic]; ok {
+			old := c.queue[i]
+			c.addQoS0(n-messageSize(old), 0)
+			c.queue[i] = p
+			release(old)
+			c.Conflated.Add(1)
+			return replaced
+		}
+	}
+	over := func(k int) bool {
+		return c.qos0 >= MaxPendingQoS0*k || c.MaxQueuedBytes > 0 && c.qos0Len > 0 && c.qos0Len+n > c.MaxQueuedBytes*k
+	}
+	switch {
+	case !over(1):
+	case c.shed == ShedNewest || over(HardLimit):
+		return dropped
+	case c.shed == ShedOldest:
+		for over(1) && c.dropOldestQoS0() {
+		}
+	}
+	if latest {
+		if c.latest == nil {
+			c.latest = make(map[string]int)
+		}
+		c.latest[topic] = len(c.queue)
+	}
+	c.addQoS0(n, 1)
+	return admitted
+}
+
+// addQoS0 counts bytes and publishes into (or out of) the QoS 0 queue.
+func (c *Conn) addQoS0(bytes, count int) {
+	c.qos0 += count
+	c.qos0Len += bytes
+	c.full.Store(c.qos0 >= MaxPendingQoS0 || c.MaxQueuedBytes > 0 && c.qos0Len >= c.MaxQueuedBytes)
+	if c.Totals != nil {
+		c.Totals.Queued.Add(int64(bytes))
+	}
+}
+
+// dropOldestQoS0 drops the oldest queued QoS 0 publish; false if none.
+// The caller holds mu.
+func (c *Conn) dropOldestQoS0() bool {
+	for i, p := range c.queue {
+		if !isQoS0(p) {
+			continue
+		}
+		c.addQoS0(-messageSize(p), -1)
+		copy(c.queue[i:], c.queue[i+1:])
+		c.queue[len(c.queue)-1] = nil
+		c.queue = c.queue[:len(c.queue)-1]
+		c.drop(p)
+		if len(c.latest) > 0 {
+			// Indexes past i moved down by one.
+			for t, j := range c.latest {
+				switch {
+				case j == i:
+					delete(c.latest, t)
+				case j > i:
+					c.latest[t] = j - 1
+				}
+			}
+		}
+		return true
+	}
+	return false
+}
+
+// drop releases a QoS 0 publish that will not be written, counted.
+func (c *Conn) drop(p packet.Packet) {
+	c.Dropped.Add(1)
+	if c.Totals != nil {
+		c.Totals.Dropped.Add(1)
+	}
+	release(p)
+}
+
+// Full reports whether the QoS 0 publishes waiting for the client are at
+// their bound: the broker then holds back the publishers that feed it.
+func (c *Conn) Full() bool { return c.full.Load() }
+
+// SetShed sets what happens to QoS 0 publishes past the bound: ShedNone
+// (kept, up to HardLimit times it), ShedNewest or ShedOldest.
+func (c *Conn) SetShed(policy int) {
+	c.mu.Lock()
+	c.shed = policy
+	c.mu.Unlock()
+}
+
+// latestTopic reports the topic of a QoS 0 publish that asks for the
+// latest value of its topic only.
+func latestTopic(p packet.Packet) (string, bool) {
+	if g, ok := p.(*gated); ok {
+		p = g.Packet
+	}
+	if l, ok := p.(interface{ LatestTopic() (string, bool) }); ok {
+		return l.LatestTopic()
+	}
+	return "", false
 }
 
 // Gate holds packets back until an operation they depend on (a store
@@ -587,9 +779,14 @@ func (c *Conn) writeLoop() {
 		}
 		batch := c.queue
 		c.queue = c.spare[:0]
-		c.qos0, c.qos0Len = 0, 0
+		took := c.qos0
+		c.addQoS0(-c.qos0Len, -c.qos0)
+		clear(c.latest)
 		c.drained.Broadcast()
 		c.mu.Unlock()
+		if took > 0 && c.OnTake != nil {
+			c.OnTake(took)
+		}
 		err := c.flush(batch)
 		clear(batch)
 		c.mu.Lock()

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/starling-mqtt/starling/internal/packet"
+	"github.com/starling-mqtt/starling/internal/session"
 )
 
 func TestReadBodyLargeInSteps(t *testing.T) {
@@ -78,29 +79,83 @@ type doneGate struct{}
 func (doneGate) Done() <-chan struct{} { c := make(chan struct{}); close(c); return c }
 func (doneGate) OK() bool              { return true }
 
-// QoS 0 publishes for a client that reads nothing are bounded by
-// MaxPendingQoS0 and the rest dropped and counted, also when they wait
-// behind a store commit (SendGated).
+// QoS 0 publishes for a client that reads nothing are bounded, also when
+// they wait behind a store commit (SendGated): past MaxPendingQoS0 the
+// connection is Full (its publishers are to be held back), past HardLimit
+// times it they are dropped and counted; under a drop policy, past
+// MaxPendingQoS0.
 func TestQoS0DroppedForSlowReader(t *testing.T) {
-	for _, gated := range []bool{false, true} {
-		srv, cli := net.Pipe() // cli never reads: the writer blocks
-		c := New(srv, 1<<20)
-		c.SetVersion(packet.V311)
-		const n = 3 * MaxPendingQoS0
-		for i := 0; i < n; i++ {
-			p := &packet.Publish{Topic: "t", Payload: []byte("x")}
-			if gated {
-				c.SendGated(doneGate{}, p)
-			} else {
-				c.Send(p)
+	for _, shed := range []int{ShedNone, ShedNewest, ShedOldest} {
+		for _, gated := range []bool{false, true} {
+			srv, cli := net.Pipe() // cli never reads: the writer blocks
+			c := New(srv, 1<<20)
+			c.SetVersion(packet.V311)
+			c.Totals = &Totals{}
+			c.SetShed(shed)
+			bound := MaxPendingQoS0
+			if shed == ShedNone {
+				bound *= HardLimit
+			}
+			sent := 0
+			for ; !c.Full() && sent < 3*MaxPendingQoS0; sent++ {
+				c.Send(&packet.Publish{Topic: "t", Payload: []byte("x")})
+			}
+			if !c.Full() || c.Dropped.Load() != 0 {
+				t.Fatalf("shed %d: Full %v after %d sends, %d dropped; want Full before any drop", shed, c.Full(), sent, c.Dropped.Load())
+			}
+			n := 3 * bound
+			for i := 0; i < n; i++ {
+				p := &packet.Publish{Topic: "t", Payload: []byte("x")}
+				if gated {
+					c.SendGated(doneGate{}, p)
+				} else {
+					c.Send(p)
+				}
+			}
+			// At most the batch the writer holds plus a full queue are kept.
+			if d := c.Dropped.Load(); d < uint64(n+sent-2*bound) || d > uint64(n+sent-bound) {
+				t.Errorf("shed %d gated %v: %d of %d dropped, want %d to %d", shed, gated, d, n+sent, n+sent-2*bound, n+sent-bound)
+			}
+			c.Close()
+			cli.Close()
+			<-c.Done()
+			if q := c.Totals.Queued.Load(); q != 0 {
+				t.Errorf("shed %d gated %v: %d queued bytes counted after close", shed, gated, q)
 			}
 		}
-		// At most the batch the writer holds plus a full queue are kept.
-		if d := c.Dropped.Load(); d < n-2*MaxPendingQoS0 {
-			t.Errorf("gated %v: %d of %d dropped, want at least %d", gated, d, n, n-2*MaxPendingQoS0)
+	}
+}
+
+// A QoS 0 latest-value publish takes the place of the queued one of its
+// topic; the writer writes the newest of each topic, in the order the
+// topics were first queued.
+func TestQoS0Conflation(t *testing.T) {
+	srv, cli := net.Pipe()
+	defer cli.Close()
+	c := New(srv, 1<<20)
+	defer c.Close()
+	c.SetVersion(packet.V311)
+	var ps []packet.Packet
+	for i := range 5 {
+		for _, tp := range []string{"a", "b"} {
+			m := &session.Message{Topic: tp, Payload: []byte{'0' + byte(i)}}
+			ps = append(ps, &session.Outgoing{Msg: m, Latest: true})
 		}
-		c.Close()
-		cli.Close()
+	}
+	ps = append(ps, &packet.Publish{Topic: "a", Payload: []byte("z")})
+	c.Send(ps...) // one call: the writer takes nothing before all are queued
+	if c.Conflated.Load() != 8 {
+		t.Fatalf("conflated %d, want 8", c.Conflated.Load())
+	}
+	want := [][]byte{}
+	for _, p := range []*packet.Publish{{Topic: "a", Payload: []byte("4")}, {Topic: "b", Payload: []byte("4")}, {Topic: "a", Payload: []byte("z")}} {
+		b, _ := packet.Append(nil, p, packet.V311)
+		want = append(want, b)
+	}
+	all := bytes.Join(want, nil)
+	got := make([]byte, len(all))
+	if _, err := io.ReadFull(cli, got); err != nil || !bytes.Equal(got, all) {
+		t.Fatalf("read %q (%v), want %q", got, err, all)
 	}
 }
 
@@ -115,6 +170,7 @@ func TestQoS0QueuedBytesBound(t *testing.T) {
 	c.SetVersion(packet.V311)
 	c.Totals = &Totals{}
 	c.MaxQueuedBytes = 10 << 10
+	c.SetShed(ShedNewest)
 	var ps []packet.Packet
 	for range 100 {
 		ps = append(ps, &packet.Publish{Topic: "t", Payload: make([]byte, 1024)})

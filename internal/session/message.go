@@ -46,6 +46,9 @@ type Delivery struct {
 	// Group is the $share group the message was routed through, "" if none;
 	// such messages are handed to another member when this session goes away.
 	Group, Filter string
+	// Latest asks for latest-value delivery: while the delivery waits in
+	// the queue, a newer one of the same topic replaces it (conflation).
+	Latest bool
 	// Seq orders the session's deliveries and keys them in a store; the
 	// session assigns it when it keeps the delivery.
 	Seq uint64

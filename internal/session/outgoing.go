@@ -21,6 +21,7 @@ type Outgoing struct {
 	Alias      uint16  // topic alias, 0 for none
 	AliasOnly  bool    // topic omitted, alias set earlier on this connection
 	ExpiryLeft *uint32 // remaining message expiry, nil for none
+	Latest     bool    // latest-value delivery: a newer one of the topic may replace it
 }
 
 var outPool = sync.Pool{New: func() any { return new(Outgoing) }}
@@ -46,6 +47,12 @@ func (o *Outgoing) QoSLevel() byte {
 		return 1
 	}
 	return o.QoS
+}
+
+// LatestTopic lets the connection replace a QoS 0 latest-value delivery
+// still waiting to be written by a newer one of its topic (conflation).
+func (o *Outgoing) LatestTopic() (string, bool) {
+	return o.Msg.Topic, o.Latest && o.QoSLevel() == 0
 }
 
 // Publish builds the equivalent packet value (tests, and forms that need

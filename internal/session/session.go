@@ -2,6 +2,8 @@ package session
 
 import (
 	"errors"
+	"sort"
+	"sync/atomic"
 	"time"
 
 	"github.com/starling-mqtt/starling/internal/packet"
@@ -22,7 +24,31 @@ type Limits struct {
 	MaxQueuedBytes int
 	MaxInflight    uint16 // cap on outbound inflight, whatever the client allows
 	ReceiveMax     uint16 // inbound QoS 2 awaiting PUBREL
+	// Total, when set, is a counter shared by many sessions that follows
+	// the topic and payload bytes of their queues (broker-wide overload).
+	Total *atomic.Int64
 }
+
+// Overflow is what a connected session does with a QoS 1/2 delivery that
+// finds its queue full.
+type Overflow byte
+
+const (
+	// Hold keeps it past the bound: the broker holds back the publisher
+	// instead (push back), so a client that keeps reading loses nothing.
+	// A queue past HardLimit times its bound drops the newest, counted in
+	// DroppedOverflow: only sources that cannot be held (other nodes,
+	// wills) or hundreds of publishers at once reach it.
+	Hold Overflow = iota
+	// DropNewest drops the delivery (counted in DroppedPolicy).
+	DropNewest
+	// DropOldest drops the oldest queued delivery to make room (counted in
+	// DroppedPolicy).
+	DropOldest
+)
+
+// HardLimit is how many times its bounds a held queue may grow.
+const HardLimit = 4
 
 // Link describes the live connection a session is attached to. It is reset on
 // every connect.
@@ -66,6 +92,9 @@ type Stats struct {
 	DroppedQueueFull uint64 // offline queue full
 	DroppedExpired   uint64 // message expiry passed before delivery
 	DroppedTooLarge  uint64 // larger than the client's Maximum Packet Size
+	DroppedPolicy    uint64 // dropped by a slow-consumer policy (drop_newest, drop_oldest)
+	DroppedOverflow  uint64 // held queue past HardLimit times its bound
+	Conflated        uint64 // queued deliveries replaced by a newer one of their topic
 }
 
 // Session is one client's state. It is not safe for concurrent use; the
@@ -86,6 +115,13 @@ type Session struct {
 	qbytes  int         // topic and payload bytes in queue
 	obytes  int         // topic and payload bytes in out
 	aliases map[string]uint16
+	// latest maps a topic to the Seq of its queued latest-value delivery,
+	// for conflation; nil until one is queued.
+	latest map[string]uint64
+
+	// Overflow is what a full queue does while the session is connected;
+	// an offline session's full queue always drops the newest.
+	Overflow Overflow
 
 	inQoS2 map[uint16]struct{} // inbound QoS 2 IDs received, PUBREL not yet
 	// restoredIn are the inbound IDs loaded from a store, not yet seen
@@ -203,18 +239,138 @@ func (s *Session) Deliver(d Delivery, now time.Time) packet.Packet {
 }
 
 func (s *Session) enqueue(d Delivery) {
-	if len(s.queue) >= s.lim.MaxQueued || s.lim.MaxQueuedBytes > 0 && s.qbytes > 0 && s.qbytes+d.size() > s.lim.MaxQueuedBytes {
-		// Policy: the newest message is dropped so that what was queued
-		// first keeps its order and is delivered first.
-		s.Stats.DroppedQueueFull++
+	if d.Latest && s.conflate(d) {
 		return
+	}
+	if s.over(0, d.size()) {
+		switch {
+		case s.link == nil || s.Overflow == DropNewest:
+			// Offline (or by policy): the newest message is dropped so that
+			// what was queued first keeps its order and is delivered first.
+			if s.link == nil {
+				s.Stats.DroppedQueueFull++
+			} else {
+				s.Stats.DroppedPolicy++
+			}
+			return
+		case s.Overflow == DropOldest:
+			for len(s.queue) > 0 && s.over(0, d.size()) {
+				old := s.queue[0]
+				s.dequeue(1)
+				s.forget(&old)
+				s.Stats.DroppedPolicy++
+			}
+		case s.over(HardLimit-1, d.size()):
+			s.Stats.DroppedOverflow++
+			return
+		}
 	}
 	s.number(&d)
 	s.queue = append(s.queue, d)
-	s.qbytes += d.size()
+	s.addQ(d.size())
+	if d.Latest {
+		if s.latest == nil {
+			s.latest = make(map[string]uint64)
+		}
+		s.latest[d.Msg.Topic] = d.Seq
+	}
 	if s.J != nil {
 		s.J.PutOutbound(d.Seq, &d, 0, StateQueued, true)
 	}
+}
+
+// over reports whether a delivery of size bytes would take the queue past
+// its bounds plus extra times them (one is always let in, whatever its
+// size).
+func (s *Session) over(extra, size int) bool {
+	if len(s.queue) >= s.lim.MaxQueued*(1+extra) {
+		return true
+	}
+	b := s.lim.MaxQueuedBytes * (1 + extra)
+	return b > 0 && s.qbytes > 0 && s.qbytes+size > b
+}
+
+// Full reports whether a connected session's queue is at its bound: the
+// broker then holds back the publishers that feed it.
+func (s *Session) Full() bool {
+	return s.link != nil && (len(s.queue) >= s.lim.MaxQueued || s.lim.MaxQueuedBytes > 0 && s.qbytes >= s.lim.MaxQueuedBytes)
+}
+
+// conflate replaces the queued delivery of d's topic, if there is one, by
+// d: a latest-value subscriber that is behind gets the newest reading of
+// each topic, with nothing else dropped. It reports whether it did.
+func (s *Session) conflate(d Delivery) bool {
+	seq, ok := s.latest[d.Msg.Topic]
+	if !ok {
+		return false
+	}
+	i := s.queueIndex(seq)
+	if i < 0 {
+		delete(s.latest, d.Msg.Topic)
+		return false
+	}
+	old := &s.queue[i]
+	if old.QoS != d.QoS || old.Group != d.Group {
+		return false
+	}
+	s.forget(old)
+	s.addQ(d.size() - old.size())
+	d.Seq = 0
+	s.number(&d)
+	*old = d
+	s.latest[d.Msg.Topic] = d.Seq
+	s.Stats.Conflated++
+	if s.J != nil {
+		s.J.PutOutbound(d.Seq, old, 0, StateQueued, true)
+	}
+	return true
+}
+
+// queueIndex finds a queued delivery by Seq: the queue is in ascending Seq
+// order but for the few requeued at its head.
+func (s *Session) queueIndex(seq uint64) int {
+	i := sort.Search(len(s.queue), func(i int) bool { return s.queue[i].Seq >= seq })
+	if i < len(s.queue) && s.queue[i].Seq == seq {
+		return i
+	}
+	for i := range s.queue {
+		if s.queue[i].Seq == seq {
+			return i
+		}
+	}
+	return -1
+}
+
+// dequeue removes the first n queued deliveries.
+func (s *Session) dequeue(n int) {
+	for i := range n {
+		d := &s.queue[i]
+		s.addQ(-d.size())
+		if d.Latest && s.latest[d.Msg.Topic] == d.Seq {
+			delete(s.latest, d.Msg.Topic)
+		}
+	}
+	clear(s.queue[:n])
+	s.queue = s.queue[n:]
+}
+
+// addQ changes the queued bytes, and the shared total with them.
+func (s *Session) addQ(n int) {
+	s.qbytes += n
+	if s.lim.Total != nil {
+		s.lim.Total.Add(int64(n))
+	}
+}
+
+// Discard forgets the queue's bytes in the shared total: the session has
+// ended and is dropped whole.
+func (s *Session) Discard() {
+	if s.lim.Total != nil {
+		s.lim.Total.Add(-int64(s.qbytes))
+	}
+	s.qbytes = 0
+	s.queue = nil
+	s.latest = nil
 }
 
 // number gives a delivery its sequence number, the order it keeps in the
@@ -248,15 +404,21 @@ func (s *Session) Revoke(seq uint64) {
 			return
 		}
 	}
-	for i := range s.queue {
-		if s.queue[i].Seq == seq {
-			s.qbytes -= s.queue[i].size()
-			copy(s.queue[i:], s.queue[i+1:])
-			s.queue[len(s.queue)-1] = Delivery{}
-			s.queue = s.queue[:len(s.queue)-1]
-			return
-		}
+	if i := s.queueIndex(seq); i >= 0 {
+		s.removeQueued(i)
 	}
+}
+
+// removeQueued takes the queued delivery at i out of the queue.
+func (s *Session) removeQueued(i int) {
+	d := &s.queue[i]
+	s.addQ(-d.size())
+	if d.Latest && s.latest[d.Msg.Topic] == d.Seq {
+		delete(s.latest, d.Msg.Topic)
+	}
+	copy(s.queue[i:], s.queue[i+1:])
+	s.queue[len(s.queue)-1] = Delivery{}
+	s.queue = s.queue[:len(s.queue)-1]
 }
 
 func (s *Session) forget(d *Delivery) {
@@ -330,7 +492,7 @@ func (s *Session) find(id uint16) int {
 func (s *Session) publish(d Delivery, id uint16, now time.Time) (*Outgoing, bool) {
 	m := d.Msg
 	o := newOutgoing()
-	o.Msg, o.QoS, o.Retain, o.PacketID = m, d.QoS, d.Retain, id
+	o.Msg, o.QoS, o.Retain, o.PacketID, o.Latest = m, d.QoS, d.Retain, id, d.Latest
 	v := s.link.Version
 	if v == packet.V5 {
 		if !m.Expiry.IsZero() {
@@ -394,7 +556,10 @@ func (s *Session) fill(pkts []packet.Packet, now time.Time) []packet.Packet {
 	for n < len(s.queue) && s.hasQuota() {
 		d := s.queue[n]
 		n++
-		s.qbytes -= d.size()
+		s.addQ(-d.size())
+		if d.Latest && s.latest[d.Msg.Topic] == d.Seq {
+			delete(s.latest, d.Msg.Topic)
+		}
 		if d.Msg.Expired(now) {
 			s.Stats.DroppedExpired++
 			s.forget(&d)
@@ -528,7 +693,7 @@ func (s *Session) Requeue(d Delivery) {
 	s.queue = append(s.queue, Delivery{})
 	copy(s.queue[1:], s.queue)
 	s.queue[0] = d
-	s.qbytes += d.size()
+	s.addQ(d.size())
 	if s.J != nil {
 		s.J.PutOutbound(d.Seq, &d, 0, StateQueued, true)
 	}
@@ -541,7 +706,7 @@ func (s *Session) Restore(d Delivery, packetID uint16, state byte) {
 	if packetID == 0 {
 		// Kept whatever the bounds: these were accepted before the restart.
 		s.queue = append(s.queue, d)
-		s.qbytes += d.size()
+		s.addQ(d.size())
 		return
 	}
 	s.out = append(s.out, &inflight{id: packetID, d: d, state: state})
@@ -602,7 +767,10 @@ func (s *Session) TakeShared() []Delivery {
 	for _, d := range s.queue {
 		if d.Group != "" {
 			ds = append(ds, d)
-			s.qbytes -= d.size()
+			s.addQ(-d.size())
+			if d.Latest && s.latest[d.Msg.Topic] == d.Seq {
+				delete(s.latest, d.Msg.Topic)
+			}
 			s.forget(&d)
 			continue
 		}

@@ -327,14 +327,15 @@ func TestInflightBytesBound(t *testing.T) {
 	if len(sent) != 4 || s.Inflight() != 4 {
 		t.Fatalf("sent %d, inflight %d; want 4 and 4", len(sent), s.Inflight())
 	}
-	// The queue takes 3 (900 bytes) and drops the other 3.
-	if s.Queued() != 3 || s.Stats.DroppedQueueFull != 3 {
-		t.Fatalf("queued %d, dropped %d; want 3 and 3", s.Queued(), s.Stats.DroppedQueueFull)
+	// Connected, the queue holds on past its bound (the broker holds the
+	// publishers back instead) and says it is full.
+	if s.Queued() != 6 || !s.Full() || s.Stats.DroppedQueueFull != 0 {
+		t.Fatalf("queued %d, full %v, dropped %d; want 6, true and 0", s.Queued(), s.Full(), s.Stats.DroppedQueueFull)
 	}
 	// One acknowledgement leaves 900 bytes in flight: room for one more.
 	next, ok := s.Puback(pub(t, sent[0]).PacketID, t0)
-	if !ok || len(next) != 1 || s.Inflight() != 4 || s.Queued() != 2 {
-		t.Fatalf("after PUBACK: next %d, inflight %d, queued %d; want 1, 4, 2", len(next), s.Inflight(), s.Queued())
+	if !ok || len(next) != 1 || s.Inflight() != 4 || s.Queued() != 5 {
+		t.Fatalf("after PUBACK: next %d, inflight %d, queued %d; want 1, 4, 5", len(next), s.Inflight(), s.Queued())
 	}
 	// A message larger than the bound still goes when nothing is in flight.
 	s2 := New("c2", Limits{MaxQueued: 10, MaxQueuedBytes: 100, MaxInflight: 10})

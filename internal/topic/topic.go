@@ -157,3 +157,27 @@ func levelEnd(s string, i int) int {
 	}
 	return len(s)
 }
+
+// Covers reports whether every topic that filter inner matches is also
+// matched by filter outer: "a/#" covers "a/b/+" and "a/#", "+/b" covers
+// "x/b" but not "#".
+func Covers(outer, inner string) bool {
+	for {
+		o, orest, omore := strings.Cut(outer, "/")
+		i, irest, imore := strings.Cut(inner, "/")
+		switch {
+		case o == "#":
+			return true
+		case i == "#":
+			return false
+		case o == "+":
+			// Matches any one level, "+" included.
+		case o != i || i == "+":
+			return false
+		}
+		if !omore || !imore {
+			return !omore && !imore || omore && orest == "#"
+		}
+		outer, inner = orest, irest
+	}
+}

@@ -213,3 +213,20 @@ func TestMatchInvalidNoPanic(t *testing.T) {
 		}
 	}
 }
+
+func TestCovers(t *testing.T) {
+	for _, tc := range []struct {
+		outer, inner string
+		want         bool
+	}{
+		{"#", "a/b", true}, {"#", "#", true}, {"a/#", "a", true}, {"a/#", "a/b/+", true},
+		{"a/#", "a/#", true}, {"a/+", "a/b", true}, {"a/+", "a/+", true}, {"+/b", "x/b", true},
+		{"+/b", "#", false}, {"a/+", "a/#", false}, {"a/+", "a/b/c", false}, {"a/b", "a/+", false},
+		{"a/b", "a/b", true}, {"a/b", "a/c", false}, {"a", "a/b", false}, {"a/b", "a", false},
+		{"sensors/#", "sensors/+/temp", true}, {"sensors/#", "other/x", false},
+	} {
+		if got := Covers(tc.outer, tc.inner); got != tc.want {
+			t.Errorf("Covers(%q, %q) = %v, want %v", tc.outer, tc.inner, got, tc.want)
+		}
+	}
+}

@@ -1,0 +1,505 @@
+package broker
+
+// Flow control: a full queue slows its publishers instead of dropping what
+// they were acknowledged for (docs/flow-control.md).
+//
+// A connected session whose window and queue are full (session.Full, or
+// conn.Full for QoS 0) is "blocking". A publish that reached blocking
+// sessions starts a hold on its connection: its PUBACK/PUBREC, and those
+// of the publishes after it, wait in the hold until each of those sessions
+// has room again; a goroutine (awaitRoom) waits for that and then sends
+// them in order. The connection's reader goes on reading acknowledgements,
+// pings and the like, and stops (stalls) at the next QoS 0 PUBLISH, or at
+// a QoS 1/2 PUBLISH once maxHeldAcks are held, until the hold is released:
+// TCP then pushes back on the client.
+//
+// A stalled reader does not read its client's acknowledgements of its own
+// subscriptions, so a session behind a stalled reader cannot make room. A
+// reader that stalls therefore first stops waiting for sessions whose
+// readers are stalled (under Broker.holdMu, which orders stalls): whoever
+// stalls second sees the first, and no cycle of waits can form.
+//
+// A session that takes no message for slow_consumer.timeout while it
+// blocks meets the slow-consumer policy: disconnect, drop_newest or
+// drop_oldest. So no stuck client holds a publisher longer than that.
+//
+// Lock order: handler's hold.mu is taken after Broker.holdMu and before
+// client.mu and conn's lock; nothing else is taken under it.
+
+import (
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/starling-mqtt/starling/internal/config"
+	"github.com/starling-mqtt/starling/internal/conn"
+	"github.com/starling-mqtt/starling/internal/packet"
+	"github.com/starling-mqtt/starling/internal/session"
+	"github.com/starling-mqtt/starling/internal/topic"
+)
+
+// maxHeldAcks is how many acknowledgements a hold keeps before the
+// connection's reader stops reading: a client with a large window of
+// unacknowledged publishes is not read further than this ahead.
+const maxHeldAcks = 64
+
+// flowPolicy is the broker's flow-control configuration (SetFlow).
+type flowPolicy struct {
+	timeout  time.Duration
+	shed     session.Overflow // session.Hold means disconnect
+	minRate  float64
+	latest   []config.LatestValueRule
+	maxTotal int64
+}
+
+// FlowStats counts what flow control did, broker-wide.
+type FlowStats struct {
+	Holds          atomic.Uint64 // publishes whose acknowledgement waited for room
+	HeldNanos      atomic.Int64  // time publishers spent held, summed
+	Stalls         atomic.Uint64 // times a publisher's reader stopped reading
+	SlowDisconnect atomic.Uint64 // slow-consumer policy: disconnects
+	SlowShed       atomic.Uint64 // slow-consumer policy: drop policies put in force
+	DroppedPolicy  atomic.Uint64 // messages dropped under drop_newest / drop_oldest
+	Overflow       atomic.Uint64 // messages dropped past a held queue's hard limit
+	Conflated      atomic.Uint64 // queued messages replaced by a newer one of their topic
+	GlobalWaits    atomic.Uint64 // publishes held for the broker-wide queued-bytes bound
+}
+
+// SetFlow configures the slow-consumer policy, latest-value rules and the
+// broker-wide bound. Call before serving.
+func (b *Broker) SetFlow(sc config.SlowConsumer, latest []config.LatestValueRule, maxTotal int64) {
+	p := flowPolicy{timeout: sc.Timeout, minRate: sc.MinRate, latest: latest, maxTotal: maxTotal}
+	switch sc.Policy {
+	case "drop_newest":
+		p.shed = session.DropNewest
+	case "drop_oldest":
+		p.shed = session.DropOldest
+	}
+	if p.timeout <= 0 {
+		p.timeout = config.Default().SlowConsumer.Timeout
+	}
+	b.flow = p
+}
+
+// clientFlow is a client's flow-control state.
+type clientFlow struct {
+	room     chan struct{} // under client.mu: closed when it has room; nil when no one waits
+	since    time.Time     // under client.mu: when room was made, the wait began
+	waiting  atomic.Bool   // room is set: someone waits
+	shedding atomic.Bool   // a drop policy is in force until it takes a message
+	cut      *conn.Conn    // under client.mu: the connection the policy disconnected
+	stalled  atomic.Bool   // its connection's reader waits for room elsewhere
+	lastTake atomic.Int64  // UnixNano: when it last took a message
+	taken    atomic.Uint64 // messages it took
+
+	heldNanos atomic.Int64  // time publishers spent waiting for it
+	actions   atomic.Uint64 // slow-consumer policy actions against it
+}
+
+// blocksLocked reports whether cl's connected session is full, so that
+// publishers feeding it are held. The caller holds cl.mu.
+func (cl *client) blocksLocked() bool {
+	c := cl.conn
+	if c == nil || cl.ended || cl.flow.shedding.Load() || cl.flow.cut == c {
+		return false
+	}
+	return cl.sess.Full() || c.Full()
+}
+
+// tookLocked records that cl took n messages: progress. A drop policy in
+// force ends, and publishers waiting for room are woken if there is room.
+// The caller holds cl.mu.
+func (b *Broker) tookLocked(cl *client, n int) {
+	cl.flow.lastTake.Store(b.now().UnixNano())
+	cl.flow.taken.Add(uint64(n))
+	if cl.flow.shedding.Load() {
+		cl.flow.shedding.Store(false)
+		cl.sess.Overflow = session.Hold
+		if cl.conn != nil {
+			cl.conn.SetShed(conn.ShedNone)
+		}
+	}
+	if cl.flow.waiting.Load() && !cl.blocksLocked() {
+		cl.wakeRoomLocked()
+	}
+}
+
+// tookQoS0 is conn.OnTake: the writer took n QoS 0 publishes of cl's.
+func (b *Broker) tookQoS0(cl *client, n int) {
+	cl.flow.lastTake.Store(b.now().UnixNano())
+	cl.flow.taken.Add(uint64(n))
+	if cl.flow.waiting.Load() || cl.flow.shedding.Load() {
+		cl.mu.Lock()
+		b.tookLocked(cl, 0)
+		cl.mu.Unlock()
+	}
+}
+
+// wakeRoomLocked wakes whoever waits for room in cl: it has some, or it
+// went away. The caller holds cl.mu.
+func (cl *client) wakeRoomLocked() {
+	if cl.flow.room != nil {
+		close(cl.flow.room)
+		cl.flow.room = nil
+		cl.flow.waiting.Store(false)
+	}
+}
+
+// holdSet collects, while a publish is routed, the sessions it found
+// blocking.
+type holdSet struct {
+	self *client
+	on   []*client
+}
+
+// add notes cl if it blocks. The caller holds cl.mu.
+func (hs *holdSet) add(cl *client) {
+	if hs == nil || cl == hs.self || !cl.blocksLocked() {
+		return
+	}
+	hs.on = append(hs.on, cl)
+}
+
+// hold is a connection's publishes waiting for room in the sessions they
+// went to.
+type hold struct {
+	mu   sync.Mutex
+	on   []*client // sessions still waited for
+	acks []heldAck // acknowledgements to send once released, in order
+	kick chan struct{}
+	done chan struct{} // closed when released
+	from time.Time
+}
+
+type heldAck struct {
+	gate conn.Gate
+	ack  *packet.Ack
+}
+
+// holdFor starts (or extends) the connection's hold for the sessions
+// routing found blocking, and returns it; nil when there are none. ack,
+// when not nil, is sent once the hold is released.
+func (h *handler) holdFor(hs *holdSet, gate conn.Gate, ack *packet.Ack) bool {
+	h.heldMu.Lock()
+	defer h.heldMu.Unlock()
+	hd := h.hold
+	if hd == nil && len(hs.on) == 0 {
+		return false
+	}
+	if hd == nil {
+		hd = &hold{kick: make(chan struct{}, 1), done: make(chan struct{}), from: h.b.now()}
+		h.hold = hd
+		h.b.Flow.Holds.Add(1)
+		go h.awaitRoom(hd)
+	}
+	hd.mu.Lock()
+	for _, cl := range hs.on {
+		if !slices.Contains(hd.on, cl) {
+			hd.on = append(hd.on, cl)
+		}
+	}
+	if ack != nil {
+		hd.acks = append(hd.acks, heldAck{gate, ack})
+	}
+	hd.mu.Unlock()
+	kick(hd.kick)
+	return true
+}
+
+func kick(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// awaitRoom waits until every session of the hold has room (or met the
+// slow-consumer policy), then sends the held acknowledgements and releases
+// the connection's reader.
+func (h *handler) awaitRoom(hd *hold) {
+	for {
+		hd.mu.Lock()
+		var cl *client
+		if len(hd.on) > 0 {
+			cl = hd.on[0]
+		}
+		hd.mu.Unlock()
+		if cl == nil {
+			if h.releaseHold(hd, true) {
+				return
+			}
+			continue // more came in meanwhile
+		}
+		switch h.b.waitRoom(cl, hd.kick, h.c.Done()) {
+		case roomGone:
+			h.releaseHold(hd, false)
+			return
+		case roomKicked:
+			continue // the list changed
+		}
+		hd.mu.Lock()
+		if i := slices.Index(hd.on, cl); i >= 0 {
+			hd.on = slices.Delete(hd.on, i, i+1)
+		}
+		hd.mu.Unlock()
+	}
+}
+
+// releaseHold ends a hold: its acknowledgements go out (unless the
+// publisher's connection is gone) and the reader may read on. It reports
+// false, releasing nothing, if sessions were added to wait for.
+func (h *handler) releaseHold(hd *hold, send bool) bool {
+	h.heldMu.Lock()
+	defer h.heldMu.Unlock()
+	hd.mu.Lock()
+	// Under heldMu: no publish is adding to this hold now.
+	if send && len(hd.on) > 0 {
+		hd.mu.Unlock()
+		return false
+	}
+	acks := hd.acks
+	hd.acks = nil
+	hd.mu.Unlock()
+	if send {
+		for _, a := range acks {
+			if a.gate != nil {
+				h.c.SendGated(a.gate, a.ack)
+			} else {
+				h.c.Send(a.ack)
+			}
+		}
+	}
+	h.b.Flow.HeldNanos.Add(int64(h.b.now().Sub(hd.from)))
+	h.hold = nil
+	close(hd.done)
+	return true
+}
+
+// ackAfter sends a publish's acknowledgement behind gate, or keeps it in
+// the connection's hold while there is one.
+func (h *handler) ackAfter(hs *holdSet, gate conn.Gate, ack *packet.Ack) {
+	if h.holdFor(hs, gate, ack) {
+		return
+	}
+	if gate != nil {
+		h.c.SendGated(gate, ack)
+		return
+	}
+	h.c.Send(ack)
+}
+
+type roomResult int
+
+const (
+	roomFree   roomResult = iota // has room, or no longer blocks
+	roomKicked                   // the hold changed: look again
+	roomGone                     // the publisher's connection is gone
+)
+
+// waitRoom waits until cl no longer blocks, applying the slow-consumer
+// policy when it takes nothing for the timeout (or, with a minimum rate,
+// takes too little over a timeout).
+func (b *Broker) waitRoom(cl *client, kicked <-chan struct{}, gone <-chan struct{}) roomResult {
+	start := b.now()
+	defer func() { cl.flow.heldNanos.Add(int64(b.now().Sub(start))) }()
+	window, taken0 := start, cl.flow.taken.Load() // min_rate's window
+	for {
+		cl.mu.Lock()
+		if !cl.blocksLocked() {
+			cl.mu.Unlock()
+			return roomFree
+		}
+		if cl.flow.room == nil {
+			cl.flow.room = make(chan struct{})
+			cl.flow.since = b.now()
+			cl.flow.waiting.Store(true)
+		}
+		room := cl.flow.room
+		// Idle since its last message, or since it began to block if it
+		// took its last one long before (an idle subscriber that a burst
+		// fills is not stuck).
+		from := time.Unix(0, cl.flow.lastTake.Load())
+		if cl.flow.since.After(from) {
+			from = cl.flow.since
+		}
+		deadline := from.Add(b.flow.timeout)
+		if end := window.Add(b.flow.timeout); b.flow.minRate > 0 && end.Before(deadline) {
+			deadline = end
+		}
+		cl.mu.Unlock()
+		t := time.NewTimer(max(0, deadline.Sub(b.now())))
+		select {
+		case <-room:
+			t.Stop()
+			continue
+		case <-kicked:
+			t.Stop()
+			return roomKicked
+		case <-gone:
+			t.Stop()
+			return roomGone
+		case <-t.C:
+		}
+		slow := false
+		if now := b.now(); b.flow.minRate > 0 && !now.Before(window.Add(b.flow.timeout)) {
+			taken := cl.flow.taken.Load() - taken0
+			slow = float64(taken) < b.flow.minRate*now.Sub(window).Seconds()
+			window, taken0 = now, cl.flow.taken.Load()
+		}
+		b.slowConsumer(cl, slow)
+	}
+}
+
+// slowConsumer applies the slow-consumer policy to cl if it still blocks
+// and has taken nothing for the timeout (or, slow, took less than the
+// minimum rate).
+func (b *Broker) slowConsumer(cl *client, slow bool) {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	if !cl.blocksLocked() {
+		return
+	}
+	last := time.Unix(0, cl.flow.lastTake.Load())
+	if cl.flow.since.After(last) {
+		last = cl.flow.since
+	}
+	idle := b.now().Sub(last)
+	if idle < b.flow.timeout && !slow {
+		return // it took something meanwhile
+	}
+	cl.flow.actions.Add(1)
+	attrs := []slog.Attr{slog.String("client_id", cl.id), slog.Duration("idle", idle.Round(time.Millisecond)),
+		slog.Int("queued", cl.sess.Queued()), slog.Int("inflight", cl.sess.Inflight())}
+	if b.flow.shed == session.Hold {
+		b.Flow.SlowDisconnect.Add(1)
+		c := cl.conn
+		cl.flow.cut = c
+		cl.closeConn(packet.QuotaExceeded, "slow consumer")
+		// A client that reads nothing cannot take the DISCONNECT either:
+		// it is cut off instead of holding its queue until the write
+		// timeout.
+		time.AfterFunc(conn.LingerTime, c.Close)
+		b.flowLog("slow consumer disconnected", attrs...)
+	} else {
+		b.Flow.SlowShed.Add(1)
+		cl.flow.shedding.Store(true)
+		cl.sess.Overflow = b.flow.shed
+		shed := conn.ShedNewest
+		if b.flow.shed == session.DropOldest {
+			shed = conn.ShedOldest
+		}
+		cl.conn.SetShed(shed)
+		b.flowLog("slow consumer: dropping messages past its queue bound", append(attrs, slog.String("policy", policyName(b.flow.shed)))...)
+	}
+	cl.wakeRoomLocked()
+}
+
+func policyName(o session.Overflow) string {
+	switch o {
+	case session.DropNewest:
+		return "drop_newest"
+	case session.DropOldest:
+		return "drop_oldest"
+	}
+	return "disconnect"
+}
+
+// flowLog writes a slow-consumer line within the rate the audit lines
+// share, so a crowd of slow clients cannot flood the log.
+func (b *Broker) flowLog(msg string, attrs ...slog.Attr) {
+	if b.audit.Enabled(slog.LevelWarn) && b.audit.OK() {
+		b.audit.Log(slog.LevelWarn, msg, attrs...)
+	}
+}
+
+// stall stops the reader before a PUBLISH while its connection's hold is
+// on, when the hold says so (QoS 0, or too many acknowledgements held),
+// until the hold is released or the connection ends.
+func (h *handler) stall(p *packet.Publish) {
+	h.heldMu.Lock()
+	hd := h.hold
+	h.heldMu.Unlock()
+	if hd == nil {
+		return
+	}
+	hd.mu.Lock()
+	n := len(hd.acks)
+	hd.mu.Unlock()
+	if p.QoS > 0 && n < maxHeldAcks {
+		return
+	}
+	b := h.b
+	b.holdMu.Lock()
+	h.cl.flow.stalled.Store(true)
+	hd.mu.Lock()
+	before := len(hd.on)
+	hd.on = slices.DeleteFunc(hd.on, func(cl *client) bool { return cl.flow.stalled.Load() })
+	changed := len(hd.on) != before
+	hd.mu.Unlock()
+	b.holdMu.Unlock()
+	if changed {
+		kick(hd.kick)
+	}
+	b.Flow.Stalls.Add(1)
+	select {
+	case <-hd.done:
+	case <-h.c.Done():
+	}
+	h.cl.flow.stalled.Store(false)
+}
+
+// overloaded holds a publisher while the queued bytes of every session and
+// connection are past limits.max_total_queued_bytes. Each publish waits,
+// so the busiest publishers are slowed the most.
+func (h *handler) overloaded() {
+	b := h.b
+	if b.flow.maxTotal <= 0 || b.QueuedBytes() <= b.flow.maxTotal {
+		return
+	}
+	b.Flow.GlobalWaits.Add(1)
+	t := time.NewTicker(2 * time.Millisecond)
+	defer t.Stop()
+	for b.QueuedBytes() > b.flow.maxTotal {
+		select {
+		case <-t.C:
+		case <-h.c.Done():
+			return
+		}
+	}
+}
+
+// QueuedBytes is the topic and payload bytes waiting in every session's
+// queue and every connection's QoS 0 queue.
+func (b *Broker) QueuedBytes() int64 { return b.queued.Load() + b.bytes.Queued.Load() }
+
+// latestFor reports whether a subscription gets latest-value delivery: asked
+// for with the user property latest-value=true (v5), or given by a
+// latest_value rule for its filter and listener.
+func (b *Broker) latestFor(filter, listener string, props *packet.Properties) bool {
+	for _, u := range props.UserProperties {
+		if u.Key == LatestValueProperty {
+			return u.Value == "true"
+		}
+	}
+	for _, r := range b.flow.latest {
+		if (r.Listener == "" || r.Listener == listener) && topic.Covers(r.Filter, filter) {
+			return true
+		}
+	}
+	return false
+}
+
+// LatestValueProperty is the SUBSCRIBE user property with which an MQTT 5
+// client asks for latest-value delivery ("true") or declines it ("false").
+const LatestValueProperty = "latest-value"
+
+// ClientFlow is one client's flow-control figures.
+type ClientFlow struct {
+	HeldFor       time.Duration // time publishers spent waiting for it
+	PolicyActions uint64        // slow-consumer policy actions against it
+	Dropped       uint64        // messages dropped by a drop policy or past the hard limit
+	Conflated     uint64        // messages replaced by a newer one of their topic
+	Shedding      bool          // a drop policy is in force now
+}
