@@ -38,6 +38,10 @@ type Config = config.Config
 // Limits are the protocol limits inside Config.
 type Limits = config.Limits
 
+// LatestValueRule gives subscriptions latest-value delivery (see
+// Config.LatestValue).
+type LatestValueRule = config.LatestValueRule
+
 // DefaultConfig returns the embedded defaults (TCP :1883, HTTP :8080, ./data).
 func DefaultConfig() Config { return config.Default() }
 

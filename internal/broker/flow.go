@@ -470,6 +470,10 @@ func (h *handler) overloaded() {
 	}
 }
 
+// ConflatedQoS0 is the QoS 0 messages replaced in connection queues by a
+// newer one of their topic.
+func (b *Broker) ConflatedQoS0() uint64 { return b.bytes.Conflated.Load() }
+
 // QueuedBytes is the topic and payload bytes waiting in every session's
 // queue and every connection's QoS 0 queue.
 func (b *Broker) QueuedBytes() int64 { return b.queued.Load() + b.bytes.Queued.Load() }
@@ -502,4 +506,21 @@ type ClientFlow struct {
 	Dropped       uint64        // messages dropped by a drop policy or past the hard limit
 	Conflated     uint64        // messages replaced by a newer one of their topic
 	Shedding      bool          // a drop policy is in force now
+}
+
+// flowLocked reads cl's flow-control figures. The caller holds cl.mu.
+func (cl *client) flowLocked() ClientFlow {
+	st := cl.sess.Stats
+	f := ClientFlow{
+		HeldFor:       time.Duration(cl.flow.heldNanos.Load()),
+		PolicyActions: cl.flow.actions.Load(),
+		Dropped:       st.DroppedPolicy + st.DroppedOverflow,
+		Conflated:     st.Conflated,
+		Shedding:      cl.flow.shedding.Load(),
+	}
+	if c := cl.conn; c != nil {
+		f.Dropped += c.Dropped.Load()
+		f.Conflated += c.Conflated.Load()
+	}
+	return f
 }

@@ -248,6 +248,7 @@ type ClientTraffic struct {
 	MessagesOut, BytesOut              uint64
 	Inflight, Queued                   int
 	DroppedQueue, DroppedExp, DroppedL uint64
+	Flow                               ClientFlow
 }
 
 // Traffics returns every session's traffic counters and queue sizes.
@@ -266,6 +267,7 @@ func (b *Broker) Traffics() []ClientTraffic {
 		ct.Connected = cl.conn != nil
 		ct.Inflight, ct.Queued = cl.sess.Inflight(), cl.sess.Queued()
 		st := cl.sess.Stats
+		ct.Flow = cl.flowLocked()
 		cl.mu.Unlock()
 		ct.DroppedQueue, ct.DroppedExp, ct.DroppedL = st.DroppedQueueFull, st.DroppedExpired, st.DroppedTooLarge
 		out = append(out, ct)
@@ -319,6 +321,11 @@ func (b *Broker) countDrops(before, after session.Stats) {
 	b.dropped(before.DroppedExpired, after.DroppedExpired, &b.Traffic.DroppedExpired)
 	b.dropped(before.DroppedQueueFull, after.DroppedQueueFull, &b.Traffic.DroppedQueueFull)
 	b.dropped(before.DroppedTooLarge, after.DroppedTooLarge, &b.Traffic.DroppedTooLarge)
+	b.dropped(before.DroppedPolicy, after.DroppedPolicy, &b.Flow.DroppedPolicy)
+	b.dropped(before.DroppedOverflow, after.DroppedOverflow, &b.Flow.Overflow)
+	if n := after.Conflated - before.Conflated; n > 0 {
+		b.Flow.Conflated.Add(n) // replaced, not lost: not a drop
+	}
 }
 
 // dropped counts what a delivery made a session drop, by reason.

@@ -300,6 +300,7 @@ func (b *Broker) deliverTo(cl *client, d session.Delivery, now time.Time, t *tx,
 	}
 	before := cl.sess.Stats
 	cl.tx = t
+	d.Held = hs != nil
 	p := cl.sess.Deliver(d, now)
 	cl.tx = nil
 	if t != nil && t.gated {

@@ -119,6 +119,8 @@ type Totals struct {
 	// Queued is the topic and payload bytes of QoS 0 publishes waiting in
 	// queues now.
 	Queued atomic.Int64
+	// Conflated counts QoS 0 latest-value publishes replaced by a newer one.
+	Conflated atomic.Uint64
 }
 
 func (c *Conn) countOut(n int) {
@@ -192,7 +194,14 @@ func (c *Conn) finish() {
 	c.fin.Do(func() {
 		c.mu.Lock()
 		reason := c.reason
-		c.addQoS0(-c.qos0Len, -c.qos0) // what is left is never written
+		// What is left is never written: dropped, as for a slow reader.
+		if n := c.qos0; n > 0 {
+			c.Dropped.Add(uint64(n))
+			if c.Totals != nil {
+				c.Totals.Dropped.Add(uint64(n))
+			}
+		}
+		c.addQoS0(-c.qos0Len, -c.qos0)
 		c.mu.Unlock()
 		if rc := reasonCloser(c.nc); rc != nil && reason >= 0 {
 			rc.CloseForReason(byte(reason))
@@ -445,6 +454,9 @@ func (c *Conn) admitQoS0(p packet.Packet) admission {
 			c.queue[i] = p
 			release(old)
 			c.Conflated.Add(1)
+			if c.Totals != nil {
+				c.Totals.Conflated.Add(1)
+			}
 			return replaced
 		}
 	}

@@ -37,7 +37,17 @@ func (refuseBad) Authenticate(_ context.Context, c *broker.ConnectInfo) (broker.
 // behind a loopback listener counted as listener "tcp".
 func startDetailed(t *testing.T, lim config.Limits) (*broker.Broker, string) {
 	t.Helper()
+	return startDetailedWith(t, lim, nil)
+}
+
+// startDetailedWith is startDetailed with setup run on the broker before
+// it serves.
+func startDetailedWith(t *testing.T, lim config.Limits, setup func(*broker.Broker)) (*broker.Broker, string) {
+	t.Helper()
 	b := broker.New(lim, nil)
+	if setup != nil {
+		setup(b)
+	}
 	b.SetStore(memory.New())
 	if err := b.Restore(); err != nil {
 		t.Fatal(err)

@@ -70,6 +70,15 @@ type Details struct {
 	Inflight, Queued  int
 	CommitSynced      HistogramReading
 	CommitUnsynced    HistogramReading
+	Flow              FlowReading
+}
+
+// FlowReading is what flow control did (docs/flow-control.md).
+type FlowReading struct {
+	Holds, Stalls, GlobalWaits, Conflated uint64
+	HeldSeconds                           float64
+	SlowConsumer                          map[string]uint64 // policy actions: disconnect, drop
+	QueuedBytes                           int64
 }
 
 // QoSCount is PUBLISH packets and their payload bytes.
@@ -103,6 +112,8 @@ func (s brokerSource) Details() Details {
 			"too_large":       tr.DroppedTooLarge.Load(),
 			"no_share_member": tr.DroppedNoMember.Load(),
 			"slow_reader":     s.b.DroppedSlowReader(),
+			"slow_consumer":   s.b.Flow.DroppedPolicy.Load(),
+			"overflow":        s.b.Flow.Overflow.Load(),
 		},
 		AuthFailures:   make(map[string]uint64, len(broker.AuthFailureReasons)),
 		Denied:         map[string]uint64{"publish": tr.DeniedPublish.Load(), "subscribe": tr.DeniedSubscribe.Load()},
@@ -122,6 +133,11 @@ func (s brokerSource) Details() Details {
 		d.Listeners = append(d.Listeners, ListenerCount{Name: ls.Name, Open: ls.Open.Load(), Total: ls.Total.Load()})
 	}
 	d.Inflight, d.Queued = s.b.QueueTotals()
+	fl := &s.b.Flow
+	d.Flow = FlowReading{Holds: fl.Holds.Load(), Stalls: fl.Stalls.Load(), GlobalWaits: fl.GlobalWaits.Load(),
+		Conflated: fl.Conflated.Load() + s.b.ConflatedQoS0(), HeldSeconds: float64(fl.HeldNanos.Load()) / 1e9,
+		SlowConsumer: map[string]uint64{"disconnect": fl.SlowDisconnect.Load(), "drop": fl.SlowShed.Load()},
+		QueuedBytes:  s.b.QueuedBytes()}
 	hr := func(h *broker.Histogram) HistogramReading {
 		b, c, sum := h.Snapshot()
 		return HistogramReading{Buckets: b, Count: c, Sum: sum}
@@ -198,6 +214,8 @@ type collector struct {
 
 	pubIn, pubInBytes, pubOut, pubOutBytes, droppedBy, authFail, denied, limits, lisOpen, lisTotal,
 	inflight, queued, commit *prometheus.Desc
+
+	holds, heldSeconds, stalls, globalWaits, conflated, slowConsumer, queuedBytes *prometheus.Desc
 }
 
 func newCollector(src Source) *collector {
@@ -242,6 +260,14 @@ func newCollector(src Source) *collector {
 		queued:   d("mqtt_messages_queued", "Messages waiting in session queues, over all sessions."),
 		commit: prometheus.NewDesc("mqtt_store_commit_duration_seconds", "Time taken by store batch commits, synced or not.",
 			[]string{"sync"}, nil),
+		holds:       d("mqtt_flow_holds_total", "Times a publisher was held back because a subscriber's queue was full."),
+		heldSeconds: d("mqtt_flow_held_seconds_total", "Time publishers spent held back, summed."),
+		stalls:      d("mqtt_flow_stalls_total", "Times a held publisher's connection stopped being read."),
+		globalWaits: d("mqtt_flow_global_waits_total", "Publishes held for limits.max_total_queued_bytes."),
+		conflated:   d("mqtt_flow_conflated_total", "Queued messages replaced by a newer one of their topic (latest-value delivery)."),
+		slowConsumer: prometheus.NewDesc("mqtt_flow_slow_consumer_actions_total", "Slow-consumer policy actions, by kind (disconnect, drop).",
+			[]string{"action"}, nil),
+		queuedBytes: d("mqtt_flow_queued_bytes", "Topic and payload bytes waiting in session and connection queues."),
 	}
 }
 
@@ -305,6 +331,15 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(c.inflight, float64(d.Inflight))
 	gauge(c.queued, float64(d.Queued))
+	counter(c.holds, d.Flow.Holds)
+	ch <- prometheus.MustNewConstMetric(c.heldSeconds, prometheus.CounterValue, d.Flow.HeldSeconds)
+	counter(c.stalls, d.Flow.Stalls)
+	counter(c.globalWaits, d.Flow.GlobalWaits)
+	counter(c.conflated, d.Flow.Conflated)
+	for a, n := range d.Flow.SlowConsumer {
+		lv(c.slowConsumer, prometheus.CounterValue, float64(n), a)
+	}
+	gauge(c.queuedBytes, float64(d.Flow.QueuedBytes))
 	for _, h := range []struct {
 		label string
 		r     HistogramReading

@@ -14,6 +14,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/starling-mqtt/starling/internal/broker"
 	"github.com/starling-mqtt/starling/internal/config"
 	"github.com/starling-mqtt/starling/internal/packet"
 )
@@ -111,7 +112,11 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func TestSysAndMetricsRealTraffic(t *testing.T) {
 	lim := config.Default().Limits
 	lim.MaxQueuedBytes = 64 << 10
-	b, addr := startDetailed(t, lim)
+	b, addr := startDetailedWith(t, lim, func(b *broker.Broker) {
+		// The subscriber that stops reading below meets the drop policy
+		// soon: its QoS 0 messages past the bound are then dropped.
+		b.SetFlow(config.SlowConsumer{Timeout: 200 * time.Millisecond, Policy: "drop_newest"}, nil, 0)
+	})
 	reg := New(FromBroker(b)).Registry()
 	start := time.Now()
 	sys := NewSys(FromBroker(b), b, SysOptions{Version: "test", Start: start})
@@ -183,7 +188,8 @@ func TestSysAndMetricsRealTraffic(t *testing.T) {
 	sh.nc.Close()
 
 	// slow_reader: a subscriber that stops reading while 16 MiB of QoS 0
-	// messages (more than the socket buffers hold) come its way.
+	// messages (more than the socket buffers hold) come its way; the
+	// publisher is held back until the slow-consumer policy drops for it.
 	slow := dialRaw(t, addr, connectPacket("slow", 0), &packet.Subscribe{PacketID: 1, Subscriptions: []packet.Subscription{{Filter: "flood/#"}}})
 	slow.read()
 	slow.read()

@@ -49,6 +49,10 @@ type Delivery struct {
 	// Latest asks for latest-value delivery: while the delivery waits in
 	// the queue, a newer one of the same topic replaces it (conflation).
 	Latest bool
+	// Held says the delivery comes from a publisher the broker holds back
+	// when this session is full (not kept in a store): a connected
+	// session keeps it past its bounds, whatever HardLimit.
+	Held bool
 	// Seq orders the session's deliveries and keys them in a store; the
 	// session assigns it when it keeps the delivery.
 	Seq uint64

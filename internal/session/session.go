@@ -36,9 +36,11 @@ type Overflow byte
 const (
 	// Hold keeps it past the bound: the broker holds back the publisher
 	// instead (push back), so a client that keeps reading loses nothing.
-	// A queue past HardLimit times its bound drops the newest, counted in
-	// DroppedOverflow: only sources that cannot be held (other nodes,
-	// wills) or hundreds of publishers at once reach it.
+	// Each held publisher adds a bounded number (its held
+	// acknowledgements) past the bound. A delivery from a source that
+	// cannot be held (other nodes, wills, the API; Delivery.Held false)
+	// that finds the queue past HardLimit times its bound is dropped,
+	// counted in DroppedOverflow.
 	Hold Overflow = iota
 	// DropNewest drops the delivery (counted in DroppedPolicy).
 	DropNewest
@@ -260,7 +262,7 @@ func (s *Session) enqueue(d Delivery) {
 				s.forget(&old)
 				s.Stats.DroppedPolicy++
 			}
-		case s.over(HardLimit-1, d.size()):
+		case !d.Held && s.over(HardLimit-1, d.size()):
 			s.Stats.DroppedOverflow++
 			return
 		}

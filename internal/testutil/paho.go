@@ -66,6 +66,38 @@ func TryDialPaho(t testing.TB, addr, clientID string, cp *paho.Connect) (*Paho, 
 	return c, ack, nil
 }
 
+// DialPahoWith is DialPaho for a client whose messages go to handle (on
+// the client's goroutine, acknowledged when it returns) instead of Recv.
+func DialPahoWith(t testing.TB, addr, clientID string, handle func(*paho.Publish)) *Paho {
+	t.Helper()
+	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	c := &Paho{Disc: make(chan *paho.Disconnect, 1)}
+	c.Client = paho.NewClient(paho.ClientConfig{
+		ClientID: clientID,
+		Conn:     nc,
+		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
+			handle(pr.Packet)
+			return true, nil
+		}},
+		OnServerDisconnect: func(d *paho.Disconnect) { c.Disc <- d },
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.Connect(ctx, &paho.Connect{ClientID: clientID, CleanStart: true}); err != nil {
+		nc.Close()
+		t.Fatalf("connect %s: %v", clientID, err)
+	}
+	t.Cleanup(func() {
+		c.Disconnect(&paho.Disconnect{})
+		nc.Close()
+		<-c.Done()
+	})
+	return c
+}
+
 // Sub subscribes and fails the test unless every subscription is granted.
 func (c *Paho) Sub(t testing.TB, opts ...paho.SubscribeOptions) {
 	t.Helper()

@@ -3,7 +3,6 @@ package integration
 import (
 	"bufio"
 	"context"
-	"fmt"
 	"net"
 	"net/http"
 	"strconv"
@@ -33,6 +32,36 @@ func dialWS(t *testing.T, srv *starling.Server, hdr http.Header) net.Conn {
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// labelledMetric reads a labelled metric from the broker's /metrics: its
+// value by the label's value.
+func labelledMetric(t *testing.T, srv *starling.Server, name string) map[string]float64 {
+	t.Helper()
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://" + srv.HTTPAddr().String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		rest, ok := strings.CutPrefix(sc.Text(), name+"{")
+		if !ok {
+			continue
+		}
+		labels, val, ok := strings.Cut(rest, "} ")
+		if !ok {
+			continue
+		}
+		_, lv, _ := strings.Cut(labels, "=")
+		f, err := strconv.ParseFloat(val, 64)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		out[strings.Trim(lv, `"`)] = f
+	}
+	return out
 }
 
 // metric reads one unlabelled counter or gauge from srv's /metrics.
@@ -224,62 +253,3 @@ func TestWSKeepAliveTimeout(t *testing.T) {
 	}
 }
 
-// A WebSocket subscriber that stops reading does not hold up a TCP
-// subscriber of the same topic: the fast one gets every message in order,
-// the slow one's queue stays bounded and what does not fit is dropped and
-// counted in mqtt_messages_dropped_total, for QoS 1 (session queue:
-// inflight window, then max_queued_messages) and QoS 0 (the connection's
-// bounded queue of QoS 0 messages).
-func TestWSSlowSubscriberDoesNotStallOthers(t *testing.T) {
-	t.Parallel()
-	const inflight, queued = 10, 100
-	for _, qos := range []byte{1, 0} {
-		t.Run(fmt.Sprintf("QoS%d", qos), func(t *testing.T) {
-			srv, addr := testutil.StartBroker(t, func(c *starling.Config) {
-				c.Limits.MaxInflight = inflight
-				c.Limits.MaxQueued = queued
-			})
-			topic := fmt.Sprintf("slow/%d", qos)
-			// The slow subscriber: subscribes, then never reads again.
-			slow := testutil.NewRaw(t, dialWS(t, srv, nil), packet.V5)
-			slow.Connect("slow-ws", true)
-			slow.Send(&packet.Subscribe{PacketID: 1, Subscriptions: []packet.Subscription{{Filter: topic, QoS: qos}}})
-			if _, ok := slow.Read().(*packet.Suback); !ok {
-				t.Fatal("no SUBACK")
-			}
-			fast, _ := dialV5(t, addr, "fast-tcp", nil)
-			fast.sub(t, paho.SubscribeOptions{Topic: topic, QoS: qos})
-
-			// Acknowledged publishes pace the publisher; 3,000 of 16 KiB
-			// are far more than the slow socket's buffers and the QoS 0
-			// queue (1,024 messages) take.
-			pub, _ := dialV5(t, addr, "pub", nil)
-			const n = 3000
-			payload := make([]byte, 16<<10)
-			for i := range n {
-				copy(payload, strconv.Itoa(i)+" ")
-				pub.pub(t, &paho.Publish{Topic: topic, QoS: 1, Payload: payload})
-				m := fast.expect(t)
-				if got, _, _ := strings.Cut(string(m.Payload[:16]), " "); got != strconv.Itoa(i) {
-					t.Fatalf("fast subscriber: message %s, want %d", got, i)
-				}
-			}
-			dropped := metric(t, srv, "mqtt_messages_dropped_total")
-			if qos == 1 && dropped != n-inflight-queued {
-				t.Fatalf("QoS 1: %v deliveries dropped, want %d (all but the inflight window and the queue)", dropped, n-inflight-queued)
-			}
-			if qos == 0 && dropped == 0 {
-				t.Fatal("QoS 0: no drop counted for the slow subscriber")
-			}
-			// The slow subscriber is still connected, and gets what was kept
-			// once it reads (its first message, for one).
-			p, err := slow.Next(5 * time.Second)
-			if err != nil {
-				t.Fatalf("slow subscriber: %v", err)
-			}
-			if pp, ok := p.(*packet.Publish); !ok || !strings.HasPrefix(string(pp.Payload), "0 ") {
-				t.Fatalf("slow subscriber's first packet: %+v", p)
-			}
-		})
-	}
-}
