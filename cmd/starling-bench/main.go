@@ -68,6 +68,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.Float64Var(&cfg.Rate, "rate", 0, "open loop: total `msgs/s` offered; 0 = closed loop (latency: 10000)")
 	fs.BoolVar(&cfg.Persistent, "persistent", false, "subscribers keep their sessions (clean start off; MQTT 5: expiry 300 s); they outlive the run")
 	fs.IntVar(&cfg.Window, "window", 64, "messages in flight per publisher (closed loop; QoS 1 PUBACK window)")
+	fs.IntVar(&cfg.Lead, "lead", 0, "closed loop: how far a publisher may run ahead of its slowest subscriber (0: -window); -window then bounds only QoS 1 PUBACKs")
 	fs.DurationVar(&cfg.Duration, "duration", 0, "measured window (default 5s)")
 	fs.DurationVar(&cfg.Warmup, "warmup", 0, "warm-up before the measured window")
 	fs.DurationVar(&cfg.Drain, "drain", 0, "at most this long to wait for the last deliveries (default 3s)")

@@ -284,7 +284,7 @@ func Default() Config {
 		ShutdownTimeout: 5 * time.Second,
 		IdlePoll:        true,
 		Auth:            authconfig.DefaultConfig(),
-		SlowConsumer:    SlowConsumer{Timeout: 5 * time.Second, Policy: "disconnect"},
+		SlowConsumer:    SlowConsumer{Timeout: 2 * time.Second, Policy: "disconnect"},
 		Limits: Limits{
 			MaxPacketSize:       1 << 20,
 			MaxInflight:         256,

@@ -139,7 +139,7 @@ func TestLoadEveryKey(t *testing.T) {
 		Auth: authconfig.Config{AllowAnonymous: false, AnonymousListeners: []string{"tcp"}, PasswordFile: "/etc/starling/passwd", ACLFile: "/etc/starling/acl",
 			CertUsername: "cn", MaxConcurrentVerifications: 4, Superusers: []string{"admin"}, AuditLinesPerSecond: 20},
 		Cluster:      Cluster{Name: "prod", Node: "n1", Listen: "10.0.0.1:6222", Peers: []string{"10.0.0.2:6222", "10.0.0.3:6222"}, Token: "0123456789abcdef-secret", LocalQueues: true},
-		SlowConsumer: SlowConsumer{Timeout: 2 * time.Second, Policy: "drop_oldest", MinRate: 100},
+		SlowConsumer: SlowConsumer{Timeout: 3 * time.Second, Policy: "drop_oldest", MinRate: 100},
 		LatestValue:  []LatestValueRule{{Filter: "sensors/#", Listener: "http"}},
 	}
 	if !equal(got, want) {

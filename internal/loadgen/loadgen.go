@@ -10,8 +10,10 @@
 // writing each batch with one Write.
 //
 // Closed loop (Rate 0): a publisher keeps at most Window messages in flight,
-// counted end to end (sent minus delivered to every matching subscriber) and,
-// at QoS 1, also as PUBACKs outstanding. A publisher stalled for
+// counted end to end (sent minus delivered to every matching subscriber;
+// Lead instead when set, so a publisher may run far ahead of a slow
+// subscriber with few PUBACKs outstanding) and, at QoS 1, also as PUBACKs
+// outstanding. A publisher stalled for
 // StallTimeout (a message the broker dropped never comes) forgives what it
 // has in flight and counts a stall, so a lossy broker slows the run down but
 // cannot hang it. Open loop (Rate > 0): publishers send at a fixed total rate
@@ -80,6 +82,10 @@ type Config struct {
 	Conns        int           // idle and connstorm: connections to open
 	Rate         float64       // open loop: total messages/s; 0 = closed loop
 	Window       int           // closed loop (and QoS 1 open loop): in flight per publisher
+	// Lead, when set, is how far a closed-loop publisher may run ahead of
+	// its slowest subscriber, apart from Window, which then bounds only the
+	// QoS 1 PUBACKs outstanding (0: Window bounds both).
+	Lead int
 	Duration     time.Duration // measured window
 	Warmup       time.Duration // before the measured window
 	Drain        time.Duration // bound on waiting for the last deliveries
@@ -209,6 +215,9 @@ func (c *Config) Validate() error {
 	if c.Window < 1 || c.Window > 60000 {
 		bad("window %d: want 1 to 60000", c.Window)
 	}
+	if c.Lead < 0 || c.Lead > 1_000_000 {
+		bad("lead %d: want 0 (the window) to 1000000", c.Lead)
+	}
 	if c.Duration <= 0 || c.Duration > MaxDuration || c.Warmup < 0 || c.Warmup > MaxDuration ||
 		c.Drain < 0 || c.Drain > time.Minute {
 		bad("duration and warmup must be at most %v, drain at most 1m", MaxDuration)
@@ -315,6 +324,7 @@ type Result struct {
 	Mode      string  `json:"mode,omitempty"` // closed or open
 	Rate      float64 `json:"rate,omitempty"` // offered, open loop
 	Window    int     `json:"window,omitempty"`
+	Lead      int     `json:"lead,omitempty"`
 	Warmup    float64 `json:"warmup_s"`
 	Duration  float64 `json:"duration_s"` // measured window, as elapsed
 
@@ -431,6 +441,9 @@ func (r *Result) Summary() string {
 			fmt.Fprintf(&b, " at %.0f msg/s", r.Rate)
 		} else {
 			fmt.Fprintf(&b, ", window %d", r.Window)
+			if r.Lead > 0 {
+				fmt.Fprintf(&b, ", lead %d", r.Lead)
+			}
 		}
 		b.WriteString("\n")
 		r.summarizeSubURLs(&b)

@@ -51,7 +51,8 @@ type publisher struct {
 	topic  string
 	fan    uint64 // matching subscribers
 	rate   float64
-	window int   // end-to-end window; at QoS 1 also the PUBACK window
+	window int   // QoS 1 PUBACK window; also end to end unless lead is set
+	lead   int   // end-to-end window: how far ahead of the slowest subscriber
 	batch  int64 // closed loop: least room worth a write (an eighth of the window)
 	wake   chan struct{}
 
@@ -110,7 +111,7 @@ func (p *publisher) room(now int64) int64 {
 	n := p.ackRoom()
 	if p.fan > 0 {
 		inflight := int64(sent*p.fan - p.delivered.Load() - p.forgiven)
-		n = min(n, (int64(p.window)*int64(p.fan)-inflight)/int64(p.fan))
+		n = min(n, (int64(p.lead)*int64(p.fan)-inflight)/int64(p.fan))
 	}
 	progress := p.delivered.Load() + p.nacked.Load()
 	if progress != p.lastProgress || n >= p.batch {
@@ -298,7 +299,7 @@ func (pc *pacer) openLoop() (backlogMax int64) {
 
 func runPubSub(ctx context.Context, cfg Config, u *url.URL) (*Result, error) {
 	r := &run{cfg: cfg, base: time.Now(), nonce: rand.Uint32()}
-	res := &Result{Pubs: cfg.Pubs, Subs: cfg.Subs, SlowSubs: cfg.SlowSubs, Window: cfg.Window}
+	res := &Result{Pubs: cfg.Pubs, Subs: cfg.Subs, SlowSubs: cfg.SlowSubs, Window: cfg.Window, Lead: cfg.Lead}
 	res.fill(&cfg, u)
 	res.Mode = "closed"
 	if cfg.Rate > 0 {
@@ -398,6 +399,10 @@ func runPubSub(ctx context.Context, cfg Config, u *url.URL) (*Result, error) {
 				p.window = min(p.window, p.c.recvMax)
 				p.batch = int64(max(1, p.window/8))
 			}
+		}
+		p.lead = p.window
+		if cfg.Lead > 0 {
+			p.lead = cfg.Lead
 		}
 	}
 	if len(errs) > 0 {
