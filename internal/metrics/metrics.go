@@ -336,8 +336,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.stalls, d.Flow.Stalls)
 	counter(c.globalWaits, d.Flow.GlobalWaits)
 	counter(c.conflated, d.Flow.Conflated)
-	for a, n := range d.Flow.SlowConsumer {
-		lv(c.slowConsumer, prometheus.CounterValue, float64(n), a)
+	for _, a := range []string{"disconnect", "drop"} {
+		lv(c.slowConsumer, prometheus.CounterValue, float64(d.Flow.SlowConsumer[a]), a)
 	}
 	gauge(c.queuedBytes, float64(d.Flow.QueuedBytes))
 	for _, h := range []struct {
