@@ -81,6 +81,16 @@ type Client struct {
 	TLS             bool           `json:"tls"`
 	TLSVersion      string         `json:"tls_version,omitempty"` // "TLS 1.3"
 	ClientCert      string         `json:"client_cert,omitempty"` // subject CN of a verified client certificate
+	Flow            Flow           `json:"flow"`
+}
+
+// Flow is what flow control did for and to a client (docs/flow-control.md).
+type Flow struct {
+	HeldSeconds   float64 `json:"held_seconds"`   // time publishers spent held back by it
+	PolicyActions uint64  `json:"policy_actions"` // slow-consumer policy actions against it
+	Dropped       uint64  `json:"dropped"`        // dropped by a drop policy or past the hard limit
+	Conflated     uint64  `json:"conflated"`      // replaced by a newer message of their topic
+	Shedding      bool    `json:"shedding"`       // a drop policy is in force now
 }
 
 // Subscription is one subscription of a session.
@@ -88,6 +98,8 @@ type Subscription struct {
 	Filter         string `json:"filter"` // as subscribed, $share/... included
 	QoS            byte   `json:"qos"`
 	SubscriptionID int    `json:"subscription_id,omitempty"`
+	LatestValue    bool   `json:"latest_value,omitempty"` // latest-value delivery
+	Sample         string `json:"sample,omitempty"`       // sampled delivery interval
 }
 
 // Dropped counts a session's dropped deliveries by reason.
@@ -101,13 +113,23 @@ func droppedOf(s broker.ClientSummary) Dropped {
 	return Dropped{QueueFull: s.DroppedQueue, Expired: s.DroppedExpired, TooLarge: s.DroppedLarge}
 }
 
+func flowOf(f broker.ClientFlow) Flow {
+	return Flow{HeldSeconds: f.HeldFor.Seconds(), PolicyActions: f.PolicyActions, Dropped: f.Dropped,
+		Conflated: f.Conflated, Shedding: f.Shedding}
+}
+
 func toClient(s broker.ClientSummary) Client {
 	c := Client{ClientID: s.ClientID, Connected: s.Connected, ProtocolVersion: s.Version, Username: s.Username,
 		Remote: s.Remote, SessionExpiry: s.ExpiryInterval, Persistent: s.Persistent, Inflight: s.Inflight,
 		Queued: s.Queued, Subscriptions: make([]Subscription, 0, len(s.Subscriptions)),
-		Dropped: droppedOf(s), KeepAlive: s.KeepAlive, TLS: s.TLS, TLSVersion: s.TLSVersion, ClientCert: s.ClientCert}
+		Dropped: droppedOf(s), KeepAlive: s.KeepAlive, TLS: s.TLS, TLSVersion: s.TLSVersion, ClientCert: s.ClientCert,
+		Flow: flowOf(s.Flow)}
 	for _, sub := range s.Subscriptions {
-		c.Subscriptions = append(c.Subscriptions, Subscription{Filter: sub.Filter, QoS: sub.QoS, SubscriptionID: sub.ID})
+		cs := Subscription{Filter: sub.Filter, QoS: sub.QoS, SubscriptionID: sub.ID, LatestValue: sub.Latest}
+		if sub.Sample > 0 {
+			cs.Sample = sub.Sample.String()
+		}
+		c.Subscriptions = append(c.Subscriptions, cs)
 	}
 	return c
 }

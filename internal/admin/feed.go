@@ -65,6 +65,7 @@ type FeedClient struct {
 	TLSVersion      string  `json:"tls_version,omitempty"`
 	ClientCert      string  `json:"client_cert,omitempty"`
 	Dropped         Dropped `json:"dropped"` // since the session began
+	Flow            Flow    `json:"flow"`
 }
 
 // Event is a client's connect or disconnect.
@@ -204,7 +205,7 @@ func (f *feed) publishClients(now time.Time) error {
 		}
 		fc := FeedClient{ClientID: s.ClientID, Remote: s.Remote, Username: s.Username, ProtocolVersion: s.Version,
 			Subscriptions: len(s.Subscriptions), Inflight: s.Inflight, Queued: s.Queued, KeepAlive: s.KeepAlive,
-			TLS: s.TLS, TLSVersion: s.TLSVersion, ClientCert: s.ClientCert, Dropped: droppedOf(s)}
+			TLS: s.TLS, TLSVersion: s.TLSVersion, ClientCert: s.ClientCert, Dropped: droppedOf(s), Flow: flowOf(s.Flow)}
 		cur[s.ClientID] = fc
 		if len(feed.Connected) < maxFeedClients {
 			feed.Connected = append(feed.Connected, fc)

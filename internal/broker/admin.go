@@ -35,6 +35,8 @@ type ClientSummary struct {
 	TLS        bool
 	TLSVersion string
 	ClientCert string
+	// Flow is what flow control did for and to it.
+	Flow ClientFlow
 }
 
 // linkInfo is what operators see of how a connection came in; fixed at
@@ -62,6 +64,8 @@ type SubscriptionSummary struct {
 	Filter string // as subscribed, $share/... included
 	QoS    byte
 	ID     int
+	Latest bool          // latest-value delivery
+	Sample time.Duration // sampled delivery interval, 0 for none
 }
 
 // Clients returns every session, sorted by client ID.
@@ -98,7 +102,7 @@ func (b *Broker) summary(cl *client) ClientSummary {
 		if group != "" {
 			f = "$share/" + group + "/" + filter
 		}
-		subs = append(subs, SubscriptionSummary{Filter: f, QoS: v.opts.QoS, ID: v.id})
+		subs = append(subs, SubscriptionSummary{Filter: f, QoS: v.opts.QoS, ID: v.id, Latest: v.latest, Sample: v.sample})
 		return true
 	})
 	sort.Slice(subs, func(i, j int) bool { return subs[i].Filter < subs[j].Filter })
@@ -107,7 +111,8 @@ func (b *Broker) summary(cl *client) ClientSummary {
 	s := ClientSummary{ClientID: cl.id, Connected: cl.conn != nil, Version: cl.version, ExpiryInterval: cl.sess.ExpiryInterval,
 		Persistent: cl.persistent(), Inflight: cl.sess.Inflight(), Queued: cl.sess.Queued(), Subscriptions: subs,
 		DroppedQueue: cl.sess.Stats.DroppedQueueFull, DroppedExpired: cl.sess.Stats.DroppedExpired, DroppedLarge: cl.sess.Stats.DroppedTooLarge,
-		KeepAlive: cl.link.keepAlive, TLS: cl.link.tls, TLSVersion: cl.link.tlsVersion, ClientCert: cl.link.clientCert}
+		KeepAlive: cl.link.keepAlive, TLS: cl.link.tls, TLSVersion: cl.link.tlsVersion, ClientCert: cl.link.clientCert,
+		Flow: cl.flowLocked()}
 	if info := cl.info.Load(); info != nil {
 		s.Username, s.Remote = info.Username, info.Remote
 	}

@@ -184,6 +184,7 @@ type client struct {
 	takeoverGen    uint64
 	traffic        clientTraffic // messages in and out, for "top clients"
 	flow           clientFlow
+	sampled        samples // under mu
 }
 
 // closeConn closes the client's connection with a v5 DISCONNECT carrying
@@ -401,6 +402,7 @@ func (b *Broker) sessionLimits() session.Limits {
 type subValue struct {
 	cl     *client
 	opts   packet.Subscription
-	id     int  // subscription identifier
-	latest bool // latest-value delivery (conflation)
+	id     int           // subscription identifier
+	latest bool          // latest-value delivery (conflation)
+	sample time.Duration // sampled delivery: at most one per topic per this (QoS 0)
 }

@@ -96,6 +96,7 @@ type clientFlow struct {
 
 	heldNanos atomic.Int64  // time publishers spent waiting for it
 	actions   atomic.Uint64 // slow-consumer policy actions against it
+	sampled   atomic.Uint64 // sampled deliveries replaced by a newer one
 }
 
 // blocksLocked reports whether cl's connected session is full, so that
@@ -478,26 +479,102 @@ func (b *Broker) ConflatedQoS0() uint64 { return b.bytes.Conflated.Load() }
 // queue and every connection's QoS 0 queue.
 func (b *Broker) QueuedBytes() int64 { return b.queued.Load() + b.bytes.Queued.Load() }
 
-// latestFor reports whether a subscription gets latest-value delivery: asked
-// for with the user property latest-value=true (v5), or given by a
-// latest_value rule for its filter and listener.
-func (b *Broker) latestFor(filter, listener string, props *packet.Properties) bool {
+// latestFor reports whether a subscription gets latest-value delivery:
+// asked for with the user property latest-value (v5: "true", or an
+// interval such as "1s" for sampled delivery, which also sets sample), or
+// given by a latest_value rule for its filter and listener.
+func (b *Broker) latestFor(filter, listener string, props *packet.Properties) (latest bool, sample time.Duration) {
 	for _, u := range props.UserProperties {
-		if u.Key == LatestValueProperty {
-			return u.Value == "true"
+		if u.Key != LatestValueProperty {
+			continue
+		}
+		switch u.Value {
+		case "true":
+			return true, 0
+		case "false":
+			return false, 0
+		}
+		if d, err := time.ParseDuration(u.Value); err == nil && d > 0 {
+			return true, min(max(d, minSample), maxSample)
 		}
 	}
 	for _, r := range b.flow.latest {
 		if (r.Listener == "" || r.Listener == listener) && topic.Covers(r.Filter, filter) {
-			return true
+			return true, 0
 		}
 	}
-	return false
+	return false, 0
 }
 
 // LatestValueProperty is the SUBSCRIBE user property with which an MQTT 5
-// client asks for latest-value delivery ("true") or declines it ("false").
+// client asks for latest-value delivery ("true"), sampled delivery (an
+// interval such as "500ms" or "1s") or neither ("false").
 const LatestValueProperty = "latest-value"
+
+// Bounds of a sampling interval, and of the topics a sampled subscriber
+// may have waiting at once (more are delivered at once, unsampled).
+const (
+	minSample     = 10 * time.Millisecond
+	maxSample     = time.Minute
+	maxSampleKeys = 10000
+)
+
+// sampleLocked keeps a sampled QoS 0 delivery for cl's next flush,
+// replacing the one of its topic waiting there. It reports false when the
+// delivery should go now: the interval since the last flush has passed.
+// The caller holds cl.mu.
+func (b *Broker) sampleLocked(cl *client, d session.Delivery, now time.Time) bool {
+	sm := &cl.sampled
+	if sm.timer == nil && now.Sub(sm.last) >= d.Sample {
+		sm.last = now
+		return false
+	}
+	if sm.waiting == nil {
+		sm.waiting = make(map[string]session.Delivery)
+	}
+	if _, ok := sm.waiting[d.Msg.Topic]; ok {
+		b.Flow.Conflated.Add(1)
+		cl.flow.sampled.Add(1)
+	} else if len(sm.waiting) >= maxSampleKeys {
+		return false
+	}
+	sm.waiting[d.Msg.Topic] = d
+	if sm.timer == nil {
+		wait := max(0, d.Sample-now.Sub(sm.last))
+		sm.timer = time.AfterFunc(wait, b.guard(func() { b.flushSamples(cl) }))
+	}
+	return true
+}
+
+// samples is what a sampled subscriber has waiting for its next flush.
+type samples struct {
+	waiting map[string]session.Delivery // newest per topic
+	timer   *time.Timer
+	last    time.Time // last flush or immediate delivery
+}
+
+// flushSamples delivers the newest waiting message of each topic.
+func (b *Broker) flushSamples(cl *client) {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	sm := &cl.sampled
+	sm.timer = nil
+	sm.last = b.now()
+	if cl.ended || cl.conn == nil {
+		clear(sm.waiting) // QoS 0 is not kept for an offline client
+		return
+	}
+	now := b.now()
+	for t, d := range sm.waiting {
+		delete(sm.waiting, t)
+		before := cl.sess.Stats
+		if p := cl.sess.Deliver(d, now); p != nil {
+			b.sent(cl, p)
+			cl.conn.Send(p)
+		}
+		b.countDrops(before, cl.sess.Stats)
+	}
+}
 
 // ClientFlow is one client's flow-control figures.
 type ClientFlow struct {
@@ -515,7 +592,7 @@ func (cl *client) flowLocked() ClientFlow {
 		HeldFor:       time.Duration(cl.flow.heldNanos.Load()),
 		PolicyActions: cl.flow.actions.Load(),
 		Dropped:       st.DroppedPolicy + st.DroppedOverflow,
-		Conflated:     st.Conflated,
+		Conflated:     st.Conflated + cl.flow.sampled.Load(),
 		Shedding:      cl.flow.shedding.Load(),
 	}
 	if c := cl.conn; c != nil {

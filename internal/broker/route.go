@@ -160,7 +160,7 @@ func (b *Broker) routeTo(m *session.Message, tx *tx, sm sharedMode, hs *holdSet)
 }
 
 func deliveryFor(v subValue, m *session.Message) session.Delivery {
-	d := session.Delivery{Msg: m, QoS: min(m.QoS, v.opts.QoS), Latest: v.latest}
+	d := session.Delivery{Msg: m, QoS: min(m.QoS, v.opts.QoS), Latest: v.latest, Sample: v.sample}
 	// The retain flag is cleared unless Retain As Published [MQTT-3.3.1-12].
 	d.Retain = m.Retain && v.opts.RetainAsPublished
 	if v.id != 0 {
@@ -184,6 +184,11 @@ func mergeTarget(ts []target, v subValue, m *session.Message) []target {
 func mergeInto(d *session.Delivery, v subValue, m *session.Message) {
 	d.QoS = max(d.QoS, min(m.QoS, v.opts.QoS))
 	d.Latest = d.Latest && v.latest // any subscription that wants every message wins
+	if v.sample == 0 || d.Sample == 0 {
+		d.Sample = 0
+	} else {
+		d.Sample = min(d.Sample, v.sample)
+	}
 	d.Retain = d.Retain || (m.Retain && v.opts.RetainAsPublished)
 	if v.id != 0 {
 		d.SubIDs = append(d.SubIDs, v.id)
@@ -296,6 +301,9 @@ func (b *Broker) deliverTo(cl *client, d session.Delivery, now time.Time, t *tx,
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
 	if cl.ended {
+		return
+	}
+	if d.Sample > 0 && d.QoS == 0 && b.sampleLocked(cl, d, now) {
 		return
 	}
 	before := cl.sess.Stats

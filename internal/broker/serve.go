@@ -461,8 +461,8 @@ func (h *handler) onSubscribe(p *packet.Subscribe) string {
 			inner = s.Filter
 		}
 		s.QoS = min(s.QoS, b.lim.MaxQoS) // [MQTT-3.9.3-?] granted may be lower
-		latest := b.latestFor(inner, h.listener, &p.Properties)
-		existed := b.subs.Add(cl.id, group, inner, subValue{cl: cl, opts: s, id: subID, latest: latest})
+		latest, sample := b.latestFor(inner, h.listener, &p.Properties)
+		existed := b.subs.Add(cl.id, group, inner, subValue{cl: cl, opts: s, id: subID, latest: latest, sample: sample})
 		if !existed {
 			if max := b.lim.MaxSubscriptionsPerClient; max > 0 && nsubs >= max {
 				b.subs.Remove(cl.id, group, inner)

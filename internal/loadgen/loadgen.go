@@ -67,25 +67,25 @@ const (
 
 // Config is one run. Zero values take the scenario's defaults (Defaults).
 type Config struct {
-	URL          string        // tcp://, ws://, ssl://, wss:// (ws path defaults to /mqtt); publishers connect here
-	SubURLs      []string      // subscribers connect to these, round robin (subscriber i to SubURLs[i%len]); empty: URL
-	AllowRemote  bool          // allow a non-loopback host
-	Insecure     bool          // skip certificate verification for ssl:// and wss://
-	WSDeflate    bool          // ws://, wss://: offer permessage-deflate (compressed when the broker accepts)
-	Scenario     string        // one of Scenarios
-	Version      byte          // packet.V311 (4) or packet.V5 (5)
-	QoS          byte          // 0 or 1 for publishes and subscriptions
-	Size         int           // payload bytes (at least 24)
-	Pubs         int           // publishers
-	Subs         int           // subscribers
-	SlowSubs     int           // slow: subscribers that subscribe like subscriber 0 and never read
-	Conns        int           // idle and connstorm: connections to open
-	Rate         float64       // open loop: total messages/s; 0 = closed loop
-	Window       int           // closed loop (and QoS 1 open loop): in flight per publisher
+	URL         string   // tcp://, ws://, ssl://, wss:// (ws path defaults to /mqtt); publishers connect here
+	SubURLs     []string // subscribers connect to these, round robin (subscriber i to SubURLs[i%len]); empty: URL
+	AllowRemote bool     // allow a non-loopback host
+	Insecure    bool     // skip certificate verification for ssl:// and wss://
+	WSDeflate   bool     // ws://, wss://: offer permessage-deflate (compressed when the broker accepts)
+	Scenario    string   // one of Scenarios
+	Version     byte     // packet.V311 (4) or packet.V5 (5)
+	QoS         byte     // 0 or 1 for publishes and subscriptions
+	Size        int      // payload bytes (at least 24)
+	Pubs        int      // publishers
+	Subs        int      // subscribers
+	SlowSubs    int      // slow: subscribers that subscribe like subscriber 0 and never read
+	Conns       int      // idle and connstorm: connections to open
+	Rate        float64  // open loop: total messages/s; 0 = closed loop
+	Window      int      // closed loop (and QoS 1 open loop): in flight per publisher
 	// Lead, when set, is how far a closed-loop publisher may run ahead of
 	// its slowest subscriber, apart from Window, which then bounds only the
 	// QoS 1 PUBACKs outstanding (0: Window bounds both).
-	Lead int
+	Lead         int
 	Duration     time.Duration // measured window
 	Warmup       time.Duration // before the measured window
 	Drain        time.Duration // bound on waiting for the last deliveries

@@ -49,6 +49,10 @@ type Delivery struct {
 	// Latest asks for latest-value delivery: while the delivery waits in
 	// the queue, a newer one of the same topic replaces it (conflation).
 	Latest bool
+	// Sample, when set, asks for at most one QoS 0 delivery per topic per
+	// this interval, the newest (the broker holds the rest back); not kept
+	// in a store.
+	Sample time.Duration
 	// Held says the delivery comes from a publisher the broker holds back
 	// when this session is full (not kept in a store): a connected
 	// session keeps it past its bounds, whatever HardLimit.

@@ -393,6 +393,37 @@ func TestLatestValueDelivery(t *testing.T) {
 	}
 }
 
+// Sampled delivery, as the dashboard's topic tree asks for it: with the
+// user property latest-value=<interval>, a QoS 0 subscriber gets at most
+// one message per topic per interval, the newest, and the last one of each
+// topic arrives after the burst ends.
+func TestSampledDelivery(t *testing.T) {
+	t.Parallel()
+	srv, addr := testutil.StartBroker(t, func(c *starling.Config) { c.Store = "memory" })
+	sub, _ := v5Raw(t, addr, "sampled", true, 0)
+	sub.Send(&packet.Subscribe{PacketID: 1, Properties: packet.Properties{UserProperties: []packet.UserProperty{{Key: "latest-value", Value: "1h"}}},
+		Subscriptions: []packet.Subscription{{Filter: "s/#", QoS: 0}}})
+	v5Read[*packet.Suback](t, sub)
+	pub, _ := dialV5(t, addr, "s-pub", nil)
+	const n = 500
+	for i := range n {
+		for _, tp := range []string{"s/a", "s/b"} {
+			pub.pub(t, &paho.Publish{Topic: tp, QoS: 1, Payload: []byte(fmt.Sprint(i))})
+		}
+	}
+	// The interval is capped at a minute; the first message goes at once,
+	// the rest wait for the interval: nothing more arrives meanwhile.
+	if p := v5Read[*packet.Publish](t, sub); p.Topic != "s/a" || string(p.Payload) != "0" {
+		t.Fatalf("first sampled message %s=%s, want s/a=0", p.Topic, p.Payload)
+	}
+	v5Silent(t, sub, v5Quiet)
+	// One sent, one waiting per topic; every other message replaced.
+	if c := metric(t, srv, "mqtt_flow_conflated_total"); c != 2*n-1-2 {
+		t.Fatalf("conflated %v, want %d", c, 2*n-1-2)
+	}
+
+}
+
 // limits.max_total_queued_bytes: with a stuck subscriber whose own bounds
 // are large, the publisher is held once the broker-wide total passes the
 // bound, which the total then stays near; when the subscriber reads,

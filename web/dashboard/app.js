@@ -77,7 +77,7 @@
         if (err) return setState('error', 'subscribe failed: ' + err.message);
         setState('live', 'live');
       });
-      if (filter) c.subscribe(filter, { qos: 0, rap: true });
+      if (filter) c.subscribe(filter, TREE_SUB);
       else watch($('#filter').value.trim()); // the default filter from the first login
       browseRetained();
     });
@@ -174,16 +174,22 @@
       const tr = el('tr');
       tr.dataset.clientId = c.client_id;
       const d = c.dropped || {};
-      const dropped = (d.queue_full || 0) + (d.expired || 0) + (d.too_large || 0);
+      const f = c.flow || {};
+      const dropped = (d.queue_full || 0) + (d.expired || 0) + (d.too_large || 0) + (f.dropped || 0);
+      const held = f.held_seconds ? f.held_seconds.toFixed(1) + ' s' : '0';
       for (const [cls, x] of [['id', c.client_id], ['remote', c.remote || ''], ['proto', PROTO[c.protocol_version] || c.protocol_version],
         ['tls', c.tls ? (c.tls_version || 'TLS') + (c.client_cert ? ' · ' + c.client_cert : '') : 'no'],
         ['keepalive', c.keep_alive ? c.keep_alive + ' s' : 'off'],
-        ['subs', c.subscriptions], ['inflight', c.inflight], ['queued', c.queued], ['dropped', dropped]]) {
+        ['subs', c.subscriptions], ['inflight', c.inflight], ['queued', c.queued], ['held', held], ['dropped', dropped]]) {
         tr.append(el('td', cls, String(x)));
       }
       const dtd = tr.lastChild;
-      dtd.title = `queue full ${d.queue_full || 0}, expired ${d.expired || 0}, too large ${d.too_large || 0}`;
+      dtd.title = `queue full ${d.queue_full || 0}, expired ${d.expired || 0}, too large ${d.too_large || 0}, ` +
+        `slow-consumer policy ${f.dropped || 0} (${f.policy_actions || 0} actions), replaced by newer ${f.conflated || 0}`;
       if (dropped) dtd.classList.add('bad');
+      const htd = dtd.previousSibling;
+      htd.title = 'time publishers were held back because this client\'s queue was full';
+      if (f.shedding || f.policy_actions) htd.classList.add('bad');
       const kick = el('button', 'kick', 'Disconnect');
       kick.type = 'button';
       kick.dataset.clientId = c.client_id;
@@ -225,6 +231,10 @@
   });
 
   // ---- topic tree ----
+  // The tree shows each topic's latest value: sampled delivery (the broker
+  // sends the newest message of a topic at most once a second), so an open
+  // dashboard does not double the broker's output.
+  const TREE_SUB = { qos: 0, rap: true, properties: { userProperties: { 'latest-value': '1s' } } };
   $('#topic-form').addEventListener('submit', (ev) => {
     ev.preventDefault();
     watch($('#filter').value.trim());
@@ -238,7 +248,7 @@
     topics = new Map();
     topicsFull = false;
     $('#topic-status').textContent = 'watching ' + f;
-    if (client && client.connected) client.subscribe(f, { qos: 0, rap: true });
+    if (client && client.connected) client.subscribe(f, TREE_SUB);
     renderTree();
   }
 
