@@ -12,10 +12,14 @@
 #   bench/compare.sh                     # about 10 minutes
 #   DURATION=5s IDLE_CONNS=10000 bench/compare.sh
 #   BROKERS="starling mosquitto" CELLS="fanin fanout100" bench/compare.sh
+#   LEAD=0 bench/compare.sh              # closed loop bounded by -window alone
 #
 # Variables: DURATION (measured window per run, 3s), WARMUP (500ms), RUNS (2),
 # IDLE_CONNS (10000), STORM_CONNS (2000), SLOW_DURATION (the slow-consumer
-# flood, 10s), BROKERS, CELLS (see cells below),
+# flood, 10s), LEAD (500: how far a closed-loop publisher may run ahead of
+# its slowest subscriber, starling-bench -lead, for the cells in LEAD_CELLS;
+# -window, 64, then bounds only QoS 1 PUBACKs outstanding; 0: -window bounds
+# both, as before), BROKERS, CELLS (see cells below),
 # DEFLATE_CELLS (idle: cells also run over ws with permessage-deflate
 # negotiated, the "ws-deflate" rows, for Starling only), BROKER_CPU (0),
 # TOOL_CPU (1), OUT (bench/results/<date>).
@@ -28,6 +32,12 @@ RUNS=${RUNS:-2}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 STORM_CONNS=${STORM_CONNS:-2000}
 SLOW_DURATION=${SLOW_DURATION:-10s}
+LEAD=${LEAD:-500}
+# The closed-loop cells run with the lead. fanin64k keeps -window 8 as its
+# end-to-end bound: 8 publishers × 500 × 64 KiB would be 256 MiB owed to one
+# subscriber, past every broker's queue limits, which measures the limits
+# rather than the path.
+LEAD_CELLS=${LEAD_CELLS:-fanin fanin1k fanout100 fanout1000 pairs100 slow}
 BROKER_CPU=${BROKER_CPU:-0}
 TOOL_CPU=${TOOL_CPU:-1}
 DATE=$(date -u +%Y-%m-%d)
@@ -92,11 +102,14 @@ go build -o "$WORK/bin/starling-bench" ./cmd/starling-bench
 go build -o "$WORK/bin/table" ./bench/table
 mkdir -p "$(dirname "$OUT")"
 : >"$OUT.jsonl"
+: >"$OUT-flow.txt"
+: >"$OUT-starling.log"
 
 # --- brokers ----------------------------------------------------------------
-BROKER_PID=
+BROKER_PID= BROKER_NAME= BROKER_DIR=
 start_broker() { # name
 	local name=$1 dir="$WORK/run-$1"
+	BROKER_NAME=$name BROKER_DIR=$dir
 	rm -rf "$dir" && mkdir -p "$dir"
 	case $name in
 	starling | starling-mem)
@@ -153,6 +166,11 @@ stop_broker() {
 	for _ in $(seq 50); do kill -0 "$BROKER_PID" 2>/dev/null || break; sleep 0.1; done
 	kill -9 "$BROKER_PID" 2>/dev/null || true
 	wait "$BROKER_PID" 2>/dev/null || true
+	# Starling logs at warn: slow-consumer actions (with how long the client
+	# had taken nothing) and anything that went wrong.
+	if [[ $BROKER_NAME == starling* && -s $BROKER_DIR/log ]]; then
+		sed "s/^/$BROKER_NAME: /" "$BROKER_DIR/log" >>"$OUT-starling.log"
+	fi
 	local keep=() pid
 	for pid in "${PIDS[@]}"; do [[ $pid == "$BROKER_PID" ]] || keep+=("$pid"); done
 	PIDS=("${keep[@]}")
@@ -187,6 +205,7 @@ bench() { # broker run cell transport qos
 	esac
 	local line duration=$DURATION
 	[[ $cell == slow ]] && duration=$SLOW_DURATION
+	[[ $LEAD -gt 0 && " $LEAD_CELLS " == *" $cell "* ]] && extra+=" -lead $LEAD"
 	# shellcheck disable=SC2086 # FLAGS holds several words
 	line=$(timeout 180 taskset -c "$TOOL_CPU" "$WORK/bin/starling-bench" -q -url "$url" $extra ${FLAGS[$cell]} \
 		-qos "$qos" -version 4 -duration "$duration" -warmup "$WARMUP" -broker-pid "$BROKER_PID" 2>"$WORK/err") || true
@@ -196,9 +215,18 @@ bench() { # broker run cell transport qos
 	fi
 	printf '{"broker":"%s","run":%d,"cell":"%s","transport":"%s","qos":%d,"result":%s}\n' \
 		"$broker" "$run" "$cell" "$tr" "$qos" "$line" >>"$OUT.jsonl"
+	# Starling's flow-control counters after each cell (cumulative since the
+	# broker started): holds, held time, slow-consumer actions and drops.
+	if [[ $broker == starling* ]]; then
+		{
+			echo "# $broker run $run $cell $tr q$qos"
+			curl -s --max-time 5 "http://127.0.0.1:${WS[$broker]}/metrics" |
+				grep -E '^mqtt_(flow_|messages_dropped)' || echo "(metrics unavailable)"
+		} >>"$OUT-flow.txt"
+	fi
 }
 
-log "cells: $CELLS; brokers: $BROKERS; $RUNS runs of $DURATION after $WARMUP warm-up"
+log "cells: $CELLS; brokers: $BROKERS; $RUNS runs of $DURATION after $WARMUP warm-up; lead $LEAD"
 start=$(date +%s)
 for run in $(seq "$RUNS"); do
 	for broker in $BROKERS; do
@@ -238,7 +266,8 @@ took=$(($(date +%s) - start))
 {
 	echo "# Starling vs Mosquitto vs nats-server, $DATE"
 	echo
-	echo "Command: \`DURATION=$DURATION WARMUP=$WARMUP RUNS=$RUNS IDLE_CONNS=$IDLE_CONNS STORM_CONNS=$STORM_CONNS bench/compare.sh\` ($took s)."
+	echo "Command: \`DURATION=$DURATION WARMUP=$WARMUP RUNS=$RUNS LEAD=$LEAD IDLE_CONNS=$IDLE_CONNS STORM_CONNS=$STORM_CONNS CELLS=\"$CELLS\" bench/compare.sh\` ($took s)."
+	echo "Closed-loop cells with \`-lead $LEAD\`: $LEAD_CELLS (-window 64 bounds QoS 1 PUBACKs outstanding)."
 	echo "Machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -r);"
 	echo "brokers pinned to CPU $BROKER_CPU, the load tool to CPU $TOOL_CPU (taskset); MQTT 3.1.1 everywhere (nats-server speaks no MQTT 5)."
 	echo "Versions: starling $BUILT, $("$MOSQUITTO" -h 2>/dev/null | head -1 | sed 's/ running on.*//'), $(nats-server --version 2>/dev/null || echo 'nats-server absent')."
@@ -249,5 +278,5 @@ took=$(($(date +%s) - start))
 		echo "![$(basename "$f" .png)]($(basename "$f"))"
 	done
 } >"$OUT.md"
-log "wrote $OUT.md and $OUT.jsonl"
+log "wrote $OUT.md, $OUT.jsonl, $OUT-flow.txt and $OUT-starling.log"
 cat "$OUT.md"
