@@ -159,7 +159,13 @@ func (b *Broker) endSession(cl *client) []session.Delivery {
 func (b *Broker) detach(h *handler) {
 	t := b.begin(false)
 	will, shared := b.detachLocked(h, t)
-	t.commit(false)
+	// Synced: the record that the connection ended (and whether its will
+	// was discarded by a normal DISCONNECT, and when the will delay and
+	// expiry started) must survive a crash right after, or a restart would
+	// take the session for connected at shutdown and publish a discarded
+	// will, or count the delay from the restart. Only persistent sessions
+	// write anything; concurrent commits share the sync.
+	t.commit(true)
 	if b.backplane != nil {
 		// The will may be gone or pending now: keep the record current.
 		h.cl.mu.Lock()

@@ -44,11 +44,16 @@ func dialMQTT(addr, clientID string) (*mqttConn, *packet.Connack, error) {
 	return c, ack, nil
 }
 
-func (c *mqttConn) send(ps ...packet.Packet) error {
+func newReader(nc net.Conn) *bufio.Reader { return bufio.NewReader(nc) }
+
+func (c *mqttConn) send(ps ...packet.Packet) error { return c.sendV(packet.V5, ps...) }
+
+// sendV sends packets encoded for protocol level v.
+func (c *mqttConn) sendV(v byte, ps ...packet.Packet) error {
 	var buf []byte
 	for _, p := range ps {
 		var err error
-		if buf, err = packet.Append(buf, p, packet.V5); err != nil {
+		if buf, err = packet.Append(buf, p, v); err != nil {
 			return err
 		}
 	}
@@ -60,6 +65,11 @@ func (c *mqttConn) send(ps ...packet.Packet) error {
 }
 
 func (c *mqttConn) next(timeout time.Duration) (packet.Packet, error) {
+	return c.nextV(packet.V5, timeout)
+}
+
+// nextV reads the next packet, decoded for protocol level v.
+func (c *mqttConn) nextV(v byte, timeout time.Duration) (packet.Packet, error) {
 	if timeout > 0 {
 		c.nc.SetReadDeadline(time.Now().Add(timeout))
 	} else {
@@ -73,7 +83,7 @@ func (c *mqttConn) next(timeout time.Duration) (packet.Packet, error) {
 	if _, err := io.ReadFull(c.br, body); err != nil {
 		return nil, err
 	}
-	return packet.Decode(fh, body, packet.V5)
+	return packet.Decode(fh, body, v)
 }
 
 func (c *mqttConn) close() { c.nc.Close() }
