@@ -79,7 +79,10 @@ if [[ " $BROKERS " == *" nats "* ]] && ! command -v nats-server >/dev/null; then
 	# A fresh machine's package lists may predate nats-server's.
 	log "apt-get update"
 	apt-get update >&2 || log "apt-get update failed: using the package lists as they are"
-	if apt-cache policy nats-server 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+	# Not piped into grep -q: under pipefail, apt-cache killed by SIGPIPE
+	# once grep has its match would read as "no package".
+	policy=$(apt-cache policy nats-server 2>/dev/null || true)
+	if [[ $policy == *"Candidate: "[0-9]* ]]; then
 		want+=(nats-server)
 	else
 		log "this Debian has no nats-server package: comparing with Mosquitto only"
