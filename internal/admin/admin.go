@@ -39,6 +39,7 @@ type Broker interface {
 	SampleTopics(limit int) ([]broker.TopicTraffic, broker.TopicTraffic)
 	StopTopicSampling()
 	QueueLimits() (maxQueued, maxInflight int)
+	FlowOverview() broker.FlowOverview
 	SetTrace(t *broker.Trace)
 	CurrentTrace() *broker.Trace
 }

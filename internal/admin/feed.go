@@ -37,6 +37,12 @@ type Overview struct {
 	DroppedPerSecond float64 `json:"messages_dropped_per_second"`
 	Subscriptions    int     `json:"subscriptions"`
 	Retained         int     `json:"retained"`
+	// Flow control: bytes queued for subscribers now, the broker-wide
+	// bound (0: none), and publishers held back per second.
+	QueuedBytes    int64   `json:"queued_bytes"`
+	MaxQueuedBytes int64   `json:"max_queued_bytes"`
+	HoldsPerSecond float64 `json:"holds_per_second"`
+	SlowConsumers  uint64  `json:"slow_consumer_actions"`
 	// Cluster is this node's view of its cluster; absent on a single node.
 	Cluster *ClusterStatus `json:"cluster,omitempty"`
 }
@@ -90,6 +96,7 @@ type feed struct {
 	mu        sync.Mutex
 	prev      metrics.Counters
 	prevAt    time.Time
+	prevHolds uint64
 	connected map[string]FeedClient // nil while nobody watches
 	events    []Event               // newest first
 	clientsAt time.Time             // last client list pushed
@@ -178,6 +185,12 @@ func (f *feed) tick(now time.Time) error {
 		o.OutPerSecond = rate(c.MessagesOut, f.prev.MessagesOut)
 		o.DroppedPerSecond = rate(c.Dropped, f.prev.Dropped)
 	}
+	fo := f.b.FlowOverview()
+	o.QueuedBytes, o.MaxQueuedBytes, o.SlowConsumers = fo.QueuedBytes, fo.MaxQueuedBytes, fo.SlowConsumers
+	if dt := now.Sub(f.prevAt).Seconds(); !f.prevAt.IsZero() && dt > 0 {
+		o.HoldsPerSecond = float64(fo.Holds-f.prevHolds) / dt
+	}
+	f.prevHolds = fo.Holds
 	f.prev, f.prevAt = c, now
 	body, _ := json.Marshal(o)
 	n, err := f.b.Publish(FeedOverview, body, 0, false)

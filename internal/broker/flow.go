@@ -601,3 +601,20 @@ func (cl *client) flowLocked() ClientFlow {
 	}
 	return f
 }
+
+// FlowOverview is the broker-wide flow-control state, for the dashboard.
+type FlowOverview struct {
+	QueuedBytes      int64  // in session and connection queues now
+	MaxQueuedBytes   int64  // limits.max_total_queued_bytes; 0: no bound
+	Holds            uint64 // publishers held back, since start
+	SlowConsumers    uint64 // slow-consumer policy actions, since start
+	GlobalWaits      uint64 // publishes held for the broker-wide bound
+	HeldSecondsTotal float64
+}
+
+// FlowOverview reads the broker-wide flow-control state.
+func (b *Broker) FlowOverview() FlowOverview {
+	return FlowOverview{QueuedBytes: b.QueuedBytes(), MaxQueuedBytes: b.flow.maxTotal, Holds: b.Flow.Holds.Load(),
+		SlowConsumers: b.Flow.SlowDisconnect.Load() + b.Flow.SlowShed.Load(), GlobalWaits: b.Flow.GlobalWaits.Load(),
+		HeldSecondsTotal: float64(b.Flow.HeldNanos.Load()) / 1e9}
+}

@@ -128,6 +128,10 @@
     $('#m-in').textContent = fmt(o.messages_received_per_second);
     $('#m-out').textContent = fmt(o.messages_sent_per_second);
     $('#m-dropped').textContent = fmt(o.messages_dropped_per_second);
+    const q = o.queued_bytes || 0;
+    const bound = o.max_queued_bytes ? ' of ' + fmtBytes(o.max_queued_bytes) : '';
+    $('#m-queued').textContent = fmtBytes(q) + bound + ' · ' + fmt(o.holds_per_second || 0);
+    $('#m-queued').classList.toggle('bad', !!o.max_queued_bytes && q > o.max_queued_bytes * 0.8);
     $('#m-subs').textContent = fmt(o.subscriptions);
     $('#m-retained').textContent = fmt(o.retained);
     $('#version').textContent = 'starling ' + (o.version || '');
