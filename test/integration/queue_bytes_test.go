@@ -41,14 +41,17 @@ func droppedTotal(t *testing.T, srv *starling.Server) int {
 
 // limits.max_queued_bytes: an offline session keeps QoS 1 messages up to
 // that many topic and payload bytes, drops the newest above it and counts
-// them; a connected subscriber that does not read loses QoS 0 messages
-// above it, every one of them counted.
+// them; a connected subscriber that does not read holds its publisher back
+// until the slow-consumer timeout, then (policy drop_newest) loses the QoS 0
+// messages above it, every one of them counted.
 func TestQueuedBytesLimit(t *testing.T) {
 	t.Parallel()
 	const limit = 64 << 10
 	srv, addr := testutil.StartBroker(t, func(c *starling.Config) {
 		c.Store = "memory"
 		c.Limits.MaxQueuedBytes = limit
+		c.SlowConsumer.Timeout = 200 * time.Millisecond
+		c.SlowConsumer.Policy = "drop_newest"
 	})
 	pub, _ := dialV5(t, addr, "qb-pub", nil)
 
