@@ -98,3 +98,23 @@ func TestConflation(t *testing.T) {
 		t.Fatalf("shared total %d after draining, want 0", total.Load())
 	}
 }
+
+// A queue bound of 0 holds nothing for long: what the window cannot take
+// waits in the queue (the publisher is held meanwhile), and the session
+// has room again once the window takes it.
+func TestZeroQueueBound(t *testing.T) {
+	s := New("c", Limits{MaxQueued: 0, MaxInflight: 1})
+	s.Attach(Link{Version: packet.V311, ReceiveMax: 1}, t0)
+	if s.Full() {
+		t.Fatal("an empty session with a queue bound of 0 says it is full")
+	}
+	p := s.Deliver(qos1("t", "a"), t0)
+	s.Deliver(qos1("t", "b"), t0)
+	if !s.Full() || s.Queued() != 1 {
+		t.Fatalf("full %v, queued %d; want true and 1", s.Full(), s.Queued())
+	}
+	next, _ := s.Puback(pub(t, p).PacketID, t0)
+	if len(next) != 1 || s.Full() {
+		t.Fatalf("after PUBACK: %d sent, full %v; want 1 and false", len(next), s.Full())
+	}
+}

@@ -295,7 +295,10 @@ func (s *Session) over(extra, size int) bool {
 // Full reports whether a connected session's queue is at its bound: the
 // broker then holds back the publishers that feed it.
 func (s *Session) Full() bool {
-	return s.link != nil && (len(s.queue) >= s.lim.MaxQueued || s.lim.MaxQueuedBytes > 0 && s.qbytes >= s.lim.MaxQueuedBytes)
+	// An empty queue is never full, whatever its bound (0 included): what
+	// the window cannot take waits in it, and it has room once drained.
+	return s.link != nil && len(s.queue) > 0 &&
+		(len(s.queue) >= s.lim.MaxQueued || s.lim.MaxQueuedBytes > 0 && s.qbytes >= s.lim.MaxQueuedBytes)
 }
 
 // conflate replaces the queued delivery of d's topic, if there is one, by
