@@ -109,7 +109,9 @@ func TestZeroQueueBound(t *testing.T) {
 		t.Fatal("an empty session with a queue bound of 0 says it is full")
 	}
 	p := s.Deliver(qos1("t", "a"), t0)
-	s.Deliver(qos1("t", "b"), t0)
+	b := qos1("t", "b")
+	b.Held = true // from a publisher the broker holds back
+	s.Deliver(b, t0)
 	if !s.Full() || s.Queued() != 1 {
 		t.Fatalf("full %v, queued %d; want true and 1", s.Full(), s.Queued())
 	}
