@@ -3,10 +3,13 @@
 // routes publishes to sessions, keeps retained messages and wills, and ends
 // sessions on expiry. It knows nothing of listeners or storage formats.
 //
-// Lock order: Broker.mu, then client.mu, then conn.Conn's own lock. The
-// subscription index and the retained store have their own locks and are
-// never held while taking another. Nothing is published while a client lock
-// is held, because the publisher may be its own subscriber.
+// Lock order (docs/broker.md has it whole): Broker.handMu, Broker.mu,
+// client.mu, then Broker.msgMu or conn.Conn's own lock; flow control's
+// Broker.holdMu and handler.heldMu come before a hold's lock and are never
+// held with the others. The subscription index and the retained store have
+// their own locks and are never held while taking another. Nothing is
+// published while a client lock is held, because the publisher may be its
+// own subscriber.
 package broker
 
 import (
