@@ -7,7 +7,7 @@
 // client.mu, then Broker.msgMu or conn.Conn's own lock; flow control's
 // Broker.holdMu and handler.heldMu come before a hold's lock and are never
 // held with the others. The subscription index and the retained store have
-// their own locks and are never held while taking another. Nothing is
+// their own locks, under which no other is taken. Nothing is
 // published while a client lock is held, because the publisher may be its
 // own subscriber.
 package broker
