@@ -27,8 +27,9 @@ import (
 const MaxPendingQoS0 = 1024
 
 // HardLimit is how many times its bounds the QoS 0 queue of a connection
-// whose publishers are held back may grow: only sources that cannot be
-// held, or hundreds of publishers at once, reach it.
+// may grow with deliveries from sources the broker cannot hold back (other
+// cluster nodes, wills, the API); deliveries from held publishers are
+// bounded by what those hold, and kept.
 const HardLimit = 4
 
 // Shed policies for QoS 0 publishes past the bound (SetShed).
@@ -465,7 +466,7 @@ func (c *Conn) admitQoS0(p packet.Packet) admission {
 	}
 	switch {
 	case !over(1):
-	case c.shed == ShedNewest || over(HardLimit):
+	case c.shed == ShedNewest || over(HardLimit) && !fromHeld(p):
 		return dropped
 	case c.shed == ShedOldest:
 		for over(1) && c.dropOldestQoS0() {
@@ -538,6 +539,17 @@ func (c *Conn) SetShed(policy int) {
 	c.mu.Lock()
 	c.shed = policy
 	c.mu.Unlock()
+}
+
+// fromHeld reports a delivery whose publisher the broker holds back while
+// this client is behind: what it adds past the bound is bounded by the
+// publishers' held acknowledgements, so the hard limit does not apply.
+func fromHeld(p packet.Packet) bool {
+	if g, ok := p.(*gated); ok {
+		p = g.Packet
+	}
+	h, ok := p.(interface{ FromHeld() bool })
+	return ok && h.FromHeld()
 }
 
 // latestTopic reports the topic of a QoS 0 publish that asks for the

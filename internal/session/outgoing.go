@@ -22,6 +22,7 @@ type Outgoing struct {
 	AliasOnly  bool    // topic omitted, alias set earlier on this connection
 	ExpiryLeft *uint32 // remaining message expiry, nil for none
 	Latest     bool    // latest-value delivery: a newer one of the topic may replace it
+	Held       bool    // from a publisher the broker holds back while the client is behind
 }
 
 var outPool = sync.Pool{New: func() any { return new(Outgoing) }}
@@ -54,6 +55,11 @@ func (o *Outgoing) QoSLevel() byte {
 func (o *Outgoing) LatestTopic() (string, bool) {
 	return o.Msg.Topic, o.Latest && o.QoSLevel() == 0
 }
+
+// FromHeld tells the connection that the publisher of this delivery is
+// held back while the client is behind: its QoS 0 queue keeps it past its
+// hard limit (Delivery.Held).
+func (o *Outgoing) FromHeld() bool { return o.Held }
 
 // Publish builds the equivalent packet value (tests, and forms that need
 // per-delivery properties).
