@@ -26,6 +26,7 @@ import (
 	"github.com/starling-mqtt/starling/internal/broker"
 	"github.com/starling-mqtt/starling/internal/cluster"
 	"github.com/starling-mqtt/starling/internal/config"
+	"github.com/starling-mqtt/starling/internal/limit"
 	"github.com/starling-mqtt/starling/internal/store"
 	"github.com/starling-mqtt/starling/internal/store/memory"
 	"github.com/starling-mqtt/starling/internal/store/pebble"
@@ -111,6 +112,9 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 		s.level.Set(lv)
 		s.log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: s.level}))
 	}
+	// Client-supplied fields (client ID, user name, topic) are cut short in
+	// every line, the embedder's logger included: see limit.Clip.
+	s.log = slog.New(limit.Clip(s.log.Handler()))
 	if cfg.MQTTS != "" || cfg.HTTPS != "" || (cfg.ListenAny != "" && cfg.TLS.CertFile != "") {
 		if err := s.setupTLS(); err != nil {
 			return nil, err

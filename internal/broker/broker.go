@@ -83,6 +83,9 @@ type Broker struct {
 	// audit bounds the lines about refused clients (CONNECT refusals,
 	// $SYS publishes), shared with the authenticator's audit trail.
 	audit *limit.Lines
+	// connLogs bounds the connect, disconnect and takeover lines (nil:
+	// no bound); see connLog.
+	connLogs *limit.Lines
 
 	bytes    conn.Totals      // bytes in and out over all connections
 	perAddr  *limit.PerKey    // concurrent connections per source address
@@ -114,6 +117,7 @@ func New(lim config.Limits, log *slog.Logger) *Broker {
 		perAddr:  perAddr,
 		connRate: connRate,
 		audit:    limit.NewLines(log, defaultAuditRate),
+		connLogs: lim.Config.NewConnectionLines(log),
 		lim:      lim,
 		log:      log,
 		now:      time.Now,

@@ -88,7 +88,7 @@ func (h *handler) run() (parked bool) {
 	if !h.connect(cp) {
 		return false
 	}
-	h.b.log.Info("client connected", "client_id", h.cl.id, "remote", h.remote, "listener", h.listener, "version", h.version,
+	h.b.connLog("client connected", "client_id", h.cl.id, "remote", h.remote, "listener", h.listener, "version", h.version,
 		"clean_start", cp.CleanStart, "keep_alive", cp.KeepAlive)
 	return h.serveUntilEnd()
 }
@@ -108,13 +108,23 @@ func (h *handler) serveUntilEnd() (parked bool) {
 	}
 	h.cl.mu.Unlock()
 	h.b.detach(h)
-	h.b.log.Info("client disconnected", "client_id", h.cl.id, "remote", h.remote, "reason", reason)
+	h.b.connLog("client disconnected", "client_id", h.cl.id, "remote", h.remote, "reason", reason)
 	return false
 }
 
 // resume carries on with a parked connection; the poller calls it on a
 // new goroutine.
 func (h *handler) resume() { h.drive(h.serveUntilEnd) }
+
+// connLog writes an info line about a client connecting, leaving or
+// being taken over, within limits.connection_log_lines_per_second: a
+// reconnect flood must not flood the log. A line the logger would not
+// write takes nothing from the budget.
+func (b *Broker) connLog(msg string, args ...any) {
+	if b.log.Enabled(context.Background(), slog.LevelInfo) && (b.connLogs == nil || b.connLogs.OK()) {
+		b.log.Info(msg, args...)
+	}
+}
 
 // refuse answers CONNECT with an error CONNACK and closes, with a line in
 // the rate-limited audit trail.

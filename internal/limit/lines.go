@@ -10,7 +10,8 @@ import (
 // Lines bounds the log lines a client can cause (failed logins, denials,
 // refused connections) to Rate per second, with bursts of the same, so a
 // flood of bad clients cannot flood the log. Lines over the rate are
-// counted; the count is logged as "audit lines suppressed" before the next
+// counted; the count is logged as "<name> lines suppressed" ("audit lines
+// suppressed" for the audit trail) before the next
 // line that gets through, or Interval after the first suppressed line,
 // whichever comes first. Safe for concurrent use; share one between the
 // writers of the same trail so that together they keep to the rate.
@@ -20,15 +21,20 @@ type Lines struct {
 	Interval   time.Duration // set before use; default one second
 	suppressed atomic.Int64
 	pending    atomic.Bool // a flush timer is scheduled
+	summary    string      // the message of the suppressed-lines count
 }
 
-// NewLines returns a limiter writing at most rate lines per second to log
-// (nil: discarded).
-func NewLines(log *slog.Logger, rate int) *Lines {
+// NewLines returns the audit trail's limiter, writing at most rate lines
+// per second to log (nil: discarded).
+func NewLines(log *slog.Logger, rate int) *Lines { return NewTrail(log, rate, "audit") }
+
+// NewTrail is NewLines for another trail, whose count of suppressed lines
+// is logged as "<name> lines suppressed".
+func NewTrail(log *slog.Logger, rate int, name string) *Lines {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Lines{log: log, bucket: NewTokenBucket(float64(rate), rate), Interval: time.Second}
+	return &Lines{log: log, bucket: NewTokenBucket(float64(rate), rate), Interval: time.Second, summary: name + " lines suppressed"}
 }
 
 // OK reports whether a line may be written now, counting it as suppressed
@@ -42,7 +48,7 @@ func (l *Lines) OK() bool {
 		return false
 	}
 	if k := l.suppressed.Swap(0); k > 0 {
-		l.log.LogAttrs(context.Background(), slog.LevelWarn, "audit lines suppressed", slog.Int64("count", k))
+		l.log.LogAttrs(context.Background(), slog.LevelWarn, l.summary, slog.Int64("count", k))
 	}
 	return true
 }
@@ -61,6 +67,6 @@ func (l *Lines) Enabled(level slog.Level) bool {
 func (l *Lines) flush() {
 	l.pending.Store(false)
 	if k := l.suppressed.Swap(0); k > 0 {
-		l.log.LogAttrs(context.Background(), slog.LevelWarn, "audit lines suppressed", slog.Int64("count", k))
+		l.log.LogAttrs(context.Background(), slog.LevelWarn, l.summary, slog.Int64("count", k))
 	}
 }
