@@ -9,6 +9,7 @@ package starling
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -316,6 +317,17 @@ func (s *Server) accept(ln net.Listener, name string) {
 // (Config.WebSocket.Paths).
 const WSPath = "/mqtt"
 
+// serverCert returns the current TLS certificate, nil without one.
+func (s *Server) serverCert() *x509.Certificate {
+	if s.certs == nil {
+		return nil
+	}
+	if c := s.certs.Certificate(); c != nil {
+		return c.Leaf
+	}
+	return nil
+}
+
 // wsMux serves MQTT over WebSocket at each configured path, matched exactly.
 // name is the listener's, for the per-listener connection counts and
 // anonymous access.
@@ -324,6 +336,8 @@ func (s *Server) wsMux(name string) *http.ServeMux {
 	h := transport.NewWSHandler(transport.WSOptions{
 		AllowNoSubprotocol: ws.AllowNoSubprotocol,
 		AllowedOrigins:     ws.AllowedOrigins,
+		PublicOrigins:      ws.PublicOrigins,
+		ServerCert:         s.serverCert,
 		TrustedProxies:     s.cfg.TrustedProxyPrefixes(),
 		Compression:        ws.Compression,
 		// A compressed message holds MQTT packets: it need not expand

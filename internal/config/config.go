@@ -147,6 +147,15 @@ type WebSocket struct {
 	// except '/' ("https://*.example.com"); "*" allows every origin. Other
 	// origins get 403.
 	AllowedOrigins []string `yaml:"allowed_origins"`
+	// PublicOrigins are the origins browsers reach this broker's HTTP
+	// listeners by, scheme://host[:port] ("https://broker.example.com"):
+	// a page of one of these is same-origin. Without them, same-origin
+	// means a page of the connection's own address and port, of
+	// localhost on a loopback connection, or over TLS of a name in the
+	// certificate at the listener's port; the request's Host header is
+	// not trusted (DNS rebinding). Set them behind a reverse proxy or a
+	// port mapping. See docs/websocket.md.
+	PublicOrigins []string `yaml:"public_origins"`
 	// AllowNoSubprotocol accepts clients that offer no WebSocket subprotocol
 	// (some old clients); by default they get 400. Clients that offer only
 	// subprotocols other than mqtt and mqttv3.1 are always refused.

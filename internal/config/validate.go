@@ -199,6 +199,16 @@ func (c Config) validateWebSocket(bad func(key, format string, args ...any)) {
 			bad(key, "must be scheme://host[:port], without a path (got %q)", o)
 		}
 	}
+	for i, o := range ws.PublicOrigins {
+		key := fmt.Sprintf("websocket.public_origins[%d]", i)
+		scheme, host, _ := strings.Cut(o, "://")
+		switch {
+		case scheme != "http" && scheme != "https" || host == "":
+			bad(key, `must be an http or https origin such as "https://broker.example.com" (got %q)`, o)
+		case strings.ContainsAny(host, "/?#*@"):
+			bad(key, "must be scheme://host[:port], without a path or '*' (got %q)", o)
+		}
+	}
 }
 
 // ParseTrustedProxy parses one entry of trusted_proxies or proxy_protocol: a CIDR such as
