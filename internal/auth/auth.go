@@ -30,7 +30,8 @@ type Auth struct {
 	audit       *limit.Lines
 	sem         chan struct{} // one slot per concurrent password verification
 	superusers  map[string]bool
-	scramSecret []byte // keys the made-up SCRAM salts of unknown users
+	scramSecret []byte                // keys the made-up SCRAM salts of unknown users
+	clientCAs   func() *x509.CertPool // for StillValid; nil: certificates not rechecked
 	state       atomic.Pointer[state]
 }
 
@@ -181,7 +182,7 @@ func (a *Auth) readFile(name, key string) ([]byte, error) {
 func (a *Auth) Authenticate(ctx context.Context, c *broker.ConnectInfo) (broker.Identity, packet.ReasonCode, error) {
 	st := a.state.Load()
 	if name := a.certName(c); name != "" {
-		return broker.Identity{Username: name, Superuser: a.superusers[name]}, packet.Success, nil
+		return broker.Identity{Username: name, Superuser: a.superusers[name], Credential: &certCred{c.TLS.PeerCertificates}}, packet.Success, nil
 	}
 	if c.HasUsername {
 		if st.users == nil {
@@ -215,7 +216,8 @@ func (a *Auth) Authenticate(ctx context.Context, c *broker.ConnectInfo) (broker.
 			a.loginFailed(c, "wrong password")
 			return broker.Identity{}, packet.BadUsernameOrPassword, nil
 		}
-		return broker.Identity{Username: c.Username, Superuser: a.superusers[c.Username]}, packet.Success, nil
+		return broker.Identity{Username: c.Username, Superuser: a.superusers[c.Username],
+			Credential: passwordCred{user: c.Username, hash: h.text}}, packet.Success, nil
 	}
 	if a.cfg.AnonymousAllowed(c.Listener) {
 		return broker.Identity{Anonymous: true}, packet.Success, nil
