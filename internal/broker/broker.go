@@ -255,6 +255,7 @@ func (b *Broker) serveConn(nc net.Conn, listener string, ls *ListenerStats) {
 	}
 	c := conn.New(nc, b.lim.MaxPacketSize)
 	c.Totals = &b.bytes
+	c.PacketTimeout = b.lim.PacketTimeout
 	c.MaxQueuedBytes = b.lim.MaxQueuedBytes
 	b.conns[c] = struct{}{}
 	b.mu.Unlock()

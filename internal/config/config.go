@@ -223,6 +223,13 @@ type Limits struct {
 	// ConnectTimeout is how long a new connection may take to send CONNECT
 	// (must be > 0).
 	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+	// PacketTimeout bounds the time from a packet's first byte to its
+	// last, whatever the keep alive (a client may ask for none): a client
+	// that starts a packet and stalls is cut then (MQTT 5: DISCONNECT
+	// 0x97), so it cannot hold the memory of a partial packet for ever.
+	// Raise it for large packets over slow links: the default lets a
+	// 1 MiB packet arrive at 18 KiB/s. 0 = no bound but the keep alive.
+	PacketTimeout time.Duration `yaml:"packet_timeout"`
 	// Config holds the abuse limits (per address, per client, topics); its
 	// keys sit directly under limits:. See docs/security.md.
 	limit.Config `yaml:",inline"`
@@ -257,6 +264,7 @@ func Default() Config {
 			MaxKeepAlive:     0,
 			MaxQoS:           2,
 			ConnectTimeout:   10 * time.Second,
+			PacketTimeout:    time.Minute,
 			Config:           limit.DefaultConfig(),
 		},
 	}

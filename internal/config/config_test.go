@@ -130,6 +130,7 @@ func TestLoadEveryKey(t *testing.T) {
 			MaxKeepAlive:     600,
 			MaxQoS:           1,
 			ConnectTimeout:   2500 * time.Millisecond,
+			PacketTimeout:    45 * time.Second,
 			Config: limit.Config{MaxConnectionsPerAddress: 100, ConnectRatePerAddress: 10, PublishRate: 500,
 				PublishBytesRate: 1048576, MaxSubscriptionsPerClient: 200, MaxTopicLength: 1024, MaxTopicLevels: 32, ConnectionLogLines: 10},
 		},

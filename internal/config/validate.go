@@ -122,6 +122,9 @@ func (c Config) Validate() error {
 	if l.ConnectTimeout <= 0 {
 		bad("limits.connect_timeout", "must be > 0 (got %v)", l.ConnectTimeout)
 	}
+	if l.PacketTimeout < 0 {
+		bad("limits.packet_timeout", "must be >= 0 (got %v)", l.PacketTimeout)
+	}
 	if err := c.Auth.Validate(); err != nil {
 		errs = append(errs, err)
 	}

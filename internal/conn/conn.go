@@ -80,6 +80,11 @@ type Conn struct {
 	// Totals, when set before use, also counts this connection's bytes (a
 	// broker-wide sum for metrics).
 	Totals *Totals
+	// PacketTimeout, when set before use, bounds the time from a packet's
+	// first byte to its last, whatever the deadline given to ReadPacket
+	// (keep alive 0 gives none): past it ReadPacket returns
+	// ErrPacketTimeout, so a started packet cannot hold memory for ever.
+	PacketTimeout time.Duration
 }
 
 // Totals are byte counts summed over connections.
@@ -211,9 +216,15 @@ func (c *Conn) ReadPacket(deadline time.Time) (packet.Packet, int, error) {
 	if err := c.readFirst(); err != nil {
 		return nil, 0, err
 	}
+	// A started packet whose rest is not buffered yet gets PacketTimeout
+	// from now; a whole packet already in the buffer costs nothing here.
+	var until time.Time
+	if c.PacketTimeout > 0 && c.br.Buffered() < 4 {
+		until = c.packetDeadline(deadline)
+	}
 	fh, err := packet.ReadFixedHeader(&c.fb)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, packetErr(err, until)
 	}
 	size := 1 + varintLen(fh.Remaining) + fh.Remaining
 	if uint64(size) > uint64(c.maxIn) {
@@ -221,18 +232,47 @@ func (c *Conn) ReadPacket(deadline time.Time) (packet.Packet, int, error) {
 		// never read, so no allocation follows from its length.
 		return nil, size, ErrTooLarge
 	}
+	if c.PacketTimeout > 0 && until.IsZero() && c.br.Buffered() < fh.Remaining {
+		until = c.packetDeadline(deadline)
+	}
 	body, err := readBody(c.br, fh.Remaining)
 	if err != nil {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
-		return nil, size, err
+		return nil, size, packetErr(err, until)
 	}
 	if c.Totals != nil {
 		c.Totals.BytesIn.Add(uint64(size))
 	}
 	p, err := packet.Decode(fh, body, c.Version())
 	return p, size, err
+}
+
+// ErrPacketTimeout is returned by ReadPacket for a packet not completed
+// within PacketTimeout; MQTT 5 clients are told 0x97 (an administrative
+// limit exceeded).
+var ErrPacketTimeout = &packet.Error{Code: packet.QuotaExceeded, Reason: "packet not completed within limits.packet_timeout"}
+
+// packetDeadline sets the read deadline of a packet started now to
+// PacketTimeout from now, unless deadline comes first; it returns the
+// deadline it set, or zero when deadline stays in force.
+func (c *Conn) packetDeadline(deadline time.Time) time.Time {
+	d := time.Now().Add(c.PacketTimeout)
+	if !deadline.IsZero() && !d.Before(deadline) || c.nc.SetReadDeadline(d) != nil {
+		return time.Time{}
+	}
+	return d
+}
+
+// packetErr reports a timeout of the deadline packetDeadline set (until)
+// as ErrPacketTimeout.
+func packetErr(err error, until time.Time) error {
+	var ne net.Error
+	if !until.IsZero() && errors.As(err, &ne) && ne.Timeout() {
+		return ErrPacketTimeout
+	}
+	return err
 }
 
 // firstByte is a ByteReader that returns b once, then reads from r.
