@@ -135,7 +135,7 @@ func TestLoadEveryKey(t *testing.T) {
 				PublishBytesRate: 1048576, MaxSubscriptionsPerClient: 200, MaxTopicLength: 1024, MaxTopicLevels: 32, ConnectionLogLines: 10},
 		},
 		Auth: authconfig.Config{AllowAnonymous: false, AnonymousListeners: []string{"tcp"}, PasswordFile: "/etc/starling/passwd", ACLFile: "/etc/starling/acl",
-			CertUsername: "cn", MaxConcurrentVerifications: 4, Superusers: []string{"admin"}, AuditLinesPerSecond: 20},
+			CertUsername: "cn", MaxConcurrentVerifications: 4, MaxPendingVerifications: 16, Superusers: []string{"admin"}, AuditLinesPerSecond: 20},
 		Cluster: Cluster{Name: "prod", Node: "n1", Listen: "10.0.0.1:6222", Peers: []string{"10.0.0.2:6222", "10.0.0.3:6222"}, Token: "0123456789abcdef-secret", LocalQueues: true},
 	}
 	if !equal(got, want) {
