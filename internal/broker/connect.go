@@ -105,11 +105,22 @@ func (h *handler) serveUntilEnd() (parked bool) {
 	if why := h.cl.closedReason(h.c); why != "" {
 		reason = why // not the read error the close caused
 		h.cl.closedConn = nil
+	} else if werr := h.c.WriteErr(); werr != nil {
+		reason = writeFailure(werr) // the reader saw only the closed socket
 	}
 	h.cl.mu.Unlock()
 	h.b.detach(h)
 	h.b.connLog("client disconnected", "client_id", h.cl.id, "remote", h.remote, "reason", reason)
 	return false
+}
+
+// writeFailure names why writing to a client failed, for the disconnect
+// line: a timeout means the client stopped reading.
+func writeFailure(err error) string {
+	if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
+		return "slow reader: write timed out, the client stopped reading"
+	}
+	return "write failed: " + err.Error()
 }
 
 // resume carries on with a parked connection; the poller calls it on a

@@ -68,6 +68,8 @@ type Conn struct {
 	// reason is the MQTT reason of the DISCONNECT that CloseAfter queued
 	// (-1: none); a WebSocket closes with the matching close code.
 	reason int
+	// writeErr is the write error that closed the connection, if one did.
+	writeErr error
 
 	// Dropped counts QoS 0 messages dropped for a slow reader.
 	Dropped atomic.Uint64
@@ -597,6 +599,15 @@ func rawConn(nc net.Conn) (*net.TCPConn, syscall.RawConn) {
 	return tc, rc
 }
 
+// WriteErr returns the write error that closed the connection (a client
+// that stopped reading: a timeout), nil if none did. The reader then sees
+// only the closed socket; this is the reason to report.
+func (c *Conn) WriteErr() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.writeErr
+}
+
 // Done is closed when the socket is closed and no writer runs.
 func (c *Conn) Done() <-chan struct{} { return c.done }
 
@@ -637,6 +648,7 @@ func (c *Conn) writeLoop() {
 		if err != nil {
 			c.closed = true
 			c.writing = false
+			c.writeErr = err
 			c.drained.Broadcast()
 			c.mu.Unlock()
 			c.finish()
