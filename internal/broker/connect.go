@@ -60,8 +60,19 @@ func (h *handler) run() (parked bool) {
 		var pe *packet.Error
 		cp, isConnect := p.(*packet.Connect)
 		switch {
+		case isConnect && errors.As(err, &pe) && pe.Code == packet.UnsupportedProtocolVersion && cp.ProtocolName == "MQTT" && cp.ProtocolVersion > packet.V5:
+			// A level newer than 5: MQTT 5.0 section 3.1.2.2 lets the
+			// server answer CONNACK 0x84 (unsupported protocol version),
+			// and a client newer than 5.0 was written knowing 5.0 and can
+			// read its CONNACK to fall back; the 3.1.1 form (20 02 00 01)
+			// is malformed to a 5.0 parser (0x01 is no CONNACK reason code
+			// and the property length is missing).
+			h.c.SetVersion(packet.V5)
+			h.c.CloseAfter(&packet.Connack{ReasonCode: packet.UnsupportedProtocolVersion})
 		case isConnect && errors.As(err, &pe) && pe.Code == packet.UnsupportedProtocolVersion:
-			// [MQTT-3.1.2-2] answer in the 3.1.1 form every client reads.
+			// [MQTT-3.1.2-2] (3.1.1) an older or mismatched level (MQIsdp
+			// at 4, MQTT at 3): return code 0x01 in the 3.1.1 form,
+			// which every client before 5.0 reads.
 			h.c.SetVersion(packet.V311)
 			h.c.CloseAfter(&packet.Connack{ReasonCode: packet.V3UnacceptableVersion})
 		case isConnect && cp.ProtocolVersion == packet.V5 && pe != nil && (pe.Code == packet.MalformedPacket || pe.Code == packet.ProtocolError):
