@@ -11,9 +11,9 @@ import (
 // refused connections) to Rate per second, with bursts of the same, so a
 // flood of bad clients cannot flood the log. Lines over the rate are
 // counted; the count is logged as "<name> lines suppressed" ("audit lines
-// suppressed" for the audit trail) before the next
-// line that gets through, or Interval after the first suppressed line,
-// whichever comes first. Safe for concurrent use; share one between the
+// suppressed" for the audit trail) Interval after the first suppressed
+// line, so a sustained flood adds one summary per Interval, not one per
+// line that gets through. Safe for concurrent use; share one between the
 // writers of the same trail so that together they keep to the rate.
 type Lines struct {
 	log        *slog.Logger
@@ -46,9 +46,6 @@ func (l *Lines) OK() bool {
 			time.AfterFunc(l.Interval, l.flush)
 		}
 		return false
-	}
-	if k := l.suppressed.Swap(0); k > 0 {
-		l.log.LogAttrs(context.Background(), slog.LevelWarn, l.summary, slog.Int64("count", k))
 	}
 	return true
 }
