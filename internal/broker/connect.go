@@ -99,7 +99,7 @@ func (h *handler) run() (parked bool) {
 	if !h.connect(cp) {
 		return false
 	}
-	h.b.connLog("client connected", "client_id", h.cl.id, "remote", h.remote, "listener", h.listener, "version", h.version,
+	h.b.connLog(connConnected, "client connected", "client_id", h.cl.id, "remote", h.remote, "listener", h.listener, "version", h.version,
 		"clean_start", cp.CleanStart, "keep_alive", cp.KeepAlive)
 	return h.serveUntilEnd()
 }
@@ -121,7 +121,7 @@ func (h *handler) serveUntilEnd() (parked bool) {
 	}
 	h.cl.mu.Unlock()
 	h.b.detach(h)
-	h.b.connLog("client disconnected", "client_id", h.cl.id, "remote", h.remote, "reason", reason)
+	h.b.connLog(connDisconnected, "client disconnected", "client_id", h.cl.id, "remote", h.remote, "reason", reason)
 	return false
 }
 
@@ -138,12 +138,19 @@ func writeFailure(err error) string {
 // new goroutine.
 func (h *handler) resume() { h.drive(h.serveUntilEnd) }
 
+// The kinds of connection lines, counted apart when suppressed.
+const (
+	connConnected    = limit.ConnConnected
+	connDisconnected = limit.ConnDisconnected
+	connTakenOver    = limit.ConnTakenOver
+)
+
 // connLog writes an info line about a client connecting, leaving or
 // being taken over, within limits.connection_log_lines_per_second: a
 // reconnect flood must not flood the log. A line the logger would not
 // write takes nothing from the budget.
-func (b *Broker) connLog(msg string, args ...any) {
-	if b.log.Enabled(context.Background(), slog.LevelInfo) && (b.connLogs == nil || b.connLogs.OK()) {
+func (b *Broker) connLog(kind int, msg string, args ...any) {
+	if b.log.Enabled(context.Background(), slog.LevelInfo) && (b.connLogs == nil || b.connLogs.OKKind(kind)) {
 		b.log.Info(msg, args...)
 	}
 }

@@ -56,7 +56,7 @@ func (b *Broker) attachLocked(h *handler, id string, cp *packet.Connect, expiry 
 				cl.conn = nil
 				cl.sess.Detach()
 				b.Stats.connected(cl.version, -1)
-				b.connLog("session taken over", "client_id", id, "remote", h.remote)
+				b.connLog(connTakenOver, "session taken over", "client_id", id, "remote", h.remote)
 			}
 			if cl.expiry != nil {
 				cl.expiry.Stop()

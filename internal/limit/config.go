@@ -48,8 +48,9 @@ type Config struct {
 	// ConnectionLogLines bounds the "client connected", "client
 	// disconnected" and "session taken over" lines to this many per second
 	// (bursts of the same), so a reconnect flood cannot flood the log;
-	// lines over it are counted and summed up as "connection lines
-	// suppressed" count=N at most a second later. Default 50; 0 = no limit.
+	// lines over it are counted and summed up once a second as
+	// "connection lines suppressed" count=N, with the count of each kind
+	// (connected=, disconnected=, taken_over=). Default 50; 0 = no limit.
 	ConnectionLogLines int `yaml:"connection_log_lines_per_second"`
 }
 
@@ -158,13 +159,24 @@ func (c Config) NewConnLimits() (*PerKey, *RateByKey) {
 	return pk, rk
 }
 
+// ConnectionLineKinds are the kinds of connection lines, counted apart
+// in the summary of those suppressed: Lines.OKKind(ConnConnected)...
+var ConnectionLineKinds = []string{"connected", "disconnected", "taken_over"}
+
+// The indexes of ConnectionLineKinds.
+const (
+	ConnConnected = iota
+	ConnDisconnected
+	ConnTakenOver
+)
+
 // NewConnectionLines returns the limiter of connection log lines writing
 // to log, or nil when ConnectionLogLines is 0 (no limit).
 func (c Config) NewConnectionLines(log *slog.Logger) *Lines {
 	if c.ConnectionLogLines <= 0 {
 		return nil
 	}
-	return NewTrail(log, c.ConnectionLogLines, "connection")
+	return NewTrailKinds(log, c.ConnectionLogLines, "connection", ConnectionLineKinds...)
 }
 
 // NewPublishLimits builds a client's publish limiters from c: nil when that

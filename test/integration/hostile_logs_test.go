@@ -76,7 +76,7 @@ func TestHostileLogAmplification(t *testing.T) {
 	}
 
 	connLine := regexp.MustCompile(`msg="client (connected|disconnected)"`)
-	suppressed := regexp.MustCompile(`msg="connection lines suppressed" count=(\d+)`)
+	suppressed := regexp.MustCompile(`msg="connection lines suppressed" count=(\d+)(?: connected=(\d+))?(?: disconnected=(\d+))?`)
 	var lines, dropped int
 	waitFor(t, "every connection line written or counted", func() bool {
 		lines, dropped = 0, 0
@@ -86,6 +86,11 @@ func TestHostileLogAmplification(t *testing.T) {
 			}
 			if m := suppressed.FindStringSubmatch(l); m != nil {
 				n, _ := strconv.Atoi(m[1])
+				c, _ := strconv.Atoi(m[2])
+				d, _ := strconv.Atoi(m[3])
+				if c+d != n {
+					t.Fatalf("summary by kind does not add up: %s", l)
+				}
 				dropped += n
 			}
 		}
