@@ -30,6 +30,7 @@ import (
 // still catches a client starved by the attack (seconds).
 const (
 	mixRSSBound   = 128 << 20 // growth of the process's RSS during the mix
+	mixRSSRaceFac = 3         // the race detector's shadow memory: +165 MiB measured, +40 without
 	mixLogBound   = 1 << 20   // log bytes written during the mix (20 s)
 	mixP99Strict  = 50 * time.Millisecond
 	mixP99Shared  = time.Second
@@ -253,8 +254,12 @@ func TestHostileMix(t *testing.T) {
 	logged := len(logs.String()) - logs0
 	t.Logf("%v, %d attacking connections: RSS %d MiB at start, peak +%d MiB; %d log bytes; good client: %d round trips, p50 %v, p99 %v, max %v",
 		dur, attacks.Load(), rss0>>20, grew>>20, logged, len(rtts), rtts[len(rtts)/2], p99, rtts[len(rtts)-1])
-	if grew > mixRSSBound {
-		t.Errorf("RSS grew by %d MiB, want at most %d MiB", grew>>20, mixRSSBound>>20)
+	bound := int64(mixRSSBound)
+	if raceEnabled {
+		bound *= mixRSSRaceFac
+	}
+	if grew > bound {
+		t.Errorf("RSS grew by %d MiB, want at most %d MiB", grew>>20, bound>>20)
 	}
 	if limit := int(int64(mixLogBound) * int64(dur) / int64(20*time.Second)); logged > limit {
 		t.Errorf("%d log bytes, want at most %d", logged, limit)
