@@ -221,7 +221,7 @@ func (c *Conn) ReadPacket(deadline time.Time) (packet.Packet, int, error) {
 	// A started packet whose rest is not buffered yet gets PacketTimeout
 	// from now; a whole packet already in the buffer costs nothing here.
 	var until time.Time
-	if c.PacketTimeout > 0 && c.br.Buffered() < 4 {
+	if c.PacketTimeout > 0 && !c.packetBuffered() {
 		until = c.packetDeadline(deadline)
 	}
 	fh, err := packet.ReadFixedHeader(&c.fb)
@@ -233,9 +233,6 @@ func (c *Conn) ReadPacket(deadline time.Time) (packet.Packet, int, error) {
 		// [MQTT-3.2.2-?] a packet above our Maximum Packet Size; the body is
 		// never read, so no allocation follows from its length.
 		return nil, size, ErrTooLarge
-	}
-	if c.PacketTimeout > 0 && until.IsZero() && c.br.Buffered() < fh.Remaining {
-		until = c.packetDeadline(deadline)
 	}
 	body, err := readBody(c.br, fh.Remaining)
 	if err != nil {
@@ -255,6 +252,23 @@ func (c *Conn) ReadPacket(deadline time.Time) (packet.Packet, int, error) {
 // within PacketTimeout; MQTT 5 clients are told 0x97 (an administrative
 // limit exceeded).
 var ErrPacketTimeout = &packet.Error{Code: packet.QuotaExceeded, Reason: "packet not completed within limits.packet_timeout"}
+
+// packetBuffered reports whether the rest of the packet whose first byte
+// readFirst just read (its remaining length, then its body) is in the
+// read buffer, without reading from the socket.
+func (c *Conn) packetBuffered() bool {
+	n := c.br.Buffered()
+	b, _ := c.br.Peek(min(n, 4))
+	rem, mult := 0, 1
+	for i, x := range b {
+		rem += int(x&0x7f) * mult
+		if x&0x80 == 0 {
+			return n-(i+1) >= rem
+		}
+		mult *= 128
+	}
+	return false
+}
 
 // packetDeadline sets the read deadline of a packet started now to
 // PacketTimeout from now, unless deadline comes first; it returns the
