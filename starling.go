@@ -9,6 +9,7 @@ package starling
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -26,6 +27,7 @@ import (
 	"github.com/starling-mqtt/starling/internal/broker"
 	"github.com/starling-mqtt/starling/internal/cluster"
 	"github.com/starling-mqtt/starling/internal/config"
+	"github.com/starling-mqtt/starling/internal/limit"
 	"github.com/starling-mqtt/starling/internal/store"
 	"github.com/starling-mqtt/starling/internal/store/memory"
 	"github.com/starling-mqtt/starling/internal/store/pebble"
@@ -115,6 +117,9 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 		s.level.Set(lv)
 		s.log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: s.level}))
 	}
+	// Client-supplied fields (client ID, user name, topic) are cut short in
+	// every line, the embedder's logger included: see limit.Clip.
+	s.log = slog.New(limit.Clip(s.log.Handler()))
 	if cfg.MQTTS != "" || cfg.HTTPS != "" || (cfg.ListenAny != "" && cfg.TLS.CertFile != "") {
 		if err := s.setupTLS(); err != nil {
 			return nil, err
@@ -137,6 +142,9 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	}
 	s.broker.SetAuth(authn, authz)
 	s.broker.SetAuditLines(a.AuditLines()) // one log budget for refused clients
+	if s.certs != nil {
+		a.SetClientCAs(s.certs.ClientCAs) // certificate users are rechecked on reload
+	}
 	ao := admin.Options{Checker: a, Ready: s.serving, Version: s.version, Logger: s.log, LogLevel: s.level}
 	if cfg.Cluster.Name != "" {
 		if cfg.Cluster.Node == "" {
@@ -162,6 +170,8 @@ func (s *Server) setupTLS() error {
 			return
 		}
 		s.log.Info("certificate reloaded after the files changed", "cert_file", t.CertFile, "not_after", certs.Certificate().Leaf.NotAfter)
+		// Called within a handshake: check the connected clients apart.
+		go s.revoke("client certificate authorities reloaded")
 	}
 	s.tlsCfg, err = transport.ServerTLSConfig(certs, t.ClientCAFile, t.ClientAuth)
 	if err != nil {
@@ -172,20 +182,32 @@ func (s *Server) setupTLS() error {
 }
 
 // ReloadAuth reads the password and ACL files again; new rules apply to
-// connected clients too (reads are checked per message). On failure the old
-// rules stay. The starling command calls it on SIGHUP.
+// connected clients too (reads are checked per message), and a connected
+// client whose user was deleted or whose password hash changed is
+// disconnected (MQTT 5: DISCONNECT 0x87). On failure the old rules stay.
+// The starling command calls it on SIGHUP.
 func (s *Server) ReloadAuth() error {
 	if err := s.auth.Reload(); err != nil {
 		return fmt.Errorf("starling: reload auth: %w", err)
 	}
 	s.log.Info("password and ACL files reloaded")
+	s.revoke("password file reloaded")
 	return nil
+}
+
+// revoke disconnects the connected clients whose credentials no longer
+// hold after a reload (broker.RevokeInvalid), and says how many.
+func (s *Server) revoke(why string) {
+	if n := s.broker.RevokeInvalid(); n > 0 {
+		s.log.Warn("clients disconnected: credentials no longer valid", "count", n, "after", why)
+	}
 }
 
 // ReloadCertificates reads tls.cert_file and tls.key_file again, and
 // tls.client_ca_file when set: new TLS connections get the new certificate
-// and have their client certificates checked against the new CAs;
-// connected clients are not touched.
+// and have their client certificates checked against the new CAs; a
+// connected client named by a certificate that no longer chains to them
+// is disconnected (MQTT 5: DISCONNECT 0x87).
 // On failure the old certificate stays in use. The starling command calls
 // it on SIGHUP. It does nothing when no TLS listener is configured. (The
 // files are also reloaded when they change, looked at during a handshake at
@@ -198,6 +220,7 @@ func (s *Server) ReloadCertificates() error {
 		return fmt.Errorf("starling: reload certificate: %w", err)
 	}
 	s.log.Info("certificate reloaded", "cert_file", s.cfg.TLS.CertFile, "not_after", s.certs.Certificate().Leaf.NotAfter)
+	s.revoke("client certificate authorities reloaded")
 	return nil
 }
 
@@ -317,6 +340,17 @@ func (s *Server) accept(ln net.Listener, name string) {
 // (Config.WebSocket.Paths).
 const WSPath = "/mqtt"
 
+// serverCert returns the current TLS certificate, nil without one.
+func (s *Server) serverCert() *x509.Certificate {
+	if s.certs == nil {
+		return nil
+	}
+	if c := s.certs.Certificate(); c != nil {
+		return c.Leaf
+	}
+	return nil
+}
+
 // wsMux serves MQTT over WebSocket at each configured path, matched exactly.
 // name is the listener's, for the per-listener connection counts and
 // anonymous access.
@@ -325,6 +359,8 @@ func (s *Server) wsMux(name string) *http.ServeMux {
 	h := transport.NewWSHandler(transport.WSOptions{
 		AllowNoSubprotocol: ws.AllowNoSubprotocol,
 		AllowedOrigins:     ws.AllowedOrigins,
+		PublicOrigins:      ws.PublicOrigins,
+		ServerCert:         s.serverCert,
 		TrustedProxies:     s.cfg.TrustedProxyPrefixes(),
 		Compression:        ws.Compression,
 		// A compressed message holds MQTT packets: it need not expand

@@ -41,8 +41,9 @@ func mqttLogin(t *testing.T, addr, id, user, pass string, recv chan *paho.Publis
 }
 
 // A real SIGHUP to the starling binary reloads the password file: a new
-// user can log in, a changed password applies to the next CONNECT, and a
-// client connected before the signal stays connected and keeps receiving.
+// user can log in, a changed password applies to the next CONNECT, a
+// client connected under the old password is disconnected, and one whose
+// entry did not change stays connected and keeps receiving.
 func TestSIGHUPReloadsPasswords(t *testing.T) {
 	dir := t.TempDir()
 	params := auth.Argon2Params{Memory: 64, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}
@@ -63,7 +64,8 @@ func TestSIGHUPReloadsPasswords(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	write("alice:" + hash("old-pw") + "\n")
+	carolHash := hash("carol-pw")
+	write("alice:" + hash("old-pw") + "\ncarol:" + carolHash + "\n")
 	addr := freePort(t)
 	cfgFile := filepath.Join(dir, "starling.yaml")
 	if err := os.WriteFile(cfgFile, []byte("tcp: "+addr+"\nhttp: \"\"\nstore: memory\ndata: "+dir+"\nauth:\n  allow_anonymous: false\n  password_file: "+pwFile+"\n"), 0o600); err != nil {
@@ -97,11 +99,19 @@ func TestSIGHUPReloadsPasswords(t *testing.T) {
 	if _, err := alice.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "hup/#", QoS: 1}}}); err != nil {
 		t.Fatal(err)
 	}
+	carolGot := make(chan *paho.Publish, 10)
+	carol, code := mqttLogin(t, addr, "carol-1", "carol", "carol-pw", carolGot)
+	if code != 0 {
+		t.Fatalf("carol: CONNACK 0x%02x", code)
+	}
+	if _, err := carol.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "hup/#", QoS: 1}}}); err != nil {
+		t.Fatal(err)
+	}
 	if _, code := mqttLogin(t, addr, "bob-0", "bob", "bob-pw", got); code != 0x86 {
 		t.Fatalf("bob before the reload: CONNACK 0x%02x, want 0x86", code)
 	}
 
-	write("alice:" + hash("new-pw") + "\nbob:" + hash("bob-pw") + "\n")
+	write("alice:" + hash("new-pw") + "\nbob:" + hash("bob-pw") + "\ncarol:" + carolHash + "\n")
 	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
@@ -115,17 +125,23 @@ func TestSIGHUPReloadsPasswords(t *testing.T) {
 	if _, code := mqttLogin(t, addr, "alice-2", "alice", "old-pw", got); code != 0x86 {
 		t.Fatalf("alice's old password after the reload: CONNACK 0x%02x, want 0x86", code)
 	}
-	// Alice, connected under her old password, was not dropped.
+	// Alice, connected under her old password, was dropped; carol, whose
+	// entry did not change, keeps receiving.
+	select {
+	case <-alice.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("alice's connection from before SIGHUP, under a changed password, is still open")
+	}
 	if _, err := bob.Publish(ctx, &paho.Publish{Topic: "hup/x", QoS: 1, Payload: []byte("after reload")}); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case m := <-got:
+	case m := <-carolGot:
 		if string(m.Payload) != "after reload" {
-			t.Fatalf("alice got %q", m.Payload)
+			t.Fatalf("carol got %q", m.Payload)
 		}
 	case <-time.After(5 * time.Second):
-		t.Fatal("alice's connection from before SIGHUP no longer receives")
+		t.Fatal("carol's connection from before SIGHUP no longer receives")
 	}
 	if cmd.ProcessState != nil {
 		t.Fatalf("broker exited on SIGHUP: %v", cmd.ProcessState)

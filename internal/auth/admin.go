@@ -16,7 +16,7 @@ func (a *Auth) CheckAdmin(user, pass string) bool {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if !a.acquire(ctx) {
+	if ok, _ := a.acquire(ctx); !ok {
 		return false
 	}
 	defer func() { <-a.sem }()

@@ -29,8 +29,11 @@ type Auth struct {
 	log         *slog.Logger
 	audit       *limit.Lines
 	sem         chan struct{} // one slot per concurrent password verification
+	waiting     atomic.Int64  // CONNECTs waiting for a slot
+	maxWaiting  int64         // more are refused at once
 	superusers  map[string]bool
-	scramSecret []byte // keys the made-up SCRAM salts of unknown users
+	scramSecret []byte                // keys the made-up SCRAM salts of unknown users
+	clientCAs   func() *x509.CertPool // for StillValid; nil: certificates not rechecked
 	state       atomic.Pointer[state]
 }
 
@@ -63,6 +66,7 @@ func New(cfg Config, log *slog.Logger) (*Auth, error) {
 		log:         log,
 		audit:       newAudit(log, cfg.AuditRate()),
 		sem:         make(chan struct{}, cfg.MaxVerifications()),
+		maxWaiting:  int64(cfg.MaxPending()),
 		superusers:  make(map[string]bool, len(cfg.Superusers)),
 		scramSecret: make([]byte, 32),
 	}
@@ -181,7 +185,7 @@ func (a *Auth) readFile(name, key string) ([]byte, error) {
 func (a *Auth) Authenticate(ctx context.Context, c *broker.ConnectInfo) (broker.Identity, packet.ReasonCode, error) {
 	st := a.state.Load()
 	if name := a.certName(c); name != "" {
-		return broker.Identity{Username: name, Superuser: a.superusers[name]}, packet.Success, nil
+		return broker.Identity{Username: name, Superuser: a.superusers[name], Credential: &certCred{c.TLS.PeerCertificates}}, packet.Success, nil
 	}
 	if c.HasUsername {
 		if st.users == nil {
@@ -195,8 +199,12 @@ func (a *Auth) Authenticate(ctx context.Context, c *broker.ConnectInfo) (broker.
 			a.loginFailed(c, "no password")
 			return broker.Identity{}, packet.BadUsernameOrPassword, nil
 		}
-		if !a.acquire(ctx) {
-			a.loginFailed(c, "too many concurrent password verifications")
+		if ok, queued := a.acquire(ctx); !ok {
+			reason := "too many concurrent password verifications"
+			if !queued {
+				reason = "too many pending password verifications"
+			}
+			a.loginFailed(c, reason)
 			return broker.Identity{}, packet.ServerBusy, nil
 		}
 		h, known := st.users[c.Username]
@@ -215,7 +223,8 @@ func (a *Auth) Authenticate(ctx context.Context, c *broker.ConnectInfo) (broker.
 			a.loginFailed(c, "wrong password")
 			return broker.Identity{}, packet.BadUsernameOrPassword, nil
 		}
-		return broker.Identity{Username: c.Username, Superuser: a.superusers[c.Username]}, packet.Success, nil
+		return broker.Identity{Username: c.Username, Superuser: a.superusers[c.Username],
+			Credential: passwordCred{user: c.Username, hash: h.text}}, packet.Success, nil
 	}
 	if a.cfg.AnonymousAllowed(c.Listener) {
 		return broker.Identity{Anonymous: true}, packet.Success, nil
@@ -224,18 +233,24 @@ func (a *Auth) Authenticate(ctx context.Context, c *broker.ConnectInfo) (broker.
 	return broker.Identity{}, packet.NotAuthorized, nil
 }
 
-// acquire takes a verification slot, waiting until ctx ends.
-func (a *Auth) acquire(ctx context.Context) bool {
+// acquire takes a verification slot, waiting until ctx ends, unless
+// maxWaiting others wait already: then it fails at once with queued false.
+func (a *Auth) acquire(ctx context.Context) (ok, queued bool) {
 	select {
 	case a.sem <- struct{}{}:
-		return true
+		return true, true
 	default:
 	}
+	if a.waiting.Add(1) > a.maxWaiting {
+		a.waiting.Add(-1)
+		return false, false
+	}
+	defer a.waiting.Add(-1)
 	select {
 	case a.sem <- struct{}{}:
-		return true
+		return true, true
 	case <-ctx.Done():
-		return false
+		return false, true
 	}
 }
 

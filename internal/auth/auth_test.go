@@ -127,6 +127,10 @@ func TestPasswords(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			id, code, err := a.Authenticate(context.Background(), tt.ci)
+			if (code == packet.Success) != (id.Credential != nil) {
+				t.Fatalf("credential %+v with code 0x%02X: want one exactly for a password login", id.Credential, code)
+			}
+			id.Credential = nil // what was checked; see TestStillValid
 			if err != nil || code != tt.code || id != tt.id {
 				t.Fatalf("got %+v 0x%02X %v, want %+v 0x%02X", id, code, err, tt.id, tt.code)
 			}

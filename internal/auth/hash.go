@@ -45,6 +45,7 @@ const (
 
 // hash is a parsed password hash.
 type hash struct {
+	text   string // as in the file: an unchanged entry survives a reload
 	argon  *argonHash
 	bcrypt []byte // the whole "$2b$..." string
 	scram  *scramHash
@@ -230,6 +231,7 @@ func parsePasswords(r io.Reader) (map[string]*hash, []PasswordEntry, error) {
 		if err != nil {
 			return nil, nil, fmt.Errorf("line %d: user %q: %v", line, user, err)
 		}
+		ph.text = h
 		users[user] = ph
 		entries = append(entries, PasswordEntry{Line: line, User: user, Hash: h})
 	}

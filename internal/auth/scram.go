@@ -198,7 +198,7 @@ func (a *Auth) StartAuth(ctx context.Context, c *broker.ConnectInfo, method stri
 		}
 		serverSig := hmacSHA256(v.serverKey, authMsg)
 		return broker.AuthStep{Code: packet.Success, Data: []byte("v=" + b64std.EncodeToString(serverSig)),
-			Identity: broker.Identity{Username: cf.user, Superuser: a.superusers[cf.user]}}, nil
+			Identity: broker.Identity{Username: cf.user, Superuser: a.superusers[cf.user], Credential: passwordCred{user: cf.user, hash: h.text}}}, nil
 	}
 	c = &ci // the audit log names the SCRAM user from here on
 	return broker.AuthStep{Data: []byte(serverFirst), Next: next}, nil

@@ -86,6 +86,9 @@ type Broker struct {
 	// audit bounds the lines about refused clients (CONNECT refusals,
 	// $SYS publishes), shared with the authenticator's audit trail.
 	audit *limit.Lines
+	// connLogs bounds the connect, disconnect and takeover lines (nil:
+	// no bound); see connLog.
+	connLogs *limit.Lines
 
 	bytes  conn.Totals  // bytes in and out over all connections
 	queued atomic.Int64 // topic and payload bytes in every session's queue
@@ -124,6 +127,7 @@ func New(lim config.Limits, log *slog.Logger) *Broker {
 		perAddr:  perAddr,
 		connRate: connRate,
 		audit:    limit.NewLines(log, defaultAuditRate),
+		connLogs: lim.Config.NewConnectionLines(log),
 		lim:      lim,
 		log:      log,
 		now:      time.Now,
@@ -265,6 +269,7 @@ func (b *Broker) serveConn(nc net.Conn, listener string, ls *ListenerStats) {
 	}
 	c := conn.New(nc, b.lim.MaxPacketSize)
 	c.Totals = &b.bytes
+	c.PacketTimeout = b.lim.PacketTimeout
 	c.MaxQueuedBytes = b.lim.MaxQueuedBytes
 	c.OnTake = func(n int) {
 		if cl := h.attached.Load(); cl != nil {

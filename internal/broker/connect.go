@@ -70,8 +70,19 @@ func (h *handler) run() (parked bool) {
 		var pe *packet.Error
 		cp, isConnect := p.(*packet.Connect)
 		switch {
+		case isConnect && errors.As(err, &pe) && pe.Code == packet.UnsupportedProtocolVersion && cp.ProtocolName == "MQTT" && cp.ProtocolVersion > packet.V5:
+			// A level newer than 5: MQTT 5.0 section 3.1.2.2 lets the
+			// server answer CONNACK 0x84 (unsupported protocol version),
+			// and a client newer than 5.0 was written knowing 5.0 and can
+			// read its CONNACK to fall back; the 3.1.1 form (20 02 00 01)
+			// is malformed to a 5.0 parser (0x01 is no CONNACK reason code
+			// and the property length is missing).
+			h.c.SetVersion(packet.V5)
+			h.c.CloseAfter(&packet.Connack{ReasonCode: packet.UnsupportedProtocolVersion})
 		case isConnect && errors.As(err, &pe) && pe.Code == packet.UnsupportedProtocolVersion:
-			// [MQTT-3.1.2-2] answer in the 3.1.1 form every client reads.
+			// [MQTT-3.1.2-2] (3.1.1) an older or mismatched level (MQIsdp
+			// at 4, MQTT at 3): return code 0x01 in the 3.1.1 form,
+			// which every client before 5.0 reads.
 			h.c.SetVersion(packet.V311)
 			h.c.CloseAfter(&packet.Connack{ReasonCode: packet.V3UnacceptableVersion})
 		case isConnect && cp.ProtocolVersion == packet.V5 && pe != nil && (pe.Code == packet.MalformedPacket || pe.Code == packet.ProtocolError):
@@ -98,7 +109,7 @@ func (h *handler) run() (parked bool) {
 	if !h.connect(cp) {
 		return false
 	}
-	h.b.log.Info("client connected", "client_id", h.cl.id, "remote", h.remote, "listener", h.listener, "version", h.version,
+	h.b.connLog(connConnected, "client connected", "client_id", h.cl.id, "remote", h.remote, "listener", h.listener, "version", h.version,
 		"clean_start", cp.CleanStart, "keep_alive", cp.KeepAlive)
 	return h.serveUntilEnd()
 }
@@ -115,16 +126,44 @@ func (h *handler) serveUntilEnd() (parked bool) {
 	if why := h.cl.closedReason(h.c); why != "" {
 		reason = why // not the read error the close caused
 		h.cl.closedConn = nil
+	} else if werr := h.c.WriteErr(); werr != nil {
+		reason = writeFailure(werr) // the reader saw only the closed socket
 	}
 	h.cl.mu.Unlock()
 	h.b.detach(h)
-	h.b.log.Info("client disconnected", "client_id", h.cl.id, "remote", h.remote, "reason", reason)
+	h.b.connLog(connDisconnected, "client disconnected", "client_id", h.cl.id, "remote", h.remote, "reason", reason)
 	return false
+}
+
+// writeFailure names why writing to a client failed, for the disconnect
+// line: a timeout means the client stopped reading.
+func writeFailure(err error) string {
+	if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
+		return "slow reader: write timed out, the client stopped reading"
+	}
+	return "write failed: " + err.Error()
 }
 
 // resume carries on with a parked connection; the poller calls it on a
 // new goroutine.
 func (h *handler) resume() { h.drive(h.serveUntilEnd) }
+
+// The kinds of connection lines, counted apart when suppressed.
+const (
+	connConnected    = limit.ConnConnected
+	connDisconnected = limit.ConnDisconnected
+	connTakenOver    = limit.ConnTakenOver
+)
+
+// connLog writes an info line about a client connecting, leaving or
+// being taken over, within limits.connection_log_lines_per_second: a
+// reconnect flood must not flood the log. A line the logger would not
+// write takes nothing from the budget.
+func (b *Broker) connLog(kind int, msg string, args ...any) {
+	if b.log.Enabled(context.Background(), slog.LevelInfo) && (b.connLogs == nil || b.connLogs.OKKind(kind)) {
+		b.log.Info(msg, args...)
+	}
+}
 
 // refuse answers CONNECT with an error CONNACK and closes, with a line in
 // the rate-limited audit trail.

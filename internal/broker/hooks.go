@@ -34,6 +34,18 @@ type Identity struct {
 	Username  string // from CONNECT or mapped from a client certificate; "" for anonymous
 	Anonymous bool
 	Superuser bool // bypasses the Authorizer
+	// Credential is the Authenticator's own record of what it checked
+	// (nil: nothing to recheck), given back to a Revoker's StillValid.
+	Credential any
+}
+
+// Revoker is an Authenticator that can tell whether a connected client's
+// identity still holds after its rules changed (a user deleted, a
+// password changed, a certificate authority no longer trusted); see
+// Broker.RevokeInvalid. StillValid must not block for long: it is called
+// once per connected client.
+type Revoker interface {
+	StillValid(c *ClientInfo) bool
 }
 
 // Authenticator decides who may connect. It returns the client's identity,
@@ -281,6 +293,13 @@ func (h *handler) onAuth(a *packet.Auth) string {
 	}
 	if step.Identity.Username != h.info.Username {
 		return h.fail(packet.NotAuthorized, "re-authentication as another user")
+	}
+	if step.Identity.Credential != nil {
+		// What a later RevokeInvalid rechecks is what was just proved.
+		ni := *h.info
+		ni.Credential = step.Identity.Credential
+		h.info = &ni
+		h.cl.info.Store(&ni)
 	}
 	h.c.Send(&packet.Auth{ReasonCode: packet.Success,
 		Properties: packet.Properties{AuthMethod: h.authMethod, AuthData: step.Data}})

@@ -57,7 +57,7 @@ func (b *Broker) attachLocked(h *handler, id string, cp *packet.Connect, expiry 
 				cl.sess.Detach()
 				cl.wakeRoomLocked()
 				b.Stats.connected(cl.version, -1)
-				b.log.Info("session taken over", "client_id", id, "remote", h.remote)
+				b.connLog(connTakenOver, "session taken over", "client_id", id, "remote", h.remote)
 			}
 			if cl.expiry != nil {
 				cl.expiry.Stop()

@@ -185,6 +185,15 @@ type WebSocket struct {
 	// except '/' ("https://*.example.com"); "*" allows every origin. Other
 	// origins get 403.
 	AllowedOrigins []string `yaml:"allowed_origins"`
+	// PublicOrigins are the origins browsers reach this broker's HTTP
+	// listeners by, scheme://host[:port] ("https://broker.example.com"):
+	// a page of one of these is same-origin. Without them, same-origin
+	// means a page of the connection's own address and port, of
+	// localhost on a loopback connection, or over TLS of a name in the
+	// certificate at the listener's port; the request's Host header is
+	// not trusted (DNS rebinding). Set them behind a reverse proxy or a
+	// port mapping. See docs/websocket.md.
+	PublicOrigins []string `yaml:"public_origins"`
 	// AllowNoSubprotocol accepts clients that offer no WebSocket subprotocol
 	// (some old clients); by default they get 400. Clients that offer only
 	// subprotocols other than mqtt and mqttv3.1 are always refused.
@@ -261,6 +270,13 @@ type Limits struct {
 	// ConnectTimeout is how long a new connection may take to send CONNECT
 	// (must be > 0).
 	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+	// PacketTimeout bounds the time from a packet's first byte to its
+	// last, whatever the keep alive (a client may ask for none): a client
+	// that starts a packet and stalls is cut then (MQTT 5: DISCONNECT
+	// 0x97), so it cannot hold the memory of a partial packet for ever.
+	// Raise it for large packets over slow links: the default lets a
+	// 1 MiB packet arrive at 18 KiB/s. 0 = no bound but the keep alive.
+	PacketTimeout time.Duration `yaml:"packet_timeout"`
 	// Config holds the abuse limits (per address, per client, topics); its
 	// keys sit directly under limits:. See docs/security.md.
 	limit.Config `yaml:",inline"`
@@ -297,6 +313,7 @@ func Default() Config {
 			MaxKeepAlive:        0,
 			MaxQoS:              2,
 			ConnectTimeout:      10 * time.Second,
+			PacketTimeout:       time.Minute,
 			Config:              limit.DefaultConfig(),
 		},
 	}

@@ -49,7 +49,7 @@ func leaves(v reflect.Value, prefix string) []leaf {
 func equal(a, b Config) bool {
 	norm := func(c *Config) {
 		pl := &c.ProxyProtocolListeners
-		for _, l := range []*[]string{&c.WebSocket.Paths, &c.WebSocket.AllowedOrigins, &c.TrustedProxies, &c.ProxyProtocol, &c.Auth.Superusers, &c.Auth.AnonymousListeners,
+		for _, l := range []*[]string{&c.WebSocket.Paths, &c.WebSocket.AllowedOrigins, &c.WebSocket.PublicOrigins, &c.TrustedProxies, &c.ProxyProtocol, &c.Auth.Superusers, &c.Auth.AnonymousListeners,
 			&pl.TCP, &pl.MQTTS, &pl.HTTP, &pl.HTTPS, &pl.ListenAny, &c.Cluster.Peers} {
 			if len(*l) == 0 {
 				*l = nil
@@ -101,6 +101,7 @@ func TestLoadEveryKey(t *testing.T) {
 		WebSocket: WebSocket{
 			Paths:              []string{"/mqtt", "/ws"},
 			AllowedOrigins:     []string{"https://app.example.com", "https://*.example.net"},
+			PublicOrigins:      []string{"https://broker.example.com", "http://10.0.0.5:8080"},
 			AllowNoSubprotocol: true,
 			Compression:        true,
 		},
@@ -133,11 +134,12 @@ func TestLoadEveryKey(t *testing.T) {
 			MaxKeepAlive:        600,
 			MaxQoS:              1,
 			ConnectTimeout:      2500 * time.Millisecond,
+			PacketTimeout:       45 * time.Second,
 			Config: limit.Config{MaxConnectionsPerAddress: 100, ConnectRatePerAddress: 10, PublishRate: 500,
-				PublishBytesRate: 1048576, MaxSubscriptionsPerClient: 200, MaxTopicLength: 1024, MaxTopicLevels: 32},
+				PublishBytesRate: 1048576, MaxSubscriptionsPerClient: 200, MaxTopicLength: 1024, MaxTopicLevels: 32, ConnectionLogLines: 10},
 		},
 		Auth: authconfig.Config{AllowAnonymous: false, AnonymousListeners: []string{"tcp"}, PasswordFile: "/etc/starling/passwd", ACLFile: "/etc/starling/acl",
-			CertUsername: "cn", MaxConcurrentVerifications: 4, Superusers: []string{"admin"}, AuditLinesPerSecond: 20},
+			CertUsername: "cn", MaxConcurrentVerifications: 4, MaxPendingVerifications: 16, Superusers: []string{"admin"}, AuditLinesPerSecond: 20},
 		Cluster:      Cluster{Name: "prod", Node: "n1", Listen: "10.0.0.1:6222", Peers: []string{"10.0.0.2:6222", "10.0.0.3:6222"}, Token: "0123456789abcdef-secret", LocalQueues: true},
 		SlowConsumer: SlowConsumer{Timeout: 3 * time.Second, Policy: "drop_oldest", MinRate: 100},
 		LatestValue:  []LatestValueRule{{Filter: "sensors/#", Listener: "http"}},
@@ -300,6 +302,8 @@ func TestValidate(t *testing.T) {
 		{"ws paths ok", func(c *Config) { c.WebSocket.Paths = []string{"/", "/mqtt", "/a/b"} }, ""},
 		{"origin no scheme", func(c *Config) { c.WebSocket.AllowedOrigins = []string{"example.com"} }, `websocket.allowed_origins[0]: must be an origin`},
 		{"origin with path", func(c *Config) { c.WebSocket.AllowedOrigins = []string{"https://a.example/"} }, `websocket.allowed_origins[0]: must be scheme://host[:port], without a path`},
+		{"public origin pattern", func(c *Config) { c.WebSocket.PublicOrigins = []string{"https://*.example.com"} }, `websocket.public_origins[0]: must be scheme://host[:port], without a path or '*'`},
+		{"public origin scheme", func(c *Config) { c.WebSocket.PublicOrigins = []string{"ws://broker.example.com"} }, `websocket.public_origins[0]: must be an http or https origin`},
 		{"origins ok", func(c *Config) {
 			c.WebSocket.AllowedOrigins = []string{"*", "null", "https://*.example.com", "http://localhost:8080"}
 		}, ""},

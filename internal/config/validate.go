@@ -148,6 +148,9 @@ func (c Config) Validate() error {
 	if l.ConnectTimeout <= 0 {
 		bad("limits.connect_timeout", "must be > 0 (got %v)", l.ConnectTimeout)
 	}
+	if l.PacketTimeout < 0 {
+		bad("limits.packet_timeout", "must be >= 0 (got %v)", l.PacketTimeout)
+	}
 	if err := c.Auth.Validate(); err != nil {
 		errs = append(errs, err)
 	}
@@ -223,6 +226,16 @@ func (c Config) validateWebSocket(bad func(key, format string, args ...any)) {
 			bad(key, `must be an origin such as "https://app.example.com", a pattern such as "https://*.example.com", or "*" (got %q)`, o)
 		case strings.ContainsAny(host, "/?#"):
 			bad(key, "must be scheme://host[:port], without a path (got %q)", o)
+		}
+	}
+	for i, o := range ws.PublicOrigins {
+		key := fmt.Sprintf("websocket.public_origins[%d]", i)
+		scheme, host, _ := strings.Cut(o, "://")
+		switch {
+		case scheme != "http" && scheme != "https" || host == "":
+			bad(key, `must be an http or https origin such as "https://broker.example.com" (got %q)`, o)
+		case strings.ContainsAny(host, "/?#*@"):
+			bad(key, "must be scheme://host[:port], without a path or '*' (got %q)", o)
 		}
 	}
 }

@@ -92,6 +92,8 @@ type Conn struct {
 	// reason is the MQTT reason of the DISCONNECT that CloseAfter queued
 	// (-1: none); a WebSocket closes with the matching close code.
 	reason int
+	// writeErr is the write error that closed the connection, if one did.
+	writeErr error
 
 	// Dropped counts QoS 0 messages dropped for a slow reader.
 	Dropped atomic.Uint64
@@ -111,6 +113,11 @@ type Conn struct {
 	// Totals, when set before use, also counts this connection's bytes (a
 	// broker-wide sum for metrics).
 	Totals *Totals
+	// PacketTimeout, when set before use, bounds the time from a packet's
+	// first byte to its last, whatever the deadline given to ReadPacket
+	// (keep alive 0 gives none): past it ReadPacket returns
+	// ErrPacketTimeout, so a started packet cannot hold memory for ever.
+	PacketTimeout time.Duration
 }
 
 // Totals are byte counts summed over connections.
@@ -300,9 +307,15 @@ func (c *Conn) ReadPacket(deadline time.Time) (packet.Packet, int, error) {
 	if err := c.readFirst(); err != nil {
 		return nil, 0, err
 	}
+	// A started packet whose rest is not buffered yet gets PacketTimeout
+	// from now; a whole packet already in the buffer costs nothing here.
+	var until time.Time
+	if c.PacketTimeout > 0 && !c.packetBuffered() {
+		until = c.packetDeadline(deadline)
+	}
 	fh, err := packet.ReadFixedHeader(&c.fb)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, packetErr(err, until)
 	}
 	size := 1 + varintLen(fh.Remaining) + fh.Remaining
 	if uint64(size) > uint64(c.maxIn) {
@@ -315,13 +328,56 @@ func (c *Conn) ReadPacket(deadline time.Time) (packet.Packet, int, error) {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
-		return nil, size, err
+		return nil, size, packetErr(err, until)
 	}
 	if c.Totals != nil {
 		c.Totals.BytesIn.Add(uint64(size))
 	}
 	p, err := packet.Decode(fh, body, c.Version())
 	return p, size, err
+}
+
+// ErrPacketTimeout is returned by ReadPacket for a packet not completed
+// within PacketTimeout; MQTT 5 clients are told 0x97 (an administrative
+// limit exceeded).
+var ErrPacketTimeout = &packet.Error{Code: packet.QuotaExceeded, Reason: "packet not completed within limits.packet_timeout"}
+
+// packetBuffered reports whether the rest of the packet whose first byte
+// readFirst just read (its remaining length, then its body) is in the
+// read buffer, without reading from the socket.
+func (c *Conn) packetBuffered() bool {
+	n := c.br.Buffered()
+	b, _ := c.br.Peek(min(n, 4))
+	rem, mult := 0, 1
+	for i, x := range b {
+		rem += int(x&0x7f) * mult
+		if x&0x80 == 0 {
+			return n-(i+1) >= rem
+		}
+		mult *= 128
+	}
+	return false
+}
+
+// packetDeadline sets the read deadline of a packet started now to
+// PacketTimeout from now, unless deadline comes first; it returns the
+// deadline it set, or zero when deadline stays in force.
+func (c *Conn) packetDeadline(deadline time.Time) time.Time {
+	d := time.Now().Add(c.PacketTimeout)
+	if !deadline.IsZero() && !d.Before(deadline) || c.nc.SetReadDeadline(d) != nil {
+		return time.Time{}
+	}
+	return d
+}
+
+// packetErr reports a timeout of the deadline packetDeadline set (until)
+// as ErrPacketTimeout.
+func packetErr(err error, until time.Time) error {
+	var ne net.Error
+	if !until.IsZero() && errors.As(err, &ne) && ne.Timeout() {
+		return ErrPacketTimeout
+	}
+	return err
 }
 
 // firstByte is a ByteReader that returns b once, then reads from r.
@@ -773,6 +829,15 @@ func rawConn(nc net.Conn) (*net.TCPConn, syscall.RawConn) {
 	return tc, rc
 }
 
+// WriteErr returns the write error that closed the connection (a client
+// that stopped reading: a timeout), nil if none did. The reader then sees
+// only the closed socket; this is the reason to report.
+func (c *Conn) WriteErr() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.writeErr
+}
+
 // Done is closed when the socket is closed and no writer runs.
 func (c *Conn) Done() <-chan struct{} { return c.done }
 
@@ -818,6 +883,7 @@ func (c *Conn) writeLoop() {
 		if err != nil {
 			c.closed = true
 			c.writing = false
+			c.writeErr = err
 			c.drained.Broadcast()
 			c.mu.Unlock()
 			c.finish()

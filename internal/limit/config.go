@@ -3,6 +3,7 @@ package limit
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 )
 
@@ -44,6 +45,13 @@ type Config struct {
 	// MaxTopicLevels is the most levels ('/'-separated parts) in a topic
 	// name or filter; "a/b/c" has 3. Default 128; 0 = no limit.
 	MaxTopicLevels int `yaml:"max_topic_levels"`
+	// ConnectionLogLines bounds the "client connected", "client
+	// disconnected" and "session taken over" lines to this many per second
+	// (bursts of the same), so a reconnect flood cannot flood the log;
+	// lines over it are counted and summed up once a second as
+	// "connection lines suppressed" count=N, with the count of each kind
+	// (connected=, disconnected=, taken_over=). Default 50; 0 = no limit.
+	ConnectionLogLines int `yaml:"connection_log_lines_per_second"`
 }
 
 // DefaultConfig returns the defaults documented on each field.
@@ -56,6 +64,7 @@ func DefaultConfig() Config {
 		MaxSubscriptionsPerClient: 10000,
 		MaxTopicLength:            4096,
 		MaxTopicLevels:            128,
+		ConnectionLogLines:        50,
 	}
 }
 
@@ -93,6 +102,7 @@ func (c Config) Validate() error {
 		bad("max_topic_length", "must be between 0 and 65535 (got %d)", c.MaxTopicLength)
 	}
 	nonNegInt("max_topic_levels", c.MaxTopicLevels)
+	nonNegInt("connection_log_lines_per_second", c.ConnectionLogLines)
 	return errors.Join(errs...)
 }
 
@@ -147,6 +157,26 @@ func (c Config) NewConnLimits() (*PerKey, *RateByKey) {
 		rk = NewRateByKey(c.ConnectRatePerAddress, Burst(c.ConnectRatePerAddress), 0)
 	}
 	return pk, rk
+}
+
+// ConnectionLineKinds are the kinds of connection lines, counted apart
+// in the summary of those suppressed: Lines.OKKind(ConnConnected)...
+var ConnectionLineKinds = []string{"connected", "disconnected", "taken_over"}
+
+// The indexes of ConnectionLineKinds.
+const (
+	ConnConnected = iota
+	ConnDisconnected
+	ConnTakenOver
+)
+
+// NewConnectionLines returns the limiter of connection log lines writing
+// to log, or nil when ConnectionLogLines is 0 (no limit).
+func (c Config) NewConnectionLines(log *slog.Logger) *Lines {
+	if c.ConnectionLogLines <= 0 {
+		return nil
+	}
+	return NewTrailKinds(log, c.ConnectionLogLines, "connection", ConnectionLineKinds...)
 }
 
 // NewPublishLimits builds a client's publish limiters from c: nil when that

@@ -117,7 +117,7 @@ var badPackets = []struct {
 	{"SUBSCRIBE missing options byte", V311, h(`82 05 00 01 00 01 "a"`), mal},
 	{"SUBSCRIBE v3 reserved option bits", V311, h(`82 06 00 01 00 01 "a" 04`), mal},
 	{"SUBSCRIBE QoS 3", V311, h(`82 06 00 01 00 01 "a" 03`), mal},
-	{"SUBSCRIBE v5 QoS 3", V5, h(`82 07 00 01 00 00 01 "a" 03`), mal},
+	{"SUBSCRIBE v5 QoS 3", V5, h(`82 07 00 01 00 00 01 "a" 03`), proto}, // MQTT 5.0 section 3.8.3.1
 	{"SUBSCRIBE v5 reserved option bits", V5, h(`82 07 00 01 00 00 01 "a" 40`), mal},
 	{"SUBSCRIBE v5 retain handling 3", V5, h(`82 07 00 01 00 00 01 "a" 30`), proto},
 	{"SUBSCRIBE v5 two subscription IDs", V5, h(`82 0B 00 01 04 0B 01 0B 02 00 01 "a" 00`), proto},

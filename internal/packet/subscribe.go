@@ -33,7 +33,12 @@ func decodeSubscribe(d *dec, v5 bool) (Packet, error) {
 		}
 		sub.QoS = opts & 3
 		if sub.QoS == 3 {
-			return nil, malformed("subscription QoS 3") // [MQTT-3.8.3-4]
+			if v5 {
+				// MQTT 5.0 section 3.8.3.1: "It is a Protocol Error if
+				// the Maximum QoS field has the value 3."
+				return nil, protocolErr("subscription maximum QoS 3")
+			}
+			return nil, malformed("subscription QoS 3") // 3.1.1 [MQTT-3-8.3-4]
 		}
 		if v5 {
 			if opts&0xC0 != 0 {

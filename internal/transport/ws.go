@@ -7,6 +7,7 @@ package transport
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"net/netip"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/gobwas/httphead"
@@ -52,11 +54,29 @@ type WSOptions struct {
 	// Whatever this list holds, two kinds of requests are always allowed:
 	// requests without an Origin header (non-browser clients: the Origin
 	// check protects browser users from cross-site pages, it does not
-	// authenticate anybody) and same-origin requests (Origin's host[:port]
-	// equals the request's Host, e.g. a dashboard served by the broker).
-	// So the default, an empty list, allows only those. Anything else is
-	// refused with 403.
+	// authenticate anybody) and same-origin requests, e.g. a dashboard
+	// served by the broker (see PublicOrigins). So the default, an empty
+	// list, allows only those. Anything else is refused with 403.
 	AllowedOrigins []string
+
+	// PublicOrigins are the listener's own origins, scheme://host[:port],
+	// as browsers reach it ("https://broker.example.com"). An Origin is
+	// same-origin when its scheme, host and port equal one of these, or
+	// when its scheme is the connection's (https over TLS, else http), its
+	// port is the connection's local port and its host is one the
+	// connection proves: the local IP address itself, "localhost" on a
+	// loopback connection, or (over TLS) a name of ServerCert. The
+	// request's Host header is never trusted for this: under DNS
+	// rebinding a page of evil.example, its name now resolving to the
+	// broker, sends Host: evil.example:PORT and Origin:
+	// http://evil.example:PORT, which match each other.
+	PublicOrigins []string
+
+	// ServerCert returns the listener's current certificate (nil: none);
+	// over TLS, an Origin host it is valid for is same-origin, since a
+	// browser reached the listener under that name only after verifying
+	// it.
+	ServerCert func() *x509.Certificate
 
 	// TrustedProxies, when not empty, makes the handler replace the
 	// connection's RemoteAddr with ClientAddr(r, TrustedProxies), i.e. the
@@ -82,6 +102,8 @@ type wsHandler struct {
 	protocols      []string
 	allowNone      bool
 	origins        []string // lowercased patterns
+	public         []string // PublicOrigins, normalized by originParts
+	serverCert     func() *x509.Certificate
 	trustedProxies []netip.Prefix
 	compression    bool
 	maxMessage     int64
@@ -110,6 +132,12 @@ func NewWSHandler(opts WSOptions, accept func(c net.Conn, r *http.Request)) http
 	for _, o := range opts.AllowedOrigins {
 		h.origins = append(h.origins, strings.ToLower(o))
 	}
+	for _, o := range opts.PublicOrigins {
+		if scheme, host, port, ok := originParts(strings.ToLower(o)); ok {
+			h.public = append(h.public, scheme+"://"+net.JoinHostPort(host, port))
+		}
+	}
+	h.serverCert = opts.ServerCert
 	return h
 }
 
@@ -120,7 +148,7 @@ func (h *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "this endpoint serves MQTT over WebSocket: connect with a WebSocket client", http.StatusUpgradeRequired)
 		return
 	}
-	if !originAllowed(r, h.origins) {
+	if !h.originAllowed(r) {
 		http.Error(w, fmt.Sprintf("websocket: origin %q is not allowed", r.Header.Get("Origin")), http.StatusForbidden)
 		return
 	}
@@ -218,7 +246,7 @@ func headerHasToken(hdr http.Header, key, token string) bool {
 }
 
 // originAllowed applies the policy documented on WSOptions.AllowedOrigins.
-func originAllowed(r *http.Request, patterns []string) bool {
+func (h *wsHandler) originAllowed(r *http.Request) bool {
 	vs := r.Header.Values("Origin")
 	switch len(vs) {
 	case 0:
@@ -231,17 +259,86 @@ func originAllowed(r *http.Request, patterns []string) bool {
 	if !validOrigin(origin) {
 		// "null" (sandboxed pages, file: URLs) and junk: only an explicit
 		// pattern lets them in.
-		return slices.Contains(patterns, origin) || slices.Contains(patterns, "*")
+		return slices.Contains(h.origins, origin) || slices.Contains(h.origins, "*")
 	}
-	if _, host, _ := strings.Cut(origin, "://"); strings.EqualFold(host, r.Host) {
+	if h.sameOrigin(r, origin) {
 		return true
 	}
-	for _, p := range patterns {
+	for _, p := range h.origins {
 		if matchOrigin(p, origin) {
 			return true
 		}
 	}
 	return false
+}
+
+// sameOrigin applies the policy documented on WSOptions.PublicOrigins to a
+// valid, lowercase origin.
+func (h *wsHandler) sameOrigin(r *http.Request, origin string) bool {
+	scheme, host, port, ok := originParts(origin)
+	if !ok {
+		return false
+	}
+	if slices.Contains(h.public, scheme+"://"+net.JoinHostPort(host, port)) {
+		return true
+	}
+	// https on a plain listener (or http over TLS) is another origin.
+	want := "http"
+	if r.TLS != nil {
+		want = "https"
+	}
+	if scheme != want {
+		return false
+	}
+	local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if local == nil {
+		return false
+	}
+	lap, err := netip.ParseAddrPort(local.String())
+	if err != nil || strconv.Itoa(int(lap.Port())) != port {
+		return false
+	}
+	lip := lap.Addr().Unmap()
+	if ip, err := netip.ParseAddr(host); err == nil && ip.Unmap() == lip {
+		// An address cannot be rebound: the page came from this address
+		// and port, that is from this listener.
+		return true
+	}
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		// Browsers resolve these to loopback only (RFC 6761).
+		return lip.IsLoopback()
+	}
+	if r.TLS != nil && h.serverCert != nil {
+		if c := h.serverCert(); c != nil && c.VerifyHostname(host) == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// originParts splits a lowercase serialized origin into scheme, host
+// (without brackets) and port, the scheme's default port when absent.
+func originParts(origin string) (scheme, host, port string, ok bool) {
+	scheme, hostport, ok := strings.Cut(origin, "://")
+	if !ok || hostport == "" {
+		return "", "", "", false
+	}
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		// No port: the scheme's default.
+		host, port = strings.TrimSuffix(strings.TrimPrefix(hostport, "["), "]"), ""
+	}
+	if port == "" {
+		switch scheme {
+		case "http", "ws":
+			port = "80"
+		case "https", "wss":
+			port = "443"
+		default:
+			return "", "", "", false
+		}
+	}
+	return scheme, host, port, host != ""
 }
 
 // validOrigin reports whether o is a serialized origin: scheme://host[:port]

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -39,13 +41,19 @@ func startWS(t *testing.T, opts WSOptions, accept func(net.Conn, *http.Request))
 // bytes right after it) and returns the response and the conn.
 func rawHandshake(t *testing.T, addr, extra string, after []byte) (*http.Response, net.Conn, *bufio.Reader) {
 	t.Helper()
+	return rawHandshakeHost(t, addr, addr, extra, after)
+}
+
+// rawHandshakeHost is rawHandshake with the given Host header.
+func rawHandshakeHost(t *testing.T, addr, host, extra string, after []byte) (*http.Response, net.Conn, *bufio.Reader) {
+	t.Helper()
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	req := "GET /mqtt HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+	req := "GET /mqtt HTTP/1.1\r\nHost: " + host + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
 		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
 	if !strings.Contains(extra, "Sec-WebSocket-Version:") {
 		req += "Sec-WebSocket-Version: 13\r\n"
@@ -66,7 +74,8 @@ func TestWSHandshakePolicy(t *testing.T) {
 	tests := []struct {
 		name      string
 		opts      WSOptions
-		header    string // extra request header lines; "{host}" is replaced
+		header    string // extra request header lines; "{host}" and "{port}" are replaced
+		host      string // the Host header when not the listener's address; "{port}" is replaced
 		noUpgrade bool
 		status    int
 		proto     string
@@ -93,6 +102,14 @@ func TestWSHandshakePolicy(t *testing.T) {
 		{name: "null origin refused", header: "Origin: null\r\nSec-WebSocket-Protocol: mqtt\r\n", status: 403},
 		{name: "origin with path refused", opts: WSOptions{AllowedOrigins: []string{"https://*"}}, header: "Origin: https://a.test/x\r\nSec-WebSocket-Protocol: mqtt\r\n", status: 403},
 		{name: "two origins refused", opts: WSOptions{AllowedOrigins: []string{"*"}}, header: "Origin: https://a.test\r\nOrigin: https://b.test\r\nSec-WebSocket-Protocol: mqtt\r\n", status: 403},
+		// DNS rebinding: evil.example now resolves to the listener, and
+		// the page's Origin matches the Host the browser sends.
+		{name: "rebinding refused", host: "evil.example:{port}", header: "Origin: http://evil.example:{port}\r\nSec-WebSocket-Protocol: mqtt\r\n", status: 403},
+		{name: "https origin on a plain listener", header: "Origin: https://{host}\r\nSec-WebSocket-Protocol: mqtt\r\n", status: 403},
+		{name: "another port", header: "Origin: http://127.0.0.1:1\r\nSec-WebSocket-Protocol: mqtt\r\n", status: 403},
+		{name: "localhost on loopback", host: "localhost:{port}", header: "Origin: http://LOCALHOST:{port}\r\nSec-WebSocket-Protocol: mqtt\r\n", status: 101, proto: "mqtt"},
+		{name: "public origin, default port", opts: WSOptions{PublicOrigins: []string{"https://broker.example.com"}}, host: "broker.example.com", header: "Origin: https://broker.example.com:443\r\nSec-WebSocket-Protocol: mqtt\r\n", status: 101, proto: "mqtt"},
+		{name: "public origin, other scheme", opts: WSOptions{PublicOrigins: []string{"https://broker.example.com"}}, header: "Origin: http://broker.example.com\r\nSec-WebSocket-Protocol: mqtt\r\n", status: 403},
 		{name: "origin checked before subprotocol", header: "Origin: https://evil.example\r\n", status: 403},
 		{name: "not a websocket request", noUpgrade: true, status: 426, body: "WebSocket"},
 		{name: "bad version", header: "Sec-WebSocket-Protocol: mqtt\r\nSec-WebSocket-Version: 8\r\n", status: 426},
@@ -112,7 +129,13 @@ func TestWSHandshakePolicy(t *testing.T) {
 					t.Fatal(err)
 				}
 			} else {
-				resp, _, _ = rawHandshake(t, addr, strings.ReplaceAll(tt.header, "{host}", addr), nil)
+				_, port, _ := net.SplitHostPort(addr)
+				host := addr
+				if tt.host != "" {
+					host = strings.ReplaceAll(tt.host, "{port}", port)
+				}
+				header := strings.ReplaceAll(strings.ReplaceAll(tt.header, "{host}", addr), "{port}", port)
+				resp, _, _ = rawHandshakeHost(t, addr, host, header, nil)
 			}
 			defer resp.Body.Close()
 			if resp.StatusCode != tt.status {
@@ -378,6 +401,40 @@ func TestWithRemoteAddr(t *testing.T) {
 	wc := newWSConn(newFakeConn(nil), nil, false, "")
 	if c := WithRemoteAddr(wc, a); c != net.Conn(wc) || wc.RemoteAddr() != a {
 		t.Errorf("WSConn: RemoteAddr %v", c.RemoteAddr())
+	}
+}
+
+// Same-origin over TLS: the certificate's names (wildcards included) and
+// addresses, at the listener's port, with https only.
+func TestSameOriginTLS(t *testing.T) {
+	cert := &x509.Certificate{DNSNames: []string{"broker.example.com", "*.devices.example.com"}, IPAddresses: []net.IP{net.ParseIP("192.0.2.7")}}
+	h := NewWSHandler(WSOptions{ServerCert: func() *x509.Certificate { return cert }}, nil).(*wsHandler)
+	local := &net.TCPAddr{IP: net.ParseIP("10.1.2.3"), Port: 8884}
+	for _, tt := range []struct {
+		origin string
+		tls    bool
+		want   bool
+	}{
+		{"https://broker.example.com:8884", true, true},
+		{"https://a.devices.example.com:8884", true, true},
+		{"https://192.0.2.7:8884", true, true},  // the address the certificate names (a NAT's)
+		{"http://192.0.2.7:8884", false, false}, // without TLS, only the local address
+		{"https://10.1.2.3:8884", true, true},
+		{"https://broker.example.com", true, false}, // port 443, not the listener's
+		{"https://evil.example:8884", true, false},
+		{"http://broker.example.com:8884", true, false},
+		{"https://broker.example.com:8884", false, false}, // no TLS: the certificate proves nothing
+		{"http://10.1.2.3:8884", false, true},
+	} {
+		r := httptest.NewRequest("GET", "/mqtt", nil)
+		r = r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, net.Addr(local)))
+		r.Host = "evil.example:8884"
+		if tt.tls {
+			r.TLS = &tls.ConnectionState{}
+		}
+		if got := h.sameOrigin(r, tt.origin); got != tt.want {
+			t.Errorf("sameOrigin(%q, tls %v) = %v, want %v", tt.origin, tt.tls, got, tt.want)
+		}
 	}
 }
 

@@ -1,6 +1,9 @@
 package integration
 
 import (
+	"bytes"
+	"io"
+	"net"
 	"testing"
 	"time"
 
@@ -112,15 +115,16 @@ func TestV31Paho(t *testing.T) {
 	c311.expectNone(100 * time.Millisecond)
 }
 
-// An unknown protocol level gets CONNACK return code 0x01 and the
-// connection is closed [MQTT-3.1.2-2]; so does MQIsdp at level 4.
+// An unknown protocol level below 5 gets CONNACK return code 0x01 and the
+// connection is closed [MQTT-3.1.2-2]; so does MQIsdp at level 4. (Levels
+// above 5 get the MQTT 5 answer: TestV5NewerProtocolLevel.)
 func TestV3UnacceptableProtocolLevel(t *testing.T) {
 	t.Parallel()
 	_, addr := testutil.StartBroker(t, nil)
 	for _, tc := range []struct {
 		name  string
 		level byte
-	}{{"MQTT", 7}, {"MQTT", 3}, {"MQIsdp", 4}, {"MQTT", 0}} {
+	}{{"MQTT", 3}, {"MQIsdp", 4}, {"MQTT", 0}, {"MQIsdp", 6}} {
 		r := v3Raw(t, addr)
 		// Hand-encoded 3.1.1-shaped CONNECT: the codec refuses to encode an
 		// unknown level.
@@ -137,6 +141,28 @@ func TestV3UnacceptableProtocolLevel(t *testing.T) {
 			t.Fatalf("%s level %d: got %#v, want CONNACK 0x01", tc.name, tc.level, p)
 		}
 		r.ExpectClosed(0)
+	}
+}
+
+// A protocol level newer than 5 gets the MQTT 5 answer, CONNACK 0x84
+// (unsupported protocol version) in the 5.0 form (20 03 00 84 00), and the
+// connection is closed (MQTT 5.0 section 3.1.2.2).
+func TestV5NewerProtocolLevel(t *testing.T) {
+	t.Parallel()
+	_, addr := testutil.StartBroker(t, nil)
+	for _, level := range []byte{6, 7, 255} {
+		nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := append([]byte{0, 4, 'M', 'Q', 'T', 'T'}, level, 0x02, 0, 30, 0, 0, 4, 'v', '6', 'p', 'l')
+		nc.Write(append([]byte{0x10, byte(len(body))}, body...))
+		nc.SetReadDeadline(time.Now().Add(time.Minute))
+		got, err := io.ReadAll(nc) // up to the close
+		nc.Close()
+		if want := []byte{0x20, 0x03, 0x00, 0x84, 0x00}; !bytes.Equal(got, want) {
+			t.Fatalf("level %d: got % x (%v), want % x then the close", level, got, err, want)
+		}
 	}
 }
 

@@ -45,9 +45,15 @@ type Config struct {
 	// MaxConcurrentVerifications bounds password hashes computed at once
 	// (each argon2id verification uses the hash's memory, 19 MiB with the
 	// default parameters). A CONNECT that cannot get a slot before the
-	// connect timeout is refused with 0x89 (server busy). 0 means
-	// 2 × GOMAXPROCS.
+	// connect timeout is refused with 0x89 (server busy; 3.x: 3, server
+	// unavailable). 0 means 2 × GOMAXPROCS.
 	MaxConcurrentVerifications int `yaml:"max_concurrent_verifications"`
+	// MaxPendingVerifications bounds the CONNECTs waiting for one of
+	// those slots; one more is refused at once with 0x89 (3.x: 3), so a
+	// login flood cannot park thousands of connections (their goroutines,
+	// buffers and packets) for the connect timeout. 0 means
+	// 8 × the verification slots.
+	MaxPendingVerifications int `yaml:"max_pending_verifications"`
 	// Superusers are user names that bypass the ACL. They must
 	// authenticate (password or certificate) like anyone else.
 	Superusers []string `yaml:"superusers"`
@@ -105,6 +111,9 @@ func (c Config) Validate() error {
 	if c.MaxConcurrentVerifications < 0 {
 		bad("max_concurrent_verifications", "must be >= 0 (got %d)", c.MaxConcurrentVerifications)
 	}
+	if c.MaxPendingVerifications < 0 {
+		bad("max_pending_verifications", "must be >= 0 (got %d)", c.MaxPendingVerifications)
+	}
 	if c.AuditLinesPerSecond < 0 {
 		bad("audit_lines_per_second", "must be >= 0 (got %d)", c.AuditLinesPerSecond)
 	}
@@ -145,6 +154,15 @@ func (c Config) MaxVerifications() int {
 		return c.MaxConcurrentVerifications
 	}
 	return 2 * runtime.GOMAXPROCS(0)
+}
+
+// MaxPending returns MaxPendingVerifications, with 0 read as
+// 8 × MaxVerifications().
+func (c Config) MaxPending() int {
+	if c.MaxPendingVerifications > 0 {
+		return c.MaxPendingVerifications
+	}
+	return 8 * c.MaxVerifications()
 }
 
 // AuditRate returns AuditLinesPerSecond, with 0 read as 20.
