@@ -9,6 +9,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -18,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -39,6 +41,11 @@ var subcommands = map[string]func(args []string, stdout, stderr io.Writer) int{
 		return 0
 	},
 }
+
+// flagKeys maps the flags that set a config value to its key path.
+var flagKeys = map[string]string{"tcp": "tcp", "http": "http", "data": "data", "log-level": "log_level",
+	"log-format": "log_format", "cluster-name": "cluster.name", "cluster-node": "cluster.node",
+	"cluster-listen": "cluster.listen", "cluster-peers": "cluster.peers"}
 
 func main() {
 	args := os.Args[1:]
@@ -82,7 +89,8 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	peers := fs.String("cluster-peers", "", "comma-separated `addresses` of the other cluster nodes")
 	pprofAddr := fs.String("pprof", "", "serve Go's /debug/pprof/ profiling endpoints on this loopback `address`")
 	showVersion := fs.Bool("version", false, "print the version and exit")
-	check := fs.Bool("check", false, "validate the configuration, print \"config ok\" or the errors, and exit")
+	check := fs.Bool("check", false, "check the configuration and the files it names, print \"config ok\" or every error, and exit")
+	ports := fs.Bool("ports", false, "with -check: also check that every listener's port is free")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -97,18 +105,31 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "starling", versionString())
 		return 0
 	}
+	if *ports && !*check {
+		fmt.Fprintln(stderr, "starling: -ports goes with -check")
+		return 2
+	}
+	// Every problem is collected and reported at once: type errors in the
+	// file, bad values, and with -check the files the config names.
+	var errs []*config.Error
+	var src *config.Source
 	if *configFile != "" {
 		var err error
-		if cfg, err = config.Load(*configFile); err != nil { // cfg stays the same variable
+		cfg, src, err = config.LoadSource(*configFile) // cfg stays the same variable
+		if src == nil {                                // unreadable, or not YAML: nothing more to check
 			fmt.Fprintln(stderr, err)
 			return 1
 		}
+		errs = append(errs, config.Errors(err)...)
 	}
+	fromFlags := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { // only the flags given, so they win over the file
 		if p, ok := targets[f.Name]; ok {
 			*p = f.Value.String()
+			fromFlags[flagKeys[f.Name]] = true
 		}
 		if f.Name == "cluster-peers" {
+			fromFlags["cluster.peers"] = true
 			cfg.Cluster.Peers = nil
 			for p := range strings.SplitSeq(*peers, ",") {
 				if p = strings.TrimSpace(p); p != "" {
@@ -117,8 +138,32 @@ func serve(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	})
-	if err := cfg.Validate(); err != nil {
-		fmt.Fprintln(stderr, err)
+	errs = append(errs, config.Errors(cfg.Validate())...)
+	if *check {
+		errs = append(errs, checkFiles(cfg)...)
+		if *ports {
+			errs = append(errs, checkPorts(cfg)...)
+		}
+	}
+	src.Locate(errs, fromFlags)
+	if src != nil { // the config file's own lines first, in order
+		slices.SortStableFunc(errs, func(a, b *config.Error) int {
+			ina, inb := a.File == src.File, b.File == src.File
+			switch {
+			case ina && inb:
+				return cmp.Compare(a.Line, b.Line)
+			case ina:
+				return -1
+			case inb:
+				return 1
+			}
+			return 0
+		})
+	}
+	if len(errs) > 0 {
+		for _, e := range errs {
+			fmt.Fprintln(stderr, e)
+		}
 		return 1
 	}
 	if *check {
