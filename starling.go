@@ -38,7 +38,8 @@ type Config = config.Config
 // Limits are the protocol limits inside Config.
 type Limits = config.Limits
 
-// DefaultConfig returns the embedded defaults (TCP :1883, HTTP :8080, ./data).
+// DefaultConfig returns the embedded defaults (TCP 127.0.0.1:1883, HTTP
+// 127.0.0.1:8080: loopback only; ./data).
 func DefaultConfig() Config { return config.Default() }
 
 // Option changes how New builds a server.

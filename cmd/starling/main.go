@@ -196,6 +196,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve() }()
 	logger.Info("starling started", "version", versionString(), "tcp", cfg.TCP, "http", cfg.HTTP, "mqtts", cfg.MQTTS, "https", cfg.HTTPS, "data", cfg.Data)
+	warnOpenDoors(logger, cfg)
 
 	hup := make(chan os.Signal, 1) // SIGHUP: reload the TLS certificate
 	signal.Notify(hup, syscall.SIGHUP)
