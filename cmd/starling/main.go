@@ -3,6 +3,7 @@
 //	starling [-config FILE] [-tcp ADDR] [-http ADDR] [-data DIR] [-log-level LEVEL] [-log-format FORMAT]
 //	starling -check [-config FILE] [flags]   validate the configuration and exit
 //	starling -version | starling version     print the version
+//	starling passwd | store | cert dev | help  see starling help
 //
 // Flags override the config file, which overrides the defaults. SIGHUP
 // reloads the TLS certificate and key files, the password file and the ACL.
@@ -32,14 +33,43 @@ import (
 var version string
 
 // subcommands are the first arguments that select something other than
-// serving; passwd, store and bench will join version here.
+// serving; usage lists them.
 var subcommands = map[string]func(args []string, stdout, stderr io.Writer) int{
 	"passwd": func(args []string, stdout, stderr io.Writer) int { return passwd(args, os.Stdin, stdout, stderr) },
 	"store":  runStoreTo,
+	"cert":   runCert,
 	"version": func(_ []string, stdout, _ io.Writer) int {
 		fmt.Fprintln(stdout, "starling", versionString())
 		return 0
 	},
+}
+
+const usage = `usage: starling [flags]                  serve until SIGINT or SIGTERM
+       starling -check [-ports] [flags]  check the configuration and the files it names, and exit
+       starling COMMAND [arguments]
+
+Commands:
+  passwd    add, change or delete a user of a password file
+  store     inspect the data folder of a stopped broker
+  cert dev  make a development CA and a server certificate for mqtts and wss
+  version   print the version
+  help      print this help, or a command's: starling help COMMAND
+
+Documentation: README.md and docs/ in https://github.com/starling-mqtt/starling
+
+Flags:
+`
+
+func init() {
+	// In init: the map cannot name help in its own initializer.
+	subcommands["help"] = func(args []string, stdout, _ io.Writer) int {
+		if len(args) > 0 {
+			if cmd, ok := subcommands[args[0]]; ok && args[0] != "help" {
+				return cmd([]string{"-help"}, stdout, stdout)
+			}
+		}
+		return serve([]string{"-help"}, stdout, stdout)
+	}
 }
 
 // flagKeys maps the flags that set a config value to its key path.
@@ -77,6 +107,10 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		"cluster-name": &cfg.Cluster.Name, "cluster-node": &cfg.Cluster.Node, "cluster-listen": &cfg.Cluster.Listen}
 	fs := flag.NewFlagSet("starling", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fs.PrintDefaults()
+	}
 	configFile := fs.String("config", "", "read the YAML config `file` (see docs/configuration.md)")
 	fs.String("tcp", cfg.TCP, "MQTT over TCP `address` (\"\" disables it)")
 	fs.String("http", cfg.HTTP, "WebSocket, dashboard and HTTP API `address` (\"\" disables it)")
