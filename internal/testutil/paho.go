@@ -41,6 +41,10 @@ func TryDialPaho(t testing.TB, addr, clientID string, cp *paho.Connect) (*Paho, 
 	c.Client = paho.NewClient(paho.ClientConfig{
 		ClientID: clientID,
 		Conn:     nc,
+		// paho's own 10 s default bounds CONNACK, SUBACK and PUBACK waits
+		// whatever the context says; a session hand-over between cluster
+		// nodes under -race on a loaded machine took longer.
+		PacketTimeout: Patience(t),
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			c.Recv <- pr.Packet
 			return true, nil
