@@ -3,14 +3,17 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -18,6 +21,32 @@ import (
 	"github.com/starling-mqtt/starling/internal/auth"
 	"github.com/starling-mqtt/starling/internal/config"
 )
+
+// report prints errs, if any, one per line, and reports whether there
+// were any. Those without a file get the config file's name and the line
+// of their key (src may be nil: no file), unless their value came from a
+// flag; the config file's own come first, in line order.
+func report(errs []*config.Error, src *config.Source, fromFlags map[string]bool, stderr io.Writer) bool {
+	src.Locate(errs, fromFlags)
+	if src != nil {
+		slices.SortStableFunc(errs, func(a, b *config.Error) int {
+			ina, inb := a.File == src.File, b.File == src.File
+			switch {
+			case ina && inb:
+				return cmp.Compare(a.Line, b.Line)
+			case ina:
+				return -1
+			case inb:
+				return 1
+			}
+			return 0
+		})
+	}
+	for _, e := range errs {
+		fmt.Fprintln(stderr, e)
+	}
+	return len(errs) > 0
+}
 
 // maxAuthFile is the largest password or ACL file the broker reads.
 const maxAuthFile = 64 << 20

@@ -10,7 +10,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -20,7 +19,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
-	"slices"
 	"strings"
 	"syscall"
 
@@ -42,34 +40,6 @@ var subcommands = map[string]func(args []string, stdout, stderr io.Writer) int{
 		fmt.Fprintln(stdout, "starling", versionString())
 		return 0
 	},
-}
-
-const usage = `usage: starling [flags]                  serve until SIGINT or SIGTERM
-       starling -check [-ports] [flags]  check the configuration and the files it names, and exit
-       starling COMMAND [arguments]
-
-Commands:
-  passwd    add, change or delete a user of a password file
-  store     inspect the data folder of a stopped broker
-  cert dev  make a development CA and a server certificate for mqtts and wss
-  version   print the version
-  help      print this help, or a command's: starling help COMMAND
-
-Documentation: README.md and docs/ in https://github.com/starling-mqtt/starling
-
-Flags:
-`
-
-func init() {
-	// In init: the map cannot name help in its own initializer.
-	subcommands["help"] = func(args []string, stdout, _ io.Writer) int {
-		if len(args) > 0 {
-			if cmd, ok := subcommands[args[0]]; ok && args[0] != "help" {
-				return cmd([]string{"-help"}, stdout, stdout)
-			}
-		}
-		return serve([]string{"-help"}, stdout, stdout)
-	}
 }
 
 // flagKeys maps the flags that set a config value to its key path.
@@ -149,8 +119,9 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	var src *config.Source
 	if *configFile != "" {
 		var err error
-		cfg, src, err = config.LoadSource(*configFile) // cfg stays the same variable
-		if src == nil {                                // unreadable, or not YAML: nothing more to check
+		// cfg stays the same variable, which targets point into.
+		cfg, src, err = config.LoadSource(*configFile)
+		if src == nil { // unreadable, or not YAML: nothing more to check
 			fmt.Fprintln(stderr, err)
 			return 1
 		}
@@ -179,25 +150,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 			errs = append(errs, checkPorts(cfg)...)
 		}
 	}
-	src.Locate(errs, fromFlags)
-	if src != nil { // the config file's own lines first, in order
-		slices.SortStableFunc(errs, func(a, b *config.Error) int {
-			ina, inb := a.File == src.File, b.File == src.File
-			switch {
-			case ina && inb:
-				return cmp.Compare(a.Line, b.Line)
-			case ina:
-				return -1
-			case inb:
-				return 1
-			}
-			return 0
-		})
-	}
-	if len(errs) > 0 {
-		for _, e := range errs {
-			fmt.Fprintln(stderr, e)
-		}
+	if report(errs, src, fromFlags, stderr) {
 		return 1
 	}
 	if *check {
