@@ -21,12 +21,12 @@ func TestRepositoryHygiene(t *testing.T) {
 	if _, err := os.Stat("CHANGELOG.md"); err != nil {
 		t.Errorf("no CHANGELOG.md: %v", err)
 	}
-	if _, err := exec.LookPath("git"); err != nil {
-		t.Skip("git not installed: cannot list the tracked files")
-	}
 	out, err := exec.Command("git", "ls-files", "-z").Output()
 	if err != nil {
-		t.Skipf("not a git checkout: %v", err)
+		if os.Getenv("CI") == "true" { // CI runs in a clone, with git
+			t.Fatalf("git ls-files: %v", err)
+		}
+		t.Skipf("cannot list the tracked files (git, or a checkout, missing): %v", err)
 	}
 	for name := range strings.SplitSeq(strings.TrimRight(string(out), "\x00"), "\x00") {
 		f, err := os.Open(name)
