@@ -51,7 +51,7 @@ func report(errs []*config.Error, src *config.Source, fromFlags map[string]bool,
 // maxAuthFile is the largest password or ACL file the broker reads.
 const maxAuthFile = 64 << 20
 
-// checkFiles reads what a valid cfg names, as serve would, and returns
+// checkFiles reads the files cfg names, as serve would, and returns
 // every problem: the TLS certificate and key (they load and belong
 // together), the client CA file, the password and ACL files (every bad
 // line, not only the first), and whether the data folder can be written.
@@ -128,7 +128,9 @@ func checkLines(key, name string, parse func(n int, line string, seen map[string
 	seen := map[string]int{}
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 0, 4096), 1<<20)
-	for n := 1; sc.Scan(); n++ {
+	n := 0
+	for sc.Scan() {
+		n++
 		text := strings.TrimSpace(sc.Text())
 		if text == "" || text[0] == '#' {
 			continue
@@ -137,8 +139,8 @@ func checkLines(key, name string, parse func(n int, line string, seen map[string
 			errs = append(errs, &config.Error{File: name, Line: n, Key: key, Msg: err.Error()})
 		}
 	}
-	if err := sc.Err(); err != nil {
-		errs = append(errs, &config.Error{File: name, Key: key, Msg: err.Error()})
+	if err := sc.Err(); err != nil { // a line over 1 MiB, which the broker refuses too
+		errs = append(errs, &config.Error{File: name, Line: n + 1, Key: key, Msg: err.Error()})
 	}
 	return errs
 }

@@ -93,7 +93,7 @@ func (s *Source) Locate(errs []*Error, fromFlags map[string]bool) {
 		}
 		e.File = s.File
 		e.Line = s.Line(e.Key)
-		if e.Line == 0 { // "limits.max_qos" set by the file within a list item's parent, say
+		if e.Line == 0 { // an item of a list the file sets: the list's line
 			e.Line = s.Line(baseKey(e.Key))
 		}
 	}
