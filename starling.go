@@ -44,7 +44,8 @@ type Limits = config.Limits
 // Config.LatestValue).
 type LatestValueRule = config.LatestValueRule
 
-// DefaultConfig returns the embedded defaults (TCP :1883, HTTP :8080, ./data).
+// DefaultConfig returns the embedded defaults (TCP 127.0.0.1:1883, HTTP
+// 127.0.0.1:8080: loopback only; ./data).
 func DefaultConfig() Config { return config.Default() }
 
 // Option changes how New builds a server.

@@ -3,6 +3,7 @@
 //	starling [-config FILE] [-tcp ADDR] [-http ADDR] [-data DIR] [-log-level LEVEL] [-log-format FORMAT]
 //	starling -check [-config FILE] [flags]   validate the configuration and exit
 //	starling -version | starling version     print the version
+//	starling passwd | store | cert dev | help  see starling help
 //
 // Flags override the config file, which overrides the defaults. SIGHUP
 // reloads the TLS certificate and key files, the password file and the ACL.
@@ -30,15 +31,21 @@ import (
 var version string
 
 // subcommands are the first arguments that select something other than
-// serving; passwd, store and bench will join version here.
+// serving; usage lists them.
 var subcommands = map[string]func(args []string, stdout, stderr io.Writer) int{
 	"passwd": func(args []string, stdout, stderr io.Writer) int { return passwd(args, os.Stdin, stdout, stderr) },
 	"store":  runStoreTo,
+	"cert":   runCert,
 	"version": func(_ []string, stdout, _ io.Writer) int {
 		fmt.Fprintln(stdout, "starling", versionString())
 		return 0
 	},
 }
+
+// flagKeys maps the flags that set a config value to its key path.
+var flagKeys = map[string]string{"tcp": "tcp", "http": "http", "data": "data", "log-level": "log_level",
+	"log-format": "log_format", "cluster-name": "cluster.name", "cluster-node": "cluster.node",
+	"cluster-listen": "cluster.listen", "cluster-peers": "cluster.peers"}
 
 func main() {
 	args := os.Args[1:]
@@ -70,6 +77,10 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		"cluster-name": &cfg.Cluster.Name, "cluster-node": &cfg.Cluster.Node, "cluster-listen": &cfg.Cluster.Listen}
 	fs := flag.NewFlagSet("starling", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fs.PrintDefaults()
+	}
 	configFile := fs.String("config", "", "read the YAML config `file` (see docs/configuration.md)")
 	fs.String("tcp", cfg.TCP, "MQTT over TCP `address` (\"\" disables it)")
 	fs.String("http", cfg.HTTP, "WebSocket, dashboard and HTTP API `address` (\"\" disables it)")
@@ -82,7 +93,8 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	peers := fs.String("cluster-peers", "", "comma-separated `addresses` of the other cluster nodes")
 	pprofAddr := fs.String("pprof", "", "serve Go's /debug/pprof/ profiling endpoints on this loopback `address`")
 	showVersion := fs.Bool("version", false, "print the version and exit")
-	check := fs.Bool("check", false, "validate the configuration, print \"config ok\" or the errors, and exit")
+	check := fs.Bool("check", false, "check the configuration and the files it names, print \"config ok\" or every error, and exit")
+	ports := fs.Bool("ports", false, "with -check: also check that every listener's port is free")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -97,18 +109,32 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "starling", versionString())
 		return 0
 	}
+	if *ports && !*check {
+		fmt.Fprintln(stderr, "starling: -ports goes with -check")
+		return 2
+	}
+	// Every problem is collected and reported at once: type errors in the
+	// file, bad values, and with -check the files the config names.
+	var errs []*config.Error
+	var src *config.Source
 	if *configFile != "" {
 		var err error
-		if cfg, err = config.Load(*configFile); err != nil { // cfg stays the same variable
+		// cfg stays the same variable, which targets point into.
+		cfg, src, err = config.LoadSource(*configFile)
+		if src == nil { // unreadable, or not YAML: nothing more to check
 			fmt.Fprintln(stderr, err)
 			return 1
 		}
+		errs = append(errs, config.Errors(err)...)
 	}
+	fromFlags := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { // only the flags given, so they win over the file
 		if p, ok := targets[f.Name]; ok {
 			*p = f.Value.String()
+			fromFlags[flagKeys[f.Name]] = true
 		}
 		if f.Name == "cluster-peers" {
+			fromFlags["cluster.peers"] = true
 			cfg.Cluster.Peers = nil
 			for p := range strings.SplitSeq(*peers, ",") {
 				if p = strings.TrimSpace(p); p != "" {
@@ -117,8 +143,14 @@ func serve(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	})
-	if err := cfg.Validate(); err != nil {
-		fmt.Fprintln(stderr, err)
+	errs = append(errs, config.Errors(cfg.Validate())...)
+	if *check {
+		errs = append(errs, checkFiles(cfg)...)
+		if *ports {
+			errs = append(errs, checkPorts(cfg)...)
+		}
+	}
+	if report(errs, src, fromFlags, stderr) {
 		return 1
 	}
 	if *check {
@@ -151,6 +183,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve() }()
 	logger.Info("starling started", "version", versionString(), "tcp", cfg.TCP, "http", cfg.HTTP, "mqtts", cfg.MQTTS, "https", cfg.HTTPS, "data", cfg.Data)
+	warnOpenDoors(logger, cfg)
 
 	hup := make(chan os.Signal, 1) // SIGHUP: reload the TLS certificate
 	signal.Notify(hup, syscall.SIGHUP)

@@ -18,10 +18,12 @@ import (
 // start from Default(), then check the result with Validate.
 type Config struct {
 	// TCP is the address for MQTT over plain TCP, as host:port ("" disables
-	// it; port 0 picks a free port).
+	// it; port 0 picks a free port). The default is loopback only: write
+	// ":1883" to accept other machines.
 	TCP string `yaml:"tcp"`
 	// HTTP is the address for MQTT over WebSocket, the dashboard and the HTTP
-	// API, as host:port ("" disables it; port 0 picks a free port).
+	// API, as host:port ("" disables it; port 0 picks a free port). The
+	// default is loopback only: write ":8080" to accept other machines.
 	HTTP string `yaml:"http"`
 	// MQTTS is the address for MQTT over TLS, as host:port ("" disables it;
 	// 8883 by convention). Needs tls.cert_file and tls.key_file.
@@ -285,8 +287,8 @@ type Limits struct {
 // Default returns the configuration used when nothing is set.
 func Default() Config {
 	return Config{
-		TCP:             ":1883",
-		HTTP:            ":8080",
+		TCP:             "127.0.0.1:1883",
+		HTTP:            "127.0.0.1:8080",
 		MQTTS:           "",
 		HTTPS:           "",
 		TLS:             TLS{ClientAuth: "off"},

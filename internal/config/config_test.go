@@ -283,8 +283,8 @@ func TestValidate(t *testing.T) {
 		{"https without key", func(c *Config) { c.HTTPS = ":8443"; c.TLS.CertFile = "c.pem" }, "tls.key_file: required when https is set"},
 		{"cert without key, no tls listener", func(c *Config) { c.TLS.CertFile = "c.pem" }, "tls.key_file: required when tls.cert_file is set"},
 		{"mqtts bad address", func(c *Config) { c.MQTTS = "8883"; c.TLS.CertFile, c.TLS.KeyFile = "c", "k" }, "mqtts: must be host:port"},
-		{"https same as http", func(c *Config) { c.HTTPS = c.HTTP; c.TLS.CertFile, c.TLS.KeyFile = "c", "k" }, `https: same address as http (":8080")`},
-		{"mqtts same as tcp", func(c *Config) { c.MQTTS = c.TCP; c.TLS.CertFile, c.TLS.KeyFile = "c", "k" }, `mqtts: same address as tcp (":1883")`},
+		{"https same as http", func(c *Config) { c.HTTPS = c.HTTP; c.TLS.CertFile, c.TLS.KeyFile = "c", "k" }, `https: same address as http ("127.0.0.1:8080")`},
+		{"mqtts same as tcp", func(c *Config) { c.MQTTS = c.TCP; c.TLS.CertFile, c.TLS.KeyFile = "c", "k" }, `mqtts: same address as tcp ("127.0.0.1:1883")`},
 		{"tls ports 0", func(c *Config) {
 			c.TCP, c.HTTP, c.MQTTS, c.HTTPS = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 			c.TLS.CertFile, c.TLS.KeyFile = "c", "k"

@@ -59,23 +59,38 @@ func Load(path string) (Config, error) {
 func Parse(data []byte) (Config, error) { return parse(data, "") }
 
 func parse(data []byte, file string) (Config, error) {
-	cfg := Default()
+	cfg, _, err := parsePartial(data, file)
+	if err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+// parsePartial is parse, except that after type errors only (unknown keys,
+// values of the wrong type) it also returns the config with every other
+// key decoded, the bad ones keeping their defaults, and usable true.
+func parsePartial(data []byte, file string) (cfg Config, usable bool, err error) {
+	cfg = Default()
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&cfg); err != nil {
 		if errors.Is(err, io.EOF) { // empty, or only comments
-			return Default(), nil
+			return Default(), true, nil
 		}
-		return Config{}, explain(data, file, err)
+		var te *yaml.TypeError
+		if errors.As(err, &te) { // yaml.v3 decodes the rest before reporting these
+			return cfg, true, explain(data, file, err)
+		}
+		return Default(), false, explain(data, file, err)
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
 		if err != nil {
-			return Config{}, explain(data, file, err)
+			return Default(), false, explain(data, file, err)
 		}
-		return Config{}, &Error{File: file, Line: extra.Line, Msg: "a config file holds one YAML document, found another"}
+		return Default(), false, &Error{File: file, Line: extra.Line, Msg: "a config file holds one YAML document, found another"}
 	}
-	return cfg, nil
+	return cfg, true, nil
 }
 
 // explain turns a yaml error into Errors that name the key path of each
@@ -164,6 +179,15 @@ func walk(n *yaml.Node, prefix string, out *[]keyAt) {
 	case yaml.DocumentNode:
 		for _, c := range n.Content {
 			walk(c, prefix, out)
+		}
+	case yaml.SequenceNode: // list items, "trusted_proxies[0]", as Validate names them
+		if prefix == "" {
+			return // a document that is a list, not a config
+		}
+		for i, v := range n.Content {
+			path := fmt.Sprintf("%s[%d]", prefix, i)
+			*out = append(*out, keyAt{path, "", v.Line, v.Line, v.Kind == yaml.ScalarNode})
+			walk(v, path, out)
 		}
 	case yaml.MappingNode:
 		for i := 0; i+1 < len(n.Content); i += 2 {

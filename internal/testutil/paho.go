@@ -33,7 +33,7 @@ func DialPaho(t testing.TB, addr, clientID string, cp *paho.Connect) (*Paho, *pa
 // error, for clients that retry.
 func TryDialPaho(t testing.TB, addr, clientID string, cp *paho.Connect) (*Paho, *paho.Connack, error) {
 	t.Helper()
-	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	nc, err := net.DialTimeout("tcp", addr, Patience(t))
 	if err != nil {
 		return nil, nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
@@ -41,6 +41,10 @@ func TryDialPaho(t testing.TB, addr, clientID string, cp *paho.Connect) (*Paho, 
 	c.Client = paho.NewClient(paho.ClientConfig{
 		ClientID: clientID,
 		Conn:     nc,
+		// paho's own 10 s default bounds CONNACK, SUBACK and PUBACK waits
+		// whatever the context says; a session hand-over between cluster
+		// nodes under -race on a loaded machine took longer.
+		PacketTimeout: Patience(t),
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			c.Recv <- pr.Packet
 			return true, nil
@@ -51,7 +55,7 @@ func TryDialPaho(t testing.TB, addr, clientID string, cp *paho.Connect) (*Paho, 
 		cp = &paho.Connect{CleanStart: true}
 	}
 	cp.ClientID = clientID
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), Patience(t))
 	defer cancel()
 	ack, err := c.Connect(ctx, cp)
 	if err != nil {
@@ -101,7 +105,7 @@ func DialPahoWith(t testing.TB, addr, clientID string, handle func(*paho.Publish
 // Sub subscribes and fails the test unless every subscription is granted.
 func (c *Paho) Sub(t testing.TB, opts ...paho.SubscribeOptions) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), Patience(t))
 	defer cancel()
 	sa, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: opts})
 	if err != nil {
@@ -117,7 +121,7 @@ func (c *Paho) Sub(t testing.TB, opts ...paho.SubscribeOptions) {
 // Pub publishes and, for QoS 1 and 2, waits for the acknowledgement.
 func (c *Paho) Pub(t testing.TB, p *paho.Publish) *paho.PublishResponse {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), Patience(t))
 	defer cancel()
 	r, err := c.Publish(ctx, p)
 	if err != nil {

@@ -51,6 +51,28 @@ func StartBroker(t testing.TB, mutate func(*starling.Config)) (*starling.Server,
 	return srv, addr.String()
 }
 
+// maxPatience bounds Patience when the test has no deadline or a distant
+// one, so a broken test still ends with its own message rather than the
+// binary's timeout panic.
+const maxPatience = 2 * time.Minute
+
+// Patience is how long a helper waits for something that should happen
+// soon (a write accepted, a packet answered, a connection closed). A fixed
+// few seconds is missed by a slow -race run on a loaded machine, so it is
+// the time left before the test binary's -timeout, less a margin to report
+// the failure, and at most maxPatience. A passing test never waits it out.
+func Patience(t testing.TB) time.Duration {
+	d := maxPatience
+	if dt, ok := t.(interface{ Deadline() (time.Time, bool) }); ok {
+		if deadline, ok := dt.Deadline(); ok {
+			left := time.Until(deadline)
+			left -= min(left/2, 30*time.Second) // room to fail by name
+			d = min(d, left)
+		}
+	}
+	return max(d, time.Second)
+}
+
 // Raw is a packet-level MQTT client for error paths real clients never take.
 type Raw struct {
 	t       testing.TB
@@ -62,7 +84,7 @@ type Raw struct {
 // Dial opens a raw connection speaking the given protocol level.
 func Dial(t testing.TB, addr string, version byte) *Raw {
 	t.Helper()
-	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	nc, err := net.DialTimeout("tcp", addr, Patience(t))
 	if err != nil {
 		t.Fatalf("dial %s: %v", addr, err)
 	}
@@ -95,10 +117,12 @@ func (r *Raw) Send(ps ...packet.Packet) {
 	r.WriteRaw(buf)
 }
 
-// WriteRaw writes bytes as they are.
+// WriteRaw writes bytes as they are, waiting up to Patience for the broker
+// to take them: a broker that pushes back on a flooding publisher by not
+// reading its socket legitimately holds a write for a while.
 func (r *Raw) WriteRaw(b []byte) {
 	r.t.Helper()
-	r.nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	r.nc.SetWriteDeadline(time.Now().Add(Patience(r.t)))
 	if _, err := r.nc.Write(b); err != nil {
 		r.t.Fatalf("write: %v", err)
 	}
@@ -134,10 +158,10 @@ func (r *Raw) Next(timeout time.Duration) (packet.Packet, error) {
 	return packet.Decode(fh, body, r.Version)
 }
 
-// Read returns the next packet or fails the test within 5 s.
+// Read returns the next packet or fails the test after Patience.
 func (r *Raw) Read() packet.Packet {
 	r.t.Helper()
-	p, err := r.Next(5 * time.Second)
+	p, err := r.Next(Patience(r.t))
 	if err != nil {
 		r.t.Fatalf("read packet: %v", err)
 	}
@@ -149,11 +173,12 @@ func (r *Raw) Read() packet.Packet {
 func (r *Raw) ExpectClosed(code packet.ReasonCode) *packet.Disconnect {
 	r.t.Helper()
 	var d *packet.Disconnect
+	wait := Patience(r.t)
 	for {
-		p, err := r.Next(5 * time.Second)
+		p, err := r.Next(wait)
 		if err != nil {
 			if ne, ok := err.(net.Error); ok && ne.Timeout() {
-				r.t.Fatalf("connection not closed within 5s")
+				r.t.Fatalf("connection not closed within %s", wait)
 			}
 			break
 		}
