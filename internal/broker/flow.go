@@ -155,9 +155,16 @@ type holdSet struct {
 	on   []*client
 }
 
+// holds reports whether the publisher would wait for cl if it were full:
+// not its own session, not one whose reader is stalled (see stall) or
+// whose connection the slow-consumer policy cut. The caller holds cl.mu.
+func (hs *holdSet) holds(cl *client) bool {
+	return hs != nil && cl != hs.self && !cl.flow.stalled.Load() && (cl.conn == nil || cl.flow.cut != cl.conn)
+}
+
 // add notes cl if it blocks. The caller holds cl.mu.
 func (hs *holdSet) add(cl *client) {
-	if hs == nil || cl == hs.self || !cl.blocksLocked() {
+	if !hs.holds(cl) || !cl.blocksLocked() {
 		return
 	}
 	hs.on = append(hs.on, cl)
@@ -308,14 +315,19 @@ func (b *Broker) waitRoom(cl *client, kicked <-chan struct{}, gone <-chan struct
 	window, taken0 := start, cl.flow.taken.Load() // min_rate's window
 	for {
 		cl.mu.Lock()
+		// waiting first, then the check: a writer that frees room after
+		// the check sees waiting and wakes the room made below (tookQoS0).
+		cl.flow.waiting.Store(true)
 		if !cl.blocksLocked() {
+			if cl.flow.room == nil {
+				cl.flow.waiting.Store(false)
+			}
 			cl.mu.Unlock()
 			return roomFree
 		}
 		if cl.flow.room == nil {
 			cl.flow.room = make(chan struct{})
 			cl.flow.since = b.now()
-			cl.flow.waiting.Store(true)
 		}
 		room := cl.flow.room
 		// Idle since its last message, or since it began to block if it
@@ -380,8 +392,9 @@ func (b *Broker) slowConsumer(cl *client, slow bool) {
 		cl.closeConn(packet.QuotaExceeded, "slow consumer")
 		// A client that reads nothing cannot take the DISCONNECT either:
 		// it is cut off instead of holding its queue until the write
-		// timeout.
-		time.AfterFunc(conn.LingerTime, c.Close)
+		// timeout. Twice LingerTime: a client that does read has the
+		// DISCONNECT written and its whole gentle close by then.
+		time.AfterFunc(2*conn.LingerTime, c.Close)
 		b.flowLog("slow consumer disconnected", attrs...)
 	} else {
 		b.Flow.SlowShed.Add(1)
@@ -451,20 +464,31 @@ func (h *handler) stall(p *packet.Publish) {
 	h.cl.flow.stalled.Store(false)
 }
 
-// overloaded holds a publisher while the queued bytes of every session and
-// connection are past limits.max_total_queued_bytes. Each publish waits,
-// so the busiest publishers are slowed the most.
+// overloaded holds a publisher while the queued bytes of connected
+// sessions and connections are past limits.max_total_queued_bytes, for at
+// most slow_consumer.timeout (a queue that does not drain meets the
+// slow-consumer policy meanwhile). Each publish waits, so the busiest
+// publishers are slowed the most. The reader counts as stalled while it
+// waits: it reads nothing, its own acknowledgements included.
 func (h *handler) overloaded() {
 	b := h.b
 	if b.flow.maxTotal <= 0 || b.QueuedBytes() <= b.flow.maxTotal {
 		return
 	}
 	b.Flow.GlobalWaits.Add(1)
+	b.holdMu.Lock()
+	h.cl.flow.stalled.Store(true)
+	b.holdMu.Unlock()
+	defer h.cl.flow.stalled.Store(false)
 	t := time.NewTicker(2 * time.Millisecond)
 	defer t.Stop()
+	end := time.NewTimer(b.flow.timeout)
+	defer end.Stop()
 	for b.QueuedBytes() > b.flow.maxTotal {
 		select {
 		case <-t.C:
+		case <-end.C:
+			return
 		case <-h.c.Done():
 			return
 		}

@@ -308,7 +308,9 @@ func (b *Broker) deliverTo(cl *client, d session.Delivery, now time.Time, t *tx,
 	}
 	before := cl.sess.Stats
 	cl.tx = t
-	d.Held = hs != nil
+	// Held only if this publisher will wait for this session, so what it
+	// adds past the bound is bounded (flow.go).
+	d.Held = hs.holds(cl)
 	p := cl.sess.Deliver(d, now)
 	cl.tx = nil
 	if t != nil && t.gated {

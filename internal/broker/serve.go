@@ -75,6 +75,11 @@ func (h *handler) readFailed(err error) string {
 	case errors.Is(err, io.EOF):
 		h.c.CloseAfter(nil)
 		return "connection closed by client"
+	case errors.Is(err, net.ErrClosed):
+		// Closing already (the broker ended it, and is discarding what
+		// the client still sends): let that finish.
+		h.c.CloseAfter(nil)
+		return "connection closed"
 	}
 	h.c.Close()
 	return err.Error()

@@ -32,6 +32,11 @@ const MaxPendingQoS0 = 1024
 // bounded by what those hold, and kept.
 const HardLimit = 4
 
+// HeldLimit is the safety net above HardLimit for deliveries from held
+// publishers: each adds a bounded number, and reaching it takes hundreds of
+// them at once.
+const HeldLimit = 16
+
 // Shed policies for QoS 0 publishes past the bound (SetShed).
 const (
 	ShedNone   = iota // keep them, up to HardLimit times the bound
@@ -101,8 +106,9 @@ type Conn struct {
 	// of their topic before they were written.
 	Conflated atomic.Uint64
 	// OnTake, when set before use, is called (without the connection's
-	// lock) each time the writer takes queued QoS 0 publishes to write:
-	// the client is making progress and the queue has room again.
+	// lock) each time the writer takes queued QoS 0 publishes to write (n
+	// of them), and with n 0 each time the socket takes bytes: the client
+	// is making progress, and the queue may have room again.
 	OnTake func(n int)
 	// MaxQueuedBytes, when set before use, bounds the topic and payload
 	// bytes of the QoS 0 publishes waiting in the queue, as MaxPendingQoS0
@@ -134,6 +140,11 @@ type Totals struct {
 func (c *Conn) countOut(n int) {
 	if c.Totals != nil && n > 0 {
 		c.Totals.BytesOut.Add(uint64(n))
+	}
+	if n > 0 && c.OnTake != nil {
+		// The client took bytes: progress, even in the middle of a large
+		// batch that takes a slow reader long to take whole.
+		c.OnTake(0)
 	}
 }
 
@@ -232,22 +243,23 @@ const LingerTime = time.Second
 // and discarded until the client closes, LingerTime passes or Close is
 // called. Closing with unread input would send a reset instead, and a
 // client still sending (a burst of PUBLISHes past Receive Maximum) could
-// lose the reason with it. No packet is decoded any more: ReadPacket
-// refuses once lingering.
+// lose the reason with it. No packet is handled any more: ReadPacket
+// refuses, and discards one it was reading, once lingering.
 func (c *Conn) linger() {
 	cw, ok := c.nc.(interface{ CloseWrite() error })
 	if !ok || cw.CloseWrite() != nil {
 		return
 	}
-	c.mu.Lock()
-	c.lingering = true
-	c.mu.Unlock()
 	stop := time.AfterFunc(LingerTime, func() { c.nc.Close() })
 	defer stop.Stop()
-	// A past deadline wakes a reader waiting for a packet at once (it then
-	// sees lingering); the later one is this loop's.
-	c.nc.SetReadDeadline(time.Unix(1, 0))
+	// Under mu, so a reader cannot set a later deadline after this one. A
+	// reader blocked in a read returns by then, with input (which it
+	// discards: ReadPacket refuses once lingering) or the timeout; the
+	// reads below wait for it, as the socket has one reader at a time.
+	c.mu.Lock()
+	c.lingering = true
 	c.nc.SetReadDeadline(time.Now().Add(LingerTime))
+	c.mu.Unlock()
 	var buf [512]byte
 	for {
 		select {
@@ -296,12 +308,14 @@ func (c *Conn) ReadPacket(deadline time.Time) (packet.Packet, int, error) {
 	for len(c.queue) >= MaxPending && !c.closed && !c.closing {
 		c.drained.Wait()
 	}
-	lingering := c.lingering
-	c.mu.Unlock()
-	if lingering {
+	if c.lingering {
+		c.mu.Unlock()
 		return nil, 0, net.ErrClosed
 	}
-	if err := c.nc.SetReadDeadline(deadline); err != nil {
+	// Under mu: once linger has set its deadline, none is set here.
+	err := c.nc.SetReadDeadline(deadline)
+	c.mu.Unlock()
+	if err != nil {
 		return nil, 0, err
 	}
 	if err := c.readFirst(); err != nil {
@@ -332,6 +346,13 @@ func (c *Conn) ReadPacket(deadline time.Time) (packet.Packet, int, error) {
 	}
 	if c.Totals != nil {
 		c.Totals.BytesIn.Add(uint64(size))
+	}
+	c.mu.Lock()
+	lingering := c.lingering
+	c.mu.Unlock()
+	if lingering {
+		// Read while the connection was being closed: not handled.
+		return nil, size, net.ErrClosed
 	}
 	p, err := packet.Decode(fh, body, c.Version())
 	return p, size, err
@@ -364,7 +385,12 @@ func (c *Conn) packetBuffered() bool {
 // deadline it set, or zero when deadline stays in force.
 func (c *Conn) packetDeadline(deadline time.Time) time.Time {
 	d := time.Now().Add(c.PacketTimeout)
-	if !deadline.IsZero() && !d.Before(deadline) || c.nc.SetReadDeadline(d) != nil {
+	if !deadline.IsZero() && !d.Before(deadline) {
+		return time.Time{}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.lingering || c.nc.SetReadDeadline(d) != nil {
 		return time.Time{}
 	}
 	return d
@@ -522,7 +548,7 @@ func (c *Conn) admitQoS0(p packet.Packet) admission {
 	}
 	switch {
 	case !over(1):
-	case c.shed == ShedNewest || over(HardLimit) && !fromHeld(p):
+	case c.shed == ShedNewest || over(HardLimit) && (!fromHeld(p) || over(HeldLimit)):
 		return dropped
 	case c.shed == ShedOldest:
 		for over(1) && c.dropOldestQoS0() {

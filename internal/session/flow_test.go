@@ -120,3 +120,28 @@ func TestZeroQueueBound(t *testing.T) {
 		t.Fatalf("after PUBACK: %d sent, full %v; want 1 and false", len(next), s.Full())
 	}
 }
+
+// The shared total counts connected sessions only: an offline session's
+// queue waits for its client, and holding publishers would not drain it.
+func TestTotalCountsConnectedOnly(t *testing.T) {
+	total := new(atomic.Int64)
+	s := New("c", Limits{MaxQueued: 100, Total: total})
+	s.Deliver(qos1("t", "offline"), t0) // 8 bytes, queued offline
+	if total.Load() != 0 {
+		t.Fatalf("total %d with the session offline, want 0", total.Load())
+	}
+	s.Attach(Link{Version: packet.V311, ReceiveMax: 1}, t0) // sends it: window 1
+	s.Deliver(qos1("t", "queued"), t0)
+	if total.Load() != int64(s.QueuedBytes()) || total.Load() == 0 {
+		t.Fatalf("total %d connected, queue %d bytes", total.Load(), s.QueuedBytes())
+	}
+	s.Detach()
+	if total.Load() != 0 {
+		t.Fatalf("total %d after detach, want 0", total.Load())
+	}
+	s.Attach(Link{Version: packet.V311, ReceiveMax: 1}, t0)
+	s.Discard()
+	if total.Load() != 0 {
+		t.Fatalf("total %d after discard, want 0", total.Load())
+	}
+}

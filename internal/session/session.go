@@ -26,6 +26,8 @@ type Limits struct {
 	ReceiveMax     uint16 // inbound QoS 2 awaiting PUBREL
 	// Total, when set, is a counter shared by many sessions that follows
 	// the topic and payload bytes of their queues (broker-wide overload).
+	// Only connected sessions count: an offline session's queue waits for
+	// its client, and holding publishers back would not drain it.
 	Total *atomic.Int64
 }
 
@@ -49,8 +51,14 @@ const (
 	DropOldest
 )
 
-// HardLimit is how many times its bounds a held queue may grow.
-const HardLimit = 4
+// HardLimit is how many times its bounds a held queue may grow with
+// deliveries that are not Held; HeldLimit, with Held ones too (a safety
+// net: held publishers add a bounded number each, and reaching it takes
+// hundreds of them at once).
+const (
+	HardLimit = 4
+	HeldLimit = 64
+)
 
 // Link describes the live connection a session is attached to. It is reset on
 // every connect.
@@ -168,6 +176,9 @@ func (s *Session) Version() byte {
 // unacknowledged PUBLISH again with DUP set, and PUBREL for those past PUBREC
 // [MQTT-4.4.0-1], then queued messages as the window allows.
 func (s *Session) Attach(l Link, now time.Time) []packet.Packet {
+	if s.lim.Total != nil && s.link == nil {
+		s.lim.Total.Add(int64(s.qbytes))
+	}
 	s.link = &l
 	s.aliases = nil
 	// Everything inflight is sent again, oldest first, as the new
@@ -208,6 +219,9 @@ func (s *Session) resend(pkts []packet.Packet, now time.Time) []packet.Packet {
 
 // Detach marks the session offline; inflight and queued messages stay.
 func (s *Session) Detach() {
+	if s.lim.Total != nil && s.link != nil {
+		s.lim.Total.Add(-int64(s.qbytes))
+	}
 	s.link = nil
 	s.aliases = nil
 }
@@ -262,7 +276,7 @@ func (s *Session) enqueue(d Delivery) {
 				s.forget(&old)
 				s.Stats.DroppedPolicy++
 			}
-		case !d.Held && s.over(HardLimit-1, d.size()):
+		case s.over(HardLimit-1, d.size()) && (!d.Held || s.over(HeldLimit-1, d.size())):
 			s.Stats.DroppedOverflow++
 			return
 		}
@@ -285,7 +299,11 @@ func (s *Session) enqueue(d Delivery) {
 // its bounds plus extra times them (one is always let in, whatever its
 // size).
 func (s *Session) over(extra, size int) bool {
-	if len(s.queue) >= s.lim.MaxQueued*(1+extra) {
+	n := s.lim.MaxQueued
+	if extra > 0 {
+		n = max(n, 1) // a bound of 0 still has a hard limit above it
+	}
+	if len(s.queue) >= n*(1+extra) {
 		return true
 	}
 	b := s.lim.MaxQueuedBytes * (1 + extra)
@@ -359,18 +377,18 @@ func (s *Session) dequeue(n int) {
 	s.queue = s.queue[n:]
 }
 
-// addQ changes the queued bytes, and the shared total with them.
+// addQ changes the queued bytes, and the shared total with them while
+// connected.
 func (s *Session) addQ(n int) {
 	s.qbytes += n
-	if s.lim.Total != nil {
+	if s.lim.Total != nil && s.link != nil {
 		s.lim.Total.Add(int64(n))
 	}
 }
 
-// Discard forgets the queue's bytes in the shared total: the session has
-// ended and is dropped whole.
+// Discard forgets the queue: the session has ended and is dropped whole.
 func (s *Session) Discard() {
-	if s.lim.Total != nil {
+	if s.lim.Total != nil && s.link != nil {
 		s.lim.Total.Add(-int64(s.qbytes))
 	}
 	s.qbytes = 0

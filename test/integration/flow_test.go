@@ -103,6 +103,9 @@ func TestFanInClosedLoopNoLoss(t *testing.T) {
 				c.Limits.MaxInflight = 20
 				c.Limits.MaxQueued = 100
 				c.Limits.MaxQueuedBytes = 16 << 10
+				// The subscriber reads all along; a starved -race run must
+				// not have it taken for a stuck one.
+				c.SlowConsumer.Timeout = time.Hour
 			})
 			f := newFanIn(pubs)
 			sub := testutil.DialPahoWith(t, addr, "fanin-sub", func(p *paho.Publish) { f.receive(p.Topic, p.Payload) })
@@ -310,14 +313,21 @@ func TestHeldPublisherDoesNotSlowOthers(t *testing.T) {
 	if n > 5+20+2 {
 		t.Fatalf("held publisher got %d acknowledgements, more than the stuck subscriber holds", n)
 	}
-	// Once the stuck subscriber reads and acknowledges, it goes on.
-	for i := range 30 {
+	last := -1
+	for range n {
+		last = <-acked
+	}
+	// Once the stuck subscriber reads and acknowledges, it goes on: a
+	// publish after those already acknowledged is.
+	for range 30 {
 		p := v5Read[*packet.Publish](t, stuck)
 		stuck.Send(&packet.Ack{Kind: packet.PUBACK, PacketID: p.PacketID})
-		_ = i
 	}
 	select {
-	case <-acked:
+	case i := <-acked:
+		if i <= last {
+			t.Fatalf("acknowledgement %d after %d", i, last)
+		}
 	case <-time.After(flowWait(t)):
 		t.Fatal("held publisher not released after the subscriber read")
 	}
@@ -516,5 +526,36 @@ func TestDisconnectReasonSurvivesClientBurst(t *testing.T) {
 	}
 	if d, ok := last.(*packet.Disconnect); !ok || d.ReasonCode != packet.ReceiveMaximumExceeded {
 		t.Fatalf("last packet %+v, want DISCONNECT 0x93", last)
+	}
+}
+
+// A client's own session never holds it back (it could not take its own
+// messages while held), so what it publishes to itself past its queue
+// bound is bounded by the hard limit, four times the bound, and the rest
+// counted as overflow.
+func TestSelfPublishBounded(t *testing.T) {
+	t.Parallel()
+	srv, addr := testutil.StartBroker(t, func(c *starling.Config) {
+		c.Store = "memory"
+		c.Limits.MaxInflight = 1
+		c.Limits.MaxQueued = 10
+	})
+	r, _ := v5Raw(t, addr, "self", true, 0)
+	v5RawSub(t, r, 1, 0, packet.Subscription{Filter: "self/#", QoS: 1})
+	const n = 200
+	for i := range n {
+		r.Send(&packet.Publish{Topic: "self/x", QoS: 1, PacketID: uint16(i + 1), Payload: []byte("x")})
+	}
+	acks := 0
+	for acks < n { // deliveries to itself are read, never acknowledged
+		if a, ok := r.Read().(*packet.Ack); ok && a.Kind == packet.PUBACK {
+			acks++
+		}
+	}
+	if q := metric(t, srv, "mqtt_messages_queued"); q > 4*10 {
+		t.Fatalf("%v queued for a client publishing to itself, hard limit 40", q)
+	}
+	if o := labelledMetric(t, srv, "mqtt_messages_dropped_by_reason_total")["overflow"]; o < n-1-40 {
+		t.Fatalf("overflow drops %v, want at least %d", o, n-1-40)
 	}
 }
