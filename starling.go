@@ -330,7 +330,12 @@ func (s *Server) wsMux(name string) *http.ServeMux {
 		// A compressed message holds MQTT packets: it need not expand
 		// beyond the largest packet accepted.
 		MaxMessageSize: int64(s.cfg.Limits.MaxPacketSize),
-	}, func(c net.Conn, _ *http.Request) {
+	}, func(c net.Conn, r *http.Request) {
+		if j := s.cfg.Auth.JWT; j.Enabled() && (j.QueryParam || j.Cookie != "") {
+			if wc, ok := c.(*transport.WSConn); ok {
+				wc.SetHTTPToken(transport.RequestToken(r, j.QueryParam, j.Cookie))
+			}
+		}
 		// Its own goroutine, so that the HTTP handler returns and the
 		// server's per-request state (stack, request, headers) is freed
 		// for the life of the WebSocket.
@@ -558,6 +563,7 @@ func (s *Server) Close() error {
 	}
 	s.accepting.Wait()
 	s.broker.Close(s.cfg.ShutdownTimeout)
+	s.auth.Close()
 	if s.cluster != nil {
 		s.cluster.Close()
 	}

@@ -16,6 +16,7 @@ import (
 	"os"
 	"sync/atomic"
 
+	"github.com/starling-mqtt/starling/internal/auth/jwtauth"
 	"github.com/starling-mqtt/starling/internal/broker"
 	"github.com/starling-mqtt/starling/internal/limit"
 	"github.com/starling-mqtt/starling/internal/packet"
@@ -30,7 +31,8 @@ type Auth struct {
 	audit       *limit.Lines
 	sem         chan struct{} // one slot per concurrent password verification
 	superusers  map[string]bool
-	scramSecret []byte // keys the made-up SCRAM salts of unknown users
+	scramSecret []byte            // keys the made-up SCRAM salts of unknown users
+	jwt         *jwtauth.Verifier // nil without auth.jwt
 	state       atomic.Pointer[state]
 }
 
@@ -75,7 +77,19 @@ func New(cfg Config, log *slog.Logger) (*Auth, error) {
 		return nil, err
 	}
 	a.state.Store(st)
+	if cfg.JWT.Enabled() {
+		if a.jwt, err = jwtauth.New(cfg.JWT, log); err != nil {
+			return nil, fmt.Errorf("auth: %w", err)
+		}
+	}
 	return a, nil
+}
+
+// Close stops background work (JWKS refreshes).
+func (a *Auth) Close() {
+	if a.jwt != nil {
+		a.jwt.Close()
+	}
 }
 
 // Reload re-reads the password and ACL files. On success the new rules
@@ -169,11 +183,14 @@ func (a *Auth) readFile(name, key string) ([]byte, error) {
 //  1. With cert_username set and a verified client certificate holding the
 //     chosen field, the client is that user (the CONNECT user name and
 //     password are ignored).
-//  2. Else, with a user name: with a password file, the password must
+//  2. With auth.jwt, a password shaped like a JWT (or, without a password,
+//     a token from the WebSocket request) is checked as a token only; the
+//     CONNECT user name is ignored (see tokenLogin).
+//  3. Else, with a user name: with a password file, the password must
 //     verify (0x86 otherwise; an unknown user costs one hash, like a known
 //     one); without one the name cannot be checked, so the client is
 //     anonymous (allowed only where anonymous clients are; 0x86 otherwise).
-//  3. Else the client is anonymous: allowed with allow_anonymous or on a
+//  4. Else the client is anonymous: allowed with allow_anonymous or on a
 //     listener of anonymous_listeners (c.Listener), 0x87 otherwise.
 //
 // When max_concurrent_verifications hashes are already running, a client
@@ -182,6 +199,10 @@ func (a *Auth) Authenticate(ctx context.Context, c *broker.ConnectInfo) (broker.
 	st := a.state.Load()
 	if name := a.certName(c); name != "" {
 		return broker.Identity{Username: name, Superuser: a.superusers[name]}, packet.Success, nil
+	}
+	if tok := a.token(c); tok != nil {
+		id, code := a.tokenLogin(ctx, c, tok)
+		return id, code, nil
 	}
 	if c.HasUsername {
 		if st.users == nil {

@@ -43,6 +43,7 @@ type handler struct {
 	authMethod  string       // enhanced authentication method of CONNECT; "" for none
 	reauth      *reauthState // re-authentication in progress; nil when none
 	deadline    time.Time    // CONNECT and any AUTH exchange must be done by then
+	expiry      *time.Timer  // ends the connection when Identity.Expires passes; nil when none
 
 	ls      *ListenerStats // counts the connection open until it ends; nil: none
 	addrKey string         // per-address slot held; "" when none
@@ -117,6 +118,7 @@ func (h *handler) serveUntilEnd() (parked bool) {
 		h.cl.closedConn = nil
 	}
 	h.cl.mu.Unlock()
+	h.armExpiry(time.Time{})
 	h.b.detach(h)
 	h.b.log.Info("client disconnected", "client_id", h.cl.id, "remote", h.remote, "reason", reason)
 	return false
@@ -339,6 +341,7 @@ func (h *handler) connect(cp *packet.Connect) bool {
 	if code != packet.Success {
 		return h.refuse(code, reason)
 	}
+	h.armExpiry(ident.Expires)
 	return true
 }
 

@@ -27,6 +27,10 @@ type ConnectInfo struct {
 	// http, https, listen_any), as given to HandleConnOn; "" from
 	// HandleConn.
 	Listener string
+	// Token is a bearer token that came with the WebSocket upgrade request
+	// (an access_token query parameter or a cookie, when configured), set
+	// only when CONNECT has no password.
+	Token []byte
 }
 
 // Identity is who a client is once authenticated.
@@ -34,6 +38,19 @@ type Identity struct {
 	Username  string // from CONNECT or mapped from a client certificate; "" for anonymous
 	Anonymous bool
 	Superuser bool // bypasses the Authorizer
+	// Expires, when not zero, ends the client's authority: the broker
+	// disconnects it then (v5: DISCONNECT 0xA0, maximum connect time)
+	// unless an MQTT 5 re-authentication moves it. Set from a token's exp.
+	Expires time.Time
+	// Perms, when not nil, limits what the client may do whatever the
+	// Authorizer says (topic lists carried by a token), superusers too.
+	Perms Permissions
+}
+
+// Permissions are one client's own limits, checked before the Authorizer;
+// both must allow. Allow is on the hot path like Authorizer.Allow.
+type Permissions interface {
+	Allow(c *ClientInfo, act Action, topic string) bool
 }
 
 // Authenticator decides who may connect. It returns the client's identity,
@@ -140,6 +157,9 @@ func (h *handler) authenticate(cp *packet.Connect) (Identity, packet.ReasonCode)
 	ci := &ConnectInfo{ClientID: cp.ClientID, Username: cp.Username, HasUsername: cp.HasUsername,
 		Password: cp.Password, HasPassword: cp.HasPassword, Version: cp.ProtocolVersion,
 		Remote: nc.RemoteAddr(), TLS: tlsState(nc), Listener: h.listener}
+	if !cp.HasPassword {
+		ci.Token = httpToken(nc)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), h.b.lim.ConnectTimeout)
 	defer cancel()
 	id, code, err := h.b.authn.Authenticate(ctx, ci)
@@ -282,13 +302,60 @@ func (h *handler) onAuth(a *packet.Auth) string {
 	if step.Identity.Username != h.info.Username {
 		return h.fail(packet.NotAuthorized, "re-authentication as another user")
 	}
+	if step.Identity.Perms != nil || !step.Identity.Expires.IsZero() || h.info.Perms != nil {
+		// A fresh token brings its own permissions and expiry.
+		info := *h.info
+		info.Identity = step.Identity
+		h.info = &info
+		h.cl.info.Store(h.info)
+		h.armExpiry(step.Identity.Expires)
+	}
 	h.c.Send(&packet.Auth{ReasonCode: packet.Success,
 		Properties: packet.Properties{AuthMethod: h.authMethod, AuthData: step.Data}})
 	return ""
 }
 
+// httpToken finds a bearer token the WebSocket transport took from the
+// upgrade request, looking through wrappers; nil when none.
+func httpToken(nc net.Conn) []byte {
+	for i := 0; nc != nil && i < 8; i++ {
+		if t, ok := nc.(interface{ HTTPToken() []byte }); ok {
+			return t.HTTPToken()
+		}
+		u, ok := nc.(interface{ Unwrap() net.Conn })
+		if !ok {
+			return nil
+		}
+		nc = u.Unwrap()
+	}
+	return nil
+}
+
+// armExpiry (re)starts the timer that ends the connection when the
+// client's authority expires; a zero time stops it. Reader goroutine only.
+func (h *handler) armExpiry(at time.Time) {
+	if h.expiry != nil {
+		h.expiry.Stop()
+		h.expiry = nil
+	}
+	if at.IsZero() {
+		return
+	}
+	c, cl := h.c, h.cl
+	h.expiry = time.AfterFunc(at.Sub(h.b.now()), func() {
+		cl.mu.Lock()
+		defer cl.mu.Unlock()
+		if cl.conn == c {
+			cl.closeConn(packet.MaximumConnectTime, "token expired")
+		}
+	})
+}
+
 // allow applies the authorizer, if any.
 func (b *Broker) allow(ci *ClientInfo, act Action, topic string) bool {
+	if ci != nil && ci.Perms != nil && !ci.Perms.Allow(ci, act, topic) {
+		return false
+	}
 	if b.authz == nil || ci == nil || ci.Superuser {
 		return true
 	}
