@@ -23,7 +23,7 @@ type JWT struct {
 	// most once per JWKSMinRefreshInterval). Keys already fetched are kept
 	// while the URL fails.
 	JWKSURL string `yaml:"jwks_url"`
-	// JWKSRefreshInterval is how often the JWKS is fetched again.
+	// JWKSRefreshInterval is how often the JWKS is fetched again (0: 1h).
 	JWKSRefreshInterval time.Duration `yaml:"jwks_refresh_interval"`
 	// JWKSMinRefreshInterval rate-limits fetches caused by unknown kids, so
 	// that tokens with made-up kids cannot hammer the issuer.
@@ -41,7 +41,7 @@ type JWT struct {
 	// the leeway.
 	Leeway time.Duration `yaml:"leeway"`
 	// UsernameClaim names the claim holding the user name (for the ACL
-	// and superusers); the CONNECT user name is ignored.
+	// and superusers; "" means sub); the CONNECT user name is ignored.
 	UsernameClaim string `yaml:"username_claim"`
 	// ClientIDClaim, when set, names a claim the CONNECT client ID must
 	// equal (0x85 client identifier not valid otherwise).
@@ -101,7 +101,7 @@ func (j JWT) validate() []error {
 			bad("jwks_url", "must be an http:// or https:// URL (got %q)", j.JWKSURL)
 		}
 	}
-	if j.JWKSRefreshInterval < time.Second {
+	if j.JWKSRefreshInterval != 0 && j.JWKSRefreshInterval < time.Second {
 		bad("jwks_refresh_interval", "must be at least 1s (got %s)", j.JWKSRefreshInterval)
 	}
 	if j.JWKSMinRefreshInterval < 0 {
@@ -124,9 +124,6 @@ func (j JWT) validate() []error {
 			bad(fmt.Sprintf("algorithms[%d]", i), "must be one of %s (got %q)",
 				strings.Join(append(slices.Clone(HMACAlgorithms), PublicKeyAlgorithms...), ", "), a)
 		}
-	}
-	if j.Enabled() && j.UsernameClaim == "" {
-		bad("username_claim", "must name a claim (sub, by default)")
 	}
 	if j.Cookie != "" && strings.ContainsAny(j.Cookie, " \t\r\n;=,") {
 		bad("cookie", "%q is not a cookie name", j.Cookie)

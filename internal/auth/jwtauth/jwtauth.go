@@ -70,6 +70,12 @@ func New(cfg authconfig.JWT, log *slog.Logger) (*Verifier, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	if cfg.UsernameClaim == "" {
+		cfg.UsernameClaim = "sub"
+	}
+	if cfg.JWKSRefreshInterval == 0 {
+		cfg.JWKSRefreshInterval = time.Hour
+	}
 	v := &Verifier{cfg: cfg, algs: cfg.AllowedAlgorithms()}
 	if f := cfg.SecretFile; f != "" {
 		b, err := os.ReadFile(f)
