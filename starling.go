@@ -71,8 +71,9 @@ type Server struct {
 	// cluster is this node's membership; nil for a single node.
 	cluster *cluster.Node
 	auth    *auth.Auth
-	authn   Authenticator // WithAuthenticator; nil: auth
-	authz   Authorizer    // WithAuthorizer; nil: auth
+	origins *originRefusals // logs WebSocket upgrades refused for their Origin
+	authn   Authenticator   // WithAuthenticator; nil: auth
+	authz   Authorizer      // WithAuthorizer; nil: auth
 	admin   *admin.Admin
 	// version is shown in $SYS and on the dashboard (WithVersion).
 	version   string
@@ -137,6 +138,7 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	}
 	s.broker.SetAuth(authn, authz)
 	s.broker.SetAuditLines(a.AuditLines()) // one log budget for refused clients
+	s.origins = newOriginRefusals(a.AuditLines())
 	ao := admin.Options{Checker: a, Ready: s.serving, Version: s.version, Logger: s.log, LogLevel: s.level}
 	if cfg.Cluster.Name != "" {
 		if cfg.Cluster.Node == "" {
@@ -329,7 +331,8 @@ func (s *Server) wsMux(name string) *http.ServeMux {
 		Compression:        ws.Compression,
 		// A compressed message holds MQTT packets: it need not expand
 		// beyond the largest packet accepted.
-		MaxMessageSize: int64(s.cfg.Limits.MaxPacketSize),
+		MaxMessageSize:  int64(s.cfg.Limits.MaxPacketSize),
+		OnOriginRefused: s.origins.hook(name),
 	}, func(c net.Conn, r *http.Request) {
 		if j := s.cfg.Auth.JWT; j.Enabled() && (j.QueryParam || j.Cookie != "") {
 			if wc, ok := c.(*transport.WSConn); ok {
