@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -218,5 +219,41 @@ func TestJWTWebSocketQueryParam(t *testing.T) {
 			t.Errorf("query_param %v: CONNACK %+v, want 0x%02x", on, ack, byte(want))
 		}
 		r.Close()
+	}
+}
+
+// With auth.jwt.cookie set, a CONNECT without a password uses the cookie of
+// the upgrade request; a CONNECT password, when given, wins over it.
+func TestJWTWebSocketCookie(t *testing.T) {
+	t.Parallel()
+	srv, _ := startJWTBroker(t, func(c *starling.Config) { c.Auth.JWT.Cookie = "mqtt_token" })
+	dial := func(cookie string) *testutil.Raw {
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		wsc, err := transport.DialWS(ctx, "ws://"+srv.HTTPAddr().String()+"/mqtt", "mqtt", http.Header{"Cookie": {"mqtt_token=" + cookie}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := testutil.NewRaw(t, wsc, packet.V5)
+		t.Cleanup(r.Close)
+		return r
+	}
+	for _, tc := range []struct {
+		name, cookie, password string
+		want                   packet.ReasonCode
+	}{
+		{"cookie", jwtToken(t, "browser", time.Hour, nil), "", packet.Success},
+		{"expired cookie", jwtToken(t, "browser", -time.Hour, nil), "", packet.BadUsernameOrPassword},
+		{"password wins", jwtToken(t, "browser", time.Hour, nil), jwtToken(t, "browser", -time.Hour, nil), packet.BadUsernameOrPassword},
+	} {
+		r := dial(tc.cookie)
+		cp := &packet.Connect{ProtocolName: "MQTT", ProtocolVersion: packet.V5, CleanStart: true, ClientID: "page", KeepAlive: 30}
+		if tc.password != "" {
+			cp.HasPassword, cp.Password = true, []byte(tc.password)
+		}
+		r.Send(cp)
+		if ack, ok := r.Read().(*packet.Connack); !ok || ack.ReasonCode != tc.want {
+			t.Errorf("%s: CONNACK %+v, want 0x%02x", tc.name, ack, byte(tc.want))
+		}
 	}
 }
