@@ -31,8 +31,8 @@ type Auth struct {
 	audit       *limit.Lines
 	sem         chan struct{} // one slot per concurrent password verification
 	superusers  map[string]bool
-	scramSecret []byte            // keys the made-up SCRAM salts of unknown users
-	jwt         *jwtauth.Verifier // nil without auth.jwt
+	scramSecret []byte                           // keys the made-up SCRAM salts of unknown users
+	jwt         atomic.Pointer[jwtauth.Verifier] // nil without auth.jwt; replaced by Reload
 	state       atomic.Pointer[state]
 }
 
@@ -78,27 +78,41 @@ func New(cfg Config, log *slog.Logger) (*Auth, error) {
 	}
 	a.state.Store(st)
 	if cfg.JWT.Enabled() {
-		if a.jwt, err = jwtauth.New(cfg.JWT, log); err != nil {
+		v, err := jwtauth.New(cfg.JWT, log)
+		if err != nil {
 			return nil, fmt.Errorf("auth: %w", err)
 		}
+		a.jwt.Store(v)
 	}
 	return a, nil
 }
 
 // Close stops background work (JWKS refreshes).
 func (a *Auth) Close() {
-	if a.jwt != nil {
-		a.jwt.Close()
+	if v := a.jwt.Swap(nil); v != nil {
+		v.Close()
 	}
 }
 
-// Reload re-reads the password and ACL files. On success the new rules
-// apply to the next CONNECT and the next message of every existing
-// subscription; on error nothing changes and the error is returned.
+// Reload re-reads the password and ACL files and the token keys. On
+// success the new rules apply to the next CONNECT and the next message of
+// every existing subscription; on error nothing changes and the error is
+// returned.
 func (a *Auth) Reload() error {
 	st, err := a.load()
 	if err != nil {
 		return fmt.Errorf("auth: reload (old rules kept): %w", err)
+	}
+	if a.cfg.JWT.Enabled() {
+		// The token keys too: a rotated secret or public key file, and a
+		// fresh JWKS fetch.
+		v, err := jwtauth.New(a.cfg.JWT, a.log)
+		if err != nil {
+			return fmt.Errorf("auth: reload (old rules and keys kept): %w", err)
+		}
+		if old := a.jwt.Swap(v); old != nil {
+			old.Close()
+		}
 	}
 	a.state.Store(st)
 	users, rules := -1, -1

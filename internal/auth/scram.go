@@ -116,7 +116,7 @@ func (a *Auth) AuthMethods() []string {
 	if a.state.Load().users != nil {
 		m = append(m, MethodSCRAMSHA256)
 	}
-	if a.jwt != nil {
+	if a.jwt.Load() != nil {
 		m = append(m, MethodJWT)
 	}
 	return m
@@ -140,7 +140,7 @@ func (a *Auth) StartAuth(ctx context.Context, c *broker.ConnectInfo, method stri
 		a.loginFailed(c, "SCRAM-SHA-256: "+reason)
 		return broker.AuthStep{Code: code}, nil
 	}
-	if method == MethodJWT && a.jwt != nil {
+	if method == MethodJWT && a.jwt.Load() != nil {
 		id, code := a.tokenLogin(ctx, c, data)
 		return broker.AuthStep{Identity: id, Code: code}, nil
 	}

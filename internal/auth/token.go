@@ -22,7 +22,7 @@ const MethodJWT = "JWT"
 // the WebSocket request.
 func (a *Auth) token(c *broker.ConnectInfo) []byte {
 	switch {
-	case a.jwt == nil:
+	case a.jwt.Load() == nil:
 		return nil
 	case c.HasPassword && jwtauth.LooksLikeToken(c.Password):
 		return c.Password
@@ -39,7 +39,11 @@ func (a *Auth) token(c *broker.ConnectInfo) []byte {
 // topic pattern of the token is not valid), with the reason in the audit
 // log.
 func (a *Auth) tokenLogin(ctx context.Context, c *broker.ConnectInfo, tok []byte) (broker.Identity, packet.ReasonCode) {
-	cl, err := a.jwt.Verify(ctx, string(tok))
+	v := a.jwt.Load()
+	if v == nil { // closed meanwhile
+		return broker.Identity{}, packet.ServerUnavailable
+	}
+	cl, err := v.Verify(ctx, string(tok))
 	if err != nil {
 		a.loginFailed(c, "token: "+err.Error())
 		var te *jwtauth.Error

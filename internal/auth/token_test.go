@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -91,7 +92,7 @@ func TestTokenClientIDClaim(t *testing.T) {
 // Token lists: %u and %c substituted; an unconfigured claim does not
 // limit; ANDed with the ACL file by the broker (Perms before Allow).
 func TestTokenPermissions(t *testing.T) {
-	a, lb := tokenAuth(t, func(c *Config) { c.JWT.PublishClaim, c.JWT.SubscribeClaim = "pub", "sub" + "s" })
+	a, lb := tokenAuth(t, func(c *Config) { c.JWT.PublishClaim, c.JWT.SubscribeClaim = "pub", "sub"+"s" })
 	tok := signed(t, jwt.MapClaims{"sub": "ops", "pub": []string{"out/%u/%c/#"}, "subs": "in/# $SYS/#"})
 	id, code, _ := a.Authenticate(context.Background(), login("", tok))
 	if code != packet.Success || id.Perms == nil {
@@ -129,5 +130,36 @@ func TestTokenPermissions(t *testing.T) {
 	_, code, _ = a.Authenticate(context.Background(), login("", signed(t, jwt.MapClaims{"sub": "x", "pub": []string{"a/#/b"}})))
 	if code != packet.NotAuthorized {
 		t.Fatalf("bad pattern: 0x%02x, want 0x87", byte(code))
+	}
+}
+
+// SIGHUP re-reads the token secret: tokens signed with the old one are
+// refused after the reload, those with the new one accepted.
+func TestTokenSecretReload(t *testing.T) {
+	var secretFile string
+	a, _ := tokenAuth(t, func(c *Config) { secretFile = c.JWT.SecretFile })
+	old := signed(t, jwt.MapClaims{"sub": "dev"})
+	if _, code, _ := a.Authenticate(context.Background(), login("", old)); code != packet.Success {
+		t.Fatalf("before the reload: 0x%02x", byte(code))
+	}
+	newSecret := []byte(strings.Repeat("rotated-secret-", 3))
+	writeFile(t, filepath.Dir(secretFile), filepath.Base(secretFile), string(newSecret))
+	if err := a.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if _, code, _ := a.Authenticate(context.Background(), login("", old)); code != packet.BadUsernameOrPassword {
+		t.Fatalf("old secret after the reload: 0x%02x, want 0x86", byte(code))
+	}
+	tok, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "dev", "exp": time.Now().Add(time.Hour).Unix()}).SignedString(newSecret)
+	if _, code, _ := a.Authenticate(context.Background(), login("", tok)); code != packet.Success {
+		t.Fatalf("new secret after the reload: 0x%02x", byte(code))
+	}
+	// A secret file made too short: the reload fails and the keys stay.
+	writeFile(t, filepath.Dir(secretFile), filepath.Base(secretFile), "short")
+	if err := a.Reload(); err == nil {
+		t.Fatal("reload with a 5-byte secret succeeded")
+	}
+	if _, code, _ := a.Authenticate(context.Background(), login("", tok)); code != packet.Success {
+		t.Fatalf("after a failed reload: 0x%02x", byte(code))
 	}
 }

@@ -37,7 +37,7 @@ type JWT struct {
 	// Audience, when set, must be in the token's aud claim.
 	Audience string `yaml:"audience"`
 	// Leeway tolerates clock skew between the issuer and the broker when
-	// checking exp, nbf and iat; the client is disconnected at exp plus
+	// checking exp and nbf; the client is disconnected at exp plus
 	// the leeway.
 	Leeway time.Duration `yaml:"leeway"`
 	// UsernameClaim names the claim holding the user name (for the ACL
