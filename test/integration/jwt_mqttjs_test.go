@@ -34,6 +34,6 @@ func TestJWTMQTTJS(t *testing.T) {
 		"BAD_TOKEN=" + forged,
 		// The script connects with it first, and waits on its DISCONNECT
 		// after the other checks.
-		"SHORT_TOKEN=" + jwtToken(t, "page-user", 10*time.Second, perms),
+		"SHORT_TOKEN=" + jwtToken(t, "page-user", 15*time.Second, perms),
 	}, 120*time.Second, node, "token.mjs", port)
 }
