@@ -28,11 +28,18 @@ type (
 	// ConnectInfo is what an Authenticator sees of a connecting client:
 	// client ID, user name and password as sent, protocol version, the
 	// real remote address, the TLS state (with a verified client
-	// certificate, if any) and the listener's name.
+	// certificate, if any), the listener's name, and a bearer token from
+	// the WebSocket upgrade request (auth.jwt.query_param, auth.jwt.cookie)
+	// when CONNECT has no password.
 	ConnectInfo = broker.ConnectInfo
 	// Identity is who a client is once authenticated. A Superuser
-	// bypasses the Authorizer.
+	// bypasses the Authorizer. A non-zero Expires ends the connection then
+	// (MQTT 5: DISCONNECT 0xA0); non-nil Perms must allow what the client
+	// does as well as the Authorizer.
 	Identity = broker.Identity
+	// Permissions are one client's own limits (a token's topic lists),
+	// set in its Identity and checked before the Authorizer.
+	Permissions = broker.Permissions
 	// Authorizer decides what a connected client may do. Allow is called
 	// for every publish, subscription filter and will, and for every
 	// delivery (ActRead, retained messages included), so it must be fast

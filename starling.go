@@ -74,8 +74,9 @@ type Server struct {
 	// cluster is this node's membership; nil for a single node.
 	cluster *cluster.Node
 	auth    *auth.Auth
-	authn   Authenticator // WithAuthenticator; nil: auth
-	authz   Authorizer    // WithAuthorizer; nil: auth
+	origins *originRefusals // logs WebSocket upgrades refused for their Origin
+	authn   Authenticator   // WithAuthenticator; nil: auth
+	authz   Authorizer      // WithAuthorizer; nil: auth
 	admin   *admin.Admin
 	// version is shown in $SYS and on the dashboard (WithVersion).
 	version   string
@@ -146,6 +147,7 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	if s.certs != nil {
 		a.SetClientCAs(s.certs.ClientCAs) // certificate users are rechecked on reload
 	}
+	s.origins = newOriginRefusals(a.AuditLines())
 	ao := admin.Options{Checker: a, Ready: s.serving, Version: s.version, Logger: s.log, LogLevel: s.level}
 	if cfg.Cluster.Name != "" {
 		if cfg.Cluster.Node == "" {
@@ -366,8 +368,14 @@ func (s *Server) wsMux(name string) *http.ServeMux {
 		Compression:        ws.Compression,
 		// A compressed message holds MQTT packets: it need not expand
 		// beyond the largest packet accepted.
-		MaxMessageSize: int64(s.cfg.Limits.MaxPacketSize),
-	}, func(c net.Conn, _ *http.Request) {
+		MaxMessageSize:  int64(s.cfg.Limits.MaxPacketSize),
+		OnOriginRefused: s.origins.hook(name),
+	}, func(c net.Conn, r *http.Request) {
+		if j := s.cfg.Auth.JWT; j.Enabled() && (j.QueryParam || j.Cookie != "") {
+			if wc, ok := c.(*transport.WSConn); ok {
+				wc.SetHTTPToken(transport.RequestToken(r, j.QueryParam, j.Cookie))
+			}
+		}
 		// Its own goroutine, so that the HTTP handler returns and the
 		// server's per-request state (stack, request, headers) is freed
 		// for the life of the WebSocket.
@@ -595,6 +603,7 @@ func (s *Server) Close() error {
 	}
 	s.accepting.Wait()
 	s.broker.Close(s.cfg.ShutdownTimeout)
+	s.auth.Close()
 	if s.cluster != nil {
 		s.cluster.Close()
 	}

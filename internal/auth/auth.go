@@ -16,6 +16,7 @@ import (
 	"os"
 	"sync/atomic"
 
+	"github.com/starling-mqtt/starling/internal/auth/jwtauth"
 	"github.com/starling-mqtt/starling/internal/broker"
 	"github.com/starling-mqtt/starling/internal/limit"
 	"github.com/starling-mqtt/starling/internal/packet"
@@ -32,8 +33,9 @@ type Auth struct {
 	waiting     atomic.Int64  // CONNECTs waiting for a slot
 	maxWaiting  int64         // more are refused at once
 	superusers  map[string]bool
-	scramSecret []byte                // keys the made-up SCRAM salts of unknown users
-	clientCAs   func() *x509.CertPool // for StillValid; nil: certificates not rechecked
+	scramSecret []byte                           // keys the made-up SCRAM salts of unknown users
+	clientCAs   func() *x509.CertPool            // for StillValid; nil: certificates not rechecked
+	jwt         atomic.Pointer[jwtauth.Verifier] // nil without auth.jwt; replaced by Reload
 	state       atomic.Pointer[state]
 }
 
@@ -79,16 +81,42 @@ func New(cfg Config, log *slog.Logger) (*Auth, error) {
 		return nil, err
 	}
 	a.state.Store(st)
+	if cfg.JWT.Enabled() {
+		v, err := jwtauth.New(cfg.JWT, log)
+		if err != nil {
+			return nil, fmt.Errorf("auth: %w", err)
+		}
+		a.jwt.Store(v)
+	}
 	return a, nil
 }
 
-// Reload re-reads the password and ACL files. On success the new rules
-// apply to the next CONNECT and the next message of every existing
-// subscription; on error nothing changes and the error is returned.
+// Close stops background work (JWKS refreshes).
+func (a *Auth) Close() {
+	if v := a.jwt.Swap(nil); v != nil {
+		v.Close()
+	}
+}
+
+// Reload re-reads the password and ACL files and the token keys. On
+// success the new rules apply to the next CONNECT and the next message of
+// every existing subscription; on error nothing changes and the error is
+// returned.
 func (a *Auth) Reload() error {
 	st, err := a.load()
 	if err != nil {
 		return fmt.Errorf("auth: reload (old rules kept): %w", err)
+	}
+	if a.cfg.JWT.Enabled() {
+		// The token keys too: a rotated secret or public key file, and a
+		// fresh JWKS fetch.
+		v, err := jwtauth.New(a.cfg.JWT, a.log)
+		if err != nil {
+			return fmt.Errorf("auth: reload (old rules and keys kept): %w", err)
+		}
+		if old := a.jwt.Swap(v); old != nil {
+			old.Close()
+		}
 	}
 	a.state.Store(st)
 	users, rules := -1, -1
@@ -173,11 +201,14 @@ func (a *Auth) readFile(name, key string) ([]byte, error) {
 //  1. With cert_username set and a verified client certificate holding the
 //     chosen field, the client is that user (the CONNECT user name and
 //     password are ignored).
-//  2. Else, with a user name: with a password file, the password must
+//  2. With auth.jwt, a password shaped like a JWT (or, without a password,
+//     a token from the WebSocket request) is checked as a token only; the
+//     CONNECT user name is ignored (see tokenLogin).
+//  3. Else, with a user name: with a password file, the password must
 //     verify (0x86 otherwise; an unknown user costs one hash, like a known
 //     one); without one the name cannot be checked, so the client is
 //     anonymous (allowed only where anonymous clients are; 0x86 otherwise).
-//  3. Else the client is anonymous: allowed with allow_anonymous or on a
+//  4. Else the client is anonymous: allowed with allow_anonymous or on a
 //     listener of anonymous_listeners (c.Listener), 0x87 otherwise.
 //
 // When max_concurrent_verifications hashes are already running, a client
@@ -186,6 +217,10 @@ func (a *Auth) Authenticate(ctx context.Context, c *broker.ConnectInfo) (broker.
 	st := a.state.Load()
 	if name := a.certName(c); name != "" {
 		return broker.Identity{Username: name, Superuser: a.superusers[name], Credential: &certCred{c.TLS.PeerCertificates}}, packet.Success, nil
+	}
+	if tok := a.token(c); tok != nil {
+		id, code := a.tokenLogin(ctx, c, tok)
+		return id, code, nil
 	}
 	if c.HasUsername {
 		if st.users == nil {

@@ -112,10 +112,14 @@ func (h *scramHash) verify(password []byte) bool {
 // AuthMethods lists the enhanced authentication methods offered: SCRAM-SHA-256
 // when a password file is configured, none otherwise.
 func (a *Auth) AuthMethods() []string {
-	if a.state.Load().users == nil {
-		return nil
+	var m []string
+	if a.state.Load().users != nil {
+		m = append(m, MethodSCRAMSHA256)
 	}
-	return []string{MethodSCRAMSHA256}
+	if a.jwt.Load() != nil {
+		m = append(m, MethodJWT)
+	}
+	return m
 }
 
 // StartAuth runs the server side of SCRAM-SHA-256 (RFC 5802 / RFC 7677,
@@ -135,6 +139,10 @@ func (a *Auth) StartAuth(ctx context.Context, c *broker.ConnectInfo, method stri
 	refuse := func(code packet.ReasonCode, reason string) (broker.AuthStep, error) {
 		a.loginFailed(c, "SCRAM-SHA-256: "+reason)
 		return broker.AuthStep{Code: code}, nil
+	}
+	if method == MethodJWT && a.jwt.Load() != nil {
+		id, code := a.tokenLogin(ctx, c, data)
+		return broker.AuthStep{Identity: id, Code: code}, nil
 	}
 	if method != MethodSCRAMSHA256 {
 		return broker.AuthStep{Code: packet.BadAuthenticationMethod}, nil

@@ -43,6 +43,7 @@ type handler struct {
 	authMethod  string       // enhanced authentication method of CONNECT; "" for none
 	reauth      *reauthState // re-authentication in progress; nil when none
 	deadline    time.Time    // CONNECT and any AUTH exchange must be done by then
+	expiry      *time.Timer  // ends the connection when Identity.Expires passes; nil when none
 
 	ls      *ListenerStats // counts the connection open until it ends; nil: none
 	addrKey string         // per-address slot held; "" when none
@@ -130,6 +131,7 @@ func (h *handler) serveUntilEnd() (parked bool) {
 		reason = writeFailure(werr) // the reader saw only the closed socket
 	}
 	h.cl.mu.Unlock()
+	h.armExpiry(time.Time{})
 	h.b.detach(h)
 	h.b.connLog(connDisconnected, "client disconnected", "client_id", h.cl.id, "remote", h.remote, "reason", reason)
 	return false
@@ -378,6 +380,7 @@ func (h *handler) connect(cp *packet.Connect) bool {
 	if code != packet.Success {
 		return h.refuse(code, reason)
 	}
+	h.armExpiry(ident.Expires)
 	return true
 }
 

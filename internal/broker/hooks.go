@@ -27,6 +27,10 @@ type ConnectInfo struct {
 	// http, https, listen_any), as given to HandleConnOn; "" from
 	// HandleConn.
 	Listener string
+	// Token is a bearer token that came with the WebSocket upgrade request
+	// (an access_token query parameter or a cookie, when configured), set
+	// only when CONNECT has no password.
+	Token []byte
 }
 
 // Identity is who a client is once authenticated.
@@ -37,6 +41,13 @@ type Identity struct {
 	// Credential is the Authenticator's own record of what it checked
 	// (nil: nothing to recheck), given back to a Revoker's StillValid.
 	Credential any
+	// Expires, when not zero, ends the client's authority: the broker
+	// disconnects it then (v5: DISCONNECT 0xA0, maximum connect time)
+	// unless an MQTT 5 re-authentication moves it. Set from a token's exp.
+	Expires time.Time
+	// Perms, when not nil, limits what the client may do whatever the
+	// Authorizer says (topic lists carried by a token), superusers too.
+	Perms Permissions
 }
 
 // Revoker is an Authenticator that can tell whether a connected client's
@@ -46,6 +57,12 @@ type Identity struct {
 // once per connected client.
 type Revoker interface {
 	StillValid(c *ClientInfo) bool
+}
+
+// Permissions are one client's own limits, checked before the Authorizer;
+// both must allow. Allow is on the hot path like Authorizer.Allow.
+type Permissions interface {
+	Allow(c *ClientInfo, act Action, topic string) bool
 }
 
 // Authenticator decides who may connect. It returns the client's identity,
@@ -152,6 +169,9 @@ func (h *handler) authenticate(cp *packet.Connect) (Identity, packet.ReasonCode)
 	ci := &ConnectInfo{ClientID: cp.ClientID, Username: cp.Username, HasUsername: cp.HasUsername,
 		Password: cp.Password, HasPassword: cp.HasPassword, Version: cp.ProtocolVersion,
 		Remote: nc.RemoteAddr(), TLS: tlsState(nc), Listener: h.listener}
+	if !cp.HasPassword {
+		ci.Token = httpToken(nc)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), h.b.lim.ConnectTimeout)
 	defer cancel()
 	id, code, err := h.b.authn.Authenticate(ctx, ci)
@@ -294,7 +314,14 @@ func (h *handler) onAuth(a *packet.Auth) string {
 	if step.Identity.Username != h.info.Username {
 		return h.fail(packet.NotAuthorized, "re-authentication as another user")
 	}
-	if step.Identity.Credential != nil {
+	if step.Identity.Perms != nil || !step.Identity.Expires.IsZero() || h.info.Perms != nil {
+		// A fresh token brings its own permissions and expiry.
+		info := *h.info
+		info.Identity = step.Identity
+		h.info = &info
+		h.cl.info.Store(h.info)
+		h.armExpiry(step.Identity.Expires)
+	} else if step.Identity.Credential != nil {
 		// What a later RevokeInvalid rechecks is what was just proved.
 		ni := *h.info
 		ni.Credential = step.Identity.Credential
@@ -306,8 +333,47 @@ func (h *handler) onAuth(a *packet.Auth) string {
 	return ""
 }
 
+// httpToken finds a bearer token the WebSocket transport took from the
+// upgrade request, looking through wrappers; nil when none.
+func httpToken(nc net.Conn) []byte {
+	for i := 0; nc != nil && i < 8; i++ {
+		if t, ok := nc.(interface{ HTTPToken() []byte }); ok {
+			return t.HTTPToken()
+		}
+		u, ok := nc.(interface{ Unwrap() net.Conn })
+		if !ok {
+			return nil
+		}
+		nc = u.Unwrap()
+	}
+	return nil
+}
+
+// armExpiry (re)starts the timer that ends the connection when the
+// client's authority expires; a zero time stops it. Reader goroutine only.
+func (h *handler) armExpiry(at time.Time) {
+	if h.expiry != nil {
+		h.expiry.Stop()
+		h.expiry = nil
+	}
+	if at.IsZero() {
+		return
+	}
+	c, cl := h.c, h.cl
+	h.expiry = time.AfterFunc(at.Sub(h.b.now()), func() {
+		cl.mu.Lock()
+		defer cl.mu.Unlock()
+		if cl.conn == c {
+			cl.closeConn(packet.MaximumConnectTime, "token expired")
+		}
+	})
+}
+
 // allow applies the authorizer, if any.
 func (b *Broker) allow(ci *ClientInfo, act Action, topic string) bool {
+	if ci != nil && ci.Perms != nil && !ci.Perms.Allow(ci, act, topic) {
+		return false
+	}
 	if b.authz == nil || ci == nil || ci.Superuser {
 		return true
 	}

@@ -49,7 +49,7 @@ func leaves(v reflect.Value, prefix string) []leaf {
 func equal(a, b Config) bool {
 	norm := func(c *Config) {
 		pl := &c.ProxyProtocolListeners
-		for _, l := range []*[]string{&c.WebSocket.Paths, &c.WebSocket.AllowedOrigins, &c.WebSocket.PublicOrigins, &c.TrustedProxies, &c.ProxyProtocol, &c.Auth.Superusers, &c.Auth.AnonymousListeners,
+		for _, l := range []*[]string{&c.WebSocket.Paths, &c.WebSocket.AllowedOrigins, &c.WebSocket.PublicOrigins, &c.TrustedProxies, &c.ProxyProtocol, &c.Auth.Superusers, &c.Auth.AnonymousListeners, &c.Auth.JWT.Algorithms,
 			&pl.TCP, &pl.MQTTS, &pl.HTTP, &pl.HTTPS, &pl.ListenAny, &c.Cluster.Peers} {
 			if len(*l) == 0 {
 				*l = nil
@@ -139,7 +139,11 @@ func TestLoadEveryKey(t *testing.T) {
 				PublishBytesRate: 1048576, MaxSubscriptionsPerClient: 200, MaxTopicLength: 1024, MaxTopicLevels: 32, ConnectionLogLines: 10},
 		},
 		Auth: authconfig.Config{AllowAnonymous: false, AnonymousListeners: []string{"tcp"}, PasswordFile: "/etc/starling/passwd", ACLFile: "/etc/starling/acl",
-			CertUsername: "cn", MaxConcurrentVerifications: 4, MaxPendingVerifications: 16, Superusers: []string{"admin"}, AuditLinesPerSecond: 20},
+			CertUsername: "cn", MaxConcurrentVerifications: 4, MaxPendingVerifications: 16, Superusers: []string{"admin"}, AuditLinesPerSecond: 20,
+			JWT: authconfig.JWT{SecretFile: "/etc/starling/jwt.secret", PublicKeyFile: "/etc/starling/jwt.pub.pem",
+				JWKSURL: "https://issuer.example.com/.well-known/jwks.json", JWKSRefreshInterval: 30 * time.Minute, JWKSMinRefreshInterval: 30 * time.Second,
+				Algorithms: []string{"HS256", "RS256"}, Issuer: "https://issuer.example.com/", Audience: "starling", Leeway: 5 * time.Second,
+				UsernameClaim: "preferred_username", ClientIDClaim: "cid", PublishClaim: "mqtt_pub", SubscribeClaim: "mqtt_sub", QueryParam: true, Cookie: "mqtt_token"}},
 		Cluster:      Cluster{Name: "prod", Node: "n1", Listen: "10.0.0.1:6222", Peers: []string{"10.0.0.2:6222", "10.0.0.3:6222"}, Token: "0123456789abcdef-secret", LocalQueues: true},
 		SlowConsumer: SlowConsumer{Timeout: 3 * time.Second, Policy: "drop_oldest", MinRate: 100},
 		LatestValue:  []LatestValueRule{{Filter: "sensors/#", Listener: "http"}},

@@ -96,6 +96,11 @@ type WSOptions struct {
 	// larger one fails the connection with close 1009. 0: no bound.
 	// Uncompressed messages are streamed and not bounded here.
 	MaxMessageSize int64
+
+	// OnOriginRefused, when set, is called in the handler's goroutine for
+	// each request refused with 403 for its Origin, so that the refusal
+	// can be logged (a browser page sees only a closed socket).
+	OnOriginRefused func(r *http.Request)
 }
 
 type wsHandler struct {
@@ -108,6 +113,7 @@ type wsHandler struct {
 	compression    bool
 	maxMessage     int64
 	accept         func(net.Conn, *http.Request)
+	onOrigin       func(*http.Request)
 }
 
 // NewWSHandler returns an http.Handler that checks the Origin (403 when
@@ -125,6 +131,7 @@ func NewWSHandler(opts WSOptions, accept func(c net.Conn, r *http.Request)) http
 		compression:    opts.Compression,
 		maxMessage:     opts.MaxMessageSize,
 		accept:         accept,
+		onOrigin:       opts.OnOriginRefused,
 	}
 	if len(h.protocols) == 0 {
 		h.protocols = defaultSubprotocols
@@ -149,6 +156,9 @@ func (h *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !h.originAllowed(r) {
+		if h.onOrigin != nil {
+			h.onOrigin(r)
+		}
 		http.Error(w, fmt.Sprintf("websocket: origin %q is not allowed", r.Header.Get("Origin")), http.StatusForbidden)
 		return
 	}

@@ -49,6 +49,7 @@ type WSConn struct {
 	client      bool // client side: masks writes, expects unmasked reads
 	subprotocol string
 	remote      net.Addr // nil: conn.RemoteAddr()
+	token       []byte   // bearer token of the upgrade request (wstoken.go); nil: none
 	closed      atomic.Bool
 	peerCode    atomic.Uint32 // close code the peer sent, 0 if none yet
 

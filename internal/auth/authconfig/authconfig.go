@@ -62,11 +62,14 @@ type Config struct {
 	// counted and summarised as "audit lines suppressed". 0 means the
 	// default, 20.
 	AuditLinesPerSecond int `yaml:"audit_lines_per_second"`
+	// JWT lets clients authenticate with a signed token (JSON Web Token)
+	// as the CONNECT password; off unless a key source is set.
+	JWT JWT `yaml:"jwt"`
 }
 
 // DefaultConfig returns the defaults documented on each field.
 func DefaultConfig() Config {
-	return Config{AllowAnonymous: true, CertUsername: "off"}
+	return Config{AllowAnonymous: true, CertUsername: "off", JWT: DefaultJWT()}
 }
 
 // Listeners are the names of the broker's listeners, as in its
@@ -133,9 +136,10 @@ func (c Config) Validate() error {
 	if c.AllowAnonymous && len(c.AnonymousListeners) > 0 {
 		bad("anonymous_listeners", "set while allow_anonymous is true, which already lets anonymous clients in on every listener; set allow_anonymous: false")
 	}
-	if !c.AllowAnonymous && len(c.AnonymousListeners) == 0 && c.PasswordFile == "" && c.CertMapping() == CertOff {
-		bad("allow_anonymous", "false with neither auth.password_file nor auth.cert_username: no client could connect")
+	if !c.AllowAnonymous && len(c.AnonymousListeners) == 0 && c.PasswordFile == "" && c.CertMapping() == CertOff && !c.JWT.Enabled() {
+		bad("allow_anonymous", "false with neither auth.password_file, auth.cert_username nor auth.jwt: no client could connect")
 	}
+	errs = append(errs, c.JWT.validate()...)
 	return errors.Join(errs...)
 }
 
