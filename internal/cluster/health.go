@@ -11,6 +11,9 @@ import (
 
 // Peers lists the nodes this one has routes to.
 func (n *Node) Peers() []string {
+	if !n.started.Load() {
+		return nil
+	}
 	rz, err := n.ns.Routez(&server.RoutezOptions{})
 	if err != nil {
 		return nil

@@ -84,10 +84,11 @@ type Node struct {
 	b        *broker.Broker
 	ns       *server.Server
 	acct     *server.Account
-	pc       *nats.Conn // publishes messages and serves hand-over requests
-	sc       *nats.Conn // holds the interest subscriptions
-	instance uint64     // this run's identity in message headers
-	tmpDir   string     // JetStream storage when DataDir is empty
+	pc       *nats.Conn  // publishes messages and serves hand-over requests
+	sc       *nats.Conn  // holds the interest subscriptions
+	instance uint64      // this run's identity in message headers
+	started  atomic.Bool // Run has connected pc and sc
+	tmpDir   string      // JetStream storage when DataDir is empty
 
 	pubMu sync.Mutex // orders sequence numbers with publication
 	seq   uint64
@@ -168,18 +169,18 @@ type record struct {
 	From string `json:"from,omitempty"`
 }
 
-// Start runs the embedded NATS server, joins the peers and plugs the node
-// into b as its backplane. Call before b.Restore; Close stops it.
-func Start(cfg Config, b *broker.Broker) (*Node, error) {
+// New builds a node and plugs it into b as its backplane, opening
+// nothing yet. Call it before b.Restore, so that restored subscriptions
+// announce their interest and restored wills wait for the cluster, and
+// Run once Restore has returned: nothing from the other nodes may reach
+// the broker while its store is loading. Close stops it.
+func New(cfg Config, b *broker.Broker) (*Node, error) {
 	if cfg.Name == "" || cfg.Listen == "" {
 		return nil, errors.New("cluster: name and listen address are required")
 	}
-	host, portStr, err := net.SplitHostPort(cfg.Listen)
-	if err != nil {
+	if _, portStr, err := net.SplitHostPort(cfg.Listen); err != nil {
 		return nil, fmt.Errorf("cluster: listen address %q: %w", cfg.Listen, err)
-	}
-	port, err := strconv.Atoi(portStr)
-	if err != nil {
+	} else if _, err := strconv.Atoi(portStr); err != nil {
 		return nil, fmt.Errorf("cluster: listen port %q: %w", portStr, err)
 	}
 	if cfg.Node == "" {
@@ -199,11 +200,48 @@ func Start(cfg Config, b *broker.Broker) (*Node, error) {
 	rand.Read(id[:])
 	n.instance = binary.BigEndian.Uint64(id[:])
 	n.rel.init(n.instance)
+	if cfg.LocalQueues {
+		b.SetBackplane(localQueues{n})
+	} else {
+		b.SetBackplane(n)
+	}
+	return n, nil
+}
 
+// Start is New, b.Restore and Run, in that order.
+func Start(cfg Config, b *broker.Broker) (*Node, error) {
+	n, err := New(cfg, b)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.Restore(); err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	if err := n.Run(); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// Run starts the embedded NATS server and joins the peers; the broker
+// must be restored already (New). On error the node is closed.
+func (n *Node) Run() error {
+	select {
+	case <-n.b.Restored():
+	default:
+		return errors.New("cluster: run before the broker's store is restored")
+	}
+	if n.started.Load() {
+		return errors.New("cluster: run twice")
+	}
+	cfg := n.cfg
+	host, portStr, _ := net.SplitHostPort(cfg.Listen)
+	port, _ := strconv.Atoi(portStr)
+	var err error
 	storeDir := cfg.DataDir
 	if storeDir == "" {
 		if n.tmpDir, err = os.MkdirTemp("", "starling-cluster-"); err != nil {
-			return nil, fmt.Errorf("cluster: jetstream directory: %w", err)
+			return fmt.Errorf("cluster: jetstream directory: %w", err)
 		}
 		storeDir = n.tmpDir
 	}
@@ -259,7 +297,7 @@ func Start(cfg Config, b *broker.Broker) (*Node, error) {
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		n.cleanup()
-		return nil, fmt.Errorf("cluster: nats server: %w", err)
+		return fmt.Errorf("cluster: nats server: %w", err)
 	}
 	ns.SetLoggerV2(natsLogger{n.log}, false, false, false)
 	ns.Start()
@@ -269,7 +307,7 @@ func Start(cfg Config, b *broker.Broker) (*Node, error) {
 		if time.Now().After(deadline) {
 			ns.Shutdown()
 			n.cleanup()
-			return nil, fmt.Errorf("cluster: nats server on %s did not start", cfg.Listen)
+			return fmt.Errorf("cluster: nats server on %s did not start", cfg.Listen)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -285,24 +323,24 @@ func Start(cfg Config, b *broker.Broker) (*Node, error) {
 	}
 	if err != nil {
 		n.Close()
-		return nil, fmt.Errorf("cluster: connect to embedded server: %w", err)
+		return fmt.Errorf("cluster: connect to embedded server: %w", err)
 	}
 	n.chunk = min(int(opts.MaxPayload)-8<<10, maxChunk)
 	if _, err := n.pc.Subscribe(claimPrefix+key(cfg.Node), n.serveClaim); err != nil {
 		n.Close()
-		return nil, fmt.Errorf("cluster: claim subscription: %w", err)
+		return fmt.Errorf("cluster: claim subscription: %w", err)
 	}
 	if _, err := n.pc.Subscribe(whoisPrefix+key(cfg.Listen), func(m *nats.Msg) { m.Respond([]byte(cfg.Node)) }); err != nil {
 		n.Close()
-		return nil, fmt.Errorf("cluster: whois subscription: %w", err)
+		return fmt.Errorf("cluster: whois subscription: %w", err)
 	}
 	if _, err := n.pc.Subscribe(xferPrefix+key(cfg.Node), n.serveTransfer); err != nil {
 		n.Close()
-		return nil, fmt.Errorf("cluster: transfer subscription: %w", err)
+		return fmt.Errorf("cluster: transfer subscription: %w", err)
 	}
 	if _, err := n.pc.Subscribe(n.rel.self, n.confirmed); err != nil {
 		n.Close()
-		return nil, fmt.Errorf("cluster: confirmation subscription: %w", err)
+		return fmt.Errorf("cluster: confirmation subscription: %w", err)
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.wg.Add(6)
@@ -312,12 +350,8 @@ func Start(cfg Config, b *broker.Broker) (*Node, error) {
 	go n.receiveLoop()
 	go n.kvLoop()
 	go n.setup(len(cfg.Peers) + 1)
-	if cfg.LocalQueues {
-		b.SetBackplane(localQueues{n})
-	} else {
-		b.SetBackplane(n)
-	}
-	return n, nil
+	n.started.Store(true)
+	return nil
 }
 
 // localQueues is the node as a backplane that does not mirror deliveries:

@@ -15,7 +15,7 @@ import (
 // HasInterest reports whether any node (this one included) subscribes to
 // topic name, as far as this node knows.
 func (n *Node) HasInterest(name string) bool {
-	return n.acct.SubscriptionInterest(topicSubject(name))
+	return n.started.Load() && n.acct.SubscriptionInterest(topicSubject(name))
 }
 
 // Forward publishes m to the nodes that subscribe to it. A QoS 1/2
@@ -23,6 +23,9 @@ func (n *Node) HasInterest(name string) bool {
 // nodes to confirm it; the returned channel is closed once they have, or
 // it was relayed to them through the stream (relay.go).
 func (n *Node) Forward(m *session.Message) (bool, <-chan struct{}) {
+	if !n.started.Load() {
+		return false, nil // restoring: no other node is there to have it
+	}
 	subj := topicSubject(m.Topic)
 	var targets map[string][]string
 	if m.QoS > 0 && n.rel.js.Load() != nil {
