@@ -299,11 +299,21 @@ func (n *Node) Run() error {
 		n.cleanup()
 		return fmt.Errorf("cluster: nats server: %w", err)
 	}
-	ns.SetLoggerV2(natsLogger{n.log}, false, false, false)
+	// The embedded server reports a cluster port it cannot bind as a
+	// fatal error and runs on without it, a node that would never become
+	// ready: it ends the start instead, as an MQTT port that is taken does.
+	fatal := make(chan string, 1)
+	ns.SetLoggerV2(natsLogger{n.log, fatal}, false, false, false)
 	ns.Start()
-	// Not ReadyForConnections: that also waits for routes to the peers,
-	// which may not be up yet.
-	for deadline := time.Now().Add(10 * time.Second); !ns.Running() || ns.Addr() == nil; {
+	clustered := len(routes) > 0
+	for deadline := time.Now().Add(10 * time.Second); !ns.Running() || ns.Addr() == nil || (clustered && ns.ClusterAddr() == nil); {
+		select {
+		case msg := <-fatal:
+			ns.Shutdown()
+			n.cleanup()
+			return fmt.Errorf("cluster: cluster port %s: %s", cfg.Listen, msg)
+		default:
+		}
 		if time.Now().After(deadline) {
 			ns.Shutdown()
 			n.cleanup()
@@ -770,11 +780,21 @@ func (n *Node) cleanup() {
 
 // natsLogger sends the embedded server's log to slog: its notices are
 // routine, so they go to debug.
-type natsLogger struct{ l *slog.Logger }
+type natsLogger struct {
+	l     *slog.Logger
+	fatal chan<- string // the first fatal error, for Run
+}
 
 func (l natsLogger) Noticef(f string, v ...any) { l.l.Debug("nats: " + fmt.Sprintf(f, v...)) }
 func (l natsLogger) Warnf(f string, v ...any)   { l.l.Warn("nats: " + fmt.Sprintf(f, v...)) }
-func (l natsLogger) Fatalf(f string, v ...any)  { l.l.Error("nats: " + fmt.Sprintf(f, v...)) }
+func (l natsLogger) Fatalf(f string, v ...any) {
+	msg := fmt.Sprintf(f, v...)
+	l.l.Error("nats: " + msg)
+	select {
+	case l.fatal <- msg:
+	default:
+	}
+}
 func (l natsLogger) Errorf(f string, v ...any) {
 	if strings.HasPrefix(f, "Error trying to connect to route") {
 		// Retried every second while a peer is down; watchPeers reports
