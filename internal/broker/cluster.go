@@ -30,8 +30,8 @@ type Backplane interface {
 	// Claim makes this node the owner of clientID's session before a
 	// connection attaches to it. A node that held it lets it go, closing
 	// its connection, and hands back its state unless clean is set. An
-	// error wrapping ErrSessionMoving refuses the connect; any other lets
-	// it go ahead on this node's state.
+	// error wrapping ErrSessionMoving or ErrNotReady refuses the connect;
+	// any other lets it go ahead on this node's state.
 	Claim(clientID string, clean bool) (*SessionSnapshot, error)
 	// SessionChanged records a persistent session's subscriptions so a
 	// node can recover them if this one is lost; SessionEnded forgets the
@@ -116,6 +116,12 @@ func (b *Broker) MirrorAll() {
 // owner is alive and kept it: the connect is refused (server unavailable)
 // so that the client retries, rather than going ahead without its session.
 var ErrSessionMoving = errors.New("session is moving between nodes")
+
+// ErrNotReady is wrapped by a Claim refused because this node cannot serve
+// as part of its cluster now (starting, or cut off from the majority of
+// its nodes): the connect is refused (server unavailable) so that the
+// client retries, here later or on another node.
+var ErrNotReady = errors.New("cluster node not ready")
 
 // SessionSnapshot is a session as it moves between nodes.
 type SessionSnapshot struct {

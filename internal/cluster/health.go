@@ -93,7 +93,7 @@ func (n *Node) Health() Health {
 	}
 	select {
 	case <-n.ready:
-		h.Ready = 2*(len(h.Peers)+1) > len(n.cfg.Peers)+1
+		h.Ready = n.majority(len(h.Peers))
 	default:
 	}
 	n.pmu.Lock()
@@ -129,4 +129,19 @@ func (n *Node) Health() Health {
 		h.Down = []string{}
 	}
 	return h
+}
+
+// majority reports whether this node and peers others make a majority of
+// the configured nodes, as the replicated buckets need.
+func (n *Node) majority(peers int) bool { return 2*(peers+1) > len(n.cfg.Peers)+1 }
+
+// serving reports whether the node can serve clients now: its replicated
+// state is set up and it reaches a majority of the nodes.
+func (n *Node) serving() bool {
+	select {
+	case <-n.ready:
+	default:
+		return false
+	}
+	return n.majority(len(n.Peers()))
 }
