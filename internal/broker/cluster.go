@@ -4,6 +4,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/starling-mqtt/starling/internal/conn"
 	"github.com/starling-mqtt/starling/internal/packet"
 	"github.com/starling-mqtt/starling/internal/session"
 	"github.com/starling-mqtt/starling/internal/store"
@@ -519,19 +520,39 @@ func (b *Broker) Adopt(s *SessionSnapshot) {
 
 // DropSession removes a session this node restored from its store but
 // another node owns now; nothing is published.
-func (b *Broker) DropSession(clientID string) {
+func (b *Broker) DropSession(clientID string) { b.dropSession(clientID, false) }
+
+// EvictSession removes a session another node took over while this one
+// was out of touch with the cluster, closing its connection at once if one
+// is attached: packets still waiting to go out on it (an acknowledgement
+// held while the node was fenced) never do. Nothing is published: the
+// node that took it over handled the will.
+func (b *Broker) EvictSession(clientID string) {
+	if c := b.dropSession(clientID, true); c != nil {
+		c.Close() // not CloseAfter: nothing queued may go out
+	}
+}
+
+// dropSession ends a session another node owns; with evict, also one with
+// a connection attached, whose conn it returns for the caller to close
+// once the locks are released.
+func (b *Broker) dropSession(clientID string, evict bool) (attached *conn.Conn) {
 	t := b.begin(false)
 	defer t.commit(false)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	cl := b.clients[clientID]
 	if cl == nil {
-		return
+		return nil
 	}
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
 	if cl.conn != nil {
-		return // a client is attached here: it is ours after all
+		if !evict {
+			return nil // a client is attached here: it is ours after all
+		}
+		attached = cl.conn
+		b.closeTakenOver(cl)
 	}
 	if w := cl.will; w != nil && w.timer != nil {
 		w.timer.Stop()
@@ -540,6 +561,7 @@ func (b *Broker) DropSession(clientID string) {
 	cl.tx = t
 	b.endSession(cl)
 	cl.tx = nil
+	return attached
 }
 
 // recordSession tells the backplane what another node needs if this one

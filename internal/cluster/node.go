@@ -84,11 +84,14 @@ type Node struct {
 	b        *broker.Broker
 	ns       *server.Server
 	acct     *server.Account
-	pc       *nats.Conn  // publishes messages and serves hand-over requests
-	sc       *nats.Conn  // holds the interest subscriptions
-	instance uint64      // this run's identity in message headers
-	started  atomic.Bool // Run has connected pc and sc
-	tmpDir   string      // JetStream storage when DataDir is empty
+	pc       *nats.Conn    // publishes messages and serves hand-over requests
+	sc       *nats.Conn    // holds the interest subscriptions
+	instance uint64        // this run's identity in message headers
+	started  atomic.Bool   // Run has connected pc and sc
+	lease    lease         // liveness and fencing (lease.go)
+	muted    atomic.Bool   // tests: the node neither sends nor hears heartbeats, as if frozen
+	watched  atomic.Uint64 // watchPeers' rounds, for tests
+	tmpDir   string        // JetStream storage when DataDir is empty
 
 	pubMu sync.Mutex // orders sequence numbers with publication
 	seq   uint64
@@ -200,6 +203,7 @@ func New(cfg Config, b *broker.Broker) (*Node, error) {
 	rand.Read(id[:])
 	n.instance = binary.BigEndian.Uint64(id[:])
 	n.rel.init(n.instance)
+	n.lease.init()
 	if cfg.LocalQueues {
 		b.SetBackplane(localQueues{n})
 	} else {
@@ -352,8 +356,14 @@ func (n *Node) Run() error {
 		n.Close()
 		return fmt.Errorf("cluster: confirmation subscription: %w", err)
 	}
+	if _, err := n.pc.Subscribe(beatPrefix+">", n.heardBeat); err != nil {
+		n.Close()
+		return fmt.Errorf("cluster: heartbeat subscription: %w", err)
+	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
-	n.wg.Add(6)
+	n.wg.Add(8)
+	go n.beatLoop()
+	go n.fenceLoop()
 	go n.confirmLoop()
 	go n.watchPeers()
 	go n.interestLoop()
@@ -471,6 +481,16 @@ func (n *Node) setup(size int) {
 						n.log.Error("cluster: queued messages will not be replicated", "err", err)
 					}
 					n.consumeRelay(n.cfg.Node)
+					// Serving needs the lease too: heard by the majority
+					// that set up the buckets, a beat or two from now.
+					for n.quorumPeers() > 0 && n.lease.mono() >= n.lease.until.Load() {
+						select {
+						case <-n.ctx.Done():
+							return
+						case <-time.After(20 * time.Millisecond):
+						}
+					}
+					n.lease.ready.Store(true)
 					close(n.ready)
 					n.log.Info("cluster ready", "peers", n.cfg.Peers, "replicas", replicas)
 				}
@@ -552,35 +572,31 @@ func (n *Node) ownForWill(id string) bool {
 	return true
 }
 
-// deadAfter is how long a node must be out of reach before the others
-// take over its sessions and publish its clients' wills.
-const deadAfter = 3 * time.Second
-
-// watchPeers notices nodes that left the cluster. The live node with the
-// lowest name takes over what a lost node recorded: its clients' wills are
-// published and its persistent sessions' subscriptions wait here for their
-// clients, so messages published from now on are kept for them.
+// watchPeers notices nodes that left the cluster (lease.go says how).
+// The live node with the lowest name takes over what a lost node
+// recorded: its clients' wills are published and its persistent sessions'
+// subscriptions wait here for their clients, so messages published from
+// now on are kept for them.
 func (n *Node) watchPeers() {
 	defer n.wg.Done()
-	seen := make(map[string]time.Time)
-	lost := make(map[string]bool) // lost nodes whose sessions are not yet taken over
-	tick := time.NewTicker(time.Second)
+	declared := make(map[string]bool) // lost nodes, logged once
+	lost := make(map[string]bool)     // lost nodes whose sessions are not yet taken over
+	tick := time.NewTicker(beatEvery)
 	defer tick.Stop()
+	var named time.Time
 	for {
 		select {
 		case <-n.ctx.Done():
 			return
 		case <-tick.C:
 		}
-		n.learnNames()
+		n.watched.Add(1)
+		if time.Since(named) >= time.Second {
+			named = time.Now()
+			n.learnNames()
+		}
 		live := n.Peers()
 		n.setLive(live)
-		now := time.Now()
-		// Sightings count from the start, not from readiness: a node
-		// that dies while this one is still getting ready is lost too.
-		for _, p := range live {
-			seen[p] = now
-		}
 		select {
 		case <-n.ready:
 		default:
@@ -589,14 +605,20 @@ func (n *Node) watchPeers() {
 		first := true
 		for _, p := range live {
 			delete(lost, p) // back before its sessions were taken
+			delete(declared, p)
 			n.stopRelay(p)
 			first = first && n.cfg.Node < p
 		}
-		for name, at := range seen {
-			if now.Sub(at) >= deadAfter {
-				delete(seen, name)
+		if !n.serving() {
+			// Cut off, or fenced: the nodes that hold the majority
+			// decide who is lost.
+			continue
+		}
+		for _, name := range n.silent() {
+			if !declared[name] {
+				declared[name] = true
 				lost[name] = true
-				n.log.Warn("cluster: node lost", "lost", name, "taking_over", first)
+				n.log.Warn("cluster: node lost", "lost", name, "silent_for", deadAfter, "taking_over", first)
 			}
 		}
 		if !first {
@@ -697,6 +719,12 @@ func (n *Node) takeOver(lost string) error {
 	n.omu.Unlock()
 	adopted := 0
 	for k, m := range todo {
+		if n.heardRecently(lost) {
+			// Back (woken, or the cut healed): it keeps what it has
+			// not lost yet, and re-checks the rest itself.
+			n.log.Info("cluster: lost node heard again; takeover stopped", "lost", lost, "sessions", adopted)
+			return nil
+		}
 		r := m.rec
 		// The deliveries it mirrored first: while the stream elects a
 		// new leader they may be unreadable, and the takeover waits.
