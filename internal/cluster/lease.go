@@ -160,7 +160,7 @@ func (n *Node) beatLoop() {
 				}
 			}
 			n.lease.mu.Unlock()
-			n.pc.Publish(subj, []byte(b.String()))
+			n.bc.Publish(subj, []byte(b.String()))
 		}
 		select {
 		case <-n.ctx.Done():

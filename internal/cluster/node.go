@@ -86,6 +86,7 @@ type Node struct {
 	acct     *server.Account
 	pc       *nats.Conn    // publishes messages and serves hand-over requests
 	sc       *nats.Conn    // holds the interest subscriptions
+	bc       *nats.Conn    // heartbeats, apart from the traffic they must not wait behind
 	instance uint64        // this run's identity in message headers
 	started  atomic.Bool   // Run has connected pc and sc
 	lease    lease         // liveness and fencing (lease.go)
@@ -335,6 +336,9 @@ func (n *Node) Run() error {
 	if n.pc, err = connect("starling-pub"); err == nil {
 		n.sc, err = connect("starling-sub")
 	}
+	if err == nil {
+		n.bc, err = connect("starling-beat")
+	}
 	if err != nil {
 		n.Close()
 		return fmt.Errorf("cluster: connect to embedded server: %w", err)
@@ -356,7 +360,7 @@ func (n *Node) Run() error {
 		n.Close()
 		return fmt.Errorf("cluster: confirmation subscription: %w", err)
 	}
-	if _, err := n.pc.Subscribe(beatPrefix+">", n.heardBeat); err != nil {
+	if _, err := n.bc.Subscribe(beatPrefix+">", n.heardBeat); err != nil {
 		n.Close()
 		return fmt.Errorf("cluster: heartbeat subscription: %w", err)
 	}
@@ -781,6 +785,9 @@ func (n *Node) Close() {
 	}
 	if n.sc != nil {
 		n.sc.Close()
+	}
+	if n.bc != nil {
+		n.bc.Close()
 	}
 	if n.pc != nil {
 		n.pc.Close()
