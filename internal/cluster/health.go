@@ -17,12 +17,17 @@ func (n *Node) Peers() []string {
 	}
 	n.routeNames()
 	live := n.livePeers()
+	n.notePeers(live)
+	return live
+}
+
+// notePeers adds live peers to those seen since the start.
+func (n *Node) notePeers(live []string) {
 	n.pmu.Lock()
+	defer n.pmu.Unlock()
 	for _, p := range live {
 		n.seen[p] = true
 	}
-	n.pmu.Unlock()
-	return live
 }
 
 // routeNames notes the names of the nodes this one has routes to, and the

@@ -597,9 +597,10 @@ func (n *Node) watchPeers() {
 		n.watched.Add(1)
 		if time.Since(named) >= time.Second {
 			named = time.Now()
-			n.learnNames()
+			n.learnNames() // Routez: once a second is enough for names
 		}
-		live := n.Peers()
+		live := n.livePeers()
+		n.notePeers(live)
 		n.setLive(live)
 		select {
 		case <-n.ready:
