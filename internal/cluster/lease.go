@@ -15,8 +15,10 @@ package cluster
 //     for deadAfter is lost, and the live node with the lowest name takes
 //     its sessions over (by compare-and-set on the sessions bucket).
 //
-// leaseFor + beatEvery + a delivery delay < deadAfter: a node stops serving
-// before the others may take its sessions. A node whose lease lapsed is
+// hearWithin + leaseFor + a delivery delay < deadAfter: a node stops
+// serving before the others may take its sessions (the last heartbeat
+// naming it was sent at most hearWithin after they last heard it, and its
+// lease ends leaseFor after that one arrived). A node whose lease lapsed is
 // fenced: once it has its lease again it re-checks, by compare-and-set on
 // each of its sessions' records, which sessions are still its own, evicts
 // the others (closing their connections, publishing no will: the node
@@ -41,11 +43,11 @@ const (
 	// beatEvery is how often a node sends its heartbeat.
 	beatEvery = 250 * time.Millisecond
 	// hearWithin: a heartbeat names the nodes heard within this.
-	hearWithin = time.Second
+	hearWithin = 500 * time.Millisecond
 	// liveWithin: a peer heard within this counts as connected.
 	liveWithin = time.Second
 	// leaseFor: a node serves while a majority has heard it within this.
-	leaseFor = 2 * time.Second
+	leaseFor = 1500 * time.Millisecond
 	// deadAfter is how long a node must be silent to every live node
 	// before its sessions are taken over and its clients' wills published.
 	deadAfter = 3 * time.Second
