@@ -633,22 +633,31 @@ func (s *Server) openStore() error {
 	}
 	s.store = st
 	s.broker.SetStore(st)
-	if c := s.cfg.Cluster; c.Name != "" {
-		// Before Restore: restored subscriptions announce their interest.
+	c := s.cfg.Cluster
+	if c.Name != "" {
+		// Plugged in before Restore (restored subscriptions announce
+		// their interest, restored wills wait for the cluster), run only
+		// after it: nothing from the other nodes may reach the broker
+		// while its store is loading.
 		dir := ""
 		if s.cfg.Store != "memory" {
 			dir = filepath.Join(s.cfg.Data, "cluster")
 		}
-		node, err := cluster.Start(cluster.Config{Name: c.Name, Node: c.Node, Listen: c.Listen, Peers: c.Peers, Token: c.Token,
+		node, err := cluster.New(cluster.Config{Name: c.Name, Node: c.Node, Listen: c.Listen, Peers: c.Peers, Token: c.Token,
 			LocalQueues: c.LocalQueues, DataDir: dir, MaxPayload: int(s.cfg.Limits.MaxPacketSize) + 64<<10, Logger: s.log}, s.broker)
 		if err != nil {
 			return fmt.Errorf("starling: %w", err)
 		}
 		s.cluster = node
-		prometheus.WrapRegistererWith(prometheus.Labels{"node": c.Node}, s.admin.Metrics().Registry()).MustRegister(node)
 	}
 	if err := s.broker.Restore(); err != nil {
 		return fmt.Errorf("starling: %w", err)
+	}
+	if s.cluster != nil {
+		if err := s.cluster.Run(); err != nil {
+			return fmt.Errorf("starling: %w", err)
+		}
+		prometheus.WrapRegistererWith(prometheus.Labels{"node": c.Node}, s.admin.Metrics().Registry()).MustRegister(s.cluster)
 	}
 	s.log.Info("store open", "store", s.cfg.Store, "data", s.cfg.Data, "sync", s.cfg.Sync)
 	return nil

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/starling-mqtt/starling/internal/conn"
 	"github.com/starling-mqtt/starling/internal/packet"
 	"github.com/starling-mqtt/starling/internal/session"
 	"github.com/starling-mqtt/starling/internal/store"
@@ -30,8 +31,8 @@ type Backplane interface {
 	// Claim makes this node the owner of clientID's session before a
 	// connection attaches to it. A node that held it lets it go, closing
 	// its connection, and hands back its state unless clean is set. An
-	// error wrapping ErrSessionMoving refuses the connect; any other lets
-	// it go ahead on this node's state.
+	// error wrapping ErrSessionMoving or ErrNotReady refuses the connect;
+	// any other lets it go ahead on this node's state.
 	Claim(clientID string, clean bool) (*SessionSnapshot, error)
 	// SessionChanged records a persistent session's subscriptions so a
 	// node can recover them if this one is lost; SessionEnded forgets the
@@ -116,6 +117,12 @@ func (b *Broker) MirrorAll() {
 // owner is alive and kept it: the connect is refused (server unavailable)
 // so that the client retries, rather than going ahead without its session.
 var ErrSessionMoving = errors.New("session is moving between nodes")
+
+// ErrNotReady is wrapped by a Claim refused because this node cannot serve
+// as part of its cluster now (starting, or cut off from the majority of
+// its nodes): the connect is refused (server unavailable) so that the
+// client retries, here later or on another node.
+var ErrNotReady = errors.New("cluster node not ready")
 
 // SessionSnapshot is a session as it moves between nodes.
 type SessionSnapshot struct {
@@ -514,19 +521,39 @@ func (b *Broker) Adopt(s *SessionSnapshot) {
 
 // DropSession removes a session this node restored from its store but
 // another node owns now; nothing is published.
-func (b *Broker) DropSession(clientID string) {
+func (b *Broker) DropSession(clientID string) { b.dropSession(clientID, false) }
+
+// EvictSession removes a session another node took over while this one
+// was out of touch with the cluster, closing its connection at once if one
+// is attached: packets still waiting to go out on it (an acknowledgement
+// held while the node was fenced) never do. Nothing is published: the
+// node that took it over handled the will.
+func (b *Broker) EvictSession(clientID string) {
+	if c := b.dropSession(clientID, true); c != nil {
+		c.Close() // not CloseAfter: nothing queued may go out
+	}
+}
+
+// dropSession ends a session another node owns; with evict, also one with
+// a connection attached, whose conn it returns for the caller to close
+// once the locks are released.
+func (b *Broker) dropSession(clientID string, evict bool) (attached *conn.Conn) {
 	t := b.begin(false)
 	defer t.commit(false)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	cl := b.clients[clientID]
 	if cl == nil {
-		return
+		return nil
 	}
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
 	if cl.conn != nil {
-		return // a client is attached here: it is ours after all
+		if !evict {
+			return nil // a client is attached here: it is ours after all
+		}
+		attached = cl.conn
+		b.closeTakenOver(cl)
 	}
 	if w := cl.will; w != nil && w.timer != nil {
 		w.timer.Stop()
@@ -535,6 +562,7 @@ func (b *Broker) DropSession(clientID string) {
 	cl.tx = t
 	b.endSession(cl)
 	cl.tx = nil
+	return attached
 }
 
 // recordSession tells the backplane what another node needs if this one

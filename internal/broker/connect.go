@@ -363,6 +363,9 @@ func (h *handler) connect(cp *packet.Connect) bool {
 	if bp := b.backplane; bp != nil {
 		// Take the session from whichever node holds it before attaching.
 		snap, err := bp.Claim(id, cp.CleanStart)
+		if errors.Is(err, ErrNotReady) {
+			return h.refuse(packet.ServerUnavailable, "cluster node not ready; retry")
+		}
 		if errors.Is(err, ErrSessionMoving) {
 			// Its node kept the session: better a retry than a
 			// connect without it.

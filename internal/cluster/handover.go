@@ -86,12 +86,10 @@ var errHandOver = fmt.Errorf("cluster: session hand-over failed: %w", broker.Err
 // is gone, the subscriptions it last recorded are recovered. An error that
 // wraps broker.ErrSessionMoving means the owner kept the session and the
 // connect should be refused; other errors mean the replicated state is
-// unavailable.
+// unavailable (they wrap broker.ErrNotReady: the connect is refused too).
 func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, error) {
-	select {
-	case <-n.ready:
-	case <-time.After(readyWait):
-		return nil, errors.New("cluster: replicated state not ready")
+	if err := n.awaitServing(); err != nil {
+		return nil, err
 	}
 	// Bounded well inside the connect timeout: without a quorum the
 	// connect goes ahead on this node's state.
@@ -111,7 +109,9 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 		if in != nil && in.xfer != "" {
 			return nil, fmt.Errorf("%w: claim %q: %v", errHandOver, clientID, err)
 		}
-		return nil, fmt.Errorf("cluster: claim %q: %w", clientID, err)
+		// Going ahead on this node's state could leave the session on
+		// two nodes: refused, so that the client retries.
+		return nil, fmt.Errorf("cluster: claim %q: %v: %w", clientID, err, broker.ErrNotReady)
 	}
 	orphanOf := "" // the lost owner whose record was recovered
 	var orphan *broker.SessionSnapshot
@@ -217,6 +217,33 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 		}
 	}
 	return fail(errors.New("contended"))
+}
+
+// connectHold bounds how long a CONNECT waits for this node to be able to
+// serve before it is refused. Changed by tests.
+var connectHold atomic.Int64
+
+func init() { connectHold.Store(int64(readyWait)) }
+
+// awaitServing waits, up to connectHold, until the node can serve clients:
+// its replicated state is set up and it is part of the majority of its
+// cluster. Otherwise the error wraps broker.ErrNotReady.
+func (n *Node) awaitServing() error {
+	deadline := time.NewTimer(time.Duration(connectHold.Load()))
+	defer deadline.Stop()
+	select {
+	case <-n.ready:
+	case <-deadline.C:
+		return fmt.Errorf("cluster: replicated state not set up yet: %w", broker.ErrNotReady)
+	}
+	for !n.serving() {
+		select {
+		case <-deadline.C:
+			return fmt.Errorf("cluster: fewer than a majority of the nodes reachable: %w", broker.ErrNotReady)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return nil
 }
 
 // claimWriteFault, set by tests, fails a claim's write after it landed,

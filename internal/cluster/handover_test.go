@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,6 +24,7 @@ type testNode struct {
 	b    *broker.Broker
 	n    *Node
 	addr string
+	once sync.Once // stop
 }
 
 // startNodes starts count nodes on memory stores; setup, if given, may
@@ -59,9 +61,6 @@ func startNodes(t *testing.T, count int, setup ...func(i int, b *broker.Broker))
 		}
 		n, err := Start(Config{Name: name, Node: fmt.Sprintf("u%d", i+1), Listen: routes[i], Peers: peers, Logger: log}, b)
 		if err != nil {
-			t.Fatal(err)
-		}
-		if err := b.Restore(); err != nil {
 			t.Fatal(err)
 		}
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -238,9 +237,6 @@ func TestRestartedNodePublishesOwnWills(t *testing.T) {
 		b.SetStore(st)
 		n, err := Start(Config{Name: "restart", Node: "r1", Listen: route, DataDir: dir, Logger: log}, b)
 		if err != nil {
-			t.Fatal(err)
-		}
-		if err := b.Restore(); err != nil {
 			t.Fatal(err)
 		}
 		l, err := net.Listen("tcp", "127.0.0.1:0")

@@ -9,28 +9,45 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 )
 
-// Peers lists the nodes this one has routes to.
+// Peers lists the other nodes heard from within liveWithin (heartbeats,
+// lease.go), learning on the way the names of the nodes it has routes to.
 func (n *Node) Peers() []string {
-	rz, err := n.ns.Routez(&server.RoutezOptions{})
-	if err != nil {
+	if !n.started.Load() {
 		return nil
 	}
-	var out []string
+	n.routeNames()
+	live := n.livePeers()
+	n.notePeers(live)
+	return live
+}
+
+// notePeers adds live peers to those seen since the start.
+func (n *Node) notePeers(live []string) {
+	n.pmu.Lock()
+	defer n.pmu.Unlock()
+	for _, p := range live {
+		n.seen[p] = true
+	}
+}
+
+// routeNames notes the names of the nodes this one has routes to, and the
+// configured address behind those it dialled.
+func (n *Node) routeNames() {
+	rz, err := n.ns.Routez(&server.RoutezOptions{})
+	if err != nil {
+		return
+	}
 	n.pmu.Lock()
 	defer n.pmu.Unlock()
 	for _, r := range rz.Routes {
 		if r.RemoteName == "" {
 			continue
 		}
-		if !slices.Contains(out, r.RemoteName) {
-			out = append(out, r.RemoteName)
-		}
 		n.seen[r.RemoteName] = true
 		if r.DidSolicit {
 			n.addrName[net.JoinHostPort(r.IP, strconv.Itoa(r.Port))] = r.RemoteName
 		}
 	}
-	return out
 }
 
 // learnNames asks the connected nodes behind configured addresses not yet
@@ -71,9 +88,9 @@ func (n *Node) learnNames() {
 
 // Health is a node's view of its cluster.
 type Health struct {
-	// Ready: the replicated state is set up and a majority of the
-	// configured nodes (this one included) is connected, as its buckets
-	// need; otherwise connects and retained writes cannot be replicated.
+	// Ready: the replicated state is set up and the node holds its lease
+	// (a majority of the configured nodes, this one included, hears it;
+	// lease.go), so it serves clients; otherwise it refuses connects.
 	Ready bool
 	Peers []string // other nodes connected now
 	// Down names the configured nodes not connected now: by name once
@@ -88,11 +105,7 @@ func (n *Node) Health() Health {
 	if h.Peers == nil {
 		h.Peers = []string{}
 	}
-	select {
-	case <-n.ready:
-		h.Ready = 2*(len(h.Peers)+1) > len(n.cfg.Peers)+1
-	default:
-	}
+	h.Ready = n.serving()
 	n.pmu.Lock()
 	defer n.pmu.Unlock()
 	live := make(map[string]bool)

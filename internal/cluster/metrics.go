@@ -14,7 +14,11 @@ var (
 	relayFailedDesc = prometheus.NewDesc("mqtt_cluster_relay_writes_failed_total",
 		"Messages for persistent sessions on another node neither confirmed by it nor written to the relay stream (the stream unavailable); their publishers were acknowledged.", nil, nil)
 	peersDesc = prometheus.NewDesc("mqtt_cluster_peers_connected",
-		"Other cluster nodes this node has routes to now.", nil, nil)
+		"Other cluster nodes this node has heard a heartbeat from within the last second.", nil, nil)
+	fencedDesc = prometheus.NewDesc("mqtt_cluster_fenced",
+		"1 while this node is fenced: out of touch with the majority of its cluster, or re-checking which sessions are its own after being so; it acknowledges nothing meanwhile.", nil, nil)
+	evictedDesc = prometheus.NewDesc("mqtt_cluster_sessions_evicted_total",
+		"Sessions this node dropped because another node took them over while this one was out of touch.", nil, nil)
 )
 
 // Describe implements prometheus.Collector.
@@ -25,6 +29,8 @@ func (n *Node) Describe(ch chan<- *prometheus.Desc) {
 	ch <- relayedDesc
 	ch <- relayFailedDesc
 	ch <- peersDesc
+	ch <- fencedDesc
+	ch <- evictedDesc
 }
 
 // Collect implements prometheus.Collector.
@@ -35,4 +41,10 @@ func (n *Node) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(relayedDesc, prometheus.CounterValue, float64(n.rel.relayed.Load()))
 	ch <- prometheus.MustNewConstMetric(relayFailedDesc, prometheus.CounterValue, float64(n.rel.failed.Load()))
 	ch <- prometheus.MustNewConstMetric(peersDesc, prometheus.GaugeValue, float64(len(n.Peers())))
+	fenced := 0.0
+	if n.lease.ready.Load() && !n.leaseValid() {
+		fenced = 1
+	}
+	ch <- prometheus.MustNewConstMetric(fencedDesc, prometheus.GaugeValue, fenced)
+	ch <- prometheus.MustNewConstMetric(evictedDesc, prometheus.CounterValue, float64(n.lease.evicted.Load()))
 }

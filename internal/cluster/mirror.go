@@ -258,16 +258,49 @@ func (n *Node) MirrorDeliveries(ops []broker.MirrorOp, wait bool) bool {
 		return false
 	}
 	batch.settle()
+	began := n.lease.mono()
 	t := time.NewTimer(mirrorWait)
 	defer t.Stop()
 	select {
 	case <-batch.done:
-		return !batch.bad.Load()
+		if !batch.bad.Load() {
+			return true
+		}
 	case <-t.C:
 		n.mirrorFailed(false, fmt.Errorf("no confirmation within %v; acknowledged with the messages on this node only", mirrorWait))
 	case <-n.ctx.Done():
+		return false
 	}
+	n.awaitHeardSince(began)
 	return false
+}
+
+// awaitHeardSince returns once the majority has heard this node after
+// instant began (its lease renewed since), or the node, fenced meanwhile,
+// serves again: what was not replicated goes out durable on this node
+// only, but not from a node that may have been declared lost meanwhile
+// and had its sessions taken (it evicts those first, closing their
+// connections, so what waits here never reaches their clients).
+func (n *Node) awaitHeardSince(began int64) {
+	if n.quorumPeers() == 0 {
+		return
+	}
+	for n.ctx.Err() == nil {
+		if g := n.fenceGate(); g != nil {
+			select {
+			case <-g:
+			case <-n.ctx.Done():
+			}
+			return
+		}
+		if n.lease.until.Load()-int64(leaseFor) > began {
+			return
+		}
+		select {
+		case <-n.ctx.Done():
+		case <-time.After(beatEvery / 5):
+		}
+	}
 }
 
 // sendEntry publishes one session's changes and hands the tracker their

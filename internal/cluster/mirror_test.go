@@ -298,9 +298,6 @@ func TestLocalQueuesNotMirrored(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { b.Close(time.Second); n.Close() })
-			if err := b.Restore(); err != nil {
-				t.Fatal(err)
-			}
 			select {
 			case <-n.Ready():
 			case <-time.After(30 * time.Second):

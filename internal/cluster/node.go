@@ -84,10 +84,15 @@ type Node struct {
 	b        *broker.Broker
 	ns       *server.Server
 	acct     *server.Account
-	pc       *nats.Conn // publishes messages and serves hand-over requests
-	sc       *nats.Conn // holds the interest subscriptions
-	instance uint64     // this run's identity in message headers
-	tmpDir   string     // JetStream storage when DataDir is empty
+	pc       *nats.Conn    // publishes messages and serves hand-over requests
+	sc       *nats.Conn    // holds the interest subscriptions
+	bc       *nats.Conn    // heartbeats, apart from the traffic they must not wait behind
+	instance uint64        // this run's identity in message headers
+	started  atomic.Bool   // Run has connected pc and sc
+	lease    lease         // liveness and fencing (lease.go)
+	muted    atomic.Bool   // tests: the node neither sends nor hears heartbeats, as if frozen
+	watched  atomic.Uint64 // watchPeers' rounds, for tests
+	tmpDir   string        // JetStream storage when DataDir is empty
 
 	pubMu sync.Mutex // orders sequence numbers with publication
 	seq   uint64
@@ -168,18 +173,18 @@ type record struct {
 	From string `json:"from,omitempty"`
 }
 
-// Start runs the embedded NATS server, joins the peers and plugs the node
-// into b as its backplane. Call before b.Restore; Close stops it.
-func Start(cfg Config, b *broker.Broker) (*Node, error) {
+// New builds a node and plugs it into b as its backplane, opening
+// nothing yet. Call it before b.Restore, so that restored subscriptions
+// announce their interest and restored wills wait for the cluster, and
+// Run once Restore has returned: nothing from the other nodes may reach
+// the broker while its store is loading. Close stops it.
+func New(cfg Config, b *broker.Broker) (*Node, error) {
 	if cfg.Name == "" || cfg.Listen == "" {
 		return nil, errors.New("cluster: name and listen address are required")
 	}
-	host, portStr, err := net.SplitHostPort(cfg.Listen)
-	if err != nil {
+	if _, portStr, err := net.SplitHostPort(cfg.Listen); err != nil {
 		return nil, fmt.Errorf("cluster: listen address %q: %w", cfg.Listen, err)
-	}
-	port, err := strconv.Atoi(portStr)
-	if err != nil {
+	} else if _, err := strconv.Atoi(portStr); err != nil {
 		return nil, fmt.Errorf("cluster: listen port %q: %w", portStr, err)
 	}
 	if cfg.Node == "" {
@@ -199,11 +204,49 @@ func Start(cfg Config, b *broker.Broker) (*Node, error) {
 	rand.Read(id[:])
 	n.instance = binary.BigEndian.Uint64(id[:])
 	n.rel.init(n.instance)
+	n.lease.init()
+	if cfg.LocalQueues {
+		b.SetBackplane(localQueues{n})
+	} else {
+		b.SetBackplane(n)
+	}
+	return n, nil
+}
 
+// Start is New, b.Restore and Run, in that order.
+func Start(cfg Config, b *broker.Broker) (*Node, error) {
+	n, err := New(cfg, b)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.Restore(); err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	if err := n.Run(); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// Run starts the embedded NATS server and joins the peers; the broker
+// must be restored already (New). On error the node is closed.
+func (n *Node) Run() error {
+	select {
+	case <-n.b.Restored():
+	default:
+		return errors.New("cluster: run before the broker's store is restored")
+	}
+	if n.started.Load() {
+		return errors.New("cluster: run twice")
+	}
+	cfg := n.cfg
+	host, portStr, _ := net.SplitHostPort(cfg.Listen)
+	port, _ := strconv.Atoi(portStr)
+	var err error
 	storeDir := cfg.DataDir
 	if storeDir == "" {
 		if n.tmpDir, err = os.MkdirTemp("", "starling-cluster-"); err != nil {
-			return nil, fmt.Errorf("cluster: jetstream directory: %w", err)
+			return fmt.Errorf("cluster: jetstream directory: %w", err)
 		}
 		storeDir = n.tmpDir
 	}
@@ -259,17 +302,27 @@ func Start(cfg Config, b *broker.Broker) (*Node, error) {
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		n.cleanup()
-		return nil, fmt.Errorf("cluster: nats server: %w", err)
+		return fmt.Errorf("cluster: nats server: %w", err)
 	}
-	ns.SetLoggerV2(natsLogger{n.log}, false, false, false)
+	// The embedded server reports a cluster port it cannot bind as a
+	// fatal error and runs on without it, a node that would never become
+	// ready: it ends the start instead, as an MQTT port that is taken does.
+	fatal := make(chan string, 1)
+	ns.SetLoggerV2(natsLogger{n.log, fatal}, false, false, false)
 	ns.Start()
-	// Not ReadyForConnections: that also waits for routes to the peers,
-	// which may not be up yet.
-	for deadline := time.Now().Add(10 * time.Second); !ns.Running() || ns.Addr() == nil; {
+	clustered := len(routes) > 0
+	for deadline := time.Now().Add(10 * time.Second); !ns.Running() || ns.Addr() == nil || (clustered && ns.ClusterAddr() == nil); {
+		select {
+		case msg := <-fatal:
+			ns.Shutdown()
+			n.cleanup()
+			return fmt.Errorf("cluster: cluster port %s: %s", cfg.Listen, msg)
+		default:
+		}
 		if time.Now().After(deadline) {
 			ns.Shutdown()
 			n.cleanup()
-			return nil, fmt.Errorf("cluster: nats server on %s did not start", cfg.Listen)
+			return fmt.Errorf("cluster: nats server on %s did not start", cfg.Listen)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -283,41 +336,46 @@ func Start(cfg Config, b *broker.Broker) (*Node, error) {
 	if n.pc, err = connect("starling-pub"); err == nil {
 		n.sc, err = connect("starling-sub")
 	}
+	if err == nil {
+		n.bc, err = connect("starling-beat")
+	}
 	if err != nil {
 		n.Close()
-		return nil, fmt.Errorf("cluster: connect to embedded server: %w", err)
+		return fmt.Errorf("cluster: connect to embedded server: %w", err)
 	}
 	n.chunk = min(int(opts.MaxPayload)-8<<10, maxChunk)
 	if _, err := n.pc.Subscribe(claimPrefix+key(cfg.Node), n.serveClaim); err != nil {
 		n.Close()
-		return nil, fmt.Errorf("cluster: claim subscription: %w", err)
+		return fmt.Errorf("cluster: claim subscription: %w", err)
 	}
 	if _, err := n.pc.Subscribe(whoisPrefix+key(cfg.Listen), func(m *nats.Msg) { m.Respond([]byte(cfg.Node)) }); err != nil {
 		n.Close()
-		return nil, fmt.Errorf("cluster: whois subscription: %w", err)
+		return fmt.Errorf("cluster: whois subscription: %w", err)
 	}
 	if _, err := n.pc.Subscribe(xferPrefix+key(cfg.Node), n.serveTransfer); err != nil {
 		n.Close()
-		return nil, fmt.Errorf("cluster: transfer subscription: %w", err)
+		return fmt.Errorf("cluster: transfer subscription: %w", err)
 	}
 	if _, err := n.pc.Subscribe(n.rel.self, n.confirmed); err != nil {
 		n.Close()
-		return nil, fmt.Errorf("cluster: confirmation subscription: %w", err)
+		return fmt.Errorf("cluster: confirmation subscription: %w", err)
+	}
+	if _, err := n.bc.Subscribe(beatPrefix+">", n.heardBeat); err != nil {
+		n.Close()
+		return fmt.Errorf("cluster: heartbeat subscription: %w", err)
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
-	n.wg.Add(6)
+	n.wg.Add(8)
+	go n.beatLoop()
+	go n.fenceLoop()
 	go n.confirmLoop()
 	go n.watchPeers()
 	go n.interestLoop()
 	go n.receiveLoop()
 	go n.kvLoop()
 	go n.setup(len(cfg.Peers) + 1)
-	if cfg.LocalQueues {
-		b.SetBackplane(localQueues{n})
-	} else {
-		b.SetBackplane(n)
-	}
-	return n, nil
+	n.started.Store(true)
+	return nil
 }
 
 // localQueues is the node as a backplane that does not mirror deliveries:
@@ -427,6 +485,16 @@ func (n *Node) setup(size int) {
 						n.log.Error("cluster: queued messages will not be replicated", "err", err)
 					}
 					n.consumeRelay(n.cfg.Node)
+					// Serving needs the lease too: heard by the majority
+					// that set up the buckets, a beat or two from now.
+					for n.quorumPeers() > 0 && n.lease.mono() >= n.lease.until.Load() {
+						select {
+						case <-n.ctx.Done():
+							return
+						case <-time.After(20 * time.Millisecond):
+						}
+					}
+					n.lease.ready.Store(true)
 					close(n.ready)
 					n.log.Info("cluster ready", "peers", n.cfg.Peers, "replicas", replicas)
 				}
@@ -508,35 +576,32 @@ func (n *Node) ownForWill(id string) bool {
 	return true
 }
 
-// deadAfter is how long a node must be out of reach before the others
-// take over its sessions and publish its clients' wills.
-const deadAfter = 3 * time.Second
-
-// watchPeers notices nodes that left the cluster. The live node with the
-// lowest name takes over what a lost node recorded: its clients' wills are
-// published and its persistent sessions' subscriptions wait here for their
-// clients, so messages published from now on are kept for them.
+// watchPeers notices nodes that left the cluster (lease.go says how).
+// The live node with the lowest name takes over what a lost node
+// recorded: its clients' wills are published and its persistent sessions'
+// subscriptions wait here for their clients, so messages published from
+// now on are kept for them.
 func (n *Node) watchPeers() {
 	defer n.wg.Done()
-	seen := make(map[string]time.Time)
-	lost := make(map[string]bool) // lost nodes whose sessions are not yet taken over
-	tick := time.NewTicker(time.Second)
+	declared := make(map[string]bool) // lost nodes, logged once
+	lost := make(map[string]bool)     // lost nodes whose sessions are not yet taken over
+	tick := time.NewTicker(beatEvery)
 	defer tick.Stop()
+	var named time.Time
 	for {
 		select {
 		case <-n.ctx.Done():
 			return
 		case <-tick.C:
 		}
-		n.learnNames()
-		live := n.Peers()
-		n.setLive(live)
-		now := time.Now()
-		// Sightings count from the start, not from readiness: a node
-		// that dies while this one is still getting ready is lost too.
-		for _, p := range live {
-			seen[p] = now
+		n.watched.Add(1)
+		if time.Since(named) >= time.Second {
+			named = time.Now()
+			n.learnNames() // Routez: once a second is enough for names
 		}
+		live := n.livePeers()
+		n.notePeers(live)
+		n.setLive(live)
 		select {
 		case <-n.ready:
 		default:
@@ -545,14 +610,20 @@ func (n *Node) watchPeers() {
 		first := true
 		for _, p := range live {
 			delete(lost, p) // back before its sessions were taken
+			delete(declared, p)
 			n.stopRelay(p)
 			first = first && n.cfg.Node < p
 		}
-		for name, at := range seen {
-			if now.Sub(at) >= deadAfter {
-				delete(seen, name)
+		if !n.serving() {
+			// Cut off, or fenced: the nodes that hold the majority
+			// decide who is lost.
+			continue
+		}
+		for _, name := range n.silent() {
+			if !declared[name] {
+				declared[name] = true
 				lost[name] = true
-				n.log.Warn("cluster: node lost", "lost", name, "taking_over", first)
+				n.log.Warn("cluster: node lost", "lost", name, "silent_for", deadAfter, "taking_over", first)
 			}
 		}
 		if !first {
@@ -653,6 +724,12 @@ func (n *Node) takeOver(lost string) error {
 	n.omu.Unlock()
 	adopted := 0
 	for k, m := range todo {
+		if n.heardRecently(lost) {
+			// Back (woken, or the cut healed): it keeps what it has
+			// not lost yet, and re-checks the rest itself.
+			n.log.Info("cluster: lost node heard again; takeover stopped", "lost", lost, "sessions", adopted)
+			return nil
+		}
 		r := m.rec
 		// The deliveries it mirrored first: while the stream elects a
 		// new leader they may be unreadable, and the takeover waits.
@@ -710,6 +787,9 @@ func (n *Node) Close() {
 	if n.sc != nil {
 		n.sc.Close()
 	}
+	if n.bc != nil {
+		n.bc.Close()
+	}
 	if n.pc != nil {
 		n.pc.Close()
 	}
@@ -736,11 +816,21 @@ func (n *Node) cleanup() {
 
 // natsLogger sends the embedded server's log to slog: its notices are
 // routine, so they go to debug.
-type natsLogger struct{ l *slog.Logger }
+type natsLogger struct {
+	l     *slog.Logger
+	fatal chan<- string // the first fatal error, for Run
+}
 
 func (l natsLogger) Noticef(f string, v ...any) { l.l.Debug("nats: " + fmt.Sprintf(f, v...)) }
 func (l natsLogger) Warnf(f string, v ...any)   { l.l.Warn("nats: " + fmt.Sprintf(f, v...)) }
-func (l natsLogger) Fatalf(f string, v ...any)  { l.l.Error("nats: " + fmt.Sprintf(f, v...)) }
+func (l natsLogger) Fatalf(f string, v ...any) {
+	msg := fmt.Sprintf(f, v...)
+	l.l.Error("nats: " + msg)
+	select {
+	case l.fatal <- msg:
+	default:
+	}
+}
 func (l natsLogger) Errorf(f string, v ...any) {
 	if strings.HasPrefix(f, "Error trying to connect to route") {
 		// Retried every second while a peer is down; watchPeers reports

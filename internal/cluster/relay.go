@@ -312,7 +312,7 @@ func (n *Node) publishRelay(js jetstream.JetStream, msg *nats.Msg, deadline time
 // moved on, or is still arriving, gets it through the relay stream
 // instead).
 func (n *Node) confirmsFor(msg *nats.Msg) bool {
-	if msg.Reply == "" {
+	if msg.Reply == "" || n.fenceGate() != nil {
 		return false
 	}
 	i := slices.Index(msg.Header[hdrConfirm], n.cfg.Node)
@@ -426,6 +426,9 @@ func (n *Node) relayLoop(ctx context.Context, node string) {
 		}
 	}
 	for ctx.Err() == nil {
+		if !n.waitServing(ctx) {
+			return
+		}
 		if cons == nil {
 			c, cancel := context.WithTimeout(ctx, 5*time.Second)
 			var err error
@@ -469,6 +472,10 @@ func (n *Node) relayLoop(ctx context.Context, node string) {
 // relayOne delivers one relayed message, or asks for it again later while
 // some of its sessions' node is lost and not yet taken over.
 func (n *Node) relayOne(node string, msg jetstream.Msg, handled map[uint64]map[string]bool) {
+	if n.fenceGate() != nil {
+		msg.NakWithDelay(relayRetry) // which sessions are ours is being re-checked
+		return
+	}
 	h, m, err := decodeMessage(msg.Data())
 	if err != nil {
 		n.log.Warn("cluster: dropping undecodable relayed message", "err", err)

@@ -15,7 +15,7 @@ import (
 // HasInterest reports whether any node (this one included) subscribes to
 // topic name, as far as this node knows.
 func (n *Node) HasInterest(name string) bool {
-	return n.acct.SubscriptionInterest(topicSubject(name))
+	return n.started.Load() && n.acct.SubscriptionInterest(topicSubject(name))
 }
 
 // Forward publishes m to the nodes that subscribe to it. A QoS 1/2
@@ -23,6 +23,9 @@ func (n *Node) HasInterest(name string) bool {
 // nodes to confirm it; the returned channel is closed once they have, or
 // it was relayed to them through the stream (relay.go).
 func (n *Node) Forward(m *session.Message) (bool, <-chan struct{}) {
+	if !n.started.Load() {
+		return false, nil // restoring: no other node is there to have it
+	}
 	subj := topicSubject(m.Topic)
 	var targets map[string][]string
 	if m.QoS > 0 && n.rel.js.Load() != nil {
@@ -75,10 +78,34 @@ func (n *Node) Forward(m *session.Message) (bool, <-chan struct{}) {
 		n.rel.mu.Unlock()
 	}
 	remote := n.acct.SubscriptionInterest(subj)
-	if f == nil {
-		return remote, nil
+	var fence <-chan struct{}
+	if m.QoS > 0 {
+		// A fenced node acknowledges nothing (its PUBACK, and the
+		// publish's deliveries here, wait) until it is sure which
+		// sessions are still its own; a publisher whose session was
+		// taken meanwhile has its connection closed instead.
+		fence = n.fenceGate()
 	}
-	return remote || len(targets) > 0, f.done
+	switch {
+	case f == nil && fence == nil:
+		return remote, nil
+	case f == nil:
+		return remote, fence
+	case fence == nil:
+		return remote || len(targets) > 0, f.done
+	}
+	return remote || len(targets) > 0, both(fence, f.done)
+}
+
+// both is closed once a and b are.
+func both(a, b <-chan struct{}) <-chan struct{} {
+	c := make(chan struct{})
+	go func() {
+		<-a
+		<-b
+		close(c)
+	}()
+	return c
 }
 
 // Interest queues a subscription change for the interest loop; the broker
@@ -137,6 +164,9 @@ func (n *Node) applyInterest(op interestOp) {
 			// One queue group per share group and filter across the
 			// cluster: NATS picks the node, the node picks the member.
 			s, err = n.sc.QueueSubscribe(subj, "share-"+key(g+"\x00"+f), func(msg *nats.Msg) {
+				if !n.waitServing(n.ctx) {
+					return
+				}
 				if _, m, err := decodeMessage(msg.Data); err == nil {
 					n.b.InjectShared(m, g, f)
 				}
@@ -228,6 +258,11 @@ func (n *Node) receiveLoop() {
 			}
 		}
 		if len(batch) > 0 {
+			// Fenced: held (and, past the queue, dropped by NATS and
+			// relayed by their senders) until the node serves again.
+			if !n.waitServing(n.ctx) {
+				return
+			}
 			safe, routed := n.b.InjectBatch(batch)
 			if safe && routed == moves && len(replies) > 0 {
 				n.confirm(replies, seqs)

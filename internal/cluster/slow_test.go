@@ -160,7 +160,6 @@ func TestHealthNamesNeverSeenNode(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		b.Restore()
 		return b, n
 	}
 	var bs []*broker.Broker

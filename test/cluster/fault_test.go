@@ -138,7 +138,7 @@ func TestClusterNodeKilled(t *testing.T) {
 			}
 		}
 	}
-	setter, _ := testutil.DialPaho(t, n1.addr, "setter", nil)
+	setter := dialServing(t, n1.addr, "setter", nil)
 	setter.Pub(t, &paho.Publish{Topic: "ready/flag", QoS: 1, Retain: true, Payload: []byte("one")})
 	ready("one", n2, n3)
 
@@ -388,7 +388,7 @@ func collect(c *testutil.Paho, want map[string]time.Time, need func(time.Time) b
 // retainedPayload subscribes a fresh client on addr and returns the
 // retained message on topic, or "" if none arrives quickly.
 func retainedPayload(t *testing.T, addr, topic string) string {
-	c, _ := testutil.DialPaho(t, addr, fmt.Sprintf("probe-%d", time.Now().UnixNano()), nil)
+	c := dialServing(t, addr, fmt.Sprintf("probe-%d", time.Now().UnixNano()), nil)
 	defer c.Disconnect(&paho.Disconnect{})
 	c.Sub(t, paho.SubscribeOptions{Topic: topic, QoS: 1})
 	select {
@@ -396,5 +396,20 @@ func retainedPayload(t *testing.T, addr, topic string) string {
 		return string(m.Payload)
 	case <-time.After(300 * time.Millisecond):
 		return ""
+	}
+}
+
+// dialServing connects, retrying while the node refuses as server
+// unavailable (0x88): a cluster node does until it is ready.
+func dialServing(t *testing.T, addr, id string, cp *paho.Connect) *testutil.Paho {
+	t.Helper()
+	for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		c, ack, err := testutil.TryDialPaho(t, addr, id, cp)
+		if err == nil {
+			return c
+		}
+		if ack == nil || ack.ReasonCode != 0x88 || time.Now().After(deadline) {
+			t.Fatalf("connect %s to %s: %v", id, addr, err)
+		}
 	}
 }

@@ -1,0 +1,367 @@
+package cluster
+
+// Liveness and fencing. A NATS route says nothing about whether the node
+// behind it works: a node frozen (SIGSTOP) or stalled keeps its TCP
+// connections open. So every node publishes a heartbeat every beatEvery,
+// naming the nodes it has heard within hearWithin, and every node keeps:
+//
+//   - its lease: it serves (accepts connects, acknowledges QoS 1/2
+//     publishes, confirms and delivers messages from other nodes) only
+//     while a majority of the cluster, itself included, has heard it:
+//     within the last leaseFor it received, from enough peers, a heartbeat
+//     naming it. A node cut off, or frozen and woken, finds its lease
+//     lapsed by its own monotonic clock, before doing anything else;
+//   - its peers' liveness: a node that none of the live nodes has heard
+//     for deadAfter is lost, and the live node with the lowest name takes
+//     its sessions over (by compare-and-set on the sessions bucket).
+//
+// hearWithin + leaseFor + a delivery delay < deadAfter: a node stops
+// serving before the others may take its sessions (the last heartbeat
+// naming it was sent at most hearWithin after they last heard it, and its
+// lease ends leaseFor after that one arrived). A node whose lease lapsed is
+// fenced: once it has its lease again it re-checks, by compare-and-set on
+// each of its sessions' records, which sessions are still its own, evicts
+// the others (closing their connections, publishing no will: the node
+// that took them handled it), and only then serves again.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+const (
+	beatPrefix = "stl.beat." // stl.beat.<node>: heartbeats
+	// beatEvery is how often a node sends its heartbeat.
+	beatEvery = 250 * time.Millisecond
+	// hearWithin: a heartbeat names the nodes heard within this.
+	hearWithin = 500 * time.Millisecond
+	// liveWithin: a peer heard within this counts as connected.
+	liveWithin = time.Second
+	// leaseFor: a node serves while a majority has heard it within this.
+	leaseFor = 1500 * time.Millisecond
+	// deadAfter is how long a node must be silent to every live node
+	// before its sessions are taken over and its clients' wills published.
+	deadAfter = 3 * time.Second
+)
+
+// lease is the node's view of who hears whom, and whether it may serve.
+type lease struct {
+	base time.Time // origin of the monotonic readings below
+
+	until  atomic.Int64 // serving while mono() < until (and not fenced)
+	fenced atomic.Bool  // lapsed: serving again once ownership is re-checked
+	ready  atomic.Bool  // the node's replicated state is set up (n.ready)
+
+	mu      sync.Mutex
+	heard   map[string]int64           // peer -> when its last heartbeat arrived
+	hears   map[string]map[string]bool // peer -> the nodes its last heartbeat named
+	renewed map[string]int64           // peer -> when a heartbeat naming this node arrived
+	gen     uint64                     // lapses so far
+	open    chan struct{}              // closed while not fenced
+	lapsed  chan struct{}              // wakes fenceLoop
+
+	evicted atomic.Uint64 // sessions evicted after a lapse
+}
+
+func (l *lease) init() {
+	l.base = time.Now()
+	l.heard = make(map[string]int64)
+	l.hears = make(map[string]map[string]bool)
+	l.renewed = make(map[string]int64)
+	l.open = make(chan struct{})
+	close(l.open)
+	l.lapsed = make(chan struct{}, 1)
+}
+
+func (l *lease) mono() int64 { return int64(time.Since(l.base)) }
+
+// quorumPeers is how many peers must hear this node for it to serve.
+func (n *Node) quorumPeers() int { return (len(n.cfg.Peers) + 1) / 2 }
+
+// leaseValid reports whether the node may serve now. Cheap: two atomic
+// loads and a clock reading.
+func (n *Node) leaseValid() bool {
+	if n.quorumPeers() == 0 {
+		return true
+	}
+	until := n.lease.until.Load() // before fenced: see heardBeat
+	return !n.lease.fenced.Load() && n.lease.mono() < until
+}
+
+// serving reports whether the node can serve clients now: its replicated
+// state is set up and it holds its lease.
+func (n *Node) serving() bool { return n.lease.ready.Load() && n.leaseValid() }
+
+// fenceGate returns nil if the node serves, or a channel closed once it
+// serves again (never, for a session it turns out to have lost: that
+// session's connection is closed instead). Only a node that was ready is
+// fenced: one still starting refuses connects anyway.
+func (n *Node) fenceGate() <-chan struct{} {
+	if !n.lease.ready.Load() || n.leaseValid() {
+		return nil
+	}
+	n.lease.mu.Lock()
+	defer n.lease.mu.Unlock()
+	if !n.lease.fenced.Load() {
+		if n.lease.mono() < n.lease.until.Load() {
+			return nil // renewed meanwhile
+		}
+		n.lapseLocked()
+	}
+	return n.lease.open
+}
+
+// lapseLocked fences the node; the caller holds lease.mu.
+func (n *Node) lapseLocked() {
+	n.lease.fenced.Store(true)
+	n.lease.gen++
+	n.lease.open = make(chan struct{})
+	wake(n.lease.lapsed)
+}
+
+// waitServing blocks while the node is fenced; false once ctx is done.
+func (n *Node) waitServing(ctx context.Context) bool {
+	for {
+		g := n.fenceGate()
+		if g == nil {
+			return true
+		}
+		select {
+		case <-g:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// beatLoop sends this node's heartbeats.
+func (n *Node) beatLoop() {
+	defer n.wg.Done()
+	subj := beatPrefix + key(n.cfg.Node)
+	tick := time.NewTicker(beatEvery)
+	defer tick.Stop()
+	for {
+		if !n.muted.Load() {
+			now := n.lease.mono()
+			n.lease.mu.Lock()
+			var b strings.Builder
+			b.WriteString(n.cfg.Node)
+			for p, at := range n.lease.heard {
+				if now-at < int64(hearWithin) {
+					b.WriteByte('\n')
+					b.WriteString(p)
+				}
+			}
+			n.lease.mu.Unlock()
+			n.bc.Publish(subj, []byte(b.String()))
+		}
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		n.checkLease()
+	}
+}
+
+// checkLease fences the node once its lease has run out without any
+// heartbeat arriving to notice (cut off from every other node).
+func (n *Node) checkLease() {
+	if n.lease.ready.Load() && !n.leaseValid() {
+		n.fenceGate()
+	}
+}
+
+// heardBeat takes a heartbeat: the sender, then the nodes it hears.
+func (n *Node) heardBeat(msg *nats.Msg) {
+	if n.muted.Load() {
+		return
+	}
+	names := strings.Split(string(msg.Data), "\n")
+	from := names[0]
+	if from == "" || from == n.cfg.Node {
+		return
+	}
+	hears := make(map[string]bool, len(names)-1)
+	for _, h := range names[1:] {
+		hears[h] = true
+	}
+	now := n.lease.mono()
+	n.lease.mu.Lock()
+	defer n.lease.mu.Unlock()
+	n.lease.heard[from] = now
+	n.lease.hears[from] = hears
+	if !hears[n.cfg.Node] {
+		return
+	}
+	n.lease.renewed[from] = now
+	q := n.quorumPeers()
+	if q == 0 || len(n.lease.renewed) < q {
+		return
+	}
+	times := make([]int64, 0, len(n.lease.renewed))
+	for _, at := range n.lease.renewed {
+		times = append(times, at)
+	}
+	slices.Sort(times)
+	until := times[len(times)-q] + int64(leaseFor)
+	if until <= n.lease.until.Load() {
+		return
+	}
+	if n.lease.ready.Load() && !n.lease.fenced.Load() && now >= n.lease.until.Load() {
+		// The lease ran out before this renewal (a freeze, a cut): the
+		// node may have been declared lost meanwhile. Fenced before the
+		// new lease is visible (leaseValid reads until first).
+		n.lapseLocked()
+	}
+	n.lease.until.Store(until)
+}
+
+// livePeers lists the peers heard within liveWithin.
+func (n *Node) livePeers() []string {
+	now := n.lease.mono()
+	n.lease.mu.Lock()
+	defer n.lease.mu.Unlock()
+	var out []string
+	for p, at := range n.lease.heard {
+		if now-at < int64(liveWithin) {
+			out = append(out, p)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// silent lists the peers no live node has heard for deadAfter: this node
+// has not, and the latest heartbeat of every other live peer does not
+// name them. A node heard by some live node is not lost, even if this one
+// cannot reach it (a partial partition): it keeps its lease through that
+// node.
+func (n *Node) silent() []string {
+	now := n.lease.mono()
+	n.lease.mu.Lock()
+	defer n.lease.mu.Unlock()
+	var out []string
+	for p, at := range n.lease.heard {
+		if now-at < int64(deadAfter) {
+			continue
+		}
+		heardElsewhere := false
+		for q, qat := range n.lease.heard {
+			if q != p && now-qat < int64(liveWithin) && n.lease.hears[q][p] {
+				heardElsewhere = true
+			}
+		}
+		if !heardElsewhere {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// heardRecently reports whether peer's heartbeat arrived within liveWithin.
+func (n *Node) heardRecently(peer string) bool {
+	now := n.lease.mono()
+	n.lease.mu.Lock()
+	defer n.lease.mu.Unlock()
+	at, ok := n.lease.heard[peer]
+	return ok && now-at < int64(liveWithin)
+}
+
+// fenceLoop lifts the fence: once the node holds its lease again, it
+// checks each of its sessions against the sessions bucket, evicts those
+// another node took, and serves again.
+func (n *Node) fenceLoop() {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-n.lease.lapsed:
+		}
+		n.log.Warn("cluster: out of touch with the majority of the nodes: not serving until back and its sessions re-checked")
+		for delay := 50 * time.Millisecond; ; delay = min(2*delay, time.Second) {
+			n.lease.mu.Lock()
+			gen := n.lease.gen
+			n.lease.mu.Unlock()
+			if n.lease.mono() < n.lease.until.Load() {
+				if evicted, err := n.recheckSessions(); err != nil {
+					n.log.Debug("cluster: re-checking sessions after a lapse, will retry", "err", err)
+				} else {
+					n.lease.mu.Lock()
+					if gen == n.lease.gen && n.lease.mono() < n.lease.until.Load() {
+						n.lease.fenced.Store(false)
+						close(n.lease.open)
+						n.lease.mu.Unlock()
+						n.log.Warn("cluster: back in touch with the majority of the nodes; serving again", "sessions_evicted", evicted)
+						break
+					}
+					n.lease.mu.Unlock()
+				}
+			}
+			select {
+			case <-n.ctx.Done():
+				return
+			case <-time.After(delay):
+			}
+		}
+	}
+}
+
+// recheckSessions confirms, by compare-and-set, that each session this
+// node holds is still its own, and evicts those that are not.
+func (n *Node) recheckSessions() (evicted int, err error) {
+	for _, id := range n.b.SessionIDs() {
+		mine, err := n.confirmOwner(id)
+		if err != nil {
+			return evicted, err
+		}
+		if !mine {
+			n.log.Info("cluster: session taken over by another node while this one was out of touch", "client_id", id)
+			n.b.EvictSession(id)
+			n.purgeQueued(queueSubject(id, n.cfg.Node), 0)
+			evicted++
+			n.lease.evicted.Add(1)
+		}
+	}
+	return evicted, nil
+}
+
+// confirmOwner reports whether the sessions bucket names this node as
+// clientID's owner, rewriting the record unchanged at its revision: a
+// takeover that read the record before fails its own compare-and-set.
+func (n *Node) confirmOwner(clientID string) (bool, error) {
+	for range 5 {
+		ctx, cancel := context.WithTimeout(n.ctx, kvTimeout)
+		e, err := n.sessions.Get(ctx, key(clientID))
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			cancel()
+			return false, nil // its record deleted: taken over (or ended)
+		}
+		if err == nil {
+			var r record
+			if json.Unmarshal(e.Value(), &r) != nil || r.Node != n.cfg.Node {
+				cancel()
+				return false, nil
+			}
+			_, err = n.sessions.Update(ctx, key(clientID), e.Value(), e.Revision())
+		}
+		cancel()
+		if err == nil {
+			return true, nil
+		}
+		if !isRevisionMismatch(err) {
+			return false, err
+		}
+	}
+	return false, errors.New("record contended")
+}
