@@ -190,8 +190,9 @@ type Stats struct {
 	DupNoFlag  int
 	// Reordered: first deliveries of a message with a lower sequence
 	// number than one its subscriber had already received from the same
-	// publisher.
-	Reordered int
+	// publisher. ReorderRuns counts the times a subscriber's sequence went
+	// back (a backlog delivered after newer messages is one run).
+	Reordered, ReorderRuns int
 	// MaxAckGap is the longest time a publisher of this QoS went without
 	// an acknowledgement while it kept sending, within the window.
 	MaxAckGap time.Duration
@@ -303,6 +304,7 @@ func Check(events []Event, expects []Expect, w Window, names func(uint8) string)
 	count := map[subPub]map[uint32]int{}
 	highest := map[subPub]uint32{}
 	seen := map[subPub]bool{}
+	prev := map[subPub]uint32{} // the last first delivery
 	persistent := map[uint8]bool{}
 	expected := map[subPub]bool{}
 	for _, x := range expects {
@@ -346,7 +348,11 @@ func Check(events []Event, expects []Expect, w Window, names func(uint8) string)
 		}
 		if seen[sp] && e.Seq < highest[sp] {
 			s.Reordered++
+			if e.Seq < prev[sp] {
+				s.ReorderRuns++
+			}
 		}
+		prev[sp] = e.Seq
 		if !seen[sp] || e.Seq > highest[sp] {
 			highest[sp], seen[sp] = e.Seq, true
 		}

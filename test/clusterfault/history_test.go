@@ -130,8 +130,20 @@ func TestCheckFindsReordering(t *testing.T) {
 	}
 	s.deliver("sub", "p", 1, 0, false).deliver("sub", "p", 1, 2, false).deliver("sub", "p", 1, 1, false)
 	r := s.check(Expect{Sub: s.id("sub"), Pubs: []uint8{s.id("p")}, Persistent: true})
-	if st := r.QoS(1); st.Reordered != 1 || st.Lost != 0 || st.Duplicates != 0 {
+	if st := r.QoS(1); st.Reordered != 1 || st.ReorderRuns != 1 || st.Lost != 0 || st.Duplicates != 0 {
 		t.Fatalf("%+v, want 1 reordered", st)
+	}
+	// A backlog delivered after newer messages: several reordered, one run.
+	s = newScript().subscribed("sub")
+	for seq := range uint32(6) {
+		s.pub("p", 1, seq, true)
+	}
+	for _, seq := range []uint32{0, 4, 5, 1, 2, 3} {
+		s.deliver("sub", "p", 1, seq, false)
+	}
+	r = s.check(Expect{Sub: s.id("sub"), Pubs: []uint8{s.id("p")}, Persistent: true})
+	if st := r.QoS(1); st.Reordered != 3 || st.ReorderRuns != 1 {
+		t.Fatalf("%+v, want 3 reordered in 1 run", st)
 	}
 }
 
