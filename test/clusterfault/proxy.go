@@ -3,6 +3,8 @@ package clusterfault
 import (
 	"fmt"
 	"net"
+	"os"
+	"strings"
 	"sync"
 	"time"
 )
@@ -216,4 +218,38 @@ func (l *Link) pipe(dst, src net.Conn) {
 			return
 		}
 	}
+}
+
+// Bypasses lists the established TCP connections to any of ports on
+// 127.0.0.1 whose other end is not source: routes between nodes that do
+// not go through a Link, which a partition would not cut. Linux only: it
+// reads /proc/net/tcp.
+func Bypasses(ports []int, source string) ([]string, error) {
+	b, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		return nil, fmt.Errorf("bypasses: %w", err)
+	}
+	want := map[string]bool{}
+	for _, p := range ports {
+		want[fmt.Sprintf("0100007F:%04X", p)] = true
+	}
+	src := net.ParseIP(source).To4()
+	if src == nil {
+		return nil, fmt.Errorf("bypasses: source %q is not an IPv4 address", source)
+	}
+	// /proc/net/tcp prints the address as the in-memory (little-endian)
+	// 32-bit word.
+	srcHex := fmt.Sprintf("%02X%02X%02X%02X", src[3], src[2], src[1], src[0])
+	var out []string
+	for i, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if i == 0 || len(f) < 4 || f[3] != "01" { // 01: ESTABLISHED
+			continue
+		}
+		local, remote := f[1], f[2]
+		if want[local] && !strings.HasPrefix(remote, srcHex+":") {
+			out = append(out, local+" <- "+remote)
+		}
+	}
+	return out, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"io"
 	"net"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -119,5 +120,35 @@ func TestLinkDelays(t *testing.T) {
 	// Each way is delayed: at least twice the delay.
 	if d := time.Since(start); d < 100*time.Millisecond {
 		t.Fatalf("round trip took %s through a 50ms link", d)
+	}
+}
+
+func TestBypassesFindsDirectConnections(t *testing.T) {
+	target := echo(t)
+	_, portStr, _ := net.SplitHostPort(target)
+	port, _ := strconv.Atoi(portStr)
+	l, err := NewLink("127.0.0.2:0", target, "127.0.0.3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Close)
+	c, r := dialLink(t, l)
+	if _, err := roundTrip(c, r, "via", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := Bypasses([]int{port}, "127.0.0.3"); err != nil || len(got) != 0 {
+		t.Fatalf("through the link: bypasses %q, %v; want none", got, err)
+	}
+	d, err := net.Dial("tcp", target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	dr := bufio.NewReader(d)
+	if _, err := roundTrip(d, dr, "direct", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := Bypasses([]int{port}, "127.0.0.3"); err != nil || len(got) != 1 {
+		t.Fatalf("direct: bypasses %q, %v; want one", got, err)
 	}
 }

@@ -58,6 +58,7 @@ type suite struct {
 	h     *History
 	nodes []*Node
 	links [3][3]*Link // links[from][to]: how node from reaches node to
+	ports []int       // the nodes' cluster ports
 
 	pubs              []*Client // QoS 1, QoS 2
 	pin, move, clean  *Client
@@ -150,6 +151,11 @@ func newSuite(t *testing.T, ctx context.Context, set settings) *suite {
 		t.Fatal(err)
 	}
 	routes := freePorts(t, "127.0.0.1", 3, nil)
+	for _, r := range routes {
+		_, p, _ := net.SplitHostPort(r)
+		port, _ := strconv.Atoi(p)
+		s.ports = append(s.ports, port)
+	}
 	linkAddrs := freePorts(t, "127.0.0.2", 6, routes)
 	mqtt := freePorts(t, "127.0.0.1", 3, routes)
 	httpAddrs := freePorts(t, "127.0.0.1", 3, append(routes, mqtt...))
@@ -195,6 +201,9 @@ func newSuite(t *testing.T, ctx context.Context, set settings) *suite {
 		}
 	}
 	if err := s.waitFor(ctx, "all nodes ready", func() (bool, string) { return s.allReady() }); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.routesThroughLinks(); err != nil {
 		t.Fatal(err)
 	}
 
@@ -546,6 +555,9 @@ var faults = []struct {
 			if cycle%2 == 1 {
 				n = s.publisherNode()
 			}
+			if err := s.routesThroughLinks(); err != nil {
+				return err
+			}
 			s.injectedAt = time.Now()
 			s.cutOff(n, Drop)
 			err := s.hold(ctx)
@@ -581,6 +593,19 @@ var faults = []struct {
 			}
 			return s.killed(ctx, n, true)
 		}},
+}
+
+// routesThroughLinks fails if a node reached another's cluster port other
+// than through a link: a partition would not cut that route.
+func (s *suite) routesThroughLinks() error {
+	by, err := Bypasses(s.ports, "127.0.0.3")
+	if err != nil {
+		return err
+	}
+	if len(by) > 0 {
+		return fmt.Errorf("routes between nodes that bypass the links (local <- remote, hex as in /proc/net/tcp): %v", by)
+	}
+	return nil
 }
 
 // cutOff sets every link to and from n to m.
