@@ -69,7 +69,7 @@ took=$(($(date +%s) - start))
 		tail -n 40 "$OUT.log"
 		echo '```'
 	fi
-	failures=$(grep -E '^\s+suite_test.go:[0-9]+: (node crash|cycle|QoS [12]: [0-9]+ (acknowledged|duplicate)|no traffic)' "$OUT.log" | head -n 20 || true)
+	failures=$(grep -E '^\s+suite_test.go:[0-9]+: (node crash|cycle [0-9]+ failed|cluster not serving|QoS [12]: [0-9]+ (acknowledged|duplicate)|no traffic)' "$OUT.log" | head -n 20 || true)
 	if [[ -n $failures ]]; then
 		echo
 		echo "Failures (the first 20; the log has all):"

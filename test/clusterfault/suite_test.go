@@ -722,7 +722,7 @@ func (s *suite) runFault(t *testing.T, ctx context.Context, name string, short i
 		t.Logf("cycle %d: fault %s, recovered %s later, offline sessions drained in %s",
 			cycle+1, healed.Sub(began).Round(100*time.Millisecond), up.Sub(healed).Round(100*time.Millisecond), time.Since(up).Round(100*time.Millisecond))
 		if err != nil {
-			r.failure = fmt.Sprintf("cycle %d: %v", cycle+1, err)
+			r.failure = fmt.Sprintf("cycle %d failed: %v", cycle+1, err)
 			break
 		}
 	}
