@@ -332,8 +332,8 @@ func (s *suite) clientsUp(cs []*Client) (bool, string) {
 }
 
 // flowing reports whether, for each publisher, a message sent at or after
-// seq from[i] was acknowledged and delivered to every persistent
-// subscriber: the whole path works again.
+// seq from[i] was acknowledged and delivered to both online MQTT 5
+// persistent subscribers: the whole path works again.
 func (s *suite) flowing(from []uint32) (bool, string) {
 	var not []string
 	for i, p := range s.pubs {
