@@ -546,7 +546,7 @@ var faults = []struct {
 		func(s *suite, ctx context.Context, _ int) error { return s.killed(ctx, s.subscriberNode(), false) }},
 	{"kill-third-node", 1, "SIGKILL of the node with neither the publishers nor the pinned subscriber (the moving and clean subscribers' node); restarted after the hold time",
 		func(s *suite, ctx context.Context, _ int) error { return s.killed(ctx, s.thirdNode(), false) }},
-	{"pause-node", 2, "SIGSTOP for the hold time, then SIGCONT, of the pinned subscriber's node (even cycles) or the publishers' node (odd cycles)",
+	{"pause-node", 2, "SIGSTOP for the hold time, then SIGCONT, of the pinned subscriber's node (odd cycles, counting from 1) or the publishers' node (even cycles)",
 		func(s *suite, ctx context.Context, cycle int) error {
 			n := s.subscriberNode()
 			if cycle%2 == 1 {
@@ -562,7 +562,7 @@ var faults = []struct {
 			}
 			return err
 		}},
-	{"partition-node", 2, "every link to and from one node drops all traffic for the hold time, then heals: the pinned subscriber's node (even cycles) or the publishers' node (odd cycles)",
+	{"partition-node", 2, "every link to and from one node drops all traffic (cycles 1, 2, 5, 6, ...) or cuts every connection (cycles 3, 4, 7, 8, ...) for the hold time, then heals: the pinned subscriber's node (odd cycles) or the publishers' node (even cycles)",
 		func(s *suite, ctx context.Context, cycle int) error {
 			n := s.subscriberNode()
 			if cycle%2 == 1 {
@@ -571,8 +571,12 @@ var faults = []struct {
 			if err := s.routesThroughLinks(); err != nil {
 				return err
 			}
+			mode := Drop
+			if cycle/2%2 == 1 {
+				mode = Cut
+			}
 			s.injectedAt = time.Now()
-			s.cutOff(n, Drop)
+			s.cutOff(n, mode)
 			err := s.hold(ctx)
 			s.cutOff(n, Pass)
 			return err
@@ -598,7 +602,7 @@ var faults = []struct {
 			}
 			return nil
 		}},
-	{"wipe-node", 1, "SIGKILL, data folder deleted, restarted after the hold time: the pinned subscriber's node (even cycles) or the third node (odd cycles)",
+	{"wipe-node", 1, "SIGKILL, data folder deleted, restarted after the hold time: the pinned subscriber's node (odd cycles, counting from 1) or the third node (even cycles)",
 		func(s *suite, ctx context.Context, cycle int) error {
 			n := s.subscriberNode()
 			if cycle%2 == 1 {
