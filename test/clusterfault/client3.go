@@ -32,14 +32,18 @@ func NewClient3(h *History, name, topic string, nodes []*Node) *Client3 {
 	for _, n := range nodes {
 		o.AddBroker("tcp://" + n.MQTT)
 	}
+	// The handler is the default one, set before connecting: a resumed
+	// session's queued messages can arrive before the SUBACK, and the
+	// library acknowledges and drops a message no handler takes.
+	o.SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) {
+		pub, seq, ok := ParsePayload(m.Payload())
+		if ok {
+			c.h.Add(Event{Kind: Deliver, Client: c.ID, Pub: pub, Seq: seq, QoS: m.Qos(), Dup: m.Duplicate()})
+		}
+	})
 	o.SetOnConnectHandler(func(cl mqtt.Client) {
 		c.h.Add(Event{Kind: Connected, Client: c.ID, Node: 255})
-		tok := cl.Subscribe(topic, 1, func(_ mqtt.Client, m mqtt.Message) {
-			pub, seq, ok := ParsePayload(m.Payload())
-			if ok {
-				c.h.Add(Event{Kind: Deliver, Client: c.ID, Pub: pub, Seq: seq, QoS: m.Qos(), Dup: m.Duplicate()})
-			}
-		})
+		tok := cl.Subscribe(topic, 1, nil)
 		// Not waited for here: the library's handlers must not block.
 		go func() {
 			if tok.WaitTimeout(10*time.Second) && tok.Error() == nil {
