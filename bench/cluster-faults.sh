@@ -43,6 +43,11 @@ if [[ -z ${TIMEOUT:-} ]]; then
 	TIMEOUT="$((CYCLES * 10 < 30 ? 30 : CYCLES * 10))m"
 fi
 mkdir -p "$(dirname "$OUT")"
+# go test runs in the package's folder: the report path must be absolute.
+case $OUT in
+/*) ;;
+*) OUT="$PWD/$OUT" ;;
+esac
 
 VERSION=$(git describe --always --dirty 2>/dev/null || echo '?')
 echo "$(date -u +%H:%M:%S) running TestClusterFaults: CYCLES=$CYCLES HOLD=$HOLD KINDS=${KINDS:-all}, timeout $TIMEOUT; log in $OUT.log" >&2
