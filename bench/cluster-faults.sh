@@ -63,7 +63,7 @@ took=$(($(date +%s) - start))
 	echo
 	echo "Command: \`CYCLES=$CYCLES HOLD=$HOLD${KINDS:+ KINDS=$KINDS}${RACE:+ RACE=$RACE} bench/cluster-faults.sh\` ($took s, go test exit status $status)."
 	echo "Machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -r). Starling $VERSION."
-	echo "Three nodes on loopback, each cluster route through a proxy; clients: paho.golang (MQTT 5)."
+	echo "Three nodes on loopback, each cluster route through a proxy; clients: paho.golang (MQTT 5) and paho.mqtt.golang (3.1.1)."
 	echo
 	if [[ -s $OUT.table ]]; then
 		cat "$OUT.table"
