@@ -563,12 +563,23 @@ func (h *handler) onDisconnect(p *packet.Disconnect) string {
 	h.discardWill = p.ReasonCode == packet.Success
 	if h.discardWill {
 		// At once, so a reconnect racing this connection's teardown cannot
-		// publish it [MQTT-3.14.4-3].
+		// publish it [MQTT-3.14.4-3]; and durably, synced before the
+		// connection closes, so that a crash the client may see after
+		// its DISCONNECT cannot bring the will back: a persistent
+		// session's record says the connection ended, without a will.
+		t := h.b.begin(false)
 		h.cl.mu.Lock()
 		if h.cl.conn == h.c {
 			h.cl.will = nil
+			if h.cl.persistent() {
+				t.bt().PutSession(h.cl.sessionRecord(h.b.now()))
+			}
 		}
 		h.cl.mu.Unlock()
+		if err := t.commit(true); err != nil {
+			h.c.Close()
+			return "store write failed"
+		}
 	}
 	h.c.CloseAfter(nil) // acks already queued still go out
 	return "client disconnected (" + packetReason(p.ReasonCode) + ")"
