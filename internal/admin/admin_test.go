@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"io"
 	"io/fs"
 	"net/http"
 	"net/http/httptest"
@@ -71,6 +72,29 @@ func TestAPICredentials(t *testing.T) {
 	}
 	if code, _, _ := do(t, srv, "GET", "/api/v1/nothing", creds, ""); code != 404 {
 		t.Errorf("unknown endpoint: %d", code)
+	}
+	// A script that says so (X-Requested-With, as the dashboard sends)
+	// gets the 401 without a challenge: the browser must not put up its
+	// password prompt over the page, which shows its own message.
+	for _, c := range []string{"", "viewer:pw"} {
+		req, err := http.NewRequest("GET", srv.URL+"/api/v1/stats", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("X-Requested-With", "starling-dashboard")
+		if c != "" {
+			u, p, _ := strings.Cut(c, ":")
+			req.SetBasicAuth(u, p)
+		}
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 401 || resp.Header.Get("WWW-Authenticate") != "" || !strings.Contains(string(b), "admin credentials required") {
+			t.Errorf("script request with %q: %d %s %v, want 401 without a challenge", c, resp.StatusCode, b, resp.Header)
+		}
 	}
 	// The open endpoints stay open with a Checker too.
 	if code, _, _ := do(t, srv, "GET", "/metrics", "", ""); code != 200 {

@@ -32,7 +32,12 @@ func (a *Admin) protect(h http.Handler) http.Handler {
 		}
 		user, pass, ok := r.BasicAuth()
 		if !ok || !a.opts.Checker.CheckAdmin(user, pass) {
-			w.Header().Set("WWW-Authenticate", `Basic realm="starling admin", charset="UTF-8"`)
+			// A script that sets X-Requested-With handles the 401 itself
+			// (the dashboard); a challenge would make the browser ask for
+			// a password over it, or hold the request in a headless one.
+			if r.Header.Get("X-Requested-With") == "" {
+				w.Header().Set("WWW-Authenticate", `Basic realm="starling admin", charset="UTF-8"`)
+			}
 			writeError(w, http.StatusUnauthorized, "admin credentials required")
 			return
 		}

@@ -27,6 +27,8 @@
   let client = null;
   let clientID = '';              // this page's MQTT client ID
   let auth = '';                  // Basic credentials for the management API
+  let admin = null;               // the login may use the management API: null until known
+  let user = '';                  // the login's user name
   let filter = null;              // topic filter of the tree, subscribed
   let topics = new Map();         // topic -> {count, raw, size, view, retained, subs}
   let rates = new Map();          // topic -> {m, b}: messages and bytes per second, from the topics feed
@@ -52,6 +54,7 @@
   function connect(username, password) {
     if (client) client.end(true);
     $('#login-error').textContent = '';
+    setAdmin(null, '');
     setState('connecting', 'connecting');
     const url = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/mqtt';
     const opts = {
@@ -62,6 +65,7 @@
       reconnectPeriod: 2000,
       keepalive: 30,
     };
+    user = username;
     auth = 'Basic ' + btoa(unescape(encodeURIComponent(username + ':' + password)));
     if (username) opts.username = username;
     if (password) opts.password = password;
@@ -79,7 +83,7 @@
       });
       if (filter) c.subscribe(filter, TREE_SUB);
       else watch($('#filter').value.trim()); // the default filter from the first login
-      browseRetained();
+      checkAdmin();
     });
     c.on('message', onMessage);
     c.on('error', (err) => {
@@ -95,6 +99,7 @@
     if (client) client.end(true);
     client = null;
     auth = '';
+    setAdmin(null, '');
     setState('logged-out', 'logged out');
     $('#app').hidden = true;
     $('#logout').hidden = true;
@@ -224,11 +229,8 @@
     const note = $('#action-status');
     note.textContent = 'disconnecting ' + id + '…';
     try {
-      const r = await fetch('api/v1/clients/' + encodeURIComponent(id) + '/kick',
-        { method: 'POST', headers: { Authorization: auth } });
-      const body = await r.json().catch(() => ({}));
-      note.textContent = r.ok ? (body.kicked ? 'disconnected ' + id : id + ' was not connected')
-        : 'could not disconnect ' + id + ': ' + (body.error || r.status);
+      const body = await api('POST', 'clients/' + encodeURIComponent(id) + '/kick');
+      note.textContent = body.kicked ? 'disconnected ' + id : id + ' was not connected';
     } catch (e) {
       note.textContent = 'could not disconnect ' + id + ': ' + e.message;
     }
@@ -341,7 +343,7 @@
   // out (the management API reads the broker's subscription index).
   let subsAt = 0, subsBusy = false, subsNote = '';
   async function countSubscribers() {
-    if (subsBusy || !auth || !topics.size || Date.now() - subsAt < SUBS_EVERY) return;
+    if (subsBusy || !admin || !topics.size || Date.now() - subsAt < SUBS_EVERY) return;
     subsBusy = true;
     subsAt = Date.now();
     const asked = topics;
@@ -439,18 +441,61 @@
   }
 
   // ---- management API ----
+  const NOT_ADMIN = 'this user is not an admin';
+
   // api calls the management API with the login's credentials and returns
-  // the decoded answer; an error carries the API's message.
+  // the decoded answer; an error carries the API's message. The
+  // X-Requested-With header makes the API answer a refused login with a
+  // plain 401, without the challenge that would bring up the browser's
+  // own password prompt over the page.
   async function api(method, path, body) {
-    const opts = { method, headers: { Authorization: auth } };
+    if (admin === false) throw new Error(NOT_ADMIN);
+    const opts = { method, headers: { Authorization: auth, 'X-Requested-With': 'starling-dashboard' } };
     if (body !== undefined) {
       opts.headers['Content-Type'] = 'application/json';
       opts.body = JSON.stringify(body);
     }
     const r = await fetch('api/v1/' + path, opts);
     const j = await r.json().catch(() => ({}));
+    if (r.status === 401 && auth) {
+      setAdmin(false, NOT_ADMIN);
+      throw new Error(NOT_ADMIN);
+    }
     if (!r.ok) throw new Error(j.error || 'HTTP ' + r.status);
     return j;
+  }
+
+  // checkAdmin asks the management API once after a login whether the
+  // user is an admin. A user who is not still sees the live views, as far
+  // as the broker's ACL lets them read; the actions say why they are off.
+  async function checkAdmin() {
+    const mine = auth;
+    try {
+      await api('GET', 'stats');
+      if (mine === auth) setAdmin(true, '');
+      browseRetained();
+    } catch (e) {
+      if (mine !== auth || admin === false) return;
+      // The API may be off (403) or unreachable: the actions say so when used.
+      setAdmin(null, 'management API unavailable: ' + e.message);
+    }
+  }
+
+  // setAdmin records whether the login may use the management API and
+  // shows why not.
+  function setAdmin(v, why) {
+    admin = v;
+    document.body.dataset.admin = v === true ? 'yes' : v === false ? 'no' : '';
+    const n = $('#admin-note');
+    n.hidden = !why;
+    n.textContent = v === false
+      ? 'Logged in as ' + (user || '(no user name)') + ', but this user is not an admin: the live views show what the broker lets this user read; ' +
+        'disconnecting clients, publishing here, retained messages, lookups, traces and subscriber counts need an admin login.'
+      : why;
+    if (v === false) {
+      $('#retained-status').textContent = NOT_ADMIN;
+      fill('#retained', [], NOT_ADMIN);
+    }
   }
 
   // row builds a table row of text cells; numbers get the num class.
