@@ -97,3 +97,94 @@ func TestAlertsBounded(t *testing.T) {
 		}
 	}
 }
+
+// waitFor polls cond until it holds or the test's context ends.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for !cond() {
+		select {
+		case <-t.Context().Done():
+			t.Fatalf("%s: never happened", what)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// A v5 subscriber with Receive Maximum 20 that stops reading: its own
+// window (20), not max_inflight (256), is what makes it slow. The alert
+// comes within two ticks of the window filling, and names the window.
+func TestSlowConsumerAlertReceiveMaximum(t *testing.T) {
+	b, addr := startBroker(t) // max_inflight 256, max_queued 1000
+	f := New(b, Options{}).feed
+	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lag := paho.NewClient(paho.ClientConfig{Conn: nc, EnableManualAcknowledgment: true}) // acknowledges nothing
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	rm := uint16(20)
+	if _, err := lag.Connect(ctx, &paho.Connect{ClientID: "stopped", CleanStart: true, KeepAlive: 30,
+		Properties: &paho.ConnectProperties{ReceiveMaximum: &rm}}); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { nc.Close(); <-lag.Done() }()
+	if _, err := lag.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "work/#", QoS: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	f.checkAlerts(t0, b.Traffics()) // the baseline
+	pub := dial(t, addr, "pub")
+	for range 25 {
+		pub.publish(t, "work/1", "job", false)
+	}
+	waitFor(t, "20 inflight and 5 queued", func() bool {
+		s, _ := b.Client("stopped")
+		return s.Inflight == 20 && s.Queued == 5
+	})
+	s, _ := b.Client("stopped")
+	if c := toClient(s); c.Window != 20 || c.ReceiveMax != 20 {
+		t.Errorf("API client: window %d, receive maximum %d; want 20 and 20", c.Window, c.ReceiveMax)
+	}
+	for i := 1; i <= 2; i++ {
+		f.checkAlerts(t0.Add(time.Duration(i)*time.Second), b.Traffics())
+	}
+	if len(f.alerts) != 1 || f.alerts[0].Kind != "slow_consumer" || f.alerts[0].ClientID != "stopped" ||
+		f.alerts[0].Detail != "inflight 20 of its window 20, queued 5 of 1000" {
+		t.Fatalf("alerts after two ticks with the window full: %+v", f.alerts)
+	}
+}
+
+// With flow control, a client that holds publishers back or meets the
+// slow-consumer policy is a slow consumer at the next tick, whatever its
+// window and queue; the alert names the figures.
+func TestSlowConsumerAlertFlow(t *testing.T) {
+	b, _ := startBroker(t)
+	f := New(b, Options{}).feed
+	t0 := time.Now()
+	tick := func(i int, held time.Duration, actions uint64) {
+		f.checkAlerts(t0.Add(time.Duration(i)*time.Second), []broker.ClientTraffic{
+			{ClientID: "holder", Connected: true, Window: 20, Inflight: 3, Flow: broker.ClientFlow{HeldFor: held}},
+			{ClientID: "shed", Connected: true, Window: 20, Flow: broker.ClientFlow{PolicyActions: actions, Shedding: actions > 0}},
+			{ClientID: "calm", Connected: true, Window: 20, Inflight: 19},
+		})
+	}
+	tick(0, 0, 0)
+	tick(1, 0, 0)
+	if len(f.alerts) != 0 {
+		t.Fatalf("alerts before any flow action: %+v", f.alerts)
+	}
+	tick(2, 2500*time.Millisecond, 3)
+	want := map[string]string{
+		"holder": "inflight 3 of its window 20, queued 0 of 1000; held publishers back 2.5 s since the last check (2.5 s in all)",
+		"shed":   "inflight 0 of its window 20, queued 0 of 1000; slow-consumer policy acted 3 times (3 in all); shedding",
+	}
+	if len(f.alerts) != len(want) {
+		t.Fatalf("alerts: %+v, want one for each of %v", f.alerts, want)
+	}
+	for _, a := range f.alerts {
+		if a.Kind != "slow_consumer" || a.Detail != want[a.ClientID] {
+			t.Errorf("alert %+v, want slow_consumer %q", a, want[a.ClientID])
+		}
+	}
+}

@@ -79,6 +79,8 @@ type Client struct {
 	SessionExpiry   uint32         `json:"session_expiry_interval"` // seconds
 	Persistent      bool           `json:"persistent"`
 	Inflight        int            `json:"inflight"`
+	Window          int            `json:"inflight_window"`           // the smaller of its Receive Maximum and limits.max_inflight
+	ReceiveMax      uint16         `json:"receive_maximum,omitempty"` // of the last connection; 65535 when it gave none
 	Queued          int            `json:"queued"`
 	Subscriptions   []Subscription `json:"subscriptions"`
 	Dropped         Dropped        `json:"dropped"`
@@ -128,7 +130,7 @@ func toClient(s broker.ClientSummary) Client {
 		Remote: s.Remote, SessionExpiry: s.ExpiryInterval, Persistent: s.Persistent, Inflight: s.Inflight,
 		Queued: s.Queued, Subscriptions: make([]Subscription, 0, len(s.Subscriptions)),
 		Dropped: droppedOf(s), KeepAlive: s.KeepAlive, TLS: s.TLS, TLSVersion: s.TLSVersion, ClientCert: s.ClientCert,
-		Flow: flowOf(s.Flow)}
+		Flow: flowOf(s.Flow), Window: s.Window, ReceiveMax: s.ReceiveMax}
 	for _, sub := range s.Subscriptions {
 		cs := Subscription{Filter: sub.Filter, QoS: sub.QoS, SubscriptionID: sub.ID, LatestValue: sub.Latest}
 		if sub.Sample > 0 {

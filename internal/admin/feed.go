@@ -65,6 +65,7 @@ type FeedClient struct {
 	ProtocolVersion byte    `json:"protocol_version"`
 	Subscriptions   int     `json:"subscriptions"`
 	Inflight        int     `json:"inflight"`
+	Window          int     `json:"inflight_window"` // see Client
 	Queued          int     `json:"queued"`
 	KeepAlive       uint16  `json:"keep_alive"`
 	TLS             bool    `json:"tls"`
@@ -104,7 +105,7 @@ type feed struct {
 	topOn         bool                            // topic sampling running
 	topAt         time.Time                       // last top reading
 	prevTop       map[string]broker.ClientTraffic // client counters at topAt
-	prevDrops     map[string]uint64               // per-client drops at the last tick; nil before the first
+	marks         map[string]clientMark           // per-client figures at the last tick; nil before the first
 	prevDropTotal uint64
 	slowAt        map[string]time.Time // last slow-consumer alert per client
 	alerts        []Alert              // the last maxAlerts, newest first, kept while nobody watches
@@ -217,7 +218,7 @@ func (f *feed) publishClients(now time.Time) error {
 			continue
 		}
 		fc := FeedClient{ClientID: s.ClientID, Remote: s.Remote, Username: s.Username, ProtocolVersion: s.Version,
-			Subscriptions: len(s.Subscriptions), Inflight: s.Inflight, Queued: s.Queued, KeepAlive: s.KeepAlive,
+			Subscriptions: len(s.Subscriptions), Inflight: s.Inflight, Window: s.Window, Queued: s.Queued, KeepAlive: s.KeepAlive,
 			TLS: s.TLS, TLSVersion: s.TLSVersion, ClientCert: s.ClientCert, Dropped: droppedOf(s), Flow: flowOf(s.Flow)}
 		cur[s.ClientID] = fc
 		if len(feed.Connected) < maxFeedClients {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -307,38 +308,74 @@ func (f *feed) publishSessions(now time.Time) error {
 	return f.publishJSON(FeedSessions, out)
 }
 
+// clientMark is what checkAlerts saw of a client at the last tick.
+type clientMark struct {
+	drops   uint64
+	held    time.Duration
+	actions uint64
+	full    bool   // inflight window full
+	out     uint64 // messages sent
+}
+
 // checkAlerts raises an alert for each client that dropped deliveries
-// since the last tick, and for each connected client whose queue is half
-// full or whose inflight window is full (at most every alertRepeatAfter per
-// client), and keeps the last maxAlerts.
+// since the last tick, and a slow-consumer alert (at most every
+// alertRepeatAfter per client) for each connected client that
+//   - held publishers back since the last tick (flow control),
+//   - met the slow-consumer policy since the last tick,
+//   - has its queue half full, or
+//   - had its own inflight window (its Receive Maximum, or max_inflight
+//     if smaller) full at this tick and the last, with messages waiting
+//     or nothing sent in between,
+//
+// and keeps the last maxAlerts.
 func (f *feed) checkAlerts(now time.Time, ts []broker.ClientTraffic) {
-	maxQ, maxIn := f.b.QueueLimits()
-	first := f.prevDrops == nil
-	cur := make(map[string]uint64, len(ts))
+	maxQ, _ := f.b.QueueLimits()
+	first := f.marks == nil
+	cur := make(map[string]clientMark, len(ts))
 	var perClient uint64
 	var fresh []Alert
 	ms := now.UnixMilli()
 	for _, c := range ts {
 		d := c.DroppedQueue + c.DroppedExp + c.DroppedL
-		cur[c.ClientID] = d
-		if p, ok := f.prevDrops[c.ClientID]; !first && d > p {
-			n := d - p
+		m := clientMark{drops: d, held: c.Flow.HeldFor, actions: c.Flow.PolicyActions,
+			full: c.Connected && c.Window > 0 && c.Inflight >= c.Window, out: c.MessagesOut}
+		cur[c.ClientID] = m
+		p, seen := f.marks[c.ClientID]
+		if !first && d > p.drops {
+			n := d - p.drops
 			perClient += n
-			fresh = append(fresh, Alert{Time: ms, Kind: "dropped", ClientID: c.ClientID, Count: n,
-				Detail: fmt.Sprintf("%d deliveries dropped (so far: queue full %d, expired %d, too large %d)", n, c.DroppedQueue, c.DroppedExp, c.DroppedL)})
-		} else if !ok && !first && d > 0 {
-			perClient += d
-			fresh = append(fresh, Alert{Time: ms, Kind: "dropped", ClientID: c.ClientID, Count: d,
-				Detail: fmt.Sprintf("%d deliveries dropped", d)})
+			detail := fmt.Sprintf("%d deliveries dropped (so far: queue full %d, expired %d, too large %d)", n, c.DroppedQueue, c.DroppedExp, c.DroppedL)
+			if !seen {
+				detail = fmt.Sprintf("%d deliveries dropped", d)
+			}
+			fresh = append(fresh, Alert{Time: ms, Kind: "dropped", ClientID: c.ClientID, Count: n, Detail: detail})
 		}
-		slow := c.Connected && ((maxQ > 0 && c.Queued*2 >= maxQ) || (maxIn > 0 && c.Inflight >= maxIn))
-		if slow && now.Sub(f.slowAt[c.ClientID]) >= alertRepeatAfter {
+		if !c.Connected || first {
+			continue
+		}
+		if !seen {
+			p = clientMark{} // connected since the last tick: all it has is new
+		}
+		var why []string
+		if dh := m.held - p.held; dh > 0 {
+			why = append(why, fmt.Sprintf("held publishers back %.1f s since the last check (%.1f s in all)", dh.Seconds(), m.held.Seconds()))
+		}
+		if da := m.actions - p.actions; m.actions > p.actions {
+			why = append(why, fmt.Sprintf("slow-consumer policy acted %d times (%d in all)", da, m.actions))
+		}
+		if c.Flow.Shedding && len(why) > 0 {
+			why = append(why, "shedding")
+		}
+		stalled := m.full && p.full && (c.Queued > 0 || m.out == p.out)
+		if stalled || (maxQ > 0 && c.Queued*2 >= maxQ) || len(why) > 0 {
+			why = append([]string{fmt.Sprintf("inflight %d of its window %d, queued %d of %d", c.Inflight, c.Window, c.Queued, maxQ)}, why...)
+		}
+		if len(why) > 0 && now.Sub(f.slowAt[c.ClientID]) >= alertRepeatAfter {
 			if f.slowAt == nil {
 				f.slowAt = map[string]time.Time{}
 			}
 			f.slowAt[c.ClientID] = now
-			fresh = append(fresh, Alert{Time: ms, Kind: "slow_consumer", ClientID: c.ClientID,
-				Detail: fmt.Sprintf("queued %d of %d, inflight %d of %d", c.Queued, maxQ, c.Inflight, maxIn)})
+			fresh = append(fresh, Alert{Time: ms, Kind: "slow_consumer", ClientID: c.ClientID, Detail: strings.Join(why, "; ")})
 		}
 	}
 	// Drops no session counts (slow readers' QoS 0, $share leftovers).
@@ -348,7 +385,7 @@ func (f *feed) checkAlerts(now time.Time, ts []broker.ClientTraffic) {
 		fresh = append(fresh, Alert{Time: ms, Kind: "dropped", Count: n,
 			Detail: fmt.Sprintf("%d deliveries dropped for slow readers or $share groups without members", n)})
 	}
-	f.prevDrops, f.prevDropTotal = cur, total
+	f.marks, f.prevDropTotal = cur, total
 	for id, at := range f.slowAt {
 		if now.Sub(at) >= alertRepeatAfter {
 			delete(f.slowAt, id)

@@ -382,7 +382,7 @@ func TestSlowConsumerAlert(t *testing.T) {
 	var al AlertsFeed
 	nextJSON(t, page, FeedAlerts, &al)
 	if len(al.Alerts) != 1 || al.Alerts[0].Kind != "slow_consumer" || al.Alerts[0].ClientID != "laggard" ||
-		al.Alerts[0].Detail != "queued 2 of 4, inflight 1 of 1" {
+		al.Alerts[0].Detail != "inflight 1 of its window 1, queued 2 of 4" {
 		t.Fatalf("alerts: %+v", al.Alerts)
 	}
 	// Still slow a second later: not repeated within 30 s.

@@ -196,6 +196,9 @@
       dtd.title = `queue full ${d.queue_full || 0}, expired ${d.expired || 0}, too large ${d.too_large || 0}, ` +
         `slow-consumer policy ${f.dropped || 0} (${f.policy_actions || 0} actions), replaced by newer ${f.conflated || 0}`;
       if (dropped) dtd.classList.add('bad');
+      const itd = tr.querySelector('td.inflight');
+      if (c.inflight_window) itd.title = `of its window ${c.inflight_window} (its Receive Maximum, or max_inflight if smaller)`;
+      if (c.inflight_window && c.inflight >= c.inflight_window) itd.classList.add('bad');
       const htd = dtd.previousSibling;
       htd.title = 'time publishers were held back because this client\'s queue was full';
       if (f.shedding || f.policy_actions) htd.classList.add('bad');
