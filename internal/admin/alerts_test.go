@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"testing"
 	"time"
@@ -73,16 +74,18 @@ func TestAlertsKeptWhileUnwatched(t *testing.T) {
 	}
 }
 
-// The feed keeps the last maxAlerts alerts, newest first, in bounded memory.
+// The feed keeps at most maxAlerts alert groups, the most recently raised
+// first, in bounded memory: a new client's alert pushes out the group
+// raised longest ago.
 func TestAlertsBounded(t *testing.T) {
 	b, _ := startBroker(t)
 	f := New(b, Options{}).feed
 	t0 := time.Now()
 	const ticks = 3 * maxAlerts
-	for i := range ticks {
-		// Two clients drop one more delivery each tick: two alerts a tick.
-		f.checkAlerts(t0.Add(time.Duration(i)*time.Second), []broker.ClientTraffic{
-			{ClientID: "a", DroppedQueue: uint64(i)}, {ClientID: "b", DroppedExp: uint64(i)}})
+	f.checkAlerts(t0, nil) // the baseline
+	for i := 1; i <= ticks; i++ {
+		// A new client each tick, with one dropped delivery.
+		f.checkAlerts(t0.Add(time.Duration(i)*time.Second), []broker.ClientTraffic{{ClientID: fmt.Sprint("c", i), DroppedQueue: 1}})
 		if len(f.alerts) > maxAlerts || cap(f.alerts) > maxAlerts {
 			t.Fatalf("tick %d: %d alerts held, capacity %d; want at most %d", i, len(f.alerts), cap(f.alerts), maxAlerts)
 		}
@@ -90,11 +93,45 @@ func TestAlertsBounded(t *testing.T) {
 	if len(f.alerts) != maxAlerts {
 		t.Fatalf("%d alerts kept, want %d", len(f.alerts), maxAlerts)
 	}
-	last := t0.Add((ticks - 1) * time.Second).UnixMilli()
 	for i, a := range f.alerts {
-		if want := last - int64(i/2)*1000; a.Time != want || a.Kind != "dropped" || a.Count != 1 {
-			t.Fatalf("alert %d: %+v, want a drop of 1 at %d (newest first)", i, a, want)
+		at := t0.Add(time.Duration(ticks-i) * time.Second).UnixMilli()
+		if a.ClientID != fmt.Sprint("c", ticks-i) || a.Time != at || a.First != at || a.Times != 1 || a.Kind != "dropped" || a.Count != 1 {
+			t.Fatalf("alert %d: %+v, want c%d's drop of 1 at %d (newest first)", i, a, ticks-i, at)
 		}
+	}
+}
+
+// One client that drops a delivery every tick takes one slot, with the
+// count, the times raised and the first and last time; it does not push
+// out another client's slow-consumer alert.
+func TestAlertsGroupedPerClient(t *testing.T) {
+	b, _ := startBroker(t)
+	f := New(b, Options{}).feed
+	t0 := time.Now()
+	at := func(i int) time.Time { return t0.Add(time.Duration(i) * time.Second) }
+	const ticks = 3 * maxAlerts
+	for i := 0; i <= ticks; i++ {
+		var held time.Duration
+		if i >= 5 {
+			held = time.Second // held publishers back once, at tick 5
+		}
+		f.checkAlerts(at(i), []broker.ClientTraffic{
+			{ClientID: "tiny", Connected: true, Window: 20, DroppedL: uint64(2 * i)},
+			{ClientID: "slow", Connected: true, Window: 20, Flow: broker.ClientFlow{HeldFor: held}},
+		})
+	}
+	if len(f.alerts) != 2 {
+		t.Fatalf("%d alerts, want 2 (one per client and kind): %+v", len(f.alerts), f.alerts)
+	}
+	tiny, slow := f.alerts[0], f.alerts[1]
+	if tiny.ClientID != "tiny" || tiny.Kind != "dropped" || tiny.Times != ticks || tiny.Count != 2*ticks ||
+		tiny.First != at(1).UnixMilli() || tiny.Time != at(ticks).UnixMilli() ||
+		tiny.Detail != fmt.Sprintf("2 deliveries dropped (so far: queue full 0, expired 0, too large %d)", 2*ticks) {
+		t.Errorf("tiny's alert: %+v, want dropped %d times, %d in all, from tick 1 to %d", tiny, ticks, 2*ticks, ticks)
+	}
+	if slow.ClientID != "slow" || slow.Kind != "slow_consumer" || slow.Times != 1 || slow.First != at(5).UnixMilli() ||
+		slow.Time != slow.First {
+		t.Errorf("slow's alert: %+v, want one slow_consumer at tick 5", slow)
 	}
 }
 

@@ -107,8 +107,7 @@ type feed struct {
 	prevTop       map[string]broker.ClientTraffic // client counters at topAt
 	marks         map[string]clientMark           // per-client figures at the last tick; nil before the first
 	prevDropTotal uint64
-	slowAt        map[string]time.Time // last slow-consumer alert per client
-	alerts        []Alert              // the last maxAlerts, newest first, kept while nobody watches
+	alerts        []Alert // at most maxAlerts groups, the most recently raised first, kept while nobody watches
 	cluster       func() *ClusterStatus
 }
 

@@ -28,10 +28,9 @@ const (
 )
 
 const (
-	maxTop           = 10
-	maxFeedSessions  = 200
-	maxAlerts        = 50
-	alertRepeatAfter = 30 * time.Second // a client's slow-consumer alert at most this often
+	maxTop          = 10
+	maxFeedSessions = 200
+	maxAlerts       = 50 // alert groups kept: one per client and kind
 	// minClientsGap is the shortest time between two client lists pushed
 	// on connects and disconnects: a storm of them costs one list per gap.
 	minClientsGap = 250 * time.Millisecond
@@ -97,19 +96,24 @@ type ShareMember struct {
 	QoS       byte   `json:"qos"`
 }
 
-// AlertsFeed is the payload of FeedAlerts: the last alerts, newest first.
+// AlertsFeed is the payload of FeedAlerts: the alerts, the most recently
+// raised first.
 type AlertsFeed struct {
 	Time   int64   `json:"t"`
 	Alerts []Alert `json:"alerts"`
 }
 
-// Alert is a slow consumer or dropped deliveries.
+// Alert is a slow consumer or dropped deliveries: one per client and
+// kind, raised again at every tick the condition holds, so that one busy
+// client takes one slot however often it is raised.
 type Alert struct {
-	Time     int64  `json:"t"`
-	Kind     string `json:"kind"` // "slow_consumer" or "dropped"
+	Time     int64  `json:"t"`     // last raised, Unix milliseconds
+	First    int64  `json:"first"` // first raised
+	Times    int    `json:"times"` // raised this often (once per tick at most)
+	Kind     string `json:"kind"`  // "slow_consumer" or "dropped"
 	ClientID string `json:"client_id,omitempty"`
-	Count    uint64 `json:"count,omitempty"` // dropped deliveries
-	Detail   string `json:"detail"`
+	Count    uint64 `json:"count,omitempty"` // dropped deliveries, over all times
+	Detail   string `json:"detail"`          // of the last time
 }
 
 // TraceFeed is the payload of FeedTrace: the packets seen since the last.
@@ -318,8 +322,8 @@ type clientMark struct {
 }
 
 // checkAlerts raises an alert for each client that dropped deliveries
-// since the last tick, and a slow-consumer alert (at most every
-// alertRepeatAfter per client) for each connected client that
+// since the last tick, and a slow-consumer alert for each connected client
+// that
 //   - held publishers back since the last tick (flow control),
 //   - met the slow-consumer policy since the last tick,
 //   - has its queue half full, or
@@ -327,7 +331,7 @@ type clientMark struct {
 //     if smaller) full at this tick and the last, with messages waiting
 //     or nothing sent in between,
 //
-// and keeps the last maxAlerts.
+// and keeps them grouped per client and kind (raise).
 func (f *feed) checkAlerts(now time.Time, ts []broker.ClientTraffic) {
 	maxQ, _ := f.b.QueueLimits()
 	first := f.marks == nil
@@ -370,11 +374,7 @@ func (f *feed) checkAlerts(now time.Time, ts []broker.ClientTraffic) {
 		if stalled || (maxQ > 0 && c.Queued*2 >= maxQ) || len(why) > 0 {
 			why = append([]string{fmt.Sprintf("inflight %d of its window %d, queued %d of %d", c.Inflight, c.Window, c.Queued, maxQ)}, why...)
 		}
-		if len(why) > 0 && now.Sub(f.slowAt[c.ClientID]) >= alertRepeatAfter {
-			if f.slowAt == nil {
-				f.slowAt = map[string]time.Time{}
-			}
-			f.slowAt[c.ClientID] = now
+		if len(why) > 0 {
 			fresh = append(fresh, Alert{Time: ms, Kind: "slow_consumer", ClientID: c.ClientID, Detail: strings.Join(why, "; ")})
 		}
 	}
@@ -386,25 +386,35 @@ func (f *feed) checkAlerts(now time.Time, ts []broker.ClientTraffic) {
 			Detail: fmt.Sprintf("%d deliveries dropped for slow readers or $share groups without members", n)})
 	}
 	f.marks, f.prevDropTotal = cur, total
-	for id, at := range f.slowAt {
-		if now.Sub(at) >= alertRepeatAfter {
-			delete(f.slowAt, id)
+	for _, a := range fresh {
+		f.raise(a)
+	}
+}
+
+// raise adds a to its client's and kind's group, which moves to the
+// front; a new group past maxAlerts pushes out the one raised longest ago.
+// The list is short and changes at most once per tick per client, so a
+// linear search is cheap.
+func (f *feed) raise(a Alert) {
+	i := 0
+	for i < len(f.alerts) && (f.alerts[i].ClientID != a.ClientID || f.alerts[i].Kind != a.Kind) {
+		i++
+	}
+	if i < len(f.alerts) {
+		g := f.alerts[i]
+		a.First, a.Times, a.Count = g.First, g.Times+1, g.Count+a.Count
+	} else {
+		a.First, a.Times = a.Time, 1
+		if f.alerts == nil {
+			f.alerts = make([]Alert, 0, maxAlerts) // never grows past it
 		}
+		if len(f.alerts) < maxAlerts {
+			f.alerts = append(f.alerts, Alert{})
+		}
+		i = len(f.alerts) - 1 // the last: a new slot, or the oldest group, replaced
 	}
-	if len(fresh) == 0 {
-		return
-	}
-	if len(fresh) > maxAlerts {
-		fresh = fresh[:maxAlerts]
-	}
-	// Newest first, in a slice that never grows past maxAlerts.
-	keep := min(len(f.alerts), maxAlerts-len(fresh))
-	if cap(f.alerts) < maxAlerts {
-		f.alerts = append(make([]Alert, 0, maxAlerts), f.alerts...)
-	}
-	f.alerts = f.alerts[:keep+len(fresh)]
-	copy(f.alerts[len(fresh):], f.alerts[:keep])
-	copy(f.alerts, fresh)
+	copy(f.alerts[1:i+1], f.alerts[:i])
+	f.alerts[0] = a
 }
 
 func (f *feed) publishTrace(now time.Time, tr *broker.Trace) error {

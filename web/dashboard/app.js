@@ -579,6 +579,11 @@
       if (a.client_id) li.dataset.clientId = a.client_id;
       li.append(el('time', '', new Date(a.t).toLocaleTimeString()), ' ', el('span', 'what', a.kind.replace('_', ' ')), ' ',
         el('code', '', a.client_id || ''), ' ', el('span', 'meta', a.detail));
+      // One entry per client and kind: how often, since when, how many dropped.
+      if (a.times > 1) {
+        li.append(' ', el('span', 'times', `${a.times}× since ${new Date(a.first).toLocaleTimeString()}` +
+          (a.count ? `, ${a.count.toLocaleString('en')} dropped in all` : '')));
+      }
       ul.append(li);
     }
     if (!v.alerts.length) ul.append(el('li', 'meta', 'none'));
