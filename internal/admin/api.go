@@ -532,7 +532,7 @@ func (a *Admin) stats(w http.ResponseWriter, r *http.Request) {
 		"messages_sent":     c.MessagesOut,
 		"messages_dropped":  c.Dropped,
 		"subscriptions":     c.Subscriptions,
-		"retained":          c.Retained,
+		"retained":          clientRetained(a.b, c.Retained),
 	})
 }
 

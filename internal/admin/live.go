@@ -53,9 +53,18 @@ type TopTopic struct {
 	Deliveries float64 `json:"deliveries_per_second"`
 }
 
+// DashboardClientPrefix begins the client ID of the dashboard's own MQTT
+// connection. Such clients are marked in the top and clients feeds, and
+// their deliveries are left out of topic traces, so that operators tell
+// the console's own load from the broker's.
+const DashboardClientPrefix = "starling-dashboard-"
+
+func isDashboard(clientID string) bool { return strings.HasPrefix(clientID, DashboardClientPrefix) }
+
 // TopClient is one client's traffic, both ways.
 type TopClient struct {
 	ClientID    string  `json:"client_id"`
+	Dashboard   bool    `json:"dashboard,omitempty"` // a dashboard's own connection
 	MessagesIn  float64 `json:"messages_in_per_second"`
 	BytesIn     float64 `json:"bytes_in_per_second"`
 	MessagesOut float64 `json:"messages_out_per_second"`
@@ -123,6 +132,9 @@ type TraceFeed struct {
 	Topic    string        `json:"topic,omitempty"`
 	Events   []TracePacket `json:"events"`
 	Dropped  uint64        `json:"dropped"` // over the trace's rate or bound
+	// Hidden counts the packets to and from dashboards left out of a
+	// topic trace (a client trace shows every packet of its client).
+	Hidden int `json:"dashboard_hidden,omitempty"`
 }
 
 // TracePacket is one traced packet.
@@ -247,7 +259,7 @@ func (f *feed) publishTop(now time.Time, s topicSample) error {
 		if !ok || c.MessagesIn < p.MessagesIn || c.MessagesOut < p.MessagesOut {
 			p = broker.ClientTraffic{} // new session since the last reading
 		}
-		tc := TopClient{ClientID: id, MessagesIn: float64(c.MessagesIn-p.MessagesIn) / dt, BytesIn: float64(c.BytesIn-p.BytesIn) / dt,
+		tc := TopClient{ClientID: id, Dashboard: isDashboard(id), MessagesIn: float64(c.MessagesIn-p.MessagesIn) / dt, BytesIn: float64(c.BytesIn-p.BytesIn) / dt,
 			MessagesOut: float64(c.MessagesOut-p.MessagesOut) / dt, BytesOut: float64(c.BytesOut-p.BytesOut) / dt}
 		if tc.MessagesIn+tc.MessagesOut > 0 {
 			out.Clients = append(out.Clients, tc)
@@ -424,6 +436,10 @@ func (f *feed) publishTrace(now time.Time, tr *broker.Trace) error {
 	}
 	out := TraceFeed{Time: now.UnixMilli(), ClientID: tr.ClientID, Topic: tr.Filter, Events: make([]TracePacket, 0, len(evs)), Dropped: dropped}
 	for _, e := range evs {
+		if tr.ClientID == "" && isDashboard(e.ClientID) {
+			out.Hidden++
+			continue
+		}
 		p := TracePacket{Time: e.Time.UnixMilli(), ClientID: e.ClientID, Direction: e.Direction, Type: e.Type, Topic: e.Topic,
 			QoS: e.QoS, Retain: e.Retain, PacketID: e.PacketID, Size: e.Size}
 		if utf8.Valid(e.Payload) {

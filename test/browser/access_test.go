@@ -1,12 +1,15 @@
 package browser
 
 import (
+	"context"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
+	"github.com/eclipse/paho.golang/paho"
 )
 
 // A user who may log in over MQTT but is not an admin: the page says so
@@ -75,5 +78,43 @@ func TestDashboardNotAdmin(t *testing.T) {
 	}
 	if len(challenged) > 0 {
 		t.Errorf("API answers to the page carried a WWW-Authenticate challenge: %v", challenged)
+	}
+}
+
+// The overview's counts agree with the views: the Retained card leaves
+// out the broker's $SYS tree (the retained view lists 1), the
+// Subscriptions card leaves out this page's own subscriptions, and the
+// page's own connection is marked as such in the client list.
+func TestDashboardCounts(t *testing.T) {
+	ctx := browser(t, 1200, 900)
+	srv := startServer(t) // publishes the retained $SYS/broker tree every second
+	dev, _ := mqttClient(t, srv.tcpAddr, "device")
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := dev.Subscribe(pctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "cmd/device", QoS: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dev.Publish(pctx, &paho.Publish{Topic: "state/device", QoS: 1, Retain: true, Payload: []byte("on")}); err != nil {
+		t.Fatal(err)
+	}
+	err := chromedp.Do(ctx,
+		chromedp.Navigate(srv.url),
+		chromedp.WaitVisible(chromedp.CSS(`#login-form`)),
+		chromedp.SendKeys(chromedp.CSS(`#user`), "admin"),
+		chromedp.SendKeys(chromedp.CSS(`#password`), "secret"),
+		chromedp.Click(chromedp.CSS(`#login-button`)),
+		chromedp.WaitVisible(chromedp.CSS(`#status[data-state="live"]`)),
+		// The $SYS tree is there: the page has received some of it.
+		waitJS(`document.querySelectorAll('#sys tr').length > 5`, `String(document.querySelectorAll('#sys tr').length)`),
+		waitText(`#retained-status`, is("1 on #")),
+		waitText(`#m-retained`, is("1")),
+		waitText(`#m-subs`, is("1")),
+		waitText(`#clients tr[data-client-id^="starling-dashboard-"] td.id .badge`, is("this page")),
+	)
+	if err != nil {
+		t.Fatalf("counts: %v", err)
+	}
+	if ms, _ := srv.b.RetainedMatching("$SYS/#", 0); len(ms) == 0 {
+		t.Fatal("no retained $SYS tree: the test shows nothing")
 	}
 }

@@ -36,6 +36,7 @@
   let ratesAt = 0;                // when the last topics feed came
   let topicsFull = false;
   const history = [];             // [{in, out}]
+  const own = new Map();          // this page's subscriptions: filter -> granted
   const sys = new Map();
 
   const setState = (state, text) => {
@@ -77,11 +78,13 @@
       $('#login').hidden = true;
       $('#app').hidden = false;
       $('#logout').hidden = false;
-      c.subscribe([FEED + '#', SYS + '#'], { qos: 0 }, (err) => {
+      own.clear(); // a new connection: the broker holds none of the page's subscriptions
+      c.subscribe([FEED + '#', SYS + '#'], { qos: 0 }, (err, granted) => {
         if (err) return setState('error', 'subscribe failed: ' + err.message);
+        noteGranted(granted);
         setState('live', 'live');
       });
-      if (filter) c.subscribe(filter, TREE_SUB);
+      if (filter) c.subscribe(filter, TREE_SUB, (err, granted) => { if (!err) noteGranted(granted); });
       else watch($('#filter').value.trim()); // the default filter from the first login
       checkAdmin();
     });
@@ -124,6 +127,12 @@
     if (filter && matches(filter, topic)) seen(topic, payload, packet.retain);
   }
 
+  // noteGranted records which of the page's subscriptions the broker
+  // granted (a reason code of 128 or more refused it).
+  function noteGranted(granted) {
+    for (const g of granted || []) own.set(g.topic, g.qos < 128);
+  }
+
   // ---- overview and chart ----
   const fmt = (n) => (n >= 100 || Number.isInteger(n) ? Math.round(n).toLocaleString('en') : n.toFixed(1));
 
@@ -137,7 +146,11 @@
     const bound = o.max_queued_bytes ? ' of ' + fmtBytes(o.max_queued_bytes) : '';
     $('#m-queued').textContent = fmtBytes(q) + bound + ' · ' + fmt(o.holds_per_second || 0);
     $('#m-queued').classList.toggle('bad', !!o.max_queued_bytes && q > o.max_queued_bytes * 0.8);
-    $('#m-subs').textContent = fmt(o.subscriptions);
+    // The broker counts every session's subscriptions; this page's own
+    // are left out, as the Retained card leaves out the $SYS tree.
+    const mine = [...own.values()].filter(Boolean).length;
+    $('#m-subs').textContent = fmt(Math.max(0, o.subscriptions - mine));
+    $('#m-subs').title = `not counting this page's own ${mine}`;
     $('#m-retained').textContent = fmt(o.retained);
     $('#version').textContent = 'starling ' + (o.version || '');
     $('#uptime').textContent = 'up ' + duration(o.uptime_seconds);
@@ -202,6 +215,7 @@
       const htd = dtd.previousSibling;
       htd.title = 'time publishers were held back because this client\'s queue was full';
       if (f.shedding || f.policy_actions) htd.classList.add('bad');
+      if (c.dashboard) markDashboard(tr.firstChild, c.client_id);
       const kick = el('button', 'kick', 'Disconnect');
       kick.type = 'button';
       kick.dataset.clientId = c.client_id;
@@ -252,12 +266,15 @@
   // watch makes f the tree's filter, replacing the previous one.
   function watch(f) {
     if (!validFilter(f)) return ($('#topic-status').textContent = 'not a valid topic filter');
-    if (client && filter && client.connected) client.unsubscribe(filter);
+    if (client && filter && client.connected) {
+      client.unsubscribe(filter);
+      own.delete(filter);
+    }
     filter = f;
     topics = new Map();
     topicsFull = false;
     $('#topic-status').textContent = 'watching ' + f;
-    if (client && client.connected) client.subscribe(f, TREE_SUB);
+    if (client && client.connected) client.subscribe(f, TREE_SUB, (err, granted) => { if (!err) noteGranted(granted); });
     renderTree();
   }
 
@@ -530,9 +547,22 @@
     fill('#top-topics', v.topics.map((t) => row([t.topic, t.messages_per_second, t.bytes_per_second, t.deliveries_per_second], { topic: t.topic }))
       .concat(v.other ? [row(['(other topics)', v.other.messages_per_second, v.other.bytes_per_second, v.other.deliveries_per_second])] : []),
     'no messages');
-    fill('#top-clients', v.clients.map((c) => row([c.client_id, c.messages_in_per_second, c.bytes_in_per_second,
-      c.messages_out_per_second, c.bytes_out_per_second], { clientId: c.client_id })), 'no traffic');
+    fill('#top-clients', v.clients.map((c) => {
+      const tr = row([c.client_id, c.messages_in_per_second, c.bytes_in_per_second,
+        c.messages_out_per_second, c.bytes_out_per_second], { clientId: c.client_id });
+      if (c.dashboard) markDashboard(tr.firstChild, c.client_id);
+      return tr;
+    }), 'no traffic');
     $('#top-note').textContent = `per second, over the last ${fmt(v.interval_seconds)} s`;
+  }
+
+  // markDashboard tags a client cell as a dashboard's own connection (the
+  // broker marks client IDs starting starling-dashboard-), so its load is
+  // not mistaken for a device's.
+  function markDashboard(td, id) {
+    const b = el('span', 'badge dashboard', id === clientID ? 'this page' : 'dashboard');
+    b.title = 'the dashboard\'s own MQTT connection: its feeds and sampled topic tree';
+    td.append(' ', b);
   }
 
   // ---- sessions, shared groups, who receives ----
@@ -699,7 +729,10 @@
       tbody.prepend(tr);
     }
     while (tbody.children.length > MAX_TRACE) tbody.lastChild.remove();
-    if (v.dropped) $('#trace-status').textContent = `${v.dropped} packets not shown (rate limit)`;
+    const notes = [];
+    if (v.dropped) notes.push(`${v.dropped} packets not shown (rate limit)`);
+    if (v.dashboard_hidden) notes.push(`${v.dashboard_hidden} packets of dashboards left out`);
+    if (notes.length) $('#trace-status').textContent = notes.join(' · ');
   }
 
   function renderSys() {
