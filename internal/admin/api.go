@@ -25,6 +25,9 @@ const errDisabled = "admin API disabled: configure admin credentials"
 // browser kick or publish).
 func (a *Admin) protect(h http.Handler) http.Handler {
 	cop := http.NewCrossOriginProtection()
+	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusForbidden, "cross-origin request refused: the API changes nothing for pages of another site")
+	}))
 	return cop.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if a.opts.Checker == nil {
 			writeError(w, http.StatusForbidden, errDisabled)
@@ -63,10 +66,30 @@ func (a *Admin) api() http.Handler {
 	mux.HandleFunc("DELETE /api/v1/trace", a.stopTrace)
 	mux.HandleFunc("GET /api/v1/log-level", a.getLogLevel)
 	mux.HandleFunc("PUT /api/v1/log-level", a.setLogLevel)
-	mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
+	// Anything else: 405 with Allow when the path is served with other
+	// methods, else 404; both in JSON like every other answer.
+	outer := http.NewServeMux()
+	outer.Handle("/api/v1/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, pattern := mux.Handler(r); pattern != "" {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		var allow []string
+		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete} {
+			r2 := r.Clone(r.Context())
+			r2.Method = m
+			if _, pattern := mux.Handler(r2); pattern != "" {
+				allow = append(allow, m)
+			}
+		}
+		if len(allow) > 0 {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			writeError(w, http.StatusMethodNotAllowed, "method not allowed: use "+strings.Join(allow, " or "))
+			return
+		}
 		writeError(w, http.StatusNotFound, "no such endpoint")
-	})
-	return mux
+	}))
+	return outer
 }
 
 // Client is a session as the API shows it.
@@ -219,7 +242,7 @@ func (a *Admin) listRetained(w http.ResponseWriter, r *http.Request) {
 	}
 	ms, err := a.b.RetainedMatching(filter, limit+1)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "filter: "+err.Error())
+		writeError(w, http.StatusBadRequest, fieldError("filter", err))
 		return
 	}
 	truncated := len(ms) > limit
@@ -250,12 +273,12 @@ func (a *Admin) listRetained(w http.ResponseWriter, r *http.Request) {
 func (a *Admin) deleteRetained(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("topic")
 	if err := topic.ValidateName(name); err != nil {
-		writeError(w, http.StatusBadRequest, "topic: "+err.Error())
+		writeError(w, http.StatusBadRequest, fieldError("topic", err))
 		return
 	}
 	ms, err := a.b.RetainedMatching(name, 1)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "topic: "+err.Error())
+		writeError(w, http.StatusBadRequest, fieldError("topic", err))
 		return
 	}
 	if len(ms) == 0 {
@@ -311,7 +334,7 @@ func (a *Admin) publish(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := topic.ValidateName(req.Topic); err != nil {
-		writeError(w, http.StatusBadRequest, "topic: "+err.Error())
+		writeError(w, http.StatusBadRequest, fieldError("topic", err))
 		return
 	}
 	if req.QoS > 2 {
@@ -348,7 +371,7 @@ func (a *Admin) publish(w http.ResponseWriter, r *http.Request) {
 	}
 	if req.ResponseTopic != "" {
 		if err := topic.ValidateName(req.ResponseTopic); err != nil {
-			writeError(w, http.StatusBadRequest, "response_topic: "+err.Error())
+			writeError(w, http.StatusBadRequest, fieldError("response_topic", err))
 			return
 		}
 	}
@@ -393,7 +416,7 @@ func (a *Admin) receivers(w http.ResponseWriter, r *http.Request) {
 	name := r.URL.Query().Get("topic")
 	rs, err := a.b.Receivers(name)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "topic: "+err.Error())
+		writeError(w, http.StatusBadRequest, fieldError("topic", err))
 		return
 	}
 	out := make([]Receiver, 0, len(rs))
@@ -494,7 +517,7 @@ func (a *Admin) startTrace(w http.ResponseWriter, r *http.Request) {
 	}
 	if req.Topic != "" {
 		if err := topic.ValidateFilter(req.Topic); err != nil {
-			writeError(w, http.StatusBadRequest, "topic: "+err.Error())
+			writeError(w, http.StatusBadRequest, fieldError("topic", err))
 			return
 		}
 	}
@@ -587,6 +610,12 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 func writeError(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, map[string]string{"error": msg})
+}
+
+// fieldError names the request field a topic error is about; the topic
+// package's errors begin "topic: " already, which is not repeated.
+func fieldError(field string, err error) string {
+	return field + ": " + strings.TrimPrefix(err.Error(), "topic: ")
 }
 
 // constantTimeEqual compares secrets without leaking where they differ; for

@@ -2,6 +2,7 @@ package browser
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -83,4 +84,39 @@ func mustEval[T any](t *testing.T, ctx context.Context, js string) T {
 		t.Fatalf("%s: %v", js, err)
 	}
 	return v
+}
+
+// At 1400 px the client list has room for all its columns: the Disconnect
+// button is whole, not cut by the table's scroll box.
+func TestDashboardWideClients(t *testing.T) {
+	ctx := browser(t, 1400, 900)
+	srv := startServer(t)
+	mqttClient(t, srv.tcpAddr, "a-client-with-a-rather-long-id-7")
+	err := chromedp.Do(ctx,
+		chromedp.Navigate(srv.url),
+		chromedp.WaitVisible(chromedp.CSS(`#login-form`)),
+		chromedp.SendKeys(chromedp.CSS(`#user`), "admin"),
+		chromedp.SendKeys(chromedp.CSS(`#password`), "secret"),
+		chromedp.Click(chromedp.CSS(`#login-button`)),
+		chromedp.WaitVisible(chromedp.CSS(`#status[data-state="live"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#clients button.kick[data-client-id="a-client-with-a-rather-long-id-7"]`)),
+	)
+	if err != nil {
+		t.Fatalf("log in: %v", err)
+	}
+	const js = `(() => {
+		const b = document.querySelector('#clients button.kick[data-client-id="a-client-with-a-rather-long-id-7"]');
+		const box = b.closest('.scroll');
+		const br = b.getBoundingClientRect(), sr = box.getBoundingClientRect();
+		return JSON.stringify({right: br.right, boxRight: sr.right, scroll: box.scrollWidth, client: box.clientWidth});
+	})()`
+	var got struct{ Right, BoxRight, Scroll, Client float64 }
+	if err := json.Unmarshal([]byte(mustEval[string](t, ctx, js)), &got); err != nil {
+		t.Fatal(err)
+	}
+	shot(t, ctx, `#v-clients`, "view-clients-1400.png")
+	if got.Right > got.BoxRight+0.5 || got.Scroll > got.Client {
+		t.Errorf("Disconnect cut off at 1400 px: button right edge %.1f, box right edge %.1f; table %v px wide in a %v px box",
+			got.Right, got.BoxRight, got.Scroll, got.Client)
+	}
 }
