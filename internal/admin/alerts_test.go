@@ -225,3 +225,17 @@ func TestSlowConsumerAlertFlow(t *testing.T) {
 		}
 	}
 }
+
+// At the first tick (no baseline yet) a half-full queue is already a slow
+// consumer, but flow control's earlier holds are not news.
+func TestSlowConsumerAlertFirstTick(t *testing.T) {
+	b, _ := startBroker(t)
+	f := New(b, Options{}).feed
+	f.checkAlerts(time.Now(), []broker.ClientTraffic{
+		{ClientID: "q", Connected: true, Window: 20, Queued: 600, Flow: broker.ClientFlow{HeldFor: 5 * time.Second}},
+		{ClientID: "h", Connected: true, Window: 20, Inflight: 20, Flow: broker.ClientFlow{HeldFor: 5 * time.Second}},
+	})
+	if len(f.alerts) != 1 || f.alerts[0].ClientID != "q" || f.alerts[0].Detail != "inflight 0 of its window 20, queued 600 of 1000" {
+		t.Errorf("alerts at the first tick: %+v, want q's half-full queue only", f.alerts)
+	}
+}

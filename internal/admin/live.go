@@ -366,10 +366,15 @@ func (f *feed) checkAlerts(now time.Time, ts []broker.ClientTraffic) {
 			}
 			fresh = append(fresh, Alert{Time: ms, Kind: "dropped", ClientID: c.ClientID, Count: n, Detail: detail})
 		}
-		if !c.Connected || first {
+		if !c.Connected {
 			continue
 		}
-		if !seen {
+		switch {
+		case first:
+			// No baseline: what flow control did before is not news, and
+			// a full window counts from this tick.
+			p = clientMark{held: m.held, actions: m.actions, out: m.out}
+		case !seen:
 			p = clientMark{} // connected since the last tick: all it has is new
 		}
 		var why []string
