@@ -10,6 +10,9 @@ import (
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/starling-mqtt/starling/internal/broker"
+	"github.com/starling-mqtt/starling/internal/config"
 )
 
 // A user who may log in over MQTT but is not an admin: the page says so
@@ -117,4 +120,43 @@ func TestDashboardCounts(t *testing.T) {
 	if ms, _ := srv.b.RetainedMatching("$SYS/#", 0); len(ms) == 0 {
 		t.Fatal("no retained $SYS tree: the test shows nothing")
 	}
+}
+
+// viewerACL lets the user "viewer" read plant/# only: no $SYS.
+type viewerACL struct{}
+
+func (viewerACL) Allow(c *broker.ClientInfo, act broker.Action, topic string) bool {
+	return c.Username != "viewer" || !strings.HasPrefix(topic, "$")
+}
+
+// A non-admin whom the ACL keeps from the $SYS feeds: the page says what
+// was refused, and the topic tree still shows what the user may read.
+func TestDashboardNotAdminACL(t *testing.T) {
+	ctx := browser(t, 1200, 900)
+	srv := startServerAuthz(t, config.Default().Limits, viewerACL{})
+	err := chromedp.Do(ctx,
+		chromedp.Navigate(srv.url),
+		chromedp.WaitVisible(chromedp.CSS(`#login-form`)),
+		chromedp.SendKeys(chromedp.CSS(`#user`), "viewer"),
+		chromedp.SendKeys(chromedp.CSS(`#password`), "pw"),
+		chromedp.Click(chromedp.CSS(`#login-button`)),
+		chromedp.WaitVisible(chromedp.CSS(`#status[data-state="live"]`)),
+		waitText(`#admin-note`, contains("this user is not an admin")),
+		waitText(`#acl-note`, contains("does not let this user read $SYS/starling/dashboard/# and $SYS/broker/#: no live figures")),
+		chromedp.WaitVisible(chromedp.CSS(`#acl-note`)),
+	)
+	if err != nil {
+		t.Fatalf("non-admin login under an ACL: %v", err)
+	}
+	dev, _ := mqttClient(t, srv.tcpAddr, "device")
+	stop := steadyPublisher(t, dev, 200*time.Millisecond, map[string][]byte{"plant/temp": []byte("21")})
+	defer stop()
+	err = chromedp.Do(ctx,
+		chromedp.WaitVisible(chromedp.CSS(`#tree li[data-topic="plant/temp"]`)),
+		waitText(`#tree li[data-topic="plant/temp"] code.payload`, is("21")),
+	)
+	if err != nil {
+		t.Fatalf("topic tree for a non-admin: %v", err)
+	}
+	screenshot(t, ctx, "dashboard-not-admin-acl.png")
 }

@@ -64,7 +64,17 @@ func startServer(t *testing.T) *server {
 // startServerLimits is startServer with the given broker limits.
 func startServerLimits(t *testing.T, lim config.Limits) *server {
 	t.Helper()
+	return startServerAuthz(t, lim, nil)
+}
+
+// startServerAuthz is startServerLimits with an authorizer (nil: all
+// allowed); every client is let in under the user name it gives.
+func startServerAuthz(t *testing.T, lim config.Limits, authz broker.Authorizer) *server {
+	t.Helper()
 	b := broker.New(lim, nil)
+	if authz != nil {
+		b.SetAuth(nil, authz)
+	}
 	adm := admin.New(b, admin.Options{Version: "test", FeedInterval: time.Second, SysInterval: time.Second,
 		Checker: admin.StaticChecker{User: "admin", Password: "secret"}})
 

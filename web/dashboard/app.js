@@ -82,12 +82,23 @@
       $('#app').hidden = false;
       $('#logout').hidden = false;
       own.clear(); // a new connection: the broker holds none of the page's subscriptions
-      c.subscribe([FEED + '#', SYS + '#'], { qos: 0 }, (err, granted) => {
-        if (err) return setState('error', 'subscribe failed: ' + err.message);
-        noteGranted(granted);
+      const feeds = [FEED + '#', SYS + '#'];
+      c.subscribe(feeds, { qos: 0 }, (err, _subs, suback) => {
+        // MQTT.js reports a refusal in the SUBACK (a reason code of 128 or
+        // more) as an error too, with the SUBACK: that is the ACL's answer.
+        if (err && !(suback && suback.granted)) return setState('error', 'subscribe failed: ' + err.message);
+        noteGranted(feeds, suback);
+        // The broker's ACL decides what this login reads: say what it
+        // refused rather than show empty figures as if the broker were idle.
+        const refused = [FEED + '#', SYS + '#'].filter((f) => own.get(f) === false);
+        const n = $('#acl-note');
+        n.hidden = !refused.length;
+        n.textContent = refused.length ? 'The broker\'s ACL does not let this user read ' + refused.join(' and ') +
+          (own.get(FEED + '#') === false ? ': no live figures, clients or alerts.' : '.') +
+          ' The topic tree shows the topics this user may read.' : '';
         setState('live', 'live');
       });
-      if (filter) c.subscribe(filter, TREE_SUB, (err, granted) => { if (!err) noteGranted(granted); });
+      if (filter) c.subscribe(filter, TREE_SUB, (_err, _subs, suback) => noteGranted([filter], suback));
       else watch($('#filter').value.trim()); // the default filter from the first login
       checkAdmin();
     });
@@ -133,9 +144,11 @@
   }
 
   // noteGranted records which of the page's subscriptions the broker
-  // granted (a reason code of 128 or more refused it).
-  function noteGranted(granted) {
-    for (const g of granted || []) own.set(g.topic, g.qos < 128);
+  // granted, from the SUBACK's reason codes in the order of the filters
+  // (128 or more refused it).
+  function noteGranted(filters, suback) {
+    const codes = (suback && suback.granted) || [];
+    filters.forEach((f, i) => { if (codes[i] !== undefined) own.set(f, (codes[i] & 128) === 0); });
   }
 
   // ---- overview and chart ----
@@ -216,6 +229,9 @@
     if (stale) $('#stale-note').textContent = 'no figures from the broker since ' + new Date(overviewAt).toLocaleTimeString() +
       ': the values shown are the last known';
     chart();
+    // The tree is drawn with each overview; without them (the ACL keeps
+    // this login from the feeds, or the broker is away) once a second.
+    if (filter && Date.now() - overviewAt > 1500 && Date.now() - ratesAt > 1500) renderTree();
   }
   setInterval(freshness, 1000);
 
@@ -306,7 +322,7 @@
     topics = new Map();
     topicsFull = false;
     $('#topic-status').textContent = 'watching ' + f;
-    if (client && client.connected) client.subscribe(f, TREE_SUB, (err, granted) => { if (!err) noteGranted(granted); });
+    if (client && client.connected) client.subscribe(f, TREE_SUB, (_err, _subs, suback) => noteGranted([f], suback));
     renderTree();
   }
 
@@ -433,7 +449,7 @@
   // rateSpans shows a node's rates; data-rate and data-bytes hold the
   // exact figures.
   function rateSpans(r, total) {
-    const known = r || !ratesTruncated;
+    const known = r || (!ratesTruncated && ratesAt > 0); // no topics feed yet: unknown, not 0
     const m = r ? r.m : 0, b = r ? r.b : 0;
     const rs = el('span', total ? 'rate total' : 'rate', (total ? 'Σ ' : '') + (known ? fmt(m) : '–') + ' msg/s');
     const bs = el('span', total ? 'bytes total' : 'bytes', (known ? fmtBytes(b) : '–') + '/s');
