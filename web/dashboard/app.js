@@ -231,7 +231,7 @@
     chart();
     // The tree is drawn with each overview; without them (the ACL keeps
     // this login from the feeds, or the broker is away) once a second.
-    if (filter && Date.now() - overviewAt > 1500 && Date.now() - ratesAt > 1500) renderTree();
+    if (client && filter && Date.now() - overviewAt > 1500 && Date.now() - ratesAt > 1500) renderTree();
   }
   setInterval(freshness, 1000);
 
