@@ -182,6 +182,11 @@ func (a *Admin) Handler() http.Handler {
 		})
 		mux.Handle("/api/v1/", a.protect(a.api()))
 		files := secureHeaders(http.FileServerFS(dashboard.Files))
+		// Browsers ask for /favicon.ico when a page names no icon (and
+		// some anyway): the dashboard's icon is an SVG.
+		mux.HandleFunc("GET /favicon.ico", func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, "/favicon.svg", http.StatusMovedPermanently)
+		})
 		mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 			if r.Method != http.MethodGet && r.Method != http.MethodHead {
 				w.Header().Set("Allow", "GET, HEAD")
@@ -197,10 +202,13 @@ func (a *Admin) Handler() http.Handler {
 
 // secureHeaders keeps the dashboard to its own origin: scripts, styles and
 // connections (the MQTT WebSocket) only from where the page came from.
+// MQTT.js runs its keep-alive timer in a worker it builds from a blob: URL
+// (a timer in a worker is not throttled in a background tab), so workers
+// may come from blob: too; only the page's own scripts can make one.
 func secureHeaders(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hd := w.Header()
-		hd.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+		hd.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; worker-src 'self' blob:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 		hd.Set("X-Content-Type-Options", "nosniff")
 		hd.Set("Referrer-Policy", "no-referrer")
 		h.ServeHTTP(w, r)

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"io"
 	"io/fs"
 	"net/http"
 	"net/http/httptest"
@@ -72,6 +73,29 @@ func TestAPICredentials(t *testing.T) {
 	if code, _, _ := do(t, srv, "GET", "/api/v1/nothing", creds, ""); code != 404 {
 		t.Errorf("unknown endpoint: %d", code)
 	}
+	// A script that says so (X-Requested-With, as the dashboard sends)
+	// gets the 401 without a challenge: the browser must not put up its
+	// password prompt over the page, which shows its own message.
+	for _, c := range []string{"", "viewer:pw"} {
+		req, err := http.NewRequest("GET", srv.URL+"/api/v1/stats", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("X-Requested-With", "starling-dashboard")
+		if c != "" {
+			u, p, _ := strings.Cut(c, ":")
+			req.SetBasicAuth(u, p)
+		}
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 401 || resp.Header.Get("WWW-Authenticate") != "" || !strings.Contains(string(b), "admin credentials required") {
+			t.Errorf("script request with %q: %d %s %v, want 401 without a challenge", c, resp.StatusCode, b, resp.Header)
+		}
+	}
 	// The open endpoints stay open with a Checker too.
 	if code, _, _ := do(t, srv, "GET", "/metrics", "", ""); code != 200 {
 		t.Errorf("metrics with a Checker: %d", code)
@@ -90,9 +114,38 @@ func TestAPICrossOrigin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != 403 {
-		t.Errorf("cross-site POST: %d, want 403", resp.StatusCode)
+	var e struct{ Error string }
+	if resp.StatusCode != 403 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") ||
+		json.Unmarshal(body, &e) != nil || !strings.Contains(e.Error, "cross-origin request refused") {
+		t.Errorf("cross-site POST: %d %s %q, want 403 with a JSON error", resp.StatusCode, resp.Header.Get("Content-Type"), body)
+	}
+}
+
+// Errors are JSON {"error": ...} with the right status: 405 with Allow
+// for a method the path does not take, 404 for no such path, and topic
+// errors name their field once.
+func TestAPIErrorAnswers(t *testing.T) {
+	_, srv, _ := serve(t, Options{Checker: StaticChecker{"admin", "s3cret"}})
+	for _, c := range []struct {
+		method, path, body string
+		code               int
+		allow, msg         string
+	}{
+		{"GET", "/api/v1/publish", "", 405, "POST", "method not allowed: use POST"},
+		{"DELETE", "/api/v1/clients/x", "", 405, "GET", "method not allowed: use GET"},
+		{"PATCH", "/api/v1/trace", "", 405, "GET, POST, DELETE", "method not allowed: use GET or POST or DELETE"},
+		{"GET", "/api/v1/nothing", "", 404, "", "no such endpoint"},
+		{"POST", "/api/v1/publish", `{"topic":"a/+","payload":"x"}`, 400, "", "topic: wildcard in topic name"},
+		{"POST", "/api/v1/publish", `{"topic":"a","payload":"x","response_topic":"r/#"}`, 400, "", "response_topic: wildcard in topic name"},
+		{"GET", "/api/v1/retained?filter=a/%23/b", "", 400, "", "filter: '#' not alone in the last level"},
+	} {
+		code, body, h := do(t, srv, c.method, c.path, creds, c.body)
+		var e struct{ Error string }
+		if code != c.code || h.Get("Allow") != c.allow || json.Unmarshal([]byte(body), &e) != nil || e.Error != c.msg {
+			t.Errorf("%s %s: %d Allow %q %s; want %d Allow %q {\"error\": %q}", c.method, c.path, code, h.Get("Allow"), body, c.code, c.allow, c.msg)
+		}
 	}
 }
 

@@ -25,6 +25,9 @@ const errDisabled = "admin API disabled: configure admin credentials"
 // browser kick or publish).
 func (a *Admin) protect(h http.Handler) http.Handler {
 	cop := http.NewCrossOriginProtection()
+	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusForbidden, "cross-origin request refused: the API changes nothing for pages of another site")
+	}))
 	return cop.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if a.opts.Checker == nil {
 			writeError(w, http.StatusForbidden, errDisabled)
@@ -32,7 +35,12 @@ func (a *Admin) protect(h http.Handler) http.Handler {
 		}
 		user, pass, ok := r.BasicAuth()
 		if !ok || !a.opts.Checker.CheckAdmin(user, pass) {
-			w.Header().Set("WWW-Authenticate", `Basic realm="starling admin", charset="UTF-8"`)
+			// A script that sets X-Requested-With handles the 401 itself
+			// (the dashboard); a challenge would make the browser ask for
+			// a password over it, or hold the request in a headless one.
+			if r.Header.Get("X-Requested-With") == "" {
+				w.Header().Set("WWW-Authenticate", `Basic realm="starling admin", charset="UTF-8"`)
+			}
 			writeError(w, http.StatusUnauthorized, "admin credentials required")
 			return
 		}
@@ -58,10 +66,30 @@ func (a *Admin) api() http.Handler {
 	mux.HandleFunc("DELETE /api/v1/trace", a.stopTrace)
 	mux.HandleFunc("GET /api/v1/log-level", a.getLogLevel)
 	mux.HandleFunc("PUT /api/v1/log-level", a.setLogLevel)
-	mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
+	// Anything else: 405 with Allow when the path is served with other
+	// methods, else 404; both in JSON like every other answer.
+	outer := http.NewServeMux()
+	outer.Handle("/api/v1/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, pattern := mux.Handler(r); pattern != "" {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		var allow []string
+		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete} {
+			r2 := r.Clone(r.Context())
+			r2.Method = m
+			if _, pattern := mux.Handler(r2); pattern != "" {
+				allow = append(allow, m)
+			}
+		}
+		if len(allow) > 0 {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			writeError(w, http.StatusMethodNotAllowed, "method not allowed: use "+strings.Join(allow, " or "))
+			return
+		}
 		writeError(w, http.StatusNotFound, "no such endpoint")
-	})
-	return mux
+	}))
+	return outer
 }
 
 // Client is a session as the API shows it.
@@ -74,6 +102,8 @@ type Client struct {
 	SessionExpiry   uint32         `json:"session_expiry_interval"` // seconds
 	Persistent      bool           `json:"persistent"`
 	Inflight        int            `json:"inflight"`
+	Window          int            `json:"inflight_window"`           // the smaller of its Receive Maximum and limits.max_inflight
+	ReceiveMax      uint16         `json:"receive_maximum,omitempty"` // of the last connection; 65535 when it gave none
 	Queued          int            `json:"queued"`
 	Subscriptions   []Subscription `json:"subscriptions"`
 	Dropped         Dropped        `json:"dropped"`
@@ -123,7 +153,7 @@ func toClient(s broker.ClientSummary) Client {
 		Remote: s.Remote, SessionExpiry: s.ExpiryInterval, Persistent: s.Persistent, Inflight: s.Inflight,
 		Queued: s.Queued, Subscriptions: make([]Subscription, 0, len(s.Subscriptions)),
 		Dropped: droppedOf(s), KeepAlive: s.KeepAlive, TLS: s.TLS, TLSVersion: s.TLSVersion, ClientCert: s.ClientCert,
-		Flow: flowOf(s.Flow)}
+		Flow: flowOf(s.Flow), Window: s.Window, ReceiveMax: s.ReceiveMax}
 	for _, sub := range s.Subscriptions {
 		cs := Subscription{Filter: sub.Filter, QoS: sub.QoS, SubscriptionID: sub.ID, LatestValue: sub.Latest}
 		if sub.Sample > 0 {
@@ -212,7 +242,7 @@ func (a *Admin) listRetained(w http.ResponseWriter, r *http.Request) {
 	}
 	ms, err := a.b.RetainedMatching(filter, limit+1)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "filter: "+err.Error())
+		writeError(w, http.StatusBadRequest, fieldError("filter", err))
 		return
 	}
 	truncated := len(ms) > limit
@@ -243,12 +273,12 @@ func (a *Admin) listRetained(w http.ResponseWriter, r *http.Request) {
 func (a *Admin) deleteRetained(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("topic")
 	if err := topic.ValidateName(name); err != nil {
-		writeError(w, http.StatusBadRequest, "topic: "+err.Error())
+		writeError(w, http.StatusBadRequest, fieldError("topic", err))
 		return
 	}
 	ms, err := a.b.RetainedMatching(name, 1)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "topic: "+err.Error())
+		writeError(w, http.StatusBadRequest, fieldError("topic", err))
 		return
 	}
 	if len(ms) == 0 {
@@ -304,7 +334,7 @@ func (a *Admin) publish(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := topic.ValidateName(req.Topic); err != nil {
-		writeError(w, http.StatusBadRequest, "topic: "+err.Error())
+		writeError(w, http.StatusBadRequest, fieldError("topic", err))
 		return
 	}
 	if req.QoS > 2 {
@@ -341,7 +371,7 @@ func (a *Admin) publish(w http.ResponseWriter, r *http.Request) {
 	}
 	if req.ResponseTopic != "" {
 		if err := topic.ValidateName(req.ResponseTopic); err != nil {
-			writeError(w, http.StatusBadRequest, "response_topic: "+err.Error())
+			writeError(w, http.StatusBadRequest, fieldError("response_topic", err))
 			return
 		}
 	}
@@ -386,7 +416,7 @@ func (a *Admin) receivers(w http.ResponseWriter, r *http.Request) {
 	name := r.URL.Query().Get("topic")
 	rs, err := a.b.Receivers(name)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "topic: "+err.Error())
+		writeError(w, http.StatusBadRequest, fieldError("topic", err))
 		return
 	}
 	out := make([]Receiver, 0, len(rs))
@@ -487,7 +517,7 @@ func (a *Admin) startTrace(w http.ResponseWriter, r *http.Request) {
 	}
 	if req.Topic != "" {
 		if err := topic.ValidateFilter(req.Topic); err != nil {
-			writeError(w, http.StatusBadRequest, "topic: "+err.Error())
+			writeError(w, http.StatusBadRequest, fieldError("topic", err))
 			return
 		}
 	}
@@ -525,7 +555,7 @@ func (a *Admin) stats(w http.ResponseWriter, r *http.Request) {
 		"messages_sent":     c.MessagesOut,
 		"messages_dropped":  c.Dropped,
 		"subscriptions":     c.Subscriptions,
-		"retained":          c.Retained,
+		"retained":          clientRetained(a.b, c.Retained),
 	})
 }
 
@@ -580,6 +610,12 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 func writeError(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, map[string]string{"error": msg})
+}
+
+// fieldError names the request field a topic error is about; the topic
+// package's errors begin "topic: " already, which is not repeated.
+func fieldError(field string, err error) string {
+	return field + ": " + strings.TrimPrefix(err.Error(), "topic: ")
 }
 
 // constantTimeEqual compares secrets without leaking where they differ; for

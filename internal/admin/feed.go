@@ -36,7 +36,7 @@ type Overview struct {
 	OutPerSecond     float64 `json:"messages_sent_per_second"`
 	DroppedPerSecond float64 `json:"messages_dropped_per_second"`
 	Subscriptions    int     `json:"subscriptions"`
-	Retained         int     `json:"retained"`
+	Retained         int     `json:"retained"` // not counting the $SYS tree
 	// Flow control: bytes queued for subscribers now, the broker-wide
 	// bound (0: none), and publishers held back per second.
 	QueuedBytes    int64   `json:"queued_bytes"`
@@ -60,11 +60,13 @@ type ClientsFeed struct {
 // FeedClient is one connected client in ClientsFeed.
 type FeedClient struct {
 	ClientID        string  `json:"client_id"`
+	Dashboard       bool    `json:"dashboard,omitempty"` // a dashboard's own connection
 	Remote          string  `json:"remote,omitempty"`
 	Username        string  `json:"username,omitempty"`
 	ProtocolVersion byte    `json:"protocol_version"`
 	Subscriptions   int     `json:"subscriptions"`
 	Inflight        int     `json:"inflight"`
+	Window          int     `json:"inflight_window"` // see Client
 	Queued          int     `json:"queued"`
 	KeepAlive       uint16  `json:"keep_alive"`
 	TLS             bool    `json:"tls"`
@@ -104,10 +106,9 @@ type feed struct {
 	topOn         bool                            // topic sampling running
 	topAt         time.Time                       // last top reading
 	prevTop       map[string]broker.ClientTraffic // client counters at topAt
-	prevDrops     map[string]uint64               // per-client drops at the last tick; nil before the first
+	marks         map[string]clientMark           // per-client figures at the last tick; nil before the first
 	prevDropTotal uint64
-	slowAt        map[string]time.Time // last slow-consumer alert per client
-	alerts        []Alert              // the last maxAlerts, newest first, kept while nobody watches
+	alerts        []Alert // at most maxAlerts groups, the most recently raised first, kept while nobody watches
 	cluster       func() *ClusterStatus
 }
 
@@ -175,7 +176,7 @@ func (f *feed) tick(now time.Time) error {
 	o := Overview{Time: now.UnixMilli(), Version: f.version, UptimeSeconds: int64(now.Sub(f.start) / time.Second),
 		ClientsConnected: c.Connected, Sessions: c.Sessions, ConnectionsTotal: c.ConnectionsTotal,
 		MessagesIn: c.MessagesIn, MessagesOut: c.MessagesOut, Dropped: c.Dropped,
-		Subscriptions: c.Subscriptions, Retained: c.Retained}
+		Subscriptions: c.Subscriptions, Retained: clientRetained(f.b, c.Retained)}
 	if f.cluster != nil {
 		o.Cluster = f.cluster()
 	}
@@ -207,6 +208,17 @@ func (f *feed) tick(now time.Time) error {
 	return f.tickLive(now)
 }
 
+// clientRetained is the count of retained messages without the broker's
+// own $SYS tree, as the retained browser (filter #) lists them. The $SYS
+// tree is a few dozen topics: counting it each second is cheap.
+func clientRetained(b Broker, total int) int {
+	sys, err := b.RetainedMatching("$SYS/#", 0)
+	if err != nil {
+		return total
+	}
+	return max(0, total-len(sys))
+}
+
 func (f *feed) publishClients(now time.Time) error {
 	ms := now.UnixMilli()
 	first := f.connected == nil
@@ -216,8 +228,8 @@ func (f *feed) publishClients(now time.Time) error {
 		if !s.Connected {
 			continue
 		}
-		fc := FeedClient{ClientID: s.ClientID, Remote: s.Remote, Username: s.Username, ProtocolVersion: s.Version,
-			Subscriptions: len(s.Subscriptions), Inflight: s.Inflight, Queued: s.Queued, KeepAlive: s.KeepAlive,
+		fc := FeedClient{ClientID: s.ClientID, Dashboard: isDashboard(s.ClientID), Remote: s.Remote, Username: s.Username, ProtocolVersion: s.Version,
+			Subscriptions: len(s.Subscriptions), Inflight: s.Inflight, Window: s.Window, Queued: s.Queued, KeepAlive: s.KeepAlive,
 			TLS: s.TLS, TLSVersion: s.TLSVersion, ClientCert: s.ClientCert, Dropped: droppedOf(s), Flow: flowOf(s.Flow)}
 		cur[s.ClientID] = fc
 		if len(feed.Connected) < maxFeedClients {

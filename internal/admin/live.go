@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -27,10 +28,9 @@ const (
 )
 
 const (
-	maxTop           = 10
-	maxFeedSessions  = 200
-	maxAlerts        = 50
-	alertRepeatAfter = 30 * time.Second // a client's slow-consumer alert at most this often
+	maxTop          = 10
+	maxFeedSessions = 200
+	maxAlerts       = 50 // alert groups kept: one per client and kind
 	// minClientsGap is the shortest time between two client lists pushed
 	// on connects and disconnects: a storm of them costs one list per gap.
 	minClientsGap = 250 * time.Millisecond
@@ -53,9 +53,18 @@ type TopTopic struct {
 	Deliveries float64 `json:"deliveries_per_second"`
 }
 
+// DashboardClientPrefix begins the client ID of the dashboard's own MQTT
+// connection. Such clients are marked in the top and clients feeds, and
+// their deliveries are left out of topic traces, so that operators tell
+// the console's own load from the broker's.
+const DashboardClientPrefix = "starling-dashboard-"
+
+func isDashboard(clientID string) bool { return strings.HasPrefix(clientID, DashboardClientPrefix) }
+
 // TopClient is one client's traffic, both ways.
 type TopClient struct {
 	ClientID    string  `json:"client_id"`
+	Dashboard   bool    `json:"dashboard,omitempty"` // a dashboard's own connection
 	MessagesIn  float64 `json:"messages_in_per_second"`
 	BytesIn     float64 `json:"bytes_in_per_second"`
 	MessagesOut float64 `json:"messages_out_per_second"`
@@ -96,19 +105,24 @@ type ShareMember struct {
 	QoS       byte   `json:"qos"`
 }
 
-// AlertsFeed is the payload of FeedAlerts: the last alerts, newest first.
+// AlertsFeed is the payload of FeedAlerts: the alerts, the most recently
+// raised first.
 type AlertsFeed struct {
 	Time   int64   `json:"t"`
 	Alerts []Alert `json:"alerts"`
 }
 
-// Alert is a slow consumer or dropped deliveries.
+// Alert is a slow consumer or dropped deliveries: one per client and
+// kind, raised again at every tick the condition holds, so that one busy
+// client takes one slot however often it is raised.
 type Alert struct {
-	Time     int64  `json:"t"`
-	Kind     string `json:"kind"` // "slow_consumer" or "dropped"
+	Time     int64  `json:"t"`     // last raised, Unix milliseconds
+	First    int64  `json:"first"` // first raised
+	Times    int    `json:"times"` // raised this often (once per tick at most)
+	Kind     string `json:"kind"`  // "slow_consumer" or "dropped"
 	ClientID string `json:"client_id,omitempty"`
-	Count    uint64 `json:"count,omitempty"` // dropped deliveries
-	Detail   string `json:"detail"`
+	Count    uint64 `json:"count,omitempty"` // dropped deliveries, over all times
+	Detail   string `json:"detail"`          // of the last time
 }
 
 // TraceFeed is the payload of FeedTrace: the packets seen since the last.
@@ -118,6 +132,9 @@ type TraceFeed struct {
 	Topic    string        `json:"topic,omitempty"`
 	Events   []TracePacket `json:"events"`
 	Dropped  uint64        `json:"dropped"` // over the trace's rate or bound
+	// Hidden counts the packets to and from dashboards left out of a
+	// topic trace (a client trace shows every packet of its client).
+	Hidden int `json:"dashboard_hidden,omitempty"`
 }
 
 // TracePacket is one traced packet.
@@ -242,7 +259,7 @@ func (f *feed) publishTop(now time.Time, s topicSample) error {
 		if !ok || c.MessagesIn < p.MessagesIn || c.MessagesOut < p.MessagesOut {
 			p = broker.ClientTraffic{} // new session since the last reading
 		}
-		tc := TopClient{ClientID: id, MessagesIn: float64(c.MessagesIn-p.MessagesIn) / dt, BytesIn: float64(c.BytesIn-p.BytesIn) / dt,
+		tc := TopClient{ClientID: id, Dashboard: isDashboard(id), MessagesIn: float64(c.MessagesIn-p.MessagesIn) / dt, BytesIn: float64(c.BytesIn-p.BytesIn) / dt,
 			MessagesOut: float64(c.MessagesOut-p.MessagesOut) / dt, BytesOut: float64(c.BytesOut-p.BytesOut) / dt}
 		if tc.MessagesIn+tc.MessagesOut > 0 {
 			out.Clients = append(out.Clients, tc)
@@ -307,38 +324,75 @@ func (f *feed) publishSessions(now time.Time) error {
 	return f.publishJSON(FeedSessions, out)
 }
 
+// clientMark is what checkAlerts saw of a client at the last tick.
+type clientMark struct {
+	drops   uint64
+	held    time.Duration
+	actions uint64
+	full    bool   // inflight window full
+	out     uint64 // messages sent
+}
+
 // checkAlerts raises an alert for each client that dropped deliveries
-// since the last tick, and for each connected client whose queue is half
-// full or whose inflight window is full (at most every alertRepeatAfter per
-// client), and keeps the last maxAlerts.
+// since the last tick, and a slow-consumer alert for each connected client
+// that
+//   - held publishers back since the last tick (flow control),
+//   - met the slow-consumer policy since the last tick,
+//   - has its queue half full, or
+//   - had its own inflight window (its Receive Maximum, or max_inflight
+//     if smaller) full at this tick and the last, with messages waiting
+//     or nothing sent in between,
+//
+// and keeps them grouped per client and kind (raise).
 func (f *feed) checkAlerts(now time.Time, ts []broker.ClientTraffic) {
-	maxQ, maxIn := f.b.QueueLimits()
-	first := f.prevDrops == nil
-	cur := make(map[string]uint64, len(ts))
+	maxQ, _ := f.b.QueueLimits()
+	first := f.marks == nil
+	cur := make(map[string]clientMark, len(ts))
 	var perClient uint64
 	var fresh []Alert
 	ms := now.UnixMilli()
 	for _, c := range ts {
 		d := c.DroppedQueue + c.DroppedExp + c.DroppedL
-		cur[c.ClientID] = d
-		if p, ok := f.prevDrops[c.ClientID]; !first && d > p {
-			n := d - p
+		m := clientMark{drops: d, held: c.Flow.HeldFor, actions: c.Flow.PolicyActions,
+			full: c.Connected && c.Window > 0 && c.Inflight >= c.Window, out: c.MessagesOut}
+		cur[c.ClientID] = m
+		p, seen := f.marks[c.ClientID]
+		if !first && d > p.drops {
+			n := d - p.drops
 			perClient += n
-			fresh = append(fresh, Alert{Time: ms, Kind: "dropped", ClientID: c.ClientID, Count: n,
-				Detail: fmt.Sprintf("%d deliveries dropped (so far: queue full %d, expired %d, too large %d)", n, c.DroppedQueue, c.DroppedExp, c.DroppedL)})
-		} else if !ok && !first && d > 0 {
-			perClient += d
-			fresh = append(fresh, Alert{Time: ms, Kind: "dropped", ClientID: c.ClientID, Count: d,
-				Detail: fmt.Sprintf("%d deliveries dropped", d)})
-		}
-		slow := c.Connected && ((maxQ > 0 && c.Queued*2 >= maxQ) || (maxIn > 0 && c.Inflight >= maxIn))
-		if slow && now.Sub(f.slowAt[c.ClientID]) >= alertRepeatAfter {
-			if f.slowAt == nil {
-				f.slowAt = map[string]time.Time{}
+			detail := fmt.Sprintf("%d deliveries dropped (so far: queue full %d, expired %d, too large %d)", n, c.DroppedQueue, c.DroppedExp, c.DroppedL)
+			if !seen {
+				detail = fmt.Sprintf("%d deliveries dropped", d)
 			}
-			f.slowAt[c.ClientID] = now
-			fresh = append(fresh, Alert{Time: ms, Kind: "slow_consumer", ClientID: c.ClientID,
-				Detail: fmt.Sprintf("queued %d of %d, inflight %d of %d", c.Queued, maxQ, c.Inflight, maxIn)})
+			fresh = append(fresh, Alert{Time: ms, Kind: "dropped", ClientID: c.ClientID, Count: n, Detail: detail})
+		}
+		if !c.Connected {
+			continue
+		}
+		switch {
+		case first:
+			// No baseline: what flow control did before is not news, and
+			// a full window counts from this tick.
+			p = clientMark{held: m.held, actions: m.actions, out: m.out}
+		case !seen:
+			p = clientMark{} // connected since the last tick: all it has is new
+		}
+		var why []string
+		if dh := m.held - p.held; dh > 0 {
+			why = append(why, fmt.Sprintf("held publishers back %.1f s since the last check (%.1f s in all)", dh.Seconds(), m.held.Seconds()))
+		}
+		if da := m.actions - p.actions; m.actions > p.actions {
+			why = append(why, fmt.Sprintf("slow-consumer policy acted %d times (%d in all)", da, m.actions))
+		}
+		if c.Flow.Shedding && len(why) > 0 {
+			why = append(why, "shedding")
+		}
+		stalled := m.full && p.full && (c.Queued > 0 || m.out == p.out)
+		if stalled || (maxQ > 0 && c.Queued*2 >= maxQ) || len(why) > 0 {
+			why = append([]string{fmt.Sprintf("inflight %d of its window %d, queued %d of %d", c.Inflight, c.Window, c.Queued, maxQ)}, why...)
+		}
+		if len(why) > 0 {
+			fresh = append(fresh, Alert{Time: ms, Kind: "slow_consumer", ClientID: c.ClientID, Detail: strings.Join(why, "; ")})
 		}
 	}
 	// Drops no session counts (slow readers' QoS 0, $share leftovers).
@@ -348,26 +402,36 @@ func (f *feed) checkAlerts(now time.Time, ts []broker.ClientTraffic) {
 		fresh = append(fresh, Alert{Time: ms, Kind: "dropped", Count: n,
 			Detail: fmt.Sprintf("%d deliveries dropped for slow readers or $share groups without members", n)})
 	}
-	f.prevDrops, f.prevDropTotal = cur, total
-	for id, at := range f.slowAt {
-		if now.Sub(at) >= alertRepeatAfter {
-			delete(f.slowAt, id)
+	f.marks, f.prevDropTotal = cur, total
+	for _, a := range fresh {
+		f.raise(a)
+	}
+}
+
+// raise adds a to its client's and kind's group, which moves to the
+// front; a new group past maxAlerts pushes out the one raised longest ago.
+// The list is short and changes at most once per tick per client, so a
+// linear search is cheap.
+func (f *feed) raise(a Alert) {
+	i := 0
+	for i < len(f.alerts) && (f.alerts[i].ClientID != a.ClientID || f.alerts[i].Kind != a.Kind) {
+		i++
+	}
+	if i < len(f.alerts) {
+		g := f.alerts[i]
+		a.First, a.Times, a.Count = g.First, g.Times+1, g.Count+a.Count
+	} else {
+		a.First, a.Times = a.Time, 1
+		if f.alerts == nil {
+			f.alerts = make([]Alert, 0, maxAlerts) // never grows past it
 		}
+		if len(f.alerts) < maxAlerts {
+			f.alerts = append(f.alerts, Alert{})
+		}
+		i = len(f.alerts) - 1 // the last: a new slot, or the oldest group, replaced
 	}
-	if len(fresh) == 0 {
-		return
-	}
-	if len(fresh) > maxAlerts {
-		fresh = fresh[:maxAlerts]
-	}
-	// Newest first, in a slice that never grows past maxAlerts.
-	keep := min(len(f.alerts), maxAlerts-len(fresh))
-	if cap(f.alerts) < maxAlerts {
-		f.alerts = append(make([]Alert, 0, maxAlerts), f.alerts...)
-	}
-	f.alerts = f.alerts[:keep+len(fresh)]
-	copy(f.alerts[len(fresh):], f.alerts[:keep])
-	copy(f.alerts, fresh)
+	copy(f.alerts[1:i+1], f.alerts[:i])
+	f.alerts[0] = a
 }
 
 func (f *feed) publishTrace(now time.Time, tr *broker.Trace) error {
@@ -377,6 +441,10 @@ func (f *feed) publishTrace(now time.Time, tr *broker.Trace) error {
 	}
 	out := TraceFeed{Time: now.UnixMilli(), ClientID: tr.ClientID, Topic: tr.Filter, Events: make([]TracePacket, 0, len(evs)), Dropped: dropped}
 	for _, e := range evs {
+		if tr.ClientID == "" && isDashboard(e.ClientID) {
+			out.Hidden++
+			continue
+		}
 		p := TracePacket{Time: e.Time.UnixMilli(), ClientID: e.ClientID, Direction: e.Direction, Type: e.Type, Topic: e.Topic,
 			QoS: e.QoS, Retain: e.Retain, PacketID: e.PacketID, Size: e.Size}
 		if utf8.Valid(e.Payload) {

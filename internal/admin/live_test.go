@@ -342,7 +342,8 @@ func TestClientsPushedOnChange(t *testing.T) {
 }
 
 // A connected client that does not acknowledge fills its inflight window
-// and its queue: a slow-consumer alert names it, once per 30 s.
+// and its queue: a slow-consumer alert names it, raised again while it
+// stays slow.
 func TestSlowConsumerAlert(t *testing.T) {
 	lim := config.Default().Limits
 	lim.MaxInflight = 1
@@ -382,15 +383,16 @@ func TestSlowConsumerAlert(t *testing.T) {
 	var al AlertsFeed
 	nextJSON(t, page, FeedAlerts, &al)
 	if len(al.Alerts) != 1 || al.Alerts[0].Kind != "slow_consumer" || al.Alerts[0].ClientID != "laggard" ||
-		al.Alerts[0].Detail != "queued 2 of 4, inflight 1 of 1" {
+		al.Alerts[0].Detail != "inflight 1 of its window 1, queued 2 of 4" {
 		t.Fatalf("alerts: %+v", al.Alerts)
 	}
-	// Still slow a second later: not repeated within 30 s.
+	// Still slow a second later: the same alert, raised twice.
 	if err := f.tick(t0.Add(2 * time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	nextJSON(t, page, FeedAlerts, &al)
-	if len(al.Alerts) != 1 {
-		t.Errorf("alert repeated within 30 s: %+v", al.Alerts)
+	if len(al.Alerts) != 1 || al.Alerts[0].Times != 2 || al.Alerts[0].First != t0.Add(time.Second).UnixMilli() ||
+		al.Alerts[0].Time != t0.Add(2*time.Second).UnixMilli() {
+		t.Errorf("alerts a second later: %+v, want one raised twice", al.Alerts)
 	}
 }

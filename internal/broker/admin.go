@@ -37,11 +37,17 @@ type ClientSummary struct {
 	ClientCert string
 	// Flow is what flow control did for and to it.
 	Flow ClientFlow
+	// ReceiveMax is the Receive Maximum of the last connection (65535 when
+	// the client gave none, and for MQTT 3); Window is the outbound QoS 1/2
+	// window the broker keeps to: the smaller of it and limits.max_inflight.
+	ReceiveMax uint16
+	Window     int
 }
 
 // linkInfo is what operators see of how a connection came in; fixed at
 // connect.
 type linkInfo struct {
+	receiveMax uint16 // the client's Receive Maximum, set at attach
 	keepAlive  uint16
 	tls        bool
 	tlsVersion string
@@ -112,11 +118,21 @@ func (b *Broker) summary(cl *client) ClientSummary {
 		Persistent: cl.persistent(), Inflight: cl.sess.Inflight(), Queued: cl.sess.Queued(), Subscriptions: subs,
 		DroppedQueue: cl.sess.Stats.DroppedQueueFull, DroppedExpired: cl.sess.Stats.DroppedExpired, DroppedLarge: cl.sess.Stats.DroppedTooLarge,
 		KeepAlive: cl.link.keepAlive, TLS: cl.link.tls, TLSVersion: cl.link.tlsVersion, ClientCert: cl.link.clientCert,
-		Flow: cl.flowLocked()}
+		Flow: cl.flowLocked(), ReceiveMax: cl.link.receiveMax, Window: b.windowOf(cl)}
 	if info := cl.info.Load(); info != nil {
 		s.Username, s.Remote = info.Username, info.Remote
 	}
 	return s
+}
+
+// windowOf is cl's outbound window (as the session's quota counts it).
+// The caller holds cl.mu.
+func (b *Broker) windowOf(cl *client) int {
+	w := int(b.lim.MaxInflight)
+	if rm := int(cl.link.receiveMax); rm != 0 && rm < w {
+		w = rm
+	}
+	return w
 }
 
 // Kick disconnects a client (v5: DISCONNECT 0x98 administrative action);

@@ -97,6 +97,7 @@ func (b *Broker) attachLocked(h *handler, id string, cp *packet.Connect, expiry 
 	cl.conn = h.c
 	cl.version = h.version
 	cl.link = h.linkInfo()
+	cl.link.receiveMax = link.ReceiveMax
 	cl.will = newWill(cp, id, now)
 	cl.info.Store(h.info)
 	cl.sess.ExpiryInterval = expiry

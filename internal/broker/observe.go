@@ -249,6 +249,7 @@ type ClientTraffic struct {
 	Inflight, Queued                   int
 	DroppedQueue, DroppedExp, DroppedL uint64
 	Flow                               ClientFlow
+	Window                             int // outbound window: see ClientSummary
 }
 
 // Traffics returns every session's traffic counters and queue sizes.
@@ -268,6 +269,7 @@ func (b *Broker) Traffics() []ClientTraffic {
 		ct.Inflight, ct.Queued = cl.sess.Inflight(), cl.sess.Queued()
 		st := cl.sess.Stats
 		ct.Flow = cl.flowLocked()
+		ct.Window = b.windowOf(cl)
 		cl.mu.Unlock()
 		ct.DroppedQueue, ct.DroppedExp, ct.DroppedL = st.DroppedQueueFull, st.DroppedExpired, st.DroppedTooLarge
 		out = append(out, ct)

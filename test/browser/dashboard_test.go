@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -50,6 +51,9 @@ type server struct {
 	b       *broker.Broker
 	tcpAddr string
 	url     string
+	// wsDown, while set, makes /mqtt answer 503: with the page's
+	// connection kicked, the dashboard sees the broker down.
+	wsDown *atomic.Bool
 }
 
 func startServer(t *testing.T) *server {
@@ -60,7 +64,17 @@ func startServer(t *testing.T) *server {
 // startServerLimits is startServer with the given broker limits.
 func startServerLimits(t *testing.T, lim config.Limits) *server {
 	t.Helper()
+	return startServerAuthz(t, lim, nil)
+}
+
+// startServerAuthz is startServerLimits with an authorizer (nil: all
+// allowed); every client is let in under the user name it gives.
+func startServerAuthz(t *testing.T, lim config.Limits, authz broker.Authorizer) *server {
+	t.Helper()
 	b := broker.New(lim, nil)
+	if authz != nil {
+		b.SetAuth(nil, authz)
+	}
 	adm := admin.New(b, admin.Options{Version: "test", FeedInterval: time.Second, SysInterval: time.Second,
 		Checker: admin.StaticChecker{User: "admin", Password: "secret"}})
 
@@ -81,7 +95,15 @@ func startServerLimits(t *testing.T, lim config.Limits) *server {
 		}
 	}()
 	mux := http.NewServeMux()
-	mux.Handle("/mqtt", transport.NewWSHandler(transport.WSOptions{}, func(c net.Conn, _ *http.Request) { b.HandleConn(c) }))
+	wsDown := new(atomic.Bool)
+	ws := transport.NewWSHandler(transport.WSOptions{}, func(c net.Conn, _ *http.Request) { b.HandleConn(c) })
+	mux.HandleFunc("/mqtt", func(w http.ResponseWriter, r *http.Request) {
+		if wsDown.Load() {
+			http.Error(w, "down for the test", http.StatusServiceUnavailable)
+			return
+		}
+		ws.ServeHTTP(w, r)
+	})
 	mux.Handle("/", adm.Handler())
 	hln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -100,7 +122,7 @@ func startServerLimits(t *testing.T, lim config.Limits) *server {
 		b.Close(2 * time.Second)
 		wg.Wait()
 	})
-	return &server{b: b, tcpAddr: ln.Addr().String(), url: "http://" + hln.Addr().String() + "/"}
+	return &server{b: b, tcpAddr: ln.Addr().String(), url: "http://" + hln.Addr().String() + "/", wsDown: wsDown}
 }
 
 // mqttClient connects a paho.golang MQTT 5 client; it disconnects when the

@@ -9,7 +9,9 @@
 (() => {
   const FEED = '$SYS/starling/dashboard/';
   const SYS = '$SYS/broker/';
-  const HISTORY = 120;    // chart points, one per overview (1 s)
+  const HISTORY = 120;    // seconds of chart, one point per overview (1 s)
+  const STALE_AFTER = 3500; // ms without an overview after which the figures are shown as stale
+  const GAP = 2500;         // ms between two points that the chart shows as a gap
   const MAX_TOPICS = 2000;
   const PAYLOAD_KEEP = 4096;  // bytes of a topic's last payload kept (JSON longer than this is not pretty-printed)
   const PAYLOAD_SHOWN = 200;  // characters of a payload shown on one line
@@ -27,13 +29,17 @@
   let client = null;
   let clientID = '';              // this page's MQTT client ID
   let auth = '';                  // Basic credentials for the management API
+  let admin = null;               // the login may use the management API: null until known
+  let user = '';                  // the login's user name
   let filter = null;              // topic filter of the tree, subscribed
   let topics = new Map();         // topic -> {count, raw, size, view, retained, subs}
   let rates = new Map();          // topic -> {m, b}: messages and bytes per second, from the topics feed
   let ratesTruncated = false;     // the feed left quieter topics out
   let ratesAt = 0;                // when the last topics feed came
   let topicsFull = false;
-  const history = [];             // [{in, out}]
+  const history = [];             // [{at, in, out}]: at is the page's clock when the overview came
+  let overviewAt = 0;             // when the last overview came
+  const own = new Map();          // this page's subscriptions: filter -> granted
   const sys = new Map();
 
   const setState = (state, text) => {
@@ -52,6 +58,7 @@
   function connect(username, password) {
     if (client) client.end(true);
     $('#login-error').textContent = '';
+    setAdmin(null, '');
     setState('connecting', 'connecting');
     const url = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/mqtt';
     const opts = {
@@ -62,6 +69,7 @@
       reconnectPeriod: 2000,
       keepalive: 30,
     };
+    user = username;
     auth = 'Basic ' + btoa(unescape(encodeURIComponent(username + ':' + password)));
     if (username) opts.username = username;
     if (password) opts.password = password;
@@ -73,13 +81,26 @@
       $('#login').hidden = true;
       $('#app').hidden = false;
       $('#logout').hidden = false;
-      c.subscribe([FEED + '#', SYS + '#'], { qos: 0 }, (err) => {
-        if (err) return setState('error', 'subscribe failed: ' + err.message);
+      own.clear(); // a new connection: the broker holds none of the page's subscriptions
+      const feeds = [FEED + '#', SYS + '#'];
+      c.subscribe(feeds, { qos: 0 }, (err, _subs, suback) => {
+        // MQTT.js reports a refusal in the SUBACK (a reason code of 128 or
+        // more) as an error too, with the SUBACK: that is the ACL's answer.
+        if (err && !(suback && suback.granted)) return setState('error', 'subscribe failed: ' + err.message);
+        noteGranted(feeds, suback);
+        // The broker's ACL decides what this login reads: say what it
+        // refused rather than show empty figures as if the broker were idle.
+        const refused = [FEED + '#', SYS + '#'].filter((f) => own.get(f) === false);
+        const n = $('#acl-note');
+        n.hidden = !refused.length;
+        n.textContent = refused.length ? 'The broker\'s ACL does not let this user read ' + refused.join(' and ') +
+          (own.get(FEED + '#') === false ? ': no live figures, clients or alerts.' : '.') +
+          ' The topic tree shows the topics this user may read.' : '';
         setState('live', 'live');
       });
-      if (filter) c.subscribe(filter, TREE_SUB);
+      if (filter) c.subscribe(filter, TREE_SUB, (_err, _subs, suback) => noteGranted([filter], suback));
       else watch($('#filter').value.trim()); // the default filter from the first login
-      browseRetained();
+      checkAdmin();
     });
     c.on('message', onMessage);
     c.on('error', (err) => {
@@ -95,6 +116,9 @@
     if (client) client.end(true);
     client = null;
     auth = '';
+    setAdmin(null, '');
+    overviewAt = 0;
+    history.length = 0;
     setState('logged-out', 'logged out');
     $('#app').hidden = true;
     $('#logout').hidden = true;
@@ -119,6 +143,14 @@
     if (filter && matches(filter, topic)) seen(topic, payload, packet.retain);
   }
 
+  // noteGranted records which of the page's subscriptions the broker
+  // granted, from the SUBACK's reason codes in the order of the filters
+  // (128 or more refused it).
+  function noteGranted(filters, suback) {
+    const codes = (suback && suback.granted) || [];
+    filters.forEach((f, i) => { if (codes[i] !== undefined) own.set(f, (codes[i] & 128) === 0); });
+  }
+
   // ---- overview and chart ----
   const fmt = (n) => (n >= 100 || Number.isInteger(n) ? Math.round(n).toLocaleString('en') : n.toFixed(1));
 
@@ -132,7 +164,11 @@
     const bound = o.max_queued_bytes ? ' of ' + fmtBytes(o.max_queued_bytes) : '';
     $('#m-queued').textContent = fmtBytes(q) + bound + ' · ' + fmt(o.holds_per_second || 0);
     $('#m-queued').classList.toggle('bad', !!o.max_queued_bytes && q > o.max_queued_bytes * 0.8);
-    $('#m-subs').textContent = fmt(o.subscriptions);
+    // The broker counts every session's subscriptions; this page's own
+    // are left out, as the Retained card leaves out the $SYS tree.
+    const mine = [...own.values()].filter(Boolean).length;
+    $('#m-subs').textContent = fmt(Math.max(0, o.subscriptions - mine));
+    $('#m-subs').title = `not counting this page's own ${mine}`;
     $('#m-retained').textContent = fmt(o.retained);
     $('#version').textContent = 'starling ' + (o.version || '');
     $('#uptime').textContent = 'up ' + duration(o.uptime_seconds);
@@ -147,9 +183,10 @@
     } else {
       cl.hidden = true;
     }
-    history.push({ in: o.messages_received_per_second, out: o.messages_sent_per_second });
-    if (history.length > HISTORY) history.shift();
-    chart();
+    overviewAt = Date.now();
+    history.push({ at: overviewAt, in: o.messages_received_per_second, out: o.messages_sent_per_second });
+    while (history.length && history[0].at < overviewAt - HISTORY * 1000) history.shift();
+    freshness();
     if (Date.now() - ratesAt > 1500) renderTree(); // else with the next rates
     renderSys();
     countSubscribers();
@@ -160,14 +197,43 @@
     return d ? `${d}d ${h}h` : h ? `${h}h ${m}m` : m ? `${m}m ${s % 60}s` : `${s}s`;
   }
 
+  // chart draws the last HISTORY seconds against the page's clock: a
+  // stretch without overviews (the broker down, the connection lost) is a
+  // gap in the lines, which moves left as time goes on.
   function chart() {
-    const peak = Math.max(1, ...history.map((p) => Math.max(p.in, p.out)));
-    const pts = (key) => history.map((p, i) =>
-      `${((HISTORY - history.length + i) * 600 / (HISTORY - 1)).toFixed(1)},${(118 - p[key] / peak * 114).toFixed(1)}`).join(' ');
-    $('#line-in').setAttribute('points', pts('in'));
-    $('#line-out').setAttribute('points', pts('out'));
+    const now = Date.now(), from = now - HISTORY * 1000;
+    const shown = history.filter((p) => p.at >= from);
+    const peak = Math.max(1, ...shown.map((p) => Math.max(p.in, p.out)));
+    let gaps = 0;
+    const path = (key) => shown.map((p, i) => {
+      const gap = i === 0 || p.at - shown[i - 1].at > GAP;
+      if (gap && i > 0 && key === 'in') gaps++;
+      return `${gap ? 'M' : 'L'}${((p.at - from) * 600 / (HISTORY * 1000)).toFixed(1)},${(118 - p[key] / peak * 114).toFixed(1)}`;
+    }).join(' ');
+    $('#line-in').setAttribute('d', path('in'));
+    $('#line-out').setAttribute('d', path('out'));
+    const last = shown.length ? shown[shown.length - 1].at : 0;
+    if (last && now - last > GAP) gaps++; // the gap up to now
+    $('#chart').dataset.gaps = gaps;
     $('#chart-max').textContent = fmt(peak);
   }
+
+  // freshness greys out the figures when no overview came for
+  // STALE_AFTER (the broker is down or the connection lost): they are the
+  // last known, not the current ones. It runs with each overview and
+  // every second.
+  function freshness() {
+    const stale = !!overviewAt && Date.now() - overviewAt > STALE_AFTER;
+    $('#app').classList.toggle('stale', stale);
+    $('#stale-note').hidden = !stale;
+    if (stale) $('#stale-note').textContent = 'no figures from the broker since ' + new Date(overviewAt).toLocaleTimeString() +
+      ': the values shown are the last known';
+    chart();
+    // The tree is drawn with each overview; without them (the ACL keeps
+    // this login from the feeds, or the broker is away) once a second.
+    if (client && filter && Date.now() - overviewAt > 1500 && Date.now() - ratesAt > 1500) renderTree();
+  }
+  setInterval(freshness, 1000);
 
   // ---- clients ----
   const PROTO = { 3: '3.1', 4: '3.1.1', 5: '5' };
@@ -191,9 +257,13 @@
       dtd.title = `queue full ${d.queue_full || 0}, expired ${d.expired || 0}, too large ${d.too_large || 0}, ` +
         `slow-consumer policy ${f.dropped || 0} (${f.policy_actions || 0} actions), replaced by newer ${f.conflated || 0}`;
       if (dropped) dtd.classList.add('bad');
+      const itd = tr.querySelector('td.inflight');
+      if (c.inflight_window) itd.title = `of its window ${c.inflight_window} (its Receive Maximum, or max_inflight if smaller)`;
+      if (c.inflight_window && c.inflight >= c.inflight_window) itd.classList.add('bad');
       const htd = dtd.previousSibling;
       htd.title = 'time publishers were held back because this client\'s queue was full';
       if (f.shedding || f.policy_actions) htd.classList.add('bad');
+      if (c.dashboard) markDashboard(tr.firstChild, c.client_id);
       const kick = el('button', 'kick', 'Disconnect');
       kick.type = 'button';
       kick.dataset.clientId = c.client_id;
@@ -224,11 +294,8 @@
     const note = $('#action-status');
     note.textContent = 'disconnecting ' + id + '…';
     try {
-      const r = await fetch('api/v1/clients/' + encodeURIComponent(id) + '/kick',
-        { method: 'POST', headers: { Authorization: auth } });
-      const body = await r.json().catch(() => ({}));
-      note.textContent = r.ok ? (body.kicked ? 'disconnected ' + id : id + ' was not connected')
-        : 'could not disconnect ' + id + ': ' + (body.error || r.status);
+      const body = await api('POST', 'clients/' + encodeURIComponent(id) + '/kick');
+      note.textContent = body.kicked ? 'disconnected ' + id : id + ' was not connected';
     } catch (e) {
       note.textContent = 'could not disconnect ' + id + ': ' + e.message;
     }
@@ -247,12 +314,15 @@
   // watch makes f the tree's filter, replacing the previous one.
   function watch(f) {
     if (!validFilter(f)) return ($('#topic-status').textContent = 'not a valid topic filter');
-    if (client && filter && client.connected) client.unsubscribe(filter);
+    if (client && filter && client.connected) {
+      client.unsubscribe(filter);
+      own.delete(filter);
+    }
     filter = f;
     topics = new Map();
     topicsFull = false;
     $('#topic-status').textContent = 'watching ' + f;
-    if (client && client.connected) client.subscribe(f, TREE_SUB);
+    if (client && client.connected) client.subscribe(f, TREE_SUB, (_err, _subs, suback) => noteGranted([f], suback));
     renderTree();
   }
 
@@ -341,7 +411,7 @@
   // out (the management API reads the broker's subscription index).
   let subsAt = 0, subsBusy = false, subsNote = '';
   async function countSubscribers() {
-    if (subsBusy || !auth || !topics.size || Date.now() - subsAt < SUBS_EVERY) return;
+    if (subsBusy || !admin || !topics.size || Date.now() - subsAt < SUBS_EVERY) return;
     subsBusy = true;
     subsAt = Date.now();
     const asked = topics;
@@ -379,7 +449,7 @@
   // rateSpans shows a node's rates; data-rate and data-bytes hold the
   // exact figures.
   function rateSpans(r, total) {
-    const known = r || !ratesTruncated;
+    const known = r || (!ratesTruncated && ratesAt > 0); // no topics feed yet: unknown, not 0
     const m = r ? r.m : 0, b = r ? r.b : 0;
     const rs = el('span', total ? 'rate total' : 'rate', (total ? 'Σ ' : '') + (known ? fmt(m) : '–') + ' msg/s');
     const bs = el('span', total ? 'bytes total' : 'bytes', (known ? fmtBytes(b) : '–') + '/s');
@@ -439,18 +509,61 @@
   }
 
   // ---- management API ----
+  const NOT_ADMIN = 'this user is not an admin';
+
   // api calls the management API with the login's credentials and returns
-  // the decoded answer; an error carries the API's message.
+  // the decoded answer; an error carries the API's message. The
+  // X-Requested-With header makes the API answer a refused login with a
+  // plain 401, without the challenge that would bring up the browser's
+  // own password prompt over the page.
   async function api(method, path, body) {
-    const opts = { method, headers: { Authorization: auth } };
+    if (admin === false) throw new Error(NOT_ADMIN);
+    const opts = { method, headers: { Authorization: auth, 'X-Requested-With': 'starling-dashboard' } };
     if (body !== undefined) {
       opts.headers['Content-Type'] = 'application/json';
       opts.body = JSON.stringify(body);
     }
     const r = await fetch('api/v1/' + path, opts);
     const j = await r.json().catch(() => ({}));
+    if (r.status === 401 && auth) {
+      setAdmin(false, NOT_ADMIN);
+      throw new Error(NOT_ADMIN);
+    }
     if (!r.ok) throw new Error(j.error || 'HTTP ' + r.status);
     return j;
+  }
+
+  // checkAdmin asks the management API once after a login whether the
+  // user is an admin. A user who is not still sees the live views, as far
+  // as the broker's ACL lets them read; the actions say why they are off.
+  async function checkAdmin() {
+    const mine = auth;
+    try {
+      await api('GET', 'stats');
+      if (mine === auth) setAdmin(true, '');
+      browseRetained();
+    } catch (e) {
+      if (mine !== auth || admin === false) return;
+      // The API may be off (403) or unreachable: the actions say so when used.
+      setAdmin(null, 'management API unavailable: ' + e.message);
+    }
+  }
+
+  // setAdmin records whether the login may use the management API and
+  // shows why not.
+  function setAdmin(v, why) {
+    admin = v;
+    document.body.dataset.admin = v === true ? 'yes' : v === false ? 'no' : '';
+    const n = $('#admin-note');
+    n.hidden = !why;
+    n.textContent = v === false
+      ? 'Logged in as ' + (user || '(no user name)') + ', but this user is not an admin: the live views show what the broker lets this user read; ' +
+        'disconnecting clients, publishing here, retained messages, lookups, traces and subscriber counts need an admin login.'
+      : why;
+    if (v === false) {
+      $('#retained-status').textContent = NOT_ADMIN;
+      fill('#retained', [], NOT_ADMIN);
+    }
   }
 
   // row builds a table row of text cells; numbers get the num class.
@@ -482,9 +595,22 @@
     fill('#top-topics', v.topics.map((t) => row([t.topic, t.messages_per_second, t.bytes_per_second, t.deliveries_per_second], { topic: t.topic }))
       .concat(v.other ? [row(['(other topics)', v.other.messages_per_second, v.other.bytes_per_second, v.other.deliveries_per_second])] : []),
     'no messages');
-    fill('#top-clients', v.clients.map((c) => row([c.client_id, c.messages_in_per_second, c.bytes_in_per_second,
-      c.messages_out_per_second, c.bytes_out_per_second], { clientId: c.client_id })), 'no traffic');
+    fill('#top-clients', v.clients.map((c) => {
+      const tr = row([c.client_id, c.messages_in_per_second, c.bytes_in_per_second,
+        c.messages_out_per_second, c.bytes_out_per_second], { clientId: c.client_id });
+      if (c.dashboard) markDashboard(tr.firstChild, c.client_id);
+      return tr;
+    }), 'no traffic');
     $('#top-note').textContent = `per second, over the last ${fmt(v.interval_seconds)} s`;
+  }
+
+  // markDashboard tags a client cell as a dashboard's own connection (the
+  // broker marks client IDs starting starling-dashboard-), so its load is
+  // not mistaken for a device's.
+  function markDashboard(td, id) {
+    const b = el('span', 'badge dashboard', id === clientID ? 'this page' : 'dashboard');
+    b.title = 'the dashboard\'s own MQTT connection: its feeds and sampled topic tree';
+    td.append(' ', b);
   }
 
   // ---- sessions, shared groups, who receives ----
@@ -531,6 +657,11 @@
       if (a.client_id) li.dataset.clientId = a.client_id;
       li.append(el('time', '', new Date(a.t).toLocaleTimeString()), ' ', el('span', 'what', a.kind.replace('_', ' ')), ' ',
         el('code', '', a.client_id || ''), ' ', el('span', 'meta', a.detail));
+      // One entry per client and kind: how often, since when, how many dropped.
+      if (a.times > 1) {
+        li.append(' ', el('span', 'times', `${a.times}× since ${new Date(a.first).toLocaleTimeString()}` +
+          (a.count ? `, ${a.count.toLocaleString('en')} dropped in all` : '')));
+      }
       ul.append(li);
     }
     if (!v.alerts.length) ul.append(el('li', 'meta', 'none'));
@@ -646,7 +777,10 @@
       tbody.prepend(tr);
     }
     while (tbody.children.length > MAX_TRACE) tbody.lastChild.remove();
-    if (v.dropped) $('#trace-status').textContent = `${v.dropped} packets not shown (rate limit)`;
+    const notes = [];
+    if (v.dropped) notes.push(`${v.dropped} packets not shown (rate limit)`);
+    if (v.dashboard_hidden) notes.push(`${v.dashboard_hidden} packets of dashboards left out`);
+    if (notes.length) $('#trace-status').textContent = notes.join(' · ');
   }
 
   function renderSys() {
