@@ -252,4 +252,3 @@ func TestWSKeepAliveTimeout(t *testing.T) {
 		t.Fatalf("will: got %q %q", m.Topic, m.Payload)
 	}
 }
-
