@@ -138,8 +138,9 @@ type Node struct {
 	seen     map[string]bool
 	addrName map[string]string
 
-	mir mirror // persistent sessions' deliveries in the queue stream
-	rel relay  // confirmed forwarding to other nodes' persistent sessions
+	mir    mirror  // persistent sessions' deliveries in the queue stream
+	rel    relay   // confirmed forwarding to other nodes' persistent sessions
+	direct seenSet // messages routed here directly, which the relay must not deliver again
 
 	ready    chan struct{} // closed once the buckets exist
 	sessions jetstream.KeyValue

@@ -495,6 +495,22 @@ func (n *Node) relayOne(node string, msg jetstream.Msg, handled map[uint64]map[s
 		if done[id] {
 			continue
 		}
+		switch n.direct.state(origin{h.instance, h.seq}, key(id)) {
+		case seenPending:
+			// The direct copy is being stored here: whether the session
+			// has it is known in a moment.
+			later = append(later, id)
+			continue
+		case seenStored:
+			// The session had the direct copy here (it has it still, or
+			// took it along if it moved): not again.
+			n.log.Debug("cluster: relayed message already delivered directly", "client_id", id, "topic", m.Topic)
+			if done == nil {
+				done = make(map[string]bool)
+			}
+			done[id] = true
+			continue
+		}
 		owner, ok, err := n.ownerOf(id)
 		switch {
 		case err != nil:
