@@ -76,9 +76,10 @@ type Broker struct {
 
 	subs        *topic.Index[subValue]
 	backplane   Backplane
-	mirror      Mirror     // the backplane, if it replicates deliveries
-	heldWills   []heldWill // restored wills waiting for the cluster; under mu
-	shareRR     sync.Map   // share group key -> *atomic.Uint64, round robin
+	mirror      Mirror        // the backplane, if it replicates deliveries
+	mirrorRev   atomic.Uint64 // last MirrorOp.Rev given; taken under the session's lock
+	heldWills   []heldWill    // restored wills waiting for the cluster; under mu
+	shareRR     sync.Map      // share group key -> *atomic.Uint64, round robin
 	shareGroups atomic.Int64
 	retained    *retainStore
 	authn       Authenticator

@@ -59,17 +59,27 @@ type Mirror interface {
 // it (acknowledged, expired or dropped). With Inbound set it is about a
 // QoS 2 packet ID received from the client instead: stored (awaiting
 // PUBREL), or removed when Released.
+//
+// Rev orders the changes of one session: it increases, node-wide, in the
+// order the session made them (taken under its lock). Operations commit,
+// and so reach MirrorDeliveries, in any order: a delivery queued by a
+// publish may be committed after the acknowledgement that sent it with
+// its packet ID, and that older change must not win.
 type MirrorOp struct {
 	ClientID string
 	Seq      uint64
 	Out      *SnapshotDelivery
 	Inbound  uint16
 	Released bool
+	Rev      uint64
 }
 
-func mirrorPut(id string, seq uint64, d *session.Delivery, packetID uint16, state byte) MirrorOp {
+// rev numbers a change; the caller holds the session's lock.
+func (b *Broker) rev() uint64 { return b.mirrorRev.Add(1) }
+
+func (b *Broker) mirrorPut(id string, seq uint64, d *session.Delivery, packetID uint16, state byte) MirrorOp {
 	sd := snapshotDelivery(d, packetID, state)
-	return MirrorOp{ClientID: id, Seq: seq, Out: &sd}
+	return MirrorOp{ClientID: id, Seq: seq, Out: &sd, Rev: b.rev()}
 }
 
 // snapshotDelivery is a delivery as it moves between nodes.
@@ -96,10 +106,10 @@ func (b *Broker) MirrorAll() {
 		cl.mu.Lock()
 		if !cl.ended && cl.persistent() {
 			in := cl.sess.Export(func(d *session.Delivery, packetID uint16, state byte) {
-				ops = append(ops, mirrorPut(cl.id, d.Seq, d, packetID, state))
+				ops = append(ops, b.mirrorPut(cl.id, d.Seq, d, packetID, state))
 			})
 			for _, id := range in {
-				ops = append(ops, MirrorOp{ClientID: cl.id, Inbound: id})
+				ops = append(ops, MirrorOp{ClientID: cl.id, Inbound: id, Rev: b.rev()})
 			}
 		}
 		cl.mu.Unlock()
@@ -496,7 +506,7 @@ func (b *Broker) Adopt(s *SessionSnapshot) {
 			t.bt().PutOutbound(id, d.Seq, &store.Outbound{MessageID: m.ID, QoS: d.QoS, Retain: d.Retain, SubIDs: d.SubIDs,
 				Group: d.Group, Filter: d.Filter, PacketID: o.PacketID, State: o.State})
 			if b.mirror != nil {
-				t.mirror = append(t.mirror, mirrorPut(id, d.Seq, &d, o.PacketID, o.State))
+				t.mirror = append(t.mirror, b.mirrorPut(id, d.Seq, &d, o.PacketID, o.State))
 			}
 		}
 	}
@@ -505,7 +515,7 @@ func (b *Broker) Adopt(s *SessionSnapshot) {
 		if cl.persistent() {
 			t.bt().PutInbound(id, pid)
 			if b.mirror != nil {
-				t.mirror = append(t.mirror, MirrorOp{ClientID: id, Inbound: pid})
+				t.mirror = append(t.mirror, MirrorOp{ClientID: id, Inbound: pid, Rev: b.rev()})
 			}
 		}
 	}

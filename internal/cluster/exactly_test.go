@@ -3,14 +3,19 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"net"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/starling-mqtt/starling/internal/broker"
+	"github.com/starling-mqtt/starling/internal/config"
 
 	"github.com/starling-mqtt/starling/internal/packet"
+	"github.com/starling-mqtt/starling/internal/store"
+	"github.com/starling-mqtt/starling/internal/store/memory"
 )
 
 // A QoS 2 message in flight to a persistent subscriber when its node is
@@ -298,5 +303,59 @@ func TestLateConfirmedMessageNotDeliveredTwice(t *testing.T) {
 	readUntil("after")
 	for _, p := range got[1 : len(got)-1] {
 		t.Errorf("s got %q again (packet ID %d, DUP %v; first ID %d)", p.Payload, p.PacketID, p.Dup, got[0].PacketID)
+	}
+}
+
+// Operations reach the queue stream in the order they commit: a delivery
+// queued by a publish whose commit was slow may come after the
+// acknowledgement that sent it under a packet ID. The older change is
+// dropped, so that the node recovering the session resends the delivery
+// under that packet ID rather than as a new message.
+func TestMirrorKeepsNewestChangeOfDelivery(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	route := ln.Addr().String()
+	ln.Close()
+	b := broker.New(config.Default().Limits, slog.New(slog.DiscardHandler))
+	b.SetStore(memory.New())
+	n, err := Start(Config{Name: fmt.Sprintf("one-%d", time.Now().UnixNano()), Node: "solo", Listen: route}, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close(time.Second); n.Close() })
+	select {
+	case <-n.Ready():
+	case <-time.After(30 * time.Second):
+		t.Fatal("not ready")
+	}
+	msg := store.Message{Topic: "o/x", Payload: []byte("m"), QoS: 2}
+	put := func(rev uint64, packetID uint16, state byte) broker.MirrorOp {
+		return broker.MirrorOp{ClientID: "c", Seq: 7, Rev: rev,
+			Out: &broker.SnapshotDelivery{Msg: msg, QoS: 2, PacketID: packetID, State: state}}
+	}
+	// Sent under packet ID 9 (revision 2) before the change that queued
+	// it (revision 1) is committed.
+	n.MirrorDeliveries([]broker.MirrorOp{put(2, 9, 2)}, true)
+	n.MirrorDeliveries([]broker.MirrorOp{put(1, 0, 0)}, true)
+	// Removed (revision 4): a late put of it (revision 3) does not bring it back.
+	n.MirrorDeliveries([]broker.MirrorOp{{ClientID: "c", Seq: 8, Rev: 4}}, true)
+	late := put(3, 0, 0)
+	late.Seq = 8
+	n.MirrorDeliveries([]broker.MirrorOp{late}, true)
+	n.flushRemovals()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, _, err := n.loadQueued(ctx, "c", "solo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, d := range out {
+		got = append(got, fmt.Sprintf("packet ID %d state %d", d.PacketID, d.State))
+	}
+	if len(out) != 1 || out[0].PacketID != 9 || out[0].State != 2 {
+		t.Fatalf("recovered %v, want only the delivery sent under packet ID 9 (state 2)", got)
 	}
 }

@@ -200,6 +200,7 @@ func New(cfg Config, b *broker.Broker) (*Node, error) {
 	n.mir.acks = make(chan mirrorAck, maxMirrorPending)
 	n.mir.purges = make(map[string]uint64)
 	n.mir.rm = make(map[string][]uint64)
+	n.mir.last = make(map[revKey]lastRev)
 	n.mir.purgeCh = make(chan struct{}, 1)
 	var id [8]byte
 	rand.Read(id[:])
