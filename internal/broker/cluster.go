@@ -708,3 +708,22 @@ func (b *Broker) HasSession(clientID string) bool {
 	defer b.mu.Unlock()
 	return b.clients[clientID] != nil
 }
+
+// SessionIncarnation identifies the session this node holds for clientID
+// now (ok false: none). A session installed anew (handed over, taken over,
+// restored, or started clean after another ended) has another value than
+// the one it replaced, so a caller can tell whether what it learned of a
+// session still holds.
+func (b *Broker) SessionIncarnation(clientID string) (incarnation uint64, ok bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	cl := b.clients[clientID]
+	if cl == nil {
+		return 0, false
+	}
+	if cl.incarnation == 0 {
+		b.lastIncarn++
+		cl.incarnation = b.lastIncarn
+	}
+	return cl.incarnation, true
+}

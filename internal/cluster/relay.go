@@ -495,22 +495,6 @@ func (n *Node) relayOne(node string, msg jetstream.Msg, handled map[uint64]map[s
 		if done[id] {
 			continue
 		}
-		switch n.direct.state(origin{h.instance, h.seq}, key(id)) {
-		case seenPending:
-			// The direct copy is being stored here: whether the session
-			// has it is known in a moment.
-			later = append(later, id)
-			continue
-		case seenStored:
-			// The session had the direct copy here (it has it still, or
-			// took it along if it moved): not again.
-			n.log.Debug("cluster: relayed message already delivered directly", "client_id", id, "topic", m.Topic)
-			if done == nil {
-				done = make(map[string]bool)
-			}
-			done[id] = true
-			continue
-		}
 		owner, ok, err := n.ownerOf(id)
 		switch {
 		case err != nil:
@@ -519,7 +503,19 @@ func (n *Node) relayOne(node string, msg jetstream.Msg, handled map[uint64]map[s
 		case !ok:
 			// No record: the session has ended; nothing is kept for it.
 		case owner == n.cfg.Node:
-			here = append(here, id)
+			inc, _ := n.b.SessionIncarnation(id)
+			switch n.direct.state(origin{h.instance, h.seq}, key(id), inc) {
+			case seenPending:
+				// The direct copy is being stored here: whether the
+				// session has it is known in a moment.
+				later = append(later, id)
+				continue
+			case seenStored:
+				// The session held here had the direct copy: not again.
+				n.log.Debug("cluster: relayed message already delivered directly", "client_id", id, "topic", m.Topic)
+			default:
+				here = append(here, id)
+			}
 		case !down[owner]:
 			// Moved on: to its owner's subject. The ID names this
 			// hop, so a session that comes back here later gets it.

@@ -242,9 +242,9 @@ func (n *Node) receiveLoop() {
 		if n.confirmsFor(msg) {
 			replies, seqs = append(replies, msg.Reply), append(seqs, h.seq)
 		}
-		if keys := n.heldKeys(msg); len(keys) > 0 {
+		if held := n.heldFor(msg); len(held) > 0 {
 			o := origin{h.instance, h.seq}
-			n.direct.routing(o, keys)
+			n.direct.routing(o, held)
 			routedHere = append(routedHere, o)
 		}
 	}

@@ -30,12 +30,17 @@ const (
 
 type origin struct{ instance, seq uint64 }
 
-// seenEntry is one message's direct routing on this node: the keys of the
-// persistent sessions it was for, pending until the operation that
-// routed it is committed.
+// seenEntry is one message's direct routing on this node: the persistent
+// sessions it was for (their keys, and which incarnation of each this
+// node held), pending until the operation that routed it is committed.
 type seenEntry struct {
-	keys    []string
+	to      []heldSession
 	pending bool
+}
+
+type heldSession struct {
+	key         string
+	incarnation uint64
 }
 
 type seenSet struct {
@@ -50,18 +55,18 @@ type seenState int
 const (
 	seenNo      seenState = iota // not routed here directly: deliver
 	seenPending                  // being routed directly: ask again later
-	seenStored                   // routed directly and stored: skip
+	seenStored                   // routed directly to the session held now, and stored: skip
 )
 
-// heldKeys lists the sessions msg names for this node (Stl-For) that this
+// heldFor lists the sessions msg names for this node (Stl-For) that this
 // node owns and holds now: those the direct routing delivers it to.
-func (n *Node) heldKeys(msg *nats.Msg) []string {
+func (n *Node) heldFor(msg *nats.Msg) []heldSession {
 	i := slices.Index(msg.Header[hdrConfirm], n.cfg.Node)
 	if i < 0 {
 		return nil
 	}
 	prefix := fmt.Sprintf("%d.", i)
-	var keys []string
+	var held []heldSession
 	for _, v := range msg.Header[hdrFor] {
 		k, ok := strings.CutPrefix(v, prefix)
 		if !ok {
@@ -70,23 +75,27 @@ func (n *Node) heldKeys(msg *nats.Msg) []string {
 		if owner, found := n.mirroredOwner(k); !found || owner != n.cfg.Node {
 			continue
 		}
-		if id, err := unkey(k); err == nil && n.b.HasSession(id) {
-			keys = append(keys, k)
+		id, err := unkey(k)
+		if err != nil {
+			continue
+		}
+		if inc, ok := n.b.SessionIncarnation(id); ok {
+			held = append(held, heldSession{k, inc})
 		}
 	}
-	return keys
+	return held
 }
 
 // routing notes that a message is about to be routed directly to the
-// sessions of keys.
-func (s *seenSet) routing(o origin, keys []string) {
+// sessions to.
+func (s *seenSet) routing(o origin, to []heldSession) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := time.Now()
 	if s.cur == nil || now.Sub(s.since) >= seenFor || len(s.cur) >= seenMax {
 		s.prev, s.cur, s.since = s.cur, make(map[origin]*seenEntry), now
 	}
-	s.cur[o] = &seenEntry{keys: keys, pending: true}
+	s.cur[o] = &seenEntry{to: to, pending: true}
 }
 
 // routed settles what routing noted: stored, or forgotten (the operation
@@ -107,17 +116,26 @@ func (s *seenSet) routed(os []origin, stored bool) {
 	}
 }
 
-// state says whether the session of key k had message o routed to it
-// directly on this node.
-func (s *seenSet) state(o origin, k string) seenState {
+// state says whether the session of key k, which this node holds now as
+// incarnation inc, had message o routed to it directly here. A session
+// installed since (taken over from the queue stream after this node was
+// out of touch, say) may not have the direct copy: it gets the relayed one.
+func (s *seenSet) state(o origin, k string, inc uint64) seenState {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, m := range []map[origin]*seenEntry{s.cur, s.prev} {
-		if e := m[o]; e != nil && slices.Contains(e.keys, k) {
-			if e.pending {
+		e := m[o]
+		if e == nil {
+			continue
+		}
+		for _, h := range e.to {
+			switch {
+			case h.key != k:
+			case e.pending:
 				return seenPending
+			case h.incarnation == inc:
+				return seenStored
 			}
-			return seenStored
 		}
 	}
 	return seenNo
