@@ -239,10 +239,11 @@ func (n *Node) receiveLoop() {
 		}
 		last[h.instance] = h.seq
 		batch = append(batch, m)
-		if n.confirmsFor(msg) {
+		confirm, held := n.confirmsFor(msg)
+		if confirm {
 			replies, seqs = append(replies, msg.Reply), append(seqs, h.seq)
 		}
-		if held := n.heldFor(msg); len(held) > 0 {
+		if len(held) > 0 {
 			o := origin{h.instance, h.seq}
 			n.direct.routing(o, held)
 			routedHere = append(routedHere, o)

@@ -59,31 +59,38 @@ const (
 )
 
 // heldFor lists the sessions msg names for this node (Stl-For) that this
-// node owns and holds now: those the direct routing delivers it to.
-func (n *Node) heldFor(msg *nats.Msg) []heldSession {
+// node owns and holds now: those the direct routing delivers it to. all
+// says whether that is every one named; asked, whether msg asks this node
+// to confirm at all.
+func (n *Node) heldFor(msg *nats.Msg) (held []heldSession, all, asked bool) {
 	i := slices.Index(msg.Header[hdrConfirm], n.cfg.Node)
 	if i < 0 {
-		return nil
+		return nil, false, false
 	}
 	prefix := fmt.Sprintf("%d.", i)
-	var held []heldSession
+	all = true
 	for _, v := range msg.Header[hdrFor] {
 		k, ok := strings.CutPrefix(v, prefix)
 		if !ok {
 			continue
 		}
 		if owner, found := n.mirroredOwner(k); !found || owner != n.cfg.Node {
+			all = false
 			continue
 		}
 		id, err := unkey(k)
 		if err != nil {
+			all = false
 			continue
 		}
-		if inc, ok := n.b.SessionIncarnation(id); ok {
-			held = append(held, heldSession{k, inc})
+		inc, ok := n.b.SessionIncarnation(id)
+		if !ok {
+			all = false
+			continue
 		}
+		held = append(held, heldSession{k, inc})
 	}
-	return held
+	return held, all, true
 }
 
 // routing notes that a message is about to be routed directly to the
