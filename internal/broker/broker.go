@@ -76,9 +76,11 @@ type Broker struct {
 
 	subs        *topic.Index[subValue]
 	backplane   Backplane
-	mirror      Mirror     // the backplane, if it replicates deliveries
-	heldWills   []heldWill // restored wills waiting for the cluster; under mu
-	shareRR     sync.Map   // share group key -> *atomic.Uint64, round robin
+	mirror      Mirror        // the backplane, if it replicates deliveries
+	mirrorRev   atomic.Uint64 // last MirrorOp.Rev given; taken under the session's lock
+	lastIncarn  uint64        // last client.incarnation given; under mu
+	heldWills   []heldWill    // restored wills waiting for the cluster; under mu
+	shareRR     sync.Map      // share group key -> *atomic.Uint64, round robin
 	shareGroups atomic.Int64
 	retained    *retainStore
 	authn       Authenticator
@@ -168,8 +170,12 @@ func (b *Broker) auditLog(level slog.Level, msg string, attrs ...slog.Attr) {
 // client is the broker's view of one client ID: its session and, while
 // connected, its connection.
 type client struct {
-	id   string
-	info atomic.Pointer[ClientInfo] // identity for the authorizer; set on each connect
+	id string
+	// incarnation tells this session apart from another of the same
+	// client ID held here before or after (SessionIncarnation); given on
+	// first use, under Broker.mu.
+	incarnation uint64
+	info        atomic.Pointer[ClientInfo] // identity for the authorizer; set on each connect
 
 	mu      sync.Mutex
 	sess    *session.Session

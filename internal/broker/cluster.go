@@ -59,17 +59,27 @@ type Mirror interface {
 // it (acknowledged, expired or dropped). With Inbound set it is about a
 // QoS 2 packet ID received from the client instead: stored (awaiting
 // PUBREL), or removed when Released.
+//
+// Rev orders the changes of one session: it increases, node-wide, in the
+// order the session made them (taken under its lock). Operations commit,
+// and so reach MirrorDeliveries, in any order: a delivery queued by a
+// publish may be committed after the acknowledgement that sent it with
+// its packet ID, and that older change must not win.
 type MirrorOp struct {
 	ClientID string
 	Seq      uint64
 	Out      *SnapshotDelivery
 	Inbound  uint16
 	Released bool
+	Rev      uint64
 }
 
-func mirrorPut(id string, seq uint64, d *session.Delivery, packetID uint16, state byte) MirrorOp {
+// rev numbers a change; the caller holds the session's lock.
+func (b *Broker) rev() uint64 { return b.mirrorRev.Add(1) }
+
+func (b *Broker) mirrorPut(id string, seq uint64, d *session.Delivery, packetID uint16, state byte) MirrorOp {
 	sd := snapshotDelivery(d, packetID, state)
-	return MirrorOp{ClientID: id, Seq: seq, Out: &sd}
+	return MirrorOp{ClientID: id, Seq: seq, Out: &sd, Rev: b.rev()}
 }
 
 // snapshotDelivery is a delivery as it moves between nodes.
@@ -96,10 +106,10 @@ func (b *Broker) MirrorAll() {
 		cl.mu.Lock()
 		if !cl.ended && cl.persistent() {
 			in := cl.sess.Export(func(d *session.Delivery, packetID uint16, state byte) {
-				ops = append(ops, mirrorPut(cl.id, d.Seq, d, packetID, state))
+				ops = append(ops, b.mirrorPut(cl.id, d.Seq, d, packetID, state))
 			})
 			for _, id := range in {
-				ops = append(ops, MirrorOp{ClientID: cl.id, Inbound: id})
+				ops = append(ops, MirrorOp{ClientID: cl.id, Inbound: id, Rev: b.rev()})
 			}
 		}
 		cl.mu.Unlock()
@@ -166,13 +176,14 @@ func (b *Broker) Inject(m *session.Message) int {
 // commit covers them all, so a busy backplane does not wait for a sync per
 // message.
 //
-// It reports whether the deliveries are safe: stored and, for persistent
-// sessions in a cluster that replicates their queues, replicated too.
+// It reports whether the deliveries are stored (made: the sessions have
+// them) and whether they are safe: stored and, for persistent sessions in
+// a cluster that replicates their queues, replicated too.
 //
 // moves is the count of hand-overs committed when the messages were
 // routed: a caller that decided before, from MovesCommitted, which
 // sessions this node holds knows whether that still held.
-func (b *Broker) InjectBatch(ms []*session.Message) (safe bool, moves uint64) {
+func (b *Broker) InjectBatch(ms []*session.Message) (stored, replicated bool, moves uint64) {
 	t := b.begin(true)
 	sync := false
 	b.handMu.RLock()
@@ -182,7 +193,8 @@ func (b *Broker) InjectBatch(ms []*session.Message) (safe bool, moves uint64) {
 		sync = sync || m.QoS > 0
 	}
 	b.handMu.RUnlock()
-	return t.commit(sync) == nil && t.replicated(), moves
+	stored = t.commit(sync) == nil
+	return stored, stored && t.replicated(), moves
 }
 
 // MovesCommitted counts the sessions handed over to other nodes so far.
@@ -494,7 +506,7 @@ func (b *Broker) Adopt(s *SessionSnapshot) {
 			t.bt().PutOutbound(id, d.Seq, &store.Outbound{MessageID: m.ID, QoS: d.QoS, Retain: d.Retain, SubIDs: d.SubIDs,
 				Group: d.Group, Filter: d.Filter, PacketID: o.PacketID, State: o.State})
 			if b.mirror != nil {
-				t.mirror = append(t.mirror, mirrorPut(id, d.Seq, &d, o.PacketID, o.State))
+				t.mirror = append(t.mirror, b.mirrorPut(id, d.Seq, &d, o.PacketID, o.State))
 			}
 		}
 	}
@@ -503,7 +515,7 @@ func (b *Broker) Adopt(s *SessionSnapshot) {
 		if cl.persistent() {
 			t.bt().PutInbound(id, pid)
 			if b.mirror != nil {
-				t.mirror = append(t.mirror, MirrorOp{ClientID: id, Inbound: pid})
+				t.mirror = append(t.mirror, MirrorOp{ClientID: id, Inbound: pid, Rev: b.rev()})
 			}
 		}
 	}
@@ -695,4 +707,23 @@ func (b *Broker) HasSession(clientID string) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.clients[clientID] != nil
+}
+
+// SessionIncarnation identifies the session this node holds for clientID
+// now (ok false: none). A session installed anew (handed over, taken over,
+// restored, or started clean after another ended) has another value than
+// the one it replaced, so a caller can tell whether what it learned of a
+// session still holds.
+func (b *Broker) SessionIncarnation(clientID string) (incarnation uint64, ok bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	cl := b.clients[clientID]
+	if cl == nil {
+		return 0, false
+	}
+	if cl.incarnation == 0 {
+		b.lastIncarn++
+		cl.incarnation = b.lastIncarn
+	}
+	return cl.incarnation, true
 }

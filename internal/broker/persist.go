@@ -187,7 +187,7 @@ func (j *journal) PutOutbound(seq uint64, d *session.Delivery, packetID uint16, 
 	bt.PutOutbound(j.cl.id, seq, &store.Outbound{MessageID: id, QoS: d.QoS, Retain: d.Retain, SubIDs: d.SubIDs,
 		Group: d.Group, Filter: d.Filter, PacketID: packetID, State: state})
 	if j.b.mirror != nil {
-		j.cl.tx.mirror = append(j.cl.tx.mirror, mirrorPut(j.cl.id, seq, d, packetID, state))
+		j.cl.tx.mirror = append(j.cl.tx.mirror, j.b.mirrorPut(j.cl.id, seq, d, packetID, state))
 	}
 }
 
@@ -196,21 +196,21 @@ func (j *journal) DeleteOutbound(seq uint64, d *session.Delivery) {
 	bt.DeleteOutbound(j.cl.id, seq)
 	j.b.unref(bt, d.Msg)
 	if j.b.mirror != nil {
-		j.cl.tx.mirror = append(j.cl.tx.mirror, MirrorOp{ClientID: j.cl.id, Seq: seq})
+		j.cl.tx.mirror = append(j.cl.tx.mirror, MirrorOp{ClientID: j.cl.id, Seq: seq, Rev: j.b.rev()})
 	}
 }
 
 func (j *journal) PutInbound(id uint16) {
 	j.batch().PutInbound(j.cl.id, id)
 	if j.b.mirror != nil {
-		j.cl.tx.mirror = append(j.cl.tx.mirror, MirrorOp{ClientID: j.cl.id, Inbound: id})
+		j.cl.tx.mirror = append(j.cl.tx.mirror, MirrorOp{ClientID: j.cl.id, Inbound: id, Rev: j.b.rev()})
 	}
 }
 
 func (j *journal) DeleteInbound(id uint16) {
 	j.batch().DeleteInbound(j.cl.id, id)
 	if j.b.mirror != nil {
-		j.cl.tx.mirror = append(j.cl.tx.mirror, MirrorOp{ClientID: j.cl.id, Inbound: id, Released: true})
+		j.cl.tx.mirror = append(j.cl.tx.mirror, MirrorOp{ClientID: j.cl.id, Inbound: id, Released: true, Rev: j.b.rev()})
 	}
 }
 

@@ -43,7 +43,21 @@ const (
 	// mirrorAckTimeout is when an entry without confirmation counts as
 	// failed.
 	mirrorAckTimeout = 5 * time.Second
+	// goneFor is how long a removal's revision is kept to drop older
+	// changes of the same delivery that reach the mirror after it (their
+	// operations committed late); far above a store commit's duration.
+	goneFor = time.Minute
 )
+
+type revKey struct {
+	id string
+	k  uint64
+}
+
+type lastRev struct {
+	rev  uint64
+	gone int64 // unix nanoseconds of the removal; 0 while the delivery is held
+}
 
 // queueChange is one change to a session's deliveries, or, with In set,
 // to its QoS 2 packet IDs awaiting PUBREL.
@@ -118,6 +132,10 @@ type mirror struct {
 	purges  map[string]uint64   // subject -> purge below (0: all)
 	rm      map[string][]uint64 // removals held back, by client ID; under mu
 	rmCount int
+	// last is, per session and delivery sequence number (or inboundKey|
+	// packet ID), the revision of the last change sent, kept for
+	// goneFor after a removal; under mu. See stale.
+	last    map[revKey]lastRev
 	purgeCh chan struct{}
 }
 
@@ -200,7 +218,13 @@ func (n *Node) MirrorDeliveries(ops []broker.MirrorOp, wait bool) bool {
 	}
 	var groups []*group
 	open := make(map[string]*group)
+	// Under mu from here: the revisions checked are those of the entries
+	// sent, in the order they are sent.
+	n.mir.mu.Lock()
 	for _, op := range ops {
+		if n.stale(op) {
+			continue
+		}
 		g := open[op.ClientID]
 		if g == nil || len(g.changes) >= entryChanges || g.size >= entryBytes {
 			g = &group{id: op.ClientID}
@@ -222,7 +246,6 @@ func (n *Node) MirrorDeliveries(ops []broker.MirrorOp, wait bool) bool {
 		// message under that ID).
 		g.waited = g.waited || k.put || op.Inbound != 0
 	}
-	n.mir.mu.Lock()
 	for _, g := range groups {
 		if !g.waited {
 			// Only acknowledged deliveries: their removals wait to go
@@ -273,6 +296,46 @@ func (n *Node) MirrorDeliveries(ops []broker.MirrorOp, wait bool) bool {
 	}
 	n.awaitHeardSince(began)
 	return false
+}
+
+// stale reports whether op is older than a change of the same delivery
+// (or inbound packet ID) already sent, and otherwise records it; the
+// caller holds mir.mu. Operations reach the mirror in the order they
+// commit, not the order the session made their changes: a delivery queued
+// by a publish whose commit is slow may come after the acknowledgement
+// that sent it under a packet ID (and the client's answer to that), and
+// written after them it would have the node that recovers the session
+// send it again as a new message. Rev 0 (unnumbered) is never stale.
+func (n *Node) stale(op broker.MirrorOp) bool {
+	k := revKey{op.ClientID, op.Seq}
+	removal := op.Out == nil
+	if op.Inbound != 0 {
+		k.k, removal = inboundKey|uint64(op.Inbound), op.Released
+	}
+	if op.Rev == 0 {
+		return false
+	}
+	if l, ok := n.mir.last[k]; ok && op.Rev < l.rev {
+		return true
+	}
+	l := lastRev{rev: op.Rev}
+	if removal {
+		l.gone = time.Now().UnixNano()
+	}
+	n.mir.last[k] = l
+	return false
+}
+
+// pruneGone forgets the revisions of deliveries removed over goneFor ago.
+func (n *Node) pruneGone() {
+	n.mir.mu.Lock()
+	defer n.mir.mu.Unlock()
+	old := time.Now().Add(-goneFor).UnixNano()
+	for k, l := range n.mir.last {
+		if l.gone != 0 && l.gone < old {
+			delete(n.mir.last, k)
+		}
+	}
 }
 
 // awaitHeardSince returns once the majority has heard this node after
@@ -412,6 +475,7 @@ func (n *Node) trackMirror() {
 			return
 		case <-tick.C:
 			n.resync()
+			n.pruneGone()
 			for subj, m := range live {
 				low := uint64(0)
 				for _, s := range m {

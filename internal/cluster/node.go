@@ -138,8 +138,9 @@ type Node struct {
 	seen     map[string]bool
 	addrName map[string]string
 
-	mir mirror // persistent sessions' deliveries in the queue stream
-	rel relay  // confirmed forwarding to other nodes' persistent sessions
+	mir    mirror  // persistent sessions' deliveries in the queue stream
+	rel    relay   // confirmed forwarding to other nodes' persistent sessions
+	direct seenSet // messages routed here directly, which the relay must not deliver again
 
 	ready    chan struct{} // closed once the buckets exist
 	sessions jetstream.KeyValue
@@ -199,6 +200,7 @@ func New(cfg Config, b *broker.Broker) (*Node, error) {
 	n.mir.acks = make(chan mirrorAck, maxMirrorPending)
 	n.mir.purges = make(map[string]uint64)
 	n.mir.rm = make(map[string][]uint64)
+	n.mir.last = make(map[revKey]lastRev)
 	n.mir.purgeCh = make(chan struct{}, 1)
 	var id [8]byte
 	rand.Read(id[:])

@@ -20,7 +20,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -310,29 +309,10 @@ func (n *Node) publishRelay(js jetstream.JetStream, msg *nats.Msg, deadline time
 // and, where msg names the sessions it is for here, the sessions bucket
 // still says this node owns each and the broker holds it (a session that
 // moved on, or is still arriving, gets it through the relay stream
-// instead).
-func (n *Node) confirmsFor(msg *nats.Msg) bool {
-	if msg.Reply == "" || n.fenceGate() != nil {
-		return false
-	}
-	i := slices.Index(msg.Header[hdrConfirm], n.cfg.Node)
-	if i < 0 {
-		return false
-	}
-	prefix := fmt.Sprintf("%d.", i)
-	for _, v := range msg.Header[hdrFor] {
-		k, ok := strings.CutPrefix(v, prefix)
-		if !ok {
-			continue
-		}
-		if owner, found := n.mirroredOwner(k); !found || owner != n.cfg.Node {
-			return false
-		}
-		if id, err := unkey(k); err != nil || !n.b.HasSession(id) {
-			return false
-		}
-	}
-	return true
+// instead). held lists those of them it holds (heldFor).
+func (n *Node) confirmsFor(msg *nats.Msg) (confirm bool, held []heldSession) {
+	held, all, asked := n.heldFor(msg)
+	return asked && all && msg.Reply != "" && n.fenceGate() == nil, held
 }
 
 // confirm tells the nodes that asked that this node has the messages
@@ -503,7 +483,19 @@ func (n *Node) relayOne(node string, msg jetstream.Msg, handled map[uint64]map[s
 		case !ok:
 			// No record: the session has ended; nothing is kept for it.
 		case owner == n.cfg.Node:
-			here = append(here, id)
+			inc, _ := n.b.SessionIncarnation(id)
+			switch n.direct.state(origin{h.instance, h.seq}, key(id), inc) {
+			case seenPending:
+				// The direct copy is being stored here: whether the
+				// session has it is known in a moment.
+				later = append(later, id)
+				continue
+			case seenStored:
+				// The session held here had the direct copy: not again.
+				n.log.Debug("cluster: relayed message already delivered directly", "client_id", id, "topic", m.Topic)
+			default:
+				here = append(here, id)
+			}
 		case !down[owner]:
 			// Moved on: to its owner's subject. The ID names this
 			// hop, so a session that comes back here later gets it.

@@ -216,6 +216,9 @@ func (n *Node) receiveLoop() {
 	// confirmed for may have left, and the batch confirms nothing (the
 	// senders relay it instead).
 	var moves uint64
+	// Messages of the batch routed to persistent sessions here that their
+	// sender may relay too (seen.go).
+	var routedHere []origin
 	take := func(msg *nats.Msg) {
 		if len(batch) == 0 {
 			moves = n.b.MovesCommitted()
@@ -236,8 +239,14 @@ func (n *Node) receiveLoop() {
 		}
 		last[h.instance] = h.seq
 		batch = append(batch, m)
-		if n.confirmsFor(msg) {
+		confirm, held := n.confirmsFor(msg)
+		if confirm {
 			replies, seqs = append(replies, msg.Reply), append(seqs, h.seq)
+		}
+		if len(held) > 0 {
+			o := origin{h.instance, h.seq}
+			n.direct.routing(o, held)
+			routedHere = append(routedHere, o)
 		}
 	}
 	for {
@@ -263,8 +272,12 @@ func (n *Node) receiveLoop() {
 			if !n.waitServing(n.ctx) {
 				return
 			}
-			safe, routed := n.b.InjectBatch(batch)
-			if safe && routed == moves && len(replies) > 0 {
+			stored, replicated, routed := n.b.InjectBatch(batch)
+			if len(routedHere) > 0 {
+				n.direct.routed(routedHere, stored && routed == moves)
+				routedHere = routedHere[:0]
+			}
+			if stored && replicated && routed == moves && len(replies) > 0 {
 				n.confirm(replies, seqs)
 			}
 			clear(batch)
