@@ -91,7 +91,8 @@ type clientFlow struct {
 	shedding atomic.Bool   // a drop policy is in force until it takes a message
 	cut      *conn.Conn    // under client.mu: the connection the policy disconnected
 	stalled  atomic.Bool   // its connection's reader waits for room elsewhere
-	lastTake atomic.Int64  // UnixNano: when it last took a message
+	lastTake atomic.Int64  // UnixNano: when it last acknowledged a QoS 1/2 message
+	lastByte atomic.Int64  // UnixNano: when its socket last took bytes (QoS 0 progress)
 	taken    atomic.Uint64 // messages it took
 
 	heldNanos atomic.Int64  // time publishers spent waiting for it
@@ -109,13 +110,27 @@ func (cl *client) blocksLocked() bool {
 	return cl.sess.Full() || c.Full()
 }
 
-// tookLocked records that cl took n messages: progress. A drop policy in
-// force ends, and publishers waiting for room are woken if there is room.
+// lastProgressLocked is when cl last made the progress that would give it
+// room: an acknowledgement while its QoS 1/2 queue is full (reading QoS 0
+// messages meanwhile does not empty it), else bytes taken by its socket.
 // The caller holds cl.mu.
-func (b *Broker) tookLocked(cl *client, n int) {
-	cl.flow.lastTake.Store(b.now().UnixNano())
+func (cl *client) lastProgressLocked() time.Time {
+	if cl.sess.Full() {
+		return time.Unix(0, cl.flow.lastTake.Load())
+	}
+	return time.Unix(0, max(cl.flow.lastTake.Load(), cl.flow.lastByte.Load()))
+}
+
+// tookLocked records that cl took n messages (ack: by acknowledging a
+// QoS 1/2 one): progress. A drop policy in force ends, unless only QoS 0
+// moved while the QoS 1/2 queue stays full; and publishers waiting for
+// room are woken if there is room. The caller holds cl.mu.
+func (b *Broker) tookLocked(cl *client, n int, ack bool) {
+	if ack {
+		cl.flow.lastTake.Store(b.now().UnixNano())
+	}
 	cl.flow.taken.Add(uint64(n))
-	if cl.flow.shedding.Load() {
+	if cl.flow.shedding.Load() && (ack || !cl.sess.Full()) {
 		cl.flow.shedding.Store(false)
 		cl.sess.Overflow = session.Hold
 		if cl.conn != nil {
@@ -127,13 +142,14 @@ func (b *Broker) tookLocked(cl *client, n int) {
 	}
 }
 
-// tookQoS0 is conn.OnTake: the writer took n QoS 0 publishes of cl's.
+// tookQoS0 is conn.OnTake: the writer took n QoS 0 publishes of cl's, or
+// its socket took bytes.
 func (b *Broker) tookQoS0(cl *client, n int) {
-	cl.flow.lastTake.Store(b.now().UnixNano())
+	cl.flow.lastByte.Store(b.now().UnixNano())
 	cl.flow.taken.Add(uint64(n))
 	if cl.flow.waiting.Load() || cl.flow.shedding.Load() {
 		cl.mu.Lock()
-		b.tookLocked(cl, 0)
+		b.tookLocked(cl, 0, false)
 		cl.mu.Unlock()
 	}
 }
@@ -162,9 +178,14 @@ func (hs *holdSet) holds(cl *client) bool {
 	return hs != nil && cl != hs.self && !cl.flow.stalled.Load() && (cl.conn == nil || cl.flow.cut != cl.conn)
 }
 
-// add notes cl if it blocks. The caller holds cl.mu.
-func (hs *holdSet) add(cl *client) {
+// add notes cl if the queue a delivery at qos went to is full: the
+// session's for QoS 1/2, the connection's for QoS 0 (a QoS 0 message does
+// not wait behind a full QoS 1 window). The caller holds cl.mu.
+func (hs *holdSet) add(cl *client, qos byte) {
 	if !hs.holds(cl) || !cl.blocksLocked() {
+		return
+	}
+	if qos == 0 && !cl.conn.Full() {
 		return
 	}
 	hs.on = append(hs.on, cl)
@@ -333,7 +354,7 @@ func (b *Broker) waitRoom(cl *client, kicked <-chan struct{}, gone <-chan struct
 		// Idle since its last message, or since it began to block if it
 		// took its last one long before (an idle subscriber that a burst
 		// fills is not stuck).
-		from := time.Unix(0, cl.flow.lastTake.Load())
+		from := cl.lastProgressLocked()
 		if cl.flow.since.After(from) {
 			from = cl.flow.since
 		}
@@ -374,7 +395,7 @@ func (b *Broker) slowConsumer(cl *client, slow bool) {
 	if !cl.blocksLocked() {
 		return
 	}
-	last := time.Unix(0, cl.flow.lastTake.Load())
+	last := cl.lastProgressLocked()
 	if cl.flow.since.After(last) {
 		last = cl.flow.since
 	}

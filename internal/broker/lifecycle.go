@@ -109,7 +109,9 @@ func (b *Broker) attachLocked(h *handler, id string, cp *packet.Connect, expiry 
 	}
 	h.cl = cl
 	h.attached.Store(cl)
-	cl.flow.lastTake.Store(now.UnixNano()) // a new connection has taken nothing yet, and is not stuck
+	// A new connection has taken nothing yet, and is not stuck.
+	cl.flow.lastTake.Store(now.UnixNano())
+	cl.flow.lastByte.Store(now.UnixNano())
 	b.Stats.connected(h.version, 1)
 	b.Stats.ConnectionsTotal.Add(1)
 	b.clientChanged()

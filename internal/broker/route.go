@@ -324,6 +324,6 @@ func (b *Broker) deliverTo(cl *client, d session.Delivery, now time.Time, t *tx,
 		b.sent(cl, p) // before sending: the writer recycles what it wrote
 		t.send(cl.conn, p)
 	}
-	hs.add(cl)
+	hs.add(cl, d.QoS)
 	b.countDrops(before, cl.sess.Stats)
 }

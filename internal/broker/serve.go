@@ -354,7 +354,7 @@ func (h *handler) onAck(a *packet.Ack) string {
 		took := false
 		defer func() {
 			if took {
-				h.b.tookLocked(cl, 1)
+				h.b.tookLocked(cl, 1, true)
 			}
 		}()
 		switch a.Kind {

@@ -559,3 +559,53 @@ func TestSelfPublishBounded(t *testing.T) {
 		t.Fatalf("overflow drops %v, want at least %d", o, n-1-40)
 	}
 }
+
+// A client that keeps reading a QoS 0 stream but never acknowledges its
+// QoS 1 messages is stuck for the publishers its QoS 1 queue holds back:
+// taking QoS 0 messages does not empty that queue, so it does not count as
+// progress, and the slow-consumer policy still applies within the timeout.
+func TestQoS0ReadingDoesNotHideStuckQoS1(t *testing.T) {
+	t.Parallel()
+	srv, addr := testutil.StartBroker(t, func(c *starling.Config) {
+		c.Store = "memory"
+		c.Limits.MaxInflight = 2
+		c.Limits.MaxQueued = 10
+		c.SlowConsumer.Timeout = 300 * time.Millisecond
+	})
+	sub, _ := v5Raw(t, addr, "mixed", true, 0)
+	v5RawSub(t, sub, 1, 0, packet.Subscription{Filter: "q1/#", QoS: 1}, packet.Subscription{Filter: "q0/#", QoS: 0})
+	// The subscriber reads everything and acknowledges nothing.
+	go func() {
+		for {
+			if _, err := sub.Next(time.Minute); err != nil {
+				return
+			}
+		}
+	}()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	q0, _ := dialV5(t, addr, "q0-pub", nil)
+	go func() { // a steady QoS 0 stream it takes
+		for ctx.Err() == nil {
+			if _, err := q0.Publish(ctx, &paho.Publish{Topic: "q0/x", QoS: 0, Payload: []byte("x")}); err != nil {
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	q1, _ := dialV5(t, addr, "q1-pub", nil)
+	go func() { // QoS 1 that fills its window and queue, then is held
+		for ctx.Err() == nil {
+			if _, err := q1.Publish(ctx, &paho.Publish{Topic: "q1/x", QoS: 1, Payload: []byte("x")}); err != nil {
+				return
+			}
+		}
+	}()
+	deadline := time.Now().Add(flowWait(t))
+	for labelledMetric(t, srv, "mqtt_flow_slow_consumer_actions_total")["disconnect"] == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("a client stuck on its QoS 1 window was not taken for a slow consumer while it read QoS 0")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
