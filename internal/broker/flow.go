@@ -85,15 +85,20 @@ func (b *Broker) SetFlow(sc config.SlowConsumer, latest []config.LatestValueRule
 
 // clientFlow is a client's flow-control state.
 type clientFlow struct {
-	room     chan struct{} // under client.mu: closed when it has room; nil when no one waits
-	since    time.Time     // under client.mu: when room was made, the wait began
-	waiting  atomic.Bool   // room is set: someone waits
-	shedding atomic.Bool   // a drop policy is in force until it takes a message
-	cut      *conn.Conn    // under client.mu: the connection the policy disconnected
-	stalled  atomic.Bool   // its connection's reader waits for room elsewhere
-	lastTake atomic.Int64  // UnixNano: when it last acknowledged a QoS 1/2 message
-	lastByte atomic.Int64  // UnixNano: when its socket last took bytes (QoS 0 progress)
-	taken    atomic.Uint64 // messages it took
+	room  chan struct{} // under client.mu: closed when it has room; nil when no one waits
+	since time.Time     // under client.mu: when room was made, the wait began
+	// min_rate's window, under client.mu: it runs while the client keeps
+	// blocking (a gap of a whole timeout starts a new one), across waits.
+	rateFrom    time.Time
+	rateTaken   uint64 // taken at rateFrom
+	lastBlocked time.Time
+	waiting     atomic.Bool   // room is set: someone waits
+	shedding    atomic.Bool   // a drop policy is in force until it takes a message
+	cut         *conn.Conn    // under client.mu: the connection the policy disconnected
+	stalled     atomic.Bool   // its connection's reader waits for room elsewhere
+	lastTake    atomic.Int64  // UnixNano: when it last acknowledged a QoS 1/2 message
+	lastByte    atomic.Int64  // UnixNano: when its socket last took bytes (QoS 0 progress)
+	taken       atomic.Uint64 // messages it took
 
 	heldNanos atomic.Int64  // time publishers spent waiting for it
 	actions   atomic.Uint64 // slow-consumer policy actions against it
@@ -333,7 +338,6 @@ const (
 func (b *Broker) waitRoom(cl *client, kicked <-chan struct{}, gone <-chan struct{}) roomResult {
 	start := b.now()
 	defer func() { cl.flow.heldNanos.Add(int64(b.now().Sub(start))) }()
-	window, taken0 := start, cl.flow.taken.Load() // min_rate's window
 	for {
 		cl.mu.Lock()
 		// waiting first, then the check: a writer that frees room after
@@ -346,20 +350,25 @@ func (b *Broker) waitRoom(cl *client, kicked <-chan struct{}, gone <-chan struct
 			cl.mu.Unlock()
 			return roomFree
 		}
+		now := b.now()
 		if cl.flow.room == nil {
 			cl.flow.room = make(chan struct{})
-			cl.flow.since = b.now()
+			cl.flow.since = now
 		}
+		if b.flow.minRate > 0 && (cl.flow.rateFrom.IsZero() || now.Sub(cl.flow.lastBlocked) > b.flow.timeout) {
+			cl.flow.rateFrom, cl.flow.rateTaken = now, cl.flow.taken.Load()
+		}
+		cl.flow.lastBlocked = now
 		room := cl.flow.room
-		// Idle since its last message, or since it began to block if it
-		// took its last one long before (an idle subscriber that a burst
-		// fills is not stuck).
+		// Idle since its last progress, or since it began to block if
+		// that was later (an idle subscriber that a burst fills is not
+		// stuck).
 		from := cl.lastProgressLocked()
 		if cl.flow.since.After(from) {
 			from = cl.flow.since
 		}
 		deadline := from.Add(b.flow.timeout)
-		if end := window.Add(b.flow.timeout); b.flow.minRate > 0 && end.Before(deadline) {
+		if end := cl.flow.rateFrom.Add(b.flow.timeout); b.flow.minRate > 0 && end.Before(deadline) {
 			deadline = end
 		}
 		cl.mu.Unlock()
@@ -376,14 +385,26 @@ func (b *Broker) waitRoom(cl *client, kicked <-chan struct{}, gone <-chan struct
 			return roomGone
 		case <-t.C:
 		}
-		slow := false
-		if now := b.now(); b.flow.minRate > 0 && !now.Before(window.Add(b.flow.timeout)) {
-			taken := cl.flow.taken.Load() - taken0
-			slow = float64(taken) < b.flow.minRate*now.Sub(window).Seconds()
-			window, taken0 = now, cl.flow.taken.Load()
-		}
-		b.slowConsumer(cl, slow)
+		b.slowConsumer(cl, b.belowRate(cl))
 	}
+}
+
+// belowRate reports whether cl took fewer messages than min_rate over a
+// whole min_rate window that has just ended, and starts the next window.
+func (b *Broker) belowRate(cl *client) bool {
+	if b.flow.minRate <= 0 {
+		return false
+	}
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	now := b.now()
+	if now.Before(cl.flow.rateFrom.Add(b.flow.timeout)) {
+		return false
+	}
+	taken := cl.flow.taken.Load()
+	slow := float64(taken-cl.flow.rateTaken) < b.flow.minRate*now.Sub(cl.flow.rateFrom).Seconds()
+	cl.flow.rateFrom, cl.flow.rateTaken = now, taken
+	return slow
 }
 
 // slowConsumer applies the slow-consumer policy to cl if it still blocks

@@ -292,13 +292,7 @@ func TestHeldPublisherDoesNotSlowOthers(t *testing.T) {
 	}()
 	// The stuck subscriber's window (5) and queue (20) fill; then the
 	// publisher is held.
-	deadline := time.Now().Add(flowWait(t))
-	for metric(t, srv, "mqtt_flow_holds_total") == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the publisher to the stuck subscriber was never held")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitUntil(t, "the publisher to the stuck subscriber held", func() bool { return metric(t, srv, "mqtt_flow_holds_total") > 0 })
 	sub, _ := dialV5(t, addr, "free-sub", nil)
 	sub.sub(t, paho.SubscribeOptions{Topic: "free/#", QoS: 1})
 	pub, _ := dialV5(t, addr, "free-pub", nil)
@@ -458,13 +452,7 @@ func TestGlobalQueuedBytesBound(t *testing.T) {
 	for i := range n {
 		toks[i] = pub.Publish("g/x", 1, false, make([]byte, size))
 	}
-	deadline := time.Now().Add(flowWait(t))
-	for metric(t, srv, "mqtt_flow_global_waits_total") == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the publisher was never held for the broker-wide bound")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitUntil(t, "the publisher held for the broker-wide bound", func() bool { return metric(t, srv, "mqtt_flow_global_waits_total") > 0 })
 	// Held: the queue stays within the bound and one message.
 	if q := metric(t, srv, "mqtt_flow_queued_bytes"); q > bound+size+16 {
 		t.Fatalf("queued %v bytes, bound %d", q, bound)
@@ -601,10 +589,71 @@ func TestQoS0ReadingDoesNotHideStuckQoS1(t *testing.T) {
 			}
 		}
 	}()
+	waitUntil(t, "a client stuck on its QoS 1 window, reading QoS 0, taken for a slow consumer", func() bool {
+		return labelledMetric(t, srv, "mqtt_flow_slow_consumer_actions_total")["disconnect"] > 0
+	})
+}
+
+// slow_consumer.min_rate: a subscriber that keeps acknowledging, but at 5
+// messages/s where 20 are asked for, meets the policy although it never
+// goes a whole timeout without taking one.
+func TestSlowConsumerMinRate(t *testing.T) {
+	t.Parallel()
+	srv, addr := testutil.StartBroker(t, func(c *starling.Config) {
+		c.Store = "memory"
+		c.Limits.MaxInflight = 1
+		c.Limits.MaxQueued = 5
+		c.SlowConsumer.Timeout = 500 * time.Millisecond
+		c.SlowConsumer.MinRate = 20
+	})
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := testutil.NewRaw(t, nc, packet.V5)
+	sub.Connect("crawler", true)
+	v5RawSub(t, sub, 1, 0, packet.Subscription{Filter: "crawl/#", QoS: 1})
+	done := make(chan struct{})
+	defer func() { nc.Close(); <-done }()
+	go func() { // one acknowledgement every 200 ms, until the broker lets it go
+		defer close(done)
+		for {
+			p, err := sub.Next(time.Minute)
+			if err != nil {
+				return
+			}
+			if pp, ok := p.(*packet.Publish); ok {
+				time.Sleep(200 * time.Millisecond)
+				b, _ := packet.Append(nil, &packet.Ack{Kind: packet.PUBACK, PacketID: pp.PacketID}, packet.V5)
+				if _, err := nc.Write(b); err != nil {
+					return
+				}
+			}
+		}
+	}()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pub, _ := dialV5(t, addr, "crawl-pub", nil)
+	go func() {
+		for ctx.Err() == nil {
+			if _, err := pub.Publish(ctx, &paho.Publish{Topic: "crawl/x", QoS: 1, Payload: []byte("x")}); err != nil {
+				return
+			}
+		}
+	}()
+	waitUntil(t, "a subscriber below min_rate met the policy", func() bool {
+		return labelledMetric(t, srv, "mqtt_flow_slow_consumer_actions_total")["disconnect"] > 0
+	})
+}
+
+// waitUntil polls cond (a reading of the broker's metrics) until it holds,
+// within the test's own time (flowWait).
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
 	deadline := time.Now().Add(flowWait(t))
-	for labelledMetric(t, srv, "mqtt_flow_slow_consumer_actions_total")["disconnect"] == 0 {
+	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatal("a client stuck on its QoS 1 window was not taken for a slow consumer while it read QoS 0")
+			t.Fatalf("timed out waiting: %s", what)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
