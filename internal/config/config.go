@@ -105,6 +105,9 @@ type Config struct {
 	// one of the same topic. MQTT 5 clients may also ask for it per
 	// subscription; see docs/flow-control.md.
 	LatestValue []LatestValueRule `yaml:"latest_value"`
+	// Bridges connect this broker to other MQTT brokers; see Bridge and
+	// docs/bridge.md.
+	Bridges []Bridge `yaml:"bridges"`
 }
 
 // SlowConsumer says how long a connected subscriber whose window and queue

@@ -58,6 +58,9 @@ func equal(a, b Config) bool {
 		if len(c.LatestValue) == 0 {
 			c.LatestValue = nil
 		}
+		if len(c.Bridges) == 0 {
+			c.Bridges = nil
+		}
 	}
 	norm(&a)
 	norm(&b)
@@ -147,6 +150,11 @@ func TestLoadEveryKey(t *testing.T) {
 		Cluster:      Cluster{Name: "prod", Node: "n1", Listen: "10.0.0.1:6222", Peers: []string{"10.0.0.2:6222", "10.0.0.3:6222"}, Token: "0123456789abcdef-secret", LocalQueues: true},
 		SlowConsumer: SlowConsumer{Timeout: 3 * time.Second, Policy: "drop_oldest", MinRate: 100},
 		LatestValue:  []LatestValueRule{{Filter: "sensors/#", Listener: "http"}},
+		Bridges: []Bridge{{Name: "cloud", Remote: "mqtts://cloud.example.com:8883", Protocol: "5", ClientID: "edge-1", Username: "edge", Password: "secret",
+			CertFile: "/etc/starling/bridge.pem", KeyFile: "/etc/starling/bridge.key", CAFile: "/etc/starling/cloud-ca.pem", KeepAlive: 30 * time.Second,
+			CleanStart: true, SessionExpiry: 2 * time.Hour, MaxInflight: 8, MaxQueued: 5000, MaxQueuedBytes: 1 << 20, ReconnectMin: 500 * time.Millisecond,
+			ReconnectMax: 30 * time.Second, Topics: []BridgeTopic{{Direction: "out", Filter: "sensors/#", QoS: 1, RemotePrefix: "site1/"},
+				{Direction: "in", Filter: "cmd/#", QoS: 2, LocalPrefix: "remote/", RemotePrefix: "site1/"}}}},
 	}
 	if !equal(got, want) {
 		t.Errorf("Load(full.yaml) =\n%+v\nwant\n%+v", got, want)
@@ -439,5 +447,31 @@ func TestClusterValidation(t *testing.T) {
 		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
 			t.Errorf("%+v: error %v, want one containing %q", c.cl, err, c.want)
 		}
+	}
+}
+
+// TestBridgeValidation: a bad bridge is reported with its key path.
+func TestBridgeValidation(t *testing.T) {
+	c := Default()
+	c.Bridges = []Bridge{
+		{Name: "a b", Remote: "http://x", Protocol: "4", CertFile: "c.pem", KeepAlive: -time.Second,
+			Topics: []BridgeTopic{{Direction: "up", Filter: "a/#/b", QoS: 3, LocalPrefix: "+/"}}},
+		{Name: "ok", Remote: "mqtt://127.0.0.1:1883"},
+		{Name: "ok", Remote: "wss://h/mqtt", Topics: []BridgeTopic{{Direction: "both", Filter: "#"}}},
+	}
+	err := c.Validate()
+	if err == nil {
+		t.Fatal("Validate accepted bad bridges")
+	}
+	for _, key := range []string{"bridges[0].name", "bridges[0].remote", "bridges[0].protocol", "bridges[0].cert_file", "bridges[0].keep_alive",
+		"bridges[0].topics[0].direction", "bridges[0].topics[0].qos", "bridges[0].topics[0].local_prefix", "bridges[0].topics[0].filter",
+		"bridges[1].topics", "bridges[2].name"} {
+		if !strings.Contains(err.Error(), key+":") {
+			t.Errorf("no error for %s in:\n%v", key, err)
+		}
+	}
+	c.Bridges = c.Bridges[2:]
+	if err := c.Validate(); err != nil {
+		t.Errorf("a good bridge: %v", err)
 	}
 }

@@ -136,6 +136,7 @@ func (c Config) Validate() error {
 			bad(fmt.Sprintf("latest_value[%d].listener", i), `must be "", "tcp", "mqtts", "http", "https" or "listen_any" (got %q)`, r.Listener)
 		}
 	}
+	errs = append(errs, validateBridges(c.Bridges)...)
 	if l.MaxConnections < 0 {
 		bad("limits.max_connections", "must be >= 0 (got %d; 0 = no limit)", l.MaxConnections)
 	}
