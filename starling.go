@@ -24,6 +24,7 @@ import (
 
 	"github.com/starling-mqtt/starling/internal/admin"
 	"github.com/starling-mqtt/starling/internal/auth"
+	"github.com/starling-mqtt/starling/internal/bridge"
 	"github.com/starling-mqtt/starling/internal/broker"
 	"github.com/starling-mqtt/starling/internal/cluster"
 	"github.com/starling-mqtt/starling/internal/config"
@@ -79,7 +80,9 @@ type Server struct {
 	authz   Authorizer      // WithAuthorizer; nil: auth
 	admin   *admin.Admin
 	// version is shown in $SYS and on the dashboard (WithVersion).
-	version   string
+	version string
+	// bridges connect to other brokers (Config.Bridges); nil without any.
+	bridges   *bridge.Set
 	stopAdmin context.CancelFunc
 	adminDone chan struct{}
 
@@ -156,7 +159,14 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 		ao.Node = s.cfg.Cluster.Node
 		ao.Cluster = s.clusterStatus
 	}
+	if len(cfg.Bridges) > 0 {
+		s.bridges = bridge.NewSet(cfg.Bridges, s.broker, s.log)
+		ao.Bridges = func() any { return s.bridges.Status() }
+	}
 	s.admin = admin.New(s.broker, ao)
+	if s.bridges != nil {
+		s.admin.Metrics().Registry().MustRegister(s.bridges.Collector())
+	}
 	return s, nil
 }
 
@@ -258,6 +268,9 @@ func (s *Server) Serve() error {
 		ctx, cancel := context.WithCancel(context.Background())
 		s.stopAdmin, s.adminDone = cancel, make(chan struct{})
 		go func() { defer close(s.adminDone); s.admin.Run(ctx) }()
+	}
+	if err == nil && s.bridges != nil {
+		err = s.bridges.Start(10 * time.Second)
 	}
 	s.readyOnce.Do(func() { close(s.ready) })
 	s.mu.Unlock()
@@ -602,6 +615,9 @@ func (s *Server) Close() error {
 		<-adminDone
 	}
 	s.accepting.Wait()
+	if s.bridges != nil {
+		s.bridges.Close() // before the broker: their local sessions end cleanly
+	}
 	s.broker.Close(s.cfg.ShutdownTimeout)
 	s.auth.Close()
 	if s.cluster != nil {
@@ -707,4 +723,17 @@ func (s *Server) ClusterPeers() []string {
 		return nil
 	}
 	return s.cluster.Peers()
+}
+
+// BridgeStatus is the state of one bridge to another broker
+// (Config.Bridges): connected, queued, sent, received, dropped, last error.
+type BridgeStatus = bridge.Status
+
+// Bridges returns the state of the configured bridges, in configuration
+// order (also GET /api/v1/bridges, $SYS/broker/bridges/ and mqtt_bridge_*).
+func (s *Server) Bridges() []BridgeStatus {
+	if s.bridges == nil {
+		return nil
+	}
+	return s.bridges.Status()
 }

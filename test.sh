@@ -71,6 +71,15 @@ need_mosquitto_clients() {
 	fi
 }
 
+# need_mosquitto: Debian's Mosquitto broker, the remote end of the bridge
+# tests in test/bridge (started by each test on a free loopback port).
+need_mosquitto() {
+	if [ ! -x /usr/sbin/mosquitto ]; then
+		log "mosquitto not found"
+		apt_install mosquitto
+	fi
+}
+
 # need_node: node and npm, and MQTT.js with its dependencies in
 # test/node/node_modules exactly as test/node/package-lock.json pins them
 # (npm ci), for test/integration/ws_mqttjs_test.go. npm ci runs again when
@@ -105,6 +114,7 @@ main() {
 	need_go
 	need_cc
 	need_mosquitto_clients
+	need_mosquitto
 	need_node
 	need_chromium
 

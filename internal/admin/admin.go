@@ -83,6 +83,9 @@ type Options struct {
 	// Cluster reports the cluster this node belongs to, for
 	// GET /api/v1/cluster and the dashboard; nil for a single node.
 	Cluster func() *ClusterStatus
+	// Bridges reports the bridges to other brokers, for
+	// GET /api/v1/bridges; nil when none is configured.
+	Bridges func() any
 }
 
 // ClusterStatus is a cluster member's view of its cluster.

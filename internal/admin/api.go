@@ -58,6 +58,7 @@ func (a *Admin) api() http.Handler {
 	mux.HandleFunc("POST /api/v1/publish", a.publish)
 	mux.HandleFunc("GET /api/v1/stats", a.stats)
 	mux.HandleFunc("GET /api/v1/cluster", a.cluster)
+	mux.HandleFunc("GET /api/v1/bridges", a.bridges)
 	mux.HandleFunc("GET /api/v1/receivers", a.receivers)
 	mux.HandleFunc("POST /api/v1/subscribers", a.subscribers)
 	mux.HandleFunc("GET /api/v1/shared", a.shared)
@@ -648,4 +649,13 @@ func (a *Admin) cluster(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"enabled": true, "name": st.Name, "node": st.Node, "ready": st.Ready,
 		"peers": st.Peers, "down": st.Down, "connected_nodes": len(st.Peers) + 1, "expected_nodes": st.Expected})
+}
+
+// bridges lists the bridges to other brokers and their state.
+func (a *Admin) bridges(w http.ResponseWriter, r *http.Request) {
+	if a.opts.Bridges == nil {
+		writeJSON(w, http.StatusOK, []any{})
+		return
+	}
+	writeJSON(w, http.StatusOK, a.opts.Bridges())
 }

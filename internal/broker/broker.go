@@ -117,6 +117,10 @@ type Broker struct {
 	restored  chan struct{}             // closed when Restore returns
 	topics    topicSampler
 	tracer    atomic.Pointer[Trace]
+
+	// sessionQueues are per-session queue bounds (SetQueueLimits), under qlMu.
+	qlMu          sync.Mutex
+	sessionQueues map[string][2]int
 }
 
 // New builds a broker with the given limits.

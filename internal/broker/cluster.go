@@ -471,7 +471,7 @@ func (b *Broker) Adopt(s *SessionSnapshot) {
 	if b.clients[id] != nil || b.closing {
 		return
 	}
-	cl := &client{id: id, version: s.Session.Version, sess: session.New(id, b.sessionLimits())}
+	cl := &client{id: id, version: s.Session.Version, sess: session.New(id, b.sessionLimitsFor(id))}
 	cl.sess.ExpiryInterval = s.Session.ExpiryInterval
 	// Offline since then on its old node: its expiry counts from there,
 	// not from the move.

@@ -277,6 +277,10 @@ func (h *handler) connect(cp *packet.Connect) bool {
 		id, assigned = newClientID(), true
 	}
 
+	if code, why, ok := h.internalCheck(id); !ok {
+		return h.refuse(code, why)
+	}
+
 	expiry := uint32(0)
 	switch {
 	case v5 && props.SessionExpiry != nil:

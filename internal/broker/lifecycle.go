@@ -89,7 +89,7 @@ func (b *Broker) attachLocked(h *handler, id string, cp *packet.Connect, expiry 
 	}
 	present := cl != nil
 	if cl == nil {
-		cl = &client{id: id, sess: session.New(id, b.sessionLimits())}
+		cl = &client{id: id, sess: session.New(id, b.sessionLimitsFor(id))}
 		b.clients[id] = cl
 	}
 	cl.mu.Lock()

@@ -306,7 +306,7 @@ func (b *Broker) Restore() error {
 	var records = map[string]*store.Session{}
 	err := b.store.Load(store.Visitor{
 		Session: func(s *store.Session) error {
-			cl := &client{id: s.ClientID, version: s.Version, sess: session.New(s.ClientID, b.sessionLimits())}
+			cl := &client{id: s.ClientID, version: s.Version, sess: session.New(s.ClientID, b.sessionLimitsFor(s.ClientID))}
 			cl.sess.ExpiryInterval = s.ExpiryInterval
 			cl.sess.J = &journal{b: b, cl: cl}
 			b.clients[s.ClientID] = cl

@@ -1,0 +1,630 @@
+// Package bridge connects the broker to remote MQTT brokers (edge to
+// cloud). Each bridge has two MQTT clients, both from
+// github.com/eclipse/paho.golang:
+//
+//   - the local side: a persistent session of this broker, reached over
+//     net.Pipe (broker.HandleInternalConn). Its queue of QoS 1/2 messages is
+//     the broker's own durable session queue, so what goes out survives a
+//     link cut and a crash of the broker. It acknowledges a message only
+//     once the remote has acknowledged it (PUBACK, PUBCOMP);
+//   - the remote side: an autopaho connection manager (MQTT 5; reconnects
+//     with back-off and jitter, keeps its session with clean start false)
+//     that acknowledges an incoming message only once this broker has
+//     acknowledged it to the local side, that is stored and routed it.
+//
+// The local side is connected only while the remote side is: while the link
+// is down the local session is offline and its queue waits in the store,
+// within the bridge's bounds, instead of holding the local publishers back.
+package bridge
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/url"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/eclipse/paho.golang/autopaho"
+	"github.com/eclipse/paho.golang/packets"
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/eclipse/paho.golang/paho/session/state"
+
+	"github.com/starling-mqtt/starling/internal/broker"
+	"github.com/starling-mqtt/starling/internal/config"
+	"github.com/starling-mqtt/starling/internal/topic"
+)
+
+// Defaults of the zero values of config.Bridge.
+const (
+	DefaultKeepAlive      = 60 * time.Second
+	DefaultSessionExpiry  = 24 * time.Hour
+	DefaultMaxInflight    = 32
+	DefaultMaxQueued      = 100000
+	DefaultMaxQueuedBytes = 64 << 20
+	DefaultReconnectMin   = time.Second
+	DefaultReconnectMax   = time.Minute
+)
+
+// LocalClientID is the client ID of bridge name's session in this broker.
+func LocalClientID(name string) string { return broker.InternalClientPrefix + "bridge/" + name }
+
+// Status is what operators see of one bridge.
+type Status struct {
+	Name      string    `json:"name"`
+	Remote    string    `json:"remote"`
+	Connected bool      `json:"connected"`
+	Queued    int       `json:"queued"`   // QoS 1/2 messages waiting to go out, in flight included
+	Sent      uint64    `json:"sent"`     // messages the remote acknowledged (QoS 0: sent)
+	Received  uint64    `json:"received"` // messages from the remote routed here
+	Dropped   uint64    `json:"dropped"`  // messages lost: queue bounds, remote refusals, QoS 0 past the lane
+	Connects  uint64    `json:"connects"` // successful remote connections
+	LastError string    `json:"last_error,omitempty"`
+	ErrorAt   time.Time `json:"last_error_at,omitzero"`
+}
+
+// Bridge is one running bridge.
+type Bridge struct {
+	cfg     config.Bridge
+	localID string
+	b       *broker.Broker
+	log     *slog.Logger
+	rules   []rule
+
+	sent, received, dropped, connects atomic.Uint64
+	connected                         atomic.Bool
+
+	mu      sync.Mutex
+	lastErr string
+	errAt   time.Time
+	cm      *autopaho.ConnectionManager // nil until started
+	up      chan struct{}               // closed while the remote is up
+	down    chan struct{}               // closed when that connection ends
+	local   *localConn                  // nil while the local side is down
+	localUp chan struct{}               // closed when local is set
+
+	lanes  []chan outItem
+	cancel context.CancelFunc
+	done   sync.WaitGroup
+}
+
+// rule is a topic rule with its filters ready.
+type rule struct {
+	config.BridgeTopic
+	out, in      bool
+	localFilter  string
+	remoteFilter string
+}
+
+// localConn is one connection of the local side.
+type localConn struct {
+	cli *paho.Client
+	ctx context.Context // ends with the connection or the remote link
+}
+
+// outItem is a message on its way out.
+type outItem struct {
+	lc  *localConn
+	pb  *paho.Publish // as received from the local broker
+	out *paho.Publish // as it goes to the remote
+}
+
+// New builds a bridge on broker b; Start runs it.
+func New(cfg config.Bridge, b *broker.Broker, log *slog.Logger) *Bridge {
+	if cfg.KeepAlive == 0 {
+		cfg.KeepAlive = DefaultKeepAlive
+	}
+	if cfg.SessionExpiry == 0 {
+		cfg.SessionExpiry = DefaultSessionExpiry
+	}
+	if cfg.MaxInflight == 0 {
+		cfg.MaxInflight = DefaultMaxInflight
+	}
+	if cfg.MaxQueued == 0 {
+		cfg.MaxQueued = DefaultMaxQueued
+	}
+	if cfg.MaxQueuedBytes == 0 {
+		cfg.MaxQueuedBytes = DefaultMaxQueuedBytes
+	}
+	if cfg.ReconnectMin == 0 {
+		cfg.ReconnectMin = DefaultReconnectMin
+	}
+	if cfg.ReconnectMax == 0 {
+		cfg.ReconnectMax = max(DefaultReconnectMax, cfg.ReconnectMin)
+	}
+	if cfg.ClientID == "" {
+		cfg.ClientID = "starling-bridge-" + cfg.Name
+	}
+	br := &Bridge{cfg: cfg, localID: LocalClientID(cfg.Name), b: b, log: log.With("bridge", cfg.Name),
+		up: make(chan struct{}), localUp: make(chan struct{})}
+	for _, t := range cfg.Topics {
+		br.rules = append(br.rules, rule{BridgeTopic: t, out: t.Direction != "in", in: t.Direction != "out",
+			localFilter: t.LocalPrefix + t.Filter, remoteFilter: t.RemotePrefix + t.Filter})
+	}
+	// The local session keeps what waits for the link, within the
+	// bridge's own bounds rather than those of ordinary clients.
+	b.SetQueueLimits(br.localID, cfg.MaxQueued, cfg.MaxQueuedBytes)
+	return br
+}
+
+// Name is the bridge's name.
+func (br *Bridge) Name() string { return br.cfg.Name }
+
+// Start connects the bridge; it keeps reconnecting until Close.
+func (br *Bridge) Start() error {
+	u, err := url.Parse(br.cfg.Remote)
+	if err != nil {
+		return fmt.Errorf("bridge %s: remote: %w", br.cfg.Name, err)
+	}
+	tlsCfg, err := br.tlsConfig(u)
+	if err != nil {
+		return fmt.Errorf("bridge %s: %w", br.cfg.Name, err)
+	}
+	if br.cfg.Protocol == "3.1.1" {
+		return fmt.Errorf("bridge %s: protocol 3.1.1 is not supported yet: use \"5\"", br.cfg.Name)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	br.cancel = cancel
+	br.lanes = make([]chan outItem, br.cfg.MaxInflight)
+	for i := range br.lanes {
+		// Room for the whole local window: the broker never has more
+		// QoS 1/2 messages in flight to us than MaxInflight, so a lane
+		// never blocks the local reader for those.
+		br.lanes[i] = make(chan outItem, int(br.cfg.MaxInflight)+16)
+		br.done.Add(1)
+		go br.lane(ctx, br.lanes[i])
+	}
+	expiry := uint32(min(br.cfg.SessionExpiry/time.Second, 0xFFFFFFFF))
+	recvMax := br.cfg.MaxInflight
+	cc := autopaho.ClientConfig{
+		ServerUrls:                    []*url.URL{u},
+		TlsCfg:                        tlsCfg,
+		KeepAlive:                     uint16(br.cfg.KeepAlive / time.Second),
+		CleanStartOnInitialConnection: br.cfg.CleanStart,
+		SessionExpiryInterval:         expiry,
+		ReconnectBackoff:              Backoff(br.cfg.ReconnectMin, br.cfg.ReconnectMax),
+		ConnectTimeout:                10 * time.Second,
+		ConnectUsername:               br.cfg.Username,
+		ConnectPassword:               []byte(br.cfg.Password),
+		ConnectPacketBuilder: func(cp *paho.Connect, _ *url.URL) (*paho.Connect, error) {
+			if cp.Properties == nil {
+				cp.Properties = &paho.ConnectProperties{}
+			}
+			// Flow control toward us: the remote sends at most this many
+			// unacknowledged messages, and we acknowledge each once it is
+			// stored here, so a slow local side slows the remote.
+			cp.Properties.ReceiveMaximum = &recvMax
+			return cp, nil
+		},
+		OnConnectionUp:   br.remoteUp,
+		OnConnectionDown: func() bool { br.remoteDown(); return true },
+		OnConnectError:   func(err error) { br.fail("connect", err) },
+		ClientConfig: paho.ClientConfig{
+			ClientID:                   br.cfg.ClientID,
+			EnableManualAcknowledgment: true,
+			Session:                    state.NewInMemory(),
+			OnPublishReceived:          []func(paho.PublishReceived) (bool, error){br.fromRemote},
+			OnClientError:              func(err error) { br.fail("remote", err) },
+			OnServerDisconnect: func(d *paho.Disconnect) {
+				br.fail("remote", fmt.Errorf("disconnected by the remote: reason 0x%02x %s", d.ReasonCode, reasonString(d)))
+			},
+		},
+	}
+	cm, err := autopaho.NewConnection(ctx, cc)
+	if err != nil {
+		cancel()
+		return fmt.Errorf("bridge %s: %w", br.cfg.Name, err)
+	}
+	br.mu.Lock()
+	br.cm = cm
+	br.mu.Unlock()
+	br.done.Add(1)
+	go br.run(ctx)
+	return nil
+}
+
+func reasonString(d *paho.Disconnect) string {
+	if d.Properties != nil {
+		return d.Properties.ReasonString
+	}
+	return ""
+}
+
+// Close stops the bridge: both sides are disconnected, sessions kept.
+func (br *Bridge) Close() {
+	if br.cancel == nil {
+		return
+	}
+	br.cancel()
+	br.mu.Lock()
+	cm := br.cm
+	br.mu.Unlock()
+	if cm != nil {
+		<-cm.Done()
+	}
+	br.done.Wait()
+}
+
+// tlsConfig is the TLS configuration for mqtts and wss: the CA to trust
+// and the client certificate.
+func (br *Bridge) tlsConfig(u *url.URL) (*tls.Config, error) {
+	if u.Scheme != "mqtts" && u.Scheme != "wss" {
+		return nil, nil
+	}
+	c := &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12}
+	if br.cfg.CAFile != "" {
+		pem, err := os.ReadFile(br.cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("ca_file: %w", err)
+		}
+		c.RootCAs = x509.NewCertPool()
+		if !c.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("ca_file %s: no PEM certificate", br.cfg.CAFile)
+		}
+	}
+	if br.cfg.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(br.cfg.CertFile, br.cfg.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("cert_file, key_file: %w", err)
+		}
+		c.Certificates = []tls.Certificate{cert}
+	}
+	return c, nil
+}
+
+// Backoff is exponential back-off from lo to hi with full jitter in the
+// upper half: attempt n waits between d/2 and d, d = min(hi, lo*2^n), so
+// that bridges cut together do not reconnect together.
+func Backoff(lo, hi time.Duration) func(int) time.Duration {
+	return func(n int) time.Duration {
+		d := lo
+		for i := 0; i < n && d < hi; i++ {
+			d *= 2
+		}
+		d = min(d, hi)
+		return d/2 + rand.N(d/2+1)
+	}
+}
+
+// fail records err as the bridge's last error.
+func (br *Bridge) fail(what string, err error) {
+	if err == nil || errors.Is(err, context.Canceled) {
+		return
+	}
+	br.mu.Lock()
+	br.lastErr, br.errAt = what+": "+err.Error(), time.Now()
+	br.mu.Unlock()
+	br.log.Warn("bridge link error", "err", err, "side", what)
+}
+
+// Status returns the bridge's state.
+func (br *Bridge) Status() Status {
+	s := Status{Name: br.cfg.Name, Remote: redact(br.cfg.Remote), Connected: br.connected.Load(),
+		Sent: br.sent.Load(), Received: br.received.Load(), Dropped: br.dropped.Load(), Connects: br.connects.Load()}
+	if cs, ok := br.b.Client(br.localID); ok {
+		s.Queued = cs.Queued + cs.Inflight
+		s.Dropped += cs.DroppedQueue + cs.DroppedExpired + cs.DroppedLarge
+	}
+	br.mu.Lock()
+	s.LastError, s.ErrorAt = br.lastErr, br.errAt
+	br.mu.Unlock()
+	return s
+}
+
+// redact drops a password written in the URL.
+func redact(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return s
+	}
+	return u.Redacted()
+}
+
+// remoteUp runs when the remote connection is made: it subscribes to the
+// in rules and lets run connect the local side. It must not block.
+func (br *Bridge) remoteUp(cm *autopaho.ConnectionManager, ca *paho.Connack) {
+	br.connects.Add(1)
+	br.connected.Store(true)
+	br.log.Info("bridge connected", "remote", redact(br.cfg.Remote), "session_present", ca.SessionPresent)
+	var subs []paho.SubscribeOptions
+	for _, r := range br.rules {
+		if r.in {
+			// No local: what we publish there for an out rule must not come
+			// back to us (a "both" rule would loop). Retained messages are
+			// sent on a new subscription only.
+			subs = append(subs, paho.SubscribeOptions{Topic: r.remoteFilter, QoS: r.QoS, NoLocal: true, RetainAsPublished: true, RetainHandling: 1})
+		}
+	}
+	br.mu.Lock()
+	close(br.up)
+	br.down = make(chan struct{})
+	br.mu.Unlock()
+	if len(subs) > 0 {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if _, err := cm.Subscribe(ctx, &paho.Subscribe{Subscriptions: subs}); err != nil {
+				br.fail("remote subscribe", err)
+			}
+		}()
+	}
+}
+
+// remoteDown runs when the remote connection is lost.
+func (br *Bridge) remoteDown() {
+	br.connected.Store(false)
+	br.log.Info("bridge disconnected", "remote", redact(br.cfg.Remote))
+	br.mu.Lock()
+	br.up = make(chan struct{})
+	if br.down != nil {
+		close(br.down)
+	}
+	br.mu.Unlock()
+}
+
+// run connects the local side while the remote side is up.
+func (br *Bridge) run(ctx context.Context) {
+	defer br.done.Done()
+	attempt := 0
+	for {
+		br.mu.Lock()
+		up := br.up
+		br.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-up:
+		}
+		br.mu.Lock()
+		down := br.down
+		br.mu.Unlock()
+		lctx, lcancel := context.WithCancel(ctx)
+		lc, err := br.connectLocal(lctx)
+		if err != nil {
+			lcancel()
+			br.fail("local", err)
+			attempt++
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(Backoff(100*time.Millisecond, 5*time.Second)(attempt)):
+			}
+			continue
+		}
+		attempt = 0
+		select {
+		case <-ctx.Done():
+		case <-down:
+		case <-lc.cli.Done():
+			br.fail("local", errors.New("local connection ended"))
+		}
+		// Messages handed out on this connection and not yet acknowledged
+		// stay in flight in the session: the broker sends them again on
+		// the next connection, so the lanes drop them.
+		br.mu.Lock()
+		br.local = nil
+		br.localUp = make(chan struct{})
+		br.mu.Unlock()
+		lcancel()
+		_ = lc.cli.Disconnect(&paho.Disconnect{ReasonCode: 0})
+		select {
+		case <-lc.cli.Done():
+		case <-time.After(5 * time.Second):
+		}
+	}
+}
+
+// connectLocal connects the local side and subscribes it to the out rules.
+func (br *Bridge) connectLocal(ctx context.Context) (*localConn, error) {
+	c1, c2 := net.Pipe()
+	go br.b.HandleInternalConn(c2)
+	lc := &localConn{ctx: ctx}
+	cli := paho.NewClient(paho.ClientConfig{
+		ClientID:                   br.localID,
+		Conn:                       packets.NewThreadSafeConn(c1),
+		EnableManualAcknowledgment: true,
+		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
+			br.fromLocal(lc, pr.Packet)
+			return true, nil
+		}},
+		OnClientError: func(err error) {
+			if ctx.Err() == nil { // not our own disconnect
+				br.fail("local", err)
+			}
+		},
+	})
+	lc.cli = cli
+	never := uint32(0xFFFFFFFF)
+	recvMax := br.cfg.MaxInflight
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := cli.Connect(cctx, &paho.Connect{ClientID: br.localID, CleanStart: false,
+		Properties: &paho.ConnectProperties{SessionExpiryInterval: &never, ReceiveMaximum: &recvMax}}); err != nil {
+		c1.Close()
+		return nil, fmt.Errorf("connect local session: %w", err)
+	}
+	var subs []paho.SubscribeOptions
+	for _, r := range br.rules {
+		if r.out {
+			// No local: what this bridge brings in must not go back out.
+			subs = append(subs, paho.SubscribeOptions{Topic: r.localFilter, QoS: r.QoS, NoLocal: true, RetainAsPublished: true, RetainHandling: 1})
+		}
+	}
+	if len(subs) > 0 {
+		if _, err := cli.Subscribe(cctx, &paho.Subscribe{Subscriptions: subs}); err != nil {
+			_ = cli.Disconnect(&paho.Disconnect{})
+			return nil, fmt.Errorf("subscribe local session: %w", err)
+		}
+	}
+	br.mu.Lock()
+	br.local = lc
+	close(br.localUp)
+	br.mu.Unlock()
+	return lc, nil
+}
+
+// fromLocal takes a message of the local session and hands it to its lane.
+func (br *Bridge) fromLocal(lc *localConn, pb *paho.Publish) {
+	r, rest, ok := br.match(pb.Topic, true)
+	if !ok {
+		// No rule: it cannot be forwarded; acknowledge so it is not
+		// redelivered forever.
+		br.dropped.Add(1)
+		_ = lc.cli.Ack(pb)
+		return
+	}
+	out := &paho.Publish{QoS: min(pb.QoS, r.QoS), Retain: pb.Retain, Topic: r.RemotePrefix + rest, Payload: pb.Payload, Properties: copyProps(pb.Properties)}
+	lane := br.lanes[laneOf(out.Topic, len(br.lanes))]
+	it := outItem{lc: lc, pb: pb, out: out}
+	if pb.QoS == 0 {
+		select {
+		case lane <- it:
+		default:
+			br.dropped.Add(1) // QoS 0 is not held for a slow link
+		}
+		return
+	}
+	select {
+	case lane <- it:
+	case <-lc.ctx.Done():
+	}
+}
+
+// lane forwards its messages in order: messages of one topic always take
+// the same lane, so their order holds while lanes run side by side.
+func (br *Bridge) lane(ctx context.Context, in chan outItem) {
+	defer br.done.Done()
+	for {
+		var it outItem
+		select {
+		case <-ctx.Done():
+			return
+		case it = <-in:
+		}
+		br.forward(it)
+	}
+}
+
+// forward publishes one message to the remote and, once it is
+// acknowledged there, acknowledges it to the local session.
+func (br *Bridge) forward(it outItem) {
+	for attempt := 1; ; attempt++ {
+		if it.lc.ctx.Err() != nil {
+			return // the broker sends it again on the next local connection
+		}
+		br.mu.Lock()
+		cm := br.cm
+		br.mu.Unlock()
+		resp, err := cm.Publish(it.lc.ctx, it.out)
+		if err == nil || (resp != nil && resp.ReasonCode >= 0x80) {
+			if err != nil {
+				// Refused by the remote (not authorized, quota...): sending
+				// again would be refused again.
+				br.dropped.Add(1)
+				br.fail("remote refused publish", err)
+			} else {
+				br.sent.Add(1)
+			}
+			if it.pb.QoS > 0 {
+				_ = it.lc.cli.Ack(it.pb)
+			}
+			return
+		}
+		if it.lc.ctx.Err() != nil {
+			return
+		}
+		if it.pb.QoS == 0 {
+			br.dropped.Add(1)
+			return
+		}
+		br.fail("publish", err)
+		select {
+		case <-it.lc.ctx.Done():
+			return
+		case <-time.After(Backoff(50*time.Millisecond, time.Second)(attempt)):
+		}
+	}
+}
+
+// fromRemote routes a message from the remote here, then acknowledges it.
+func (br *Bridge) fromRemote(pr paho.PublishReceived) (bool, error) {
+	pb := pr.Packet
+	r, rest, ok := br.match(pb.Topic, false)
+	if !ok {
+		br.dropped.Add(1)
+		return true, pr.Client.Ack(pb)
+	}
+	for {
+		br.mu.Lock()
+		lc, wait, down := br.local, br.localUp, br.down
+		br.mu.Unlock()
+		if lc == nil {
+			select {
+			case <-wait:
+				continue
+			case <-down:
+				return true, nil // not acknowledged: the remote sends it again
+			case <-pr.Client.Done():
+				return true, nil
+			}
+		}
+		in := &paho.Publish{QoS: min(pb.QoS, r.QoS), Retain: pb.Retain, Topic: r.LocalPrefix + rest, Payload: pb.Payload, Properties: copyProps(pb.Properties)}
+		resp, err := lc.cli.Publish(lc.ctx, in)
+		if err != nil && (resp == nil || resp.ReasonCode < 0x80) {
+			if lc.ctx.Err() != nil {
+				continue // the local side reconnects; try again there
+			}
+			br.fail("local publish", err)
+			return true, nil
+		}
+		if err != nil {
+			br.dropped.Add(1) // refused here (e.g. too large): not retried
+			br.fail("local publish refused", err)
+		} else {
+			br.received.Add(1)
+		}
+		return true, pr.Client.Ack(pb)
+	}
+}
+
+// match finds the first rule of the direction whose filter matches name
+// (local topic for out, remote topic for in) and returns the topic without
+// that side's prefix.
+func (br *Bridge) match(name string, out bool) (rule, string, bool) {
+	for _, r := range br.rules {
+		if out && r.out && topic.Match(r.localFilter, name) && len(name) >= len(r.LocalPrefix) {
+			return r, name[len(r.LocalPrefix):], true
+		}
+		if !out && r.in && topic.Match(r.remoteFilter, name) && len(name) >= len(r.RemotePrefix) {
+			return r, name[len(r.RemotePrefix):], true
+		}
+	}
+	return rule{}, "", false
+}
+
+// copyProps keeps the application's properties of a message; the
+// subscription identifier and topic alias belong to one connection.
+func copyProps(p *paho.PublishProperties) *paho.PublishProperties {
+	if p == nil {
+		return nil
+	}
+	return &paho.PublishProperties{CorrelationData: p.CorrelationData, ContentType: p.ContentType, ResponseTopic: p.ResponseTopic,
+		PayloadFormat: p.PayloadFormat, MessageExpiry: p.MessageExpiry, User: p.User}
+}
+
+// laneOf spreads topics over n lanes (FNV-1a).
+func laneOf(s string, n int) int {
+	h := uint32(2166136261)
+	for i := 0; i < len(s); i++ {
+		h ^= uint32(s[i])
+		h *= 16777619
+	}
+	return int(h % uint32(n))
+}

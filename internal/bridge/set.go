@@ -1,0 +1,133 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/starling-mqtt/starling/internal/broker"
+	"github.com/starling-mqtt/starling/internal/config"
+)
+
+// Set is the bridges of one broker.
+type Set struct {
+	bridges []*Bridge
+	b       *broker.Broker
+	stop    context.CancelFunc
+	done    chan struct{}
+}
+
+// NewSet builds the configured bridges; it must run before the broker
+// restores its sessions (the bridges' queue bounds apply from there).
+func NewSet(cfgs []config.Bridge, b *broker.Broker, log *slog.Logger) *Set {
+	s := &Set{b: b}
+	for _, c := range cfgs {
+		s.bridges = append(s.bridges, New(c, b, log))
+	}
+	return s
+}
+
+// Start starts every bridge and their $SYS topics, published every
+// sysInterval (none when <= 0).
+func (s *Set) Start(sysInterval time.Duration) error {
+	var errs []error
+	for _, br := range s.bridges {
+		if err := br.Start(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stop, s.done = cancel, make(chan struct{})
+	go s.sys(ctx, sysInterval)
+	return errors.Join(errs...)
+}
+
+// Close stops every bridge.
+func (s *Set) Close() {
+	if s.stop != nil {
+		s.stop()
+		<-s.done
+	}
+	for _, br := range s.bridges {
+		br.Close()
+	}
+}
+
+// Status returns every bridge's state, in configuration order.
+func (s *Set) Status() []Status {
+	out := make([]Status, 0, len(s.bridges))
+	for _, br := range s.bridges {
+		out = append(out, br.Status())
+	}
+	return out
+}
+
+// sys publishes $SYS/broker/bridges/<name>/... (retained, QoS 0).
+func (s *Set) sys(ctx context.Context, every time.Duration) {
+	defer close(s.done)
+	if every <= 0 || len(s.bridges) == 0 {
+		return
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		for _, st := range s.Status() {
+			p := "$SYS/broker/bridges/" + st.Name + "/"
+			for _, kv := range [][2]string{
+				{"connected", strconv.FormatBool(st.Connected)},
+				{"queued", strconv.Itoa(st.Queued)},
+				{"sent", strconv.FormatUint(st.Sent, 10)},
+				{"received", strconv.FormatUint(st.Received, 10)},
+				{"dropped", strconv.FormatUint(st.Dropped, 10)},
+				{"last_error", st.LastError},
+			} {
+				_, _ = s.b.Publish(p+kv[0], []byte(kv[1]), 0, true)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Collector returns the bridges' metrics, mqtt_bridge_*, labelled by
+// bridge name (configured, so bounded).
+func (s *Set) Collector() prometheus.Collector { return collector{s} }
+
+type collector struct{ s *Set }
+
+var (
+	descConnected = prometheus.NewDesc("mqtt_bridge_connected", "1 while the bridge's remote link is up.", []string{"bridge"}, nil)
+	descQueued    = prometheus.NewDesc("mqtt_bridge_queued_messages", "QoS 1/2 messages waiting to go out over the bridge, in flight included.", []string{"bridge"}, nil)
+	descSent      = prometheus.NewDesc("mqtt_bridge_sent_messages_total", "Messages forwarded to the remote and acknowledged there.", []string{"bridge"}, nil)
+	descReceived  = prometheus.NewDesc("mqtt_bridge_received_messages_total", "Messages from the remote routed here.", []string{"bridge"}, nil)
+	descDropped   = prometheus.NewDesc("mqtt_bridge_dropped_messages_total", "Messages the bridge lost: queue bounds, refusals, QoS 0 on a slow link.", []string{"bridge"}, nil)
+	descConnects  = prometheus.NewDesc("mqtt_bridge_connects_total", "Successful connections to the remote.", []string{"bridge"}, nil)
+)
+
+func (c collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descConnected, descQueued, descSent, descReceived, descDropped, descConnects} {
+		ch <- d
+	}
+}
+
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	for _, st := range c.s.Status() {
+		up := 0.0
+		if st.Connected {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descConnected, prometheus.GaugeValue, up, st.Name)
+		ch <- prometheus.MustNewConstMetric(descQueued, prometheus.GaugeValue, float64(st.Queued), st.Name)
+		ch <- prometheus.MustNewConstMetric(descSent, prometheus.CounterValue, float64(st.Sent), st.Name)
+		ch <- prometheus.MustNewConstMetric(descReceived, prometheus.CounterValue, float64(st.Received), st.Name)
+		ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(st.Dropped), st.Name)
+		ch <- prometheus.MustNewConstMetric(descConnects, prometheus.CounterValue, float64(st.Connects), st.Name)
+	}
+}

@@ -1,0 +1,81 @@
+package bridge
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/starling-mqtt/starling"
+	"github.com/starling-mqtt/starling/internal/config"
+	"github.com/starling-mqtt/starling/internal/testutil"
+)
+
+// edgeRules forward sensors/# out as site1/sensors/# and bring
+// site1/cmd/# in as remote/cmd/#.
+var edgeRules = []config.BridgeTopic{
+	{Direction: "out", Filter: "sensors/#", QoS: 2, RemotePrefix: "site1/"},
+	{Direction: "in", Filter: "cmd/#", QoS: 2, LocalPrefix: "remote/", RemotePrefix: "site1/"},
+}
+
+// startEdge runs a Starling with one bridge to remote.
+func startEdge(t *testing.T, remote string, rules []config.BridgeTopic, mutate func(*config.Bridge)) (*starling.Server, string) {
+	t.Helper()
+	return testutil.StartBroker(t, func(c *starling.Config) {
+		b := config.Bridge{Name: "cloud", Remote: remote, Topics: rules, ReconnectMin: 50 * 1e6, ReconnectMax: 500 * 1e6}
+		if mutate != nil {
+			mutate(&b)
+		}
+		c.Bridges = []config.Bridge{b}
+	})
+}
+
+// TestBridgeMosquittoRemap: out and in through a real Mosquitto, topics
+// remapped by the prefixes, at QoS 0, 1 and 2 (capped by the rule).
+func TestBridgeMosquittoRemap(t *testing.T) {
+	m := startMosquitto(t, "")
+	srv, edge := startEdge(t, "mqtt://"+m.addr, edgeRules, nil)
+	local := dial(t, edge, "local")
+	local.sub(t, "remote/#")
+	cloud := dial(t, m.addr, "cloud-app")
+	cloud.sub(t, "site1/sensors/#")
+
+	warmUp(t, local, cloud, "sensors/warm")
+	warmUp(t, cloud, local, "site1/cmd/warm")
+
+	for qos := byte(0); qos <= 2; qos++ {
+		local.pub(t, "sensors/temp", qos, fmt.Sprint("out", qos))
+		p := cloud.expect(t)
+		if p.Topic != "site1/sensors/temp" || string(p.Payload) != fmt.Sprint("out", qos) || p.QoS != qos {
+			t.Errorf("out QoS %d: got %q on %s at QoS %d", qos, p.Payload, p.Topic, p.QoS)
+		}
+		cloud.pub(t, "site1/cmd/reboot", qos, fmt.Sprint("in", qos))
+		p = local.expect(t)
+		if p.Topic != "remote/cmd/reboot" || string(p.Payload) != fmt.Sprint("in", qos) || p.QoS != qos {
+			t.Errorf("in QoS %d: got %q on %s at QoS %d", qos, p.Payload, p.Topic, p.QoS)
+		}
+	}
+	// Topics outside the rules stay where they are.
+	local.pub(t, "other/x", 1, "local only")
+	cloud.pub(t, "site1/other", 1, "cloud only")
+	local.pub(t, "sensors/end", 1, "end")
+	if p := cloud.expect(t); p.Topic != "site1/sensors/end" {
+		t.Errorf("cloud got %q on %s, want only the bridged end marker", p.Payload, p.Topic)
+	}
+	st := status(srv)
+	if !st.Connected || st.Sent < 5 || st.Received < 4 || st.Dropped != 0 {
+		t.Errorf("status %+v: want connected, at least 5 sent and 4 received, none dropped", st)
+	}
+}
+
+// TestBridgeQoSCap: a rule's QoS caps what it forwards.
+func TestBridgeQoSCap(t *testing.T) {
+	m := startMosquitto(t, "")
+	_, edge := startEdge(t, "mqtt://"+m.addr, []config.BridgeTopic{{Direction: "out", Filter: "sensors/#", QoS: 1}}, nil)
+	local := dial(t, edge, "local")
+	cloud := dial(t, m.addr, "cloud-app")
+	cloud.sub(t, "sensors/#")
+	warmUp(t, local, cloud, "sensors/warm")
+	local.pub(t, "sensors/x", 2, "capped")
+	if p := cloud.expect(t); p.QoS != 1 || string(p.Payload) != "capped" {
+		t.Errorf("got %q at QoS %d, want QoS 1", p.Payload, p.QoS)
+	}
+}
