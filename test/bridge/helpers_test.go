@@ -282,4 +282,3 @@ func tlsFiles(t *testing.T) (caFile, certFile, keyFile string) {
 		write("cert.pem", &pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate[0]}),
 		write("key.pem", &pem.Block{Type: "PRIVATE KEY", Bytes: kder})
 }
-
