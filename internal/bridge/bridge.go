@@ -86,9 +86,12 @@ type Bridge struct {
 	errAt   time.Time
 	cm      *autopaho.ConnectionManager // nil until started
 	up      chan struct{}               // closed while the remote is up
-	down    chan struct{}               // closed when that connection ends
-	local   *localConn                  // nil while the local side is down
-	localUp chan struct{}               // closed when local is set
+	// epoch ends when the remote loses our session: publishes waiting
+	// for an acknowledgement in it are sent again.
+	epoch       context.Context
+	epochCancel context.CancelFunc
+	local       *localConn    // nil while the local side is down
+	localUp     chan struct{} // closed when local is set
 
 	lanes  []chan outItem
 	cancel context.CancelFunc
@@ -144,6 +147,7 @@ func New(cfg config.Bridge, b *broker.Broker, log *slog.Logger) *Bridge {
 	}
 	br := &Bridge{cfg: cfg, localID: LocalClientID(cfg.Name), b: b, log: log.With("bridge", cfg.Name),
 		up: make(chan struct{}), localUp: make(chan struct{})}
+	br.epoch, br.epochCancel = context.WithCancel(context.Background())
 	for _, t := range cfg.Topics {
 		br.rules = append(br.rules, rule{BridgeTopic: t, out: t.Direction != "in", in: t.Direction != "out",
 			localFilter: t.LocalPrefix + t.Filter, remoteFilter: t.RemotePrefix + t.Filter})
@@ -209,9 +213,12 @@ func (br *Bridge) Start() error {
 		ClientConfig: paho.ClientConfig{
 			ClientID:                   br.cfg.ClientID,
 			EnableManualAcknowledgment: true,
-			Session:                    state.NewInMemory(),
-			OnPublishReceived:          []func(paho.PublishReceived) (bool, error){br.fromRemote},
-			OnClientError:              func(err error) { br.fail("remote", err) },
+			// A publish waits for its acknowledgement across reconnections
+			// (the session keeps it); ctx and the epoch end the wait.
+			PacketTimeout:     100 * 365 * 24 * time.Hour,
+			Session:           state.NewInMemory(),
+			OnPublishReceived: []func(paho.PublishReceived) (bool, error){br.fromRemote},
+			OnClientError:     func(err error) { br.fail("remote", err) },
 			OnServerDisconnect: func(d *paho.Disconnect) {
 				br.fail("remote", fmt.Errorf("disconnected by the remote: reason 0x%02x %s", d.ReasonCode, reasonString(d)))
 			},
@@ -328,7 +335,7 @@ func redact(s string) string {
 }
 
 // remoteUp runs when the remote connection is made: it subscribes to the
-// in rules and lets run connect the local side. It must not block.
+// in rules and lets the lanes send. It must not block.
 func (br *Bridge) remoteUp(cm *autopaho.ConnectionManager, ca *paho.Connack) {
 	br.connects.Add(1)
 	br.connected.Store(true)
@@ -343,8 +350,14 @@ func (br *Bridge) remoteUp(cm *autopaho.ConnectionManager, ca *paho.Connack) {
 		}
 	}
 	br.mu.Lock()
+	if !ca.SessionPresent && br.epochCancel != nil {
+		// The remote has no session for us: paho forgets the messages in
+		// flight without answering their publishers, so they are sent
+		// again from here.
+		br.epochCancel()
+		br.epoch, br.epochCancel = context.WithCancel(context.Background())
+	}
 	close(br.up)
-	br.down = make(chan struct{})
 	br.mu.Unlock()
 	if len(subs) > 0 {
 		go func() {
@@ -357,34 +370,25 @@ func (br *Bridge) remoteUp(cm *autopaho.ConnectionManager, ca *paho.Connack) {
 	}
 }
 
-// remoteDown runs when the remote connection is lost.
+// remoteDown runs when the remote connection is lost. Messages in flight
+// stay in the remote session (clean start false): paho sends them again on
+// the next connection and their publishers wait until then.
 func (br *Bridge) remoteDown() {
 	br.connected.Store(false)
 	br.log.Info("bridge disconnected", "remote", redact(br.cfg.Remote))
 	br.mu.Lock()
 	br.up = make(chan struct{})
-	if br.down != nil {
-		close(br.down)
-	}
 	br.mu.Unlock()
 }
 
-// run connects the local side while the remote side is up.
+// run keeps the local side connected. It stays connected while the link is
+// down: its session queues within the bridge's bounds (in the store, as
+// any persistent session's), and local publishers are held back only once
+// that queue is full.
 func (br *Bridge) run(ctx context.Context) {
 	defer br.done.Done()
 	attempt := 0
-	for {
-		br.mu.Lock()
-		up := br.up
-		br.mu.Unlock()
-		select {
-		case <-ctx.Done():
-			return
-		case <-up:
-		}
-		br.mu.Lock()
-		down := br.down
-		br.mu.Unlock()
+	for ctx.Err() == nil {
 		lctx, lcancel := context.WithCancel(ctx)
 		lc, err := br.connectLocal(lctx)
 		if err != nil {
@@ -401,13 +405,12 @@ func (br *Bridge) run(ctx context.Context) {
 		attempt = 0
 		select {
 		case <-ctx.Done():
-		case <-down:
 		case <-lc.cli.Done():
 			br.fail("local", errors.New("local connection ended"))
 		}
 		// Messages handed out on this connection and not yet acknowledged
 		// stay in flight in the session: the broker sends them again on
-		// the next connection, so the lanes drop them.
+		// the next connection.
 		br.mu.Lock()
 		br.local = nil
 		br.localUp = make(chan struct{})
@@ -508,21 +511,35 @@ func (br *Bridge) lane(ctx context.Context, in chan outItem) {
 			return
 		case it = <-in:
 		}
-		br.forward(it)
+		br.forward(ctx, it)
 	}
 }
 
 // forward publishes one message to the remote and, once it is
-// acknowledged there, acknowledges it to the local session.
-func (br *Bridge) forward(it outItem) {
+// acknowledged there, acknowledges it to the local session. ctx is the
+// bridge's life.
+func (br *Bridge) forward(ctx context.Context, it outItem) {
 	for attempt := 1; ; attempt++ {
 		if it.lc.ctx.Err() != nil {
 			return // the broker sends it again on the next local connection
 		}
 		br.mu.Lock()
-		cm := br.cm
+		cm, up, epoch := br.cm, br.up, br.epoch
 		br.mu.Unlock()
-		resp, err := cm.Publish(it.lc.ctx, it.out)
+		if it.out.QoS > 0 {
+			select {
+			case <-up:
+			case <-ctx.Done():
+				return
+			case <-it.lc.ctx.Done():
+				return
+			}
+		}
+		pctx, cancel := context.WithCancel(ctx)
+		stop := context.AfterFunc(epoch, cancel)
+		resp, err := cm.Publish(pctx, it.out)
+		stop()
+		cancel()
 		if err == nil || (resp != nil && resp.ReasonCode >= 0x80) {
 			if err != nil {
 				// Refused by the remote (not authorized, quota...): sending
@@ -532,23 +549,25 @@ func (br *Bridge) forward(it outItem) {
 			} else {
 				br.sent.Add(1)
 			}
-			if it.pb.QoS > 0 {
+			if it.pb.QoS > 0 && it.lc.ctx.Err() == nil {
 				_ = it.lc.cli.Ack(it.pb)
 			}
 			return
 		}
-		if it.lc.ctx.Err() != nil {
+		if ctx.Err() != nil {
 			return
 		}
-		if it.pb.QoS == 0 {
-			br.dropped.Add(1)
+		if it.out.QoS == 0 {
+			br.dropped.Add(1) // the link is down: QoS 0 is not queued
 			return
 		}
-		br.fail("publish", err)
+		if epoch.Err() == nil && !errors.Is(err, autopaho.ConnectionDownError) {
+			br.fail("publish", err)
+		}
 		select {
-		case <-it.lc.ctx.Done():
+		case <-ctx.Done():
 			return
-		case <-time.After(Backoff(50*time.Millisecond, time.Second)(attempt)):
+		case <-time.After(Backoff(10*time.Millisecond, time.Second)(attempt)):
 		}
 	}
 }
@@ -563,16 +582,14 @@ func (br *Bridge) fromRemote(pr paho.PublishReceived) (bool, error) {
 	}
 	for {
 		br.mu.Lock()
-		lc, wait, down := br.local, br.localUp, br.down
+		lc, wait := br.local, br.localUp
 		br.mu.Unlock()
 		if lc == nil {
 			select {
 			case <-wait:
 				continue
-			case <-down:
-				return true, nil // not acknowledged: the remote sends it again
 			case <-pr.Client.Done():
-				return true, nil
+				return true, nil // not acknowledged: the remote sends it again
 			}
 		}
 		in := &paho.Publish{QoS: min(pb.QoS, r.QoS), Retain: pb.Retain, Topic: r.LocalPrefix + rest, Payload: pb.Payload, Properties: copyProps(pb.Properties)}
