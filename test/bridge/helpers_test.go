@@ -238,7 +238,10 @@ func warmUp(t *testing.T, pub, sub client, topic string) {
 			if string(p.Payload) != "warm-up" {
 				t.Fatalf("warm-up: got %q on %s", p.Payload, p.Topic)
 			}
-			for {
+			for n := 0; ; n++ {
+				if n > 100 {
+					t.Fatalf("warm-up on %s: messages keep coming (a loop?)", topic)
+				}
 				select {
 				case <-sub.Recv:
 				case <-time.After(200 * time.Millisecond):
