@@ -248,6 +248,11 @@ func (s *Server) Serve() error {
 	// The store is loaded before any listener opens: clients find their
 	// sessions as they were.
 	err := s.openStore()
+	if err == nil && s.bridges != nil {
+		// Before the listeners: a message published once clients can
+		// connect finds the bridges' subscriptions in place.
+		err = s.bridges.Start(10 * time.Second)
+	}
 	if err == nil && s.cfg.TCP != "" {
 		_, err = s.listen("tcp", s.cfg.TCP, nil)
 	}
@@ -268,9 +273,6 @@ func (s *Server) Serve() error {
 		ctx, cancel := context.WithCancel(context.Background())
 		s.stopAdmin, s.adminDone = cancel, make(chan struct{})
 		go func() { defer close(s.adminDone); s.admin.Run(ctx) }()
-	}
-	if err == nil && s.bridges != nil {
-		err = s.bridges.Start(10 * time.Second)
 	}
 	s.readyOnce.Do(func() { close(s.ready) })
 	s.mu.Unlock()

@@ -524,7 +524,7 @@ func (br *Bridge) forward(ctx context.Context, it outItem) {
 			return // the broker sends it again on the next local connection
 		}
 		br.mu.Lock()
-		cm, up, epoch := br.cm, br.up, br.epoch
+		up := br.up
 		br.mu.Unlock()
 		if it.out.QoS > 0 {
 			select {
@@ -535,6 +535,11 @@ func (br *Bridge) forward(ctx context.Context, it outItem) {
 				return
 			}
 		}
+		// The epoch is read once the link is up: the connection that
+		// brought it up may have begun a new one.
+		br.mu.Lock()
+		cm, epoch := br.cm, br.epoch
+		br.mu.Unlock()
 		pctx, cancel := context.WithCancel(ctx)
 		stop := context.AfterFunc(epoch, cancel)
 		resp, err := cm.Publish(pctx, it.out)

@@ -43,6 +43,24 @@ func (s *Set) Start(sysInterval time.Duration) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop, s.done = cancel, make(chan struct{})
 	go s.sys(ctx, sysInterval)
+	// The local sides connect to the broker in memory, at once; wait a
+	// little for their subscriptions so that the first messages published
+	// after start are forwarded.
+	wait, cancelWait := context.WithTimeout(ctx, 10*time.Second)
+	defer cancelWait()
+	for _, br := range s.bridges {
+		if br.cancel == nil {
+			continue // did not start
+		}
+		br.mu.Lock()
+		up := br.localUp
+		br.mu.Unlock()
+		select {
+		case <-up:
+		case <-wait.Done():
+			br.log.Warn("bridge local session not subscribed yet; starting anyway")
+		}
+	}
 	return errors.Join(errs...)
 }
 
