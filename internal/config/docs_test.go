@@ -13,7 +13,7 @@ import (
 )
 
 // docFiles are the documents whose YAML examples must load and validate.
-var docFiles = []string{"../../docs/configuration.md", "../../README.md", "../../docs/websocket.md", "../../docs/security.md"}
+var docFiles = []string{"../../docs/configuration.md", "../../README.md", "../../docs/websocket.md", "../../docs/security.md", "../../docs/bridge.md"}
 
 // TestDocsMentionEveryKey is a presubmit check: docs/configuration.md has a
 // table row for every YAML key of Config and Limits, with its default.
