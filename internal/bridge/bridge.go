@@ -53,6 +53,17 @@ const (
 	DefaultReconnectMax   = time.Minute
 )
 
+// localWindow is the Receive Maximum of the local side: how many QoS 1/2
+// messages the broker hands the bridge before their acknowledgements,
+// which wait for the remote's. More than max_inflight so that topics that
+// take different lanes keep the link busy.
+const localWindow = 256
+
+// ackInterval is how often paho sends the acknowledgements the bridge has
+// released (in order); its 50 ms default would cap a window of 32 at 640
+// messages per second.
+const ackInterval = 2 * time.Millisecond
+
 // LocalClientID is the client ID of bridge name's session in this broker.
 func LocalClientID(name string) string { return broker.InternalClientPrefix + "bridge/" + name }
 
@@ -179,9 +190,9 @@ func (br *Bridge) Start() error {
 	br.lanes = make([]chan outItem, br.cfg.MaxInflight)
 	for i := range br.lanes {
 		// Room for the whole local window: the broker never has more
-		// QoS 1/2 messages in flight to us than MaxInflight, so a lane
+		// QoS 1/2 messages in flight to us than localWindow, so a lane
 		// never blocks the local reader for those.
-		br.lanes[i] = make(chan outItem, int(br.cfg.MaxInflight)+16)
+		br.lanes[i] = make(chan outItem, localWindow+16)
 		br.done.Add(1)
 		go br.lane(ctx, br.lanes[i])
 	}
@@ -216,6 +227,7 @@ func (br *Bridge) Start() error {
 			// A publish waits for its acknowledgement across reconnections
 			// (the session keeps it); ctx and the epoch end the wait.
 			PacketTimeout:     100 * 365 * 24 * time.Hour,
+			SendAcksInterval:  ackInterval,
 			Session:           state.NewInMemory(),
 			OnPublishReceived: []func(paho.PublishReceived) (bool, error){br.fromRemote},
 			OnClientError:     func(err error) { br.fail("remote", err) },
@@ -433,6 +445,7 @@ func (br *Bridge) connectLocal(ctx context.Context) (*localConn, error) {
 		ClientID:                   br.localID,
 		Conn:                       packets.NewThreadSafeConn(c1),
 		EnableManualAcknowledgment: true,
+		SendAcksInterval:           ackInterval,
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			br.fromLocal(lc, pr.Packet)
 			return true, nil
@@ -445,7 +458,7 @@ func (br *Bridge) connectLocal(ctx context.Context) (*localConn, error) {
 	})
 	lc.cli = cli
 	never := uint32(0xFFFFFFFF)
-	recvMax := br.cfg.MaxInflight
+	recvMax := uint16(localWindow)
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if _, err := cli.Connect(cctx, &paho.Connect{ClientID: br.localID, CleanStart: false,
