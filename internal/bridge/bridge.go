@@ -104,6 +104,12 @@ type Bridge struct {
 	local       *localConn    // nil while the local side is down
 	localUp     chan struct{} // closed when local is set
 
+	// publish sends a message to the remote and waits for its
+	// acknowledgement (publishV5 or the 3.1.1 client's).
+	publish func(ctx context.Context, out *paho.Publish) (refused bool, err error)
+	// closeRemote disconnects a 3.1.1 remote; nil for MQTT 5.
+	closeRemote func()
+
 	lanes  []chan outItem
 	cancel context.CancelFunc
 	done   sync.WaitGroup
@@ -182,9 +188,6 @@ func (br *Bridge) Start() error {
 	if err != nil {
 		return fmt.Errorf("bridge %s: %w", br.cfg.Name, err)
 	}
-	if br.cfg.Protocol == "3.1.1" {
-		return fmt.Errorf("bridge %s: protocol 3.1.1 is not supported yet: use \"5\"", br.cfg.Name)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	br.cancel = cancel
 	br.lanes = make([]chan outItem, br.cfg.MaxInflight)
@@ -196,6 +199,13 @@ func (br *Bridge) Start() error {
 		br.done.Add(1)
 		go br.lane(ctx, br.lanes[i])
 	}
+	if br.cfg.Protocol == "3.1.1" {
+		br.startV3(u, tlsCfg)
+		br.done.Add(1)
+		go br.run(ctx)
+		return nil
+	}
+	br.publish = br.publishV5
 	expiry := uint32(min(br.cfg.SessionExpiry/time.Second, 0xFFFFFFFF))
 	recvMax := br.cfg.MaxInflight
 	cc := autopaho.ClientConfig{
@@ -262,6 +272,9 @@ func (br *Bridge) Close() {
 		return
 	}
 	br.cancel()
+	if br.closeRemote != nil {
+		br.closeRemote()
+	}
 	br.mu.Lock()
 	cm := br.cm
 	br.mu.Unlock()
@@ -548,17 +561,8 @@ func (br *Bridge) forward(ctx context.Context, it outItem) {
 				return
 			}
 		}
-		// The epoch is read once the link is up: the connection that
-		// brought it up may have begun a new one.
-		br.mu.Lock()
-		cm, epoch := br.cm, br.epoch
-		br.mu.Unlock()
-		pctx, cancel := context.WithCancel(ctx)
-		stop := context.AfterFunc(epoch, cancel)
-		resp, err := cm.Publish(pctx, it.out)
-		stop()
-		cancel()
-		if err == nil || (resp != nil && resp.ReasonCode >= 0x80) {
+		refused, err := br.publish(ctx, it.out)
+		if err == nil || refused {
 			if err != nil {
 				// Refused by the remote (not authorized, quota...): sending
 				// again would be refused again.
@@ -579,7 +583,7 @@ func (br *Bridge) forward(ctx context.Context, it outItem) {
 			br.dropped.Add(1) // the link is down: QoS 0 is not queued
 			return
 		}
-		if epoch.Err() == nil && !errors.Is(err, autopaho.ConnectionDownError) {
+		if !errors.Is(err, context.Canceled) && !errors.Is(err, autopaho.ConnectionDownError) {
 			br.fail("publish", err)
 		}
 		select {
@@ -590,13 +594,43 @@ func (br *Bridge) forward(ctx context.Context, it outItem) {
 	}
 }
 
-// fromRemote routes a message from the remote here, then acknowledges it.
+// publishV5 publishes out on the MQTT 5 remote and waits for its
+// acknowledgement; refused is set when the remote answered with an error
+// reason code.
+func (br *Bridge) publishV5(ctx context.Context, out *paho.Publish) (refused bool, err error) {
+	// The epoch is read once the link is up: the connection that brought
+	// it up may have begun a new one.
+	br.mu.Lock()
+	cm, epoch := br.cm, br.epoch
+	br.mu.Unlock()
+	pctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(epoch, cancel)
+	resp, err := cm.Publish(pctx, out)
+	stop()
+	cancel()
+	return err != nil && resp != nil && resp.ReasonCode >= 0x80, err
+}
+
+// fromRemote routes a message from the MQTT 5 remote here, then
+// acknowledges it.
 func (br *Bridge) fromRemote(pr paho.PublishReceived) (bool, error) {
 	pb := pr.Packet
-	r, rest, ok := br.match(pb.Topic, false)
+	if br.routeIn(pb.Topic, pb.QoS, pb.Retain, pb.Payload, copyProps(pb.Properties), pr.Client.Done()) {
+		return true, pr.Client.Ack(pb)
+	}
+	return true, nil
+}
+
+// routeIn publishes a message that came from the remote on topic name
+// here, through the local side. It reports whether the message may be
+// acknowledged to the remote: stored and routed here, or not to be retried
+// (no rule matches, refused here). gone ends the wait when the remote
+// connection is lost: the remote sends the message again.
+func (br *Bridge) routeIn(name string, qos byte, retain bool, payload []byte, props *paho.PublishProperties, gone <-chan struct{}) bool {
+	r, rest, ok := br.match(name, false)
 	if !ok {
 		br.dropped.Add(1)
-		return true, pr.Client.Ack(pb)
+		return true
 	}
 	for {
 		br.mu.Lock()
@@ -606,18 +640,18 @@ func (br *Bridge) fromRemote(pr paho.PublishReceived) (bool, error) {
 			select {
 			case <-wait:
 				continue
-			case <-pr.Client.Done():
-				return true, nil // not acknowledged: the remote sends it again
+			case <-gone:
+				return false
 			}
 		}
-		in := &paho.Publish{QoS: min(pb.QoS, r.QoS), Retain: pb.Retain, Topic: r.LocalPrefix + rest, Payload: pb.Payload, Properties: copyProps(pb.Properties)}
+		in := &paho.Publish{QoS: min(qos, r.QoS), Retain: retain, Topic: r.LocalPrefix + rest, Payload: payload, Properties: props}
 		resp, err := lc.cli.Publish(lc.ctx, in)
 		if err != nil && (resp == nil || resp.ReasonCode < 0x80) {
 			if lc.ctx.Err() != nil {
 				continue // the local side reconnects; try again there
 			}
 			br.fail("local publish", err)
-			return true, nil
+			return false
 		}
 		if err != nil {
 			br.dropped.Add(1) // refused here (e.g. too large): not retried
@@ -625,7 +659,7 @@ func (br *Bridge) fromRemote(pr paho.PublishReceived) (bool, error) {
 		} else {
 			br.received.Add(1)
 		}
-		return true, pr.Client.Ack(pb)
+		return true
 	}
 }
 
