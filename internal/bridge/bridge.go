@@ -91,6 +91,7 @@ type Bridge struct {
 
 	sent, received, dropped, connects atomic.Uint64
 	connected                         atomic.Bool
+	onChange                          func() // after connected changes; may be nil
 
 	mu      sync.Mutex
 	lastErr string
@@ -384,6 +385,7 @@ func (br *Bridge) remoteUp(cm *autopaho.ConnectionManager, ca *paho.Connack) {
 	}
 	close(br.up)
 	br.mu.Unlock()
+	br.changed()
 	if len(subs) > 0 {
 		go func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -404,6 +406,14 @@ func (br *Bridge) remoteDown() {
 	br.mu.Lock()
 	br.up = make(chan struct{})
 	br.mu.Unlock()
+	br.changed()
+}
+
+// changed tells the Set that the bridge's link changed.
+func (br *Bridge) changed() {
+	if br.onChange != nil {
+		br.onChange()
+	}
 }
 
 // run keeps the local side connected. It stays connected while the link is

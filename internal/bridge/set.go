@@ -19,14 +19,22 @@ type Set struct {
 	b       *broker.Broker
 	stop    context.CancelFunc
 	done    chan struct{}
+	changed chan struct{} // a bridge connected or disconnected: $SYS now
 }
 
 // NewSet builds the configured bridges; it must run before the broker
 // restores its sessions (the bridges' queue bounds apply from there).
 func NewSet(cfgs []config.Bridge, b *broker.Broker, log *slog.Logger) *Set {
-	s := &Set{b: b}
+	s := &Set{b: b, changed: make(chan struct{}, 1)}
 	for _, c := range cfgs {
-		s.bridges = append(s.bridges, New(c, b, log))
+		br := New(c, b, log)
+		br.onChange = func() {
+			select {
+			case s.changed <- struct{}{}:
+			default:
+			}
+		}
+		s.bridges = append(s.bridges, br)
 	}
 	return s
 }
@@ -84,7 +92,8 @@ func (s *Set) Status() []Status {
 	return out
 }
 
-// sys publishes $SYS/broker/bridges/<name>/... (retained, QoS 0).
+// sys publishes $SYS/broker/bridges/<name>/... (retained, QoS 0) every
+// interval and when a bridge connects or disconnects.
 func (s *Set) sys(ctx context.Context, every time.Duration) {
 	defer close(s.done)
 	if every <= 0 || len(s.bridges) == 0 {
@@ -110,6 +119,7 @@ func (s *Set) sys(ctx context.Context, every time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-s.changed:
 		}
 	}
 }

@@ -50,6 +50,7 @@ func (br *Bridge) startV3(u *url.URL, tlsCfg *tls.Config) {
 		br.mu.Lock()
 		close(br.up)
 		br.mu.Unlock()
+		br.changed()
 		if len(subs) > 0 {
 			go func() {
 				t := c.SubscribeMultiple(subs, nil)
