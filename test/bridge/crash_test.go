@@ -3,6 +3,11 @@ package bridge
 import (
 	"fmt"
 
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/starling-mqtt/starling/internal/config"
+	"github.com/starling-mqtt/starling/internal/testutil"
+
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -37,6 +42,8 @@ type process struct {
 	cmd  *exec.Cmd
 }
 
+// newProcess prepares the binary with a bridge to remote, or with no
+// bridge when remote is "".
 func newProcess(t *testing.T, remote string) *process {
 	addr := freeAddr(t)
 	dir := t.TempDir()
@@ -45,14 +52,17 @@ func newProcess(t *testing.T, remote string) *process {
 http: ""
 data: %q
 log_level: warn
-bridges:
+`, addr, filepath.Join(dir, "data"))
+	if remote != "" {
+		body += fmt.Sprintf(`bridges:
   - name: cloud
     remote: %q
     reconnect_min: 50ms
     reconnect_max: 500ms
     topics:
       - {direction: out, filter: "sensors/#", qos: 2}
-`, addr, filepath.Join(dir, "data"), remote)
+`, remote)
+	}
 	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -112,5 +122,74 @@ func TestBridgeSIGKILLWhileQueued(t *testing.T) {
 	checkNext(t, cloud.expect(t), next)
 	if next["sensors/q2"] != n+1 {
 		t.Errorf("the marker did not come next")
+	}
+}
+
+// TestBridgeRemoteSIGKILL: the remote is a Starling process killed with
+// SIGKILL while messages flow over the bridge, then restarted. What it
+// had acknowledged is in its store; what it had not stays queued here and
+// is sent again. A persistent subscriber there gets every message.
+func TestBridgeRemoteSIGKILL(t *testing.T) {
+	cloud := newProcess(t, "")
+	cloud.start()
+	_, edge := startEdge(t, "mqtt://"+cloud.addr, []config.BridgeTopic{{Direction: "out", Filter: "sensors/#", QoS: 2}}, nil)
+	pub := dial(t, edge, "sensor")
+	next := map[string]int{"sensors/q1": 0, "sensors/q2": 0}
+	subscribe := func() *testutil.Paho {
+		expiry := uint32(3600)
+		c, _ := testutil.DialPaho(t, cloud.addr, "cloud-app", &paho.Connect{CleanStart: false,
+			Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
+		c.Sub(t, paho.SubscribeOptions{Topic: "sensors/#", QoS: 2})
+		return c
+	}
+	sub := subscribe()
+	warmUp(t, pub, client{sub}, "sensors/warm")
+	const n = 300
+	for i := range n {
+		if i == n/3 {
+			cloud.kill()
+			// What the first connection got before the kill counts.
+			drain(t, sub, next)
+			cloud.start()
+			sub = subscribe()
+		}
+		pub.pub(t, "sensors/q1", 1, strconv.Itoa(i))
+		pub.pub(t, "sensors/q2", 2, strconv.Itoa(i))
+	}
+	for next["sensors/q1"] < n || next["sensors/q2"] < n {
+		checkNextDup(t, client{sub}.expect(t), next)
+	}
+}
+
+// drain takes what c received before its broker died.
+func drain(t *testing.T, c *testutil.Paho, next map[string]int) {
+	t.Helper()
+	for {
+		select {
+		case p := <-c.Recv:
+			checkNextDup(t, p, next)
+		default:
+			return
+		}
+	}
+}
+
+// checkNextDup is checkNext allowing repeats at QoS 2 too: a subscriber
+// whose broker is killed may get again a QoS 2 message whose PUBREC the
+// broker had not stored.
+func checkNextDup(t *testing.T, p *paho.Publish, next map[string]int) {
+	t.Helper()
+	if string(p.Payload) == "warm-up" {
+		return
+	}
+	i, err := strconv.Atoi(string(p.Payload))
+	if err != nil {
+		t.Fatalf("payload %q on %s", p.Payload, p.Topic)
+	}
+	switch want := next[p.Topic]; {
+	case i == want:
+		next[p.Topic]++
+	case i > want:
+		t.Fatalf("%s: got message %d before %d (lost or out of order)", p.Topic, i, want)
 	}
 }
