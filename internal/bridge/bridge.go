@@ -112,6 +112,7 @@ type Bridge struct {
 	closeRemote func()
 
 	lanes  []chan outItem
+	ctx    context.Context // the bridge's life, from Start
 	cancel context.CancelFunc
 	done   sync.WaitGroup
 }
@@ -190,7 +191,7 @@ func (br *Bridge) Start() error {
 		return fmt.Errorf("bridge %s: %w", br.cfg.Name, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	br.cancel = cancel
+	br.cancel, br.ctx = cancel, ctx
 	br.lanes = make([]chan outItem, br.cfg.MaxInflight)
 	for i := range br.lanes {
 		// Room for the whole local window: the broker never has more
@@ -642,7 +643,7 @@ func (br *Bridge) routeIn(name string, qos byte, retain bool, payload []byte, pr
 		br.dropped.Add(1)
 		return true
 	}
-	for {
+	for br.ctx.Err() == nil {
 		br.mu.Lock()
 		lc, wait := br.local, br.localUp
 		br.mu.Unlock()
@@ -652,13 +653,18 @@ func (br *Bridge) routeIn(name string, qos byte, retain bool, payload []byte, pr
 				continue
 			case <-gone:
 				return false
+			case <-br.ctx.Done():
+				return false
 			}
 		}
 		in := &paho.Publish{QoS: min(qos, r.QoS), Retain: retain, Topic: r.LocalPrefix + rest, Payload: payload, Properties: props}
 		resp, err := lc.cli.Publish(lc.ctx, in)
 		if err != nil && (resp == nil || resp.ReasonCode < 0x80) {
 			if lc.ctx.Err() != nil {
-				continue // the local side reconnects; try again there
+				// The local side reconnects; try again there once run has
+				// noticed (rare: the broker ended the connection).
+				time.Sleep(10 * time.Millisecond)
+				continue
 			}
 			br.fail("local publish", err)
 			return false
@@ -671,6 +677,7 @@ func (br *Bridge) routeIn(name string, qos byte, retain bool, payload []byte, pr
 		}
 		return true
 	}
+	return false
 }
 
 // match finds the first rule of the direction whose filter matches name

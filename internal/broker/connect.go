@@ -289,7 +289,8 @@ func (h *handler) connect(cp *packet.Connect) bool {
 		expiry = session.NeverExpire
 	}
 	requested := expiry
-	if m := b.lim.MaxSessionExpiry; m > 0 && time.Duration(expiry)*time.Second > m {
+	// The broker's own clients (bridges) keep what they asked for.
+	if m := b.lim.MaxSessionExpiry; m > 0 && time.Duration(expiry)*time.Second > m && h.listener != internalListener {
 		expiry = uint32(m / time.Second)
 	}
 	h.expiryZero = expiry == 0
