@@ -660,14 +660,21 @@ func (br *Bridge) routeIn(name string, qos byte, retain bool, payload []byte, pr
 		in := &paho.Publish{QoS: min(qos, r.QoS), Retain: retain, Topic: r.LocalPrefix + rest, Payload: payload, Properties: props}
 		resp, err := lc.cli.Publish(lc.ctx, in)
 		if err != nil && (resp == nil || resp.ReasonCode < 0x80) {
-			if lc.ctx.Err() != nil {
-				// The local side reconnects; try again there once run has
-				// noticed (rare: the broker ended the connection).
-				time.Sleep(10 * time.Millisecond)
-				continue
+			// The local connection failed (rare: the broker ended it); run
+			// connects it again. Not acknowledging would hold back the
+			// acknowledgements after this one (they go in order) until the
+			// remote reconnects, so try again here.
+			if lc.ctx.Err() == nil {
+				br.fail("local publish", err)
 			}
-			br.fail("local publish", err)
-			return false
+			select {
+			case <-gone:
+				return false
+			case <-br.ctx.Done():
+				return false
+			case <-time.After(10 * time.Millisecond):
+			}
+			continue
 		}
 		if err != nil {
 			br.dropped.Add(1) // refused here (e.g. too large): not retried
