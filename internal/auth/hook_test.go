@@ -81,7 +81,9 @@ func hookConfig(url string, mod func(*Config)) Config {
 	return cfg
 }
 
-func noCreds() *broker.ConnectInfo { return &broker.ConnectInfo{ClientID: "c1", Version: 5, Remote: remote} }
+func noCreds() *broker.ConnectInfo {
+	return &broker.ConnectInfo{ClientID: "c1", Version: 5, Remote: remote}
+}
 
 func TestHookAllowDeny(t *testing.T) {
 	b := newAppBackend(t)
@@ -268,4 +270,3 @@ func TestHookPermissions(t *testing.T) {
 		t.Fatal("a delivery must not be sent to the backend")
 	}
 }
-
