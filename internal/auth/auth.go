@@ -35,11 +35,12 @@ type Auth struct {
 	waiting     atomic.Int64  // CONNECTs waiting for a slot
 	maxWaiting  int64         // more are refused at once
 	superusers  map[string]bool
-	scramSecret []byte                           // keys the made-up SCRAM salts of unknown users
-	clientCAs   func() *x509.CertPool            // for StillValid; nil: certificates not rechecked
-	jwt         atomic.Pointer[jwtauth.Verifier] // nil without auth.jwt; replaced by Reload
-	hook        *httpauth.Hook                   // nil without auth.http
-	order       []string                         // auth.order
+	scramSecret []byte                            // keys the made-up SCRAM salts of unknown users
+	clientCAs   func() *x509.CertPool             // for StillValid; nil: certificates not rechecked
+	jwt         atomic.Pointer[jwtauth.Verifier]  // nil without auth.jwt; replaced by Reload
+	hook        *httpauth.Hook                    // nil without auth.http
+	order       []string                          // auth.order
+	onFailed    func(*broker.ConnectInfo, string) // OnLoginFailed
 	state       atomic.Pointer[state]
 }
 
@@ -405,7 +406,15 @@ func certField(cert *x509.Certificate, field string) string {
 	return ""
 }
 
+// OnLoginFailed sets a function called for every refused login (before
+// the audit log's rate limit), so that refusals can be counted. Call it
+// before serving.
+func (a *Auth) OnLoginFailed(f func(c *broker.ConnectInfo, reason string)) { a.onFailed = f }
+
 func (a *Auth) loginFailed(c *broker.ConnectInfo, reason string) {
+	if a.onFailed != nil {
+		a.onFailed(c, reason)
+	}
 	if !a.audit.OK() {
 		return
 	}
@@ -416,6 +425,10 @@ func (a *Auth) loginFailed(c *broker.ConnectInfo, reason string) {
 	attrs := []slog.Attr{slog.String("client_id", c.ClientID), slog.String("username", c.Username), slog.String("remote", remote)}
 	if c.Listener != "" {
 		attrs = append(attrs, slog.String("listener", c.Listener))
+	}
+	if c.Path != "" {
+		// Over WebSocket: where a browser page came from.
+		attrs = append(attrs, slog.String("origin", c.Origin), slog.String("path", c.Path))
 	}
 	a.audit.Log(slog.LevelWarn, "login failed", append(attrs, slog.String("reason", reason))...)
 }
