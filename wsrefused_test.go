@@ -11,6 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/starling-mqtt/starling/internal/auth/httpauth"
 	"github.com/starling-mqtt/starling/internal/broker"
 	"github.com/starling-mqtt/starling/internal/limit"
 	"github.com/starling-mqtt/starling/internal/transport"
@@ -104,5 +108,19 @@ func TestRefusalsLogAndAlerts(t *testing.T) {
 	}
 	if o.auth.Load() != 1 {
 		t.Errorf("WebSocket login refusals %d, want 1", o.auth.Load())
+	}
+}
+
+// The refusal and hook metrics pass the Prometheus linter.
+func TestRefusalMetricsLint(t *testing.T) {
+	o := newRefusals(limit.NewLines(slog.New(slog.DiscardHandler), 1), nil)
+	for _, c := range []prometheus.Collector{o, hookCollector{&httpauth.Stats{}}} {
+		problems, err := promtest.CollectAndLint(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range problems {
+			t.Errorf("%s: %s", p.Metric, p.Text)
+		}
 	}
 }
