@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -123,4 +124,26 @@ func TestRefusalMetricsLint(t *testing.T) {
 			t.Errorf("%s: %s", p.Metric, p.Text)
 		}
 	}
+	doc, err := os.ReadFile("docs/observability.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"mqtt_ws_upgrade_refused_total", "mqtt_ws_auth_refused_total", "mqtt_auth_http_requests_total", "mqtt_auth_http_cache_hits_total"} {
+		if n, err := promtest.GatherAndCount(registry(t, o, hookCollector{&httpauth.Stats{}}), name); err != nil || n == 0 {
+			t.Errorf("metric %s not collected (%d series, %v)", name, n, err)
+		}
+		if !strings.Contains(string(doc), "`"+name+"`") {
+			t.Errorf("metric %s is not documented in docs/observability.md", name)
+		}
+	}
+}
+
+func registry(t *testing.T, cs ...prometheus.Collector) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return reg
 }
