@@ -137,6 +137,9 @@ func (o *refusals) alerts() []admin.Refusal {
 	var total uint64
 	var by []string
 	for i, r := range transport.RefusedReasons {
+		if r == transport.RefusedNotWebSocket {
+			continue // plain HTTP requests (health checks, a browser tab): not a client that failed
+		}
 		if n := o.upgrade[i].Load(); n > 0 {
 			total += n
 			by = append(by, fmt.Sprintf("%s %d", r, n))

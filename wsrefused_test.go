@@ -95,6 +95,7 @@ func TestRefusalsLogAndAlerts(t *testing.T) {
 		t.Fatalf("after a minute: %d wrong_path lines, want 2", n)
 	}
 
+	hook(req("/mqtt"), transport.RefusedNotWebSocket) // counted, not an alert
 	o.loginFailed(&broker.ConnectInfo{ClientID: "page", Listener: "https", Origin: "https://app.example", Path: "/mqtt"}, "token: token expired")
 	o.loginFailed(&broker.ConnectInfo{ClientID: "dev", Listener: "tcp"}, "wrong password")
 	al := o.alerts()
