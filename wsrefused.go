@@ -99,9 +99,11 @@ func (o *refusals) hook(listener string) func(*http.Request, string) {
 		}
 		origin := r.Header.Get("Origin")
 		detail := fmt.Sprintf("%s: origin %q, path %s, listener %s", reason, origin, r.URL.Path, listener)
-		o.mu.Lock()
-		o.lastWS = detail
-		o.mu.Unlock()
+		if reason != transport.RefusedNotWebSocket { // not an alert (see alerts)
+			o.mu.Lock()
+			o.lastWS = detail
+			o.mu.Unlock()
+		}
 		if !o.shouldLog(reason+"\x00"+origin+"\x00"+r.URL.Path) || !o.lines.OK() {
 			return
 		}
