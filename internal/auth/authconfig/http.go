@@ -148,8 +148,12 @@ func (c Config) validateOrder() []error {
 	if len(c.Order) > 0 {
 		for _, n := range DefaultOrder {
 			if c.configured(n) && !slices.Contains(c.Order, n) {
+				fix := "add it or remove its keys"
+				if n == AuthAnonymous {
+					fix = "add it or set auth.allow_anonymous: false (and no auth.anonymous_listeners)"
+				}
 				errs = append(errs, &FieldError{Key: "auth.order",
-					Msg: fmt.Sprintf("%s is configured but not listed, so it would never be asked; add it or remove its keys", n)})
+					Msg: fmt.Sprintf("%s is configured but not listed, so it would never be asked; %s", n, fix)})
 			}
 		}
 	}
