@@ -55,9 +55,9 @@ func (s *Stats) connected(version byte, n int64) {
 
 // Broker routes messages between sessions.
 type Broker struct {
-	lim config.Limits
-	log *slog.Logger
-	now func() time.Time
+	lim   config.Limits
+	log   *slog.Logger
+	clock Clock // time for deadlines (lifetime.go); real unless SetClock
 
 	mu      sync.Mutex
 	clients map[string]*client
@@ -132,7 +132,7 @@ func New(lim config.Limits, log *slog.Logger) *Broker {
 		connLogs: lim.Config.NewConnectionLines(log),
 		lim:      lim,
 		log:      log,
-		now:      time.Now,
+		clock:    realClock{},
 		clients:  make(map[string]*client),
 		conns:    make(map[*conn.Conn]struct{}),
 		msgRefs:  make(map[uint64]int),
@@ -187,17 +187,13 @@ type client struct {
 	// instead of the read error that follows.
 	closedConn *conn.Conn
 	closedWhy  string
-	will       *willState // will of the current or last connection
-	expiry     *time.Timer
-	ended      bool // session removed; deliveries are ignored
-	tx         *tx  // the operation whose batch journals session changes
-	// disconnectedAt is when the last connection ended (persisted: expiry
-	// and will delay count from it across restarts).
-	disconnectedAt time.Time
-	takeoverGen    uint64
-	traffic        clientTraffic // messages in and out, for "top clients"
-	flow           clientFlow
-	sampled        samples // under mu
+	will       *willState    // will of the current or last connection
+	life       lifetime      // offline: since when, why, the will's and the session's deadlines
+	ended      bool          // session removed; deliveries are ignored
+	tx         *tx           // the operation whose batch journals session changes
+	traffic    clientTraffic // messages in and out, for "top clients"
+	flow       clientFlow
+	sampled    samples // under mu
 }
 
 // closeConn closes the client's connection with a v5 DISCONNECT carrying
@@ -341,12 +337,7 @@ func (b *Broker) Close(timeout time.Duration) {
 			attached[cl.conn] = true
 			cl.closeConn(packet.ServerShuttingDown, "server shutting down")
 		}
-		if cl.expiry != nil {
-			cl.expiry.Stop()
-		}
-		if cl.will != nil && cl.will.timer != nil {
-			cl.will.timer.Stop()
-		}
+		b.stopLife(cl)
 		cl.mu.Unlock()
 	}
 	for c := range b.conns {

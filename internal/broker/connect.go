@@ -392,8 +392,7 @@ func (h *handler) connect(cp *packet.Connect) bool {
 type willState struct {
 	msg   *session.Message
 	delay time.Duration
-	timer *time.Timer
-	// held: restored in a cluster, waiting for ReleaseWills (no timer);
+	// held: restored in a cluster, waiting for ReleaseWills (no deadline);
 	// heldEnded: and its session ended meanwhile. Guarded by cl.mu.
 	held, heldEnded bool
 }

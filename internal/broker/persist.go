@@ -272,7 +272,7 @@ func (cl *client) offlineSince() time.Time {
 	if cl.conn != nil {
 		return time.Time{}
 	}
-	return cl.disconnectedAt
+	return cl.life.since
 }
 
 // persistent reports whether the session is kept in the store.
@@ -374,7 +374,7 @@ func (b *Broker) Restore() error {
 		cl := b.clients[id]
 		since := r.DisconnectedAt
 		if since.IsZero() || since.After(now) {
-			since = now
+			since = now // connected when the broker stopped: count from now
 		}
 		var w *willState
 		if r.Will != nil {
@@ -386,44 +386,30 @@ func (b *Broker) Restore() error {
 			}
 			w = &willState{msg: m, delay: r.Will.Delay}
 		}
-		expiry := time.Duration(cl.sess.ExpiryInterval) * time.Second
-		if cl.sess.ExpiryInterval != session.NeverExpire && !now.Before(since.Add(expiry)) {
+		if _, expireAt := offlineDeadlines(since, cl.sess.ExpiryInterval, nil); !expireAt.IsZero() && !now.Before(expireAt) {
 			cl.tx = t
 			b.endSession(cl)
 			cl.tx = nil
 			ended++
 			if w != nil && b.backplane != nil {
 				w.held, w.heldEnded = true, true
-				b.heldWills = append(b.heldWills, heldWill{cl: cl, w: w, since: since, at: now})
+				b.heldWills = append(b.heldWills, heldWill{cl: cl, w: w, since: since})
 			} else if w != nil {
 				wills = append(wills, w)
 			}
 			continue
 		}
-		if w != nil {
-			left := max(0, since.Add(w.delay).Sub(now))
-			if cl.sess.ExpiryInterval != session.NeverExpire {
-				left = min(left, since.Add(expiry).Sub(now))
-			}
-			if b.backplane != nil {
-				// In a cluster, the node that took this session over
-				// while this one was down has handled the will: it
-				// waits for ReleaseWills to learn who owns the session.
-				w.held = true
-				cl.will = w
-				b.heldWills = append(b.heldWills, heldWill{cl: cl, w: w, left: left, since: since, at: now})
-			} else if left == 0 {
-				wills = append(wills, w)
-				t.bt().PutSession(cl.sessionRecord(since))
-			} else {
-				cl.will = w
-				w.timer = time.AfterFunc(left, b.guard(func() { b.fireWill(cl, w) }))
-			}
+		cl.will = w
+		if w != nil && b.backplane != nil {
+			// In a cluster, the node that took this session over while
+			// this one was down has handled the will: it waits for
+			// ReleaseWills to learn who owns the session.
+			w.held = true
+			b.heldWills = append(b.heldWills, heldWill{cl: cl, w: w, since: since})
 		}
-		if cl.sess.ExpiryInterval != session.NeverExpire {
-			cl.takeoverGen++
-			gen := cl.takeoverGen
-			cl.expiry = time.AfterFunc(since.Add(expiry).Sub(now), b.guard(func() { b.expire(cl, gen) }))
+		if due := b.goOffline(cl, whyRestored, since); due != nil {
+			wills = append(wills, due)
+			t.bt().PutSession(cl.sessionRecord(since))
 		}
 	}
 	if err := t.commit(true); err != nil {
