@@ -65,7 +65,7 @@ type handler struct {
 // run reads CONNECT, attaches the session and serves packets until the
 // connection ends or is parked (true).
 func (h *handler) run() (parked bool) {
-	h.deadline = h.b.now().Add(h.b.lim.ConnectTimeout)
+	h.deadline = time.Now().Add(h.b.lim.ConnectTimeout) // a socket deadline: real time, whatever the broker's clock
 	p, _, err := h.c.ReadPacket(h.deadline)
 	if err != nil {
 		var pe *packet.Error

@@ -27,7 +27,7 @@ func (h *handler) serve() (reason string, parked bool) {
 		} else {
 			if h.keepAlive > 0 {
 				// [MQTT-3.1.2-22] one and a half times the keep alive.
-				deadline = h.b.now().Add(h.keepAlive * 3 / 2)
+				deadline = time.Now().Add(h.keepAlive * 3 / 2) // a socket deadline: real time
 			}
 			if h.b.idlePoll {
 				// Right after CONNECT park at once (many clients then
