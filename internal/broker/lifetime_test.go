@@ -446,3 +446,92 @@ func TestLifetimeReleaseWills(t *testing.T) {
 		t.Fatalf("%d wills, want 1: the other node's session's will was published", n)
 	}
 }
+
+// A session that expired while the broker was down is gone at start, its
+// will published; one that did not is kept, for what is left of it.
+func TestLifetimeExpiredWhileDown(t *testing.T) {
+	clk := newFakeClock()
+	st := memory.New()
+	first := lifeBroker(t, clk, st, nil)
+	watch(first.b)
+	dropped := clk.Now()
+	connectWill(t, first, "short", 100, 2)
+	connectWill(t, first, "long", 100, 60)
+
+	clk2 := newFakeClock()
+	clk2.Set(dropped.Add(3 * time.Second))
+	second := lifeBroker(t, clk2, st, nil)
+	if second.b.HasSession("short") {
+		t.Fatal("a session that expired during downtime came back")
+	}
+	if n := queued(second.b); n != 1 {
+		t.Fatalf("%d wills at start, want 1 (the expired session's)", n)
+	}
+	clk2.Advance(57*time.Second - time.Millisecond)
+	if !second.b.HasSession("long") {
+		t.Fatal("unexpired session lost")
+	}
+	clk2.Advance(time.Millisecond)
+	if second.b.HasSession("long") || queued(second.b) != 2 {
+		t.Fatalf("60 s after the drop: session %v (want gone), %d wills (want 2)", second.b.HasSession("long"), queued(second.b))
+	}
+}
+
+// A shutdown is not the client's failure: its will waits in the store, and
+// the next start publishes it once its delay, counted from the shutdown,
+// has passed.
+func TestLifetimeWillAcrossShutdown(t *testing.T) {
+	clk := newFakeClock()
+	st := memory.New()
+	first := lifeBroker(t, clk, st, nil)
+	watch(first.b)
+	c := dialRaw(t, first.addr, packet.V5)
+	delay, expiry := uint32(5), uint32(60)
+	cp := &packet.Connect{ProtocolName: "MQTT", ProtocolVersion: packet.V5, ClientID: "c", KeepAlive: 60,
+		Will: &packet.Will{Topic: "wills/c", Payload: []byte("gone"), QoS: 1}}
+	cp.Will.Properties.WillDelay = &delay
+	cp.Properties.SessionExpiry = &expiry
+	c.mustSend(cp)
+	c.read()
+	stopped := clk.Now()
+	first.stop()
+	clk.Advance(time.Hour)
+	if n := queued(first.b); n != 0 {
+		t.Fatalf("%d wills published by a shut-down broker", n)
+	}
+
+	clk2 := newFakeClock()
+	clk2.Set(stopped.Add(2 * time.Second))
+	second := lifeBroker(t, clk2, st, nil)
+	clk2.Advance(3*time.Second - time.Millisecond)
+	if n := queued(second.b); n != 0 {
+		t.Fatalf("%d wills before the delay ran out", n)
+	}
+	clk2.Advance(time.Millisecond)
+	if n := queued(second.b); n != 1 {
+		t.Fatalf("%d wills 5 s after the shutdown, want 1", n)
+	}
+}
+
+// DISCONNECT may raise the session expiry interval: the session then
+// outlives the interval given at CONNECT.
+func TestLifetimeExpiryRaisedAtDisconnect(t *testing.T) {
+	clk := newFakeClock()
+	lb := lifeBroker(t, clk, nil, nil)
+	c := dialRaw(t, lb.addr, packet.V5)
+	c.connect("r", false, 1)
+	d := &packet.Disconnect{}
+	e := uint32(60)
+	d.Properties.SessionExpiry = &e
+	c.mustSend(d)
+	c.expectClosed()
+	waitFor(t, "the connection to end", func() bool { return lb.b.Stats.Connections.Load() == 0 })
+	clk.Advance(60*time.Second - time.Millisecond)
+	if !lb.b.HasSession("r") {
+		t.Fatal("session gone although DISCONNECT raised its expiry to 60 s")
+	}
+	clk.Advance(time.Millisecond)
+	if lb.b.HasSession("r") {
+		t.Fatal("session outlived the expiry set at DISCONNECT")
+	}
+}
