@@ -332,9 +332,7 @@ func (b *Broker) PrepareHandOver(clientID string, clean bool) *HandOff {
 			}
 			return
 		}
-		cl.tx = t
-		shared = b.endSession(cl)
-		cl.tx = nil
+		shared = b.endSession(cl, t)
 	}()
 	t.commit(true)
 	if will != nil {
@@ -394,9 +392,7 @@ func (b *Broker) CommitHandOver(h *HandOff, moved func()) (tail []SnapshotDelive
 		if s, _ := b.snapshotLocked(cl, h.lastSeq); s != nil {
 			tail = s.Out
 		}
-		cl.tx = t
-		b.endSession(cl)
-		cl.tx = nil
+		b.endSession(cl, t)
 	}()
 	t.commit(true)
 	return tail
@@ -548,9 +544,7 @@ func (b *Broker) dropSession(clientID string, evict bool) (attached *conn.Conn) 
 		b.closeTakenOver(cl)
 	}
 	cl.cancelWill()
-	cl.tx = t
-	b.endSession(cl)
-	cl.tx = nil
+	b.endSession(cl, t)
 	return attached
 }
 

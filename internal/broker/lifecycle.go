@@ -70,9 +70,7 @@ func (b *Broker) attachLocked(h *handler, id string, cp *packet.Connect, expiry 
 			}
 			if cp.CleanStart {
 				// [MQTT-3.1.2-4] clean start discards the old session.
-				cl.tx = t
-				shared, from = b.endSession(cl), cl
-				cl.tx = nil
+				shared, from = b.endSession(cl, t), cl
 				return true
 			}
 			return false
@@ -110,11 +108,10 @@ func (b *Broker) attachLocked(h *handler, id string, cp *packet.Connect, expiry 
 	b.Stats.ConnectionsTotal.Add(1)
 	b.clientChanged()
 	t.send(h.c, connack(present))
-	cl.tx = t
 	before := cl.sess.Stats
-	pkts := cl.sess.Attach(link, now)
+	var pkts []packet.Packet
+	cl.inOp(t, func() { pkts = cl.sess.Attach(link, now) })
 	b.countDrops(before, cl.sess.Stats)
-	cl.tx = nil
 	b.recordSession(cl)
 	if len(pkts) > 0 {
 		b.sent(cl, pkts...) // before sending: the writer recycles what it wrote
@@ -123,9 +120,10 @@ func (b *Broker) attachLocked(h *handler, id string, cp *packet.Connect, expiry 
 	return wills, shared, from, packet.Success, ""
 }
 
-// endSession removes a session: its subscriptions and its map entry. The
-// caller holds b.mu and cl.mu. It returns the $share deliveries to hand on.
-func (b *Broker) endSession(cl *client) []session.Delivery {
+// endSession removes a session, its subscriptions and its map entry, in
+// the operation t (which deletes the stored session). The caller holds
+// b.mu and cl.mu. It returns the $share deliveries to hand on.
+func (b *Broker) endSession(cl *client, t *tx) []session.Delivery {
 	cl.ended = true
 	cl.wakeRoomLocked()
 	b.stopLife(cl)
@@ -136,10 +134,11 @@ func (b *Broker) endSession(cl *client) []session.Delivery {
 	if b.backplane != nil {
 		b.backplane.SessionEnded(cl.id)
 	}
-	shared := cl.sess.TakeShared()
+	var shared []session.Delivery
+	cl.inOp(t, func() { shared = cl.sess.TakeShared() })
 	if cl.persistent() {
-		// The caller's operation (cl.tx) deletes the stored session.
-		bt := cl.tx.bt()
+		// The caller's operation deletes the stored session.
+		bt := t.bt()
 		cl.sess.Pending(func(d *session.Delivery) { b.unref(bt, d.Msg) })
 		bt.DeleteSession(cl.id)
 		cl.sess.J = nil
@@ -192,9 +191,7 @@ func (b *Broker) detachLocked(h *handler, t *tx) (will *willState, shared []sess
 		cl.will = nil // [MQTT-3.1.2-10]
 	}
 	closing := b.closing
-	cl.tx = t
-	defer func() { cl.tx = nil }()
-	shared = cl.sess.TakeShared()
+	cl.inOp(t, func() { shared = cl.sess.TakeShared() })
 	expiry := cl.sess.ExpiryInterval
 	if expiry == 0 {
 		// The session ends with the connection, and so the will waits no
@@ -204,7 +201,7 @@ func (b *Broker) detachLocked(h *handler, t *tx) (will *willState, shared []sess
 		if closing {
 			will = nil
 		}
-		shared = append(shared, b.endSession(cl)...)
+		shared = append(shared, b.endSession(cl, t)...)
 		return will, shared
 	}
 	why := whyDisconnect

@@ -247,9 +247,7 @@ func (b *Broker) expireLocked(cl *client) {
 		will = nil
 	}
 	t := b.begin(false)
-	cl.tx = t
-	shared := b.endSession(cl)
-	cl.tx = nil
+	shared := b.endSession(cl, t)
 	why, since := cl.life.why, cl.life.since
 	cl.mu.Unlock()
 	b.mu.Unlock()

@@ -161,6 +161,15 @@ func (t *tx) send(c *conn.Conn, ps ...packet.Packet) {
 // before serving.
 func (b *Broker) SetStore(st store.Store) { b.store = st }
 
+// inOp runs fn, whose session calls journal into t's batch. The caller
+// holds cl.mu; an operation already under way is restored after.
+func (cl *client) inOp(t *tx, fn func()) {
+	prev := cl.tx
+	cl.tx = t
+	defer func() { cl.tx = prev }()
+	fn()
+}
+
 // journal records one persistent session's changes into the operation's
 // batch (client.tx, set under client.mu around every session call).
 type journal struct {
@@ -387,9 +396,7 @@ func (b *Broker) Restore() error {
 			w = &willState{msg: m, delay: r.Will.Delay}
 		}
 		if _, expireAt := offlineDeadlines(since, cl.sess.ExpiryInterval, nil); !expireAt.IsZero() && !now.Before(expireAt) {
-			cl.tx = t
-			b.endSession(cl)
-			cl.tx = nil
+			b.endSession(cl, t)
 			ended++
 			if w != nil && b.backplane != nil {
 				w.held, w.heldEnded = true, true
