@@ -242,14 +242,14 @@ type clientTraffic struct {
 
 // ClientTraffic is one session's traffic since it was created.
 type ClientTraffic struct {
-	ClientID                           string
-	Connected                          bool
-	MessagesIn, BytesIn                uint64
-	MessagesOut, BytesOut              uint64
-	Inflight, Queued                   int
-	DroppedQueue, DroppedExp, DroppedL uint64
-	Flow                               ClientFlow
-	Window                             int // outbound window: see ClientSummary
+	ClientID                                      string
+	Connected                                     bool
+	MessagesIn, BytesIn                           uint64
+	MessagesOut, BytesOut                         uint64
+	Inflight, Queued                              int
+	DroppedQueue, DroppedExpired, DroppedTooLarge uint64
+	Flow                                          ClientFlow
+	Window                                        int // outbound window: see ClientSummary
 }
 
 // Traffics returns every session's traffic counters and queue sizes.
@@ -271,7 +271,7 @@ func (b *Broker) Traffics() []ClientTraffic {
 		ct.Flow = cl.flowLocked()
 		ct.Window = b.windowOf(cl)
 		cl.mu.Unlock()
-		ct.DroppedQueue, ct.DroppedExp, ct.DroppedL = st.DroppedQueueFull, st.DroppedExpired, st.DroppedTooLarge
+		ct.DroppedQueue, ct.DroppedExpired, ct.DroppedTooLarge = st.DroppedQueueFull, st.DroppedExpired, st.DroppedTooLarge
 		out = append(out, ct)
 	}
 	return out
