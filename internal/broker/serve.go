@@ -166,7 +166,7 @@ func (h *handler) onPublish(p *packet.Publish) string {
 		}
 	}
 	if name == "" && v5 {
-		return h.fail(packet.ProtocolError, "empty topic without topic alias") // [MQTT-3.3.2-?] §3.3.2.3.4
+		return h.fail(packet.ProtocolError, "empty topic without topic alias") // a Protocol Error by §3.3.2.3.4 (no numbered statement)
 	}
 	if err := topic.ValidateName(name); err != nil {
 		return h.fail(packet.TopicNameInvalid, "topic name: "+err.Error()) // [MQTT-3.3.2-2]
@@ -465,7 +465,7 @@ func (h *handler) onSubscribe(p *packet.Subscribe) string {
 		if !shared {
 			inner = s.Filter
 		}
-		s.QoS = min(s.QoS, b.lim.MaxQoS) // [MQTT-3.9.3-?] granted may be lower
+		s.QoS = min(s.QoS, b.lim.MaxQoS) // [MQTT-3.8.4-7] granted may be lower
 		latest, sample := b.latestFor(inner, h.listener, &p.Properties)
 		existed := b.subs.Add(cl.id, group, inner, subValue{cl: cl, opts: s, id: subID, latest: latest, sample: sample})
 		if !existed {
@@ -485,7 +485,8 @@ func (h *handler) onSubscribe(p *packet.Subscribe) string {
 		}
 		codes[i] = packet.ReasonCode(s.QoS)
 		// Retained messages go to new subscribers per Retain Handling, and
-		// never through a shared subscription [MQTT-3.8.4-?].
+		// never through a shared subscription [MQTT-3.3.1-9, 3.3.1-10, 3.3.1-11]
+		// (shared: §4.8.2).
 		if shared || s.RetainHandling == 2 || (s.RetainHandling == 1 && existed) {
 			continue
 		}
@@ -500,7 +501,8 @@ func (h *handler) onSubscribe(p *packet.Subscribe) string {
 			retained = append(retained, d)
 		}
 	}
-	// SUBACK first, then the retained messages [MQTT-3.8.4-?].
+	// SUBACK first, then the retained messages: our order (§3.8.4 lets
+	// matching PUBLISHes go before SUBACK), the one clients expect.
 	t.send(h.c, &packet.Suback{PacketID: p.PacketID, ReasonCodes: codes})
 	for _, d := range retained {
 		if out := cl.sess.Deliver(d, now); out != nil {

@@ -9,7 +9,7 @@ import (
 	"github.com/starling-mqtt/starling/internal/packet"
 )
 
-// NeverExpire is the session expiry interval meaning "never" [MQTT-3.1.2-?].
+// NeverExpire is the session expiry interval meaning "never" (§3.1.2.11.2).
 const NeverExpire = 0xFFFFFFFF
 
 // ErrReceiveMaximum is returned when a client has more unreleased QoS 2
@@ -611,7 +611,7 @@ func (s *Session) Puback(id uint16, now time.Time) (next []packet.Packet, ok boo
 }
 
 // Pubrec moves an outbound QoS 2 flow to PUBREL. A PUBREC with an error code
-// ends the flow [MQTT-4.3.3-?]. It returns the PUBREL to send (nil if none)
+// ends the flow [MQTT-4.3.3-4]. It returns the PUBREL to send (nil if none)
 // and what the freed quota lets through.
 func (s *Session) Pubrec(id uint16, code packet.ReasonCode, now time.Time) (rel packet.Packet, next []packet.Packet, ok bool) {
 	i := s.find(id)
