@@ -2,6 +2,7 @@ package broker
 
 import (
 	"crypto/tls"
+	"fmt"
 	"sort"
 	"time"
 
@@ -178,6 +179,47 @@ func (b *Broker) RetainedMatching(filter string, limit int) ([]RetainedMessage, 
 		out[i] = RetainedMessage{Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Expiry: m.Expiry}
 	}
 	return out, nil
+}
+
+// Message is a message published by an operator, with the MQTT 5
+// properties a client could set.
+type Message struct {
+	Topic           string
+	Payload         []byte
+	QoS             byte
+	Retain          bool
+	ContentType     string
+	ResponseTopic   string
+	CorrelationData []byte
+	UserProperties  []packet.UserProperty
+	PayloadUTF8     bool   // Payload Format Indicator 1
+	MessageExpiry   uint32 // seconds; 0 for none
+}
+
+// PublishMessage publishes m like Publish, with its properties. It
+// returns the number of sessions it reached.
+func (b *Broker) PublishMessage(m Message) (int, error) {
+	if err := topic.ValidateName(m.Topic); err != nil {
+		return 0, err
+	}
+	if m.ResponseTopic != "" {
+		if err := topic.ValidateName(m.ResponseTopic); err != nil {
+			return 0, fmt.Errorf("response topic: %w", err)
+		}
+	}
+	sm := &session.Message{Topic: m.Topic, Payload: m.Payload, QoS: min(m.QoS, 2), Retain: m.Retain,
+		Props: packet.Properties{ContentType: m.ContentType, ResponseTopic: m.ResponseTopic,
+			CorrelationData: m.CorrelationData, UserProperties: m.UserProperties}}
+	if m.PayloadUTF8 {
+		one := byte(1)
+		sm.Props.PayloadFormat = &one
+	}
+	if m.MessageExpiry > 0 {
+		sm.Expiry = b.now().Add(time.Duration(m.MessageExpiry) * time.Second)
+	}
+	t := b.begin(m.QoS > 0)
+	n := b.publish(sm, t)
+	return n, t.commit(m.QoS > 0)
 }
 
 // Publish publishes a message from the broker itself (management API,
