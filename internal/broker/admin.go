@@ -196,8 +196,9 @@ type Message struct {
 	MessageExpiry   uint32 // seconds; 0 for none
 }
 
-// PublishMessage publishes m like Publish, with its properties. It
-// returns the number of sessions it reached.
+// PublishMessage publishes a message from the broker itself (management
+// API, $SYS topics), with its properties. It is routed like a client's,
+// durable when QoS > 0, and returns the number of sessions it reached.
 func (b *Broker) PublishMessage(m Message) (int, error) {
 	if err := topic.ValidateName(m.Topic); err != nil {
 		return 0, err
@@ -222,17 +223,9 @@ func (b *Broker) PublishMessage(m Message) (int, error) {
 	return n, t.commit(m.QoS > 0)
 }
 
-// Publish publishes a message from the broker itself (management API,
-// $SYS topics). It is routed like a client's, durable when QoS > 0, and
-// returns the number of sessions it reached.
+// Publish is PublishMessage for a message without properties.
 func (b *Broker) Publish(topicName string, payload []byte, qos byte, retain bool) (int, error) {
-	if err := topic.ValidateName(topicName); err != nil {
-		return 0, err
-	}
-	m := &session.Message{Topic: topicName, Payload: payload, QoS: min(qos, 2), Retain: retain}
-	t := b.begin(qos > 0)
-	n := b.publish(m, t)
-	return n, t.commit(qos > 0)
+	return b.PublishMessage(Message{Topic: topicName, Payload: payload, QoS: qos, Retain: retain})
 }
 
 // Subscriptions returns the number of subscriptions.
