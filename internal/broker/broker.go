@@ -6,8 +6,9 @@
 // Lock order (docs/broker.md has it whole): Broker.handMu, Broker.mu,
 // client.mu, then Broker.msgMu or conn.Conn's own lock; flow control's
 // Broker.holdMu and handler.heldMu come before a hold's lock and are never
-// held with the others. The subscription index and the retained store have
-// their own locks, under which no other is taken. Nothing is
+// held with the others. The retained store's lock is a leaf; the
+// subscription index's write lock, taken under client.mu, runs the
+// backplane's interest callback, which only queues the change. Nothing is
 // published while a client lock is held, because the publisher may be its
 // own subscriber.
 package broker
