@@ -196,9 +196,19 @@ func connectWill(t *testing.T, lb *loopBroker, id string, delay, expiry uint32) 
 	if ack, ok := c.read().(*packet.Connack); !ok || ack.ReasonCode != 0 {
 		t.Fatalf("connect %s: %+v", id, ack)
 	}
-	before := lb.b.Stats.Connections.Load()
 	c.nc.Close()
-	waitFor(t, "the connection to end", func() bool { return lb.b.Stats.Connections.Load() < before })
+	waitOffline(t, lb.b, id)
+}
+
+// waitOffline waits until the broker has handled the end of id's
+// connection: its offline life is set up (under the client's lock, which
+// Client takes) before anyone sees it disconnected.
+func waitOffline(t *testing.T, b *Broker, id string) {
+	t.Helper()
+	waitFor(t, id+"'s connection to end", func() bool {
+		s, ok := b.Client(id)
+		return ok && !s.Connected
+	})
 }
 
 // The will waits out its delay, counted from the drop, and the session
@@ -263,7 +273,7 @@ func TestLifetimeTakeover(t *testing.T) {
 		t.Fatalf("after reconnecting: %d wills (want 0), session %v (want kept)", n, lb.b.HasSession("c"))
 	}
 	back.nc.Close()
-	waitFor(t, "the reconnected client to go", func() bool { return lb.b.Stats.Connections.Load() == 0 })
+	waitOffline(t, lb.b, "c")
 
 	connectWill(t, lb, "d", 4, 60)
 	clk.Advance(time.Second)
@@ -525,7 +535,7 @@ func TestLifetimeExpiryRaisedAtDisconnect(t *testing.T) {
 	d.Properties.SessionExpiry = &e
 	c.mustSend(d)
 	c.expectClosed()
-	waitFor(t, "the connection to end", func() bool { return lb.b.Stats.Connections.Load() == 0 })
+	waitOffline(t, lb.b, "r")
 	clk.Advance(60*time.Second - time.Millisecond)
 	if !lb.b.HasSession("r") {
 		t.Fatal("session gone although DISCONNECT raised its expiry to 60 s")
