@@ -191,7 +191,7 @@ type client struct {
 	will       *willState    // will of the current or last connection
 	life       lifetime      // offline: since when, why, the will's and the session's deadlines
 	ended      bool          // session removed; deliveries are ignored
-	tx         *tx           // the operation whose batch journals session changes
+	durable    bool          // the session is kept in the store (persistent)
 	traffic    clientTraffic // messages in and out, for "top clients"
 	flow       clientFlow
 	sampled    samples // under mu

@@ -466,7 +466,7 @@ func (b *Broker) Adopt(s *SessionSnapshot) {
 	// now if it was connected until the move).
 	b.goOffline(cl, whyAdopted, s.Session.DisconnectedAt)
 	if b.store != nil && cl.sess.ExpiryInterval > 0 {
-		cl.sess.J = &journal{b: b, cl: cl}
+		cl.durable = true
 		t.bt().PutSession(cl.sessionRecord(cl.life.since))
 	}
 	for i := range s.Subs {

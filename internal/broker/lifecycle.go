@@ -94,7 +94,7 @@ func (b *Broker) attachLocked(h *handler, id string, cp *packet.Connect, expiry 
 	cl.info.Store(h.info)
 	cl.sess.ExpiryInterval = expiry
 	if b.store != nil && expiry > 0 && !cl.persistent() {
-		cl.sess.J = &journal{b: b, cl: cl}
+		cl.durable = true
 	}
 	if cl.persistent() {
 		t.bt().PutSession(cl.sessionRecord(time.Time{}))
@@ -110,7 +110,7 @@ func (b *Broker) attachLocked(h *handler, id string, cp *packet.Connect, expiry 
 	t.send(h.c, connack(present))
 	before := cl.sess.Stats
 	var pkts []packet.Packet
-	cl.inOp(t, func() { pkts = cl.sess.Attach(link, now) })
+	pkts = cl.sess.Attach(cl.jr(t), link, now)
 	b.countDrops(before, cl.sess.Stats)
 	b.recordSession(cl)
 	if len(pkts) > 0 {
@@ -134,14 +134,13 @@ func (b *Broker) endSession(cl *client, t *tx) []session.Delivery {
 	if b.backplane != nil {
 		b.backplane.SessionEnded(cl.id)
 	}
-	var shared []session.Delivery
-	cl.inOp(t, func() { shared = cl.sess.TakeShared() })
+	shared := cl.sess.TakeShared(cl.jr(t))
 	if cl.persistent() {
 		// The caller's operation deletes the stored session.
 		bt := t.bt()
 		cl.sess.Pending(func(d *session.Delivery) { b.unref(bt, d.Msg) })
 		bt.DeleteSession(cl.id)
-		cl.sess.J = nil
+		cl.durable = false
 	}
 	cl.sess.Discard()
 	return shared
@@ -191,7 +190,7 @@ func (b *Broker) detachLocked(h *handler, t *tx) (will *willState, shared []sess
 		cl.will = nil // [MQTT-3.1.2-10]
 	}
 	closing := b.closing
-	cl.inOp(t, func() { shared = cl.sess.TakeShared() })
+	shared = cl.sess.TakeShared(cl.jr(t))
 	expiry := cl.sess.ExpiryInterval
 	if expiry == 0 {
 		// The session ends with the connection, and so the will waits no

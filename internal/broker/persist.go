@@ -161,65 +161,56 @@ func (t *tx) send(c *conn.Conn, ps ...packet.Packet) {
 // before serving.
 func (b *Broker) SetStore(st store.Store) { b.store = st }
 
-// inOp runs fn, whose session calls journal into t's batch. The caller
-// holds cl.mu; an operation already under way is restored after.
-func (cl *client) inOp(t *tx, fn func()) {
-	prev := cl.tx
-	cl.tx = t
-	defer func() { cl.tx = prev }()
-	fn()
-}
-
-// journal records one persistent session's changes into the operation's
-// batch (client.tx, set under client.mu around every session call).
-type journal struct {
-	b  *Broker
-	cl *client
-}
-
-func (j *journal) batch() store.Batch {
-	if j.cl.tx == nil {
-		// A session call outside an operation: a bug, made loud.
-		panic(fmt.Sprintf("broker: session %q changed outside an operation", j.cl.id))
+// jr is the journal of cl's session changes in the operation t: t itself
+// for a persistent session, nil for one nothing records. Every session
+// call that may change a persistent session takes it, so its changes go
+// into the batch of the operation they are part of. The caller holds
+// cl.mu.
+func (cl *client) jr(t *tx) session.Journal {
+	if t == nil || !cl.persistent() {
+		return nil // not a nil *tx in the interface: the session tests for nil
 	}
-	return j.cl.tx.bt()
+	return t
 }
 
-func (j *journal) PutOutbound(seq uint64, d *session.Delivery, packetID uint16, state byte, first bool) {
-	bt := j.batch()
+// PutOutbound, DeleteOutbound, PutInbound and DeleteInbound make tx the
+// session.Journal of a persistent session's changes: they go into the
+// operation's batch, and to the backplane's replica once it commits.
+func (t *tx) PutOutbound(clientID string, seq uint64, d *session.Delivery, packetID uint16, state byte, first bool) {
+	bt := t.bt()
 	if first {
-		j.b.ref(bt, d.Msg)
+		t.b.ref(bt, d.Msg)
 	}
-	j.b.msgMu.Lock()
+	t.b.msgMu.Lock()
 	id := d.Msg.ID
-	j.b.msgMu.Unlock()
-	bt.PutOutbound(j.cl.id, seq, &store.Outbound{MessageID: id, QoS: d.QoS, Retain: d.Retain, SubIDs: d.SubIDs,
+	t.b.msgMu.Unlock()
+	bt.PutOutbound(clientID, seq, &store.Outbound{MessageID: id, QoS: d.QoS, Retain: d.Retain, SubIDs: d.SubIDs,
 		Group: d.Group, Filter: d.Filter, PacketID: packetID, State: state})
-	if j.b.mirror != nil {
-		j.cl.tx.mirror = append(j.cl.tx.mirror, j.b.mirrorPut(j.cl.id, seq, d, packetID, state))
+	if t.b.mirror != nil {
+		t.mirror = append(t.mirror, t.b.mirrorPut(clientID, seq, d, packetID, state))
 	}
 }
 
-func (j *journal) DeleteOutbound(seq uint64, d *session.Delivery) {
-	bt := j.batch()
-	bt.DeleteOutbound(j.cl.id, seq)
-	j.b.unref(bt, d.Msg)
-	if j.b.mirror != nil {
-		j.cl.tx.mirror = append(j.cl.tx.mirror, MirrorOp{ClientID: j.cl.id, Seq: seq, Rev: j.b.rev()})
+func (t *tx) DeleteOutbound(clientID string, seq uint64, d *session.Delivery) {
+	bt := t.bt()
+	bt.DeleteOutbound(clientID, seq)
+	t.b.unref(bt, d.Msg)
+	if t.b.mirror != nil {
+		t.mirror = append(t.mirror, MirrorOp{ClientID: clientID, Seq: seq, Rev: t.b.rev()})
 	}
 }
 
-func (j *journal) PutInbound(id uint16) {
-	j.batch().PutInbound(j.cl.id, id)
-	if j.b.mirror != nil {
-		j.cl.tx.mirror = append(j.cl.tx.mirror, MirrorOp{ClientID: j.cl.id, Inbound: id, Rev: j.b.rev()})
+func (t *tx) PutInbound(clientID string, id uint16) {
+	t.bt().PutInbound(clientID, id)
+	if t.b.mirror != nil {
+		t.mirror = append(t.mirror, MirrorOp{ClientID: clientID, Inbound: id, Rev: t.b.rev()})
 	}
 }
 
-func (j *journal) DeleteInbound(id uint16) {
-	j.batch().DeleteInbound(j.cl.id, id)
-	if j.b.mirror != nil {
-		j.cl.tx.mirror = append(j.cl.tx.mirror, MirrorOp{ClientID: j.cl.id, Inbound: id, Released: true, Rev: j.b.rev()})
+func (t *tx) DeleteInbound(clientID string, id uint16) {
+	t.bt().DeleteInbound(clientID, id)
+	if t.b.mirror != nil {
+		t.mirror = append(t.mirror, MirrorOp{ClientID: clientID, Inbound: id, Released: true, Rev: t.b.rev()})
 	}
 }
 
@@ -285,7 +276,7 @@ func (cl *client) offlineSince() time.Time {
 }
 
 // persistent reports whether the session is kept in the store.
-func (cl *client) persistent() bool { return cl.sess.J != nil }
+func (cl *client) persistent() bool { return cl.durable }
 
 // Restore loads the store's sessions, subscriptions, queued and inflight
 // messages and retained messages. Sessions that expired while the broker was
@@ -317,7 +308,7 @@ func (b *Broker) Restore() error {
 		Session: func(s *store.Session) error {
 			cl := &client{id: s.ClientID, version: s.Version, sess: session.New(s.ClientID, b.sessionLimits())}
 			cl.sess.ExpiryInterval = s.ExpiryInterval
-			cl.sess.J = &journal{b: b, cl: cl}
+			cl.durable = true
 			b.clients[s.ClientID] = cl
 			records[s.ClientID] = s
 			nSess++

@@ -255,9 +255,7 @@ func (h *handler) onPublish(p *packet.Publish) string {
 		h.ackPublishAfter(t.ackGate(), p, noMatch(n))
 	case 2:
 		h.cl.mu.Lock()
-		h.cl.tx = t
-		first, err := h.cl.sess.ReceiveQoS2(p.PacketID, p.Dup)
-		h.cl.tx = nil
+		first, err := h.cl.sess.ReceiveQoS2(h.cl.jr(t), p.PacketID, p.Dup)
 		h.cl.mu.Unlock()
 		if err != nil {
 			t.commit(false)
@@ -284,9 +282,7 @@ func (h *handler) storeFailed(p *packet.Publish) string {
 	if p.QoS == 2 {
 		t := h.b.begin(false)
 		h.cl.mu.Lock()
-		h.cl.tx = t
-		h.cl.sess.Release(p.PacketID) // the flow ends with the error PUBREC
-		h.cl.tx = nil
+		h.cl.sess.Release(h.cl.jr(t), p.PacketID) // the flow ends with the error PUBREC
 		h.cl.mu.Unlock()
 		t.commit(false)
 	}
@@ -347,8 +343,7 @@ func (h *handler) onAck(a *packet.Ack) string {
 	func() {
 		cl.mu.Lock()
 		defer cl.mu.Unlock()
-		cl.tx = t
-		defer func() { cl.tx = nil }()
+		j := cl.jr(t)
 		before := cl.sess.Stats
 		defer func() { h.b.countDrops(before, cl.sess.Stats) }()
 		took := false
@@ -359,21 +354,21 @@ func (h *handler) onAck(a *packet.Ack) string {
 		}()
 		switch a.Kind {
 		case packet.PUBACK:
-			next, took = cl.sess.Puback(a.PacketID, now)
+			next, took = cl.sess.Puback(j, a.PacketID, now)
 		case packet.PUBREC:
 			var rel packet.Packet
-			rel, next, took = cl.sess.Pubrec(a.PacketID, a.ReasonCode, now)
+			rel, next, took = cl.sess.Pubrec(j, a.PacketID, a.ReasonCode, now)
 			if rel != nil {
 				t.send(h.c, rel)
 			}
 		case packet.PUBREL:
 			ack := &packet.Ack{Kind: packet.PUBCOMP, PacketID: a.PacketID}
-			if !cl.sess.Release(a.PacketID) && h.version == packet.V5 {
+			if !cl.sess.Release(j, a.PacketID) && h.version == packet.V5 {
 				ack.ReasonCode = packet.PacketIDNotFound
 			}
 			t.send(h.c, ack)
 		case packet.PUBCOMP:
-			next, took = cl.sess.Pubcomp(a.PacketID, now)
+			next, took = cl.sess.Pubcomp(j, a.PacketID, now)
 		}
 		if len(next) > 0 {
 			h.b.sent(cl, next...) // before sending: the writer recycles what it wrote
@@ -427,8 +422,6 @@ func (h *handler) onSubscribe(p *packet.Subscribe) string {
 	}()
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
-	cl.tx = t
-	defer func() { cl.tx = nil }()
 	if cl.conn != h.c {
 		return "session taken over" // late packet of a replaced connection
 	}
@@ -505,7 +498,7 @@ func (h *handler) onSubscribe(p *packet.Subscribe) string {
 	// matching PUBLISHes go before SUBACK), the one clients expect.
 	t.send(h.c, &packet.Suback{PacketID: p.PacketID, ReasonCodes: codes})
 	for _, d := range retained {
-		if out := cl.sess.Deliver(d, now); out != nil {
+		if out := cl.sess.Deliver(cl.jr(t), d, now); out != nil {
 			b.sent(cl, out) // before sending: the writer recycles what it wrote
 			t.send(h.c, out)
 		}
