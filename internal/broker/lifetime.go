@@ -34,8 +34,10 @@ type realClock struct{}
 func (realClock) Now() time.Time                            { return time.Now() }
 func (realClock) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
 
-// SetClock makes the broker take time from c. Call it before Restore and
-// serving.
+// SetClock makes the broker take time from c: the offline life of
+// clients (will delay, session expiry), message expiry and flow control's
+// timing follow it; socket deadlines (CONNECT timeout, keep alive) keep
+// real time. Call it before Restore and serving.
 func (b *Broker) SetClock(c Clock) { b.clock = c }
 
 func (b *Broker) now() time.Time { return b.clock.Now() }
