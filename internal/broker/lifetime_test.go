@@ -545,3 +545,22 @@ func TestLifetimeExpiryRaisedAtDisconnect(t *testing.T) {
 		t.Fatal("session outlived the expiry set at DISCONNECT")
 	}
 }
+
+// A session expiry of 0 set at DISCONNECT ends the session with the
+// connection: no deadline is left to wait for.
+func TestLifetimeExpiryZeroAtDisconnect(t *testing.T) {
+	clk := newFakeClock()
+	lb := lifeBroker(t, clk, memory.New(), nil)
+	c := dialRaw(t, lb.addr, packet.V5)
+	c.connect("z", false, 60)
+	d := &packet.Disconnect{}
+	var zero uint32
+	d.Properties.SessionExpiry = &zero
+	c.mustSend(d)
+	c.expectClosed()
+	waitFor(t, "the session to end", func() bool { return !lb.b.HasSession("z") })
+	again := dialRaw(t, lb.addr, packet.V5)
+	if ack := again.connect("z", false, 60); ack.SessionPresent {
+		t.Fatal("session present although DISCONNECT set its expiry to 0")
+	}
+}

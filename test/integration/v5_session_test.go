@@ -67,23 +67,6 @@ func TestV5SessionResumeKeepsSubscriptionsAndQueue(t *testing.T) {
 	}
 }
 
-// Session expiry 0 in DISCONNECT ends the session at once.
-func TestV5SessionExpiryZeroAtDisconnect(t *testing.T) {
-	t.Parallel()
-	_, addr := testutil.StartBroker(t, nil)
-	s, _ := v5Raw(t, addr, "lower", false, 60)
-	v5RawSub(t, s, 1, 0, packet.Subscription{Filter: "sess/lower", QoS: 1})
-	d := &packet.Disconnect{}
-	d.Properties.SessionExpiry = v5U32(0)
-	s.Send(d)
-	v5WaitEOF(t, s)
-	time.Sleep(100 * time.Millisecond)
-	_, ack := v5Raw(t, addr, "lower", false, 60)
-	if ack.SessionPresent {
-		t.Fatalf("session present although DISCONNECT set its expiry to 0")
-	}
-}
-
 // [MQTT-3.14.2-2] expiry 0 at CONNECT, non-zero at DISCONNECT is a protocol
 // error.
 func TestV5SessionExpiryZeroThenNonZeroAtDisconnect(t *testing.T) {
