@@ -124,6 +124,7 @@ func (b *Broker) goOffline(cl *client, why offlineWhy, since time.Time) (due *wi
 	l := &cl.life
 	b.stopLife(cl)
 	l.since, l.why = since, why
+	l.willAt, l.expireAt = time.Time{}, time.Time{}
 	if why == whyShutdown {
 		return nil
 	}
@@ -167,8 +168,8 @@ func (cl *client) cancelWill() {
 	cl.life.willAt = time.Time{}
 }
 
-// goOnline ends cl's offline life: a connection attached, or the session
-// ended. Nothing armed for it fires any more. The caller holds cl.mu.
+// goOnline ends cl's offline life: a connection attached. Nothing armed
+// for it fires any more. The caller holds cl.mu.
 func (b *Broker) goOnline(cl *client) {
 	b.stopLife(cl)
 	cl.life = lifetime{gen: cl.life.gen}
