@@ -564,3 +564,59 @@ func TestLifetimeExpiryZeroAtDisconnect(t *testing.T) {
 		t.Fatal("session present although DISCONNECT set its expiry to 0")
 	}
 }
+
+// leakyClock is a fakeClock whose timers cannot be stopped: every
+// callback runs, as one already on its way when Stop is called does.
+type leakyClock struct{ *fakeClock }
+
+type leakyTimer struct{}
+
+func (leakyTimer) Stop() bool { return false }
+
+func (c leakyClock) AfterFunc(d time.Duration, f func()) Timer {
+	c.fakeClock.AfterFunc(d, f)
+	return leakyTimer{}
+}
+
+// A deadline of an earlier offline life does nothing when its callback
+// runs after all (Stop came too late): the client came back and left
+// again in between, and its will waits for the new delay, published once.
+func TestLifetimeStaleDeadlineIgnored(t *testing.T) {
+	clk := newFakeClock()
+	b := New(config.Default().Limits, nil)
+	b.SetClock(leakyClock{clk})
+	b.SetStore(memory.New())
+	if err := b.Restore(); err != nil {
+		t.Fatal(err)
+	}
+	lb := serveLoopback(t, b)
+	t.Cleanup(lb.stop)
+	watch(b)
+	connectWill(t, lb, "c", 4, 60) // will due at +4 s
+	clk.Advance(2 * time.Second)
+	back := dialRaw(t, lb.addr, packet.V5)
+	cp := &packet.Connect{ProtocolName: "MQTT", ProtocolVersion: packet.V5, ClientID: "c", KeepAlive: 60,
+		Will: &packet.Will{Topic: "wills/c", Payload: []byte("gone"), QoS: 1}}
+	delay, expiry := uint32(4), uint32(60)
+	cp.Will.Properties.WillDelay = &delay
+	cp.Properties.SessionExpiry = &expiry
+	back.mustSend(cp)
+	if ack, ok := back.read().(*packet.Connack); !ok || !ack.SessionPresent {
+		t.Fatalf("reconnect: %+v", ack)
+	}
+	clk.Advance(time.Second)
+	back.nc.Close()
+	waitOffline(t, b, "c") // will due at +7 s
+	clk.Advance(time.Second)
+	if n := queued(b); n != 0 {
+		t.Fatalf("%d wills at +4 s: the first offline life's deadline fired", n)
+	}
+	clk.Advance(3*time.Second - time.Millisecond)
+	if n := queued(b); n != 0 {
+		t.Fatalf("%d wills before the second delay ran out", n)
+	}
+	clk.Advance(time.Millisecond)
+	if n := queued(b); n != 1 {
+		t.Fatalf("%d wills at +7 s, want 1", n)
+	}
+}
