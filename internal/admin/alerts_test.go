@@ -116,7 +116,7 @@ func TestAlertsGroupedPerClient(t *testing.T) {
 			held = time.Second // held publishers back once, at tick 5
 		}
 		f.checkAlerts(at(i), []broker.ClientTraffic{
-			{ClientID: "tiny", Connected: true, Window: 20, DroppedL: uint64(2 * i)},
+			{ClientID: "tiny", Connected: true, Window: 20, DroppedTooLarge: uint64(2 * i)},
 			{ClientID: "slow", Connected: true, Window: 20, Flow: broker.ClientFlow{HeldFor: held}},
 		})
 	}

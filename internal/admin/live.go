@@ -353,7 +353,7 @@ func (f *feed) checkAlerts(now time.Time, ts []broker.ClientTraffic) {
 	var fresh []Alert
 	ms := now.UnixMilli()
 	for _, c := range ts {
-		d := c.DroppedQueue + c.DroppedExp + c.DroppedL
+		d := c.DroppedQueue + c.DroppedExpired + c.DroppedTooLarge
 		m := clientMark{drops: d, held: c.Flow.HeldFor, actions: c.Flow.PolicyActions,
 			full: c.Connected && c.Window > 0 && c.Inflight >= c.Window, out: c.MessagesOut}
 		cur[c.ClientID] = m
@@ -361,7 +361,7 @@ func (f *feed) checkAlerts(now time.Time, ts []broker.ClientTraffic) {
 		if !first && d > p.drops {
 			n := d - p.drops
 			perClient += n
-			detail := fmt.Sprintf("%d deliveries dropped (so far: queue full %d, expired %d, too large %d)", n, c.DroppedQueue, c.DroppedExp, c.DroppedL)
+			detail := fmt.Sprintf("%d deliveries dropped (so far: queue full %d, expired %d, too large %d)", n, c.DroppedQueue, c.DroppedExpired, c.DroppedTooLarge)
 			if !seen {
 				detail = fmt.Sprintf("%d deliveries dropped", d)
 			}
