@@ -75,9 +75,9 @@ type Server struct {
 	// cluster is this node's membership; nil for a single node.
 	cluster *cluster.Node
 	auth    *auth.Auth
-	origins *originRefusals // logs WebSocket upgrades refused for their Origin
-	authn   Authenticator   // WithAuthenticator; nil: auth
-	authz   Authorizer      // WithAuthorizer; nil: auth
+	refused *refusals     // counts and logs refused WebSocket upgrades and logins
+	authn   Authenticator // WithAuthenticator; nil: auth
+	authz   Authorizer    // WithAuthorizer; nil: auth
 	admin   *admin.Admin
 	// version is shown in $SYS and on the dashboard (WithVersion).
 	version string
@@ -150,8 +150,10 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	if s.certs != nil {
 		a.SetClientCAs(s.certs.ClientCAs) // certificate users are rechecked on reload
 	}
-	s.origins = newOriginRefusals(a.AuditLines())
-	ao := admin.Options{Checker: a, Ready: s.serving, Version: s.version, Logger: s.log, LogLevel: s.level}
+	s.refused = newRefusals(a.AuditLines(), cfg.WebSocket.Paths)
+	a.OnLoginFailed(s.refused.loginFailed)
+	ao := admin.Options{Checker: a, Ready: s.serving, Version: s.version, Logger: s.log, LogLevel: s.level,
+		Refusals: s.refused.alerts}
 	if cfg.Cluster.Name != "" {
 		if cfg.Cluster.Node == "" {
 			s.cfg.Cluster.Node = cluster.DefaultNodeName(cfg.Cluster.Listen)
@@ -164,8 +166,16 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 		ao.Bridges = func() any { return s.bridges.Status() }
 	}
 	s.admin = admin.New(s.broker, ao)
+	var reg prometheus.Registerer = s.admin.Metrics().Registry()
+	if ao.Node != "" {
+		reg = prometheus.WrapRegistererWith(prometheus.Labels{"node": ao.Node}, reg)
+	}
+	reg.MustRegister(s.refused)
+	if st := a.HookStats(); st != nil {
+		reg.MustRegister(hookCollector{st})
+	}
 	if s.bridges != nil {
-		s.admin.Metrics().Registry().MustRegister(s.bridges.Collector())
+		reg.MustRegister(s.bridges.Collector())
 	}
 	return s, nil
 }
@@ -383,8 +393,8 @@ func (s *Server) wsMux(name string) *http.ServeMux {
 		Compression:        ws.Compression,
 		// A compressed message holds MQTT packets: it need not expand
 		// beyond the largest packet accepted.
-		MaxMessageSize:  int64(s.cfg.Limits.MaxPacketSize),
-		OnOriginRefused: s.origins.hook(name),
+		MaxMessageSize: int64(s.cfg.Limits.MaxPacketSize),
+		OnRefused:      s.refused.hook(name),
 	}, func(c net.Conn, r *http.Request) {
 		if j := s.cfg.Auth.JWT; j.Enabled() && (j.QueryParam || j.Cookie != "") {
 			if wc, ok := c.(*transport.WSConn); ok {
@@ -405,7 +415,7 @@ func (s *Server) wsMux(name string) *http.ServeMux {
 	}
 	// Everything else on the port: /metrics, /healthz, /readyz, /api/v1/
 	// and the dashboard.
-	mux.Handle("/", s.admin.Handler())
+	mux.Handle("/", transport.WrongPathHandler(ws.Paths, s.refused.hook(name), s.admin.Handler()))
 	return mux
 }
 

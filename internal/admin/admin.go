@@ -86,6 +86,18 @@ type Options struct {
 	// Bridges reports the bridges to other brokers, for
 	// GET /api/v1/bridges; nil when none is configured.
 	Bridges func() any
+	// Refusals, when set, reports refused connections (WebSocket
+	// upgrades, logins) as running counts by kind; each tick at which a
+	// count grew raises an alert of that kind.
+	Refusals func() []Refusal
+}
+
+// Refusal is a running count of one kind of refused connection, for the
+// dashboard's alerts.
+type Refusal struct {
+	Kind   string // the alert's kind: "ws_refused", "auth_refused"
+	Count  uint64 // since start
+	Detail string // the latest refusal, and counts by reason
 }
 
 // ClusterStatus is a cluster member's view of its cluster.
@@ -136,6 +148,7 @@ func newAdmin(b Broker, src metrics.Source, o Options) *Admin {
 	a.sys = metrics.NewSys(src, b, metrics.SysOptions{Interval: o.SysInterval, Version: o.Version, Start: start, Logger: o.Logger})
 	a.feed = newFeed(b, src, o.Version, start)
 	a.feed.cluster = o.Cluster
+	a.feed.refusals = o.Refusals
 	return a
 }
 

@@ -186,7 +186,7 @@ func TestClientsAndKick(t *testing.T) {
 		t.Fatalf("kick: %d %s", code, body)
 	}
 	select {
-	case d := <-c.disc:
+	case d := <-c.Disc:
 		if d.ReasonCode != byte(packet.AdministrativeAction) {
 			t.Errorf("DISCONNECT reason 0x%02x, want 0x98", d.ReasonCode)
 		}

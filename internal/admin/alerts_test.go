@@ -116,7 +116,7 @@ func TestAlertsGroupedPerClient(t *testing.T) {
 			held = time.Second // held publishers back once, at tick 5
 		}
 		f.checkAlerts(at(i), []broker.ClientTraffic{
-			{ClientID: "tiny", Connected: true, Window: 20, DroppedL: uint64(2 * i)},
+			{ClientID: "tiny", Connected: true, Window: 20, DroppedTooLarge: uint64(2 * i)},
 			{ClientID: "slow", Connected: true, Window: 20, Flow: broker.ClientFlow{HeldFor: held}},
 		})
 	}
@@ -237,5 +237,44 @@ func TestSlowConsumerAlertFirstTick(t *testing.T) {
 	})
 	if len(f.alerts) != 1 || f.alerts[0].ClientID != "q" || f.alerts[0].Detail != "inflight 0 of its window 20, queued 600 of 1000" {
 		t.Errorf("alerts at the first tick: %+v, want q's half-full queue only", f.alerts)
+	}
+}
+
+// Refused WebSocket upgrades and logins become alerts, one group per kind,
+// raised at each tick their count grew.
+func TestRefusalAlerts(t *testing.T) {
+	b, _ := startBroker(t)
+	var ws, login uint64
+	f := New(b, Options{Refusals: func() []Refusal {
+		return []Refusal{{Kind: "ws_refused", Count: ws, Detail: fmt.Sprintf("%d upgrades refused", ws)},
+			{Kind: "auth_refused", Count: login, Detail: "login"}}
+	}}).feed
+	t0 := time.Now()
+	ws = 2 // before the first tick: still news
+	if err := f.tick(t0); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.alerts) != 1 || f.alerts[0].Kind != "ws_refused" || f.alerts[0].Count != 2 || f.alerts[0].Detail != "2 upgrades refused" {
+		t.Fatalf("alerts %+v, want one ws_refused of 2", f.alerts)
+	}
+	if err := f.tick(t0.Add(time.Second)); err != nil { // nothing new
+		t.Fatal(err)
+	}
+	if len(f.alerts) != 1 || f.alerts[0].Times != 1 {
+		t.Fatalf("alerts %+v, want the same one, raised once", f.alerts)
+	}
+	ws, login = 5, 1
+	if err := f.tick(t0.Add(2 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]Alert{}
+	for _, a := range f.alerts {
+		got[a.Kind] = a
+	}
+	if a := got["ws_refused"]; a.Count != 5 || a.Times != 2 || a.Detail != "5 upgrades refused" {
+		t.Fatalf("ws_refused %+v, want 5 in all, raised twice", a)
+	}
+	if a := got["auth_refused"]; a.Count != 1 || a.Times != 1 {
+		t.Fatalf("auth_refused %+v", a)
 	}
 }

@@ -185,9 +185,9 @@ func TestEndpointsCredentials(t *testing.T) {
 	// Nothing happened: the victim is connected, nothing was published,
 	// the retained message is there.
 	select {
-	case p := <-watcher.recv:
+	case p := <-watcher.Recv:
 		t.Errorf("watcher got %s %q after refused requests", p.Topic, p.Payload)
-	case d := <-victim.disc:
+	case d := <-victim.Disc:
 		t.Errorf("victim disconnected by a refused kick: %+v", d)
 	case <-time.After(200 * time.Millisecond):
 	}
@@ -211,7 +211,7 @@ func TestEndpointsCredentials(t *testing.T) {
 		t.Errorf("watcher got %s %q, want the delete of auth/kept", p.Topic, p.Payload)
 	}
 	select {
-	case <-victim.disc:
+	case <-victim.Disc:
 	case <-time.After(5 * time.Second):
 		t.Error("victim not disconnected by the kick")
 	}

@@ -110,6 +110,8 @@ type feed struct {
 	prevDropTotal uint64
 	alerts        []Alert // at most maxAlerts groups, the most recently raised first, kept while nobody watches
 	cluster       func() *ClusterStatus
+	refusals      func() []Refusal
+	prevRefusals  map[string]uint64 // Refusal counts by kind at the last tick
 }
 
 func newFeed(b Broker, src metrics.Source, version string, start time.Time) *feed {

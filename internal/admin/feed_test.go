@@ -112,7 +112,7 @@ func TestRunDisabled(t *testing.T) {
 	defer stop()
 	a.Run(ctx) // returns at once: nothing to run
 	select {
-	case p := <-page.recv:
+	case p := <-page.Recv:
 		t.Errorf("published %s with $SYS and feeds off", p.Topic)
 	case <-time.After(1200 * time.Millisecond):
 	}

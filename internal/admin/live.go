@@ -112,16 +112,17 @@ type AlertsFeed struct {
 	Alerts []Alert `json:"alerts"`
 }
 
-// Alert is a slow consumer or dropped deliveries: one per client and
+// Alert is a slow consumer, dropped deliveries or refused connections
+// (WebSocket upgrades, logins): one per client and
 // kind, raised again at every tick the condition holds, so that one busy
 // client takes one slot however often it is raised.
 type Alert struct {
 	Time     int64  `json:"t"`     // last raised, Unix milliseconds
 	First    int64  `json:"first"` // first raised
 	Times    int    `json:"times"` // raised this often (once per tick at most)
-	Kind     string `json:"kind"`  // "slow_consumer" or "dropped"
+	Kind     string `json:"kind"`  // "slow_consumer", "dropped", "ws_refused" or "auth_refused"
 	ClientID string `json:"client_id,omitempty"`
-	Count    uint64 `json:"count,omitempty"` // dropped deliveries, over all times
+	Count    uint64 `json:"count,omitempty"` // dropped deliveries or refusals, over all times
 	Detail   string `json:"detail"`          // of the last time
 }
 
@@ -352,7 +353,7 @@ func (f *feed) checkAlerts(now time.Time, ts []broker.ClientTraffic) {
 	var fresh []Alert
 	ms := now.UnixMilli()
 	for _, c := range ts {
-		d := c.DroppedQueue + c.DroppedExp + c.DroppedL
+		d := c.DroppedQueue + c.DroppedExpired + c.DroppedTooLarge
 		m := clientMark{drops: d, held: c.Flow.HeldFor, actions: c.Flow.PolicyActions,
 			full: c.Connected && c.Window > 0 && c.Inflight >= c.Window, out: c.MessagesOut}
 		cur[c.ClientID] = m
@@ -360,7 +361,7 @@ func (f *feed) checkAlerts(now time.Time, ts []broker.ClientTraffic) {
 		if !first && d > p.drops {
 			n := d - p.drops
 			perClient += n
-			detail := fmt.Sprintf("%d deliveries dropped (so far: queue full %d, expired %d, too large %d)", n, c.DroppedQueue, c.DroppedExp, c.DroppedL)
+			detail := fmt.Sprintf("%d deliveries dropped (so far: queue full %d, expired %d, too large %d)", n, c.DroppedQueue, c.DroppedExpired, c.DroppedTooLarge)
 			if !seen {
 				detail = fmt.Sprintf("%d deliveries dropped", d)
 			}
@@ -403,9 +404,30 @@ func (f *feed) checkAlerts(now time.Time, ts []broker.ClientTraffic) {
 			Detail: fmt.Sprintf("%d deliveries dropped for slow readers or $share groups without members", n)})
 	}
 	f.marks, f.prevDropTotal = cur, total
+	fresh = append(fresh, f.refusalAlerts(ms)...)
 	for _, a := range fresh {
 		f.raise(a)
 	}
+}
+
+// refusalAlerts raises one alert per kind of refusal whose count grew
+// since the last tick (all of them at the first: a refused page is news
+// whenever it happened).
+func (f *feed) refusalAlerts(ms int64) []Alert {
+	if f.refusals == nil {
+		return nil
+	}
+	if f.prevRefusals == nil {
+		f.prevRefusals = make(map[string]uint64)
+	}
+	var out []Alert
+	for _, r := range f.refusals() {
+		if p := f.prevRefusals[r.Kind]; r.Count > p {
+			out = append(out, Alert{Time: ms, Kind: r.Kind, Count: r.Count - p, Detail: r.Detail})
+		}
+		f.prevRefusals[r.Kind] = r.Count
+	}
+	return out
 }
 
 // raise adds a to its client's and kind's group, which moves to the

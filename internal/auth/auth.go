@@ -14,8 +14,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sync/atomic"
 
+	"github.com/starling-mqtt/starling/internal/auth/httpauth"
 	"github.com/starling-mqtt/starling/internal/auth/jwtauth"
 	"github.com/starling-mqtt/starling/internal/broker"
 	"github.com/starling-mqtt/starling/internal/limit"
@@ -33,9 +35,12 @@ type Auth struct {
 	waiting     atomic.Int64  // CONNECTs waiting for a slot
 	maxWaiting  int64         // more are refused at once
 	superusers  map[string]bool
-	scramSecret []byte                           // keys the made-up SCRAM salts of unknown users
-	clientCAs   func() *x509.CertPool            // for StillValid; nil: certificates not rechecked
-	jwt         atomic.Pointer[jwtauth.Verifier] // nil without auth.jwt; replaced by Reload
+	scramSecret []byte                            // keys the made-up SCRAM salts of unknown users
+	clientCAs   func() *x509.CertPool             // for StillValid; nil: certificates not rechecked
+	jwt         atomic.Pointer[jwtauth.Verifier]  // nil without auth.jwt; replaced by Reload
+	hook        *httpauth.Hook                    // nil without auth.http
+	order       []string                          // auth.order
+	onFailed    func(*broker.ConnectInfo, string) // OnLoginFailed
 	state       atomic.Pointer[state]
 }
 
@@ -71,6 +76,7 @@ func New(cfg Config, log *slog.Logger) (*Auth, error) {
 		maxWaiting:  int64(cfg.MaxPending()),
 		superusers:  make(map[string]bool, len(cfg.Superusers)),
 		scramSecret: make([]byte, 32),
+		order:       cfg.AuthOrder(),
 	}
 	rand.Read(a.scramSecret)
 	for _, s := range cfg.Superusers {
@@ -88,13 +94,25 @@ func New(cfg Config, log *slog.Logger) (*Auth, error) {
 		}
 		a.jwt.Store(v)
 	}
+	if cfg.HTTP.Enabled() {
+		h, err := httpauth.New(cfg.HTTP)
+		if err != nil {
+			a.Close()
+			return nil, fmt.Errorf("auth: %w", err)
+		}
+		a.hook = h
+	}
 	return a, nil
 }
 
-// Close stops background work (JWKS refreshes).
+// Close stops background work (JWKS refreshes, idle connections to the
+// HTTP hook's backend).
 func (a *Auth) Close() {
 	if v := a.jwt.Swap(nil); v != nil {
 		v.Close()
+	}
+	if a.hook != nil {
+		a.hook.Close()
 	}
 }
 
@@ -119,6 +137,9 @@ func (a *Auth) Reload() error {
 		}
 	}
 	a.state.Store(st)
+	if a.hook != nil {
+		a.hook.Purge() // the backend's answers may have changed too
+	}
 	users, rules := -1, -1
 	if st.users != nil {
 		users = len(st.users)
@@ -196,76 +217,139 @@ func (a *Auth) readFile(name, key string) ([]byte, error) {
 	return data, nil
 }
 
-// Authenticate decides who a connecting client is:
+// Authenticate decides who a connecting client is. With cert_username set
+// and a verified client certificate holding the chosen field, the client
+// is that user (the CONNECT user name and password are ignored).
+// Otherwise the authenticators of auth.order are asked in turn (those not
+// configured are skipped), each deciding or falling through:
 //
-//  1. With cert_username set and a verified client certificate holding the
-//     chosen field, the client is that user (the CONNECT user name and
-//     password are ignored).
-//  2. With auth.jwt, a password shaped like a JWT (or, without a password,
-//     a token from the WebSocket request) is checked as a token only; the
-//     CONNECT user name is ignored (see tokenLogin).
-//  3. Else, with a user name: with a password file, the password must
-//     verify (0x86 otherwise; an unknown user costs one hash, like a known
-//     one); without one the name cannot be checked, so the client is
-//     anonymous (allowed only where anonymous clients are; 0x86 otherwise).
-//  4. Else the client is anonymous: allowed with allow_anonymous or on a
-//     listener of anonymous_listeners (c.Listener), 0x87 otherwise.
+//   - password_file decides for a user name it holds: the password must
+//     verify (0x86 otherwise, or without a password). It falls through for
+//     a client without a user name, a password shaped like a token (with
+//     auth.jwt), and an unknown user name, which no later authenticator
+//     may then let in anonymously (when nothing after it can check names,
+//     an unknown user costs one hash, like a known one).
+//   - jwt decides for a token (see tokenLogin): a bad one is refused, not
+//     passed on. It falls through for a client without one.
+//   - http asks the backend, which decides (allow, deny) or falls through
+//     (ignore); a failed call refuses with 0x88, or with on_error next
+//     falls through.
+//   - anonymous lets a client in as anonymous where anonymous clients are
+//     allowed (allow_anonymous, or its listener in anonymous_listeners),
+//     when it gave no user name or when no configured authenticator can
+//     check user names (no password file, no HTTP hook: the name is then
+//     dropped). It never admits an unknown user of the password file.
 //
+// What none admits is refused: 0x87 without a user name, 0x86 with one.
 // When max_concurrent_verifications hashes are already running, a client
 // waits for a slot until ctx ends, then gets 0x89 (server busy).
 func (a *Auth) Authenticate(ctx context.Context, c *broker.ConnectInfo) (broker.Identity, packet.ReasonCode, error) {
-	st := a.state.Load()
 	if name := a.certName(c); name != "" {
 		return broker.Identity{Username: name, Superuser: a.superusers[name], Credential: &certCred{c.TLS.PeerCertificates}}, packet.Success, nil
 	}
-	if tok := a.token(c); tok != nil {
-		id, code := a.tokenLogin(ctx, c, tok)
-		return id, code, nil
-	}
-	if c.HasUsername {
-		if st.users == nil {
-			if a.cfg.AnonymousAllowed(c.Listener) {
+	st := a.state.Load()
+	var reason string // why the last authenticator that fell through did not admit the client
+	unknown := false  // the password file does not know the user name: not anonymous either
+	for i, step := range a.order {
+		switch step {
+		case AuthPasswordFile:
+			if st.users == nil || !c.HasUsername || a.token(c) != nil {
+				continue
+			}
+			h, known := st.users[c.Username]
+			if !known {
+				unknown, reason = true, "unknown user"
+				if c.HasPassword && !a.hookAfter(i) {
+					// Unknown users cost one hash too: no user
+					// enumeration by timing.
+					if code, ok := a.verifySlot(ctx, c); !ok {
+						return broker.Identity{}, code, nil
+					}
+					st.dummy.verify(c.Password)
+					<-a.sem
+				}
+				continue
+			}
+			return a.passwordLogin(ctx, c, h)
+		case AuthJWT:
+			if tok := a.token(c); tok != nil {
+				id, code := a.tokenLogin(ctx, c, tok)
+				return id, code, nil
+			}
+		case AuthHTTP:
+			if a.hook == nil {
+				continue
+			}
+			id, code, decided, why := a.hookLogin(ctx, c)
+			if decided {
+				return id, code, nil
+			}
+			reason = why
+		case AuthAnonymous:
+			if !unknown && a.cfg.AnonymousAllowed(c.Listener) && (!c.HasUsername || !a.checksNames(st)) {
 				return broker.Identity{Anonymous: true}, packet.Success, nil
 			}
-			a.loginFailed(c, "no password file to check the user name")
-			return broker.Identity{}, packet.BadUsernameOrPassword, nil
 		}
-		if !c.HasPassword {
-			a.loginFailed(c, "no password")
-			return broker.Identity{}, packet.BadUsernameOrPassword, nil
-		}
-		if ok, queued := a.acquire(ctx); !ok {
-			reason := "too many concurrent password verifications"
-			if !queued {
-				reason = "too many pending password verifications"
-			}
-			a.loginFailed(c, reason)
-			return broker.Identity{}, packet.ServerBusy, nil
-		}
-		h, known := st.users[c.Username]
-		var ok bool
-		if known {
-			ok = h.verify(c.Password)
-		} else {
-			st.dummy.verify(c.Password)
-		}
-		<-a.sem
-		switch {
-		case !known:
-			a.loginFailed(c, "unknown user")
-			return broker.Identity{}, packet.BadUsernameOrPassword, nil
-		case !ok:
-			a.loginFailed(c, "wrong password")
-			return broker.Identity{}, packet.BadUsernameOrPassword, nil
-		}
-		return broker.Identity{Username: c.Username, Superuser: a.superusers[c.Username],
-			Credential: passwordCred{user: c.Username, hash: h.text}}, packet.Success, nil
 	}
-	if a.cfg.AnonymousAllowed(c.Listener) {
-		return broker.Identity{Anonymous: true}, packet.Success, nil
+	switch {
+	case reason != "":
+	case !c.HasUsername:
+		a.loginFailed(c, "anonymous access is off")
+		return broker.Identity{}, packet.NotAuthorized, nil
+	case !a.checksNames(st):
+		reason = "no password file to check the user name"
+	default:
+		reason = "no authenticator admitted the client"
 	}
-	a.loginFailed(c, "anonymous access is off")
-	return broker.Identity{}, packet.NotAuthorized, nil
+	a.loginFailed(c, reason)
+	if !c.HasUsername && !c.HasPassword && len(c.Token) == 0 {
+		return broker.Identity{}, packet.NotAuthorized, nil
+	}
+	return broker.Identity{}, packet.BadUsernameOrPassword, nil
+}
+
+// checksNames reports whether a configured authenticator can check user
+// names (a password file, the HTTP hook).
+func (a *Auth) checksNames(st *state) bool { return st.users != nil || a.hook != nil }
+
+// hookAfter reports whether the HTTP hook comes after position i of the
+// order (and is configured).
+func (a *Auth) hookAfter(i int) bool {
+	return a.hook != nil && slices.Contains(a.order[i+1:], AuthHTTP)
+}
+
+// passwordLogin verifies the password of a user of the password file.
+func (a *Auth) passwordLogin(ctx context.Context, c *broker.ConnectInfo, h *hash) (broker.Identity, packet.ReasonCode, error) {
+	if !c.HasPassword {
+		a.loginFailed(c, "no password")
+		return broker.Identity{}, packet.BadUsernameOrPassword, nil
+	}
+	if code, ok := a.verifySlot(ctx, c); !ok {
+		return broker.Identity{}, code, nil
+	}
+	ok := h.verify(c.Password)
+	<-a.sem
+	if !ok {
+		a.loginFailed(c, "wrong password")
+		return broker.Identity{}, packet.BadUsernameOrPassword, nil
+	}
+	return broker.Identity{Username: c.Username, Superuser: a.superusers[c.Username],
+		Credential: passwordCred{user: c.Username, hash: h.text}}, packet.Success, nil
+}
+
+// verifySlot takes a verification slot (see acquire), or logs the refusal
+// and returns the code to refuse with.
+func (a *Auth) verifySlot(ctx context.Context, c *broker.ConnectInfo) (packet.ReasonCode, bool) {
+	ok, queued := a.acquire(ctx)
+	if ok {
+		return packet.Success, true
+	}
+	reason := "too many concurrent password verifications"
+	if !queued {
+		reason = "too many pending password verifications"
+	}
+	a.loginFailed(c, reason)
+	return packet.ServerBusy, false
 }
 
 // acquire takes a verification slot, waiting until ctx ends, unless
@@ -322,7 +406,15 @@ func certField(cert *x509.Certificate, field string) string {
 	return ""
 }
 
+// OnLoginFailed sets a function called for every refused login (before
+// the audit log's rate limit), so that refusals can be counted. Call it
+// before serving.
+func (a *Auth) OnLoginFailed(f func(c *broker.ConnectInfo, reason string)) { a.onFailed = f }
+
 func (a *Auth) loginFailed(c *broker.ConnectInfo, reason string) {
+	if a.onFailed != nil {
+		a.onFailed(c, reason)
+	}
 	if !a.audit.OK() {
 		return
 	}
@@ -333,6 +425,10 @@ func (a *Auth) loginFailed(c *broker.ConnectInfo, reason string) {
 	attrs := []slog.Attr{slog.String("client_id", c.ClientID), slog.String("username", c.Username), slog.String("remote", remote)}
 	if c.Listener != "" {
 		attrs = append(attrs, slog.String("listener", c.Listener))
+	}
+	if c.Path != "" {
+		// Over WebSocket: where a browser page came from.
+		attrs = append(attrs, slog.String("origin", c.Origin), slog.String("path", c.Path))
 	}
 	a.audit.Log(slog.LevelWarn, "login failed", append(attrs, slog.String("reason", reason))...)
 }

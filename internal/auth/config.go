@@ -25,3 +25,11 @@ func DefaultConfig() Config { return authconfig.DefaultConfig() }
 // ValidUsername reports why name cannot be a user name in a password file
 // or ACL (see authconfig.ValidUsername).
 func ValidUsername(name string) error { return authconfig.ValidUsername(name) }
+
+// Authenticators named by Config.Order (auth.order).
+const (
+	AuthPasswordFile = authconfig.AuthPasswordFile
+	AuthJWT          = authconfig.AuthJWT
+	AuthHTTP         = authconfig.AuthHTTP
+	AuthAnonymous    = authconfig.AuthAnonymous
+)

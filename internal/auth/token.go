@@ -68,27 +68,36 @@ func (a *Auth) tokenLogin(ctx context.Context, c *broker.ConnectInfo, tok []byte
 	return id, packet.Success
 }
 
-// tokenPerms are the topic lists of a token: a publish list (publish) and
-// a subscribe list (subscribe and read), each an allow list with %u and %c.
-// An action whose claim is not configured is not limited by the token.
+// tokenPerms are the topic lists of a token (or of an HTTP hook's
+// answer): a publish list (publish) and a subscribe list (subscribe and
+// read), each an allow list with %u and %c. An action whose claim is not
+// configured is not limited by the token.
 type tokenPerms struct {
 	a              *Auth
 	acl            *ACL
 	pubAll, subAll bool
+	by             string // "token" or "http", in audit lines
 }
 
 // tokenPerms compiles the claims' lists; nil when neither claim is
 // configured.
 func (a *Auth) tokenPerms(cl *jwtauth.Claims) (*tokenPerms, error) {
-	if cl.Publish == nil && cl.Subscribe == nil {
+	return a.listPerms(cl.Publish, cl.Subscribe, "token", "claim "+a.cfg.JWT.PublishClaim, "claim "+a.cfg.JWT.SubscribeClaim)
+}
+
+// listPerms compiles a publish and a subscribe list of topic patterns
+// (nil: that action is not limited); nil when both are nil. by names the
+// source in denials' audit lines, pubName and subName the lists in errors.
+func (a *Auth) listPerms(pub, sub []string, by, pubName, subName string) (*tokenPerms, error) {
+	if pub == nil && sub == nil {
 		return nil, nil
 	}
-	p := &tokenPerms{a: a, acl: &ACL{}, pubAll: cl.Publish == nil, subAll: cl.Subscribe == nil}
-	add := func(acts uint8, pats []string, claim string) error {
+	p := &tokenPerms{a: a, acl: &ACL{}, pubAll: pub == nil, subAll: sub == nil, by: by}
+	add := func(acts uint8, pats []string, name string) error {
 		for _, s := range pats {
 			pat, err := compilePattern(s)
 			if err != nil {
-				return fmt.Errorf("claim %s: %w", claim, err)
+				return fmt.Errorf("%s: %w", name, err)
 			}
 			r := &rule{order: len(p.acl.rules), allow: true, acts: acts, who: pAny, pat: pat}
 			p.acl.rules = append(p.acl.rules, r)
@@ -96,10 +105,10 @@ func (a *Auth) tokenPerms(cl *jwtauth.Claims) (*tokenPerms, error) {
 		}
 		return nil
 	}
-	if err := add(bitPublish, cl.Publish, a.cfg.JWT.PublishClaim); err != nil {
+	if err := add(bitPublish, pub, pubName); err != nil {
 		return nil, err
 	}
-	if err := add(bitSubscribe|bitRead, cl.Subscribe, a.cfg.JWT.SubscribeClaim); err != nil {
+	if err := add(bitSubscribe|bitRead, sub, subName); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -119,7 +128,7 @@ func (p *tokenPerms) Allow(c *broker.ClientInfo, act broker.Action, t string) bo
 			name = actionNames[act]
 		}
 		p.a.audit.Log(slog.LevelWarn, "access denied", slog.String("client_id", c.ClientID), slog.String("username", c.Username),
-			slog.String("remote", c.Remote), slog.String("action", name), slog.String("topic", t), slog.String("by", "token"))
+			slog.String("remote", c.Remote), slog.String("action", name), slog.String("topic", t), slog.String("by", p.by))
 	}
 	return false
 }

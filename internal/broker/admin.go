@@ -2,6 +2,7 @@ package broker
 
 import (
 	"crypto/tls"
+	"fmt"
 	"sort"
 	"time"
 
@@ -180,17 +181,51 @@ func (b *Broker) RetainedMatching(filter string, limit int) ([]RetainedMessage, 
 	return out, nil
 }
 
-// Publish publishes a message from the broker itself (management API,
-// $SYS topics). It is routed like a client's, durable when QoS > 0, and
-// returns the number of sessions it reached.
-func (b *Broker) Publish(topicName string, payload []byte, qos byte, retain bool) (int, error) {
-	if err := topic.ValidateName(topicName); err != nil {
+// Message is a message published by an operator, with the MQTT 5
+// properties a client could set.
+type Message struct {
+	Topic           string
+	Payload         []byte
+	QoS             byte
+	Retain          bool
+	ContentType     string
+	ResponseTopic   string
+	CorrelationData []byte
+	UserProperties  []packet.UserProperty
+	PayloadUTF8     bool   // Payload Format Indicator 1
+	MessageExpiry   uint32 // seconds; 0 for none
+}
+
+// PublishMessage publishes a message from the broker itself (management
+// API, $SYS topics), with its properties. It is routed like a client's,
+// durable when QoS > 0, and returns the number of sessions it reached.
+func (b *Broker) PublishMessage(m Message) (int, error) {
+	if err := topic.ValidateName(m.Topic); err != nil {
 		return 0, err
 	}
-	m := &session.Message{Topic: topicName, Payload: payload, QoS: min(qos, 2), Retain: retain}
-	t := b.begin(qos > 0)
-	n := b.publish(m, t)
-	return n, t.commit(qos > 0)
+	if m.ResponseTopic != "" {
+		if err := topic.ValidateName(m.ResponseTopic); err != nil {
+			return 0, fmt.Errorf("response topic: %w", err)
+		}
+	}
+	sm := &session.Message{Topic: m.Topic, Payload: m.Payload, QoS: min(m.QoS, 2), Retain: m.Retain,
+		Props: packet.Properties{ContentType: m.ContentType, ResponseTopic: m.ResponseTopic,
+			CorrelationData: m.CorrelationData, UserProperties: m.UserProperties}}
+	if m.PayloadUTF8 {
+		one := byte(1)
+		sm.Props.PayloadFormat = &one
+	}
+	if m.MessageExpiry > 0 {
+		sm.Expiry = b.now().Add(time.Duration(m.MessageExpiry) * time.Second)
+	}
+	t := b.begin(m.QoS > 0)
+	n := b.publish(sm, t)
+	return n, t.commit(m.QoS > 0)
+}
+
+// Publish is PublishMessage for a message without properties.
+func (b *Broker) Publish(topicName string, payload []byte, qos byte, retain bool) (int, error) {
+	return b.PublishMessage(Message{Topic: topicName, Payload: payload, QoS: qos, Retain: retain})
 }
 
 // Subscriptions returns the number of subscriptions.

@@ -6,8 +6,9 @@
 // Lock order (docs/broker.md has it whole): Broker.handMu, Broker.mu,
 // client.mu, then Broker.msgMu or conn.Conn's own lock; flow control's
 // Broker.holdMu and handler.heldMu come before a hold's lock and are never
-// held with the others. The subscription index and the retained store have
-// their own locks, under which no other is taken. Nothing is
+// held with the others. The retained store's lock is a leaf; the
+// subscription index's write lock, taken under client.mu, runs the
+// backplane's interest callback, which only queues the change. Nothing is
 // published while a client lock is held, because the publisher may be its
 // own subscriber.
 package broker
@@ -55,9 +56,9 @@ func (s *Stats) connected(version byte, n int64) {
 
 // Broker routes messages between sessions.
 type Broker struct {
-	lim config.Limits
-	log *slog.Logger
-	now func() time.Time
+	lim   config.Limits
+	log   *slog.Logger
+	clock Clock // time for deadlines (lifetime.go); real unless SetClock
 
 	mu      sync.Mutex
 	clients map[string]*client
@@ -136,7 +137,7 @@ func New(lim config.Limits, log *slog.Logger) *Broker {
 		connLogs: lim.Config.NewConnectionLines(log),
 		lim:      lim,
 		log:      log,
-		now:      time.Now,
+		clock:    realClock{},
 		clients:  make(map[string]*client),
 		conns:    make(map[*conn.Conn]struct{}),
 		msgRefs:  make(map[uint64]int),
@@ -191,17 +192,13 @@ type client struct {
 	// instead of the read error that follows.
 	closedConn *conn.Conn
 	closedWhy  string
-	will       *willState // will of the current or last connection
-	expiry     *time.Timer
-	ended      bool // session removed; deliveries are ignored
-	tx         *tx  // the operation whose batch journals session changes
-	// disconnectedAt is when the last connection ended (persisted: expiry
-	// and will delay count from it across restarts).
-	disconnectedAt time.Time
-	takeoverGen    uint64
-	traffic        clientTraffic // messages in and out, for "top clients"
-	flow           clientFlow
-	sampled        samples // under mu
+	will       *willState    // will of the current or last connection
+	life       lifetime      // offline: since when, why, the will's and the session's deadlines
+	ended      bool          // session removed; deliveries are ignored
+	durable    bool          // the session is kept in the store (persistent)
+	traffic    clientTraffic // messages in and out, for "top clients"
+	flow       clientFlow
+	sampled    samples // under mu
 }
 
 // closeConn closes the client's connection with a v5 DISCONNECT carrying
@@ -345,12 +342,7 @@ func (b *Broker) Close(timeout time.Duration) {
 			attached[cl.conn] = true
 			cl.closeConn(packet.ServerShuttingDown, "server shutting down")
 		}
-		if cl.expiry != nil {
-			cl.expiry.Stop()
-		}
-		if cl.will != nil && cl.will.timer != nil {
-			cl.will.timer.Stop()
-		}
+		b.stopLife(cl)
 		cl.mu.Unlock()
 	}
 	for c := range b.conns {

@@ -312,37 +312,27 @@ func (b *Broker) PrepareHandOver(clientID string, clean bool) *HandOff {
 			b.closeTakenOver(cl)
 		}
 		if w := cl.will; w != nil {
-			if w.timer != nil {
-				w.timer.Stop()
-			}
 			// As for a local takeover [MQTT-3.1.3-9]: a new connection
 			// within the will delay cancels the will unless the session
 			// ends now.
 			if w.delay == 0 || clean {
 				will = w
 			}
-			cl.will = nil
+			cl.cancelWill()
 		}
 		if !clean && cl.sess.ExpiryInterval > 0 {
 			snap, lastSeq = b.snapshotLocked(cl, 0)
 			if attached {
 				// Offline until the commit: if the transfer fails, the
 				// session ages here like any disconnected one.
-				cl.disconnectedAt = b.now()
+				b.goOffline(cl, whyHandingOver, b.now())
 				if cl.persistent() {
-					t.bt().PutSession(cl.sessionRecord(cl.disconnectedAt))
-				}
-				if e := cl.sess.ExpiryInterval; e != session.NeverExpire {
-					cl.takeoverGen++
-					gen := cl.takeoverGen
-					cl.expiry = time.AfterFunc(time.Duration(e)*time.Second, b.guard(func() { b.expire(cl, gen) }))
+					t.bt().PutSession(cl.sessionRecord(cl.life.since))
 				}
 			}
 			return
 		}
-		cl.tx = t
-		shared = b.endSession(cl)
-		cl.tx = nil
+		shared = b.endSession(cl, t)
 	}()
 	t.commit(true)
 	if will != nil {
@@ -398,16 +388,11 @@ func (b *Broker) CommitHandOver(h *HandOff, moved func()) (tail []SnapshotDelive
 			// other node owns the session now all the same.
 			b.closeTakenOver(cl)
 		}
-		if w := cl.will; w != nil && w.timer != nil {
-			w.timer.Stop()
-		}
-		cl.will = nil
+		cl.cancelWill()
 		if s, _ := b.snapshotLocked(cl, h.lastSeq); s != nil {
 			tail = s.Out
 		}
-		cl.tx = t
-		b.endSession(cl)
-		cl.tx = nil
+		b.endSession(cl, t)
 	}()
 	t.commit(true)
 	return tail
@@ -473,16 +458,17 @@ func (b *Broker) Adopt(s *SessionSnapshot) {
 	}
 	cl := &client{id: id, version: s.Session.Version, sess: session.New(id, b.sessionLimitsFor(id))}
 	cl.sess.ExpiryInterval = s.Session.ExpiryInterval
-	// Offline since then on its old node: its expiry counts from there,
-	// not from the move.
-	cl.disconnectedAt = s.Session.DisconnectedAt
-	if b.store != nil && cl.sess.ExpiryInterval > 0 {
-		cl.sess.J = &journal{b: b, cl: cl}
-		t.bt().PutSession(cl.sessionRecord(cl.disconnectedAt))
-	}
 	b.clients[id] = cl
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
+	// Until the connection attaches, the session ages like any offline
+	// one: since it went offline on its old node, not from the move (from
+	// now if it was connected until the move).
+	b.goOffline(cl, whyAdopted, s.Session.DisconnectedAt)
+	if b.store != nil && cl.sess.ExpiryInterval > 0 {
+		cl.durable = true
+		t.bt().PutSession(cl.sessionRecord(cl.life.since))
+	}
 	for i := range s.Subs {
 		sub := &s.Subs[i]
 		group, inner, shared := topic.ParseShared(sub.Filter)
@@ -518,16 +504,6 @@ func (b *Broker) Adopt(s *SessionSnapshot) {
 				t.mirror = append(t.mirror, MirrorOp{ClientID: id, Inbound: pid, Rev: b.rev()})
 			}
 		}
-	}
-	// Until the connection attaches, the session ages like any offline one.
-	if e := cl.sess.ExpiryInterval; e != session.NeverExpire {
-		left := time.Duration(e) * time.Second
-		if !cl.disconnectedAt.IsZero() {
-			left = max(left-b.now().Sub(cl.disconnectedAt), 0)
-		}
-		cl.takeoverGen++
-		gen := cl.takeoverGen
-		cl.expiry = time.AfterFunc(left, b.guard(func() { b.expire(cl, gen) }))
 	}
 }
 
@@ -567,13 +543,8 @@ func (b *Broker) dropSession(clientID string, evict bool) (attached *conn.Conn) 
 		attached = cl.conn
 		b.closeTakenOver(cl)
 	}
-	if w := cl.will; w != nil && w.timer != nil {
-		w.timer.Stop()
-	}
-	cl.will = nil
-	cl.tx = t
-	b.endSession(cl)
-	cl.tx = nil
+	cl.cancelWill()
+	b.endSession(cl, t)
 	return attached
 }
 
@@ -632,17 +603,19 @@ func (b *Broker) AdoptOrphan(s *SessionSnapshot, reconnecting, clean bool) {
 		return
 	}
 	cl.mu.Lock()
-	defer cl.mu.Unlock()
 	if cl.conn != nil || cl.ended || cl.will != nil {
+		cl.mu.Unlock()
 		return
 	}
-	delay := w.delay
-	if e := cl.sess.ExpiryInterval; e != session.NeverExpire {
-		delay = min(delay, time.Duration(e)*time.Second)
-	}
+	// The will counts from now; the session's expiry, set by Adopt, from
+	// when it went offline on the lost node.
 	cl.will = w
-	cl.disconnectedAt = b.now()
-	w.timer = time.AfterFunc(delay, b.guard(func() { b.fireWill(cl, w) }))
+	cl.life.why = whyOrphaned
+	due := b.startWill(cl, b.now())
+	cl.mu.Unlock()
+	if due != nil {
+		b.publishWill(due)
+	}
 }
 
 // heldWill is a will restored from the store in a cluster, waiting to
@@ -650,9 +623,7 @@ func (b *Broker) AdoptOrphan(s *SessionSnapshot, reconnecting, clean bool) {
 type heldWill struct {
 	cl    *client
 	w     *willState
-	left  time.Duration // delay remaining at the restore
-	since time.Time     // when its connection ended (or the restore)
-	at    time.Time     // the restore
+	since time.Time // when its connection ended (or the restore)
 }
 
 // ReleaseWills settles the wills Restore held back in a cluster, where
@@ -670,7 +641,6 @@ func (b *Broker) ReleaseWills(owned func(clientID string) bool) {
 	t := b.begin(false)
 	for _, h := range held {
 		mine := owned(h.cl.id)
-		now := b.now()
 		cl, w := h.cl, h.w
 		cl.mu.Lock()
 		w.held = false
@@ -684,14 +654,13 @@ func (b *Broker) ReleaseWills(owned func(clientID string) bool) {
 		case !mine:
 			cl.will = nil
 		default:
-			if left := h.left - now.Sub(h.at); left > 0 {
-				w.timer = time.AfterFunc(left, b.guard(func() { b.fireWill(cl, w) }))
-				break
-			}
-			cl.will = nil
-			publish = append(publish, w)
-			if t != nil && cl.persistent() && !cl.ended {
-				t.bt().PutSession(cl.sessionRecord(h.since))
+			// What is left of its delay, counted from when its
+			// connection ended.
+			if due := b.startWill(cl, h.since); due != nil {
+				publish = append(publish, due)
+				if t != nil && cl.persistent() && !cl.ended {
+					t.bt().PutSession(cl.sessionRecord(h.since))
+				}
 			}
 		}
 		cl.mu.Unlock()

@@ -65,7 +65,7 @@ type handler struct {
 // run reads CONNECT, attaches the session and serves packets until the
 // connection ends or is parked (true).
 func (h *handler) run() (parked bool) {
-	h.deadline = h.b.now().Add(h.b.lim.ConnectTimeout)
+	h.deadline = time.Now().Add(h.b.lim.ConnectTimeout) // a socket deadline: real time, whatever the broker's clock
 	p, _, err := h.c.ReadPacket(h.deadline)
 	if err != nil {
 		var pe *packet.Error
@@ -351,7 +351,7 @@ func (h *handler) connect(cp *packet.Connect) bool {
 			p.SessionExpiry = &e
 		}
 		if h.authMethod != "" {
-			// [MQTT-3.2.2-?] §3.2.2.3.17: the same method as CONNECT.
+			// [MQTT-4.12.0-5] the same method as CONNECT.
 			p.AuthMethod, p.AuthData = h.authMethod, authData
 		}
 		if r := props.RequestResponseInfo; r != nil && *r == 1 {
@@ -397,8 +397,7 @@ func (h *handler) connect(cp *packet.Connect) bool {
 type willState struct {
 	msg   *session.Message
 	delay time.Duration
-	timer *time.Timer
-	// held: restored in a cluster, waiting for ReleaseWills (no timer);
+	// held: restored in a cluster, waiting for ReleaseWills (no deadline);
 	// heldEnded: and its session ended meanwhile. Guarded by cl.mu.
 	held, heldEnded bool
 }
@@ -422,7 +421,7 @@ func newWill(cp *packet.Connect, clientID string, now time.Time) *willState {
 }
 
 // messageProps keeps the properties that travel with a message to its
-// subscribers [MQTT-3.3.2-?]; routing-only ones are dropped.
+// subscribers [MQTT-3.3.2-4, 3.3.2-15, 3.3.2-16, 3.3.2-17, 3.3.2-18, 3.3.2-20]; routing-only ones are dropped.
 func messageProps(p *packet.Properties) packet.Properties {
 	return packet.Properties{
 		PayloadFormat:   p.PayloadFormat,

@@ -634,7 +634,7 @@ func (b *Broker) flushSamples(cl *client) {
 	for t, d := range sm.waiting {
 		delete(sm.waiting, t)
 		before := cl.sess.Stats
-		if p := cl.sess.Deliver(d, now); p != nil {
+		if p := cl.sess.Deliver(nil, d, now); p != nil { // QoS 0: nothing to record
 			b.sent(cl, p)
 			cl.conn.Send(p)
 		}

@@ -31,6 +31,9 @@ type ConnectInfo struct {
 	// (an access_token query parameter or a cookie, when configured), set
 	// only when CONNECT has no password.
 	Token []byte
+	// Origin and Path are the Origin header and the path of the WebSocket
+	// upgrade request ("" on other transports), for log lines.
+	Origin, Path string
 }
 
 // Identity is who a client is once authenticated.
@@ -175,6 +178,7 @@ func (h *handler) authenticate(cp *packet.Connect) (Identity, packet.ReasonCode)
 	if !cp.HasPassword {
 		ci.Token = httpToken(nc)
 	}
+	ci.Origin, ci.Path = httpRequestInfo(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), h.b.lim.ConnectTimeout)
 	defer cancel()
 	id, code, err := h.b.authn.Authenticate(ctx, ci)
@@ -205,6 +209,7 @@ func (h *handler) enhancedAuth(cp *packet.Connect, deadline time.Time) (id Ident
 	ci := &ConnectInfo{ClientID: cp.ClientID, Username: cp.Username, HasUsername: cp.HasUsername,
 		Password: cp.Password, HasPassword: cp.HasPassword, Version: cp.ProtocolVersion,
 		Remote: nc.RemoteAddr(), TLS: tlsState(nc), Listener: h.listener}
+	ci.Origin, ci.Path = httpRequestInfo(nc)
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	step, err := ea.StartAuth(ctx, ci, method, cp.Properties.AuthData)
@@ -350,6 +355,22 @@ func httpToken(nc net.Conn) []byte {
 		nc = u.Unwrap()
 	}
 	return nil
+}
+
+// httpRequestInfo finds the Origin and path of the WebSocket upgrade
+// request of a connection, looking through wrappers; "" when none.
+func httpRequestInfo(nc net.Conn) (origin, path string) {
+	for i := 0; nc != nil && i < 8; i++ {
+		if t, ok := nc.(interface{ HTTPRequestInfo() (string, string) }); ok {
+			return t.HTTPRequestInfo()
+		}
+		u, ok := nc.(interface{ Unwrap() net.Conn })
+		if !ok {
+			return "", ""
+		}
+		nc = u.Unwrap()
+	}
+	return "", ""
 }
 
 // armExpiry (re)starts the timer that ends the connection when the

@@ -59,26 +59,18 @@ func (b *Broker) attachLocked(h *handler, id string, cp *packet.Connect, expiry 
 				b.Stats.connected(cl.version, -1)
 				b.connLog(connTakenOver, "session taken over", "client_id", id, "remote", h.remote)
 			}
-			if cl.expiry != nil {
-				cl.expiry.Stop()
-				cl.expiry = nil
-			}
+			b.goOnline(cl)
 			if w := cl.will; w != nil {
 				// A new connection before the will delay ends cancels the
 				// will, unless the session ends now [MQTT-3.1.3-9].
-				if w.timer != nil {
-					w.timer.Stop()
-				}
 				if w.delay == 0 || cp.CleanStart {
 					wills = append(wills, w)
 				}
-				cl.will = nil
+				cl.cancelWill()
 			}
 			if cp.CleanStart {
 				// [MQTT-3.1.2-4] clean start discards the old session.
-				cl.tx = t
-				shared, from = b.endSession(cl), cl
-				cl.tx = nil
+				shared, from = b.endSession(cl, t), cl
 				return true
 			}
 			return false
@@ -102,7 +94,7 @@ func (b *Broker) attachLocked(h *handler, id string, cp *packet.Connect, expiry 
 	cl.info.Store(h.info)
 	cl.sess.ExpiryInterval = expiry
 	if b.store != nil && expiry > 0 && !cl.persistent() {
-		cl.sess.J = &journal{b: b, cl: cl}
+		cl.durable = true
 	}
 	if cl.persistent() {
 		t.bt().PutSession(cl.sessionRecord(time.Time{}))
@@ -116,11 +108,10 @@ func (b *Broker) attachLocked(h *handler, id string, cp *packet.Connect, expiry 
 	b.Stats.ConnectionsTotal.Add(1)
 	b.clientChanged()
 	t.send(h.c, connack(present))
-	cl.tx = t
 	before := cl.sess.Stats
-	pkts := cl.sess.Attach(link, now)
+	var pkts []packet.Packet
+	pkts = cl.sess.Attach(cl.jr(t), link, now)
 	b.countDrops(before, cl.sess.Stats)
-	cl.tx = nil
 	b.recordSession(cl)
 	if len(pkts) > 0 {
 		b.sent(cl, pkts...) // before sending: the writer recycles what it wrote
@@ -129,15 +120,13 @@ func (b *Broker) attachLocked(h *handler, id string, cp *packet.Connect, expiry 
 	return wills, shared, from, packet.Success, ""
 }
 
-// endSession removes a session: its subscriptions and its map entry. The
-// caller holds b.mu and cl.mu. It returns the $share deliveries to hand on.
-func (b *Broker) endSession(cl *client) []session.Delivery {
+// endSession removes a session, its subscriptions and its map entry, in
+// the operation t (which deletes the stored session). The caller holds
+// b.mu and cl.mu. It returns the $share deliveries to hand on.
+func (b *Broker) endSession(cl *client, t *tx) []session.Delivery {
 	cl.ended = true
 	cl.wakeRoomLocked()
-	if cl.expiry != nil {
-		cl.expiry.Stop()
-		cl.expiry = nil
-	}
+	b.stopLife(cl)
 	if b.clients[cl.id] == cl {
 		delete(b.clients, cl.id)
 	}
@@ -145,13 +134,13 @@ func (b *Broker) endSession(cl *client) []session.Delivery {
 	if b.backplane != nil {
 		b.backplane.SessionEnded(cl.id)
 	}
-	shared := cl.sess.TakeShared()
+	shared := cl.sess.TakeShared(cl.jr(t))
 	if cl.persistent() {
-		// The caller's operation (cl.tx) deletes the stored session.
-		bt := cl.tx.bt()
+		// The caller's operation deletes the stored session.
+		bt := t.bt()
 		cl.sess.Pending(func(d *session.Delivery) { b.unref(bt, d.Msg) })
 		bt.DeleteSession(cl.id)
-		cl.sess.J = nil
+		cl.durable = false
 	}
 	cl.sess.Discard()
 	return shared
@@ -201,9 +190,7 @@ func (b *Broker) detachLocked(h *handler, t *tx) (will *willState, shared []sess
 		cl.will = nil // [MQTT-3.1.2-10]
 	}
 	closing := b.closing
-	cl.tx = t
-	defer func() { cl.tx = nil }()
-	shared = cl.sess.TakeShared()
+	shared = cl.sess.TakeShared(cl.jr(t))
 	expiry := cl.sess.ExpiryInterval
 	if expiry == 0 {
 		// The session ends with the connection, and so the will waits no
@@ -213,32 +200,18 @@ func (b *Broker) detachLocked(h *handler, t *tx) (will *willState, shared []sess
 		if closing {
 			will = nil
 		}
-		shared = append(shared, b.endSession(cl)...)
+		shared = append(shared, b.endSession(cl, t)...)
 		return will, shared
 	}
-	cl.disconnectedAt = b.now()
-	defer func() {
-		if cl.persistent() {
-			t.bt().PutSession(cl.sessionRecord(cl.disconnectedAt))
-		}
-	}()
-	if w := cl.will; w != nil && !closing {
+	why := whyDisconnect
+	if closing {
 		// On shutdown the will stays pending in the store: the next start
 		// publishes it if the client has not come back within its delay.
-		delay := w.delay
-		if expiry != session.NeverExpire {
-			delay = min(delay, time.Duration(expiry)*time.Second)
-		}
-		if delay == 0 {
-			will, cl.will = w, nil
-		} else {
-			w.timer = time.AfterFunc(delay, b.guard(func() { b.fireWill(cl, w) }))
-		}
+		why = whyShutdown
 	}
-	if expiry != session.NeverExpire && !closing {
-		cl.takeoverGen++
-		gen := cl.takeoverGen
-		cl.expiry = time.AfterFunc(time.Duration(expiry)*time.Second, b.guard(func() { b.expire(cl, gen) }))
+	will = b.goOffline(cl, why, b.now())
+	if cl.persistent() {
+		t.bt().PutSession(cl.sessionRecord(cl.life.since))
 	}
 	return will, shared
 }
@@ -252,64 +225,6 @@ func (b *Broker) guard(fn func()) func() {
 			}
 		}()
 		fn()
-	}
-}
-
-// fireWill publishes a delayed will unless a reconnect cancelled it.
-func (b *Broker) fireWill(cl *client, w *willState) {
-	b.mu.Lock()
-	closing := b.closing
-	b.mu.Unlock()
-	if closing {
-		return
-	}
-	cl.mu.Lock()
-	if cl.will != w {
-		cl.mu.Unlock()
-		return
-	}
-	cl.will = nil
-	t := b.begin(false)
-	if t != nil && cl.persistent() {
-		t.bt().PutSession(cl.sessionRecord(cl.disconnectedAt))
-	}
-	b.recordSession(cl)
-	cl.mu.Unlock()
-	t.commit(true) // a published will is not published again after a crash
-	b.publishWill(w)
-}
-
-// expire ends a session whose expiry interval passed while disconnected.
-func (b *Broker) expire(cl *client, gen uint64) {
-	b.mu.Lock()
-	cl.mu.Lock()
-	if b.closing || cl.conn != nil || cl.ended || cl.takeoverGen != gen {
-		cl.mu.Unlock()
-		b.mu.Unlock()
-		return
-	}
-	will := cl.will
-	cl.will = nil
-	if will != nil && will.timer != nil {
-		will.timer.Stop()
-	}
-	if will != nil && will.held {
-		will.heldEnded = true // ReleaseWills decides
-		will = nil
-	}
-	t := b.begin(false)
-	cl.tx = t
-	shared := b.endSession(cl)
-	cl.tx = nil
-	cl.mu.Unlock()
-	b.mu.Unlock()
-	t.commit(false)
-	b.log.Debug("session expired", "client_id", cl.id)
-	if will != nil {
-		b.publishWill(will)
-	}
-	if len(shared) > 0 {
-		b.redeliverShared(cl, shared)
 	}
 }
 

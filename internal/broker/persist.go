@@ -161,56 +161,56 @@ func (t *tx) send(c *conn.Conn, ps ...packet.Packet) {
 // before serving.
 func (b *Broker) SetStore(st store.Store) { b.store = st }
 
-// journal records one persistent session's changes into the operation's
-// batch (client.tx, set under client.mu around every session call).
-type journal struct {
-	b  *Broker
-	cl *client
-}
-
-func (j *journal) batch() store.Batch {
-	if j.cl.tx == nil {
-		// A session call outside an operation: a bug, made loud.
-		panic(fmt.Sprintf("broker: session %q changed outside an operation", j.cl.id))
+// jr is the journal of cl's session changes in the operation t: t itself
+// for a persistent session, nil for one nothing records. Every session
+// call that may change a persistent session takes it, so its changes go
+// into the batch of the operation they are part of. The caller holds
+// cl.mu.
+func (cl *client) jr(t *tx) session.Journal {
+	if t == nil || !cl.persistent() {
+		return nil // not a nil *tx in the interface: the session tests for nil
 	}
-	return j.cl.tx.bt()
+	return t
 }
 
-func (j *journal) PutOutbound(seq uint64, d *session.Delivery, packetID uint16, state byte, first bool) {
-	bt := j.batch()
+// PutOutbound, DeleteOutbound, PutInbound and DeleteInbound make tx the
+// session.Journal of a persistent session's changes: they go into the
+// operation's batch, and to the backplane's replica once it commits.
+func (t *tx) PutOutbound(clientID string, seq uint64, d *session.Delivery, packetID uint16, state byte, first bool) {
+	bt := t.bt()
 	if first {
-		j.b.ref(bt, d.Msg)
+		t.b.ref(bt, d.Msg)
 	}
-	j.b.msgMu.Lock()
+	t.b.msgMu.Lock()
 	id := d.Msg.ID
-	j.b.msgMu.Unlock()
-	bt.PutOutbound(j.cl.id, seq, &store.Outbound{MessageID: id, QoS: d.QoS, Retain: d.Retain, SubIDs: d.SubIDs,
+	t.b.msgMu.Unlock()
+	bt.PutOutbound(clientID, seq, &store.Outbound{MessageID: id, QoS: d.QoS, Retain: d.Retain, SubIDs: d.SubIDs,
 		Group: d.Group, Filter: d.Filter, PacketID: packetID, State: state})
-	if j.b.mirror != nil {
-		j.cl.tx.mirror = append(j.cl.tx.mirror, j.b.mirrorPut(j.cl.id, seq, d, packetID, state))
+	if t.b.mirror != nil {
+		t.mirror = append(t.mirror, t.b.mirrorPut(clientID, seq, d, packetID, state))
 	}
 }
 
-func (j *journal) DeleteOutbound(seq uint64, d *session.Delivery) {
-	bt := j.batch()
-	bt.DeleteOutbound(j.cl.id, seq)
-	j.b.unref(bt, d.Msg)
-	if j.b.mirror != nil {
-		j.cl.tx.mirror = append(j.cl.tx.mirror, MirrorOp{ClientID: j.cl.id, Seq: seq, Rev: j.b.rev()})
+func (t *tx) DeleteOutbound(clientID string, seq uint64, d *session.Delivery) {
+	bt := t.bt()
+	bt.DeleteOutbound(clientID, seq)
+	t.b.unref(bt, d.Msg)
+	if t.b.mirror != nil {
+		t.mirror = append(t.mirror, MirrorOp{ClientID: clientID, Seq: seq, Rev: t.b.rev()})
 	}
 }
 
-func (j *journal) PutInbound(id uint16) {
-	j.batch().PutInbound(j.cl.id, id)
-	if j.b.mirror != nil {
-		j.cl.tx.mirror = append(j.cl.tx.mirror, MirrorOp{ClientID: j.cl.id, Inbound: id, Rev: j.b.rev()})
+func (t *tx) PutInbound(clientID string, id uint16) {
+	t.bt().PutInbound(clientID, id)
+	if t.b.mirror != nil {
+		t.mirror = append(t.mirror, MirrorOp{ClientID: clientID, Inbound: id, Rev: t.b.rev()})
 	}
 }
 
-func (j *journal) DeleteInbound(id uint16) {
-	j.batch().DeleteInbound(j.cl.id, id)
-	if j.b.mirror != nil {
-		j.cl.tx.mirror = append(j.cl.tx.mirror, MirrorOp{ClientID: j.cl.id, Inbound: id, Released: true, Rev: j.b.rev()})
+func (t *tx) DeleteInbound(clientID string, id uint16) {
+	t.bt().DeleteInbound(clientID, id)
+	if t.b.mirror != nil {
+		t.mirror = append(t.mirror, MirrorOp{ClientID: clientID, Inbound: id, Released: true, Rev: t.b.rev()})
 	}
 }
 
@@ -272,11 +272,11 @@ func (cl *client) offlineSince() time.Time {
 	if cl.conn != nil {
 		return time.Time{}
 	}
-	return cl.disconnectedAt
+	return cl.life.since
 }
 
 // persistent reports whether the session is kept in the store.
-func (cl *client) persistent() bool { return cl.sess.J != nil }
+func (cl *client) persistent() bool { return cl.durable }
 
 // Restore loads the store's sessions, subscriptions, queued and inflight
 // messages and retained messages. Sessions that expired while the broker was
@@ -308,7 +308,7 @@ func (b *Broker) Restore() error {
 		Session: func(s *store.Session) error {
 			cl := &client{id: s.ClientID, version: s.Version, sess: session.New(s.ClientID, b.sessionLimitsFor(s.ClientID))}
 			cl.sess.ExpiryInterval = s.ExpiryInterval
-			cl.sess.J = &journal{b: b, cl: cl}
+			cl.durable = true
 			b.clients[s.ClientID] = cl
 			records[s.ClientID] = s
 			nSess++
@@ -374,7 +374,7 @@ func (b *Broker) Restore() error {
 		cl := b.clients[id]
 		since := r.DisconnectedAt
 		if since.IsZero() || since.After(now) {
-			since = now
+			since = now // connected when the broker stopped: count from now
 		}
 		var w *willState
 		if r.Will != nil {
@@ -386,44 +386,28 @@ func (b *Broker) Restore() error {
 			}
 			w = &willState{msg: m, delay: r.Will.Delay}
 		}
-		expiry := time.Duration(cl.sess.ExpiryInterval) * time.Second
-		if cl.sess.ExpiryInterval != session.NeverExpire && !now.Before(since.Add(expiry)) {
-			cl.tx = t
-			b.endSession(cl)
-			cl.tx = nil
+		if _, expireAt := offlineDeadlines(since, cl.sess.ExpiryInterval, nil); !expireAt.IsZero() && !now.Before(expireAt) {
+			b.endSession(cl, t)
 			ended++
 			if w != nil && b.backplane != nil {
 				w.held, w.heldEnded = true, true
-				b.heldWills = append(b.heldWills, heldWill{cl: cl, w: w, since: since, at: now})
+				b.heldWills = append(b.heldWills, heldWill{cl: cl, w: w, since: since})
 			} else if w != nil {
 				wills = append(wills, w)
 			}
 			continue
 		}
-		if w != nil {
-			left := max(0, since.Add(w.delay).Sub(now))
-			if cl.sess.ExpiryInterval != session.NeverExpire {
-				left = min(left, since.Add(expiry).Sub(now))
-			}
-			if b.backplane != nil {
-				// In a cluster, the node that took this session over
-				// while this one was down has handled the will: it
-				// waits for ReleaseWills to learn who owns the session.
-				w.held = true
-				cl.will = w
-				b.heldWills = append(b.heldWills, heldWill{cl: cl, w: w, left: left, since: since, at: now})
-			} else if left == 0 {
-				wills = append(wills, w)
-				t.bt().PutSession(cl.sessionRecord(since))
-			} else {
-				cl.will = w
-				w.timer = time.AfterFunc(left, b.guard(func() { b.fireWill(cl, w) }))
-			}
+		cl.will = w
+		if w != nil && b.backplane != nil {
+			// In a cluster, the node that took this session over while
+			// this one was down has handled the will: it waits for
+			// ReleaseWills to learn who owns the session.
+			w.held = true
+			b.heldWills = append(b.heldWills, heldWill{cl: cl, w: w, since: since})
 		}
-		if cl.sess.ExpiryInterval != session.NeverExpire {
-			cl.takeoverGen++
-			gen := cl.takeoverGen
-			cl.expiry = time.AfterFunc(since.Add(expiry).Sub(now), b.guard(func() { b.expire(cl, gen) }))
+		if due := b.goOffline(cl, whyRestored, since); due != nil {
+			wills = append(wills, due)
+			t.bt().PutSession(cl.sessionRecord(since))
 		}
 	}
 	if err := t.commit(true); err != nil {

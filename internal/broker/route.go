@@ -269,16 +269,14 @@ func (b *Broker) requeue(cl *client, d session.Delivery, t *tx) bool {
 	if cl.ended {
 		return false
 	}
-	cl.tx = t
-	defer func() { cl.tx = nil }()
 	if cl.conn != nil {
 		// Back already: deliver as usual.
-		if p := cl.sess.Deliver(d, b.now()); p != nil {
+		if p := cl.sess.Deliver(cl.jr(t), d, b.now()); p != nil {
 			t.send(cl.conn, p)
 		}
 		return true
 	}
-	cl.sess.Requeue(d)
+	cl.sess.Requeue(cl.jr(t), d)
 	return true
 }
 
@@ -307,12 +305,10 @@ func (b *Broker) deliverTo(cl *client, d session.Delivery, now time.Time, t *tx,
 		return
 	}
 	before := cl.sess.Stats
-	cl.tx = t
 	// Held only if this publisher will wait for this session, so what it
 	// adds past the bound is bounded (flow.go).
 	d.Held = hs.holds(cl)
-	p := cl.sess.Deliver(d, now)
-	cl.tx = nil
+	p := cl.sess.Deliver(cl.jr(t), d, now)
 	if t != nil && t.gated {
 		if seq := cl.sess.Accepted(); seq != 0 {
 			t.delivered = append(t.delivered, delivered{cl, seq})

@@ -27,7 +27,7 @@ func (h *handler) serve() (reason string, parked bool) {
 		} else {
 			if h.keepAlive > 0 {
 				// [MQTT-3.1.2-22] one and a half times the keep alive.
-				deadline = h.b.now().Add(h.keepAlive * 3 / 2)
+				deadline = time.Now().Add(h.keepAlive * 3 / 2) // a socket deadline: real time
 			}
 			if h.b.idlePoll {
 				// Right after CONNECT park at once (many clients then
@@ -166,7 +166,7 @@ func (h *handler) onPublish(p *packet.Publish) string {
 		}
 	}
 	if name == "" && v5 {
-		return h.fail(packet.ProtocolError, "empty topic without topic alias") // [MQTT-3.3.2-?] §3.3.2.3.4
+		return h.fail(packet.ProtocolError, "empty topic without topic alias") // a Protocol Error by §3.3.2.3.4 (no numbered statement)
 	}
 	if err := topic.ValidateName(name); err != nil {
 		return h.fail(packet.TopicNameInvalid, "topic name: "+err.Error()) // [MQTT-3.3.2-2]
@@ -255,9 +255,7 @@ func (h *handler) onPublish(p *packet.Publish) string {
 		h.ackPublishAfter(t.ackGate(), p, noMatch(n))
 	case 2:
 		h.cl.mu.Lock()
-		h.cl.tx = t
-		first, err := h.cl.sess.ReceiveQoS2(p.PacketID, p.Dup)
-		h.cl.tx = nil
+		first, err := h.cl.sess.ReceiveQoS2(h.cl.jr(t), p.PacketID, p.Dup)
 		h.cl.mu.Unlock()
 		if err != nil {
 			t.commit(false)
@@ -284,9 +282,7 @@ func (h *handler) storeFailed(p *packet.Publish) string {
 	if p.QoS == 2 {
 		t := h.b.begin(false)
 		h.cl.mu.Lock()
-		h.cl.tx = t
-		h.cl.sess.Release(p.PacketID) // the flow ends with the error PUBREC
-		h.cl.tx = nil
+		h.cl.sess.Release(h.cl.jr(t), p.PacketID) // the flow ends with the error PUBREC
 		h.cl.mu.Unlock()
 		t.commit(false)
 	}
@@ -347,8 +343,7 @@ func (h *handler) onAck(a *packet.Ack) string {
 	func() {
 		cl.mu.Lock()
 		defer cl.mu.Unlock()
-		cl.tx = t
-		defer func() { cl.tx = nil }()
+		j := cl.jr(t)
 		before := cl.sess.Stats
 		defer func() { h.b.countDrops(before, cl.sess.Stats) }()
 		took := false
@@ -359,21 +354,21 @@ func (h *handler) onAck(a *packet.Ack) string {
 		}()
 		switch a.Kind {
 		case packet.PUBACK:
-			next, took = cl.sess.Puback(a.PacketID, now)
+			next, took = cl.sess.Puback(j, a.PacketID, now)
 		case packet.PUBREC:
 			var rel packet.Packet
-			rel, next, took = cl.sess.Pubrec(a.PacketID, a.ReasonCode, now)
+			rel, next, took = cl.sess.Pubrec(j, a.PacketID, a.ReasonCode, now)
 			if rel != nil {
 				t.send(h.c, rel)
 			}
 		case packet.PUBREL:
 			ack := &packet.Ack{Kind: packet.PUBCOMP, PacketID: a.PacketID}
-			if !cl.sess.Release(a.PacketID) && h.version == packet.V5 {
+			if !cl.sess.Release(j, a.PacketID) && h.version == packet.V5 {
 				ack.ReasonCode = packet.PacketIDNotFound
 			}
 			t.send(h.c, ack)
 		case packet.PUBCOMP:
-			next, took = cl.sess.Pubcomp(a.PacketID, now)
+			next, took = cl.sess.Pubcomp(j, a.PacketID, now)
 		}
 		if len(next) > 0 {
 			h.b.sent(cl, next...) // before sending: the writer recycles what it wrote
@@ -427,8 +422,6 @@ func (h *handler) onSubscribe(p *packet.Subscribe) string {
 	}()
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
-	cl.tx = t
-	defer func() { cl.tx = nil }()
 	if cl.conn != h.c {
 		return "session taken over" // late packet of a replaced connection
 	}
@@ -465,7 +458,7 @@ func (h *handler) onSubscribe(p *packet.Subscribe) string {
 		if !shared {
 			inner = s.Filter
 		}
-		s.QoS = min(s.QoS, b.lim.MaxQoS) // [MQTT-3.9.3-?] granted may be lower
+		s.QoS = min(s.QoS, b.lim.MaxQoS) // [MQTT-3.8.4-7] granted may be lower
 		latest, sample := b.latestFor(inner, h.listener, &p.Properties)
 		existed := b.subs.Add(cl.id, group, inner, subValue{cl: cl, opts: s, id: subID, latest: latest, sample: sample})
 		if !existed {
@@ -485,7 +478,8 @@ func (h *handler) onSubscribe(p *packet.Subscribe) string {
 		}
 		codes[i] = packet.ReasonCode(s.QoS)
 		// Retained messages go to new subscribers per Retain Handling, and
-		// never through a shared subscription [MQTT-3.8.4-?].
+		// never through a shared subscription [MQTT-3.3.1-9, 3.3.1-10, 3.3.1-11]
+		// (shared: §4.8.2).
 		if shared || s.RetainHandling == 2 || (s.RetainHandling == 1 && existed) {
 			continue
 		}
@@ -500,10 +494,11 @@ func (h *handler) onSubscribe(p *packet.Subscribe) string {
 			retained = append(retained, d)
 		}
 	}
-	// SUBACK first, then the retained messages [MQTT-3.8.4-?].
+	// SUBACK first, then the retained messages: our order (§3.8.4 lets
+	// matching PUBLISHes go before SUBACK), the one clients expect.
 	t.send(h.c, &packet.Suback{PacketID: p.PacketID, ReasonCodes: codes})
 	for _, d := range retained {
-		if out := cl.sess.Deliver(d, now); out != nil {
+		if out := cl.sess.Deliver(cl.jr(t), d, now); out != nil {
 			b.sent(cl, out) // before sending: the writer recycles what it wrote
 			t.send(h.c, out)
 		}

@@ -333,7 +333,7 @@ func (c *Conn) ReadPacket(deadline time.Time) (packet.Packet, int, error) {
 	}
 	size := 1 + varintLen(fh.Remaining) + fh.Remaining
 	if uint64(size) > uint64(c.maxIn) {
-		// [MQTT-3.2.2-?] a packet above our Maximum Packet Size; the body is
+		// [MQTT-3.2.2-15] a packet above our Maximum Packet Size; the body is
 		// never read, so no allocation follows from its length.
 		return nil, size, ErrTooLarge
 	}

@@ -1,10 +1,7 @@
 package metrics
 
 import (
-	"context"
 	"fmt"
-	"net"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/starling-mqtt/starling/internal/broker"
+	"github.com/starling-mqtt/starling/internal/brokertest"
 	"github.com/starling-mqtt/starling/internal/config"
 )
 
@@ -20,92 +18,35 @@ import (
 // ends and returns it with the listener's address.
 func startBroker(t *testing.T) (*broker.Broker, string) {
 	t.Helper()
-	b := broker.New(config.Default().Limits, nil)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go b.HandleConn(c)
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-		b.Close(2 * time.Second)
-	})
-	return b, ln.Addr().String()
+	return brokertest.Start(t, config.Default().Limits)
 }
 
 // client is a paho.golang MQTT 5 client whose received messages arrive on
-// recv.
-type client struct {
-	*paho.Client
-	nc   net.Conn
-	recv chan *paho.Publish
-}
+// Recv.
+type client struct{ *brokertest.Paho }
 
 func dial(t *testing.T, addr, id string) *client {
 	t.Helper()
-	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &client{nc: nc, recv: make(chan *paho.Publish, 100)}
-	c.Client = paho.NewClient(paho.ClientConfig{ClientID: id, Conn: nc,
-		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
-			select {
-			case c.recv <- pr.Packet:
-			default:
-			}
-			return true, nil
-		}}})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if _, err := c.Connect(ctx, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30}); err != nil {
-		nc.Close()
-		t.Fatalf("connect %s: %v", id, err)
-	}
-	t.Cleanup(c.close)
-	return c
+	c, _ := brokertest.DialPaho(t, addr, id, &paho.Connect{CleanStart: true, KeepAlive: 30})
+	return &client{c}
 }
 
-func (c *client) close() {
-	c.Disconnect(&paho.Disconnect{})
-	c.nc.Close()
-	<-c.Done()
-}
+func (c *client) close() { c.Close() }
 
 func (c *client) subscribe(t *testing.T, filter string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if _, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1}}}); err != nil {
-		t.Fatal(err)
-	}
+	c.Sub(t, paho.SubscribeOptions{Topic: filter, QoS: 1})
 }
 
 func (c *client) publish(t *testing.T, topic, payload string, qos byte, retain bool) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if _, err := c.Publish(ctx, &paho.Publish{Topic: topic, Payload: []byte(payload), QoS: qos, Retain: retain}); err != nil {
-		t.Fatal(err)
-	}
+	c.Pub(t, &paho.Publish{Topic: topic, Payload: []byte(payload), QoS: qos, Retain: retain})
 }
 
 func (c *client) next(t *testing.T) *paho.Publish {
 	t.Helper()
 	select {
-	case p := <-c.recv:
+	case p := <-c.Recv:
 		return p
 	case <-time.After(5 * time.Second):
 		t.Fatal("no message within 5 s")

@@ -136,7 +136,7 @@ func TestSysOverMQTT(t *testing.T) {
 	}
 	for missing() {
 		select {
-		case p := <-sub.recv:
+		case p := <-sub.Recv:
 			if !p.Retain {
 				t.Errorf("%s not retained", p.Topic)
 			}
@@ -163,7 +163,7 @@ func TestSysOverMQTT(t *testing.T) {
 		t.Fatal(err)
 	}
 	select {
-	case p := <-all.recv:
+	case p := <-all.Recv:
 		if p.Topic != "a/b" {
 			t.Errorf("'#' received %s", p.Topic)
 		}
@@ -171,7 +171,7 @@ func TestSysOverMQTT(t *testing.T) {
 		t.Error("'#' did not get the retained a/b")
 	}
 	select {
-	case p := <-all.recv:
+	case p := <-all.Recv:
 		t.Errorf("'#' received %s", p.Topic)
 	case <-time.After(200 * time.Millisecond):
 	}

@@ -243,7 +243,7 @@ func TestSysAndMetricsRealTraffic(t *testing.T) {
 	deadline := time.After(5 * time.Second)
 	for missing := len(want); missing > 0; {
 		select {
-		case p := <-reader.recv:
+		case p := <-reader.Recv:
 			got[p.Topic[len("$SYS/broker/"):]] = string(p.Payload)
 			missing = 0
 			for _, k := range want {

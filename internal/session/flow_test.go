@@ -17,9 +17,9 @@ func qos1(topic, payload string) Delivery {
 // bound; only past that does it drop, counted apart.
 func TestHoldKeepsPastBound(t *testing.T) {
 	s := New("c", Limits{MaxQueued: 3, MaxInflight: 1})
-	s.Attach(Link{Version: packet.V311, ReceiveMax: 1}, t0)
+	s.Attach(nil, Link{Version: packet.V311, ReceiveMax: 1}, t0)
 	for i := range 1 + 3*HardLimit + 2 {
-		s.Deliver(qos1("t", fmt.Sprint(i)), t0)
+		s.Deliver(nil, qos1("t", fmt.Sprint(i)), t0)
 	}
 	if s.Queued() != 3*HardLimit || s.Stats.DroppedOverflow != 2 || s.Stats.DroppedQueueFull != 0 {
 		t.Fatalf("queued %d, overflow drops %d, queue-full drops %d; want %d, 2, 0", s.Queued(), s.Stats.DroppedOverflow, s.Stats.DroppedQueueFull, 3*HardLimit)
@@ -40,9 +40,9 @@ func TestOverflowPolicies(t *testing.T) {
 	}{{DropNewest, "1"}, {DropOldest, "4"}} {
 		s := New("c", Limits{MaxQueued: 3, MaxInflight: 1})
 		s.Overflow = tc.policy
-		s.Attach(Link{Version: packet.V311, ReceiveMax: 1}, t0)
+		s.Attach(nil, Link{Version: packet.V311, ReceiveMax: 1}, t0)
 		for i := range 7 { // 0 goes out, 1..6 meet a queue of 3
-			s.Deliver(qos1("t", fmt.Sprint(i)), t0)
+			s.Deliver(nil, qos1("t", fmt.Sprint(i)), t0)
 		}
 		if s.Queued() != 3 || s.Stats.DroppedPolicy != 3 {
 			t.Fatalf("policy %d: queued %d, dropped %d; want 3 and 3", tc.policy, s.Queued(), s.Stats.DroppedPolicy)
@@ -64,20 +64,20 @@ func TestOverflowPolicies(t *testing.T) {
 func TestConflation(t *testing.T) {
 	total := new(atomic.Int64)
 	s := New("c", Limits{MaxQueued: 100, Total: total})
-	s.Attach(Link{Version: packet.V311, ReceiveMax: 1}, t0)
+	s.Attach(nil, Link{Version: packet.V311, ReceiveMax: 1}, t0)
 	var sent []packet.Packet
 	for i := range 10 {
 		for _, topic := range []string{"a", "b"} {
 			d := qos1(topic, fmt.Sprint(i))
 			d.Latest = true
-			if p := s.Deliver(d, t0); p != nil {
+			if p := s.Deliver(nil, d, t0); p != nil {
 				sent = append(sent, p)
 			}
 		}
 	}
 	plain := qos1("c", "x")
-	s.Deliver(plain, t0)
-	s.Deliver(plain, t0)
+	s.Deliver(nil, plain, t0)
+	s.Deliver(nil, plain, t0)
 	if s.Queued() != 4 || s.Stats.Conflated != 17 {
 		t.Fatalf("queued %d, conflated %d; want 4 (b, a, c, c) and 17", s.Queued(), s.Stats.Conflated)
 	}
@@ -88,7 +88,7 @@ func TestConflation(t *testing.T) {
 	for len(sent) > 0 {
 		p := pub(t, sent[0])
 		got = append(got, p.Topic+"="+string(p.Payload))
-		sent, _ = s.Puback(p.PacketID, t0)
+		sent, _ = s.Puback(nil, p.PacketID, t0)
 	}
 	want := "[a=0 b=9 a=9 c=x c=x]"
 	if fmt.Sprint(got) != want {
@@ -104,18 +104,18 @@ func TestConflation(t *testing.T) {
 // has room again once the window takes it.
 func TestZeroQueueBound(t *testing.T) {
 	s := New("c", Limits{MaxQueued: 0, MaxInflight: 1})
-	s.Attach(Link{Version: packet.V311, ReceiveMax: 1}, t0)
+	s.Attach(nil, Link{Version: packet.V311, ReceiveMax: 1}, t0)
 	if s.Full() {
 		t.Fatal("an empty session with a queue bound of 0 says it is full")
 	}
-	p := s.Deliver(qos1("t", "a"), t0)
+	p := s.Deliver(nil, qos1("t", "a"), t0)
 	b := qos1("t", "b")
 	b.Held = true // from a publisher the broker holds back
-	s.Deliver(b, t0)
+	s.Deliver(nil, b, t0)
 	if !s.Full() || s.Queued() != 1 {
 		t.Fatalf("full %v, queued %d; want true and 1", s.Full(), s.Queued())
 	}
-	next, _ := s.Puback(pub(t, p).PacketID, t0)
+	next, _ := s.Puback(nil, pub(t, p).PacketID, t0)
 	if len(next) != 1 || s.Full() {
 		t.Fatalf("after PUBACK: %d sent, full %v; want 1 and false", len(next), s.Full())
 	}
@@ -126,12 +126,12 @@ func TestZeroQueueBound(t *testing.T) {
 func TestTotalCountsConnectedOnly(t *testing.T) {
 	total := new(atomic.Int64)
 	s := New("c", Limits{MaxQueued: 100, Total: total})
-	s.Deliver(qos1("t", "offline"), t0) // 8 bytes, queued offline
+	s.Deliver(nil, qos1("t", "offline"), t0) // 8 bytes, queued offline
 	if total.Load() != 0 {
 		t.Fatalf("total %d with the session offline, want 0", total.Load())
 	}
-	s.Attach(Link{Version: packet.V311, ReceiveMax: 1}, t0) // sends it: window 1
-	s.Deliver(qos1("t", "queued"), t0)
+	s.Attach(nil, Link{Version: packet.V311, ReceiveMax: 1}, t0) // sends it: window 1
+	s.Deliver(nil, qos1("t", "queued"), t0)
 	if total.Load() != int64(s.QueuedBytes()) || total.Load() == 0 {
 		t.Fatalf("total %d connected, queue %d bytes", total.Load(), s.QueuedBytes())
 	}
@@ -139,7 +139,7 @@ func TestTotalCountsConnectedOnly(t *testing.T) {
 	if total.Load() != 0 {
 		t.Fatalf("total %d after detach, want 0", total.Load())
 	}
-	s.Attach(Link{Version: packet.V311, ReceiveMax: 1}, t0)
+	s.Attach(nil, Link{Version: packet.V311, ReceiveMax: 1}, t0)
 	s.Discard()
 	if total.Load() != 0 {
 		t.Fatalf("total %d after discard, want 0", total.Load())

@@ -9,7 +9,7 @@ import (
 	"github.com/starling-mqtt/starling/internal/packet"
 )
 
-// NeverExpire is the session expiry interval meaning "never" [MQTT-3.1.2-?].
+// NeverExpire is the session expiry interval meaning "never" (§3.1.2.11.2).
 const NeverExpire = 0xFFFFFFFF
 
 // ErrReceiveMaximum is returned when a client has more unreleased QoS 2
@@ -80,14 +80,17 @@ const (
 )
 
 // Journal receives the changes of a session that a durable store must
-// record. Deliveries are identified by the Seq the session gave them.
+// record, for the session of clientID. Deliveries are identified by the
+// Seq the session gave them. The methods that change a persistent
+// session take the journal of the operation they are part of (nil: a
+// session nothing records).
 type Journal interface {
 	// PutOutbound records a delivery; first is true when the session
 	// takes the delivery (not a state change of one it holds).
-	PutOutbound(seq uint64, d *Delivery, packetID uint16, state byte, first bool)
-	DeleteOutbound(seq uint64, d *Delivery)
-	PutInbound(packetID uint16)
-	DeleteInbound(packetID uint16)
+	PutOutbound(clientID string, seq uint64, d *Delivery, packetID uint16, state byte, first bool)
+	DeleteOutbound(clientID string, seq uint64, d *Delivery)
+	PutInbound(clientID string, packetID uint16)
+	DeleteInbound(clientID string, packetID uint16)
 }
 
 type inflight struct {
@@ -138,8 +141,6 @@ type Session struct {
 	// again on this broker run.
 	restoredIn map[uint16]struct{}
 
-	// J, when set, is told every change to outbound and inbound state.
-	J        Journal
 	nextSeq  uint64
 	accepted uint64 // Seq of the delivery the last Deliver kept, 0 if none
 
@@ -175,7 +176,7 @@ func (s *Session) Version() byte {
 // Attach binds a new connection and returns what must be sent first: every
 // unacknowledged PUBLISH again with DUP set, and PUBREL for those past PUBREC
 // [MQTT-4.4.0-1], then queued messages as the window allows.
-func (s *Session) Attach(l Link, now time.Time) []packet.Packet {
+func (s *Session) Attach(j Journal, l Link, now time.Time) []packet.Packet {
 	if s.lim.Total != nil && s.link == nil {
 		s.lim.Total.Add(int64(s.qbytes))
 	}
@@ -187,13 +188,13 @@ func (s *Session) Attach(l Link, now time.Time) []packet.Packet {
 		f.unsent = true
 	}
 	s.unsent = len(s.out)
-	return s.fill(nil, now)
+	return s.fill(j, nil, now)
 }
 
 // resend sends inflight entries again while the window allows: PUBREL for
 // those past PUBREC, else the PUBLISH with DUP set, whatever its expiry (the
 // client may hold its packet ID).
-func (s *Session) resend(pkts []packet.Packet, now time.Time) []packet.Packet {
+func (s *Session) resend(j Journal, pkts []packet.Packet, now time.Time) []packet.Packet {
 	for i := 0; i < len(s.out) && s.unsent > 0 && s.hasQuota(); i++ {
 		f := s.out[i]
 		if !f.unsent {
@@ -207,7 +208,7 @@ func (s *Session) resend(pkts []packet.Packet, now time.Time) []packet.Packet {
 		}
 		p, ok := s.publish(f.d, f.id, now)
 		if !ok {
-			s.remove(i) // too large for this connection: dropped and counted
+			s.remove(j, i) // too large for this connection: dropped and counted
 			i--
 			continue
 		}
@@ -229,7 +230,7 @@ func (s *Session) Detach() {
 // Deliver hands the session a message. It returns the PUBLISH to send now,
 // or nil when the session is offline, the window is full (the delivery is
 // queued) or the message was dropped.
-func (s *Session) Deliver(d Delivery, now time.Time) packet.Packet {
+func (s *Session) Deliver(j Journal, d Delivery, now time.Time) packet.Packet {
 	s.accepted = 0
 	if d.Msg.Expired(now) {
 		s.Stats.DroppedExpired++
@@ -248,14 +249,14 @@ func (s *Session) Deliver(d Delivery, now time.Time) packet.Packet {
 		return p
 	}
 	if s.link == nil || len(s.queue) > 0 || s.unsent > 0 || !s.hasQuota() {
-		s.enqueue(d)
+		s.enqueue(j, d)
 		return nil
 	}
-	return s.send(d, now)
+	return s.send(j, d, now)
 }
 
-func (s *Session) enqueue(d Delivery) {
-	if d.Latest && s.conflate(d) {
+func (s *Session) enqueue(j Journal, d Delivery) {
+	if d.Latest && s.conflate(j, d) {
 		return
 	}
 	if s.over(0, d.size()) {
@@ -273,7 +274,7 @@ func (s *Session) enqueue(d Delivery) {
 			for len(s.queue) > 0 && s.over(0, d.size()) {
 				old := s.queue[0]
 				s.dequeue(1)
-				s.forget(&old)
+				s.forget(j, &old)
 				s.Stats.DroppedPolicy++
 			}
 		case s.over(HardLimit-1, d.size()) && (!d.Held || s.over(HeldLimit-1, d.size())):
@@ -290,8 +291,8 @@ func (s *Session) enqueue(d Delivery) {
 		}
 		s.latest[d.Msg.Topic] = d.Seq
 	}
-	if s.J != nil {
-		s.J.PutOutbound(d.Seq, &d, 0, StateQueued, true)
+	if j != nil {
+		j.PutOutbound(s.ClientID, d.Seq, &d, 0, StateQueued, true)
 	}
 }
 
@@ -322,7 +323,7 @@ func (s *Session) Full() bool {
 // conflate replaces the queued delivery of d's topic, if there is one, by
 // d: a latest-value subscriber that is behind gets the newest reading of
 // each topic, with nothing else dropped. It reports whether it did.
-func (s *Session) conflate(d Delivery) bool {
+func (s *Session) conflate(j Journal, d Delivery) bool {
 	seq, ok := s.latest[d.Msg.Topic]
 	if !ok {
 		return false
@@ -336,15 +337,15 @@ func (s *Session) conflate(d Delivery) bool {
 	if old.QoS != d.QoS || old.Group != d.Group {
 		return false
 	}
-	s.forget(old)
+	s.forget(j, old)
 	s.addQ(d.size() - old.size())
 	d.Seq = 0
 	s.number(&d)
 	*old = d
 	s.latest[d.Msg.Topic] = d.Seq
 	s.Stats.Conflated++
-	if s.J != nil {
-		s.J.PutOutbound(d.Seq, old, 0, StateQueued, true)
+	if j != nil {
+		j.PutOutbound(s.ClientID, d.Seq, old, 0, StateQueued, true)
 	}
 	return true
 }
@@ -444,9 +445,9 @@ func (s *Session) removeQueued(i int) {
 	s.queue = s.queue[:len(s.queue)-1]
 }
 
-func (s *Session) forget(d *Delivery) {
-	if s.J != nil && d.Seq != 0 {
-		s.J.DeleteOutbound(d.Seq, d)
+func (s *Session) forget(j Journal, d *Delivery) {
+	if j != nil && d.Seq != 0 {
+		j.DeleteOutbound(s.ClientID, d.Seq, d)
 	}
 }
 
@@ -466,11 +467,11 @@ func (s *Session) hasQuota() bool {
 }
 
 // send assigns a packet ID, records the inflight state and builds the PUBLISH.
-func (s *Session) send(d Delivery, now time.Time) packet.Packet {
+func (s *Session) send(j Journal, d Delivery, now time.Time) packet.Packet {
 	id := s.allocID()
 	p, ok := s.publish(d, id, now)
 	if !ok {
-		s.forget(&d)
+		s.forget(j, &d)
 		return nil
 	}
 	st := byte(waitPuback)
@@ -481,8 +482,8 @@ func (s *Session) send(d Delivery, now time.Time) packet.Packet {
 	s.number(&d)
 	s.out = append(s.out, &inflight{id: id, d: d, state: st})
 	s.obytes += d.size()
-	if s.J != nil {
-		s.J.PutOutbound(d.Seq, &d, id, st, first)
+	if j != nil {
+		j.PutOutbound(s.ClientID, d.Seq, &d, id, st, first)
 	}
 	return p
 }
@@ -567,11 +568,11 @@ func (s *Session) alias(o *Outgoing) bool {
 }
 
 // fill moves queued deliveries into the window while there is quota.
-func (s *Session) fill(pkts []packet.Packet, now time.Time) []packet.Packet {
+func (s *Session) fill(j Journal, pkts []packet.Packet, now time.Time) []packet.Packet {
 	if s.link == nil {
 		return pkts
 	}
-	pkts = s.resend(pkts, now)
+	pkts = s.resend(j, pkts, now)
 	if s.unsent > 0 {
 		return pkts // older messages first
 	}
@@ -585,10 +586,10 @@ func (s *Session) fill(pkts []packet.Packet, now time.Time) []packet.Packet {
 		}
 		if d.Msg.Expired(now) {
 			s.Stats.DroppedExpired++
-			s.forget(&d)
+			s.forget(j, &d)
 			continue
 		}
-		if p := s.send(d, now); p != nil {
+		if p := s.send(j, d, now); p != nil {
 			pkts = append(pkts, p)
 		}
 	}
@@ -601,19 +602,19 @@ func (s *Session) fill(pkts []packet.Packet, now time.Time) []packet.Packet {
 
 // Puback completes an outbound QoS 1 flow and returns what the freed quota
 // lets through. ok is false for an unknown ID.
-func (s *Session) Puback(id uint16, now time.Time) (next []packet.Packet, ok bool) {
+func (s *Session) Puback(j Journal, id uint16, now time.Time) (next []packet.Packet, ok bool) {
 	i := s.find(id)
 	if i < 0 || s.out[i].state != waitPuback {
 		return nil, false
 	}
-	s.remove(i)
-	return s.fill(nil, now), true
+	s.remove(j, i)
+	return s.fill(j, nil, now), true
 }
 
 // Pubrec moves an outbound QoS 2 flow to PUBREL. A PUBREC with an error code
-// ends the flow [MQTT-4.3.3-?]. It returns the PUBREL to send (nil if none)
+// ends the flow [MQTT-4.3.3-4]. It returns the PUBREL to send (nil if none)
 // and what the freed quota lets through.
-func (s *Session) Pubrec(id uint16, code packet.ReasonCode, now time.Time) (rel packet.Packet, next []packet.Packet, ok bool) {
+func (s *Session) Pubrec(j Journal, id uint16, code packet.ReasonCode, now time.Time) (rel packet.Packet, next []packet.Packet, ok bool) {
 	i := s.find(id)
 	if i < 0 {
 		// Unknown ID: answer with PUBREL 0x92 so the client can finish.
@@ -624,32 +625,32 @@ func (s *Session) Pubrec(id uint16, code packet.ReasonCode, now time.Time) (rel 
 		return nil, nil, false
 	}
 	if code >= 0x80 {
-		s.remove(i)
-		return nil, s.fill(nil, now), true
+		s.remove(j, i)
+		return nil, s.fill(j, nil, now), true
 	}
 	f.state = waitPubcomp
-	if s.J != nil {
-		s.J.PutOutbound(f.d.Seq, &f.d, f.id, waitPubcomp, false)
+	if j != nil {
+		j.PutOutbound(s.ClientID, f.d.Seq, &f.d, f.id, waitPubcomp, false)
 	}
 	return &packet.Ack{Kind: packet.PUBREL, PacketID: id}, nil, true
 }
 
 // Pubcomp completes an outbound QoS 2 flow.
-func (s *Session) Pubcomp(id uint16, now time.Time) (next []packet.Packet, ok bool) {
+func (s *Session) Pubcomp(j Journal, id uint16, now time.Time) (next []packet.Packet, ok bool) {
 	i := s.find(id)
 	if i < 0 || s.out[i].state != waitPubcomp {
 		return nil, false
 	}
-	s.remove(i)
-	return s.fill(nil, now), true
+	s.remove(j, i)
+	return s.fill(j, nil, now), true
 }
 
-func (s *Session) remove(i int) {
+func (s *Session) remove(j Journal, i int) {
 	if s.out[i].unsent {
 		s.unsent--
 	}
 	s.obytes -= s.out[i].d.size()
-	s.forget(&s.out[i].d)
+	s.forget(j, &s.out[i].d)
 	copy(s.out[i:], s.out[i+1:])
 	s.out[len(s.out)-1] = nil
 	s.out = s.out[:len(s.out)-1]
@@ -663,14 +664,14 @@ func (s *Session) remove(i int) {
 // PUBLISH again [MQTT-3.3.1-1], so an ID we hold that arrives without it
 // starts a new message: our record is stale (a PUBREL whose store write was
 // lost with a crash under a relaxed sync policy) and is replaced.
-func (s *Session) ReceiveQoS2(id uint16, dup bool) (first bool, err error) {
+func (s *Session) ReceiveQoS2(j Journal, id uint16, dup bool) (first bool, err error) {
 	if _, held := s.inQoS2[id]; held {
 		if dup {
 			return false, nil
 		}
 		delete(s.inQoS2, id)
-		if s.J != nil {
-			s.J.DeleteInbound(id)
+		if j != nil {
+			j.DeleteInbound(s.ClientID, id)
 		}
 		delete(s.restoredIn, id)
 	}
@@ -681,8 +682,8 @@ func (s *Session) ReceiveQoS2(id uint16, dup bool) (first bool, err error) {
 		for old := range s.restoredIn {
 			delete(s.restoredIn, old)
 			delete(s.inQoS2, old)
-			if s.J != nil {
-				s.J.DeleteInbound(old)
+			if j != nil {
+				j.DeleteInbound(s.ClientID, old)
 			}
 			break
 		}
@@ -691,19 +692,19 @@ func (s *Session) ReceiveQoS2(id uint16, dup bool) (first bool, err error) {
 		return false, ErrReceiveMaximum
 	}
 	s.inQoS2[id] = struct{}{}
-	if s.J != nil {
-		s.J.PutInbound(id)
+	if j != nil {
+		j.PutInbound(s.ClientID, id)
 	}
 	return true, nil
 }
 
 // Release handles an inbound PUBREL; ok is false for an unknown ID.
-func (s *Session) Release(id uint16) (ok bool) {
+func (s *Session) Release(j Journal, id uint16) (ok bool) {
 	if _, ok = s.inQoS2[id]; ok {
 		delete(s.inQoS2, id)
 		delete(s.restoredIn, id)
-		if s.J != nil {
-			s.J.DeleteInbound(id)
+		if j != nil {
+			j.DeleteInbound(s.ClientID, id)
 		}
 	}
 	return ok
@@ -711,14 +712,14 @@ func (s *Session) Release(id uint16) (ok bool) {
 
 // Requeue puts a delivery back at the head of the queue, ahead of newer
 // ones, whatever the queue bound: it was accepted before them.
-func (s *Session) Requeue(d Delivery) {
+func (s *Session) Requeue(j Journal, d Delivery) {
 	s.number(&d)
 	s.queue = append(s.queue, Delivery{})
 	copy(s.queue[1:], s.queue)
 	s.queue[0] = d
 	s.addQ(d.size())
-	if s.J != nil {
-		s.J.PutOutbound(d.Seq, &d, 0, StateQueued, true)
+	if j != nil {
+		j.PutOutbound(s.ClientID, d.Seq, &d, 0, StateQueued, true)
 	}
 }
 
@@ -769,7 +770,7 @@ func (s *Session) QueuedBytes() int { return s.qbytes }
 // TakeShared removes and returns the deliveries that came through a $share
 // group and were not yet acknowledged past PUBREC, so the broker can hand
 // them to another member of the group.
-func (s *Session) TakeShared() []Delivery {
+func (s *Session) TakeShared(j Journal) []Delivery {
 	var ds []Delivery
 	kept := s.out[:0]
 	for _, f := range s.out {
@@ -779,7 +780,7 @@ func (s *Session) TakeShared() []Delivery {
 				s.unsent--
 			}
 			s.obytes -= f.d.size()
-			s.forget(&f.d)
+			s.forget(j, &f.d)
 			continue
 		}
 		kept = append(kept, f)
@@ -794,7 +795,7 @@ func (s *Session) TakeShared() []Delivery {
 			if d.Latest && s.latest[d.Msg.Topic] == d.Seq {
 				delete(s.latest, d.Msg.Topic)
 			}
-			s.forget(&d)
+			s.forget(j, &d)
 			continue
 		}
 		q = append(q, d)

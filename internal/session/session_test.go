@@ -38,10 +38,10 @@ func pub(t *testing.T, p packet.Packet) *packet.Publish {
 
 func TestQoS1WindowAndQueue(t *testing.T) {
 	s := New("c", Limits{MaxQueued: 10, MaxInflight: 10})
-	s.Attach(Link{Version: packet.V5, ReceiveMax: 2}, t0)
+	s.Attach(nil, Link{Version: packet.V5, ReceiveMax: 2}, t0)
 	var ids []uint16
 	for i := 0; i < 4; i++ {
-		p := s.Deliver(Delivery{Msg: msg("t", 1), QoS: 1}, t0)
+		p := s.Deliver(nil, Delivery{Msg: msg("t", 1), QoS: 1}, t0)
 		if i < 2 {
 			ids = append(ids, pub(t, p).PacketID)
 		} else if p != nil {
@@ -54,18 +54,18 @@ func TestQoS1WindowAndQueue(t *testing.T) {
 	if ids[0] == 0 || ids[0] == ids[1] {
 		t.Fatalf("packet IDs %v must be non-zero and distinct", ids)
 	}
-	next, ok := s.Puback(ids[0], t0)
+	next, ok := s.Puback(nil, ids[0], t0)
 	if !ok || len(next) != 1 {
 		t.Fatalf("PUBACK freed %d, ok=%v; want one queued message sent", len(next), ok)
 	}
-	if _, ok := s.Puback(ids[0], t0); ok {
+	if _, ok := s.Puback(nil, ids[0], t0); ok {
 		t.Fatal("second PUBACK for the same ID accepted")
 	}
 }
 
 func TestQoS0NotQueuedOffline(t *testing.T) {
 	s := New("c", Limits{MaxQueued: 10})
-	if p := s.Deliver(Delivery{Msg: msg("t", 0), QoS: 0}, t0); p != nil || s.Queued() != 0 {
+	if p := s.Deliver(nil, Delivery{Msg: msg("t", 0), QoS: 0}, t0); p != nil || s.Queued() != 0 {
 		t.Fatalf("QoS 0 to an offline session: sent %v queued %d", p, s.Queued())
 	}
 }
@@ -73,12 +73,12 @@ func TestQoS0NotQueuedOffline(t *testing.T) {
 func TestQueueOverflowDropsNewest(t *testing.T) {
 	s := New("c", Limits{MaxQueued: 2})
 	for i := 0; i < 5; i++ {
-		s.Deliver(Delivery{Msg: &Message{Topic: "t", Payload: []byte{byte('a' + i)}, QoS: 1}, QoS: 1}, t0)
+		s.Deliver(nil, Delivery{Msg: &Message{Topic: "t", Payload: []byte{byte('a' + i)}, QoS: 1}, QoS: 1}, t0)
 	}
 	if s.Queued() != 2 || s.Stats.DroppedQueueFull != 3 {
 		t.Fatalf("queued %d dropped %d, want 2 and 3", s.Queued(), s.Stats.DroppedQueueFull)
 	}
-	pkts := s.Attach(Link{Version: packet.V311, ReceiveMax: 65535}, t0)
+	pkts := s.Attach(nil, Link{Version: packet.V311, ReceiveMax: 65535}, t0)
 	if len(pkts) != 2 || string(pub(t, pkts[0]).Payload) != "a" || string(pub(t, pkts[1]).Payload) != "b" {
 		t.Fatalf("resumed %d packets, want the two oldest in order", len(pkts))
 	}
@@ -92,29 +92,29 @@ func TestQueueBytesBound(t *testing.T) {
 		return Delivery{Msg: &Message{Topic: "t", Payload: []byte(p), QoS: 1}, QoS: 1}
 	}
 	for _, p := range []string{"123456789", "123456789", "123456789", "12345"} {
-		s.Deliver(m(p), t0) // 10 bytes each with the topic, then 6
+		s.Deliver(nil, m(p), t0) // 10 bytes each with the topic, then 6
 	}
 	if s.Queued() != 2 || s.QueuedBytes() != 20 || s.Stats.DroppedQueueFull != 2 {
 		t.Fatalf("queued %d (%d bytes) dropped %d, want 2 (20 bytes) and 2", s.Queued(), s.QueuedBytes(), s.Stats.DroppedQueueFull)
 	}
-	s.Deliver(m("123"), t0) // 4 bytes fit after the 10-byte ones were refused
+	s.Deliver(nil, m("123"), t0) // 4 bytes fit after the 10-byte ones were refused
 	seq := s.Accepted()
 	if s.QueuedBytes() != 24 {
 		t.Fatalf("queued bytes %d, want 24", s.QueuedBytes())
 	}
 	s.Revoke(seq)
-	s.Requeue(Delivery{Msg: &Message{Topic: "t", Payload: []byte("shared"), QoS: 1}, QoS: 1, Group: "g"})
+	s.Requeue(nil, Delivery{Msg: &Message{Topic: "t", Payload: []byte("shared"), QoS: 1}, QoS: 1, Group: "g"})
 	if s.QueuedBytes() != 27 { // requeued whatever the bound
 		t.Fatalf("queued bytes %d after revoke and requeue, want 27", s.QueuedBytes())
 	}
-	if ds := s.TakeShared(); len(ds) != 1 || s.QueuedBytes() != 20 {
+	if ds := s.TakeShared(nil); len(ds) != 1 || s.QueuedBytes() != 20 {
 		t.Fatalf("took %d shared, %d bytes left; want 1 and 20", len(ds), s.QueuedBytes())
 	}
-	pkts := s.Attach(Link{Version: packet.V5, ReceiveMax: 1}, t0)
+	pkts := s.Attach(nil, Link{Version: packet.V5, ReceiveMax: 1}, t0)
 	if len(pkts) != 1 || s.QueuedBytes() != 10 {
 		t.Fatalf("sent %d, %d bytes left queued; want 1 and 10", len(pkts), s.QueuedBytes())
 	}
-	s.Puback(pub(t, pkts[0]).PacketID, t0)
+	s.Puback(nil, pub(t, pkts[0]).PacketID, t0)
 	if s.QueuedBytes() != 0 || s.Queued() != 0 {
 		t.Fatalf("queue not drained: %d (%d bytes)", s.Queued(), s.QueuedBytes())
 	}
@@ -122,15 +122,15 @@ func TestQueueBytesBound(t *testing.T) {
 
 func TestResendWithDupAndPubrel(t *testing.T) {
 	s := New("c", Limits{MaxQueued: 10})
-	s.Attach(Link{Version: packet.V311, ReceiveMax: 65535}, t0)
-	p1 := pub(t, s.Deliver(Delivery{Msg: msg("a", 1), QoS: 1}, t0))
-	p2 := pub(t, s.Deliver(Delivery{Msg: msg("b", 2), QoS: 2}, t0))
-	rel, _, ok := s.Pubrec(p2.PacketID, packet.Success, t0)
+	s.Attach(nil, Link{Version: packet.V311, ReceiveMax: 65535}, t0)
+	p1 := pub(t, s.Deliver(nil, Delivery{Msg: msg("a", 1), QoS: 1}, t0))
+	p2 := pub(t, s.Deliver(nil, Delivery{Msg: msg("b", 2), QoS: 2}, t0))
+	rel, _, ok := s.Pubrec(nil, p2.PacketID, packet.Success, t0)
 	if !ok || rel.(*packet.Ack).Kind != packet.PUBREL {
 		t.Fatalf("PUBREC gave %v ok=%v", rel, ok)
 	}
 	s.Detach()
-	pkts := s.Attach(Link{Version: packet.V311, ReceiveMax: 65535}, t0)
+	pkts := s.Attach(nil, Link{Version: packet.V311, ReceiveMax: 65535}, t0)
 	if len(pkts) != 2 {
 		t.Fatalf("resumed %d packets, want 2", len(pkts))
 	}
@@ -141,28 +141,28 @@ func TestResendWithDupAndPubrel(t *testing.T) {
 	if a, ok := pkts[1].(*packet.Ack); !ok || a.Kind != packet.PUBREL || a.PacketID != p2.PacketID {
 		t.Fatalf("second resumed packet %+v, want PUBREL %d", pkts[1], p2.PacketID)
 	}
-	if _, ok := s.Pubcomp(p2.PacketID, t0); !ok || s.Inflight() != 1 {
+	if _, ok := s.Pubcomp(nil, p2.PacketID, t0); !ok || s.Inflight() != 1 {
 		t.Fatalf("PUBCOMP not accepted or inflight %d", s.Inflight())
 	}
 }
 
 func TestInboundQoS2ExactlyOnce(t *testing.T) {
 	s := New("c", Limits{ReceiveMax: 2})
-	s.Attach(Link{Version: packet.V5}, t0)
-	if first, err := s.ReceiveQoS2(7, false); !first || err != nil {
+	s.Attach(nil, Link{Version: packet.V5}, t0)
+	if first, err := s.ReceiveQoS2(nil, 7, false); !first || err != nil {
 		t.Fatalf("first receive: %v %v", first, err)
 	}
-	if first, err := s.ReceiveQoS2(7, true); first || err != nil {
+	if first, err := s.ReceiveQoS2(nil, 7, true); first || err != nil {
 		t.Fatalf("retransmission treated as new: %v %v", first, err)
 	}
-	s.ReceiveQoS2(8, false)
-	if _, err := s.ReceiveQoS2(9, false); err != ErrReceiveMaximum {
+	s.ReceiveQoS2(nil, 8, false)
+	if _, err := s.ReceiveQoS2(nil, 9, false); err != ErrReceiveMaximum {
 		t.Fatalf("third unreleased QoS 2: err %v, want ErrReceiveMaximum", err)
 	}
-	if !s.Release(7) || s.Release(7) {
+	if !s.Release(nil, 7) || s.Release(nil, 7) {
 		t.Fatal("PUBREL bookkeeping wrong")
 	}
-	if first, _ := s.ReceiveQoS2(7, false); !first {
+	if first, _ := s.ReceiveQoS2(nil, 7, false); !first {
 		t.Fatal("ID reused after PUBREL must be a new message")
 	}
 }
@@ -171,37 +171,37 @@ func TestMessageExpiry(t *testing.T) {
 	s := New("c", Limits{MaxQueued: 10})
 	m := msg("t", 1)
 	m.Expiry = t0.Add(10 * time.Second)
-	s.Deliver(Delivery{Msg: m, QoS: 1}, t0)
-	pkts := s.Attach(Link{Version: packet.V5, ReceiveMax: 10}, t0.Add(4*time.Second))
+	s.Deliver(nil, Delivery{Msg: m, QoS: 1}, t0)
+	pkts := s.Attach(nil, Link{Version: packet.V5, ReceiveMax: 10}, t0.Add(4*time.Second))
 	p := pub(t, pkts[0])
 	if p.Properties.MessageExpiry == nil || *p.Properties.MessageExpiry != 6 {
 		t.Fatalf("message expiry forwarded as %v, want 6 s remaining", p.Properties.MessageExpiry)
 	}
 	s2 := New("c", Limits{MaxQueued: 10})
-	s2.Deliver(Delivery{Msg: m, QoS: 1}, t0)
-	if pkts := s2.Attach(Link{Version: packet.V5, ReceiveMax: 10}, t0.Add(11*time.Second)); len(pkts) != 0 || s2.Stats.DroppedExpired != 1 {
+	s2.Deliver(nil, Delivery{Msg: m, QoS: 1}, t0)
+	if pkts := s2.Attach(nil, Link{Version: packet.V5, ReceiveMax: 10}, t0.Add(11*time.Second)); len(pkts) != 0 || s2.Stats.DroppedExpired != 1 {
 		t.Fatalf("expired message sent (%d) or not counted (%d)", len(pkts), s2.Stats.DroppedExpired)
 	}
 }
 
 func TestMaxPacketSizeDrops(t *testing.T) {
 	s := New("c", Limits{MaxQueued: 10})
-	s.Attach(Link{Version: packet.V5, ReceiveMax: 10, MaxPacketSize: 50}, t0)
+	s.Attach(nil, Link{Version: packet.V5, ReceiveMax: 10, MaxPacketSize: 50}, t0)
 	big := &Message{Topic: "t", Payload: make([]byte, 100), QoS: 1}
-	if p := s.Deliver(Delivery{Msg: big, QoS: 1}, t0); p != nil || s.Inflight() != 0 || s.Stats.DroppedTooLarge != 1 {
+	if p := s.Deliver(nil, Delivery{Msg: big, QoS: 1}, t0); p != nil || s.Inflight() != 0 || s.Stats.DroppedTooLarge != 1 {
 		t.Fatalf("too-large message: sent=%v inflight=%d dropped=%d", p != nil, s.Inflight(), s.Stats.DroppedTooLarge)
 	}
-	if p := s.Deliver(Delivery{Msg: msg("t", 1), QoS: 1}, t0); p == nil {
+	if p := s.Deliver(nil, Delivery{Msg: msg("t", 1), QoS: 1}, t0); p == nil {
 		t.Fatal("small message after a dropped one not sent")
 	}
 }
 
 func TestTopicAliasOutbound(t *testing.T) {
 	s := New("c", Limits{})
-	s.Attach(Link{Version: packet.V5, ReceiveMax: 10, TopicAliasMax: 1}, t0)
-	a := pub(t, s.Deliver(Delivery{Msg: msg("one", 0)}, t0))
-	b := pub(t, s.Deliver(Delivery{Msg: msg("one", 0)}, t0))
-	c := pub(t, s.Deliver(Delivery{Msg: msg("two", 0)}, t0))
+	s.Attach(nil, Link{Version: packet.V5, ReceiveMax: 10, TopicAliasMax: 1}, t0)
+	a := pub(t, s.Deliver(nil, Delivery{Msg: msg("one", 0)}, t0))
+	b := pub(t, s.Deliver(nil, Delivery{Msg: msg("one", 0)}, t0))
+	c := pub(t, s.Deliver(nil, Delivery{Msg: msg("two", 0)}, t0))
 	if a.Topic != "one" || a.Properties.TopicAlias == nil || *a.Properties.TopicAlias != 1 {
 		t.Fatalf("first publish %q alias %v", a.Topic, a.Properties.TopicAlias)
 	}
@@ -215,11 +215,11 @@ func TestTopicAliasOutbound(t *testing.T) {
 
 func TestTakeShared(t *testing.T) {
 	s := New("c", Limits{MaxQueued: 10})
-	s.Attach(Link{Version: packet.V5, ReceiveMax: 1}, t0)
-	s.Deliver(Delivery{Msg: msg("t", 1), QoS: 1, Group: "g", Filter: "t"}, t0)
-	s.Deliver(Delivery{Msg: msg("t", 1), QoS: 1, Group: "g", Filter: "t"}, t0) // queued
-	s.Deliver(Delivery{Msg: msg("t", 1), QoS: 1}, t0)                          // queued, not shared
-	ds := s.TakeShared()
+	s.Attach(nil, Link{Version: packet.V5, ReceiveMax: 1}, t0)
+	s.Deliver(nil, Delivery{Msg: msg("t", 1), QoS: 1, Group: "g", Filter: "t"}, t0)
+	s.Deliver(nil, Delivery{Msg: msg("t", 1), QoS: 1, Group: "g", Filter: "t"}, t0) // queued
+	s.Deliver(nil, Delivery{Msg: msg("t", 1), QoS: 1}, t0)                          // queued, not shared
+	ds := s.TakeShared(nil)
 	if len(ds) != 2 || s.Inflight() != 0 || s.Queued() != 1 {
 		t.Fatalf("took %d, inflight %d queued %d; want 2, 0, 1", len(ds), s.Inflight(), s.Queued())
 	}
@@ -227,9 +227,9 @@ func TestTakeShared(t *testing.T) {
 
 func TestRequeueGoesFirst(t *testing.T) {
 	s := New("c", Limits{MaxQueued: 10})
-	s.Deliver(Delivery{Msg: &Message{Topic: "t", Payload: []byte("new"), QoS: 1}, QoS: 1}, t0)
-	s.Requeue(Delivery{Msg: &Message{Topic: "t", Payload: []byte("old"), QoS: 1}, QoS: 1})
-	pkts := s.Attach(Link{Version: packet.V311, ReceiveMax: 10}, t0)
+	s.Deliver(nil, Delivery{Msg: &Message{Topic: "t", Payload: []byte("new"), QoS: 1}, QoS: 1}, t0)
+	s.Requeue(nil, Delivery{Msg: &Message{Topic: "t", Payload: []byte("old"), QoS: 1}, QoS: 1})
+	pkts := s.Attach(nil, Link{Version: packet.V311, ReceiveMax: 10}, t0)
 	if len(pkts) != 2 || string(pub(t, pkts[0]).Payload) != "old" {
 		t.Fatalf("requeued delivery not first: %d packets", len(pkts))
 	}
@@ -239,12 +239,12 @@ func TestRequeueGoesFirst(t *testing.T) {
 // meanwhile: the client may hold its packet ID [MQTT-4.4.0-1].
 func TestSentMessageResentAfterExpiry(t *testing.T) {
 	s := New("c", Limits{MaxQueued: 10})
-	s.Attach(Link{Version: packet.V5, ReceiveMax: 10}, t0)
+	s.Attach(nil, Link{Version: packet.V5, ReceiveMax: 10}, t0)
 	m := msg("t", 2)
 	m.Expiry = t0.Add(time.Second)
-	first := pub(t, s.Deliver(Delivery{Msg: m, QoS: 2}, t0))
+	first := pub(t, s.Deliver(nil, Delivery{Msg: m, QoS: 2}, t0))
 	s.Detach()
-	pkts := s.Attach(Link{Version: packet.V5, ReceiveMax: 10}, t0.Add(time.Hour))
+	pkts := s.Attach(nil, Link{Version: packet.V5, ReceiveMax: 10}, t0.Add(time.Hour))
 	if len(pkts) != 1 {
 		t.Fatalf("resent %d packets, want 1", len(pkts))
 	}
@@ -258,24 +258,24 @@ func TestSentMessageResentAfterExpiry(t *testing.T) {
 // Maximum allows [MQTT-3.3.4-7], oldest first, then the queue.
 func TestResendRespectsNewReceiveMaximum(t *testing.T) {
 	s := New("c", Limits{MaxQueued: 10})
-	s.Attach(Link{Version: packet.V5, ReceiveMax: 10}, t0)
+	s.Attach(nil, Link{Version: packet.V5, ReceiveMax: 10}, t0)
 	var ids []uint16
 	for _, topic := range []string{"a", "b", "c"} {
-		ids = append(ids, pub(t, s.Deliver(Delivery{Msg: msg(topic, 1), QoS: 1}, t0)).PacketID)
+		ids = append(ids, pub(t, s.Deliver(nil, Delivery{Msg: msg(topic, 1), QoS: 1}, t0)).PacketID)
 	}
 	s.Detach()
-	s.Deliver(Delivery{Msg: msg("d", 1), QoS: 1}, t0) // queued while offline
-	pkts := s.Attach(Link{Version: packet.V5, ReceiveMax: 1}, t0)
+	s.Deliver(nil, Delivery{Msg: msg("d", 1), QoS: 1}, t0) // queued while offline
+	pkts := s.Attach(nil, Link{Version: packet.V5, ReceiveMax: 1}, t0)
 	if len(pkts) != 1 || pub(t, pkts[0]).Topic != "a" || !pub(t, pkts[0]).Dup {
 		t.Fatalf("resent %d packets, want only the oldest, with DUP", len(pkts))
 	}
-	if p := s.Deliver(Delivery{Msg: msg("e", 1), QoS: 1}, t0); p != nil {
+	if p := s.Deliver(nil, Delivery{Msg: msg("e", 1), QoS: 1}, t0); p != nil {
 		t.Fatal("new message overtook messages waiting to be resent")
 	}
 	order := []string{"b", "c", "d", "e"}
 	id := ids[0]
 	for _, want := range order {
-		next, ok := s.Puback(id, t0)
+		next, ok := s.Puback(nil, id, t0)
 		if !ok || len(next) != 1 {
 			t.Fatalf("PUBACK %d: ok=%v, %d packets, want 1", id, ok, len(next))
 		}
@@ -291,19 +291,19 @@ func TestResendRespectsNewReceiveMaximum(t *testing.T) {
 // stale); IDs restored from a store give way at the receive maximum.
 func TestInboundQoS2StaleRecords(t *testing.T) {
 	s := New("c", Limits{ReceiveMax: 2})
-	s.Attach(Link{Version: packet.V5}, t0)
-	s.ReceiveQoS2(1, false)
-	if first, _ := s.ReceiveQoS2(1, false); !first {
+	s.Attach(nil, Link{Version: packet.V5}, t0)
+	s.ReceiveQoS2(nil, 1, false)
+	if first, _ := s.ReceiveQoS2(nil, 1, false); !first {
 		t.Fatal("a non-DUP PUBLISH on a held ID must be a new message")
 	}
 	r := New("c", Limits{ReceiveMax: 2})
 	r.RestoreInbound(10)
 	r.RestoreInbound(11)
-	r.Attach(Link{Version: packet.V5}, t0)
-	if first, err := r.ReceiveQoS2(12, false); !first || err != nil {
+	r.Attach(nil, Link{Version: packet.V5}, t0)
+	if first, err := r.ReceiveQoS2(nil, 12, false); !first || err != nil {
 		t.Fatalf("restored IDs wedged the receive maximum: %v %v", first, err)
 	}
-	if first, _ := r.ReceiveQoS2(12, true); first {
+	if first, _ := r.ReceiveQoS2(nil, 12, true); first {
 		t.Fatal("a DUP resend of a held ID delivered again")
 	}
 }
@@ -313,13 +313,13 @@ func TestInboundQoS2StaleRecords(t *testing.T) {
 // flight (one message always goes), and acknowledgements free room again.
 func TestInflightBytesBound(t *testing.T) {
 	s := New("c", Limits{MaxQueued: 100, MaxQueuedBytes: 1000, MaxInflight: 100})
-	s.Attach(Link{Version: packet.V311, ReceiveMax: 65535}, t0)
+	s.Attach(nil, Link{Version: packet.V311, ReceiveMax: 65535}, t0)
 	big := func() Delivery {
 		return Delivery{Msg: &Message{Topic: "t", Payload: make([]byte, 299), QoS: 1}, QoS: 1} // 300 bytes
 	}
 	var sent []packet.Packet
 	for range 10 {
-		if p := s.Deliver(big(), t0); p != nil {
+		if p := s.Deliver(nil, big(), t0); p != nil {
 			sent = append(sent, p)
 		}
 	}
@@ -333,14 +333,14 @@ func TestInflightBytesBound(t *testing.T) {
 		t.Fatalf("queued %d, full %v, dropped %d; want 6, true and 0", s.Queued(), s.Full(), s.Stats.DroppedQueueFull)
 	}
 	// One acknowledgement leaves 900 bytes in flight: room for one more.
-	next, ok := s.Puback(pub(t, sent[0]).PacketID, t0)
+	next, ok := s.Puback(nil, pub(t, sent[0]).PacketID, t0)
 	if !ok || len(next) != 1 || s.Inflight() != 4 || s.Queued() != 5 {
 		t.Fatalf("after PUBACK: next %d, inflight %d, queued %d; want 1, 4, 5", len(next), s.Inflight(), s.Queued())
 	}
 	// A message larger than the bound still goes when nothing is in flight.
 	s2 := New("c2", Limits{MaxQueued: 10, MaxQueuedBytes: 100, MaxInflight: 10})
-	s2.Attach(Link{Version: packet.V311, ReceiveMax: 65535}, t0)
-	if p := s2.Deliver(big(), t0); p == nil {
+	s2.Attach(nil, Link{Version: packet.V311, ReceiveMax: 65535}, t0)
+	if p := s2.Deliver(nil, big(), t0); p == nil {
 		t.Fatal("a message above the byte bound was not sent to an empty window")
 	}
 }

@@ -101,7 +101,29 @@ type WSOptions struct {
 	// each request refused with 403 for its Origin, so that the refusal
 	// can be logged (a browser page sees only a closed socket).
 	OnOriginRefused func(r *http.Request)
+
+	// OnRefused, when set, is called in the handler's goroutine for every
+	// request refused before the upgrade, with one of the Refused*
+	// reasons (an Origin refusal too, after OnOriginRefused), so that
+	// refusals can be counted and logged.
+	OnRefused func(r *http.Request, reason string)
 }
+
+// Reasons given to WSOptions.OnRefused.
+const (
+	RefusedNotWebSocket = "not_websocket" // no Upgrade: websocket (426)
+	RefusedOrigin       = "origin"        // Origin not allowed (403)
+	RefusedSubprotocol  = "subprotocol"   // no accepted Sec-WebSocket-Protocol (400)
+	RefusedForwarded    = "forwarded"     // X-Forwarded-For and Forwarded disagree (400)
+	RefusedBadKey       = "bad_key"       // missing or malformed Sec-WebSocket-Key (400)
+	RefusedBadVersion   = "bad_version"   // Sec-WebSocket-Version not 13 (426)
+	RefusedHandshake    = "handshake"     // another handshake error (method, Connection header...)
+	RefusedWrongPath    = "wrong_path"    // an upgrade at a path that serves no WebSocket (404; see WrongPathHandler)
+)
+
+// RefusedReasons lists every reason, for metrics.
+var RefusedReasons = []string{RefusedNotWebSocket, RefusedOrigin, RefusedSubprotocol, RefusedForwarded,
+	RefusedBadKey, RefusedBadVersion, RefusedHandshake, RefusedWrongPath}
 
 type wsHandler struct {
 	protocols      []string
@@ -114,6 +136,7 @@ type wsHandler struct {
 	maxMessage     int64
 	accept         func(net.Conn, *http.Request)
 	onOrigin       func(*http.Request)
+	onRefused      func(*http.Request, string)
 }
 
 // NewWSHandler returns an http.Handler that checks the Origin (403 when
@@ -132,6 +155,7 @@ func NewWSHandler(opts WSOptions, accept func(c net.Conn, r *http.Request)) http
 		maxMessage:     opts.MaxMessageSize,
 		accept:         accept,
 		onOrigin:       opts.OnOriginRefused,
+		onRefused:      opts.OnRefused,
 	}
 	if len(h.protocols) == 0 {
 		h.protocols = defaultSubprotocols
@@ -150,6 +174,7 @@ func NewWSHandler(opts WSOptions, accept func(c net.Conn, r *http.Request)) http
 
 func (h *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !headerHasToken(r.Header, "Upgrade", "websocket") {
+		h.refused(r, RefusedNotWebSocket)
 		w.Header().Set("Upgrade", "websocket")
 		w.Header().Set("Sec-WebSocket-Version", "13")
 		http.Error(w, "this endpoint serves MQTT over WebSocket: connect with a WebSocket client", http.StatusUpgradeRequired)
@@ -159,11 +184,13 @@ func (h *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if h.onOrigin != nil {
 			h.onOrigin(r)
 		}
+		h.refused(r, RefusedOrigin)
 		http.Error(w, fmt.Sprintf("websocket: origin %q is not allowed", r.Header.Get("Origin")), http.StatusForbidden)
 		return
 	}
 	proto, offered := selectSubprotocol(r.Header, h.protocols)
 	if proto == "" && (offered || !h.allowNone) {
+		h.refused(r, RefusedSubprotocol)
 		msg := fmt.Sprintf("websocket: no supported subprotocol offered: MQTT over WebSocket requires Sec-WebSocket-Protocol with one of %s", strings.Join(h.protocols, ", "))
 		http.Error(w, msg, http.StatusBadRequest)
 		return
@@ -172,6 +199,7 @@ func (h *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if peer, err := netip.ParseAddrPort(r.RemoteAddr); err == nil && len(h.trustedProxies) > 0 {
 		a := ClientAddr(r, h.trustedProxies)
 		if !a.IsValid() {
+			h.refused(r, RefusedForwarded)
 			http.Error(w, "websocket: X-Forwarded-For and Forwarded headers disagree", http.StatusBadRequest)
 			return
 		}
@@ -190,6 +218,14 @@ func (h *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	conn, rw, hs, err := u.Upgrade(r, w)
 	if err != nil {
+		switch {
+		case errors.Is(err, ws.ErrHandshakeBadSecKey):
+			h.refused(r, RefusedBadKey)
+		case errors.Is(err, ws.ErrHandshakeBadSecVersion), errors.Is(err, ws.ErrHandshakeUpgradeRequired):
+			h.refused(r, RefusedBadVersion)
+		default:
+			h.refused(r, RefusedHandshake)
+		}
 		// The upgrader has written the error response on the hijacked conn.
 		if conn != nil {
 			_ = conn.Close()
@@ -210,6 +246,8 @@ func (h *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if remote != nil {
 		c.remote = remote
 	}
+	// Copies, so that the connection does not keep the request alive.
+	c.origin, c.path = strings.Clone(r.Header.Get("Origin")), strings.Clone(r.URL.Path)
 	defer func() {
 		// net/http recovers and logs a handler's panic but does not close a
 		// hijacked conn.
@@ -219,6 +257,30 @@ func (h *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	h.accept(c, r)
+}
+
+func (h *wsHandler) refused(r *http.Request, reason string) {
+	if h.onRefused != nil {
+		h.onRefused(r, reason)
+	}
+}
+
+// WrongPathHandler serves next, except that a WebSocket upgrade request
+// (which next, serving no WebSocket, would answer with a page or a 404
+// that a browser shows only as a closed socket) is refused with 404 and a
+// message naming the paths that do serve MQTT, and reported to onRefused
+// with RefusedWrongPath.
+func WrongPathHandler(paths []string, onRefused func(r *http.Request, reason string), next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !headerHasToken(r.Header, "Upgrade", "websocket") {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if onRefused != nil {
+			onRefused(r, RefusedWrongPath)
+		}
+		http.Error(w, fmt.Sprintf("websocket: no MQTT at %s: connect to %s", r.URL.Path, strings.Join(paths, " or ")), http.StatusNotFound)
+	})
 }
 
 // selectSubprotocol returns the first of accepted that the client offers, and

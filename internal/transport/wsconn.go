@@ -50,6 +50,8 @@ type WSConn struct {
 	subprotocol string
 	remote      net.Addr // nil: conn.RemoteAddr()
 	token       []byte   // bearer token of the upgrade request (wstoken.go); nil: none
+	origin      string   // Origin header of the upgrade request ("" from non-browser clients)
+	path        string   // path of the upgrade request
 	closed      atomic.Bool
 	peerCode    atomic.Uint32 // close code the peer sent, 0 if none yet
 

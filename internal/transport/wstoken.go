@@ -29,3 +29,7 @@ func (c *WSConn) SetHTTPToken(t []byte) { c.token = t }
 
 // HTTPToken returns the token set by SetHTTPToken, or nil.
 func (c *WSConn) HTTPToken() []byte { return c.token }
+
+// HTTPRequestInfo returns the Origin header and the path of the upgrade
+// request, for the broker's log lines about the connection's client.
+func (c *WSConn) HTTPRequestInfo() (origin, path string) { return c.origin, c.path }

@@ -180,7 +180,7 @@ func TestExampleBrowserApp(t *testing.T) {
 	other, setOther := serveExample(t, app.Config{Secret: secret})
 	setOther("ws://" + srv.HTTPAddr().String() + "/mqtt")
 	if err := chromedp.Do(ctx, chromedp.Navigate(other+"/"),
-		waitJS(`window.exampleState && exampleState.log.some((l) => l.startsWith("refused") || l.startsWith("offline"))`, `JSON.stringify(window.exampleState)`)); err != nil {
+		waitJS(`window.exampleState && exampleState.status.startsWith("refused: the broker closed the WebSocket") && document.getElementById("status").textContent.includes("websocket.allowed_origins")`, `JSON.stringify(window.exampleState)`)); err != nil {
 		t.Fatalf("page from a refused origin did not show the failure: %v", err)
 	}
 	deadline := time.Now().Add(15 * time.Second)

@@ -152,27 +152,6 @@ func TestDurableInboundQoS2SurvivesRestart(t *testing.T) {
 	sub2.expectNone(t, 300*time.Millisecond)
 }
 
-// Session expiry counts across downtime: a session that expired while the
-// broker was down is gone at start, and one that did not is kept.
-func TestDurableSessionExpiryAcrossDowntime(t *testing.T) {
-	t.Parallel()
-	r := newRestartable(t)
-	short, _ := persistentConnect(t, r.addr, "e-short", 1)
-	long, _ := persistentConnect(t, r.addr, "e-long", 3600)
-	short.Send(&packet.Disconnect{})
-	long.Send(&packet.Disconnect{})
-	time.Sleep(100 * time.Millisecond)
-	r.srv.Close()
-	time.Sleep(1500 * time.Millisecond)
-	r.start()
-	if _, ack := persistentConnect(t, r.addr, "e-short", 1); ack.SessionPresent {
-		t.Fatal("session that expired during downtime came back")
-	}
-	if _, ack := persistentConnect(t, r.addr, "e-long", 3600); !ack.SessionPresent {
-		t.Fatal("unexpired session lost")
-	}
-}
-
 // A will waiting on its delay when the broker stops is published after the
 // restart once the delay has passed, unless the client came back.
 func TestDurableWillDelayAcrossRestart(t *testing.T) {

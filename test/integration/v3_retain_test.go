@@ -11,7 +11,7 @@ import (
 
 // A retained message is stored and sent to a later subscriber with the
 // retain flag set [MQTT-3.3.1-5, 3.3.1-8]; a subscriber that was already there
-// gets it with the flag cleared [MQTT-3.3.1-9].
+// gets it with the flag cleared [MQTT-3.3.1-9] (3.1.1).
 func TestV3RetainedStoredAndDeliveredOnSubscribe(t *testing.T) {
 	t.Parallel()
 	_, addr := testutil.StartBroker(t, nil)
@@ -110,8 +110,8 @@ func TestV3RetainedWildcard(t *testing.T) {
 }
 
 // Retained messages are sent after SUBACK, with the retain flag, seen at the
-// packet level [MQTT-3.8.4-?]; a live forward of a retained publish has the
-// flag cleared [MQTT-3.3.1-9].
+// packet level [MQTT-3.3.1-6, 3.3.1-8] (3.1.1); a live forward of a retained publish has the
+// flag cleared [MQTT-3.3.1-9] (3.1.1).
 func TestV3RawRetainFlags(t *testing.T) {
 	t.Parallel()
 	_, addr := testutil.StartBroker(t, nil)

@@ -83,7 +83,7 @@ func TestV3WillOnTakeover(t *testing.T) {
 	w.expectMsg("will/take/t", "taken", 1, false)
 }
 
-// A will with a wildcard topic is refused at CONNECT [MQTT-3.1.2-?, 4.7.3].
+// A will with a wildcard topic is refused at CONNECT [MQTT-3.3.2-2] (a will topic is a topic name).
 func TestV3WillInvalidTopicRefused(t *testing.T) {
 	t.Parallel()
 	_, addr := testutil.StartBroker(t, nil)

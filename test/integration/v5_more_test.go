@@ -56,8 +56,9 @@ func TestV5KeepAlivePingKeepsConnection(t *testing.T) {
 	}
 }
 
-// Takeover publishes the old connection's will (no delay), and with a will
-// delay and clean start 0 it does not [MQTT-3.1.4-3, 3.1.3-9].
+// Takeover tells the old connection (0x8E) and publishes its will (no
+// delay) [MQTT-3.1.4-3, 3.1.3-9]; that a delayed will is cancelled is
+// internal/broker's TestLifetimeTakeover, on a fake clock.
 func TestV5TakeoverAndWill(t *testing.T) {
 	t.Parallel()
 	_, addr := testutil.StartBroker(t, nil)
@@ -68,31 +69,6 @@ func TestV5TakeoverAndWill(t *testing.T) {
 	old.ExpectClosed(packet.SessionTakenOver)
 	if m := sub.expect(t); m.Topic != "tw/now" {
 		t.Fatalf("got %q, want the taken-over connection's will", m.Topic)
-	}
-
-	old = v5WillClient(t, addr, "tw-delay", "tw/delay", false, 2, 60)
-	v5Raw(t, addr, "tw-delay", false, 60)
-	old.ExpectClosed(packet.SessionTakenOver)
-	sub.expectNone(t, 2500*time.Millisecond)
-}
-
-// A reconnect with clean start 1 ends the old session, so a delayed will is
-// published at once.
-func TestV5WillDelayCleanStartReconnect(t *testing.T) {
-	t.Parallel()
-	_, addr := testutil.StartBroker(t, nil)
-	sub := v5WillSub(t, addr, "wcs-sub", "will/cs")
-	r := v5WillClient(t, addr, "wcs", "will/cs", false, 30, 60)
-	r.Close()
-	time.Sleep(200 * time.Millisecond)
-	v5Raw(t, addr, "wcs", true, 0)
-	select {
-	case m := <-sub.recv:
-		if string(m.Payload) != "will of wcs" {
-			t.Fatalf("got %q", m.Payload)
-		}
-	case <-time.After(2 * time.Second):
-		t.Fatalf("will not published when clean start ended the session")
 	}
 }
 

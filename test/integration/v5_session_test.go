@@ -67,65 +67,6 @@ func TestV5SessionResumeKeepsSubscriptionsAndQueue(t *testing.T) {
 	}
 }
 
-// A session whose expiry interval elapses while offline is discarded.
-func TestV5SessionExpiryElapses(t *testing.T) {
-	t.Parallel()
-	_, addr := testutil.StartBroker(t, nil)
-	s, _ := v5Raw(t, addr, "expire", false, 1)
-	v5RawSub(t, s, 1, 0, packet.Subscription{Filter: "sess/expire", QoS: 1})
-	s.Send(&packet.Disconnect{})
-	v5WaitEOF(t, s)
-	time.Sleep(2 * time.Second)
-
-	pub, _ := dialV5(t, addr, "expire-pub", nil)
-	if r := pub.pub(t, &paho.Publish{Topic: "sess/expire", QoS: 1, Payload: []byte("x")}); r.ReasonCode != byte(packet.NoMatchingSubscribers) {
-		t.Fatalf("PUBACK 0x%02x after expiry, want 0x10 (no matching subscribers)", r.ReasonCode)
-	}
-	s2, ack := v5Raw(t, addr, "expire", false, 60)
-	if ack.SessionPresent {
-		t.Fatalf("session present after its expiry interval elapsed")
-	}
-	v5Silent(t, s2, v5Quiet)
-}
-
-// The session expiry interval can be raised in DISCONNECT.
-func TestV5SessionExpiryRaisedAtDisconnect(t *testing.T) {
-	t.Parallel()
-	_, addr := testutil.StartBroker(t, nil)
-	s, _ := v5Raw(t, addr, "raise", false, 1)
-	v5RawSub(t, s, 1, 0, packet.Subscription{Filter: "sess/raise", QoS: 1})
-	d := &packet.Disconnect{}
-	d.Properties.SessionExpiry = v5U32(60)
-	s.Send(d)
-	v5WaitEOF(t, s)
-	time.Sleep(2 * time.Second)
-
-	pub, _ := dialV5(t, addr, "raise-pub", nil)
-	pub.pub(t, &paho.Publish{Topic: "sess/raise", QoS: 1, Payload: []byte("kept")})
-	s2, ack := v5Raw(t, addr, "raise", false, 60)
-	if !ack.SessionPresent {
-		t.Fatalf("session gone although DISCONNECT raised its expiry to 60 s")
-	}
-	v5ReadPub(t, s2, "sess/raise", "kept")
-}
-
-// Session expiry 0 in DISCONNECT ends the session at once.
-func TestV5SessionExpiryZeroAtDisconnect(t *testing.T) {
-	t.Parallel()
-	_, addr := testutil.StartBroker(t, nil)
-	s, _ := v5Raw(t, addr, "lower", false, 60)
-	v5RawSub(t, s, 1, 0, packet.Subscription{Filter: "sess/lower", QoS: 1})
-	d := &packet.Disconnect{}
-	d.Properties.SessionExpiry = v5U32(0)
-	s.Send(d)
-	v5WaitEOF(t, s)
-	time.Sleep(100 * time.Millisecond)
-	_, ack := v5Raw(t, addr, "lower", false, 60)
-	if ack.SessionPresent {
-		t.Fatalf("session present although DISCONNECT set its expiry to 0")
-	}
-}
-
 // [MQTT-3.14.2-2] expiry 0 at CONNECT, non-zero at DISCONNECT is a protocol
 // error.
 func TestV5SessionExpiryZeroThenNonZeroAtDisconnect(t *testing.T) {

@@ -70,57 +70,6 @@ func TestV5WillOnDisconnectWithWill(t *testing.T) {
 	}
 }
 
-// A reconnect within the will delay cancels the will.
-func TestV5WillDelayCancelledByReconnect(t *testing.T) {
-	t.Parallel()
-	_, addr := testutil.StartBroker(t, nil)
-	sub := v5WillSub(t, addr, "wdr-sub", "will/delay-r")
-	r := v5WillClient(t, addr, "wdr", "will/delay-r", false, 2, 60)
-	r.Close()
-	time.Sleep(300 * time.Millisecond)
-	_, ack := v5Raw(t, addr, "wdr", false, 60)
-	if !ack.SessionPresent {
-		t.Fatalf("session not present on reconnect")
-	}
-	sub.expectNone(t, 2500*time.Millisecond)
-}
-
-// Without a reconnect the will is published after its delay.
-func TestV5WillDelayElapses(t *testing.T) {
-	t.Parallel()
-	_, addr := testutil.StartBroker(t, nil)
-	sub := v5WillSub(t, addr, "wde-sub", "will/delay-e")
-	r := v5WillClient(t, addr, "wde", "will/delay-e", false, 2, 60)
-	start := time.Now()
-	r.Close()
-	sub.expectNone(t, 1500*time.Millisecond)
-	m := sub.expect(t)
-	if string(m.Payload) != "will of wde" {
-		t.Fatalf("will: %q", m.Payload)
-	}
-	if el := time.Since(start); el < 1900*time.Millisecond {
-		t.Fatalf("will published after %v, before its 2 s delay", el)
-	}
-}
-
-// A will delay longer than the session expiry: the will goes out when the
-// session ends [MQTT-3.1.3-9].
-func TestV5WillDelayCutBySessionExpiry(t *testing.T) {
-	t.Parallel()
-	_, addr := testutil.StartBroker(t, nil)
-	sub := v5WillSub(t, addr, "wdx-sub", "will/delay-x")
-	r := v5WillClient(t, addr, "wdx", "will/delay-x", false, 30, 1)
-	start := time.Now()
-	r.Close()
-	m := sub.expect(t)
-	if string(m.Payload) != "will of wdx" {
-		t.Fatalf("will: %q", m.Payload)
-	}
-	if el := time.Since(start); el > 3*time.Second {
-		t.Fatalf("will published after %v, want at session end (~1 s)", el)
-	}
-}
-
 // The will's retain flag, QoS and properties are those of the published
 // message.
 func TestV5WillRetainQoSAndProperties(t *testing.T) {

@@ -65,11 +65,22 @@ type Config struct {
 	// JWT lets clients authenticate with a signed token (JSON Web Token)
 	// as the CONNECT password; off unless a key source is set.
 	JWT JWT `yaml:"jwt"`
+	// HTTP asks the application's backend about CONNECTs (and, with
+	// authorize, publishes and subscriptions); off unless url is set.
+	HTTP HTTP `yaml:"http"`
+	// Order is the order in which the authenticators are asked about a
+	// CONNECT: password_file, jwt, http, anonymous (empty: that order).
+	// Each either decides (lets the client in, or refuses it) or falls
+	// through to the next; one that is not configured is skipped, and a
+	// configured one must be listed. A verified client certificate
+	// (cert_username) is asked before all of them.
+	Order []string `yaml:"order"`
 }
 
 // DefaultConfig returns the defaults documented on each field.
 func DefaultConfig() Config {
-	return Config{AllowAnonymous: true, CertUsername: "off", JWT: DefaultJWT()}
+	return Config{AllowAnonymous: true, CertUsername: "off", JWT: DefaultJWT(), HTTP: DefaultHTTP(),
+		Order: append([]string(nil), DefaultOrder...)}
 }
 
 // Listeners are the names of the broker's listeners, as in its
@@ -136,10 +147,12 @@ func (c Config) Validate() error {
 	if c.AllowAnonymous && len(c.AnonymousListeners) > 0 {
 		bad("anonymous_listeners", "set while allow_anonymous is true, which already lets anonymous clients in on every listener; set allow_anonymous: false")
 	}
-	if !c.AllowAnonymous && len(c.AnonymousListeners) == 0 && c.PasswordFile == "" && c.CertMapping() == CertOff && !c.JWT.Enabled() {
-		bad("allow_anonymous", "false with neither auth.password_file, auth.cert_username nor auth.jwt: no client could connect")
+	if !c.AllowAnonymous && len(c.AnonymousListeners) == 0 && c.PasswordFile == "" && c.CertMapping() == CertOff && !c.JWT.Enabled() && !c.HTTP.Enabled() {
+		bad("allow_anonymous", "false with neither auth.password_file, auth.cert_username, auth.jwt nor auth.http: no client could connect")
 	}
 	errs = append(errs, c.JWT.validate()...)
+	errs = append(errs, c.HTTP.validate()...)
+	errs = append(errs, c.validateOrder()...)
 	return errors.Join(errs...)
 }
 

@@ -55,7 +55,13 @@ async function start() {
     username: "jwt", password: t.token,
     reconnectPeriod: 3000, connectTimeout: 10000,
   });
+  // Whether the current attempt reached MQTT (a CONNACK, good or bad):
+  // a socket closed before that was refused by the WebSocket upgrade,
+  // which a browser does not let the page see (no status, no reason).
+  let reached = false;
+  client.on("reconnect", () => { reached = false; });
   client.on("connect", async () => {
+    reached = true;
     setStatus("connected");
     try {
       await client.subscribeAsync("sensors/#", { qos: 0, properties: { userProperties: { "latest-value": "250ms" } } });
@@ -74,6 +80,10 @@ async function start() {
   });
   client.on("close", () => {
     state.subscribed = false;
+    if (!reached) {
+      setStatus("refused: the broker closed the WebSocket before MQTT started " +
+        "(is this page's origin in websocket.allowed_origins, and the URL's path in websocket.paths? the broker's log says which)");
+    }
     if (state.status === "connected") setStatus("reconnecting");
     // The next attempt uses a fresh token.
     fetchToken().then((t) => { client.options.password = t.token; }, (e) => log(e.message));
@@ -83,7 +93,10 @@ async function start() {
     // expired token. A refused WebSocket (another origin not allowed by
     // websocket.allowed_origins) is only a failed socket: the broker's
     // log says why.
-    if (e.code) state.refusals.push(e.code);
+    if (e.code) {
+      state.refusals.push(e.code);
+      reached = true; // MQTT answered: the CONNACK's code says why
+    }
     setStatus("refused: " + e.message + (e.code ? " (0x" + e.code.toString(16) + ")" : ""));
   });
   client.on("offline", () => { if (!state.status.startsWith("refused")) setStatus("offline, reconnecting"); });

@@ -1,9 +1,10 @@
-package testutil
+package brokertest
 
 import (
 	"context"
 	"fmt"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +17,18 @@ type Paho struct {
 	*paho.Client
 	Recv chan *paho.Publish
 	Disc chan *paho.Disconnect
+	nc   net.Conn
+	once sync.Once
+}
+
+// Close disconnects normally and waits for the client to stop; cleanup
+// does it for a client still open.
+func (c *Paho) Close() {
+	c.once.Do(func() {
+		c.Disconnect(&paho.Disconnect{})
+		c.nc.Close()
+		<-c.Done()
+	})
 }
 
 // DialPaho connects a paho.golang client to addr; cp may be nil for a clean
@@ -37,7 +50,7 @@ func TryDialPaho(t testing.TB, addr, clientID string, cp *paho.Connect) (*Paho, 
 	if err != nil {
 		return nil, nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
-	c := &Paho{Recv: make(chan *paho.Publish, 10000), Disc: make(chan *paho.Disconnect, 1)}
+	c := &Paho{Recv: make(chan *paho.Publish, 10000), Disc: make(chan *paho.Disconnect, 1), nc: nc}
 	c.Client = paho.NewClient(paho.ClientConfig{
 		ClientID: clientID,
 		Conn:     nc,
@@ -62,11 +75,7 @@ func TryDialPaho(t testing.TB, addr, clientID string, cp *paho.Connect) (*Paho, 
 		nc.Close()
 		return nil, ack, fmt.Errorf("connect %s: %w (CONNACK %+v)", clientID, err, ack)
 	}
-	t.Cleanup(func() {
-		c.Disconnect(&paho.Disconnect{})
-		nc.Close()
-		<-c.Done()
-	})
+	t.Cleanup(c.Close)
 	return c, ack, nil
 }
 
@@ -78,7 +87,7 @@ func DialPahoWith(t testing.TB, addr, clientID string, handle func(*paho.Publish
 	if err != nil {
 		t.Fatalf("dial %s: %v", addr, err)
 	}
-	c := &Paho{Disc: make(chan *paho.Disconnect, 1)}
+	c := &Paho{Disc: make(chan *paho.Disconnect, 1), nc: nc}
 	c.Client = paho.NewClient(paho.ClientConfig{
 		ClientID: clientID,
 		Conn:     nc,
@@ -94,11 +103,7 @@ func DialPahoWith(t testing.TB, addr, clientID string, handle func(*paho.Publish
 		nc.Close()
 		t.Fatalf("connect %s: %v", clientID, err)
 	}
-	t.Cleanup(func() {
-		c.Disconnect(&paho.Disconnect{})
-		nc.Close()
-		<-c.Done()
-	})
+	t.Cleanup(c.Close)
 	return c
 }
 
