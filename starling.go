@@ -81,7 +81,7 @@ type Server struct {
 	admin   *admin.Admin
 	// version is shown in $SYS and on the dashboard (WithVersion).
 	version string
-	// bridges connect to other brokers (Config.Bridges); nil without any.
+	// bridges connect to other brokers (Config.Bridges).
 	bridges   *bridge.Set
 	stopAdmin context.CancelFunc
 	adminDone chan struct{}
@@ -161,10 +161,9 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 		ao.Node = s.cfg.Cluster.Node
 		ao.Cluster = s.clusterStatus
 	}
-	if len(cfg.Bridges) > 0 {
-		s.bridges = bridge.NewSet(cfg.Bridges, s.broker, s.log)
-		ao.Bridges = func() any { return s.bridges.Status() }
-	}
+	// Even without bridges: the set drops the sessions of removed ones.
+	s.bridges = bridge.NewSet(cfg.Bridges, s.broker, s.log)
+	ao.Bridges = func() any { return s.bridges.Status() }
 	s.admin = admin.New(s.broker, ao)
 	var reg prometheus.Registerer = s.admin.Metrics().Registry()
 	if ao.Node != "" {
@@ -174,9 +173,7 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	if st := a.HookStats(); st != nil {
 		reg.MustRegister(hookCollector{st})
 	}
-	if s.bridges != nil {
-		reg.MustRegister(s.bridges.Collector())
-	}
+	reg.MustRegister(s.bridges.Collector())
 	return s, nil
 }
 
@@ -258,7 +255,7 @@ func (s *Server) Serve() error {
 	// The store is loaded before any listener opens: clients find their
 	// sessions as they were.
 	err := s.openStore()
-	if err == nil && s.bridges != nil {
+	if err == nil {
 		// Before the listeners: a message published once clients can
 		// connect finds the bridges' subscriptions in place.
 		err = s.bridges.Start(10 * time.Second)
@@ -627,9 +624,7 @@ func (s *Server) Close() error {
 		<-adminDone
 	}
 	s.accepting.Wait()
-	if s.bridges != nil {
-		s.bridges.Close() // before the broker: their local sessions end cleanly
-	}
+	s.bridges.Close() // before the broker: their local sessions end cleanly
 	s.broker.Close(s.cfg.ShutdownTimeout)
 	s.auth.Close()
 	if s.cluster != nil {
@@ -743,9 +738,4 @@ type BridgeStatus = bridge.Status
 
 // Bridges returns the state of the configured bridges, in configuration
 // order (also GET /api/v1/bridges, $SYS/broker/bridges/ and mqtt_bridge_*).
-func (s *Server) Bridges() []BridgeStatus {
-	if s.bridges == nil {
-		return nil
-	}
-	return s.bridges.Status()
-}
+func (s *Server) Bridges() []BridgeStatus { return s.bridges.Status() }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,6 +18,7 @@ import (
 type Set struct {
 	bridges []*Bridge
 	b       *broker.Broker
+	log     *slog.Logger
 	stop    context.CancelFunc
 	done    chan struct{}
 	changed chan struct{} // a bridge connected or disconnected: $SYS now
@@ -25,7 +27,7 @@ type Set struct {
 // NewSet builds the configured bridges; it must run before the broker
 // restores its sessions (the bridges' queue bounds apply from there).
 func NewSet(cfgs []config.Bridge, b *broker.Broker, log *slog.Logger) *Set {
-	s := &Set{b: b, changed: make(chan struct{}, 1)}
+	s := &Set{b: b, log: log, changed: make(chan struct{}, 1)}
 	for _, c := range cfgs {
 		br := New(c, b, log)
 		br.onChange = func() {
@@ -42,6 +44,7 @@ func NewSet(cfgs []config.Bridge, b *broker.Broker, log *slog.Logger) *Set {
 // Start starts every bridge and their $SYS topics, published every
 // sysInterval (none when <= 0).
 func (s *Set) Start(sysInterval time.Duration) error {
+	s.dropStale()
 	var errs []error
 	for _, br := range s.bridges {
 		if err := br.Start(); err != nil {
@@ -157,5 +160,20 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descReceived, prometheus.CounterValue, float64(st.Received), st.Name)
 		ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(st.Dropped), st.Name)
 		ch <- prometheus.MustNewConstMetric(descConnects, prometheus.CounterValue, float64(st.Connects), st.Name)
+	}
+}
+
+// dropStale ends the sessions of bridges no longer configured: their
+// subscriptions would go on queueing messages nobody forwards.
+func (s *Set) dropStale() {
+	configured := map[string]bool{}
+	for _, br := range s.bridges {
+		configured[br.localID] = true
+	}
+	for _, id := range s.b.SessionIDs() {
+		if strings.HasPrefix(id, LocalClientID("")) && !configured[id] {
+			s.b.DropSession(id)
+			s.log.Warn("bridge no longer configured: its session and queue are dropped", "client_id", id)
+		}
 	}
 }

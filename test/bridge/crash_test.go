@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -191,5 +192,38 @@ func checkNextDup(t *testing.T, p *paho.Publish, next map[string]int) {
 		next[p.Topic]++
 	case i > want:
 		t.Fatalf("%s: got message %d before %d (lost or out of order)", p.Topic, i, want)
+	}
+}
+
+// TestBridgeRemovedDropsSession: a bridge taken out of the configuration
+// leaves no session behind to queue messages nobody forwards.
+func TestBridgeRemovedDropsSession(t *testing.T) {
+	p := newProcess(t, "mqtt://"+freeAddr(t))
+	p.start()
+	p.kill()
+	sessions := func() string {
+		out, err := exec.Command(starlingBin, "store", "sessions", "-data", filepath.Join(filepath.Dir(p.conf), "data")).CombinedOutput()
+		if err != nil {
+			t.Fatalf("starling store sessions: %v\n%s", err, out)
+		}
+		return string(out)
+	}
+	if s := sessions(); !strings.Contains(s, "$internal/bridge/cloud") {
+		t.Fatalf("the bridge's session is not in the store:\n%s", s)
+	}
+	body, err := os.ReadFile(p.conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, _, _ := strings.Cut(string(body), "bridges:")
+	if err := os.WriteFile(p.conf, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p.start()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	p.cmd.Wait()
+	p.cmd = nil
+	if s := sessions(); strings.Contains(s, "$internal/bridge/cloud") {
+		t.Errorf("the removed bridge's session is still in the store:\n%s", s)
 	}
 }
