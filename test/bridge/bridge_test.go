@@ -88,3 +88,13 @@ func TestBridgeQoSCap(t *testing.T) {
 		t.Errorf("got %q at QoS %d, want QoS 1", p.Payload, p.QoS)
 	}
 }
+
+// TestBridgeSessionIDReserved: no network client can take a bridge's
+// session: the $internal/ client ID prefix is refused (0x85).
+func TestBridgeSessionIDReserved(t *testing.T) {
+	_, addr := testutil.StartBroker(t, nil)
+	_, ack, err := testutil.TryDialPaho(t, addr, "$internal/bridge/cloud", nil)
+	if err == nil || ack == nil || ack.ReasonCode != 0x85 {
+		t.Errorf("connect as $internal/bridge/cloud: %v, CONNACK %+v; want refused with 0x85", err, ack)
+	}
+}
