@@ -86,6 +86,21 @@ func checkFiles(cfg config.Config) []*config.Error {
 			bad("tls.client_ca_file", "%s: no PEM certificate found", f)
 		}
 	}
+	for i, br := range cfg.Bridges {
+		k := fmt.Sprintf("bridges[%d]", i)
+		if f := br.CAFile; f != "" {
+			if data, err := os.ReadFile(f); err != nil {
+				bad(k+".ca_file", "%v", err)
+			} else if !x509.NewCertPool().AppendCertsFromPEM(data) {
+				bad(k+".ca_file", "%s: no PEM certificate found", f)
+			}
+		}
+		if br.CertFile != "" && br.KeyFile != "" {
+			if _, err := tls.LoadX509KeyPair(br.CertFile, br.KeyFile); err != nil {
+				bad(k+".cert_file", "certificate %s with key %s: %v", br.CertFile, br.KeyFile, err)
+			}
+		}
+	}
 	if f := cfg.Auth.PasswordFile; f != "" {
 		errs = append(errs, checkLines("auth.password_file", f, passwordLines)...)
 	}

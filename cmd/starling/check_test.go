@@ -213,3 +213,19 @@ func TestCheckPorts(t *testing.T) {
 		t.Errorf("-ports alone: exit %d, want 2; stderr:\n%s", code, errOut)
 	}
 }
+
+// -check reads a bridge's CA and client certificate files.
+func TestCheckBridgeFiles(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "ca.pem"), "not a certificate\n")
+	code, _, stderr := checkConfig(t, dir, `bridges:
+  - name: cloud
+    remote: mqtts://127.0.0.1:8883
+    ca_file: {dir}/ca.pem
+    cert_file: {dir}/missing.pem
+    key_file: {dir}/missing.key
+    topics: [{direction: out, filter: "a/#", qos: 1}]
+data: {dir}
+`)
+	wantErrors(t, code, stderr, "bridges[0].ca_file: "+dir+"/ca.pem: no PEM certificate found", "bridges[0].cert_file: certificate "+dir+"/missing.pem")
+}
