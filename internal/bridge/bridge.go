@@ -1,20 +1,23 @@
 // Package bridge connects the broker to remote MQTT brokers (edge to
-// cloud). Each bridge has two MQTT clients, both from
-// github.com/eclipse/paho.golang:
+// cloud). Each bridge has two MQTT clients, not hand-written ones:
 //
-//   - the local side: a persistent session of this broker, reached over
-//     net.Pipe (broker.HandleInternalConn). Its queue of QoS 1/2 messages is
-//     the broker's own durable session queue, so what goes out survives a
-//     link cut and a crash of the broker. It acknowledges a message only
-//     once the remote has acknowledged it (PUBACK, PUBCOMP);
-//   - the remote side: an autopaho connection manager (MQTT 5; reconnects
-//     with back-off and jitter, keeps its session with clean start false)
-//     that acknowledges an incoming message only once this broker has
-//     acknowledged it to the local side, that is stored and routed it.
+//   - the local side (paho.golang): a persistent session of this broker,
+//     reached over net.Pipe (broker.HandleInternalConn). Its queue of QoS
+//     1/2 messages is the broker's own durable session queue, so what goes
+//     out survives a link cut and a crash of the broker. It acknowledges a
+//     message only once the remote has acknowledged it (PUBACK, PUBCOMP);
+//   - the remote side: an autopaho connection manager for MQTT 5
+//     (reconnects with back-off and jitter, keeps its session with clean
+//     start false) or paho.mqtt.golang for 3.1.1 (v3.go). It acknowledges
+//     an incoming message only once this broker has acknowledged it to the
+//     local side, that is stored and routed it.
 //
-// The local side is connected only while the remote side is: while the link
-// is down the local session is offline and its queue waits in the store,
-// within the bridge's bounds, instead of holding the local publishers back.
+// The local side stays connected while the link is down: its session
+// queues in the store within the bridge's bounds (SetQueueLimits), and
+// local publishers are held back only once that queue is full, as for any
+// subscriber (docs/flow-control.md). A publish in flight to the remote
+// waits in the remote session across reconnections, so QoS 2 stays exactly
+// once across a link cut.
 package bridge
 
 import (
