@@ -78,7 +78,7 @@ type Status struct {
 	Queued    int       `json:"queued"`   // QoS 1/2 messages waiting to go out, in flight included
 	Sent      uint64    `json:"sent"`     // messages the remote acknowledged (QoS 0: sent)
 	Received  uint64    `json:"received"` // messages from the remote routed here
-	Dropped   uint64    `json:"dropped"`  // messages lost: queue bounds, remote refusals, QoS 0 past the lane
+	Dropped   uint64    `json:"dropped"`  // messages lost: queue bounds, remote refusals, QoS 0 on a down or full link
 	Connects  uint64    `json:"connects"` // successful remote connections
 	LastError string    `json:"last_error,omitempty"`
 	ErrorAt   time.Time `json:"last_error_at,omitzero"`
@@ -131,7 +131,7 @@ type rule struct {
 // localConn is one connection of the local side.
 type localConn struct {
 	cli *paho.Client
-	ctx context.Context // ends with the connection or the remote link
+	ctx context.Context // ends with the connection or the bridge
 }
 
 // outItem is a message on its way out.
