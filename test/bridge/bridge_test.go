@@ -73,6 +73,7 @@ func testMosquittoRemap(t *testing.T, proto string) {
 	if st := status(srv); !st.Connected || st.Dropped != 0 || st.LastError != "" {
 		t.Errorf("status %+v: want connected, none dropped, no error", st)
 	}
+	drained(t, srv)
 }
 
 // TestBridgeQoSCap: a rule's QoS caps what it forwards.

@@ -133,7 +133,7 @@ func TestBridgeSIGKILLWhileQueued(t *testing.T) {
 func TestBridgeRemoteSIGKILL(t *testing.T) {
 	cloud := newProcess(t, "")
 	cloud.start()
-	_, edge := startEdge(t, "mqtt://"+cloud.addr, []config.BridgeTopic{{Direction: "out", Filter: "sensors/#", QoS: 2}}, nil)
+	edgeSrv, edge := startEdge(t, "mqtt://"+cloud.addr, []config.BridgeTopic{{Direction: "out", Filter: "sensors/#", QoS: 2}}, nil)
 	pub := dial(t, edge, "sensor")
 	next := map[string]int{"sensors/q1": 0, "sensors/q2": 0}
 	subscribe := func() *testutil.Paho {
@@ -160,6 +160,7 @@ func TestBridgeRemoteSIGKILL(t *testing.T) {
 	for next["sensors/q1"] < n || next["sensors/q2"] < n {
 		checkNextDup(t, client{sub}.expect(t), next)
 	}
+	drained(t, edgeSrv)
 }
 
 // drain takes what c received before its broker died.

@@ -104,4 +104,5 @@ func TestBridgeStarlingWSLinkCut(t *testing.T) {
 	cloud.sub(t, "sensors/#")
 	warmUp(t, local, cloud, "sensors/warm")
 	runCut(t, local, cloud, px, func() (bool, int) { st := status(srv); return st.Connected, st.Queued })
+	drained(t, srv)
 }
