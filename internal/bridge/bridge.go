@@ -94,7 +94,9 @@ type Bridge struct {
 
 	sent, received, dropped, connects atomic.Uint64
 	connected                         atomic.Bool
-	onChange                          func() // after connected changes; may be nil
+	closing                           atomic.Bool  // Close began: no new publish starts
+	inflight                          atomic.Int32 // publishes waiting for the remote
+	onChange                          func()       // after connected changes; may be nil
 
 	mu      sync.Mutex
 	lastErr string
@@ -276,6 +278,15 @@ func (br *Bridge) Close() {
 	if br.cancel == nil {
 		return
 	}
+	// Let the publishes in flight finish and their acknowledgements reach
+	// the local session (paho sends them every ackInterval), so that a
+	// clean shutdown sends nothing twice after the restart. Bounded: a
+	// remote that does not answer is not waited for.
+	br.closing.Store(true)
+	for deadline := time.Now().Add(2 * time.Second); br.inflight.Load() > 0 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(3 * ackInterval)
 	br.cancel()
 	if br.closeRemote != nil {
 		br.closeRemote()
@@ -575,7 +586,12 @@ func (br *Bridge) forward(ctx context.Context, it outItem) {
 				return
 			}
 		}
+		if br.closing.Load() {
+			return // not sent: the broker hands it out again after the restart
+		}
+		br.inflight.Add(1)
 		refused, err := br.publish(ctx, it.out)
+		br.inflight.Add(-1)
 		if err == nil || refused {
 			if err != nil {
 				// Refused by the remote (not authorized, quota...): sending
