@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/eclipse/paho.golang/paho"
+
 	"github.com/starling-mqtt/starling"
 	"github.com/starling-mqtt/starling/internal/config"
 	"github.com/starling-mqtt/starling/internal/testutil"
@@ -60,6 +62,17 @@ func testMosquittoRemap(t *testing.T, proto string) {
 			t.Errorf("in QoS %d: got %q on %s at QoS %d", qos, p.Payload, p.Topic, p.QoS)
 		}
 	}
+	// A retained message stays retained on the remote: a new subscriber
+	// there gets it.
+	local.Pub(t, &paho.Publish{Topic: "sensors/state", QoS: 1, Retain: true, Payload: []byte("on")})
+	if p := cloud.expect(t); p.Topic != "site1/sensors/state" || string(p.Payload) != "on" {
+		t.Fatalf("cloud got %q on %s, want the retained state", p.Payload, p.Topic)
+	}
+	late := dial(t, m.addr, "late-app")
+	late.sub(t, "site1/sensors/state")
+	if p := late.expect(t); string(p.Payload) != "on" || !p.Retain {
+		t.Errorf("late subscriber got %q retain=%v, want the retained \"on\"", p.Payload, p.Retain)
+	}
 	// Topics outside the rules stay where they are.
 	local.pub(t, "other/x", 1, "local only")
 	cloud.pub(t, "site1/other", 1, "cloud only")
@@ -69,7 +82,7 @@ func testMosquittoRemap(t *testing.T, proto string) {
 	}
 	// The counters follow the acknowledgements, which may come after the
 	// messages themselves.
-	waitFor(t, "sent and received counted", func() bool { st := status(srv); return st.Sent >= 5 && st.Received >= 4 })
+	waitFor(t, "sent and received counted", func() bool { st := status(srv); return st.Sent >= 6 && st.Received >= 4 })
 	if st := status(srv); !st.Connected || st.Dropped != 0 || st.LastError != "" {
 		t.Errorf("status %+v: want connected, none dropped, no error", st)
 	}
