@@ -10,7 +10,8 @@ import (
 )
 
 // TestBridgeObservable: the bridge's state shows in $SYS and in the
-// metrics, and follows the link.
+// metrics, and follows the link; a QoS 0 message sent while the link is
+// down is counted as dropped.
 func TestBridgeObservable(t *testing.T) {
 	m := startMosquitto(t, "")
 	px := startProxy(t, m.addr)
@@ -50,6 +51,12 @@ func TestBridgeObservable(t *testing.T) {
 	}
 	if !strings.Contains(metrics(), `mqtt_bridge_connected{bridge="cloud"} 0`) {
 		t.Error("metrics still say connected")
+	}
+	// QoS 0 is not queued for a link that is down: dropped and counted.
+	local.pub(t, "sensors/qos0", 0, "lost")
+	waitFor(t, "the QoS 0 message counted as dropped", func() bool { return status(srv).Dropped == 1 })
+	if !strings.Contains(metrics(), `mqtt_bridge_dropped_messages_total{bridge="cloud"} 1`) {
+		t.Error("metrics do not count the dropped message")
 	}
 	px.Heal()
 	waitSys("true")
