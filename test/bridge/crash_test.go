@@ -43,9 +43,14 @@ type process struct {
 	cmd  *exec.Cmd
 }
 
-// newProcess prepares the binary with a bridge to remote, or with no
-// bridge when remote is "".
+// newProcess prepares the binary with a bridge to remote forwarding
+// sensors/# out, or with no bridge when remote is "".
 func newProcess(t *testing.T, remote string) *process {
+	return newProcessRule(t, remote, `{direction: out, filter: "sensors/#", qos: 2}`)
+}
+
+// newProcessRule is newProcess with the bridge's one topic rule.
+func newProcessRule(t *testing.T, remote, rule string) *process {
 	addr := freeAddr(t)
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "starling.yaml")
@@ -61,8 +66,8 @@ log_level: warn
     reconnect_min: 50ms
     reconnect_max: 500ms
     topics:
-      - {direction: out, filter: "sensors/#", qos: 2}
-`, remote)
+      - %s
+`, remote, rule)
 	}
 	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
@@ -226,5 +231,40 @@ func TestBridgeRemovedDropsSession(t *testing.T) {
 	p.cmd = nil
 	if s := sessions(); strings.Contains(s, "$internal/bridge/cloud") {
 		t.Errorf("the removed bridge's session is still in the store:\n%s", s)
+	}
+}
+
+// TestBridgeInboundSIGKILL: messages coming in from Mosquitto while
+// Starling is killed with SIGKILL are not lost: the bridge acknowledges
+// each to Mosquitto only once Starling has stored it, so Mosquitto keeps
+// the rest in the bridge's session and sends them after the restart. A
+// persistent subscriber here gets every message, in order.
+func TestBridgeInboundSIGKILL(t *testing.T) {
+	m := startMosquitto(t, "")
+	sp := newProcessRule(t, "mqtt://"+m.addr, `{direction: in, filter: "cmd/#", qos: 1}`)
+	sp.start()
+	subscribe := func() *testutil.Paho {
+		expiry := uint32(3600)
+		c, _ := testutil.DialPaho(t, sp.addr, "device", &paho.Connect{CleanStart: false,
+			Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
+		c.Sub(t, paho.SubscribeOptions{Topic: "cmd/#", QoS: 1})
+		return c
+	}
+	sub := subscribe()
+	cloud := dial(t, m.addr, "cloud-app")
+	warmUp(t, cloud, client{sub}, "cmd/warm")
+	next := map[string]int{"cmd/q1": 0}
+	const n = 300
+	for i := range n {
+		if i == n/3 {
+			sp.kill()
+			drain(t, sub, next)
+		}
+		cloud.pub(t, "cmd/q1", 1, strconv.Itoa(i))
+	}
+	sp.start()
+	sub = subscribe()
+	for next["cmd/q1"] < n {
+		checkNextDup(t, client{sub}.expect(t), next)
 	}
 }
