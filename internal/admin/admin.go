@@ -28,6 +28,8 @@ type Broker interface {
 	Clients() []broker.ClientSummary
 	Client(id string) (broker.ClientSummary, bool)
 	Kick(id string) bool
+	ClientsPage(match func(id, user, remote string) bool, connected *bool, offset, limit int) ([]broker.ClientSummary, int)
+	DeleteSession(id string) bool
 	RetainedMatching(filter string, limit int) ([]broker.RetainedMessage, error)
 	Publish(topic string, payload []byte, qos byte, retain bool) (int, error)
 	PublishMessage(m broker.Message) (int, error)

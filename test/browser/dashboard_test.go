@@ -91,12 +91,12 @@ func startServerAuthz(t *testing.T, lim config.Limits, authz broker.Authorizer) 
 			if err != nil {
 				return
 			}
-			go b.HandleConn(c)
+			go b.HandleConnOn(c, "tcp")
 		}
 	}()
 	mux := http.NewServeMux()
 	wsDown := new(atomic.Bool)
-	ws := transport.NewWSHandler(transport.WSOptions{}, func(c net.Conn, _ *http.Request) { b.HandleConn(c) })
+	ws := transport.NewWSHandler(transport.WSOptions{}, func(c net.Conn, _ *http.Request) { b.HandleConnOn(c, "http") })
 	mux.HandleFunc("/mqtt", func(w http.ResponseWriter, r *http.Request) {
 		if wsDown.Load() {
 			http.Error(w, "down for the test", http.StatusServiceUnavailable)

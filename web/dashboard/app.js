@@ -18,6 +18,9 @@
   const PRETTY_MAX = 2000;    // characters of pretty-printed JSON shown
   const SUBS_EVERY = 2000;    // ms between two subscriber counts
 
+  // The other scripts of the page (clients.js, history.js, ...) hook in
+  // here: feeds they handle, and calls on login, logout and each overview.
+  const S = window.starling = { feeds: {}, onLive: [], onOverview: [], onLogout: [] };
   const $ = (sel) => document.querySelector(sel);
   const el = (tag, cls, text) => {
     const e = document.createElement(tag);
@@ -97,6 +100,7 @@
           (own.get(FEED + '#') === false ? ': no live figures, clients or alerts.' : '.') +
           ' The topic tree shows the topics this user may read.' : '';
         setState('live', 'live');
+        S.onLive.forEach((f) => f());
       });
       if (filter) c.subscribe(filter, TREE_SUB, (_err, _subs, suback) => noteGranted([filter], suback));
       else watch($('#filter').value.trim()); // the default filter from the first login
@@ -119,6 +123,7 @@
     setAdmin(null, '');
     overviewAt = 0;
     history.length = 0;
+    S.onLogout.forEach((f) => f());
     setState('logged-out', 'logged out');
     $('#app').hidden = true;
     $('#logout').hidden = true;
@@ -137,6 +142,7 @@
       else if (topic === FEED + 'sessions') sessions(v);
       else if (topic === FEED + 'alerts') alerts(v);
       else if (topic === FEED + 'trace') trace(v);
+      else if (S.feeds[topic.slice(FEED.length)]) S.feeds[topic.slice(FEED.length)](v);
     } else if (topic.startsWith(SYS)) {
       sys.set(topic.slice(SYS.length), payload.toString());
     }
@@ -190,6 +196,7 @@
     if (Date.now() - ratesAt > 1500) renderTree(); // else with the next rates
     renderSys();
     countSubscribers();
+    S.onOverview.forEach((f) => f(o));
   }
 
   function duration(s) {
@@ -782,6 +789,9 @@
     if (v.dashboard_hidden) notes.push(`${v.dashboard_hidden} packets of dashboards left out`);
     if (notes.length) $('#trace-status').textContent = notes.join(' · ');
   }
+
+  Object.assign(S, { api, el, $, fmt, fmtBytes, row, fill, duration, markDashboard, PROTO,
+    clientID: () => clientID, client: () => client, admin: () => admin });
 
   function renderSys() {
     const tbody = el('tbody');
