@@ -82,6 +82,8 @@ type Options struct {
 	Metrics *metrics.Metrics
 	// Node, when set, labels every metric node="..." (cluster members).
 	Node string
+	// Clock, if set, is the history's clock (tests); default time.Now.
+	Clock func() time.Time
 	// Cluster reports the cluster this node belongs to, for
 	// GET /api/v1/cluster and the dashboard; nil for a single node.
 	Cluster func() *ClusterStatus
@@ -106,6 +108,7 @@ type Admin struct {
 	m     *metrics.Metrics
 	sys   *metrics.Sys
 	feed  *feed
+	hist  *history
 	opts  Options
 	start time.Time
 	log   *slog.Logger
@@ -135,6 +138,7 @@ func newAdmin(b Broker, src metrics.Source, o Options) *Admin {
 	a.sys = metrics.NewSys(src, b, metrics.SysOptions{Interval: o.SysInterval, Version: o.Version, Start: start, Logger: o.Logger})
 	a.feed = newFeed(b, src, o.Version, start)
 	a.feed.cluster = o.Cluster
+	a.hist = newHistory(src, o.Clock)
 	return a
 }
 
@@ -148,6 +152,8 @@ func (a *Admin) Metrics() *metrics.Metrics { return a.m }
 // retained), and end ctx before closing the broker.
 func (a *Admin) Run(ctx context.Context) {
 	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); a.hist.run(ctx) }()
 	if a.opts.SysInterval >= 0 {
 		wg.Add(1)
 		go func() { defer wg.Done(); a.sys.Run(ctx) }()

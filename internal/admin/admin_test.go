@@ -134,7 +134,7 @@ func TestAPIErrorAnswers(t *testing.T) {
 		allow, msg         string
 	}{
 		{"GET", "/api/v1/publish", "", 405, "POST", "method not allowed: use POST"},
-		{"DELETE", "/api/v1/clients/x", "", 405, "GET", "method not allowed: use GET"},
+		{"PUT", "/api/v1/clients/x", "", 405, "GET, DELETE", "method not allowed: use GET or DELETE"},
 		{"PATCH", "/api/v1/trace", "", 405, "GET, POST, DELETE", "method not allowed: use GET or POST or DELETE"},
 		{"GET", "/api/v1/nothing", "", 404, "", "no such endpoint"},
 		{"POST", "/api/v1/publish", `{"topic":"a/+","payload":"x"}`, 400, "", "topic: wildcard in topic name"},

@@ -106,3 +106,5 @@ func (a *Admin) deleteSession(w http.ResponseWriter, r *http.Request) {
 	a.log.Info("session deleted by admin", "client_id", id, "remote", r.RemoteAddr)
 	writeJSON(w, http.StatusOK, map[string]any{"client_id": id, "deleted": true})
 }
+
+func parseInt64(s string) (int64, error) { return strconv.ParseInt(s, 10, 64) }

@@ -9,9 +9,7 @@
 (() => {
   const FEED = '$SYS/starling/dashboard/';
   const SYS = '$SYS/broker/';
-  const HISTORY = 120;    // seconds of chart, one point per overview (1 s)
   const STALE_AFTER = 3500; // ms without an overview after which the figures are shown as stale
-  const GAP = 2500;         // ms between two points that the chart shows as a gap
   const MAX_TOPICS = 2000;
   const PAYLOAD_KEEP = 4096;  // bytes of a topic's last payload kept (JSON longer than this is not pretty-printed)
   const PAYLOAD_SHOWN = 200;  // characters of a payload shown on one line
@@ -20,7 +18,7 @@
 
   // The other scripts of the page (clients.js, history.js, ...) hook in
   // here: feeds they handle, and calls on login, logout and each overview.
-  const S = window.starling = { feeds: {}, onLive: [], onOverview: [], onLogout: [] };
+  const S = window.starling = { feeds: {}, onLive: [], onOverview: [], onLogout: [], onTick: [] };
   const $ = (sel) => document.querySelector(sel);
   const el = (tag, cls, text) => {
     const e = document.createElement(tag);
@@ -40,7 +38,6 @@
   let ratesTruncated = false;     // the feed left quieter topics out
   let ratesAt = 0;                // when the last topics feed came
   let topicsFull = false;
-  const history = [];             // [{at, in, out}]: at is the page's clock when the overview came
   let overviewAt = 0;             // when the last overview came
   const own = new Map();          // this page's subscriptions: filter -> granted
   const sys = new Map();
@@ -122,7 +119,6 @@
     auth = '';
     setAdmin(null, '');
     overviewAt = 0;
-    history.length = 0;
     S.onLogout.forEach((f) => f());
     setState('logged-out', 'logged out');
     $('#app').hidden = true;
@@ -190,8 +186,6 @@
       cl.hidden = true;
     }
     overviewAt = Date.now();
-    history.push({ at: overviewAt, in: o.messages_received_per_second, out: o.messages_sent_per_second });
-    while (history.length && history[0].at < overviewAt - HISTORY * 1000) history.shift();
     freshness();
     if (Date.now() - ratesAt > 1500) renderTree(); // else with the next rates
     renderSys();
@@ -204,27 +198,6 @@
     return d ? `${d}d ${h}h` : h ? `${h}h ${m}m` : m ? `${m}m ${s % 60}s` : `${s}s`;
   }
 
-  // chart draws the last HISTORY seconds against the page's clock: a
-  // stretch without overviews (the broker down, the connection lost) is a
-  // gap in the lines, which moves left as time goes on.
-  function chart() {
-    const now = Date.now(), from = now - HISTORY * 1000;
-    const shown = history.filter((p) => p.at >= from);
-    const peak = Math.max(1, ...shown.map((p) => Math.max(p.in, p.out)));
-    let gaps = 0;
-    const path = (key) => shown.map((p, i) => {
-      const gap = i === 0 || p.at - shown[i - 1].at > GAP;
-      if (gap && i > 0 && key === 'in') gaps++;
-      return `${gap ? 'M' : 'L'}${((p.at - from) * 600 / (HISTORY * 1000)).toFixed(1)},${(118 - p[key] / peak * 114).toFixed(1)}`;
-    }).join(' ');
-    $('#line-in').setAttribute('d', path('in'));
-    $('#line-out').setAttribute('d', path('out'));
-    const last = shown.length ? shown[shown.length - 1].at : 0;
-    if (last && now - last > GAP) gaps++; // the gap up to now
-    $('#chart').dataset.gaps = gaps;
-    $('#chart-max').textContent = fmt(peak);
-  }
-
   // freshness greys out the figures when no overview came for
   // STALE_AFTER (the broker is down or the connection lost): they are the
   // last known, not the current ones. It runs with each overview and
@@ -235,7 +208,7 @@
     $('#stale-note').hidden = !stale;
     if (stale) $('#stale-note').textContent = 'no figures from the broker since ' + new Date(overviewAt).toLocaleTimeString() +
       ': the values shown are the last known';
-    chart();
+    S.onTick.forEach((f) => f());
     // The tree is drawn with each overview; without them (the ACL keeps
     // this login from the feeds, or the broker is away) once a second.
     if (client && filter && Date.now() - overviewAt > 1500 && Date.now() - ratesAt > 1500) renderTree();
