@@ -157,6 +157,7 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 		ao.Cluster = s.clusterStatus
 	}
 	s.admin = admin.New(s.broker, ao)
+	s.origins.record = s.admin.RecordEvent
 	return s, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"sync"
 
+	"github.com/starling-mqtt/starling/internal/broker"
 	"github.com/starling-mqtt/starling/internal/limit"
 )
 
@@ -20,6 +21,9 @@ type originRefusals struct {
 	lines *limit.Lines
 	mu    sync.Mutex
 	seen  map[string]bool
+	// record, if set, gets every refusal for the event history (the
+	// dashboard's Refusals view), repeats included.
+	record func(broker.Event)
 }
 
 func newOriginRefusals(lines *limit.Lines) *originRefusals {
@@ -30,6 +34,10 @@ func newOriginRefusals(lines *limit.Lines) *originRefusals {
 func (o *originRefusals) hook(listener string) func(*http.Request) {
 	return func(r *http.Request) {
 		origin := r.Header.Get("Origin")
+		if o.record != nil {
+			o.record(broker.Event{Kind: broker.EventOriginRefused, Remote: r.RemoteAddr, Listener: listener,
+				Reason: "WebSocket upgrade from origin " + origin + " not in websocket.allowed_origins"})
+		}
 		o.mu.Lock()
 		seen := o.seen[origin]
 		if !seen && len(o.seen) < maxLoggedOrigins {

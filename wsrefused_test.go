@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/starling-mqtt/starling/internal/broker"
 	"github.com/starling-mqtt/starling/internal/limit"
 )
 
@@ -46,5 +47,24 @@ func TestOriginRefusalsLoggedOncePerOrigin(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("log lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// Every refused Origin, repeats included, goes to the event history.
+func TestOriginRefusalsRecorded(t *testing.T) {
+	o := newOriginRefusals(limit.NewLines(slog.New(slog.DiscardHandler), 100))
+	var mu sync.Mutex
+	var got []broker.Event
+	o.record = func(e broker.Event) { mu.Lock(); got = append(got, e); mu.Unlock() }
+	hook := o.hook("http")
+	for range 3 {
+		r := httptest.NewRequest("GET", "http://broker.test/mqtt", nil)
+		r.Header.Set("Origin", "https://evil.example")
+		hook(r)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 3 || got[0].Kind != broker.EventOriginRefused || got[0].Listener != "http" || !strings.Contains(got[0].Reason, "https://evil.example") {
+		t.Errorf("recorded %+v", got)
 	}
 }

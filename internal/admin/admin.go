@@ -103,15 +103,17 @@ type ClusterStatus struct {
 
 // Admin is the operator side of one broker.
 type Admin struct {
-	b     Broker
-	src   metrics.Source
-	m     *metrics.Metrics
-	sys   *metrics.Sys
-	feed  *feed
-	hist  *history
-	opts  Options
-	start time.Time
-	log   *slog.Logger
+	b    Broker
+	src  metrics.Source
+	m    *metrics.Metrics
+	sys  *metrics.Sys
+	feed *feed
+	hist *history
+	// events is the history of refusals and denials (RecordEvent).
+	events *eventLog
+	opts   Options
+	start  time.Time
+	log    *slog.Logger
 
 	once sync.Once
 	h    http.Handler
@@ -120,7 +122,9 @@ type Admin struct {
 // New builds the admin side of b. Nothing runs until Handler is served and
 // Run is called.
 func New(b *broker.Broker, o Options) *Admin {
-	return newAdmin(b, metrics.FromBroker(b), o)
+	a := newAdmin(b, metrics.FromBroker(b), o)
+	b.SetEvents(a.RecordEvent)
+	return a
 }
 
 func newAdmin(b Broker, src metrics.Source, o Options) *Admin {
@@ -139,6 +143,8 @@ func newAdmin(b Broker, src metrics.Source, o Options) *Admin {
 	a.feed = newFeed(b, src, o.Version, start)
 	a.feed.cluster = o.Cluster
 	a.hist = newHistory(src, o.Clock)
+	a.events = &eventLog{}
+	a.feed.log = a.events
 	return a
 }
 

@@ -35,6 +35,8 @@ type Overview struct {
 	InPerSecond      float64 `json:"messages_received_per_second"`
 	OutPerSecond     float64 `json:"messages_sent_per_second"`
 	DroppedPerSecond float64 `json:"messages_dropped_per_second"`
+	BytesInPerSecond float64 `json:"bytes_received_per_second"`
+	BytesOutPerSec   float64 `json:"bytes_sent_per_second"`
 	Subscriptions    int     `json:"subscriptions"`
 	Retained         int     `json:"retained"` // not counting the $SYS tree
 	// Flow control: bytes queued for subscribers now, the broker-wide
@@ -110,6 +112,7 @@ type feed struct {
 	prevDropTotal uint64
 	alerts        []Alert // at most maxAlerts groups, the most recently raised first, kept while nobody watches
 	cluster       func() *ClusterStatus
+	log           *eventLog // refusals and denials, for FeedEvents
 }
 
 func newFeed(b Broker, src metrics.Source, version string, start time.Time) *feed {
@@ -185,6 +188,9 @@ func (f *feed) tick(now time.Time) error {
 		o.InPerSecond = rate(c.MessagesIn, f.prev.MessagesIn)
 		o.OutPerSecond = rate(c.MessagesOut, f.prev.MessagesOut)
 		o.DroppedPerSecond = rate(c.Dropped, f.prev.Dropped)
+		if c.BytesIn >= f.prev.BytesIn && c.BytesOut >= f.prev.BytesOut {
+			o.BytesInPerSecond, o.BytesOutPerSec = rate(c.BytesIn, f.prev.BytesIn), rate(c.BytesOut, f.prev.BytesOut)
+		}
 	}
 	fo := f.b.FlowOverview()
 	o.QueuedBytes, o.MaxQueuedBytes, o.SlowConsumers = fo.QueuedBytes, fo.MaxQueuedBytes, fo.SlowConsumers

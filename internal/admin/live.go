@@ -185,6 +185,9 @@ func (f *feed) tickLive(now time.Time) error {
 	if f.b.Subscribed(FeedAlerts) {
 		errs = append(errs, f.publishJSON(FeedAlerts, AlertsFeed{Time: now.UnixMilli(), Alerts: append([]Alert{}, f.alerts...)}))
 	}
+	if f.b.Subscribed(FeedEvents) {
+		errs = append(errs, f.publishEvents(now))
+	}
 	if tr := f.b.CurrentTrace(); tr != nil {
 		if !f.b.Subscribed(FeedTrace) {
 			f.b.SetTrace(nil) // nobody watches: tracing costs nothing again

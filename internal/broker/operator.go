@@ -117,6 +117,9 @@ const (
 	EventPublishDenied   = "publish_denied"
 	EventSubscribeDenied = "subscribe_denied"
 	EventSlowConsumer    = "slow_consumer"
+	// EventOriginRefused: a WebSocket upgrade refused for its Origin (the
+	// HTTP listener records it).
+	EventOriginRefused = "origin_refused"
 )
 
 // eventSink holds the function SetEvents installs.

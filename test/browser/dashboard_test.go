@@ -84,7 +84,9 @@ func startServerOn(t *testing.T, lim config.Limits, authz broker.Authorizer, htt
 	t.Helper()
 	b := broker.New(lim, nil)
 	if authz != nil {
-		b.SetAuth(nil, authz)
+		// An authorizer that is also an authenticator decides logins too.
+		authn, _ := authz.(broker.Authenticator)
+		b.SetAuth(authn, authz)
 	}
 	adm := admin.New(b, admin.Options{Version: "test", FeedInterval: time.Second, SysInterval: time.Second,
 		Checker: admin.StaticChecker{User: "admin", Password: "secret"}})
