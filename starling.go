@@ -149,6 +149,9 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	}
 	s.origins = newOriginRefusals(a.AuditLines())
 	ao := admin.Options{Checker: a, Ready: s.serving, Version: s.version, Logger: s.log, LogLevel: s.level}
+	al := cfg.Alerts
+	ao.Alerts = &admin.AlertOptions{QueueFraction: al.QueueFraction, DroppedPerSecond: al.DroppedPerSecond, MaxConnections: al.MaxConnections,
+		RefusedPerMinute: al.RefusedPerMinute, WebhookURL: al.WebhookURL, WebhookTimeout: al.WebhookTimeout}
 	if cfg.Cluster.Name != "" {
 		if cfg.Cluster.Node == "" {
 			s.cfg.Cluster.Node = cluster.DefaultNodeName(cfg.Cluster.Listen)

@@ -82,6 +82,10 @@ type Options struct {
 	Metrics *metrics.Metrics
 	// Node, when set, labels every metric node="..." (cluster members).
 	Node string
+	// Alerts sets the alerts' thresholds and webhook; nil: the defaults
+	// (queue half full, any drop, no connection or refusal threshold, no
+	// webhook).
+	Alerts *AlertOptions
 	// Clock, if set, is the history's clock (tests); default time.Now.
 	Clock func() time.Time
 	// Cluster reports the cluster this node belongs to, for
@@ -142,6 +146,14 @@ func newAdmin(b Broker, src metrics.Source, o Options) *Admin {
 	a.sys = metrics.NewSys(src, b, metrics.SysOptions{Interval: o.SysInterval, Version: o.Version, Start: start, Logger: o.Logger})
 	a.feed = newFeed(b, src, o.Version, start)
 	a.feed.cluster = o.Cluster
+	a.feed.node = o.Node
+	if o.Alerts != nil {
+		a.feed.alertOpts = *o.Alerts
+		if a.feed.alertOpts.WebhookTimeout <= 0 {
+			a.feed.alertOpts.WebhookTimeout = defaultAlerts.WebhookTimeout
+		}
+	}
+	a.feed.hook = newWebhook(a.feed.alertOpts, o.Logger)
 	a.hist = newHistory(src, o.Clock)
 	a.events = &eventLog{}
 	a.feed.log = a.events
@@ -160,6 +172,10 @@ func (a *Admin) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); a.hist.run(ctx) }()
+	if a.feed.hook != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); a.feed.hook.run(ctx) }()
+	}
 	if a.opts.SysInterval >= 0 {
 		wg.Add(1)
 		go func() { defer wg.Done(); a.sys.Run(ctx) }()
@@ -168,6 +184,9 @@ func (a *Admin) Run(ctx context.Context) {
 		if iv == 0 {
 			iv = time.Second
 		}
+		a.feed.mu.Lock()
+		a.feed.iv = max(iv, time.Second)
+		a.feed.mu.Unlock()
 		wg.Add(1)
 		go func() { defer wg.Done(); a.feed.run(ctx, max(iv, time.Second), a.log) }()
 	}

@@ -60,6 +60,8 @@ func (a *Admin) api() http.Handler {
 	mux.HandleFunc("GET /api/v1/stats", a.stats)
 	mux.HandleFunc("GET /api/v1/history", a.getHistory)
 	mux.HandleFunc("GET /api/v1/events", a.getEvents)
+	mux.HandleFunc("GET /api/v1/alerts", a.getAlerts)
+	mux.HandleFunc("POST /api/v1/alerts/ack", a.ackAlerts)
 	mux.HandleFunc("GET /api/v1/cluster", a.cluster)
 	mux.HandleFunc("GET /api/v1/receivers", a.receivers)
 	mux.HandleFunc("POST /api/v1/subscribers", a.subscribers)

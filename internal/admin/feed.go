@@ -113,10 +113,16 @@ type feed struct {
 	alerts        []Alert // at most maxAlerts groups, the most recently raised first, kept while nobody watches
 	cluster       func() *ClusterStatus
 	log           *eventLog // refusals and denials, for FeedEvents
+	alertOpts     AlertOptions
+	alertsAt      time.Time     // last alert check
+	refused       []refusedMark // refused logins counted over the last minute
+	hook          *webhook      // nil without alerts.webhook_url
+	iv            time.Duration // feed interval
+	node          string
 }
 
 func newFeed(b Broker, src metrics.Source, version string, start time.Time) *feed {
-	return &feed{b: b, src: src, version: version, start: start}
+	return &feed{b: b, src: src, version: version, start: start, alertOpts: defaultAlerts, iv: time.Second}
 }
 
 func (f *feed) run(ctx context.Context, iv time.Duration, log *slog.Logger) {

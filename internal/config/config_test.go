@@ -147,6 +147,8 @@ func TestLoadEveryKey(t *testing.T) {
 		Cluster:      Cluster{Name: "prod", Node: "n1", Listen: "10.0.0.1:6222", Peers: []string{"10.0.0.2:6222", "10.0.0.3:6222"}, Token: "0123456789abcdef-secret", LocalQueues: true},
 		SlowConsumer: SlowConsumer{Timeout: 3 * time.Second, Policy: "drop_oldest", MinRate: 100},
 		LatestValue:  []LatestValueRule{{Filter: "sensors/#", Listener: "http"}},
+		Alerts: Alerts{QueueFraction: 0.8, DroppedPerSecond: 5, MaxConnections: 5000, RefusedPerMinute: 30,
+			WebhookURL: "https://hooks.example.com/starling", WebhookTimeout: 3 * time.Second},
 	}
 	if !equal(got, want) {
 		t.Errorf("Load(full.yaml) =\n%+v\nwant\n%+v", got, want)

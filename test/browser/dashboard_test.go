@@ -82,14 +82,24 @@ func startServerAuthz(t *testing.T, lim config.Limits, authz broker.Authorizer) 
 // startServerOn is startServerAuthz with the HTTP listener on httpAddr.
 func startServerOn(t *testing.T, lim config.Limits, authz broker.Authorizer, httpAddr string) *server {
 	t.Helper()
+	return startServerWith(t, lim, authz, httpAddr, nil)
+}
+
+// startServerWith is startServerOn with the admin options changed by opts.
+func startServerWith(t *testing.T, lim config.Limits, authz broker.Authorizer, httpAddr string, opts func(*admin.Options)) *server {
+	t.Helper()
 	b := broker.New(lim, nil)
 	if authz != nil {
 		// An authorizer that is also an authenticator decides logins too.
 		authn, _ := authz.(broker.Authenticator)
 		b.SetAuth(authn, authz)
 	}
-	adm := admin.New(b, admin.Options{Version: "test", FeedInterval: time.Second, SysInterval: time.Second,
-		Checker: admin.StaticChecker{User: "admin", Password: "secret"}})
+	ao := admin.Options{Version: "test", FeedInterval: time.Second, SysInterval: time.Second,
+		Checker: admin.StaticChecker{User: "admin", Password: "secret"}}
+	if opts != nil {
+		opts(&ao)
+	}
+	adm := admin.New(b, ao)
 
 	var wg sync.WaitGroup
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

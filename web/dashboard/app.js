@@ -633,7 +633,8 @@
     const ul = el('ul', 'events');
     ul.id = 'alerts';
     for (const a of v.alerts) {
-      const li = el('li', a.kind);
+      const li = el('li', a.kind + (a.acked ? ' acked' : ''));
+      li.dataset.kind = a.kind;
       if (a.client_id) li.dataset.clientId = a.client_id;
       li.append(el('time', '', new Date(a.t).toLocaleTimeString()), ' ', el('span', 'what', a.kind.replace('_', ' ')), ' ',
         el('code', '', a.client_id || ''), ' ', el('span', 'meta', a.detail));
@@ -642,13 +643,39 @@
         li.append(' ', el('span', 'times', `${a.times}× since ${new Date(a.first).toLocaleTimeString()}` +
           (a.count ? `, ${a.count.toLocaleString('en')} dropped in all` : '')));
       }
+      if (a.acked) {
+        li.append(' ', el('span', 'badge acked', 'acknowledged'));
+      } else {
+        const b = el('button', 'ack small', 'Acknowledge');
+        b.type = 'button';
+        b.dataset.kind = a.kind;
+        b.dataset.client = a.client_id || '';
+        li.append(' ', b);
+      }
       ul.append(li);
     }
     if (!v.alerts.length) ul.append(el('li', 'meta', 'none'));
     $('#alerts').replaceWith(ul);
-    const fresh = v.alerts.filter((a) => a.t > alertsSeen).length;
+    const fresh = v.alerts.filter((a) => a.t > alertsSeen && !a.acked).length;
     $('#alert-count').textContent = fresh ? String(fresh) : '';
   }
+  // Acknowledge one alert, or all: the broker keeps the mark while the
+  // alert goes on being raised, and drops it when it comes back later.
+  async function ack(body, what) {
+    try {
+      const v = await api('POST', 'alerts/ack', body);
+      $('#ack-status').textContent = `acknowledged ${v.acknowledged} ${what}`;
+    } catch (e) {
+      $('#ack-status').textContent = 'could not acknowledge: ' + e.message;
+    }
+  }
+  $('#v-alerts').addEventListener('click', (ev) => {
+    const b = ev.target.closest('button.ack');
+    if (!b) return;
+    if (b.id === 'ack-all') return ack({}, 'alerts');
+    b.disabled = true;
+    ack(b.dataset.client ? { kind: b.dataset.kind, client_id: b.dataset.client } : { kind: b.dataset.kind }, b.dataset.kind.replace('_', ' '));
+  });
   document.querySelector('a[href="#v-alerts"]').addEventListener('click', () => {
     alertsSeen = Date.now();
     $('#alert-count').textContent = '';
