@@ -158,6 +158,7 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 		}
 		ao.Node = s.cfg.Cluster.Node
 		ao.Cluster = s.clusterStatus
+		ao.ClusterOwners = s.clusterOwners
 	}
 	s.admin = admin.New(s.broker, ao)
 	s.origins.record = s.admin.RecordEvent
@@ -700,6 +701,18 @@ func (s *Server) clusterStatus() *admin.ClusterStatus {
 	}
 	h := node.Health()
 	return &admin.ClusterStatus{Name: s.cfg.Cluster.Name, Node: node.Name(), Ready: h.Ready, Peers: h.Peers, Down: h.Down, Expected: len(s.cfg.Cluster.Peers) + 1}
+}
+
+// clusterOwners counts the sessions each cluster node owns; nil until
+// Serve has started the node.
+func (s *Server) clusterOwners() map[string]int {
+	s.mu.Lock()
+	node := s.cluster
+	s.mu.Unlock()
+	if node == nil {
+		return nil
+	}
+	return node.SessionOwners()
 }
 
 // ClusterPeers lists the other cluster nodes this one is connected to now

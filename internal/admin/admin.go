@@ -88,6 +88,9 @@ type Options struct {
 	Alerts *AlertOptions
 	// Clock, if set, is the history's clock (tests); default time.Now.
 	Clock func() time.Time
+	// ClusterOwners counts the sessions each cluster node owns, by node
+	// name, for the dashboard's cluster view; nil: unknown.
+	ClusterOwners func() map[string]int
 	// Cluster reports the cluster this node belongs to, for
 	// GET /api/v1/cluster and the dashboard; nil for a single node.
 	Cluster func() *ClusterStatus
@@ -147,6 +150,7 @@ func newAdmin(b Broker, src metrics.Source, o Options) *Admin {
 	a.feed = newFeed(b, src, o.Version, start)
 	a.feed.cluster = o.Cluster
 	a.feed.node = o.Node
+	a.feed.owners = o.ClusterOwners
 	if o.Alerts != nil {
 		a.feed.alertOpts = *o.Alerts
 		if a.feed.alertOpts.WebhookTimeout <= 0 {

@@ -662,6 +662,13 @@ func (a *Admin) cluster(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "cluster not started")
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"enabled": true, "name": st.Name, "node": st.Node, "ready": st.Ready,
-		"peers": st.Peers, "down": st.Down, "connected_nodes": len(st.Peers) + 1, "expected_nodes": st.Expected})
+	out := map[string]any{"enabled": true, "name": st.Name, "node": st.Node, "ready": st.Ready,
+		"peers": st.Peers, "down": st.Down, "connected_nodes": len(st.Peers) + 1, "expected_nodes": st.Expected}
+	if a.opts.ClusterOwners != nil {
+		out["sessions_by_node"] = a.opts.ClusterOwners()
+	}
+	a.feed.mu.Lock()
+	out["events"] = append([]ClusterEvent{}, a.feed.clusterEvents...)
+	a.feed.mu.Unlock()
+	writeJSON(w, http.StatusOK, out)
 }

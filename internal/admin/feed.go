@@ -119,6 +119,15 @@ type feed struct {
 	hook          *webhook      // nil without alerts.webhook_url
 	iv            time.Duration // feed interval
 	node          string
+
+	owners          func() map[string]int // sessions owned per node; nil on a single node
+	ownerCounts     map[string]int
+	ownersAt        time.Time
+	clusterEvents   []ClusterEvent  // newest first, at most maxClusterEvents
+	clusterLive     map[string]bool // peers connected at the last tick
+	clusterSeen     map[string]bool // peers ever connected
+	clusterWasReady bool
+	lastCluster     *ClusterStatus // of the last tick
 }
 
 func newFeed(b Broker, src metrics.Source, version string, start time.Time) *feed {
@@ -188,6 +197,8 @@ func (f *feed) tick(now time.Time) error {
 		Subscriptions: c.Subscriptions, Retained: clientRetained(f.b, c.Retained)}
 	if f.cluster != nil {
 		o.Cluster = f.cluster()
+		f.lastCluster = o.Cluster
+		f.watchCluster(now, o.Cluster)
 	}
 	if dt := now.Sub(f.prevAt).Seconds(); !f.prevAt.IsZero() && dt > 0 {
 		rate := func(a, b uint64) float64 { return float64(a-b) / dt }

@@ -190,6 +190,12 @@ func (f *feed) tickLive(now time.Time) error {
 	if f.b.Subscribed(FeedAlerts) {
 		errs = append(errs, f.publishJSON(FeedAlerts, AlertsFeed{Time: now.UnixMilli(), Alerts: append([]Alert{}, f.alerts...)}))
 	}
+	if f.b.Subscribed(FeedCluster) {
+		st := f.lastCluster // read by this tick's overview
+		if f.cluster == nil || st != nil {
+			errs = append(errs, f.publishCluster(now, st))
+		}
+	}
 	if f.b.Subscribed(FeedEvents) {
 		errs = append(errs, f.publishEvents(now))
 	}
