@@ -18,7 +18,7 @@
 
   // The other scripts of the page (clients.js, history.js, ...) hook in
   // here: feeds they handle, and calls on login, logout and each overview.
-  const S = window.starling = { feeds: {}, onLive: [], onOverview: [], onLogout: [], onTick: [] };
+  const S = window.starling = { feeds: {}, onLive: [], onOverview: [], onLogout: [], onTick: [], onMessage: [] };
   const $ = (sel) => document.querySelector(sel);
   const el = (tag, cls, text) => {
     const e = document.createElement(tag);
@@ -143,6 +143,7 @@
       sys.set(topic.slice(SYS.length), payload.toString());
     }
     if (filter && matches(filter, topic)) seen(topic, payload, packet.retain);
+    S.onMessage.forEach((f) => f(topic, payload, packet));
   }
 
   // noteGranted records which of the page's subscriptions the broker
@@ -790,7 +791,7 @@
     if (notes.length) $('#trace-status').textContent = notes.join(' · ');
   }
 
-  Object.assign(S, { api, el, $, fmt, fmtBytes, row, fill, duration, markDashboard, PROTO,
+  Object.assign(S, { api, el, $, fmt, fmtBytes, row, fill, duration, markDashboard, PROTO, validFilter, payloadView,
     clientID: () => clientID, client: () => client, admin: () => admin });
 
   function renderSys() {
