@@ -83,8 +83,9 @@
   // chart draws series (keys of the points, each a CSS class) of ps over
   // [from, to] into svg, and sets data-gaps to the gaps it shows.
   function chart(svg, ps, keys, from, to, step, unit) {
+    const show = unit === 'B/s' ? (v) => S.fmtBytes(v) + '/s' : (v) => S.fmt(v) + unit;
     const W = Math.max(200, Math.round(svg.clientWidth || 600)), H = 150;
-    const L = 48, R = 8, T = 8, B = 22;
+    const L = 58, R = 8, T = 8, B = 22;
     svg.setAttribute('viewBox', `0 0 ${W} ${H}`);
     const shown = ps.filter((p) => p.t >= from && p.t <= to);
     const peak = Math.max(1, ...shown.map((p) => Math.max(...keys.map((k) => p[k] || 0))));
@@ -97,7 +98,7 @@
       kids.push(node('line', { class: 'grid', x1: x(t), x2: x(t), y1: T, y2: H - B }));
       if (x(t) < W - R - 28) kids.push(node('text', { class: 'tick', x: x(t), y: H - 6, 'text-anchor': 'middle' }, label(t, to - from)));
     }
-    kids.push(node('text', { class: 'tick ymax', x: L - 4, y: T + 9, 'text-anchor': 'end' }, S.fmt(peak) + unit),
+    kids.push(node('text', { class: 'tick ymax', x: L - 4, y: T + 9, 'text-anchor': 'end' }, show(peak)),
       node('text', { class: 'tick', x: L - 4, y: H - B, 'text-anchor': 'end' }, '0'));
     let gaps = 0;
     const maxGap = 2.5 * step;
@@ -125,6 +126,6 @@
     const step = range === '24h' ? 60e3 : 1e3;
     chart($('#chart'), ps, ['in', 'out', 'dropped'], from, to, step, '/s');
     chart($('#chart-conn'), ps, ['conn'], from, to, step, '');
-    chart($('#chart-bytes'), ps, ['bin', 'bout'], from, to, step, ' B/s');
+    chart($('#chart-bytes'), ps, ['bin', 'bout'], from, to, step, 'B/s');
   }
 })();
