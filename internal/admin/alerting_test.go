@@ -11,7 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eclipse/paho.golang/paho"
+
 	"github.com/starling-mqtt/starling/internal/broker"
+	"github.com/starling-mqtt/starling/internal/config"
 )
 
 // check runs one alert check at now, as a feed tick does.
@@ -156,5 +159,47 @@ func TestAlertWebhookTimeout(t *testing.T) {
 	}
 	if w.dropped != 5 {
 		t.Errorf("dropped %d past the queue, want 5", w.dropped)
+	}
+}
+
+// alerts.dropped_per_second: drops at or under the rate raise nothing;
+// with the default (0) any drop does.
+func TestAlertDroppedThreshold(t *testing.T) {
+	lim := config.Default().Limits
+	lim.MaxQueued = 2
+	b, addr := startBrokerLimits(t, lim)
+	strict := New(b, Options{})
+	lenient := New(b, Options{Alerts: &AlertOptions{QueueFraction: 0.5, DroppedPerSecond: 100}})
+	now := time.Now()
+	check(strict, now)
+	check(lenient, now)
+	// An offline session with room for two: five messages drop three.
+	exp := uint32(300)
+	nc := dialTCP(t, addr)
+	s := paho.NewClient(paho.ClientConfig{ClientID: "sleeper", Conn: nc})
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if _, err := s.Connect(ctx, &paho.Connect{ClientID: "sleeper", CleanStart: true, KeepAlive: 30,
+		Properties: &paho.ConnectProperties{SessionExpiryInterval: &exp}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "nap/#", QoS: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	s.Disconnect(&paho.Disconnect{})
+	waitFor(t, "sleeper offline", func() bool { c, ok := b.Client("sleeper"); return ok && !c.Connected })
+	pub := dial(t, addr, "pub")
+	for range 5 {
+		pub.publish(t, "nap/1", "z", false)
+	}
+	waitFor(t, "three drops", func() bool { c, _ := b.Client("sleeper"); return c.DroppedQueue == 3 })
+	now = now.Add(time.Second)
+	check(strict, now)
+	check(lenient, now)
+	if a, ok := alertOf(strict, "dropped"); !ok || a.ClientID != "sleeper" || a.Count != 3 {
+		t.Errorf("default threshold: %+v %v", a, ok)
+	}
+	if a, ok := alertOf(lenient, "dropped"); ok {
+		t.Errorf("3 drops in a second, under dropped_per_second 100, raised %+v", a)
 	}
 }
