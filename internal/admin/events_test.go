@@ -133,3 +133,58 @@ func startBrokerWith(t *testing.T, setup func(*broker.Broker)) (*broker.Broker, 
 	})
 	return b, ln.Addr().String()
 }
+
+// A slow-consumer policy action reaches the event history: a subscriber
+// with Receive Maximum 1 that acknowledges nothing, its queue full, is
+// disconnected after slow_consumer.timeout.
+func TestEventHistorySlowConsumer(t *testing.T) {
+	lim := config.Default().Limits
+	lim.MaxQueued = 2
+	b := broker.New(lim, nil)
+	b.SetFlow(config.SlowConsumer{Timeout: 200 * time.Millisecond, Policy: "disconnect"}, nil, 0)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go b.HandleConn(c)
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); <-done; b.Close(2 * time.Second) })
+	a := New(b, Options{})
+	addr := ln.Addr().String()
+
+	nc := dialTCP(t, addr)
+	lag := paho.NewClient(paho.ClientConfig{ClientID: "stuck", Conn: nc, EnableManualAcknowledgment: true})
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	rm := uint16(1)
+	if _, err := lag.Connect(ctx, &paho.Connect{ClientID: "stuck", CleanStart: true, KeepAlive: 30,
+		Properties: &paho.ConnectProperties{ReceiveMaximum: &rm}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lag.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "jam/#", QoS: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	pub := dial(t, addr, "pusher")
+	go func() { // held once the queue is full, until the policy acts
+		for i := 0; i < 10 && ctx.Err() == nil; i++ {
+			pub.Publish(ctx, &paho.Publish{Topic: "jam/1", QoS: 1, Payload: []byte("x")})
+		}
+	}()
+	waitFor(t, "a slow_consumer event", func() bool {
+		evs, _, _ := a.events.list(broker.EventSlowConsumer, 10)
+		return len(evs) > 0
+	})
+	evs, _, _ := a.events.list(broker.EventSlowConsumer, 10)
+	if e := evs[0]; e.ClientID != "stuck" || !strings.HasPrefix(e.Reason, "disconnected: took nothing for") {
+		t.Errorf("event %+v", e)
+	}
+}
