@@ -150,6 +150,8 @@ func TestLoadEveryKey(t *testing.T) {
 		Cluster:      Cluster{Name: "prod", Node: "n1", Listen: "10.0.0.1:6222", Peers: []string{"10.0.0.2:6222", "10.0.0.3:6222"}, Token: "0123456789abcdef-secret", LocalQueues: true},
 		SlowConsumer: SlowConsumer{Timeout: 3 * time.Second, Policy: "drop_oldest", MinRate: 100},
 		LatestValue:  []LatestValueRule{{Filter: "sensors/#", Listener: "http"}},
+		Alerts: Alerts{QueueFraction: 0.8, DroppedPerSecond: 5, MaxConnections: 5000, RefusedPerMinute: 30,
+			WebhookURL: "https://hooks.example.com/starling", WebhookTimeout: 3 * time.Second},
 	}
 	if !equal(got, want) {
 		t.Errorf("Load(full.yaml) =\n%+v\nwant\n%+v", got, want)
@@ -309,6 +311,15 @@ func TestValidate(t *testing.T) {
 		{"ws path unclean", func(c *Config) { c.WebSocket.Paths = []string{"/mqtt/"} }, `websocket.paths[0]: must be a clean path, such as "/mqtt" (got "/mqtt/")`},
 		{"ws path twice", func(c *Config) { c.WebSocket.Paths = []string{"/mqtt", "/mqtt"} }, `websocket.paths[1]: listed twice ("/mqtt")`},
 		{"ws paths ok", func(c *Config) { c.WebSocket.Paths = []string{"/", "/mqtt", "/a/b"} }, ""},
+		{"alerts ok", func(c *Config) {
+			c.Alerts = Alerts{QueueFraction: 1, DroppedPerSecond: 2.5, MaxConnections: 10, RefusedPerMinute: 3, WebhookURL: "http://127.0.0.1:9/h", WebhookTimeout: time.Second}
+		}, ""},
+		{"alerts fraction", func(c *Config) { c.Alerts.QueueFraction = 1.5 }, "alerts.queue_fraction: must be from 0 to 1"},
+		{"alerts dropped", func(c *Config) { c.Alerts.DroppedPerSecond = -1 }, "alerts.dropped_per_second: must be >= 0"},
+		{"alerts connections", func(c *Config) { c.Alerts.MaxConnections = -1 }, "alerts.max_connections: must be >= 0"},
+		{"alerts refused", func(c *Config) { c.Alerts.RefusedPerMinute = -1 }, "alerts.refused_per_minute: must be >= 0"},
+		{"alerts webhook scheme", func(c *Config) { c.Alerts.WebhookURL = "ftp://x/y" }, "alerts.webhook_url: must be an http or https URL"},
+		{"alerts webhook timeout", func(c *Config) { c.Alerts.WebhookTimeout = 0 }, "alerts.webhook_timeout: must be > 0"},
 		{"origin no scheme", func(c *Config) { c.WebSocket.AllowedOrigins = []string{"example.com"} }, `websocket.allowed_origins[0]: must be an origin`},
 		{"origin with path", func(c *Config) { c.WebSocket.AllowedOrigins = []string{"https://a.example/"} }, `websocket.allowed_origins[0]: must be scheme://host[:port], without a path`},
 		{"public origin pattern", func(c *Config) { c.WebSocket.PublicOrigins = []string{"https://*.example.com"} }, `websocket.public_origins[0]: must be scheme://host[:port], without a path or '*'`},
