@@ -114,7 +114,7 @@ type feed struct {
 	cluster       func() *ClusterStatus
 	refusals      func() []Refusal
 	prevRefusals  map[string]uint64 // Refusal counts by kind at the last tick
-	log           *eventLog // refusals and denials, for FeedEvents
+	log           *eventLog         // refusals and denials, for FeedEvents
 	alertOpts     AlertOptions
 	alertsAt      time.Time     // last alert check
 	refused       []refusedMark // refused logins counted over the last minute

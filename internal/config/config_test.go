@@ -299,7 +299,7 @@ func TestValidate(t *testing.T) {
 			c.TLS.CertFile, c.TLS.KeyFile = "c", "k"
 		}, ""},
 		{"client auth", func(c *Config) { c.TLS.ClientAuth = "yes" }, `tls.client_auth: must be off, optional or required (got "yes")`},
-		{"http hook timeout", func(c *Config) { c.Auth.HTTP.URL, c.Auth.HTTP.Timeout = "http://127.0.0.1:9/auth", 2 * time.Minute }, "auth.http.timeout: must be between 0 and 1m (got 2m0s)"},
+		{"http hook timeout", func(c *Config) { c.Auth.HTTP.URL, c.Auth.HTTP.Timeout = "http://127.0.0.1:9/auth", 2*time.Minute }, "auth.http.timeout: must be between 0 and 1m (got 2m0s)"},
 		{"auth order", func(c *Config) { c.Auth.Order = []string{"ldap", "anonymous"} }, `auth.order[0]: must be one of password_file, jwt, http, anonymous (got "ldap")`},
 		{"client auth empty", func(c *Config) { c.TLS.ClientAuth = "" }, `tls.client_auth: must be off, optional or required (got "")`},
 		{"client auth without ca", func(c *Config) { c.TLS.ClientAuth = "required" }, "tls.client_ca_file: required when tls.client_auth is required"},
