@@ -154,12 +154,16 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	a.OnLoginFailed(s.refused.loginFailed)
 	ao := admin.Options{Checker: a, Ready: s.serving, Version: s.version, Logger: s.log, LogLevel: s.level,
 		Refusals: s.refused.alerts}
+	al := cfg.Alerts
+	ao.Alerts = &admin.AlertOptions{QueueFraction: al.QueueFraction, DroppedPerSecond: al.DroppedPerSecond, MaxConnections: al.MaxConnections,
+		RefusedPerMinute: al.RefusedPerMinute, WebhookURL: al.WebhookURL, WebhookTimeout: al.WebhookTimeout}
 	if cfg.Cluster.Name != "" {
 		if cfg.Cluster.Node == "" {
 			s.cfg.Cluster.Node = cluster.DefaultNodeName(cfg.Cluster.Listen)
 		}
 		ao.Node = s.cfg.Cluster.Node
 		ao.Cluster = s.clusterStatus
+		ao.ClusterOwners = s.clusterOwners
 	}
 	// Even without bridges: the set drops the sessions of removed ones.
 	s.bridges = bridge.NewSet(cfg.Bridges, s.broker, s.log)
@@ -174,6 +178,7 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 		reg.MustRegister(hookCollector{st})
 	}
 	reg.MustRegister(s.bridges.Collector())
+	s.refused.record = s.admin.RecordEvent
 	return s, nil
 }
 
@@ -719,6 +724,18 @@ func (s *Server) clusterStatus() *admin.ClusterStatus {
 	}
 	h := node.Health()
 	return &admin.ClusterStatus{Name: s.cfg.Cluster.Name, Node: node.Name(), Ready: h.Ready, Peers: h.Peers, Down: h.Down, Expected: len(s.cfg.Cluster.Peers) + 1}
+}
+
+// clusterOwners counts the sessions each cluster node owns; nil until
+// Serve has started the node.
+func (s *Server) clusterOwners() map[string]int {
+	s.mu.Lock()
+	node := s.cluster
+	s.mu.Unlock()
+	if node == nil {
+		return nil
+	}
+	return node.SessionOwners()
 }
 
 // ClusterPeers lists the other cluster nodes this one is connected to now

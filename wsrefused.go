@@ -45,6 +45,11 @@ type refusals struct {
 	logged    map[string]time.Time // refusal key -> last logged
 	lastWS    string               // the latest upgrade refusal, for alerts
 	lastLogin string               // the latest refused login
+
+	// record, if set, gets every upgrade refusal but plain HTTP requests,
+	// repeats included, for the event history (the dashboard's Refusals
+	// view).
+	record func(broker.Event)
 }
 
 func newRefusals(lines *limit.Lines, paths []string) *refusals {
@@ -103,6 +108,13 @@ func (o *refusals) hook(listener string) func(*http.Request, string) {
 			o.mu.Lock()
 			o.lastWS = detail
 			o.mu.Unlock()
+			if o.record != nil {
+				kind, why := broker.EventUpgradeRefused, "WebSocket upgrade refused ("+reason+") at path "+r.URL.Path
+				if reason == transport.RefusedOrigin {
+					kind, why = broker.EventOriginRefused, "WebSocket upgrade from origin "+origin+" not in websocket.allowed_origins"
+				}
+				o.record(broker.Event{Kind: kind, Remote: r.RemoteAddr, Listener: listener, Reason: why})
+			}
 		}
 		if !o.shouldLog(reason+"\x00"+origin+"\x00"+r.URL.Path) || !o.lines.OK() {
 			return

@@ -148,3 +148,28 @@ func registry(t *testing.T, cs ...prometheus.Collector) *prometheus.Registry {
 	}
 	return reg
 }
+
+// Every refused upgrade but a plain HTTP request, repeats included, goes
+// to the event history.
+func TestRefusalsRecorded(t *testing.T) {
+	o := newRefusals(limit.NewLines(slog.New(slog.DiscardHandler), 100), []string{"/mqtt"})
+	var mu sync.Mutex
+	var got []broker.Event
+	o.record = func(e broker.Event) { mu.Lock(); got = append(got, e); mu.Unlock() }
+	hook := o.hook("http")
+	for range 3 {
+		r := httptest.NewRequest("GET", "http://broker.test/mqtt", nil)
+		r.Header.Set("Origin", "https://evil.example")
+		hook(r, transport.RefusedOrigin)
+	}
+	hook(httptest.NewRequest("GET", "http://broker.test/ws", nil), transport.RefusedWrongPath)
+	hook(httptest.NewRequest("GET", "http://broker.test/mqtt", nil), transport.RefusedNotWebSocket)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 4 || got[0].Kind != broker.EventOriginRefused || got[0].Listener != "http" || !strings.Contains(got[0].Reason, "https://evil.example") {
+		t.Fatalf("recorded %+v", got)
+	}
+	if got[3].Kind != broker.EventUpgradeRefused || !strings.Contains(got[3].Reason, "wrong_path") {
+		t.Errorf("wrong path recorded as %+v", got[3])
+	}
+}

@@ -28,6 +28,8 @@ type Broker interface {
 	Clients() []broker.ClientSummary
 	Client(id string) (broker.ClientSummary, bool)
 	Kick(id string) bool
+	ClientsPage(match func(id, user, remote string) bool, connected *bool, offset, limit int) ([]broker.ClientSummary, int)
+	DeleteSession(id string) bool
 	RetainedMatching(filter string, limit int) ([]broker.RetainedMessage, error)
 	Publish(topic string, payload []byte, qos byte, retain bool) (int, error)
 	PublishMessage(m broker.Message) (int, error)
@@ -80,6 +82,15 @@ type Options struct {
 	Metrics *metrics.Metrics
 	// Node, when set, labels every metric node="..." (cluster members).
 	Node string
+	// Alerts sets the alerts' thresholds and webhook; nil: the defaults
+	// (queue half full, any drop, no connection or refusal threshold, no
+	// webhook).
+	Alerts *AlertOptions
+	// Clock, if set, is the history's clock (tests); default time.Now.
+	Clock func() time.Time
+	// ClusterOwners counts the sessions each cluster node owns, by node
+	// name, for the dashboard's cluster view; nil: unknown.
+	ClusterOwners func() map[string]int
 	// Cluster reports the cluster this node belongs to, for
 	// GET /api/v1/cluster and the dashboard; nil for a single node.
 	Cluster func() *ClusterStatus
@@ -114,14 +125,17 @@ type ClusterStatus struct {
 
 // Admin is the operator side of one broker.
 type Admin struct {
-	b     Broker
-	src   metrics.Source
-	m     *metrics.Metrics
-	sys   *metrics.Sys
-	feed  *feed
-	opts  Options
-	start time.Time
-	log   *slog.Logger
+	b    Broker
+	src  metrics.Source
+	m    *metrics.Metrics
+	sys  *metrics.Sys
+	feed *feed
+	hist *history
+	// events is the history of refusals and denials (RecordEvent).
+	events *eventLog
+	opts   Options
+	start  time.Time
+	log    *slog.Logger
 
 	once sync.Once
 	h    http.Handler
@@ -130,7 +144,9 @@ type Admin struct {
 // New builds the admin side of b. Nothing runs until Handler is served and
 // Run is called.
 func New(b *broker.Broker, o Options) *Admin {
-	return newAdmin(b, metrics.FromBroker(b), o)
+	a := newAdmin(b, metrics.FromBroker(b), o)
+	b.SetEvents(a.RecordEvent)
+	return a
 }
 
 func newAdmin(b Broker, src metrics.Source, o Options) *Admin {
@@ -149,6 +165,18 @@ func newAdmin(b Broker, src metrics.Source, o Options) *Admin {
 	a.feed = newFeed(b, src, o.Version, start)
 	a.feed.cluster = o.Cluster
 	a.feed.refusals = o.Refusals
+	a.feed.node = o.Node
+	a.feed.owners = o.ClusterOwners
+	if o.Alerts != nil {
+		a.feed.alertOpts = *o.Alerts
+		if a.feed.alertOpts.WebhookTimeout <= 0 {
+			a.feed.alertOpts.WebhookTimeout = defaultAlerts.WebhookTimeout
+		}
+	}
+	a.feed.hook = newWebhook(a.feed.alertOpts, o.Logger)
+	a.hist = newHistory(src, o.Clock)
+	a.events = &eventLog{}
+	a.feed.log = a.events
 	return a
 }
 
@@ -162,6 +190,12 @@ func (a *Admin) Metrics() *metrics.Metrics { return a.m }
 // retained), and end ctx before closing the broker.
 func (a *Admin) Run(ctx context.Context) {
 	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); a.hist.run(ctx) }()
+	if a.feed.hook != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); a.feed.hook.run(ctx) }()
+	}
 	if a.opts.SysInterval >= 0 {
 		wg.Add(1)
 		go func() { defer wg.Done(); a.sys.Run(ctx) }()
@@ -170,6 +204,9 @@ func (a *Admin) Run(ctx context.Context) {
 		if iv == 0 {
 			iv = time.Second
 		}
+		a.feed.mu.Lock()
+		a.feed.iv = max(iv, time.Second)
+		a.feed.mu.Unlock()
 		wg.Add(1)
 		go func() { defer wg.Done(); a.feed.run(ctx, max(iv, time.Second), a.log) }()
 	}

@@ -134,7 +134,7 @@ func TestAPIErrorAnswers(t *testing.T) {
 		allow, msg         string
 	}{
 		{"GET", "/api/v1/publish", "", 405, "POST", "method not allowed: use POST"},
-		{"DELETE", "/api/v1/clients/x", "", 405, "GET", "method not allowed: use GET"},
+		{"PUT", "/api/v1/clients/x", "", 405, "GET, DELETE", "method not allowed: use GET or DELETE"},
 		{"PATCH", "/api/v1/trace", "", 405, "GET, POST, DELETE", "method not allowed: use GET or POST or DELETE"},
 		{"GET", "/api/v1/nothing", "", 404, "", "no such endpoint"},
 		{"POST", "/api/v1/publish", `{"topic":"a/+","payload":"x"}`, 400, "", "topic: wildcard in topic name"},
@@ -328,7 +328,8 @@ func TestDashboardFiles(t *testing.T) {
 		t.Errorf("/dashboard.go: %d, want 404", code)
 	}
 	// Everything the page loads comes from its own origin.
-	for _, f := range []string{"index.html", "app.js", "style.css"} {
+	files, _ := fs.Glob(dashboard.Files, "*.[jch]*") // the page, its scripts and styles
+	for _, f := range files {
 		b, _ := fs.ReadFile(dashboard.Files, f)
 		if m := regexp.MustCompile(`(?i)(https?:)?//[a-z0-9.-]+\.[a-z]{2,}/`).Find(b); m != nil {
 			t.Errorf("%s refers to another origin: %s", f, m)

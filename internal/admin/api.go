@@ -53,10 +53,15 @@ func (a *Admin) api() http.Handler {
 	mux.HandleFunc("GET /api/v1/clients", a.listClients)
 	mux.HandleFunc("GET /api/v1/clients/{id}", a.getClient)
 	mux.HandleFunc("POST /api/v1/clients/{id}/kick", a.kick)
+	mux.HandleFunc("DELETE /api/v1/clients/{id}", a.deleteSession)
 	mux.HandleFunc("GET /api/v1/retained", a.listRetained)
 	mux.HandleFunc("DELETE /api/v1/retained/{topic...}", a.deleteRetained)
 	mux.HandleFunc("POST /api/v1/publish", a.publish)
 	mux.HandleFunc("GET /api/v1/stats", a.stats)
+	mux.HandleFunc("GET /api/v1/history", a.getHistory)
+	mux.HandleFunc("GET /api/v1/events", a.getEvents)
+	mux.HandleFunc("GET /api/v1/alerts", a.getAlerts)
+	mux.HandleFunc("POST /api/v1/alerts/ack", a.ackAlerts)
 	mux.HandleFunc("GET /api/v1/cluster", a.cluster)
 	mux.HandleFunc("GET /api/v1/bridges", a.bridges)
 	mux.HandleFunc("GET /api/v1/receivers", a.receivers)
@@ -113,6 +118,20 @@ type Client struct {
 	TLSVersion      string         `json:"tls_version,omitempty"` // "TLS 1.3"
 	ClientCert      string         `json:"client_cert,omitempty"` // subject CN of a verified client certificate
 	Flow            Flow           `json:"flow"`
+	Listener        string         `json:"listener,omitempty"`          // of the last connection
+	ConnectedAt     *time.Time     `json:"connected_at,omitempty"`      // of the last connection
+	DisconnectedAt  *time.Time     `json:"disconnected_at,omitempty"`   // when the last connection ended
+	DisconnectWhy   string         `json:"disconnect_reason,omitempty"` // why, as the log line says it
+	Will            *Will          `json:"will,omitempty"`              // pending will of the current or last connection
+}
+
+// Will is a session's will message as the API shows it (no payload).
+type Will struct {
+	Topic        string  `json:"topic"`
+	QoS          byte    `json:"qos"`
+	Retain       bool    `json:"retain"`
+	DelaySeconds float64 `json:"delay_seconds"`
+	PayloadBytes int     `json:"payload_bytes"`
 }
 
 // Flow is what flow control did for and to a client (docs/flow-control.md).
@@ -131,6 +150,10 @@ type Subscription struct {
 	SubscriptionID int    `json:"subscription_id,omitempty"`
 	LatestValue    bool   `json:"latest_value,omitempty"` // latest-value delivery
 	Sample         string `json:"sample,omitempty"`       // sampled delivery interval
+	// MQTT 5 subscription options.
+	NoLocal           bool `json:"no_local,omitempty"`
+	RetainAsPublished bool `json:"retain_as_published,omitempty"`
+	RetainHandling    byte `json:"retain_handling,omitempty"`
 }
 
 // Dropped counts a session's dropped deliveries by reason.
@@ -155,34 +178,27 @@ func toClient(s broker.ClientSummary) Client {
 		Queued: s.Queued, Subscriptions: make([]Subscription, 0, len(s.Subscriptions)),
 		Dropped: droppedOf(s), KeepAlive: s.KeepAlive, TLS: s.TLS, TLSVersion: s.TLSVersion, ClientCert: s.ClientCert,
 		Flow: flowOf(s.Flow), Window: s.Window, ReceiveMax: s.ReceiveMax}
+	if !s.ConnectedAt.IsZero() {
+		t := s.ConnectedAt.UTC()
+		c.ConnectedAt = &t
+	}
+	if !s.DisconnectedAt.IsZero() {
+		t := s.DisconnectedAt.UTC()
+		c.DisconnectedAt, c.DisconnectWhy = &t, s.DisconnectReason
+	}
+	c.Listener = s.Listener
+	if w := s.Will; w != nil {
+		c.Will = &Will{Topic: w.Topic, QoS: w.QoS, Retain: w.Retain, DelaySeconds: w.Delay.Seconds(), PayloadBytes: w.PayloadSize}
+	}
 	for _, sub := range s.Subscriptions {
 		cs := Subscription{Filter: sub.Filter, QoS: sub.QoS, SubscriptionID: sub.ID, LatestValue: sub.Latest}
 		if sub.Sample > 0 {
 			cs.Sample = sub.Sample.String()
 		}
+		cs.NoLocal, cs.RetainAsPublished, cs.RetainHandling = sub.NoLocal, sub.RetainAsPublished, sub.RetainHandling
 		c.Subscriptions = append(c.Subscriptions, cs)
 	}
 	return c
-}
-
-// listClients: GET /api/v1/clients[?connected=true|false]
-func (a *Admin) listClients(w http.ResponseWriter, r *http.Request) {
-	var only *bool
-	if v := r.URL.Query().Get("connected"); v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, "connected: want true or false")
-			return
-		}
-		only = &b
-	}
-	out := []Client{}
-	for _, s := range a.b.Clients() {
-		if only == nil || s.Connected == *only {
-			out = append(out, toClient(s))
-		}
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"clients": out})
 }
 
 // getClient: GET /api/v1/clients/{id}
@@ -647,8 +663,15 @@ func (a *Admin) cluster(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "cluster not started")
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"enabled": true, "name": st.Name, "node": st.Node, "ready": st.Ready,
-		"peers": st.Peers, "down": st.Down, "connected_nodes": len(st.Peers) + 1, "expected_nodes": st.Expected})
+	out := map[string]any{"enabled": true, "name": st.Name, "node": st.Node, "ready": st.Ready,
+		"peers": st.Peers, "down": st.Down, "connected_nodes": len(st.Peers) + 1, "expected_nodes": st.Expected}
+	if a.opts.ClusterOwners != nil {
+		out["sessions_by_node"] = a.opts.ClusterOwners()
+	}
+	a.feed.mu.Lock()
+	out["events"] = append([]ClusterEvent{}, a.feed.clusterEvents...)
+	a.feed.mu.Unlock()
+	writeJSON(w, http.StatusOK, out)
 }
 
 // bridges lists the bridges to other brokers and their state.

@@ -91,6 +91,7 @@ func TestDocCurlExamples(t *testing.T) {
 	_, srv, addr := serve(t, Options{Checker: StaticChecker{"admin", "s3cret"}, LogLevel: new(slog.LevelVar)})
 	dial(t, addr, "sensor-7").subscribe(t, "cmd/sensor-7/#")
 	dial(t, addr, "pub").publish(t, "home/kitchen/temp", "21.5", true)
+	dial(t, addr, "sensor-8") // deleted by an example
 
 	// A command: "curl ... URL", continued over lines ending in a backslash.
 	cmds := regexp.MustCompile(`(?m)^curl (?:[^\n]*\\\n)*[^\n]*$`).FindAllString(doc, -1)

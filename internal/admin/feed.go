@@ -35,6 +35,8 @@ type Overview struct {
 	InPerSecond      float64 `json:"messages_received_per_second"`
 	OutPerSecond     float64 `json:"messages_sent_per_second"`
 	DroppedPerSecond float64 `json:"messages_dropped_per_second"`
+	BytesInPerSecond float64 `json:"bytes_received_per_second"`
+	BytesOutPerSec   float64 `json:"bytes_sent_per_second"`
 	Subscriptions    int     `json:"subscriptions"`
 	Retained         int     `json:"retained"` // not counting the $SYS tree
 	// Flow control: bytes queued for subscribers now, the broker-wide
@@ -112,10 +114,26 @@ type feed struct {
 	cluster       func() *ClusterStatus
 	refusals      func() []Refusal
 	prevRefusals  map[string]uint64 // Refusal counts by kind at the last tick
+	log           *eventLog         // refusals and denials, for FeedEvents
+	alertOpts     AlertOptions
+	alertsAt      time.Time     // last alert check
+	refused       []refusedMark // refused logins counted over the last minute
+	hook          *webhook      // nil without alerts.webhook_url
+	iv            time.Duration // feed interval
+	node          string
+
+	owners          func() map[string]int // sessions owned per node; nil on a single node
+	ownerCounts     map[string]int
+	ownersAt        time.Time
+	clusterEvents   []ClusterEvent  // newest first, at most maxClusterEvents
+	clusterLive     map[string]bool // peers connected at the last tick
+	clusterSeen     map[string]bool // peers ever connected
+	clusterWasReady bool
+	lastCluster     *ClusterStatus // of the last tick
 }
 
 func newFeed(b Broker, src metrics.Source, version string, start time.Time) *feed {
-	return &feed{b: b, src: src, version: version, start: start}
+	return &feed{b: b, src: src, version: version, start: start, alertOpts: defaultAlerts, iv: time.Second}
 }
 
 func (f *feed) run(ctx context.Context, iv time.Duration, log *slog.Logger) {
@@ -181,12 +199,17 @@ func (f *feed) tick(now time.Time) error {
 		Subscriptions: c.Subscriptions, Retained: clientRetained(f.b, c.Retained)}
 	if f.cluster != nil {
 		o.Cluster = f.cluster()
+		f.lastCluster = o.Cluster
+		f.watchCluster(now, o.Cluster)
 	}
 	if dt := now.Sub(f.prevAt).Seconds(); !f.prevAt.IsZero() && dt > 0 {
 		rate := func(a, b uint64) float64 { return float64(a-b) / dt }
 		o.InPerSecond = rate(c.MessagesIn, f.prev.MessagesIn)
 		o.OutPerSecond = rate(c.MessagesOut, f.prev.MessagesOut)
 		o.DroppedPerSecond = rate(c.Dropped, f.prev.Dropped)
+		if c.BytesIn >= f.prev.BytesIn && c.BytesOut >= f.prev.BytesOut {
+			o.BytesInPerSecond, o.BytesOutPerSec = rate(c.BytesIn, f.prev.BytesIn), rate(c.BytesOut, f.prev.BytesOut)
+		}
 	}
 	fo := f.b.FlowOverview()
 	o.QueuedBytes, o.MaxQueuedBytes, o.SlowConsumers = fo.QueuedBytes, fo.MaxQueuedBytes, fo.SlowConsumers

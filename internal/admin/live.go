@@ -124,6 +124,11 @@ type Alert struct {
 	ClientID string `json:"client_id,omitempty"`
 	Count    uint64 `json:"count,omitempty"` // dropped deliveries or refusals, over all times
 	Detail   string `json:"detail"`          // of the last time
+	// Acked is set by an operator (POST /api/v1/alerts/ack); it stays
+	// while the alert keeps being raised, and is cleared when it is
+	// raised again after it had stopped.
+	Acked   bool  `json:"acked,omitempty"`
+	AckedAt int64 `json:"acked_at,omitempty"`
 }
 
 // TraceFeed is the payload of FeedTrace: the packets seen since the last.
@@ -185,6 +190,15 @@ func (f *feed) tickLive(now time.Time) error {
 	f.checkAlerts(now, getTraffics())
 	if f.b.Subscribed(FeedAlerts) {
 		errs = append(errs, f.publishJSON(FeedAlerts, AlertsFeed{Time: now.UnixMilli(), Alerts: append([]Alert{}, f.alerts...)}))
+	}
+	if f.b.Subscribed(FeedCluster) {
+		st := f.lastCluster // read by this tick's overview
+		if f.cluster == nil || st != nil {
+			errs = append(errs, f.publishCluster(now, st))
+		}
+	}
+	if f.b.Subscribed(FeedEvents) {
+		errs = append(errs, f.publishEvents(now))
 	}
 	if tr := f.b.CurrentTrace(); tr != nil {
 		if !f.b.Subscribed(FeedTrace) {
@@ -347,7 +361,15 @@ type clientMark struct {
 // and keeps them grouped per client and kind (raise).
 func (f *feed) checkAlerts(now time.Time, ts []broker.ClientTraffic) {
 	maxQ, _ := f.b.QueueLimits()
+	o := f.alertOpts
 	first := f.marks == nil
+	dt := now.Sub(f.alertsAt).Seconds()
+	if f.alertsAt.IsZero() || dt <= 0 {
+		dt = 1
+	}
+	f.alertsAt = now
+	// overDrops: more drops than alerts.dropped_per_second allows.
+	overDrops := func(n uint64) bool { return float64(n) > o.DroppedPerSecond*dt }
 	cur := make(map[string]clientMark, len(ts))
 	var perClient uint64
 	var fresh []Alert
@@ -358,7 +380,7 @@ func (f *feed) checkAlerts(now time.Time, ts []broker.ClientTraffic) {
 			full: c.Connected && c.Window > 0 && c.Inflight >= c.Window, out: c.MessagesOut}
 		cur[c.ClientID] = m
 		p, seen := f.marks[c.ClientID]
-		if !first && d > p.drops {
+		if !first && d > p.drops && overDrops(d-p.drops) {
 			n := d - p.drops
 			perClient += n
 			detail := fmt.Sprintf("%d deliveries dropped (so far: queue full %d, expired %d, too large %d)", n, c.DroppedQueue, c.DroppedExpired, c.DroppedTooLarge)
@@ -389,7 +411,8 @@ func (f *feed) checkAlerts(now time.Time, ts []broker.ClientTraffic) {
 			why = append(why, "shedding")
 		}
 		stalled := m.full && p.full && (c.Queued > 0 || m.out == p.out)
-		if stalled || (maxQ > 0 && c.Queued*2 >= maxQ) || len(why) > 0 {
+		queueFull := maxQ > 0 && o.QueueFraction > 0 && float64(c.Queued) >= o.QueueFraction*float64(maxQ)
+		if stalled || queueFull || len(why) > 0 {
 			why = append([]string{fmt.Sprintf("inflight %d of its window %d, queued %d of %d", c.Inflight, c.Window, c.Queued, maxQ)}, why...)
 		}
 		if len(why) > 0 {
@@ -398,13 +421,22 @@ func (f *feed) checkAlerts(now time.Time, ts []broker.ClientTraffic) {
 	}
 	// Drops no session counts (slow readers' QoS 0, $share leftovers).
 	total := f.src.Counters().Dropped
-	if !first && total > f.prevDropTotal+perClient {
-		n := total - f.prevDropTotal - perClient
+	if n := total - min(total, f.prevDropTotal+perClient); !first && n > 0 && overDrops(n) {
 		fresh = append(fresh, Alert{Time: ms, Kind: "dropped", Count: n,
 			Detail: fmt.Sprintf("%d deliveries dropped for slow readers or $share groups without members", n)})
 	}
 	f.marks, f.prevDropTotal = cur, total
 	fresh = append(fresh, f.refusalAlerts(ms)...)
+	if o.MaxConnections > 0 {
+		if n := f.src.Counters().Connected; n > int64(o.MaxConnections) {
+			fresh = append(fresh, Alert{Time: ms, Kind: "connections",
+				Detail: fmt.Sprintf("%d clients connected, over alerts.max_connections %d", n, o.MaxConnections)})
+		}
+	}
+	if n := f.refusedLastMinute(now); o.RefusedPerMinute > 0 && n > uint64(o.RefusedPerMinute) {
+		fresh = append(fresh, Alert{Time: ms, Kind: "refused_logins",
+			Detail: fmt.Sprintf("%d logins refused in the last minute, over alerts.refused_per_minute %d", n, o.RefusedPerMinute)})
+	}
 	for _, a := range fresh {
 		f.raise(a)
 	}
@@ -442,8 +474,15 @@ func (f *feed) raise(a Alert) {
 	if i < len(f.alerts) {
 		g := f.alerts[i]
 		a.First, a.Times, a.Count = g.First, g.Times+1, g.Count+a.Count
+		a.Acked, a.AckedAt = g.Acked, g.AckedAt
+		if gap := time.Duration(a.Time-g.Time) * time.Millisecond; gap > reopenAfter*f.iv {
+			// It had stopped and came back: news again.
+			a.Acked, a.AckedAt = false, 0
+			f.hook.send(WebhookPayload{Alert: a, Version: f.version, Node: f.node})
+		}
 	} else {
 		a.First, a.Times = a.Time, 1
+		f.hook.send(WebhookPayload{Alert: a, Version: f.version, Node: f.node})
 		if f.alerts == nil {
 			f.alerts = make([]Alert, 0, maxAlerts) // never grows past it
 		}

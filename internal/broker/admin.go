@@ -43,6 +43,27 @@ type ClientSummary struct {
 	// window the broker keeps to: the smaller of it and limits.max_inflight.
 	ReceiveMax uint16
 	Window     int
+	// Listener names the listener of the last connection ("tcp", "http",
+	// ...; "" when served by HandleConn); ConnectedAt is when it connected.
+	Listener    string
+	ConnectedAt time.Time
+	// DisconnectReason is why the last connection ended, as the
+	// "client disconnected" log line says it, and DisconnectedAt when;
+	// empty before a connection of this session ended.
+	DisconnectReason string
+	DisconnectedAt   time.Time
+	// Will is the pending will of the current or last connection; nil for
+	// none.
+	Will *WillSummary
+}
+
+// WillSummary is a session's will message, without its payload.
+type WillSummary struct {
+	Topic       string
+	QoS         byte
+	Retain      bool
+	Delay       time.Duration
+	PayloadSize int
 }
 
 // linkInfo is what operators see of how a connection came in; fixed at
@@ -53,10 +74,12 @@ type linkInfo struct {
 	tls        bool
 	tlsVersion string
 	clientCert string
+	listener   string
+	since      time.Time
 }
 
 func (h *handler) linkInfo() linkInfo {
-	li := linkInfo{keepAlive: uint16(h.keepAlive / time.Second)}
+	li := linkInfo{keepAlive: uint16(h.keepAlive / time.Second), listener: h.listener, since: h.b.now()}
 	if st := tlsState(h.c.NetConn()); st != nil {
 		li.tls, li.tlsVersion = true, tls.VersionName(st.Version)
 		if len(st.PeerCertificates) > 0 {
@@ -73,6 +96,10 @@ type SubscriptionSummary struct {
 	ID     int
 	Latest bool          // latest-value delivery
 	Sample time.Duration // sampled delivery interval, 0 for none
+	// The MQTT 5 subscription options.
+	NoLocal           bool
+	RetainAsPublished bool
+	RetainHandling    byte
 }
 
 // Clients returns every session, sorted by client ID.
@@ -109,7 +136,8 @@ func (b *Broker) summary(cl *client) ClientSummary {
 		if group != "" {
 			f = "$share/" + group + "/" + filter
 		}
-		subs = append(subs, SubscriptionSummary{Filter: f, QoS: v.opts.QoS, ID: v.id, Latest: v.latest, Sample: v.sample})
+		subs = append(subs, SubscriptionSummary{Filter: f, QoS: v.opts.QoS, ID: v.id, Latest: v.latest, Sample: v.sample,
+			NoLocal: v.opts.NoLocal, RetainAsPublished: v.opts.RetainAsPublished, RetainHandling: v.opts.RetainHandling})
 		return true
 	})
 	sort.Slice(subs, func(i, j int) bool { return subs[i].Filter < subs[j].Filter })
@@ -119,7 +147,11 @@ func (b *Broker) summary(cl *client) ClientSummary {
 		Persistent: cl.persistent(), Inflight: cl.sess.Inflight(), Queued: cl.sess.Queued(), Subscriptions: subs,
 		DroppedQueue: cl.sess.Stats.DroppedQueueFull, DroppedExpired: cl.sess.Stats.DroppedExpired, DroppedLarge: cl.sess.Stats.DroppedTooLarge,
 		KeepAlive: cl.link.keepAlive, TLS: cl.link.tls, TLSVersion: cl.link.tlsVersion, ClientCert: cl.link.clientCert,
-		Flow: cl.flowLocked(), ReceiveMax: cl.link.receiveMax, Window: b.windowOf(cl)}
+		Flow: cl.flowLocked(), ReceiveMax: cl.link.receiveMax, Window: b.windowOf(cl),
+		Listener: cl.link.listener, ConnectedAt: cl.link.since, DisconnectReason: cl.lastReason, DisconnectedAt: cl.lastGone}
+	if w := cl.will; w != nil && w.msg != nil {
+		s.Will = &WillSummary{Topic: w.msg.Topic, QoS: w.msg.QoS, Retain: w.msg.Retain, Delay: w.delay, PayloadSize: len(w.msg.Payload)}
+	}
 	if info := cl.info.Load(); info != nil {
 		s.Username, s.Remote = info.Username, info.Remote
 	}

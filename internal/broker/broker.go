@@ -59,6 +59,8 @@ type Broker struct {
 	lim   config.Limits
 	log   *slog.Logger
 	clock Clock // time for deadlines (lifetime.go); real unless SetClock
+	// events receives refusals and denials for operators (SetEvents).
+	events eventSink
 
 	mu      sync.Mutex
 	clients map[string]*client
@@ -199,6 +201,10 @@ type client struct {
 	traffic    clientTraffic // messages in and out, for "top clients"
 	flow       clientFlow
 	sampled    samples // under mu
+	// lastReason is why the last connection ended and lastGone when, for
+	// operators (the client page of the dashboard).
+	lastReason string
+	lastGone   time.Time
 }
 
 // closeConn closes the client's connection with a v5 DISCONNECT carrying

@@ -130,6 +130,7 @@ func (h *handler) serveUntilEnd() (parked bool) {
 	} else if werr := h.c.WriteErr(); werr != nil {
 		reason = writeFailure(werr) // the reader saw only the closed socket
 	}
+	h.cl.lastReason, h.cl.lastGone = reason, h.b.now()
 	h.cl.mu.Unlock()
 	h.armExpiry(time.Time{})
 	h.b.detach(h)
@@ -189,6 +190,7 @@ func (h *handler) refuseAuth(code packet.ReasonCode, reason string) bool {
 // refusal sends the error CONNACK and closes. v5 codes are mapped to the
 // closest 3.x return code.
 func (h *handler) refusal(code packet.ReasonCode, reason string) {
+	h.b.emit(h.refusedEvent(code, reason))
 	ack := &packet.Connack{ReasonCode: code}
 	if h.version == packet.V5 {
 		ack.Properties.ReasonString = reason
@@ -363,6 +365,7 @@ func (h *handler) connect(cp *packet.Connect) bool {
 	h.pubMsgs, h.pubBytes = b.lim.Config.NewPublishLimits()
 	if w := cp.Will; w != nil && !b.allow(h.info, ActPublish, w.Topic) {
 		b.Traffic.DeniedPublish.Add(1)
+		b.emit(Event{Kind: EventPublishDenied, ClientID: id, Username: ident.Username, Remote: h.remote, Listener: h.listener, Topic: w.Topic, Reason: "will topic not authorized"})
 		return h.refuseAuth(packet.NotAuthorized, "will topic not authorized")
 	}
 	if bp := b.backplane; bp != nil {

@@ -27,6 +27,7 @@ package broker
 // client.mu and conn's lock; nothing else is taken under it.
 
 import (
+	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
@@ -438,6 +439,7 @@ func (b *Broker) slowConsumer(cl *client, slow bool) {
 		// DISCONNECT written and its whole gentle close by then.
 		time.AfterFunc(2*conn.LingerTime, c.Close)
 		b.flowLog("slow consumer disconnected", attrs...)
+		b.emit(Event{Kind: EventSlowConsumer, ClientID: cl.id, Reason: fmt.Sprintf("disconnected: took nothing for %s, %d queued, %d inflight", idle.Round(time.Millisecond), cl.sess.Queued(), cl.sess.Inflight())})
 	} else {
 		b.Flow.SlowShed.Add(1)
 		cl.flow.shedding.Store(true)
@@ -448,6 +450,7 @@ func (b *Broker) slowConsumer(cl *client, slow bool) {
 		}
 		cl.conn.SetShed(shed)
 		b.flowLog("slow consumer: dropping messages past its queue bound", append(attrs, slog.String("policy", policyName(b.flow.shed)))...)
+		b.emit(Event{Kind: EventSlowConsumer, ClientID: cl.id, Reason: fmt.Sprintf("%s: took nothing for %s, %d queued, %d inflight", policyName(b.flow.shed), idle.Round(time.Millisecond), cl.sess.Queued(), cl.sess.Inflight())})
 	}
 	cl.wakeRoomLocked()
 }

@@ -216,6 +216,11 @@ func (h *handler) onPublish(p *packet.Publish) string {
 	}
 	if allowed := b.allow(h.info, ActPublish, name); !allowed || isSys(name) {
 		b.Traffic.DeniedPublish.Add(1)
+		why := "not authorized"
+		if allowed {
+			why = "$SYS is read-only"
+		}
+		b.emit(Event{Kind: EventPublishDenied, ClientID: h.cl.id, Username: h.info.Username, Remote: h.remote, Listener: h.listener, Topic: name, Reason: why})
 		if allowed {
 			b.auditLog(slog.LevelInfo, "publish denied", slog.String("client_id", h.cl.id), slog.String("username", h.info.Username),
 				slog.String("remote", h.remote), slog.String("topic", name), slog.String("reason", "$SYS is read-only"))
@@ -451,6 +456,7 @@ func (h *handler) onSubscribe(p *packet.Subscribe) string {
 				codes[i] = packet.UnspecifiedError
 			}
 			b.Traffic.DeniedSubscribe.Add(1)
+			b.emit(Event{Kind: EventSubscribeDenied, ClientID: cl.id, Username: h.info.Username, Remote: h.remote, Listener: h.listener, Topic: s.Filter, Reason: "not authorized"})
 			b.log.Debug("subscribe denied", "client_id", cl.id, "username", h.info.Username, "remote", h.remote, "filter", s.Filter)
 			continue
 		}

@@ -108,6 +108,33 @@ type Config struct {
 	// Bridges connect this broker to other MQTT brokers; see Bridge and
 	// docs/bridge.md.
 	Bridges []Bridge `yaml:"bridges"`
+	// Alerts sets when the dashboard's alerts are raised, and where they
+	// are sent; see docs/observability.md.
+	Alerts Alerts `yaml:"alerts"`
+}
+
+// Alerts are the thresholds of the dashboard's alerts and an optional
+// webhook that receives each new one.
+type Alerts struct {
+	// QueueFraction raises a slow-consumer alert for a connected client
+	// whose queue is at least this fraction of limits.max_queued_messages
+	// (0 to 1; 0 turns this condition off).
+	QueueFraction float64 `yaml:"queue_fraction"`
+	// DroppedPerSecond raises a dropped alert when a client (or the broker
+	// outside any session) drops more deliveries per second than this over
+	// a feed interval; 0: any drop.
+	DroppedPerSecond float64 `yaml:"dropped_per_second"`
+	// MaxConnections raises a connections alert while more clients than
+	// this are connected; 0: off.
+	MaxConnections int `yaml:"max_connections"`
+	// RefusedPerMinute raises a refused-logins alert when more CONNECTs
+	// than this were refused over the last minute; 0: off.
+	RefusedPerMinute int `yaml:"refused_per_minute"`
+	// WebhookURL, when set, receives each new alert (and one raised again
+	// after it had stopped) as a JSON POST; http or https.
+	WebhookURL string `yaml:"webhook_url"`
+	// WebhookTimeout bounds each webhook request (must be > 0).
+	WebhookTimeout time.Duration `yaml:"webhook_timeout"`
 }
 
 // SlowConsumer says how long a connected subscriber whose window and queue
@@ -306,6 +333,7 @@ func Default() Config {
 		IdlePoll:        true,
 		Auth:            authconfig.DefaultConfig(),
 		SlowConsumer:    SlowConsumer{Timeout: 2 * time.Second, Policy: "disconnect"},
+		Alerts:          Alerts{QueueFraction: 0.5, WebhookTimeout: 5 * time.Second},
 		Limits: Limits{
 			MaxPacketSize:       1 << 20,
 			MaxInflight:         256,

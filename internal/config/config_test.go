@@ -158,6 +158,8 @@ func TestLoadEveryKey(t *testing.T) {
 			CleanStart: true, SessionExpiry: 2 * time.Hour, MaxInflight: 8, MaxQueued: 5000, MaxQueuedBytes: 1 << 20, ReconnectMin: 500 * time.Millisecond,
 			ReconnectMax: 30 * time.Second, Topics: []BridgeTopic{{Direction: "out", Filter: "sensors/#", QoS: 1, RemotePrefix: "site1/"},
 				{Direction: "in", Filter: "cmd/#", QoS: 2, LocalPrefix: "remote/", RemotePrefix: "site1/"}}}},
+		Alerts: Alerts{QueueFraction: 0.8, DroppedPerSecond: 5, MaxConnections: 5000, RefusedPerMinute: 30,
+			WebhookURL: "https://hooks.example.com/starling", WebhookTimeout: 3 * time.Second},
 	}
 	if !equal(got, want) {
 		t.Errorf("Load(full.yaml) =\n%+v\nwant\n%+v", got, want)
@@ -305,7 +307,7 @@ func TestValidate(t *testing.T) {
 			c.TLS.CertFile, c.TLS.KeyFile = "c", "k"
 		}, ""},
 		{"client auth", func(c *Config) { c.TLS.ClientAuth = "yes" }, `tls.client_auth: must be off, optional or required (got "yes")`},
-		{"http hook timeout", func(c *Config) { c.Auth.HTTP.URL, c.Auth.HTTP.Timeout = "http://127.0.0.1:9/auth", 2 * time.Minute }, "auth.http.timeout: must be between 0 and 1m (got 2m0s)"},
+		{"http hook timeout", func(c *Config) { c.Auth.HTTP.URL, c.Auth.HTTP.Timeout = "http://127.0.0.1:9/auth", 2*time.Minute }, "auth.http.timeout: must be between 0 and 1m (got 2m0s)"},
 		{"auth order", func(c *Config) { c.Auth.Order = []string{"ldap", "anonymous"} }, `auth.order[0]: must be one of password_file, jwt, http, anonymous (got "ldap")`},
 		{"client auth empty", func(c *Config) { c.TLS.ClientAuth = "" }, `tls.client_auth: must be off, optional or required (got "")`},
 		{"client auth without ca", func(c *Config) { c.TLS.ClientAuth = "required" }, "tls.client_ca_file: required when tls.client_auth is required"},
@@ -317,6 +319,15 @@ func TestValidate(t *testing.T) {
 		{"ws path unclean", func(c *Config) { c.WebSocket.Paths = []string{"/mqtt/"} }, `websocket.paths[0]: must be a clean path, such as "/mqtt" (got "/mqtt/")`},
 		{"ws path twice", func(c *Config) { c.WebSocket.Paths = []string{"/mqtt", "/mqtt"} }, `websocket.paths[1]: listed twice ("/mqtt")`},
 		{"ws paths ok", func(c *Config) { c.WebSocket.Paths = []string{"/", "/mqtt", "/a/b"} }, ""},
+		{"alerts ok", func(c *Config) {
+			c.Alerts = Alerts{QueueFraction: 1, DroppedPerSecond: 2.5, MaxConnections: 10, RefusedPerMinute: 3, WebhookURL: "http://127.0.0.1:9/h", WebhookTimeout: time.Second}
+		}, ""},
+		{"alerts fraction", func(c *Config) { c.Alerts.QueueFraction = 1.5 }, "alerts.queue_fraction: must be from 0 to 1"},
+		{"alerts dropped", func(c *Config) { c.Alerts.DroppedPerSecond = -1 }, "alerts.dropped_per_second: must be >= 0"},
+		{"alerts connections", func(c *Config) { c.Alerts.MaxConnections = -1 }, "alerts.max_connections: must be >= 0"},
+		{"alerts refused", func(c *Config) { c.Alerts.RefusedPerMinute = -1 }, "alerts.refused_per_minute: must be >= 0"},
+		{"alerts webhook scheme", func(c *Config) { c.Alerts.WebhookURL = "ftp://x/y" }, "alerts.webhook_url: must be an http or https URL"},
+		{"alerts webhook timeout", func(c *Config) { c.Alerts.WebhookTimeout = 0 }, "alerts.webhook_timeout: must be > 0"},
 		{"origin no scheme", func(c *Config) { c.WebSocket.AllowedOrigins = []string{"example.com"} }, `websocket.allowed_origins[0]: must be an origin`},
 		{"origin with path", func(c *Config) { c.WebSocket.AllowedOrigins = []string{"https://a.example/"} }, `websocket.allowed_origins[0]: must be scheme://host[:port], without a path`},
 		{"public origin pattern", func(c *Config) { c.WebSocket.PublicOrigins = []string{"https://*.example.com"} }, `websocket.public_origins[0]: must be scheme://host[:port], without a path or '*'`},

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"net/url"
 	"path"
 	"strconv"
 	"strings"
@@ -122,6 +123,26 @@ func (c Config) Validate() error {
 	case "disconnect", "drop_oldest", "drop_newest":
 	default:
 		bad("slow_consumer.policy", `must be "disconnect", "drop_oldest" or "drop_newest" (got %q)`, c.SlowConsumer.Policy)
+	}
+	if a := c.Alerts; a.QueueFraction < 0 || a.QueueFraction > 1 {
+		bad("alerts.queue_fraction", "must be from 0 to 1 (got %v; 0 = off)", a.QueueFraction)
+	}
+	if c.Alerts.DroppedPerSecond < 0 {
+		bad("alerts.dropped_per_second", "must be >= 0 (got %v; 0 = any drop)", c.Alerts.DroppedPerSecond)
+	}
+	if c.Alerts.MaxConnections < 0 {
+		bad("alerts.max_connections", "must be >= 0 (got %d; 0 = off)", c.Alerts.MaxConnections)
+	}
+	if c.Alerts.RefusedPerMinute < 0 {
+		bad("alerts.refused_per_minute", "must be >= 0 (got %d; 0 = off)", c.Alerts.RefusedPerMinute)
+	}
+	if w := c.Alerts.WebhookURL; w != "" {
+		if u, err := url.Parse(w); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("alerts.webhook_url", "must be an http or https URL (got %q)", w)
+		}
+	}
+	if c.Alerts.WebhookTimeout <= 0 {
+		bad("alerts.webhook_timeout", "must be > 0 (got %v)", c.Alerts.WebhookTimeout)
 	}
 	if c.SlowConsumer.MinRate < 0 {
 		bad("slow_consumer.min_rate", "must be >= 0 (got %v; 0 = off)", c.SlowConsumer.MinRate)

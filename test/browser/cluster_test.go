@@ -3,6 +3,7 @@ package browser
 import (
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -71,4 +72,16 @@ func TestDashboardClusterHeader(t *testing.T) {
 		t.Errorf("cluster title %q (%v)", title, err)
 	}
 	shot(t, ctx, `header`, "dashboard-cluster-header.png")
+	// The cluster view of a real member: the node, ready, with the
+	// sessions the cluster's records give it (the page's own at least).
+	if err := chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS(`#nav a[href="#v-cluster"]`)),
+		waitText(`#cluster-summary`, contains("1 of 1 nodes connected · this node n1 ready")),
+		waitText(`#cluster-nodes tr[data-node="n1"]`, func(s string) bool {
+			return strings.HasPrefix(s, "n1 (this node)ready") && s != "n1 (this node)ready0" && !strings.HasSuffix(s, "–")
+		}),
+		chromedp.WaitVisible(chromedp.CSS(`#cluster-events li[data-node="n1"][data-event="ready"]`)),
+	); err != nil {
+		t.Fatalf("cluster view: %v", err)
+	}
 }

@@ -54,6 +54,11 @@ type server struct {
 	// wsDown, while set, makes /mqtt answer 503: with the page's
 	// connection kicked, the dashboard sees the broker down.
 	wsDown *atomic.Bool
+	// stop ends the broker and its listeners (also at the test's end),
+	// for a test that starts another on the same HTTP address.
+	stop func()
+	// httpAddr is the HTTP listener's address.
+	httpAddr string
 }
 
 func startServer(t *testing.T) *server {
@@ -71,12 +76,30 @@ func startServerLimits(t *testing.T, lim config.Limits) *server {
 // allowed); every client is let in under the user name it gives.
 func startServerAuthz(t *testing.T, lim config.Limits, authz broker.Authorizer) *server {
 	t.Helper()
+	return startServerOn(t, lim, authz, "127.0.0.1:0")
+}
+
+// startServerOn is startServerAuthz with the HTTP listener on httpAddr.
+func startServerOn(t *testing.T, lim config.Limits, authz broker.Authorizer, httpAddr string) *server {
+	t.Helper()
+	return startServerWith(t, lim, authz, httpAddr, nil)
+}
+
+// startServerWith is startServerOn with the admin options changed by opts.
+func startServerWith(t *testing.T, lim config.Limits, authz broker.Authorizer, httpAddr string, opts func(*admin.Options)) *server {
+	t.Helper()
 	b := broker.New(lim, nil)
 	if authz != nil {
-		b.SetAuth(nil, authz)
+		// An authorizer that is also an authenticator decides logins too.
+		authn, _ := authz.(broker.Authenticator)
+		b.SetAuth(authn, authz)
 	}
-	adm := admin.New(b, admin.Options{Version: "test", FeedInterval: time.Second, SysInterval: time.Second,
-		Checker: admin.StaticChecker{User: "admin", Password: "secret"}})
+	ao := admin.Options{Version: "test", FeedInterval: time.Second, SysInterval: time.Second,
+		Checker: admin.StaticChecker{User: "admin", Password: "secret"}}
+	if opts != nil {
+		opts(&ao)
+	}
+	adm := admin.New(b, ao)
 
 	var wg sync.WaitGroup
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -91,12 +114,12 @@ func startServerAuthz(t *testing.T, lim config.Limits, authz broker.Authorizer) 
 			if err != nil {
 				return
 			}
-			go b.HandleConn(c)
+			go b.HandleConnOn(c, "tcp")
 		}
 	}()
 	mux := http.NewServeMux()
 	wsDown := new(atomic.Bool)
-	ws := transport.NewWSHandler(transport.WSOptions{}, func(c net.Conn, _ *http.Request) { b.HandleConn(c) })
+	ws := transport.NewWSHandler(transport.WSOptions{}, func(c net.Conn, _ *http.Request) { b.HandleConnOn(c, "http") })
 	mux.HandleFunc("/mqtt", func(w http.ResponseWriter, r *http.Request) {
 		if wsDown.Load() {
 			http.Error(w, "down for the test", http.StatusServiceUnavailable)
@@ -105,7 +128,7 @@ func startServerAuthz(t *testing.T, lim config.Limits, authz broker.Authorizer) 
 		ws.ServeHTTP(w, r)
 	})
 	mux.Handle("/", adm.Handler())
-	hln, err := net.Listen("tcp", "127.0.0.1:0")
+	hln, err := net.Listen("tcp", httpAddr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,14 +138,19 @@ func startServerAuthz(t *testing.T, lim config.Limits, authz broker.Authorizer) 
 	ctx, stop := context.WithCancel(context.Background())
 	wg.Add(1)
 	go func() { defer wg.Done(); adm.Run(ctx) }()
-	t.Cleanup(func() {
-		stop()
-		ln.Close()
-		hs.Close()
-		b.Close(2 * time.Second)
-		wg.Wait()
-	})
-	return &server{b: b, tcpAddr: ln.Addr().String(), url: "http://" + hln.Addr().String() + "/", wsDown: wsDown}
+	var once sync.Once
+	stopAll := func() {
+		once.Do(func() {
+			stop()
+			ln.Close()
+			hs.Close()
+			b.Close(2 * time.Second)
+			wg.Wait()
+		})
+	}
+	t.Cleanup(stopAll)
+	return &server{b: b, tcpAddr: ln.Addr().String(), url: "http://" + hln.Addr().String() + "/", wsDown: wsDown, stop: stopAll,
+		httpAddr: hln.Addr().String()}
 }
 
 // mqttClient connects a paho.golang MQTT 5 client; it disconnects when the

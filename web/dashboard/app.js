@@ -9,15 +9,16 @@
 (() => {
   const FEED = '$SYS/starling/dashboard/';
   const SYS = '$SYS/broker/';
-  const HISTORY = 120;    // seconds of chart, one point per overview (1 s)
   const STALE_AFTER = 3500; // ms without an overview after which the figures are shown as stale
-  const GAP = 2500;         // ms between two points that the chart shows as a gap
   const MAX_TOPICS = 2000;
   const PAYLOAD_KEEP = 4096;  // bytes of a topic's last payload kept (JSON longer than this is not pretty-printed)
   const PAYLOAD_SHOWN = 200;  // characters of a payload shown on one line
   const PRETTY_MAX = 2000;    // characters of pretty-printed JSON shown
   const SUBS_EVERY = 2000;    // ms between two subscriber counts
 
+  // The other scripts of the page (clients.js, history.js, ...) hook in
+  // here: feeds they handle, and calls on login, logout and each overview.
+  const S = window.starling = { feeds: {}, onLive: [], onOverview: [], onLogout: [], onTick: [], onMessage: [] };
   const $ = (sel) => document.querySelector(sel);
   const el = (tag, cls, text) => {
     const e = document.createElement(tag);
@@ -37,7 +38,6 @@
   let ratesTruncated = false;     // the feed left quieter topics out
   let ratesAt = 0;                // when the last topics feed came
   let topicsFull = false;
-  const history = [];             // [{at, in, out}]: at is the page's clock when the overview came
   let overviewAt = 0;             // when the last overview came
   const own = new Map();          // this page's subscriptions: filter -> granted
   const sys = new Map();
@@ -97,6 +97,7 @@
           (own.get(FEED + '#') === false ? ': no live figures, clients or alerts.' : '.') +
           ' The topic tree shows the topics this user may read.' : '';
         setState('live', 'live');
+        S.onLive.forEach((f) => f());
       });
       if (filter) c.subscribe(filter, TREE_SUB, (_err, _subs, suback) => noteGranted([filter], suback));
       else watch($('#filter').value.trim()); // the default filter from the first login
@@ -118,7 +119,7 @@
     auth = '';
     setAdmin(null, '');
     overviewAt = 0;
-    history.length = 0;
+    S.onLogout.forEach((f) => f());
     setState('logged-out', 'logged out');
     $('#app').hidden = true;
     $('#logout').hidden = true;
@@ -137,10 +138,12 @@
       else if (topic === FEED + 'sessions') sessions(v);
       else if (topic === FEED + 'alerts') alerts(v);
       else if (topic === FEED + 'trace') trace(v);
+      else if (S.feeds[topic.slice(FEED.length)]) S.feeds[topic.slice(FEED.length)](v);
     } else if (topic.startsWith(SYS)) {
       sys.set(topic.slice(SYS.length), payload.toString());
     }
     if (filter && matches(filter, topic)) seen(topic, payload, packet.retain);
+    S.onMessage.forEach((f) => f(topic, payload, packet));
   }
 
   // noteGranted records which of the page's subscriptions the broker
@@ -184,38 +187,16 @@
       cl.hidden = true;
     }
     overviewAt = Date.now();
-    history.push({ at: overviewAt, in: o.messages_received_per_second, out: o.messages_sent_per_second });
-    while (history.length && history[0].at < overviewAt - HISTORY * 1000) history.shift();
     freshness();
     if (Date.now() - ratesAt > 1500) renderTree(); // else with the next rates
     renderSys();
     countSubscribers();
+    S.onOverview.forEach((f) => f(o));
   }
 
   function duration(s) {
     const d = Math.floor(s / 86400), h = Math.floor(s / 3600) % 24, m = Math.floor(s / 60) % 60;
     return d ? `${d}d ${h}h` : h ? `${h}h ${m}m` : m ? `${m}m ${s % 60}s` : `${s}s`;
-  }
-
-  // chart draws the last HISTORY seconds against the page's clock: a
-  // stretch without overviews (the broker down, the connection lost) is a
-  // gap in the lines, which moves left as time goes on.
-  function chart() {
-    const now = Date.now(), from = now - HISTORY * 1000;
-    const shown = history.filter((p) => p.at >= from);
-    const peak = Math.max(1, ...shown.map((p) => Math.max(p.in, p.out)));
-    let gaps = 0;
-    const path = (key) => shown.map((p, i) => {
-      const gap = i === 0 || p.at - shown[i - 1].at > GAP;
-      if (gap && i > 0 && key === 'in') gaps++;
-      return `${gap ? 'M' : 'L'}${((p.at - from) * 600 / (HISTORY * 1000)).toFixed(1)},${(118 - p[key] / peak * 114).toFixed(1)}`;
-    }).join(' ');
-    $('#line-in').setAttribute('d', path('in'));
-    $('#line-out').setAttribute('d', path('out'));
-    const last = shown.length ? shown[shown.length - 1].at : 0;
-    if (last && now - last > GAP) gaps++; // the gap up to now
-    $('#chart').dataset.gaps = gaps;
-    $('#chart-max').textContent = fmt(peak);
   }
 
   // freshness greys out the figures when no overview came for
@@ -228,7 +209,7 @@
     $('#stale-note').hidden = !stale;
     if (stale) $('#stale-note').textContent = 'no figures from the broker since ' + new Date(overviewAt).toLocaleTimeString() +
       ': the values shown are the last known';
-    chart();
+    S.onTick.forEach((f) => f());
     // The tree is drawn with each overview; without them (the ACL keeps
     // this login from the feeds, or the broker is away) once a second.
     if (client && filter && Date.now() - overviewAt > 1500 && Date.now() - ratesAt > 1500) renderTree();
@@ -653,7 +634,8 @@
     const ul = el('ul', 'events');
     ul.id = 'alerts';
     for (const a of v.alerts) {
-      const li = el('li', a.kind);
+      const li = el('li', a.kind + (a.acked ? ' acked' : ''));
+      li.dataset.kind = a.kind;
       if (a.client_id) li.dataset.clientId = a.client_id;
       li.append(el('time', '', new Date(a.t).toLocaleTimeString()), ' ', el('span', 'what', a.kind.replace('_', ' ')), ' ',
         el('code', '', a.client_id || ''), ' ', el('span', 'meta', a.detail));
@@ -662,13 +644,39 @@
         li.append(' ', el('span', 'times', `${a.times}× since ${new Date(a.first).toLocaleTimeString()}` +
           (a.count ? `, ${a.count.toLocaleString('en')} dropped in all` : '')));
       }
+      if (a.acked) {
+        li.append(' ', el('span', 'badge acked', 'acknowledged'));
+      } else {
+        const b = el('button', 'ack small', 'Acknowledge');
+        b.type = 'button';
+        b.dataset.kind = a.kind;
+        b.dataset.client = a.client_id || '';
+        li.append(' ', b);
+      }
       ul.append(li);
     }
     if (!v.alerts.length) ul.append(el('li', 'meta', 'none'));
     $('#alerts').replaceWith(ul);
-    const fresh = v.alerts.filter((a) => a.t > alertsSeen).length;
+    const fresh = v.alerts.filter((a) => a.t > alertsSeen && !a.acked).length;
     $('#alert-count').textContent = fresh ? String(fresh) : '';
   }
+  // Acknowledge one alert, or all: the broker keeps the mark while the
+  // alert goes on being raised, and drops it when it comes back later.
+  async function ack(body, what) {
+    try {
+      const v = await api('POST', 'alerts/ack', body);
+      $('#ack-status').textContent = `acknowledged ${v.acknowledged} ${what}`;
+    } catch (e) {
+      $('#ack-status').textContent = 'could not acknowledge: ' + e.message;
+    }
+  }
+  $('#v-alerts').addEventListener('click', (ev) => {
+    const b = ev.target.closest('button.ack');
+    if (!b) return;
+    if (b.id === 'ack-all') return ack({}, 'alerts');
+    b.disabled = true;
+    ack(b.dataset.client ? { kind: b.dataset.kind, client_id: b.dataset.client } : { kind: b.dataset.kind }, b.dataset.kind.replace('_', ' '));
+  });
   document.querySelector('a[href="#v-alerts"]').addEventListener('click', () => {
     alertsSeen = Date.now();
     $('#alert-count').textContent = '';
@@ -782,6 +790,9 @@
     if (v.dashboard_hidden) notes.push(`${v.dashboard_hidden} packets of dashboards left out`);
     if (notes.length) $('#trace-status').textContent = notes.join(' · ');
   }
+
+  Object.assign(S, { api, el, $, fmt, fmtBytes, row, fill, duration, markDashboard, PROTO, validFilter, payloadView,
+    clientID: () => clientID, client: () => client, admin: () => admin });
 
   function renderSys() {
     const tbody = el('tbody');

@@ -9,5 +9,5 @@ import "embed"
 
 // Files are the dashboard's files, served at / by internal/admin.
 //
-//go:embed index.html app.js style.css favicon.svg vendor/mqtt.min.js
+//go:embed index.html *.js style.css favicon.svg vendor/mqtt.min.js
 var Files embed.FS

@@ -1,0 +1,16 @@
+package cluster
+
+// SessionOwners counts the sessions each node owns, by node name, as this
+// node's mirror of the sessions bucket has them (for operators: the
+// dashboard's cluster view). It reads memory only.
+func (n *Node) SessionOwners() map[string]int {
+	n.omu.Lock()
+	defer n.omu.Unlock()
+	out := make(map[string]int)
+	for _, m := range n.owners {
+		if m.rec.Node != "" {
+			out[m.rec.Node]++
+		}
+	}
+	return out
+}
