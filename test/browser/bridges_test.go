@@ -75,6 +75,12 @@ func TestDashboardBridgesView(t *testing.T) {
 		waitText(`#bridge-note`, func(s string) bool {
 			return hasAll(s, "Bridge cloud to mqtt://"+remoteAddr+" is down", "connection refused")
 		}),
+	)
+	if err != nil {
+		t.Fatalf("overview, remote down: %v", err)
+	}
+	shot(t, ctx, `#bridge-note`, "overview-bridge-down.png")
+	err = chromedp.Do(ctx,
 		chromedp.Click(chromedp.CSS(`#nav a[href="#v-bridges"]`)),
 		waitText(`#bridge-summary`, is("0 of 1 connected")),
 		chromedp.WaitVisible(chromedp.CSS(`#bridges tr.down[data-bridge="cloud"][data-state="down"]`)),
@@ -125,6 +131,23 @@ func TestDashboardBridgesView(t *testing.T) {
 		t.Fatalf("sent after a publish: %v", err)
 	}
 	shot(t, ctx, `#v-bridges`, "view-bridges-up.png")
+
+	// A login that is not an admin is told why it sees no bridges, and the
+	// note of the previous login is gone.
+	err = chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS(`#logout`)),
+		chromedp.WaitVisible(chromedp.CSS(`#login-form`)),
+		chromedp.SendKeys(chromedp.CSS(`#user`), "viewer"),
+		chromedp.SendKeys(chromedp.CSS(`#password`), "pw"),
+		chromedp.Click(chromedp.CSS(`#login-button`)),
+		chromedp.WaitVisible(chromedp.CSS(`#status[data-state="live"]`)),
+		waitText(`#bridge-summary`, is("unavailable: bridges need an admin login (management API)")),
+		waitJS(`!document.querySelector('#bridges tr[data-bridge]') && document.querySelector('#bridge-note').hidden`,
+			`document.querySelector('#bridges').innerText`),
+	)
+	if err != nil {
+		t.Fatalf("not an admin: %v", err)
+	}
 }
 
 // hasAll reports whether s contains every one of subs.

@@ -22,6 +22,16 @@
 
   async function load() {
     const call = mine;
+    // Ask only once the login is known to be an admin: a refused call
+    // would put an error in the browser's console every 2 seconds.
+    const admin = S.admin();
+    if (admin !== true) {
+      $('#bridge-summary').textContent = admin === false
+        ? 'unavailable: bridges need an admin login (management API)'
+        : 'waiting for the management API';
+      $('#v-bridges').dataset.state = 'unavailable';
+      return;
+    }
     let v;
     try {
       v = await S.api('GET', 'bridges');
@@ -44,8 +54,12 @@
       : 'no bridges configured (bridges: in the config)';
     $('#v-bridges').dataset.state = down.length ? 'degraded' : 'ok';
     S.fill('#bridges', list.map((b) => {
+      // The last error stays once the link is back, greyed, with its time.
       const err = el('span', b.connected ? 'meta' : '', b.last_error || '');
-      if (b.last_error_at) err.title = 'at ' + new Date(b.last_error_at).toLocaleString();
+      if (b.last_error_at) {
+        err.prepend(el('time', 'meta', new Date(b.last_error_at).toLocaleTimeString()), ' ');
+        err.title = 'at ' + new Date(b.last_error_at).toLocaleString();
+      }
       const tr = S.row([b.name, b.remote, b.connected ? 'connected' : 'disconnected', b.queued, b.sent, b.received, b.dropped, err],
         { bridge: b.name, state: b.connected ? 'up' : 'down' });
       if (!b.connected) tr.classList.add('down');
