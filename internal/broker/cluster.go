@@ -140,6 +140,10 @@ type SessionSnapshot struct {
 	Subs    []store.Subscription
 	Out     []SnapshotDelivery // inflight, then queued, in order
 	Inbound []uint16           // QoS 2 packet IDs awaiting PUBREL
+	// Taken are the origins of the messages the session took last,
+	// oldest first, so that a copy reaching it by another path after it
+	// moved is not delivered again (session.Session.Taken).
+	Taken []session.Origin `json:",omitempty"`
 }
 
 // SnapshotDelivery is one outbound message of a session snapshot.
@@ -434,6 +438,7 @@ func (b *Broker) snapshotLocked(cl *client, after uint64) (*SessionSnapshot, uin
 	s := &SessionSnapshot{Session: store.Session{ClientID: cl.id, Version: cl.version, ExpiryInterval: cl.sess.ExpiryInterval,
 		DisconnectedAt: cl.offlineSince()}}
 	s.Subs = b.clientSubs(cl.id)
+	s.Taken = cl.sess.Remembered()
 	last := after
 	s.Inbound = cl.sess.Export(func(d *session.Delivery, packetID uint16, state byte) {
 		if after > 0 && d.Seq <= after {
@@ -497,6 +502,7 @@ func (b *Broker) Adopt(s *SessionSnapshot) {
 			t.bt().PutSubscription(id, sub)
 		}
 	}
+	cl.sess.RememberAll(s.Taken)
 	for i, o := range s.Out {
 		m := fromStore(&o.Msg)
 		d := session.Delivery{Msg: m, QoS: o.QoS, Retain: o.Retain, SubIDs: o.SubIDs, Group: o.Group, Filter: o.Filter, Seq: uint64(i + 1)}

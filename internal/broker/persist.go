@@ -245,11 +245,13 @@ func (b *Broker) unref(bt store.Batch, m *session.Message) {
 }
 
 func toStore(m *session.Message) *store.Message {
-	return &store.Message{Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain, Props: m.Props, Expiry: m.Expiry, Publisher: m.Publisher}
+	return &store.Message{Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain, Props: m.Props, Expiry: m.Expiry, Publisher: m.Publisher,
+		Origin: store.Origin(m.Origin)}
 }
 
 func fromStore(m *store.Message) *session.Message {
-	return &session.Message{Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain, Props: m.Props, Expiry: m.Expiry, Publisher: m.Publisher}
+	return &session.Message{Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain, Props: m.Props, Expiry: m.Expiry, Publisher: m.Publisher,
+		Origin: session.Origin(m.Origin)}
 }
 
 // sessionRecord is the stored form of a persistent session.

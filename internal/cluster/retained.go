@@ -137,6 +137,9 @@ func (n *Node) applyRetained(e jetstream.KeyValueEntry) {
 			n.log.Warn("cluster: bad retained entry", "topic", name, "err", err)
 			return
 		}
+		// Its header counts retained changes, not messages: it names no
+		// message a session could take (session.Message.Origin).
+		m.Origin = session.Origin{}
 		if h.instance == n.instance {
 			n.kmu.Lock()
 			if p, ok := n.rpend[name]; ok && h.seq >= p {

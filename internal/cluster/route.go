@@ -53,6 +53,9 @@ func (n *Node) Forward(m *session.Message) (bool, <-chan struct{}) {
 	var f *forwarded
 	n.pubMu.Lock()
 	n.seq++
+	// The message's name on every node and path it takes (the broker
+	// routes it locally after Forward returns).
+	m.Origin = session.Origin{Instance: n.instance, Seq: n.seq}
 	buf, err := encodeMessage(n.buf[:0], header{n.instance, n.seq}, m)
 	if err == nil {
 		if msg == nil {

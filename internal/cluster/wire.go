@@ -81,7 +81,8 @@ func decodeMessage(b []byte) (header, *session.Message, error) {
 	if topic.ValidateName(p.Topic) != nil {
 		return h, nil, fmt.Errorf("%w: topic", errWire)
 	}
-	m := &session.Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain, Props: p.Properties, Publisher: publisher}
+	m := &session.Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain, Props: p.Properties, Publisher: publisher,
+		Origin: session.Origin{Instance: h.instance, Seq: h.seq}}
 	m.Props.MessageExpiry = nil
 	if exp != 0 {
 		m.Expiry = time.Unix(0, exp)

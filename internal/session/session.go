@@ -138,6 +138,13 @@ type Session struct {
 	// again on this broker run.
 	restoredIn map[uint16]struct{}
 
+	// taken holds the origins of the messages the session took, the last
+	// RememberMax of them, with ring in the order taken (a circle from
+	// ringNext once full); see Taken.
+	taken    map[Origin]struct{}
+	ring     []Origin
+	ringNext int
+
 	// J, when set, is told every change to outbound and inbound state.
 	J        Journal
 	nextSeq  uint64
@@ -403,6 +410,61 @@ func (s *Session) number(d *Delivery) {
 		s.nextSeq++
 		d.Seq = s.nextSeq
 		s.accepted = d.Seq
+		s.remember(d.Msg.Origin)
+	}
+}
+
+// RememberMax bounds the origins a persistent session remembers: a copy
+// of a message that comes more than that many messages after the first
+// is taken again.
+const RememberMax = 4096
+
+// Taken reports whether a persistent session already took the message
+// of origin o, among its last RememberMax messages: a copy that reaches
+// it again by another path (relayed, replayed after a node's loss) must
+// not be delivered as a new message.
+func (s *Session) Taken(o Origin) bool {
+	if o.IsZero() || s.taken == nil {
+		return false
+	}
+	_, ok := s.taken[o]
+	return ok
+}
+
+// remember notes that the session took the message of origin o.
+func (s *Session) remember(o Origin) {
+	if o.IsZero() || s.ExpiryInterval == 0 {
+		return
+	}
+	if s.taken == nil {
+		s.taken = make(map[Origin]struct{})
+	}
+	if _, ok := s.taken[o]; ok {
+		return
+	}
+	if len(s.ring) < RememberMax {
+		s.ring = append(s.ring, o)
+	} else {
+		delete(s.taken, s.ring[s.ringNext])
+		s.ring[s.ringNext] = o
+		s.ringNext = (s.ringNext + 1) % RememberMax
+	}
+	s.taken[o] = struct{}{}
+}
+
+// Remembered returns the origins the session remembers, oldest first:
+// what another node must know to continue the session (RememberAll).
+func (s *Session) Remembered() []Origin {
+	out := make([]Origin, 0, len(s.ring))
+	out = append(out, s.ring[s.ringNext:]...)
+	return append(out, s.ring[:s.ringNext]...)
+}
+
+// RememberAll adds origins, oldest first, to those the session
+// remembers; set ExpiryInterval first.
+func (s *Session) RememberAll(os []Origin) {
+	for _, o := range os {
+		s.remember(o)
 	}
 }
 
@@ -726,6 +788,7 @@ func (s *Session) Requeue(d Delivery) {
 // order: entries with a packet ID are inflight, the others queued.
 func (s *Session) Restore(d Delivery, packetID uint16, state byte) {
 	s.nextSeq = max(s.nextSeq, d.Seq)
+	s.remember(d.Msg.Origin)
 	if packetID == 0 {
 		// Kept whatever the bounds: these were accepted before the restart.
 		s.queue = append(s.queue, d)

@@ -35,6 +35,15 @@ type Message struct {
 	Props     packet.Properties // message properties only (payload format, content type, response topic, correlation data, user properties)
 	Expiry    time.Time         // zero: never
 	Publisher string
+	// Origin names the message across a cluster (the publishing node's
+	// run and its sequence number there); zero on a single node.
+	Origin Origin `json:",omitempty"`
+}
+
+// Origin is a message's name across a cluster's nodes.
+type Origin struct {
+	Instance uint64 `json:"i"`
+	Seq      uint64 `json:"s"`
 }
 
 // Will is a will message waiting for its connection to end and its delay.

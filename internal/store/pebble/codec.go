@@ -342,28 +342,42 @@ func (d *dec) props() packet.Properties {
 	return p
 }
 
-// message: topic, payload, qos, flags (retain), props, expiry, publisher.
+// message: topic, payload, qos, flags (retain, origin), props, expiry,
+// publisher [origin instance, origin seq].
 func appendMessage(b []byte, m *store.Message) []byte {
+	hasOrigin := m.Origin != (store.Origin{})
 	b = appendStr(b, m.Topic)
 	b = appendBytes(b, m.Payload)
-	b = append(b, m.QoS, boolBit(m.Retain, 1))
+	b = append(b, m.QoS, boolBit(m.Retain, 1)|boolBit(hasOrigin, msgOrigin))
 	b = appendProps(b, &m.Props)
 	b = appendTime(b, m.Expiry)
-	return appendStr(b, m.Publisher)
+	b = appendStr(b, m.Publisher)
+	if hasOrigin {
+		b = binary.AppendUvarint(b, m.Origin.Instance)
+		b = binary.AppendUvarint(b, m.Origin.Seq)
+	}
+	return b
 }
+
+// msgOrigin is the message flag saying an origin follows the publisher.
+const msgOrigin = 2
 
 func (d *dec) message(m *store.Message) {
 	m.Topic = d.str()
 	m.Payload = d.bytes()
 	m.QoS = d.byte()
 	flags := d.byte()
-	if flags&^1 != 0 {
+	if flags&^(1|msgOrigin) != 0 {
 		d.fail(errors.New("unknown message flags"))
 	}
 	m.Retain = flags&1 != 0
 	m.Props = d.props()
 	m.Expiry = d.time()
 	m.Publisher = d.str()
+	if flags&msgOrigin != 0 {
+		m.Origin.Instance = d.uvarint()
+		m.Origin.Seq = d.uvarint()
+	}
 }
 
 // EncodeMessage encodes a message or retained message value.

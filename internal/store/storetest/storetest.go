@@ -130,6 +130,8 @@ func FullMessage(n int) *store.Message {
 		},
 		Expiry:    time.Unix(1_900_000_000+int64(n), 123456789).UTC(),
 		Publisher: fmt.Sprintf("publisher-%d", n),
+		// Every other message names its origin, as in a cluster.
+		Origin: store.Origin{Instance: uint64(n%2) << 63, Seq: uint64(n%2) * uint64(n+1)},
 	}
 }
 

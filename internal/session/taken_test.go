@@ -1,0 +1,72 @@
+package session
+
+import (
+	"testing"
+
+	"github.com/starling-mqtt/starling/internal/packet"
+)
+
+func originMsg(seq uint64) *Message {
+	m := msg("t", 2)
+	m.Origin = Origin{Instance: 7, Seq: seq}
+	return m
+}
+
+// A persistent session remembers the messages it took, queued, sent or
+// acknowledged already, and passes that memory on to the session that
+// continues it on another node.
+func TestTakenRemembersAndMoves(t *testing.T) {
+	s := New("c", Limits{MaxQueued: 10})
+	s.ExpiryInterval = 60
+	s.Attach(Link{Version: packet.V5}, t0)
+	p := pub(t, s.Deliver(Delivery{Msg: originMsg(1), QoS: 2}, t0))
+	s.Detach()
+	s.Deliver(Delivery{Msg: originMsg(2), QoS: 2}, t0) // queued offline
+	if !s.Taken(Origin{7, 1}) || !s.Taken(Origin{7, 2}) || s.Taken(Origin{7, 3}) {
+		t.Fatal("taken must say yes to the inflight and queued messages only")
+	}
+	s.Attach(Link{Version: packet.V5}, t0)
+	if _, _, ok := s.Pubrec(p.PacketID, 0, t0); !ok {
+		t.Fatal("pubrec")
+	}
+	if _, ok := s.Pubcomp(p.PacketID, t0); !ok {
+		t.Fatal("pubcomp")
+	}
+	if !s.Taken(Origin{7, 1}) {
+		t.Fatal("an acknowledged message must still count as taken")
+	}
+	if s.Taken(Origin{}) {
+		t.Fatal("a message without origin is never taken")
+	}
+
+	moved := New("c", Limits{MaxQueued: 10})
+	moved.ExpiryInterval = 60
+	moved.RememberAll(s.Remembered())
+	if !moved.Taken(Origin{7, 1}) || !moved.Taken(Origin{7, 2}) {
+		t.Fatal("the session continued elsewhere forgot what it took")
+	}
+}
+
+// The memory is bounded, oldest forgotten first, and a session that is
+// not persistent keeps none (nothing else can bring it a copy).
+func TestTakenBounded(t *testing.T) {
+	s := New("c", Limits{MaxQueued: RememberMax + 10})
+	s.ExpiryInterval = 60
+	for i := range uint64(RememberMax + 5) {
+		s.Deliver(Delivery{Msg: originMsg(i + 1), QoS: 1}, t0)
+	}
+	if s.Taken(Origin{7, 5}) || !s.Taken(Origin{7, 6}) || !s.Taken(Origin{7, RememberMax + 5}) {
+		t.Fatal("want the oldest 5 forgotten and the rest remembered")
+	}
+	r := s.Remembered()
+	if len(r) != RememberMax || r[0] != (Origin{7, 6}) || r[len(r)-1] != (Origin{7, RememberMax + 5}) {
+		t.Fatalf("remembered %d from %v to %v, want oldest first", len(r), r[0], r[len(r)-1])
+	}
+
+	clean := New("c", Limits{MaxQueued: 10})
+	clean.Attach(Link{Version: packet.V5}, t0)
+	clean.Deliver(Delivery{Msg: originMsg(1), QoS: 1}, t0)
+	if clean.Taken(Origin{7, 1}) || len(clean.Remembered()) != 0 {
+		t.Fatal("a session without expiry must remember nothing")
+	}
+}
