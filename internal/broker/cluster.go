@@ -41,6 +41,15 @@ type Backplane interface {
 	SessionEnded(clientID string)
 }
 
+// LaterForwarder is implemented by a backplane that can name a message
+// at once and send it later: a QoS 2 message from a client leaves its
+// node only once its packet ID is replicated (ForwardLater's send, called
+// after the publish's commit), so a publisher that resends it to another
+// node after losing this one does not have it routed twice.
+type LaterForwarder interface {
+	ForwardLater(m *session.Message) (remote bool, safe <-chan struct{}, send func(ok, replicated bool))
+}
+
 // Mirror is implemented by a backplane that replicates the queued and
 // inflight deliveries of persistent sessions, so that another node can
 // recover them if this one is lost.

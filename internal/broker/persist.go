@@ -38,6 +38,20 @@ type tx struct {
 	// published message for persistent sessions have it (cluster only):
 	// the publisher's acknowledgement waits for it (AckGate).
 	remote <-chan struct{}
+	// later asks publish to name the message but send it to the other
+	// nodes only once the operation is committed (QoS 2 from a client,
+	// LaterForwarder); forward then sends it.
+	later   bool
+	forward func(ok, replicated bool)
+}
+
+// sendForward sends the message named by a publish with later set, once
+// its operation is committed (ok) or failed.
+func (t *tx) sendForward(ok bool) {
+	if t != nil && t.forward != nil {
+		t.forward(ok, ok && t.replicated())
+		t.forward = nil
+	}
 }
 
 type delivered struct {

@@ -40,7 +40,11 @@ func (b *Broker) publishFrom(m *session.Message, t *tx, hs *holdSet) int {
 		// First: Forward names the message (its origin) before anything
 		// else on this node can see it.
 		var safe <-chan struct{}
-		remote, safe = bp.Forward(m)
+		if lf, ok := bp.(LaterForwarder); ok && t != nil && t.later {
+			remote, safe, t.forward = lf.ForwardLater(m)
+		} else {
+			remote, safe = bp.Forward(m)
+		}
 		if t != nil && safe != nil {
 			t.remote = safe
 		}

@@ -264,13 +264,18 @@ func (h *handler) onPublish(p *packet.Publish) string {
 			return h.fail(packet.ReceiveMaximumExceeded, "too many QoS 2 messages awaiting PUBREL") // [MQTT-3.3.4-9]
 		}
 		code := packet.Success
+		if first && t != nil {
+			t.later = true
+		}
 		if first {
 			code = noMatch(b.publishFrom(m, t, &h.hs))
 		}
 		if err := t.commit(true); err != nil {
+			t.sendForward(false)
 			t.rollback()
 			return h.storeFailed(p)
 		}
+		t.sendForward(true)
 		h.ackPublishAfter(t.ackGate(), p, code)
 	}
 	return ""
