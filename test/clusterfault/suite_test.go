@@ -184,10 +184,16 @@ func newSuite(t *testing.T, ctx context.Context, set settings) *suite {
 			t.Cleanup(l.Close)
 		}
 	}
+	// STARLING_FAULT_LOGDIR keeps the nodes' logs there, at debug level
+	// (every duplicate copy a session skipped, every message not forwarded).
+	logDir, level := dir, "warn"
+	if d := os.Getenv("STARLING_FAULT_LOGDIR"); d != "" {
+		logDir, level = d, "debug"
+	}
 	for i := range 3 {
 		n := &Node{Name: fmt.Sprintf("n%d", i+1), Index: i, MQTT: mqtt[i], HTTP: httpAddrs[i], Route: routes[i],
 			Data: filepath.Join(dir, fmt.Sprintf("n%d-data", i+1)), Bin: bin, Conf: conf,
-			Log: filepath.Join(dir, fmt.Sprintf("n%d.log", i+1)), exits: s.exited}
+			Log: filepath.Join(logDir, fmt.Sprintf("n%d.log", i+1)), LogLevel: level, exits: s.exited}
 		for j := range 3 {
 			if j != i {
 				n.Peers = append(n.Peers, s.links[i][j].Addr())
