@@ -59,10 +59,10 @@ func (n *Node) Forward(m *session.Message) (bool, <-chan struct{}) {
 // received there, and it is not routed twice under two names. m is
 // named now; send, called once the publish's operation is committed,
 // publishes it (ok false: the operation failed, nothing is sent). A
-// message whose packet ID the stream did not confirm (replicated false)
-// is sent once the node serves again, and only if its publisher's
-// session is still here: if another node took it over, the publisher
-// resends there.
+// message whose packet ID the stream did not confirm (replicated false),
+// or that is sent while the node is fenced, is sent once the node serves
+// again, and only if its publisher's session is still here: if another
+// node took it over, the publisher resends there.
 func (n *Node) ForwardLater(m *session.Message) (remote bool, safe <-chan struct{}, send func(ok, replicated bool)) {
 	if !n.started.Load() {
 		return false, nil, func(bool, bool) {}
@@ -71,6 +71,7 @@ func (n *Node) ForwardLater(m *session.Message) (remote bool, safe <-chan struct
 	subj := topicSubject(m.Topic)
 	targets := n.targetsOf(m)
 	remote = n.acct.SubscriptionInterest(subj) || len(targets) > 0
+	inc, _ := n.b.SessionIncarnation(m.Publisher)
 	done := make(chan struct{})
 	var once sync.Once
 	finish := func(f *forwarded) {
@@ -83,7 +84,10 @@ func (n *Node) ForwardLater(m *session.Message) (remote bool, safe <-chan struct
 		switch {
 		case !ok:
 			finish(nil)
-		case replicated:
+		case replicated && n.fenceGate() == nil:
+			// Not fenced: the publisher's session is this node's (a node
+			// woken from a freeze finds its lease lapsed at once, and
+			// takes the way below).
 			if f := n.send(m, seq, subj, targets); f != nil {
 				go finish(f)
 			} else {
@@ -91,7 +95,7 @@ func (n *Node) ForwardLater(m *session.Message) (remote bool, safe <-chan struct
 			}
 		default:
 			go func() {
-				if !n.waitServing(n.ctx) || !n.b.HasSession(m.Publisher) {
+				if !n.waitServing(n.ctx) || !n.sameSession(m.Publisher, inc) {
 					n.log.Info("cluster: QoS 2 message not forwarded: its publisher's session left this node before its packet ID was replicated",
 						"client_id", m.Publisher, "topic", m.Topic)
 					finish(nil)
@@ -106,6 +110,13 @@ func (n *Node) ForwardLater(m *session.Message) (remote bool, safe <-chan struct
 		safe = both(fence, done)
 	}
 	return remote, safe, send
+}
+
+// sameSession reports whether this node still holds incarnation inc of
+// clientID's session.
+func (n *Node) sameSession(clientID string, inc uint64) bool {
+	now, ok := n.b.SessionIncarnation(clientID)
+	return ok && now == inc
 }
 
 // name gives m its origin: this node's run and the next sequence number.
