@@ -81,6 +81,22 @@ type MirrorOp struct {
 	Inbound  uint16
 	Released bool
 	Rev      uint64
+	// Origin is, for a stored inbound packet ID, the name of the message
+	// received under it (zero if unknown).
+	Origin session.Origin
+}
+
+// nameInbound adds the name of the message received under clientID's
+// inbound packet ID id to the operation's change storing that ID.
+func (t *tx) nameInbound(clientID string, id uint16, o session.Origin) {
+	if t == nil {
+		return
+	}
+	for i := range t.mirror {
+		if op := &t.mirror[i]; op.ClientID == clientID && op.Inbound == id && !op.Released && op.Out == nil {
+			op.Origin = o
+		}
+	}
 }
 
 // rev numbers a change; the caller holds the session's lock.
@@ -118,7 +134,7 @@ func (b *Broker) MirrorAll() {
 				ops = append(ops, b.mirrorPut(cl.id, d.Seq, d, packetID, state))
 			})
 			for _, id := range in {
-				ops = append(ops, MirrorOp{ClientID: cl.id, Inbound: id, Rev: b.rev()})
+				ops = append(ops, MirrorOp{ClientID: cl.id, Inbound: id, Rev: b.rev(), Origin: cl.sess.InboundOrigin(id)})
 			}
 		}
 		cl.mu.Unlock()
@@ -149,6 +165,9 @@ type SessionSnapshot struct {
 	Subs    []store.Subscription
 	Out     []SnapshotDelivery // inflight, then queued, in order
 	Inbound []uint16           // QoS 2 packet IDs awaiting PUBREL
+	// InboundOrigins are the names of the messages received under
+	// Inbound's IDs, in the same order (zero: unknown; nil: none known).
+	InboundOrigins []session.Origin `json:",omitempty"`
 	// Taken are the origins of the messages the session took last,
 	// oldest first, so that a copy reaching it by another path after it
 	// moved is not delivered again (session.Session.Taken).
@@ -456,7 +475,23 @@ func (b *Broker) snapshotLocked(cl *client, after uint64) (*SessionSnapshot, uin
 		last = max(last, d.Seq)
 		s.Out = append(s.Out, snapshotDelivery(d, packetID, state))
 	})
+	s.InboundOrigins = inboundOrigins(cl.sess, s.Inbound)
 	return s, last
+}
+
+// inboundOrigins lists the names of the messages received under ids; nil
+// if none is known.
+func inboundOrigins(sess *session.Session, ids []uint16) []session.Origin {
+	var out []session.Origin
+	for i, id := range ids {
+		if o := sess.InboundOrigin(id); !o.IsZero() {
+			if out == nil {
+				out = make([]session.Origin, len(ids))
+			}
+			out[i] = o
+		}
+	}
+	return out
 }
 
 // clientSubs lists a client's subscriptions as stored.
@@ -525,12 +560,17 @@ func (b *Broker) Adopt(s *SessionSnapshot) {
 			}
 		}
 	}
-	for _, pid := range s.Inbound {
+	for i, pid := range s.Inbound {
 		cl.sess.RestoreInbound(pid)
+		var o session.Origin
+		if i < len(s.InboundOrigins) {
+			o = s.InboundOrigins[i]
+			cl.sess.NameInbound(pid, o)
+		}
 		if cl.persistent() {
 			t.bt().PutInbound(id, pid)
 			if b.mirror != nil {
-				t.mirror = append(t.mirror, MirrorOp{ClientID: id, Inbound: pid, Rev: b.rev()})
+				t.mirror = append(t.mirror, MirrorOp{ClientID: id, Inbound: pid, Rev: b.rev(), Origin: o})
 			}
 		}
 	}

@@ -257,6 +257,11 @@ func (h *handler) onPublish(p *packet.Publish) string {
 		h.cl.mu.Lock()
 		h.cl.tx = t
 		first, err := h.cl.sess.ReceiveQoS2(p.PacketID, p.Dup)
+		var replay session.Origin
+		again := false
+		if err == nil && !first {
+			replay, again = h.cl.sess.TakeReplay(p.PacketID)
+		}
 		h.cl.tx = nil
 		h.cl.mu.Unlock()
 		if err != nil {
@@ -267,7 +272,22 @@ func (h *handler) onPublish(p *packet.Publish) string {
 		if first && t != nil {
 			t.later = true
 		}
-		if first {
+		switch {
+		case first:
+			code = noMatch(b.publishFrom(m, t, &h.hs))
+			if !m.Origin.IsZero() {
+				// Kept with the packet ID: the node that continues the
+				// session knows what it received (TakeReplay).
+				h.cl.mu.Lock()
+				h.cl.sess.NameInbound(p.PacketID, m.Origin)
+				h.cl.mu.Unlock()
+				t.nameInbound(h.cl.id, p.PacketID, m.Origin)
+			}
+		case again:
+			// Received first by a node since lost, which may not have
+			// routed it everywhere: again, under the same name, so that
+			// only the sessions that missed it take it.
+			m.Origin = replay
 			code = noMatch(b.publishFrom(m, t, &h.hs))
 		}
 		if err := t.commit(true); err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/starling-mqtt/starling/internal/broker"
+	"github.com/starling-mqtt/starling/internal/session"
 )
 
 // The queued and inflight QoS 1/2 deliveries of persistent sessions are
@@ -66,6 +67,8 @@ type queueChange struct {
 	Out *broker.SnapshotDelivery `json:"out,omitempty"` // nil: removed
 	In  uint16                   `json:"in,omitempty"`
 	Rel bool                     `json:"rel,omitempty"` // In released
+	// O names the message received under In (session.Message.Origin).
+	O *session.Origin `json:"o,omitempty"`
 }
 
 // queueEntry is one message in the stream: a session's changes from one
@@ -234,6 +237,10 @@ func (n *Node) MirrorDeliveries(ops []broker.MirrorOp, wait bool) bool {
 		c, k := queueChange{Seq: op.Seq, Out: op.Out}, mirrorKey{op.Seq, op.Out != nil}
 		if op.Inbound != 0 {
 			c, k = queueChange{In: op.Inbound, Rel: op.Released}, mirrorKey{inboundKey | uint64(op.Inbound), !op.Released}
+			if !op.Origin.IsZero() {
+				o := op.Origin
+				c.O = &o
+			}
 		}
 		g.changes = append(g.changes, c)
 		g.keys = append(g.keys, k)
@@ -582,14 +589,15 @@ func (n *Node) purgeLoop() {
 
 // loadQueued reads the deliveries node mirrored for clientID's session,
 // in sequence order, and its QoS 2 packet IDs awaiting PUBREL.
-func (n *Node) loadQueued(ctx context.Context, clientID, node string) ([]broker.SnapshotDelivery, []uint16, error) {
+// The IDs come with the names of their messages, where known.
+func (n *Node) loadQueued(ctx context.Context, clientID, node string) ([]broker.SnapshotDelivery, map[uint16]session.Origin, error) {
 	s := n.queue()
 	if s == nil {
 		return nil, nil, errors.New("cluster: queue stream not open")
 	}
 	subj := queueSubject(clientID, node)
 	got := make(map[uint64]*broker.SnapshotDelivery)
-	in := make(map[uint16]bool)
+	in := make(map[uint16]session.Origin)
 	for seq := uint64(1); ; {
 		m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subj))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -607,7 +615,11 @@ func (n *Node) loadQueued(ctx context.Context, clientID, node string) ([]broker.
 			case c.In != 0 && c.Rel:
 				delete(in, c.In)
 			case c.In != 0:
-				in[c.In] = true
+				var o session.Origin
+				if c.O != nil {
+					o = *c.O
+				}
+				in[c.In] = o
 			case c.Out == nil:
 				delete(got, c.Seq)
 			default:
@@ -625,11 +637,7 @@ func (n *Node) loadQueued(ctx context.Context, clientID, node string) ([]broker.
 	for _, s := range seqs {
 		out = append(out, *got[s])
 	}
-	var ids []uint16
-	for id := range in {
-		ids = append(ids, id)
-	}
-	return out, ids, nil
+	return out, in, nil
 }
 
 // withQueued returns a lost node's session record with the deliveries
@@ -645,6 +653,15 @@ func (n *Node) withQueued(s *broker.SessionSnapshot, lost string, clean bool) (*
 		return nil, err
 	}
 	cp := *s
-	cp.Out, cp.Inbound = out, in
+	cp.Out, cp.Inbound, cp.InboundOrigins = out, nil, nil
+	named := false
+	for id, o := range in {
+		cp.Inbound = append(cp.Inbound, id)
+		cp.InboundOrigins = append(cp.InboundOrigins, o)
+		named = named || !o.IsZero()
+	}
+	if !named {
+		cp.InboundOrigins = nil
+	}
 	return &cp, nil
 }

@@ -45,7 +45,8 @@ type retainWrite struct {
 // deletion).
 func (n *Node) Retain(m *session.Message) {
 	seq := n.rseq.Add(1)
-	val, err := encodeMessage(nil, header{n.instance, seq}, m)
+	// Unnamed: a retained value is no message a session takes.
+	val, err := encodeNamed(nil, header{n.instance, seq}, session.Origin{}, m)
 	if err != nil {
 		n.log.Warn("cluster: encode retained", "topic", m.Topic, "err", err)
 		return

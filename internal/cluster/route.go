@@ -61,8 +61,11 @@ func (n *Node) Forward(m *session.Message) (bool, <-chan struct{}) {
 // publishes it (ok false: the operation failed, nothing is sent). A
 // message whose packet ID the stream did not confirm (replicated false),
 // or that is sent while the node is fenced, is sent once the node serves
-// again, and only if its publisher's session is still here: if another
-// node took it over, the publisher resends there.
+// again, and only if its publisher's session is still here. If another
+// node took the session over, the publisher resends there: that node
+// routes the message again under this name if the packet ID reached the
+// stream with it (session.Session.TakeReplay), and as a new message if
+// it did not; either way each session takes it once.
 func (n *Node) ForwardLater(m *session.Message) (remote bool, safe <-chan struct{}, send func(ok, replicated bool)) {
 	if !n.started.Load() {
 		return false, nil, func(bool, bool) {}
@@ -125,8 +128,12 @@ func (n *Node) name(m *session.Message) uint64 {
 	defer n.pubMu.Unlock()
 	n.seq++
 	// The message's name on every node and path it takes (the broker
-	// routes it locally after naming).
-	m.Origin = session.Origin{Instance: n.instance, Seq: n.seq}
+	// routes it locally after naming). A message routed again under the
+	// name another node gave it (a QoS 2 resend, session.TakeReplay)
+	// keeps it.
+	if m.Origin.IsZero() {
+		m.Origin = session.Origin{Instance: n.instance, Seq: n.seq}
+	}
 	return n.seq
 }
 

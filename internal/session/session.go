@@ -133,7 +133,9 @@ type Session struct {
 	// an offline session's full queue always drops the newest.
 	Overflow Overflow
 
-	inQoS2 map[uint16]struct{} // inbound QoS 2 IDs received, PUBREL not yet
+	// inQoS2 are the inbound QoS 2 IDs received, PUBREL not yet, with
+	// the name (origin) the broker gave the message, if it did.
+	inQoS2 map[uint16]Origin
 	// restoredIn are the inbound IDs loaded from a store, not yet seen
 	// again on this broker run.
 	restoredIn map[uint16]struct{}
@@ -164,7 +166,7 @@ func New(clientID string, lim Limits) *Session {
 	return &Session{
 		ClientID: clientID,
 		lim:      lim,
-		inQoS2:   make(map[uint16]struct{}),
+		inQoS2:   make(map[uint16]Origin),
 	}
 }
 
@@ -752,7 +754,7 @@ func (s *Session) ReceiveQoS2(id uint16, dup bool) (first bool, err error) {
 	if s.link != nil && s.link.Version == packet.V5 && len(s.inQoS2) >= int(s.lim.ReceiveMax) {
 		return false, ErrReceiveMaximum
 	}
-	s.inQoS2[id] = struct{}{}
+	s.inQoS2[id] = Origin{}
 	if s.J != nil {
 		s.J.PutInbound(id)
 	}
@@ -801,11 +803,42 @@ func (s *Session) Restore(d Delivery, packetID uint16, state byte) {
 
 // RestoreInbound records an inbound QoS 2 packet ID read from a store.
 func (s *Session) RestoreInbound(id uint16) {
-	s.inQoS2[id] = struct{}{}
+	s.inQoS2[id] = Origin{}
 	if s.restoredIn == nil {
 		s.restoredIn = make(map[uint16]struct{})
 	}
 	s.restoredIn[id] = struct{}{}
+}
+
+// NameInbound records the name the broker gave the message received
+// under inbound QoS 2 packet ID id (or that another node gave it, for an
+// ID restored from there).
+func (s *Session) NameInbound(id uint16, o Origin) {
+	if _, ok := s.inQoS2[id]; ok {
+		s.inQoS2[id] = o
+	}
+}
+
+// InboundOrigin is the name of the message received under inbound QoS 2
+// packet ID id, zero if unknown.
+func (s *Session) InboundOrigin(id uint16) Origin { return s.inQoS2[id] }
+
+// TakeReplay reports, for a PUBLISH resent under a held inbound packet ID,
+// whether the ID was restored from elsewhere with the message's name and
+// not seen again since: the node that received the message first may
+// not have routed it everywhere before it was lost, so the broker routes
+// it again under that name (sessions that took it skip it). It reports
+// true once per restored ID.
+func (s *Session) TakeReplay(id uint16) (Origin, bool) {
+	if _, ok := s.restoredIn[id]; !ok {
+		return Origin{}, false
+	}
+	o := s.inQoS2[id]
+	if o.IsZero() {
+		return o, false
+	}
+	delete(s.restoredIn, id)
+	return o, true
 }
 
 // Pending calls fn for every outbound delivery (inflight, then queued).

@@ -70,3 +70,32 @@ func TestTakenBounded(t *testing.T) {
 		t.Fatal("a session without expiry must remember nothing")
 	}
 }
+
+// An inbound QoS 2 packet ID restored with the name of its message asks
+// the broker to route a resend of it again, once.
+func TestTakeReplayOnce(t *testing.T) {
+	s := New("p", Limits{})
+	s.RestoreInbound(5)
+	s.RestoreInbound(6)
+	s.NameInbound(5, Origin{3, 41})
+	if first, _ := s.ReceiveQoS2(5, true); first {
+		t.Fatal("a resend of a held ID must not be a first receipt")
+	}
+	if o, ok := s.TakeReplay(5); !ok || o != (Origin{3, 41}) {
+		t.Fatalf("TakeReplay(5) = %v, %v; want the restored name", o, ok)
+	}
+	if _, ok := s.TakeReplay(5); ok {
+		t.Fatal("a restored ID replayed twice")
+	}
+	if _, ok := s.TakeReplay(6); ok {
+		t.Fatal("an ID restored without a name asks for a replay")
+	}
+	id, _ := s.ReceiveQoS2(7, false)
+	s.NameInbound(7, Origin{1, 1})
+	if _, ok := s.TakeReplay(7); !id || ok {
+		t.Fatal("an ID received on this run asks for a replay")
+	}
+	if s.InboundOrigin(7) != (Origin{1, 1}) {
+		t.Fatal("the name of a received ID is not kept")
+	}
+}
