@@ -475,23 +475,10 @@ func (b *Broker) snapshotLocked(cl *client, after uint64) (*SessionSnapshot, uin
 		last = max(last, d.Seq)
 		s.Out = append(s.Out, snapshotDelivery(d, packetID, state))
 	})
-	s.InboundOrigins = inboundOrigins(cl.sess, s.Inbound)
+	// Without the names of the inbound IDs' messages: this node is alive
+	// and has routed every message it received (a resend is not routed
+	// again; only a session recovered from a lost node's record is).
 	return s, last
-}
-
-// inboundOrigins lists the names of the messages received under ids; nil
-// if none is known.
-func inboundOrigins(sess *session.Session, ids []uint16) []session.Origin {
-	var out []session.Origin
-	for i, id := range ids {
-		if o := sess.InboundOrigin(id); !o.IsZero() {
-			if out == nil {
-				out = make([]session.Origin, len(ids))
-			}
-			out[i] = o
-		}
-	}
-	return out
 }
 
 // clientSubs lists a client's subscriptions as stored.
