@@ -50,6 +50,39 @@ type LaterForwarder interface {
 	ForwardLater(m *session.Message) (remote bool, safe <-chan struct{}, send func(ok, replicated bool))
 }
 
+// Fencer is implemented by a backplane whose node can be fenced: cut off
+// from the majority of its cluster, or woken from a freeze, it serves
+// nothing until it has re-checked which sessions are still its own.
+type Fencer interface {
+	// Fence returns nil while the node serves, or a channel closed once
+	// it serves again (the sessions that moved meanwhile evicted).
+	Fence() <-chan struct{}
+}
+
+// waitFence holds a QoS 1/2 PUBLISH read while the node is fenced until
+// it serves again, and reports whether its publisher's session is still
+// here then. A publish is routed to this node's sessions before it is
+// acknowledged: taken from a publisher whose session another node took
+// over meanwhile (it resends there), it would reach them twice.
+func (h *handler) waitFence() bool {
+	f, ok := h.b.backplane.(Fencer)
+	if !ok {
+		return true
+	}
+	g := f.Fence()
+	if g == nil {
+		return true
+	}
+	select {
+	case <-g:
+	case <-h.c.Done():
+		return false
+	}
+	h.cl.mu.Lock()
+	defer h.cl.mu.Unlock()
+	return !h.cl.ended && h.cl.conn == h.c
+}
+
 // Mirror is implemented by a backplane that replicates the queued and
 // inflight deliveries of persistent sessions, so that another node can
 // recover them if this one is lost.

@@ -142,6 +142,9 @@ func packetName(t packet.Type) string {
 
 func (h *handler) onPublish(p *packet.Publish) string {
 	b := h.b
+	if p.QoS > 0 && !h.waitFence() {
+		return "session taken over by another node"
+	}
 	h.received(p)
 	h.hs.self, h.hs.on = h.cl, h.hs.on[:0]
 	v5 := h.version == packet.V5

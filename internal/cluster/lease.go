@@ -128,6 +128,15 @@ func (n *Node) lapseLocked() {
 	wake(n.lease.lapsed)
 }
 
+// Fence returns nil while the node serves, or a channel closed once it
+// serves again (broker.Fencer).
+func (n *Node) Fence() <-chan struct{} {
+	if !n.started.Load() {
+		return nil
+	}
+	return n.fenceGate()
+}
+
 // waitServing blocks while the node is fenced; false once ctx is done.
 func (n *Node) waitServing(ctx context.Context) bool {
 	for {
