@@ -614,33 +614,46 @@ func (b *Broker) DropSession(clientID string) { b.dropSession(clientID, false) }
 // was out of touch with the cluster, closing its connection at once if one
 // is attached: packets still waiting to go out on it (an acknowledgement
 // held while the node was fenced) never do. Nothing is published: the
-// node that took it over handled the will.
-func (b *Broker) EvictSession(clientID string) {
-	if c := b.dropSession(clientID, true); c != nil {
+// node that took it over handled the will. It returns the deliveries the
+// session held: the node that took it over recovered those the queue
+// stream had, and the others (queued here while the stream could not be
+// reached, for a publisher whose acknowledgement is still held) must
+// follow it; each is named, so the session takes it once.
+func (b *Broker) EvictSession(clientID string) []SnapshotDelivery {
+	c, out := b.dropSession(clientID, true)
+	if c != nil {
 		c.Close() // not CloseAfter: nothing queued may go out
 	}
+	return out
 }
 
 // dropSession ends a session another node owns; with evict, also one with
 // a connection attached, whose conn it returns for the caller to close
-// once the locks are released.
-func (b *Broker) dropSession(clientID string, evict bool) (attached *conn.Conn) {
+// once the locks are released, and the deliveries the session held.
+func (b *Broker) dropSession(clientID string, evict bool) (attached *conn.Conn, out []SnapshotDelivery) {
 	t := b.begin(false)
 	defer t.commit(false)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	cl := b.clients[clientID]
 	if cl == nil {
-		return nil
+		return nil, nil
 	}
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
 	if cl.conn != nil {
 		if !evict {
-			return nil // a client is attached here: it is ours after all
+			return nil, nil // a client is attached here: it is ours after all
 		}
 		attached = cl.conn
 		b.closeTakenOver(cl)
+	}
+	if evict && cl.persistent() {
+		cl.sess.Export(func(d *session.Delivery, _ uint16, _ byte) {
+			if d.Group == "" {
+				out = append(out, snapshotDelivery(d, 0, session.StateQueued))
+			}
+		})
 	}
 	if w := cl.will; w != nil && w.timer != nil {
 		w.timer.Stop()
@@ -649,7 +662,7 @@ func (b *Broker) dropSession(clientID string, evict bool) (attached *conn.Conn) 
 	cl.tx = t
 	b.endSession(cl)
 	cl.tx = nil
-	return attached
+	return attached, out
 }
 
 // recordSession tells the backplane what another node needs if this one
