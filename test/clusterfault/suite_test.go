@@ -1,10 +1,6 @@
-//go:build faults
-
-// The suite runs only with -tags faults (bench/cluster-faults.sh passes
-// it): it does not pass yet. QoS 2 messages reach persistent subscribers
-// twice after node faults, and a partition lost an acknowledged message;
-// see docs/cluster.md, "Fault injection". Its checker and proxy tests run
-// everywhere.
+// The suite runs in the default test run in its short form (a few
+// minutes under -race); bench/cluster-faults.sh runs the long form. See
+// docs/cluster.md, "Fault injection".
 
 package clusterfault
 
@@ -670,6 +666,9 @@ type row struct {
 // no QoS 2 message is delivered twice. STARLING_FAULT_CYCLES sets the
 // cycles (bench/cluster-faults.sh runs 100).
 func TestClusterFaults(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three processes and minutes of faults: not in -short")
+	}
 	set := loadSettings(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	if dl, ok := t.Deadline(); ok {
