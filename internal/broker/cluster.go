@@ -567,6 +567,11 @@ func (b *Broker) Adopt(s *SessionSnapshot) {
 		}
 	}
 	cl.sess.RememberAll(s.Taken)
+	if cl.persistent() {
+		cl.sess.TakenRecords(func(slot uint16, o session.Origin, n uint64) {
+			t.bt().PutTaken(id, slot, store.Taken{Origin: store.Origin(o), N: n})
+		})
+	}
 	for i, o := range s.Out {
 		m := fromStore(&o.Msg)
 		d := session.Delivery{Msg: m, QoS: o.QoS, Retain: o.Retain, SubIDs: o.SubIDs, Group: o.Group, Filter: o.Filter, Seq: uint64(i + 1)}

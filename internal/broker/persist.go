@@ -1,7 +1,9 @@
 package broker
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -221,6 +223,9 @@ func (j *journal) PutInbound(id uint16) {
 	}
 }
 
+func (j *journal) PutTaken(slot uint16, o session.Origin, n uint64) {
+	j.batch().PutTaken(j.cl.id, slot, store.Taken{Origin: store.Origin(o), N: n})
+}
 func (j *journal) DeleteInbound(id uint16) {
 	j.batch().DeleteInbound(j.cl.id, id)
 	if j.b.mirror != nil {
@@ -320,6 +325,7 @@ func (b *Broker) Restore() error {
 	}
 	var nSess, nOut, nRet, nSubs int
 	var records = map[string]*store.Session{}
+	taken := map[string][]store.Taken{} // the sessions' memory of the messages they took
 	err := b.store.Load(store.Visitor{
 		Session: func(s *store.Session) error {
 			cl := &client{id: s.ClientID, version: s.Version, sess: session.New(s.ClientID, b.sessionLimits())}
@@ -372,9 +378,21 @@ func (b *Broker) Restore() error {
 			nRet++
 			return nil
 		},
+		Taken: func(clientID string, _ uint16, x store.Taken) error {
+			if b.clients[clientID] != nil {
+				taken[clientID] = append(taken[clientID], x)
+			}
+			return nil
+		},
 	})
 	if err != nil {
 		return fmt.Errorf("broker: restore from store: %w", err)
+	}
+	for id, xs := range taken {
+		slices.SortFunc(xs, func(a, b store.Taken) int { return cmp.Compare(a.N, b.N) })
+		for _, x := range xs {
+			b.clients[id].sess.RestoreTaken(session.Origin(x.Origin), x.N)
+		}
 	}
 	// Messages nothing refers to any more (a crash between writes).
 	t := b.begin(false)

@@ -88,6 +88,9 @@ type Journal interface {
 	DeleteOutbound(seq uint64, d *Delivery)
 	PutInbound(packetID uint16)
 	DeleteInbound(packetID uint16)
+	// PutTaken records the name of a message a persistent session took,
+	// its n-th, in slot (n-1) mod RememberMax of a ring (Taken).
+	PutTaken(slot uint16, o Origin, n uint64)
 }
 
 type inflight struct {
@@ -146,6 +149,7 @@ type Session struct {
 	taken    map[Origin]struct{}
 	ring     []Origin
 	ringNext int
+	takenN   uint64 // origins taken so far: the newest is the takenN-th
 
 	// J, when set, is told every change to outbound and inbound state.
 	J        Journal
@@ -412,7 +416,7 @@ func (s *Session) number(d *Delivery) {
 		s.nextSeq++
 		d.Seq = s.nextSeq
 		s.accepted = d.Seq
-		s.remember(d.Msg.Origin)
+		s.remember(d.Msg.Origin, true)
 	}
 }
 
@@ -433,8 +437,9 @@ func (s *Session) Taken(o Origin) bool {
 	return ok
 }
 
-// remember notes that the session took the message of origin o.
-func (s *Session) remember(o Origin) {
+// remember notes that the session took the message of origin o; with
+// journal, also in the session's journal (a store keeps the memory).
+func (s *Session) remember(o Origin, journal bool) {
 	if o.IsZero() || s.ExpiryInterval == 0 {
 		return
 	}
@@ -452,6 +457,28 @@ func (s *Session) remember(o Origin) {
 		s.ringNext = (s.ringNext + 1) % RememberMax
 	}
 	s.taken[o] = struct{}{}
+	s.takenN++
+	if journal && s.J != nil {
+		s.J.PutTaken(uint16((s.takenN-1)%RememberMax), o, s.takenN)
+	}
+}
+
+// RestoreTaken adds what a store kept of the memory: the n-th origin the
+// session took. Call in ascending n, after setting ExpiryInterval.
+func (s *Session) RestoreTaken(o Origin, n uint64) {
+	s.remember(o, false)
+	s.takenN = max(s.takenN, n)
+}
+
+// TakenRecords calls fn for every origin the session remembers, oldest
+// first, as PutTaken would have recorded it: for a store that must hold
+// the memory of a session installed whole (handed over).
+func (s *Session) TakenRecords(fn func(slot uint16, o Origin, n uint64)) {
+	r := s.Remembered()
+	for i, o := range r {
+		n := s.takenN - uint64(len(r)) + uint64(i) + 1
+		fn(uint16((n-1)%RememberMax), o, n)
+	}
 }
 
 // Remembered returns the origins the session remembers, oldest first:
@@ -466,7 +493,7 @@ func (s *Session) Remembered() []Origin {
 // remembers; set ExpiryInterval first.
 func (s *Session) RememberAll(os []Origin) {
 	for _, o := range os {
-		s.remember(o)
+		s.remember(o, false)
 	}
 }
 
@@ -790,7 +817,7 @@ func (s *Session) Requeue(d Delivery) {
 // order: entries with a packet ID are inflight, the others queued.
 func (s *Session) Restore(d Delivery, packetID uint16, state byte) {
 	s.nextSeq = max(s.nextSeq, d.Seq)
-	s.remember(d.Msg.Origin)
+	s.remember(d.Msg.Origin, false)
 	if packetID == 0 {
 		// Kept whatever the bounds: these were accepted before the restart.
 		s.queue = append(s.queue, d)

@@ -99,3 +99,44 @@ func TestTakeReplayOnce(t *testing.T) {
 		t.Fatal("the name of a received ID is not kept")
 	}
 }
+
+// journal records what a session journals, for the memory's records.
+type takenJournal struct {
+	Journal
+	slots map[uint16]Origin
+	ns    map[uint16]uint64
+}
+
+func (j *takenJournal) PutOutbound(uint64, *Delivery, uint16, byte, bool) {}
+func (j *takenJournal) PutTaken(slot uint16, o Origin, n uint64) {
+	j.slots[slot], j.ns[slot] = o, n
+}
+
+// The memory is journaled slot by slot, the n-th in slot (n-1) mod
+// RememberMax, and a session rebuilt from those records in order of n
+// remembers the same and goes on in the slot after the newest.
+func TestTakenJournaledAndRestored(t *testing.T) {
+	j := &takenJournal{slots: map[uint16]Origin{}, ns: map[uint16]uint64{}}
+	s := New("c", Limits{MaxQueued: 10})
+	s.ExpiryInterval = 60
+	s.J = j
+	for i := range uint64(3) {
+		s.Deliver(Delivery{Msg: originMsg(i + 1), QoS: 1}, t0)
+	}
+	if len(j.slots) != 3 || j.slots[2] != (Origin{7, 3}) || j.ns[2] != 3 {
+		t.Fatalf("journaled %v %v, want slots 0-2 with the 3 origins", j.slots, j.ns)
+	}
+	r := New("c", Limits{MaxQueued: 10})
+	r.ExpiryInterval = 60
+	for slot := range uint16(3) {
+		r.RestoreTaken(j.slots[slot], j.ns[slot])
+	}
+	if !r.Taken(Origin{7, 1}) || !r.Taken(Origin{7, 3}) {
+		t.Fatal("restored session forgot what it took")
+	}
+	var got []uint64
+	r.TakenRecords(func(slot uint16, o Origin, n uint64) { got = append(got, n) })
+	if len(got) != 3 || got[0] != 1 || got[2] != 3 {
+		t.Fatalf("records n = %v, want 1 2 3", got)
+	}
+}

@@ -23,7 +23,8 @@ const (
 	kindOutbound     byte = 0x04 // cid sep seq(8)
 	kindInbound      byte = 0x05 // cid sep packetID(2)
 	kindRetained     byte = 0x06 // topic
-	kindEnd          byte = 0x07 // first byte after the record kinds
+	kindTaken        byte = 0x07 // cid sep slot(2)
+	kindEnd          byte = 0x08 // first byte after the record kinds
 
 	sep byte = 0x00
 )
@@ -60,6 +61,27 @@ func outboundKey(clientID string, seq uint64) []byte {
 
 func inboundKey(clientID string, packetID uint16) []byte {
 	return binary.BigEndian.AppendUint16(clientKey(kindInbound, clientID, 2), packetID)
+}
+
+func takenKey(clientID string, slot uint16) []byte {
+	return binary.BigEndian.AppendUint16(clientKey(kindTaken, clientID, 2), slot)
+}
+
+// taken: version, origin instance(8), origin seq(8), n(8).
+func encodeTaken(t store.Taken) []byte {
+	b := make([]byte, 0, 25)
+	b = append(b, valueVersion)
+	b = binary.BigEndian.AppendUint64(b, t.Origin.Instance)
+	b = binary.BigEndian.AppendUint64(b, t.Origin.Seq)
+	return binary.BigEndian.AppendUint64(b, t.N)
+}
+
+func decodeTaken(b []byte) (store.Taken, error) {
+	if len(b) != 25 || b[0] != valueVersion {
+		return store.Taken{}, errors.New("bad taken value")
+	}
+	return store.Taken{Origin: store.Origin{Instance: binary.BigEndian.Uint64(b[1:]), Seq: binary.BigEndian.Uint64(b[9:])},
+		N: binary.BigEndian.Uint64(b[17:])}, nil
 }
 
 func retainedKey(topic string) []byte { return append([]byte{kindRetained}, topic...) }
