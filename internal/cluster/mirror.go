@@ -591,10 +591,18 @@ func (n *Node) purgeLoop() {
 // in sequence order, and its QoS 2 packet IDs awaiting PUBREL.
 // The IDs come with the names of their messages, where known.
 func (n *Node) loadQueued(ctx context.Context, clientID, node string) ([]broker.SnapshotDelivery, map[uint16]session.Origin, error) {
+	out, in, _, err := n.loadQueuedUpTo(ctx, clientID, node)
+	return out, in, err
+}
+
+// loadQueuedUpTo is loadQueued that also returns the stream sequence of
+// the last entry it read (0: none).
+func (n *Node) loadQueuedUpTo(ctx context.Context, clientID, node string) ([]broker.SnapshotDelivery, map[uint16]session.Origin, uint64, error) {
 	s := n.queue()
 	if s == nil {
-		return nil, nil, errors.New("cluster: queue stream not open")
+		return nil, nil, 0, errors.New("cluster: queue stream not open")
 	}
+	var last uint64
 	subj := queueSubject(clientID, node)
 	got := make(map[uint64]*broker.SnapshotDelivery)
 	in := make(map[uint16]session.Origin)
@@ -604,8 +612,9 @@ func (n *Node) loadQueued(ctx context.Context, clientID, node string) ([]broker.
 			break
 		}
 		if err != nil {
-			return nil, nil, fmt.Errorf("cluster: read queued messages of %q: %w", clientID, err)
+			return nil, nil, 0, fmt.Errorf("cluster: read queued messages of %q: %w", clientID, err)
 		}
+		last = m.Sequence
 		var e queueEntry
 		if err := json.Unmarshal(m.Data, &e); err != nil {
 			n.log.Warn("cluster: skipping an undecodable queued message", "client_id", clientID, "err", err)
@@ -637,20 +646,27 @@ func (n *Node) loadQueued(ctx context.Context, clientID, node string) ([]broker.
 	for _, s := range seqs {
 		out = append(out, *got[s])
 	}
-	return out, in, nil
+	return out, in, last, nil
 }
 
 // withQueued returns a lost node's session record with the deliveries
 // that node mirrored for it, unless the session ends or starts clean.
 func (n *Node) withQueued(s *broker.SessionSnapshot, lost string, clean bool) (*broker.SessionSnapshot, error) {
+	cp, _, err := n.withQueuedUpTo(s, lost, clean)
+	return cp, err
+}
+
+// withQueuedUpTo is withQueued that also returns the stream sequence of
+// the last entry read (0: none).
+func (n *Node) withQueuedUpTo(s *broker.SessionSnapshot, lost string, clean bool) (*broker.SessionSnapshot, uint64, error) {
 	if s.Session.ExpiryInterval == 0 || clean {
-		return s, nil
+		return s, 0, nil
 	}
 	ctx, cancel := context.WithTimeout(n.ctx, readyWait)
 	defer cancel()
-	out, in, err := n.loadQueued(ctx, s.Session.ClientID, lost)
+	out, in, last, err := n.loadQueuedUpTo(ctx, s.Session.ClientID, lost)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	cp := *s
 	cp.Out, cp.Inbound, cp.InboundOrigins = out, nil, nil
@@ -663,5 +679,5 @@ func (n *Node) withQueued(s *broker.SessionSnapshot, lost string, clean bool) (*
 	if !named {
 		cp.InboundOrigins = nil
 	}
-	return &cp, nil
+	return &cp, last, nil
 }
