@@ -43,6 +43,10 @@ type Stats struct {
 	Dropped          atomic.Uint64 // deliveries dropped (queue full, expired, too large, slow reader)
 	StoreErrors      atomic.Uint64 // failed store commits
 	Refused          atomic.Uint64 // connections closed by per-address limits before CONNECT
+	// Repeats counts copies of QoS 1/2 messages that reached a session
+	// which had taken the message already (in a cluster: relayed or
+	// replayed after a fault), not delivered again.
+	Repeats atomic.Uint64
 	// ConnectedByVersion is Connections split by protocol level (3, 4, 5).
 	ConnectedByVersion [6]atomic.Int64
 }

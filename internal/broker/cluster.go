@@ -41,6 +41,48 @@ type Backplane interface {
 	SessionEnded(clientID string)
 }
 
+// LaterForwarder is implemented by a backplane that can name a message
+// at once and send it later: a QoS 2 message from a client leaves its
+// node only once its packet ID is replicated (ForwardLater's send, called
+// after the publish's commit), so a publisher that resends it to another
+// node after losing this one does not have it routed twice.
+type LaterForwarder interface {
+	ForwardLater(m *session.Message) (remote bool, safe <-chan struct{}, send func(ok, replicated bool))
+}
+
+// Fencer is implemented by a backplane whose node can be fenced: cut off
+// from the majority of its cluster, or woken from a freeze, it serves
+// nothing until it has re-checked which sessions are still its own.
+type Fencer interface {
+	// Fence returns nil while the node serves, or a channel closed once
+	// it serves again (the sessions that moved meanwhile evicted).
+	Fence() <-chan struct{}
+}
+
+// waitFence holds a QoS 1/2 PUBLISH read while the node is fenced until
+// it serves again, and reports whether its publisher's session is still
+// here then. A publish is routed to this node's sessions before it is
+// acknowledged: taken from a publisher whose session another node took
+// over meanwhile (it resends there), it would reach them twice.
+func (h *handler) waitFence() bool {
+	f, ok := h.b.backplane.(Fencer)
+	if !ok {
+		return true
+	}
+	g := f.Fence()
+	if g == nil {
+		return true
+	}
+	select {
+	case <-g:
+	case <-h.c.Done():
+		return false
+	}
+	h.cl.mu.Lock()
+	defer h.cl.mu.Unlock()
+	return !h.cl.ended && h.cl.conn == h.c
+}
+
 // Mirror is implemented by a backplane that replicates the queued and
 // inflight deliveries of persistent sessions, so that another node can
 // recover them if this one is lost.
@@ -72,6 +114,22 @@ type MirrorOp struct {
 	Inbound  uint16
 	Released bool
 	Rev      uint64
+	// Origin is, for a stored inbound packet ID, the name of the message
+	// received under it (zero if unknown).
+	Origin session.Origin
+}
+
+// nameInbound adds the name of the message received under clientID's
+// inbound packet ID id to the operation's change storing that ID.
+func (t *tx) nameInbound(clientID string, id uint16, o session.Origin) {
+	if t == nil {
+		return
+	}
+	for i := range t.mirror {
+		if op := &t.mirror[i]; op.ClientID == clientID && op.Inbound == id && !op.Released && op.Out == nil {
+			op.Origin = o
+		}
+	}
 }
 
 // rev numbers a change; the caller holds the session's lock.
@@ -109,7 +167,7 @@ func (b *Broker) MirrorAll() {
 				ops = append(ops, b.mirrorPut(cl.id, d.Seq, d, packetID, state))
 			})
 			for _, id := range in {
-				ops = append(ops, MirrorOp{ClientID: cl.id, Inbound: id, Rev: b.rev()})
+				ops = append(ops, MirrorOp{ClientID: cl.id, Inbound: id, Rev: b.rev(), Origin: cl.sess.InboundOrigin(id)})
 			}
 		}
 		cl.mu.Unlock()
@@ -140,6 +198,13 @@ type SessionSnapshot struct {
 	Subs    []store.Subscription
 	Out     []SnapshotDelivery // inflight, then queued, in order
 	Inbound []uint16           // QoS 2 packet IDs awaiting PUBREL
+	// InboundOrigins are the names of the messages received under
+	// Inbound's IDs, in the same order (zero: unknown; nil: none known).
+	InboundOrigins []session.Origin `json:",omitempty"`
+	// Taken are the origins of the messages the session took last,
+	// oldest first, so that a copy reaching it by another path after it
+	// moved is not delivered again (session.Session.Taken).
+	Taken []session.Origin `json:",omitempty"`
 }
 
 // SnapshotDelivery is one outbound message of a session snapshot.
@@ -419,6 +484,7 @@ func (b *Broker) snapshotLocked(cl *client, after uint64) (*SessionSnapshot, uin
 	s := &SessionSnapshot{Session: store.Session{ClientID: cl.id, Version: cl.version, ExpiryInterval: cl.sess.ExpiryInterval,
 		DisconnectedAt: cl.offlineSince()}}
 	s.Subs = b.clientSubs(cl.id)
+	s.Taken = cl.sess.Remembered()
 	last := after
 	s.Inbound = cl.sess.Export(func(d *session.Delivery, packetID uint16, state byte) {
 		if after > 0 && d.Seq <= after {
@@ -427,6 +493,9 @@ func (b *Broker) snapshotLocked(cl *client, after uint64) (*SessionSnapshot, uin
 		last = max(last, d.Seq)
 		s.Out = append(s.Out, snapshotDelivery(d, packetID, state))
 	})
+	// Without the names of the inbound IDs' messages: this node is alive
+	// and has routed every message it received (a resend is not routed
+	// again; only a session recovered from a lost node's record is).
 	return s, last
 }
 
@@ -483,6 +552,12 @@ func (b *Broker) Adopt(s *SessionSnapshot) {
 			t.bt().PutSubscription(id, sub)
 		}
 	}
+	cl.sess.RememberAll(s.Taken)
+	if cl.persistent() {
+		cl.sess.TakenRecords(func(slot uint16, o session.Origin, n uint64) {
+			t.bt().PutTaken(id, slot, store.Taken{Origin: store.Origin(o), N: n})
+		})
+	}
 	for i, o := range s.Out {
 		m := fromStore(&o.Msg)
 		d := session.Delivery{Msg: m, QoS: o.QoS, Retain: o.Retain, SubIDs: o.SubIDs, Group: o.Group, Filter: o.Filter, Seq: uint64(i + 1)}
@@ -496,12 +571,17 @@ func (b *Broker) Adopt(s *SessionSnapshot) {
 			}
 		}
 	}
-	for _, pid := range s.Inbound {
+	for i, pid := range s.Inbound {
 		cl.sess.RestoreInbound(pid)
+		var o session.Origin
+		if i < len(s.InboundOrigins) {
+			o = s.InboundOrigins[i]
+			cl.sess.NameInbound(pid, o)
+		}
 		if cl.persistent() {
 			t.bt().PutInbound(id, pid)
 			if b.mirror != nil {
-				t.mirror = append(t.mirror, MirrorOp{ClientID: id, Inbound: pid, Rev: b.rev()})
+				t.mirror = append(t.mirror, MirrorOp{ClientID: id, Inbound: pid, Rev: b.rev(), Origin: o})
 			}
 		}
 	}
@@ -515,37 +595,50 @@ func (b *Broker) DropSession(clientID string) { b.dropSession(clientID, false) }
 // was out of touch with the cluster, closing its connection at once if one
 // is attached: packets still waiting to go out on it (an acknowledgement
 // held while the node was fenced) never do. Nothing is published: the
-// node that took it over handled the will.
-func (b *Broker) EvictSession(clientID string) {
-	if c := b.dropSession(clientID, true); c != nil {
+// node that took it over handled the will. It returns the deliveries the
+// session held: the node that took it over recovered those the queue
+// stream had, and the others (queued here while the stream could not be
+// reached, for a publisher whose acknowledgement is still held) must
+// follow it; each is named, so the session takes it once.
+func (b *Broker) EvictSession(clientID string) []SnapshotDelivery {
+	c, out := b.dropSession(clientID, true)
+	if c != nil {
 		c.Close() // not CloseAfter: nothing queued may go out
 	}
+	return out
 }
 
 // dropSession ends a session another node owns; with evict, also one with
 // a connection attached, whose conn it returns for the caller to close
-// once the locks are released.
-func (b *Broker) dropSession(clientID string, evict bool) (attached *conn.Conn) {
+// once the locks are released, and the deliveries the session held.
+func (b *Broker) dropSession(clientID string, evict bool) (attached *conn.Conn, out []SnapshotDelivery) {
 	t := b.begin(false)
 	defer t.commit(false)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	cl := b.clients[clientID]
 	if cl == nil {
-		return nil
+		return nil, nil
 	}
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
 	if cl.conn != nil {
 		if !evict {
-			return nil // a client is attached here: it is ours after all
+			return nil, nil // a client is attached here: it is ours after all
 		}
 		attached = cl.conn
 		b.closeTakenOver(cl)
 	}
+	if evict && cl.persistent() {
+		cl.sess.Export(func(d *session.Delivery, _ uint16, _ byte) {
+			if d.Group == "" {
+				out = append(out, snapshotDelivery(d, 0, session.StateQueued))
+			}
+		})
+	}
 	cl.cancelWill()
 	b.endSession(cl, t)
-	return attached
+	return attached, out
 }
 
 // recordSession tells the backplane what another node needs if this one

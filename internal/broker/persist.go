@@ -1,7 +1,9 @@
 package broker
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -38,6 +40,20 @@ type tx struct {
 	// published message for persistent sessions have it (cluster only):
 	// the publisher's acknowledgement waits for it (AckGate).
 	remote <-chan struct{}
+	// later asks publish to name the message but send it to the other
+	// nodes only once the operation is committed (QoS 2 from a client,
+	// LaterForwarder); forward then sends it.
+	later   bool
+	forward func(ok, replicated bool)
+}
+
+// sendForward sends the message named by a publish with later set, once
+// its operation is committed (ok) or failed.
+func (t *tx) sendForward(ok bool) {
+	if t != nil && t.forward != nil {
+		t.forward(ok, ok && t.replicated())
+		t.forward = nil
+	}
 }
 
 type delivered struct {
@@ -207,6 +223,10 @@ func (t *tx) PutInbound(clientID string, id uint16) {
 	}
 }
 
+func (t *tx) PutTaken(clientID string, slot uint16, o session.Origin, n uint64) {
+	t.bt().PutTaken(clientID, slot, store.Taken{Origin: store.Origin(o), N: n})
+}
+
 func (t *tx) DeleteInbound(clientID string, id uint16) {
 	t.bt().DeleteInbound(clientID, id)
 	if t.b.mirror != nil {
@@ -245,11 +265,13 @@ func (b *Broker) unref(bt store.Batch, m *session.Message) {
 }
 
 func toStore(m *session.Message) *store.Message {
-	return &store.Message{Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain, Props: m.Props, Expiry: m.Expiry, Publisher: m.Publisher}
+	return &store.Message{Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain, Props: m.Props, Expiry: m.Expiry, Publisher: m.Publisher,
+		Origin: store.Origin(m.Origin)}
 }
 
 func fromStore(m *store.Message) *session.Message {
-	return &session.Message{Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain, Props: m.Props, Expiry: m.Expiry, Publisher: m.Publisher}
+	return &session.Message{Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain, Props: m.Props, Expiry: m.Expiry, Publisher: m.Publisher,
+		Origin: session.Origin(m.Origin)}
 }
 
 // sessionRecord is the stored form of a persistent session.
@@ -304,6 +326,7 @@ func (b *Broker) Restore() error {
 	}
 	var nSess, nOut, nRet, nSubs int
 	var records = map[string]*store.Session{}
+	taken := map[string][]store.Taken{} // the sessions' memory of the messages they took
 	err := b.store.Load(store.Visitor{
 		Session: func(s *store.Session) error {
 			cl := &client{id: s.ClientID, version: s.Version, sess: session.New(s.ClientID, b.sessionLimitsFor(s.ClientID))}
@@ -356,9 +379,21 @@ func (b *Broker) Restore() error {
 			nRet++
 			return nil
 		},
+		Taken: func(clientID string, _ uint16, x store.Taken) error {
+			if b.clients[clientID] != nil {
+				taken[clientID] = append(taken[clientID], x)
+			}
+			return nil
+		},
 	})
 	if err != nil {
 		return fmt.Errorf("broker: restore from store: %w", err)
+	}
+	for id, xs := range taken {
+		slices.SortFunc(xs, func(a, b store.Taken) int { return cmp.Compare(a.N, b.N) })
+		for _, x := range xs {
+			b.clients[id].sess.RestoreTaken(session.Origin(x.Origin), x.N)
+		}
 	}
 	// Messages nothing refers to any more (a crash between writes).
 	t := b.begin(false)

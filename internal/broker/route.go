@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"context"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,6 +28,27 @@ func (b *Broker) publish(m *session.Message, t *tx) int { return b.publishFrom(m
 // publishFrom is publish for a client's PUBLISH: hs, when not nil,
 // collects the sessions that were full, to hold the publisher for.
 func (b *Broker) publishFrom(m *session.Message, t *tx, hs *holdSet) int {
+	// $SYS is each node's own tree: never forwarded or replicated.
+	bp := b.backplane
+	if bp != nil && strings.HasPrefix(m.Topic, "$SYS/") {
+		bp = nil
+	}
+	var remote bool
+	if bp != nil {
+		b.handMu.RLock()
+		defer b.handMu.RUnlock()
+		// First: Forward names the message (its origin) before anything
+		// else on this node can see it.
+		var safe <-chan struct{}
+		if lf, ok := bp.(LaterForwarder); ok && t != nil && t.later {
+			remote, safe, t.forward = lf.ForwardLater(m)
+		} else {
+			remote, safe = bp.Forward(m)
+		}
+		if t != nil && safe != nil {
+			t.remote = safe
+		}
+	}
 	if m.Retain {
 		if t != nil {
 			t.retained = &retainUndo{topic: m.Topic, old: b.retained.get(m.Topic), new: m}
@@ -38,21 +61,14 @@ func (b *Broker) publishFrom(m *session.Message, t *tx, hs *holdSet) int {
 				t.bt().PutRetained(toStore(m))
 			}
 		}
-	}
-	if bp := b.backplane; bp != nil && !strings.HasPrefix(m.Topic, "$SYS/") {
-		// $SYS is each node's own tree: never forwarded or replicated.
-		if m.Retain {
+		if bp != nil {
 			bp.Retain(m)
 		}
-		b.handMu.RLock()
-		remote, safe := bp.Forward(m)
-		if t != nil && safe != nil {
-			t.remote = safe
-		}
+	}
+	if bp != nil {
 		// $share groups span the cluster: the backplane picks the node,
 		// and the message comes back through InjectShared.
 		n := b.routeTo(m, t, sharedNone, hs)
-		b.handMu.RUnlock()
 		if remote {
 			n++ // someone elsewhere subscribes (for v5's 0x10 No matching subscribers)
 		}
@@ -302,6 +318,17 @@ func (b *Broker) deliverTo(cl *client, d session.Delivery, now time.Time, t *tx,
 		return
 	}
 	if d.Sample > 0 && d.QoS == 0 && b.sampleLocked(cl, d, now) {
+		return
+	}
+	if d.QoS > 0 && cl.sess.Taken(d.Msg.Origin) {
+		// A copy of a message the session already took, come by another
+		// path (relayed, or replayed after a node's loss): delivering it
+		// again would be a new message to the client.
+		b.Stats.Repeats.Add(1)
+		if b.log.Enabled(context.Background(), slog.LevelDebug) {
+			b.log.Debug("duplicate copy not delivered", "client_id", cl.id, "topic", d.Msg.Topic,
+				"origin", d.Msg.Origin.Instance, "seq", d.Msg.Origin.Seq)
+		}
 		return
 	}
 	before := cl.sess.Stats

@@ -142,6 +142,9 @@ func packetName(t packet.Type) string {
 
 func (h *handler) onPublish(p *packet.Publish) string {
 	b := h.b
+	if p.QoS > 0 && !h.waitFence() {
+		return "session taken over by another node"
+	}
 	h.received(p)
 	h.hs.self, h.hs.on = h.cl, h.hs.on[:0]
 	v5 := h.version == packet.V5
@@ -261,19 +264,44 @@ func (h *handler) onPublish(p *packet.Publish) string {
 	case 2:
 		h.cl.mu.Lock()
 		first, err := h.cl.sess.ReceiveQoS2(h.cl.jr(t), p.PacketID, p.Dup)
+		var replay session.Origin
+		again := false
+		if err == nil && !first {
+			replay, again = h.cl.sess.TakeReplay(p.PacketID)
+		}
 		h.cl.mu.Unlock()
 		if err != nil {
 			t.commit(false)
 			return h.fail(packet.ReceiveMaximumExceeded, "too many QoS 2 messages awaiting PUBREL") // [MQTT-3.3.4-9]
 		}
 		code := packet.Success
-		if first {
+		if first && t != nil {
+			t.later = true
+		}
+		switch {
+		case first:
+			code = noMatch(b.publishFrom(m, t, &h.hs))
+			if !m.Origin.IsZero() {
+				// Kept with the packet ID: the node that continues the
+				// session knows what it received (TakeReplay).
+				h.cl.mu.Lock()
+				h.cl.sess.NameInbound(p.PacketID, m.Origin)
+				h.cl.mu.Unlock()
+				t.nameInbound(h.cl.id, p.PacketID, m.Origin)
+			}
+		case again:
+			// Received first by a node since lost, which may not have
+			// routed it everywhere: again, under the same name, so that
+			// only the sessions that missed it take it.
+			m.Origin = replay
 			code = noMatch(b.publishFrom(m, t, &h.hs))
 		}
 		if err := t.commit(true); err != nil {
+			t.sendForward(false)
 			t.rollback()
 			return h.storeFailed(p)
 		}
+		t.sendForward(true)
 		h.ackPublishAfter(t.ackGate(), p, code)
 	}
 	return ""

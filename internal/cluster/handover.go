@@ -81,6 +81,26 @@ type incoming struct {
 // keeps the session, so the connect must not go ahead without it.
 var errHandOver = fmt.Errorf("cluster: session hand-over failed: %w", broker.ErrSessionMoving)
 
+// recoverOwn installs a session this node owns in the sessions bucket but
+// does not hold, from the record and the entries it mirrored to the queue
+// stream, for its client reconnecting now; those entries are replaced by
+// the ones the install writes.
+func (n *Node) recoverOwn(clientID string, rec *broker.SessionSnapshot, clean bool) (*broker.SessionSnapshot, error) {
+	s, last, err := n.withQueuedUpTo(rec, n.cfg.Node, clean)
+	if err != nil {
+		// Refused, so that the client retries once the stream is
+		// readable, rather than start without its messages.
+		return nil, fmt.Errorf("%w: claim %q: recover this node's own session: %v", errHandOver, clientID, err)
+	}
+	n.log.Warn("cluster: session owned here but not held (store lost?); recovered from its record and the queue stream",
+		"client_id", clientID, "deliveries", len(s.Out))
+	n.b.AdoptOrphan(s, true, clean)
+	if last > 0 {
+		n.purgeQueued(queueSubject(clientID, n.cfg.Node), last+1)
+	}
+	return nil, nil
+}
+
 // Claim makes this node the owner of clientID's session. If another node
 // owns it, that node hands it over (closing its connection); if that node
 // is gone, the subscriptions it last recorded are recovered. An error that
@@ -156,6 +176,16 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 			r = record{}
 		}
 		if r.Node == n.cfg.Node {
+			if (r.From == "" || r.From == n.cfg.Node) && !n.b.HasSession(clientID) && r.Session != nil &&
+				r.Session.Session.ExpiryInterval > 0 {
+				// Ours, persistent, recorded, but not held: this node
+				// lost its store (restarted with its data folder wiped)
+				// before anyone took the session over. Recovered from
+				// the record and the stream as a lost owner's would be,
+				// rather than started empty (its subscriptions gone,
+				// what was relayed for it delivered to no one).
+				return n.recoverOwn(clientID, r.Session, clean)
+			}
 			if r.From == "" || r.From == n.cfg.Node || n.b.HasSession(clientID) {
 				return ok() // ours already: a local takeover, if any
 			}

@@ -28,6 +28,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -36,6 +37,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/starling-mqtt/starling/internal/broker"
+	"github.com/starling-mqtt/starling/internal/session"
 )
 
 const (
@@ -126,6 +130,15 @@ func (n *Node) lapseLocked() {
 	n.lease.gen++
 	n.lease.open = make(chan struct{})
 	wake(n.lease.lapsed)
+}
+
+// Fence returns nil while the node serves, or a channel closed once it
+// serves again (broker.Fencer).
+func (n *Node) Fence() <-chan struct{} {
+	if !n.started.Load() {
+		return nil
+	}
+	return n.fenceGate()
 }
 
 // waitServing blocks while the node is fenced; false once ctx is done.
@@ -321,13 +334,19 @@ func (n *Node) fenceLoop() {
 // node holds is still its own, and evicts those that are not.
 func (n *Node) recheckSessions() (evicted int, err error) {
 	for _, id := range n.b.SessionIDs() {
-		mine, err := n.confirmOwner(id)
+		mine, owner, err := n.confirmOwner(id)
 		if err != nil {
 			return evicted, err
 		}
 		if !mine {
-			n.log.Info("cluster: session taken over by another node while this one was out of touch", "client_id", id)
-			n.b.EvictSession(id)
+			n.log.Info("cluster: session taken over by another node while this one was out of touch", "client_id", id, "owner", owner)
+			held := n.b.EvictSession(id)
+			if owner != "" && len(held) > 0 {
+				// Before serving again (which releases the held
+				// acknowledgements of what they carry): to the session
+				// where it is now, which takes what it lacks.
+				n.sendEvicted(owner, id, held)
+			}
 			n.purgeQueued(queueSubject(id, n.cfg.Node), 0)
 			evicted++
 			n.lease.evicted.Add(1)
@@ -339,29 +358,69 @@ func (n *Node) recheckSessions() (evicted int, err error) {
 // confirmOwner reports whether the sessions bucket names this node as
 // clientID's owner, rewriting the record unchanged at its revision: a
 // takeover that read the record before fails its own compare-and-set.
-func (n *Node) confirmOwner(clientID string) (bool, error) {
+//
+// A session that is not its own any more has its owner noted at once
+// (owner, "" if its record is gone): what this node publishes once it
+// serves again goes to the session where it is, rather than to no one
+// until the bucket's echo arrives.
+func (n *Node) confirmOwner(clientID string) (mine bool, owner string, err error) {
 	for range 5 {
 		ctx, cancel := context.WithTimeout(n.ctx, kvTimeout)
 		e, err := n.sessions.Get(ctx, key(clientID))
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			cancel()
-			return false, nil // its record deleted: taken over (or ended)
+			return false, "", nil // its record deleted: taken over (or ended)
 		}
 		if err == nil {
 			var r record
 			if json.Unmarshal(e.Value(), &r) != nil || r.Node != n.cfg.Node {
 				cancel()
-				return false, nil
+				if r.Node != "" && r.Node != n.cfg.Node {
+					n.noteOwner(key(clientID), e.Revision(), r)
+				}
+				return false, r.Node, nil
 			}
 			_, err = n.sessions.Update(ctx, key(clientID), e.Value(), e.Revision())
 		}
 		cancel()
 		if err == nil {
-			return true, nil
+			return true, "", nil
 		}
 		if !isRevisionMismatch(err) {
-			return false, err
+			return false, "", err
 		}
 	}
-	return false, errors.New("record contended")
+	return false, "", errors.New("record contended")
+}
+
+// evictedPatience bounds how long an evicted session's deliveries may
+// take to reach the relay stream, all together (each is tried at least
+// briefly): the node serves again only after.
+const evictedPatience = 10 * time.Second
+
+// sendEvicted relays the deliveries an evicted session held to its
+// owner's relay subject, each under its name: the owner recovered from
+// the queue stream those that reached it, and the session there skips
+// them; the others (queued here while the stream was out of reach) it
+// takes. Bounded: a relay write given up is logged.
+func (n *Node) sendEvicted(owner, clientID string, held []broker.SnapshotDelivery) {
+	deadline := time.Now().Add(evictedPatience)
+	for i := range held {
+		d := &held[i]
+		m := &session.Message{Topic: d.Msg.Topic, Payload: d.Msg.Payload, QoS: d.Msg.QoS, Retain: d.Msg.Retain,
+			Props: d.Msg.Props, Expiry: d.Msg.Expiry, Publisher: d.Msg.Publisher, Origin: session.Origin(d.Msg.Origin)}
+		n.pubMu.Lock()
+		n.seq++
+		seq := n.seq
+		n.pubMu.Unlock()
+		data, err := encodeMessage(nil, header{n.instance, seq}, m)
+		if err == nil {
+			err = n.relayTo(owner, data, []string{clientID}, fmt.Sprintf("e-%016x-%d", n.instance, seq),
+				max(time.Until(deadline), 200*time.Millisecond))
+		}
+		if err != nil {
+			n.log.Warn("cluster: a message of a session taken over while this node was out of touch could not follow it",
+				"client_id", clientID, "owner", owner, "topic", m.Topic, "err", err)
+		}
+	}
 }

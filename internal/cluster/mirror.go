@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/starling-mqtt/starling/internal/broker"
+	"github.com/starling-mqtt/starling/internal/session"
 )
 
 // The queued and inflight QoS 1/2 deliveries of persistent sessions are
@@ -66,6 +67,8 @@ type queueChange struct {
 	Out *broker.SnapshotDelivery `json:"out,omitempty"` // nil: removed
 	In  uint16                   `json:"in,omitempty"`
 	Rel bool                     `json:"rel,omitempty"` // In released
+	// O names the message received under In (session.Message.Origin).
+	O *session.Origin `json:"o,omitempty"`
 }
 
 // queueEntry is one message in the stream: a session's changes from one
@@ -234,6 +237,10 @@ func (n *Node) MirrorDeliveries(ops []broker.MirrorOp, wait bool) bool {
 		c, k := queueChange{Seq: op.Seq, Out: op.Out}, mirrorKey{op.Seq, op.Out != nil}
 		if op.Inbound != 0 {
 			c, k = queueChange{In: op.Inbound, Rel: op.Released}, mirrorKey{inboundKey | uint64(op.Inbound), !op.Released}
+			if !op.Origin.IsZero() {
+				o := op.Origin
+				c.O = &o
+			}
 		}
 		g.changes = append(g.changes, c)
 		g.keys = append(g.keys, k)
@@ -582,22 +589,32 @@ func (n *Node) purgeLoop() {
 
 // loadQueued reads the deliveries node mirrored for clientID's session,
 // in sequence order, and its QoS 2 packet IDs awaiting PUBREL.
-func (n *Node) loadQueued(ctx context.Context, clientID, node string) ([]broker.SnapshotDelivery, []uint16, error) {
+// The IDs come with the names of their messages, where known.
+func (n *Node) loadQueued(ctx context.Context, clientID, node string) ([]broker.SnapshotDelivery, map[uint16]session.Origin, error) {
+	out, in, _, err := n.loadQueuedUpTo(ctx, clientID, node)
+	return out, in, err
+}
+
+// loadQueuedUpTo is loadQueued that also returns the stream sequence of
+// the last entry it read (0: none).
+func (n *Node) loadQueuedUpTo(ctx context.Context, clientID, node string) ([]broker.SnapshotDelivery, map[uint16]session.Origin, uint64, error) {
 	s := n.queue()
 	if s == nil {
-		return nil, nil, errors.New("cluster: queue stream not open")
+		return nil, nil, 0, errors.New("cluster: queue stream not open")
 	}
+	var last uint64
 	subj := queueSubject(clientID, node)
 	got := make(map[uint64]*broker.SnapshotDelivery)
-	in := make(map[uint16]bool)
+	in := make(map[uint16]session.Origin)
 	for seq := uint64(1); ; {
 		m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subj))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			break
 		}
 		if err != nil {
-			return nil, nil, fmt.Errorf("cluster: read queued messages of %q: %w", clientID, err)
+			return nil, nil, 0, fmt.Errorf("cluster: read queued messages of %q: %w", clientID, err)
 		}
+		last = m.Sequence
 		var e queueEntry
 		if err := json.Unmarshal(m.Data, &e); err != nil {
 			n.log.Warn("cluster: skipping an undecodable queued message", "client_id", clientID, "err", err)
@@ -607,7 +624,11 @@ func (n *Node) loadQueued(ctx context.Context, clientID, node string) ([]broker.
 			case c.In != 0 && c.Rel:
 				delete(in, c.In)
 			case c.In != 0:
-				in[c.In] = true
+				var o session.Origin
+				if c.O != nil {
+					o = *c.O
+				}
+				in[c.In] = o
 			case c.Out == nil:
 				delete(got, c.Seq)
 			default:
@@ -625,26 +646,38 @@ func (n *Node) loadQueued(ctx context.Context, clientID, node string) ([]broker.
 	for _, s := range seqs {
 		out = append(out, *got[s])
 	}
-	var ids []uint16
-	for id := range in {
-		ids = append(ids, id)
-	}
-	return out, ids, nil
+	return out, in, last, nil
 }
 
 // withQueued returns a lost node's session record with the deliveries
 // that node mirrored for it, unless the session ends or starts clean.
 func (n *Node) withQueued(s *broker.SessionSnapshot, lost string, clean bool) (*broker.SessionSnapshot, error) {
+	cp, _, err := n.withQueuedUpTo(s, lost, clean)
+	return cp, err
+}
+
+// withQueuedUpTo is withQueued that also returns the stream sequence of
+// the last entry read (0: none).
+func (n *Node) withQueuedUpTo(s *broker.SessionSnapshot, lost string, clean bool) (*broker.SessionSnapshot, uint64, error) {
 	if s.Session.ExpiryInterval == 0 || clean {
-		return s, nil
+		return s, 0, nil
 	}
 	ctx, cancel := context.WithTimeout(n.ctx, readyWait)
 	defer cancel()
-	out, in, err := n.loadQueued(ctx, s.Session.ClientID, lost)
+	out, in, last, err := n.loadQueuedUpTo(ctx, s.Session.ClientID, lost)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	cp := *s
-	cp.Out, cp.Inbound = out, in
-	return &cp, nil
+	cp.Out, cp.Inbound, cp.InboundOrigins = out, nil, nil
+	named := false
+	for id, o := range in {
+		cp.Inbound = append(cp.Inbound, id)
+		cp.InboundOrigins = append(cp.InboundOrigins, o)
+		named = named || !o.IsZero()
+	}
+	if !named {
+		cp.InboundOrigins = nil
+	}
+	return &cp, last, nil
 }

@@ -45,7 +45,8 @@ type retainWrite struct {
 // deletion).
 func (n *Node) Retain(m *session.Message) {
 	seq := n.rseq.Add(1)
-	val, err := encodeMessage(nil, header{n.instance, seq}, m)
+	// Unnamed: a retained value is no message a session takes.
+	val, err := encodeNamed(nil, header{n.instance, seq}, session.Origin{}, m)
 	if err != nil {
 		n.log.Warn("cluster: encode retained", "topic", m.Topic, "err", err)
 		return
@@ -137,6 +138,9 @@ func (n *Node) applyRetained(e jetstream.KeyValueEntry) {
 			n.log.Warn("cluster: bad retained entry", "topic", name, "err", err)
 			return
 		}
+		// Its header counts retained changes, not messages: it names no
+		// message a session could take (session.Message.Origin).
+		m.Origin = session.Origin{}
 		if h.instance == n.instance {
 			n.kmu.Lock()
 			if p, ok := n.rpend[name]; ok && h.seq >= p {

@@ -6,6 +6,7 @@ package cluster
 
 import (
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -26,11 +27,127 @@ func (n *Node) Forward(m *session.Message) (bool, <-chan struct{}) {
 	if !n.started.Load() {
 		return false, nil // restoring: no other node is there to have it
 	}
+	seq := n.name(m)
 	subj := topicSubject(m.Topic)
-	var targets map[string][]string
-	if m.QoS > 0 && n.rel.js.Load() != nil {
-		targets = n.persistentTargets(m)
+	targets := n.targetsOf(m)
+	f := n.send(m, seq, subj, targets)
+	remote := n.acct.SubscriptionInterest(subj) || len(targets) > 0
+	var fence <-chan struct{}
+	if m.QoS > 0 {
+		// A fenced node acknowledges nothing (its PUBACK, and the
+		// publish's deliveries here, wait) until it is sure which
+		// sessions are still its own; a publisher whose session was
+		// taken meanwhile has its connection closed instead.
+		fence = n.fenceGate()
 	}
+	var done <-chan struct{}
+	if f != nil {
+		done = f.done
+	}
+	switch {
+	case fence == nil:
+		return remote, done
+	case done == nil:
+		return remote, fence
+	}
+	return remote, both(fence, done)
+}
+
+// ForwardLater is Forward for a QoS 2 message from a client, which must
+// not leave this node before its packet ID is replicated: a publisher
+// that resends it to another node after losing this one then finds it
+// received there, and it is not routed twice under two names. m is
+// named now; send, called once the publish's operation is committed,
+// publishes it (ok false: the operation failed, nothing is sent). A
+// message whose packet ID the stream did not confirm (replicated false),
+// or that is sent while the node is fenced, is sent once the node serves
+// again, and only if its publisher's session is still here. If another
+// node took the session over, the publisher resends there: that node
+// routes the message again under this name if the packet ID reached the
+// stream with it (session.Session.TakeReplay), and as a new message if
+// it did not; either way each session takes it once.
+func (n *Node) ForwardLater(m *session.Message) (remote bool, safe <-chan struct{}, send func(ok, replicated bool)) {
+	if !n.started.Load() {
+		return false, nil, func(bool, bool) {}
+	}
+	seq := n.name(m)
+	subj := topicSubject(m.Topic)
+	targets := n.targetsOf(m)
+	remote = n.acct.SubscriptionInterest(subj) || len(targets) > 0
+	inc, _ := n.b.SessionIncarnation(m.Publisher)
+	done := make(chan struct{})
+	var once sync.Once
+	finish := func(f *forwarded) {
+		if f != nil {
+			<-f.done
+		}
+		once.Do(func() { close(done) })
+	}
+	send = func(ok, replicated bool) {
+		switch {
+		case !ok:
+			finish(nil)
+		case replicated && n.fenceGate() == nil:
+			// Not fenced: the publisher's session is this node's (a node
+			// woken from a freeze finds its lease lapsed at once, and
+			// takes the way below).
+			if f := n.send(m, seq, subj, targets); f != nil {
+				go finish(f)
+			} else {
+				finish(nil)
+			}
+		default:
+			go func() {
+				if !n.waitServing(n.ctx) || !n.sameSession(m.Publisher, inc) {
+					n.log.Info("cluster: QoS 2 message not forwarded: its publisher's session left this node before its packet ID was replicated",
+						"client_id", m.Publisher, "topic", m.Topic)
+					finish(nil)
+					return
+				}
+				finish(n.send(m, seq, subj, targets))
+			}()
+		}
+	}
+	safe = done
+	if fence := n.fenceGate(); fence != nil {
+		safe = both(fence, done)
+	}
+	return remote, safe, send
+}
+
+// sameSession reports whether this node still holds incarnation inc of
+// clientID's session.
+func (n *Node) sameSession(clientID string, inc uint64) bool {
+	now, ok := n.b.SessionIncarnation(clientID)
+	return ok && now == inc
+}
+
+// name gives m its origin: this node's run and the next sequence number.
+func (n *Node) name(m *session.Message) uint64 {
+	n.pubMu.Lock()
+	defer n.pubMu.Unlock()
+	n.seq++
+	// The message's name on every node and path it takes (the broker
+	// routes it locally after naming). A message routed again under the
+	// name another node gave it (a QoS 2 resend, session.TakeReplay)
+	// keeps it.
+	if m.Origin.IsZero() {
+		m.Origin = session.Origin{Instance: n.instance, Seq: n.seq}
+	}
+	return n.seq
+}
+
+// targetsOf lists the persistent sessions on other nodes m must reach.
+func (n *Node) targetsOf(m *session.Message) map[string][]string {
+	if m.QoS > 0 && n.rel.js.Load() != nil {
+		return n.persistentTargets(m)
+	}
+	return nil
+}
+
+// send publishes m, named seq, on subj; with targets, it asks their nodes
+// to confirm and returns what waits for them.
+func (n *Node) send(m *session.Message, seq uint64, subj string, targets map[string][]string) *forwarded {
 	var msg *nats.Msg
 	if targets != nil {
 		// Built outside pubMu, which every publish on the node waits for.
@@ -52,13 +169,12 @@ func (n *Node) Forward(m *session.Message) (bool, <-chan struct{}) {
 	}
 	var f *forwarded
 	n.pubMu.Lock()
-	n.seq++
-	buf, err := encodeMessage(n.buf[:0], header{n.instance, n.seq}, m)
+	buf, err := encodeMessage(n.buf[:0], header{n.instance, seq}, m)
 	if err == nil {
 		if msg == nil {
 			err = n.pc.Publish(subj, buf)
 		} else {
-			f = n.expect(n.seq, buf, targets)
+			f = n.expect(seq, buf, targets)
 			msg.Data = buf
 			err = n.pc.PublishMsg(msg)
 		}
@@ -69,32 +185,14 @@ func (n *Node) Forward(m *session.Message) (bool, <-chan struct{}) {
 	n.pubMu.Unlock()
 	if err != nil {
 		n.log.Warn("cluster: forward failed", "topic", m.Topic, "err", err)
-		if f == nil {
-			return false, nil
+		if f != nil {
+			// The confirmations will not come: relayed at the next look.
+			n.rel.mu.Lock()
+			f.at = time.Time{}
+			n.rel.mu.Unlock()
 		}
-		// The confirmations will not come: relayed at the next look.
-		n.rel.mu.Lock()
-		f.at = time.Time{}
-		n.rel.mu.Unlock()
 	}
-	remote := n.acct.SubscriptionInterest(subj)
-	var fence <-chan struct{}
-	if m.QoS > 0 {
-		// A fenced node acknowledges nothing (its PUBACK, and the
-		// publish's deliveries here, wait) until it is sure which
-		// sessions are still its own; a publisher whose session was
-		// taken meanwhile has its connection closed instead.
-		fence = n.fenceGate()
-	}
-	switch {
-	case f == nil && fence == nil:
-		return remote, nil
-	case f == nil:
-		return remote, fence
-	case fence == nil:
-		return remote || len(targets) > 0, f.done
-	}
-	return remote || len(targets) > 0, both(fence, f.done)
+	return f
 }
 
 // both is closed once a and b are.
@@ -201,8 +299,9 @@ func (n *Node) Dropped() uint64 {
 }
 
 // receiveLoop delivers messages from other nodes to local subscribers. A
-// message matching several of this node's filters arrives once per filter;
-// sequence numbers, which increase per sending node, drop the repeats.
+// message matching several of this node's filters arrives once per filter,
+// the copies one after the other; the sender's sequence number drops the
+// repeats.
 func (n *Node) receiveLoop() {
 	defer n.wg.Done()
 	last := make(map[uint64]uint64)
@@ -231,7 +330,10 @@ func (n *Node) receiveLoop() {
 		if h.instance == n.instance {
 			return // delivered locally when published
 		}
-		if s, ok := last[h.instance]; ok && h.seq <= s {
+		if s, ok := last[h.instance]; ok && h.seq == s {
+			// Another filter's copy of the message just taken (a node
+			// sends a QoS 2 message only once its packet ID is
+			// replicated, so sequence numbers may arrive out of order).
 			return
 		}
 		if len(last) > 1024 {

@@ -13,8 +13,14 @@ import (
 )
 
 // wireVersion is the first byte of every encoded message; a node refuses
-// versions it does not know rather than misreading them.
-const wireVersion = 1
+// versions it does not know rather than misreading them. Version 2 adds
+// the message's name (session.Message.Origin) when it is not the header
+// (a message routed again under the name another node gave it); every
+// other message is written as version 1, which names it by its header.
+const (
+	wireVersion      = 1
+	wireVersionNamed = 2
+)
 
 // header says where a message came from: the sending node's instance (new
 // on every start) and its sequence number there, for deduplication.
@@ -24,10 +30,20 @@ type header struct {
 }
 
 // encodeMessage writes m for the backplane: version, origin, absolute
-// expiry, publisher, then the message as an MQTT 5 PUBLISH (the codec
-// every node already has and fuzzes).
+// expiry, [name,] publisher, then the message as an MQTT 5 PUBLISH (the
+// codec every node already has and fuzzes).
 func encodeMessage(dst []byte, h header, m *session.Message) ([]byte, error) {
-	dst = append(dst, wireVersion)
+	return encodeNamed(dst, h, m.Origin, m)
+}
+
+// encodeNamed is encodeMessage naming the message o (zero: by its header).
+func encodeNamed(dst []byte, h header, o session.Origin, m *session.Message) ([]byte, error) {
+	named := !o.IsZero() && o != (session.Origin{Instance: h.instance, Seq: h.seq})
+	if named {
+		dst = append(dst, wireVersionNamed)
+	} else {
+		dst = append(dst, wireVersion)
+	}
 	dst = binary.BigEndian.AppendUint64(dst, h.instance)
 	dst = binary.BigEndian.AppendUint64(dst, h.seq)
 	var exp int64
@@ -35,6 +51,10 @@ func encodeMessage(dst []byte, h header, m *session.Message) ([]byte, error) {
 		exp = m.Expiry.UnixNano()
 	}
 	dst = binary.BigEndian.AppendUint64(dst, uint64(exp))
+	if named {
+		dst = binary.BigEndian.AppendUint64(dst, o.Instance)
+		dst = binary.BigEndian.AppendUint64(dst, o.Seq)
+	}
 	dst = binary.AppendUvarint(dst, uint64(len(m.Publisher)))
 	dst = append(dst, m.Publisher...)
 	p := &packet.Publish{QoS: m.QoS, Retain: m.Retain, Topic: m.Topic, Properties: m.Props, Payload: m.Payload}
@@ -51,13 +71,22 @@ var errWire = errors.New("cluster: bad message encoding")
 // bad or foreign message is an error, never a panic.
 func decodeMessage(b []byte) (header, *session.Message, error) {
 	var h header
-	if len(b) < 25 || b[0] != wireVersion {
+	if len(b) < 25 || (b[0] != wireVersion && b[0] != wireVersionNamed) {
 		return h, nil, fmt.Errorf("%w: short or unknown version", errWire)
 	}
 	h.instance = binary.BigEndian.Uint64(b[1:])
 	h.seq = binary.BigEndian.Uint64(b[9:])
 	exp := int64(binary.BigEndian.Uint64(b[17:]))
+	o := session.Origin{Instance: h.instance, Seq: h.seq}
+	named := b[0] == wireVersionNamed
 	b = b[25:]
+	if named {
+		if len(b) < 16 {
+			return h, nil, fmt.Errorf("%w: name", errWire)
+		}
+		o = session.Origin{Instance: binary.BigEndian.Uint64(b), Seq: binary.BigEndian.Uint64(b[8:])}
+		b = b[16:]
+	}
 	n, k := binary.Uvarint(b)
 	if k <= 0 || n > uint64(len(b)-k) {
 		return h, nil, fmt.Errorf("%w: publisher", errWire)
@@ -81,7 +110,8 @@ func decodeMessage(b []byte) (header, *session.Message, error) {
 	if topic.ValidateName(p.Topic) != nil {
 		return h, nil, fmt.Errorf("%w: topic", errWire)
 	}
-	m := &session.Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain, Props: p.Properties, Publisher: publisher}
+	m := &session.Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain, Props: p.Properties, Publisher: publisher,
+		Origin: o}
 	m.Props.MessageExpiry = nil
 	if exp != 0 {
 		m.Expiry = time.Unix(0, exp)

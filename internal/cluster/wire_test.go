@@ -46,6 +46,39 @@ func TestMessageRoundTrip(t *testing.T) {
 	}
 }
 
+// A message carries its name: by its header, or, routed again under the
+// name another node gave it, explicitly (version 2).
+func TestMessageNameRoundTrip(t *testing.T) {
+	for _, c := range []struct {
+		name    session.Origin
+		version byte
+	}{
+		{session.Origin{}, wireVersion},
+		{session.Origin{Instance: 7, Seq: 9}, wireVersion},
+		{session.Origin{Instance: 3, Seq: 41}, wireVersionNamed},
+	} {
+		m := &session.Message{Topic: "a", Payload: []byte("p"), QoS: 2, Origin: c.name}
+		b, err := encodeMessage(nil, header{instance: 7, seq: 9}, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b[0] != c.version {
+			t.Fatalf("name %v written as version %d, want %d", c.name, b[0], c.version)
+		}
+		h, got, err := decodeMessage(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := c.name
+		if want.IsZero() {
+			want = session.Origin{Instance: 7, Seq: 9}
+		}
+		if h != (header{7, 9}) || got.Origin != want || string(got.Payload) != "p" {
+			t.Fatalf("name %v: decoded header %+v, name %v, payload %q", c.name, h, got.Origin, got.Payload)
+		}
+	}
+}
+
 func TestDecodeRejects(t *testing.T) {
 	good, _ := encodeMessage(nil, header{1, 1}, &session.Message{Topic: "t", Payload: []byte("p"), QoS: 1})
 	for name, b := range map[string][]byte{

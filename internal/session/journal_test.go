@@ -27,6 +27,10 @@ func (r *recorder) DeleteInbound(id string, packetID uint16) {
 	*r = append(*r, fmt.Sprintf("%s release %d", id, packetID))
 }
 
+func (r *recorder) PutTaken(id string, slot uint16, _ Origin, n uint64) {
+	*r = append(*r, fmt.Sprintf("%s taken %d slot=%d", id, n, slot))
+}
+
 // The journal a call is given receives that call's changes, and only
 // those: a delivery queued offline, sent on attach, acknowledged; an
 // inbound QoS 2 ID received and released. A call given nil records

@@ -27,9 +27,22 @@ type Message struct {
 	Publisher string
 	// ID identifies the message in a durable store; 0 until stored.
 	ID uint64
+	// Origin identifies the message across a cluster's nodes: the same
+	// on every copy, whichever way it travels (zero on a single node).
+	Origin Origin
 
 	enc wireCache // encodings shared by every subscriber
 }
+
+// Origin names a message by the node run that published it and its
+// sequence number there. A session takes each origin once (see Taken).
+type Origin struct {
+	Instance uint64 `json:"i"`
+	Seq      uint64 `json:"s"`
+}
+
+// IsZero reports whether o names no message.
+func (o Origin) IsZero() bool { return o == Origin{} }
 
 // Expired reports whether the message may no longer be delivered at now.
 func (m *Message) Expired(now time.Time) bool {

@@ -91,6 +91,9 @@ type Journal interface {
 	DeleteOutbound(clientID string, seq uint64, d *Delivery)
 	PutInbound(clientID string, packetID uint16)
 	DeleteInbound(clientID string, packetID uint16)
+	// PutTaken records the name of a message a persistent session took,
+	// its n-th, in slot (n-1) mod RememberMax of a ring (Taken).
+	PutTaken(clientID string, slot uint16, o Origin, n uint64)
 }
 
 type inflight struct {
@@ -136,10 +139,20 @@ type Session struct {
 	// an offline session's full queue always drops the newest.
 	Overflow Overflow
 
-	inQoS2 map[uint16]struct{} // inbound QoS 2 IDs received, PUBREL not yet
+	// inQoS2 are the inbound QoS 2 IDs received, PUBREL not yet, with
+	// the name (origin) the broker gave the message, if it did.
+	inQoS2 map[uint16]Origin
 	// restoredIn are the inbound IDs loaded from a store, not yet seen
 	// again on this broker run.
 	restoredIn map[uint16]struct{}
+
+	// taken holds the origins of the messages the session took, the last
+	// RememberMax of them, with ring in the order taken (a circle from
+	// ringNext once full); see Taken.
+	taken    map[Origin]struct{}
+	ring     []Origin
+	ringNext int
+	takenN   uint64 // origins taken so far: the newest is the takenN-th
 
 	nextSeq  uint64
 	accepted uint64 // Seq of the delivery the last Deliver kept, 0 if none
@@ -158,7 +171,7 @@ func New(clientID string, lim Limits) *Session {
 	return &Session{
 		ClientID: clientID,
 		lim:      lim,
-		inQoS2:   make(map[uint16]struct{}),
+		inQoS2:   make(map[uint16]Origin),
 	}
 }
 
@@ -282,7 +295,7 @@ func (s *Session) enqueue(j Journal, d Delivery) {
 			return
 		}
 	}
-	s.number(&d)
+	s.number(j, &d)
 	s.queue = append(s.queue, d)
 	s.addQ(d.size())
 	if d.Latest {
@@ -340,7 +353,7 @@ func (s *Session) conflate(j Journal, d Delivery) bool {
 	s.forget(j, old)
 	s.addQ(d.size() - old.size())
 	d.Seq = 0
-	s.number(&d)
+	s.number(j, &d)
 	*old = d
 	s.latest[d.Msg.Topic] = d.Seq
 	s.Stats.Conflated++
@@ -399,11 +412,89 @@ func (s *Session) Discard() {
 
 // number gives a delivery its sequence number, the order it keeps in the
 // store.
-func (s *Session) number(d *Delivery) {
+func (s *Session) number(j Journal, d *Delivery) {
 	if d.Seq == 0 {
 		s.nextSeq++
 		d.Seq = s.nextSeq
 		s.accepted = d.Seq
+		s.remember(d.Msg.Origin, j)
+	}
+}
+
+// RememberMax bounds the origins a persistent session remembers: a copy
+// of a message that comes more than that many messages after the first
+// is taken again.
+const RememberMax = 4096
+
+// Taken reports whether a persistent session already took the message
+// of origin o, among its last RememberMax messages: a copy that reaches
+// it again by another path (relayed, replayed after a node's loss) must
+// not be delivered as a new message.
+func (s *Session) Taken(o Origin) bool {
+	if o.IsZero() || s.taken == nil {
+		return false
+	}
+	_, ok := s.taken[o]
+	return ok
+}
+
+// remember notes that the session took the message of origin o; with a
+// journal j, also in j (a store keeps the memory).
+func (s *Session) remember(o Origin, j Journal) {
+	if o.IsZero() || s.ExpiryInterval == 0 {
+		return
+	}
+	if s.taken == nil {
+		s.taken = make(map[Origin]struct{})
+	}
+	if _, ok := s.taken[o]; ok {
+		return
+	}
+	if len(s.ring) < RememberMax {
+		s.ring = append(s.ring, o)
+	} else {
+		delete(s.taken, s.ring[s.ringNext])
+		s.ring[s.ringNext] = o
+		s.ringNext = (s.ringNext + 1) % RememberMax
+	}
+	s.taken[o] = struct{}{}
+	s.takenN++
+	if j != nil {
+		j.PutTaken(s.ClientID, uint16((s.takenN-1)%RememberMax), o, s.takenN)
+	}
+}
+
+// RestoreTaken adds what a store kept of the memory: the n-th origin the
+// session took. Call in ascending n, after setting ExpiryInterval.
+func (s *Session) RestoreTaken(o Origin, n uint64) {
+	s.remember(o, nil)
+	s.takenN = max(s.takenN, n)
+}
+
+// TakenRecords calls fn for every origin the session remembers, oldest
+// first, as PutTaken would have recorded it: for a store that must hold
+// the memory of a session installed whole (handed over).
+func (s *Session) TakenRecords(fn func(slot uint16, o Origin, n uint64)) {
+	r := s.Remembered()
+	for i, o := range r {
+		n := s.takenN - uint64(len(r)) + uint64(i) + 1
+		fn(uint16((n-1)%RememberMax), o, n)
+	}
+}
+
+// Remembered returns the origins the session remembers, oldest first:
+// what another node must know to continue the session (RememberAll).
+func (s *Session) Remembered() []Origin {
+	out := make([]Origin, 0, len(s.ring))
+	out = append(out, s.ring[s.ringNext:]...)
+	return append(out, s.ring[:s.ringNext]...)
+}
+
+// RememberAll adds origins, oldest first, to those the session
+// remembers; set ExpiryInterval first.
+func (s *Session) RememberAll(os []Origin) {
+	for _, o := range os {
+		s.remember(o, nil)
 	}
 }
 
@@ -479,7 +570,7 @@ func (s *Session) send(j Journal, d Delivery, now time.Time) packet.Packet {
 		st = waitPubrec
 	}
 	first := d.Seq == 0
-	s.number(&d)
+	s.number(j, &d)
 	s.out = append(s.out, &inflight{id: id, d: d, state: st})
 	s.obytes += d.size()
 	if j != nil {
@@ -691,7 +782,7 @@ func (s *Session) ReceiveQoS2(j Journal, id uint16, dup bool) (first bool, err e
 	if s.link != nil && s.link.Version == packet.V5 && len(s.inQoS2) >= int(s.lim.ReceiveMax) {
 		return false, ErrReceiveMaximum
 	}
-	s.inQoS2[id] = struct{}{}
+	s.inQoS2[id] = Origin{}
 	if j != nil {
 		j.PutInbound(s.ClientID, id)
 	}
@@ -713,7 +804,7 @@ func (s *Session) Release(j Journal, id uint16) (ok bool) {
 // Requeue puts a delivery back at the head of the queue, ahead of newer
 // ones, whatever the queue bound: it was accepted before them.
 func (s *Session) Requeue(j Journal, d Delivery) {
-	s.number(&d)
+	s.number(j, &d)
 	s.queue = append(s.queue, Delivery{})
 	copy(s.queue[1:], s.queue)
 	s.queue[0] = d
@@ -727,6 +818,7 @@ func (s *Session) Requeue(j Journal, d Delivery) {
 // order: entries with a packet ID are inflight, the others queued.
 func (s *Session) Restore(d Delivery, packetID uint16, state byte) {
 	s.nextSeq = max(s.nextSeq, d.Seq)
+	s.remember(d.Msg.Origin, nil)
 	if packetID == 0 {
 		// Kept whatever the bounds: these were accepted before the restart.
 		s.queue = append(s.queue, d)
@@ -739,11 +831,42 @@ func (s *Session) Restore(d Delivery, packetID uint16, state byte) {
 
 // RestoreInbound records an inbound QoS 2 packet ID read from a store.
 func (s *Session) RestoreInbound(id uint16) {
-	s.inQoS2[id] = struct{}{}
+	s.inQoS2[id] = Origin{}
 	if s.restoredIn == nil {
 		s.restoredIn = make(map[uint16]struct{})
 	}
 	s.restoredIn[id] = struct{}{}
+}
+
+// NameInbound records the name the broker gave the message received
+// under inbound QoS 2 packet ID id (or that another node gave it, for an
+// ID restored from there).
+func (s *Session) NameInbound(id uint16, o Origin) {
+	if _, ok := s.inQoS2[id]; ok {
+		s.inQoS2[id] = o
+	}
+}
+
+// InboundOrigin is the name of the message received under inbound QoS 2
+// packet ID id, zero if unknown.
+func (s *Session) InboundOrigin(id uint16) Origin { return s.inQoS2[id] }
+
+// TakeReplay reports, for a PUBLISH resent under a held inbound packet ID,
+// whether the ID was restored from elsewhere with the message's name and
+// not seen again since: the node that received the message first may
+// not have routed it everywhere before it was lost, so the broker routes
+// it again under that name (sessions that took it skip it). It reports
+// true once per restored ID.
+func (s *Session) TakeReplay(id uint16) (Origin, bool) {
+	if _, ok := s.restoredIn[id]; !ok {
+		return Origin{}, false
+	}
+	o := s.inQoS2[id]
+	if o.IsZero() {
+		return o, false
+	}
+	delete(s.restoredIn, id)
+	return o, true
 }
 
 // Pending calls fn for every outbound delivery (inflight, then queued).

@@ -13,7 +13,8 @@
 //   - Batches are applied in Commit order; a later Put of a key replaces it,
 //     a Delete removes it.
 //   - DeleteSession removes the session and everything keyed by its client
-//     ID (subscriptions, outbound, inbound); it does not touch messages.
+//     ID (subscriptions, outbound, inbound, taken); it does not touch
+//     messages.
 //   - Commit errors (disk full, I/O) are returned, never panicked, and leave
 //     the store usable for later batches.
 //   - Load calls the visitor's functions for every record, sessions first,
@@ -35,6 +36,15 @@ type Message struct {
 	Props     packet.Properties // message properties only (payload format, content type, response topic, correlation data, user properties)
 	Expiry    time.Time         // zero: never
 	Publisher string
+	// Origin names the message across a cluster (the publishing node's
+	// run and its sequence number there); zero on a single node.
+	Origin Origin `json:",omitempty"`
+}
+
+// Origin is a message's name across a cluster's nodes.
+type Origin struct {
+	Instance uint64 `json:"i"`
+	Seq      uint64 `json:"s"`
 }
 
 // Will is a will message waiting for its connection to end and its delay.
@@ -98,6 +108,9 @@ type Batch interface {
 	DeleteOutbound(clientID string, seq uint64)
 	PutInbound(clientID string, packetID uint16)
 	DeleteInbound(clientID string, packetID uint16)
+	// PutTaken records, in slot, the name of a message a persistent
+	// session took (a ring of slots per session; DeleteSession clears it).
+	PutTaken(clientID string, slot uint16, t Taken)
 	PutRetained(m *Message)
 	DeleteRetained(topic string)
 	// Len is the number of changes collected.
@@ -115,6 +128,14 @@ type Visitor struct {
 	Outbound     func(clientID string, seq uint64, o *Outbound) error
 	Inbound      func(clientID string, packetID uint16) error
 	Retained     func(m *Message) error
+	Taken        func(clientID string, slot uint16, t Taken) error
+}
+
+// Taken is a message a persistent session took: its name, and how many
+// the session had taken before it (to order the ring's slots).
+type Taken struct {
+	Origin Origin
+	N      uint64
 }
 
 // Store is a durable (or, for tests, in-memory) state store.

@@ -185,9 +185,14 @@ type Stats struct {
 	// Lost: owed pairs never delivered.
 	Lost int
 	// Duplicates: deliveries to persistent subscribers beyond the first of
-	// a message. DupNoFlag counts those of them that arrived without DUP.
+	// a message. DupNoFlag counts those of them that arrived without DUP,
+	// but for DupResent: those of QoS 1 messages whose publisher's
+	// connection ended before their PUBACK. The publisher sent those
+	// again, and a resent QoS 1 PUBLISH is a new message to the broker,
+	// which does not pass its DUP on [MQTT-3.3.1-3].
 	Duplicates int
 	DupNoFlag  int
+	DupResent  int
 	// Reordered: first deliveries of a message with a lower sequence
 	// number than one its subscriber had already received from the same
 	// publisher. ReorderRuns counts the times a subscriber's sequence went
@@ -225,6 +230,7 @@ type msgInfo struct {
 	qos       uint8
 	sent, ack time.Duration
 	acked     bool
+	resent    bool // its publisher's connection ended while it was unacknowledged
 }
 
 type interval struct{ from, to time.Duration }
@@ -243,6 +249,7 @@ func Check(events []Event, expects []Expect, w Window, names func(uint8) string)
 	connected := map[uint8][]interval{}   // clean subscribers: subscribed .. disconnected
 	open := map[uint8]time.Duration{}
 	isOpen := map[uint8]bool{}
+	unacked := map[uint8]*msgInfo{} // per publisher: the message it waits for
 	end := time.Duration(0)
 	for _, e := range events {
 		end = max(end, e.At)
@@ -252,10 +259,12 @@ func Check(events []Event, expects []Expect, w Window, names func(uint8) string)
 			if msgs[k] == nil {
 				msgs[k] = &msgInfo{qos: e.QoS, sent: e.At}
 			}
+			unacked[e.Pub] = msgs[k]
 		case Ack:
 			if m := msgs[msgKey{e.Pub, e.Seq}]; m != nil && !m.acked {
 				m.acked, m.ack = true, e.At
 			}
+			delete(unacked, e.Pub)
 		case Subscribed:
 			if _, ok := firstSub[e.Client]; !ok {
 				firstSub[e.Client] = e.At
@@ -264,6 +273,9 @@ func Check(events []Event, expects []Expect, w Window, names func(uint8) string)
 				open[e.Client], isOpen[e.Client] = e.At, true
 			}
 		case Disconnected:
+			if m := unacked[e.Client]; m != nil {
+				m.resent = true
+			}
 			if isOpen[e.Client] {
 				connected[e.Client] = append(connected[e.Client], interval{open[e.Client], e.At})
 				isOpen[e.Client] = false
@@ -334,7 +346,11 @@ func Check(events []Event, expects []Expect, w Window, names func(uint8) string)
 		if n > 1 {
 			if persistent[e.Client] {
 				s.Duplicates++
-				if !e.Dup && e.QoS == 1 {
+				switch {
+				case e.Dup || e.QoS != 1:
+				case m.resent:
+					s.DupResent++
+				default:
 					s.DupNoFlag++
 				}
 				if len(s.DupExamples) < 10 {

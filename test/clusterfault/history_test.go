@@ -111,7 +111,7 @@ func TestCheckFindsPlantedDuplicates(t *testing.T) {
 	s.pub("q1", 1, 1, true).deliver("sub", "q1", 1, 1, false).deliver("sub", "q1", 1, 1, false) // without DUP
 	s.pub("q2", 2, 0, true).deliver("sub", "q2", 2, 0, false).deliver("sub", "q2", 2, 0, true)  // QoS 2 twice
 	r := s.check(Expect{Sub: s.id("sub"), Pubs: []uint8{s.id("q1"), s.id("q2")}, Persistent: true})
-	if st := r.QoS(1); st.Duplicates != 2 || st.DupNoFlag != 1 || st.Lost != 0 {
+	if st := r.QoS(1); st.Duplicates != 2 || st.DupNoFlag != 1 || st.DupResent != 0 || st.Lost != 0 {
 		t.Fatalf("QoS 1 %+v, want 2 duplicates, 1 without DUP, nothing lost", st)
 	}
 	st := r.QoS(2)
@@ -120,6 +120,20 @@ func TestCheckFindsPlantedDuplicates(t *testing.T) {
 	}
 	if len(st.DupExamples) != 1 || !strings.HasPrefix(st.DupExamples[0], "sub: q2/0 ") {
 		t.Fatalf("duplicate examples %q, want sub: q2/0", st.DupExamples)
+	}
+}
+
+// A QoS 1 message whose publisher lost its connection before the PUBACK
+// was sent again by it: its second copy, without DUP, is counted apart.
+func TestCheckDuplicateOfResentPublish(t *testing.T) {
+	s := newScript().subscribed("sub")
+	s.add(Event{Kind: Send, Client: s.id("q1"), Pub: s.id("q1"), QoS: 1, Seq: 0})
+	s.deliver("sub", "q1", 1, 0, false).disconnected("q1")
+	s.add(Event{Kind: Ack, Client: s.id("q1"), Pub: s.id("q1"), QoS: 1, Seq: 0})
+	s.deliver("sub", "q1", 1, 0, false)
+	r := s.check(Expect{Sub: s.id("sub"), Pubs: []uint8{s.id("q1")}, Persistent: true})
+	if st := r.QoS(1); st.Duplicates != 1 || st.DupResent != 1 || st.DupNoFlag != 0 {
+		t.Fatalf("QoS 1 %+v, want 1 duplicate, of a resent publish", st)
 	}
 }
 

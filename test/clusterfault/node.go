@@ -53,6 +53,8 @@ type Node struct {
 	Bin   string
 	Conf  string // YAML config file
 	Log   string // its stderr, appended to across restarts
+	// LogLevel is its -log-level (warn if empty).
+	LogLevel string
 
 	exits func(Exit) // told about unexpected exits
 
@@ -79,8 +81,12 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	n.starts++
 	fmt.Fprintf(logf, "=== start %d at %s\n", n.starts, time.Now().Format("15:04:05.000"))
+	level := n.LogLevel
+	if level == "" {
+		level = "warn"
+	}
 	cmd := exec.Command(n.Bin, "-config", n.Conf, "-tcp", n.MQTT, "-http", n.HTTP, "-data", n.Data,
-		"-log-level", "warn", "-cluster-name", "faults", "-cluster-node", n.Name,
+		"-log-level", level, "-cluster-name", "faults", "-cluster-node", n.Name,
 		"-cluster-listen", n.Route, "-cluster-peers", strings.Join(n.Peers, ","))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// If the test process dies, so do its nodes.

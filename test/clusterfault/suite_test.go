@@ -1,9 +1,10 @@
 //go:build faults
 
 // The suite runs only with -tags faults (bench/cluster-faults.sh passes
-// it): it does not pass yet. QoS 2 messages reach persistent subscribers
-// twice after node faults, and a partition lost an acknowledged message;
-// see docs/cluster.md, "Fault injection". Its checker and proxy tests run
+// it): its short form passed three runs in a row, but the long form still
+// finds, over ten cycles of a fault, an acknowledged message lost or a
+// burst of QoS 2 duplicates after a subscriber's node is killed; see
+// docs/cluster.md, "Fault injection". Its checker and proxy tests run
 // everywhere.
 
 package clusterfault
@@ -184,10 +185,16 @@ func newSuite(t *testing.T, ctx context.Context, set settings) *suite {
 			t.Cleanup(l.Close)
 		}
 	}
+	// STARLING_FAULT_LOGDIR keeps the nodes' logs there, at debug level
+	// (every duplicate copy a session skipped, every message not forwarded).
+	logDir, level := dir, "warn"
+	if d := os.Getenv("STARLING_FAULT_LOGDIR"); d != "" {
+		logDir, level = d, "debug"
+	}
 	for i := range 3 {
 		n := &Node{Name: fmt.Sprintf("n%d", i+1), Index: i, MQTT: mqtt[i], HTTP: httpAddrs[i], Route: routes[i],
 			Data: filepath.Join(dir, fmt.Sprintf("n%d-data", i+1)), Bin: bin, Conf: conf,
-			Log: filepath.Join(dir, fmt.Sprintf("n%d.log", i+1)), exits: s.exited}
+			Log: filepath.Join(logDir, fmt.Sprintf("n%d.log", i+1)), LogLevel: level, exits: s.exited}
 		for j := range 3 {
 			if j != i {
 				n.Peers = append(n.Peers, s.links[i][j].Addr())
@@ -664,6 +671,9 @@ type row struct {
 // no QoS 2 message is delivered twice. STARLING_FAULT_CYCLES sets the
 // cycles (bench/cluster-faults.sh runs 100).
 func TestClusterFaults(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three processes and minutes of faults: not in -short")
+	}
 	set := loadSettings(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	if dl, ok := t.Deadline(); ok {
@@ -763,8 +773,8 @@ func (s *suite) runFault(t *testing.T, ctx context.Context, name string, short i
 	r.sessLost -= sessLost
 	s.rows = append(s.rows, r)
 
-	t.Logf("%d of %d cycles recovered in %s; QoS 1: %d acknowledged, %d lost, %d duplicates (%d without DUP), %d reordered; QoS 2: %d acknowledged, %d lost, %d duplicates, %d reordered; clean subscriber missed %d of %d; longest publish stall %s / %s; %d persistent sessions not found on reconnecting",
-		r.recovered, r.cycles, durations(r.recover), r.q1.Acked, r.q1.Lost, r.q1.Duplicates, r.q1.DupNoFlag, r.q1.Reordered,
+	t.Logf("%d of %d cycles recovered in %s; QoS 1: %d acknowledged, %d lost, %d duplicates (%d without DUP, %d more of publishes resent by their publisher), %d reordered; QoS 2: %d acknowledged, %d lost, %d duplicates, %d reordered; clean subscriber missed %d of %d; longest publish stall %s / %s; %d persistent sessions not found on reconnecting",
+		r.recovered, r.cycles, durations(r.recover), r.q1.Acked, r.q1.Lost, r.q1.Duplicates, r.q1.DupNoFlag, r.q1.DupResent, r.q1.Reordered,
 		r.q2.Acked, r.q2.Lost, r.q2.Duplicates, r.q2.Reordered, r.q1.CleanMissed+r.q2.CleanMissed, r.q1.CleanOwed+r.q2.CleanOwed,
 		r.q1.MaxAckGap.Round(time.Millisecond), r.q2.MaxAckGap.Round(time.Millisecond), r.sessLost)
 	for _, e := range exits {
@@ -817,8 +827,8 @@ func durations(ds []time.Duration) string {
 // table renders the rows as markdown.
 func (s *suite) table() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Hold time %s. Publishers send one message at a time: QoS 1 at most 50/s, QoS 2 at most 25/s, and a third one 10/s alternating QoS 1 and 2 for the offline sessions. Lost: acknowledged messages a persistent subscriber never received (2 online persistent MQTT 5 subscribers get all three publishers, an MQTT 3.1.1 one the QoS 1 publisher; 3 offline ones, one per node, visited and drained after each cycle, get the third). Duplicates: extra deliveries to persistent subscribers (QoS 1: how many came without DUP). Recover: from the fault's injection until every node is ready, every client connected and a new message of each publisher reached both persistent subscribers (median / max).\n\n", s.set.hold)
-	b.WriteString("| fault | cycles | QoS 1 acknowledged (per s) | QoS 1 lost | QoS 1 duplicates (no DUP) | QoS 2 acknowledged (per s) | QoS 2 lost | QoS 2 duplicates | reordered (runs) | longest publish stall | recover | node crashes | sessions not found | clean subscriber missed |\n")
+	fmt.Fprintf(&b, "Hold time %s. Publishers send one message at a time: QoS 1 at most 50/s, QoS 2 at most 25/s, and a third one 10/s alternating QoS 1 and 2 for the offline sessions. Lost: acknowledged messages a persistent subscriber never received (2 online persistent MQTT 5 subscribers get all three publishers, an MQTT 3.1.1 one the QoS 1 publisher; 3 offline ones, one per node, visited and drained after each cycle, get the third). Duplicates: extra deliveries to persistent subscribers (QoS 1: how many came without DUP; then how many of those were of a publish its publisher resent after losing its connection, a new message to the broker, which does not pass DUP on). Recover: from the fault's injection until every node is ready, every client connected and a new message of each publisher reached both persistent subscribers (median / max).\n\n", s.set.hold)
+	b.WriteString("| fault | cycles | QoS 1 acknowledged (per s) | QoS 1 lost | QoS 1 duplicates (no DUP; resent) | QoS 2 acknowledged (per s) | QoS 2 lost | QoS 2 duplicates | reordered (runs) | longest publish stall | recover | node crashes | sessions not found | clean subscriber missed |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range s.rows {
 		cycles := strconv.Itoa(r.cycles)
@@ -831,8 +841,8 @@ func (s *suite) table() string {
 			}
 			return strconv.FormatFloat(float64(n)/r.window, 'f', 1, 64)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %d (%s) | %d | %d (%d) | %d (%s) | %d | %d | %d (%d) | %s | %s | %d | %d | %d of %d |\n",
-			r.fault, cycles, r.q1.Acked, rate(r.q1.Acked), r.q1.Lost, r.q1.Duplicates, r.q1.DupNoFlag, r.q2.Acked, rate(r.q2.Acked), r.q2.Lost, r.q2.Duplicates,
+		fmt.Fprintf(&b, "| %s | %s | %d (%s) | %d | %d (%d; %d) | %d (%s) | %d | %d | %d (%d) | %s | %s | %d | %d | %d of %d |\n",
+			r.fault, cycles, r.q1.Acked, rate(r.q1.Acked), r.q1.Lost, r.q1.Duplicates, r.q1.DupNoFlag, r.q1.DupResent, r.q2.Acked, rate(r.q2.Acked), r.q2.Lost, r.q2.Duplicates,
 			r.q1.Reordered+r.q2.Reordered, r.q1.ReorderRuns+r.q2.ReorderRuns, max(r.q1.MaxAckGap, r.q2.MaxAckGap).Round(100*time.Millisecond), durations(r.recover),
 			r.exits, r.sessLost, r.q1.CleanMissed+r.q2.CleanMissed, r.q1.CleanOwed+r.q2.CleanOwed)
 	}

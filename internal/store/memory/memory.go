@@ -28,10 +28,11 @@ type perClient struct {
 	subs     map[string]*store.Subscription
 	outbound map[uint64]*store.Outbound
 	inbound  map[uint16]struct{}
+	taken    map[uint16]store.Taken
 }
 
 func (p *perClient) empty() bool {
-	return len(p.subs) == 0 && len(p.outbound) == 0 && len(p.inbound) == 0
+	return len(p.subs) == 0 && len(p.outbound) == 0 && len(p.inbound) == 0 && len(p.taken) == 0
 }
 
 // Store is the in-memory store. Use New.
@@ -52,6 +53,7 @@ func (s *Store) client(clientID string) *perClient {
 			subs:     map[string]*store.Subscription{},
 			outbound: map[uint64]*store.Outbound{},
 			inbound:  map[uint16]struct{}{},
+			taken:    map[uint16]store.Taken{},
 		}
 		s.clients[clientID] = p
 	}
@@ -110,6 +112,7 @@ func (s *Store) Load(v store.Visitor) error {
 		}
 		ins      []inKey
 		retained []*store.Message
+		taken    []takenRec
 	)
 	if v.Session != nil {
 		for _, x := range s.sessions {
@@ -146,6 +149,11 @@ func (s *Store) Load(v store.Visitor) error {
 				ins = append(ins, inKey{client, id})
 			}
 		}
+		if v.Taken != nil {
+			for slot, t := range p.taken {
+				taken = append(taken, takenRec{inKey{client, slot}, t})
+			}
+		}
 	}
 	if v.Retained != nil {
 		for _, m := range s.retained {
@@ -178,6 +186,9 @@ func (s *Store) Load(v store.Visitor) error {
 		return cmp.Or(cmp.Compare(a.client, b.client), cmp.Compare(a.id, b.id))
 	})
 	slices.SortFunc(retained, func(a, b *store.Message) int { return cmp.Compare(a.Topic, b.Topic) })
+	slices.SortFunc(taken, func(a, b takenRec) int {
+		return cmp.Or(cmp.Compare(a.k.client, b.k.client), cmp.Compare(a.k.id, b.k.id))
+	})
 
 	for _, x := range sessions {
 		if err := v.Session(x); err != nil {
@@ -209,7 +220,18 @@ func (s *Store) Load(v store.Visitor) error {
 			return err
 		}
 	}
+	for _, x := range taken {
+		if err := v.Taken(x.k.client, x.k.id, x.t); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// takenRec is one taken record as Load hands it out.
+type takenRec struct {
+	k inKey
+	t store.Taken
 }
 
 // batch records operations as closures over deep copies, applied under the
@@ -281,6 +303,10 @@ func (b *batch) DeleteInbound(clientID string, packetID uint16) {
 			s.tidy(clientID)
 		}
 	})
+}
+
+func (b *batch) PutTaken(clientID string, slot uint16, t store.Taken) {
+	b.add(func(s *Store) { s.client(clientID).taken[slot] = t })
 }
 
 func (b *batch) PutRetained(m *store.Message) {

@@ -71,7 +71,7 @@ func (b *batch) DeleteSession(clientID string) {
 		return
 	}
 	b.del(sessionKey(clientID))
-	for _, k := range []byte{kindSubscription, kindOutbound, kindInbound} {
+	for _, k := range []byte{kindSubscription, kindOutbound, kindInbound, kindTaken} {
 		start, end := clientRange(k, clientID)
 		b.ops = append(b.ops, op{kind: opDeleteRange, key: start, value: end})
 	}
@@ -113,6 +113,12 @@ func (b *batch) PutInbound(clientID string, packetID uint16) {
 func (b *batch) DeleteInbound(clientID string, packetID uint16) {
 	if b.checkID(clientID) {
 		b.del(inboundKey(clientID, packetID))
+	}
+}
+
+func (b *batch) PutTaken(clientID string, slot uint16, t store.Taken) {
+	if b.checkID(clientID) {
+		b.set(takenKey(clientID, slot), encodeTaken(t))
 	}
 }
 

@@ -23,7 +23,8 @@ const (
 	kindOutbound     byte = 0x04 // cid sep seq(8)
 	kindInbound      byte = 0x05 // cid sep packetID(2)
 	kindRetained     byte = 0x06 // topic
-	kindEnd          byte = 0x07 // first byte after the record kinds
+	kindTaken        byte = 0x07 // cid sep slot(2)
+	kindEnd          byte = 0x08 // first byte after the record kinds
 
 	sep byte = 0x00
 )
@@ -60,6 +61,27 @@ func outboundKey(clientID string, seq uint64) []byte {
 
 func inboundKey(clientID string, packetID uint16) []byte {
 	return binary.BigEndian.AppendUint16(clientKey(kindInbound, clientID, 2), packetID)
+}
+
+func takenKey(clientID string, slot uint16) []byte {
+	return binary.BigEndian.AppendUint16(clientKey(kindTaken, clientID, 2), slot)
+}
+
+// taken: version, origin instance(8), origin seq(8), n(8).
+func encodeTaken(t store.Taken) []byte {
+	b := make([]byte, 0, 25)
+	b = append(b, valueVersion)
+	b = binary.BigEndian.AppendUint64(b, t.Origin.Instance)
+	b = binary.BigEndian.AppendUint64(b, t.Origin.Seq)
+	return binary.BigEndian.AppendUint64(b, t.N)
+}
+
+func decodeTaken(b []byte) (store.Taken, error) {
+	if len(b) != 25 || b[0] != valueVersion {
+		return store.Taken{}, errors.New("bad taken value")
+	}
+	return store.Taken{Origin: store.Origin{Instance: binary.BigEndian.Uint64(b[1:]), Seq: binary.BigEndian.Uint64(b[9:])},
+		N: binary.BigEndian.Uint64(b[17:])}, nil
 }
 
 func retainedKey(topic string) []byte { return append([]byte{kindRetained}, topic...) }
@@ -342,28 +364,42 @@ func (d *dec) props() packet.Properties {
 	return p
 }
 
-// message: topic, payload, qos, flags (retain), props, expiry, publisher.
+// message: topic, payload, qos, flags (retain, origin), props, expiry,
+// publisher [origin instance, origin seq].
 func appendMessage(b []byte, m *store.Message) []byte {
+	hasOrigin := m.Origin != (store.Origin{})
 	b = appendStr(b, m.Topic)
 	b = appendBytes(b, m.Payload)
-	b = append(b, m.QoS, boolBit(m.Retain, 1))
+	b = append(b, m.QoS, boolBit(m.Retain, 1)|boolBit(hasOrigin, msgOrigin))
 	b = appendProps(b, &m.Props)
 	b = appendTime(b, m.Expiry)
-	return appendStr(b, m.Publisher)
+	b = appendStr(b, m.Publisher)
+	if hasOrigin {
+		b = binary.AppendUvarint(b, m.Origin.Instance)
+		b = binary.AppendUvarint(b, m.Origin.Seq)
+	}
+	return b
 }
+
+// msgOrigin is the message flag saying an origin follows the publisher.
+const msgOrigin = 2
 
 func (d *dec) message(m *store.Message) {
 	m.Topic = d.str()
 	m.Payload = d.bytes()
 	m.QoS = d.byte()
 	flags := d.byte()
-	if flags&^1 != 0 {
+	if flags&^(1|msgOrigin) != 0 {
 		d.fail(errors.New("unknown message flags"))
 	}
 	m.Retain = flags&1 != 0
 	m.Props = d.props()
 	m.Expiry = d.time()
 	m.Publisher = d.str()
+	if flags&msgOrigin != 0 {
+		m.Origin.Instance = d.uvarint()
+		m.Origin.Seq = d.uvarint()
+	}
 }
 
 // EncodeMessage encodes a message or retained message value.

@@ -69,6 +69,10 @@ func load(it *pebble.Iterator, v store.Visitor) error {
 			if v.Retained == nil {
 				skipTo = kind + 1
 			}
+		case kindTaken:
+			if v.Taken == nil {
+				skipTo = kind + 1
+			}
 		default:
 			return fmt.Errorf("store: load: a record of unknown kind 0x%02x (key %q): written by a newer Starling?", kind, k)
 		}
@@ -160,6 +164,15 @@ func visit(v store.Visitor, k, val []byte) error {
 			return bad(k, err)
 		}
 		return v.Inbound(cid, binary.BigEndian.Uint16(rest))
+	case kindTaken:
+		if len(rest) != 2 {
+			return bad(k, errors.New("bad taken key"))
+		}
+		t, err := decodeTaken(val)
+		if err != nil {
+			return bad(k, err)
+		}
+		return v.Taken(cid, binary.BigEndian.Uint16(rest), t)
 	}
 	return bad(k, errors.New("unknown kind"))
 }

@@ -26,7 +26,8 @@ type Contents struct {
 	Outbound      map[string]map[uint64]*store.Outbound
 	Inbound       map[string][]uint16
 	Retained      []*store.Message
-	// Kinds is the kind of each record in load order: 's', 'm', 'b', 'o', 'i', 'r'.
+	Taken         map[string]map[uint16]store.Taken
+	// Kinds is the kind of each record in load order: 's', 'm', 'b', 'o', 'i', 'r', 't'.
 	Kinds []byte
 }
 
@@ -47,6 +48,7 @@ func Load(s store.Store) (*Contents, error) {
 		Subscriptions: map[string][]*store.Subscription{},
 		Outbound:      map[string]map[uint64]*store.Outbound{},
 		Inbound:       map[string][]uint16{},
+		Taken:         map[string]map[uint16]store.Taken{},
 	}
 	err := s.Load(store.Visitor{
 		Session: func(x *store.Session) error {
@@ -84,6 +86,14 @@ func Load(s store.Store) (*Contents, error) {
 		Retained: func(m *store.Message) error {
 			c.Retained = append(c.Retained, m)
 			c.Kinds = append(c.Kinds, 'r')
+			return nil
+		},
+		Taken: func(id string, slot uint16, x store.Taken) error {
+			if c.Taken[id] == nil {
+				c.Taken[id] = map[uint16]store.Taken{}
+			}
+			c.Taken[id][slot] = x
+			c.Kinds = append(c.Kinds, 't')
 			return nil
 		},
 	})
@@ -130,6 +140,8 @@ func FullMessage(n int) *store.Message {
 		},
 		Expiry:    time.Unix(1_900_000_000+int64(n), 123456789).UTC(),
 		Publisher: fmt.Sprintf("publisher-%d", n),
+		// Every other message names its origin, as in a cluster.
+		Origin: store.Origin{Instance: uint64(n%2) << 63, Seq: uint64(n%2) * uint64(n+1)},
 	}
 }
 
@@ -228,6 +240,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	t.Run("AtomicVisibility", func(t *testing.T) { testAtomicVisibility(t, open(t)) })
 	t.Run("ConcurrentCommits", func(t *testing.T) { testConcurrentCommits(t, open(t)) })
 	t.Run("Closed", func(t *testing.T) { testClosed(t, open(t)) })
+	t.Run("Taken", func(t *testing.T) { testTaken(t, open(t)) })
 }
 
 // fill writes one record of every kind for clientID, with message id.
@@ -717,4 +730,34 @@ func RunDurable(t *testing.T, open func(t *testing.T, dir string) store.Store) {
 			t.Error("an uncommitted batch appeared")
 		}
 	})
+}
+
+// A session's taken records round-trip, a slot written again holds the
+// newer record, and DeleteSession clears them with the session.
+func testTaken(t *testing.T, s store.Store) {
+	defer s.Close()
+	x := func(n uint64) store.Taken {
+		return store.Taken{Origin: store.Origin{Instance: 1 << 63, Seq: n}, N: n}
+	}
+	b := s.NewBatch()
+	b.PutSession(FullSession("a"))
+	b.PutSession(FullSession("ab"))
+	b.PutTaken("a", 0, x(1))
+	b.PutTaken("a", 65535, x(2))
+	b.PutTaken("ab", 0, x(3))
+	commit(t, b, true)
+	b = s.NewBatch()
+	b.PutTaken("a", 0, x(4))
+	commit(t, b, true)
+	c := LoadAll(t, s)
+	if got := c.Taken["a"]; len(got) != 2 || got[0] != x(4) || got[65535] != x(2) {
+		t.Errorf("taken of a = %v, want slot 0 %v and slot 65535 %v", got, x(4), x(2))
+	}
+	b = s.NewBatch()
+	b.DeleteSession("a")
+	commit(t, b, true)
+	c = LoadAll(t, s)
+	if c.Taken["a"] != nil || c.Taken["ab"][0] != x(3) {
+		t.Errorf("after deleting a: taken %v", c.Taken)
+	}
 }
