@@ -231,7 +231,17 @@ func (h *handler) onPublish(p *packet.Publish) string {
 		return ""
 	}
 	now := b.now()
-	m := &session.Message{Topic: name, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain, Publisher: h.cl.id}
+	var m *session.Message
+	if p.QoS == 0 && !p.Retain && b.backplane == nil {
+		// Held only by the deliveries in connections' queues: pooled, with
+		// the buffer its payload was read into; dropped below.
+		m = session.NewPooled()
+		m.Topic, m.Payload, m.Publisher = name, p.Payload, h.cl.id
+		m.Own(h.c.TakeBody())
+		defer m.Unref()
+	} else {
+		m = &session.Message{Topic: name, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain, Publisher: h.cl.id}
+	}
 	if v5 {
 		m.Props = messageProps(&p.Properties)
 		if e := p.Properties.MessageExpiry; e != nil {

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/starling-mqtt/starling/internal/bufpool"
 	"github.com/starling-mqtt/starling/internal/packet"
 	"github.com/starling-mqtt/starling/internal/poll"
 )
@@ -68,6 +69,15 @@ type Conn struct {
 	fb    firstByte     // the first byte of the packet being read, then br
 	one   [1]byte       // read into without a buffer: no allocation per read
 	maxIn uint32        // largest accepted packet, fixed header included
+
+	// pub is the value QoS 0 PUBLISHes are decoded into, from pubPool
+	// while input is buffered (an idle connection holds none): the packet
+	// ReadPacket returns is valid until its next call. lastTopic is the
+	// last decoded topic, reused while it repeats; body is the pooled
+	// buffer of the last PUBLISH, until taken (TakeBody).
+	pub       *packet.Publish
+	lastTopic string
+	body      *[]byte
 
 	version atomic.Uint32 // protocol level, set after CONNECT
 
@@ -302,7 +312,9 @@ func (c *Conn) Version() byte { return byte(c.version.Load()) }
 var ErrTooLarge = &packet.Error{Code: packet.PacketTooLarge, Reason: "packet exceeds maximum packet size"}
 
 // ReadPacket reads and decodes the next packet. deadline, when non-zero,
-// bounds how long to wait for it (keep alive, connect timeout).
+// bounds how long to wait for it (keep alive, connect timeout). A QoS 0
+// PUBLISH it returns is the connection's own value, valid until the next
+// call (or Park): the caller must copy what it keeps.
 func (c *Conn) ReadPacket(deadline time.Time) (packet.Packet, int, error) {
 	c.mu.Lock()
 	for len(c.queue) >= MaxPending && !c.closed && !c.closing {
@@ -337,11 +349,25 @@ func (c *Conn) ReadPacket(deadline time.Time) (packet.Packet, int, error) {
 		// never read, so no allocation follows from its length.
 		return nil, size, ErrTooLarge
 	}
-	body, err := readBody(c.br, fh.Remaining)
+	// A QoS 0 PUBLISH is read into a pooled buffer and decoded into the
+	// connection's own Publish value: the broker hands the buffer to the
+	// message it becomes (TakeBody), and a publisher that keeps to its
+	// topic costs no allocation. Anything else is decoded as it comes.
+	pub := fh.Type == packet.PUBLISH && fh.Flags&0x06 == 0 && fh.Remaining <= bufpool.Max
+	c.body = nil
+	var body []byte
+	if pub {
+		c.body = bufpool.Get(fh.Remaining)
+		body = *c.body
+		_, err = io.ReadFull(c.br, body)
+	} else {
+		body, err = readBody(c.br, fh.Remaining)
+	}
 	if err != nil {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
+		c.putBody()
 		return nil, size, packetErr(err, until)
 	}
 	if c.Totals != nil {
@@ -352,10 +378,40 @@ func (c *Conn) ReadPacket(deadline time.Time) (packet.Packet, int, error) {
 	c.mu.Unlock()
 	if lingering {
 		// Read while the connection was being closed: not handled.
+		c.putBody()
 		return nil, size, net.ErrClosed
+	}
+	if pub {
+		if c.pub == nil {
+			c.pub = pubPool.Get().(*packet.Publish)
+		}
+		if err := packet.DecodePublish(c.pub, fh, body, c.Version(), &c.lastTopic); err != nil {
+			c.putBody()
+			return nil, size, err
+		}
+		return c.pub, size, nil
 	}
 	p, err := packet.Decode(fh, body, c.Version())
 	return p, size, err
+}
+
+// TakeBody hands the caller the pooled buffer the last packet ReadPacket
+// returned was read into, nil if it was not pooled or was taken already:
+// its owner gives it back (bufpool.Put) once nothing refers to it. A
+// buffer not taken is left to the collector, since the packet may still
+// refer to it.
+func (c *Conn) TakeBody() *[]byte {
+	b := c.body
+	c.body = nil
+	return b
+}
+
+// putBody gives back the pooled buffer of a packet that was not returned.
+func (c *Conn) putBody() {
+	if c.body != nil {
+		bufpool.Put(c.body)
+		c.body = nil
+	}
 }
 
 // ErrPacketTimeout is returned by ReadPacket for a packet not completed
@@ -441,8 +497,16 @@ func (c *Conn) readFirst() error {
 	return nil
 }
 
-// releaseReader puts an empty read buffer back in the pool.
+var pubPool = sync.Pool{New: func() any { return new(packet.Publish) }}
+
+// releaseReader puts an empty read buffer back in the pool, with the
+// Publish value of the packet handled last (the caller is done with it).
 func (c *Conn) releaseReader() {
+	if c.pub != nil {
+		*c.pub = packet.Publish{}
+		pubPool.Put(c.pub)
+		c.pub = nil
+	}
 	if c.br != nil && c.br.Buffered() == 0 {
 		c.br.Reset(nil)
 		readerPool.Put(c.br)
