@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -250,11 +251,17 @@ func (h *handler) onPublish(p *packet.Publish) string {
 	}
 	// Deliveries to persistent sessions wait in their writers for this
 	// operation's commit; the acknowledgement waits for it here.
-	t := b.begin(p.QoS > 0)
+	var t *tx
+	if p.QoS == 0 {
+		t = b.beginQoS0()
+	} else {
+		t = b.begin(true)
+	}
 	switch p.QoS {
 	case 0:
 		b.publishFrom(m, t, &h.hs)
 		t.commit(false)
+		endQoS0(t)
 		h.holdFor(&h.hs, nil, nil)
 	case 1:
 		n := b.publishFrom(m, t, &h.hs)
@@ -284,6 +291,28 @@ func (h *handler) onPublish(p *packet.Publish) string {
 		h.ackPublishAfter(t.ackGate(), p, code)
 	}
 	return ""
+}
+
+// txPool holds the operations of QoS 0 publishes: ungated, nothing refers
+// to one once it is committed, so it is reused instead of allocated.
+var txPool = sync.Pool{New: func() any { return new(tx) }}
+
+// beginQoS0 is begin(false) from txPool; endQoS0 gives it back after its
+// commit.
+func (b *Broker) beginQoS0() *tx {
+	if b.store == nil {
+		return nil
+	}
+	t := txPool.Get().(*tx)
+	t.b = b
+	return t
+}
+
+func endQoS0(t *tx) {
+	if t != nil {
+		*t = tx{}
+		txPool.Put(t)
+	}
 }
 
 // storeFailed refuses a publish the store could not take: nothing is
