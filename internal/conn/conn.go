@@ -56,11 +56,30 @@ const writeTimeout = 30 * time.Second
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
-// readerPool holds the read buffers of connections that are between
-// packets: an idle connection waits for its next first byte without one.
-var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufSize) }}
+// readerPools hold the read buffers of connections that are between
+// packets, by size: an idle connection waits for its next first byte
+// without one. A connection starts with the smallest; one whose reads
+// fill its buffer takes the next size when it takes a buffer again, so a
+// busy publisher drains more packets per system call, and it is back to
+// the smallest once parked.
+var readerPools [len(readBufSizes)]sync.Pool
 
-const readBufSize = 1024
+var readBufSizes = [...]int{1 << 10, 4 << 10, 16 << 10}
+
+// fillReader is what a connection's read buffer reads from: the socket,
+// noting reads that fill the buffer (more input was probably waiting).
+type fillReader struct {
+	nc   net.Conn
+	full bool
+}
+
+func (f *fillReader) Read(p []byte) (int, error) {
+	n, err := f.nc.Read(p)
+	if n == len(p) && n > 0 {
+		f.full = true
+	}
+	return n, err
+}
 
 // Conn is one client connection.
 type Conn struct {
@@ -78,6 +97,11 @@ type Conn struct {
 	pub       *packet.Publish
 	lastTopic string
 	body      *[]byte
+	src       fillReader // what br reads from
+	rsize     uint8      // index in readBufSizes of br's size
+	// ready: Park saw input waiting on the socket, so the next read
+	// cannot block and may take a buffer at once.
+	ready bool
 
 	version atomic.Uint32 // protocol level, set after CONNECT
 
@@ -487,14 +511,46 @@ func (c *Conn) readFirst() error {
 		c.fb = firstByte{b: b, r: c.br}
 		return nil
 	}
+	if c.ready {
+		// Park saw input waiting: read it through a buffer, one system
+		// call for as many packets as have arrived.
+		c.ready = false
+		c.takeReader()
+		b, err := c.br.ReadByte()
+		if err != nil {
+			return err
+		}
+		c.fb = firstByte{b: b, r: c.br}
+		return nil
+	}
 	c.releaseReader()
 	if _, err := io.ReadFull(c.nc, c.one[:]); err != nil {
 		return err
 	}
-	c.br = readerPool.Get().(*bufio.Reader)
-	c.br.Reset(c.nc)
+	c.takeReader()
 	c.fb = firstByte{b: c.one[0], r: c.br}
 	return nil
+}
+
+// takeReader takes a read buffer from the pools if the connection has
+// none, or a larger one if its last reads filled the one it has.
+// It is called between packets, when the buffer holds no input.
+func (c *Conn) takeReader() {
+	if c.src.full && int(c.rsize) < len(readBufSizes)-1 {
+		c.releaseReader()
+		c.rsize++
+	}
+	c.src.full = false
+	if c.br != nil {
+		return
+	}
+	c.src.nc = c.nc
+	if v := readerPools[c.rsize].Get(); v != nil {
+		c.br = v.(*bufio.Reader)
+	} else {
+		c.br = bufio.NewReaderSize(nil, readBufSizes[c.rsize])
+	}
+	c.br.Reset(&c.src)
 }
 
 var pubPool = sync.Pool{New: func() any { return new(packet.Publish) }}
@@ -509,7 +565,7 @@ func (c *Conn) releaseReader() {
 	}
 	if c.br != nil && c.br.Buffered() == 0 {
 		c.br.Reset(nil)
-		readerPool.Put(c.br)
+		readerPools[c.rsize].Put(c.br)
 		c.br = nil
 		c.fb.r = nil
 	}
@@ -858,9 +914,9 @@ func (c *Conn) Park(deadline time.Time, grace time.Duration, resume func()) bool
 	if !deadline.IsZero() && deadline.Before(until) {
 		return false // due soon anyway
 	}
-	c.releaseReader()
 	if grace <= 0 {
 		if poll.Pending(rc) {
+			c.ready = true
 			return false
 		}
 	} else {
@@ -870,9 +926,13 @@ func (c *Conn) Park(deadline time.Time, grace time.Duration, resume func()) bool
 			return false
 		}
 		if err := poll.Wait(rc); !errors.Is(err, os.ErrDeadlineExceeded) {
+			c.ready = true
 			return false // input (or an error for ReadPacket to report)
 		}
 	}
+	// Parked: no buffer, and the smallest one when input comes again.
+	c.releaseReader()
+	c.rsize, c.src.full = 0, false
 	w, ok := poll.Park(rc, deadline, resume)
 	if !ok {
 		return false
