@@ -66,20 +66,30 @@ var readerPools [len(readBufSizes)]sync.Pool
 
 var readBufSizes = [...]int{1 << 10, 4 << 10, 16 << 10}
 
-// fillReader is what a connection's read buffer reads from: the socket,
-// noting reads that fill the buffer (more input was probably waiting).
-type fillReader struct {
-	nc   net.Conn
-	full bool
-}
+// fillReader is what a connection's read buffer reads from: its socket,
+// noting reads that fill the buffer (more input was probably waiting). A
+// conversion of the Conn, so that it costs no field.
+type fillReader Conn
 
 func (f *fillReader) Read(p []byte) (int, error) {
 	n, err := f.nc.Read(p)
 	if n == len(p) && n > 0 {
-		f.full = true
+		f.filled = true
 	}
 	return n, err
 }
+
+// pubState is what a connection decodes QoS 0 PUBLISHes with, pooled: an
+// idle connection holds none.
+type pubState struct {
+	p packet.Publish
+	// last is the last decoded topic, reused while it repeats.
+	last string
+	// body is the pooled buffer of the last PUBLISH, until taken.
+	body *[]byte
+}
+
+var pubPool = sync.Pool{New: func() any { return new(pubState) }}
 
 // Conn is one client connection.
 type Conn struct {
@@ -89,16 +99,12 @@ type Conn struct {
 	one   [1]byte       // read into without a buffer: no allocation per read
 	maxIn uint32        // largest accepted packet, fixed header included
 
-	// pub is the value QoS 0 PUBLISHes are decoded into, from pubPool
-	// while input is buffered (an idle connection holds none): the packet
-	// ReadPacket returns is valid until its next call. lastTopic is the
-	// last decoded topic, reused while it repeats; body is the pooled
-	// buffer of the last PUBLISH, until taken (TakeBody).
-	pub       *packet.Publish
-	lastTopic string
-	body      *[]byte
-	src       fillReader // what br reads from
-	rsize     uint8      // index in readBufSizes of br's size
+	// pub is what QoS 0 PUBLISHes are decoded into, from pubPool until
+	// the connection parks: the packet ReadPacket returns is valid until
+	// its next call.
+	pub    *pubState
+	rsize  uint8 // index in readBufSizes of br's size
+	filled bool  // a read filled br since it was taken (fillReader)
 	// ready: Park saw input waiting on the socket, so the next read
 	// cannot block and may take a buffer at once.
 	ready bool
@@ -378,11 +384,16 @@ func (c *Conn) ReadPacket(deadline time.Time) (packet.Packet, int, error) {
 	// message it becomes (TakeBody), and a publisher that keeps to its
 	// topic costs no allocation. Anything else is decoded as it comes.
 	pub := fh.Type == packet.PUBLISH && fh.Flags&0x06 == 0 && fh.Remaining <= bufpool.Max
-	c.body = nil
+	if c.pub != nil {
+		c.pub.body = nil
+	}
 	var body []byte
 	if pub {
-		c.body = bufpool.Get(fh.Remaining)
-		body = *c.body
+		if c.pub == nil {
+			c.pub = pubPool.Get().(*pubState)
+		}
+		c.pub.body = bufpool.Get(fh.Remaining)
+		body = *c.pub.body
 		_, err = io.ReadFull(c.br, body)
 	} else {
 		body, err = readBody(c.br, fh.Remaining)
@@ -406,14 +417,11 @@ func (c *Conn) ReadPacket(deadline time.Time) (packet.Packet, int, error) {
 		return nil, size, net.ErrClosed
 	}
 	if pub {
-		if c.pub == nil {
-			c.pub = pubPool.Get().(*packet.Publish)
-		}
-		if err := packet.DecodePublish(c.pub, fh, body, c.Version(), &c.lastTopic); err != nil {
+		if err := packet.DecodePublish(&c.pub.p, fh, body, c.Version(), &c.pub.last); err != nil {
 			c.putBody()
 			return nil, size, err
 		}
-		return c.pub, size, nil
+		return &c.pub.p, size, nil
 	}
 	p, err := packet.Decode(fh, body, c.Version())
 	return p, size, err
@@ -425,16 +433,19 @@ func (c *Conn) ReadPacket(deadline time.Time) (packet.Packet, int, error) {
 // buffer not taken is left to the collector, since the packet may still
 // refer to it.
 func (c *Conn) TakeBody() *[]byte {
-	b := c.body
-	c.body = nil
+	if c.pub == nil {
+		return nil
+	}
+	b := c.pub.body
+	c.pub.body = nil
 	return b
 }
 
 // putBody gives back the pooled buffer of a packet that was not returned.
 func (c *Conn) putBody() {
-	if c.body != nil {
-		bufpool.Put(c.body)
-		c.body = nil
+	if c.pub != nil && c.pub.body != nil {
+		bufpool.Put(c.pub.body)
+		c.pub.body = nil
 	}
 }
 
@@ -536,33 +547,34 @@ func (c *Conn) readFirst() error {
 // none, or a larger one if its last reads filled the one it has.
 // It is called between packets, when the buffer holds no input.
 func (c *Conn) takeReader() {
-	if c.src.full && int(c.rsize) < len(readBufSizes)-1 {
+	if c.filled && int(c.rsize) < len(readBufSizes)-1 {
 		c.releaseReader()
 		c.rsize++
 	}
-	c.src.full = false
+	c.filled = false
 	if c.br != nil {
 		return
 	}
-	c.src.nc = c.nc
 	if v := readerPools[c.rsize].Get(); v != nil {
 		c.br = v.(*bufio.Reader)
 	} else {
 		c.br = bufio.NewReaderSize(nil, readBufSizes[c.rsize])
 	}
-	c.br.Reset(&c.src)
+	c.br.Reset((*fillReader)(c))
 }
 
-var pubPool = sync.Pool{New: func() any { return new(packet.Publish) }}
-
-// releaseReader puts an empty read buffer back in the pool, with the
-// Publish value of the packet handled last (the caller is done with it).
-func (c *Conn) releaseReader() {
+// releasePub gives back the PUBLISH decoding state of a connection that
+// parks (its caller is done with the packet it read last).
+func (c *Conn) releasePub() {
 	if c.pub != nil {
-		*c.pub = packet.Publish{}
+		*c.pub = pubState{}
 		pubPool.Put(c.pub)
 		c.pub = nil
 	}
+}
+
+// releaseReader puts an empty read buffer back in the pool.
+func (c *Conn) releaseReader() {
 	if c.br != nil && c.br.Buffered() == 0 {
 		c.br.Reset(nil)
 		readerPools[c.rsize].Put(c.br)
@@ -932,7 +944,8 @@ func (c *Conn) Park(deadline time.Time, grace time.Duration, resume func()) bool
 	}
 	// Parked: no buffer, and the smallest one when input comes again.
 	c.releaseReader()
-	c.rsize, c.src.full = 0, false
+	c.releasePub()
+	c.rsize, c.filled = 0, false
 	w, ok := poll.Park(rc, deadline, resume)
 	if !ok {
 		return false
