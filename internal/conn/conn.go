@@ -79,10 +79,12 @@ func (f *fillReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// pubState is what a connection decodes QoS 0 PUBLISHes with, pooled: an
-// idle connection holds none.
+// pubState is what a connection decodes QoS 0 PUBLISHes and short
+// acknowledgements with, pooled: an idle connection holds none.
 type pubState struct {
-	p packet.Publish
+	p  packet.Publish
+	a  packet.Ack
+	ab [4]byte // an acknowledgement's body: identifier, reason, no properties
 	// last is the last decoded topic, reused while it repeats.
 	last string
 	// body is the pooled buffer of the last PUBLISH, until taken.
@@ -99,9 +101,9 @@ type Conn struct {
 	one   [1]byte       // read into without a buffer: no allocation per read
 	maxIn uint32        // largest accepted packet, fixed header included
 
-	// pub is what QoS 0 PUBLISHes are decoded into, from pubPool until
-	// the connection parks: the packet ReadPacket returns is valid until
-	// its next call.
+	// pub is what QoS 0 PUBLISHes and short acknowledgements are decoded
+	// into, from pubPool until the connection parks: the packet
+	// ReadPacket returns is valid until its next call.
 	pub    *pubState
 	rsize  uint8 // index in readBufSizes of br's size
 	filled bool  // a read filled br since it was taken (fillReader)
@@ -344,7 +346,8 @@ var ErrTooLarge = &packet.Error{Code: packet.PacketTooLarge, Reason: "packet exc
 // ReadPacket reads and decodes the next packet. deadline, when non-zero,
 // bounds how long to wait for it (keep alive, connect timeout). A QoS 0
 // PUBLISH it returns is the connection's own value, valid until the next
-// call (or Park): the caller must copy what it keeps.
+// call (or Park), and so is a short acknowledgement: the caller must copy
+// what it keeps.
 func (c *Conn) ReadPacket(deadline time.Time) (packet.Packet, int, error) {
 	c.mu.Lock()
 	for len(c.queue) >= MaxPending && !c.closed && !c.closing {
@@ -384,18 +387,25 @@ func (c *Conn) ReadPacket(deadline time.Time) (packet.Packet, int, error) {
 	// message it becomes (TakeBody), and a publisher that keeps to its
 	// topic costs no allocation. Anything else is decoded as it comes.
 	pub := fh.Type == packet.PUBLISH && fh.Flags&0x06 == 0 && fh.Remaining <= bufpool.Max
+	// A short acknowledgement (no properties) is read into the same state
+	// and decoded into its Ack value.
+	ack := fh.Type >= packet.PUBACK && fh.Type <= packet.PUBCOMP && fh.Remaining <= len(pubState{}.ab)
 	if c.pub != nil {
 		c.pub.body = nil
 	}
+	if (pub || ack) && c.pub == nil {
+		c.pub = pubPool.Get().(*pubState)
+	}
 	var body []byte
-	if pub {
-		if c.pub == nil {
-			c.pub = pubPool.Get().(*pubState)
-		}
+	switch {
+	case pub:
 		c.pub.body = bufpool.Get(fh.Remaining)
 		body = *c.pub.body
 		_, err = io.ReadFull(c.br, body)
-	} else {
+	case ack:
+		body = c.pub.ab[:fh.Remaining]
+		_, err = io.ReadFull(c.br, body)
+	default:
 		body, err = readBody(c.br, fh.Remaining)
 	}
 	if err != nil {
@@ -422,6 +432,12 @@ func (c *Conn) ReadPacket(deadline time.Time) (packet.Packet, int, error) {
 			return nil, size, err
 		}
 		return &c.pub.p, size, nil
+	}
+	if ack {
+		if err := packet.DecodeAck(&c.pub.a, fh, body, c.Version()); err != nil {
+			return nil, size, err
+		}
+		return &c.pub.a, size, nil
 	}
 	p, err := packet.Decode(fh, body, c.Version())
 	return p, size, err

@@ -153,13 +153,41 @@ func (p *Publish) appendBody(dst []byte, v5 bool) []byte {
 }
 
 func decodeAck(d *dec, kind Type, v5 bool) (Packet, error) {
-	a := &Ack{Kind: kind}
-	var err error
-	if a.PacketID, err = d.u16("packet identifier"); err != nil {
+	a := new(Ack)
+	if err := decodeAckInto(a, d, kind, v5); err != nil {
 		return nil, err
 	}
+	return a, nil
+}
+
+// DecodeAck decodes the body of a PUBACK, PUBREC, PUBREL or PUBCOMP into
+// a, overwriting all of it, as Decode would: a connection decodes every
+// acknowledgement into one value.
+func DecodeAck(a *Ack, fh FixedHeader, body []byte, version byte) error {
+	if err := checkFlags(fh.Type, fh.Flags); err != nil {
+		return err
+	}
+	if fh.Type < PUBACK || fh.Type > PUBCOMP {
+		return malformed("not an acknowledgement")
+	}
+	if fh.Remaining != len(body) {
+		return malformed("body length differs from remaining length")
+	}
+	if version != V31 && version != V311 && version != V5 {
+		return &Error{Code: UnsupportedProtocolVersion, Reason: "unsupported protocol version"}
+	}
+	d := dec{b: body}
+	return decodeAckInto(a, &d, fh.Type, version == V5)
+}
+
+func decodeAckInto(a *Ack, d *dec, kind Type, v5 bool) error {
+	*a = Ack{Kind: kind}
+	var err error
+	if a.PacketID, err = d.u16("packet identifier"); err != nil {
+		return err
+	}
 	if a.PacketID == 0 {
-		return nil, protocolErr("packet identifier 0") // [MQTT-2.2.1-3]
+		return protocolErr("packet identifier 0") // [MQTT-2.2.1-3]
 	}
 	// v5: remaining length 2 means reason 0 and no properties; 3 means a
 	// reason code only [MQTT-3.4.2-1].
@@ -171,15 +199,15 @@ func decodeAck(d *dec, kind Type, v5 bool) (Packet, error) {
 			codes = &pubrelCodes
 		}
 		if !codes.has(a.ReasonCode) {
-			return nil, protocolErr("invalid reason code")
+			return protocolErr("invalid reason code")
 		}
 		if d.len() > 0 {
 			if _, err := decodeProps(d, &a.Properties, ctxAck); err != nil {
-				return nil, err
+				return err
 			}
 		}
 	}
-	return done(a, d, "ack")
+	return d.end("ack")
 }
 
 func (a *Ack) flags() byte {

@@ -92,3 +92,42 @@ func TestDecodePublishReusesTopic(t *testing.T) {
 func unsafeSameString(a, b string) bool {
 	return len(a) == len(b) && unsafe.StringData(a) == unsafe.StringData(b)
 }
+
+// TestDecodeAckMatchesDecode checks DecodeAck against Decode on every
+// acknowledgement of the golden table, into a value that held another.
+func TestDecodeAckMatchesDecode(t *testing.T) {
+	n := 0
+	for _, g := range goldenPackets {
+		want, ok := g.pkt.(*Ack)
+		if !ok {
+			continue
+		}
+		n++
+		t.Run(g.name, func(t *testing.T) {
+			fh, err := ReadFixedHeader(bytes.NewReader(g.raw))
+			if err != nil {
+				t.Fatal(err)
+			}
+			a := &Ack{Kind: PUBREL, PacketID: 7, ReasonCode: 0x80, Properties: Properties{ReasonString: "stale"}}
+			if err := DecodeAck(a, fh, g.raw[len(g.raw)-fh.Remaining:], g.version); err != nil {
+				t.Fatalf("DecodeAck: %v", err)
+			}
+			if !reflect.DeepEqual(a, want) {
+				t.Fatalf("decode mismatch\n got %#v\nwant %#v", a, want)
+			}
+		})
+	}
+	if n == 0 {
+		t.Fatal("no acknowledgement in the golden table")
+	}
+	var a Ack
+	if err := DecodeAck(&a, FixedHeader{Type: PUBACK, Remaining: 2}, []byte{0, 0}, V311); err == nil {
+		t.Fatal("packet identifier 0 accepted")
+	}
+	body := []byte{0, 9}
+	if allocs := testing.AllocsPerRun(100, func() {
+		_ = DecodeAck(&a, FixedHeader{Type: PUBACK, Remaining: 2}, body, V311)
+	}); allocs != 0 || a.PacketID != 9 {
+		t.Fatalf("%v allocations, packet ID %d", allocs, a.PacketID)
+	}
+}
