@@ -41,6 +41,7 @@ func (b *Broker) publishFrom(m *session.Message, t *tx, hs *holdSet) int {
 	}
 	if bp := b.backplane; bp != nil && !strings.HasPrefix(m.Topic, "$SYS/") {
 		// $SYS is each node's own tree: never forwarded or replicated.
+		m.Pin() // the backplane may keep it: never recycled (pooled QoS 0)
 		if m.Retain {
 			bp.Retain(m)
 		}

@@ -564,8 +564,9 @@ func (c *Conn) readFirst() error {
 // It is called between packets, when the buffer holds no input.
 func (c *Conn) takeReader() {
 	if c.filled && int(c.rsize) < len(readBufSizes)-1 {
-		c.releaseReader()
-		c.rsize++
+		if c.releaseReader(); c.br == nil {
+			c.rsize++
+		}
 	}
 	c.filled = false
 	if c.br != nil {

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/starling-mqtt/starling/internal/bufpool"
-
 	"github.com/starling-mqtt/starling/internal/packet"
 )
 
