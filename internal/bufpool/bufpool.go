@@ -52,6 +52,17 @@ func Put(bp *[]byte) {
 	if c > Max || c < 1<<minShift || c&(c-1) != 0 {
 		return
 	}
+	if Poison {
+		PoisonBytes((*bp)[:c])
+	}
 	*bp = (*bp)[:0]
 	pools[class(c)].Put(bp)
+}
+
+// PoisonBytes overwrites b with a pattern no test payload has (only with
+// the starling_poison build tag; see Poison).
+func PoisonBytes(b []byte) {
+	for i := range b {
+		b[i] = 0xDB
+	}
 }

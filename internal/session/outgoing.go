@@ -4,6 +4,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/starling-mqtt/starling/internal/bufpool"
 	"github.com/starling-mqtt/starling/internal/packet"
 )
 
@@ -147,6 +148,9 @@ const maxPooledWire = 64 << 10
 func putWire(w *wireForm) {
 	if !w.pooled || cap(w.b) > maxPooledWire {
 		return
+	}
+	if bufpool.Poison {
+		bufpool.PoisonBytes(w.b[:cap(w.b)])
 	}
 	w.b = w.b[:0]
 	wirePool.Put(w)
