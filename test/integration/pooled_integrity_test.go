@@ -371,3 +371,103 @@ func TestPooledPayloadIntegrity(t *testing.T) {
 	t.Logf("received: fast 3.1.1 %d, fast 5 %d, latest-value %d, sampled %d, churn %d, offline %d",
 		fast311.n, fast5.n, latest.n, sampled.n, churn.n, offline.n)
 }
+
+// TestPooledPayloadIntegrityPolicies: subscribers that fall behind meet each
+// slow-consumer policy (QoS 0 deliveries dropped oldest or newest from the
+// connection's queue, or the subscriber disconnected with its queue), at
+// QoS 0 and 1, one reading slowly and one stuck that reads again later;
+// what they get must still be whole, and a fast subscriber beside them
+// gets every QoS 1 and 2 message.
+func TestPooledPayloadIntegrityPolicies(t *testing.T) {
+	perPub := 300
+	if testing.Short() {
+		perPub = 100
+	}
+	for _, policy := range []string{"drop_oldest", "drop_newest", "disconnect"} {
+		t.Run(policy, func(t *testing.T) {
+			_, addr := testutil.StartBroker(t, func(c *starling.Config) {
+				c.Store = "memory"
+				c.Limits.MaxInflight = 8
+				c.Limits.MaxQueued = 40
+				c.Limits.MaxQueuedBytes = 64 << 10
+				c.SlowConsumer.Timeout = 100 * time.Millisecond
+				c.SlowConsumer.Policy = policy
+			})
+			stop := make(chan struct{})
+			var once sync.Once
+			halt := func() { once.Do(func() { close(stop) }) }
+			var readers sync.WaitGroup
+			defer readers.Wait()
+			defer halt()
+			var tallies []*tally
+			sub := func(name string, v byte, qos byte, rcvBuf int, pace func()) *icli {
+				t.Helper()
+				c, _, err := dialInteg(addr, v, packet.Connect{ClientID: "integ-" + name, CleanStart: true}, rcvBuf)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := c.subscribe(&packet.Subscribe{PacketID: 1, Subscriptions: []packet.Subscription{{Filter: "integ/#", QoS: qos}}}); err != nil {
+					t.Fatal(err)
+				}
+				tl := newTally(name)
+				tallies = append(tallies, tl)
+				if pace == nil && rcvBuf > 0 {
+					return c // stuck: read after the publishers are done
+				}
+				readers.Add(1)
+				go func() {
+					defer readers.Done()
+					defer c.nc.Close()
+					err := c.receive(tl, stop, pace)
+					if err != nil && policy != "disconnect" {
+						tl.fail("receive: %v", err)
+					}
+				}()
+				return c
+			}
+			fast := sub("fast", packet.V5, 2, 0, nil)
+			_ = fast
+			fastTally := tallies[0]
+			for i, qos := range []byte{0, 1} {
+				n := 0
+				sub(fmt.Sprintf("slow-qos%d", qos), []byte{packet.V311, packet.V5}[i], qos, 16<<10, func() {
+					if n++; n%8 == 0 {
+						time.Sleep(time.Millisecond)
+					}
+				})
+			}
+			var stuck []*icli
+			var stuckTallies []*tally
+			for i, qos := range []byte{0, 1} {
+				stuck = append(stuck, sub(fmt.Sprintf("stuck-qos%d", qos), []byte{packet.V5, packet.V311}[i], qos, 4096, nil))
+				stuckTallies = append(stuckTallies, tallies[len(tallies)-1])
+			}
+
+			integPublish(t, addr, perPub)
+			waitTally(t, fastTally, "every QoS 1 and 2 message", func() bool { return len(wantAcked(fastTally, perPub)) == 0 })
+			for i, c := range stuck {
+				readers.Add(1)
+				go func() {
+					defer readers.Done()
+					defer c.nc.Close()
+					if err := c.receive(stuckTallies[i], stop, nil); err != nil && policy != "disconnect" {
+						stuckTallies[i].fail("receive: %v", err)
+					}
+				}()
+			}
+			// What the stuck ones were kept arrives once they read; a
+			// disconnected one's queue is gone with it.
+			if policy != "disconnect" {
+				for _, tl := range stuckTallies {
+					waitTally(t, tl, "its kept messages", func() bool { tl.mu.Lock(); defer tl.mu.Unlock(); return tl.n > 0 })
+				}
+			}
+			halt()
+			readers.Wait()
+			reportTallies(t, tallies...)
+			for _, tl := range tallies {
+				t.Logf("%s: %d received", tl.name, tl.n)
+			}
+		})
+	}
+}
