@@ -107,8 +107,9 @@ func (m *Message) recycle() {
 	if m.buf != nil {
 		bufpool.Put(m.buf)
 	}
-	m.Topic, m.Payload, m.QoS, m.Retain = "", nil, 0, false
-	m.Props, m.Expiry, m.Publisher, m.ID, m.buf = packet.Properties{}, time.Time{}, "", 0, nil
+	// Cleared whole, so that no field, however added, travels with the
+	// next message that reuses m. Nothing else refers to m now.
+	*m = Message{pooled: true}
 	msgPool.Put(m)
 }
 
