@@ -158,6 +158,16 @@ type tally struct {
 	n    int
 	bad  []string
 	cond *sync.Cond
+	// ended: its connection ended, nothing more will come.
+	ended bool
+}
+
+// end notes that nothing more will come.
+func (t *tally) end() {
+	t.mu.Lock()
+	t.ended = true
+	t.cond.Broadcast()
+	t.mu.Unlock()
 }
 
 func newTally(name string) *tally {

@@ -117,6 +117,13 @@ func waitTally(t *testing.T, tl *tally, what string, cond func() bool) {
 			return
 		}
 		tl.mu.Lock()
+		if tl.ended {
+			tl.mu.Unlock()
+			if cond() {
+				return
+			}
+			t.Fatalf("%s: connection ended before %s: %v", tl.name, what, tl.errs())
+		}
 		if time.Now().After(deadline) {
 			tl.mu.Unlock()
 			t.Fatalf("%s: gave up waiting for %s", tl.name, what)
@@ -167,6 +174,7 @@ func TestPooledPayloadIntegrity(t *testing.T) {
 		readers.Add(1)
 		go func() {
 			defer readers.Done()
+			defer tl.end()
 			defer c.nc.Close()
 			if err := c.receive(tl, stop, pace); err != nil {
 				select {
@@ -387,10 +395,12 @@ func TestPooledPayloadIntegrityPolicies(t *testing.T) {
 		t.Run(policy, func(t *testing.T) {
 			_, addr := testutil.StartBroker(t, func(c *starling.Config) {
 				c.Store = "memory"
-				c.Limits.MaxInflight = 8
-				c.Limits.MaxQueued = 40
-				c.Limits.MaxQueuedBytes = 64 << 10
-				c.SlowConsumer.Timeout = 100 * time.Millisecond
+				c.Limits.MaxInflight = 32
+				c.Limits.MaxQueued = 100
+				c.Limits.MaxQueuedBytes = 128 << 10
+				// Short, for a test that ends soon; not so short that a
+				// -race run's pauses count a reader as stuck.
+				c.SlowConsumer.Timeout = 500 * time.Millisecond
 				c.SlowConsumer.Policy = policy
 			})
 			stop := make(chan struct{})
@@ -417,9 +427,10 @@ func TestPooledPayloadIntegrityPolicies(t *testing.T) {
 				readers.Add(1)
 				go func() {
 					defer readers.Done()
+					defer tl.end()
 					defer c.nc.Close()
 					err := c.receive(tl, stop, pace)
-					if err != nil && policy != "disconnect" {
+					if err != nil && (policy != "disconnect" || tl.name == "fast") {
 						tl.fail("receive: %v", err)
 					}
 				}()
@@ -449,6 +460,7 @@ func TestPooledPayloadIntegrityPolicies(t *testing.T) {
 				readers.Add(1)
 				go func() {
 					defer readers.Done()
+					defer stuckTallies[i].end()
 					defer c.nc.Close()
 					if err := c.receive(stuckTallies[i], stop, nil); err != nil && policy != "disconnect" {
 						stuckTallies[i].fail("receive: %v", err)
