@@ -184,11 +184,32 @@ func (t *tally) fail(format string, a ...any) {
 	t.mu.Unlock()
 }
 
-func (t *tally) add(topic string, payload []byte) {
+// integCorr is the correlation data an MQTT 5 publisher sends with some
+// messages (it lives in the same pooled buffer as the payload), and their
+// expiry: an expiry makes each delivery encoded apart.
+func integCorr(pub, seq int) ([]byte, *uint32) {
+	if pub%2 == 0 || seq%3 != 0 {
+		return nil, nil
+	}
+	e := uint32(3600)
+	return []byte(fmt.Sprintf("corr/%d/%d", pub, seq)), &e
+}
+
+func (t *tally) add(topic string, payload []byte) { t.addProps(topic, payload, nil) }
+
+// addProps is add for an MQTT 5 delivery, whose properties are checked too.
+func (t *tally) addProps(topic string, payload []byte, props *packet.Properties) {
 	pub, seq, err := checkIntegrity(topic, payload)
 	if err != nil {
 		t.fail("%v", err)
 		return
+	}
+	if props != nil && pub < 100 {
+		want, exp := integCorr(pub, seq)
+		if !bytes.Equal(props.CorrelationData, want) || (exp == nil) != (props.MessageExpiry == nil) {
+			t.fail("topic %q: publisher %d message %d: correlation data %q, expiry %v; want %q", topic, pub, seq, props.CorrelationData, props.MessageExpiry != nil, want)
+			return
+		}
 	}
 	t.mu.Lock()
 	t.got[[2]int{pub, seq}]++
@@ -240,7 +261,11 @@ func (c *icli) receive(t *tally, stop <-chan struct{}, pace func()) error {
 					c.aliases[*a] = topic
 				}
 			}
-			t.add(topic, p.Payload)
+			if c.v == packet.V5 {
+				t.addProps(topic, p.Payload, &p.Properties)
+			} else {
+				t.add(topic, p.Payload)
+			}
 			switch p.QoS {
 			case 1:
 				err = c.send(&packet.Ack{Kind: packet.PUBACK, PacketID: p.PacketID})
@@ -255,6 +280,11 @@ func (c *icli) receive(t *tally, stop <-chan struct{}, pace func()) error {
 			return fmt.Errorf("DISCONNECT 0x%02x", p.ReasonCode)
 		}
 		if err != nil {
+			select {
+			case <-stop:
+				return nil // an acknowledgement cut by the close
+			default:
+			}
 			return err
 		}
 		if pace != nil {
@@ -304,6 +334,9 @@ func newIPub(c *icli, id int, aliasMax uint16, window int) *ipub {
 // publish sends one message (as a v5 topic alias when the broker allows).
 func (p *ipub) publish(topic string, seq int, qos byte, retain bool) error {
 	pk := &packet.Publish{Topic: topic, QoS: qos, Retain: retain, Payload: integrityPayload(topic, p.id, seq)}
+	if p.c.v == packet.V5 {
+		pk.Properties.CorrelationData, pk.Properties.MessageExpiry = integCorr(p.id, seq)
+	}
 	if qos > 0 {
 		select {
 		case p.sem <- struct{}{}:
