@@ -20,6 +20,7 @@
 # its slowest subscriber, starling-bench -lead, for the cells in LEAD_CELLS;
 # -window, 64, then bounds only QoS 1 PUBACKs outstanding; 0: -window bounds
 # both, as before), BROKERS, CELLS (see cells below),
+# QOS (the QoS levels to run, such as 0; default each cell's own),
 # DEFLATE_CELLS (idle: cells also run over ws with permessage-deflate
 # negotiated, the "ws-deflate" rows, for Starling only), BROKER_CPU (0),
 # TOOL_CPU (1), OUT (bench/results/<date>).
@@ -253,7 +254,7 @@ for run in $(seq "$RUNS"); do
 					stop_broker # a fresh broker for each transport's figure
 					start_broker "$broker"
 				fi
-				for qos in ${QOSES[$cell]}; do
+				for qos in ${QOS:-${QOSES[$cell]}}; do
 					# The in-memory Starling is there for its QoS 1 figures.
 					[[ $broker == starling-mem && $qos == 0 ]] && continue
 					bench "$broker" "$run" "$cell" "${trs[$i]}" "$qos"

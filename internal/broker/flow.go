@@ -607,6 +607,7 @@ func (b *Broker) sampleLocked(cl *client, d session.Delivery, now time.Time) boo
 	} else if len(sm.waiting) >= maxSampleKeys {
 		return false
 	}
+	d.Msg.Pin() // kept past this publish without a reference
 	sm.waiting[d.Msg.Topic] = d
 	if sm.timer == nil {
 		wait := max(0, d.Sample-now.Sub(sm.last))

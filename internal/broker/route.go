@@ -35,6 +35,7 @@ func (b *Broker) publishFrom(m *session.Message, t *tx, hs *holdSet) int {
 	}
 	var remote bool
 	if bp != nil {
+		m.Pin() // the backplane may keep it: never recycled (pooled QoS 0)
 		b.handMu.RLock()
 		defer b.handMu.RUnlock()
 		// First: Forward names the message (its origin) before anything

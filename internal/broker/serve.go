@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -239,7 +240,17 @@ func (h *handler) onPublish(p *packet.Publish) string {
 		return ""
 	}
 	now := b.now()
-	m := &session.Message{Topic: name, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain, Publisher: h.cl.id}
+	var m *session.Message
+	if p.QoS == 0 && !p.Retain && b.backplane == nil {
+		// Held only by the deliveries in connections' queues: pooled, with
+		// the buffer its payload was read into; dropped below.
+		m = session.NewPooled()
+		m.Topic, m.Payload, m.Publisher = name, p.Payload, h.cl.id
+		m.Own(h.c.TakeBody())
+		defer m.Unref()
+	} else {
+		m = &session.Message{Topic: name, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain, Publisher: h.cl.id}
+	}
 	if v5 {
 		m.Props = messageProps(&p.Properties)
 		if e := p.Properties.MessageExpiry; e != nil {
@@ -248,11 +259,17 @@ func (h *handler) onPublish(p *packet.Publish) string {
 	}
 	// Deliveries to persistent sessions wait in their writers for this
 	// operation's commit; the acknowledgement waits for it here.
-	t := b.begin(p.QoS > 0)
+	var t *tx
+	if p.QoS == 0 {
+		t = b.beginQoS0()
+	} else {
+		t = b.begin(true)
+	}
 	switch p.QoS {
 	case 0:
 		b.publishFrom(m, t, &h.hs)
 		t.commit(false)
+		endQoS0(t)
 		h.holdFor(&h.hs, nil, nil)
 	case 1:
 		n := b.publishFrom(m, t, &h.hs)
@@ -305,6 +322,28 @@ func (h *handler) onPublish(p *packet.Publish) string {
 		h.ackPublishAfter(t.ackGate(), p, code)
 	}
 	return ""
+}
+
+// txPool holds the operations of QoS 0 publishes: ungated, nothing refers
+// to one once it is committed, so it is reused instead of allocated.
+var txPool = sync.Pool{New: func() any { return new(tx) }}
+
+// beginQoS0 is begin(false) from txPool; endQoS0 gives it back after its
+// commit.
+func (b *Broker) beginQoS0() *tx {
+	if b.store == nil {
+		return nil
+	}
+	t := txPool.Get().(*tx)
+	t.b = b
+	return t
+}
+
+func endQoS0(t *tx) {
+	if t != nil {
+		*t = tx{}
+		txPool.Put(t)
+	}
 }
 
 // storeFailed refuses a publish the store could not take: nothing is

@@ -283,6 +283,18 @@ type Limits struct {
 	// that publishes more often meets the wait more often), instead of the
 	// broker growing or dropping.
 	MaxTotalQueuedBytes int64 `yaml:"max_total_queued_bytes"`
+	// MemoryLimit is the Go runtime's soft memory limit for the starling
+	// binary, in bytes: the collector works harder as the heap nears it.
+	// 0 = derived: twice MaxTotalQueuedBytes plus 512 MiB (none when that
+	// is 0); -1 = none. A GOMEMLIMIT in the environment wins.
+	MemoryLimit int64 `yaml:"memory_limit"`
+	// GCPercent is the collector's target for the starling binary (Go's
+	// GOGC): a cycle starts when the heap has grown by this percentage
+	// since the last one. Higher means fewer cycles, and fewer pauses in
+	// the latency tail, for more memory; MemoryLimit caps it. 0 = Go's
+	// default (100); -1 = off, the memory limit alone starts cycles (needs
+	// one). A GOGC in the environment wins.
+	GCPercent int `yaml:"gc_percent"`
 	// MaxTopicAlias is the number of topic aliases a client may use (announced
 	// as Topic Alias Maximum; 0 disables client aliases).
 	MaxTopicAlias uint16 `yaml:"max_topic_alias"`

@@ -116,6 +116,15 @@ func (c Config) Validate() error {
 	if l.MaxTotalQueuedBytes < 0 {
 		bad("limits.max_total_queued_bytes", "must be >= 0 (got %d; 0 = no bound)", l.MaxTotalQueuedBytes)
 	}
+	if l.MemoryLimit < -1 {
+		bad("limits.memory_limit", "must be -1 (none), 0 (derived) or a size in bytes (got %d)", l.MemoryLimit)
+	}
+	if l.GCPercent < -1 {
+		bad("limits.gc_percent", "must be -1 (off), 0 (Go's default) or a percentage (got %d)", l.GCPercent)
+	}
+	if l.GCPercent == -1 && l.RuntimeMemoryLimit() <= 0 {
+		bad("limits.gc_percent", "-1 (off) needs a memory limit: set limits.memory_limit or limits.max_total_queued_bytes")
+	}
 	if c.SlowConsumer.Timeout <= 0 {
 		bad("slow_consumer.timeout", "must be > 0 (got %v)", c.SlowConsumer.Timeout)
 	}

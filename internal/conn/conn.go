@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/starling-mqtt/starling/internal/bufpool"
 	"github.com/starling-mqtt/starling/internal/packet"
 	"github.com/starling-mqtt/starling/internal/poll"
 )
@@ -55,11 +56,42 @@ const writeTimeout = 30 * time.Second
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
-// readerPool holds the read buffers of connections that are between
-// packets: an idle connection waits for its next first byte without one.
-var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufSize) }}
+// readerPools hold the read buffers of connections that are between
+// packets, by size: an idle connection waits for its next first byte
+// without one. A connection starts with the smallest; one whose reads
+// fill its buffer takes the next size when it takes a buffer again, so a
+// busy publisher drains more packets per system call, and it is back to
+// the smallest once parked.
+var readerPools [len(readBufSizes)]sync.Pool
 
-const readBufSize = 1024
+var readBufSizes = [...]int{1 << 10, 4 << 10, 16 << 10}
+
+// fillReader is what a connection's read buffer reads from: its socket,
+// noting reads that fill the buffer (more input was probably waiting). A
+// conversion of the Conn, so that it costs no field.
+type fillReader Conn
+
+func (f *fillReader) Read(p []byte) (int, error) {
+	n, err := f.nc.Read(p)
+	if n == len(p) && n > 0 {
+		f.filled = true
+	}
+	return n, err
+}
+
+// pubState is what a connection decodes QoS 0 PUBLISHes and short
+// acknowledgements with, pooled: an idle connection holds none.
+type pubState struct {
+	p  packet.Publish
+	a  packet.Ack
+	ab [4]byte // an acknowledgement's body: identifier, reason, no properties
+	// last is the last decoded topic, reused while it repeats.
+	last string
+	// body is the pooled buffer of the last PUBLISH, until taken.
+	body *[]byte
+}
+
+var pubPool = sync.Pool{New: func() any { return new(pubState) }}
 
 // Conn is one client connection.
 type Conn struct {
@@ -68,6 +100,16 @@ type Conn struct {
 	fb    firstByte     // the first byte of the packet being read, then br
 	one   [1]byte       // read into without a buffer: no allocation per read
 	maxIn uint32        // largest accepted packet, fixed header included
+
+	// pub is what QoS 0 PUBLISHes and short acknowledgements are decoded
+	// into, from pubPool until the connection parks: the packet
+	// ReadPacket returns is valid until its next call.
+	pub    *pubState
+	rsize  uint8 // index in readBufSizes of br's size
+	filled bool  // a read filled br since it was taken (fillReader)
+	// ready: Park saw input waiting on the socket, so the next read
+	// cannot block and may take a buffer at once.
+	ready bool
 
 	version atomic.Uint32 // protocol level, set after CONNECT
 
@@ -302,7 +344,10 @@ func (c *Conn) Version() byte { return byte(c.version.Load()) }
 var ErrTooLarge = &packet.Error{Code: packet.PacketTooLarge, Reason: "packet exceeds maximum packet size"}
 
 // ReadPacket reads and decodes the next packet. deadline, when non-zero,
-// bounds how long to wait for it (keep alive, connect timeout).
+// bounds how long to wait for it (keep alive, connect timeout). A QoS 0
+// PUBLISH it returns is the connection's own value, valid until the next
+// call (or Park), and so is a short acknowledgement: the caller must copy
+// what it keeps.
 func (c *Conn) ReadPacket(deadline time.Time) (packet.Packet, int, error) {
 	c.mu.Lock()
 	for len(c.queue) >= MaxPending && !c.closed && !c.closing {
@@ -337,11 +382,37 @@ func (c *Conn) ReadPacket(deadline time.Time) (packet.Packet, int, error) {
 		// never read, so no allocation follows from its length.
 		return nil, size, ErrTooLarge
 	}
-	body, err := readBody(c.br, fh.Remaining)
+	// A QoS 0 PUBLISH is read into a pooled buffer and decoded into the
+	// connection's own Publish value: the broker hands the buffer to the
+	// message it becomes (TakeBody), and a publisher that keeps to its
+	// topic costs no allocation. Anything else is decoded as it comes.
+	pub := fh.Type == packet.PUBLISH && fh.Flags&0x06 == 0 && fh.Remaining <= bufpool.Max
+	// A short acknowledgement (no properties) is read into the same state
+	// and decoded into its Ack value.
+	ack := fh.Type >= packet.PUBACK && fh.Type <= packet.PUBCOMP && fh.Remaining <= len(pubState{}.ab)
+	if c.pub != nil {
+		c.pub.body = nil
+	}
+	if (pub || ack) && c.pub == nil {
+		c.pub = pubPool.Get().(*pubState)
+	}
+	var body []byte
+	switch {
+	case pub:
+		c.pub.body = bufpool.Get(fh.Remaining)
+		body = *c.pub.body
+		_, err = io.ReadFull(c.br, body)
+	case ack:
+		body = c.pub.ab[:fh.Remaining]
+		_, err = io.ReadFull(c.br, body)
+	default:
+		body, err = readBody(c.br, fh.Remaining)
+	}
 	if err != nil {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
+		c.putBody()
 		return nil, size, packetErr(err, until)
 	}
 	if c.Totals != nil {
@@ -352,10 +423,46 @@ func (c *Conn) ReadPacket(deadline time.Time) (packet.Packet, int, error) {
 	c.mu.Unlock()
 	if lingering {
 		// Read while the connection was being closed: not handled.
+		c.putBody()
 		return nil, size, net.ErrClosed
+	}
+	if pub {
+		if err := packet.DecodePublish(&c.pub.p, fh, body, c.Version(), &c.pub.last); err != nil {
+			c.putBody()
+			return nil, size, err
+		}
+		return &c.pub.p, size, nil
+	}
+	if ack {
+		if err := packet.DecodeAck(&c.pub.a, fh, body, c.Version()); err != nil {
+			return nil, size, err
+		}
+		return &c.pub.a, size, nil
 	}
 	p, err := packet.Decode(fh, body, c.Version())
 	return p, size, err
+}
+
+// TakeBody hands the caller the pooled buffer the last packet ReadPacket
+// returned was read into, nil if it was not pooled or was taken already:
+// its owner gives it back (bufpool.Put) once nothing refers to it. A
+// buffer not taken is left to the collector, since the packet may still
+// refer to it.
+func (c *Conn) TakeBody() *[]byte {
+	if c.pub == nil {
+		return nil
+	}
+	b := c.pub.body
+	c.pub.body = nil
+	return b
+}
+
+// putBody gives back the pooled buffer of a packet that was not returned.
+func (c *Conn) putBody() {
+	if c.pub != nil && c.pub.body != nil {
+		bufpool.Put(c.pub.body)
+		c.pub.body = nil
+	}
 }
 
 // ErrPacketTimeout is returned by ReadPacket for a packet not completed
@@ -431,21 +538,63 @@ func (c *Conn) readFirst() error {
 		c.fb = firstByte{b: b, r: c.br}
 		return nil
 	}
+	if c.ready {
+		// Park saw input waiting: read it through a buffer, one system
+		// call for as many packets as have arrived.
+		c.ready = false
+		c.takeReader()
+		b, err := c.br.ReadByte()
+		if err != nil {
+			return err
+		}
+		c.fb = firstByte{b: b, r: c.br}
+		return nil
+	}
 	c.releaseReader()
 	if _, err := io.ReadFull(c.nc, c.one[:]); err != nil {
 		return err
 	}
-	c.br = readerPool.Get().(*bufio.Reader)
-	c.br.Reset(c.nc)
+	c.takeReader()
 	c.fb = firstByte{b: c.one[0], r: c.br}
 	return nil
+}
+
+// takeReader takes a read buffer from the pools if the connection has
+// none, or a larger one if its last reads filled the one it has.
+// It is called between packets, when the buffer holds no input.
+func (c *Conn) takeReader() {
+	if c.filled && int(c.rsize) < len(readBufSizes)-1 {
+		if c.releaseReader(); c.br == nil {
+			c.rsize++
+		}
+	}
+	c.filled = false
+	if c.br != nil {
+		return
+	}
+	if v := readerPools[c.rsize].Get(); v != nil {
+		c.br = v.(*bufio.Reader)
+	} else {
+		c.br = bufio.NewReaderSize(nil, readBufSizes[c.rsize])
+	}
+	c.br.Reset((*fillReader)(c))
+}
+
+// releasePub gives back the PUBLISH decoding state of a connection that
+// parks (its caller is done with the packet it read last).
+func (c *Conn) releasePub() {
+	if c.pub != nil {
+		*c.pub = pubState{}
+		pubPool.Put(c.pub)
+		c.pub = nil
+	}
 }
 
 // releaseReader puts an empty read buffer back in the pool.
 func (c *Conn) releaseReader() {
 	if c.br != nil && c.br.Buffered() == 0 {
 		c.br.Reset(nil)
-		readerPool.Put(c.br)
+		readerPools[c.rsize].Put(c.br)
 		c.br = nil
 		c.fb.r = nil
 	}
@@ -794,9 +943,9 @@ func (c *Conn) Park(deadline time.Time, grace time.Duration, resume func()) bool
 	if !deadline.IsZero() && deadline.Before(until) {
 		return false // due soon anyway
 	}
-	c.releaseReader()
 	if grace <= 0 {
 		if poll.Pending(rc) {
+			c.ready = true
 			return false
 		}
 	} else {
@@ -806,9 +955,14 @@ func (c *Conn) Park(deadline time.Time, grace time.Duration, resume func()) bool
 			return false
 		}
 		if err := poll.Wait(rc); !errors.Is(err, os.ErrDeadlineExceeded) {
+			c.ready = true
 			return false // input (or an error for ReadPacket to report)
 		}
 	}
+	// Parked: no buffer, and the smallest one when input comes again.
+	c.releaseReader()
+	c.releasePub()
+	c.rsize, c.filled = 0, false
 	w, ok := poll.Park(rc, deadline, resume)
 	if !ok {
 		return false

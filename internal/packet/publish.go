@@ -1,28 +1,74 @@
 package packet
 
+import "slices"
+
 func decodePublish(d *dec, flags byte, v5 bool) (Packet, error) {
-	p := &Publish{
+	p := new(Publish)
+	if err := decodePublishInto(p, d, flags, v5, nil); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// DecodePublish decodes the body of a PUBLISH (fh.Type must be PUBLISH)
+// into p, overwriting all of it, as Decode would. Payload aliases body.
+// last, when not nil, is a cache of the topic decoded before: when the
+// topic is the same, p.Topic is *last and no string is allocated; when it
+// differs, the new topic is stored there. A connection that decodes every
+// PUBLISH into one value with this allocates nothing for a publisher that
+// keeps to one topic.
+func DecodePublish(p *Publish, fh FixedHeader, body []byte, version byte, last *string) error {
+	if err := checkFlags(fh.Type, fh.Flags); err != nil {
+		return err
+	}
+	if fh.Type != PUBLISH {
+		return malformed("not a PUBLISH")
+	}
+	if fh.Remaining != len(body) {
+		return malformed("body length differs from remaining length")
+	}
+	if version != V31 && version != V311 && version != V5 {
+		return &Error{Code: UnsupportedProtocolVersion, Reason: "unsupported protocol version"}
+	}
+	d := dec{b: body}
+	return decodePublishInto(p, &d, fh.Flags, version == V5, last)
+}
+
+func decodePublishInto(p *Publish, d *dec, flags byte, v5 bool, last *string) error {
+	*p = Publish{
 		Dup:    flags&0x08 != 0,
 		QoS:    flags >> 1 & 3,
 		Retain: flags&0x01 != 0,
 	}
-	var err error
 	// Wildcards and an empty topic are the broker's to reject: a v5 topic
 	// alias allows an empty topic here.
-	if p.Topic, err = d.str("topic name"); err != nil {
-		return nil, err
+	tb, err := d.bin("topic name")
+	if err != nil {
+		return err
+	}
+	if !validUTF8Bytes(tb) {
+		return malformed("topic name: invalid UTF-8") // [MQTT-1.5.4-1] [MQTT-1.5.4-2]
+	}
+	switch {
+	case last == nil:
+		p.Topic = string(tb)
+	case *last == string(tb): // compared without a copy
+		p.Topic = *last
+	default:
+		p.Topic = string(tb)
+		*last = p.Topic
 	}
 	if p.QoS > 0 {
 		if p.PacketID, err = d.u16("packet identifier"); err != nil {
-			return nil, err
+			return err
 		}
 		if p.PacketID == 0 {
-			return nil, protocolErr("packet identifier 0") // [MQTT-2.2.1-3]
+			return protocolErr("packet identifier 0") // [MQTT-2.2.1-3]
 		}
 	}
 	if v5 {
 		if _, err := decodeProps(d, &p.Properties, ctxPublish); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	// The payload is the rest of the body (section 3.3.3). Capping its capacity
@@ -31,7 +77,27 @@ func decodePublish(d *dec, flags byte, v5 bool) (Packet, error) {
 	if n := len(d.b); n > 0 {
 		p.Payload = d.b[:n:n]
 	}
-	return p, nil
+	return nil
+}
+
+// AppendPublish is Append for a PUBLISH. Unlike Append it takes the
+// concrete type, so a caller's Publish value need not escape to the heap.
+func AppendPublish(dst []byte, p *Publish, version byte) ([]byte, error) {
+	if version != V31 && version != V311 && version != V5 {
+		return dst, &Error{Code: UnsupportedProtocolVersion, Reason: "encode: unsupported protocol version"}
+	}
+	v5 := version == V5
+	n, err := p.size(v5)
+	if err != nil {
+		return dst, err
+	}
+	if n > MaxRemaining {
+		return dst, &Error{Code: PacketTooLarge, Reason: "encode: packet larger than the maximum remaining length"}
+	}
+	dst = slices.Grow(dst, 1+varintLen(n)+n)
+	dst = append(dst, byte(PUBLISH)<<4|p.flags())
+	dst = AppendVarint(dst, n)
+	return p.appendBody(dst, v5), nil
 }
 
 func (p *Publish) flags() byte {
@@ -87,13 +153,41 @@ func (p *Publish) appendBody(dst []byte, v5 bool) []byte {
 }
 
 func decodeAck(d *dec, kind Type, v5 bool) (Packet, error) {
-	a := &Ack{Kind: kind}
-	var err error
-	if a.PacketID, err = d.u16("packet identifier"); err != nil {
+	a := new(Ack)
+	if err := decodeAckInto(a, d, kind, v5); err != nil {
 		return nil, err
 	}
+	return a, nil
+}
+
+// DecodeAck decodes the body of a PUBACK, PUBREC, PUBREL or PUBCOMP into
+// a, overwriting all of it, as Decode would: a connection decodes every
+// acknowledgement into one value.
+func DecodeAck(a *Ack, fh FixedHeader, body []byte, version byte) error {
+	if err := checkFlags(fh.Type, fh.Flags); err != nil {
+		return err
+	}
+	if fh.Type < PUBACK || fh.Type > PUBCOMP {
+		return malformed("not an acknowledgement")
+	}
+	if fh.Remaining != len(body) {
+		return malformed("body length differs from remaining length")
+	}
+	if version != V31 && version != V311 && version != V5 {
+		return &Error{Code: UnsupportedProtocolVersion, Reason: "unsupported protocol version"}
+	}
+	d := dec{b: body}
+	return decodeAckInto(a, &d, fh.Type, version == V5)
+}
+
+func decodeAckInto(a *Ack, d *dec, kind Type, v5 bool) error {
+	*a = Ack{Kind: kind}
+	var err error
+	if a.PacketID, err = d.u16("packet identifier"); err != nil {
+		return err
+	}
 	if a.PacketID == 0 {
-		return nil, protocolErr("packet identifier 0") // [MQTT-2.2.1-3]
+		return protocolErr("packet identifier 0") // [MQTT-2.2.1-3]
 	}
 	// v5: remaining length 2 means reason 0 and no properties; 3 means a
 	// reason code only [MQTT-3.4.2-1].
@@ -105,15 +199,15 @@ func decodeAck(d *dec, kind Type, v5 bool) (Packet, error) {
 			codes = &pubrelCodes
 		}
 		if !codes.has(a.ReasonCode) {
-			return nil, protocolErr("invalid reason code")
+			return protocolErr("invalid reason code")
 		}
 		if d.len() > 0 {
 			if _, err := decodeProps(d, &a.Properties, ctxAck); err != nil {
-				return nil, err
+				return err
 			}
 		}
 	}
-	return done(a, d, "ack")
+	return d.end("ack")
 }
 
 func (a *Ack) flags() byte {

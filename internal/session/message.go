@@ -5,8 +5,11 @@
 package session
 
 import (
+	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/starling-mqtt/starling/internal/bufpool"
 	"github.com/starling-mqtt/starling/internal/packet"
 )
 
@@ -32,6 +35,85 @@ type Message struct {
 	Origin Origin
 
 	enc wireCache // encodings shared by every subscriber
+
+	// A pooled message (NewPooled) goes back to its pool, with its payload
+	// buffer and its encodings, when its last reference is dropped, unless
+	// something kept it without a reference (Pin). A message made any
+	// other way is the collector's, and Ref, Unref and Pin do nothing.
+	pooled bool
+	refs   atomic.Int32
+	pinned atomic.Bool
+	buf    *[]byte // bufpool buffer the payload lives in, nil if none
+}
+
+var msgPool = sync.Pool{New: func() any { return &Message{pooled: true} }}
+
+// NewPooled returns an empty message from a pool holding one reference,
+// the caller's. Every holder of the message takes a reference (Ref) and
+// drops it (Unref) when done; a holder that cannot say when it is done
+// must Pin it. The QoS 0 path of a client's PUBLISH uses it: its only
+// holders are the deliveries waiting in connections' queues (Outgoing).
+func NewPooled() *Message {
+	m := msgPool.Get().(*Message)
+	m.refs.Store(1)
+	return m
+}
+
+// Own gives m the buffer its payload lives in (from bufpool), to be given
+// back with m. Only for a pooled message, before it is published.
+func (m *Message) Own(buf *[]byte) {
+	if m.pooled {
+		m.buf = buf
+	}
+}
+
+// Ref takes a reference to a pooled message.
+func (m *Message) Ref() {
+	if m.pooled {
+		m.refs.Add(1)
+	}
+}
+
+// Unref drops a reference; the last one recycles a pooled message that is
+// not pinned. Nothing may use m after its own reference is dropped.
+func (m *Message) Unref() {
+	if !m.pooled {
+		return
+	}
+	switch n := m.refs.Add(-1); {
+	case n > 0:
+	case n < 0:
+		panic("session: Message reference dropped twice")
+	case !m.pinned.Load():
+		m.recycle()
+	}
+}
+
+// Pin keeps a pooled message out of its pool for good: for holders that
+// keep it without a reference (a sampled delivery waiting for its flush,
+// a retained or stored message). Call it while holding a reference.
+func (m *Message) Pin() {
+	if m.pooled {
+		m.pinned.Store(true)
+	}
+}
+
+// recycle gives a pooled message, its encodings and its buffer back.
+func (m *Message) recycle() {
+	for i := range m.enc {
+		for j := range m.enc[i] {
+			if w := m.enc[i][j].Swap(nil); w != nil {
+				putWire(w)
+			}
+		}
+	}
+	if m.buf != nil {
+		bufpool.Put(m.buf)
+	}
+	// Cleared whole, so that no field, however added, travels with the
+	// next message that reuses m. Nothing else refers to m now.
+	*m = Message{pooled: true}
+	msgPool.Put(m)
 }
 
 // Origin names a message by the node run that published it and its

@@ -4,6 +4,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/starling-mqtt/starling/internal/bufpool"
 	"github.com/starling-mqtt/starling/internal/packet"
 )
 
@@ -33,6 +34,9 @@ func newOutgoing() *Outgoing { return outPool.Get().(*Outgoing) }
 // once the bytes are written or the delivery is dropped; nothing may use o
 // after that. The session never keeps an Outgoing, only its Delivery.
 func (o *Outgoing) Release() {
+	if o.Msg != nil {
+		o.Msg.Unref()
+	}
 	*o = Outgoing{}
 	outPool.Put(o)
 }
@@ -130,8 +134,26 @@ func (o *Outgoing) Size(v byte) (int, error) {
 
 // wireForm is a message encoded once for one protocol family and QoS class.
 type wireForm struct {
-	b     []byte
-	idOff int // offset of the packet ID, for QoS 1/2 forms
+	b      []byte
+	idOff  int  // offset of the packet ID, for QoS 1/2 forms
+	pooled bool // from wirePool: goes back with its pooled message
+}
+
+// wirePool keeps the encodings of pooled messages, with their buffers.
+var wirePool = sync.Pool{New: func() any { return &wireForm{pooled: true} }}
+
+// maxPooledWire bounds the buffer a pooled encoding keeps.
+const maxPooledWire = 64 << 10
+
+func putWire(w *wireForm) {
+	if !w.pooled || cap(w.b) > maxPooledWire {
+		return
+	}
+	if bufpool.Poison {
+		bufpool.PoisonBytes(w.b[:cap(w.b)])
+	}
+	w.b = w.b[:0]
+	wirePool.Put(w)
 }
 
 // wireCache holds the message's encodings: [v5][qos>0].
@@ -151,23 +173,32 @@ func (m *Message) wire(v byte, withID bool) (*wireForm, error) {
 	if w := slot.Load(); w != nil {
 		return w, nil
 	}
-	p := &packet.Publish{Topic: m.Topic, Payload: m.Payload}
+	p := packet.Publish{Topic: m.Topic, Payload: m.Payload}
 	if withID {
 		p.QoS, p.PacketID = 1, 1
 	}
 	if v == packet.V5 {
 		p.Properties = m.Props
 	}
-	b, err := packet.Append(nil, p, v)
+	var w *wireForm
+	if m.pooled {
+		w = wirePool.Get().(*wireForm)
+	} else {
+		w = new(wireForm)
+	}
+	b, err := packet.AppendPublish(w.b[:0], &p, v)
 	if err != nil {
+		putWire(w)
 		return nil, err
 	}
 	hdr := 2
 	for hdr < 5 && b[hdr-1]&0x80 != 0 {
 		hdr++ // remaining length continuation bytes
 	}
-	w := &wireForm{b: b, idOff: hdr + 2 + len(m.Topic)}
-	slot.CompareAndSwap(nil, w)
+	w.b, w.idOff = b, hdr+2+len(m.Topic)
+	if !slot.CompareAndSwap(nil, w) {
+		putWire(w) // another writer built it first
+	}
 	return slot.Load(), nil
 }
 

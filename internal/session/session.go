@@ -607,6 +607,7 @@ func (s *Session) find(id uint16) int {
 func (s *Session) publish(d Delivery, id uint16, now time.Time) (*Outgoing, bool) {
 	m := d.Msg
 	o := newOutgoing()
+	m.Ref() // dropped by o.Release
 	o.Msg, o.QoS, o.Retain, o.PacketID, o.Latest, o.Held = m, d.QoS, d.Retain, id, d.Latest, d.Held
 	v := s.link.Version
 	if v == packet.V5 {

@@ -1,0 +1,44 @@
+package main
+
+import (
+	"log/slog"
+	"runtime/debug"
+
+	"github.com/starling-mqtt/starling/internal/config"
+)
+
+// tuneRuntime sets the collector's memory limit and target from the
+// configuration (limits.memory_limit, limits.gc_percent), unless the
+// operator set GOMEMLIMIT or GOGC, which win; it logs what holds. It is
+// the binary's business, not the embedding API's: the runtime is the
+// process's, and an application that embeds Starling owns it.
+func tuneRuntime(l config.Limits, getenv func(string) string, log *slog.Logger) {
+	limit, limitFrom := l.RuntimeMemoryLimit(), "limits.memory_limit"
+	if l.MemoryLimit == 0 {
+		limitFrom = "derived from limits.max_total_queued_bytes"
+	}
+	switch {
+	case getenv("GOMEMLIMIT") != "":
+		limit, limitFrom = debug.SetMemoryLimit(-1), "GOMEMLIMIT" // -1 reads it
+	case limit > 0:
+		debug.SetMemoryLimit(limit)
+	default:
+		limitFrom = "none"
+	}
+	var gc any = l.GCPercent
+	gcFrom := "limits.gc_percent"
+	switch {
+	case getenv("GOGC") != "":
+		gc, gcFrom = getenv("GOGC"), "GOGC" // the runtime read it at start
+	case l.GCPercent == 0:
+		gc, gcFrom = 100, "Go's default"
+		debug.SetGCPercent(100)
+	default:
+		debug.SetGCPercent(l.GCPercent)
+	}
+	attrs := []any{"gc_percent", gc, "gc_percent_from", gcFrom, "memory_limit_from", limitFrom}
+	if limitFrom != "none" {
+		attrs = append(attrs, "memory_limit", limit)
+	}
+	log.Info("runtime memory settings", attrs...)
+}
