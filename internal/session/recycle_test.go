@@ -18,6 +18,7 @@ func TestRecycleClearsEveryField(t *testing.T) {
 	m.Topic, m.Payload, m.QoS, m.Retain = "a/b", []byte("x"), 1, true
 	m.Props = packet.Properties{PayloadFormat: &one, ContentType: "c", CorrelationData: []byte("d")}
 	m.Expiry, m.Publisher, m.ID = time.Unix(1, 0), "pub", 9
+	m.Origin = Origin{Instance: 3, Seq: 4}
 	m.Own(bufpool.Get(10))
 	o := newOutgoing()
 	m.Ref()
