@@ -623,7 +623,13 @@ func (s *Server) Close() error {
 		srv.Close()
 	}
 	stopAdmin, adminDone := s.stopAdmin, s.adminDone
+	node := s.cluster
 	s.mu.Unlock()
+	if node != nil {
+		// Before any client is disconnected: see docs/cluster.md,
+		// "Stopping a node".
+		node.BeginShutdown()
+	}
 	if stopAdmin != nil {
 		stopAdmin()
 		<-adminDone

@@ -379,7 +379,9 @@ func (n *Node) receiveLoop() {
 				n.direct.routed(routedHere, stored && routed == moves)
 				routedHere = routedHere[:0]
 			}
-			if stored && replicated && routed == moves && len(replies) > 0 {
+			// Stopping since the batch was taken: its senders relay it
+			// (BeginShutdown).
+			if stored && replicated && routed == moves && len(replies) > 0 && !n.stopping.Load() {
 				n.confirm(replies, seqs)
 			}
 			clear(batch)
