@@ -785,10 +785,11 @@ func (n *Node) Ready() <-chan struct{} { return n.ready }
 func (n *Node) Name() string { return n.cfg.Node }
 
 // BeginShutdown starts a graceful stop, before the node's clients are
-// disconnected. From now on the node confirms no message forwarded to it
-// (its senders relay them through the stream, to whichever node owns each
-// session by then), takes nothing from the relay stream and takes no lost
-// node's sessions over; it still answers hand-over requests until Close.
+// disconnected. From now on the node neither takes nor confirms a message
+// whose sender asks it for a confirmation (the sender relays it through
+// the stream, to whichever node owns each session by then), takes nothing
+// from the relay stream and takes no lost node's sessions over; it still
+// answers hand-over requests until Close.
 // Without this, a session claimed while the node stops could be recovered
 // by the claiming node from its record and the queue stream while this
 // node still confirmed messages for it, which its restart then dropped.

@@ -340,6 +340,15 @@ func (n *Node) receiveLoop() {
 			clear(last) // instances of restarted nodes pile up otherwise
 		}
 		last[h.instance] = h.seq
+		if n.stopping.Load() {
+			if _, _, asked := n.heldFor(msg); asked {
+				// Its sender relays it, this node confirming nothing
+				// now: delivered here too, it would reach the session
+				// twice (the memory of direct routings does not
+				// survive the restart, nor go with a hand-over).
+				return
+			}
+		}
 		batch = append(batch, m)
 		confirm, held := n.confirmsFor(msg)
 		if confirm {
