@@ -84,16 +84,17 @@ type Node struct {
 	b        *broker.Broker
 	ns       *server.Server
 	acct     *server.Account
-	pc       *nats.Conn    // publishes messages and serves hand-over requests
-	sc       *nats.Conn    // holds the interest subscriptions
-	bc       *nats.Conn    // heartbeats, apart from the traffic they must not wait behind
-	instance uint64        // this run's identity in message headers
-	started  atomic.Bool   // Run has connected pc and sc
-	stopping atomic.Bool   // BeginShutdown was called: nothing more is confirmed or taken over
-	lease    lease         // liveness and fencing (lease.go)
-	muted    atomic.Bool   // tests: the node neither sends nor hears heartbeats, as if frozen
-	watched  atomic.Uint64 // watchPeers' rounds, for tests
-	tmpDir   string        // JetStream storage when DataDir is empty
+	pc       *nats.Conn               // publishes messages and serves hand-over requests
+	sc       *nats.Conn               // holds the interest subscriptions
+	bc       *nats.Conn               // heartbeats, apart from the traffic they must not wait behind
+	instance uint64                   // this run's identity in message headers
+	started  atomic.Bool              // Run has connected pc and sc
+	stopping atomic.Bool              // BeginShutdown was called: nothing more is confirmed or taken over
+	leaving  atomic.Pointer[[]string] // persistent sessions whose clients were connected at BeginShutdown
+	lease    lease                    // liveness and fencing (lease.go)
+	muted    atomic.Bool              // tests: the node neither sends nor hears heartbeats, as if frozen
+	watched  atomic.Uint64            // watchPeers' rounds, for tests
+	tmpDir   string                   // JetStream storage when DataDir is empty
 
 	pubMu sync.Mutex // orders sequence numbers with publication
 	seq   uint64
@@ -797,6 +798,13 @@ func (n *Node) BeginShutdown() {
 	if !n.stopping.CompareAndSwap(false, true) {
 		return
 	}
+	var ids []string
+	for _, c := range n.b.Clients() {
+		if c.Connected && c.Persistent {
+			ids = append(ids, c.ClientID)
+		}
+	}
+	n.leaving.Store(&ids)
 	n.rel.cmu.Lock()
 	for node, cancel := range n.rel.consumers {
 		cancel() // what it had not acknowledged is redelivered to the next consumer
@@ -806,14 +814,22 @@ func (n *Node) BeginShutdown() {
 	n.log.Info("cluster: stopping; forwarded messages are left to the relay stream")
 }
 
-// shutdownDrain bounds how long Close keeps answering the hand-overs under
-// way. A variable for tests.
+// shutdownDrain bounds how long Close keeps answering hand-over requests
+// for the sessions of the clients it disconnected. A variable for tests.
 var shutdownDrain = 5 * time.Second
 
-// awaitTransfers waits, up to wait, until no session this node offered to
-// another is waiting for that node's fetch or commit.
+// awaitTransfers waits, up to wait, until the persistent sessions whose
+// clients were connected when the stop began have been claimed by the
+// nodes those clients reconnect to (each handed over with its state,
+// rather than recovered later from its record), and no session offered to
+// another node waits for that node's fetch or commit. A client that does
+// not come back in time has its session left in this node's store.
 func (n *Node) awaitTransfers(wait time.Duration) {
 	deadline := time.Now().Add(wait)
+	var ids []string
+	if p := n.leaving.Load(); p != nil {
+		ids = *p
+	}
 	for {
 		n.xmu.Lock()
 		open := 0
@@ -823,11 +839,17 @@ func (n *Node) awaitTransfers(wait time.Duration) {
 			}
 		}
 		n.xmu.Unlock()
-		if open == 0 {
+		held := 0
+		for _, id := range ids {
+			if n.b.HasSession(id) {
+				held++
+			}
+		}
+		if open == 0 && held == 0 {
 			return
 		}
 		if time.Now().After(deadline) {
-			n.log.Warn("cluster: stopping with hand-overs unfinished", "sessions", open)
+			n.log.Warn("cluster: stopping with sessions not handed over", "transfers_open", open, "sessions_held", held)
 			return
 		}
 		time.Sleep(20 * time.Millisecond)
