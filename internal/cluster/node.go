@@ -845,8 +845,8 @@ func (n *Node) awaitTransfers(wait time.Duration) {
 				held++
 			}
 		}
-		if open == 0 && held == 0 {
-			return
+		if open == 0 && held == 0 || !n.serving() {
+			return // done, or no majority to record a claim in
 		}
 		if time.Now().After(deadline) {
 			n.log.Warn("cluster: stopping with sessions not handed over", "transfers_open", open, "sessions_held", held)
