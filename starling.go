@@ -602,7 +602,10 @@ func (s *Server) Addr() net.Addr {
 
 // Close stops accepting, tells MQTT 5 clients the server is shutting down
 // (DISCONNECT 0x8B), closes every connection and waits for them, bounded by
-// Config.ShutdownTimeout.
+// Config.ShutdownTimeout. In a cluster, the node stops confirming messages
+// for its sessions before any client is disconnected, and answers the
+// hand-overs of their sessions before it leaves (docs/cluster.md,
+// "Stopping a node").
 func (s *Server) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -623,7 +626,13 @@ func (s *Server) Close() error {
 		srv.Close()
 	}
 	stopAdmin, adminDone := s.stopAdmin, s.adminDone
+	node := s.cluster
 	s.mu.Unlock()
+	if node != nil {
+		// Before any client is disconnected: see docs/cluster.md,
+		// "Stopping a node".
+		node.BeginShutdown()
+	}
 	if stopAdmin != nil {
 		stopAdmin()
 		<-adminDone

@@ -226,6 +226,9 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 					return nil, fmt.Errorf("%w: claim %q: recover queued messages: %v", errHandOver, clientID, qerr)
 				}
 				orphan, orphanOf = s, r.Node
+				if f := recoveredHook.Load(); f != nil {
+					(*f)(clientID)
+				}
 			}
 		}
 		// Where it came from, and what it had, go in the record until
@@ -423,11 +426,23 @@ func (n *Node) xferRequest(owner string, req xferRequest) (*nats.Msg, error) {
 	return nil, err
 }
 
+// recoveredHook, set by tests, runs on a claiming node once it has read
+// an unreachable owner's record and queued messages, before it records
+// the claim.
+var recoveredHook atomic.Pointer[func(clientID string)]
+
+// claimMuted, set by tests, names a node that leaves hand-over requests
+// unanswered, as one whose connection is closing.
+var claimMuted atomic.Pointer[string]
+
 // serveClaim answers another node's hand-over request: the session is
 // prepared (its connection closed) and kept until the other node confirms.
 func (n *Node) serveClaim(msg *nats.Msg) {
 	var req claimRequest
 	if err := json.Unmarshal(msg.Data, &req); err != nil || req.ClientID == "" {
+		return
+	}
+	if m := claimMuted.Load(); m != nil && *m == n.cfg.Node {
 		return
 	}
 	h := n.b.PrepareHandOver(req.ClientID, req.Clean)

@@ -84,15 +84,17 @@ type Node struct {
 	b        *broker.Broker
 	ns       *server.Server
 	acct     *server.Account
-	pc       *nats.Conn    // publishes messages and serves hand-over requests
-	sc       *nats.Conn    // holds the interest subscriptions
-	bc       *nats.Conn    // heartbeats, apart from the traffic they must not wait behind
-	instance uint64        // this run's identity in message headers
-	started  atomic.Bool   // Run has connected pc and sc
-	lease    lease         // liveness and fencing (lease.go)
-	muted    atomic.Bool   // tests: the node neither sends nor hears heartbeats, as if frozen
-	watched  atomic.Uint64 // watchPeers' rounds, for tests
-	tmpDir   string        // JetStream storage when DataDir is empty
+	pc       *nats.Conn               // publishes messages and serves hand-over requests
+	sc       *nats.Conn               // holds the interest subscriptions
+	bc       *nats.Conn               // heartbeats, apart from the traffic they must not wait behind
+	instance uint64                   // this run's identity in message headers
+	started  atomic.Bool              // Run has connected pc and sc
+	stopping atomic.Bool              // BeginShutdown was called: nothing more is confirmed or taken over
+	leaving  atomic.Pointer[[]string] // persistent sessions whose clients were connected at BeginShutdown
+	lease    lease                    // liveness and fencing (lease.go)
+	muted    atomic.Bool              // tests: the node neither sends nor hears heartbeats, as if frozen
+	watched  atomic.Uint64            // watchPeers' rounds, for tests
+	tmpDir   string                   // JetStream storage when DataDir is empty
 
 	pubMu sync.Mutex // orders sequence numbers with publication
 	seq   uint64
@@ -716,6 +718,11 @@ func (n *Node) noteMoved(clientID, to string, s *broker.SessionSnapshot) {
 
 // takeOver claims every session record of a lost node.
 func (n *Node) takeOver(lost string) error {
+	if n.stopping.Load() {
+		// Adopted here, the sessions would only be lost again: a node
+		// that stays takes them.
+		return errors.New("cluster: node stopping")
+	}
 	n.omu.Lock()
 	todo := make(map[string]mirrored)
 	for k, m := range n.owners {
@@ -778,9 +785,85 @@ func (n *Node) Ready() <-chan struct{} { return n.ready }
 // Name is this node's name.
 func (n *Node) Name() string { return n.cfg.Node }
 
-// Close leaves the cluster and stops the embedded server.
+// BeginShutdown starts a graceful stop, before the node's clients are
+// disconnected. From now on the node neither takes nor confirms a message
+// whose sender asks it for a confirmation (the sender relays it through
+// the stream, to whichever node owns each session by then), takes nothing
+// from the relay stream and takes no lost node's sessions over; it still
+// answers hand-over requests until Close.
+// Without this, a session claimed while the node stops could be recovered
+// by the claiming node from its record and the queue stream while this
+// node still confirmed messages for it, which its restart then dropped.
+func (n *Node) BeginShutdown() {
+	if !n.stopping.CompareAndSwap(false, true) {
+		return
+	}
+	var ids []string
+	for _, c := range n.b.Clients() {
+		if c.Connected && c.Persistent {
+			ids = append(ids, c.ClientID)
+		}
+	}
+	n.leaving.Store(&ids)
+	n.rel.cmu.Lock()
+	for node, cancel := range n.rel.consumers {
+		cancel() // what it had not acknowledged is redelivered to the next consumer
+		delete(n.rel.consumers, node)
+	}
+	n.rel.cmu.Unlock()
+	n.log.Info("cluster: stopping; forwarded messages are left to the relay stream")
+}
+
+// shutdownDrain bounds how long Close keeps answering hand-over requests
+// for the sessions of the clients it disconnected. A variable for tests.
+var shutdownDrain = 5 * time.Second
+
+// awaitTransfers waits, up to wait, until the persistent sessions whose
+// clients were connected when the stop began have been claimed by the
+// nodes those clients reconnect to (each handed over with its state,
+// rather than recovered later from its record), and no session offered to
+// another node waits for that node's fetch or commit. A client that does
+// not come back in time has its session left in this node's store.
+func (n *Node) awaitTransfers(wait time.Duration) {
+	deadline := time.Now().Add(wait)
+	var ids []string
+	if p := n.leaving.Load(); p != nil {
+		ids = *p
+	}
+	for {
+		n.xmu.Lock()
+		open := 0
+		for _, o := range n.xfers {
+			if o.h != nil {
+				open++
+			}
+		}
+		n.xmu.Unlock()
+		held := 0
+		for _, id := range ids {
+			if n.b.HasSession(id) {
+				held++
+			}
+		}
+		if open == 0 && held == 0 || !n.serving() {
+			return // done, or no majority to record a claim in
+		}
+		if time.Now().After(deadline) {
+			n.log.Warn("cluster: stopping with sessions not handed over", "transfers_open", open, "sessions_held", held)
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Close leaves the cluster and stops the embedded server. After a
+// graceful stop's BeginShutdown and the broker's Close, it first lets the
+// hand-overs under way finish (the disconnected clients' sessions being
+// claimed by the nodes they reconnect to).
 func (n *Node) Close() {
+	n.BeginShutdown()
 	if n.ctx != nil {
+		n.awaitTransfers(shutdownDrain)
 		n.flushForwards(5 * time.Second)
 	}
 	if n.cancel != nil {

@@ -312,7 +312,7 @@ func (n *Node) publishRelay(js jetstream.JetStream, msg *nats.Msg, deadline time
 // instead). held lists those of them it holds (heldFor).
 func (n *Node) confirmsFor(msg *nats.Msg) (confirm bool, held []heldSession) {
 	held, all, asked := n.heldFor(msg)
-	return asked && all && msg.Reply != "" && n.fenceGate() == nil, held
+	return asked && all && msg.Reply != "" && n.fenceGate() == nil && !n.stopping.Load(), held
 }
 
 // confirm tells the nodes that asked that this node has the messages
@@ -362,7 +362,7 @@ func (n *Node) openRelay(js jetstream.JetStream, replicas int) bool {
 func (n *Node) consumeRelay(node string) {
 	n.rel.cmu.Lock()
 	defer n.rel.cmu.Unlock()
-	if _, ok := n.rel.consumers[node]; ok || n.ctx.Err() != nil {
+	if _, ok := n.rel.consumers[node]; ok || n.ctx.Err() != nil || n.stopping.Load() {
 		return
 	}
 	ctx, cancel := context.WithCancel(n.ctx)

@@ -340,6 +340,15 @@ func (n *Node) receiveLoop() {
 			clear(last) // instances of restarted nodes pile up otherwise
 		}
 		last[h.instance] = h.seq
+		if n.stopping.Load() {
+			if _, _, asked := n.heldFor(msg); asked {
+				// Its sender relays it, this node confirming nothing
+				// now: delivered here too, it would reach the session
+				// twice (the memory of direct routings does not
+				// survive the restart, nor go with a hand-over).
+				return
+			}
+		}
 		batch = append(batch, m)
 		confirm, held := n.confirmsFor(msg)
 		if confirm {
@@ -379,7 +388,9 @@ func (n *Node) receiveLoop() {
 				n.direct.routed(routedHere, stored && routed == moves)
 				routedHere = routedHere[:0]
 			}
-			if stored && replicated && routed == moves && len(replies) > 0 {
+			// Stopping since the batch was taken: its senders relay it
+			// (BeginShutdown).
+			if stored && replicated && routed == moves && len(replies) > 0 && !n.stopping.Load() {
 				n.confirm(replies, seqs)
 			}
 			clear(batch)
