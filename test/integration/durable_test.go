@@ -164,9 +164,14 @@ func TestDurableWillDelayAcrossRestart(t *testing.T) {
 		Properties: packet.Properties{SessionExpiry: &expiry},
 		Will:       &packet.Will{Topic: "w/gone", Payload: []byte("bye"), QoS: 1, Properties: packet.Properties{WillDelay: &delay}}})
 	c.Read()
-	r.restart() // the client's connection ends with the broker
-	watcher, _ := dialV5(t, r.addr, "w-watch", nil)
-	watcher.sub(t, paho.SubscribeOptions{Topic: "w/#", QoS: 1})
+	// The watcher's session is persistent and subscribed before the
+	// restart: the delay counts from the drop, so the will may go out
+	// before a watcher that subscribed only after the restart is there.
+	persistent := &paho.Connect{CleanStart: false, KeepAlive: 30, Properties: &paho.ConnectProperties{SessionExpiryInterval: u32(3600)}}
+	w1, _ := dialV5(t, r.addr, "w-watch", persistent)
+	w1.sub(t, paho.SubscribeOptions{Topic: "w/#", QoS: 1})
+	r.restart() // the connections end with the broker
+	watcher, _ := dialV5(t, r.addr, "w-watch", persistent)
 	if m := watcher.expect(t); string(m.Payload) != "bye" {
 		t.Fatalf("will after restart: %q", m.Payload)
 	}
