@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/starling-mqtt/starling/internal/config"
+	"github.com/starling-mqtt/starling/internal/freeport"
 )
 
 // The defaults let no other machine in: a broker started with nothing
@@ -97,7 +98,7 @@ func TestWarnOpenDoors(t *testing.T) {
 // The binary logs the local-only note at start (and the warnings beside it:
 // TestWarnOpenDoors; tests bind loopback only).
 func TestServeSaysLocalOnly(t *testing.T) {
-	addr := freePort(t)
+	addr := freeport.Addr(t)
 	cmd, errOut := start(t, "-tcp", addr, "-http", "", "-data", t.TempDir())
 	connect(t, addr)
 	// SIGTERM is handled after the start lines, so they are all written

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/starling-mqtt/starling/internal/freeport"
 )
 
 // binaries builds the command once per test run: one stamped with a version
@@ -134,17 +136,6 @@ func TestCheck(t *testing.T) {
 	}
 }
 
-// freePort returns a loopback address that was free a moment ago.
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // start runs the plain binary with args and returns it running, its stderr
 // collected in a buffer safe to read after Wait.
 func start(t *testing.T, args ...string) (*exec.Cmd, *bytes.Buffer) {
@@ -201,7 +192,7 @@ func connect(t *testing.T, addr string) {
 func TestServeUntilSignal(t *testing.T) {
 	for _, sig := range []os.Signal{syscall.SIGTERM, os.Interrupt} {
 		t.Run(sig.String(), func(t *testing.T) {
-			addr := freePort(t)
+			addr := freeport.Addr(t)
 			cmd, errOut := start(t, "-tcp", addr, "-http", "", "-data", t.TempDir(), "-log-format", "json")
 			connect(t, addr)
 			if err := cmd.Process.Signal(sig); err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/starling-mqtt/starling/internal/auth"
+	"github.com/starling-mqtt/starling/internal/freeport"
 )
 
 // mqttLogin connects a paho.golang client as user; it returns the CONNACK
@@ -66,7 +67,7 @@ func TestSIGHUPReloadsPasswords(t *testing.T) {
 	}
 	carolHash := hash("carol-pw")
 	write("alice:" + hash("old-pw") + "\ncarol:" + carolHash + "\n")
-	addr := freePort(t)
+	addr := freeport.Addr(t)
 	cfgFile := filepath.Join(dir, "starling.yaml")
 	if err := os.WriteFile(cfgFile, []byte("tcp: "+addr+"\nhttp: \"\"\nstore: memory\ndata: "+dir+"\nauth:\n  allow_anonymous: false\n  password_file: "+pwFile+"\n"), 0o600); err != nil {
 		t.Fatal(err)

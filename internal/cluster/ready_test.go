@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/starling-mqtt/starling/internal/config"
+	"github.com/starling-mqtt/starling/internal/freeport"
 	"github.com/starling-mqtt/starling/internal/packet"
 	"github.com/starling-mqtt/starling/internal/store/memory"
 )
@@ -31,7 +32,7 @@ func expectRefused(t *testing.T, addr, what string) {
 func TestConnectRefusedUntilReady(t *testing.T) {
 	defer connectHold.Store(connectHold.Load())
 	connectHold.Store(int64(200 * time.Millisecond))
-	routes := freeRoutes(t, 3)
+	routes := freeport.Addrs(t, "127.0.0.1", 3)
 	log := testLogger()
 	name := fmt.Sprintf("ready-%d", time.Now().UnixNano())
 	lim := config.Default().Limits

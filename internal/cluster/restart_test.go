@@ -11,24 +11,10 @@ import (
 
 	"github.com/starling-mqtt/starling/internal/broker"
 	"github.com/starling-mqtt/starling/internal/config"
+	"github.com/starling-mqtt/starling/internal/freeport"
 	"github.com/starling-mqtt/starling/internal/store"
 	"github.com/starling-mqtt/starling/internal/store/memory"
 )
-
-// freeRoutes reserves count loopback addresses for cluster ports.
-func freeRoutes(t *testing.T, count int) []string {
-	t.Helper()
-	var routes []string
-	for range count {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		routes = append(routes, ln.Addr().String())
-		ln.Close()
-	}
-	return routes
-}
 
 func testLogger() *slog.Logger {
 	lv := slog.LevelWarn
@@ -95,7 +81,7 @@ func waitReady(t *testing.T, tn *testNode) {
 // is reported; without it, it was "concurrent map writes").
 func TestRestartUnderTraffic(t *testing.T) {
 	const cycles, sessions = 20, 20
-	routes := freeRoutes(t, 3)
+	routes := freeport.Addrs(t, "127.0.0.1", 3)
 	log := testLogger()
 	name := fmt.Sprintf("restart-%d", time.Now().UnixNano())
 	st := memory.New()

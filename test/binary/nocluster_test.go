@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/starling-mqtt/starling/internal/freeport"
 )
 
 // Without cluster settings the binary runs no NATS at all: the only socket
@@ -22,26 +24,16 @@ func TestNoClusterRunsNoNATS(t *testing.T) {
 	if got := listeners(t); got != 1 {
 		t.Fatalf("single node listens on %d sockets, want 1 (MQTT only)", got)
 	}
-	if got := listeners(t, "-cluster-name", "solo", "-cluster-listen", freeAddr(t)); got < 2 {
+	if got := listeners(t, "-cluster-name", "solo", "-cluster-listen", freeport.Addr(t)); got < 2 {
 		t.Fatalf("a cluster of one listens on %d sockets; the embedded NATS server should add one", got)
 	}
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // listeners runs the binary with extra flags until it serves MQTT (and,
 // for a cluster, a moment more) and counts the TCP sockets it listens on.
 func listeners(t *testing.T, extra ...string) int {
 	t.Helper()
-	addr := freeAddr(t)
+	addr := freeport.Addr(t)
 	args := append([]string{"-tcp", addr, "-http", "", "-data", t.TempDir(), "-log-level", "warn"}, extra...)
 	cmd := exec.Command(bin, args...)
 	cmd.Stderr = os.Stderr

@@ -2,12 +2,6 @@ package bridge
 
 import (
 	"fmt"
-
-	"github.com/eclipse/paho.golang/paho"
-
-	"github.com/starling-mqtt/starling/internal/config"
-	"github.com/starling-mqtt/starling/internal/testutil"
-
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +9,12 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/starling-mqtt/starling/internal/config"
+	"github.com/starling-mqtt/starling/internal/freeport"
+	"github.com/starling-mqtt/starling/internal/testutil"
 )
 
 var starlingBin string
@@ -51,7 +51,7 @@ func newProcess(t *testing.T, remote string) *process {
 
 // newProcessRule is newProcess with the bridge's one topic rule.
 func newProcessRule(t *testing.T, remote, rule string) *process {
-	addr := freeAddr(t)
+	addr := freeport.Addr(t)
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "starling.yaml")
 	body := fmt.Sprintf(`tcp: %q
@@ -103,7 +103,7 @@ func (p *process) kill() {
 // remote is up, all arrive in order, the QoS 2 ones once.
 func TestBridgeSIGKILLWhileQueued(t *testing.T) {
 	needMosquitto(t)
-	remote := freeAddr(t) // Mosquitto starts there later
+	remote := freeport.Addr(t) // Mosquitto starts there later
 	sp := newProcess(t, "mqtt://"+remote)
 	sp.start()
 	pub := dial(t, sp.addr, "sensor")
@@ -204,7 +204,7 @@ func checkNextDup(t *testing.T, p *paho.Publish, next map[string]int) {
 // TestBridgeRemovedDropsSession: a bridge taken out of the configuration
 // leaves no session behind to queue messages nobody forwards.
 func TestBridgeRemovedDropsSession(t *testing.T) {
-	p := newProcess(t, "mqtt://"+freeAddr(t))
+	p := newProcess(t, "mqtt://"+freeport.Addr(t))
 	p.start()
 	p.kill()
 	sessions := func() string {

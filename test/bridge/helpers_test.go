@@ -19,6 +19,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/starling-mqtt/starling"
+	"github.com/starling-mqtt/starling/internal/freeport"
 	"github.com/starling-mqtt/starling/internal/testcert"
 	"github.com/starling-mqtt/starling/internal/testutil"
 )
@@ -35,16 +36,6 @@ func needMosquitto(t *testing.T) {
 		}
 		t.Skipf("%s not found; ./test.sh installs it", mosquittoBin)
 	}
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // waitDial waits until addr accepts connections.
@@ -85,7 +76,7 @@ func startMosquitto(t *testing.T, addr string) *mosquitto {
 	t.Helper()
 	needMosquitto(t)
 	if addr == "" {
-		addr = freeAddr(t)
+		addr = freeport.Addr(t)
 	}
 	_, port, _ := net.SplitHostPort(addr)
 	conf := filepath.Join(t.TempDir(), "mosquitto.conf")

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/starling-mqtt/starling"
 	"github.com/starling-mqtt/starling/internal/auth"
+	"github.com/starling-mqtt/starling/internal/freeport"
 	"github.com/starling-mqtt/starling/internal/packet"
 	"github.com/starling-mqtt/starling/internal/testutil"
 )
@@ -28,25 +28,6 @@ import (
 type node struct {
 	srv  *starling.Server
 	addr string // MQTT over TCP
-}
-
-// freeAddrs reserves n loopback ports for cluster routes.
-func freeAddrs(t *testing.T, n int) []string {
-	t.Helper()
-	var out []string
-	var lns []net.Listener
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns = append(lns, ln)
-		out = append(out, ln.Addr().String())
-	}
-	for _, ln := range lns {
-		ln.Close()
-	}
-	return out
 }
 
 // startCluster starts n nodes and waits until their replicated state is
@@ -72,7 +53,7 @@ func startCluster(t *testing.T, n int, mutate func(i int, c *starling.Config)) [
 // ready; if one is not, it closes them all and reports false.
 func tryStartCluster(t *testing.T, n int, mutate func(i int, c *starling.Config), wait time.Duration) ([]node, bool) {
 	t.Helper()
-	routes := freeAddrs(t, n)
+	routes := freeport.Addrs(t, "127.0.0.1", n)
 	name := fmt.Sprintf("test-%d", time.Now().UnixNano())
 	nodes := make([]node, n)
 	for i := range n {
@@ -463,7 +444,7 @@ func TestClusterOfOneNode(t *testing.T) {
 // With cluster.token set, a node that presents another token cannot join.
 func TestClusterTokenKeepsStrangersOut(t *testing.T) {
 	const secret = "the-right-secret-0123"
-	routes := freeAddrs(t, 2)
+	routes := freeport.Addrs(t, "127.0.0.1", 2)
 	start := func(i int, token string) *starling.Server {
 		srv, _ := testutil.StartBroker(t, func(c *starling.Config) {
 			c.HTTP = ""

@@ -16,6 +16,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/starling-mqtt/starling/internal/freeport"
 	"github.com/starling-mqtt/starling/internal/testutil"
 )
 
@@ -96,8 +97,8 @@ func TestClusterNodeKilled(t *testing.T) {
 		t.Skip("builds and runs the binary")
 	}
 	bin := buildBinary(t)
-	routes := freeAddrs(t, 3)
-	mqtt := freeAddrs(t, 3)
+	routes := freeport.Addrs(t, "127.0.0.1", 3)
+	mqtt := freeport.Addrs(t, "127.0.0.1", 3)
 	name := fmt.Sprintf("fault-%d", time.Now().UnixNano())
 	cfgFile := filepath.Join(t.TempDir(), "cluster.yaml")
 	if err := os.WriteFile(cfgFile, []byte("cluster:\n  token: fault-test-token-0123\n"+

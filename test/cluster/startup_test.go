@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/starling-mqtt/starling"
+	"github.com/starling-mqtt/starling/internal/freeport"
 )
 
 // A node whose cluster port is taken ends its start with an error naming
@@ -23,7 +24,7 @@ func TestClusterPortTakenEndsStart(t *testing.T) {
 	cfg.TCP, cfg.HTTP, cfg.Data = "127.0.0.1:0", "", t.TempDir()
 	cfg.Cluster.Name, cfg.Cluster.Node = "taken", "n1"
 	cfg.Cluster.Listen = taken.Addr().String()
-	cfg.Cluster.Peers = freeAddrs(t, 2)
+	cfg.Cluster.Peers = freeport.Addrs(t, "127.0.0.1", 2)
 	srv, err := starling.New(cfg, starling.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		t.Fatal(err)

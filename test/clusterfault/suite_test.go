@@ -24,6 +24,8 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/starling-mqtt/starling/internal/freeport"
 )
 
 // settings come from the environment, so that bench/cluster-faults.sh can
@@ -107,29 +109,6 @@ func (s *suite) peekExits() int {
 	return len(s.exits)
 }
 
-// freePorts reserves n loopback ports on ip, none of them in avoid.
-func freePorts(t *testing.T, ip string, n int, avoid []string) []string {
-	t.Helper()
-	var out []string
-	var lns []net.Listener
-	for len(out) < n {
-		ln, err := net.Listen("tcp", ip+":0")
-		if err != nil {
-			t.Fatalf("listen on %s: %v", ip, err)
-		}
-		lns = append(lns, ln)
-		_, port, _ := net.SplitHostPort(ln.Addr().String())
-		if slices.ContainsFunc(avoid, func(a string) bool { return strings.HasSuffix(a, ":"+port) }) {
-			continue
-		}
-		out = append(out, ln.Addr().String())
-	}
-	for _, ln := range lns {
-		ln.Close()
-	}
-	return out
-}
-
 func moduleRoot(t *testing.T) string {
 	t.Helper()
 	_, file, _, _ := runtime.Caller(0)
@@ -161,15 +140,15 @@ func newSuite(t *testing.T, ctx context.Context, set settings) *suite {
 		"limits:\n  max_queued_messages: 100000\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	routes := freePorts(t, "127.0.0.1", 3, nil)
+	routes := freeport.Addrs(t, "127.0.0.1", 3)
 	for _, r := range routes {
 		_, p, _ := net.SplitHostPort(r)
 		port, _ := strconv.Atoi(p)
 		s.ports = append(s.ports, port)
 	}
-	linkAddrs := freePorts(t, "127.0.0.2", 6, routes)
-	mqtt := freePorts(t, "127.0.0.1", 3, routes)
-	httpAddrs := freePorts(t, "127.0.0.1", 3, append(routes, mqtt...))
+	linkAddrs := freeport.Addrs(t, "127.0.0.2", 6)
+	mqtt := freeport.Addrs(t, "127.0.0.1", 3)
+	httpAddrs := freeport.Addrs(t, "127.0.0.1", 3)
 	k := 0
 	for from := range 3 {
 		for to := range 3 {

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/starling-mqtt/starling/internal/freeport"
 	"github.com/starling-mqtt/starling/internal/packet"
 )
 
@@ -46,15 +47,6 @@ type broker struct {
 	data   string
 	config string // a config file; else STARLING_CRASH_CONFIG's, if set
 	cmd    *exec.Cmd
-}
-
-func freePort(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 func (b *broker) start() {
@@ -267,7 +259,7 @@ func TestCrashLoopKeepsAcknowledgedMessages(t *testing.T) {
 	if v := os.Getenv("STARLING_CRASH_CYCLES"); v != "" {
 		cycles, _ = strconv.Atoi(v)
 	}
-	b := &broker{t: t, addr: freePort(t), data: t.TempDir()}
+	b := &broker{t: t, addr: freeport.Addr(t), data: t.TempDir()}
 	defer b.kill()
 	r := crashLoop(t, b, cycles, false)
 	// longrun.sh reads these two lines (LOSS under interval and none).
@@ -310,7 +302,7 @@ func TestCrashLoopPerPolicy(t *testing.T) {
 			if err := os.WriteFile(cfg, []byte("sync: "+policy+"\n"), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			b := &broker{t: t, addr: freePort(t), data: filepath.Join(dir, "data"), config: cfg}
+			b := &broker{t: t, addr: freeport.Addr(t), data: filepath.Join(dir, "data"), config: cfg}
 			defer b.kill()
 			r := crashLoop(t, b, cycles, policy != "always")
 			t.Logf("sync: %s, %d kills: %s", policy, cycles, r)

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/starling-mqtt/starling/internal/freeport"
 	"github.com/starling-mqtt/starling/internal/packet"
 )
 
@@ -16,7 +17,7 @@ import (
 // a restart that wrongly kept it publishes it while loading the store,
 // into the watcher's persistent session, ahead of the marker sent after.
 func TestDiscardedWillStaysDiscardedAfterKill(t *testing.T) {
-	b := &broker{t: t, addr: freePort(t), data: t.TempDir()}
+	b := &broker{t: t, addr: freeport.Addr(t), data: t.TempDir()}
 	defer b.kill()
 	b.start()
 	watch, _, err := dialMQTT(b.addr, "will-watcher")
