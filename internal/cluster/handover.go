@@ -474,10 +474,10 @@ func (n *Node) offer(clientID, to string, h *broker.HandOff, data []byte, inline
 		}
 	}
 	o := &outgoing{clientID: clientID, to: to, h: h, data: data}
-	n.xmu.Lock()
+	n.xfersMu.Lock()
 	n.xfers[rep.Xfer] = o
 	o.timer = time.AfterFunc(xferIdle, func() { n.expireOutgoing(rep.Xfer) })
-	n.xmu.Unlock()
+	n.xfersMu.Unlock()
 	return rep
 }
 
@@ -489,12 +489,12 @@ func (n *Node) serveTransfer(msg *nats.Msg) {
 	}
 	switch req.Op {
 	case "get":
-		n.xmu.Lock()
+		n.xfersMu.Lock()
 		o := n.xfers[req.ID]
 		if o != nil {
 			o.timer.Reset(xferIdle)
 		}
-		n.xmu.Unlock()
+		n.xfersMu.Unlock()
 		if o == nil || req.Chunk < 0 || req.Chunk*n.chunk >= len(o.data) {
 			respondErr(msg, "no such transfer or chunk")
 			return
@@ -527,10 +527,10 @@ func respondErr(msg *nats.Msg, e string) {
 // (what was queued for it since its state was taken is returned), on
 // abort it stays. ok reports whether the transfer was still open.
 func (n *Node) finishOutgoing(id string, commit bool) (tail []broker.SnapshotDelivery, ok bool) {
-	n.xmu.Lock()
+	n.xfersMu.Lock()
 	o := n.xfers[id]
 	delete(n.xfers, id)
-	n.xmu.Unlock()
+	n.xfersMu.Unlock()
 	if o == nil {
 		return nil, false
 	}
@@ -552,9 +552,9 @@ func (n *Node) finishOutgoing(id string, commit bool) (tail []broker.SnapshotDel
 // took ownership in the bucket, it has the state, and this copy goes;
 // otherwise (or if the bucket cannot say) the session stays here.
 func (n *Node) expireOutgoing(id string) {
-	n.xmu.Lock()
+	n.xfersMu.Lock()
 	o := n.xfers[id]
-	n.xmu.Unlock()
+	n.xfersMu.Unlock()
 	if o == nil {
 		return
 	}
@@ -575,9 +575,9 @@ func (n *Node) expireOutgoing(id string) {
 		var r record
 		commit = json.Unmarshal(e.Value(), &r) == nil && r.Node != "" && r.Node != n.cfg.Node
 		if commit {
-			n.xmu.Lock()
+			n.xfersMu.Lock()
 			o.to = r.Node
-			n.xmu.Unlock()
+			n.xfersMu.Unlock()
 		}
 	}
 	n.log.Warn("cluster: hand-over not confirmed in time", "client_id", o.clientID, "taken", commit)

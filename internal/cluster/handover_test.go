@@ -205,9 +205,9 @@ func TestHandOverUnconfirmedStays(t *testing.T) {
 		t.Fatalf("hand-over: %v, %+v", err, in)
 	}
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		a.n.xmu.Lock()
+		a.n.xfersMu.Lock()
 		open := len(a.n.xfers)
-		a.n.xmu.Unlock()
+		a.n.xfersMu.Unlock()
 		if open == 0 {
 			break
 		}

@@ -23,8 +23,8 @@ func (n *Node) Peers() []string {
 
 // notePeers adds live peers to those seen since the start.
 func (n *Node) notePeers(live []string) {
-	n.pmu.Lock()
-	defer n.pmu.Unlock()
+	n.peersMu.Lock()
+	defer n.peersMu.Unlock()
 	for _, p := range live {
 		n.seen[p] = true
 	}
@@ -37,8 +37,8 @@ func (n *Node) routeNames() {
 	if err != nil {
 		return
 	}
-	n.pmu.Lock()
-	defer n.pmu.Unlock()
+	n.peersMu.Lock()
+	defer n.peersMu.Unlock()
 	for _, r := range rz.Routes {
 		if r.RemoteName == "" {
 			continue
@@ -55,7 +55,7 @@ func (n *Node) routeNames() {
 // on, which is the one its peers list unless they name it otherwise).
 func (n *Node) learnNames() {
 	live := n.Peers()
-	n.pmu.Lock()
+	n.peersMu.Lock()
 	known := make(map[string]bool)
 	var ask []string
 	for _, a := range n.cfg.Peers {
@@ -65,7 +65,7 @@ func (n *Node) learnNames() {
 			ask = append(ask, a)
 		}
 	}
-	n.pmu.Unlock()
+	n.peersMu.Unlock()
 	unmapped := 0
 	for _, p := range live {
 		if !known[p] {
@@ -80,9 +80,9 @@ func (n *Node) learnNames() {
 		if err != nil || len(msg.Data) == 0 {
 			continue
 		}
-		n.pmu.Lock()
+		n.peersMu.Lock()
 		n.addrName[a] = string(msg.Data)
-		n.pmu.Unlock()
+		n.peersMu.Unlock()
 	}
 }
 
@@ -106,8 +106,8 @@ func (n *Node) Health() Health {
 		h.Peers = []string{}
 	}
 	h.Ready = n.serving()
-	n.pmu.Lock()
-	defer n.pmu.Unlock()
+	n.peersMu.Lock()
+	defer n.peersMu.Unlock()
 	live := make(map[string]bool)
 	for _, p := range h.Peers {
 		live[p] = true

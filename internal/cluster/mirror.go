@@ -123,18 +123,18 @@ func (b *mirrorBatch) settle() {
 
 // mirror is the node's side of the stream; its zero value mirrors nothing.
 type mirror struct {
-	stream  atomic.Value // jetstream.Stream, once it exists
-	js      jetstream.JetStream
-	mu      sync.Mutex // orders sending entries with queueing their acks
-	acks    chan mirrorAck
-	failed  atomic.Uint64 // entries the stream did not confirm
-	dirty   atomic.Bool   // a put failed since the last resync
-	syncing atomic.Bool   // a resync is running
-	logged  atomic.Int64  // unix nanoseconds of the last failure logged
-	pmu     sync.Mutex
-	purges  map[string]uint64   // subject -> purge below (0: all)
-	rm      map[string][]uint64 // removals held back, by client ID; under mu
-	rmCount int
+	stream   atomic.Value // jetstream.Stream, once it exists
+	js       jetstream.JetStream
+	mu       sync.Mutex // orders sending entries with queueing their acks
+	acks     chan mirrorAck
+	failed   atomic.Uint64       // entries the stream did not confirm
+	dirty    atomic.Bool         // a put failed since the last resync
+	syncing  atomic.Bool         // a resync is running
+	logged   atomic.Int64        // unix nanoseconds of the last failure logged
+	purgesMu sync.Mutex          // guards purges
+	purges   map[string]uint64   // subject -> purge below (0: all)
+	rm       map[string][]uint64 // removals held back, by client ID; under mu
+	rmCount  int
 	// last is, per session and delivery sequence number (or inboundKey|
 	// packet ID), the revision of the last change sent, kept for
 	// goneFor after a removal; under mu. See stale.
@@ -547,11 +547,11 @@ func (n *Node) trackMirror() {
 // purgeQueued asks for a subject's entries below stream sequence number
 // below (all of them for 0) to be purged; requests coalesce.
 func (n *Node) purgeQueued(subj string, below uint64) {
-	n.mir.pmu.Lock()
+	n.mir.purgesMu.Lock()
 	if old, ok := n.mir.purges[subj]; !ok || (old != 0 && (below == 0 || below > old)) {
 		n.mir.purges[subj] = below
 	}
-	n.mir.pmu.Unlock()
+	n.mir.purgesMu.Unlock()
 	wake(n.mir.purgeCh)
 }
 
@@ -563,10 +563,10 @@ func (n *Node) purgeLoop() {
 			return
 		case <-n.mir.purgeCh:
 		}
-		n.mir.pmu.Lock()
+		n.mir.purgesMu.Lock()
 		todo := n.mir.purges
 		n.mir.purges = make(map[string]uint64)
-		n.mir.pmu.Unlock()
+		n.mir.purgesMu.Unlock()
 		s := n.queue()
 		if s == nil {
 			continue

@@ -326,9 +326,9 @@ func TestLocalQueuesNotMirrored(t *testing.T) {
 func waitRecorded(t *testing.T, tn *testNode, id string) {
 	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); ; {
-		tn.n.omu.Lock()
+		tn.n.ownersMu.Lock()
 		m, ok := tn.n.owners[key(id)]
-		tn.n.omu.Unlock()
+		tn.n.ownersMu.Unlock()
 		if ok && m.rec.Session != nil {
 			return
 		}

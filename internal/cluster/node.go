@@ -102,41 +102,41 @@ type Node struct {
 
 	plain chan *nats.Msg // every normal-subscription message, in arrival order
 
-	imu   sync.Mutex
-	iq    []interestOp
-	isig  chan struct{}
-	smu   sync.Mutex // guards isubs and gone against the metrics reader
-	isubs map[interestKey][]*nats.Subscription
-	gone  uint64 // messages dropped by subscriptions since removed
+	interestMu     sync.Mutex
+	interestOps    []interestOp
+	interestSignal chan struct{}
+	subsMu         sync.Mutex // guards interestSubs and gone against the metrics reader
+	interestSubs   map[interestKey][]*nats.Subscription
+	gone           uint64 // messages dropped by subscriptions since removed
 
-	kmu    sync.Mutex
-	rq     map[string]*retainWrite // latest unwritten retained change per topic
-	rorder []string                // rq's keys in first-queued order
+	kvMu        sync.Mutex
+	retainQueue map[string]*retainWrite // latest unwritten retained change per topic
+	retainOrder []string                // retainQueue's keys in first-queued order
 	// rpend holds, per topic, the sequence number of this node's latest
 	// retained write not yet seen back from the bucket.
 	rpend map[string]uint64
 	rseq  atomic.Uint64
 	// retainFailed counts retained changes given up on after retries.
 	retainFailed atomic.Uint64
-	sq           map[string]*broker.SessionSnapshot // latest change per session; nil: ended
-	sorder       []string                           // sq's keys in first-queued order
-	ksig         chan struct{}
+	sessionQueue map[string]*broker.SessionSnapshot // latest change per session; nil: ended
+	sessionOrder []string                           // sessionQueue's keys in first-queued order
+	kvSignal     chan struct{}
 
 	// owners mirrors the sessions bucket (key -> record and revision), so
 	// taking over a lost node needs no listing while the cluster is busy
 	// re-electing leaders.
-	omu    sync.Mutex
-	owners map[string]mirrored
+	ownersMu sync.Mutex
+	owners   map[string]mirrored
 
 	// Sessions being handed over to other nodes, by transfer ID; each is
 	// kept here until the new owner confirms or the transfer times out.
-	xmu   sync.Mutex
-	xfers map[string]*outgoing
-	chunk int // bytes of session state per transfer message
+	xfersMu sync.Mutex
+	xfers   map[string]*outgoing
+	chunk   int // bytes of session state per transfer message
 
 	// What the routes taught about the peers: every name seen since the
 	// start, and the name behind configured addresses this node dialled.
-	pmu      sync.Mutex
+	peersMu  sync.Mutex
 	seen     map[string]bool
 	addrName map[string]string
 
@@ -197,8 +197,8 @@ func New(cfg Config, b *broker.Broker) (*Node, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.Node), b: b,
-		plain: make(chan *nats.Msg, plainQueue), isig: make(chan struct{}, 1), ksig: make(chan struct{}, 1),
-		isubs: make(map[interestKey][]*nats.Subscription), ready: make(chan struct{}), owners: make(map[string]mirrored), xfers: make(map[string]*outgoing), rq: make(map[string]*retainWrite), rpend: make(map[string]uint64), seen: make(map[string]bool), addrName: make(map[string]string), sq: make(map[string]*broker.SessionSnapshot)}
+		plain: make(chan *nats.Msg, plainQueue), interestSignal: make(chan struct{}, 1), kvSignal: make(chan struct{}, 1),
+		interestSubs: make(map[interestKey][]*nats.Subscription), ready: make(chan struct{}), owners: make(map[string]mirrored), xfers: make(map[string]*outgoing), retainQueue: make(map[string]*retainWrite), rpend: make(map[string]uint64), seen: make(map[string]bool), addrName: make(map[string]string), sessionQueue: make(map[string]*broker.SessionSnapshot)}
 	n.mir.acks = make(chan mirrorAck, maxMirrorPending)
 	n.mir.purges = make(map[string]uint64)
 	n.mir.rm = make(map[string][]uint64)
@@ -665,10 +665,10 @@ func (n *Node) mirrorSessions(w jetstream.KeyWatcher) {
 				n.rel.knownOnce.Do(func() { close(n.rel.known) })
 				continue
 			}
-			n.omu.Lock()
+			n.ownersMu.Lock()
 			if m, ok := n.owners[e.Key()]; ok && m.rev > e.Revision() {
 				// This node's own write, noted ahead of its echo.
-				n.omu.Unlock()
+				n.ownersMu.Unlock()
 				continue
 			}
 			var r record
@@ -679,7 +679,7 @@ func (n *Node) mirrorSessions(w jetstream.KeyWatcher) {
 				delete(n.owners, e.Key())
 				n.indexSession(e.Key(), nil)
 			}
-			n.omu.Unlock()
+			n.ownersMu.Unlock()
 		}
 	}
 }
@@ -688,8 +688,8 @@ func (n *Node) mirrorSessions(w jetstream.KeyWatcher) {
 // ahead of the bucket's echo: a node that has just taken a session
 // confirms messages for it (relay.go) without waiting for the echo.
 func (n *Node) noteOwner(k string, rev uint64, r record) {
-	n.omu.Lock()
-	defer n.omu.Unlock()
+	n.ownersMu.Lock()
+	defer n.ownersMu.Unlock()
 	if m, ok := n.owners[k]; ok && m.rev >= rev {
 		return
 	}
@@ -708,8 +708,8 @@ func (n *Node) noteMoved(clientID, to string, s *broker.SessionSnapshot) {
 	}
 	k := key(clientID)
 	r := record{Node: to, Session: s}
-	n.omu.Lock()
-	defer n.omu.Unlock()
+	n.ownersMu.Lock()
+	defer n.ownersMu.Unlock()
 	if m, ok := n.owners[k]; ok {
 		n.owners[k] = mirrored{rev: m.rev, rec: r}
 	}
@@ -723,14 +723,14 @@ func (n *Node) takeOver(lost string) error {
 		// that stays takes them.
 		return errors.New("cluster: node stopping")
 	}
-	n.omu.Lock()
+	n.ownersMu.Lock()
 	todo := make(map[string]mirrored)
 	for k, m := range n.owners {
 		if m.rec.Node == lost {
 			todo[k] = m
 		}
 	}
-	n.omu.Unlock()
+	n.ownersMu.Unlock()
 	adopted := 0
 	for k, m := range todo {
 		if n.heardRecently(lost) {
@@ -805,12 +805,12 @@ func (n *Node) BeginShutdown() {
 		}
 	}
 	n.leaving.Store(&ids)
-	n.rel.cmu.Lock()
+	n.rel.consumersMu.Lock()
 	for node, cancel := range n.rel.consumers {
 		cancel() // what it had not acknowledged is redelivered to the next consumer
 		delete(n.rel.consumers, node)
 	}
-	n.rel.cmu.Unlock()
+	n.rel.consumersMu.Unlock()
 	n.log.Info("cluster: stopping; forwarded messages are left to the relay stream")
 }
 
@@ -831,14 +831,14 @@ func (n *Node) awaitTransfers(wait time.Duration) {
 		ids = *p
 	}
 	for {
-		n.xmu.Lock()
+		n.xfersMu.Lock()
 		open := 0
 		for _, o := range n.xfers {
 			if o.h != nil {
 				open++
 			}
 		}
-		n.xmu.Unlock()
+		n.xfersMu.Unlock()
 		held := 0
 		for _, id := range ids {
 			if n.b.HasSession(id) {
@@ -879,13 +879,13 @@ func (n *Node) Close() {
 		n.pc.Close()
 	}
 	n.wg.Wait()
-	n.xmu.Lock()
+	n.xfersMu.Lock()
 	for id, o := range n.xfers {
 		// Still here, and in the store: the other node gave up or will.
 		o.timer.Stop()
 		delete(n.xfers, id)
 	}
-	n.xmu.Unlock()
+	n.xfersMu.Unlock()
 	if n.ns != nil {
 		n.ns.Shutdown()
 		n.ns.WaitForShutdown()

@@ -4,8 +4,8 @@ package cluster
 // node's mirror of the sessions bucket has them (for operators: the
 // dashboard's cluster view). It reads memory only.
 func (n *Node) SessionOwners() map[string]int {
-	n.omu.Lock()
-	defer n.omu.Unlock()
+	n.ownersMu.Lock()
+	defer n.ownersMu.Unlock()
 	out := make(map[string]int)
 	for _, m := range n.owners {
 		if m.rec.Node != "" {

@@ -23,12 +23,12 @@ func (n *Node) SessionChanged(s *broker.SessionSnapshot) { n.queueSession(s.Sess
 func (n *Node) SessionEnded(id string) { n.queueSession(id, nil) }
 
 func (n *Node) queueSession(id string, s *broker.SessionSnapshot) {
-	n.kmu.Lock()
-	if _, ok := n.sq[id]; !ok {
-		n.sorder = append(n.sorder, id)
+	n.kvMu.Lock()
+	if _, ok := n.sessionQueue[id]; !ok {
+		n.sessionOrder = append(n.sessionOrder, id)
 	}
-	n.sq[id] = s
-	n.kmu.Unlock()
+	n.sessionQueue[id] = s
+	n.kvMu.Unlock()
 	n.signalKV()
 }
 
@@ -62,12 +62,12 @@ func (n *Node) writeSession(ctx context.Context, id string, s *broker.SessionSna
 		// another write: written again shortly, unless a newer change
 		// is queued by then. Dropping it would leave the record without
 		// the session, which then cannot be recovered if this node dies.
-		n.kmu.Lock()
-		if _, ok := n.sq[id]; !ok {
-			n.sq[id] = s
-			n.sorder = append(n.sorder, id)
+		n.kvMu.Lock()
+		if _, ok := n.sessionQueue[id]; !ok {
+			n.sessionQueue[id] = s
+			n.sessionOrder = append(n.sessionOrder, id)
 		}
-		n.kmu.Unlock()
+		n.kvMu.Unlock()
 		time.AfterFunc(50*time.Millisecond, n.signalKV)
 		return
 	}
@@ -77,7 +77,7 @@ func (n *Node) writeSession(ctx context.Context, id string, s *broker.SessionSna
 }
 
 func (n *Node) signalKV() {
-	wake(n.ksig)
+	wake(n.kvSignal)
 }
 
 // kvLoop writes queued changes to the buckets, once they exist: retained
@@ -97,13 +97,13 @@ func (n *Node) kvLoop() {
 				retryAt = time.Now().Add(d)
 			}
 		}
-		n.kmu.Lock()
-		sq, order := n.sq, n.sorder
-		n.sq, n.sorder = make(map[string]*broker.SessionSnapshot), nil
-		n.kmu.Unlock()
+		n.kvMu.Lock()
+		queue, order := n.sessionQueue, n.sessionOrder
+		n.sessionQueue, n.sessionOrder = make(map[string]*broker.SessionSnapshot), nil
+		n.kvMu.Unlock()
 		for _, id := range order {
 			ctx, cancel := context.WithTimeout(n.ctx, kvTimeout)
-			n.writeSession(ctx, id, sq[id])
+			n.writeSession(ctx, id, queue[id])
 			cancel()
 		}
 		var wait <-chan time.Time
@@ -113,7 +113,7 @@ func (n *Node) kvLoop() {
 		select {
 		case <-n.ctx.Done():
 			return
-		case <-n.ksig:
+		case <-n.kvSignal:
 		case <-wait:
 		}
 	}

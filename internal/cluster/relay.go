@@ -87,8 +87,8 @@ type relay struct {
 	down atomic.Pointer[map[string]bool] // nodes seen since the start, without routes now
 	sem  chan struct{}
 
-	cmu       sync.Mutex
-	consumers map[string]context.CancelFunc // relay subjects consumed, by node
+	consumersMu sync.Mutex
+	consumers   map[string]context.CancelFunc // relay subjects consumed, by node
 
 	relayed, failed atomic.Uint64
 }
@@ -337,13 +337,13 @@ func (n *Node) downNodes() map[string]bool {
 // Peers has added them to those seen).
 func (n *Node) setLive(peers []string) {
 	down := make(map[string]bool)
-	n.pmu.Lock()
+	n.peersMu.Lock()
 	for p := range n.seen {
 		if !slices.Contains(peers, p) {
 			down[p] = true
 		}
 	}
-	n.pmu.Unlock()
+	n.peersMu.Unlock()
 	n.rel.down.Store(&down)
 }
 
@@ -360,8 +360,8 @@ func (n *Node) openRelay(js jetstream.JetStream, replicas int) bool {
 
 // consumeRelay starts consuming node's relay subject, unless already.
 func (n *Node) consumeRelay(node string) {
-	n.rel.cmu.Lock()
-	defer n.rel.cmu.Unlock()
+	n.rel.consumersMu.Lock()
+	defer n.rel.consumersMu.Unlock()
 	if _, ok := n.rel.consumers[node]; ok || n.ctx.Err() != nil || n.stopping.Load() {
 		return
 	}
@@ -373,8 +373,8 @@ func (n *Node) consumeRelay(node string) {
 
 // stopRelay stops consuming a lost node's relay subject: it is back.
 func (n *Node) stopRelay(node string) {
-	n.rel.cmu.Lock()
-	defer n.rel.cmu.Unlock()
+	n.rel.consumersMu.Lock()
+	defer n.rel.consumersMu.Unlock()
 	if cancel, ok := n.rel.consumers[node]; ok && node != n.cfg.Node {
 		cancel()
 		delete(n.rel.consumers, node)
@@ -563,8 +563,8 @@ func (n *Node) ownerOf(clientID string) (owner string, found bool, err error) {
 // mirroredOwner is the owner this node's copy of the sessions bucket has
 // for key k.
 func (n *Node) mirroredOwner(k string) (string, bool) {
-	n.omu.Lock()
-	defer n.omu.Unlock()
+	n.ownersMu.Lock()
+	defer n.ownersMu.Unlock()
 	m, ok := n.owners[k]
 	return m.rec.Node, ok
 }

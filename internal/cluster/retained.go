@@ -51,16 +51,16 @@ func (n *Node) Retain(m *session.Message) {
 		n.log.Warn("cluster: encode retained", "topic", m.Topic, "err", err)
 		return
 	}
-	n.kmu.Lock()
-	if w, ok := n.rq[m.Topic]; !ok {
-		n.rorder = append(n.rorder, m.Topic)
+	n.kvMu.Lock()
+	if w, ok := n.retainQueue[m.Topic]; !ok {
+		n.retainOrder = append(n.retainOrder, m.Topic)
 	} else if w.seq > seq {
-		n.kmu.Unlock()
+		n.kvMu.Unlock()
 		return // a newer change raced ahead
 	}
-	n.rq[m.Topic] = &retainWrite{topic: m.Topic, val: val, seq: seq}
+	n.retainQueue[m.Topic] = &retainWrite{topic: m.Topic, val: val, seq: seq}
 	n.rpend[m.Topic] = max(n.rpend[m.Topic], seq)
-	n.kmu.Unlock()
+	n.kvMu.Unlock()
 	n.signalKV()
 }
 
@@ -68,18 +68,18 @@ func (n *Node) Retain(m *session.Message) {
 // failure it stops, keeps the rest queued and returns how long to wait
 // before trying again (0 when all were written).
 func (n *Node) writeRetained() time.Duration {
-	n.kmu.Lock()
-	rq, order := n.rq, n.rorder
-	n.rq, n.rorder = make(map[string]*retainWrite), nil
-	n.kmu.Unlock()
+	n.kvMu.Lock()
+	queue, order := n.retainQueue, n.retainOrder
+	n.retainQueue, n.retainOrder = make(map[string]*retainWrite), nil
+	n.kvMu.Unlock()
 	for i, topic := range order {
-		w := rq[topic]
+		w := queue[topic]
 		err := n.putRetained(w)
 		if err == nil {
 			continue
 		}
 		w.tries++
-		n.kmu.Lock()
+		n.kvMu.Lock()
 		if w.tries >= retainTries {
 			n.retainFailed.Add(1)
 			n.log.Error("cluster: retained message not replicated; giving up", "topic", topic, "tries", w.tries, "err", err)
@@ -91,25 +91,25 @@ func (n *Node) writeRetained() time.Duration {
 			n.requeueLocked(w)
 		}
 		for _, t := range order[i+1:] {
-			n.requeueLocked(rq[t])
+			n.requeueLocked(queue[t])
 		}
-		n.kmu.Unlock()
+		n.kvMu.Unlock()
 		return min(retainBackoff<<min(w.tries-1, 16), maxRetainBackoff)
 	}
 	return 0
 }
 
 // requeueLocked puts an unwritten change back, unless a newer one for its
-// topic is queued; the caller holds kmu.
+// topic is queued; the caller holds kvMu.
 func (n *Node) requeueLocked(w *retainWrite) {
-	if cur, ok := n.rq[w.topic]; ok {
+	if cur, ok := n.retainQueue[w.topic]; ok {
 		if cur.seq > w.seq {
 			return
 		}
 	} else {
-		n.rorder = append(n.rorder, w.topic)
+		n.retainOrder = append(n.retainOrder, w.topic)
 	}
-	n.rq[w.topic] = w
+	n.retainQueue[w.topic] = w
 }
 
 func (n *Node) putRetained(w *retainWrite) error {
@@ -142,17 +142,17 @@ func (n *Node) applyRetained(e jetstream.KeyValueEntry) {
 		// message a session could take (session.Message.Origin).
 		m.Origin = session.Origin{}
 		if h.instance == n.instance {
-			n.kmu.Lock()
+			n.kvMu.Lock()
 			if p, ok := n.rpend[name]; ok && h.seq >= p {
 				delete(n.rpend, name)
 			}
-			n.kmu.Unlock()
+			n.kvMu.Unlock()
 			return
 		}
 	}
-	n.kmu.Lock()
+	n.kvMu.Lock()
 	_, mine := n.rpend[name]
-	n.kmu.Unlock()
+	n.kvMu.Unlock()
 	if mine {
 		return // this node's newer write follows in the bucket
 	}

@@ -209,10 +209,10 @@ func both(a, b <-chan struct{}) <-chan struct{} {
 // Interest queues a subscription change for the interest loop; the broker
 // calls it under its index lock.
 func (n *Node) Interest(group, filter string, on bool) {
-	n.imu.Lock()
-	n.iq = append(n.iq, interestOp{interestKey{group, filter}, on})
-	n.imu.Unlock()
-	wake(n.isig)
+	n.interestMu.Lock()
+	n.interestOps = append(n.interestOps, interestOp{interestKey{group, filter}, on})
+	n.interestMu.Unlock()
+	wake(n.interestSignal)
 }
 
 func (n *Node) interestLoop() {
@@ -221,12 +221,12 @@ func (n *Node) interestLoop() {
 		select {
 		case <-n.ctx.Done():
 			return
-		case <-n.isig:
+		case <-n.interestSignal:
 		}
-		n.imu.Lock()
-		ops := n.iq
-		n.iq = nil
-		n.imu.Unlock()
+		n.interestMu.Lock()
+		ops := n.interestOps
+		n.interestOps = nil
+		n.interestMu.Unlock()
 		for _, op := range ops {
 			n.applyInterest(op)
 		}
@@ -234,19 +234,19 @@ func (n *Node) interestLoop() {
 }
 
 func (n *Node) applyInterest(op interestOp) {
-	n.smu.Lock()
-	defer n.smu.Unlock()
+	n.subsMu.Lock()
+	defer n.subsMu.Unlock()
 	if !op.on {
-		for _, s := range n.isubs[op.interestKey] {
+		for _, s := range n.interestSubs[op.interestKey] {
 			if d, err := s.Dropped(); err == nil {
 				n.gone += uint64(d)
 			}
 			s.Unsubscribe()
 		}
-		delete(n.isubs, op.interestKey)
+		delete(n.interestSubs, op.interestKey)
 		return
 	}
-	if _, ok := n.isubs[op.interestKey]; ok {
+	if _, ok := n.interestSubs[op.interestKey]; ok {
 		return
 	}
 	var subs []*nats.Subscription
@@ -279,16 +279,16 @@ func (n *Node) applyInterest(op interestOp) {
 		}
 		subs = append(subs, s)
 	}
-	n.isubs[op.interestKey] = subs
+	n.interestSubs[op.interestKey] = subs
 }
 
 // Dropped counts the messages from other nodes that NATS dropped because
 // this node fell behind (slow consumer).
 func (n *Node) Dropped() uint64 {
-	n.smu.Lock()
-	defer n.smu.Unlock()
+	n.subsMu.Lock()
+	defer n.subsMu.Unlock()
 	total := n.gone
-	for _, subs := range n.isubs {
+	for _, subs := range n.interestSubs {
 		for _, s := range subs {
 			if d, err := s.Dropped(); err == nil {
 				total += uint64(d)
