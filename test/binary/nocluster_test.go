@@ -3,15 +3,13 @@ package binary
 import (
 	"bufio"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/starling-mqtt/starling/internal/binarytest"
 	"github.com/starling-mqtt/starling/internal/freeport"
 )
 
@@ -35,25 +33,11 @@ func listeners(t *testing.T, extra ...string) int {
 	t.Helper()
 	addr := freeport.Addr(t)
 	args := append([]string{"-tcp", addr, "-http", "", "-data", t.TempDir(), "-log-level", "warn"}, extra...)
-	cmd := exec.Command(bin, args...)
-	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("starling did not start listening")
-		}
-	}
+	p := binarytest.Start(t, addr, nil, bin, args...)
+	defer p.Kill()
 	time.Sleep(time.Second) // the cluster starts alongside the listeners
 	inodes := map[string]bool{}
-	fds, _ := filepath.Glob(fmt.Sprintf("/proc/%d/fd/*", cmd.Process.Pid))
+	fds, _ := filepath.Glob(fmt.Sprintf("/proc/%d/fd/*", p.Pid()))
 	for _, fd := range fds {
 		if l, err := os.Readlink(fd); err == nil && strings.HasPrefix(l, "socket:[") {
 			inodes[strings.TrimSuffix(strings.TrimPrefix(l, "socket:["), "]")] = true

@@ -4,68 +4,31 @@ package binary
 
 import (
 	"encoding/json"
-	"fmt"
-	"net"
-	"os"
 	"os/exec"
-	"path/filepath"
-	"syscall"
 	"testing"
-	"time"
 
+	"github.com/starling-mqtt/starling/internal/binarytest"
+	"github.com/starling-mqtt/starling/internal/freeport"
 	"github.com/starling-mqtt/starling/internal/loadgen"
 )
 
 var bin, benchBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "starling-binary")
-	if err != nil {
-		panic(err)
-	}
-	bin = filepath.Join(dir, "starling")
-	benchBin = filepath.Join(dir, "starling-bench")
-	for out, pkg := range map[string]string{bin: "../../cmd/starling", benchBin: "../../cmd/starling-bench"} {
-		if b, err := exec.Command("go", "build", "-o", out, pkg).CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", pkg, err, b)
-			os.Exit(1)
-		}
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	binarytest.Main(m, map[string]*string{"cmd/starling": &bin, "cmd/starling-bench": &benchBin})
 }
 
 // start runs the binary with env added, on a free loopback port, until the
 // test ends; pinned to cpu (taskset) when cpu is not "".
 func start(t *testing.T, cpu string, env ...string) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := freeport.Addr(t)
 	args := []string{bin, "-tcp", addr, "-http", "", "-data", t.TempDir(), "-log-level", "warn"}
 	if cpu != "" {
 		args = append([]string{"taskset", "-c", cpu}, args...)
 	}
-	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
-			c.Close()
-			return addr
-		}
-	}
-	t.Fatal("starling did not start listening")
-	return ""
+	binarytest.Start(t, addr, env, args[0], args[1:]...)
+	return addr
 }
 
 // With one P (GOMAXPROCS=1, as on one core), connections parked in epoll

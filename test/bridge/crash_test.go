@@ -7,11 +7,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/starling-mqtt/starling/internal/binarytest"
 	"github.com/starling-mqtt/starling/internal/config"
 	"github.com/starling-mqtt/starling/internal/freeport"
 	"github.com/starling-mqtt/starling/internal/testutil"
@@ -20,19 +20,7 @@ import (
 var starlingBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "starling-bridge")
-	if err != nil {
-		panic(err)
-	}
-	starlingBin = filepath.Join(dir, "starling")
-	out, err := exec.Command("go", "build", "-o", starlingBin, "../../cmd/starling").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "build starling: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	binarytest.Main(m, map[string]*string{"cmd/starling": &starlingBin})
 }
 
 // process is the built starling binary with a bridge, run by a test.
@@ -40,7 +28,7 @@ type process struct {
 	t    *testing.T
 	addr string
 	conf string
-	cmd  *exec.Cmd
+	proc *binarytest.Proc
 }
 
 // newProcess prepares the binary with a bridge to remote forwarding
@@ -79,21 +67,14 @@ log_level: warn
 
 func (p *process) start() {
 	p.t.Helper()
-	p.cmd = exec.Command(starlingBin, "-config", p.conf)
-	p.cmd.Stderr = os.Stderr
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := p.cmd.Start(); err != nil {
-		p.t.Fatalf("start starling: %v", err)
-	}
-	waitDial(p.t, p.addr)
+	p.proc = binarytest.Start(p.t, p.addr, nil, starlingBin, "-config", p.conf)
 }
 
 // kill sends SIGKILL: nothing is flushed or closed.
 func (p *process) kill() {
-	if p.cmd != nil && p.cmd.Process != nil {
-		p.cmd.Process.Signal(syscall.SIGKILL)
-		p.cmd.Wait()
-		p.cmd = nil
+	if p.proc != nil {
+		p.proc.Kill()
+		p.proc = nil
 	}
 }
 
@@ -226,9 +207,8 @@ func TestBridgeRemovedDropsSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.start()
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	p.cmd.Wait()
-	p.cmd = nil
+	p.proc.Stop()
+	p.proc = nil
 	if s := sessions(); strings.Contains(s, "$internal/bridge/cloud") {
 		t.Errorf("the removed bridge's session is still in the store:\n%s", s)
 	}

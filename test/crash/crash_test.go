@@ -7,37 +7,23 @@ package crash
 import (
 	"encoding/binary"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/starling-mqtt/starling/internal/binarytest"
 	"github.com/starling-mqtt/starling/internal/freeport"
 	"github.com/starling-mqtt/starling/internal/packet"
 )
 
-var binary_ string
+var starlingBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "starling-crash")
-	if err != nil {
-		panic(err)
-	}
-	binary_ = filepath.Join(dir, "starling")
-	out, err := exec.Command("go", "build", "-o", binary_, "../../cmd/starling").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "build starling: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	binarytest.Main(m, map[string]*string{"cmd/starling": &starlingBin})
 }
 
 // broker is the binary running on a fixed loopback port and data folder.
@@ -46,7 +32,7 @@ type broker struct {
 	addr   string
 	data   string
 	config string // a config file; else STARLING_CRASH_CONFIG's, if set
-	cmd    *exec.Cmd
+	proc   *binarytest.Proc
 }
 
 func (b *broker) start() {
@@ -57,33 +43,15 @@ func (b *broker) start() {
 	} else if cfg := os.Getenv("STARLING_CRASH_CONFIG"); cfg != "" {
 		args = append(args, "-config", cfg) // e.g. to try another sync policy
 	}
-	b.cmd = exec.Command(binary_, args...)
-	b.cmd.Stderr = os.Stderr
-	// If the test process itself dies, so does its broker: nothing is left
-	// running.
-	b.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := b.cmd.Start(); err != nil {
-		b.t.Fatalf("start broker: %v", err)
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		if c, err := net.DialTimeout("tcp", b.addr, 200*time.Millisecond); err == nil {
-			c.Close()
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	b.kill()
-	b.t.Fatalf("broker not listening on %s", b.addr)
+	b.proc = binarytest.Start(b.t, b.addr, nil, starlingBin, args...)
 }
 
+// kill sends SIGKILL: nothing is flushed or closed.
 func (b *broker) kill() {
-	if b.cmd == nil || b.cmd.Process == nil {
-		return
+	if b.proc != nil {
+		b.proc.Kill()
+		b.proc = nil
 	}
-	b.cmd.Process.Signal(syscall.SIGKILL)
-	b.cmd.Wait()
-	b.cmd = nil
 }
 
 // subscriber keeps client-side state across connections: the QoS 2 packet
