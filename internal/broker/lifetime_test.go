@@ -162,6 +162,23 @@ func queued(b *Broker) int {
 	return n
 }
 
+// wantWills fails the test unless b has queued want wills (when says at
+// which point of the test).
+func wantWills(t *testing.T, b *Broker, want int, when string) {
+	t.Helper()
+	if n := queued(b); n != want {
+		t.Fatalf("%d wills %s, want %d", n, when, want)
+	}
+}
+
+// restartAt starts a broker on st, as after a restart, with a fake clock
+// set to at.
+func restartAt(t *testing.T, st store.Store, at time.Time, bp Backplane) (*loopBroker, *fakeClock) {
+	clk := newFakeClock()
+	clk.Set(at)
+	return lifeBroker(t, clk, st, bp), clk
+}
+
 // waitFor polls cond until it holds or the test's deadline (or 10 s) is near.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -219,13 +236,9 @@ func TestLifetimeWillDelayAndExpiry(t *testing.T) {
 	watch(lb.b)
 	connectWill(t, lb, "c", 4, 10)
 	clk.Advance(4*time.Second - time.Millisecond)
-	if n := queued(lb.b); n != 0 {
-		t.Fatalf("%d wills before the delay ran out", n)
-	}
+	wantWills(t, lb.b, 0, "before the delay ran out")
 	clk.Advance(time.Millisecond)
-	if n := queued(lb.b); n != 1 {
-		t.Fatalf("%d wills once the delay ran out, want 1", n)
-	}
+	wantWills(t, lb.b, 1, "once the delay ran out")
 	clk.Advance(6*time.Second - time.Millisecond)
 	if !lb.b.HasSession("c") {
 		t.Fatal("session gone before its expiry")
@@ -281,9 +294,7 @@ func TestLifetimeTakeover(t *testing.T) {
 	if ack := clean.connect("d", true, 60); ack.SessionPresent {
 		t.Fatal("session present after a clean start")
 	}
-	if n := queued(lb.b); n != 1 {
-		t.Fatalf("%d wills after a clean start ended the session, want 1", n)
-	}
+	wantWills(t, lb.b, 1, "after a clean start ended the session")
 	clk.Advance(time.Minute)
 	if n := queued(lb.b); n != 1 {
 		t.Fatalf("%d wills, want 1: the cancelled deadline fired", n)
@@ -304,26 +315,16 @@ func TestLifetimeRestoreCountsFromDrop(t *testing.T) {
 	clk.Advance(time.Second)
 	st.crash() // the first broker is killed: what it did not sync is gone
 
-	clk2 := newFakeClock()
-	clk2.Set(dropped.Add(time.Second))
-	second := lifeBroker(t, clk2, st, nil)
+	second, clk2 := restartAt(t, st, dropped.Add(time.Second), nil)
 	clk2.Advance(3*time.Second - time.Millisecond)
-	if n := queued(second.b); n != 0 {
-		t.Fatalf("%d wills before the delay ran out, counted from the drop", n)
-	}
+	wantWills(t, second.b, 0, "before the delay ran out, counted from the drop")
 	clk2.Advance(time.Millisecond)
-	if n := queued(second.b); n != 1 {
-		t.Fatalf("%d wills 4 s after the drop (3 s after the restart), want 1", n)
-	}
+	wantWills(t, second.b, 1, "4 s after the drop (3 s after the restart)")
 	clk2.Advance(time.Second)
 	st.crash()
 
-	clk3 := newFakeClock()
-	clk3.Set(dropped.Add(5 * time.Second))
-	third := lifeBroker(t, clk3, st, nil)
-	if n := queued(third.b); n != 1 {
-		t.Fatalf("%d wills queued after the second restart, want the 1 published once", n)
-	}
+	third, clk3 := restartAt(t, st, dropped.Add(5*time.Second), nil)
+	wantWills(t, third.b, 1, "queued after the second restart (the one published once)")
 	clk3.Advance(5*time.Second - time.Millisecond)
 	if !third.b.HasSession("c") {
 		t.Fatal("session gone before its expiry")
@@ -372,13 +373,9 @@ func TestLifetimeOrphanWill(t *testing.T) {
 	b.AdoptOrphan(&SessionSnapshot{Session: store.Session{ClientID: "o", Version: 5, ExpiryInterval: 60,
 		DisconnectedAt: clk.Now().Add(-50 * time.Second), Will: w}}, false, false)
 	clk.Advance(4*time.Second - time.Millisecond)
-	if n := queued(b); n != 0 {
-		t.Fatalf("%d wills before the delay ran out", n)
-	}
+	wantWills(t, b, 0, "before the delay ran out")
 	clk.Advance(time.Millisecond)
-	if n := queued(b); n != 1 {
-		t.Fatalf("%d wills after the delay, want 1", n)
-	}
+	wantWills(t, b, 1, "after the delay")
 	clk.Advance(6*time.Second - time.Millisecond)
 	if !b.HasSession("o") {
 		t.Fatal("orphan expired early")
@@ -435,22 +432,14 @@ func TestLifetimeReleaseWills(t *testing.T) {
 	connectWill(t, first, "mine", 4, 60)
 	connectWill(t, first, "theirs", 4, 60)
 
-	clk2 := newFakeClock()
-	clk2.Set(dropped.Add(time.Second))
-	second := lifeBroker(t, clk2, st, stubBackplane{})
+	second, clk2 := restartAt(t, st, dropped.Add(time.Second), stubBackplane{})
 	clk2.Advance(time.Second)
-	if n := queued(second.b); n != 0 {
-		t.Fatalf("%d wills before ReleaseWills", n)
-	}
+	wantWills(t, second.b, 0, "before ReleaseWills")
 	second.b.ReleaseWills(func(id string) bool { return id == "mine" })
 	clk2.Advance(2*time.Second - time.Millisecond)
-	if n := queued(second.b); n != 0 {
-		t.Fatalf("%d wills before the delay ran out, counted from the drop", n)
-	}
+	wantWills(t, second.b, 0, "before the delay ran out, counted from the drop")
 	clk2.Advance(time.Millisecond)
-	if n := queued(second.b); n != 1 {
-		t.Fatalf("%d wills 4 s after the drop, want 1 (the owned session's)", n)
-	}
+	wantWills(t, second.b, 1, "4 s after the drop (the owned session's)")
 	clk2.Advance(time.Minute)
 	if n := queued(second.b); n != 1 {
 		t.Fatalf("%d wills, want 1: the other node's session's will was published", n)
@@ -468,15 +457,11 @@ func TestLifetimeExpiredWhileDown(t *testing.T) {
 	connectWill(t, first, "short", 100, 2)
 	connectWill(t, first, "long", 100, 60)
 
-	clk2 := newFakeClock()
-	clk2.Set(dropped.Add(3 * time.Second))
-	second := lifeBroker(t, clk2, st, nil)
+	second, clk2 := restartAt(t, st, dropped.Add(3*time.Second), nil)
 	if second.b.HasSession("short") {
 		t.Fatal("a session that expired during downtime came back")
 	}
-	if n := queued(second.b); n != 1 {
-		t.Fatalf("%d wills at start, want 1 (the expired session's)", n)
-	}
+	wantWills(t, second.b, 1, "at start (the expired session's)")
 	clk2.Advance(57*time.Second - time.Millisecond)
 	if !second.b.HasSession("long") {
 		t.Fatal("unexpired session lost")
@@ -506,21 +491,13 @@ func TestLifetimeWillAcrossShutdown(t *testing.T) {
 	stopped := clk.Now()
 	first.stop()
 	clk.Advance(time.Hour)
-	if n := queued(first.b); n != 0 {
-		t.Fatalf("%d wills published by a shut-down broker", n)
-	}
+	wantWills(t, first.b, 0, "published by a shut-down broker")
 
-	clk2 := newFakeClock()
-	clk2.Set(stopped.Add(2 * time.Second))
-	second := lifeBroker(t, clk2, st, nil)
+	second, clk2 := restartAt(t, st, stopped.Add(2*time.Second), nil)
 	clk2.Advance(3*time.Second - time.Millisecond)
-	if n := queued(second.b); n != 0 {
-		t.Fatalf("%d wills before the delay ran out", n)
-	}
+	wantWills(t, second.b, 0, "before the delay ran out")
 	clk2.Advance(time.Millisecond)
-	if n := queued(second.b); n != 1 {
-		t.Fatalf("%d wills 5 s after the shutdown, want 1", n)
-	}
+	wantWills(t, second.b, 1, "5 s after the shutdown")
 }
 
 // DISCONNECT may raise the session expiry interval: the session then
@@ -608,15 +585,9 @@ func TestLifetimeStaleDeadlineIgnored(t *testing.T) {
 	back.nc.Close()
 	waitOffline(t, b, "c") // will due at +7 s
 	clk.Advance(time.Second)
-	if n := queued(b); n != 0 {
-		t.Fatalf("%d wills at +4 s: the first offline life's deadline fired", n)
-	}
+	wantWills(t, b, 0, "at +4 s: the first offline life's deadline fired")
 	clk.Advance(3*time.Second - time.Millisecond)
-	if n := queued(b); n != 0 {
-		t.Fatalf("%d wills before the second delay ran out", n)
-	}
+	wantWills(t, b, 0, "before the second delay ran out")
 	clk.Advance(time.Millisecond)
-	if n := queued(b); n != 1 {
-		t.Fatalf("%d wills at +7 s, want 1", n)
-	}
+	wantWills(t, b, 1, "at +7 s")
 }
