@@ -21,30 +21,8 @@ func TestAlertsKeptWhileUnwatched(t *testing.T) {
 	b, addr := startBrokerLimits(t, lim)
 	f := New(b, Options{}).feed
 
-	// An offline session whose queue overflows.
-	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	slow := paho.NewClient(paho.ClientConfig{Conn: nc})
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-	defer cancel()
-	exp := uint32(300)
-	if _, err := slow.Connect(ctx, &paho.Connect{ClientID: "slow", CleanStart: true, KeepAlive: 30,
-		Properties: &paho.ConnectProperties{SessionExpiryInterval: &exp}}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := slow.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "hot/#", QoS: 1}}}); err != nil {
-		t.Fatal(err)
-	}
-	slow.Disconnect(&paho.Disconnect{})
-	nc.Close()
-	<-slow.Done()
-	for deadline := time.Now().Add(5 * time.Second); b.Stats.Connections.Load() != 0; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("slow still connected")
-		}
-	}
+	// An offline session that will overflow its queue.
+	offlineSubscriber(t, b, addr, "slow", "hot/#", 0)
 
 	t0 := time.Now()
 	if err := f.tick(t0); err != nil { // the baseline

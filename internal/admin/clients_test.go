@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+
 	"github.com/starling-mqtt/starling/internal/testcert"
 )
 

@@ -52,7 +52,8 @@ func (c *client) publish(t *testing.T, topic, payload string, retain bool) {
 // next returns the next message whose topic has the prefix.
 func (c *client) next(t *testing.T, prefix string) *paho.Publish {
 	t.Helper()
-	deadline := time.After(5 * time.Second)
+	patience := brokertest.Patience(t)
+	deadline := time.After(patience)
 	for {
 		select {
 		case p := <-c.Recv:
@@ -60,10 +61,24 @@ func (c *client) next(t *testing.T, prefix string) *paho.Publish {
 				return p
 			}
 		case <-deadline:
-			t.Fatalf("no message on %s* within 5 s", prefix)
+			t.Fatalf("no message on %s* within %v", prefix, patience)
 			return nil
 		}
 	}
+}
+
+// offlineSubscriber leaves an offline persistent session id (expiry
+// 300 s) subscribed to filter at QoS 1, and waits until the broker has
+// seen its connection end, leaving conns connections open.
+func offlineSubscriber(t *testing.T, b *broker.Broker, addr, id, filter string, conns int64) {
+	t.Helper()
+	exp := uint32(300)
+	c, _ := brokertest.DialPaho(t, addr, id, &paho.Connect{CleanStart: true, KeepAlive: 30,
+		Properties: &paho.ConnectProperties{SessionExpiryInterval: &exp}})
+	c.Sub(t, paho.SubscribeOptions{Topic: filter, QoS: 1})
+	c.Disconnect(&paho.Disconnect{})
+	c.Close()
+	waitFor(t, id+"'s connection to end", func() bool { return b.Stats.Connections.Load() == conns })
 }
 
 // do sends a request to srv with optional Basic credentials ("user:pass")

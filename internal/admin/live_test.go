@@ -183,29 +183,7 @@ func TestTopSessionsAlertsTrace(t *testing.T) {
 	dial(t, addr, "worker").subscribe(t, "$share/pool/jobs/#")
 
 	// An offline session that will overflow its queue.
-	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	slow := paho.NewClient(paho.ClientConfig{Conn: nc})
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-	defer cancel()
-	exp := uint32(300)
-	if _, err := slow.Connect(ctx, &paho.Connect{ClientID: "slow", CleanStart: true, KeepAlive: 30,
-		Properties: &paho.ConnectProperties{SessionExpiryInterval: &exp}}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := slow.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "hot/#", QoS: 1}}}); err != nil {
-		t.Fatal(err)
-	}
-	slow.Disconnect(&paho.Disconnect{})
-	nc.Close()
-	<-slow.Done()
-	for deadline := time.Now().Add(5 * time.Second); b.Stats.Connections.Load() != 2; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("slow still connected")
-		}
-	}
+	offlineSubscriber(t, b, addr, "slow", "hot/#", 2)
 
 	t0 := time.Now()
 	if err := f.tick(t0); err != nil { // starts topic sampling and the alert baseline
