@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"time"
@@ -174,12 +172,8 @@ func (a *Admin) getAlerts(w http.ResponseWriter, r *http.Request) {
 
 // ackAlerts: POST /api/v1/alerts/ack
 func (a *Admin) ackAlerts(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, 4096)
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
 	var req AckRequest
-	if err := dec.Decode(&req); err != nil && !errors.Is(err, io.EOF) {
-		writeError(w, http.StatusBadRequest, "body: "+err.Error())
+	if !decodeJSON(w, r, 4096, &req, true) {
 		return
 	}
 	if req.ClientID != "" && req.Kind == "" {

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -335,19 +336,29 @@ type UserProperty struct {
 	Value string `json:"value"`
 }
 
+// decodeJSON reads r's body, at most limit bytes, as one JSON value into
+// v, refusing unknown fields; an empty body leaves v as it is when empty
+// is true. On failure it answers 413 (too large) or 400 and returns false.
+func decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, v any, empty bool) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	var tooBig *http.MaxBytesError
+	switch {
+	case err == nil, empty && errors.Is(err, io.EOF):
+		return true
+	case errors.As(err, &tooBig):
+		writeError(w, http.StatusRequestEntityTooLarge, "body larger than "+strconv.FormatInt(limit, 10)+" bytes")
+	default:
+		writeError(w, http.StatusBadRequest, "body: "+err.Error())
+	}
+	return false
+}
+
 // publish: POST /api/v1/publish
 func (a *Admin) publish(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, a.opts.MaxBodyBytes)
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
 	var req PublishRequest
-	if err := dec.Decode(&req); err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			writeError(w, http.StatusRequestEntityTooLarge, "body larger than "+strconv.FormatInt(a.opts.MaxBodyBytes, 10)+" bytes")
-			return
-		}
-		writeError(w, http.StatusBadRequest, "body: "+err.Error())
+	if !decodeJSON(w, r, a.opts.MaxBodyBytes, &req, false) {
 		return
 	}
 	if err := topic.ValidateName(req.Topic); err != nil {
@@ -473,17 +484,8 @@ type SubscribersRequest struct {
 // index. Invalid names are left out of the answer. It changes nothing; it
 // is a POST because the list of topics can be long.
 func (a *Admin) subscribers(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, a.opts.MaxBodyBytes)
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
 	var req SubscribersRequest
-	if err := dec.Decode(&req); err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			writeError(w, http.StatusRequestEntityTooLarge, "body larger than "+strconv.FormatInt(a.opts.MaxBodyBytes, 10)+" bytes")
-			return
-		}
-		writeError(w, http.StatusBadRequest, "body: "+err.Error())
+	if !decodeJSON(w, r, a.opts.MaxBodyBytes, &req, false) {
 		return
 	}
 	if len(req.Topics) > maxCountTopics {
@@ -520,12 +522,8 @@ const maxTraceRate = 200
 // one filter's PUBLISHes, replacing any trace. The events go to FeedTrace;
 // the trace stops by itself at the first feed tick nobody receives it.
 func (a *Admin) startTrace(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, 4096)
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
 	var req TraceRequest
-	if err := dec.Decode(&req); err != nil {
-		writeError(w, http.StatusBadRequest, "body: "+err.Error())
+	if !decodeJSON(w, r, 4096, &req, false) {
 		return
 	}
 	if (req.ClientID == "") == (req.Topic == "") {
@@ -592,14 +590,10 @@ func (a *Admin) setLogLevel(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotImplemented, "log level not changeable: the logger was not built with a level variable")
 		return
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, 4096)
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
 	var req struct {
 		Level string `json:"level"`
 	}
-	if err := dec.Decode(&req); err != nil {
-		writeError(w, http.StatusBadRequest, "body: "+err.Error())
+	if !decodeJSON(w, r, 4096, &req, false) {
 		return
 	}
 	var lv slog.Level
