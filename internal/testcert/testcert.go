@@ -10,6 +10,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"math/big"
 	"net"
 	"testing"
@@ -22,11 +23,18 @@ import (
 // Leaf is set.
 func Issue(t testing.TB, cn string, ca *tls.Certificate, server bool) tls.Certificate {
 	t.Helper()
+	return IssueSerial(t, cn, time.Now().UnixNano(), ca, server)
+}
+
+// IssueSerial is Issue with the given serial number, for tests that tell
+// certificates apart by it.
+func IssueSerial(t testing.TB, cn string, serial int64, ca *tls.Certificate, server bool) tls.Certificate {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
 	parent, signer := tmpl, any(key)
 	switch {
@@ -48,6 +56,21 @@ func Issue(t testing.TB, cn string, ca *tls.Certificate, server bool) tls.Certif
 		t.Fatal(err)
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
+}
+
+// CertPEM is c's leaf certificate in PEM, as in a certificate file.
+func CertPEM(c tls.Certificate) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate[0]})
+}
+
+// KeyPEM is c's private key in PEM (PKCS #8), as in a key file.
+func KeyPEM(t testing.TB, c tls.Certificate) []byte {
+	t.Helper()
+	der, err := x509.MarshalPKCS8PrivateKey(c.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
 }
 
 // PKI is a test CA that serves and dials TLS on loopback with certificates
