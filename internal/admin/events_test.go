@@ -13,6 +13,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/starling-mqtt/starling/internal/broker"
+	"github.com/starling-mqtt/starling/internal/brokertest"
 	"github.com/starling-mqtt/starling/internal/config"
 	"github.com/starling-mqtt/starling/internal/packet"
 )
@@ -111,27 +112,7 @@ func startBrokerWith(t *testing.T, setup func(*broker.Broker)) (*broker.Broker, 
 	t.Helper()
 	b := broker.New(config.Default().Limits, nil)
 	setup(b)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go b.HandleConn(c)
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		<-done
-		b.Close(2 * time.Second)
-	})
-	return b, ln.Addr().String()
+	return b, brokertest.Serve(t, b)
 }
 
 // A slow-consumer policy action reaches the event history: a subscriber
@@ -142,24 +123,8 @@ func TestEventHistorySlowConsumer(t *testing.T) {
 	lim.MaxQueued = 2
 	b := broker.New(lim, nil)
 	b.SetFlow(config.SlowConsumer{Timeout: 200 * time.Millisecond, Policy: "disconnect"}, nil, 0)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go b.HandleConn(c)
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); <-done; b.Close(2 * time.Second) })
+	addr := brokertest.Serve(t, b)
 	a := New(b, Options{})
-	addr := ln.Addr().String()
 
 	nc := dialTCP(t, addr)
 	lag := paho.NewClient(paho.ClientConfig{ClientID: "stuck", Conn: nc, EnableManualAcknowledgment: true})

@@ -29,6 +29,18 @@ func Start(t testing.TB, lim config.Limits) (*broker.Broker, string) {
 // returns the listener's address.
 func Serve(t testing.TB, b *broker.Broker) string {
 	t.Helper()
+	return serve(t, b, b.HandleConn)
+}
+
+// ServeOn is Serve with the connections counted under a listener's name
+// (Broker.HandleConnOn), as the binary's listeners count theirs.
+func ServeOn(t testing.TB, b *broker.Broker, listener string) string {
+	t.Helper()
+	return serve(t, b, func(c net.Conn) { b.HandleConnOn(c, listener) })
+}
+
+func serve(t testing.TB, b *broker.Broker, handle func(net.Conn)) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("listen: %v", err)
@@ -42,7 +54,7 @@ func Serve(t testing.TB, b *broker.Broker) string {
 			if err != nil {
 				return
 			}
-			go b.HandleConn(c)
+			go handle(c)
 		}
 	}()
 	t.Cleanup(func() {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/starling-mqtt/starling/internal/broker"
+	"github.com/starling-mqtt/starling/internal/brokertest"
 	"github.com/starling-mqtt/starling/internal/config"
 	"github.com/starling-mqtt/starling/internal/packet"
 	"github.com/starling-mqtt/starling/internal/store/memory"
@@ -53,28 +53,7 @@ func startDetailedWith(t *testing.T, lim config.Limits, setup func(*broker.Broke
 		t.Fatal(err)
 	}
 	b.SetAuth(refuseBad{}, refuseBad{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go b.HandleConnOn(c, "tcp")
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-		b.Close(2 * time.Second)
-	})
-	return b, ln.Addr().String()
+	return b, brokertest.ServeOn(t, b, "tcp")
 }
 
 // labelled gathers reg and returns every sample of the named metric by
