@@ -30,6 +30,12 @@ type pubScratch struct {
 	entries []topic.Entry[subValue]
 	targets []target
 	t       tx
+	// entries are the subscriptions matching topic at the index's
+	// generation gen while cached: a publisher that keeps to its topic
+	// is matched once per change to the subscriptions, not per publish.
+	topic  string
+	gen    uint64
+	cached bool
 }
 
 var scratchPool = sync.Pool{New: func() any { return new(pubScratch) }}
@@ -53,6 +59,9 @@ func (h *handler) releaseScratch() {
 		return
 	}
 	h.hs.scratch = nil
+	// The cached match refers to clients: not kept by an idle scratch.
+	clear(sc.entries)
+	sc.entries, sc.topic, sc.cached = sc.entries[:0], "", false
 	if cap(sc.entries) > maxScratch {
 		sc.entries = nil
 	}
@@ -164,13 +173,18 @@ func (b *Broker) routeTo(m *session.Message, tx *tx, sm sharedMode, hs *holdSet)
 	var tp *[]target
 	var entries []topic.Entry[subValue]
 	var targets []target
-	if sc != nil {
-		entries, targets = sc.entries[:0], sc.targets[:0]
-	} else {
+	switch {
+	case sc == nil:
 		bp, tp = matchPool.Get().(*[]topic.Entry[subValue]), targetPool.Get().(*[]target)
-		entries, targets = (*bp)[:0], (*tp)[:0]
+		entries, targets = b.subs.Match(m.Topic, (*bp)[:0]), (*tp)[:0]
+	case sc.cached && sc.topic == m.Topic && sc.gen == b.subs.Gen():
+		entries, targets = sc.entries, sc.targets[:0]
+	default:
+		clear(sc.entries)
+		entries, sc.gen = b.subs.MatchGen(m.Topic, sc.entries[:0])
+		sc.topic, sc.cached = m.Topic, true
+		targets = sc.targets[:0]
 	}
-	entries = b.subs.Match(m.Topic, entries)
 	var groups map[string][]topic.Entry[subValue]
 	var index map[*client]int // target position per client, for large fan-outs
 	if len(entries) > 16 {
@@ -216,7 +230,9 @@ func (b *Broker) routeTo(m *session.Message, tx *tx, sm sharedMode, hs *holdSet)
 		t.d.Group, t.d.Filter = e.Group, e.Filter
 		targets = append(targets, t)
 	}
-	clear(entries)
+	if sc == nil {
+		clear(entries)
+	}
 	// The clock is read only when a delivery needs it (message expiry,
 	// sampled delivery): a QoS 0 publish without either reads none.
 	var now time.Time
@@ -233,7 +249,7 @@ func (b *Broker) routeTo(m *session.Message, tx *tx, sm sharedMode, hs *holdSet)
 	n := len(targets)
 	clear(targets)
 	if sc != nil {
-		sc.entries, sc.targets = entries[:0], targets[:0]
+		sc.entries, sc.targets = entries, targets[:0]
 	} else {
 		*bp = entries[:0]
 		matchPool.Put(bp)

@@ -98,6 +98,17 @@ func (o *Outgoing) AppendPacket(dst []byte, v byte) ([]byte, error) {
 	if !o.shared() {
 		return packet.Append(dst, o.Publish(v), v)
 	}
+	if m := o.Msg; m.pooled && m.refs.Load() == 1 && m.noWire(v, o.QoS > 0) {
+		// The only delivery of this message (the publisher and any other
+		// delivery have dropped theirs, and nothing new can take one):
+		// encoded straight into dst, without a shared encoding that no
+		// one else would copy.
+		p := packet.Publish{Topic: m.Topic, Payload: m.Payload, QoS: o.QoS, Dup: o.Dup, Retain: o.Retain, PacketID: o.PacketID}
+		if v == packet.V5 {
+			p.Properties = m.Props
+		}
+		return packet.AppendPublish(dst, &p, v)
+	}
 	w, err := o.Msg.wire(v, o.QoS > 0)
 	if err != nil {
 		return dst, err
@@ -159,16 +170,22 @@ func putWire(w *wireForm) {
 // wireCache holds the message's encodings: [v5][qos>0].
 type wireCache [2][2]atomic.Pointer[wireForm]
 
-// wire returns (building once) the encoding of m for version v, with a
-// placeholder packet ID when withID.
-func (m *Message) wire(v byte, withID bool) (*wireForm, error) {
-	vi, qi := 0, 0
+// wireSlot is the wireCache position of version v's encoding, with or
+// without a packet ID.
+func wireSlot(v byte, withID bool) (vi, qi int) {
 	if v == packet.V5 {
 		vi = 1
 	}
 	if withID {
 		qi = 1
 	}
+	return vi, qi
+}
+
+// wire returns (building once) the encoding of m for version v, with a
+// placeholder packet ID when withID.
+func (m *Message) wire(v byte, withID bool) (*wireForm, error) {
+	vi, qi := wireSlot(v, withID)
 	slot := &m.enc[vi][qi]
 	if w := slot.Load(); w != nil {
 		return w, nil
@@ -205,3 +222,9 @@ func (m *Message) wire(v byte, withID bool) (*wireForm, error) {
 // MessageSize is the topic and payload bytes of the message this PUBLISH
 // carries, what a connection counts against its queued-bytes bound.
 func (o *Outgoing) MessageSize() int { return len(o.Msg.Topic) + len(o.Msg.Payload) }
+
+// noWire reports whether m has no shared encoding for version v yet.
+func (m *Message) noWire(v byte, withID bool) bool {
+	vi, qi := wireSlot(v, withID)
+	return m.enc[vi][qi].Load() == nil
+}

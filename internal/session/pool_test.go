@@ -59,3 +59,50 @@ func TestPooledMessageLifetime(t *testing.T) {
 		t.Fatal("unpooled message recycled")
 	}
 }
+
+// TestSoleDeliveryEncodedDirectly: the only delivery of a pooled message
+// is encoded straight into the write buffer, byte for byte what the
+// shared encoding gives, and leaves no shared encoding behind; a message
+// with more than one delivery gets its shared one.
+func TestSoleDeliveryEncodedDirectly(t *testing.T) {
+	props := packet.Properties{ContentType: "text/plain", UserProperties: []packet.UserProperty{{Key: "k", Value: "v"}}}
+	for _, v := range []byte{packet.V311, packet.V5} {
+		for _, o := range []Outgoing{{QoS: 0}, {QoS: 0, Retain: true}, {QoS: 1, PacketID: 0x1234, Dup: true}, {QoS: 2, PacketID: 7, Retain: true}} {
+			m := NewPooled()
+			m.Topic, m.Payload, m.Props = "a/b", []byte("payload"), props
+			want, err := packet.Append([]byte("prefix"), (&Outgoing{Msg: &Message{Topic: m.Topic, Payload: m.Payload, Props: props}, QoS: o.QoS, PacketID: o.PacketID, Dup: o.Dup, Retain: o.Retain}).Publish(v), v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sole := newOutgoing()
+			*sole = o
+			m.Ref()
+			sole.Msg = m
+			m.Unref() // the publisher's: sole is the only delivery
+			got, err := sole.AppendPacket([]byte("prefix"), v)
+			if err != nil || string(got) != string(want) {
+				t.Fatalf("v%d %+v: sole delivery encoded % X, %v; want % X", v, o, got, err, want)
+			}
+			if !m.noWire(v, o.QoS > 0) {
+				t.Fatalf("v%d %+v: sole delivery built a shared encoding", v, o)
+			}
+			sole.Release()
+
+			m = NewPooled()
+			m.Topic, m.Payload, m.Props = "a/b", []byte("payload"), props
+			two := newOutgoing()
+			*two = o
+			m.Ref()
+			two.Msg = m
+			got, err = two.AppendPacket([]byte("prefix"), v) // the publisher still holds m
+			if err != nil || string(got) != string(want) {
+				t.Fatalf("v%d %+v: shared delivery encoded % X, %v; want % X", v, o, got, err, want)
+			}
+			if m.noWire(v, o.QoS > 0) {
+				t.Fatalf("v%d %+v: a message with two holders has no shared encoding", v, o)
+			}
+			m.Unref()
+			two.Release()
+		}
+	}
+}
