@@ -24,16 +24,38 @@ type Outgoing struct {
 	ExpiryLeft *uint32 // remaining message expiry, nil for none
 	Latest     bool    // latest-value delivery: a newer one of the topic may replace it
 	Held       bool    // from a publisher the broker holds back while the client is behind
+
+	embedded bool // the Message's own first: not from outPool
 }
 
 var outPool = sync.Pool{New: func() any { return new(Outgoing) }}
 
 func newOutgoing() *Outgoing { return outPool.Get().(*Outgoing) }
 
+// outgoingFor returns an Outgoing for a delivery of m: m's own first one
+// for the first delivery of a pooled message, else one from the pool.
+// Only the router calls it, while it holds its reference to m.
+func outgoingFor(m *Message) *Outgoing {
+	if m.pooled && !m.firstTaken {
+		m.firstTaken = true
+		m.first.embedded = true
+		return &m.first
+	}
+	return newOutgoing()
+}
+
 // Release returns the value to its pool. The connection's writer calls it
 // once the bytes are written or the delivery is dropped; nothing may use o
 // after that. The session never keeps an Outgoing, only its Delivery.
 func (o *Outgoing) Release() {
+	if o.embedded {
+		// Part of its message: cleared before the reference goes, since
+		// the last one recycles the message, o with it.
+		m := o.Msg
+		*o = Outgoing{}
+		m.Unref()
+		return
+	}
 	if o.Msg != nil {
 		o.Msg.Unref()
 	}

@@ -1,6 +1,7 @@
 package session
 
 import (
+	"bytes"
 	"testing"
 
 	"github.com/starling-mqtt/starling/internal/packet"
@@ -104,5 +105,43 @@ func TestSoleDeliveryEncodedDirectly(t *testing.T) {
 			m.Unref()
 			two.Release()
 		}
+	}
+}
+
+// TestFirstDeliveryEmbedded: a pooled message's first delivery is its own
+// embedded Outgoing, later ones come from the pool; released in either
+// order, the message stays whole while anything holds it and is recycled,
+// embedded delivery cleared, after the last.
+func TestFirstDeliveryEmbedded(t *testing.T) {
+	for _, firstOut := range []bool{true, false} {
+		m := NewPooled()
+		m.Topic, m.Payload = "a/b", []byte("payload")
+		o1 := outgoingFor(m)
+		m.Ref()
+		o1.Msg = m
+		o2 := outgoingFor(m)
+		m.Ref()
+		o2.Msg = m
+		if o1 != &m.first || o2 == &m.first {
+			t.Fatalf("first delivery %p, second %p; want the message's own (%p) first only", o1, o2, &m.first)
+		}
+		m.Unref() // the router's
+		a, b := o1, o2
+		if !firstOut {
+			a, b = o2, o1
+		}
+		a.Release()
+		if got, err := b.AppendPacket(nil, packet.V311); err != nil || !bytes.Contains(got, []byte("payload")) || m.Topic != "a/b" {
+			t.Fatalf("after one release: encoded %q, %v; topic %q", got, err, m.Topic)
+		}
+		b.Release()
+		if m.Topic != "" || m.firstTaken || m.first.Msg != nil {
+			t.Fatalf("not recycled after the last release: topic %q, first taken %v", m.Topic, m.firstTaken)
+		}
+	}
+	// A message made any other way has no embedded delivery.
+	u := &Message{Topic: "plain"}
+	if o := outgoingFor(u); o == &u.first {
+		t.Fatal("unpooled message used its embedded delivery")
 	}
 }
