@@ -50,9 +50,9 @@ CELLS=${CELLS:-fanin fanin1k fanin64k fanout100 fanout1000 pairs100 latency10k l
 DEFLATE_CELLS=${DEFLATE_CELLS:-idle}
 
 # Ports: Starling 21883 (tcp) / 28083 (ws); Mosquitto 21884 / 28084; NATS 21885
-# (no ws); Starling in memory 21886 / 28086.
+# / 28085 (MQTT over its websocket listener); Starling in memory 21886 / 28086.
 declare -A TCP=([starling]=21883 [mosquitto]=21884 [nats]=21885 [starling-mem]=21886)
-declare -A WS=([starling]=28083 [mosquitto]=28084 [starling-mem]=28086)
+declare -A WS=([starling]=28083 [mosquitto]=28084 [nats]=28085 [starling-mem]=28086)
 # Brokers whose ws listener accepts permessage-deflate as run here.
 declare -A DEFLATE=([starling]=1)
 
@@ -147,6 +147,8 @@ start_broker() { # name
 			listen: 127.0.0.1:24222
 			jetstream { store_dir: "$dir/js" }
 			mqtt { listen: 127.0.0.1:${TCP[nats]} }
+			# MQTT over WebSocket (nats-server 2.9+): plain ws on loopback.
+			websocket { listen: "127.0.0.1:${WS[nats]}", no_tls: true }
 		CONF
 		taskset -c "$BROKER_CPU" nats-server -c "$dir/nats.conf" >"$dir/log" 2>&1 &
 		;;

@@ -175,6 +175,9 @@ func (cl *client) wakeRoomLocked() {
 type holdSet struct {
 	self *client
 	on   []*client
+	// scratch is what the reader routes its publishes with while it is
+	// busy; nil when idle (see handler.takeScratch).
+	scratch *pubScratch
 }
 
 // holds reports whether the publisher would wait for cl if it were full:

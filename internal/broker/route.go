@@ -21,6 +21,56 @@ var (
 	indexPool  = sync.Pool{New: func() any { return make(map[*client]int) }}
 )
 
+// pubScratch is a connection reader's working storage for routing its
+// publishes: the matched entries, the targets and the operation record of
+// a QoS 0 publish, reused publish after publish instead of taken from (and
+// given back to) three pools each time. Taken while the reader is busy,
+// given back before it may park, so an idle connection holds none.
+type pubScratch struct {
+	entries []topic.Entry[subValue]
+	targets []target
+	t       tx
+	// entries are the subscriptions matching topic at the index's
+	// generation gen while cached: a publisher that keeps to its topic
+	// is matched once per change to the subscriptions, not per publish.
+	topic  string
+	gen    uint64
+	cached bool
+}
+
+var scratchPool = sync.Pool{New: func() any { return new(pubScratch) }}
+
+// maxScratch bounds the slices a pubScratch keeps when it goes back to
+// its pool: a large fan-out's are left to the collector.
+const maxScratch = 1024
+
+// takeScratch gives the reader its scratch, from the pool if it has none.
+func (h *handler) takeScratch() *pubScratch {
+	if h.hs.scratch == nil {
+		h.hs.scratch = scratchPool.Get().(*pubScratch)
+	}
+	return h.hs.scratch
+}
+
+// releaseScratch gives the reader's scratch back before it may park.
+func (h *handler) releaseScratch() {
+	sc := h.hs.scratch
+	if sc == nil {
+		return
+	}
+	h.hs.scratch = nil
+	// The cached match refers to clients: not kept by an idle scratch.
+	clear(sc.entries)
+	sc.entries, sc.topic, sc.cached = sc.entries[:0], "", false
+	if cap(sc.entries) > maxScratch {
+		sc.entries = nil
+	}
+	if cap(sc.targets) > maxScratch {
+		sc.targets = nil
+	}
+	scratchPool.Put(sc)
+}
+
 // publish routes a message published on this node: retained store, local
 // subscribers, and the backplane. It returns the number of sessions reached.
 func (b *Broker) publish(m *session.Message, t *tx) int { return b.publishFrom(m, t, nil) }
@@ -113,10 +163,28 @@ func (b *Broker) route(m *session.Message, tx *tx, sm sharedMode) int {
 
 // routeTo is route noting in hs the sessions found full.
 func (b *Broker) routeTo(m *session.Message, tx *tx, sm sharedMode, hs *holdSet) int {
-	bp := matchPool.Get().(*[]topic.Entry[subValue])
-	entries := b.subs.Match(m.Topic, (*bp)[:0])
-	tp := targetPool.Get().(*[]target)
-	targets := (*tp)[:0]
+	// A client's reader routes with its own scratch slices; other callers
+	// take them from pools.
+	var sc *pubScratch
+	if hs != nil {
+		sc = hs.scratch
+	}
+	var bp *[]topic.Entry[subValue]
+	var tp *[]target
+	var entries []topic.Entry[subValue]
+	var targets []target
+	switch {
+	case sc == nil:
+		bp, tp = matchPool.Get().(*[]topic.Entry[subValue]), targetPool.Get().(*[]target)
+		entries, targets = b.subs.Match(m.Topic, (*bp)[:0]), (*tp)[:0]
+	case sc.cached && sc.topic == m.Topic && sc.gen == b.subs.Gen():
+		entries, targets = sc.entries, sc.targets[:0]
+	default:
+		clear(sc.entries)
+		entries, sc.gen = b.subs.MatchGen(m.Topic, sc.entries[:0])
+		sc.topic, sc.cached = m.Topic, true
+		targets = sc.targets[:0]
+	}
 	var groups map[string][]topic.Entry[subValue]
 	var index map[*client]int // target position per client, for large fan-outs
 	if len(entries) > 16 {
@@ -162,17 +230,32 @@ func (b *Broker) routeTo(m *session.Message, tx *tx, sm sharedMode, hs *holdSet)
 		t.d.Group, t.d.Filter = e.Group, e.Filter
 		targets = append(targets, t)
 	}
-	clear(entries)
-	*bp = entries[:0]
-	matchPool.Put(bp)
-	now := b.now()
+	if sc == nil {
+		clear(entries)
+	}
+	// The clock is read only when a delivery needs it (message expiry,
+	// sampled delivery): a QoS 0 publish without either reads none.
+	var now time.Time
+	needNow := !m.Expiry.IsZero()
+	for i := 0; i < len(targets) && !needNow; i++ {
+		needNow = targets[i].d.Sample > 0
+	}
+	if needNow {
+		now = b.now()
+	}
 	for _, t := range targets {
 		b.deliverTo(t.cl, t.d, now, tx, hs)
 	}
 	n := len(targets)
 	clear(targets)
-	*tp = targets[:0]
-	targetPool.Put(tp)
+	if sc != nil {
+		sc.entries, sc.targets = entries, targets[:0]
+	} else {
+		*bp = entries[:0]
+		matchPool.Put(bp)
+		*tp = targets[:0]
+		targetPool.Put(tp)
+	}
 	return n
 }
 

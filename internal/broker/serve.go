@@ -5,7 +5,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -25,7 +24,13 @@ func (h *handler) serve() (reason string, parked bool) {
 		if h.resuming {
 			// The packet awaited when parked is due as it was.
 			deadline, h.resuming = h.parkedUntil, false
+		} else if h.c.PacketReady() {
+			// The next packet is here whole: no wait, so no deadline and
+			// no park (ReadPacket sets none for it).
+			h.served = true
 		} else {
+			// About to wait: an idle connection holds no scratch.
+			h.releaseScratch()
 			if h.keepAlive > 0 {
 				// [MQTT-3.1.2-22] one and a half times the keep alive.
 				deadline = time.Now().Add(h.keepAlive * 3 / 2) // a socket deadline: real time
@@ -47,6 +52,7 @@ func (h *handler) serve() (reason string, parked bool) {
 		}
 		p, _, err := h.c.ReadPacket(deadline)
 		if err != nil {
+			h.releaseScratch()
 			return h.readFailed(err), false
 		}
 		if pub, ok := p.(*packet.Publish); ok && h.cl != nil {
@@ -56,6 +62,7 @@ func (h *handler) serve() (reason string, parked bool) {
 			h.overloaded()
 		}
 		if reason := h.handle(p); reason != "" {
+			h.releaseScratch()
 			return reason, false
 		}
 	}
@@ -239,7 +246,6 @@ func (h *handler) onPublish(p *packet.Publish) string {
 		}
 		return ""
 	}
-	now := b.now()
 	var m *session.Message
 	if p.QoS == 0 && !p.Retain && b.backplane == nil {
 		// Held only by the deliveries in connections' queues: pooled, with
@@ -254,14 +260,14 @@ func (h *handler) onPublish(p *packet.Publish) string {
 	if v5 {
 		m.Props = messageProps(&p.Properties)
 		if e := p.Properties.MessageExpiry; e != nil {
-			m.Expiry = now.Add(time.Duration(*e) * time.Second)
+			m.Expiry = b.now().Add(time.Duration(*e) * time.Second)
 		}
 	}
 	// Deliveries to persistent sessions wait in their writers for this
 	// operation's commit; the acknowledgement waits for it here.
 	var t *tx
 	if p.QoS == 0 {
-		t = b.beginQoS0()
+		t = b.beginQoS0(h.takeScratch())
 	} else {
 		t = b.begin(true)
 	}
@@ -324,17 +330,15 @@ func (h *handler) onPublish(p *packet.Publish) string {
 	return ""
 }
 
-// txPool holds the operations of QoS 0 publishes: ungated, nothing refers
-// to one once it is committed, so it is reused instead of allocated.
-var txPool = sync.Pool{New: func() any { return new(tx) }}
-
-// beginQoS0 is begin(false) from txPool; endQoS0 gives it back after its
+// beginQoS0 is begin(false) in the reader's scratch: the operation of a
+// QoS 0 publish is ungated and nothing refers to it once it is committed,
+// so it is reused instead of allocated; endQoS0 clears it after its
 // commit.
-func (b *Broker) beginQoS0() *tx {
+func (b *Broker) beginQoS0(sc *pubScratch) *tx {
 	if b.store == nil {
 		return nil
 	}
-	t := txPool.Get().(*tx)
+	t := &sc.t
 	t.b = b
 	return t
 }
@@ -342,7 +346,6 @@ func (b *Broker) beginQoS0() *tx {
 func endQoS0(t *tx) {
 	if t != nil {
 		*t = tx{}
-		txPool.Put(t)
 	}
 }
 

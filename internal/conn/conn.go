@@ -7,6 +7,7 @@ package conn
 import (
 	"bufio"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -621,7 +622,14 @@ func (c *Conn) WriteErr() error {
 // Done is closed when the socket is closed and no writer runs.
 func (c *Conn) Done() <-chan struct{} { return c.done }
 
+// yieldBelow is the queue length under which a writer that was just
+// started yields once before taking its first batch: the readers already
+// runnable (other publishers of a fan-in, woken by the same poll) add
+// theirs first, and one write carries them all instead of one each.
+const yieldBelow = 64
+
 func (c *Conn) writeLoop() {
+	yielded := false
 	for {
 		c.mu.Lock()
 		if c.closed {
@@ -645,6 +653,12 @@ func (c *Conn) writeLoop() {
 				c.finish()
 			}
 			return
+		}
+		if !yielded && len(c.queue) < yieldBelow && !c.closing {
+			yielded = true
+			c.mu.Unlock()
+			runtime.Gosched()
+			continue
 		}
 		batch := c.queue
 		c.queue = c.spare[:0]

@@ -17,6 +17,10 @@ import (
 // call (or Park), and so is a short acknowledgement: the caller must copy
 // what it keeps.
 func (c *Conn) ReadPacket(deadline time.Time) (packet.Packet, int, error) {
+	// A packet already whole in the read buffer needs no system call: no
+	// deadline is set for it (none can expire while nothing is read), and
+	// the socket keeps the last one until a read needs a new one.
+	ready := c.PacketReady()
 	c.mu.Lock()
 	for len(c.queue) >= MaxPending && !c.closed && !c.closing {
 		c.drained.Wait()
@@ -25,12 +29,14 @@ func (c *Conn) ReadPacket(deadline time.Time) (packet.Packet, int, error) {
 		c.mu.Unlock()
 		return nil, 0, net.ErrClosed
 	}
-	// Under mu: once linger has set its deadline, none is set here.
-	err := c.nc.SetReadDeadline(deadline)
-	c.mu.Unlock()
-	if err != nil {
-		return nil, 0, err
+	if !ready {
+		// Under mu: once linger has set its deadline, none is set here.
+		if err := c.nc.SetReadDeadline(deadline); err != nil {
+			c.mu.Unlock()
+			return nil, 0, err
+		}
 	}
+	c.mu.Unlock()
 	if err := c.readFirst(); err != nil {
 		return nil, 0, err
 	}
@@ -86,9 +92,14 @@ func (c *Conn) ReadPacket(deadline time.Time) (packet.Packet, int, error) {
 	if c.Totals != nil {
 		c.Totals.BytesIn.Add(uint64(size))
 	}
-	c.mu.Lock()
-	lingering := c.lingering
-	c.mu.Unlock()
+	lingering := false
+	if !ready {
+		// A read from the socket may have raced linger; a packet that was
+		// buffered whole was checked above.
+		c.mu.Lock()
+		lingering = c.lingering
+		c.mu.Unlock()
+	}
 	if lingering {
 		// Read while the connection was being closed: not handled.
 		c.putBody()
@@ -266,6 +277,29 @@ func (c *Conn) releaseReader() {
 		c.br = nil
 		c.fb.r = nil
 	}
+}
+
+// PacketReady reports whether a whole packet waits in the read buffer:
+// the next ReadPacket returns it without reading from the socket, and so
+// without waiting.
+func (c *Conn) PacketReady() bool {
+	if c.br == nil {
+		return false
+	}
+	n := c.br.Buffered()
+	if n < 2 {
+		return false
+	}
+	b, _ := c.br.Peek(min(n, 5))
+	rem, mult := 0, 1
+	for i, x := range b[1:] {
+		rem += int(x&0x7f) * mult
+		if x&0x80 == 0 {
+			return n-(i+2) >= rem
+		}
+		mult *= 128
+	}
+	return false
 }
 
 // Buffered reports whether input has been read from the socket and not yet

@@ -44,6 +44,11 @@ type Message struct {
 	refs   atomic.Int32
 	pinned atomic.Bool
 	buf    *[]byte // bufpool buffer the payload lives in, nil if none
+	// first is the Outgoing of a pooled message's first delivery, taken
+	// by the router (firstTaken) instead of one from the pool: a message
+	// with one subscriber costs no Outgoing pool round trip.
+	first      Outgoing
+	firstTaken bool
 }
 
 var msgPool = sync.Pool{New: func() any { return &Message{pooled: true} }}

@@ -24,16 +24,38 @@ type Outgoing struct {
 	ExpiryLeft *uint32 // remaining message expiry, nil for none
 	Latest     bool    // latest-value delivery: a newer one of the topic may replace it
 	Held       bool    // from a publisher the broker holds back while the client is behind
+
+	embedded bool // the Message's own first: not from outPool
 }
 
 var outPool = sync.Pool{New: func() any { return new(Outgoing) }}
 
 func newOutgoing() *Outgoing { return outPool.Get().(*Outgoing) }
 
+// outgoingFor returns an Outgoing for a delivery of m: m's own first one
+// for the first delivery of a pooled message, else one from the pool.
+// Only the router calls it, while it holds its reference to m.
+func outgoingFor(m *Message) *Outgoing {
+	if m.pooled && !m.firstTaken {
+		m.firstTaken = true
+		m.first.embedded = true
+		return &m.first
+	}
+	return newOutgoing()
+}
+
 // Release returns the value to its pool. The connection's writer calls it
 // once the bytes are written or the delivery is dropped; nothing may use o
 // after that. The session never keeps an Outgoing, only its Delivery.
 func (o *Outgoing) Release() {
+	if o.embedded {
+		// Part of its message: cleared before the reference goes, since
+		// the last one recycles the message, o with it.
+		m := o.Msg
+		*o = Outgoing{}
+		m.Unref()
+		return
+	}
 	if o.Msg != nil {
 		o.Msg.Unref()
 	}
@@ -98,6 +120,17 @@ func (o *Outgoing) AppendPacket(dst []byte, v byte) ([]byte, error) {
 	if !o.shared() {
 		return packet.Append(dst, o.Publish(v), v)
 	}
+	if m := o.Msg; m.pooled && m.refs.Load() == 1 && m.noWire(v, o.QoS > 0) {
+		// The only delivery of this message (the publisher and any other
+		// delivery have dropped theirs, and nothing new can take one):
+		// encoded straight into dst, without a shared encoding that no
+		// one else would copy.
+		p := packet.Publish{Topic: m.Topic, Payload: m.Payload, QoS: o.QoS, Dup: o.Dup, Retain: o.Retain, PacketID: o.PacketID}
+		if v == packet.V5 {
+			p.Properties = m.Props
+		}
+		return packet.AppendPublish(dst, &p, v)
+	}
 	w, err := o.Msg.wire(v, o.QoS > 0)
 	if err != nil {
 		return dst, err
@@ -159,16 +192,22 @@ func putWire(w *wireForm) {
 // wireCache holds the message's encodings: [v5][qos>0].
 type wireCache [2][2]atomic.Pointer[wireForm]
 
-// wire returns (building once) the encoding of m for version v, with a
-// placeholder packet ID when withID.
-func (m *Message) wire(v byte, withID bool) (*wireForm, error) {
-	vi, qi := 0, 0
+// wireSlot is the wireCache position of version v's encoding, with or
+// without a packet ID.
+func wireSlot(v byte, withID bool) (vi, qi int) {
 	if v == packet.V5 {
 		vi = 1
 	}
 	if withID {
 		qi = 1
 	}
+	return vi, qi
+}
+
+// wire returns (building once) the encoding of m for version v, with a
+// placeholder packet ID when withID.
+func (m *Message) wire(v byte, withID bool) (*wireForm, error) {
+	vi, qi := wireSlot(v, withID)
 	slot := &m.enc[vi][qi]
 	if w := slot.Load(); w != nil {
 		return w, nil
@@ -205,3 +244,9 @@ func (m *Message) wire(v byte, withID bool) (*wireForm, error) {
 // MessageSize is the topic and payload bytes of the message this PUBLISH
 // carries, what a connection counts against its queued-bytes bound.
 func (o *Outgoing) MessageSize() int { return len(o.Msg.Topic) + len(o.Msg.Payload) }
+
+// noWire reports whether m has no shared encoding for version v yet.
+func (m *Message) noWire(v byte, withID bool) bool {
+	vi, qi := wireSlot(v, withID)
+	return m.enc[vi][qi].Load() == nil
+}

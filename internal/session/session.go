@@ -606,7 +606,7 @@ func (s *Session) find(id uint16) int {
 // false when the message cannot be sent to this client at all.
 func (s *Session) publish(d Delivery, id uint16, now time.Time) (*Outgoing, bool) {
 	m := d.Msg
-	o := newOutgoing()
+	o := outgoingFor(m)
 	m.Ref() // dropped by o.Release
 	o.Msg, o.QoS, o.Retain, o.PacketID, o.Latest, o.Held = m, d.QoS, d.Retain, id, d.Latest, d.Held
 	v := s.link.Version

@@ -3,6 +3,7 @@ package topic
 import (
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // Entry is one subscription returned by Index.Match.
@@ -31,6 +32,10 @@ type Index[V any] struct {
 	root    node[V]
 	clients map[string]*client[V] // invariant: no client with zero refs
 	n       int                   // number of subscriptions
+	// gen changes with every change to the subscriptions, under mu: a
+	// caller that keeps a Match result may reuse it while gen is the
+	// same (MatchGen, Gen).
+	gen atomic.Uint64
 	// interest, when set, hears when a (group, filter) gains its first
 	// subscription or loses its last; a cluster propagates interest with it.
 	interest func(group, filter string, on bool)
@@ -118,6 +123,7 @@ func (ix *Index[V]) Add(clientID, group, filter string, v V) (replaced bool) {
 		if j := c.find(subKey{group, filter}); j >= 0 {
 			r := c.refs[j]
 			r.n.subs[r.i].value = v
+			ix.gen.Add(1)
 			return true
 		}
 	} else {
@@ -132,6 +138,7 @@ func (ix *Index[V]) Add(clientID, group, filter string, v V) (replaced bool) {
 	n.subs = append(n.subs, sub[V]{client: c.id, group: group, value: v})
 	c.add(ref[V]{key: subKey{group, n.filter}, n: n, i: len(n.subs) - 1})
 	ix.n++
+	ix.gen.Add(1)
 	return false
 }
 
@@ -204,6 +211,7 @@ func (ix *Index[V]) Remove(clientID, group, filter string) bool {
 		delete(ix.clients, clientID)
 	}
 	ix.n--
+	ix.gen.Add(1)
 	return true
 }
 
@@ -223,6 +231,7 @@ func (ix *Index[V]) RemoveClient(clientID string) int {
 	}
 	delete(ix.clients, clientID)
 	ix.n -= len(c.refs)
+	ix.gen.Add(1)
 	return len(c.refs)
 }
 
@@ -307,6 +316,21 @@ func (ix *Index[V]) Match(name string, dst []Entry[V]) []Entry[V] {
 	ix.mu.RUnlock()
 	return dst
 }
+
+// MatchGen is Match, also returning the generation of the subscriptions
+// it matched: the result stays what Match would return for name while Gen
+// returns the same.
+func (ix *Index[V]) MatchGen(name string, dst []Entry[V]) ([]Entry[V], uint64) {
+	ix.mu.RLock()
+	dst = ix.root.match(name, 0, name == "" || name[0] != '$', dst)
+	gen := ix.gen.Load()
+	ix.mu.RUnlock()
+	return dst, gen
+}
+
+// Gen returns the generation of the subscriptions: it changes with every
+// Add, Remove and RemoveClient that changes them.
+func (ix *Index[V]) Gen() uint64 { return ix.gen.Load() }
 
 // Count returns the number of subscriptions (normal and shared) whose
 // filter matches name, leaving out those of the client except ("" leaves

@@ -484,3 +484,41 @@ func TestIndexCount(t *testing.T) {
 		t.Errorf("Count allocates %v times", n)
 	}
 }
+
+// TestIndexGen: every change to the subscriptions changes the generation
+// (a cached Match is reused only while it stays), and reads do not.
+func TestIndexGen(t *testing.T) {
+	ix := NewIndex[int]()
+	seen := map[uint64]bool{ix.Gen(): true}
+	step := func(what string, change bool) {
+		t.Helper()
+		g := ix.Gen()
+		if seen[g] == change {
+			t.Fatalf("%s: generation %d, changed %v, want changed %v", what, g, !seen[g], change)
+		}
+		seen[g] = true
+	}
+	ix.Add("a", "", "x/+", 1)
+	step("add", true)
+	ix.Add("a", "", "x/+", 2)
+	step("replace", true)
+	entries, gen := ix.MatchGen("x/y", nil)
+	if len(entries) != 1 || entries[0].Value != 2 || gen != ix.Gen() {
+		t.Fatalf("MatchGen = %v, %d; want the replaced value at generation %d", entries, gen, ix.Gen())
+	}
+	ix.Match("x/y", nil)
+	ix.Count("x/y", "")
+	step("reads", false)
+	ix.Add("b", "g", "x/#", 3)
+	step("add shared", true)
+	if ix.Remove("b", "", "x/#") {
+		t.Fatal("removed a subscription that does not exist")
+	}
+	step("remove nothing", false)
+	ix.Remove("b", "g", "x/#")
+	step("remove", true)
+	ix.Add("c", "", "y", 4)
+	step("add other", true)
+	ix.RemoveClient("a")
+	step("remove client", true)
+}
