@@ -137,6 +137,13 @@ type Conn struct {
 	// writeErr is the write error that closed the connection, if one did.
 	writeErr error
 
+	// resume is the reader to start when the parked socket wakes.
+	resume func()
+	// released: parked as the bare descriptor fd, with a placeholder for
+	// the net.Conn (park.go); attachLocked reopens it.
+	released bool
+	fd       int32
+
 	// Dropped counts QoS 0 messages dropped for a slow reader.
 	Dropped atomic.Uint64
 	// Conflated counts QoS 0 latest-value publishes replaced by a newer one
@@ -203,6 +210,7 @@ func New(nc net.Conn, maxIn uint32) *Conn {
 // runs: an idle connection has no writer goroutine. The caller holds mu.
 func (c *Conn) kickLocked() {
 	if !c.writing && !c.closed {
+		c.attachLocked() // a parked connection's socket was released
 		c.writing = true
 		go c.writer()
 	}
@@ -598,6 +606,7 @@ func (c *Conn) Close() {
 	if !c.closed {
 		close(c.stop)
 	}
+	c.attachLocked() // c.nc is the socket again, to be closed below
 	c.closed = true
 	c.drained.Broadcast()
 	writing := c.writing
@@ -635,6 +644,7 @@ func (c *Conn) writeLoop() {
 			// Send. After CloseAfter, this is the moment to close.
 			c.writing = false
 			c.releaseQueueLocked()
+			c.releaseParkedLocked() // a reader parked meanwhile holds no socket object
 			closing := c.closing
 			if closing {
 				c.closed = true

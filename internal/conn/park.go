@@ -2,6 +2,7 @@ package conn
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"syscall"
@@ -63,21 +64,149 @@ func (c *Conn) Park(deadline time.Time, grace time.Duration, resume func()) bool
 	c.releaseReader()
 	c.releasePub()
 	c.rsize, c.filled = 0, false
-	w, ok := poll.Park(rc, deadline, resume)
-	if !ok {
+	// Under mu: the callback, which may run as soon as the socket is
+	// watched, waits for it and finds the socket as left here.
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
 		return false
 	}
-	c.mu.Lock()
-	c.parked = w
-	closed := c.closed
-	c.mu.Unlock()
-	if closed {
-		// Close ran before c.parked was set and may have missed it; the
-		// closed socket has left the epoll set.
-		w.Wake()
+	c.resume = resume
+	if !c.writing && !c.closing {
+		// No writer uses the socket: keep it as a bare descriptor.
+		if w, ok := c.parkReleased(tc, rc, deadline); ok {
+			c.parked = w
+			return true
+		}
 	}
+	w, ok := poll.Park(rc, deadline, c.wake)
+	if !ok {
+		c.resume = nil
+		return false
+	}
+	c.parked = w
 	return true
 }
+
+// parkReleased parks the socket as a bare descriptor and closes the
+// net.Conn it came in (the WebSocket adapter keeps a placeholder): an idle
+// connection holds no net.TCPConn, no netpoller entry and no addresses.
+// Anything that needs the socket again (the reader on wake-up, the writer,
+// Close) reopens it first (attachLocked). The caller holds mu.
+func (c *Conn) parkReleased(tc *net.TCPConn, rc syscall.RawConn, deadline time.Time) (*poll.Waiter, bool) {
+	fd, err := poll.Release(rc)
+	if err != nil {
+		return nil, false
+	}
+	w, ok := poll.ParkFD(fd, deadline, c.wake)
+	if !ok {
+		syscall.Close(fd)
+		return nil, false
+	}
+	c.dropSocketLocked(tc, fd)
+	return w, true
+}
+
+// releaseParkedLocked releases the socket of a connection that parked
+// while its writer ran, once the writer is done (see parkReleased). The
+// caller holds mu.
+func (c *Conn) releaseParkedLocked() {
+	if c.resume == nil || c.released || c.closing || c.closed {
+		return // not parked, or woken already
+	}
+	tc, rc := rawConn(c.nc)
+	if rc == nil {
+		return
+	}
+	fd, err := poll.Release(rc)
+	if err != nil {
+		return
+	}
+	w := c.parked
+	w.Unwatch()
+	if !w.WatchFD(fd) {
+		// Woken meanwhile (or not watchable: then woken now); the reader
+		// carries on with the net.Conn.
+		syscall.Close(fd)
+		return
+	}
+	c.dropSocketLocked(tc, fd)
+}
+
+// dropSocketLocked closes the net.Conn of a socket now held as fd, leaving
+// a placeholder. The caller holds mu.
+func (c *Conn) dropSocketLocked(tc *net.TCPConn, fd int) {
+	if a, isAdapter := c.nc.(socketHolder); isAdapter {
+		a.SetIdleConn(releasedSocket{})
+	} else {
+		c.nc = releasedSocket{}
+	}
+	tc.Close() // the duplicate descriptor keeps the socket open
+	c.fd, c.released = int32(fd), true
+}
+
+// attachLocked gives a parked connection whose socket was released a
+// net.Conn again, before anything uses the socket. The poller keeps
+// watching it (the new net.Conn's) unless its callback has run. The caller
+// holds mu.
+func (c *Conn) attachLocked() {
+	if !c.released {
+		return
+	}
+	c.released = false
+	w := c.parked
+	w.Unwatch() // before the descriptor is closed, as Reopen does
+	var nc net.Conn = releasedSocket{}
+	if sock, err := poll.Reopen(int(c.fd)); err == nil {
+		nc = sock
+	} // else out of descriptors: every use of the socket fails, and the reader ends the connection
+	c.fd = -1
+	if a, isAdapter := c.nc.(socketHolder); isAdapter {
+		a.SetIdleConn(nc)
+	} else {
+		c.nc = nc
+	}
+	if _, rc := rawConn(c.nc); rc != nil {
+		w.Watch(rc)
+	} else {
+		// Nothing to watch: the reader finds out.
+		w.Wake()
+	}
+}
+
+// wake is the poller's callback: the socket is readable, the deadline
+// passed or the connection closed. It carries on on the poller's goroutine.
+func (c *Conn) wake() {
+	c.mu.Lock()
+	c.attachLocked()
+	resume := c.resume
+	c.resume = nil
+	c.mu.Unlock()
+	resume()
+}
+
+// socketHolder is a transport that wraps the socket and can hold a
+// placeholder for it while it is parked released (the WebSocket adapter).
+type socketHolder interface {
+	SetIdleConn(net.Conn)
+}
+
+// errReleased is what a released socket's placeholder returns: nothing
+// should use it.
+var errReleased = fmt.Errorf("conn: socket released while parked: %w", net.ErrClosed)
+
+// releasedSocket stands for a socket parked as a bare descriptor. It holds
+// nothing: every operation fails.
+type releasedSocket struct{}
+
+func (releasedSocket) Read([]byte) (int, error)         { return 0, errReleased }
+func (releasedSocket) Write([]byte) (int, error)        { return 0, errReleased }
+func (releasedSocket) Close() error                     { return nil }
+func (releasedSocket) LocalAddr() net.Addr              { return nil }
+func (releasedSocket) RemoteAddr() net.Addr             { return nil }
+func (releasedSocket) SetDeadline(time.Time) error      { return errReleased }
+func (releasedSocket) SetReadDeadline(time.Time) error  { return errReleased }
+func (releasedSocket) SetWriteDeadline(time.Time) error { return errReleased }
 
 // wakeParked resumes a parked reader after the socket was closed: it will
 // read the error and end. Called after Close set closed.

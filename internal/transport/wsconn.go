@@ -504,3 +504,15 @@ func (c *WSConn) IdleConn() (net.Conn, bool) {
 }
 
 var _ net.Conn = (*WSConn)(nil)
+
+// SetIdleConn replaces the underlying connection while the adapter is idle
+// (IdleConn reported true) and nothing reads or writes: a parked
+// connection's socket is then held as a bare descriptor, with a placeholder
+// here, until it is reopened and set again.
+func (c *WSConn) SetIdleConn(nc net.Conn) {
+	c.rmu.Lock()
+	c.wmu.Lock()
+	c.conn = nc
+	c.wmu.Unlock()
+	c.rmu.Unlock()
+}
