@@ -127,9 +127,9 @@ type Conn struct {
 	bufs      *queueBufs    // queue's and spare's storage while writing; nil when idle
 	writer    func()        // writeLoop as a value made once: "go c.writer()" allocates nothing
 	parked    *poll.Waiter  // the last Park's; woken when the socket closes
-	stop      chan struct{} // closed by Close: a gated wait gives up
+	stop      chan struct{} // closed by Close: a gated wait gives up; made on first use
 	drained   *sync.Cond    // signalled when the writer takes the queue or stops
-	done      chan struct{} // closed once the socket is closed and no writer runs
+	done      chan struct{} // closed once the socket is closed and no writer runs; made on first use
 	fin       sync.Once
 	// reason is the MQTT reason of the DISCONNECT that CloseAfter queued
 	// (-1: none); a WebSocket closes with the matching close code.
@@ -197,8 +197,6 @@ func New(nc net.Conn, maxIn uint32) *Conn {
 	c := &Conn{
 		nc:     nc,
 		maxIn:  maxIn,
-		stop:   make(chan struct{}),
-		done:   make(chan struct{}),
 		reason: -1,
 	}
 	c.drained = sync.NewCond(&c.mu)
@@ -274,7 +272,9 @@ func (c *Conn) finish() {
 		}
 		c.nc.Close()
 		c.wakeParked()
-		close(c.done)
+		c.mu.Lock()
+		closeChanLocked(&c.done)
+		c.mu.Unlock()
 	})
 }
 
@@ -304,11 +304,12 @@ func (c *Conn) linger() {
 	c.mu.Lock()
 	c.lingering = true
 	c.nc.SetReadDeadline(time.Now().Add(LingerTime))
+	stopped := chanLocked(&c.stop)
 	c.mu.Unlock()
 	var buf [512]byte
 	for {
 		select {
-		case <-c.stop:
+		case <-stopped:
 			return
 		default:
 		}
@@ -604,7 +605,7 @@ func (c *Conn) CloseAfter(last packet.Packet) {
 func (c *Conn) Close() {
 	c.mu.Lock()
 	if !c.closed {
-		close(c.stop)
+		closeChanLocked(&c.stop)
 	}
 	c.attachLocked() // c.nc is the socket again, to be closed below
 	c.closed = true
@@ -627,8 +628,42 @@ func (c *Conn) WriteErr() error {
 	return c.writeErr
 }
 
+// stopped is closed by Close: a gated wait gives up.
+func (c *Conn) stopped() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return chanLocked(&c.stop)
+}
+
 // Done is closed when the socket is closed and no writer runs.
-func (c *Conn) Done() <-chan struct{} { return c.done }
+func (c *Conn) Done() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return chanLocked(&c.done)
+}
+
+// closedChan stands for a stop or done channel closed before anyone asked
+// for it.
+var closedChan = func() chan struct{} { ch := make(chan struct{}); close(ch); return ch }()
+
+// chanLocked returns *ch, made on first use: most connections never wait
+// on stop or done, and an idle one holds neither. The caller holds mu.
+func chanLocked(ch *chan struct{}) chan struct{} {
+	if *ch == nil {
+		*ch = make(chan struct{})
+	}
+	return *ch
+}
+
+// closeChanLocked closes *ch, or sets it closed if it was never made. The
+// caller holds mu.
+func closeChanLocked(ch *chan struct{}) {
+	if *ch == nil {
+		*ch = closedChan
+	} else {
+		close(*ch)
+	}
+}
 
 func (c *Conn) writeLoop() {
 	for {
@@ -711,7 +746,7 @@ func (c *Conn) flush(batch []packet.Packet) error {
 				}
 				select {
 				case <-g.gate.Done():
-				case <-c.stop:
+				case <-c.stopped():
 					return net.ErrClosed
 				}
 			}

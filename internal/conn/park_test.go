@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/starling-mqtt/starling/internal/packet"
 	"github.com/starling-mqtt/starling/internal/poll"
@@ -195,5 +196,30 @@ func TestParkReleasedAfterWriter(t *testing.T) {
 	waitWoken(t, woken, "input")
 	if p, _, err := c.ReadPacket(time.Now().Add(10 * time.Second)); err != nil {
 		t.Fatalf("read %v, %v", p, err)
+	}
+}
+
+// Every connection, idle ones included, holds what New allocates: the
+// Conn in its 320-byte class, its sync.Cond and its writer function. The
+// stop and done channels are made only when something waits on them.
+func TestNewAllocationBudget(t *testing.T) {
+	if size := unsafe.Sizeof(Conn{}); size > 320 {
+		t.Fatalf("Conn is %d bytes, budget 320", size)
+	}
+	var nc net.Conn = releasedSocket{}
+	if n := testing.AllocsPerRun(100, func() { New(nc, 1<<20) }); n > 3 {
+		t.Fatalf("New makes %v allocations, budget 3", n)
+	}
+	c := New(nc, 1<<20)
+	c.Close()
+	select {
+	case <-c.Done():
+	default:
+		t.Fatal("Done not closed after Close")
+	}
+	select {
+	case <-c.stopped():
+	default:
+		t.Fatal("stop not closed after Close")
 	}
 }
