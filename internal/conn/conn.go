@@ -140,9 +140,11 @@ type Conn struct {
 	// resume is the reader to start when the parked socket wakes.
 	resume func()
 	// released: parked as the bare descriptor fd, with a placeholder for
-	// the net.Conn (park.go); attachLocked reopens it.
-	released bool
-	fd       int32
+	// the net.Conn (park.go); attachLocked reopens it. releaseAtStop: parked
+	// while the writer ran, to be released when it stops.
+	released      bool
+	releaseAtStop bool
+	fd            int32
 
 	// Dropped counts QoS 0 messages dropped for a slow reader.
 	Dropped atomic.Uint64

@@ -85,6 +85,9 @@ func (c *Conn) Park(deadline time.Time, grace time.Duration, resume func()) bool
 		return false
 	}
 	c.parked = w
+	// Most often the writer is sending the CONNACK or SUBACK the client
+	// waited for: release once it stops.
+	c.releaseAtStop = c.writing && !c.closing
 	return true
 }
 
@@ -108,11 +111,17 @@ func (c *Conn) parkReleased(tc *net.TCPConn, rc syscall.RawConn, deadline time.T
 }
 
 // releaseParkedLocked releases the socket of a connection that parked
-// while its writer ran, once the writer is done (see parkReleased). The
-// caller holds mu.
+// while its writer ran, once the writer is done (see parkReleased). Only
+// that once: a connection whose socket was reopened for a delivery keeps
+// it until its reader parks again, so a subscriber that keeps receiving
+// does not pay a reopening per delivery. The caller holds mu.
 func (c *Conn) releaseParkedLocked() {
+	if !c.releaseAtStop {
+		return
+	}
+	c.releaseAtStop = false
 	if c.resume == nil || c.released || c.closing || c.closed {
-		return // not parked, or woken already
+		return // woken already
 	}
 	tc, rc := rawConn(c.nc)
 	if rc == nil {
@@ -178,6 +187,7 @@ func (c *Conn) attachLocked() {
 // passed or the connection closed. It carries on on the poller's goroutine.
 func (c *Conn) wake() {
 	c.mu.Lock()
+	c.releaseAtStop = false
 	c.attachLocked()
 	resume := c.resume
 	c.resume = nil

@@ -102,9 +102,25 @@ func TestParkReleasesSocket(t *testing.T) {
 	c, cc := parkedPair(t)
 	woken := parkReleased(t, c, time.Time{})
 
-	// A delivery while parked: written, and the reader stays parked.
+	// A delivery while parked: written, and the reader stays parked, now
+	// with its socket open (more deliveries may follow) until it parks
+	// again.
 	c.Send(&packet.Pingresp{})
 	expectRaw(t, cc, &packet.Pingresp{})
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		c.mu.Lock()
+		writing := c.writing
+		c.mu.Unlock()
+		if !writing {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the writer did not stop")
+		}
+	}
+	if released(c) {
+		t.Fatal("released again after a delivery")
+	}
 	select {
 	case <-woken:
 		t.Fatal("a write woke the parked reader")
