@@ -17,14 +17,15 @@ import (
 type Waiter struct {
 	fn    func()
 	fired atomic.Bool
+	// registered: in the epoll set; under mu.
+	registered bool
 	// mu is held by Park from before the timer starts until the socket is
 	// in the epoll set, and by Wake while it takes it out: the socket
 	// leaves the set before fn runs, so fn may park it again at once.
-	mu         sync.Mutex
-	timer      *time.Timer // nil without a deadline
-	registered bool        // in the epoll set
-	p          *poller     // nil on platforms without a poller
-	id         uint32
+	mu    sync.Mutex
+	timer *time.Timer // nil without a deadline
+	p     *poller     // nil on platforms without a poller
+	id    uint32
 	// fd is the watched descriptor when rc is nil (ParkFD): the caller
 	// owns it and calls Unwatch before closing it.
 	fd int32
