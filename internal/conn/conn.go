@@ -114,6 +114,7 @@ type Conn struct {
 	qos0Len int         // their topic and payload bytes
 	shed    int         // ShedNone, ShedNewest or ShedOldest
 	full    atomic.Bool // the QoS 0 queue is at its bound (Full)
+	fd      int32       // a released socket's descriptor (park.go)
 	// latest maps a topic to the queue index of its latest-value QoS 0
 	// publish, for conflation; reset when the writer takes the queue.
 	latest  map[string]int
@@ -123,6 +124,9 @@ type Conn struct {
 	// packet is read any more.
 	lingering bool
 	writing   bool // a writer goroutine is running
+	released  bool // parked as the bare descriptor fd (park.go)
+	relOnStop bool // parked while the writer ran: release when it stops
+	busy      bool // input woke it within ReleaseAfter of parking
 	spare     []packet.Packet
 	bufs      *queueBufs    // queue's and spare's storage while writing; nil when idle
 	writer    func()        // writeLoop as a value made once: "go c.writer()" allocates nothing
@@ -139,12 +143,8 @@ type Conn struct {
 
 	// resume is the reader to start when the parked socket wakes.
 	resume func()
-	// released: parked as the bare descriptor fd, with a placeholder for
-	// the net.Conn (park.go); attachLocked reopens it. releaseAtStop: parked
-	// while the writer ran, to be released when it stops.
-	released      bool
-	releaseAtStop bool
-	fd            int32
+	// parkedAt is when the connection last parked (Unix nanoseconds).
+	parkedAt int64
 
 	// Dropped counts QoS 0 messages dropped for a slow reader.
 	Dropped atomic.Uint64

@@ -16,6 +16,13 @@ import (
 // sending is read without a park and a wake-up per packet.
 const ParkAfter = 20 * time.Millisecond
 
+// ReleaseAfter is how long a connection must have stayed parked, before
+// input woke it, for its next park to release its socket (parkReleased):
+// reopening and releasing cost about fifteen system calls, which a client
+// sending every few hundred milliseconds would pay each time. Such a
+// connection parks with its net.Conn until it is quiet this long again.
+const ReleaseAfter = time.Second
+
 // Park hands a connection that waits for its next packet to the poller
 // (internal/poll) so that no goroutine waits for it. It first waits up to
 // grace (such as ParkAfter; not beyond deadline) for input, and reports
@@ -71,8 +78,21 @@ func (c *Conn) Park(deadline time.Time, grace time.Duration, resume func()) bool
 	if c.closed {
 		return false
 	}
+	if grace <= 0 {
+		// Right after CONNECT the writer is sending the CONNACK: wait for
+		// it (a few bytes to a fresh socket) rather than watch the socket
+		// now and again, released, when the writer stops.
+		for c.writing && !c.closed && !c.closing {
+			c.drained.Wait()
+		}
+		if c.closed {
+			return false
+		}
+	}
 	c.resume = resume
-	if !c.writing && !c.closing {
+	c.parkedAt = time.Now().UnixNano()
+	release := !c.busy && !c.closing
+	if release && !c.writing {
 		// No writer uses the socket: keep it as a bare descriptor.
 		if w, ok := c.parkReleased(tc, rc, deadline); ok {
 			c.parked = w
@@ -87,7 +107,7 @@ func (c *Conn) Park(deadline time.Time, grace time.Duration, resume func()) bool
 	c.parked = w
 	// Most often the writer is sending the CONNACK or SUBACK the client
 	// waited for: release once it stops.
-	c.releaseAtStop = c.writing && !c.closing
+	c.relOnStop = release && c.writing
 	return true
 }
 
@@ -116,10 +136,11 @@ func (c *Conn) parkReleased(tc *net.TCPConn, rc syscall.RawConn, deadline time.T
 // it until its reader parks again, so a subscriber that keeps receiving
 // does not pay a reopening per delivery. The caller holds mu.
 func (c *Conn) releaseParkedLocked() {
-	if !c.releaseAtStop {
+	c.drained.Broadcast() // a Park waiting for the writer (grace 0)
+	if !c.relOnStop {
 		return
 	}
-	c.releaseAtStop = false
+	c.relOnStop = false
 	if c.resume == nil || c.released || c.closing || c.closed {
 		return // woken already
 	}
@@ -187,7 +208,8 @@ func (c *Conn) attachLocked() {
 // passed or the connection closed. It carries on on the poller's goroutine.
 func (c *Conn) wake() {
 	c.mu.Lock()
-	c.releaseAtStop = false
+	c.relOnStop = false
+	c.busy = time.Now().UnixNano()-c.parkedAt < int64(ReleaseAfter)
 	c.attachLocked()
 	resume := c.resume
 	c.resume = nil

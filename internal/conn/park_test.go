@@ -97,7 +97,7 @@ func expectRaw(t *testing.T, cc net.Conn, p packet.Packet) {
 // An idle parked connection holds its socket as a bare descriptor, and is
 // served as before: input wakes it with a net.TCPConn to read from, a
 // delivery while it is parked is written and leaves it parked, and it parks
-// released again.
+// released again once it has been quiet ReleaseAfter.
 func TestParkReleasesSocket(t *testing.T) {
 	c, cc := parkedPair(t)
 	woken := parkReleased(t, c, time.Time{})
@@ -137,12 +137,30 @@ func TestParkReleasesSocket(t *testing.T) {
 		t.Fatalf("read %v, %v after wake-up; want PINGREQ", p, err)
 	}
 
-	// Parks released again, and is still the same socket.
-	woken = parkReleased(t, c, time.Time{})
+	// Woken at once by input: the next park keeps the net.TCPConn (a
+	// client this active would pay a reopening per packet)...
+	woken = make(chan struct{}, 1)
+	if !c.Park(time.Time{}, 0, func() { woken <- struct{}{} }) {
+		t.Fatal("Park declined")
+	}
+	if released(c) {
+		t.Fatal("released the socket of a connection woken within ReleaseAfter")
+	}
+	// ...until input wakes it after ReleaseAfter parked (as if it had
+	// waited that long).
+	c.mu.Lock()
+	c.parkedAt -= int64(2 * ReleaseAfter)
+	c.mu.Unlock()
 	sendRaw(t, cc, &packet.Pingreq{})
 	waitWoken(t, woken, "input")
 	if p, _, err := c.ReadPacket(time.Now().Add(10 * time.Second)); err != nil {
 		t.Fatalf("read %v, %v after the second wake-up", p, err)
+	}
+	woken = parkReleased(t, c, time.Time{})
+	sendRaw(t, cc, &packet.Pingreq{})
+	waitWoken(t, woken, "input")
+	if p, _, err := c.ReadPacket(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatalf("read %v, %v after the third wake-up", p, err)
 	}
 }
 
@@ -195,7 +213,8 @@ func TestParkReleasedAfterWriter(t *testing.T) {
 	c.writing = true // as while a CONNACK is being written
 	c.mu.Unlock()
 	woken := make(chan struct{}, 1)
-	if !c.Park(time.Time{}, 0, func() { woken <- struct{}{} }) {
+	// A grace: a park right after CONNECT (grace 0) waits for the writer.
+	if !c.Park(time.Time{}, time.Millisecond, func() { woken <- struct{}{} }) {
 		t.Fatal("Park declined")
 	}
 	if released(c) {
@@ -238,4 +257,21 @@ func TestNewAllocationBudget(t *testing.T) {
 	default:
 		t.Fatal("stop not closed after Close")
 	}
+}
+
+// A park right after CONNECT (grace 0) waits for the writer sending the
+// CONNACK and parks released at once, without watching the socket twice.
+func TestParkAfterConnectWaitsForWriter(t *testing.T) {
+	c, cc := parkedPair(t)
+	c.Send(&packet.Connack{})
+	woken := make(chan struct{}, 1)
+	if !c.Park(time.Time{}, 0, func() { woken <- struct{}{} }) {
+		t.Fatal("Park declined")
+	}
+	if !released(c) {
+		t.Fatal("parked with its net.TCPConn after waiting for the writer")
+	}
+	expectRaw(t, cc, &packet.Connack{})
+	sendRaw(t, cc, &packet.Pingreq{})
+	waitWoken(t, woken, "input")
 }
