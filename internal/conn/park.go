@@ -166,11 +166,7 @@ func (c *Conn) releaseParkedLocked() {
 // dropSocketLocked closes the net.Conn of a socket now held as fd, leaving
 // a placeholder. The caller holds mu.
 func (c *Conn) dropSocketLocked(tc *net.TCPConn, fd int) {
-	if a, isAdapter := c.nc.(socketHolder); isAdapter {
-		a.SetIdleConn(releasedSocket{})
-	} else {
-		c.nc = releasedSocket{}
-	}
+	c.setSocketLocked(releasedSocket{})
 	tc.Close() // the duplicate descriptor keeps the socket open
 	c.fd, c.released = int32(fd), true
 }
@@ -191,11 +187,7 @@ func (c *Conn) attachLocked() {
 		nc = sock
 	} // else out of descriptors: every use of the socket fails, and the reader ends the connection
 	c.fd = -1
-	if a, isAdapter := c.nc.(socketHolder); isAdapter {
-		a.SetIdleConn(nc)
-	} else {
-		c.nc = nc
-	}
+	c.setSocketLocked(nc)
 	if _, rc := rawConn(c.nc); rc != nil {
 		w.Watch(rc)
 	} else {
@@ -210,12 +202,47 @@ func (c *Conn) wake() {
 	c.mu.Lock()
 	c.relOnStop = false
 	c.busy = time.Now().UnixNano()-c.parkedAt < int64(ReleaseAfter)
+	if c.released {
+		if err := poll.Ended(int(c.fd)); err != nil {
+			// The client has gone: nothing is left to read, so no
+			// net.Conn is made only to read the end and close it.
+			c.released = false
+			c.parked.Unwatch()
+			syscall.Close(int(c.fd))
+			c.setSocketLocked(endedSocket{err})
+		}
+	}
 	c.attachLocked()
 	resume := c.resume
 	c.resume = nil
 	c.mu.Unlock()
 	resume()
 }
+
+// setSocketLocked sets the socket: c.nc itself, or the one inside the
+// WebSocket adapter. The caller holds mu and nothing reads or writes.
+func (c *Conn) setSocketLocked(nc net.Conn) {
+	if a, isAdapter := c.nc.(socketHolder); isAdapter {
+		a.SetIdleConn(nc)
+	} else {
+		c.nc = nc
+	}
+}
+
+// endedSocket stands for the socket of a parked connection whose client
+// went away (closed or reset) while it was released: reads return how it
+// ended, as the socket's would, and writes are discarded, as a socket whose
+// peer has gone would take them before failing.
+type endedSocket struct{ err error }
+
+func (e endedSocket) Read([]byte) (int, error)       { return 0, e.err }
+func (endedSocket) Write(p []byte) (int, error)      { return len(p), nil }
+func (endedSocket) Close() error                     { return nil }
+func (endedSocket) LocalAddr() net.Addr              { return nil }
+func (endedSocket) RemoteAddr() net.Addr             { return nil }
+func (endedSocket) SetDeadline(time.Time) error      { return nil }
+func (endedSocket) SetReadDeadline(time.Time) error  { return nil }
+func (endedSocket) SetWriteDeadline(time.Time) error { return nil }
 
 // socketHolder is a transport that wraps the socket and can hold a
 // placeholder for it while it is parked released (the WebSocket adapter).

@@ -275,3 +275,38 @@ func TestParkAfterConnectWaitsForWriter(t *testing.T) {
 	sendRaw(t, cc, &packet.Pingreq{})
 	waitWoken(t, woken, "input")
 }
+
+// A client that goes away while its connection is parked released wakes
+// the reader, which reads the end as from the socket (EOF, or the reset)
+// without a net.Conn made only for that; what is written then is dropped.
+func TestParkReleasedClientGone(t *testing.T) {
+	for _, reset := range []bool{false, true} {
+		c, cc := parkedPair(t)
+		woken := parkReleased(t, c, time.Time{})
+		if reset {
+			cc.SetLinger(0) // close sends a reset
+		}
+		cc.Close()
+		waitWoken(t, woken, "the client's close")
+		if _, ok := c.NetConn().(*net.TCPConn); ok {
+			t.Fatal("reopened the socket of a client that had gone")
+		}
+		_, _, err := c.ReadPacket(time.Time{})
+		if reset {
+			if err == nil || errors.Is(err, io.EOF) {
+				t.Fatalf("read after a reset: %v, want the reset", err)
+			}
+		} else if !errors.Is(err, io.EOF) {
+			t.Fatalf("read after the client closed: %v, want EOF", err)
+		}
+		c.CloseAfter(&packet.Pingresp{})
+		select {
+		case <-c.Done():
+		case <-time.After(10 * time.Second):
+			t.Fatal("Done not closed")
+		}
+		if err := c.WriteErr(); err != nil {
+			t.Fatalf("write error %v after the client had gone", err)
+		}
+	}
+}

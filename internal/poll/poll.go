@@ -59,6 +59,11 @@ func Release(rc syscall.RawConn) (int, error) { return release(rc) }
 // (the net.Conn holds a duplicate), whether or not it succeeds.
 func Reopen(fd int) (net.Conn, error) { return reopen(fd) }
 
+// Ended reports how the socket of a Release descriptor ended when it has
+// no input left to read: io.EOF, or the error a read would return (a
+// reset). nil while it may still have input (bytes waiting, or none yet).
+func Ended(fd int) error { return ended(fd) }
+
 // Unwatch takes the socket out of the epoll set without running the
 // callback: the deadline and Wake still run it. The owner of a ParkFD
 // descriptor calls it before closing that descriptor, so that a descriptor

@@ -4,6 +4,7 @@ package poll
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"runtime"
@@ -251,6 +252,18 @@ func wait(rc syscall.RawConn) error {
 	// Read calls the function again each time Go's netpoller reports the
 	// socket readable, until it returns true or the deadline passes.
 	return rc.Read(peek)
+}
+
+func ended(fd int) error {
+	var b [1]byte
+	n, _, err := unix.Recvfrom(fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	switch {
+	case err == unix.EAGAIN || err == unix.EWOULDBLOCK || err == unix.EINTR || n > 0:
+		return nil
+	case err != nil:
+		return &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", err)}
+	}
+	return io.EOF
 }
 
 func peek(fd uintptr) bool {

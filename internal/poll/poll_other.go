@@ -23,6 +23,8 @@ func release(syscall.RawConn) (int, error) { return -1, errors.ErrUnsupported }
 
 func reopen(int) (net.Conn, error) { return nil, errors.ErrUnsupported }
 
+func ended(int) error { return nil }
+
 type poller struct{}
 
 func pending(syscall.RawConn) bool { return true }
