@@ -23,6 +23,10 @@ const ParkAfter = 20 * time.Millisecond
 // connection parks with its net.Conn until it is quiet this long again.
 const ReleaseAfter = time.Second
 
+// writerWait bounds how long the park right after CONNECT waits for the
+// writer sending the CONNACK.
+const writerWait = 5 * time.Millisecond
+
 // Park hands a connection that waits for its next packet to the poller
 // (internal/poll) so that no goroutine waits for it. It first waits up to
 // grace (such as ParkAfter; not beyond deadline) for input, and reports
@@ -78,13 +82,21 @@ func (c *Conn) Park(deadline time.Time, grace time.Duration, resume func()) bool
 	if c.closed {
 		return false
 	}
-	if grace <= 0 {
+	if grace <= 0 && c.writing {
 		// Right after CONNECT the writer is sending the CONNACK: wait for
 		// it (a few bytes to a fresh socket) rather than watch the socket
-		// now and again, released, when the writer stops.
-		for c.writing && !c.closed && !c.closing {
+		// now and again, released, when the writer stops. Not long: a
+		// writer with a backlog for a slow client parks the reader as
+		// before (keep alive is enforced meanwhile).
+		giveUp := time.AfterFunc(writerWait, func() {
+			c.mu.Lock()
+			c.drained.Broadcast()
+			c.mu.Unlock()
+		})
+		for until := time.Now().Add(writerWait); c.writing && !c.closed && !c.closing && time.Now().Before(until); {
 			c.drained.Wait()
 		}
+		giveUp.Stop()
 		if c.closed {
 			return false
 		}

@@ -310,3 +310,25 @@ func TestParkReleasedClientGone(t *testing.T) {
 		}
 	}
 }
+
+// A park right after CONNECT whose writer does not stop soon (a backlog
+// for a client that does not read) does not wait for it: the reader parks,
+// with its net.TCPConn until the writer stops, and input still wakes it.
+func TestParkAfterConnectBusyWriter(t *testing.T) {
+	c, cc := parkedPair(t)
+	c.mu.Lock()
+	c.writing = true // a writer that does not stop
+	c.mu.Unlock()
+	woken := make(chan struct{}, 1)
+	if !c.Park(time.Time{}, 0, func() { woken <- struct{}{} }) {
+		t.Fatal("Park declined")
+	}
+	if released(c) {
+		t.Fatal("released the socket under a running writer")
+	}
+	sendRaw(t, cc, &packet.Pingreq{})
+	waitWoken(t, woken, "input")
+	c.mu.Lock()
+	c.writing = false
+	c.mu.Unlock()
+}
