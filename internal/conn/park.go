@@ -135,7 +135,7 @@ func (c *Conn) parkReleased(tc *net.TCPConn, rc syscall.RawConn, deadline time.T
 	}
 	w, ok := poll.ParkFD(fd, deadline, c.wake)
 	if !ok {
-		syscall.Close(fd)
+		poll.CloseFD(fd)
 		return nil, false
 	}
 	c.dropSocketLocked(tc, fd)
@@ -169,7 +169,7 @@ func (c *Conn) releaseParkedLocked() {
 	if !w.WatchFD(fd) {
 		// Woken meanwhile (or not watchable: then woken now); the reader
 		// carries on with the net.Conn.
-		syscall.Close(fd)
+		poll.CloseFD(fd)
 		return
 	}
 	c.dropSocketLocked(tc, fd)
@@ -220,7 +220,7 @@ func (c *Conn) wake() {
 			// net.Conn is made only to read the end and close it.
 			c.released = false
 			c.parked.Unwatch()
-			syscall.Close(int(c.fd))
+			poll.CloseFD(int(c.fd))
 			c.setSocketLocked(endedSocket{err})
 		}
 	}

@@ -55,6 +55,10 @@ func ParkFD(fd int, deadline time.Time, fn func()) (*Waiter, bool) {
 // net.Conn.
 func Release(rc syscall.RawConn) (int, error) { return release(rc) }
 
+// CloseFD closes a descriptor from Release (after Unwatch, if it was
+// parked with ParkFD).
+func CloseFD(fd int) { closeFD(fd) }
+
 // Reopen makes a net.Conn of a descriptor from Release, which it closes
 // (the net.Conn holds a duplicate), whether or not it succeeds.
 func Reopen(fd int) (net.Conn, error) { return reopen(fd) }

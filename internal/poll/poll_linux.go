@@ -164,6 +164,8 @@ func release(rc syscall.RawConn) (int, error) {
 	return nfd, nil
 }
 
+func closeFD(fd int) { _ = unix.Close(fd) }
+
 func reopen(fd int) (net.Conn, error) {
 	// Blocking for a moment, so that os.NewFile does not register it with
 	// Go's netpoller only for FileConn's duplicate to be registered again;
