@@ -28,13 +28,13 @@ type handler struct {
 	// listener is the name of the listener that accepted the connection.
 	listener string
 
-	version     byte
 	keepAlive   time.Duration
 	aliasMax    uint16             // topic aliases we accept
 	aliases     map[uint16]string  // inbound topic aliases
 	expiryZero  bool               // CONNECT had session expiry 0
 	discardWill bool               // normal DISCONNECT: the will is not sent
 	problemInfo bool               // client accepts reason strings on acks
+	version     byte               // beside the flags: the handler fits a smaller allocation class
 	info        *ClientInfo        // who the client is, for the authorizer
 	pubMsgs     *limit.TokenBucket // publish rate limits; nil when off
 	pubBytes    *limit.TokenBucket
@@ -50,8 +50,8 @@ type handler struct {
 	// resuming is set when the connection was parked waiting for a packet
 	// due by parkedUntil (keep alive): the next read keeps that deadline.
 	resuming    bool
-	parkedUntil time.Time
 	served      bool // past the first wait after CONNECT
+	parkedUntil time.Time
 
 	// attached is cl once set, for the connection's writer (OnTake).
 	attached atomic.Pointer[client]

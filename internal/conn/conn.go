@@ -115,6 +115,7 @@ type Conn struct {
 	qos0Len int         // their topic and payload bytes
 	shed    int         // ShedNone, ShedNewest or ShedOldest
 	full    atomic.Bool // the QoS 0 queue is at its bound (Full)
+	fd      int32       // a released socket's descriptor (park.go)
 	// latest maps a topic to the queue index of its latest-value QoS 0
 	// publish, for conflation; reset when the writer takes the queue.
 	latest  map[string]int
@@ -124,19 +125,27 @@ type Conn struct {
 	// packet is read any more.
 	lingering bool
 	writing   bool // a writer goroutine is running
+	released  bool // parked as the bare descriptor fd (park.go)
+	relOnStop bool // parked while the writer ran: release when it stops
+	busy      bool // input woke it within ReleaseAfter of parking
 	spare     []packet.Packet
 	bufs      *queueBufs    // queue's and spare's storage while writing; nil when idle
 	writer    func()        // writeLoop as a value made once: "go c.writer()" allocates nothing
 	parked    *poll.Waiter  // the last Park's; woken when the socket closes
-	stop      chan struct{} // closed by Close: a gated wait gives up
+	stop      chan struct{} // closed by Close: a gated wait gives up; made on first use
 	drained   *sync.Cond    // signalled when the writer takes the queue or stops
-	done      chan struct{} // closed once the socket is closed and no writer runs
+	done      chan struct{} // closed once the socket is closed and no writer runs; made on first use
 	fin       sync.Once
 	// reason is the MQTT reason of the DISCONNECT that CloseAfter queued
 	// (-1: none); a WebSocket closes with the matching close code.
 	reason int
 	// writeErr is the write error that closed the connection, if one did.
 	writeErr error
+
+	// resume is the reader to start when the parked socket wakes.
+	resume func()
+	// parkedAt is when the connection last parked (Unix nanoseconds).
+	parkedAt int64
 
 	// Dropped counts QoS 0 messages dropped for a slow reader.
 	Dropped atomic.Uint64
@@ -191,8 +200,6 @@ func New(nc net.Conn, maxIn uint32) *Conn {
 	c := &Conn{
 		nc:     nc,
 		maxIn:  maxIn,
-		stop:   make(chan struct{}),
-		done:   make(chan struct{}),
 		reason: -1,
 	}
 	c.drained = sync.NewCond(&c.mu)
@@ -204,6 +211,7 @@ func New(nc net.Conn, maxIn uint32) *Conn {
 // runs: an idle connection has no writer goroutine. The caller holds mu.
 func (c *Conn) kickLocked() {
 	if !c.writing && !c.closed {
+		c.attachLocked() // a parked connection's socket was released
 		c.writing = true
 		go c.writer()
 	}
@@ -267,7 +275,9 @@ func (c *Conn) finish() {
 		}
 		c.nc.Close()
 		c.wakeParked()
-		close(c.done)
+		c.mu.Lock()
+		closeChanLocked(&c.done)
+		c.mu.Unlock()
 	})
 }
 
@@ -297,11 +307,12 @@ func (c *Conn) linger() {
 	c.mu.Lock()
 	c.lingering = true
 	c.nc.SetReadDeadline(time.Now().Add(LingerTime))
+	stopped := chanLocked(&c.stop)
 	c.mu.Unlock()
 	var buf [512]byte
 	for {
 		select {
-		case <-c.stop:
+		case <-stopped:
 			return
 		default:
 		}
@@ -597,8 +608,9 @@ func (c *Conn) CloseAfter(last packet.Packet) {
 func (c *Conn) Close() {
 	c.mu.Lock()
 	if !c.closed {
-		close(c.stop)
+		closeChanLocked(&c.stop)
 	}
+	c.attachLocked() // c.nc is the socket again, to be closed below
 	c.closed = true
 	c.drained.Broadcast()
 	writing := c.writing
@@ -619,8 +631,42 @@ func (c *Conn) WriteErr() error {
 	return c.writeErr
 }
 
+// stopped is closed by Close: a gated wait gives up.
+func (c *Conn) stopped() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return chanLocked(&c.stop)
+}
+
 // Done is closed when the socket is closed and no writer runs.
-func (c *Conn) Done() <-chan struct{} { return c.done }
+func (c *Conn) Done() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return chanLocked(&c.done)
+}
+
+// closedChan stands for a stop or done channel closed before anyone asked
+// for it.
+var closedChan = func() chan struct{} { ch := make(chan struct{}); close(ch); return ch }()
+
+// chanLocked returns *ch, made on first use: most connections never wait
+// on stop or done, and an idle one holds neither. The caller holds mu.
+func chanLocked(ch *chan struct{}) chan struct{} {
+	if *ch == nil {
+		*ch = make(chan struct{})
+	}
+	return *ch
+}
+
+// closeChanLocked closes *ch, or sets it closed if it was never made. The
+// caller holds mu.
+func closeChanLocked(ch *chan struct{}) {
+	if *ch == nil {
+		*ch = closedChan
+	} else {
+		close(*ch)
+	}
+}
 
 // yieldBelow is the queue length under which a writer that was just
 // started yields once before taking its first batch: the readers already
@@ -643,6 +689,7 @@ func (c *Conn) writeLoop() {
 			// Send. After CloseAfter, this is the moment to close.
 			c.writing = false
 			c.releaseQueueLocked()
+			c.releaseParkedLocked() // a reader parked meanwhile holds no socket object
 			closing := c.closing
 			if closing {
 				c.closed = true
@@ -715,7 +762,7 @@ func (c *Conn) flush(batch []packet.Packet) error {
 				}
 				select {
 				case <-g.gate.Done():
-				case <-c.stop:
+				case <-c.stopped():
 					return net.ErrClosed
 				}
 			}

@@ -2,6 +2,7 @@ package conn
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"syscall"
@@ -14,6 +15,17 @@ import (
 // next packet in a goroutine before it is parked: a client that keeps
 // sending is read without a park and a wake-up per packet.
 const ParkAfter = 20 * time.Millisecond
+
+// ReleaseAfter is how long a connection must have stayed parked, before
+// input woke it, for its next park to release its socket (parkReleased):
+// reopening and releasing cost about fifteen system calls, which a client
+// sending every few hundred milliseconds would pay each time. Such a
+// connection parks with its net.Conn until it is quiet this long again.
+const ReleaseAfter = time.Second
+
+// writerWait bounds how long the park right after CONNECT waits for the
+// writer sending the CONNACK.
+const writerWait = 5 * time.Millisecond
 
 // Park hands a connection that waits for its next packet to the poller
 // (internal/poll) so that no goroutine waits for it. It first waits up to
@@ -63,21 +75,209 @@ func (c *Conn) Park(deadline time.Time, grace time.Duration, resume func()) bool
 	c.releaseReader()
 	c.releasePub()
 	c.rsize, c.filled = 0, false
-	w, ok := poll.Park(rc, deadline, resume)
-	if !ok {
+	// Under mu: the callback, which may run as soon as the socket is
+	// watched, waits for it and finds the socket as left here.
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
 		return false
 	}
-	c.mu.Lock()
-	c.parked = w
-	closed := c.closed
-	c.mu.Unlock()
-	if closed {
-		// Close ran before c.parked was set and may have missed it; the
-		// closed socket has left the epoll set.
-		w.Wake()
+	if grace <= 0 && c.writing {
+		// Right after CONNECT the writer is sending the CONNACK: wait for
+		// it (a few bytes to a fresh socket) rather than watch the socket
+		// now and again, released, when the writer stops. Not long: a
+		// writer with a backlog for a slow client parks the reader as
+		// before (keep alive is enforced meanwhile).
+		giveUp := time.AfterFunc(writerWait, func() {
+			c.mu.Lock()
+			c.drained.Broadcast()
+			c.mu.Unlock()
+		})
+		for until := time.Now().Add(writerWait); c.writing && !c.closed && !c.closing && time.Now().Before(until); {
+			c.drained.Wait()
+		}
+		giveUp.Stop()
+		if c.closed {
+			return false
+		}
 	}
+	c.resume = resume
+	c.parkedAt = time.Now().UnixNano()
+	release := !c.busy && !c.closing
+	if release && !c.writing {
+		// No writer uses the socket: keep it as a bare descriptor.
+		if w, ok := c.parkReleased(tc, rc, deadline); ok {
+			c.parked = w
+			return true
+		}
+	}
+	w, ok := poll.Park(rc, deadline, c.wake)
+	if !ok {
+		c.resume = nil
+		return false
+	}
+	c.parked = w
+	// Most often the writer is sending the CONNACK or SUBACK the client
+	// waited for: release once it stops.
+	c.relOnStop = release && c.writing
 	return true
 }
+
+// parkReleased parks the socket as a bare descriptor and closes the
+// net.Conn it came in (the WebSocket adapter keeps a placeholder): an idle
+// connection holds no net.TCPConn, no netpoller entry and no addresses.
+// Anything that needs the socket again (the reader on wake-up, the writer,
+// Close) reopens it first (attachLocked). The caller holds mu.
+func (c *Conn) parkReleased(tc *net.TCPConn, rc syscall.RawConn, deadline time.Time) (*poll.Waiter, bool) {
+	fd, err := poll.Release(rc)
+	if err != nil {
+		return nil, false
+	}
+	w, ok := poll.ParkFD(fd, deadline, c.wake)
+	if !ok {
+		poll.CloseFD(fd)
+		return nil, false
+	}
+	c.dropSocketLocked(tc, fd)
+	return w, true
+}
+
+// releaseParkedLocked releases the socket of a connection that parked
+// while its writer ran, once the writer is done (see parkReleased). Only
+// that once: a connection whose socket was reopened for a delivery keeps
+// it until its reader parks again, so a subscriber that keeps receiving
+// does not pay a reopening per delivery. The caller holds mu.
+func (c *Conn) releaseParkedLocked() {
+	c.drained.Broadcast() // a Park waiting for the writer (grace 0)
+	if !c.relOnStop {
+		return
+	}
+	c.relOnStop = false
+	if c.resume == nil || c.released || c.closing || c.closed {
+		return // woken already
+	}
+	tc, rc := rawConn(c.nc)
+	if rc == nil {
+		return
+	}
+	fd, err := poll.Release(rc)
+	if err != nil {
+		return
+	}
+	w := c.parked
+	w.Unwatch()
+	if !w.WatchFD(fd) {
+		// Woken meanwhile (or not watchable: then woken now); the reader
+		// carries on with the net.Conn.
+		poll.CloseFD(fd)
+		return
+	}
+	c.dropSocketLocked(tc, fd)
+}
+
+// dropSocketLocked closes the net.Conn of a socket now held as fd, leaving
+// a placeholder. The caller holds mu.
+func (c *Conn) dropSocketLocked(tc *net.TCPConn, fd int) {
+	c.setSocketLocked(releasedSocket{})
+	tc.Close() // the duplicate descriptor keeps the socket open
+	c.fd, c.released = int32(fd), true
+}
+
+// attachLocked gives a parked connection whose socket was released a
+// net.Conn again, before anything uses the socket. The poller keeps
+// watching it (the new net.Conn's) unless its callback has run. The caller
+// holds mu.
+func (c *Conn) attachLocked() {
+	if !c.released {
+		return
+	}
+	c.released = false
+	w := c.parked
+	w.Unwatch() // before the descriptor is closed, as Reopen does
+	var nc net.Conn = releasedSocket{}
+	if sock, err := poll.Reopen(int(c.fd)); err == nil {
+		nc = sock
+	} // else out of descriptors: every use of the socket fails, and the reader ends the connection
+	c.fd = -1
+	c.setSocketLocked(nc)
+	if _, rc := rawConn(c.nc); rc != nil {
+		w.Watch(rc)
+	} else {
+		// Nothing to watch: the reader finds out.
+		w.Wake()
+	}
+}
+
+// wake is the poller's callback: the socket is readable, the deadline
+// passed or the connection closed. It carries on on the poller's goroutine.
+func (c *Conn) wake() {
+	c.mu.Lock()
+	c.relOnStop = false
+	c.busy = time.Now().UnixNano()-c.parkedAt < int64(ReleaseAfter)
+	if c.released {
+		if err := poll.Ended(int(c.fd)); err != nil {
+			// The client has gone: nothing is left to read, so no
+			// net.Conn is made only to read the end and close it.
+			c.released = false
+			c.parked.Unwatch()
+			poll.CloseFD(int(c.fd))
+			c.setSocketLocked(endedSocket{err})
+		}
+	}
+	c.attachLocked()
+	resume := c.resume
+	c.resume = nil
+	c.mu.Unlock()
+	resume()
+}
+
+// setSocketLocked sets the socket: c.nc itself, or the one inside the
+// WebSocket adapter. The caller holds mu and nothing reads or writes.
+func (c *Conn) setSocketLocked(nc net.Conn) {
+	if a, isAdapter := c.nc.(socketHolder); isAdapter {
+		a.SetIdleConn(nc)
+	} else {
+		c.nc = nc
+	}
+}
+
+// endedSocket stands for the socket of a parked connection whose client
+// went away (closed or reset) while it was released: reads return how it
+// ended, as the socket's would, and writes are discarded, as a socket whose
+// peer has gone would take them before failing.
+type endedSocket struct{ err error }
+
+func (e endedSocket) Read([]byte) (int, error)       { return 0, e.err }
+func (endedSocket) Write(p []byte) (int, error)      { return len(p), nil }
+func (endedSocket) Close() error                     { return nil }
+func (endedSocket) LocalAddr() net.Addr              { return nil }
+func (endedSocket) RemoteAddr() net.Addr             { return nil }
+func (endedSocket) SetDeadline(time.Time) error      { return nil }
+func (endedSocket) SetReadDeadline(time.Time) error  { return nil }
+func (endedSocket) SetWriteDeadline(time.Time) error { return nil }
+
+// socketHolder is a transport that wraps the socket and can hold a
+// placeholder for it while it is parked released (the WebSocket adapter).
+type socketHolder interface {
+	SetIdleConn(net.Conn)
+}
+
+// errReleased is what a released socket's placeholder returns: nothing
+// should use it.
+var errReleased = fmt.Errorf("conn: socket released while parked: %w", net.ErrClosed)
+
+// releasedSocket stands for a socket parked as a bare descriptor. It holds
+// nothing: every operation fails.
+type releasedSocket struct{}
+
+func (releasedSocket) Read([]byte) (int, error)         { return 0, errReleased }
+func (releasedSocket) Write([]byte) (int, error)        { return 0, errReleased }
+func (releasedSocket) Close() error                     { return nil }
+func (releasedSocket) LocalAddr() net.Addr              { return nil }
+func (releasedSocket) RemoteAddr() net.Addr             { return nil }
+func (releasedSocket) SetDeadline(time.Time) error      { return errReleased }
+func (releasedSocket) SetReadDeadline(time.Time) error  { return errReleased }
+func (releasedSocket) SetWriteDeadline(time.Time) error { return errReleased }
 
 // wakeParked resumes a parked reader after the socket was closed: it will
 // read the error and end. Called after Close set closed.

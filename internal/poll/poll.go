@@ -6,6 +6,7 @@
 package poll
 
 import (
+	"net"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -16,15 +17,19 @@ import (
 type Waiter struct {
 	fn    func()
 	fired atomic.Bool
+	// registered: in the epoll set; under mu.
+	registered bool
 	// mu is held by Park from before the timer starts until the socket is
 	// in the epoll set, and by Wake while it takes it out: the socket
 	// leaves the set before fn runs, so fn may park it again at once.
-	mu         sync.Mutex
-	timer      *time.Timer // nil without a deadline
-	registered bool        // in the epoll set
-	p          *poller     // nil on platforms without a poller
-	id         uint32
-	rc         syscall.RawConn
+	mu    sync.Mutex
+	timer *time.Timer // nil without a deadline
+	p     *poller     // nil on platforms without a poller
+	id    uint32
+	// fd is the watched descriptor when rc is nil (ParkFD): the caller
+	// owns it and calls Unwatch before closing it.
+	fd int32
+	rc syscall.RawConn
 }
 
 // Park watches rc until it is readable (or hung up), deadline passes (zero:
@@ -35,6 +40,74 @@ type Waiter struct {
 // the caller must not touch what fn uses: fn may already run.
 func Park(rc syscall.RawConn, deadline time.Time, fn func()) (*Waiter, bool) {
 	return park(rc, deadline, fn)
+}
+
+// ParkFD is Park for a socket held as a bare descriptor, with no net.Conn
+// (see Release): it holds no Go socket object while parked. The caller
+// keeps fd open until fn runs or Unwatch returns.
+func ParkFD(fd int, deadline time.Time, fn func()) (*Waiter, bool) {
+	return parkFD(fd, deadline, fn)
+}
+
+// Release duplicates the descriptor of rc, so that the caller may close the
+// net.Conn (freeing its netpoller state and addresses) and keep the socket
+// open as the bare descriptor returned. Reopen turns it back into a
+// net.Conn.
+func Release(rc syscall.RawConn) (int, error) { return release(rc) }
+
+// CloseFD closes a descriptor from Release (after Unwatch, if it was
+// parked with ParkFD).
+func CloseFD(fd int) { closeFD(fd) }
+
+// Reopen makes a net.Conn of a descriptor from Release, which it closes
+// (the net.Conn holds a duplicate), whether or not it succeeds.
+func Reopen(fd int) (net.Conn, error) { return reopen(fd) }
+
+// Ended reports how the socket of a Release descriptor ended when it has
+// no input left to read: io.EOF, or the error a read would return (a
+// reset). nil while it may still have input (bytes waiting, or none yet).
+func Ended(fd int) error { return ended(fd) }
+
+// Unwatch takes the socket out of the epoll set without running the
+// callback: the deadline and Wake still run it. The owner of a ParkFD
+// descriptor calls it before closing that descriptor, so that a descriptor
+// number reused meanwhile is never touched.
+func (w *Waiter) Unwatch() {
+	if w == nil {
+		return
+	}
+	w.mu.Lock()
+	w.delLocked()
+	w.mu.Unlock()
+}
+
+// Watch puts a waiter taken out by Unwatch back in the epoll set, now for
+// rc (a net.Conn of the same socket: see Reopen). It does nothing once the
+// callback has run or is due; if rc cannot be watched the callback runs
+// now, and the reader it starts finds the socket's state.
+func (w *Waiter) Watch(rc syscall.RawConn) { w.watch(rc, -1) }
+
+// WatchFD is Watch for a bare descriptor of the socket (see Release), which
+// the caller keeps open until the callback runs or Unwatch returns. It
+// reports false, without watching fd, once the callback has run or is due.
+func (w *Waiter) WatchFD(fd int) bool { return w.watch(nil, fd) }
+
+func (w *Waiter) watch(rc syscall.RawConn, fd int) bool {
+	if w == nil {
+		return false
+	}
+	w.mu.Lock()
+	if w.fired.Load() {
+		w.mu.Unlock()
+		return false
+	}
+	w.rc, w.fd = rc, int32(fd)
+	ok := w.addLocked()
+	w.mu.Unlock()
+	if !ok {
+		w.Wake()
+	}
+	return ok
 }
 
 // Pending reports whether rc has input (or an end of stream) waiting: a

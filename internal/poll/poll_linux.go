@@ -3,6 +3,9 @@
 package poll
 
 import (
+	"fmt"
+	"io"
+	"net"
 	"os"
 	"runtime"
 	"sync"
@@ -46,6 +49,15 @@ func start() {
 }
 
 func park(rc syscall.RawConn, deadline time.Time, fn func()) (*Waiter, bool) {
+	return parkOn(rc, -1, deadline, fn)
+}
+
+func parkFD(fd int, deadline time.Time, fn func()) (*Waiter, bool) {
+	return parkOn(nil, fd, deadline, fn)
+}
+
+// parkOn parks rc, or fd when rc is nil.
+func parkOn(rc syscall.RawConn, fd int, deadline time.Time, fn func()) (*Waiter, bool) {
 	startOnce.Do(start)
 	if len(pollers) == 0 {
 		return nil, false
@@ -55,7 +67,7 @@ func park(rc syscall.RawConn, deadline time.Time, fn func()) (*Waiter, bool) {
 	rr++
 	rrMu.Unlock()
 
-	w := &Waiter{fn: fn, p: p, rc: rc}
+	w := &Waiter{fn: fn, p: p, rc: rc, fd: int32(fd)}
 	p.mu.Lock()
 	for {
 		// IDs wrap after 2^32 parks; skip one still in use.
@@ -74,16 +86,7 @@ func park(rc syscall.RawConn, deadline time.Time, fn func()) (*Waiter, bool) {
 	if !deadline.IsZero() {
 		w.timer = time.AfterFunc(time.Until(deadline), w.Wake)
 	}
-	var err error
-	cerr := rc.Control(func(fd uintptr) {
-		// Level-triggered and one-shot: bytes that are already there
-		// report at once, and a socket reports once per park.
-		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(w.id)}
-		err = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev)
-	})
-	if cerr == nil && err == nil {
-		w.registered = true
-		parked.Add(1)
+	if w.addLocked() {
 		w.mu.Unlock()
 		return w, true
 	}
@@ -100,18 +103,81 @@ func park(rc syscall.RawConn, deadline time.Time, fn func()) (*Waiter, bool) {
 	return nil, false
 }
 
-// unwatchLocked takes the socket out of the epoll set (a closed one is out
-// already) and forgets the waiter. Called with mu held.
-func (w *Waiter) unwatchLocked() {
-	w.p.forget(w.id)
+// control runs f with the watched descriptor; false if the socket is
+// closed (a net.Conn's descriptor is then never touched).
+func (w *Waiter) control(f func(fd int)) bool {
+	if w.rc == nil {
+		f(int(w.fd))
+		return true
+	}
+	return w.rc.Control(func(fd uintptr) { f(int(fd)) }) == nil
+}
+
+// addLocked puts the socket in the epoll set. Called with mu held.
+func (w *Waiter) addLocked() bool {
+	var err error
+	ok := w.control(func(fd int) {
+		// Level-triggered and one-shot: bytes that are already there
+		// report at once, and a socket reports once per park.
+		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(w.id)}
+		err = unix.EpollCtl(w.p.epfd, unix.EPOLL_CTL_ADD, fd, &ev)
+	})
+	if !ok || err != nil {
+		return false
+	}
+	w.registered = true
+	parked.Add(1)
+	return true
+}
+
+// delLocked takes the socket out of the epoll set (a closed net.Conn's is
+// out already). Called with mu held.
+func (w *Waiter) delLocked() {
 	if !w.registered {
 		return
 	}
 	w.registered = false
 	parked.Add(-1)
-	_ = w.rc.Control(func(fd uintptr) {
-		_ = unix.EpollCtl(w.p.epfd, unix.EPOLL_CTL_DEL, int(fd), nil)
+	w.control(func(fd int) {
+		_ = unix.EpollCtl(w.p.epfd, unix.EPOLL_CTL_DEL, fd, nil)
 	})
+}
+
+// unwatchLocked takes the socket out of the epoll set and forgets the
+// waiter. Called with mu held.
+func (w *Waiter) unwatchLocked() {
+	w.p.forget(w.id)
+	w.delLocked()
+}
+
+func release(rc syscall.RawConn) (int, error) {
+	nfd := -1
+	var err error
+	if cerr := rc.Control(func(fd uintptr) {
+		nfd, err = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	}); cerr != nil {
+		return -1, cerr
+	}
+	if err != nil {
+		return -1, fmt.Errorf("poll: duplicate socket: %w", err)
+	}
+	return nfd, nil
+}
+
+func closeFD(fd int) { _ = unix.Close(fd) }
+
+func reopen(fd int) (net.Conn, error) {
+	// Blocking for a moment, so that os.NewFile does not register it with
+	// Go's netpoller only for FileConn's duplicate to be registered again;
+	// FileConn makes the (shared) file description non-blocking again.
+	_ = unix.SetNonblock(fd, false)
+	f := os.NewFile(uintptr(fd), "")
+	nc, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("poll: reopen socket: %w", err)
+	}
+	return nc, nil
 }
 
 // forget removes a waiter.
@@ -188,6 +254,18 @@ func wait(rc syscall.RawConn) error {
 	// Read calls the function again each time Go's netpoller reports the
 	// socket readable, until it returns true or the deadline passes.
 	return rc.Read(peek)
+}
+
+func ended(fd int) error {
+	var b [1]byte
+	n, _, err := unix.Recvfrom(fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	switch {
+	case err == unix.EAGAIN || err == unix.EWOULDBLOCK || err == unix.EINTR || n > 0:
+		return nil
+	case err != nil:
+		return &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", err)}
+	}
+	return io.EOF
 }
 
 func peek(fd uintptr) bool {

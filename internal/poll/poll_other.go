@@ -3,13 +3,29 @@
 package poll
 
 import (
+	"errors"
+	"net"
 	"syscall"
 	"time"
 )
 
 func park(syscall.RawConn, time.Time, func()) (*Waiter, bool) { return nil, false }
 
+func parkFD(int, time.Time, func()) (*Waiter, bool) { return nil, false }
+
 func (w *Waiter) unwatchLocked() {}
+
+func (w *Waiter) delLocked() {}
+
+func (w *Waiter) addLocked() bool { return false }
+
+func release(syscall.RawConn) (int, error) { return -1, errors.ErrUnsupported }
+
+func reopen(int) (net.Conn, error) { return nil, errors.ErrUnsupported }
+
+func ended(int) error { return nil }
+
+func closeFD(int) {}
 
 type poller struct{}
 

@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // pair returns both ends of a loopback TCP connection.
@@ -184,5 +185,13 @@ func TestWait(t *testing.T) {
 	b := make([]byte, 2)
 	if n, err := io.ReadFull(s, b); n != 2 || string(b) != "ab" {
 		t.Fatalf("read after Wait: %q %v", b[:n], err)
+	}
+}
+
+// A Waiter is held by every parked connection: it stays in the 64-byte
+// allocation class.
+func TestWaiterSizeBudget(t *testing.T) {
+	if size := unsafe.Sizeof(Waiter{}); size > 64 {
+		t.Fatalf("Waiter is %d bytes, budget 64", size)
 	}
 }

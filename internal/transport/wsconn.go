@@ -68,23 +68,27 @@ type WSConn struct {
 	fin       bool  // the current data frame ends its message
 
 	// permessage-deflate (wsdeflate.go): negotiated, and the state of the
-	// compressed message being read, if any.
+	// compressed message being read, if any (pooled: an idle connection
+	// holds none).
 	deflate    bool
-	maxInflate int64 // bound on a decompressed message; 0: none
 	inflating  bool
-	fr         io.ReadCloser // pooled decompressor, while inflating
-	ibuf       *[inflateBufSize]byte
-	ir, iw     int
-	suffixPos  int
-	inflated   int64
+	maxInflate int64 // bound on a decompressed message; 0: none
+	inf        *inflateState
 
 	wmu       sync.Mutex
-	hdr       hdrBuf
-	wv        [2][]byte
-	bufs      net.Buffers
 	closeSent bool
 	werr      error // sticky write error: a frame may be half written
 }
+
+// frameScratch is what writing a frame formats its header into and hands
+// to writev, pooled rather than held by every connection.
+type frameScratch struct {
+	hdr  hdrBuf
+	wv   [2][]byte
+	bufs net.Buffers
+}
+
+var frameScratches = sync.Pool{New: func() any { return new(frameScratch) }}
 
 func newWSConn(conn net.Conn, pre []byte, client bool, subprotocol string) *WSConn {
 	c := &WSConn{conn: conn, pre: pre, client: client, subprotocol: subprotocol}
@@ -352,12 +356,14 @@ func (c *WSConn) writeFrameLocked(h ws.Header, p []byte) error {
 		h.Masked, h.Mask = true, ws.NewMask()
 		return c.writeMaskedLocked(h, p)
 	}
-	_ = ws.WriteHeaderBuffer(&c.hdr, h, c.hdr.b[:])
+	fs := frameScratches.Get().(*frameScratch)
+	_ = ws.WriteHeaderBuffer(&fs.hdr, h, fs.hdr.b[:])
 	// Header and payload in one writev on a *net.TCPConn.
-	c.wv[0], c.wv[1] = c.hdr.b[:c.hdr.n], p
-	c.bufs = c.wv[:]
-	_, err := c.bufs.WriteTo(c.conn)
-	c.wv[0], c.wv[1], c.bufs = nil, nil, nil
+	fs.wv[0], fs.wv[1] = fs.hdr.b[:fs.hdr.n], p
+	fs.bufs = fs.wv[:]
+	_, err := fs.bufs.WriteTo(c.conn)
+	fs.wv[0], fs.wv[1], fs.bufs = nil, nil, nil
+	frameScratches.Put(fs)
 	return err
 }
 
@@ -366,10 +372,12 @@ var maskBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); retu
 // writeMaskedLocked writes one masked frame without changing p: the payload
 // is masked chunk by chunk in a pooled buffer.
 func (c *WSConn) writeMaskedLocked(h ws.Header, p []byte) error {
-	_ = ws.WriteHeaderBuffer(&c.hdr, h, c.hdr.b[:])
+	fs := frameScratches.Get().(*frameScratch)
+	_ = ws.WriteHeaderBuffer(&fs.hdr, h, fs.hdr.b[:])
 	bp := maskBufPool.Get().(*[]byte)
 	defer maskBufPool.Put(bp)
-	buf := append((*bp)[:0], c.hdr.b[:c.hdr.n]...)
+	buf := append((*bp)[:0], fs.hdr.b[:fs.hdr.n]...)
+	frameScratches.Put(fs)
 	for off := 0; ; {
 		n := min(len(p)-off, cap(buf)-len(buf))
 		start := len(buf)
@@ -407,8 +415,10 @@ func (c *WSConn) writeControlLocked(op ws.OpCode, payload []byte) error {
 		return c.werr
 	}
 	var frame [ws.MaxHeaderSize + ws.MaxControlFramePayloadSize]byte
-	_ = ws.WriteHeaderBuffer(&c.hdr, h, c.hdr.b[:])
-	n := copy(frame[:], c.hdr.b[:c.hdr.n])
+	fs := frameScratches.Get().(*frameScratch)
+	_ = ws.WriteHeaderBuffer(&fs.hdr, h, fs.hdr.b[:])
+	n := copy(frame[:], fs.hdr.b[:fs.hdr.n])
+	frameScratches.Put(fs)
 	n += copy(frame[n:], payload)
 	_, c.werr = c.conn.Write(frame[:n])
 	return c.werr
@@ -504,3 +514,15 @@ func (c *WSConn) IdleConn() (net.Conn, bool) {
 }
 
 var _ net.Conn = (*WSConn)(nil)
+
+// SetIdleConn replaces the underlying connection while the adapter is idle
+// (IdleConn reported true) and nothing reads or writes: a parked
+// connection's socket is then held as a bare descriptor, with a placeholder
+// here, until it is reopened and set again.
+func (c *WSConn) SetIdleConn(nc net.Conn) {
+	c.rmu.Lock()
+	c.wmu.Lock()
+	c.conn = nc
+	c.wmu.Unlock()
+	c.rmu.Unlock()
+}

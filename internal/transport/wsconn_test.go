@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/gobwas/ws"
 	"go.uber.org/goleak"
@@ -526,5 +527,14 @@ func TestWSConnIdleConn(t *testing.T) {
 	}
 	if nc, ok := c.IdleConn(); !ok || nc != a {
 		t.Fatalf("not idle once they were read: %v %v", nc, ok)
+	}
+}
+
+// Every WebSocket connection holds a WSConn, idle ones included: its frame
+// scratch and the state of a compressed message being read are pooled, so
+// it stays in the 288-byte allocation class (it was 448).
+func TestWSConnSizeBudget(t *testing.T) {
+	if size := unsafe.Sizeof(WSConn{}); size > 288 {
+		t.Fatalf("WSConn is %d bytes, budget 288", size)
 	}
 }

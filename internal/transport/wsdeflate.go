@@ -87,7 +87,17 @@ var emptyByteReader = bytes.NewReader(nil)
 
 var decompressors = sync.Pool{New: func() any { return flate.NewReader(emptyByteReader) }}
 
-var inflateBufs = sync.Pool{New: func() any { return new([inflateBufSize]byte) }}
+// inflateState is what reading a compressed message takes, pooled: a
+// connection between messages holds none.
+type inflateState struct {
+	fr        io.ReadCloser // the decompressor
+	ibuf      [inflateBufSize]byte
+	ir, iw    int   // unread compressed bytes in ibuf
+	suffixPos int   // of inflateSuffix given to the decompressor
+	inflated  int64 // decompressed bytes of the message so far
+}
+
+var inflateStates = sync.Pool{New: func() any { return new(inflateState) }}
 
 var deflateBufs = sync.Pool{New: func() any { b := make([]byte, 0, deflateFrameSize+len(deflateTail)); return &b }}
 
@@ -152,27 +162,27 @@ func (s *inflateSrc) fill() error {
 	c := (*WSConn)(s)
 	for c.remaining == 0 {
 		if c.fin {
-			if c.suffixPos >= len(inflateSuffix) {
+			if c.inf.suffixPos >= len(inflateSuffix) {
 				return io.EOF
 			}
-			c.ibuf[0] = inflateSuffix[c.suffixPos]
-			c.suffixPos++
-			c.ir, c.iw = 0, 1
+			c.inf.ibuf[0] = inflateSuffix[c.inf.suffixPos]
+			c.inf.suffixPos++
+			c.inf.ir, c.inf.iw = 0, 1
 			return nil
 		}
 		if err := c.nextFrame(); err != nil {
 			return err
 		}
 	}
-	n := int(min(int64(len(c.ibuf)), c.remaining))
-	n, err := (*rawReader)(c).Read(c.ibuf[:n])
+	n := int(min(int64(len(c.inf.ibuf)), c.remaining))
+	n, err := (*rawReader)(c).Read(c.inf.ibuf[:n])
 	if n > 0 {
 		if c.masked {
-			ws.Cipher(c.ibuf[:n], c.mask, c.maskPos)
+			ws.Cipher(c.inf.ibuf[:n], c.mask, c.maskPos)
 			c.maskPos = (c.maskPos + n) & 3
 		}
 		c.remaining -= int64(n)
-		c.ir, c.iw = 0, n
+		c.inf.ir, c.inf.iw = 0, n
 		return nil
 	}
 	if err == nil || err == io.EOF {
@@ -185,24 +195,24 @@ func (s *inflateSrc) fill() error {
 }
 
 func (s *inflateSrc) ReadByte() (byte, error) {
-	if s.ir == s.iw {
+	if s.inf.ir == s.inf.iw {
 		if err := s.fill(); err != nil {
 			return 0, err
 		}
 	}
-	b := s.ibuf[s.ir]
-	s.ir++
+	b := s.inf.ibuf[s.inf.ir]
+	s.inf.ir++
 	return b, nil
 }
 
 func (s *inflateSrc) Read(p []byte) (int, error) {
-	if s.ir == s.iw {
+	if s.inf.ir == s.inf.iw {
 		if err := s.fill(); err != nil {
 			return 0, err
 		}
 	}
-	n := copy(p, s.ibuf[s.ir:s.iw])
-	s.ir += n
+	n := copy(p, s.inf.ibuf[s.inf.ir:s.inf.iw])
+	s.inf.ir += n
 	return n, nil
 }
 
@@ -210,34 +220,35 @@ func (s *inflateSrc) Read(p []byte) (int, error) {
 // has just been read. Called with rmu held.
 func (c *WSConn) startInflate() {
 	c.inflating = true
-	c.ibuf = inflateBufs.Get().(*[inflateBufSize]byte)
-	c.ir, c.iw, c.suffixPos = 0, 0, 0
-	c.inflated = 0
-	c.fr = decompressors.Get().(io.ReadCloser)
-	_ = c.fr.(flate.Resetter).Reset((*inflateSrc)(c), nil) // no dictionary: cannot fail
+	c.inf = inflateStates.Get().(*inflateState)
+	c.inf.ir, c.inf.iw, c.inf.suffixPos = 0, 0, 0
+	c.inf.inflated = 0
+	c.inf.fr = decompressors.Get().(io.ReadCloser)
+	_ = c.inf.fr.(flate.Resetter).Reset((*inflateSrc)(c), nil) // no dictionary: cannot fail
 }
 
-// endInflate returns the message's decompressor and buffer to their pools.
+// endInflate returns the message's decompressor and state to their pools.
 func (c *WSConn) endInflate() {
 	if !c.inflating {
 		return
 	}
-	_ = c.fr.(flate.Resetter).Reset(emptyByteReader, nil)
-	decompressors.Put(c.fr)
-	inflateBufs.Put(c.ibuf)
-	c.fr, c.ibuf, c.inflating = nil, nil, false
+	_ = c.inf.fr.(flate.Resetter).Reset(emptyByteReader, nil)
+	decompressors.Put(c.inf.fr)
+	c.inf.fr = nil
+	inflateStates.Put(c.inf)
+	c.inf, c.inflating = nil, false
 }
 
 // readInflated reads decompressed bytes of the current message into p. It
 // returns 0, nil at the end of the message. Called with rmu held.
 func (c *WSConn) readInflated(p []byte) (int, error) {
-	if c.maxInflate > 0 && int64(len(p)) > c.maxInflate-c.inflated+1 {
+	if c.maxInflate > 0 && int64(len(p)) > c.maxInflate-c.inf.inflated+1 {
 		// Read at most one byte past the bound: enough to see it crossed.
-		p = p[:c.maxInflate-c.inflated+1]
+		p = p[:c.maxInflate-c.inf.inflated+1]
 	}
-	n, err := c.fr.Read(p)
-	c.inflated += int64(n)
-	if c.maxInflate > 0 && c.inflated > c.maxInflate {
+	n, err := c.inf.fr.Read(p)
+	c.inf.inflated += int64(n)
+	if c.maxInflate > 0 && c.inf.inflated > c.maxInflate {
 		c.endInflate()
 		return 0, c.fail(uint16(ws.StatusMessageTooBig), fmt.Sprintf("decompressed message exceeds %d bytes", c.maxInflate))
 	}
