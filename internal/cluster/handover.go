@@ -118,10 +118,14 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 	k := key(clientID)
 	mine := mustJSON(record{Node: n.cfg.Node})
 	var in *incoming
+	claimed := false // the record names this node now
 	defer func() {
 		if in != nil {
 			n.abortIncoming(in)
 		}
+		// Whatever was stashed for the arriving session (arrive.go) is
+		// delivered to it if it is held here now, dropped otherwise.
+		n.arrived(clientID, claimed && n.b.HasSession(clientID))
 	}()
 	// fail reports a failed claim; with a transfer under way, the owner
 	// keeps the session and the connect must wait for another attempt.
@@ -136,6 +140,7 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 	orphanOf := "" // the lost owner whose record was recovered
 	var orphan *broker.SessionSnapshot
 	ok := func() (*broker.SessionSnapshot, error) {
+		claimed = true
 		if orphan != nil {
 			// Adopted only once the record names this node: a claim
 			// that fails leaves no second copy here, and publishes no
@@ -152,6 +157,14 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 		got := in
 		in = nil
 		n.commitIncoming(got)
+		if f := claimedHook.Load(); f != nil {
+			(*f)(clientID)
+		}
+		// Installed here, rather than by the broker once Claim has
+		// returned, so that what was stashed for it meanwhile is
+		// delivered to it (deferred above) before its client attaches;
+		// the broker's own Adopt then finds it and does nothing.
+		n.b.Adopt(got.snap)
 		return got.snap, nil
 	}
 	asked := "" // the owner last asked to hand the session over
@@ -209,6 +222,12 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 			switch {
 			case err == nil:
 				in = got
+				if in.snap != nil {
+					// Before the compare-and-set below makes this node
+					// the owner: from then on nothing published here is
+					// forwarded to the old owner for it (arrive.go).
+					n.arrive(clientID, snapshotFilters(in.snap))
+				}
 				// The transfer may have taken a while: the
 				// compare-and-set gets its own time.
 				cancel()
@@ -226,6 +245,9 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 					return nil, fmt.Errorf("%w: claim %q: recover queued messages: %v", errHandOver, clientID, qerr)
 				}
 				orphan, orphanOf = s, r.Node
+				if !clean {
+					n.arrive(clientID, snapshotFilters(s))
+				}
 				if f := recoveredHook.Load(); f != nil {
 					(*f)(clientID)
 				}
@@ -348,6 +370,11 @@ func (n *Node) fetch(owner string, rep *claimReply, v any) error {
 // committedHook, set by tests, runs on the old node once a session has
 // left it, before the new node hears so.
 var committedHook atomic.Pointer[func(clientID string)]
+
+// claimedHook, set by tests, runs on a claiming node once the record
+// names it and the old owner let the session go, before the session is
+// installed here.
+var claimedHook atomic.Pointer[func(clientID string)]
 
 // fetchFault, set by tests, makes fetching a chunk fail.
 var fetchFault atomic.Pointer[func(chunk int) error]
@@ -582,4 +609,16 @@ func (n *Node) expireOutgoing(id string) {
 	}
 	n.log.Warn("cluster: hand-over not confirmed in time", "client_id", o.clientID, "taken", commit)
 	n.finishOutgoing(id, commit)
+}
+
+// snapshotFilters lists the filters of a session's subscriptions whose
+// messages are promised (QoS 1 or 2).
+func snapshotFilters(s *broker.SessionSnapshot) []string {
+	var out []string
+	for _, sub := range s.Subs {
+		if sub.Options.QoS > 0 {
+			out = append(out, sub.Filter)
+		}
+	}
+	return out
 }

@@ -140,9 +140,10 @@ type Node struct {
 	seen     map[string]bool
 	addrName map[string]string
 
-	mir    mirror  // persistent sessions' deliveries in the queue stream
-	rel    relay   // confirmed forwarding to other nodes' persistent sessions
-	direct seenSet // messages routed here directly, which the relay must not deliver again
+	mir    mirror   // persistent sessions' deliveries in the queue stream
+	rel    relay    // confirmed forwarding to other nodes' persistent sessions
+	direct seenSet  // messages routed here directly, which the relay must not deliver again
+	arr    arrivals // sessions being claimed, not yet installed (arrive.go)
 
 	ready    chan struct{} // closed once the buckets exist
 	sessions jetstream.KeyValue

@@ -674,6 +674,16 @@ func TestClusterFaults(t *testing.T) {
 		t.Run(f.name, func(t *testing.T) { s.runFault(t, ctx, f.name, f.short, f.run) })
 	}
 	table := s.table()
+	if d := os.Getenv("STARLING_FAULT_LOGDIR"); d != "" {
+		// The clients' history next to the nodes' logs, to follow a lost
+		// message through them.
+		if f, err := os.Create(filepath.Join(d, "history.txt")); err == nil {
+			if err := s.h.Dump(f); err != nil {
+				t.Errorf("write history: %v", err)
+			}
+			f.Close()
+		}
+	}
 	t.Logf("results (%s in all):\n%s", time.Since(start).Round(time.Second), table)
 	if set.report != "" {
 		if err := os.WriteFile(set.report, []byte(table), 0o644); err != nil {
