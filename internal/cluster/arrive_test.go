@@ -1,9 +1,13 @@
 package cluster
 
 import (
+	"context"
 	"fmt"
+	"net"
 	"testing"
 	"time"
+
+	"github.com/eclipse/paho.golang/paho"
 )
 
 // A message published on the node a persistent session is moving to, after
@@ -59,4 +63,30 @@ func TestPublishedWhileSessionArrivesReachesIt(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("the moved session received %q, want %q", got, want)
 	}
+}
+
+// A clean start on another node than the session's ends the session there
+// and moves nothing: the claim has no state to install.
+func TestCleanStartElsewhereConnects(t *testing.T) {
+	nodes := startNodes(t, 2)
+	a, b := nodes[0], nodes[1]
+	parkSession(t, a.addr, "cleaner", "cl/#")
+	waitRecorded(t, b, "cleaner")
+	nc, err := net.DialTimeout("tcp", b.addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	c := paho.NewClient(paho.ClientConfig{ClientID: "cleaner", Conn: nc})
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	ack, err := c.Connect(ctx, &paho.Connect{ClientID: "cleaner", CleanStart: true})
+	if err != nil {
+		t.Fatalf("clean start on the other node: %v (CONNACK %+v)", err, ack)
+	}
+	if ack.SessionPresent {
+		t.Fatal("clean start: session present")
+	}
+	c.Disconnect(&paho.Disconnect{})
+	waitFor(t, "the old node to let the session go", func() bool { return !a.b.HasSession("cleaner") })
 }

@@ -164,7 +164,9 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 		// returned, so that what was stashed for it meanwhile is
 		// delivered to it (deferred above) before its client attaches;
 		// the broker's own Adopt then finds it and does nothing.
-		n.b.Adopt(got.snap)
+		if got.snap != nil {
+			n.b.Adopt(got.snap)
+		}
 		return got.snap, nil
 	}
 	asked := "" // the owner last asked to hand the session over

@@ -847,7 +847,9 @@ func (n *Node) awaitTransfers(wait time.Duration) {
 			}
 		}
 		if open == 0 && held == 0 || !n.serving() {
-			return // done, or no majority to record a claim in
+			// Done, or no majority to record a claim in.
+			n.log.Debug("cluster: stopping: hand-overs settled", "transfers_open", open, "sessions_held", held, "serving", n.serving())
+			return
 		}
 		if time.Now().After(deadline) {
 			n.log.Warn("cluster: stopping with sessions not handed over", "transfers_open", open, "sessions_held", held)
