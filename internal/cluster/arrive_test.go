@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -89,4 +90,41 @@ func TestCleanStartElsewhereConnects(t *testing.T) {
 	}
 	c.Disconnect(&paho.Disconnect{})
 	waitFor(t, "the old node to let the session go", func() bool { return !a.b.HasSession("cleaner") })
+}
+
+// The old owner's answer to a commit carries what it queued for the
+// session during the move. If that answer is lost (a stopping owner's
+// connection closing under it), the new node's retry gets the same
+// answer, not "no such transfer" and the loss of those messages.
+func TestRetriedCommitGetsTheTail(t *testing.T) {
+	nodes := startNodes(t, 2)
+	a, b := nodes[0], nodes[1]
+	parkSession(t, a.addr, "tailed", "tl/#")
+	waitRecorded(t, b, "tailed")
+	const late = 3
+	// After the state was fetched and the record names u2, before the
+	// commit: published on u1, these join the prepared session's tail.
+	publish := func() error {
+		for i := range late {
+			if _, err := a.b.Publish("tl/x", fmt.Appendf(nil, "tail%d", i), 1, false); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	claimWriteFault.Store(&publish)
+	defer claimWriteFault.Store(nil)
+	var dropped sync.Once
+	lose := func(string) bool {
+		lost := false
+		dropped.Do(func() { lost = true })
+		return lost
+	}
+	commitReplyFault.Store(&lose)
+	defer commitReplyFault.Store(nil)
+	cl, ack, recv := connect(t, b.addr, "tailed")
+	if cl == nil || !ack.SessionPresent {
+		t.Fatalf("move: CONNACK %+v, want session present", ack)
+	}
+	expectAll(t, recv, payloads("tail", late))
 }

@@ -408,6 +408,10 @@ func (n *Node) commitIncoming(in *incoming) {
 		n.log.Warn("cluster: hand-over confirmation not delivered; the owner will read the bucket", "owner", in.owner, "err", err)
 		return
 	}
+	// Once the tail is here, the owner may forget its answer (a stopping
+	// owner waits for this). Fire and forget: a node that does not know
+	// the op ignores it.
+	defer n.pc.Publish(xferPrefix+key(in.owner), mustJSON(xferRequest{ID: in.xfer, Op: "done"}))
 	var rep claimReply
 	if len(msg.Data) == 0 || json.Unmarshal(msg.Data, &rep) != nil {
 		return
@@ -533,17 +537,78 @@ func (n *Node) serveTransfer(msg *nats.Msg) {
 	case "commit", "abort":
 		tail, ok := n.finishOutgoing(req.ID, req.Op == "commit")
 		if !ok {
+			if reply, ok := n.committedReply(req.ID); ok && req.Op == "commit" {
+				// A retried commit whose first answer was lost: the same
+				// answer, or the tail it carried would be lost.
+				n.respondCommit(msg, req.ID, reply)
+				return
+			}
 			respondErr(msg, "no such transfer (timed out)")
 			return
 		}
-		if len(tail) == 0 {
-			msg.Respond(nil)
-			return
+		var reply []byte
+		if len(tail) > 0 {
+			// Queued for the session while it moved: the new node
+			// appends them, fetching them in chunks if need be.
+			reply = mustJSON(n.offer("", "", nil, mustJSON(tail), true))
 		}
-		// Queued for the session while it moved: the new node appends
-		// them, fetching them in chunks if need be.
-		msg.Respond(mustJSON(n.offer("", "", nil, mustJSON(tail), true)))
+		if req.Op == "commit" {
+			n.keepCommitted(req.ID, reply)
+		}
+		n.respondCommit(msg, req.ID, reply)
+	case "done":
+		// The new node has the commit's answer (and the tail it named).
+		n.xfersMu.Lock()
+		if c := n.committed[req.ID]; c != nil {
+			c.timer.Stop()
+			delete(n.committed, req.ID)
+		}
+		n.xfersMu.Unlock()
 	}
+}
+
+// commitReplyFault, set by tests, loses the answer to a commit (true), as
+// when the connection carrying it closes.
+var commitReplyFault atomic.Pointer[func(xfer string) bool]
+
+func (n *Node) respondCommit(msg *nats.Msg, id string, reply []byte) {
+	if f := commitReplyFault.Load(); f != nil && (*f)(id) {
+		return
+	}
+	msg.Respond(reply)
+}
+
+// committedXfer is a commit's answer, kept until the new node says it has
+// it ("done") or for xferIdle: a commit retried because its answer was
+// lost gets it again, rather than "no such transfer" and the loss of the
+// messages queued during the move. A stopping node waits for these too
+// (awaitTransfers): its answer must leave before it does.
+type committedXfer struct {
+	reply []byte
+	timer *time.Timer
+}
+
+func (n *Node) keepCommitted(id string, reply []byte) {
+	n.xfersMu.Lock()
+	defer n.xfersMu.Unlock()
+	if n.committed == nil {
+		n.committed = make(map[string]*committedXfer)
+	}
+	n.committed[id] = &committedXfer{reply: reply, timer: time.AfterFunc(xferIdle, func() {
+		n.xfersMu.Lock()
+		delete(n.committed, id)
+		n.xfersMu.Unlock()
+	})}
+}
+
+func (n *Node) committedReply(id string) ([]byte, bool) {
+	n.xfersMu.Lock()
+	defer n.xfersMu.Unlock()
+	c := n.committed[id]
+	if c == nil {
+		return nil, false
+	}
+	return c.reply, true
 }
 
 func respondErr(msg *nats.Msg, e string) {

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -653,6 +654,7 @@ func TestClusterFaults(t *testing.T) {
 	if testing.Short() {
 		t.Skip("three processes and minutes of faults: not in -short")
 	}
+	preflight(t)
 	set := loadSettings(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	if dl, ok := t.Deadline(); ok {
@@ -690,6 +692,40 @@ func TestClusterFaults(t *testing.T) {
 			t.Errorf("write report: %v", err)
 		}
 	}
+}
+
+// preflight checks what the suite needs from the machine: Linux (the
+// routes are checked in /proc/net/tcp), the go command (it builds the
+// nodes) and the loopback addresses 127.0.0.2 and 127.0.0.3 (the links).
+// Without them it skips, but fails under CI=true: a CI that lost one must
+// not pass by running nothing.
+func preflight(t *testing.T) {
+	t.Helper()
+	fail := func(format string, args ...any) {
+		t.Helper()
+		msg := "fault suite cannot run here: " + fmt.Sprintf(format, args...)
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg + " (a failure under CI=true)")
+	}
+	if runtime.GOOS != "linux" {
+		fail("it needs Linux, not %s", runtime.GOOS)
+	}
+	if _, err := exec.LookPath("go"); err != nil {
+		fail("no go command to build the nodes: %v", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		fail("cannot listen on 127.0.0.2: %v", err)
+	}
+	defer ln.Close()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.3")}, Timeout: 5 * time.Second}
+	c, err := d.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		fail("cannot connect from 127.0.0.3 to 127.0.0.2: %v", err)
+	}
+	c.Close()
 }
 
 // boundCtx is ctx, ended after d at the latest.
