@@ -446,6 +446,24 @@ func (s *suite) wakeParked(ctx context.Context) error {
 	return nil
 }
 
+// settled waits until the publishes in flight at a window's end (numbered
+// toSeq) are acknowledged or failed: Check counts one sent in the window
+// and acknowledged after it, so the offline sessions must be visited, and
+// the online subscribers drained, for it too. Without this an offline
+// session visited before its acknowledgement (one relayed 2 s later, say)
+// got it only at its next visit, after the check had reported it lost.
+func (s *suite) settled(ctx context.Context, toSeq []uint32) error {
+	return s.waitFor(ctx, "publishes in flight at the window's end settled", func() (bool, string) {
+		var not []string
+		for i, p := range s.pubs {
+			if p.NextSeq() <= toSeq[i] {
+				not = append(not, p.Status())
+			}
+		}
+		return len(not) == 0, strings.Join(not, "; ")
+	})
+}
+
 // stallLimit is how long a subscriber may receive nothing it is owed
 // before what it misses counts as lost.
 const stallLimit = 15 * time.Second
@@ -780,6 +798,9 @@ func (s *suite) runFault(t *testing.T, ctx context.Context, name string, short i
 		// get everything sent before they connect.
 		to, toSeq = s.h.Now(), s.seqs()
 		up := time.Now()
+		if err == nil {
+			err = s.settled(boundCtx(ctx, 2*time.Minute), toSeq)
+		}
 		if err == nil {
 			err = s.wakeParked(boundCtx(ctx, 2*time.Minute))
 		}
