@@ -118,10 +118,14 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 	k := key(clientID)
 	mine := mustJSON(record{Node: n.cfg.Node})
 	var in *incoming
+	claimed := false // the record names this node now
 	defer func() {
 		if in != nil {
 			n.abortIncoming(in)
 		}
+		// Whatever was stashed for the arriving session (arrive.go) is
+		// delivered to it if it is held here now, dropped otherwise.
+		n.arrived(clientID, claimed && n.b.HasSession(clientID))
 	}()
 	// fail reports a failed claim; with a transfer under way, the owner
 	// keeps the session and the connect must wait for another attempt.
@@ -136,6 +140,7 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 	orphanOf := "" // the lost owner whose record was recovered
 	var orphan *broker.SessionSnapshot
 	ok := func() (*broker.SessionSnapshot, error) {
+		claimed = true
 		if orphan != nil {
 			// Adopted only once the record names this node: a claim
 			// that fails leaves no second copy here, and publishes no
@@ -152,6 +157,16 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 		got := in
 		in = nil
 		n.commitIncoming(got)
+		if f := claimedHook.Load(); f != nil {
+			(*f)(clientID)
+		}
+		// Installed here, rather than by the broker once Claim has
+		// returned, so that what was stashed for it meanwhile is
+		// delivered to it (deferred above) before its client attaches;
+		// the broker's own Adopt then finds it and does nothing.
+		if got.snap != nil {
+			n.b.Adopt(got.snap)
+		}
 		return got.snap, nil
 	}
 	asked := "" // the owner last asked to hand the session over
@@ -209,6 +224,12 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 			switch {
 			case err == nil:
 				in = got
+				if in.snap != nil {
+					// Before the compare-and-set below makes this node
+					// the owner: from then on nothing published here is
+					// forwarded to the old owner for it (arrive.go).
+					n.arrive(clientID, snapshotFilters(in.snap))
+				}
 				// The transfer may have taken a while: the
 				// compare-and-set gets its own time.
 				cancel()
@@ -226,6 +247,9 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 					return nil, fmt.Errorf("%w: claim %q: recover queued messages: %v", errHandOver, clientID, qerr)
 				}
 				orphan, orphanOf = s, r.Node
+				if !clean {
+					n.arrive(clientID, snapshotFilters(s))
+				}
 				if f := recoveredHook.Load(); f != nil {
 					(*f)(clientID)
 				}
@@ -349,6 +373,11 @@ func (n *Node) fetch(owner string, rep *claimReply, v any) error {
 // left it, before the new node hears so.
 var committedHook atomic.Pointer[func(clientID string)]
 
+// claimedHook, set by tests, runs on a claiming node once the record
+// names it and the old owner let the session go, before the session is
+// installed here.
+var claimedHook atomic.Pointer[func(clientID string)]
+
 // fetchFault, set by tests, makes fetching a chunk fail.
 var fetchFault atomic.Pointer[func(chunk int) error]
 
@@ -379,6 +408,10 @@ func (n *Node) commitIncoming(in *incoming) {
 		n.log.Warn("cluster: hand-over confirmation not delivered; the owner will read the bucket", "owner", in.owner, "err", err)
 		return
 	}
+	// Once the tail is here, the owner may forget its answer (a stopping
+	// owner waits for this). Fire and forget: a node that does not know
+	// the op ignores it.
+	defer n.pc.Publish(xferPrefix+key(in.owner), mustJSON(xferRequest{ID: in.xfer, Op: "done"}))
 	var rep claimReply
 	if len(msg.Data) == 0 || json.Unmarshal(msg.Data, &rep) != nil {
 		return
@@ -504,17 +537,78 @@ func (n *Node) serveTransfer(msg *nats.Msg) {
 	case "commit", "abort":
 		tail, ok := n.finishOutgoing(req.ID, req.Op == "commit")
 		if !ok {
+			if reply, ok := n.committedReply(req.ID); ok && req.Op == "commit" {
+				// A retried commit whose first answer was lost: the same
+				// answer, or the tail it carried would be lost.
+				n.respondCommit(msg, req.ID, reply)
+				return
+			}
 			respondErr(msg, "no such transfer (timed out)")
 			return
 		}
-		if len(tail) == 0 {
-			msg.Respond(nil)
-			return
+		var reply []byte
+		if len(tail) > 0 {
+			// Queued for the session while it moved: the new node
+			// appends them, fetching them in chunks if need be.
+			reply = mustJSON(n.offer("", "", nil, mustJSON(tail), true))
 		}
-		// Queued for the session while it moved: the new node appends
-		// them, fetching them in chunks if need be.
-		msg.Respond(mustJSON(n.offer("", "", nil, mustJSON(tail), true)))
+		if req.Op == "commit" {
+			n.keepCommitted(req.ID, reply)
+		}
+		n.respondCommit(msg, req.ID, reply)
+	case "done":
+		// The new node has the commit's answer (and the tail it named).
+		n.xfersMu.Lock()
+		if c := n.committed[req.ID]; c != nil {
+			c.timer.Stop()
+			delete(n.committed, req.ID)
+		}
+		n.xfersMu.Unlock()
 	}
+}
+
+// commitReplyFault, set by tests, loses the answer to a commit (true), as
+// when the connection carrying it closes.
+var commitReplyFault atomic.Pointer[func(xfer string) bool]
+
+func (n *Node) respondCommit(msg *nats.Msg, id string, reply []byte) {
+	if f := commitReplyFault.Load(); f != nil && (*f)(id) {
+		return
+	}
+	msg.Respond(reply)
+}
+
+// committedXfer is a commit's answer, kept until the new node says it has
+// it ("done") or for xferIdle: a commit retried because its answer was
+// lost gets it again, rather than "no such transfer" and the loss of the
+// messages queued during the move. A stopping node waits for these too
+// (awaitTransfers): its answer must leave before it does.
+type committedXfer struct {
+	reply []byte
+	timer *time.Timer
+}
+
+func (n *Node) keepCommitted(id string, reply []byte) {
+	n.xfersMu.Lock()
+	defer n.xfersMu.Unlock()
+	if n.committed == nil {
+		n.committed = make(map[string]*committedXfer)
+	}
+	n.committed[id] = &committedXfer{reply: reply, timer: time.AfterFunc(xferIdle, func() {
+		n.xfersMu.Lock()
+		delete(n.committed, id)
+		n.xfersMu.Unlock()
+	})}
+}
+
+func (n *Node) committedReply(id string) ([]byte, bool) {
+	n.xfersMu.Lock()
+	defer n.xfersMu.Unlock()
+	c := n.committed[id]
+	if c == nil {
+		return nil, false
+	}
+	return c.reply, true
 }
 
 func respondErr(msg *nats.Msg, e string) {
@@ -582,4 +676,16 @@ func (n *Node) expireOutgoing(id string) {
 	}
 	n.log.Warn("cluster: hand-over not confirmed in time", "client_id", o.clientID, "taken", commit)
 	n.finishOutgoing(id, commit)
+}
+
+// snapshotFilters lists the filters of a session's subscriptions whose
+// messages are promised (QoS 1 or 2).
+func snapshotFilters(s *broker.SessionSnapshot) []string {
+	var out []string
+	for _, sub := range s.Subs {
+		if sub.Options.QoS > 0 {
+			out = append(out, sub.Filter)
+		}
+	}
+	return out
 }

@@ -130,9 +130,10 @@ type Node struct {
 
 	// Sessions being handed over to other nodes, by transfer ID; each is
 	// kept here until the new owner confirms or the transfer times out.
-	xfersMu sync.Mutex
-	xfers   map[string]*outgoing
-	chunk   int // bytes of session state per transfer message
+	xfersMu   sync.Mutex
+	xfers     map[string]*outgoing
+	committed map[string]*committedXfer // commits' answers, until the new node has them
+	chunk     int                       // bytes of session state per transfer message
 
 	// What the routes taught about the peers: every name seen since the
 	// start, and the name behind configured addresses this node dialled.
@@ -140,9 +141,10 @@ type Node struct {
 	seen     map[string]bool
 	addrName map[string]string
 
-	mir    mirror  // persistent sessions' deliveries in the queue stream
-	rel    relay   // confirmed forwarding to other nodes' persistent sessions
-	direct seenSet // messages routed here directly, which the relay must not deliver again
+	mir    mirror   // persistent sessions' deliveries in the queue stream
+	rel    relay    // confirmed forwarding to other nodes' persistent sessions
+	direct seenSet  // messages routed here directly, which the relay must not deliver again
+	arr    arrivals // sessions being claimed, not yet installed (arrive.go)
 
 	ready    chan struct{} // closed once the buckets exist
 	sessions jetstream.KeyValue
@@ -822,7 +824,8 @@ var shutdownDrain = 5 * time.Second
 // clients were connected when the stop began have been claimed by the
 // nodes those clients reconnect to (each handed over with its state,
 // rather than recovered later from its record), and no session offered to
-// another node waits for that node's fetch or commit. A client that does
+// another node waits for that node's fetch or commit, nor a commit's
+// answer for the new node to say it has it. A client that does
 // not come back in time has its session left in this node's store.
 func (n *Node) awaitTransfers(wait time.Duration) {
 	deadline := time.Now().Add(wait)
@@ -832,12 +835,9 @@ func (n *Node) awaitTransfers(wait time.Duration) {
 	}
 	for {
 		n.xfersMu.Lock()
-		open := 0
-		for _, o := range n.xfers {
-			if o.h != nil {
-				open++
-			}
-		}
+		// Every transfer: a session's state, a tail still to fetch, or a
+		// commit's answer the new node has not said it has.
+		open := len(n.xfers) + len(n.committed)
 		n.xfersMu.Unlock()
 		held := 0
 		for _, id := range ids {
@@ -846,7 +846,9 @@ func (n *Node) awaitTransfers(wait time.Duration) {
 			}
 		}
 		if open == 0 && held == 0 || !n.serving() {
-			return // done, or no majority to record a claim in
+			// Done, or no majority to record a claim in.
+			n.log.Debug("cluster: stopping: hand-overs settled", "transfers_open", open, "sessions_held", held, "serving", n.serving())
+			return
 		}
 		if time.Now().After(deadline) {
 			n.log.Warn("cluster: stopping with sessions not handed over", "transfers_open", open, "sessions_held", held)
@@ -884,6 +886,10 @@ func (n *Node) Close() {
 		// Still here, and in the store: the other node gave up or will.
 		o.timer.Stop()
 		delete(n.xfers, id)
+	}
+	for id, c := range n.committed {
+		c.timer.Stop()
+		delete(n.committed, id)
 	}
 	n.xfersMu.Unlock()
 	if n.ns != nil {

@@ -44,6 +44,15 @@ func (n *Node) Forward(m *session.Message) (bool, <-chan struct{}) {
 	if f != nil {
 		done = f.done
 	}
+	if arriving := n.stash(m); arriving != nil {
+		// For a session being claimed here (arrive.go).
+		remote = true
+		if done == nil {
+			done = arriving
+		} else {
+			done = both(done, arriving)
+		}
+	}
 	switch {
 	case fence == nil:
 		return remote, done
@@ -109,8 +118,13 @@ func (n *Node) ForwardLater(m *session.Message) (remote bool, safe <-chan struct
 		}
 	}
 	safe = done
+	if arriving := n.stash(m); arriving != nil {
+		// For a session being claimed here (arrive.go).
+		remote = true
+		safe = both(safe, arriving)
+	}
 	if fence := n.fenceGate(); fence != nil {
-		safe = both(fence, done)
+		safe = both(fence, safe)
 	}
 	return remote, safe, send
 }

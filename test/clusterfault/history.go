@@ -7,7 +7,9 @@
 package clusterfault
 
 import (
+	"bufio"
 	"fmt"
+	"io"
 	"sort"
 	"sync"
 	"time"
@@ -457,4 +459,44 @@ func Check(events []Event, expects []Expect, w Window, names func(uint8) string)
 		}
 	}
 	return r
+}
+
+var kindNames = [...]string{Send: "send", Ack: "ack", Fail: "fail", Deliver: "deliver",
+	Subscribed: "subscribed", Connected: "connected", Disconnected: "disconnected"}
+
+// Dump writes every event, one a line, with its wall-clock time, so that
+// a lost message can be followed through the nodes' logs.
+func (h *History) Dump(w io.Writer) error {
+	h.mu.Lock()
+	ev := append([]Event(nil), h.ev...)
+	names := append([]string(nil), h.names...)
+	start := h.start
+	h.mu.Unlock()
+	name := func(id uint8) string {
+		if int(id) < len(names) {
+			return names[id]
+		}
+		return fmt.Sprintf("#%d", id)
+	}
+	bw := bufio.NewWriter(w)
+	for _, e := range ev {
+		k := "?"
+		if int(e.Kind) < len(kindNames) && kindNames[e.Kind] != "" {
+			k = kindNames[e.Kind]
+		}
+		fmt.Fprintf(bw, "%s %s %s", start.Add(e.At).UTC().Format("15:04:05.000"), name(e.Client), k)
+		switch e.Kind {
+		case Send, Ack, Fail, Deliver:
+			fmt.Fprintf(bw, " %s/%d qos=%d", name(e.Pub), e.Seq, e.QoS)
+			if e.Dup {
+				bw.WriteString(" dup")
+			}
+		case Connected:
+			fmt.Fprintf(bw, " n%d present=%t", e.Node+1, e.Present)
+		case Subscribed, Disconnected:
+			fmt.Fprintf(bw, " n%d", e.Node+1)
+		}
+		bw.WriteByte('\n')
+	}
+	return bw.Flush()
 }
