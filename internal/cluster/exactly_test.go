@@ -24,6 +24,7 @@ import (
 // DUP set, and what it had answered with PUBREC comes as PUBREL, never as
 // a new PUBLISH.
 func TestQoS2InflightExactlyOnceAcrossNodeLoss(t *testing.T) {
+	t.Parallel()
 	nodes := startNodes(t, 3)
 	u1, u3 := nodes[0], nodes[2]
 
@@ -142,6 +143,7 @@ func (q *qos2Sub) handle(t *testing.T, p packet.Packet) {
 // Under continuous QoS 2 traffic, a persistent subscriber whose node is
 // lost gets no message twice as a new PUBLISH.
 func TestQoS2StreamExactlyOnceAcrossNodeLoss(t *testing.T) {
+	t.Parallel()
 	nodes := startNodes(t, 3)
 	u1, u3 := nodes[0], nodes[2]
 	q := &qos2Sub{r: dialRaw(t, u3.addr), waitRel: map[uint16]string{}, got: map[string][]*packet.Publish{}, complete: map[string]bool{}}
@@ -217,6 +219,7 @@ func TestQoS2StreamExactlyOnceAcrossNodeLoss(t *testing.T) {
 // again through the relay stream: that copy is not delivered a second
 // time to the sessions that had the first.
 func TestLateConfirmedMessageNotDeliveredTwice(t *testing.T) {
+	t.Parallel()
 	gs := newGatedStore()
 	nodes := startNodes(t, 3, func(i int, b *broker.Broker) {
 		if i == 2 {
@@ -312,6 +315,7 @@ func TestLateConfirmedMessageNotDeliveredTwice(t *testing.T) {
 // dropped, so that the node recovering the session resends the delivery
 // under that packet ID rather than as a new message.
 func TestMirrorKeepsNewestChangeOfDelivery(t *testing.T) {
+	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -26,6 +26,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // again; the persistent session it held comes back with what was
 // published for it while it was away.
 func TestFrozenNodeFencedAndTakenOver(t *testing.T) {
+	t.Parallel()
 	nodes := startNodes(t, 3)
 	u1, u3 := nodes[0], nodes[2]
 	parkSession(t, u3.addr, "held", "h/#")
@@ -83,6 +84,7 @@ func TestFrozenNodeFencedAndTakenOver(t *testing.T) {
 // acknowledging at once, even before any session moves, and takes nobody
 // over: the majority side decides.
 func TestCutOffNodeTakesNobodyOver(t *testing.T) {
+	t.Parallel()
 	nodes := startNodes(t, 3)
 	u1, u3 := nodes[0], nodes[2]
 	parkSession(t, u1.addr, "kept", "k/#")

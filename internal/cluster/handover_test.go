@@ -223,6 +223,7 @@ func TestHandOverUnconfirmedStays(t *testing.T) {
 // A node that restarts and still owns its sessions (nobody took them over)
 // publishes the wills it restored, once it knows that.
 func TestRestartedNodePublishesOwnWills(t *testing.T) {
+	t.Parallel()
 	st := memory.New()
 	dir := t.TempDir()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

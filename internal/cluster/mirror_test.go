@@ -26,6 +26,7 @@ import (
 // had reached the lost node, and both nodes' copies leave the stream once
 // they are delivered.
 func TestQueuedMessagesRecoveredFromLostNode(t *testing.T) {
+	t.Parallel()
 	nodes := startNodes(t, 3)
 	u1, u3 := nodes[0], nodes[2]
 
@@ -140,6 +141,7 @@ func sub(t *testing.T, c *paho.Client, filter string) {
 // twice when its publisher resends it to another node: the packet ID
 // awaiting PUBREL was replicated before the PUBREC.
 func TestQoS2ReceivedIDSurvivesLostNode(t *testing.T) {
+	t.Parallel()
 	nodes := startNodes(t, 3)
 	u1, u3 := nodes[0], nodes[2]
 	s, _, recv := connect(t, u1.addr, "s")
@@ -283,6 +285,7 @@ func (r *raw) Connect(id string, clean bool) *packet.Connack {
 // With cluster.local_queues a node keeps its sessions' queues to itself;
 // by default they are in the stream.
 func TestLocalQueuesNotMirrored(t *testing.T) {
+	t.Parallel()
 	for _, local := range []bool{false, true} {
 		t.Run(fmt.Sprint("local=", local), func(t *testing.T) {
 			ln, err := net.Listen("tcp", "127.0.0.1:0")

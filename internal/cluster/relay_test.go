@@ -93,6 +93,7 @@ func payloads(prefix string, count int) []string {
 // and kept: they go to the relay stream, and the session gets them from
 // the node its client reconnects to.
 func TestPublishedDuringNodeLossKept(t *testing.T) {
+	t.Parallel()
 	nodes := startNodes(t, 3)
 	u1, u2, u3 := nodes[0], nodes[1], nodes[2]
 
@@ -122,6 +123,7 @@ func TestPublishedDuringNodeLossKept(t *testing.T) {
 // it, so the publisher's node relays it, and the session's new node
 // delivers it.
 func TestUnconfirmedMessageRelayedWhenNodeLost(t *testing.T) {
+	t.Parallel()
 	gs := newGatedStore()
 	nodes := startNodes(t, 3, func(i int, b *broker.Broker) {
 		if i == 2 {

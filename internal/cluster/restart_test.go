@@ -80,6 +80,7 @@ func waitReady(t *testing.T, tn *testNode) {
 // while the store loads (under -race, a concurrent restore and delivery
 // is reported; without it, it was "concurrent map writes").
 func TestRestartUnderTraffic(t *testing.T) {
+	t.Parallel()
 	const cycles, sessions = 20, 20
 	routes := freeport.Addrs(t, "127.0.0.1", 3)
 	log := testLogger()

@@ -38,6 +38,7 @@ func bucketRetained(t *testing.T, tn *testNode, topic string) string {
 // newer local value: a burst of updates to one topic is seen locally in
 // order, never going back.
 func TestRetainedEchoNeverGoesBack(t *testing.T) {
+	t.Parallel()
 	tn := startNodes(t, 1)[0]
 	const n = 600
 	var done atomic.Bool

@@ -136,6 +136,7 @@ func TestSlowNodeDropsAreCounted(t *testing.T) {
 // A configured node this node has not seen since it started is named by
 // its address; the node is ready with a majority (two of three) connected.
 func TestHealthNamesNeverSeenNode(t *testing.T) {
+	t.Parallel()
 	var routes []string
 	for range 3 {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")

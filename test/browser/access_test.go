@@ -20,6 +20,7 @@ import (
 // carries no WWW-Authenticate challenge), and the live views keep
 // working.
 func TestDashboardNotAdmin(t *testing.T) {
+	t.Parallel()
 	ctx := browser(t, 1200, 900)
 	srv := startServer(t) // admin/secret is the admin; the broker lets anyone in
 
@@ -89,6 +90,7 @@ func TestDashboardNotAdmin(t *testing.T) {
 // Subscriptions card leaves out this page's own subscriptions, and the
 // page's own connection is marked as such in the client list.
 func TestDashboardCounts(t *testing.T) {
+	t.Parallel()
 	ctx := browser(t, 1200, 900)
 	srv := startServer(t) // publishes the retained $SYS/broker tree every second
 	dev, _ := mqttClient(t, srv.tcpAddr, "device")
@@ -132,6 +134,7 @@ func (viewerACL) Allow(c *broker.ClientInfo, act broker.Action, topic string) bo
 // A non-admin whom the ACL keeps from the $SYS feeds: the page says what
 // was refused, and the topic tree still shows what the user may read.
 func TestDashboardNotAdminACL(t *testing.T) {
+	t.Parallel()
 	ctx := browser(t, 1200, 900)
 	srv := startServerAuthz(t, config.Default().Limits, viewerACL{})
 	err := chromedp.Do(ctx,

@@ -18,6 +18,7 @@ import (
 // bar stops counting it, and the mark survives a reload (the broker keeps
 // it).
 func TestDashboardAlertsAck(t *testing.T) {
+	t.Parallel()
 	posts := make(chan admin.WebhookPayload, 16)
 	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var p admin.WebhookPayload

@@ -26,6 +26,7 @@ import (
 // connected, and a message published here counted as sent (acknowledged by
 // the remote).
 func TestDashboardBridgesView(t *testing.T) {
+	t.Parallel()
 	ctx := browser(t, 1200, 900)
 
 	var set atomic.Pointer[bridge.Set]

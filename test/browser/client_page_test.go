@@ -52,6 +52,7 @@ func persistentSession(t *testing.T, addr, id string) {
 // flow-control figures, protocol and last disconnect reason, and its
 // Disconnect and Delete session buttons work.
 func TestDashboardClientSearch(t *testing.T) {
+	t.Parallel()
 	ctx := browser(t, 1200, 1000)
 	srv := startServer(t)
 	for i := range 230 {

@@ -16,6 +16,7 @@ import (
 // Security Policy violation (MQTT.js's timer worker), no failed request
 // (the favicon), no exception.
 func TestDashboardNoConsoleErrors(t *testing.T) {
+	t.Parallel()
 	ctx := browser(t, 1200, 900)
 	srv := startServer(t)
 

@@ -14,6 +14,7 @@ import (
 // The page follows prefers-color-scheme: dark backgrounds and light text
 // when the system asks for dark, light ones otherwise.
 func TestDashboardDarkMode(t *testing.T) {
+	t.Parallel()
 	ctx := browser(t, 1200, 900)
 	srv := startServer(t)
 	lum := func(sel, prop string) float64 {
@@ -49,6 +50,7 @@ func TestDashboardDarkMode(t *testing.T) {
 // own subscription brings (over the page's MQTT connection), newest
 // first, with payload and flags; Unsubscribe stops it.
 func TestDashboardWatchClient(t *testing.T) {
+	t.Parallel()
 	ctx := browser(t, 1200, 1000)
 	srv := startServer(t)
 	pub, _ := mqttClient(t, srv.tcpAddr, "meter")

@@ -328,6 +328,7 @@ func steadyPublisher(t *testing.T, c *paho.Client, period time.Duration, msgs ma
 }
 
 func TestDashboardLive(t *testing.T) {
+	t.Parallel()
 	ctx := browser(t, 1200, 900)
 	srv := startServer(t)
 
@@ -456,6 +457,7 @@ func TestDashboardLive(t *testing.T) {
 // The page is usable in a phone-sized viewport: nothing wider than the
 // screen.
 func TestDashboardNarrow(t *testing.T) {
+	t.Parallel()
 	ctx := browser(t, 390, 844)
 	srv := startServer(t)
 	var width float64

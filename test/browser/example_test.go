@@ -113,6 +113,7 @@ func serveExample(t *testing.T, cfg app.Config) (origin string, setBroker func(s
 // connection while the broker logs the refused origin with the key that
 // allows it.
 func TestExampleBrowserApp(t *testing.T) {
+	t.Parallel()
 	secret := []byte(strings.Repeat("example-secret-", 3))
 	origin, setBroker := serveExample(t, app.Config{Secret: secret})
 	srv, brokerLog := startTokenBroker(t, secret, origin)

@@ -26,6 +26,7 @@ import (
 //     topic tree gets each topic's latest value), and its row in the top
 //     clients is tagged as this page.
 func TestDashboardRoundTwoFaults(t *testing.T) {
+	t.Parallel()
 	ctx := browser(t, 1200, 1000)
 	// The $SYS tree at its default period (10 s), not every second as in
 	// the other tests: the page's own load is then its feeds and its tree.

@@ -83,12 +83,18 @@ type pageState struct {
 // comes back, and a Go client over TCP gets it), and receives a message a Go
 // client publishes. The browser offers permessage-deflate, which the broker
 // declines by default.
-func TestBrowserMQTTJSPage(t *testing.T) { testBrowserPage(t, false) }
+func TestBrowserMQTTJSPage(t *testing.T) {
+	t.Parallel()
+	testBrowserPage(t, false)
+}
 
 // The same with websocket.compression on: Chromium negotiates
 // permessage-deflate, and messages both ways (one of 2,000 bytes from the
 // broker, above the size Starling compresses) arrive intact.
-func TestBrowserMQTTJSPageDeflate(t *testing.T) { testBrowserPage(t, true) }
+func TestBrowserMQTTJSPageDeflate(t *testing.T) {
+	t.Parallel()
+	testBrowserPage(t, true)
+}
 
 func testBrowserPage(t *testing.T, compression bool) {
 	ctx := browser(t, 800, 600)

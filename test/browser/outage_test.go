@@ -15,6 +15,7 @@ import (
 // known ones) and the chart shows the gap; when it is back, they are live
 // again and the gap stays in the chart between the two stretches.
 func TestDashboardOutage(t *testing.T) {
+	t.Parallel()
 	ctx := browser(t, 1200, 900)
 	srv := startServer(t)
 	err := chromedp.Do(ctx,
@@ -95,6 +96,7 @@ func mustEval[T any](t *testing.T, ctx context.Context, js string) T {
 // At 1400 px the client list has room for all its columns: the Disconnect
 // button is whole, not cut by the table's scroll box.
 func TestDashboardWideClients(t *testing.T) {
+	t.Parallel()
 	ctx := browser(t, 1400, 900)
 	srv := startServer(t)
 	mqttClient(t, srv.tcpAddr, "a-client-with-a-rather-long-id-7")

@@ -33,6 +33,7 @@ func (guardAuth) Allow(_ *broker.ClientInfo, _ broker.Action, topic string) bool
 // retrying client's attempts counted on one line, and they are still
 // there after the page is reloaded: the broker keeps them.
 func TestDashboardRefusals(t *testing.T) {
+	t.Parallel()
 	ctx := browser(t, 1200, 1000)
 	srv := startServerAuthz(t, config.Default().Limits, guardAuth{})
 	if err := chromedp.Do(ctx, logIn(srv.url), chromedp.Click(chromedp.CSS(`#nav a[href="#v-refusals"]`))); err != nil {

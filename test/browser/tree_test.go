@@ -15,6 +15,7 @@ import (
 // line: markup stays text, control characters and bytes that are not
 // UTF-8 become escapes.
 func TestDashboardTopicTree(t *testing.T) {
+	t.Parallel()
 	ctx := browser(t, 1200, 900)
 	srv := startServer(t)
 	err := chromedp.Do(ctx,

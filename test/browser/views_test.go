@@ -111,6 +111,7 @@ func contains(sub string) func(string) bool {
 // lookup, drop alerts and a packet trace. The page requests nothing but
 // its own origin.
 func TestDashboardViews(t *testing.T) {
+	t.Parallel()
 	ctx := browser(t, 1200, 1000)
 	lim := config.Default().Limits
 	lim.MaxQueued = 2 // so that an offline session drops, for the alerts
