@@ -8,16 +8,6 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 )
 
-// waitFor polls cond until it holds, failing after a minute.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(time.Minute); !cond(); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not after a minute", what)
-		}
-	}
-}
-
 // A node that stops answering while its routes stay up (frozen, as under
 // SIGSTOP: here it neither sends nor hears heartbeats) is declared lost
 // and its sessions taken over. It fences itself first: a QoS 1 publish it

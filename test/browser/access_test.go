@@ -103,12 +103,7 @@ func TestDashboardCounts(t *testing.T) {
 		t.Fatal(err)
 	}
 	err := chromedp.Do(ctx,
-		chromedp.Navigate(srv.url),
-		chromedp.WaitVisible(chromedp.CSS(`#login-form`)),
-		chromedp.SendKeys(chromedp.CSS(`#user`), "admin"),
-		chromedp.SendKeys(chromedp.CSS(`#password`), "secret"),
-		chromedp.Click(chromedp.CSS(`#login-button`)),
-		chromedp.WaitVisible(chromedp.CSS(`#status[data-state="live"]`)),
+		signIn(srv.url),
 		// The $SYS tree is there: the page has received some of it.
 		waitJS(`document.querySelectorAll('#sys tr').length > 5`, `String(document.querySelectorAll('#sys tr').length)`),
 		waitText(`#retained-status`, is("1 on #")),

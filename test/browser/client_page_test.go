@@ -9,41 +9,16 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/starling-mqtt/starling/internal/brokertest"
 )
-
-// logIn opens the dashboard and logs in as the test server's admin.
-func logIn(url string) chromedp.Action[chromedp.Void] {
-	return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
-		return chromedp.Do(ctx,
-			chromedp.Navigate(url),
-			chromedp.WaitVisible(chromedp.CSS(`#login-form`)),
-			chromedp.SendKeys(chromedp.CSS(`#user`), "admin"),
-			chromedp.SendKeys(chromedp.CSS(`#password`), "secret"),
-			chromedp.Click(chromedp.CSS(`#login-button`)),
-			chromedp.WaitVisible(chromedp.CSS(`#status[data-state="live"]`)),
-			waitJS(`document.body.dataset.admin === 'yes'`, `document.body.dataset.admin`),
-		)
-	})
-}
 
 // persistentSession leaves an offline session behind for id.
 func persistentSession(t *testing.T, addr, id string) {
 	t.Helper()
-	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	c := paho.NewClient(paho.ClientConfig{ClientID: id, Conn: nc})
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-	defer cancel()
 	exp := uint32(3600)
-	if _, err := c.Connect(ctx, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30,
-		Properties: &paho.ConnectProperties{SessionExpiryInterval: &exp}}); err != nil {
-		t.Fatalf("connect %s: %v", id, err)
-	}
-	c.Disconnect(&paho.Disconnect{})
-	<-c.Done()
+	c, _ := brokertest.DialPaho(t, addr, id, &paho.Connect{CleanStart: true, KeepAlive: 30,
+		Properties: &paho.ConnectProperties{SessionExpiryInterval: &exp}})
+	c.Close()
 }
 
 // The client search finds any of more than 200 sessions by client ID,

@@ -19,12 +19,7 @@ func TestDashboardOutage(t *testing.T) {
 	ctx := browser(t, 1200, 900)
 	srv := startServer(t)
 	err := chromedp.Do(ctx,
-		chromedp.Navigate(srv.url),
-		chromedp.WaitVisible(chromedp.CSS(`#login-form`)),
-		chromedp.SendKeys(chromedp.CSS(`#user`), "admin"),
-		chromedp.SendKeys(chromedp.CSS(`#password`), "secret"),
-		chromedp.Click(chromedp.CSS(`#login-button`)),
-		chromedp.WaitVisible(chromedp.CSS(`#status[data-state="live"]`)),
+		signIn(srv.url),
 		waitText(`#m-connected`, is("1")),
 		// Two overviews or more: a line.
 		waitJS(`(document.querySelector('#line-in').getAttribute('d') || '').includes('L')`, `document.querySelector('#line-in').getAttribute('d')`),
@@ -101,12 +96,7 @@ func TestDashboardWideClients(t *testing.T) {
 	srv := startServer(t)
 	mqttClient(t, srv.tcpAddr, "a-client-with-a-rather-long-id-7")
 	err := chromedp.Do(ctx,
-		chromedp.Navigate(srv.url),
-		chromedp.WaitVisible(chromedp.CSS(`#login-form`)),
-		chromedp.SendKeys(chromedp.CSS(`#user`), "admin"),
-		chromedp.SendKeys(chromedp.CSS(`#password`), "secret"),
-		chromedp.Click(chromedp.CSS(`#login-button`)),
-		chromedp.WaitVisible(chromedp.CSS(`#status[data-state="live"]`)),
+		signIn(srv.url),
 		chromedp.WaitVisible(chromedp.CSS(`#clients button.kick[data-client-id="a-client-with-a-rather-long-id-7"]`)),
 	)
 	if err != nil {

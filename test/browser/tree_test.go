@@ -19,12 +19,7 @@ func TestDashboardTopicTree(t *testing.T) {
 	ctx := browser(t, 1200, 900)
 	srv := startServer(t)
 	err := chromedp.Do(ctx,
-		chromedp.Navigate(srv.url),
-		chromedp.WaitVisible(chromedp.CSS(`#login-form`)),
-		chromedp.SendKeys(chromedp.CSS(`#user`), "admin"),
-		chromedp.SendKeys(chromedp.CSS(`#password`), "secret"),
-		chromedp.Click(chromedp.CSS(`#login-button`)),
-		chromedp.WaitVisible(chromedp.CSS(`#status[data-state="live"]`)),
+		signIn(srv.url),
 		waitText(`#topic-status`, contains("watching #")),
 	)
 	if err != nil {

@@ -133,12 +133,7 @@ func TestDashboardViews(t *testing.T) {
 	}
 
 	err := chromedp.Do(ctx,
-		chromedp.Navigate(srv.url),
-		chromedp.WaitVisible(chromedp.CSS(`#login-form`)),
-		chromedp.SendKeys(chromedp.CSS(`#user`), "admin"),
-		chromedp.SendKeys(chromedp.CSS(`#password`), "secret"),
-		chromedp.Click(chromedp.CSS(`#login-button`)),
-		chromedp.WaitVisible(chromedp.CSS(`#status[data-state="live"]`)),
+		signIn(srv.url),
 	)
 	if err != nil {
 		t.Fatalf("log in: %v", err)
