@@ -12,6 +12,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/starling-mqtt/starling/internal/broker"
+	"github.com/starling-mqtt/starling/internal/brokertest"
 	"github.com/starling-mqtt/starling/internal/config"
 )
 
@@ -94,7 +95,7 @@ func TestDashboardCounts(t *testing.T) {
 	ctx := browser(t, 1200, 900)
 	srv := startServer(t) // publishes the retained $SYS/broker tree every second
 	dev, _ := mqttClient(t, srv.tcpAddr, "device")
-	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	pctx, cancel := context.WithTimeout(ctx, brokertest.Patience(t))
 	defer cancel()
 	if _, err := dev.Subscribe(pctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "cmd/device", QoS: 1}}}); err != nil {
 		t.Fatal(err)

@@ -59,7 +59,7 @@ func TestDashboardAlertsAck(t *testing.T) {
 	}
 	err = chromedp.Do(ctx,
 		chromedp.Click(chromedp.CSS(`#nav a[href="#v-alerts"]`)),
-		chromedp.Click(chromedp.CSS(`#alerts li.connections button.ack`)),
+		clickLive(`#alerts li.connections button.ack`),
 		waitText(`#ack-status`, is("acknowledged 1 connections")),
 		chromedp.WaitVisible(chromedp.CSS(`#alerts li.connections.acked span.badge.acked`)),
 		waitText(`#alert-count`, is("")),

@@ -41,7 +41,7 @@ func TestDashboardClientSearch(t *testing.T) {
 	}
 	t.Cleanup(func() { nc.Close() })
 	target := paho.NewClient(paho.ClientConfig{ClientID: "zz-meter-42", Conn: nc})
-	cctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	cctx, cancel := context.WithTimeout(t.Context(), brokertest.Patience(t))
 	defer cancel()
 	exp, delay := uint32(900), uint32(120)
 	if _, err := target.Connect(cctx, &paho.Connect{ClientID: "zz-meter-42", CleanStart: true, KeepAlive: 30, Username: "field-team", UsernameFlag: true,
@@ -134,7 +134,7 @@ func TestDashboardClientSearch(t *testing.T) {
 	// Opened from the connected clients list too.
 	mqttClient(t, srv.tcpAddr, "live-one")
 	err = chromedp.Do(ctx,
-		chromedp.Click(chromedp.CSS(`#clients tr[data-client-id="live-one"] td.id`)),
+		clickLive(`#clients tr[data-client-id="live-one"] td.id`),
 		waitText(`#cp-id`, is("live-one")),
 		chromedp.WaitVisible(chromedp.CSS(`#v-client[data-state="connected"]`)),
 	)

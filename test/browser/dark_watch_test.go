@@ -4,11 +4,11 @@ import (
 	"context"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/starling-mqtt/starling/internal/brokertest"
 )
 
 // The page follows prefers-color-scheme: dark backgrounds and light text
@@ -54,7 +54,7 @@ func TestDashboardWatchClient(t *testing.T) {
 	ctx := browser(t, 1200, 1000)
 	srv := startServer(t)
 	pub, _ := mqttClient(t, srv.tcpAddr, "meter")
-	pctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	pctx, cancel := context.WithTimeout(t.Context(), brokertest.Patience(t))
 	defer cancel()
 	send := func(topic, payload string, retain bool) {
 		t.Helper()

@@ -191,7 +191,9 @@ func browser(t *testing.T, width, height int) context.Context {
 		chromedp.UserDataDir(filepath.Join(t.TempDir(), "profile")),
 		chromedp.WindowSize(width, height),
 	)
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	// Every wait on the page ends with this context: it follows the
+	// test's deadline, since a fixed one is missed by a slow -race run.
+	ctx, cancel := context.WithTimeout(context.Background(), brokertest.Patience(t))
 	t.Cleanup(cancel)
 	ctx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
 	t.Cleanup(cancelAlloc) // waits for the browser to exit
@@ -246,6 +248,21 @@ func waitText(sel string, ok func(string) bool) chromedp.Action[chromedp.Void] {
 	})
 }
 
+// clickLive clicks the element sel selects in a list the page re-renders
+// every second: a re-render between finding the element and clicking it
+// leaves a node that is gone ("Could not find node with given id"), so
+// the click is tried again on the new one.
+func clickLive(sel string) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		for {
+			_, err := chromedp.Click(chromedp.CSS(sel))(ctx, tg)
+			if err == nil || !strings.Contains(err.Error(), "Could not find node") {
+				return err
+			}
+		}
+	})
+}
+
 func is(want string) func(string) bool { return func(s string) bool { return s == want } }
 
 // waitJS waits until the JavaScript expression cond is true; on timeout
@@ -276,7 +293,7 @@ func tinyClient(t *testing.T, addr, id string, maxSize uint32, filter string) *p
 	t.Helper()
 	c, _ := brokertest.DialPaho(t, addr, id, &paho.Connect{CleanStart: true, KeepAlive: 10,
 		Properties: &paho.ConnectProperties{MaximumPacketSize: &maxSize}})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), brokertest.Patience(t))
 	defer cancel()
 	if _, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1}}}); err != nil {
 		t.Fatal(err)
@@ -352,7 +369,7 @@ func TestDashboardLive(t *testing.T) {
 	// A client that takes packets of at most 64 bytes misses a bigger
 	// message: one dropped (too large).
 	tinyClient(t, srv.tcpAddr, "tiny", 64, "big/#")
-	pctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	pctx, cancel := context.WithTimeout(context.Background(), brokertest.Patience(t))
 	defer cancel()
 	if _, err := probe.Publish(pctx, &paho.Publish{Topic: "big/blob", QoS: 1, Payload: make([]byte, 200)}); err != nil {
 		t.Fatal(err)
@@ -413,7 +430,7 @@ func TestDashboardLive(t *testing.T) {
 	// login's credentials).
 	mqttClient(t, srv.tcpAddr, "victim")
 	err = chromedp.Do(ctx,
-		chromedp.Click(chromedp.CSS(`#clients button.kick[data-client-id="victim"]`)),
+		clickLive(`#clients button.kick[data-client-id="victim"]`),
 		waitText(`#action-status`, is("disconnected victim")),
 		chromedp.WaitVisible(chromedp.CSS(`#events li.disconnected[data-client-id="victim"]`)),
 		chromedp.WaitNotPresent(chromedp.CSS(`#clients tr[data-client-id="victim"]`)),

@@ -18,6 +18,7 @@ import (
 
 	"github.com/starling-mqtt/starling"
 	"github.com/starling-mqtt/starling/examples/browser/app"
+	"github.com/starling-mqtt/starling/internal/brokertest"
 )
 
 // syncLog is a log sink the test reads while the broker writes.
@@ -123,7 +124,7 @@ func TestExampleBrowserApp(t *testing.T) {
 	cmds := make(chan *paho.Publish, 10)
 	sub, _ := mqttClient(t, tcp, "command-reader")
 	sub.AddOnPublishReceived(func(pr paho.PublishReceived) (bool, error) { cmds <- pr.Packet; return true, nil })
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	sctx, cancel := context.WithTimeout(context.Background(), brokertest.Patience(t))
 	defer cancel()
 	if _, err := sub.Subscribe(sctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "commands/#", QoS: 1}}}); err != nil {
 		t.Fatal(err)
@@ -143,7 +144,7 @@ func TestExampleBrowserApp(t *testing.T) {
 	go func() {
 		defer pubWG.Done()
 		for {
-			pctx, pcancel := context.WithTimeout(context.Background(), 5*time.Second)
+			pctx, pcancel := context.WithTimeout(context.Background(), brokertest.Patience(t))
 			sensor.Publish(pctx, &paho.Publish{Topic: "sensors/room1/temp", QoS: 0, Payload: []byte("21.5")})
 			pcancel()
 			select {

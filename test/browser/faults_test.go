@@ -13,6 +13,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/starling-mqtt/starling/internal/admin"
+	"github.com/starling-mqtt/starling/internal/brokertest"
 	"github.com/starling-mqtt/starling/internal/config"
 )
 
@@ -39,7 +40,7 @@ func TestDashboardRoundTwoFaults(t *testing.T) {
 	}
 	t.Cleanup(func() { nc.Close() })
 	lag := paho.NewClient(paho.ClientConfig{ClientID: "laggard", Conn: nc, EnableManualAcknowledgment: true})
-	cctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	cctx, cancel := context.WithTimeout(t.Context(), brokertest.Patience(t))
 	defer cancel()
 	rm := uint16(20)
 	if _, err := lag.Connect(cctx, &paho.Connect{ClientID: "laggard", CleanStart: true, KeepAlive: 30,

@@ -16,6 +16,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/starling-mqtt/starling"
+	"github.com/starling-mqtt/starling/internal/brokertest"
 	"github.com/starling-mqtt/starling/internal/testutil"
 )
 
@@ -129,7 +130,7 @@ func testBrowserPage(t *testing.T, compression bool) {
 	got := make(chan *paho.Publish, 10)
 	sub, _ := mqttClient(t, tcpAddr, "go-sub")
 	sub.AddOnPublishReceived(func(pr paho.PublishReceived) (bool, error) { got <- pr.Packet; return true, nil })
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	sctx, cancel := context.WithTimeout(context.Background(), brokertest.Patience(t))
 	defer cancel()
 	if _, err := sub.Subscribe(sctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "page/hello", QoS: 1}}}); err != nil {
 		t.Fatal(err)
@@ -190,7 +191,7 @@ func testBrowserPage(t *testing.T, compression bool) {
 
 	// And the other way: a Go client publishes, the page receives.
 	pub, _ := mqttClient(t, tcpAddr, "go-pub")
-	pctx, pcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	pctx, pcancel := context.WithTimeout(context.Background(), brokertest.Patience(t))
 	defer pcancel()
 	fromGo := "from go"
 	if compression {

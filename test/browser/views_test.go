@@ -14,6 +14,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/starling-mqtt/starling/internal/brokertest"
 	"github.com/starling-mqtt/starling/internal/config"
 )
 
@@ -38,7 +39,7 @@ func dialReceiver(t *testing.T, addr, id string, expiry uint32, filters ...strin
 			}
 			return true, nil
 		}}})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), brokertest.Patience(t))
 	defer cancel()
 	cp := &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30}
 	if expiry > 0 {
@@ -181,7 +182,7 @@ func TestDashboardViews(t *testing.T) {
 	}
 	shot(t, ctx, `#v-retained`, "view-retained.png")
 	err = chromedp.Do(ctx,
-		chromedp.Click(chromedp.CSS(row+` button.delete`)),
+		clickLive(row+` button.delete`),
 		waitText(`#retained-status`, is("deleted form/cmd")),
 		chromedp.WaitNotPresent(chromedp.CSS(row)),
 	)
@@ -281,7 +282,7 @@ func TestDashboardViews(t *testing.T) {
 		}
 	}
 	pub, _ := mqttClient(t, srv.tcpAddr, "napper")
-	pctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	pctx, cancel := context.WithTimeout(context.Background(), brokertest.Patience(t))
 	defer cancel()
 	for range 5 {
 		if _, err := pub.Publish(pctx, &paho.Publish{Topic: "nap/1", QoS: 1, Payload: []byte("z")}); err != nil {
