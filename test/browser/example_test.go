@@ -3,6 +3,7 @@ package browser
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -185,13 +186,12 @@ func TestExampleBrowserApp(t *testing.T) {
 		waitJS(`window.exampleState && exampleState.status.startsWith("refused: the broker closed the WebSocket") && document.getElementById("status").textContent.includes("websocket.allowed_origins")`, `JSON.stringify(window.exampleState)`)); err != nil {
 		t.Fatalf("page from a refused origin did not show the failure: %v", err)
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for !strings.Contains(brokerLog.String(), `msg="websocket origin refused" origin=`+other) {
-		if time.Now().After(deadline) {
-			t.Fatalf("broker log has no refused-origin line for %s:\n%s", other, brokerLog.String())
+	brokertest.WaitFor(t, func() error {
+		if log := brokerLog.String(); !strings.Contains(log, `msg="websocket origin refused" origin=`+other) {
+			return fmt.Errorf("broker log has no refused-origin line for %s:\n%s", other, log)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 	if !strings.Contains(brokerLog.String(), "websocket.allowed_origins") {
 		t.Fatalf("refused-origin line does not say how to allow it:\n%s", brokerLog.String())
 	}

@@ -154,20 +154,18 @@ func testBrowserPage(t *testing.T, compression bool) {
 	}
 	waitFor := func(what string, ok func(pageState) bool) pageState {
 		t.Helper()
-		deadline := time.Now().Add(15 * time.Second)
-		for {
-			s := state()
-			if len(s.Errors) > 0 {
+		var s pageState
+		// Every 100 ms: each look evaluates JavaScript in the page.
+		brokertest.Poll(t, 100*time.Millisecond, brokertest.Patience(t), func() error {
+			if s = state(); len(s.Errors) > 0 {
 				t.Fatalf("page errors while waiting for %s: %q", what, s.Errors)
 			}
-			if ok(s) {
-				return s
+			if !ok(s) {
+				return fmt.Errorf("page never got %s: state %+v", what, s)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("page never got %s: state %+v", what, s)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+			return nil
+		})
+		return s
 	}
 	s := waitFor("its subscription and its own QoS 1 message back", func(s pageState) bool { return s.Published && len(s.Received) >= 1 })
 	s = waitFor("the probe WebSocket's extensions", func(s pageState) bool { return s.Extensions != nil })

@@ -2,6 +2,7 @@ package browser
 
 import (
 	"context"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -273,14 +274,12 @@ func TestDashboardViews(t *testing.T) {
 	// An offline session over its queue limit raises a drop alert.
 	sleeper := dialReceiver(t, srv.tcpAddr, "sleeper", 300, "nap/#")
 	sleeper.c.Disconnect(&paho.Disconnect{})
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if c, ok := srv.b.Client("sleeper"); ok && !c.Connected {
-			break
+	brokertest.WaitFor(t, func() error {
+		if c, ok := srv.b.Client("sleeper"); !ok || c.Connected {
+			return errors.New("sleeper still connected")
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("sleeper still connected")
-		}
-	}
+		return nil
+	})
 	pub, _ := mqttClient(t, srv.tcpAddr, "napper")
 	pctx, cancel := context.WithTimeout(context.Background(), brokertest.Patience(t))
 	defer cancel()
