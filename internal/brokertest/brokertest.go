@@ -41,6 +41,20 @@ func ServeOn(t testing.TB, b *broker.Broker, listener string) string {
 
 func serve(t testing.TB, b *broker.Broker, handle func(net.Conn)) string {
 	t.Helper()
+	addr, stop := Listen(t, handle)
+	t.Cleanup(func() {
+		stop()
+		b.Close(2 * time.Second)
+	})
+	return addr
+}
+
+// Listen accepts connections on 127.0.0.1 and hands each to handle, on a
+// goroutine of its own, until stop is called or the test ends; it returns
+// the listener's address. stop closes the listener and waits for the
+// accepting goroutine; it may be called more than once.
+func Listen(t testing.TB, handle func(net.Conn)) (addr string, stop func()) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("listen: %v", err)
@@ -57,10 +71,10 @@ func serve(t testing.TB, b *broker.Broker, handle func(net.Conn)) string {
 			go handle(c)
 		}
 	}()
-	t.Cleanup(func() {
+	stop = func() {
 		ln.Close()
 		wg.Wait()
-		b.Close(2 * time.Second)
-	})
-	return ln.Addr().String()
+	}
+	t.Cleanup(stop)
+	return ln.Addr().String(), stop
 }

@@ -3,19 +3,16 @@ package cluster
 import (
 	"context"
 	"fmt"
-	"log/slog"
-	"net"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/starling-mqtt/starling/internal/broker"
-	"github.com/starling-mqtt/starling/internal/config"
+	"github.com/starling-mqtt/starling/internal/brokertest"
 
 	"github.com/starling-mqtt/starling/internal/packet"
 	"github.com/starling-mqtt/starling/internal/store"
-	"github.com/starling-mqtt/starling/internal/store/memory"
 )
 
 // A QoS 2 message in flight to a persistent subscriber when its node is
@@ -24,6 +21,7 @@ import (
 // DUP set, and what it had answered with PUBREC comes as PUBREL, never as
 // a new PUBLISH.
 func TestQoS2InflightExactlyOnceAcrossNodeLoss(t *testing.T) {
+	t.Parallel()
 	nodes := startNodes(t, 3)
 	u1, u3 := nodes[0], nodes[2]
 
@@ -72,22 +70,9 @@ func TestQoS2InflightExactlyOnceAcrossNodeLoss(t *testing.T) {
 	waitPending(t, u3, n)
 	u3.n.Close()
 
-	var s2 *raw
-	for deadline := time.Now().Add(40 * time.Second); ; {
-		c := dialRaw(t, u1.addr)
-		ack := c.Connect("s", false)
-		if ack.ReasonCode == 0 {
-			if !ack.SessionPresent {
-				t.Fatal("s on u1: session present = false")
-			}
-			s2 = c
-			break
-		}
-		c.Close()
-		if time.Now().After(deadline) {
-			t.Fatalf("s refused on u1 for 40 s: 0x%02x", byte(ack.ReasonCode))
-		}
-		time.Sleep(300 * time.Millisecond)
+	s2, ack := reconnectRaw(t, u1.addr, "s")
+	if !ack.SessionPresent {
+		t.Fatal("s on u1: session present = false")
 	}
 	byID := make(map[uint16]string)
 	for p, id := range ids {
@@ -142,6 +127,7 @@ func (q *qos2Sub) handle(t *testing.T, p packet.Packet) {
 // Under continuous QoS 2 traffic, a persistent subscriber whose node is
 // lost gets no message twice as a new PUBLISH.
 func TestQoS2StreamExactlyOnceAcrossNodeLoss(t *testing.T) {
+	t.Parallel()
 	nodes := startNodes(t, 3)
 	u1, u3 := nodes[0], nodes[2]
 	q := &qos2Sub{r: dialRaw(t, u3.addr), waitRel: map[uint16]string{}, got: map[string][]*packet.Publish{}, complete: map[string]bool{}}
@@ -180,21 +166,7 @@ func TestQoS2StreamExactlyOnceAcrossNodeLoss(t *testing.T) {
 	}
 	q.r.Close()
 	u3.n.Close()
-	var r2 *raw
-	for deadline := time.Now().Add(40 * time.Second); ; {
-		c := dialRaw(t, u1.addr)
-		ack := c.Connect("s", false)
-		if ack.ReasonCode == 0 {
-			r2 = c
-			break
-		}
-		c.Close()
-		if time.Now().After(deadline) {
-			t.Fatalf("s refused on u1 for 40 s: 0x%02x", byte(ack.ReasonCode))
-		}
-		time.Sleep(300 * time.Millisecond)
-	}
-	q.r = r2
+	q.r, _ = reconnectRaw(t, u1.addr, "s")
 	for len(q.got) < 80 {
 		q.handle(t, q.r.Read())
 	}
@@ -217,6 +189,7 @@ func TestQoS2StreamExactlyOnceAcrossNodeLoss(t *testing.T) {
 // again through the relay stream: that copy is not delivered a second
 // time to the sessions that had the first.
 func TestLateConfirmedMessageNotDeliveredTwice(t *testing.T) {
+	t.Parallel()
 	gs := newGatedStore()
 	nodes := startNodes(t, 3, func(i int, b *broker.Broker) {
 		if i == 2 {
@@ -234,11 +207,7 @@ func TestLateConfirmedMessageNotDeliveredTwice(t *testing.T) {
 	}
 	waitRecorded(t, u1, "s")
 	waitIndexed(t, u1, "e/x", "u3")
-	for deadline := time.Now().Add(10 * time.Second); !u1.n.HasInterest("e/x"); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("u1 never learned u3's interest")
-		}
-	}
+	waitInterest(t, u1, "e/x")
 	pub, _, _ := connect(t, u1.addr, "pub")
 	publish := func(payload string) {
 		t.Helper()
@@ -281,24 +250,18 @@ func TestLateConfirmedMessageNotDeliveredTwice(t *testing.T) {
 	readUntil("once")
 	// Once the relayed copy has been handled (the work queue is empty),
 	// a later message shows whatever came before it.
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+	brokertest.WaitFor(t, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, err := (*u1.n.rel.js.Load()).Stream(ctx, relayStream)
-		var left uint64
-		if err == nil {
-			st, _ := (*u1.n.rel.js.Load()).Stream(ctx, relayStream)
-			if info, ierr := st.Info(ctx); ierr == nil {
-				left = info.State.Msgs
-			}
+		defer cancel()
+		st, err := (*u1.n.rel.js.Load()).Stream(ctx, relayStream)
+		if err != nil {
+			return fmt.Errorf("the relayed copy was never handled: %w", err)
 		}
-		cancel()
-		if err == nil && left == 0 {
-			break
+		if info, err := st.Info(ctx); err == nil && info.State.Msgs != 0 {
+			return fmt.Errorf("the relayed copy was never handled: %d left", info.State.Msgs)
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the relayed copy was never handled")
-		}
-	}
+		return nil
+	})
 	publish("after")
 	readUntil("after")
 	for _, p := range got[1 : len(got)-1] {
@@ -312,24 +275,8 @@ func TestLateConfirmedMessageNotDeliveredTwice(t *testing.T) {
 // dropped, so that the node recovering the session resends the delivery
 // under that packet ID rather than as a new message.
 func TestMirrorKeepsNewestChangeOfDelivery(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	route := ln.Addr().String()
-	ln.Close()
-	b := broker.New(config.Default().Limits, slog.New(slog.DiscardHandler))
-	b.SetStore(memory.New())
-	n, err := Start(Config{Name: fmt.Sprintf("one-%d", time.Now().UnixNano()), Node: "solo", Listen: route}, b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close(time.Second); n.Close() })
-	select {
-	case <-n.Ready():
-	case <-time.After(30 * time.Second):
-		t.Fatal("not ready")
-	}
+	t.Parallel()
+	n := startSolo(t, false).n
 	msg := store.Message{Topic: "o/x", Payload: []byte("m"), QoS: 2}
 	put := func(rev uint64, packetID uint16, state byte) broker.MirrorOp {
 		return broker.MirrorOp{ClientID: "c", Seq: 7, Rev: rev,

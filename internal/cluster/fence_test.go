@@ -8,16 +8,6 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 )
 
-// waitFor polls cond until it holds, failing after a minute.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(time.Minute); !cond(); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not after a minute", what)
-		}
-	}
-}
-
 // A node that stops answering while its routes stay up (frozen, as under
 // SIGSTOP: here it neither sends nor hears heartbeats) is declared lost
 // and its sessions taken over. It fences itself first: a QoS 1 publish it
@@ -26,6 +16,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // again; the persistent session it held comes back with what was
 // published for it while it was away.
 func TestFrozenNodeFencedAndTakenOver(t *testing.T) {
+	t.Parallel()
 	nodes := startNodes(t, 3)
 	u1, u3 := nodes[0], nodes[2]
 	parkSession(t, u3.addr, "held", "h/#")
@@ -83,6 +74,7 @@ func TestFrozenNodeFencedAndTakenOver(t *testing.T) {
 // acknowledging at once, even before any session moves, and takes nobody
 // over: the majority side decides.
 func TestCutOffNodeTakesNobodyOver(t *testing.T) {
+	t.Parallel()
 	nodes := startNodes(t, 3)
 	u1, u3 := nodes[0], nodes[2]
 	parkSession(t, u1.addr, "kept", "k/#")

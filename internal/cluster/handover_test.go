@@ -2,128 +2,19 @@ package cluster
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"net"
-	"os"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/starling-mqtt/starling/internal/broker"
+	"github.com/starling-mqtt/starling/internal/brokertest"
 	"github.com/starling-mqtt/starling/internal/config"
+	"github.com/starling-mqtt/starling/internal/freeport"
 	"github.com/starling-mqtt/starling/internal/store/memory"
 )
-
-// testNode is a broker with its cluster node and an MQTT listener.
-type testNode struct {
-	b    *broker.Broker
-	n    *Node
-	addr string
-	once sync.Once // stop
-}
-
-// startNodes starts count nodes on memory stores; setup, if given, may
-// replace node i's store before it starts.
-func startNodes(t *testing.T, count int, setup ...func(i int, b *broker.Broker)) []*testNode {
-	t.Helper()
-	var routes []string
-	for range count {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		routes = append(routes, ln.Addr().String())
-		ln.Close()
-	}
-	lv := slog.LevelWarn
-	if os.Getenv("STARLING_TEST_LOG") != "" {
-		lv = slog.LevelDebug
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv}))
-	name := fmt.Sprintf("unit-%d", time.Now().UnixNano())
-	var out []*testNode
-	for i := range count {
-		var peers []string
-		for j, r := range routes {
-			if j != i {
-				peers = append(peers, r)
-			}
-		}
-		b := broker.New(config.Default().Limits, log)
-		b.SetStore(memory.New())
-		for _, f := range setup {
-			f(i, b)
-		}
-		n, err := Start(Config{Name: name, Node: fmt.Sprintf("u%d", i+1), Listen: routes[i], Peers: peers, Logger: log}, b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				go b.HandleConn(c)
-			}
-		}()
-		t.Cleanup(func() {
-			ln.Close()
-			b.Close(time.Second)
-			n.Close()
-		})
-		out = append(out, &testNode{b: b, n: n, addr: ln.Addr().String()})
-	}
-	for _, tn := range out {
-		select {
-		case <-tn.n.Ready():
-		case <-time.After(60 * time.Second):
-			t.Fatalf("node %s not ready", tn.n.Name())
-		}
-	}
-	return out
-}
-
-// connect opens a persistent MQTT 5 session; it returns the client (nil if
-// refused), the CONNACK and its received messages.
-func connect(t *testing.T, addr, id string) (*paho.Client, *paho.Connack, chan *paho.Publish) {
-	t.Helper()
-	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	recv := make(chan *paho.Publish, 1000)
-	c := paho.NewClient(paho.ClientConfig{ClientID: id, Conn: nc,
-		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
-			recv <- pr.Packet
-			return true, nil
-		}}})
-	e := uint32(300)
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	ack, err := c.Connect(ctx, &paho.Connect{ClientID: id, CleanStart: false, Properties: &paho.ConnectProperties{SessionExpiryInterval: &e}})
-	if err != nil {
-		nc.Close()
-		return nil, ack, recv
-	}
-	t.Cleanup(func() { c.Disconnect(&paho.Disconnect{}); nc.Close() })
-	return c, ack, recv
-}
-
-// pending counts the messages b holds for its sessions.
-func pending(b *broker.Broker) int {
-	inflight, queued := b.QueueTotals()
-	return inflight + queued
-}
 
 // A hand-over whose transfer fails leaves the session, with every queued
 // message, on its node; the connect is refused (0x88) so that the client
@@ -139,13 +30,12 @@ func TestHandOverFailureKeepsSession(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if q := pending(a.b); q == n {
-			break
-		} else if time.Now().After(deadline) {
-			t.Fatalf("queued on u1: %d, want %d", q, n)
+	brokertest.WaitFor(t, func() error {
+		if q := pending(a.b); q != n {
+			return fmt.Errorf("queued on u1: %d, want %d", q, n)
 		}
-	}
+		return nil
+	})
 
 	fault := func(chunk int) error {
 		if chunk == 2 {
@@ -180,11 +70,7 @@ func TestHandOverFailureKeepsSession(t *testing.T) {
 			t.Fatalf("message %d of %d did not arrive", i, n)
 		}
 	}
-	for deadline := time.Now().Add(5 * time.Second); a.b.HasSession("keep"); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("u1 still holds the session after a committed transfer")
-		}
-	}
+	waitFor(t, "u1 lets go of the session after a committed transfer", func() bool { return !a.b.HasSession("keep") })
 }
 
 // An owner that hears neither commit nor abort settles the transfer by the
@@ -204,17 +90,17 @@ func TestHandOverUnconfirmedStays(t *testing.T) {
 	if err != nil || in.snap == nil || len(in.snap.Out) != 1 {
 		t.Fatalf("hand-over: %v, %+v", err, in)
 	}
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+	// Within 5 s, ten times xferIdle but half its default: the
+	// shortened idle time is what closed it.
+	brokertest.WaitWithin(t, 5*time.Second, func() error {
 		a.n.xfersMu.Lock()
 		open := len(a.n.xfers)
 		a.n.xfersMu.Unlock()
-		if open == 0 {
-			break
+		if open != 0 {
+			return fmt.Errorf("transfer still open on u1 after %v idle", xferIdle)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("transfer still open on u1 after %v idle", xferIdle)
-		}
-	}
+		return nil
+	})
 	if q := pending(a.b); !a.b.HasSession("idle") || q != 1 {
 		t.Fatalf("unconfirmed transfer: session on u1 %v with %d queued, want kept with 1", a.b.HasSession("idle"), q)
 	}
@@ -223,72 +109,33 @@ func TestHandOverUnconfirmedStays(t *testing.T) {
 // A node that restarts and still owns its sessions (nobody took them over)
 // publishes the wills it restored, once it knows that.
 func TestRestartedNodePublishesOwnWills(t *testing.T) {
+	t.Parallel()
 	st := memory.New()
 	dir := t.TempDir()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	route := ln.Addr().String()
-	ln.Close()
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	start := func() (*broker.Broker, *Node, string) {
+	route := freeport.Addr(t) // the same on restart
+	log := testLogger()
+	start := func() *testNode {
 		b := broker.New(config.Default().Limits, log)
 		b.SetStore(st)
-		n, err := Start(Config{Name: "restart", Node: "r1", Listen: route, DataDir: dir, Logger: log}, b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		go func() {
-			for {
-				c, err := l.Accept()
-				if err != nil {
-					return
-				}
-				go b.HandleConn(c)
-			}
-		}()
-		t.Cleanup(func() { l.Close() })
-		select {
-		case <-n.Ready():
-		case <-time.After(30 * time.Second):
-			t.Fatal("node not ready")
-		}
-		return b, n, l.Addr().String()
+		tn := startMember(t, Config{Name: "restart", Node: "r1", Listen: route, DataDir: dir, Logger: log}, b)
+		waitReady(t, tn)
+		return tn
 	}
-	b, n, addr := start()
-	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := paho.NewClient(paho.ClientConfig{ClientID: "w", Conn: nc})
+	first := start()
 	e := uint32(300)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := c.Connect(ctx, &paho.Connect{ClientID: "w", Properties: &paho.ConnectProperties{SessionExpiryInterval: &e},
-		WillMessage: &paho.WillMessage{Topic: "will/w", QoS: 1, Retain: true, Payload: []byte("gone")}}); err != nil {
-		t.Fatal(err)
-	}
+	brokertest.DialPaho(t, first.addr, "w", &paho.Connect{Properties: &paho.ConnectProperties{SessionExpiryInterval: &e},
+		WillMessage: &paho.WillMessage{Topic: "will/w", QoS: 1, Retain: true, Payload: []byte("gone")}})
 	// The node stops with the client connected: the will stays pending
 	// in the store, as after a crash.
-	b.Close(time.Second)
-	n.Close()
-	nc.Close()
+	first.stop()
 
-	b2, n2, _ := start()
-	t.Cleanup(func() { b2.Close(time.Second); n2.Close() })
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if ms, _ := b2.RetainedMatching("will/w", 1); len(ms) == 1 {
-			break
+	second := start()
+	brokertest.WaitFor(t, func() error {
+		if ms, _ := second.b.RetainedMatching("will/w", 1); len(ms) != 1 {
+			return errors.New("the restarted node did not publish the will of its own session")
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the restarted node did not publish the will of its own session")
-		}
-	}
+		return nil
+	})
 }
 
 // Messages queued for a session on its old node while its state is on the

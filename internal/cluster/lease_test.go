@@ -25,6 +25,7 @@ func beat(n *Node, from string, hears ...string) {
 // A node silent to this one but still heard by another live node (a
 // partial partition) is not lost; silent to all, it is.
 func TestSilentSparesNodeHeardElsewhere(t *testing.T) {
+	t.Parallel()
 	n := leaseNode("a", "addr-b", "addr-c")
 	now := n.lease.mono()
 	n.lease.heard["b"] = now - int64(deadAfter) - int64(time.Second)
@@ -43,6 +44,7 @@ func TestSilentSparesNodeHeardElsewhere(t *testing.T) {
 // heartbeats naming it; once lapsed, a renewal fences the node instead of
 // letting it serve at once.
 func TestLeaseNeedsMajorityAndFencesAfterLapse(t *testing.T) {
+	t.Parallel()
 	n := leaseNode("a", "addr-b", "addr-c")
 	if n.leaseValid() {
 		t.Fatal("lease held before any heartbeat")

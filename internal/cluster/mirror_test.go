@@ -1,13 +1,9 @@
 package cluster
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
-	"net"
 	"testing"
 	"time"
 
@@ -15,10 +11,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/starling-mqtt/starling/internal/broker"
-	"github.com/starling-mqtt/starling/internal/config"
+	"github.com/starling-mqtt/starling/internal/brokertest"
 	"github.com/starling-mqtt/starling/internal/packet"
 	"github.com/starling-mqtt/starling/internal/store"
-	"github.com/starling-mqtt/starling/internal/store/memory"
 )
 
 // A persistent session's queued messages survive the loss of its node: the
@@ -26,6 +21,7 @@ import (
 // had reached the lost node, and both nodes' copies leave the stream once
 // they are delivered.
 func TestQueuedMessagesRecoveredFromLostNode(t *testing.T) {
+	t.Parallel()
 	nodes := startNodes(t, 3)
 	u1, u3 := nodes[0], nodes[2]
 
@@ -77,21 +73,17 @@ func TestQueuedMessagesRecoveredFromLostNode(t *testing.T) {
 	u3.n.Close()
 
 	var recv chan *paho.Publish
-	tries := 0
-	for deadline := time.Now().Add(40 * time.Second); ; tries++ {
+	tries := retry(t, func() error {
 		c, ack, r := connect(t, u1.addr, "q")
-		if c != nil {
-			if !ack.SessionPresent {
-				t.Fatal("q on u1: session present = false")
-			}
-			recv = r
-			break
+		if c == nil {
+			return fmt.Errorf("q refused on u1 (last CONNACK %+v)", ack)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("q refused on u1 for 40 s (last CONNACK %+v)", ack)
+		if !ack.SessionPresent {
+			t.Fatal("q on u1: session present = false")
 		}
-		time.Sleep(300 * time.Millisecond)
-	}
+		recv = r
+		return nil
+	}) - 1
 	got := map[string]bool{}
 	for len(got) < n {
 		select {
@@ -112,27 +104,14 @@ func TestQueuedMessagesRecoveredFromLostNode(t *testing.T) {
 	// Delivered and acknowledged: neither copy stays in the stream.
 	for _, owner := range []string{"u3", "u1"} {
 		subj := queueSubject("q", owner)
-		for deadline := time.Now().Add(20 * time.Second); ; {
+		brokertest.WaitFor(t, func() error {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			_, err := u1.n.queue().GetLastMsgForSubject(ctx, subj)
-			cancel()
-			if errors.Is(err, jetstream.ErrMsgNotFound) {
-				break
+			defer cancel()
+			if _, err := u1.n.queue().GetLastMsgForSubject(ctx, subj); !errors.Is(err, jetstream.ErrMsgNotFound) {
+				return fmt.Errorf("entries of q under %s still in the stream (err %v)", owner, err)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("entries of q under %s still in the stream (err %v)", owner, err)
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-	}
-}
-
-func sub(t *testing.T, c *paho.Client, filter string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1}}}); err != nil {
-		t.Fatal(err)
+			return nil
+		})
 	}
 }
 
@@ -140,6 +119,7 @@ func sub(t *testing.T, c *paho.Client, filter string) {
 // twice when its publisher resends it to another node: the packet ID
 // awaiting PUBREL was replicated before the PUBREC.
 func TestQoS2ReceivedIDSurvivesLostNode(t *testing.T) {
+	t.Parallel()
 	nodes := startNodes(t, 3)
 	u1, u3 := nodes[0], nodes[2]
 	s, _, recv := connect(t, u1.addr, "s")
@@ -184,22 +164,9 @@ func TestQoS2ReceivedIDSurvivesLostNode(t *testing.T) {
 	waitRecorded(t, u1, "p")
 	u3.n.Close()
 	p.Close()
-	var p2 *raw
-	for deadline := time.Now().Add(40 * time.Second); ; {
-		c := dialRaw(t, u1.addr)
-		ack := c.Connect("p", false)
-		if ack.ReasonCode == 0 {
-			if !ack.SessionPresent {
-				t.Fatal("p on u1: session present = false")
-			}
-			p2 = c
-			break
-		}
-		c.Close()
-		if time.Now().After(deadline) {
-			t.Fatalf("p refused on u1 for 40 s: 0x%02x", byte(ack.ReasonCode))
-		}
-		time.Sleep(300 * time.Millisecond)
+	p2, ack := reconnectRaw(t, u1.addr, "p")
+	if !ack.SessionPresent {
+		t.Fatal("p on u1: session present = false")
 	}
 	// The publisher never saw the PUBREC as far as it knows: it resends.
 	dup := *pub
@@ -219,90 +186,14 @@ func TestQoS2ReceivedIDSurvivesLostNode(t *testing.T) {
 	}
 }
 
-// raw is a bare MQTT 3.1.1 connection (testutil's imports this package).
-type raw struct {
-	t  *testing.T
-	nc net.Conn
-	br *bufio.Reader
-}
-
-func dialRaw(t *testing.T, addr string) *raw {
-	t.Helper()
-	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nc.Close() })
-	return &raw{t: t, nc: nc, br: bufio.NewReader(nc)}
-}
-
-func (r *raw) Close() { r.nc.Close() }
-
-func (r *raw) Send(p packet.Packet) {
-	r.t.Helper()
-	b, err := packet.Append(nil, p, packet.V311)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	r.nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	if _, err := r.nc.Write(b); err != nil {
-		r.t.Fatal(err)
-	}
-}
-
-// Read returns the next packet; the connect of a refused claim may take
-// several seconds.
-func (r *raw) Read() packet.Packet {
-	r.t.Helper()
-	r.nc.SetReadDeadline(time.Now().Add(20 * time.Second))
-	fh, err := packet.ReadFixedHeader(r.br)
-	if err != nil {
-		r.t.Fatalf("read: %v", err)
-	}
-	body := make([]byte, fh.Remaining)
-	if _, err := io.ReadFull(r.br, body); err != nil {
-		r.t.Fatalf("read: %v", err)
-	}
-	p, err := packet.Decode(fh, body, packet.V311)
-	if err != nil {
-		r.t.Fatalf("decode: %v", err)
-	}
-	return p
-}
-
-func (r *raw) Connect(id string, clean bool) *packet.Connack {
-	r.t.Helper()
-	r.Send(&packet.Connect{ProtocolName: "MQTT", ProtocolVersion: packet.V311, CleanStart: clean, ClientID: id, KeepAlive: 30})
-	ack, ok := r.Read().(*packet.Connack)
-	if !ok {
-		r.t.Fatal("expected CONNACK")
-	}
-	return ack
-}
-
 // With cluster.local_queues a node keeps its sessions' queues to itself;
 // by default they are in the stream.
 func TestLocalQueuesNotMirrored(t *testing.T) {
+	t.Parallel()
 	for _, local := range []bool{false, true} {
 		t.Run(fmt.Sprint("local=", local), func(t *testing.T) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			route := ln.Addr().String()
-			ln.Close()
-			b := broker.New(config.Default().Limits, slog.New(slog.DiscardHandler))
-			b.SetStore(memory.New())
-			n, err := Start(Config{Name: fmt.Sprintf("one-%d", time.Now().UnixNano()), Node: "solo", Listen: route, LocalQueues: local}, b)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { b.Close(time.Second); n.Close() })
-			select {
-			case <-n.Ready():
-			case <-time.After(30 * time.Second):
-				t.Fatal("not ready")
-			}
+			tn := startSolo(t, local)
+			b, n := tn.b, tn.n
 			b.Adopt(&broker.SessionSnapshot{Session: store.Session{ClientID: "off", Version: packet.V5, ExpiryInterval: 300},
 				Subs: []store.Subscription{{Filter: "o/#", Options: packet.Subscription{Filter: "o/#", QoS: 1}}}})
 			if _, err := b.Publish("o/x", []byte("kept"), 1, false); err != nil {
@@ -318,23 +209,5 @@ func TestLocalQueuesNotMirrored(t *testing.T) {
 				t.Fatalf("%d deliveries in the stream, want %d", len(out), want)
 			}
 		})
-	}
-}
-
-// waitRecorded waits until tn's mirror of the sessions bucket holds id's
-// persistent session record.
-func waitRecorded(t *testing.T, tn *testNode, id string) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		tn.n.ownersMu.Lock()
-		m, ok := tn.n.owners[key(id)]
-		tn.n.ownersMu.Unlock()
-		if ok && m.rec.Session != nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s's session never recorded", id)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }

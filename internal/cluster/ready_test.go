@@ -54,10 +54,6 @@ func TestConnectRefusedUntilReady(t *testing.T) {
 	connectHold.Store(int64(200 * time.Millisecond))
 	b.stop()
 	c.stop()
-	for deadline := time.Now().Add(30 * time.Second); a.n.Health().Ready; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("a node alone of three still reports ready")
-		}
-	}
+	waitFor(t, "a node alone of three stops reporting ready", func() bool { return !a.n.Health().Ready })
 	expectRefused(t, a.addr, "after losing the majority")
 }

@@ -9,90 +9,14 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/starling-mqtt/starling/internal/broker"
-	"github.com/starling-mqtt/starling/internal/session"
 )
-
-// publishAll publishes count QoS 1 messages "<prefix><i>" on topic from c,
-// each acknowledged before the next.
-func publishAll(t *testing.T, c *paho.Client, topic, prefix string, count int) {
-	t.Helper()
-	for i := range count {
-		ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
-		_, err := c.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Payload: fmt.Appendf(nil, "%s%d", prefix, i)})
-		cancel()
-		if err != nil {
-			t.Fatalf("publish %s%d: %v", prefix, i, err)
-		}
-	}
-}
-
-// parkSession leaves a persistent session for id on addr, subscribed to
-// filter at QoS 1, with its client disconnected.
-func parkSession(t *testing.T, addr, id, filter string) {
-	t.Helper()
-	c, _, _ := connect(t, addr, id)
-	if c == nil {
-		t.Fatalf("%s refused", id)
-	}
-	sub(t, c, filter)
-	c.Disconnect(&paho.Disconnect{})
-}
-
-// reconnectUntil connects id to addr until a connect is accepted with its
-// session present.
-func reconnectUntil(t *testing.T, addr, id string) chan *paho.Publish {
-	t.Helper()
-	for deadline := time.Now().Add(40 * time.Second); ; {
-		c, ack, recv := connect(t, addr, id)
-		if c != nil {
-			if !ack.SessionPresent {
-				t.Fatalf("%s: session present = false", id)
-			}
-			return recv
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s refused for 40 s (last CONNACK %+v)", id, ack)
-		}
-		time.Sleep(300 * time.Millisecond)
-	}
-}
-
-// expectAll waits for every payload in want on recv (repeats allowed).
-func expectAll(t *testing.T, recv chan *paho.Publish, want []string) {
-	t.Helper()
-	got := make(map[string]bool)
-	missing := func() []string {
-		var out []string
-		for _, w := range want {
-			if !got[w] {
-				out = append(out, w)
-			}
-		}
-		return out
-	}
-	for len(missing()) > 0 {
-		select {
-		case m := <-recv:
-			got[string(m.Payload)] = true
-		case <-time.After(20 * time.Second):
-			t.Fatalf("%d of %d acknowledged messages never arrived: %v", len(missing()), len(want), missing())
-		}
-	}
-}
-
-func payloads(prefix string, count int) []string {
-	out := make([]string, count)
-	for i := range out {
-		out[i] = fmt.Sprintf("%s%d", prefix, i)
-	}
-	return out
-}
 
 // Messages published on a live node while the node owning a persistent
 // session is lost, before anyone took the session over, are acknowledged
 // and kept: they go to the relay stream, and the session gets them from
 // the node its client reconnects to.
 func TestPublishedDuringNodeLossKept(t *testing.T) {
+	t.Parallel()
 	nodes := startNodes(t, 3)
 	u1, u2, u3 := nodes[0], nodes[1], nodes[2]
 
@@ -107,7 +31,7 @@ func TestPublishedDuringNodeLossKept(t *testing.T) {
 	publishAll(t, pub, "loss/a", "gone", 30)
 	t.Logf("30 publishes acknowledged in %s after the node's loss", time.Since(start).Round(time.Millisecond))
 	// And after the takeover, on the node that took q over.
-	time.Sleep(4 * time.Second)
+	waitFor(t, "q taken over", func() bool { return u1.b.HasSession("q") || u2.b.HasSession("q") })
 	publishAll(t, pub, "loss/a", "after", 10)
 
 	recv := reconnectUntil(t, u2.addr, "q")
@@ -122,6 +46,7 @@ func TestPublishedDuringNodeLossKept(t *testing.T) {
 // it, so the publisher's node relays it, and the session's new node
 // delivers it.
 func TestUnconfirmedMessageRelayedWhenNodeLost(t *testing.T) {
+	t.Parallel()
 	gs := newGatedStore()
 	nodes := startNodes(t, 3, func(i int, b *broker.Broker) {
 		if i == 2 {
@@ -132,11 +57,7 @@ func TestUnconfirmedMessageRelayedWhenNodeLost(t *testing.T) {
 
 	parkSession(t, u3.addr, "q", "stuck/#")
 	waitIndexed(t, u1, "stuck/x", "u3")
-	for deadline := time.Now().Add(10 * time.Second); !u1.n.HasInterest("stuck/x"); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("u1 never learned u3's interest")
-		}
-	}
+	waitInterest(t, u1, "stuck/x")
 	pub, _, _ := connect(t, u1.addr, "pub")
 	publishAll(t, pub, "stuck/x", "ok", 5) // confirmed by u3, not relayed
 	if c := u1.n.rel.relayed.Load(); c != 0 {
@@ -172,20 +93,4 @@ func TestUnconfirmedMessageRelayedWhenNodeLost(t *testing.T) {
 
 	recv := reconnectUntil(t, u1.addr, "q")
 	expectAll(t, recv, append(payloads("ok", 5), payloads("stuck", 10)...))
-}
-
-// waitIndexed waits until tn knows of a persistent session on node whose
-// subscription matches topic (its record, subscriptions included, has
-// come through the sessions bucket).
-func waitIndexed(t *testing.T, tn *testNode, topic, node string) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		if len(tn.n.persistentTargets(&session.Message{Topic: topic, QoS: 1})[node]) > 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s never learned of a persistent subscriber to %s on %s", tn.n.Name(), topic, node)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }

@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/starling-mqtt/starling/internal/brokertest"
 )
 
 // localRetained reads a node's retained payload for topic ("" for none).
@@ -38,6 +40,7 @@ func bucketRetained(t *testing.T, tn *testNode, topic string) string {
 // newer local value: a burst of updates to one topic is seen locally in
 // order, never going back.
 func TestRetainedEchoNeverGoesBack(t *testing.T) {
+	t.Parallel()
 	tn := startNodes(t, 1)[0]
 	const n = 600
 	var done atomic.Bool
@@ -66,11 +69,12 @@ func TestRetainedEchoNeverGoesBack(t *testing.T) {
 		}
 	}
 	last := strconv.Itoa(n - 1)
-	for deadline := time.Now().Add(10 * time.Second); bucketRetained(t, tn, "e/t") != last; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("bucket has %q, want %q", bucketRetained(t, tn, "e/t"), last)
+	brokertest.WaitFor(t, func() error {
+		if got := bucketRetained(t, tn, "e/t"); got != last {
+			return fmt.Errorf("bucket has %q, want %q", got, last)
 		}
-	}
+		return nil
+	})
 	time.Sleep(200 * time.Millisecond) // the last echoes
 	done.Store(true)
 	select {
@@ -110,14 +114,13 @@ func TestRetainedWriteRetried(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if bucketRetained(t, tn, "flaky") == "v-flaky" && bucketRetained(t, tn, "fine") == "v-fine" && tn.n.retainFailed.Load() == 1 {
-			break
+	brokertest.WaitFor(t, func() error {
+		flaky, fine, failed := bucketRetained(t, tn, "flaky"), bucketRetained(t, tn, "fine"), tn.n.retainFailed.Load()
+		if flaky != "v-flaky" || fine != "v-fine" || failed != 1 {
+			return fmt.Errorf("bucket: flaky=%q fine=%q; given up: %d (want 1)", flaky, fine, failed)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("bucket: flaky=%q fine=%q; given up: %d (want 1)", bucketRetained(t, tn, "flaky"), bucketRetained(t, tn, "fine"), tn.n.retainFailed.Load())
-		}
-	}
+		return nil
+	})
 	if got := bucketRetained(t, tn, "never"); got != "" {
 		t.Fatalf("never: bucket has %q", got)
 	}

@@ -12,6 +12,7 @@ import (
 // A node receives from the backplane only what its clients subscribe to:
 // messages on topics nobody there subscribes to never reach it.
 func TestNodeReceivesOnlyItsInterest(t *testing.T) {
+	t.Parallel()
 	nodes := startNodes(t, 2)
 	u1, u2 := nodes[0], nodes[1]
 	local, _, _ := connect(t, u1.addr, "local")

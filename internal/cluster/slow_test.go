@@ -3,9 +3,6 @@ package cluster
 import (
 	"context"
 	"fmt"
-	"log/slog"
-	"net"
-	"os"
 	"slices"
 	"sync"
 	"testing"
@@ -15,7 +12,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/starling-mqtt/starling/internal/broker"
+	"github.com/starling-mqtt/starling/internal/brokertest"
 	"github.com/starling-mqtt/starling/internal/config"
+	"github.com/starling-mqtt/starling/internal/freeport"
 	"github.com/starling-mqtt/starling/internal/store"
 	"github.com/starling-mqtt/starling/internal/store/memory"
 )
@@ -88,11 +87,7 @@ func TestSlowNodeDropsAreCounted(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Disconnect(&paho.Disconnect{})
-	for deadline := time.Now().Add(10 * time.Second); !a.n.HasInterest("d/x"); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("u1 never learned u2's interest")
-		}
-	}
+	waitInterest(t, a, "d/x")
 
 	// u2's store stops committing: its delivery loop blocks, its queue fills.
 	gs.hold()
@@ -102,19 +97,16 @@ func TestSlowNodeDropsAreCounted(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for deadline := time.Now().Add(10 * time.Second); b.n.Dropped() == 0; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("no drop counted while u2 was blocked")
-		}
-	}
+	waitFor(t, "a drop counted while u2 is blocked", func() bool { return b.n.Dropped() > 0 })
 	gs.release()
 
 	// Everything not dropped reaches the session.
-	for deadline := time.Now().Add(10 * time.Second); pending(b.b)+int(b.n.Dropped()) != n; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("u2: %d queued + %d dropped, want %d", pending(b.b), b.n.Dropped(), n)
+	brokertest.WaitFor(t, func() error {
+		if q, d := pending(b.b), int(b.n.Dropped()); q+d != n {
+			return fmt.Errorf("u2: %d queued + %d dropped, want %d", q, d, n)
 		}
-	}
+		return nil
+	})
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(b.n)
 	mfs, err := reg.Gather()
@@ -136,64 +128,35 @@ func TestSlowNodeDropsAreCounted(t *testing.T) {
 // A configured node this node has not seen since it started is named by
 // its address; the node is ready with a majority (two of three) connected.
 func TestHealthNamesNeverSeenNode(t *testing.T) {
-	var routes []string
-	for range 3 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		routes = append(routes, ln.Addr().String())
-		ln.Close()
-	}
+	t.Parallel()
+	routes := freeport.Addrs(t, "127.0.0.1", 3)
 	name := fmt.Sprintf("health-%d", time.Now().UnixNano())
 	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
-	start := func(i int) (*broker.Broker, *Node) {
-		b := broker.New(config.Default().Limits, nil)
-		var peers []string
-		for j, r := range routes {
-			if j != i {
-				peers = append(peers, r)
-			}
-		}
-		lg := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-		n, err := Start(Config{Name: name, Node: fmt.Sprintf("h%d", i+1), Listen: routes[i], Peers: peers, DataDir: dirs[i], Logger: lg}, b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b, n
+	log := testLogger()
+	start := func(i int) *testNode {
+		cfg := Config{Name: name, Node: fmt.Sprintf("h%d", i+1), Listen: routes[i], Peers: peersOf(routes, i), DataDir: dirs[i], Logger: log}
+		return startMember(t, cfg, broker.New(config.Default().Limits, nil))
 	}
-	var bs []*broker.Broker
-	var ns []*Node
+	var tns []*testNode
 	for i := range 3 {
-		b, n := start(i)
-		bs, ns = append(bs, b), append(ns, n)
+		tns = append(tns, start(i))
 	}
-	t.Cleanup(func() { bs[1].Close(time.Second); ns[1].Close() })
-	for _, n := range ns {
-		select {
-		case <-n.Ready():
-		case <-time.After(60 * time.Second):
-			t.Fatalf("%s not ready", n.Name())
-		}
+	for _, tn := range tns {
+		waitReady(t, tn)
 	}
 	// h3 stops, and h1 restarts: h1 has never seen h3 since.
 	for _, i := range []int{2, 0} {
-		bs[i].Close(time.Second)
-		ns[i].Close()
+		tns[i].stop()
 	}
-	b1, n1 := start(0)
-	t.Cleanup(func() { b1.Close(time.Second); n1.Close() })
-	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		h := n1.Health()
-		if h.Ready && slices.Equal(h.Peers, []string{"h2"}) && slices.Equal(h.Down, []string{routes[2]}) {
-			break
+	h1 := start(0)
+	brokertest.WaitFor(t, func() error {
+		if h := h1.n.Health(); !h.Ready || !slices.Equal(h.Peers, []string{"h2"}) || !slices.Equal(h.Down, []string{routes[2]}) {
+			return fmt.Errorf("health %+v, want ready with peer h2 and %s down", h, routes[2])
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("health %+v, want ready with peer h2 and %s down", h, routes[2])
-		}
-	}
+		return nil
+	})
 	// h2 saw h3 before: by name.
-	if h := ns[1].Health(); !slices.Equal(h.Down, []string{"h3"}) {
+	if h := tns[1].n.Health(); !slices.Equal(h.Down, []string{"h3"}) {
 		t.Fatalf("h2's health %+v, want h3 down", h)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/starling-mqtt/starling/internal/broker"
+	"github.com/starling-mqtt/starling/internal/brokertest"
 	"github.com/starling-mqtt/starling/internal/config"
 )
 
@@ -20,6 +21,7 @@ import (
 // carries no WWW-Authenticate challenge), and the live views keep
 // working.
 func TestDashboardNotAdmin(t *testing.T) {
+	t.Parallel()
 	ctx := browser(t, 1200, 900)
 	srv := startServer(t) // admin/secret is the admin; the broker lets anyone in
 
@@ -89,10 +91,11 @@ func TestDashboardNotAdmin(t *testing.T) {
 // Subscriptions card leaves out this page's own subscriptions, and the
 // page's own connection is marked as such in the client list.
 func TestDashboardCounts(t *testing.T) {
+	t.Parallel()
 	ctx := browser(t, 1200, 900)
 	srv := startServer(t) // publishes the retained $SYS/broker tree every second
 	dev, _ := mqttClient(t, srv.tcpAddr, "device")
-	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	pctx, cancel := context.WithTimeout(ctx, brokertest.Patience(t))
 	defer cancel()
 	if _, err := dev.Subscribe(pctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "cmd/device", QoS: 1}}}); err != nil {
 		t.Fatal(err)
@@ -101,12 +104,7 @@ func TestDashboardCounts(t *testing.T) {
 		t.Fatal(err)
 	}
 	err := chromedp.Do(ctx,
-		chromedp.Navigate(srv.url),
-		chromedp.WaitVisible(chromedp.CSS(`#login-form`)),
-		chromedp.SendKeys(chromedp.CSS(`#user`), "admin"),
-		chromedp.SendKeys(chromedp.CSS(`#password`), "secret"),
-		chromedp.Click(chromedp.CSS(`#login-button`)),
-		chromedp.WaitVisible(chromedp.CSS(`#status[data-state="live"]`)),
+		signIn(srv.url),
 		// The $SYS tree is there: the page has received some of it.
 		waitJS(`document.querySelectorAll('#sys tr').length > 5`, `String(document.querySelectorAll('#sys tr').length)`),
 		waitText(`#retained-status`, is("1 on #")),
@@ -132,6 +130,7 @@ func (viewerACL) Allow(c *broker.ClientInfo, act broker.Action, topic string) bo
 // A non-admin whom the ACL keeps from the $SYS feeds: the page says what
 // was refused, and the topic tree still shows what the user may read.
 func TestDashboardNotAdminACL(t *testing.T) {
+	t.Parallel()
 	ctx := browser(t, 1200, 900)
 	srv := startServerAuthz(t, config.Default().Limits, viewerACL{})
 	err := chromedp.Do(ctx,

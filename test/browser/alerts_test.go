@@ -18,6 +18,7 @@ import (
 // bar stops counting it, and the mark survives a reload (the broker keeps
 // it).
 func TestDashboardAlertsAck(t *testing.T) {
+	t.Parallel()
 	posts := make(chan admin.WebhookPayload, 16)
 	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var p admin.WebhookPayload
@@ -58,7 +59,7 @@ func TestDashboardAlertsAck(t *testing.T) {
 	}
 	err = chromedp.Do(ctx,
 		chromedp.Click(chromedp.CSS(`#nav a[href="#v-alerts"]`)),
-		chromedp.Click(chromedp.CSS(`#alerts li.connections button.ack`)),
+		clickLive(`#alerts li.connections button.ack`),
 		waitText(`#ack-status`, is("acknowledged 1 connections")),
 		chromedp.WaitVisible(chromedp.CSS(`#alerts li.connections.acked span.badge.acked`)),
 		waitText(`#alert-count`, is("")),

@@ -17,6 +17,7 @@ import (
 	"github.com/starling-mqtt/starling/internal/admin"
 	"github.com/starling-mqtt/starling/internal/bridge"
 	"github.com/starling-mqtt/starling/internal/broker"
+	"github.com/starling-mqtt/starling/internal/brokertest"
 	"github.com/starling-mqtt/starling/internal/config"
 )
 
@@ -26,6 +27,7 @@ import (
 // connected, and a message published here counted as sent (acknowledged by
 // the remote).
 func TestDashboardBridgesView(t *testing.T) {
+	t.Parallel()
 	ctx := browser(t, 1200, 900)
 
 	var set atomic.Pointer[bridge.Set]
@@ -118,7 +120,7 @@ func TestDashboardBridgesView(t *testing.T) {
 	}
 
 	pub, _ := mqttClient(t, srv.tcpAddr, "sensor-hall")
-	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	pctx, cancel := context.WithTimeout(ctx, brokertest.Patience(t))
 	defer cancel()
 	if _, err := pub.Publish(pctx, &paho.Publish{Topic: "sensors/hall/temp", QoS: 1, Payload: []byte("21.5")}); err != nil {
 		t.Fatalf("publish: %v", err)

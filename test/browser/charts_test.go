@@ -10,6 +10,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/starling-mqtt/starling/internal/config"
+	"github.com/starling-mqtt/starling/internal/freeport"
 )
 
 // historyLen asks the broker's management API how many 1 s points its
@@ -35,8 +36,12 @@ func historyLen(t *testing.T, url string) int {
 // and a broker that was down leaves a gap, with the points from before it
 // kept.
 func TestDashboardChartsRestart(t *testing.T) {
+	t.Parallel()
 	ctx := browser(t, 1200, 1100)
-	srv := startServer(t)
+	// Restarted on the same HTTP address below: a port outside the
+	// ephemeral range, which no other test's outgoing connection takes
+	// meanwhile.
+	srv := startServerOn(t, config.Default().Limits, nil, freeport.Addr(t))
 	pub, _ := mqttClient(t, srv.tcpAddr, "ticker")
 	stopPub := steadyPublisher(t, pub, 100*time.Millisecond, map[string][]byte{"plant/a": []byte("12345")})
 	defer stopPub()

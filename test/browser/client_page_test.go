@@ -9,41 +9,16 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/starling-mqtt/starling/internal/brokertest"
 )
-
-// logIn opens the dashboard and logs in as the test server's admin.
-func logIn(url string) chromedp.Action[chromedp.Void] {
-	return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
-		return chromedp.Do(ctx,
-			chromedp.Navigate(url),
-			chromedp.WaitVisible(chromedp.CSS(`#login-form`)),
-			chromedp.SendKeys(chromedp.CSS(`#user`), "admin"),
-			chromedp.SendKeys(chromedp.CSS(`#password`), "secret"),
-			chromedp.Click(chromedp.CSS(`#login-button`)),
-			chromedp.WaitVisible(chromedp.CSS(`#status[data-state="live"]`)),
-			waitJS(`document.body.dataset.admin === 'yes'`, `document.body.dataset.admin`),
-		)
-	})
-}
 
 // persistentSession leaves an offline session behind for id.
 func persistentSession(t *testing.T, addr, id string) {
 	t.Helper()
-	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	c := paho.NewClient(paho.ClientConfig{ClientID: id, Conn: nc})
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-	defer cancel()
 	exp := uint32(3600)
-	if _, err := c.Connect(ctx, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30,
-		Properties: &paho.ConnectProperties{SessionExpiryInterval: &exp}}); err != nil {
-		t.Fatalf("connect %s: %v", id, err)
-	}
-	c.Disconnect(&paho.Disconnect{})
-	<-c.Done()
+	c, _ := brokertest.DialPaho(t, addr, id, &paho.Connect{CleanStart: true, KeepAlive: 30,
+		Properties: &paho.ConnectProperties{SessionExpiryInterval: &exp}})
+	c.Close()
 }
 
 // The client search finds any of more than 200 sessions by client ID,
@@ -52,6 +27,7 @@ func persistentSession(t *testing.T, addr, id string) {
 // flow-control figures, protocol and last disconnect reason, and its
 // Disconnect and Delete session buttons work.
 func TestDashboardClientSearch(t *testing.T) {
+	t.Parallel()
 	ctx := browser(t, 1200, 1000)
 	srv := startServer(t)
 	for i := range 230 {
@@ -65,7 +41,7 @@ func TestDashboardClientSearch(t *testing.T) {
 	}
 	t.Cleanup(func() { nc.Close() })
 	target := paho.NewClient(paho.ClientConfig{ClientID: "zz-meter-42", Conn: nc})
-	cctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	cctx, cancel := context.WithTimeout(t.Context(), brokertest.Patience(t))
 	defer cancel()
 	exp, delay := uint32(900), uint32(120)
 	if _, err := target.Connect(cctx, &paho.Connect{ClientID: "zz-meter-42", CleanStart: true, KeepAlive: 30, Username: "field-team", UsernameFlag: true,
@@ -158,7 +134,7 @@ func TestDashboardClientSearch(t *testing.T) {
 	// Opened from the connected clients list too.
 	mqttClient(t, srv.tcpAddr, "live-one")
 	err = chromedp.Do(ctx,
-		chromedp.Click(chromedp.CSS(`#clients tr[data-client-id="live-one"] td.id`)),
+		clickLive(`#clients tr[data-client-id="live-one"] td.id`),
 		waitText(`#cp-id`, is("live-one")),
 		chromedp.WaitVisible(chromedp.CSS(`#v-client[data-state="connected"]`)),
 	)

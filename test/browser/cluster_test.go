@@ -17,6 +17,7 @@ import (
 // cluster member (here a one-node cluster, which becomes ready by itself),
 // and shows nothing of the kind on a single node.
 func TestDashboardClusterHeader(t *testing.T) {
+	t.Parallel()
 	ctx := browser(t, 1200, 900)
 	login := func(srv *starling.Server) error {
 		return chromedp.Do(ctx,

@@ -15,6 +15,7 @@ import (
 // status comes from a stand-in for the cluster package, so the test can
 // lose a node at will); a single node shows itself alone.
 func TestDashboardClusterView(t *testing.T) {
+	t.Parallel()
 	ctx := browser(t, 1200, 900)
 	single := startServer(t)
 	err := chromedp.Do(ctx,

@@ -16,6 +16,7 @@ import (
 // Security Policy violation (MQTT.js's timer worker), no failed request
 // (the favicon), no exception.
 func TestDashboardNoConsoleErrors(t *testing.T) {
+	t.Parallel()
 	ctx := browser(t, 1200, 900)
 	srv := startServer(t)
 
@@ -48,12 +49,7 @@ func TestDashboardNoConsoleErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	err := chromedp.Do(ctx,
-		chromedp.Navigate(srv.url),
-		chromedp.WaitVisible(chromedp.CSS(`#login-form`)),
-		chromedp.SendKeys(chromedp.CSS(`#user`), "admin"),
-		chromedp.SendKeys(chromedp.CSS(`#password`), "secret"),
-		chromedp.Click(chromedp.CSS(`#login-button`)),
-		chromedp.WaitVisible(chromedp.CSS(`#status[data-state="live"]`)),
+		signIn(srv.url),
 		waitText(`#m-connected`, is("1")),
 		// A few overviews: the page has run its timers and drawn.
 		waitJS(`((document.querySelector('#line-in').getAttribute('d') || '').match(/L/g) || []).length >= 2`,

@@ -4,16 +4,17 @@ import (
 	"context"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/starling-mqtt/starling/internal/brokertest"
 )
 
 // The page follows prefers-color-scheme: dark backgrounds and light text
 // when the system asks for dark, light ones otherwise.
 func TestDashboardDarkMode(t *testing.T) {
+	t.Parallel()
 	ctx := browser(t, 1200, 900)
 	srv := startServer(t)
 	lum := func(sel, prop string) float64 {
@@ -49,10 +50,11 @@ func TestDashboardDarkMode(t *testing.T) {
 // own subscription brings (over the page's MQTT connection), newest
 // first, with payload and flags; Unsubscribe stops it.
 func TestDashboardWatchClient(t *testing.T) {
+	t.Parallel()
 	ctx := browser(t, 1200, 1000)
 	srv := startServer(t)
 	pub, _ := mqttClient(t, srv.tcpAddr, "meter")
-	pctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	pctx, cancel := context.WithTimeout(t.Context(), brokertest.Patience(t))
 	defer cancel()
 	send := func(topic, payload string, retain bool) {
 		t.Helper()

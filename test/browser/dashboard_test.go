@@ -23,6 +23,7 @@ import (
 
 	"github.com/starling-mqtt/starling/internal/admin"
 	"github.com/starling-mqtt/starling/internal/broker"
+	"github.com/starling-mqtt/starling/internal/brokertest"
 	"github.com/starling-mqtt/starling/internal/config"
 	"github.com/starling-mqtt/starling/internal/transport"
 )
@@ -102,21 +103,7 @@ func startServerWith(t *testing.T, lim config.Limits, authz broker.Authorizer, h
 	adm := admin.New(b, ao)
 
 	var wg sync.WaitGroup
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go b.HandleConnOn(c, "tcp")
-		}
-	}()
+	tcpAddr, stopTCP := brokertest.Listen(t, func(c net.Conn) { b.HandleConnOn(c, "tcp") })
 	mux := http.NewServeMux()
 	wsDown := new(atomic.Bool)
 	ws := transport.NewWSHandler(transport.WSOptions{}, func(c net.Conn, _ *http.Request) { b.HandleConnOn(c, "http") })
@@ -142,42 +129,48 @@ func startServerWith(t *testing.T, lim config.Limits, authz broker.Authorizer, h
 	stopAll := func() {
 		once.Do(func() {
 			stop()
-			ln.Close()
+			stopTCP()
 			hs.Close()
 			b.Close(2 * time.Second)
 			wg.Wait()
 		})
 	}
 	t.Cleanup(stopAll)
-	return &server{b: b, tcpAddr: ln.Addr().String(), url: "http://" + hln.Addr().String() + "/", wsDown: wsDown, stop: stopAll,
+	return &server{b: b, tcpAddr: tcpAddr, url: "http://" + hln.Addr().String() + "/", wsDown: wsDown, stop: stopAll,
 		httpAddr: hln.Addr().String()}
+}
+
+// signIn opens the dashboard, logs in as the test server's admin and
+// waits until the page is live.
+func signIn(url string) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		return chromedp.Do(ctx,
+			chromedp.Navigate(url),
+			chromedp.WaitVisible(chromedp.CSS(`#login-form`)),
+			chromedp.SendKeys(chromedp.CSS(`#user`), "admin"),
+			chromedp.SendKeys(chromedp.CSS(`#password`), "secret"),
+			chromedp.Click(chromedp.CSS(`#login-button`)),
+			chromedp.WaitVisible(chromedp.CSS(`#status[data-state="live"]`)),
+		)
+	})
+}
+
+// logIn is signIn, then waits until the page shows its admin controls.
+func logIn(url string) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		return chromedp.Do(ctx,
+			signIn(url),
+			waitJS(`document.body.dataset.admin === 'yes'`, `document.body.dataset.admin`),
+		)
+	})
 }
 
 // mqttClient connects a paho.golang MQTT 5 client; it disconnects when the
 // test ends, or earlier through the returned function.
 func mqttClient(t *testing.T, addr, id string) (*paho.Client, func()) {
 	t.Helper()
-	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := paho.NewClient(paho.ClientConfig{ClientID: id, Conn: nc})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if _, err := c.Connect(ctx, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30}); err != nil {
-		nc.Close()
-		t.Fatalf("connect %s: %v", id, err)
-	}
-	var once sync.Once
-	closeFn := func() {
-		once.Do(func() {
-			c.Disconnect(&paho.Disconnect{})
-			nc.Close()
-			<-c.Done()
-		})
-	}
-	t.Cleanup(closeFn)
-	return c, closeFn
+	c, _ := brokertest.DialPaho(t, addr, id, &paho.Connect{CleanStart: true, KeepAlive: 30})
+	return c.Client, c.Close
 }
 
 // browser starts headless Chromium with a fresh profile, in which no host
@@ -198,7 +191,9 @@ func browser(t *testing.T, width, height int) context.Context {
 		chromedp.UserDataDir(filepath.Join(t.TempDir(), "profile")),
 		chromedp.WindowSize(width, height),
 	)
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	// Every wait on the page ends with this context: it follows the
+	// test's deadline, since a fixed one is missed by a slow -race run.
+	ctx, cancel := context.WithTimeout(context.Background(), brokertest.Patience(t))
 	t.Cleanup(cancel)
 	ctx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
 	t.Cleanup(cancelAlloc) // waits for the browser to exit
@@ -253,6 +248,21 @@ func waitText(sel string, ok func(string) bool) chromedp.Action[chromedp.Void] {
 	})
 }
 
+// clickLive clicks the element sel selects in a list the page re-renders
+// every second: a re-render between finding the element and clicking it
+// leaves a node that is gone ("Could not find node with given id"), so
+// the click is tried again on the new one.
+func clickLive(sel string) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		for {
+			_, err := chromedp.Click(chromedp.CSS(sel))(ctx, tg)
+			if err == nil || !strings.Contains(err.Error(), "Could not find node") {
+				return err
+			}
+		}
+	})
+}
+
 func is(want string) func(string) bool { return func(s string) bool { return s == want } }
 
 // waitJS waits until the JavaScript expression cond is true; on timeout
@@ -281,23 +291,14 @@ func waitJS(cond, diag string) chromedp.Action[chromedp.Void] {
 // maxSize bytes, with a keep alive of 10 s, subscribed to filter.
 func tinyClient(t *testing.T, addr, id string, maxSize uint32, filter string) *paho.Client {
 	t.Helper()
-	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := paho.NewClient(paho.ClientConfig{ClientID: id, Conn: nc})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	c, _ := brokertest.DialPaho(t, addr, id, &paho.Connect{CleanStart: true, KeepAlive: 10,
+		Properties: &paho.ConnectProperties{MaximumPacketSize: &maxSize}})
+	ctx, cancel := context.WithTimeout(context.Background(), brokertest.Patience(t))
 	defer cancel()
-	if _, err := c.Connect(ctx, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 10,
-		Properties: &paho.ConnectProperties{MaximumPacketSize: &maxSize}}); err != nil {
-		nc.Close()
-		t.Fatalf("connect %s: %v", id, err)
-	}
-	t.Cleanup(func() { c.Disconnect(&paho.Disconnect{}); nc.Close(); <-c.Done() })
 	if _, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1}}}); err != nil {
 		t.Fatal(err)
 	}
-	return c
+	return c.Client
 }
 
 // steadyPublisher publishes each payload to its topic every period (QoS
@@ -328,17 +329,13 @@ func steadyPublisher(t *testing.T, c *paho.Client, period time.Duration, msgs ma
 }
 
 func TestDashboardLive(t *testing.T) {
+	t.Parallel()
 	ctx := browser(t, 1200, 900)
 	srv := startServer(t)
 
 	// Log in: the page's own MQTT connection is the one connected client.
 	err := chromedp.Do(ctx,
-		chromedp.Navigate(srv.url),
-		chromedp.WaitVisible(chromedp.CSS(`#login-form`)),
-		chromedp.SendKeys(chromedp.CSS(`#user`), "admin"),
-		chromedp.SendKeys(chromedp.CSS(`#password`), "secret"),
-		chromedp.Click(chromedp.CSS(`#login-button`)),
-		chromedp.WaitVisible(chromedp.CSS(`#status[data-state="live"]`)),
+		signIn(srv.url),
 		waitText(`#m-connected`, is("1")),
 	)
 	if err != nil {
@@ -372,7 +369,7 @@ func TestDashboardLive(t *testing.T) {
 	// A client that takes packets of at most 64 bytes misses a bigger
 	// message: one dropped (too large).
 	tinyClient(t, srv.tcpAddr, "tiny", 64, "big/#")
-	pctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	pctx, cancel := context.WithTimeout(context.Background(), brokertest.Patience(t))
 	defer cancel()
 	if _, err := probe.Publish(pctx, &paho.Publish{Topic: "big/blob", QoS: 1, Payload: make([]byte, 200)}); err != nil {
 		t.Fatal(err)
@@ -433,7 +430,7 @@ func TestDashboardLive(t *testing.T) {
 	// login's credentials).
 	mqttClient(t, srv.tcpAddr, "victim")
 	err = chromedp.Do(ctx,
-		chromedp.Click(chromedp.CSS(`#clients button.kick[data-client-id="victim"]`)),
+		clickLive(`#clients button.kick[data-client-id="victim"]`),
 		waitText(`#action-status`, is("disconnected victim")),
 		chromedp.WaitVisible(chromedp.CSS(`#events li.disconnected[data-client-id="victim"]`)),
 		chromedp.WaitNotPresent(chromedp.CSS(`#clients tr[data-client-id="victim"]`)),
@@ -456,6 +453,7 @@ func TestDashboardLive(t *testing.T) {
 // The page is usable in a phone-sized viewport: nothing wider than the
 // screen.
 func TestDashboardNarrow(t *testing.T) {
+	t.Parallel()
 	ctx := browser(t, 390, 844)
 	srv := startServer(t)
 	var width float64

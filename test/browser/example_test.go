@@ -3,6 +3,7 @@ package browser
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/starling-mqtt/starling"
 	"github.com/starling-mqtt/starling/examples/browser/app"
+	"github.com/starling-mqtt/starling/internal/brokertest"
 )
 
 // syncLog is a log sink the test reads while the broker writes.
@@ -113,6 +115,7 @@ func serveExample(t *testing.T, cfg app.Config) (origin string, setBroker func(s
 // connection while the broker logs the refused origin with the key that
 // allows it.
 func TestExampleBrowserApp(t *testing.T) {
+	t.Parallel()
 	secret := []byte(strings.Repeat("example-secret-", 3))
 	origin, setBroker := serveExample(t, app.Config{Secret: secret})
 	srv, brokerLog := startTokenBroker(t, secret, origin)
@@ -122,7 +125,7 @@ func TestExampleBrowserApp(t *testing.T) {
 	cmds := make(chan *paho.Publish, 10)
 	sub, _ := mqttClient(t, tcp, "command-reader")
 	sub.AddOnPublishReceived(func(pr paho.PublishReceived) (bool, error) { cmds <- pr.Packet; return true, nil })
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	sctx, cancel := context.WithTimeout(context.Background(), brokertest.Patience(t))
 	defer cancel()
 	if _, err := sub.Subscribe(sctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "commands/#", QoS: 1}}}); err != nil {
 		t.Fatal(err)
@@ -142,7 +145,7 @@ func TestExampleBrowserApp(t *testing.T) {
 	go func() {
 		defer pubWG.Done()
 		for {
-			pctx, pcancel := context.WithTimeout(context.Background(), 5*time.Second)
+			pctx, pcancel := context.WithTimeout(context.Background(), brokertest.Patience(t))
 			sensor.Publish(pctx, &paho.Publish{Topic: "sensors/room1/temp", QoS: 0, Payload: []byte("21.5")})
 			pcancel()
 			select {
@@ -183,13 +186,12 @@ func TestExampleBrowserApp(t *testing.T) {
 		waitJS(`window.exampleState && exampleState.status.startsWith("refused: the broker closed the WebSocket") && document.getElementById("status").textContent.includes("websocket.allowed_origins")`, `JSON.stringify(window.exampleState)`)); err != nil {
 		t.Fatalf("page from a refused origin did not show the failure: %v", err)
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for !strings.Contains(brokerLog.String(), `msg="websocket origin refused" origin=`+other) {
-		if time.Now().After(deadline) {
-			t.Fatalf("broker log has no refused-origin line for %s:\n%s", other, brokerLog.String())
+	brokertest.WaitFor(t, func() error {
+		if log := brokerLog.String(); !strings.Contains(log, `msg="websocket origin refused" origin=`+other) {
+			return fmt.Errorf("broker log has no refused-origin line for %s:\n%s", other, log)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 	if !strings.Contains(brokerLog.String(), "websocket.allowed_origins") {
 		t.Fatalf("refused-origin line does not say how to allow it:\n%s", brokerLog.String())
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/starling-mqtt/starling/internal/admin"
+	"github.com/starling-mqtt/starling/internal/brokertest"
 	"github.com/starling-mqtt/starling/internal/config"
 )
 
@@ -26,6 +27,7 @@ import (
 //     topic tree gets each topic's latest value), and its row in the top
 //     clients is tagged as this page.
 func TestDashboardRoundTwoFaults(t *testing.T) {
+	t.Parallel()
 	ctx := browser(t, 1200, 1000)
 	// The $SYS tree at its default period (10 s), not every second as in
 	// the other tests: the page's own load is then its feeds and its tree.
@@ -38,7 +40,7 @@ func TestDashboardRoundTwoFaults(t *testing.T) {
 	}
 	t.Cleanup(func() { nc.Close() })
 	lag := paho.NewClient(paho.ClientConfig{ClientID: "laggard", Conn: nc, EnableManualAcknowledgment: true})
-	cctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	cctx, cancel := context.WithTimeout(t.Context(), brokertest.Patience(t))
 	defer cancel()
 	rm := uint16(20)
 	if _, err := lag.Connect(cctx, &paho.Connect{ClientID: "laggard", CleanStart: true, KeepAlive: 30,

@@ -16,6 +16,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/starling-mqtt/starling"
+	"github.com/starling-mqtt/starling/internal/brokertest"
 	"github.com/starling-mqtt/starling/internal/testutil"
 )
 
@@ -83,12 +84,18 @@ type pageState struct {
 // comes back, and a Go client over TCP gets it), and receives a message a Go
 // client publishes. The browser offers permessage-deflate, which the broker
 // declines by default.
-func TestBrowserMQTTJSPage(t *testing.T) { testBrowserPage(t, false) }
+func TestBrowserMQTTJSPage(t *testing.T) {
+	t.Parallel()
+	testBrowserPage(t, false)
+}
 
 // The same with websocket.compression on: Chromium negotiates
 // permessage-deflate, and messages both ways (one of 2,000 bytes from the
 // broker, above the size Starling compresses) arrive intact.
-func TestBrowserMQTTJSPageDeflate(t *testing.T) { testBrowserPage(t, true) }
+func TestBrowserMQTTJSPageDeflate(t *testing.T) {
+	t.Parallel()
+	testBrowserPage(t, true)
+}
 
 func testBrowserPage(t *testing.T, compression bool) {
 	ctx := browser(t, 800, 600)
@@ -123,7 +130,7 @@ func testBrowserPage(t *testing.T, compression bool) {
 	got := make(chan *paho.Publish, 10)
 	sub, _ := mqttClient(t, tcpAddr, "go-sub")
 	sub.AddOnPublishReceived(func(pr paho.PublishReceived) (bool, error) { got <- pr.Packet; return true, nil })
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	sctx, cancel := context.WithTimeout(context.Background(), brokertest.Patience(t))
 	defer cancel()
 	if _, err := sub.Subscribe(sctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "page/hello", QoS: 1}}}); err != nil {
 		t.Fatal(err)
@@ -147,20 +154,18 @@ func testBrowserPage(t *testing.T, compression bool) {
 	}
 	waitFor := func(what string, ok func(pageState) bool) pageState {
 		t.Helper()
-		deadline := time.Now().Add(15 * time.Second)
-		for {
-			s := state()
-			if len(s.Errors) > 0 {
+		var s pageState
+		// Every 100 ms: each look evaluates JavaScript in the page.
+		brokertest.Poll(t, 100*time.Millisecond, brokertest.Patience(t), func() error {
+			if s = state(); len(s.Errors) > 0 {
 				t.Fatalf("page errors while waiting for %s: %q", what, s.Errors)
 			}
-			if ok(s) {
-				return s
+			if !ok(s) {
+				return fmt.Errorf("page never got %s: state %+v", what, s)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("page never got %s: state %+v", what, s)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+			return nil
+		})
+		return s
 	}
 	s := waitFor("its subscription and its own QoS 1 message back", func(s pageState) bool { return s.Published && len(s.Received) >= 1 })
 	s = waitFor("the probe WebSocket's extensions", func(s pageState) bool { return s.Extensions != nil })
@@ -184,7 +189,7 @@ func testBrowserPage(t *testing.T, compression bool) {
 
 	// And the other way: a Go client publishes, the page receives.
 	pub, _ := mqttClient(t, tcpAddr, "go-pub")
-	pctx, pcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	pctx, pcancel := context.WithTimeout(context.Background(), brokertest.Patience(t))
 	defer pcancel()
 	fromGo := "from go"
 	if compression {

@@ -15,15 +15,11 @@ import (
 // known ones) and the chart shows the gap; when it is back, they are live
 // again and the gap stays in the chart between the two stretches.
 func TestDashboardOutage(t *testing.T) {
+	t.Parallel()
 	ctx := browser(t, 1200, 900)
 	srv := startServer(t)
 	err := chromedp.Do(ctx,
-		chromedp.Navigate(srv.url),
-		chromedp.WaitVisible(chromedp.CSS(`#login-form`)),
-		chromedp.SendKeys(chromedp.CSS(`#user`), "admin"),
-		chromedp.SendKeys(chromedp.CSS(`#password`), "secret"),
-		chromedp.Click(chromedp.CSS(`#login-button`)),
-		chromedp.WaitVisible(chromedp.CSS(`#status[data-state="live"]`)),
+		signIn(srv.url),
 		waitText(`#m-connected`, is("1")),
 		// Two overviews or more: a line.
 		waitJS(`(document.querySelector('#line-in').getAttribute('d') || '').includes('L')`, `document.querySelector('#line-in').getAttribute('d')`),
@@ -95,16 +91,12 @@ func mustEval[T any](t *testing.T, ctx context.Context, js string) T {
 // At 1400 px the client list has room for all its columns: the Disconnect
 // button is whole, not cut by the table's scroll box.
 func TestDashboardWideClients(t *testing.T) {
+	t.Parallel()
 	ctx := browser(t, 1400, 900)
 	srv := startServer(t)
 	mqttClient(t, srv.tcpAddr, "a-client-with-a-rather-long-id-7")
 	err := chromedp.Do(ctx,
-		chromedp.Navigate(srv.url),
-		chromedp.WaitVisible(chromedp.CSS(`#login-form`)),
-		chromedp.SendKeys(chromedp.CSS(`#user`), "admin"),
-		chromedp.SendKeys(chromedp.CSS(`#password`), "secret"),
-		chromedp.Click(chromedp.CSS(`#login-button`)),
-		chromedp.WaitVisible(chromedp.CSS(`#status[data-state="live"]`)),
+		signIn(srv.url),
 		chromedp.WaitVisible(chromedp.CSS(`#clients button.kick[data-client-id="a-client-with-a-rather-long-id-7"]`)),
 	)
 	if err != nil {

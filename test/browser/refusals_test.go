@@ -11,6 +11,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/starling-mqtt/starling/internal/broker"
+	"github.com/starling-mqtt/starling/internal/brokertest"
 	"github.com/starling-mqtt/starling/internal/config"
 	"github.com/starling-mqtt/starling/internal/packet"
 )
@@ -33,6 +34,7 @@ func (guardAuth) Allow(_ *broker.ClientInfo, _ broker.Action, topic string) bool
 // retrying client's attempts counted on one line, and they are still
 // there after the page is reloaded: the broker keeps them.
 func TestDashboardRefusals(t *testing.T) {
+	t.Parallel()
 	ctx := browser(t, 1200, 1000)
 	srv := startServerAuthz(t, config.Default().Limits, guardAuth{})
 	if err := chromedp.Do(ctx, logIn(srv.url), chromedp.Click(chromedp.CSS(`#nav a[href="#v-refusals"]`))); err != nil {
@@ -44,13 +46,13 @@ func TestDashboardRefusals(t *testing.T) {
 			t.Fatal(err)
 		}
 		c := paho.NewClient(paho.ClientConfig{ClientID: "burglar", Conn: nc})
-		cctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		cctx, cancel := context.WithTimeout(t.Context(), brokertest.Patience(t))
 		c.Connect(cctx, &paho.Connect{ClientID: "burglar", Username: "eve", UsernameFlag: true, Password: []byte("wrong"), PasswordFlag: true, KeepAlive: 30})
 		cancel()
 		nc.Close()
 	}
 	c, _ := mqttClient(t, srv.tcpAddr, "snoop")
-	cctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	cctx, cancel := context.WithTimeout(t.Context(), brokertest.Patience(t))
 	defer cancel()
 	c.Subscribe(cctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "vault/#", QoS: 1}}})
 	c.Publish(cctx, &paho.Publish{Topic: "vault/door", QoS: 1, Payload: []byte("open")})

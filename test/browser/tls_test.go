@@ -4,9 +4,9 @@ import (
 	"context"
 	"net"
 	"testing"
-	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/starling-mqtt/starling/internal/brokertest"
 	"github.com/starling-mqtt/starling/internal/testcert"
 )
 
@@ -18,7 +18,7 @@ func tlsClient(t *testing.T, srv *server, id, cn string) {
 	pki := testcert.NewPKI(t)
 	nc := pki.Dial(pki.Serve(func(c net.Conn) { srv.b.HandleConn(c) }), cn)
 	c := paho.NewClient(paho.ClientConfig{ClientID: id, Conn: nc})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), brokertest.Patience(t))
 	defer cancel()
 	if _, err := c.Connect(ctx, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 45}); err != nil {
 		nc.Close()

@@ -3,10 +3,10 @@ package browser
 import (
 	"context"
 	"testing"
-	"time"
 
 	"github.com/chromedp/chromedp"
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/starling-mqtt/starling/internal/brokertest"
 )
 
 // The topic tree shows each topic's subscriber count, read from the
@@ -15,15 +15,11 @@ import (
 // line: markup stays text, control characters and bytes that are not
 // UTF-8 become escapes.
 func TestDashboardTopicTree(t *testing.T) {
+	t.Parallel()
 	ctx := browser(t, 1200, 900)
 	srv := startServer(t)
 	err := chromedp.Do(ctx,
-		chromedp.Navigate(srv.url),
-		chromedp.WaitVisible(chromedp.CSS(`#login-form`)),
-		chromedp.SendKeys(chromedp.CSS(`#user`), "admin"),
-		chromedp.SendKeys(chromedp.CSS(`#password`), "secret"),
-		chromedp.Click(chromedp.CSS(`#login-button`)),
-		chromedp.WaitVisible(chromedp.CSS(`#status[data-state="live"]`)),
+		signIn(srv.url),
 		waitText(`#topic-status`, contains("watching #")),
 	)
 	if err != nil {
@@ -34,7 +30,7 @@ func TestDashboardTopicTree(t *testing.T) {
 	// the note topic; nothing the raw topic.
 	reader, _ := mqttClient(t, srv.tcpAddr, "reader")
 	other, _ := mqttClient(t, srv.tcpAddr, "other")
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	sctx, cancel := context.WithTimeout(context.Background(), brokertest.Patience(t))
 	defer cancel()
 	if _, err := reader.Subscribe(sctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{
 		{Topic: "plant/+/status", QoS: 1}, {Topic: "plant/line-2/note", QoS: 0}}}); err != nil {

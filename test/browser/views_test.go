@@ -2,6 +2,7 @@ package browser
 
 import (
 	"context"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/starling-mqtt/starling/internal/brokertest"
 	"github.com/starling-mqtt/starling/internal/config"
 )
 
@@ -38,7 +40,7 @@ func dialReceiver(t *testing.T, addr, id string, expiry uint32, filters ...strin
 			}
 			return true, nil
 		}}})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), brokertest.Patience(t))
 	defer cancel()
 	cp := &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30}
 	if expiry > 0 {
@@ -111,6 +113,7 @@ func contains(sub string) func(string) bool {
 // lookup, drop alerts and a packet trace. The page requests nothing but
 // its own origin.
 func TestDashboardViews(t *testing.T) {
+	t.Parallel()
 	ctx := browser(t, 1200, 1000)
 	lim := config.Default().Limits
 	lim.MaxQueued = 2 // so that an offline session drops, for the alerts
@@ -132,12 +135,7 @@ func TestDashboardViews(t *testing.T) {
 	}
 
 	err := chromedp.Do(ctx,
-		chromedp.Navigate(srv.url),
-		chromedp.WaitVisible(chromedp.CSS(`#login-form`)),
-		chromedp.SendKeys(chromedp.CSS(`#user`), "admin"),
-		chromedp.SendKeys(chromedp.CSS(`#password`), "secret"),
-		chromedp.Click(chromedp.CSS(`#login-button`)),
-		chromedp.WaitVisible(chromedp.CSS(`#status[data-state="live"]`)),
+		signIn(srv.url),
 	)
 	if err != nil {
 		t.Fatalf("log in: %v", err)
@@ -185,7 +183,7 @@ func TestDashboardViews(t *testing.T) {
 	}
 	shot(t, ctx, `#v-retained`, "view-retained.png")
 	err = chromedp.Do(ctx,
-		chromedp.Click(chromedp.CSS(row+` button.delete`)),
+		clickLive(row+` button.delete`),
 		waitText(`#retained-status`, is("deleted form/cmd")),
 		chromedp.WaitNotPresent(chromedp.CSS(row)),
 	)
@@ -276,16 +274,14 @@ func TestDashboardViews(t *testing.T) {
 	// An offline session over its queue limit raises a drop alert.
 	sleeper := dialReceiver(t, srv.tcpAddr, "sleeper", 300, "nap/#")
 	sleeper.c.Disconnect(&paho.Disconnect{})
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if c, ok := srv.b.Client("sleeper"); ok && !c.Connected {
-			break
+	brokertest.WaitFor(t, func() error {
+		if c, ok := srv.b.Client("sleeper"); !ok || c.Connected {
+			return errors.New("sleeper still connected")
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("sleeper still connected")
-		}
-	}
+		return nil
+	})
 	pub, _ := mqttClient(t, srv.tcpAddr, "napper")
-	pctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	pctx, cancel := context.WithTimeout(context.Background(), brokertest.Patience(t))
 	defer cancel()
 	for range 5 {
 		if _, err := pub.Publish(pctx, &paho.Publish{Topic: "nap/1", QoS: 1, Payload: []byte("z")}); err != nil {

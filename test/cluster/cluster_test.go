@@ -123,15 +123,21 @@ func warm(t *testing.T, pub *testutil.Paho, topic string, subs ...*testutil.Paho
 			t.Fatalf("interest did not propagate within 20s: %v", got)
 		}
 	}
-	time.Sleep(200 * time.Millisecond)
+	// Probes may still be on their way: a last one, which comes after
+	// them all (one publisher, one path), marks the end of the drain.
+	pub.Pub(t, &paho.Publish{Topic: topic, Payload: []byte("last probe")})
 	for _, s := range subs {
-		for len(s.Recv) > 0 {
-			<-s.Recv
+		for {
+			m := s.Expect(t, 20*time.Second)
+			if m.Topic == topic && string(m.Payload) == "last probe" {
+				break
+			}
 		}
 	}
 }
 
 func TestClusterRoutingAcrossNodes(t *testing.T) {
+	t.Parallel()
 	nodes := startCluster(t, 3, nil)
 	pub, _ := testutil.DialPaho(t, nodes[0].addr, "pub", nil)
 	// The publisher also subscribes, with No Local: its own messages must
@@ -187,6 +193,7 @@ func TestClusterRoutingAcrossNodes(t *testing.T) {
 }
 
 func TestClusterRetainedReplicated(t *testing.T) {
+	t.Parallel()
 	nodes := startCluster(t, 3, nil)
 	pub, _ := testutil.DialPaho(t, nodes[0].addr, "pub", nil)
 	pub.Pub(t, &paho.Publish{Topic: "ret/a", QoS: 1, Retain: true, Payload: []byte("hello")})
@@ -224,6 +231,7 @@ func TestClusterRetainedReplicated(t *testing.T) {
 }
 
 func TestClusterTakeoverAcrossNodes(t *testing.T) {
+	t.Parallel()
 	nodes := startCluster(t, 3, nil)
 	old := testutil.Dial(t, nodes[0].addr, packet.V5)
 	if ack := old.Connect("same", true); ack.ReasonCode != packet.Success {
@@ -238,6 +246,7 @@ func TestClusterTakeoverAcrossNodes(t *testing.T) {
 }
 
 func TestClusterSessionMovesWithClient(t *testing.T) {
+	t.Parallel()
 	nodes := startCluster(t, 3, nil)
 	persistent := func(addr string) *paho.Connect {
 		e := uint32(300)
@@ -286,6 +295,7 @@ func TestClusterSessionMovesWithClient(t *testing.T) {
 }
 
 func TestClusterSharedSubscriptionBalancedAcrossNodes(t *testing.T) {
+	t.Parallel()
 	nodes := startCluster(t, 3, nil)
 	var members []*testutil.Paho
 	for i, nd := range nodes {
@@ -339,6 +349,7 @@ func TestClusterSharedSubscriptionBalancedAcrossNodes(t *testing.T) {
 }
 
 func TestClusterWillReachesOtherNodes(t *testing.T) {
+	t.Parallel()
 	nodes := startCluster(t, 3, nil)
 	sub, _ := testutil.DialPaho(t, nodes[2].addr, "watcher", nil)
 	sub.Sub(t, paho.SubscribeOptions{Topic: "will/#", QoS: 1})
@@ -361,6 +372,7 @@ func TestClusterWillReachesOtherNodes(t *testing.T) {
 // The management API and /metrics show the cluster: this node, the
 // connected nodes, and a node label on every metric.
 func TestClusterAPIAndMetrics(t *testing.T) {
+	t.Parallel()
 	hash, err := auth.HashPassword([]byte("pw"), auth.DefaultArgon2)
 	if err != nil {
 		t.Fatal(err)
@@ -426,6 +438,7 @@ func TestClusterAPIAndMetrics(t *testing.T) {
 // A cluster of one node (no peers) becomes ready by itself, routes
 // messages and keeps retained messages in its bucket.
 func TestClusterOfOneNode(t *testing.T) {
+	t.Parallel()
 	nodes := startCluster(t, 1, nil)
 	sub, _ := testutil.DialPaho(t, nodes[0].addr, "sub", nil)
 	sub.Sub(t, paho.SubscribeOptions{Topic: "one/#", QoS: 1})
@@ -443,6 +456,7 @@ func TestClusterOfOneNode(t *testing.T) {
 
 // With cluster.token set, a node that presents another token cannot join.
 func TestClusterTokenKeepsStrangersOut(t *testing.T) {
+	t.Parallel()
 	const secret = "the-right-secret-0123"
 	routes := freeport.Addrs(t, "127.0.0.1", 2)
 	start := func(i int, token string) *starling.Server {

@@ -93,6 +93,7 @@ func (l *seqLog) add(k string, sent time.Time) {
 // TestClusterNodeKilled kills one node of three with SIGKILL while QoS 1
 // publishers and subscribers on the other two keep going, then restarts it.
 func TestClusterNodeKilled(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}

@@ -23,6 +23,7 @@ import (
 // message (200 x 20 KiB, several MiB once encoded) moves to another node
 // intact: every queued message arrives, in order, byte for byte.
 func TestClusterLargeSessionMoves(t *testing.T) {
+	t.Parallel()
 	nodes := startCluster(t, 3, nil)
 	persistent := func() *paho.Connect {
 		e := uint32(300)
@@ -68,6 +69,7 @@ func TestClusterLargeSessionMoves(t *testing.T) {
 // replicated state needs, and /api/v1/cluster names the nodes that are
 // down.
 func TestClusterHealthNamesDownNodes(t *testing.T) {
+	t.Parallel()
 	hash, err := auth.HashPassword([]byte("pw"), auth.DefaultArgon2)
 	if err != nil {
 		t.Fatal(err)

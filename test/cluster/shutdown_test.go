@@ -17,6 +17,7 @@ import (
 // node: the session is found there, and every acknowledged message reaches
 // the client, on one connection or the other.
 func TestClusterGracefulStopLosesNothingAcknowledged(t *testing.T) {
+	t.Parallel()
 	nodes := startCluster(t, 3, nil)
 	e := uint32(300)
 	cp := func() *paho.Connect {

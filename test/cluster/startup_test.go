@@ -15,6 +15,7 @@ import (
 // the port, as one whose MQTT port is taken does, rather than serving
 // clients as a node that never becomes ready.
 func TestClusterPortTakenEndsStart(t *testing.T) {
+	t.Parallel()
 	taken, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
