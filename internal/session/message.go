@@ -45,10 +45,12 @@ type Message struct {
 	pinned atomic.Bool
 	buf    *[]byte // bufpool buffer the payload lives in, nil if none
 	// first is the Outgoing of a pooled message's first delivery, taken
-	// by the router (firstTaken) instead of one from the pool: a message
-	// with one subscriber costs no Outgoing pool round trip.
+	// (firstTaken) instead of one from the pool: a message with one
+	// subscriber costs no Outgoing pool round trip. Atomic: the router
+	// and a sampled delivery's timer (broker flushSamples) may deliver
+	// the same message at once.
 	first      Outgoing
-	firstTaken bool
+	firstTaken atomic.Bool
 }
 
 var msgPool = sync.Pool{New: func() any { return &Message{pooled: true} }}

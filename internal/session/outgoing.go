@@ -34,10 +34,10 @@ func newOutgoing() *Outgoing { return outPool.Get().(*Outgoing) }
 
 // outgoingFor returns an Outgoing for a delivery of m: m's own first one
 // for the first delivery of a pooled message, else one from the pool.
-// Only the router calls it, while it holds its reference to m.
+// The caller holds a reference to m; deliveries of m may be made on
+// several goroutines at once, and only one takes the first.
 func outgoingFor(m *Message) *Outgoing {
-	if m.pooled && !m.firstTaken {
-		m.firstTaken = true
+	if m.pooled && m.firstTaken.CompareAndSwap(false, true) {
 		m.first.embedded = true
 		return &m.first
 	}

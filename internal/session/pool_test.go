@@ -2,6 +2,7 @@ package session
 
 import (
 	"bytes"
+	"sync"
 	"testing"
 
 	"github.com/starling-mqtt/starling/internal/packet"
@@ -135,13 +136,41 @@ func TestFirstDeliveryEmbedded(t *testing.T) {
 			t.Fatalf("after one release: encoded %q, %v; topic %q", got, err, m.Topic)
 		}
 		b.Release()
-		if m.Topic != "" || m.firstTaken || m.first.Msg != nil {
-			t.Fatalf("not recycled after the last release: topic %q, first taken %v", m.Topic, m.firstTaken)
+		if m.Topic != "" || m.firstTaken.Load() || m.first.Msg != nil {
+			t.Fatalf("not recycled after the last release: topic %q, first taken %v", m.Topic, m.firstTaken.Load())
 		}
 	}
 	// A message made any other way has no embedded delivery.
 	u := &Message{Topic: "plain"}
 	if o := outgoingFor(u); o == &u.first {
 		t.Fatal("unpooled message used its embedded delivery")
+	}
+}
+
+// Deliveries of one message made on two goroutines at once (the router,
+// and a sampled delivery's timer) take its embedded Outgoing once between
+// them; under -race the claim itself is checked too.
+func TestFirstDeliveryClaimedOnce(t *testing.T) {
+	for range 100 {
+		m := NewPooled()
+		m.Topic, m.Payload = "a/b", []byte("payload")
+		var got [2]*Outgoing
+		var wg sync.WaitGroup
+		for i := range got {
+			m.Ref()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				got[i] = outgoingFor(m)
+				got[i].Msg = m
+			}()
+		}
+		wg.Wait()
+		if (got[0] == &m.first) == (got[1] == &m.first) {
+			t.Fatalf("embedded Outgoing taken by %v and %v; want exactly one", got[0] == &m.first, got[1] == &m.first)
+		}
+		got[0].Release()
+		got[1].Release()
+		m.Unref()
 	}
 }
