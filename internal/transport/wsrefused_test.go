@@ -9,17 +9,45 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/starling-mqtt/starling/internal/brokertest"
 )
+
+// refusals collects the reasons a handler reports. The upgrader writes
+// its refusal before the handler reports it, so a client may read the
+// answer first: wait waits for the report.
+type refusals struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (r *refusals) opts() WSOptions {
+	return WSOptions{OnRefused: func(_ *http.Request, reason string) {
+		r.mu.Lock()
+		r.got = append(r.got, reason)
+		r.mu.Unlock()
+	}}
+}
+
+// wait returns the reasons reported once there is one, or at once when
+// none is expected (want ""): a request that was not refused is never
+// reported.
+func (r *refusals) wait(t *testing.T, want string) []string {
+	t.Helper()
+	deadline := time.Now().Add(brokertest.Patience(t))
+	for {
+		r.mu.Lock()
+		got := append([]string(nil), r.got...)
+		r.mu.Unlock()
+		if want == "" || len(got) > 0 || time.Now().After(deadline) {
+			return got
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
 
 // Every refusal before the upgrade is reported with its reason.
 func TestWSRefusedReasons(t *testing.T) {
-	var mu sync.Mutex
-	var got []string
-	opts := WSOptions{OnRefused: func(r *http.Request, reason string) {
-		mu.Lock()
-		got = append(got, reason)
-		mu.Unlock()
-	}}
 	for _, tc := range []struct {
 		name, header, want string
 		status             int
@@ -30,14 +58,13 @@ func TestWSRefusedReasons(t *testing.T) {
 		{"ok", "Sec-WebSocket-Protocol: mqtt\r\n", "", 101},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got = nil
-			addr := startWS(t, opts, func(c net.Conn, _ *http.Request) { c.Close() })
+			var r refusals // each case its own server and reports
+			addr := startWS(t, r.opts(), func(c net.Conn, _ *http.Request) { c.Close() })
 			resp, _, _ := rawHandshake(t, addr, tc.header, nil)
 			if resp.StatusCode != tc.status {
 				t.Fatalf("status %d, want %d", resp.StatusCode, tc.status)
 			}
-			mu.Lock()
-			defer mu.Unlock()
+			got := r.wait(t, tc.want)
 			if tc.want == "" && len(got) != 0 || tc.want != "" && (len(got) != 1 || got[0] != tc.want) {
 				t.Fatalf("reported %v, want [%s]", got, tc.want)
 			}
@@ -45,7 +72,6 @@ func TestWSRefusedReasons(t *testing.T) {
 	}
 
 	// A bad key and a request without Upgrade, over plain HTTP.
-	addr := startWS(t, opts, func(c net.Conn, _ *http.Request) { c.Close() })
 	for _, tc := range []struct {
 		key, upgrade, want string
 		status             int
@@ -53,7 +79,8 @@ func TestWSRefusedReasons(t *testing.T) {
 		{"not-base64!", "websocket", RefusedBadKey, 400},
 		{"", "", RefusedNotWebSocket, 426},
 	} {
-		got = nil
+		var r refusals
+		addr := startWS(t, r.opts(), func(c net.Conn, _ *http.Request) { c.Close() })
 		req, _ := http.NewRequest("GET", "http://"+addr+"/mqtt", nil)
 		if tc.upgrade != "" {
 			req.Header.Set("Upgrade", tc.upgrade)
@@ -62,17 +89,15 @@ func TestWSRefusedReasons(t *testing.T) {
 			req.Header.Set("Sec-WebSocket-Protocol", "mqtt")
 			req.Header.Set("Sec-WebSocket-Key", tc.key)
 		}
-		resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+		resp, err := (&http.Client{Timeout: brokertest.Patience(t)}).Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
-		mu.Lock()
-		if resp.StatusCode != tc.status || len(got) != 1 || got[0] != tc.want {
+		if got := r.wait(t, tc.want); resp.StatusCode != tc.status || len(got) != 1 || got[0] != tc.want {
 			t.Errorf("%s: status %d reported %v, want %d [%s]", tc.want, resp.StatusCode, got, tc.status, tc.want)
 		}
-		mu.Unlock()
 	}
 }
 
