@@ -402,13 +402,22 @@ func retainedPayload(t *testing.T, addr, topic string) string {
 }
 
 // dialServing connects, retrying while the node refuses as server
-// unavailable (0x88): a cluster node does until it is ready.
+// unavailable (0x88): a cluster node does until it is ready, and while a
+// session's hand-over cannot finish (its queue not read in time), as a
+// client that retries would.
 func dialServing(t *testing.T, addr, id string, cp *paho.Connect) *testutil.Paho {
 	t.Helper()
-	for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+	c, _ := dialServingAck(t, addr, id, cp)
+	return c
+}
+
+// dialServingAck is dialServing, also returning the CONNACK.
+func dialServingAck(t *testing.T, addr, id string, cp *paho.Connect) (*testutil.Paho, *paho.Connack) {
+	t.Helper()
+	for deadline := time.Now().Add(testutil.Patience(t)); ; time.Sleep(200 * time.Millisecond) {
 		c, ack, err := testutil.TryDialPaho(t, addr, id, cp)
 		if err == nil {
-			return c
+			return c, ack
 		}
 		if ack == nil || ack.ReasonCode != 0x88 || time.Now().After(deadline) {
 			t.Fatalf("connect %s to %s: %v", id, addr, err)
