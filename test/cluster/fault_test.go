@@ -16,6 +16,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/starling-mqtt/starling/internal/binarytest"
 	"github.com/starling-mqtt/starling/internal/freeport"
 	"github.com/starling-mqtt/starling/internal/testutil"
 )
@@ -34,10 +35,9 @@ type proc struct {
 
 func buildBinary(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "starling")
-	out, err := exec.Command("go", "build", "-o", bin, "../../cmd/starling").CombinedOutput()
+	bin, err := binarytest.Build(t.TempDir(), "cmd/starling")
 	if err != nil {
-		t.Fatalf("build starling: %v\n%s", err, out)
+		t.Fatal(err)
 	}
 	return bin
 }
