@@ -22,8 +22,13 @@ import (
 // A persistent session whose queue is far larger than one backplane
 // message (200 x 20 KiB, several MiB once encoded) moves to another node
 // intact: every queued message arrives, in order, byte for byte.
+//
+// Not parallel: with other clusters starting beside it on a loaded
+// machine, the 4 MB hand-over was not confirmed in time (twice in six full
+// runs), and the old node kept its copy, so moving back delivered the
+// messages again; a duplicate rather than a loss, by design, but not what
+// this test is about.
 func TestClusterLargeSessionMoves(t *testing.T) {
-	t.Parallel()
 	nodes := startCluster(t, 3, nil)
 	persistent := func() *paho.Connect {
 		e := uint32(300)
