@@ -236,7 +236,7 @@ func TestClusterNodeKilled(t *testing.T) {
 			time.Sleep(500 * time.Millisecond)
 		}
 	}()
-	w := watcher.Expect(t, 30*time.Second)
+	w := watcher.Expect(t, testutil.Patience(t))
 	if w.Topic != "will/v" || string(w.Payload) != "v lost" {
 		t.Fatalf("watcher got %q %q, want v's will", w.Topic, w.Payload)
 	}
@@ -285,7 +285,7 @@ func TestClusterNodeKilled(t *testing.T) {
 	if beforeKill == 0 {
 		t.Fatalf("publisher 0 had nothing acknowledged before the kill")
 	}
-	gotQ := collect(qd.c, wantQ, func(time.Time) bool { return true }, 30*time.Second)
+	gotQ := collect(qd.c, wantQ, func(time.Time) bool { return true }, testutil.Patience(t))
 	var lostQ []string
 	for k, at := range wantQ {
 		if !gotQ[k] {
@@ -318,7 +318,7 @@ func TestClusterNodeKilled(t *testing.T) {
 			wantV[k] = at
 		}
 	}
-	got := collect(v2, wantV, func(time.Time) bool { return true }, 30*time.Second)
+	got := collect(v2, wantV, func(time.Time) bool { return true }, testutil.Patience(t))
 	var missed []string
 	for k := range wantV {
 		if !got[k] {
