@@ -59,11 +59,7 @@ func parkReleased(t *testing.T, c *Conn, deadline time.Time) chan struct{} {
 		t.Fatal("Park declined an idle TCP connection")
 	}
 	// A writer still finishing (an earlier delivery) releases it when done.
-	for deadline := time.Now().Add(10 * time.Second); !released(c); time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("parked with its net.TCPConn: the socket was not released")
-		}
-	}
+	waitUntil(t, "the socket released (parked with its net.TCPConn)", func() bool { return released(c) })
 	return woken
 }
 
@@ -107,17 +103,11 @@ func TestParkReleasesSocket(t *testing.T) {
 	// again.
 	c.Send(&packet.Pingresp{})
 	expectRaw(t, cc, &packet.Pingresp{})
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+	waitUntil(t, "the writer to stop", func() bool {
 		c.mu.Lock()
-		writing := c.writing
-		c.mu.Unlock()
-		if !writing {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the writer did not stop")
-		}
-	}
+		defer c.mu.Unlock()
+		return !c.writing
+	})
 	if released(c) {
 		t.Fatal("released again after a delivery")
 	}
@@ -331,4 +321,20 @@ func TestParkAfterConnectBusyWriter(t *testing.T) {
 	c.mu.Lock()
 	c.writing = false
 	c.mu.Unlock()
+}
+
+// waitUntil polls cond until it holds, failing the test when its deadline
+// is near (a test with none waits up to a minute).
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	if dl, ok := t.Deadline(); ok {
+		deadline = dl.Add(-5 * time.Second)
+	}
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
