@@ -26,6 +26,9 @@ func TestClientSearchPagingDelete(t *testing.T) {
 		c := dial(t, addr, fmt.Sprintf("bulk-%03d", i))
 		c.close()
 	}
+	// Closed by the clients: wait until the broker has seen every one end,
+	// or a late one still matches a search by address.
+	waitFor(t, "the bulk connections to end", func() bool { return b.Stats.Connections.Load() == 0 })
 	nc := dialTCP(t, addr)
 	c := paho.NewClient(paho.ClientConfig{ClientID: "zz-needle", Conn: nc})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
