@@ -190,12 +190,22 @@ func (hs *holdSet) holds(cl *client) bool {
 // add notes cl if the queue a delivery at qos went to is full: the
 // session's for QoS 1/2, the connection's for QoS 0 (a QoS 0 message does
 // not wait behind a full QoS 1 window). The caller holds cl.mu.
-func (hs *holdSet) add(cl *client, qos byte) {
+//
+// cl's wait starts now, not when the hold's goroutine comes to it: the
+// hold waits for its sessions one after another, and a publisher held by
+// several stuck subscribers must meet the slow-consumer timeout once, not
+// once per subscriber.
+func (hs *holdSet) add(b *Broker, cl *client, qos byte) {
 	if !hs.holds(cl) || !cl.blocksLocked() {
 		return
 	}
 	if qos == 0 && !cl.conn.Full() {
 		return
+	}
+	if cl.flow.room == nil {
+		cl.flow.room = make(chan struct{})
+		cl.flow.since = b.now()
+		cl.flow.waiting.Store(true)
 	}
 	hs.on = append(hs.on, cl)
 }
@@ -376,18 +386,22 @@ func (b *Broker) waitRoom(cl *client, kicked <-chan struct{}, gone <-chan struct
 			deadline = end
 		}
 		cl.mu.Unlock()
-		t := time.NewTimer(max(0, deadline.Sub(b.now())))
-		select {
-		case <-room:
-			t.Stop()
-			continue
-		case <-kicked:
-			t.Stop()
-			return roomKicked
-		case <-gone:
-			t.Stop()
-			return roomGone
-		case <-t.C:
+		if d := deadline.Sub(b.now()); d > 0 {
+			// On the broker's clock, so that tests drive the timeout.
+			due := make(chan struct{})
+			t := b.clock.AfterFunc(d, func() { close(due) })
+			select {
+			case <-room:
+				t.Stop()
+				continue
+			case <-kicked:
+				t.Stop()
+				return roomKicked
+			case <-gone:
+				t.Stop()
+				return roomGone
+			case <-due:
+			}
 		}
 		b.slowConsumer(cl, b.belowRate(cl))
 	}

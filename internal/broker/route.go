@@ -431,6 +431,6 @@ func (b *Broker) deliverTo(cl *client, d session.Delivery, now time.Time, t *tx,
 		b.sent(cl, p) // before sending: the writer recycles what it wrote
 		t.send(cl.conn, p)
 	}
-	hs.add(cl, d.QoS)
+	hs.add(b, cl, d.QoS)
 	b.countDrops(before, cl.sess.Stats)
 }
