@@ -24,7 +24,12 @@ type run struct {
 	subs  []*subscriber
 	hist  Hist
 
-	t0, winStart, winEnd int64 // ns since base; set before readers start
+	t0 int64 // ns since base; set before readers start
+	// The measured window, ns since base: latency is recorded for the
+	// messages sent within it. Set once the sampler has taken the
+	// window's start, which a busy machine can make late: the latency then
+	// covers the same window as the rates.
+	winStart, winEnd atomic.Int64
 
 	stopPub atomic.Bool
 	closing atomic.Bool
@@ -189,7 +194,7 @@ func (s *subscriber) payload(b []byte, now int64) {
 		p.delivered.Add(1)
 		p.notify()
 	}
-	if ts >= r.winStart && ts < r.winEnd {
+	if ts >= r.winStart.Load() && ts < r.winEnd.Load() {
 		r.hist.Record(now - ts)
 	}
 }
@@ -416,8 +421,8 @@ func runPubSub(ctx context.Context, cfg Config, u *url.URL) (*Result, error) {
 
 	// Readers, then pacers.
 	r.t0 = r.now() + int64(10*time.Millisecond)
-	r.winStart = r.t0 + int64(cfg.Warmup)
-	r.winEnd = r.winStart + int64(cfg.Duration)
+	r.winStart.Store(math.MaxInt64)
+	r.winEnd.Store(math.MaxInt64)
 	for _, s := range r.subs {
 		r.startReader(s.c, s, fmt.Sprintf("subscriber %d", s.id))
 	}
@@ -455,9 +460,11 @@ func runPubSub(ctx context.Context, cfg Config, u *url.URL) (*Result, error) {
 		}
 		return
 	}
-	sleepUntil(ctx, r.base, r.winStart)
+	sleepUntil(ctx, r.base, r.t0+int64(cfg.Warmup))
 	startAt := r.now()
 	sent0, del0 := sums()
+	r.winEnd.Store(startAt + int64(cfg.Duration)) // the end first: nothing is recorded until the start is set
+	r.winStart.Store(startAt)
 	// The window is timed from when the start was sampled, so a sampler
 	// that wakes late on a busy machine shifts it rather than shortens it.
 	sleepUntil(ctx, r.base, startAt+int64(cfg.Duration))
