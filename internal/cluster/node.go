@@ -718,6 +718,11 @@ func (n *Node) noteMoved(clientID, to string, s *broker.SessionSnapshot) {
 	n.indexSession(k, &r)
 }
 
+// takenOverHook, set by tests, runs on the node taking a lost node's
+// sessions over, once the record names it as a session's owner and before
+// it installs the session.
+var takenOverHook atomic.Pointer[func(clientID string)]
+
 // takeOver claims every session record of a lost node.
 func (n *Node) takeOver(lost string) error {
 	if n.stopping.Load() {
@@ -751,11 +756,21 @@ func (n *Node) takeOver(lost string) error {
 				return err
 			}
 		}
+		keeps := r.Session != nil && r.Session.Session.ExpiryInterval > 0
+		if keeps {
+			// Before the compare-and-set makes this node the owner, here
+			// at once (noteOwner): from then on nothing published here
+			// is forwarded to the lost node for the session, and until
+			// AdoptOrphan it has no session here to be routed to either.
+			// What is published here meanwhile is kept for it
+			// (arrive.go), its publishers' acknowledgements waiting.
+			n.arriveFor(r.Session.Session.ClientID, snapshotFilters(s), true)
+		}
 		// Compare-and-set first, so that a will is published once even
 		// if two nodes try.
 		ctx, cancel := context.WithTimeout(n.ctx, readyWait)
 		var err error
-		if r.Session == nil || r.Session.Session.ExpiryInterval == 0 {
+		if !keeps {
 			err = n.sessions.Delete(ctx, k, jetstream.LastRevision(m.rev))
 		} else {
 			var rev uint64
@@ -765,16 +780,26 @@ func (n *Node) takeOver(lost string) error {
 			}
 		}
 		cancel()
-		if isRevisionMismatch(err) {
-			continue // changed meanwhile: its client is back somewhere
-		}
 		if err != nil {
+			if keeps {
+				n.arrivedFor(r.Session.Session.ClientID, false, true)
+			}
+			if isRevisionMismatch(err) {
+				continue // changed meanwhile: its client is back somewhere
+			}
 			return fmt.Errorf("claim session: %w", err)
 		}
+		if f := takenOverHook.Load(); f != nil && s != nil {
+			(*f)(s.Session.ClientID)
+		}
 		if s != nil {
+			id := s.Session.ClientID
 			n.b.AdoptOrphan(s, false, false)
+			if keeps {
+				n.arrivedFor(id, n.b.HasSession(id), true)
+			}
 			adopted++
-			n.purgeQueued(queueSubject(s.Session.ClientID, lost), 0)
+			n.purgeQueued(queueSubject(id, lost), 0)
 		}
 	}
 	n.log.Info("cluster: took over a lost node's sessions", "lost", lost, "sessions", adopted)
