@@ -519,30 +519,38 @@ func (n *Node) setup(size int) {
 func (n *Node) reconcile() {
 	mine := make(map[string]bool)
 	for _, id := range n.b.SessionIDs() {
-		o, err := n.readOwner(id)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
+		// Rewritten unchanged at its revision (confirmOwner), not only
+		// read: a node still taking this one's sessions over since its
+		// loss read the record, and what this node mirrored, before
+		// this one came back; its compare-and-set now fails, rather
+		// than take the session from under this node, which serves it
+		// from now on (its client reconnecting here, messages confirmed
+		// here that the taker never read).
+		owned, o, err := n.confirmOwner(id)
+		if err == nil && !owned && o == "" {
+			// No record: created, as this node's.
 			ctx, cancel := context.WithTimeout(n.ctx, kvTimeout)
 			_, err = n.sessions.Create(ctx, key(id), mustJSON(record{Node: n.cfg.Node}))
 			cancel()
 			if err == nil {
-				o = n.cfg.Node
+				owned = true
 			} else {
-				o, err = n.readOwner(id)
+				owned, o, err = n.confirmOwner(id)
 			}
 		}
 		switch {
-		case err != nil:
+		case owned:
+			mine[id] = true
+		case err != nil || o == "":
 			// Unknown: keep it, as a single node would.
 			n.log.Warn("cluster: session owner unknown after restart; keeping the session", "client_id", id, "err", err)
 			mine[id] = true
-		case o != n.cfg.Node:
+		default:
 			n.log.Info("cluster: session moved to another node while this one was down", "client_id", id, "owner", o)
 			n.b.DropSession(id)
 			// Its removals are not mirrored yet: drop this node's copy
 			// in the stream whole (the new owner has its own).
 			n.purgeQueued(queueSubject(id, n.cfg.Node), 0)
-		default:
-			mine[id] = true
 		}
 	}
 	n.b.ReleaseWills(func(id string) bool {
@@ -718,6 +726,11 @@ func (n *Node) noteMoved(clientID, to string, s *broker.SessionSnapshot) {
 	n.indexSession(k, &r)
 }
 
+// takeOverReadHook, set by tests, runs on the node taking a lost node's
+// sessions over, once it has read what that node mirrored for a session
+// and before its compare-and-set.
+var takeOverReadHook atomic.Pointer[func(clientID string)]
+
 // takenOverHook, set by tests, runs on the node taking a lost node's
 // sessions over, once the record names it as a session's owner and before
 // it installs the session.
@@ -755,6 +768,9 @@ func (n *Node) takeOver(lost string) error {
 			if s, err = n.withQueued(r.Session, lost, false); err != nil {
 				return err
 			}
+		}
+		if f := takeOverReadHook.Load(); f != nil && s != nil {
+			(*f)(s.Session.ClientID)
 		}
 		keeps := r.Session != nil && r.Session.Session.ExpiryInterval > 0
 		if keeps {

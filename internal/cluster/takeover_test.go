@@ -4,11 +4,15 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/starling-mqtt/starling/internal/brokertest"
+	"github.com/starling-mqtt/starling/internal/config"
+	"github.com/starling-mqtt/starling/internal/freeport"
+	"github.com/starling-mqtt/starling/internal/store/memory"
 )
 
 // A message published on the node that takes a lost node's sessions over,
@@ -84,5 +88,92 @@ func TestPublishedWhileTakingOverReachesSession(t *testing.T) {
 	}
 	if len(missing) > 0 {
 		t.Fatalf("acknowledged messages never delivered to the session taken over: %v (got %v)", missing, slices.Sorted(maps.Keys(got)))
+	}
+}
+
+// A node that comes back while another is still taking its sessions over
+// keeps the sessions whose takeover had not written the record yet: the
+// taker's compare-and-set, at the revision it read before the node came
+// back, fails. It succeeded before (the node back only read the records),
+// and the session ended up on both nodes: on the taker, with what it had
+// read of the queue stream before, and on the node back, which confirmed
+// what was published for the session meanwhile. The client's next claim
+// found the taker's copy, without those messages. An operator saw losses
+// in bursts "when B rejoins while its client's reconnects overlap".
+func TestNodeBackDuringTakeoverKeepsItsSession(t *testing.T) {
+	routes := freeport.Addrs(t, "127.0.0.1", 3)
+	log := testLogger()
+	name := fmt.Sprintf("back-%d", time.Now().UnixNano())
+	def := config.Default().Limits
+	st, dir := memory.New(), t.TempDir()
+	u1 := clusterMember(t, name, routes, 0, memory.New(), "", def, log)
+	u2 := clusterMember(t, name, routes, 1, memory.New(), "", def, log)
+	u3 := clusterMember(t, name, routes, 2, st, dir, def, log)
+	for _, tn := range []*testNode{u1, u2, u3} {
+		waitReady(t, tn)
+	}
+	parkSession(t, u3.addr, "back", "bk/#")
+	waitIndexed(t, u1, "bk/x", "u3")
+	waitIndexed(t, u2, "bk/x", "u3")
+	pub, _, _ := connect(t, u2.addr, "pub")
+	publishAll(t, pub, "bk/x", "before", 3)
+
+	// u1 takes u3's sessions over once u3 is lost, and is held after
+	// reading what u3 mirrored for the session, before writing its record.
+	reached, proceed := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	hook := func(id string) {
+		if id != "back" {
+			return
+		}
+		first := false
+		once.Do(func() { first = true; close(reached) })
+		if first {
+			<-proceed
+		}
+	}
+	takeOverReadHook.Store(&hook)
+	defer takeOverReadHook.Store(nil)
+	u3.stop()
+	select {
+	case <-reached:
+	case <-time.After(brokertest.Patience(t)):
+		close(proceed)
+		t.Fatal("u1 never took u3's session over")
+	}
+	// u3 comes back meanwhile, with its store, and serves the session:
+	// what is published for it now is confirmed there.
+	u3 = clusterMember(t, name, routes, 2, st, dir, def, log)
+	waitReady(t, u3)
+	waitFor(t, "u3 holding its session again", func() bool { return u3.b.HasSession("back") })
+	publishAll(t, pub, "bk/x", "back", 3)
+	// Then u1's takeover goes on to its compare-and-set.
+	from := u1.n.watched.Load()
+	close(proceed)
+	waitFor(t, "u1 done with the takeover", func() bool { return u1.n.watched.Load() >= from+2 })
+	takeOverReadHook.Store(nil)
+	if u1.b.HasSession("back") && u3.b.HasSession("back") {
+		t.Errorf("the session is held on u1, which took it over, and on u3, which came back")
+	}
+
+	recv := reconnectUntil(t, u2.addr, "back")
+	want := append(payloads("before", 3), payloads("back", 3)...)
+	got := map[string]bool{}
+	missing := func() (out []string) {
+		for _, w := range want {
+			if !got[w] {
+				out = append(out, w)
+			}
+		}
+		return out
+	}
+	deadline := time.After(brokertest.Patience(t))
+	for len(missing()) > 0 {
+		select {
+		case m := <-recv:
+			got[string(m.Payload)] = true
+		case <-deadline:
+			t.Fatalf("acknowledged messages never delivered to the session: %v (got %v)", missing(), slices.Sorted(maps.Keys(got)))
+		}
 	}
 }
