@@ -43,6 +43,7 @@ type arrival struct {
 	// Who waits for it: a client's claim (Claim), the takeover of a lost
 	// node's sessions (takeOver); installed: one of them installed it.
 	claim, takeover, installed bool
+	took                       chan struct{} // made when takeover is set, closed when it is cleared
 }
 
 // arrivals are the sessions being claimed, by client ID.
@@ -82,6 +83,9 @@ func (n *Node) arriveFor(clientID string, subs []string, takeover bool) {
 	}
 	x.filters = filters
 	if takeover {
+		if !x.takeover {
+			x.took = make(chan struct{})
+		}
 		x.takeover = true
 	} else {
 		x.claim = true
@@ -128,6 +132,9 @@ func (n *Node) arrivedFor(clientID string, installed, takeover bool) {
 	x := a.by[clientID]
 	if x != nil {
 		if takeover {
+			if x.takeover {
+				close(x.took)
+			}
 			x.takeover = false
 		} else {
 			x.claim = false
@@ -160,4 +167,17 @@ func (n *Node) arrivedFor(clientID string, installed, takeover bool) {
 	if len(x.msgs) > 0 {
 		n.log.Debug("cluster: messages published while a session arrived delivered to it", "client_id", clientID, "messages", len(x.msgs))
 	}
+}
+
+// takingOver returns, while this node takes clientID's session over from
+// a lost node (between the compare-and-set and the install), a channel
+// closed once that is done; nil otherwise.
+func (n *Node) takingOver(clientID string) <-chan struct{} {
+	a := &n.arr
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if x := a.by[clientID]; x != nil && x.takeover {
+		return x.took
+	}
+	return nil
 }

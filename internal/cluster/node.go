@@ -731,6 +731,11 @@ func (n *Node) noteMoved(clientID, to string, s *broker.SessionSnapshot) {
 // and before its compare-and-set.
 var takeOverReadHook atomic.Pointer[func(clientID string)]
 
+// takeOverWaitHook, set by tests, runs on a node where a client claims a
+// session that the node is taking over from a lost node at that moment,
+// before the claim waits for the takeover.
+var takeOverWaitHook atomic.Pointer[func(clientID string)]
+
 // takenOverHook, set by tests, runs on the node taking a lost node's
 // sessions over, once the record names it as a session's owner and before
 // it installs the session.

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eclipse/paho.golang/paho"
+
 	"github.com/starling-mqtt/starling/internal/brokertest"
 	"github.com/starling-mqtt/starling/internal/config"
 	"github.com/starling-mqtt/starling/internal/freeport"
@@ -175,5 +177,98 @@ func TestNodeBackDuringTakeoverKeepsItsSession(t *testing.T) {
 		case <-deadline:
 			t.Fatalf("acknowledged messages never delivered to the session: %v (got %v)", missing(), slices.Sorted(maps.Keys(got)))
 		}
+	}
+}
+
+// A client claiming its session on the node that is taking it over from
+// the lost node, between that node's compare-and-set and its install,
+// gets the session with what the lost node had queued for it. The claim
+// found the record naming its own node and no session held, took that for
+// a store lost in a restart, and recovered the session from this node's
+// (empty) part of the queue stream; the takeover then found the session
+// installed and its queued messages were dropped.
+func TestClaimDuringTakeoverGetsQueuedMessages(t *testing.T) {
+	nodes := startNodes(t, 3)
+	u1, u3 := nodes[0], nodes[2]
+	parkSession(t, u3.addr, "tc", "tc/#")
+	waitIndexed(t, u1, "tc/x", "u3")
+	pub, _, _ := connect(t, u1.addr, "pub")
+	publishAll(t, pub, "tc/x", "queued", 3) // confirmed by u3, and in the queue stream
+
+	type dialed struct {
+		recv    chan *paho.Publish
+		present bool
+		err     error
+	}
+	dial := make(chan dialed, 1)
+	waiting := make(chan struct{})
+	var waitOnce sync.Once
+	wait := func(id string) {
+		if id == "tc" {
+			waitOnce.Do(func() { close(waiting) })
+		}
+	}
+	takeOverWaitHook.Store(&wait)
+	defer takeOverWaitHook.Store(nil)
+	var ran atomic.Int32
+	hook := func(id string) {
+		if id != "tc" || ran.Add(1) != 1 {
+			return
+		}
+		// The client reconnects to u1 now; the takeover goes on once
+		// its claim waits for it, or has installed the session itself.
+		go func() {
+			c, ack, recv := connect(t, u1.addr, "tc")
+			d := dialed{recv: recv}
+			if c == nil {
+				d.err = fmt.Errorf("tc refused on u1: %+v", ack)
+			} else {
+				d.present = ack.SessionPresent
+			}
+			dial <- d
+		}()
+		brokertest.WaitFor(t, func() error {
+			select {
+			case <-waiting:
+				return nil
+			default:
+			}
+			if u1.b.HasSession("tc") {
+				return nil // the claim went ahead without the takeover
+			}
+			return fmt.Errorf("tc's claim on u1 neither waits for the takeover nor installed the session")
+		})
+	}
+	takenOverHook.Store(&hook)
+	defer takenOverHook.Store(nil)
+	u3.n.Close()
+	var d dialed
+	select {
+	case d = <-dial:
+	case <-time.After(brokertest.Patience(t)):
+		t.Fatal("tc's connect to u1 never finished")
+	}
+	takenOverHook.Store(nil)
+	if d.err != nil {
+		t.Fatal(d.err)
+	}
+	if !d.present {
+		t.Fatal("tc on u1: session present = false")
+	}
+	want := payloads("queued", 3)
+	got := map[string]bool{}
+	deadline := time.After(brokertest.Patience(t))
+	for len(got) < len(want) {
+		select {
+		case m := <-d.recv:
+			got[string(m.Payload)] = true
+		case <-deadline:
+			t.Fatalf("messages queued on the lost node never delivered: got %v of %v", slices.Sorted(maps.Keys(got)), want)
+		}
+	}
+	select {
+	case <-waiting:
+	default:
+		t.Error("the claim did not wait for the takeover: the test no longer covers the window")
 	}
 }
