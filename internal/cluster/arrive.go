@@ -29,11 +29,21 @@ import (
 // another way (the old owner's tail, the relay) carries the same name and
 // is taken once.
 
+// The node that takes a lost node's sessions over (takeOver) has the same
+// moment for each session, from its compare-and-set to its install, and
+// stashes the same way. A client reconnecting to that node meanwhile
+// claims the same session there: the arrival ends when both have ended
+// theirs, and what it stashed goes to the session if either installed it.
+
 // arrival is a session this node is claiming, not yet installed.
 type arrival struct {
 	filters []string           // its subscriptions that promise delivery (QoS 1/2, not $share)
 	msgs    []*session.Message // published here meanwhile, matching filters
 	done    chan struct{}      // closed once msgs are delivered to the session (or dropped)
+	// Who waits for it: a client's claim (Claim), the takeover of a lost
+	// node's sessions (takeOver); installed: one of them installed it.
+	claim, takeover, installed bool
+	took                       chan struct{} // made when takeover is set, closed when it is cleared
 }
 
 // arrivals are the sessions being claimed, by client ID.
@@ -47,7 +57,11 @@ type arrivals struct {
 // messages published here that it must get. It replaces an earlier
 // arrival of the same session (a claim's next attempt), keeping what that
 // one stashed.
-func (n *Node) arrive(clientID string, subs []string) {
+func (n *Node) arrive(clientID string, subs []string) { n.arriveFor(clientID, subs, false) }
+
+// arriveFor is arrive for a client's claim or, with takeover, for the
+// takeover of a lost node's sessions.
+func (n *Node) arriveFor(clientID string, subs []string, takeover bool) {
 	var filters []string
 	for _, f := range subs {
 		if _, _, shared := topic.ParseShared(f); shared || topic.ValidateFilter(f) != nil {
@@ -61,12 +75,21 @@ func (n *Node) arrive(clientID string, subs []string) {
 	if a.by == nil {
 		a.by = make(map[string]*arrival)
 	}
-	if old := a.by[clientID]; old != nil {
-		old.filters = filters
-		return
+	x := a.by[clientID]
+	if x == nil {
+		x = &arrival{done: make(chan struct{})}
+		a.by[clientID] = x
+		a.count.Add(1)
 	}
-	a.by[clientID] = &arrival{filters: filters, done: make(chan struct{})}
-	a.count.Add(1)
+	x.filters = filters
+	if takeover {
+		if !x.takeover {
+			x.took = make(chan struct{})
+		}
+		x.takeover = true
+	} else {
+		x.claim = true
+	}
 }
 
 // stash keeps m for every arriving session that subscribes to it and
@@ -98,13 +121,32 @@ func (n *Node) stash(m *session.Message) <-chan struct{} {
 
 // arrived ends clientID's arrival: installed says whether its session is
 // held here now, and then what was stashed for it is delivered to it.
-func (n *Node) arrived(clientID string, installed bool) {
+func (n *Node) arrived(clientID string, installed bool) { n.arrivedFor(clientID, installed, false) }
+
+// arrivedFor is arrived for a client's claim or, with takeover, for the
+// takeover of a lost node's sessions; the arrival ends once neither
+// waits for it.
+func (n *Node) arrivedFor(clientID string, installed, takeover bool) {
 	a := &n.arr
 	a.mu.Lock()
 	x := a.by[clientID]
 	if x != nil {
-		delete(a.by, clientID)
-		a.count.Add(-1)
+		if takeover {
+			if x.takeover {
+				close(x.took)
+			}
+			x.takeover = false
+		} else {
+			x.claim = false
+		}
+		x.installed = x.installed || installed
+		installed = x.installed
+		if x.claim || x.takeover {
+			x = nil // the other one ends it
+		} else {
+			delete(a.by, clientID)
+			a.count.Add(-1)
+		}
 	}
 	a.mu.Unlock()
 	if x == nil {
@@ -125,4 +167,17 @@ func (n *Node) arrived(clientID string, installed bool) {
 	if len(x.msgs) > 0 {
 		n.log.Debug("cluster: messages published while a session arrived delivered to it", "client_id", clientID, "messages", len(x.msgs))
 	}
+}
+
+// takingOver returns, while this node takes clientID's session over from
+// a lost node (between the compare-and-set and the install), a channel
+// closed once that is done; nil otherwise.
+func (n *Node) takingOver(clientID string) <-chan struct{} {
+	a := &n.arr
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if x := a.by[clientID]; x != nil && x.takeover {
+		return x.took
+	}
+	return nil
 }

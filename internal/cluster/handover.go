@@ -191,6 +191,22 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 			r = record{}
 		}
 		if r.Node == n.cfg.Node {
+			if took := n.takingOver(clientID); took != nil && !n.b.HasSession(clientID) {
+				// This node is taking the session over from its lost
+				// node (takeOver): the record names it, and the session,
+				// with what the lost node mirrored, is about to be
+				// installed. Recovered here as if this node had lost its
+				// store, it would be installed without those.
+				if f := takeOverWaitHook.Load(); f != nil {
+					(*f)(clientID)
+				}
+				select {
+				case <-took:
+				case <-ctx.Done():
+					return fail(ctx.Err())
+				}
+				continue
+			}
 			if (r.From == "" || r.From == n.cfg.Node) && !n.b.HasSession(clientID) && r.Session != nil &&
 				r.Session.Session.ExpiryInterval > 0 {
 				// Ours, persistent, recorded, but not held: this node

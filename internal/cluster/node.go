@@ -519,30 +519,38 @@ func (n *Node) setup(size int) {
 func (n *Node) reconcile() {
 	mine := make(map[string]bool)
 	for _, id := range n.b.SessionIDs() {
-		o, err := n.readOwner(id)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
+		// Rewritten unchanged at its revision (confirmOwner), not only
+		// read: a node still taking this one's sessions over since its
+		// loss read the record, and what this node mirrored, before
+		// this one came back; its compare-and-set now fails, rather
+		// than take the session from under this node, which serves it
+		// from now on (its client reconnecting here, messages confirmed
+		// here that the taker never read).
+		owned, o, err := n.confirmOwner(id)
+		if err == nil && !owned && o == "" {
+			// No record: created, as this node's.
 			ctx, cancel := context.WithTimeout(n.ctx, kvTimeout)
 			_, err = n.sessions.Create(ctx, key(id), mustJSON(record{Node: n.cfg.Node}))
 			cancel()
 			if err == nil {
-				o = n.cfg.Node
+				owned = true
 			} else {
-				o, err = n.readOwner(id)
+				owned, o, err = n.confirmOwner(id)
 			}
 		}
 		switch {
-		case err != nil:
+		case owned:
+			mine[id] = true
+		case err != nil || o == "":
 			// Unknown: keep it, as a single node would.
 			n.log.Warn("cluster: session owner unknown after restart; keeping the session", "client_id", id, "err", err)
 			mine[id] = true
-		case o != n.cfg.Node:
+		default:
 			n.log.Info("cluster: session moved to another node while this one was down", "client_id", id, "owner", o)
 			n.b.DropSession(id)
 			// Its removals are not mirrored yet: drop this node's copy
 			// in the stream whole (the new owner has its own).
 			n.purgeQueued(queueSubject(id, n.cfg.Node), 0)
-		default:
-			mine[id] = true
 		}
 	}
 	n.b.ReleaseWills(func(id string) bool {
@@ -718,6 +726,21 @@ func (n *Node) noteMoved(clientID, to string, s *broker.SessionSnapshot) {
 	n.indexSession(k, &r)
 }
 
+// takeOverReadHook, set by tests, runs on the node taking a lost node's
+// sessions over, once it has read what that node mirrored for a session
+// and before its compare-and-set.
+var takeOverReadHook atomic.Pointer[func(clientID string)]
+
+// takeOverWaitHook, set by tests, runs on a node where a client claims a
+// session that the node is taking over from a lost node at that moment,
+// before the claim waits for the takeover.
+var takeOverWaitHook atomic.Pointer[func(clientID string)]
+
+// takenOverHook, set by tests, runs on the node taking a lost node's
+// sessions over, once the record names it as a session's owner and before
+// it installs the session.
+var takenOverHook atomic.Pointer[func(clientID string)]
+
 // takeOver claims every session record of a lost node.
 func (n *Node) takeOver(lost string) error {
 	if n.stopping.Load() {
@@ -751,11 +774,24 @@ func (n *Node) takeOver(lost string) error {
 				return err
 			}
 		}
+		if f := takeOverReadHook.Load(); f != nil && s != nil {
+			(*f)(s.Session.ClientID)
+		}
+		keeps := r.Session != nil && r.Session.Session.ExpiryInterval > 0
+		if keeps {
+			// Before the compare-and-set makes this node the owner, here
+			// at once (noteOwner): from then on nothing published here
+			// is forwarded to the lost node for the session, and until
+			// AdoptOrphan it has no session here to be routed to either.
+			// What is published here meanwhile is kept for it
+			// (arrive.go), its publishers' acknowledgements waiting.
+			n.arriveFor(r.Session.Session.ClientID, snapshotFilters(s), true)
+		}
 		// Compare-and-set first, so that a will is published once even
 		// if two nodes try.
 		ctx, cancel := context.WithTimeout(n.ctx, readyWait)
 		var err error
-		if r.Session == nil || r.Session.Session.ExpiryInterval == 0 {
+		if !keeps {
 			err = n.sessions.Delete(ctx, k, jetstream.LastRevision(m.rev))
 		} else {
 			var rev uint64
@@ -765,16 +801,26 @@ func (n *Node) takeOver(lost string) error {
 			}
 		}
 		cancel()
-		if isRevisionMismatch(err) {
-			continue // changed meanwhile: its client is back somewhere
-		}
 		if err != nil {
+			if keeps {
+				n.arrivedFor(r.Session.Session.ClientID, false, true)
+			}
+			if isRevisionMismatch(err) {
+				continue // changed meanwhile: its client is back somewhere
+			}
 			return fmt.Errorf("claim session: %w", err)
 		}
+		if f := takenOverHook.Load(); f != nil && s != nil {
+			(*f)(s.Session.ClientID)
+		}
 		if s != nil {
+			id := s.Session.ClientID
 			n.b.AdoptOrphan(s, false, false)
+			if keeps {
+				n.arrivedFor(id, n.b.HasSession(id), true)
+			}
 			adopted++
-			n.purgeQueued(queueSubject(s.Session.ClientID, lost), 0)
+			n.purgeQueued(queueSubject(id, lost), 0)
 		}
 	}
 	n.log.Info("cluster: took over a lost node's sessions", "lost", lost, "sessions", adopted)
