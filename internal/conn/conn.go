@@ -800,9 +800,18 @@ func (c *Conn) flush(batch []packet.Packet) error {
 		n, werr = c.nc.Write(buf)
 		c.countOut(n)
 	}
-	if cap(buf) <= 64<<10 {
+	if cap(buf) <= maxPooledWriteBuf {
 		*bp = buf[:0]
 		bufPool.Put(bp)
 	}
 	return werr
 }
+
+// maxPooledWriteBuf bounds the write buffers flush gives back to bufPool.
+// A batch is written once it passes flushChunk, so a buffer grows to
+// flushChunk plus one packet: with packets of up to 64 KiB (1 KiB or 64 KiB
+// payloads in bulk) that is up to about 192 KiB, and a buffer dropped at
+// that size was grown again, copy by copy, on the next busy flush. Larger
+// ones (a single huge packet) are dropped. The pool is shared by all
+// connections: an idle one holds none.
+const maxPooledWriteBuf = 256 << 10
