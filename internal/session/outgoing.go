@@ -138,6 +138,9 @@ func (o *Outgoing) AppendPacket(dst []byte, v byte) ([]byte, error) {
 	start := len(dst)
 	dst = append(dst, w.b...)
 	o.patch(dst[start:], w)
+	if w.head {
+		dst = append(dst, o.Msg.Payload...)
+	}
 	return dst, nil
 }
 
@@ -169,10 +172,14 @@ func (o *Outgoing) AppendHead(dst []byte, v byte, min int) ([]byte, []byte, erro
 	if err != nil {
 		return dst, nil, err
 	}
-	// The shared encoding ends with the payload: its head is copied and
-	// patched as AppendPacket patches the whole.
+	// The shared encoding's head (all of it, or what precedes the payload
+	// it ends with) is copied and patched as AppendPacket patches it.
+	head := w.b
+	if !w.head {
+		head = w.b[:len(w.b)-len(m.Payload)]
+	}
 	start := len(dst)
-	dst = append(dst, w.b[:len(w.b)-len(m.Payload)]...)
+	dst = append(dst, head...)
 	o.patch(dst[start:], w)
 	return dst, m.Payload, nil
 }
@@ -204,6 +211,9 @@ func (o *Outgoing) Size(v byte) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	if w.head {
+		return len(w.b) + len(o.Msg.Payload), nil
+	}
 	return len(w.b), nil
 }
 
@@ -212,7 +222,16 @@ type wireForm struct {
 	b      []byte
 	idOff  int  // offset of the packet ID, for QoS 1/2 forms
 	pooled bool // from wirePool: goes back with its pooled message
+	// head: b stops before the payload, which deliveries take from the
+	// message (payloads of headOnlyPayload bytes or more: not copied once
+	// more into a shared encoding, and a pooled encoding stays small).
+	head bool
 }
+
+// headOnlyPayload is the payload size from which a shared encoding holds
+// the packet's head alone. Below it, one copy of the whole packet per
+// delivery is cheaper than two appends.
+const headOnlyPayload = 4 << 10
 
 // wirePool keeps the encodings of pooled messages, with their buffers.
 var wirePool = sync.Pool{New: func() any { return &wireForm{pooled: true} }}
@@ -267,7 +286,14 @@ func (m *Message) wire(v byte, withID bool) (*wireForm, error) {
 	} else {
 		w = new(wireForm)
 	}
-	b, err := packet.AppendPublish(w.b[:0], &p, v)
+	var b []byte
+	var err error
+	w.head = len(m.Payload) >= headOnlyPayload
+	if w.head {
+		b, err = packet.AppendPublishHead(w.b[:0], &p, v)
+	} else {
+		b, err = packet.AppendPublish(w.b[:0], &p, v)
+	}
 	if err != nil {
 		putWire(w)
 		return nil, err
