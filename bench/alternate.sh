@@ -37,7 +37,8 @@ NATS_CLUSTER_PORT=${NATS_CLUSTER_PORT:-24223}
 declare -A FLAGS=([fanin]="-scenario fanin" [pairs100]="-scenario pairs -pubs 100"
 	[fanout100]="-scenario fanout -subs 100" [fanin1k]="-scenario fanin -size 1024"
 	# As in compare.sh: 8 × 8 in flight × 64 KiB within every broker's queue limits.
-	[fanin64k]="-scenario fanin -size 65536 -window 8")
+	[fanin64k]="-scenario fanin -size 65536 -window 8"
+	[fanout10x64k]="-scenario fanout -subs 10 -size 65536 -window 8")
 MOSQ=${MOSQ:-0}
 MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 
