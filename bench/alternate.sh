@@ -14,7 +14,10 @@
 # per broker, and the ratio of each build's median to nats-server's from
 # the same rounds. Variables: REVS (HEAD), CELLS (fanin pairs100), TRS
 # (tcp), ROUNDS (3), DURATION (3s), WARMUP (500ms), NATS (1: include
-# nats-server), BROKER_CPU (0), TOOL_CPU (1), OUT (a .jsonl of every run).
+# nats-server), MOSQ (0; 1: include Mosquitto, and ratios against it too),
+# BROKER_CPU (0), TOOL_CPU (1), OUT (a .jsonl of every run).
+# Cells fanin1k and fanin64k (1 KiB and 64 KiB payloads) compare CPU per
+# message at sizes where copying and allocating bodies dominate.
 # Everything it starts is stopped by PID on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,7 +35,12 @@ WS_PORT=${WS_PORT:-29083}
 NATS_CLUSTER_PORT=${NATS_CLUSTER_PORT:-24223}
 
 declare -A FLAGS=([fanin]="-scenario fanin" [pairs100]="-scenario pairs -pubs 100"
-	[fanout100]="-scenario fanout -subs 100" [fanin1k]="-scenario fanin -size 1024")
+	[fanout100]="-scenario fanout -subs 100" [fanin1k]="-scenario fanin -size 1024"
+	# As in compare.sh: 8 × 8 in flight × 64 KiB within every broker's queue limits.
+	[fanin64k]="-scenario fanin -size 65536 -window 8"
+	[fanout10x64k]="-scenario fanout -subs 10 -size 65536 -window 8")
+MOSQ=${MOSQ:-0}
+MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 
 WORK=$(mktemp -d /tmp/starling-alternate.XXXXXX)
 OUT=${OUT:-$WORK/runs.jsonl}
@@ -55,7 +63,8 @@ for rev in $REVS; do
 	BROKERS+=("$name")
 done
 go build -o "$WORK/bin/starling-bench" ./cmd/starling-bench
-[[ $NATS == 1 ]] && command -v nats-server >/dev/null && BROKERS+=(nats)
+if [[ $NATS == 1 ]] && command -v nats-server >/dev/null; then BROKERS+=(nats); fi
+if [[ $MOSQ == 1 ]] && [[ -x $MOSQUITTO ]]; then BROKERS+=(mosquitto); fi
 : >"$OUT"
 
 start() { # broker
@@ -69,6 +78,21 @@ start() { # broker
 			websocket { listen: "127.0.0.1:$WS_PORT", no_tls: true }
 		CONF
 		taskset -c "$BROKER_CPU" nats-server -c "$WORK/run/nats.conf" >"$WORK/run/log" 2>&1 &
+	elif [[ $1 == mosquitto ]]; then
+		# As compare.sh starts it: no persistence, TCP_NODELAY, and a
+		# WebSocket listener.
+		cat >"$WORK/run/mosquitto.conf" <<-CONF
+			per_listener_settings false
+			allow_anonymous true
+			persistence false
+			log_dest stderr
+			log_type error
+			set_tcp_nodelay true
+			listener $TCP_PORT 127.0.0.1
+			listener $WS_PORT 127.0.0.1
+			protocol websockets
+		CONF
+		taskset -c "$BROKER_CPU" "$MOSQUITTO" -c "$WORK/run/mosquitto.conf" >"$WORK/run/log" 2>&1 &
 	else
 		taskset -c "$BROKER_CPU" "$WORK/bin/$1" -tcp "127.0.0.1:$TCP_PORT" -http "127.0.0.1:$WS_PORT" \
 			-data "$WORK/run/data" -log-level warn >"$WORK/run/log" 2>&1 &
@@ -114,19 +138,18 @@ for r in runs:
     rate = res.get("delivered_per_s", 0)
     per = r["cpu_s"] * 1e6 / res["delivered"] if res.get("delivered") else float("nan")
     groups.setdefault((r["cell"], r["transport"]), {}).setdefault(r["broker"], []).append((rate, per, res.get("lost", -1)))
+peers = [p for p in ("nats", "mosquitto") if any(p in by for by in groups.values())]
 for (cell, tr), by in groups.items():
     print(f"\n{cell} {tr}")
-    nats = by.get("nats")
-    nr = statistics.median(x[0] for x in nats) if nats else None
-    nc = statistics.median(x[1] for x in nats) if nats else None
+    med = {b: (statistics.median(x[0] for x in xs), statistics.median(x[1] for x in xs)) for b, xs in by.items()}
     for b, xs in by.items():
-        rate = statistics.median(x[0] for x in xs)
-        per = statistics.median(x[1] for x in xs)
-        runs_s = " ".join(f"{x[0]/1e3:.0f}k" for x in xs)
+        rate, per = med[b]
+        runs_s = " ".join(f"{x[0]/1e3:.1f}k" for x in xs)
         lost = sum(x[2] for x in xs)
-        line = f"  {b:22s} median {rate/1e3:7.1f}k msg/s ({runs_s}), {per:5.2f} us broker CPU/msg, lost {lost}"
-        if nr and b != "nats":
-            line += f"; vs nats: rate {rate/nr:.2f}x, CPU/msg {nc/per:.2f}x"
+        line = f"  {b:22s} median {rate/1e3:7.1f}k msg/s ({runs_s}), {per:6.2f} us broker CPU/msg, lost {lost}"
+        for p in peers:
+            if p in med and b not in peers and med[p][0]:
+                line += f"; vs {p}: rate {rate/med[p][0]:.2f}x, CPU/msg {med[p][1]/per:.2f}x"
         print(line)
 PY
 log "runs in $OUT"

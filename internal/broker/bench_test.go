@@ -63,62 +63,86 @@ func (r *byteReader) Read(p []byte) (int, error) {
 func BenchmarkPublishFanout(b *testing.B) {
 	for _, n := range []int{1, 10, 100, 1000} {
 		b.Run(fmt.Sprintf("subs=%d", n), func(b *testing.B) {
-			lim := config.Default().Limits
-			lim.ConnectTimeout = time.Minute
-			br := New(lim, nil)
-			var written atomic.Int64
-			var wg sync.WaitGroup
-			var conns []*scriptConn
-			for i := 0; i < n; i++ {
-				var script []byte
-				script, _ = packet.Append(script, &packet.Connect{ProtocolName: "MQTT", ProtocolVersion: packet.V311, CleanStart: true, ClientID: fmt.Sprintf("s%d", i)}, packet.V311)
-				script, _ = packet.Append(script, &packet.Subscribe{PacketID: 1, Subscriptions: []packet.Subscription{{Filter: "bench/+/x"}}}, packet.V311)
-				c := &scriptConn{r: &byteReader{script}, closed: make(chan struct{}), written: &written}
-				conns = append(conns, c)
-				wg.Add(1)
-				go func() { defer wg.Done(); br.HandleConn(c) }()
-			}
-			// CONNACK (4) + SUBACK (5) per subscriber.
-			waitBytes(b, &written, int64(n*9))
-			raw, _ := packet.Append(nil, &packet.Publish{Topic: "bench/a/x", Payload: make([]byte, 64)}, packet.V311)
-			body := raw[2:]
-			fh := packet.FixedHeader{Type: packet.PUBLISH, Remaining: len(body)}
-			start := written.Load()
+			rig := newFanoutRig(b, n)
+			defer rig.close()
 			b.ReportAllocs()
 			b.ResetTimer()
-			// Decoded and routed as a connection's QoS 0 PUBLISH is: into
-			// one value, with the topic reused, as a pooled message.
-			var pp packet.Publish
-			var last string
-			for i := 0; i < b.N; i++ {
-				if err := packet.DecodePublish(&pp, fh, body, packet.V311, &last); err != nil {
-					b.Fatal(err)
-				}
-				m := session.NewPooled()
-				m.Topic, m.Payload = pp.Topic, pp.Payload
-				br.publish(m, nil)
-				m.Unref()
-				if i%256 == 255 {
-					// Let writers keep up so slow-reader drops don't skew it.
-					waitBytes(b, &written, start+int64((i+1)*n*len(raw)))
-				}
-			}
-			waitBytes(b, &written, start+int64(b.N*n*len(raw)))
+			rig.publish(b, b.N)
 			b.StopTimer()
 			b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "deliveries/s")
-			for _, c := range conns {
-				c.Close()
-			}
-			wg.Wait()
 		})
 	}
 }
 
-func waitBytes(b *testing.B, w *atomic.Int64, want int64) {
+// fanoutRig is a broker with n subscribers on script connections, fed QoS 0
+// PUBLISHes directly, as a connection's reader routes them.
+type fanoutRig struct {
+	br      *Broker
+	n       int
+	written atomic.Int64
+	wg      sync.WaitGroup
+	conns   []*scriptConn
+	raw     []byte
+	fh      packet.FixedHeader
+	pp      packet.Publish
+	last    string
+}
+
+func newFanoutRig(tb testing.TB, n int) *fanoutRig {
+	tb.Helper()
+	lim := config.Default().Limits
+	lim.ConnectTimeout = time.Minute
+	r := &fanoutRig{br: New(lim, nil), n: n}
+	for i := 0; i < n; i++ {
+		var script []byte
+		script, _ = packet.Append(script, &packet.Connect{ProtocolName: "MQTT", ProtocolVersion: packet.V311, CleanStart: true, ClientID: fmt.Sprintf("s%d", i)}, packet.V311)
+		script, _ = packet.Append(script, &packet.Subscribe{PacketID: 1, Subscriptions: []packet.Subscription{{Filter: "bench/+/x"}}}, packet.V311)
+		c := &scriptConn{r: &byteReader{script}, closed: make(chan struct{}), written: &r.written}
+		r.conns = append(r.conns, c)
+		r.wg.Go(func() { r.br.HandleConn(c) })
+	}
+	// CONNACK (4) + SUBACK (5) per subscriber.
+	waitBytes(tb, &r.written, int64(n*9))
+	r.raw, _ = packet.Append(nil, &packet.Publish{Topic: "bench/a/x", Payload: make([]byte, 64)}, packet.V311)
+	r.fh = packet.FixedHeader{Type: packet.PUBLISH, Remaining: len(r.raw) - 2}
+	return r
+}
+
+// publish routes count PUBLISHes and returns once every subscriber has been
+// written every one.
+func (r *fanoutRig) publish(tb testing.TB, count int) {
+	start := r.written.Load()
+	body := r.raw[2:]
+	for i := 0; i < count; i++ {
+		// Decoded and routed as a connection's QoS 0 PUBLISH is: into
+		// one value, with the topic reused, as a pooled message.
+		if err := packet.DecodePublish(&r.pp, r.fh, body, packet.V311, &r.last); err != nil {
+			tb.Fatal(err)
+		}
+		m := session.NewPooled()
+		m.Topic, m.Payload = r.pp.Topic, r.pp.Payload
+		r.br.publish(m, nil)
+		m.Unref()
+		if i%256 == 255 {
+			// Let writers keep up so slow-reader drops don't skew it.
+			waitBytes(tb, &r.written, start+int64((i+1)*r.n*len(r.raw)))
+		}
+	}
+	waitBytes(tb, &r.written, start+int64(count*r.n*len(r.raw)))
+}
+
+func (r *fanoutRig) close() {
+	for _, c := range r.conns {
+		c.Close()
+	}
+	r.wg.Wait()
+}
+
+func waitBytes(tb testing.TB, w *atomic.Int64, want int64) {
 	deadline := time.Now().Add(30 * time.Second)
 	for w.Load() < want {
 		if time.Now().After(deadline) {
-			b.Fatalf("written %d bytes, want %d", w.Load(), want)
+			tb.Fatalf("written %d bytes, want %d", w.Load(), want)
 		}
 		time.Sleep(50 * time.Microsecond)
 	}
@@ -134,47 +158,61 @@ func waitBytes(b *testing.B, w *atomic.Int64, want int64) {
 func BenchmarkPublishPath(b *testing.B) {
 	for _, kind := range []string{"none", "memory", "pebble-always"} {
 		b.Run("store="+kind, func(b *testing.B) {
-			lim := config.Default().Limits
-			lim.ConnectTimeout = time.Minute
-			br := New(lim, nil)
-			if kind != "none" {
-				st := openBenchStore(b, kind)
-				defer st.Close()
-				br.SetStore(st)
-				if err := br.Restore(); err != nil {
-					b.Fatal(err)
-				}
-			}
-			var subWritten, pubWritten atomic.Int64
-			var script []byte
-			script, _ = packet.Append(script, &packet.Connect{ProtocolName: "MQTT", ProtocolVersion: packet.V311, CleanStart: true, ClientID: "sub"}, packet.V311)
-			script, _ = packet.Append(script, &packet.Subscribe{PacketID: 1, Subscriptions: []packet.Subscription{{Filter: "bench/+/x"}}}, packet.V311)
-			sub := &scriptConn{r: &byteReader{script}, closed: make(chan struct{}), written: &subWritten}
-			var wg sync.WaitGroup
-			wg.Go(func() { br.HandleConn(sub) })
-			waitBytes(b, &subWritten, 9) // CONNACK + SUBACK
-
-			raw, _ := packet.Append(nil, &packet.Publish{Topic: "bench/a/x", Payload: make([]byte, 64)}, packet.V311)
-			connect, _ := packet.Append(nil, &packet.Connect{ProtocolName: "MQTT", ProtocolVersion: packet.V311, CleanStart: true, ClientID: "pub"}, packet.V311)
-			start := subWritten.Load()
-			// The publisher's bytes come 256 publishes at a time, each batch
-			// once the subscriber has been written the one before, so
-			// slow-reader drops don't skew it.
-			pr := &pacedReader{next: connect, left: b.N, batch: 256, raw: raw, wait: func(sent int) {
-				waitBytes(b, &subWritten, start+int64(sent*len(raw)))
-			}}
-			pub := &scriptConn{r: pr, closed: make(chan struct{}), written: &pubWritten}
 			b.ReportAllocs()
 			b.ResetTimer()
-			wg.Go(func() { br.HandleConn(pub) })
-			waitBytes(b, &subWritten, start+int64(b.N*len(raw)))
+			runPublishPath(b, kind, b.N, nil)
 			b.StopTimer()
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
-			pub.Close()
-			sub.Close()
-			wg.Wait()
 		})
 	}
+}
+
+// runPublishPath connects a subscriber, then a publisher whose connection
+// reads count QoS 0 PUBLISHes, and returns once the subscriber has been
+// written them all. The publisher's bytes come 256 publishes at a time,
+// each batch once the subscriber has been written the one before (so
+// slow-reader drops don't skew it); atBatch, if set, is called then with
+// the number sent so far, and once more at the end with count.
+func runPublishPath(tb testing.TB, kind string, count int, atBatch func(sent int)) {
+	tb.Helper()
+	lim := config.Default().Limits
+	lim.ConnectTimeout = time.Minute
+	br := New(lim, nil)
+	if kind != "none" {
+		st := openBenchStore(tb, kind)
+		defer st.Close()
+		br.SetStore(st)
+		if err := br.Restore(); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	var subWritten, pubWritten atomic.Int64
+	var script []byte
+	script, _ = packet.Append(script, &packet.Connect{ProtocolName: "MQTT", ProtocolVersion: packet.V311, CleanStart: true, ClientID: "sub"}, packet.V311)
+	script, _ = packet.Append(script, &packet.Subscribe{PacketID: 1, Subscriptions: []packet.Subscription{{Filter: "bench/+/x"}}}, packet.V311)
+	sub := &scriptConn{r: &byteReader{script}, closed: make(chan struct{}), written: &subWritten}
+	var wg sync.WaitGroup
+	wg.Go(func() { br.HandleConn(sub) })
+	waitBytes(tb, &subWritten, 9) // CONNACK + SUBACK
+
+	raw, _ := packet.Append(nil, &packet.Publish{Topic: "bench/a/x", Payload: make([]byte, 64)}, packet.V311)
+	connect, _ := packet.Append(nil, &packet.Connect{ProtocolName: "MQTT", ProtocolVersion: packet.V311, CleanStart: true, ClientID: "pub"}, packet.V311)
+	start := subWritten.Load()
+	pr := &pacedReader{next: connect, left: count, batch: 256, raw: raw, wait: func(sent int) {
+		waitBytes(tb, &subWritten, start+int64(sent*len(raw)))
+		if atBatch != nil {
+			atBatch(sent)
+		}
+	}}
+	pub := &scriptConn{r: pr, closed: make(chan struct{}), written: &pubWritten}
+	wg.Go(func() { br.HandleConn(pub) })
+	waitBytes(tb, &subWritten, start+int64(count*len(raw)))
+	if atBatch != nil {
+		atBatch(count)
+	}
+	pub.Close()
+	sub.Close()
+	wg.Wait()
 }
 
 // pacedReader yields next, then left copies of raw, batch at a time,
@@ -182,6 +220,7 @@ func BenchmarkPublishPath(b *testing.B) {
 type pacedReader struct {
 	next        []byte
 	raw         []byte
+	buf         []byte // the batch; next is what of it is left to give
 	left, batch int
 	sent        int
 	wait        func(sent int)
@@ -194,10 +233,11 @@ func (r *pacedReader) Read(p []byte) (int, error) {
 		}
 		r.wait(r.sent)
 		n := min(r.batch, r.left)
-		r.next = r.next[:0]
+		r.buf = r.buf[:0]
 		for range n {
-			r.next = append(r.next, r.raw...)
+			r.buf = append(r.buf, r.raw...)
 		}
+		r.next = r.buf
 		r.left -= n
 		r.sent += n
 	}

@@ -21,7 +21,7 @@ import (
 // benchStores are the stores BenchmarkDurablePublish compares.
 var benchStores = []string{"pebble-always", "pebble-interval", "pebble-none", "memory"}
 
-func openBenchStore(b *testing.B, kind string) store.Store {
+func openBenchStore(b testing.TB, kind string) store.Store {
 	b.Helper()
 	if kind == "memory" {
 		return memory.New()

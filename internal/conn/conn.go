@@ -50,7 +50,17 @@ const MaxPending = 4096
 // cut off instead of holding memory.
 const writeTimeout = 30 * time.Second
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+var bufPool = sync.Pool{New: func() any { return &wbuf{b: make([]byte, 0, 4096)} }}
+
+// wbuf is a writer's pooled state for one flush: the buffer packets are
+// encoded into and, on a TCP socket, the pieces of a vectored write whose
+// large payloads are sent from where they lie rather than copied into b.
+type wbuf struct {
+	b    []byte
+	iov  net.Buffers     // pieces waiting for the next write: parts of b, payloads
+	mark int             // b[mark:] is not in iov yet
+	held []packet.Packet // deliveries whose payloads iov references: released once written
+}
 
 // readerPools hold the read buffers of connections that are between
 // packets, by size: an idle connection waits for its next first byte
@@ -537,6 +547,20 @@ type Appender interface {
 	AppendPacket(dst []byte, version byte) ([]byte, error)
 }
 
+// HeadAppender is an Appender that can leave a large payload out of dst:
+// with a payload of at least min bytes it appends the packet up to it and
+// returns it, to be written after those bytes and kept intact until the
+// packet is released; otherwise it appends the whole packet and returns a
+// nil payload.
+type HeadAppender interface {
+	AppendHead(dst []byte, version byte, min int) ([]byte, []byte, error)
+}
+
+// vecPayload is the payload size from which a PUBLISH on a TCP socket is
+// written from its message's memory (writev) rather than copied into the
+// write buffer: above it the copy costs more than one more iovec.
+const vecPayload = 4 << 10
+
 // Releaser is a packet whose memory goes back to a pool once written.
 type Releaser interface{ Release() }
 
@@ -739,11 +763,17 @@ func (c *Conn) writeLoop() {
 const flushChunk = 64 << 10
 
 // flush encodes a batch into one pooled buffer and writes it once, or in
-// pieces of about flushChunk when it is larger.
+// pieces of about flushChunk when it is larger. On a TCP socket, payloads
+// of vecPayload bytes or more are not copied: one vectored write sends the
+// buffer's bytes and those payloads in order.
 func (c *Conn) flush(batch []packet.Packet) error {
-	bp := bufPool.Get().(*[]byte)
-	buf := (*bp)[:0]
+	w := bufPool.Get().(*wbuf)
+	buf := w.b[:0]
 	v := c.Version()
+	// Vectored only on a plain TCP socket: through TLS or a WebSocket each
+	// piece would become a record or frame of its own.
+	_, vec := c.nc.(*net.TCPConn)
+	pending := 0 // payload bytes in w.iov
 	var err error
 	for _, p := range batch {
 		if g, ok := p.(*gated); ok {
@@ -751,14 +781,12 @@ func (c *Conn) flush(batch []packet.Packet) error {
 			case <-g.gate.Done():
 			default:
 				// Write what may go now, then wait for the gate.
-				if len(buf) > 0 {
-					c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
-					n, werr := c.nc.Write(buf)
-					c.countOut(n)
+				if len(buf) > 0 || len(w.iov) > 0 {
+					werr := c.writeOut(w, buf)
+					buf, pending = buf[:0], 0
 					if werr != nil {
 						return werr
 					}
-					buf = buf[:0]
 				}
 				select {
 				case <-g.gate.Done():
@@ -772,37 +800,81 @@ func (c *Conn) flush(batch []packet.Packet) error {
 				continue
 			}
 		}
-		if a, ok := p.(Appender); ok {
+		var payload []byte
+		if h, ok := p.(HeadAppender); ok && vec {
+			buf, payload, err = h.AppendHead(buf, v, vecPayload)
+		} else if a, ok := p.(Appender); ok {
 			buf, err = a.AppendPacket(buf, v)
 		} else {
 			buf, err = packet.Append(buf, p, v)
 		}
-		release(p)
+		if err == nil && payload != nil {
+			// Written from where it lies: p keeps it until then.
+			w.iov = append(w.iov, buf[w.mark:], payload)
+			w.mark = len(buf)
+			w.held = append(w.held, p)
+			pending += len(payload)
+		} else {
+			release(p)
+		}
 		if err != nil {
 			// An unencodable packet is a broker bug, not the client's; skip it
 			// rather than corrupt the stream.
 			continue
 		}
-		if len(buf) >= flushChunk {
-			c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
-			n, werr := c.nc.Write(buf)
-			c.countOut(n)
+		if len(buf)+pending >= flushChunk {
+			werr := c.writeOut(w, buf)
+			buf, pending = buf[:0], 0
 			if werr != nil {
 				return werr
 			}
-			buf = buf[:0]
 		}
 	}
 	var werr error
-	if len(buf) > 0 {
-		c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
-		var n int
-		n, werr = c.nc.Write(buf)
-		c.countOut(n)
+	if len(buf) > 0 || len(w.iov) > 0 {
+		werr = c.writeOut(w, buf)
 	}
-	if cap(buf) <= 64<<10 {
-		*bp = buf[:0]
-		bufPool.Put(bp)
+	if cap(buf) <= maxPooledWriteBuf {
+		w.b = buf[:0]
+		bufPool.Put(w)
 	}
 	return werr
 }
+
+// writeOut writes buf, or the vectored pieces in w then buf's rest, and
+// releases the packets whose payloads were among them.
+func (c *Conn) writeOut(w *wbuf, buf []byte) error {
+	c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+	var n int
+	var err error
+	if len(w.iov) == 0 {
+		n, err = c.nc.Write(buf)
+	} else {
+		if len(buf) > w.mark {
+			w.iov = append(w.iov, buf[w.mark:])
+		}
+		iov := w.iov // WriteTo consumes w.iov; its array is kept for the next
+		var n64 int64
+		n64, err = w.iov.WriteTo(c.nc)
+		n = int(n64)
+		clear(iov)
+		w.iov = iov[:0]
+		for _, p := range w.held {
+			release(p)
+		}
+		clear(w.held)
+		w.held = w.held[:0]
+	}
+	w.mark = 0
+	c.countOut(n)
+	return err
+}
+
+// maxPooledWriteBuf bounds the write buffers flush gives back to bufPool.
+// A batch is written once it passes flushChunk, so a buffer grows to
+// flushChunk plus one packet: with packets of up to 64 KiB (1 KiB or 64 KiB
+// payloads in bulk) that is up to about 192 KiB, and a buffer dropped at
+// that size was grown again, copy by copy, on the next busy flush. Larger
+// ones (a single huge packet) are dropped. The pool is shared by all
+// connections: an idle one holds none.
+const maxPooledWriteBuf = 256 << 10

@@ -60,6 +60,12 @@ func (c *Conn) ReadPacket(deadline time.Time) (packet.Packet, int, error) {
 	// connection's own Publish value: the broker hands the buffer to the
 	// message it becomes (TakeBody), and a publisher that keeps to its
 	// topic costs no allocation. Anything else is decoded as it comes.
+	// Bodies up to bufpool.Max (128 KiB: a 64 KiB payload with its topic
+	// and properties) are pooled; the buffer is taken before the body
+	// arrives, as readBody's first 64 KiB step is, and PacketTimeout
+	// bounds how long a trickling sender holds it. A large body is read
+	// past the read buffer, straight into the pooled one (bufio reads
+	// directly into a destination larger than its buffer once empty).
 	pub := fh.Type == packet.PUBLISH && fh.Flags&0x06 == 0 && fh.Remaining <= bufpool.Max
 	// A short acknowledgement (no properties) is read into the same state
 	// and decoded into its Ack value.

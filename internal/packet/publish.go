@@ -80,6 +80,34 @@ func decodePublishInto(p *Publish, d *dec, flags byte, v5 bool, last *string) er
 	return nil
 }
 
+// AppendPublishHead is AppendPublish without the payload: the fixed
+// header (its remaining length counts the payload), topic, packet ID and
+// properties. The caller writes p.Payload right after it (a vectored
+// write sends a large payload without copying it into a write buffer).
+func AppendPublishHead(dst []byte, p *Publish, version byte) ([]byte, error) {
+	if version != V31 && version != V311 && version != V5 {
+		return dst, &Error{Code: UnsupportedProtocolVersion, Reason: "encode: unsupported protocol version"}
+	}
+	v5 := version == V5
+	n, err := p.size(v5)
+	if err != nil {
+		return dst, err
+	}
+	if n > MaxRemaining {
+		return dst, &Error{Code: PacketTooLarge, Reason: "encode: packet larger than the maximum remaining length"}
+	}
+	dst = append(dst, byte(PUBLISH)<<4|p.flags())
+	dst = AppendVarint(dst, n)
+	dst = appendString(dst, p.Topic)
+	if p.QoS > 0 {
+		dst = appendU16(dst, p.PacketID)
+	}
+	if v5 {
+		dst = appendProps(dst, &p.Properties, ctxPublish)
+	}
+	return dst, nil
+}
+
 // AppendPublish is Append for a PUBLISH. Unlike Append it takes the
 // concrete type, so a caller's Publish value need not escape to the heap.
 func AppendPublish(dst []byte, p *Publish, version byte) ([]byte, error) {

@@ -137,6 +137,56 @@ func (o *Outgoing) AppendPacket(dst []byte, v byte) ([]byte, error) {
 	}
 	start := len(dst)
 	dst = append(dst, w.b...)
+	o.patch(dst[start:], w)
+	if w.head {
+		dst = append(dst, o.Msg.Payload...)
+	}
+	return dst, nil
+}
+
+// AppendHead is AppendPacket for a writer that can send a payload from
+// where it lies: when the payload is at least min bytes it appends the
+// PUBLISH without it and returns the payload, to be written right after
+// dst's bytes and not modified until then (it belongs to the message,
+// which this delivery keeps until released). Otherwise it appends the
+// whole packet and returns a nil payload.
+func (o *Outgoing) AppendHead(dst []byte, v byte, min int) ([]byte, []byte, error) {
+	m := o.Msg
+	if len(m.Payload) < min || !o.shared() {
+		b, err := o.AppendPacket(dst, v)
+		return b, nil, err
+	}
+	if m.pooled && m.refs.Load() == 1 && m.noWire(v, o.QoS > 0) {
+		// The only delivery, as in AppendPacket.
+		p := packet.Publish{Topic: m.Topic, Payload: m.Payload, QoS: o.QoS, Dup: o.Dup, Retain: o.Retain, PacketID: o.PacketID}
+		if v == packet.V5 {
+			p.Properties = m.Props
+		}
+		b, err := packet.AppendPublishHead(dst, &p, v)
+		if err != nil {
+			return dst, nil, err
+		}
+		return b, m.Payload, nil
+	}
+	w, err := m.wire(v, o.QoS > 0)
+	if err != nil {
+		return dst, nil, err
+	}
+	// The shared encoding's head (all of it, or what precedes the payload
+	// it ends with) is copied and patched as AppendPacket patches it.
+	head := w.b
+	if !w.head {
+		head = w.b[:len(w.b)-len(m.Payload)]
+	}
+	start := len(dst)
+	dst = append(dst, head...)
+	o.patch(dst[start:], w)
+	return dst, m.Payload, nil
+}
+
+// patch sets a copy of shared encoding w (at least its head) to this
+// delivery's flags and packet ID.
+func (o *Outgoing) patch(b []byte, w *wireForm) {
 	// First byte: type, DUP, QoS, RETAIN [MQTT-2.1.3].
 	f := byte(packet.PUBLISH)<<4 | o.QoS<<1
 	if o.Dup {
@@ -145,12 +195,11 @@ func (o *Outgoing) AppendPacket(dst []byte, v byte) ([]byte, error) {
 	if o.Retain {
 		f |= 0x01
 	}
-	dst[start] = f
+	b[0] = f
 	if o.QoS > 0 {
-		dst[start+w.idOff] = byte(o.PacketID >> 8)
-		dst[start+w.idOff+1] = byte(o.PacketID)
+		b[w.idOff] = byte(o.PacketID >> 8)
+		b[w.idOff+1] = byte(o.PacketID)
 	}
-	return dst, nil
 }
 
 // Size is the encoded length for protocol version v.
@@ -162,6 +211,9 @@ func (o *Outgoing) Size(v byte) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	if w.head {
+		return len(w.b) + len(o.Msg.Payload), nil
+	}
 	return len(w.b), nil
 }
 
@@ -170,7 +222,16 @@ type wireForm struct {
 	b      []byte
 	idOff  int  // offset of the packet ID, for QoS 1/2 forms
 	pooled bool // from wirePool: goes back with its pooled message
+	// head: b stops before the payload, which deliveries take from the
+	// message (payloads of headOnlyPayload bytes or more: not copied once
+	// more into a shared encoding, and a pooled encoding stays small).
+	head bool
 }
+
+// headOnlyPayload is the payload size from which a shared encoding holds
+// the packet's head alone. Below it, one copy of the whole packet per
+// delivery is cheaper than two appends.
+const headOnlyPayload = 4 << 10
 
 // wirePool keeps the encodings of pooled messages, with their buffers.
 var wirePool = sync.Pool{New: func() any { return &wireForm{pooled: true} }}
@@ -225,7 +286,14 @@ func (m *Message) wire(v byte, withID bool) (*wireForm, error) {
 	} else {
 		w = new(wireForm)
 	}
-	b, err := packet.AppendPublish(w.b[:0], &p, v)
+	var b []byte
+	var err error
+	w.head = len(m.Payload) >= headOnlyPayload
+	if w.head {
+		b, err = packet.AppendPublishHead(w.b[:0], &p, v)
+	} else {
+		b, err = packet.AppendPublish(w.b[:0], &p, v)
+	}
 	if err != nil {
 		putWire(w)
 		return nil, err
