@@ -140,6 +140,10 @@ main() {
 		# use after release fails the pooled-message tests at once.
 		log "go test -tags starling_poison (pooled-message tests)"
 		go test -tags starling_poison -count=1 -timeout 10m -run 'Pooled|Poison' ./internal/session ./internal/conn ./test/integration
+		# Allocations per QoS 0 publish: counted without -race, under
+		# which sync.Pool drops what it holds.
+		log "go test (allocation tests, without -race)"
+		go test -count=1 -timeout 5m -run 'NoAllocs' ./internal/broker
 	fi
 }
 
