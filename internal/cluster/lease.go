@@ -354,6 +354,15 @@ func (n *Node) recheckSessions() (evicted int, err error) {
 		gone[id] = true
 	}
 	doomed := n.later.doom(gone)
+	// Only what the stream holds now is purged: the purge runs later, and
+	// an evicted session may come back meanwhile (its client reconnects
+	// here and the node claims it back), whose new entries on the same
+	// subject must stay. Purged whole, they were lost, and with them the
+	// session's record of what its client had received.
+	below := uint64(0)
+	if len(order) > 0 {
+		below = n.queueEnd()
+	}
 	for _, id := range order {
 		owner := owners[id]
 		n.log.Info("cluster: session taken over by another node while this one was out of touch", "client_id", id, "owner", owner)
@@ -364,7 +373,7 @@ func (n *Node) recheckSessions() (evicted int, err error) {
 			// where it is now, which takes what it lacks.
 			n.sendEvicted(owner, id, held)
 		}
-		n.purgeQueued(queueSubject(id, n.cfg.Node), 0)
+		n.purgeQueued(queueSubject(id, n.cfg.Node), below)
 		evicted++
 		n.lease.evicted.Add(1)
 	}
@@ -373,6 +382,23 @@ func (n *Node) recheckSessions() (evicted int, err error) {
 			"messages", len(doomed))
 	}
 	return evicted, nil
+}
+
+// queueEnd returns the queue stream's next sequence number, 0 (all) if
+// it cannot be read.
+func (n *Node) queueEnd() uint64 {
+	s := n.queue()
+	if s == nil {
+		return 0
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, kvTimeout)
+	defer cancel()
+	info, err := s.Info(ctx)
+	if err != nil {
+		n.log.Debug("cluster: queue stream's end unknown; purging evicted sessions' entries whole", "err", err)
+		return 0
+	}
+	return info.State.LastSeq + 1
 }
 
 // confirmOwner reports whether the sessions bucket names this node as
