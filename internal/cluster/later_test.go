@@ -9,7 +9,6 @@ import (
 
 	"github.com/starling-mqtt/starling/internal/brokertest"
 	"github.com/starling-mqtt/starling/internal/packet"
-	"github.com/starling-mqtt/starling/internal/session"
 )
 
 // A QoS 2 message that a node received and delivered to its own
@@ -116,71 +115,5 @@ func TestQoS2OfEvictedPublisherReachesEvictedSessionOnce(t *testing.T) {
 			t.Errorf("%s received the QoS 2 message %d times (%v), want once", id, len(got), desc)
 		}
 		c.Close()
-	}
-}
-
-// A session recovered from the queue stream after its node's loss
-// remembers the messages its client had already acknowledged there, as
-// long as the stream still holds their removals (each names its message;
-// a session that has nothing left has its entries purged whole), so a
-// copy of one relayed late, after the recovery, is not delivered again as
-// a new message. (The fault suite's partition-node found one so: a QoS 2
-// message delivered directly before the cut, its relayed copy consumed
-// once the node was back.)
-func TestRecoveredSessionRemembersAcknowledged(t *testing.T) {
-	t.Parallel()
-	nodes := startNodes(t, 3)
-	u1, u3 := nodes[0], nodes[2]
-
-	s, _ := reconnectRaw(t, u3.addr, "s")
-	s.Send(&packet.Subscribe{PacketID: 1, Subscriptions: []packet.Subscription{{Filter: "a/#", QoS: 1}}})
-	if _, ok := s.Read().(*packet.Suback); !ok {
-		t.Fatal("s: expected SUBACK")
-	}
-	waitRecorded(t, u1, "s")
-	msg := func(payload string, seq uint64) *session.Message {
-		return &session.Message{Topic: "a/x", Payload: []byte(payload), QoS: 1, Origin: session.Origin{Instance: 77, Seq: seq}}
-	}
-	// "first" acknowledged, "held" not (the session keeps a delivery, as
-	// one under steady traffic does).
-	for i, pl := range []string{"first", "held"} {
-		if safe, missing := u3.b.InjectTo(msg(pl, uint64(i+1)), []string{"s"}); !safe || len(missing) > 0 {
-			t.Fatalf("InjectTo on u3: safe %v, missing %v", safe, missing)
-		}
-		p, ok := s.Read().(*packet.Publish)
-		if !ok || string(p.Payload) != pl {
-			t.Fatalf("s on u3: got %+v, want %s", p, pl)
-		}
-		if pl == "first" {
-			s.Send(&packet.Ack{Kind: packet.PUBACK, PacketID: p.PacketID})
-		}
-	}
-	// The acknowledgement has reached the stream.
-	brokertest.WaitFor(t, func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
-		defer cancel()
-		out, _, err := u1.n.loadQueued(ctx, "s", "u3")
-		if err == nil && len(out) != 1 {
-			err = fmt.Errorf("the stream holds %d deliveries of s, want 1", len(out))
-		}
-		return err
-	})
-	s.Close()
-	u3.n.Close()
-
-	s, ack := reconnectRaw(t, u1.addr, "s")
-	if !ack.SessionPresent {
-		t.Fatal("s on u1: session present = false")
-	}
-	if p, ok := s.Read().(*packet.Publish); !ok || string(p.Payload) != "held" || !p.Dup {
-		t.Fatalf("s on u1: got %+v, want held again with DUP", p)
-	} else {
-		s.Send(&packet.Ack{Kind: packet.PUBACK, PacketID: p.PacketID})
-	}
-	// A late copy of "first", then a new message.
-	u1.b.InjectTo(msg("first", 1), []string{"s"})
-	u1.b.InjectTo(msg("second", 3), []string{"s"})
-	if p, ok := s.Read().(*packet.Publish); !ok || string(p.Payload) != "second" {
-		t.Fatalf("s on u1: got %q (DUP %v), want second: the message acknowledged on u3 came again", p.Payload, p.Dup)
 	}
 }

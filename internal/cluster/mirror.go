@@ -67,10 +67,7 @@ type queueChange struct {
 	Out *broker.SnapshotDelivery `json:"out,omitempty"` // nil: removed
 	In  uint16                   `json:"in,omitempty"`
 	Rel bool                     `json:"rel,omitempty"` // In released
-	// O names the message received under In (session.Message.Origin),
-	// or, on a removal, the message the delivery held: a session
-	// recovered from the stream remembers it took that message, so a
-	// copy relayed late is not delivered to its client again.
+	// O names the message received under In (session.Message.Origin).
 	O *session.Origin `json:"o,omitempty"`
 }
 
@@ -143,9 +140,6 @@ type mirror struct {
 	// goneFor after a removal; under mu. See stale.
 	last    map[revKey]lastRev
 	purgeCh chan struct{}
-	// names are the names of the messages of the deliveries held, for
-	// their removals (queueChange.O), until a removal is sent; under mu.
-	names map[revKey]session.Origin
 }
 
 func (n *Node) queue() jetstream.Stream {
@@ -244,13 +238,6 @@ func (n *Node) MirrorDeliveries(ops []broker.MirrorOp, wait bool) bool {
 			open[op.ClientID] = g
 		}
 		c, k := queueChange{Seq: op.Seq, Out: op.Out}, mirrorKey{op.Seq, op.Out != nil}
-		switch {
-		case op.Inbound != 0:
-		case op.Out != nil:
-			n.noteName(op.ClientID, op.Seq, session.Origin(op.Out.Msg.Origin))
-		default:
-			c = n.removal(op.ClientID, op.Seq)
-		}
 		if op.Inbound != 0 {
 			c, k = queueChange{In: op.Inbound, Rel: op.Released}, mirrorKey{inboundKey | uint64(op.Inbound), !op.Released}
 			if !op.Origin.IsZero() {
@@ -284,7 +271,7 @@ func (n *Node) MirrorDeliveries(ops []broker.MirrorOp, wait bool) bool {
 			var cs []queueChange
 			var ks []mirrorKey
 			for _, seq := range rm {
-				cs = append(cs, n.removal(g.id, seq))
+				cs = append(cs, queueChange{Seq: seq})
 				ks = append(ks, mirrorKey{k: seq})
 			}
 			g.changes, g.keys = append(cs, g.changes...), append(ks, g.keys...)
@@ -319,28 +306,6 @@ func (n *Node) MirrorDeliveries(ops []broker.MirrorOp, wait bool) bool {
 	}
 	n.awaitHeardSince(began)
 	return false
-}
-
-// noteName records the name of the message delivery seq of session id
-// holds, for its removal; the caller holds mir.mu.
-func (n *Node) noteName(id string, seq uint64, o session.Origin) {
-	if o.IsZero() {
-		return
-	}
-	if n.mir.names == nil {
-		n.mir.names = make(map[revKey]session.Origin)
-	}
-	n.mir.names[revKey{id, seq}] = o
-}
-
-// removal is the change removing delivery seq of session id, naming its
-// message where known; the caller holds mir.mu.
-func (n *Node) removal(id string, seq uint64) queueChange {
-	c := queueChange{Seq: seq}
-	if o, ok := n.mir.names[revKey{id, seq}]; ok {
-		c.O = &o
-	}
-	return c
 }
 
 // heldMirror is MirrorDeliveries under the tests' holdMir: nothing
@@ -435,11 +400,6 @@ func (n *Node) awaitHeardSince(began int64) {
 // acknowledgement; the caller holds mir.mu, which orders the entries.
 // False once the node is closing.
 func (n *Node) sendEntry(id string, changes []queueChange, keys []mirrorKey, batch *mirrorBatch) bool {
-	for _, c := range changes {
-		if c.In == 0 && c.Out == nil {
-			delete(n.mir.names, revKey{id, c.Seq})
-		}
-	}
 	subj := queueSubject(id, n.cfg.Node)
 	f, err := n.mir.js.PublishAsync(subj, mustJSON(queueEntry{C: changes}), jetstream.WithStallWait(kvTimeout))
 	if err != nil {
@@ -473,7 +433,7 @@ func (n *Node) flushRemovals() {
 			cs := make([]queueChange, len(part))
 			ks := make([]mirrorKey, len(part))
 			for i, seq := range part {
-				cs[i], ks[i] = n.removal(id, seq), mirrorKey{k: seq}
+				cs[i], ks[i] = queueChange{Seq: seq}, mirrorKey{k: seq}
 			}
 			if !n.sendEntry(id, cs, ks, nil) {
 				return
@@ -654,19 +614,17 @@ func (n *Node) purgeLoop() {
 // in sequence order, and its QoS 2 packet IDs awaiting PUBREL.
 // The IDs come with the names of their messages, where known.
 func (n *Node) loadQueued(ctx context.Context, clientID, node string) ([]broker.SnapshotDelivery, map[uint16]session.Origin, error) {
-	out, in, _, _, err := n.loadQueuedUpTo(ctx, clientID, node)
+	out, in, _, err := n.loadQueuedUpTo(ctx, clientID, node)
 	return out, in, err
 }
 
 // loadQueuedUpTo is loadQueued that also returns the stream sequence of
-// the last entry it read (0: none) and the names of the messages of the
-// deliveries removed (taken, oldest first; at most session.RememberMax).
-func (n *Node) loadQueuedUpTo(ctx context.Context, clientID, node string) ([]broker.SnapshotDelivery, map[uint16]session.Origin, uint64, []session.Origin, error) {
+// the last entry it read (0: none).
+func (n *Node) loadQueuedUpTo(ctx context.Context, clientID, node string) ([]broker.SnapshotDelivery, map[uint16]session.Origin, uint64, error) {
 	s := n.queue()
 	if s == nil {
-		return nil, nil, 0, nil, errors.New("cluster: queue stream not open")
+		return nil, nil, 0, errors.New("cluster: queue stream not open")
 	}
-	var taken []session.Origin
 	var last uint64
 	subj := queueSubject(clientID, node)
 	got := make(map[uint64]*broker.SnapshotDelivery)
@@ -677,7 +635,7 @@ func (n *Node) loadQueuedUpTo(ctx context.Context, clientID, node string) ([]bro
 			break
 		}
 		if err != nil {
-			return nil, nil, 0, nil, fmt.Errorf("cluster: read queued messages of %q: %w", clientID, err)
+			return nil, nil, 0, fmt.Errorf("cluster: read queued messages of %q: %w", clientID, err)
 		}
 		last = m.Sequence
 		var e queueEntry
@@ -695,9 +653,6 @@ func (n *Node) loadQueuedUpTo(ctx context.Context, clientID, node string) ([]bro
 				}
 				in[c.In] = o
 			case c.Out == nil:
-				if c.O != nil {
-					taken = append(taken, *c.O)
-				}
 				delete(got, c.Seq)
 			default:
 				got[c.Seq] = c.Out
@@ -714,10 +669,7 @@ func (n *Node) loadQueuedUpTo(ctx context.Context, clientID, node string) ([]bro
 	for _, s := range seqs {
 		out = append(out, *got[s])
 	}
-	if len(taken) > session.RememberMax {
-		taken = taken[len(taken)-session.RememberMax:]
-	}
-	return out, in, last, taken, nil
+	return out, in, last, nil
 }
 
 // withQueued returns a lost node's session record with the deliveries
@@ -735,15 +687,11 @@ func (n *Node) withQueuedUpTo(s *broker.SessionSnapshot, lost string, clean bool
 	}
 	ctx, cancel := context.WithTimeout(n.ctx, readyWait)
 	defer cancel()
-	out, in, last, taken, err := n.loadQueuedUpTo(ctx, s.Session.ClientID, lost)
+	out, in, last, err := n.loadQueuedUpTo(ctx, s.Session.ClientID, lost)
 	if err != nil {
 		return nil, 0, err
 	}
 	cp := *s
-	if len(taken) > 0 {
-		// What its client had received: a copy relayed late is skipped.
-		cp.Taken = append(append([]session.Origin(nil), s.Taken...), taken...)
-	}
 	cp.Out, cp.Inbound, cp.InboundOrigins = out, nil, nil
 	named := false
 	for id, o := range in {
