@@ -493,9 +493,20 @@ func (b *Broker) snapshotLocked(cl *client, after uint64) (*SessionSnapshot, uin
 		last = max(last, d.Seq)
 		s.Out = append(s.Out, snapshotDelivery(d, packetID, state))
 	})
-	// Without the names of the inbound IDs' messages: this node is alive
-	// and has routed every message it received (a resend is not routed
-	// again; only a session recovered from a lost node's record is).
+	// The names of the inbound IDs' messages only for those restored
+	// from a lost node's record and not resent yet: this node routed
+	// every message it received itself (a resend of one is not routed
+	// again), but not those, which the lost node may not have routed
+	// everywhere; without their names the node the session moves to
+	// would take the resend as already routed, and nobody would route it.
+	for i, id := range s.Inbound {
+		if o := cl.sess.ReplayOrigin(id); !o.IsZero() {
+			if s.InboundOrigins == nil {
+				s.InboundOrigins = make([]session.Origin, len(s.Inbound))
+			}
+			s.InboundOrigins[i] = o
+		}
+	}
 	return s, last
 }
 

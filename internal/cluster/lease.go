@@ -332,27 +332,73 @@ func (n *Node) fenceLoop() {
 
 // recheckSessions confirms, by compare-and-set, that each session this
 // node holds is still its own, and evicts those that are not.
+//
+// Every session is checked before any is evicted: the QoS 2 messages of
+// an evicted publisher that were not sent yet are doomed first (later.go),
+// so that no evicted session carries them to its new node.
 func (n *Node) recheckSessions() (evicted int, err error) {
+	owners := make(map[string]string) // the sessions taken over: their owner ("" if none)
+	var order []string
 	for _, id := range n.b.SessionIDs() {
 		mine, owner, err := n.confirmOwner(id)
 		if err != nil {
-			return evicted, err
+			return 0, err
 		}
 		if !mine {
-			n.log.Info("cluster: session taken over by another node while this one was out of touch", "client_id", id, "owner", owner)
-			held := n.b.EvictSession(id)
-			if owner != "" && len(held) > 0 {
-				// Before serving again (which releases the held
-				// acknowledgements of what they carry): to the session
-				// where it is now, which takes what it lacks.
-				n.sendEvicted(owner, id, held)
-			}
-			n.purgeQueued(queueSubject(id, n.cfg.Node), 0)
-			evicted++
-			n.lease.evicted.Add(1)
+			owners[id] = owner
+			order = append(order, id)
 		}
 	}
+	gone := make(map[string]bool, len(order))
+	for _, id := range order {
+		gone[id] = true
+	}
+	doomed := n.later.doom(gone)
+	// Only what the stream holds now is purged: the purge runs later, and
+	// an evicted session may come back meanwhile (its client reconnects
+	// here and the node claims it back), whose new entries on the same
+	// subject must stay. Purged whole, they were lost, and with them the
+	// session's record of what its client had received.
+	below := uint64(0)
+	if len(order) > 0 {
+		below = n.queueEnd()
+	}
+	for _, id := range order {
+		owner := owners[id]
+		n.log.Info("cluster: session taken over by another node while this one was out of touch", "client_id", id, "owner", owner)
+		held := withoutDoomed(n.b.EvictSession(id), doomed)
+		if owner != "" && len(held) > 0 {
+			// Before serving again (which releases the held
+			// acknowledgements of what they carry): to the session
+			// where it is now, which takes what it lacks.
+			n.sendEvicted(owner, id, held)
+		}
+		n.purgeQueued(queueSubject(id, n.cfg.Node), below)
+		evicted++
+		n.lease.evicted.Add(1)
+	}
+	if len(doomed) > 0 {
+		n.log.Info("cluster: QoS 2 messages of publishers taken over while out of touch dropped here: their clients resend them where their sessions went",
+			"messages", len(doomed))
+	}
 	return evicted, nil
+}
+
+// queueEnd returns the queue stream's next sequence number, 0 (all) if
+// it cannot be read.
+func (n *Node) queueEnd() uint64 {
+	s := n.queue()
+	if s == nil {
+		return 0
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, kvTimeout)
+	defer cancel()
+	info, err := s.Info(ctx)
+	if err != nil {
+		n.log.Debug("cluster: queue stream's end unknown; purging evicted sessions' entries whole", "err", err)
+		return 0
+	}
+	return info.State.LastSeq + 1
 }
 
 // confirmOwner reports whether the sessions bucket names this node as

@@ -205,6 +205,9 @@ func (n *Node) MirrorDeliveries(ops []broker.MirrorOp, wait bool) bool {
 	if n.queue() == nil || n.mir.js == nil {
 		return false // not yet: startMirror writes the whole state first
 	}
+	if n.holdMir.Load() {
+		return n.heldMirror(wait)
+	}
 	var batch *mirrorBatch
 	if wait {
 		batch = &mirrorBatch{done: make(chan struct{})}
@@ -302,6 +305,26 @@ func (n *Node) MirrorDeliveries(ops []broker.MirrorOp, wait bool) bool {
 		return false
 	}
 	n.awaitHeardSince(began)
+	return false
+}
+
+// heldMirror is MirrorDeliveries under the tests' holdMir: nothing
+// reaches the stream, as when the node is cut off with the writes on their
+// way, and a waited write ends as one that saw no confirmation does once
+// the node is fenced: after the fence lifts.
+func (n *Node) heldMirror(wait bool) bool {
+	n.mir.dirty.Store(true)
+	if !wait {
+		return false
+	}
+	for n.fenceGate() == nil && n.holdMir.Load() {
+		select {
+		case <-n.ctx.Done():
+			return false
+		case <-time.After(beatEvery / 5):
+		}
+	}
+	n.awaitHeardSince(n.lease.mono())
 	return false
 }
 

@@ -93,6 +93,8 @@ type Node struct {
 	leaving  atomic.Pointer[[]string] // persistent sessions whose clients were connected at BeginShutdown
 	lease    lease                    // liveness and fencing (lease.go)
 	muted    atomic.Bool              // tests: the node neither sends nor hears heartbeats, as if frozen
+	holdMir  atomic.Bool              // tests: queue-stream writes wait unsent until the node is fenced, as if cut off
+	later    laterSet                 // QoS 2 messages named, not sent yet (later.go)
 	watched  atomic.Uint64            // watchPeers' rounds, for tests
 	tmpDir   string                   // JetStream storage when DataDir is empty
 

@@ -84,6 +84,7 @@ func (n *Node) ForwardLater(m *session.Message) (remote bool, safe <-chan struct
 	targets := n.targetsOf(m)
 	remote = n.acct.SubscriptionInterest(subj) || len(targets) > 0
 	inc, _ := n.b.SessionIncarnation(m.Publisher)
+	n.later.add(m)
 	done := make(chan struct{})
 	var once sync.Once
 	finish := func(f *forwarded) {
@@ -95,25 +96,33 @@ func (n *Node) ForwardLater(m *session.Message) (remote bool, safe <-chan struct
 	send = func(ok, replicated bool) {
 		switch {
 		case !ok:
+			n.later.take(m.Origin)
 			finish(nil)
 		case replicated && n.fenceGate() == nil:
 			// Not fenced: the publisher's session is this node's (a node
 			// woken from a freeze finds its lease lapsed at once, and
-			// takes the way below).
-			if f := n.send(m, seq, subj, targets); f != nil {
+			// takes the way below), unless it was evicted since the
+			// commit: the stream's confirmation came after the node that
+			// took the session over had read it (doomed, later.go).
+			if !n.later.take(m.Origin) {
+				n.log.Info("cluster: QoS 2 message not forwarded: its publisher's session was taken over while this node was out of touch",
+					"client_id", m.Publisher, "topic", m.Topic)
+				finish(nil)
+			} else if f := n.send(m, seq, subj, targets); f != nil {
 				go finish(f)
 			} else {
 				finish(nil)
 			}
 		default:
 			go func() {
-				if !n.waitServing(n.ctx) || !n.sameSession(m.Publisher, inc) {
-					n.log.Info("cluster: QoS 2 message not forwarded: its publisher's session left this node before its packet ID was replicated",
-						"client_id", m.Publisher, "topic", m.Topic)
-					finish(nil)
+				if n.waitServing(n.ctx) && n.sameSession(m.Publisher, inc) && n.later.take(m.Origin) {
+					finish(n.send(m, seq, subj, targets))
 					return
 				}
-				finish(n.send(m, seq, subj, targets))
+				n.later.take(m.Origin) // forgotten, whichever check refused it
+				n.log.Info("cluster: QoS 2 message not forwarded: its publisher's session left this node before its packet ID was replicated",
+					"client_id", m.Publisher, "topic", m.Topic)
+				finish(nil)
 			}()
 		}
 	}

@@ -852,6 +852,17 @@ func (s *Session) NameInbound(id uint16, o Origin) {
 // packet ID id, zero if unknown.
 func (s *Session) InboundOrigin(id uint16) Origin { return s.inQoS2[id] }
 
+// ReplayOrigin is the name TakeReplay would route a resend under
+// inbound packet ID id with (restored from elsewhere with its name and
+// not seen again since), zero otherwise. A session handed over carries
+// it: the node it came from never routed that message.
+func (s *Session) ReplayOrigin(id uint16) Origin {
+	if _, ok := s.restoredIn[id]; !ok {
+		return Origin{}
+	}
+	return s.inQoS2[id]
+}
+
 // TakeReplay reports, for a PUBLISH resent under a held inbound packet ID,
 // whether the ID was restored from elsewhere with the message's name and
 // not seen again since: the node that received the message first may
