@@ -4,7 +4,7 @@
 // it; `go test -race -tags faults ./test/clusterfault` is the short form).
 // Its short form passed six runs of seven on the current code; the other
 // lost one acknowledged QoS 2 message in partition-node, not traced yet
-// (docs/cluster.md, "Fault injection"). A suite that fails one run in
+// (docs/cluster-tests.md, "Fault injection"). A suite that fails one run in
 // seven on a known, open product gap would make every test run a coin
 // toss, so it stays out of the default run until that gap is closed. Its
 // checker and proxy tests run everywhere. Under the tag it skips with
