@@ -36,7 +36,7 @@ import (
 // hook reaches only the nodes of the test that set it. Hooks that name a
 // client (claimedHook, committedHook, recoveredHook) go through
 // onClientHook, and claimMuted names a node of the test's own: tests that
-// use only those run in parallel.
+// use only those may run in parallel.
 func TestMain(m *testing.M) {
 	os.Exit(brokertest.RunParallel(m, 4))
 }
