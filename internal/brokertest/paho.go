@@ -83,21 +83,22 @@ func TryDialPaho(t testing.TB, addr, clientID string, cp *paho.Connect) (*Paho, 
 // the client's goroutine, acknowledged when it returns) instead of Recv.
 func DialPahoWith(t testing.TB, addr, clientID string, handle func(*paho.Publish)) *Paho {
 	t.Helper()
-	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	nc, err := net.DialTimeout("tcp", addr, Patience(t))
 	if err != nil {
 		t.Fatalf("dial %s: %v", addr, err)
 	}
 	c := &Paho{Disc: make(chan *paho.Disconnect, 1), nc: nc}
 	c.Client = paho.NewClient(paho.ClientConfig{
-		ClientID: clientID,
-		Conn:     nc,
+		ClientID:      clientID,
+		Conn:          nc,
+		PacketTimeout: Patience(t), // as in TryDialPaho
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			handle(pr.Packet)
 			return true, nil
 		}},
 		OnServerDisconnect: func(d *paho.Disconnect) { c.Disc <- d },
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), Patience(t))
 	defer cancel()
 	if _, err := c.Connect(ctx, &paho.Connect{ClientID: clientID, CleanStart: true}); err != nil {
 		nc.Close()

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/starling-mqtt/starling/internal/brokertest"
 )
 
 // A message published on the node a persistent session is moving to, after
@@ -19,6 +21,7 @@ import (
 // where a stopping node's publishers and moving subscribers reconnect to
 // the same node at once.
 func TestPublishedWhileSessionArrivesReachesIt(t *testing.T) {
+	t.Parallel()
 	nodes := startNodes(t, 2)
 	a, b := nodes[0], nodes[1]
 	parkSession(t, a.addr, "arriver", "ar/#")
@@ -39,10 +42,9 @@ func TestPublishedWhileSessionArrivesReachesIt(t *testing.T) {
 			}
 		}
 	}
-	claimedHook.Store(&hook)
-	defer claimedHook.Store(nil)
+	unhook := onClientHook(t, &claimedHook, "arriver", hook)
 	cl, ack, recv := connect(t, b.addr, "arriver")
-	claimedHook.Store(nil)
+	unhook()
 	if cl == nil || !ack.SessionPresent {
 		t.Fatalf("move: CONNACK %+v, want session present", ack)
 	}
@@ -52,12 +54,13 @@ func TestPublishedWhileSessionArrivesReachesIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got []string
+	timeout := time.After(brokertest.Patience(t))
 	for len(got) == 0 || got[len(got)-1] != "after" {
 		select {
 		case m := <-recv:
 			got = append(got, string(m.Payload))
-		case <-time.After(20 * time.Second):
-			t.Fatalf("the moved session received %q and then nothing for 20 s", got)
+		case <-timeout:
+			t.Fatalf("the moved session received %q and then nothing", got)
 		}
 	}
 	want := append(payloads("during", during), "after")
@@ -69,17 +72,18 @@ func TestPublishedWhileSessionArrivesReachesIt(t *testing.T) {
 // A clean start on another node than the session's ends the session there
 // and moves nothing: the claim has no state to install.
 func TestCleanStartElsewhereConnects(t *testing.T) {
+	t.Parallel()
 	nodes := startNodes(t, 2)
 	a, b := nodes[0], nodes[1]
 	parkSession(t, a.addr, "cleaner", "cl/#")
 	waitRecorded(t, b, "cleaner")
-	nc, err := net.DialTimeout("tcp", b.addr, 5*time.Second)
+	nc, err := net.DialTimeout("tcp", b.addr, brokertest.Patience(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nc.Close()
 	c := paho.NewClient(paho.ClientConfig{ClientID: "cleaner", Conn: nc})
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), brokertest.Patience(t))
 	defer cancel()
 	ack, err := c.Connect(ctx, &paho.Connect{ClientID: "cleaner", CleanStart: true})
 	if err != nil {

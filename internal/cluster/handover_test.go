@@ -184,6 +184,7 @@ func TestHandOverKeepsMessagesQueuedDuringTransfer(t *testing.T) {
 // before the new node has installed the session or the old node has
 // read the new owner from the sessions bucket, follows the session.
 func TestPublishedAsSessionLeavesFollowsIt(t *testing.T) {
+	t.Parallel()
 	nodes := startNodes(t, 2)
 	a, b := nodes[0], nodes[1]
 	parkSession(t, a.addr, "mover", "mv/#")
@@ -199,8 +200,7 @@ func TestPublishedAsSessionLeavesFollowsIt(t *testing.T) {
 			}
 		}
 	}
-	committedHook.Store(&hook)
-	defer committedHook.Store(nil)
+	onClientHook(t, &committedHook, "mover", hook)
 	cl, ack, recv := connect(t, b.addr, "mover")
 	if cl == nil || !ack.SessionPresent {
 		t.Fatalf("move: CONNACK %+v, want session present", ack)

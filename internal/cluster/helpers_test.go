@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,13 +29,62 @@ import (
 // With 8 at once on a loaded 2-core machine, heartbeats starved and a
 // node's lease lapsed mid-test.
 //
-// Tests that set a package-level hook or timing (fetchFault,
-// committedHook, claimWriteFault, claimMuted, recoveredHook, retainFault,
+// Tests that set a package-level hook or timing that does not name a
+// client (fetchFault, claimWriteFault, commitReplyFault, retainFault,
 // connectHold, xferIdle, plainQueue, retainTries) do not call t.Parallel:
 // Go runs every such test to its end before the parallel ones start, so a
-// hook reaches only the nodes of the test that set it.
+// hook reaches only the nodes of the test that set it. Hooks that name a
+// client (claimedHook, committedHook, recoveredHook) go through
+// onClientHook, and claimMuted names a node of the test's own: tests that
+// use only those may run in parallel.
 func TestMain(m *testing.M) {
 	os.Exit(brokertest.RunParallel(m, 4))
+}
+
+// clientHooks holds, for each package-level hook that receives a client
+// ID, the function each test registered for a client ID of its own.
+var clientHooks = struct {
+	sync.Mutex
+	by map[*atomic.Pointer[func(string)]]map[string]func(string)
+}{by: map[*atomic.Pointer[func(string)]]map[string]func(string){}}
+
+// onClientHook makes hook call f when it runs for client id, until stop
+// is called or the test ends. The hook stays set, to a dispatcher that
+// calls only the function registered for the client it runs for, so
+// parallel tests can hook clients of their own: id must be used by no
+// other test of the package (it is checked among those hooked).
+func onClientHook(t *testing.T, hook *atomic.Pointer[func(clientID string)], id string, f func(clientID string)) (stop func()) {
+	t.Helper()
+	clientHooks.Lock()
+	defer clientHooks.Unlock()
+	m := clientHooks.by[hook]
+	if m == nil {
+		m = map[string]func(string){}
+		clientHooks.by[hook] = m
+		dispatch := func(clientID string) {
+			clientHooks.Lock()
+			f := clientHooks.by[hook][clientID]
+			clientHooks.Unlock()
+			if f != nil {
+				f(clientID)
+			}
+		}
+		hook.Store(&dispatch)
+	}
+	if _, dup := m[id]; dup {
+		t.Fatalf("client %q is hooked by another test: hooked client IDs must be unique", id)
+	}
+	m[id] = f
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			clientHooks.Lock()
+			delete(m, id)
+			clientHooks.Unlock()
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }
 
 // testNode is a broker with its cluster node and an MQTT listener.
@@ -88,9 +138,17 @@ func startSolo(t *testing.T, local bool) *testNode {
 	return tn
 }
 
-// startNodes starts count nodes on memory stores; setup, if given, may
-// replace node i's store before it starts.
+// startNodes starts count nodes, u1 to u<count>, on memory stores; setup,
+// if given, may replace node i's store before it starts.
 func startNodes(t *testing.T, count int, setup ...func(i int, b *broker.Broker)) []*testNode {
+	t.Helper()
+	return startNamedNodes(t, "u", count, setup...)
+}
+
+// startNamedNodes is startNodes with the nodes named <prefix>1 to
+// <prefix><count>, for a test that sets a hook naming a node (claimMuted)
+// while others run.
+func startNamedNodes(t *testing.T, prefix string, count int, setup ...func(i int, b *broker.Broker)) []*testNode {
 	t.Helper()
 	routes := freeport.Addrs(t, "127.0.0.1", count)
 	log := testLogger()
@@ -102,7 +160,7 @@ func startNodes(t *testing.T, count int, setup ...func(i int, b *broker.Broker))
 		for _, f := range setup {
 			f(i, b)
 		}
-		out = append(out, startMember(t, Config{Name: name, Node: fmt.Sprintf("u%d", i+1), Listen: routes[i], Peers: peersOf(routes, i), Logger: log}, b))
+		out = append(out, startMember(t, Config{Name: name, Node: fmt.Sprintf("%s%d", prefix, i+1), Listen: routes[i], Peers: peersOf(routes, i), Logger: log}, b))
 	}
 	for _, tn := range out {
 		waitReady(t, tn)
@@ -281,7 +339,7 @@ func sub(t *testing.T, c *paho.Client, filter string) {
 func publishAll(t *testing.T, c *paho.Client, topic, prefix string, count int) {
 	t.Helper()
 	for i := range count {
-		ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), brokertest.Patience(t))
 		_, err := c.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Payload: fmt.Appendf(nil, "%s%d", prefix, i)})
 		cancel()
 		if err != nil {
@@ -315,11 +373,12 @@ func expectAll(t *testing.T, recv chan *paho.Publish, want []string) {
 		}
 		return out
 	}
+	timeout := time.After(brokertest.Patience(t))
 	for len(missing()) > 0 {
 		select {
 		case m := <-recv:
 			got[string(m.Payload)] = true
-		case <-time.After(20 * time.Second):
+		case <-timeout:
 			t.Fatalf("%d of %d acknowledged messages never arrived: %v", len(missing()), len(want), missing())
 		}
 	}

@@ -48,6 +48,17 @@ func TestHostileFloodBoundedMemory(t *testing.T) {
 	_, addr := testutil.StartBroker(t, func(c *starling.Config) {
 		c.Store = "memory"
 		c.Limits.ConnectTimeout = 2 * time.Second
+		// Each subscriber that never reads holds the publisher for the
+		// slow-consumer timeout before it is cut, one after another (the
+		// next one's wait begins when the previous one is cut): at the
+		// default 2 s, 40-85 s of this test went by in that chain. The
+		// heap peaks as a chain begins (queues fill while the publisher
+		// is read; it is not read while held) and falls by one
+		// subscriber's share per cut, so it stays within 10% of the peak
+		// for ten timeouts, many 100 ms samples; a shorter timeout only
+		// leaves the writers less time to drain into their sockets, so
+		// the peak is as high or higher.
+		c.SlowConsumer.Timeout = 200 * time.Millisecond
 	})
 	w := startWitness(t, addr, "flood")
 
@@ -133,16 +144,24 @@ func TestHostileFloodBoundedMemory(t *testing.T) {
 	}
 	pub.Send(&packet.Pingreq{}) // answered once all were read
 	// Each subscriber that never reads holds the publisher for
-	// slow_consumer.timeout (2 s) before it is cut, one after another as
-	// their queues fill: 40-90 s under the race detector on a loaded
-	// machine, so the wait follows the test's deadline.
+	// slow_consumer.timeout before it is cut, one after another as their
+	// queues fill: the wait follows the test's deadline.
 	if p, err := pub.Next(testutil.Patience(t)); err != nil {
 		t.Fatalf("PINGRESP after the flood: %v", err)
 	} else if _, ok := p.(*packet.Pingresp); !ok {
 		t.Fatalf("got %T, want PINGRESP", p)
 	}
 	w.check(t)
-	time.Sleep(2500 * time.Millisecond) // past the connect timeout
+	// The silent and trickling connections never complete a CONNECT: the
+	// broker cuts them at the connect timeout. Sampling goes on until it
+	// has (their buffers freed or not, the heap is measured meanwhile).
+	for i, nc := range open {
+		if k := i % len(kinds); k == 0 || k == 1 {
+			if err := cutOff(nc, testutil.Patience(t)); err != nil {
+				t.Errorf("connection %d (never completed CONNECT): %v", i, err)
+			}
+		}
+	}
 	top := peak()
 	close(errs)
 	for err := range errs {
@@ -155,6 +174,23 @@ func TestHostileFloodBoundedMemory(t *testing.T) {
 	}
 	for _, nc := range open {
 		nc.Close()
+	}
+}
+
+// cutOff reads from nc until the broker closes it, and fails if that
+// takes longer than within.
+func cutOff(nc net.Conn, within time.Duration) error {
+	nc.SetReadDeadline(time.Now().Add(within))
+	buf := make([]byte, 512)
+	for {
+		_, err := nc.Read(buf)
+		if err == nil {
+			continue
+		}
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			return fmt.Errorf("not closed by the broker within %v", within)
+		}
+		return nil // EOF or reset: closed
 	}
 }
 

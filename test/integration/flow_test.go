@@ -98,6 +98,7 @@ func TestFanInClosedLoopNoLoss(t *testing.T) {
 	const pubs, perPub, lead, window = 8, 1500, 500, 64
 	for _, qos := range []byte{0, 1, 2} {
 		t.Run(fmt.Sprintf("QoS%d", qos), func(t *testing.T) {
+			t.Parallel() // a broker of its own: only the package's -parallel bounds them
 			srv, addr := testutil.StartBroker(t, func(c *starling.Config) {
 				// Small bounds: 8 x 500 outstanding messages cannot fit.
 				c.Limits.MaxInflight = 20
@@ -189,6 +190,7 @@ func TestStuckSubscriberPolicies(t *testing.T) {
 	for _, policy := range []string{"disconnect", "drop_newest", "drop_oldest"} {
 		for _, qos := range []byte{1, 0} {
 			t.Run(fmt.Sprintf("%s/QoS%d", policy, qos), func(t *testing.T) {
+				t.Parallel() // a broker of its own: only the package's -parallel bounds them
 				srv, addr := testutil.StartBroker(t, func(c *starling.Config) {
 					c.Store = "memory"
 					c.Limits.MaxInflight = 10

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/starling-mqtt/starling/internal/testutil"
 )
 
 // v5Client is a paho.golang MQTT 5 client that records what it receives.
@@ -22,14 +24,18 @@ type v5Client struct {
 // dialV5 connects a paho.golang client; cp may be nil for defaults.
 func dialV5(t *testing.T, addr, clientID string, cp *paho.Connect) (*v5Client, *paho.Connack) {
 	t.Helper()
-	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	// Every wait here is for something that should happen soon: it
+	// follows the test's deadline (testutil.Patience), since a fixed few
+	// seconds is missed by a slow -race run on a loaded machine.
+	nc, err := net.DialTimeout("tcp", addr, testutil.Patience(t))
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}
 	c := &v5Client{recv: make(chan *paho.Publish, 1000), disc: make(chan *paho.Disconnect, 1)}
 	c.Client = paho.NewClient(paho.ClientConfig{
-		ClientID: clientID,
-		Conn:     nc,
+		ClientID:      clientID,
+		Conn:          nc,
+		PacketTimeout: testutil.Patience(t),
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			c.mu.Lock()
 			c.got = append(c.got, pr.Packet)
@@ -43,7 +49,7 @@ func dialV5(t *testing.T, addr, clientID string, cp *paho.Connect) (*v5Client, *
 		cp = &paho.Connect{CleanStart: true, KeepAlive: 30}
 	}
 	cp.ClientID = clientID
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.Patience(t))
 	defer cancel()
 	ack, err := c.Connect(ctx, cp)
 	if err != nil {
@@ -68,7 +74,7 @@ func (c *v5Client) sub(t *testing.T, opts ...paho.SubscribeOptions) *paho.Suback
 
 func (c *v5Client) subProps(t *testing.T, props *paho.SubscribeProperties, opts ...paho.SubscribeOptions) *paho.Suback {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.Patience(t))
 	defer cancel()
 	sa, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: opts, Properties: props})
 	if err != nil {
@@ -79,7 +85,7 @@ func (c *v5Client) subProps(t *testing.T, props *paho.SubscribeProperties, opts 
 
 func (c *v5Client) pub(t *testing.T, p *paho.Publish) *paho.PublishResponse {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.Patience(t))
 	defer cancel()
 	r, err := c.Publish(ctx, p)
 	if err != nil {
@@ -94,8 +100,8 @@ func (c *v5Client) expect(t *testing.T) *paho.Publish {
 	select {
 	case p := <-c.recv:
 		return p
-	case <-time.After(5 * time.Second):
-		t.Fatalf("no message within 5s")
+	case <-time.After(testutil.Patience(t)):
+		t.Fatalf("no message within %v", testutil.Patience(t))
 	}
 	return nil
 }
