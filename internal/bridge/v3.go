@@ -25,7 +25,8 @@ func (br *Bridge) startV3(u *url.URL, tlsCfg *tls.Config) {
 		SetAutoReconnect(true).SetConnectRetry(true).
 		SetConnectRetryInterval(br.cfg.ReconnectMin).SetMaxReconnectInterval(br.cfg.ReconnectMax).
 		// In order, and acknowledged only once stored here.
-		SetOrderMatters(true).SetAutoAckDisabled(true).SetResumeSubs(true)
+		SetOrderMatters(true).SetAutoAckDisabled(true).SetResumeSubs(true).
+		SetStore(newCopyStore()) // see copyStore: the library's own races on reconnect
 	if tlsCfg != nil {
 		o.SetTLSConfig(tlsCfg)
 	}
