@@ -78,6 +78,8 @@ type Broker struct {
 	moves    atomic.Uint64           // hand-overs committed, counted under handMu
 	conns    map[*conn.Conn]struct{} // every open connection, CONNECT or not
 	closing  bool
+	// clientsCut: Close closed every connection (ClientsCut).
+	clientsCut atomic.Bool
 	handlers sync.WaitGroup // connections not yet ended, parked ones too
 	idlePoll bool           // park idle connections (SetIdlePoll)
 
@@ -370,9 +372,18 @@ func (b *Broker) Close(timeout time.Duration) {
 		for _, c := range conns {
 			c.Close()
 		}
+		// Nothing a handler still sends reaches a client now: a wait
+		// that holds back an acknowledgement may give up (ClientsCut).
+		b.clientsCut.Store(true)
 		<-done
 	}
 }
+
+// ClientsCut reports whether Close has closed every connection after its
+// timeout, so that nothing sent from now on reaches a client: what holds
+// a handler back until it is safe to acknowledge (a cluster node fenced
+// from the others) may stop waiting.
+func (b *Broker) ClientsCut() bool { return b.clientsCut.Load() }
 
 // BytesReceived returns the bytes of MQTT packets read from clients.
 func (b *Broker) BytesReceived() uint64 { return b.bytes.BytesIn.Load() }

@@ -378,13 +378,20 @@ func (n *Node) awaitHeardSince(began int64) {
 	if n.quorumPeers() == 0 {
 		return
 	}
-	for n.ctx.Err() == nil {
+	// Also ends once the broker's Close has cut every client off: nothing
+	// waiting here can reach one then, and a node fenced for good (its
+	// peers gone) would otherwise hold Close's wait for its handlers, and
+	// so its shutdown, forever.
+	for n.ctx.Err() == nil && !n.b.ClientsCut() {
 		if g := n.fenceGate(); g != nil {
 			select {
 			case <-g:
+				return
 			case <-n.ctx.Done():
+				return
+			case <-time.After(beatEvery / 5):
+				continue // Close may have cut the clients off
 			}
-			return
 		}
 		if n.lease.until.Load()-int64(leaseFor) > began {
 			return
