@@ -6,6 +6,9 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/starling-mqtt/starling/internal/brokertest"
+	"github.com/starling-mqtt/starling/internal/packet"
 )
 
 // A node that stops answering while its routes stay up (frozen, as under
@@ -109,5 +112,37 @@ func TestCutOffNodeTakesNobodyOver(t *testing.T) {
 	}
 	if u3.b.HasSession("kept") {
 		t.Fatal("a cut-off node took a live node's session")
+	}
+}
+
+// A node fenced for good (frozen, the queue-stream write of a publish it
+// took never confirmed) still shuts down: once the broker's Close has cut
+// its clients off, the handler held behind the fence gives up, where it
+// used to hold Close, and so the node's shutdown, forever.
+func TestFencedNodeStillCloses(t *testing.T) {
+	t.Parallel()
+	nodes := startNodes(t, 3)
+	u3 := nodes[2]
+	parkSession(t, u3.addr, "held", "h/#")
+	pub, _ := reconnectRaw(t, u3.addr, "pub")
+	waitRecorded(t, u3, "pub")
+
+	// The write for the publish is held as in a partition; then the node
+	// freezes and stays so.
+	u3.n.holdMir.Store(true)
+	pub.Send(&packet.Publish{Topic: "h/x", QoS: 1, PacketID: 1, Payload: []byte("x")})
+	waitPending(t, u3, 1)
+	u3.n.muted.Store(true)
+	waitFor(t, "u3 fenced", func() bool { return !u3.n.Health().Ready })
+
+	closed := make(chan struct{})
+	go func() { u3.stop(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(brokertest.Patience(t)):
+		// Woken, so that the cleanup's stop can end.
+		u3.n.holdMir.Store(false)
+		u3.n.muted.Store(false)
+		t.Fatal("a fenced node's shutdown waits forever for a handler held behind the fence")
 	}
 }
