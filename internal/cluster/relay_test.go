@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,21 +21,31 @@ func TestPublishedDuringNodeLossKept(t *testing.T) {
 	nodes := startNodes(t, 3)
 	u1, u2, u3 := nodes[0], nodes[1], nodes[2]
 
-	parkSession(t, u3.addr, "q", "loss/#")
+	parkSession(t, u3.addr, "lossq", "loss/#")
 	waitIndexed(t, u1, "loss/a", "u3")
 	pub, _, _ := connect(t, u1.addr, "pub")
 
-	// u3 leaves at once: nobody subscribes for q until its session is
-	// taken over (3 s or more); every acknowledged message must wait.
+	// The takeover waits until the publishes are done: on a loaded
+	// machine u3's Close alone can outlast the 3 s after which it is
+	// declared lost, and a session already taken over needs no relay.
+	release := make(chan struct{})
+	var once sync.Once
+	free := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(free)
+	onClientHook(t, &takeOverReadHook, "lossq", func(string) { <-release })
+
+	// u3 leaves: nobody subscribes for the session until it is taken
+	// over; every acknowledged message must wait.
 	u3.n.Close()
 	start := time.Now()
 	publishAll(t, pub, "loss/a", "gone", 30)
 	t.Logf("30 publishes acknowledged in %s after the node's loss", time.Since(start).Round(time.Millisecond))
-	// And after the takeover, on the node that took q over.
-	waitFor(t, "q taken over", func() bool { return u1.b.HasSession("q") || u2.b.HasSession("q") })
+	free()
+	// And after the takeover, on the node that took the session over.
+	waitFor(t, "lossq taken over", func() bool { return u1.b.HasSession("lossq") || u2.b.HasSession("lossq") })
 	publishAll(t, pub, "loss/a", "after", 10)
 
-	recv := reconnectUntil(t, u2.addr, "q")
+	recv := reconnectUntil(t, u2.addr, "lossq")
 	expectAll(t, recv, append(payloads("gone", 30), payloads("after", 10)...))
 	if c := u1.n.rel.relayed.Load(); c == 0 {
 		t.Error("u1 relayed nothing: the messages did not go through the relay stream")
