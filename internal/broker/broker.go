@@ -74,14 +74,14 @@ type Broker struct {
 	// point forwarding at the session's new node and end the session
 	// here. So every message either reaches the session here, and moves
 	// with it, or is forwarded to its new node. Taken before mu.
-	handMu   sync.RWMutex
-	moves    atomic.Uint64           // hand-overs committed, counted under handMu
-	conns    map[*conn.Conn]struct{} // every open connection, CONNECT or not
-	closing  bool
+	handMu  sync.RWMutex
+	moves   atomic.Uint64           // hand-overs committed, counted under handMu
+	conns   map[*conn.Conn]struct{} // every open connection, CONNECT or not
+	closing bool
 	// clientsCut: Close closed every connection (ClientsCut).
 	clientsCut atomic.Bool
-	handlers sync.WaitGroup // connections not yet ended, parked ones too
-	idlePoll bool           // park idle connections (SetIdlePoll)
+	handlers   sync.WaitGroup // connections not yet ended, parked ones too
+	idlePoll   bool           // park idle connections (SetIdlePoll)
 
 	subs        *topic.Index[subValue]
 	backplane   Backplane
