@@ -85,16 +85,9 @@ func decodePublishInto(p *Publish, d *dec, flags byte, v5 bool, last *string) er
 // properties. The caller writes p.Payload right after it (a vectored
 // write sends a large payload without copying it into a write buffer).
 func AppendPublishHead(dst []byte, p *Publish, version byte) ([]byte, error) {
-	if version != V31 && version != V311 && version != V5 {
-		return dst, &Error{Code: UnsupportedProtocolVersion, Reason: "encode: unsupported protocol version"}
-	}
-	v5 := version == V5
-	n, err := p.size(v5)
+	n, v5, err := p.checkEncode(version)
 	if err != nil {
 		return dst, err
-	}
-	if n > MaxRemaining {
-		return dst, &Error{Code: PacketTooLarge, Reason: "encode: packet larger than the maximum remaining length"}
 	}
 	dst = append(dst, byte(PUBLISH)<<4|p.flags())
 	dst = AppendVarint(dst, n)
@@ -111,21 +104,30 @@ func AppendPublishHead(dst []byte, p *Publish, version byte) ([]byte, error) {
 // AppendPublish is Append for a PUBLISH. Unlike Append it takes the
 // concrete type, so a caller's Publish value need not escape to the heap.
 func AppendPublish(dst []byte, p *Publish, version byte) ([]byte, error) {
-	if version != V31 && version != V311 && version != V5 {
-		return dst, &Error{Code: UnsupportedProtocolVersion, Reason: "encode: unsupported protocol version"}
-	}
-	v5 := version == V5
-	n, err := p.size(v5)
+	n, v5, err := p.checkEncode(version)
 	if err != nil {
 		return dst, err
-	}
-	if n > MaxRemaining {
-		return dst, &Error{Code: PacketTooLarge, Reason: "encode: packet larger than the maximum remaining length"}
 	}
 	dst = slices.Grow(dst, 1+varintLen(n)+n)
 	dst = append(dst, byte(PUBLISH)<<4|p.flags())
 	dst = AppendVarint(dst, n)
 	return p.appendBody(dst, v5), nil
+}
+
+// checkEncode checks that p can be encoded for version and returns its
+// remaining length and whether version is MQTT 5.
+func (p *Publish) checkEncode(version byte) (n int, v5 bool, err error) {
+	if version != V31 && version != V311 && version != V5 {
+		return 0, false, &Error{Code: UnsupportedProtocolVersion, Reason: "encode: unsupported protocol version"}
+	}
+	v5 = version == V5
+	if n, err = p.size(v5); err != nil {
+		return 0, v5, err
+	}
+	if n > MaxRemaining {
+		return 0, v5, &Error{Code: PacketTooLarge, Reason: "encode: packet larger than the maximum remaining length"}
+	}
+	return n, v5, nil
 }
 
 func (p *Publish) flags() byte {
