@@ -205,7 +205,7 @@ func browser(t *testing.T, width, height int) context.Context {
 	)
 	// Every wait on the page ends with this context: it follows the
 	// test's deadline, since a fixed one is missed by a slow -race run.
-	ctx, cancel := context.WithTimeout(context.Background(), brokertest.Patience(t))
+	ctx, cancel := context.WithTimeout(context.Background(), budget(t))
 	t.Cleanup(cancel)
 	ctx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
 	t.Cleanup(cancelAlloc) // waits for the browser to exit
@@ -213,6 +213,24 @@ func browser(t *testing.T, width, height int) context.Context {
 	t.Cleanup(cancelTab)
 	return ctx
 }
+
+// budget bounds a whole browser test, all the waits on its page: the time
+// left before the binary's -timeout less a margin to fail by name, at most
+// maxBudget. brokertest.Patience (at most 2 minutes) is meant for one wait;
+// a whole test ran out of it under a load average of 19
+// (TestDashboardLive, 121 s, in the middle of its steps).
+func budget(t *testing.T) time.Duration {
+	d := maxBudget
+	if deadline, ok := t.Deadline(); ok {
+		left := time.Until(deadline)
+		d = min(d, left-min(left/2, 30*time.Second))
+	}
+	return max(d, brokertest.Patience(t))
+}
+
+// maxBudget keeps one hung test from using up the time of those after
+// it.
+const maxBudget = 6 * time.Minute
 
 // screenshot saves a PNG of the page in $SCREENSHOT_DIR, default
 // test/browser/out.
