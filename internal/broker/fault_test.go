@@ -99,7 +99,7 @@ type rawClient struct {
 
 func dialRaw(t testing.TB, addr string, v byte) *rawClient {
 	t.Helper()
-	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	nc, err := net.DialTimeout("tcp", addr, patience(t))
 	if err != nil {
 		t.Fatalf("dial %s: %v", addr, err)
 	}
@@ -117,7 +117,7 @@ func (c *rawClient) send(ps ...packet.Packet) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	c.nc.SetWriteDeadline(time.Now().Add(patience(c.t)))
 	_, err := c.nc.Write(buf)
 	return err
 }
@@ -149,7 +149,7 @@ func (c *rawClient) next(timeout time.Duration) (packet.Packet, error) {
 
 func (c *rawClient) read() packet.Packet {
 	c.t.Helper()
-	p, err := c.next(5 * time.Second)
+	p, err := c.next(patience(c.t))
 	if err != nil {
 		c.t.Fatalf("read: %v", err)
 	}
@@ -230,7 +230,7 @@ func (c *rawClient) collect(want []string, quiet time.Duration) map[string]int {
 		}
 		return n
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(patience(c.t))
 	for {
 		timeout := quiet
 		if missing() > 0 {
@@ -270,14 +270,14 @@ func (c *rawClient) collect(want []string, quiet time.Duration) map[string]int {
 	}
 }
 
-// expectClosed checks the broker closes the connection within 5 s.
+// expectClosed checks the broker closes the connection (within patience).
 func (c *rawClient) expectClosed() {
 	c.t.Helper()
 	for {
-		p, err := c.next(5 * time.Second)
+		p, err := c.next(patience(c.t))
 		if err != nil {
 			if ne, ok := err.(net.Error); ok && ne.Timeout() {
-				c.t.Fatalf("connection not closed within 5s")
+				c.t.Fatalf("connection not closed within %v", patience(c.t))
 			}
 			return
 		}
@@ -554,7 +554,7 @@ func TestLostPubrelCommitsDoNotWedgeQoS2(t *testing.T) {
 	pub.connect("wedge-pub", false, 3600)
 	// (a) a fresh packet ID.
 	pub.mustSend(&packet.Publish{QoS: 2, PacketID: uint16(recvMax + 1), Topic: "wedge/x", Payload: []byte("fresh-id")})
-	if p, err := pub.next(5 * time.Second); err != nil {
+	if p, err := pub.next(patience(t)); err != nil {
 		t.Errorf("new QoS 2 message on a fresh packet ID: %v", err)
 	} else if a, ok := p.(*packet.Ack); !ok || a.Kind != packet.PUBREC || a.ReasonCode >= 0x80 {
 		t.Errorf("new QoS 2 message on a fresh packet ID: got %T %+v, want PUBREC", p, p)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"testing"
-	"time"
 
 	"github.com/chromedp/chromedp"
 	"github.com/eclipse/paho.golang/paho"
@@ -35,7 +34,7 @@ func TestDashboardClientSearch(t *testing.T) {
 	}
 	// The client to find: connected, with a user name, a delayed will, a
 	// session expiry and a subscription with MQTT 5 options.
-	nc, err := net.DialTimeout("tcp", srv.tcpAddr, 5*time.Second)
+	nc, err := net.DialTimeout("tcp", srv.tcpAddr, brokertest.Patience(t))
 	if err != nil {
 		t.Fatal(err)
 	}

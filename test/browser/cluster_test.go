@@ -10,6 +10,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/starling-mqtt/starling"
+	"github.com/starling-mqtt/starling/internal/brokertest"
 	"github.com/starling-mqtt/starling/internal/testutil"
 )
 
@@ -56,8 +57,8 @@ func TestDashboardClusterHeader(t *testing.T) {
 	})
 	select {
 	case <-member.ClusterReady():
-	case <-time.After(60 * time.Second):
-		t.Fatal("one-node cluster not ready after 60 s")
+	case <-time.After(brokertest.Patience(t)):
+		t.Fatalf("one-node cluster not ready after %v", brokertest.Patience(t))
 	}
 	if err := login(member); err != nil {
 		t.Fatalf("cluster member: %v", err)

@@ -2,13 +2,17 @@ package browser
 
 import (
 	"context"
+	"net"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/starling-mqtt/starling/internal/brokertest"
+	"github.com/starling-mqtt/starling/internal/config"
 )
 
 // The page follows prefers-color-scheme: dark backgrounds and light text
@@ -49,10 +53,17 @@ func TestDashboardDarkMode(t *testing.T) {
 // The subscribe-and-watch client beside the publish form lists what its
 // own subscription brings (over the page's MQTT connection), newest
 // first, with payload and flags; Unsubscribe stops it.
+//
+// The page's connection gets what the broker writes in batches, as from a
+// busy broker, so packets written one after the other (an UNSUBACK, the
+// SUBACK of the next subscription and its retained messages) reach the
+// page in one piece.
 func TestDashboardWatchClient(t *testing.T) {
 	t.Parallel()
 	ctx := browser(t, 1200, 1000)
-	srv := startServer(t)
+	srv := startServerWrapped(t, config.Default().Limits, nil, "127.0.0.1:0", nil, func(c net.Conn) net.Conn {
+		return &batchConn{Conn: c}
+	})
 	pub, _ := mqttClient(t, srv.tcpAddr, "meter")
 	pctx, cancel := context.WithTimeout(t.Context(), brokertest.Patience(t))
 	defer cancel()
@@ -111,4 +122,62 @@ func TestDashboardWatchClient(t *testing.T) {
 	if after := mustEval[int](t, ctx, `document.querySelectorAll('#watch-list li').length`); after != before {
 		t.Errorf("list grew from %d to %d after Unsubscribe", before, after)
 	}
+
+	// Subscribe again right after an Unsubscribe: the UNSUBACK, the SUBACK
+	// and the retained message come in one batch, and the message is
+	// handed to the page before MQTT.js runs the subscribe callback. It is
+	// listed all the same.
+	err = chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS(`#watch-clear`)),
+		chromedp.SetValue(chromedp.CSS(`#watch-filter`), "watch/retained"),
+		chromedp.Click(chromedp.CSS(`#watch-sub`)),
+		waitText(`#watch-status`, contains("watching watch/retained")),
+		chromedp.Evaluate[chromedp.Void](`document.querySelector('#watch-unsub').click(); document.querySelector('#watch-sub').click()`),
+		waitText(`#watch-list`, func(s string) bool { return strings.Count(s, "watch/retained") == 2 }),
+		waitText(`#watch-status`, contains("watching watch/retained")),
+	)
+	if err != nil {
+		t.Fatalf("subscribe again: %v", err)
+	}
+}
+
+// batchConn holds what is written to it for batchFor and then writes it
+// at once: a WebSocket connection sends it as one frame.
+type batchConn struct {
+	net.Conn
+	mu      sync.Mutex
+	buf     []byte
+	pending bool
+	err     error
+}
+
+const batchFor = 100 * time.Millisecond
+
+func (c *batchConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return 0, c.err
+	}
+	c.buf = append(c.buf, p...)
+	if !c.pending {
+		c.pending = true
+		time.AfterFunc(batchFor, c.flush)
+	}
+	return len(p), nil
+}
+
+func (c *batchConn) flush() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.pending = false
+	if len(c.buf) > 0 && c.err == nil {
+		_, c.err = c.Conn.Write(c.buf)
+	}
+	c.buf = c.buf[:0]
+}
+
+func (c *batchConn) Close() error {
+	c.flush()
+	return c.Conn.Close()
 }

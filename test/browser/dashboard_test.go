@@ -89,6 +89,13 @@ func startServerOn(t *testing.T, lim config.Limits, authz broker.Authorizer, htt
 // startServerWith is startServerOn with the admin options changed by opts.
 func startServerWith(t *testing.T, lim config.Limits, authz broker.Authorizer, httpAddr string, opts func(*admin.Options)) *server {
 	t.Helper()
+	return startServerWrapped(t, lim, authz, httpAddr, opts, nil)
+}
+
+// startServerWrapped is startServerWith with the WebSocket connections
+// wrapped by wrap (nil: as they are) before the broker gets them.
+func startServerWrapped(t *testing.T, lim config.Limits, authz broker.Authorizer, httpAddr string, opts func(*admin.Options), wrap func(net.Conn) net.Conn) *server {
+	t.Helper()
 	b := broker.New(lim, nil)
 	if authz != nil {
 		// An authorizer that is also an authenticator decides logins too.
@@ -106,7 +113,12 @@ func startServerWith(t *testing.T, lim config.Limits, authz broker.Authorizer, h
 	tcpAddr, stopTCP := brokertest.Listen(t, func(c net.Conn) { b.HandleConnOn(c, "tcp") })
 	mux := http.NewServeMux()
 	wsDown := new(atomic.Bool)
-	ws := transport.NewWSHandler(transport.WSOptions{}, func(c net.Conn, _ *http.Request) { b.HandleConnOn(c, "http") })
+	ws := transport.NewWSHandler(transport.WSOptions{}, func(c net.Conn, _ *http.Request) {
+		if wrap != nil {
+			c = wrap(c)
+		}
+		b.HandleConnOn(c, "http")
+	})
 	mux.HandleFunc("/mqtt", func(w http.ResponseWriter, r *http.Request) {
 		if wsDown.Load() {
 			http.Error(w, "down for the test", http.StatusServiceUnavailable)
@@ -193,7 +205,7 @@ func browser(t *testing.T, width, height int) context.Context {
 	)
 	// Every wait on the page ends with this context: it follows the
 	// test's deadline, since a fixed one is missed by a slow -race run.
-	ctx, cancel := context.WithTimeout(context.Background(), brokertest.Patience(t))
+	ctx, cancel := context.WithTimeout(context.Background(), budget(t))
 	t.Cleanup(cancel)
 	ctx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
 	t.Cleanup(cancelAlloc) // waits for the browser to exit
@@ -201,6 +213,24 @@ func browser(t *testing.T, width, height int) context.Context {
 	t.Cleanup(cancelTab)
 	return ctx
 }
+
+// budget bounds a whole browser test, all the waits on its page: the time
+// left before the binary's -timeout less a margin to fail by name, at most
+// maxBudget. brokertest.Patience (at most 2 minutes) is meant for one wait;
+// a whole test ran out of it under a load average of 19
+// (TestDashboardLive, 121 s, in the middle of its steps).
+func budget(t *testing.T) time.Duration {
+	d := maxBudget
+	if deadline, ok := t.Deadline(); ok {
+		left := time.Until(deadline)
+		d = min(d, left-min(left/2, 30*time.Second))
+	}
+	return max(d, brokertest.Patience(t))
+}
+
+// maxBudget keeps one hung test from using up the time of those after
+// it.
+const maxBudget = 6 * time.Minute
 
 // screenshot saves a PNG of the page in $SCREENSHOT_DIR, default
 // test/browser/out.
@@ -233,6 +263,9 @@ func waitText(sel string, ok func(string) bool) chromedp.Action[chromedp.Void] {
 		for {
 			txt, err := chromedp.Evaluate[string](js)(ctx, tg)
 			if err != nil {
+				if ctx.Err() != nil { // the deadline came during the evaluation
+					return fmt.Errorf("%s: text %q never matched: %w", sel, last, err)
+				}
 				return err
 			}
 			last = strings.TrimSpace(txt)
@@ -272,6 +305,10 @@ func waitJS(cond, diag string) chromedp.Action[chromedp.Void] {
 		for {
 			ok, err := chromedp.Evaluate[bool](cond)(ctx, tg)
 			if err != nil {
+				if ctx.Err() != nil {
+					last, _ := chromedp.Evaluate[string](diag)(context.WithoutCancel(ctx), tg)
+					return fmt.Errorf("condition never held (%s): %w", last, err)
+				}
 				return err
 			}
 			if ok {

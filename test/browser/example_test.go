@@ -168,7 +168,7 @@ func TestExampleBrowserApp(t *testing.T) {
 		if !strings.HasPrefix(p.Topic, "commands/viewer-") || !strings.HasSuffix(p.Topic, "/led") {
 			t.Fatalf("command on %q", p.Topic)
 		}
-	case <-time.After(15 * time.Second):
+	case <-time.After(brokertest.Patience(t)):
 		t.Fatal("the page's command did not reach the Go client")
 	}
 

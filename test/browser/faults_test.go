@@ -34,7 +34,7 @@ func TestDashboardRoundTwoFaults(t *testing.T) {
 	srv := startServerWith(t, config.Default().Limits, nil, "127.0.0.1:0", func(o *admin.Options) { o.SysInterval = 10 * time.Second })
 
 	// The laggard: Receive Maximum 20, acknowledges nothing.
-	nc, err := net.DialTimeout("tcp", srv.tcpAddr, 5*time.Second)
+	nc, err := net.DialTimeout("tcp", srv.tcpAddr, brokertest.Patience(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -183,7 +183,7 @@ func testBrowserPage(t *testing.T, compression bool) {
 		if string(p.Payload) != "from the browser" || p.QoS != 1 {
 			t.Fatalf("Go subscriber got %q at QoS %d", p.Payload, p.QoS)
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(brokertest.Patience(t)):
 		t.Fatal("the page's message did not reach the Go subscriber")
 	}
 

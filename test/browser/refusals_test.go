@@ -5,7 +5,6 @@ import (
 	"net"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/chromedp/chromedp"
 	"github.com/eclipse/paho.golang/paho"
@@ -41,7 +40,7 @@ func TestDashboardRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 4 {
-		nc, err := net.DialTimeout("tcp", srv.tcpAddr, 5*time.Second)
+		nc, err := net.DialTimeout("tcp", srv.tcpAddr, brokertest.Patience(t))
 		if err != nil {
 			t.Fatal(err)
 		}

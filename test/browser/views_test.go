@@ -27,7 +27,7 @@ type receiver struct {
 
 func dialReceiver(t *testing.T, addr, id string, expiry uint32, filters ...string) *receiver {
 	t.Helper()
-	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	nc, err := net.DialTimeout("tcp", addr, brokertest.Patience(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +62,7 @@ func dialReceiver(t *testing.T, addr, id string, expiry uint32, filters ...strin
 
 func (r *receiver) next(t *testing.T, topic string) *paho.Publish {
 	t.Helper()
-	deadline := time.After(10 * time.Second)
+	deadline := time.After(brokertest.Patience(t))
 	for {
 		select {
 		case p := <-r.recv:
@@ -70,7 +70,7 @@ func (r *receiver) next(t *testing.T, topic string) *paho.Publish {
 				return p
 			}
 		case <-deadline:
-			t.Fatalf("no message on %s within 10 s", topic)
+			t.Fatalf("no message on %s within %v", topic, brokertest.Patience(t))
 			return nil
 		}
 	}

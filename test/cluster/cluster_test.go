@@ -4,15 +4,18 @@
 package cluster_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +23,7 @@ import (
 
 	"github.com/starling-mqtt/starling"
 	"github.com/starling-mqtt/starling/internal/auth"
+	"github.com/starling-mqtt/starling/internal/brokertest"
 	"github.com/starling-mqtt/starling/internal/freeport"
 	"github.com/starling-mqtt/starling/internal/packet"
 	"github.com/starling-mqtt/starling/internal/testutil"
@@ -42,7 +46,7 @@ func startCluster(t *testing.T, n int, mutate func(i int, c *starling.Config)) [
 		return nodes
 	}
 	t.Logf("cluster not ready after 45s: starting a new one")
-	nodes, ok := tryStartCluster(t, n, mutate, 60*time.Second)
+	nodes, ok := tryStartCluster(t, n, mutate, max(60*time.Second, testutil.Patience(t)))
 	if !ok {
 		t.Fatalf("cluster not ready after a second start")
 	}
@@ -97,7 +101,7 @@ func tryStartCluster(t *testing.T, n int, mutate func(i int, c *starling.Config)
 func warm(t *testing.T, pub *testutil.Paho, topic string, subs ...*testutil.Paho) {
 	t.Helper()
 	got := make([]bool, len(subs))
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(testutil.Patience(t))
 	for {
 		pub.Pub(t, &paho.Publish{Topic: topic, Payload: []byte("probe")})
 		time.Sleep(50 * time.Millisecond)
@@ -120,7 +124,7 @@ func warm(t *testing.T, pub *testutil.Paho, topic string, subs ...*testutil.Paho
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("interest did not propagate within 20s: %v", got)
+			t.Fatalf("interest did not propagate within %v: %v", testutil.Patience(t), got)
 		}
 	}
 	// Probes may still be on their way: a last one, which comes after
@@ -128,7 +132,7 @@ func warm(t *testing.T, pub *testutil.Paho, topic string, subs ...*testutil.Paho
 	pub.Pub(t, &paho.Publish{Topic: topic, Payload: []byte("last probe")})
 	for _, s := range subs {
 		for {
-			m := s.Expect(t, 20*time.Second)
+			m := s.Expect(t, testutil.Patience(t))
 			if m.Topic == topic && string(m.Payload) == "last probe" {
 				break
 			}
@@ -161,7 +165,7 @@ func TestClusterRoutingAcrossNodes(t *testing.T) {
 		qos  byte
 	}{{"s1 (same node)", s1, 1}, {"s2 (overlapping filters)", s2, 1}, {"s3 (QoS 0)", s3, 0}} {
 		for i := range n {
-			m := c.s.Expect(t, 10*time.Second)
+			m := c.s.Expect(t, testutil.Patience(t))
 			if string(m.Payload) != strconv.Itoa(i) || m.QoS != c.qos {
 				t.Fatalf("%s: message %d: got %q QoS %d, want %q QoS %d", c.name, i, m.Payload, m.QoS, strconv.Itoa(i), c.qos)
 			}
@@ -175,13 +179,13 @@ func TestClusterRoutingAcrossNodes(t *testing.T) {
 
 	// Retain As Published holds across nodes.
 	pub.Pub(t, &paho.Publish{Topic: "r/kept", QoS: 1, Retain: true, Payload: []byte("v")})
-	if m := s2.Expect(t, 10*time.Second); !m.Retain {
+	if m := s2.Expect(t, testutil.Patience(t)); !m.Retain {
 		t.Fatalf("s2 (retain as published) got retain=false")
 	}
-	if m := s1.Expect(t, 10*time.Second); m.Retain {
+	if m := s1.Expect(t, testutil.Patience(t)); m.Retain {
 		t.Fatalf("s1 got retain=true without retain as published")
 	}
-	s3.Expect(t, 10*time.Second)
+	s3.Expect(t, testutil.Patience(t))
 
 	// PUBACK says "no matching subscribers" (0x10) only when no node has one.
 	if r := pub.Pub(t, &paho.Publish{Topic: "r/x", QoS: 1, Payload: []byte("again")}); r.ReasonCode != 0 {
@@ -269,7 +273,7 @@ func TestClusterSessionMovesWithClient(t *testing.T) {
 		pub.Pub(t, &paho.Publish{Topic: "q/m", QoS: 1, Payload: []byte(strconv.Itoa(i))})
 	}
 	for range n {
-		sentinel.Expect(t, 10*time.Second)
+		sentinel.Expect(t, testutil.Patience(t))
 	}
 
 	c2, ack := testutil.DialPaho(t, nodes[1].addr, "mover", persistent(nodes[1].addr))
@@ -277,7 +281,7 @@ func TestClusterSessionMovesWithClient(t *testing.T) {
 		t.Fatalf("reconnect on another node: session present = false")
 	}
 	for i := range n {
-		m := c2.Expect(t, 10*time.Second)
+		m := c2.Expect(t, testutil.Patience(t))
 		if string(m.Payload) != strconv.Itoa(i) {
 			t.Fatalf("queued message %d: got %q", i, m.Payload)
 		}
@@ -288,7 +292,7 @@ func TestClusterSessionMovesWithClient(t *testing.T) {
 	// move").
 	warm(t, pub, "q/probe-after", c2)
 	pub.Pub(t, &paho.Publish{Topic: "q/after", QoS: 1, Payload: []byte("after")})
-	if m := c2.Expect(t, 10*time.Second); string(m.Payload) != "after" {
+	if m := c2.Expect(t, testutil.Patience(t)); string(m.Payload) != "after" {
 		t.Fatalf("after the move: got %q", m.Payload)
 	}
 	c2.Quiet(t, 300*time.Millisecond)
@@ -304,7 +308,26 @@ func TestClusterSharedSubscriptionBalancedAcrossNodes(t *testing.T) {
 		members = append(members, m)
 	}
 	pub, _ := testutil.DialPaho(t, nodes[0].addr, "pub", nil)
-	time.Sleep(time.Second) // let every node's queue subscription propagate
+	// Every node's queue subscription has reached the publisher's node
+	// once each member has had a probe (the probes are not counted below).
+	got := make([]bool, len(members))
+	brokertest.WaitFor(t, func() error {
+		pub.Pub(t, &paho.Publish{Topic: "job/probe", QoS: 1, Payload: []byte("probe")})
+		for i, m := range members {
+			for drained := false; !drained; {
+				select {
+				case <-m.Recv:
+					got[i] = true
+				default:
+					drained = true
+				}
+			}
+		}
+		if slices.Contains(got, false) {
+			return fmt.Errorf("group members that had a probe: %v", got)
+		}
+		return nil
+	})
 
 	const n = 150
 	for i := range n {
@@ -312,7 +335,7 @@ func TestClusterSharedSubscriptionBalancedAcrossNodes(t *testing.T) {
 	}
 	seen := make(map[string]int)
 	per := make([]int, len(members))
-	deadline := time.After(20 * time.Second)
+	deadline := time.After(testutil.Patience(t))
 	for len(seen) < n {
 		select {
 		case <-deadline:
@@ -322,6 +345,9 @@ func TestClusterSharedSubscriptionBalancedAcrossNodes(t *testing.T) {
 		for i, m := range members {
 			select {
 			case p := <-m.Recv:
+				if p.Topic != "job/x" {
+					continue // a late probe
+				}
 				seen[string(p.Payload)]++
 				per[i]++
 			case <-time.After(10 * time.Millisecond):
@@ -363,7 +389,7 @@ func TestClusterWillReachesOtherNodes(t *testing.T) {
 		t.Fatalf("connect with will failed")
 	}
 	r.Close() // no DISCONNECT: the will is published
-	m := sub.Expect(t, 10*time.Second)
+	m := sub.Expect(t, testutil.Patience(t))
 	if m.Topic != "will/dies" || string(m.Payload) != "gone" {
 		t.Fatalf("got %q %q, want the will", m.Topic, m.Payload)
 	}
@@ -411,7 +437,7 @@ func TestClusterAPIAndMetrics(t *testing.T) {
 		Connected int      `json:"connected_nodes"`
 		Expected  int      `json:"expected_nodes"`
 	}
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(testutil.Patience(t))
 	for {
 		code, body := get("/api/v1/cluster", true)
 		if code != http.StatusOK {
@@ -444,38 +470,73 @@ func TestClusterOfOneNode(t *testing.T) {
 	sub.Sub(t, paho.SubscribeOptions{Topic: "one/#", QoS: 1})
 	pub, _ := testutil.DialPaho(t, nodes[0].addr, "pub", nil)
 	pub.Pub(t, &paho.Publish{Topic: "one/a", QoS: 1, Retain: true, Payload: []byte("hello")})
-	if m := sub.Expect(t, 5*time.Second); m.Topic != "one/a" || string(m.Payload) != "hello" {
+	if m := sub.Expect(t, testutil.Patience(t)); m.Topic != "one/a" || string(m.Payload) != "hello" {
 		t.Fatalf("got %s %q", m.Topic, m.Payload)
 	}
 	late, _ := testutil.DialPaho(t, nodes[0].addr, "late", nil)
 	late.Sub(t, paho.SubscribeOptions{Topic: "one/#", QoS: 1})
-	if m := late.Expect(t, 5*time.Second); m.Topic != "one/a" || string(m.Payload) != "hello" || !m.Retain {
+	if m := late.Expect(t, testutil.Patience(t)); m.Topic != "one/a" || string(m.Payload) != "hello" || !m.Retain {
 		t.Fatalf("retained: %s %q retain=%v", m.Topic, m.Payload, m.Retain)
 	}
 }
 
-// With cluster.token set, a node that presents another token cannot join.
+// With cluster.token set, a node that presents another token cannot join:
+// each node refuses the other's routes, again when they are retried.
 func TestClusterTokenKeepsStrangersOut(t *testing.T) {
 	t.Parallel()
 	const secret = "the-right-secret-0123"
 	routes := freeport.Addrs(t, "127.0.0.1", 2)
-	start := func(i int, token string) *starling.Server {
-		srv, _ := testutil.StartBroker(t, func(c *starling.Config) {
-			c.HTTP = ""
-			c.Cluster.Name = "tok"
-			c.Cluster.Node = fmt.Sprintf("t%d", i+1)
-			c.Cluster.Listen = routes[i]
-			c.Cluster.Peers = []string{routes[1-i]}
-			c.Cluster.Token = token
-		})
-		return srv
+	start := func(i int, token string) (*starling.Server, *lockedBuffer) {
+		cfg := starling.DefaultConfig()
+		cfg.TCP, cfg.HTTP, cfg.Data = "127.0.0.1:0", "", t.TempDir()
+		cfg.ShutdownTimeout = 2 * time.Second
+		cfg.Cluster.Name = "tok"
+		cfg.Cluster.Node = fmt.Sprintf("t%d", i+1)
+		cfg.Cluster.Listen = routes[i]
+		cfg.Cluster.Peers = []string{routes[1-i]}
+		cfg.Cluster.Token = token
+		logs := &lockedBuffer{}
+		srv, err := starling.New(cfg, starling.WithLogger(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelError}))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		served := make(chan error, 1)
+		go func() { served <- srv.Serve() }()
+		t.Cleanup(func() { srv.Close(); <-served })
+		return srv, logs
 	}
-	a := start(0, secret)
-	b := start(1, "a-wrong-secret-45678")
-	time.Sleep(3 * time.Second) // several route attempts
+	a, alog := start(0, secret)
+	b, blog := start(1, "a-wrong-secret-45678")
+	// Several route attempts: each node has refused at least two.
+	brokertest.WaitFor(t, func() error {
+		for i, l := range []*lockedBuffer{alog, blog} {
+			if n := strings.Count(l.String(), "authentication error"); n < 2 {
+				return fmt.Errorf("node t%d refused %d routes, want 2 or more", i+1, n)
+			}
+		}
+		return nil
+	})
 	for _, s := range []*starling.Server{a, b} {
 		if p := s.ClusterPeers(); len(p) != 0 {
 			t.Fatalf("nodes with different tokens joined: peers %v", p)
 		}
 	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for a logger and a test at once.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/starling-mqtt/starling/internal/binarytest"
+	"github.com/starling-mqtt/starling/internal/brokertest"
 	"github.com/starling-mqtt/starling/internal/freeport"
 	"github.com/starling-mqtt/starling/internal/testutil"
 )
@@ -57,7 +58,7 @@ func (p *proc) start(bin string) {
 	if err := p.cmd.Start(); err != nil {
 		p.t.Fatalf("start %s: %v", p.name, err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(testutil.Patience(p.t))
 	for time.Now().Before(deadline) {
 		if c, err := net.DialTimeout("tcp", p.addr, 200*time.Millisecond); err == nil {
 			c.Close()
@@ -88,6 +89,23 @@ func (l *seqLog) add(k string, sent time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.seqs[k] = sent
+}
+
+// atLeast reports an error unless each of the two publishers ("0/…",
+// "1/…") has n acknowledged messages sent after since.
+func (l *seqLog) atLeast(n int, since time.Time) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var per [2]int
+	for k, at := range l.seqs {
+		if at.After(since) && len(k) > 1 && (k[0] == '0' || k[0] == '1') && k[1] == '/' {
+			per[k[0]-'0']++
+		}
+	}
+	if per[0] < n || per[1] < n {
+		return fmt.Errorf("acknowledged messages per publisher since %s: %v, want %d each", since.Format("15:04:05.000"), per, n)
+	}
+	return nil
 }
 
 // TestClusterNodeKilled kills one node of three with SIGKILL while QoS 1
@@ -127,7 +145,7 @@ func TestClusterNodeKilled(t *testing.T) {
 	// is seen on the others.
 	ready := func(msg string, on ...*proc) {
 		t.Helper()
-		deadline := time.Now().Add(60 * time.Second)
+		deadline := time.Now().Add(testutil.Patience(t))
 		for _, p := range on {
 			for {
 				if retainedPayload(t, p.addr, "ready/flag") == msg {
@@ -206,7 +224,10 @@ func TestClusterNodeKilled(t *testing.T) {
 			}
 		}()
 	}
+	// Traffic before the kill, for 2 s and until each publisher has some
+	// acknowledged (a slow run may need longer).
 	time.Sleep(2 * time.Second)
+	brokertest.WaitFor(t, func() error { return acked.atLeast(20, time.Time{}) })
 	close(vStop)
 	<-vDone
 	killed := time.Now()
@@ -222,7 +243,7 @@ func TestClusterNodeKilled(t *testing.T) {
 	qc := make(chan dialed, 1)
 	go func() {
 		var d dialed
-		for deadline := time.Now().Add(40 * time.Second); ; {
+		for deadline := time.Now().Add(testutil.Patience(t)); ; {
 			d.tries++
 			c, ack, err := testutil.TryDialPaho(t, n2.addr, "q", persistent())
 			if err == nil && !ack.SessionPresent {
@@ -244,8 +265,11 @@ func TestClusterNodeKilled(t *testing.T) {
 	t.Logf("will published %s after the kill", willAt.Sub(killed).Round(time.Millisecond))
 	// Cleared, so that it can be seen if n3 publishes it again.
 	setter.Pub(t, &paho.Publish{Topic: "will/v", QoS: 1, Retain: true})
-	watcher.Expect(t, 10*time.Second) // the deletion itself
+	watcher.Expect(t, testutil.Patience(t)) // the deletion itself
+	// Traffic after the takeover of the lost node's sessions too, for 3 s
+	// and until each publisher has some acknowledged.
 	time.Sleep(3 * time.Second)
+	brokertest.WaitFor(t, func() error { return acked.atLeast(20, willAt) })
 	stop()
 	wg.Wait()
 
@@ -257,7 +281,7 @@ func TestClusterNodeKilled(t *testing.T) {
 		name string
 		s    *testutil.Paho
 	}{{"sA", sA}, {"sB", sB}} {
-		got := collect(c.s, acked.seqs, func(time.Time) bool { return true }, 15*time.Second)
+		got := collect(c.s, acked.seqs, func(time.Time) bool { return true }, testutil.Patience(t))
 		for k := range acked.seqs {
 			if !got[k] {
 				t.Fatalf("%s: acknowledged message %s lost (got %d of %d)", c.name, k, len(got), want)
@@ -349,7 +373,7 @@ func TestClusterNodeKilled(t *testing.T) {
 	// and gets what is published on n3.
 	pubAfter, _ := testutil.DialPaho(t, n3.addr, "after", nil)
 	pubAfter.Pub(t, &paho.Publish{Topic: "f/after", QoS: 1, Payload: []byte("after")})
-	for deadline := time.After(10 * time.Second); ; {
+	for deadline := time.After(testutil.Patience(t)); ; {
 		select {
 		case m := <-v2.Recv:
 			if string(m.Payload) != "after" {

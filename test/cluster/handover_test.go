@@ -56,7 +56,7 @@ func TestClusterLargeSessionMoves(t *testing.T) {
 		t.Fatalf("reconnect on another node: session present = false")
 	}
 	for i := range n {
-		m := c2.Expect(t, 20*time.Second)
+		m := c2.Expect(t, testutil.Patience(t))
 		if want := append([]byte(fmt.Sprintf("%08d", i)), payload(i)...); !bytes.Equal(m.Payload, want) {
 			t.Fatalf("queued message %d: got %.8q (%d bytes), want %.8q (%d bytes)", i, m.Payload, len(m.Payload), want, len(want))
 		}
@@ -113,7 +113,7 @@ func TestClusterHealthNamesDownNodes(t *testing.T) {
 		t.Helper()
 		var code int
 		var st status
-		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		for deadline := time.Now().Add(testutil.Patience(t)); ; time.Sleep(100 * time.Millisecond) {
 			code, _ = get("/readyz")
 			c, body := get("/api/v1/cluster")
 			if c != http.StatusOK {

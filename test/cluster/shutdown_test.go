@@ -42,7 +42,7 @@ func TestClusterGracefulStopLosesNothingAcknowledged(t *testing.T) {
 			default:
 			}
 			p := fmt.Sprintf("m%d", i)
-			ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), testutil.Patience(t))
 			_, err := pub.Publish(ctx, &paho.Publish{Topic: "gs/a", QoS: 1, Payload: []byte(p)})
 			cancel()
 			mu.Lock()
@@ -82,7 +82,7 @@ func TestClusterGracefulStopLosesNothingAcknowledged(t *testing.T) {
 	go func() { nodes[0].srv.Close(); close(closed) }()
 	select {
 	case <-sub.Done():
-	case <-time.After(30 * time.Second):
+	case <-time.After(testutil.Patience(t)):
 		t.Fatal("the stopping node did not disconnect its client")
 	}
 	// Whatever reached the first connection counts.
@@ -91,7 +91,7 @@ func TestClusterGracefulStopLosesNothingAcknowledged(t *testing.T) {
 		got[string((<-sub.Recv).Payload)] = true
 	}
 	var sub2 *testutil.Paho
-	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+	for deadline := time.Now().Add(testutil.Patience(t)); ; time.Sleep(100 * time.Millisecond) {
 		c, ack, err := testutil.TryDialPaho(t, nodes[2].addr, "gs-sub", cp())
 		if err == nil {
 			if !ack.SessionPresent {
@@ -117,7 +117,7 @@ func TestClusterGracefulStopLosesNothingAcknowledged(t *testing.T) {
 			select {
 			case m := <-sub2.Recv:
 				got[string(m.Payload)] = true
-			case <-time.After(30 * time.Second):
+			case <-time.After(testutil.Patience(t)):
 				missing := 0
 				for _, q := range acked {
 					if !got[q] {

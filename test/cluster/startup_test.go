@@ -9,6 +9,7 @@ import (
 
 	"github.com/starling-mqtt/starling"
 	"github.com/starling-mqtt/starling/internal/freeport"
+	"github.com/starling-mqtt/starling/internal/testutil"
 )
 
 // A node whose cluster port is taken ends its start with an error naming
@@ -38,8 +39,8 @@ func TestClusterPortTakenEndsStart(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), cfg.Cluster.Listen) || !strings.Contains(err.Error(), "address already in use") {
 			t.Fatalf("Serve: %v; want an error naming %s as taken", err, cfg.Cluster.Listen)
 		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("Serve still running 30 s after its cluster port was found taken")
+	case <-time.After(testutil.Patience(t)):
+		t.Fatalf("Serve still running %v after its cluster port was found taken", testutil.Patience(t))
 	}
 	if a := srv.Addr(); a != nil {
 		if c, err := net.DialTimeout("tcp", a.String(), time.Second); err == nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/starling-mqtt/starling"
 	"github.com/starling-mqtt/starling/internal/packet"
+	"github.com/starling-mqtt/starling/internal/testutil"
 )
 
 // clientCertNames returns a client certificate signed by p's CA with the
@@ -54,7 +55,7 @@ func connectOver(t *testing.T, nc net.Conn, id, user string) (*v5Client, *paho.C
 			c.recv <- pr.Packet
 			return true, nil
 		}}})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.Patience(t))
 	defer cancel()
 	ack, err := c.Connect(ctx, &paho.Connect{ClientID: id, CleanStart: true, Username: user, UsernameFlag: user != ""})
 	t.Cleanup(func() { nc.Close() })
@@ -109,7 +110,7 @@ func TestCertUsernameACL(t *testing.T) {
 				if m := c.expect(t); m.Topic != mine || string(m.Payload) != tr.name {
 					t.Fatalf("%s: got %s %q", tr.name, m.Topic, m.Payload)
 				}
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				ctx, cancel := context.WithTimeout(context.Background(), testutil.Patience(t))
 				r, _ := c.Publish(ctx, &paho.Publish{Topic: "sensors/sensor-other/t", QoS: 1, Payload: []byte("x")})
 				cancel()
 				if r == nil || r.ReasonCode != byte(packet.NotAuthorized) {

@@ -14,6 +14,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/starling-mqtt/starling"
 	"github.com/starling-mqtt/starling/internal/packet"
+	"github.com/starling-mqtt/starling/internal/testutil"
 	"github.com/starling-mqtt/starling/internal/transport"
 )
 
@@ -47,7 +48,7 @@ func startLoggedBroker(t *testing.T, mutate func(*starling.Config)) (*starling.S
 // dialProxied connects to addr and sends a PROXY v1 header claiming src.
 func dialProxied(t *testing.T, addr, src string) net.Conn {
 	t.Helper()
-	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	nc, err := net.DialTimeout("tcp", addr, testutil.Patience(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +62,7 @@ func dialProxied(t *testing.T, addr, src string) net.Conn {
 // waitLog waits for a log line holding all of parts.
 func waitLog(t *testing.T, logs *syncBuffer, parts ...string) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(testutil.Patience(t))
 	for time.Now().Before(deadline) {
 		for l := range strings.Lines(logs.String()) {
 			all := true
@@ -85,7 +86,7 @@ func expectDropped(t *testing.T, nc net.Conn) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc.SetDeadline(time.Now().Add(8 * time.Second))
+	nc.SetDeadline(time.Now().Add(testutil.Patience(t)))
 	nc.Write(b) // may fail if already closed
 	n, err := nc.Read(make([]byte, 64))
 	var ne net.Error
@@ -118,7 +119,7 @@ func TestProxyProtocolFromTrustedBalancer(t *testing.T) {
 		tls *tls.Config
 	}{{"ws://" + srv.HTTPAddr().String(), nil}, {"wss://" + srv.HTTPSAddr().String(), pki.ClientConfig()}} {
 		src := fmt.Sprintf("198.51.100.%d:4000%d", 3+i, 3+i)
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), testutil.Patience(t))
 		wc, err := transport.DialWSConfig(ctx, u.url+"/mqtt", transport.WSDialConfig{Subprotocol: "mqtt", TLSConfig: u.tls,
 			NetDial: func(context.Context, string, string) (net.Conn, error) {
 				return dialProxied(t, strings.TrimPrefix(strings.TrimPrefix(u.url, "ws://"), "wss://"), src), nil
@@ -133,7 +134,7 @@ func TestProxyProtocolFromTrustedBalancer(t *testing.T) {
 	}
 
 	// The balancer's address without a header: refused.
-	nc, err := net.DialTimeout("tcp", srv.Addr().String(), 5*time.Second)
+	nc, err := net.DialTimeout("tcp", srv.Addr().String(), testutil.Patience(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,12 +171,12 @@ func TestProxyProtocolPerListener(t *testing.T) {
 	// tcp: 127.0.0.1 is no balancer of its.
 	expectDropped(t, dialProxied(t, srv.Addr().String(), "198.51.100.20:1"))
 	waitLog(t, logs, "connection refused: PROXY protocol", "listener=tcp")
-	wsV5Client(t, mustConn(t)(net.DialTimeout("tcp", srv.Addr().String(), 5*time.Second)), "ppl-tcp")
+	wsV5Client(t, mustConn(t)(net.DialTimeout("tcp", srv.Addr().String(), testutil.Patience(t))), "ppl-tcp")
 	waitLog(t, logs, "client_id=ppl-tcp", "remote=127.0.0.1:")
 
 	// http: 127.0.0.1 is its balancer, so the header is required and used.
 	httpAddr := srv.HTTPAddr().String()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.Patience(t))
 	defer cancel()
 	wc, err := transport.DialWSConfig(ctx, "ws://"+httpAddr+"/mqtt", transport.WSDialConfig{Subprotocol: "mqtt",
 		NetDial: func(context.Context, string, string) (net.Conn, error) {

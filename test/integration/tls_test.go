@@ -35,7 +35,7 @@ func startTLSBroker(t *testing.T, pki *testPKI, mutate func(*starling.Config)) *
 // handshake.
 func dialMQTTS(t *testing.T, srv *starling.Server, cfg *tls.Config) (*tls.Conn, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.Patience(t))
 	defer cancel()
 	d := tls.Dialer{Config: cfg}
 	nc, err := d.DialContext(ctx, "tcp", srv.MQTTSAddr().String())
@@ -48,7 +48,7 @@ func dialMQTTS(t *testing.T, srv *starling.Server, cfg *tls.Config) (*tls.Conn, 
 // dialWSS opens MQTT over secure WebSocket at /mqtt.
 func dialWSS(t *testing.T, srv *starling.Server, cfg *tls.Config) (net.Conn, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.Patience(t))
 	defer cancel()
 	return transport.DialWSConfig(ctx, "wss://"+srv.HTTPSAddr().String()+"/mqtt",
 		transport.WSDialConfig{Subprotocol: "mqtt", TLSConfig: cfg})
@@ -122,11 +122,11 @@ func TestTLSPahoV3URLs(t *testing.T) {
 		t.Helper()
 		o := mqtt.NewClientOptions().AddBroker(url).SetClientID(id).SetProtocolVersion(4).
 			SetTLSConfig(pki.ClientConfig()).SetAutoReconnect(false).SetConnectRetry(false).
-			SetConnectTimeout(5 * time.Second).SetWriteTimeout(5 * time.Second).SetStore(mqtt.NewMemoryStore()).
+			SetConnectTimeout(testutil.Patience(t)).SetWriteTimeout(testutil.Patience(t)).SetStore(mqtt.NewMemoryStore()).
 			SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) { recv <- m })
 		c := mqtt.NewClient(o)
 		tok := c.Connect()
-		if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		if !tok.WaitTimeout(testutil.Patience(t)) || tok.Error() != nil {
 			t.Fatalf("connect %s: %v", url, tok.Error())
 		}
 		t.Cleanup(func() { c.Disconnect(100) })
@@ -134,12 +134,12 @@ func TestTLSPahoV3URLs(t *testing.T) {
 	}
 	recv := make(chan mqtt.Message, 10)
 	sub := connect("wss://"+srv.HTTPSAddr().String()+"/mqtt", "v3-wss", recv)
-	if tok := sub.Subscribe("v3tls/#", 1, nil); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+	if tok := sub.Subscribe("v3tls/#", 1, nil); !tok.WaitTimeout(testutil.Patience(t)) || tok.Error() != nil {
 		t.Fatalf("subscribe: %v", tok.Error())
 	}
 	pub := connect("ssl://"+srv.MQTTSAddr().String(), "v3-ssl", make(chan mqtt.Message, 1))
 	big := payloadOf(200 << 10)
-	if tok := pub.Publish("v3tls/a", 1, false, big); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+	if tok := pub.Publish("v3tls/a", 1, false, big); !tok.WaitTimeout(testutil.Patience(t)) || tok.Error() != nil {
 		t.Fatalf("publish: %v", tok.Error())
 	}
 	select {
@@ -147,7 +147,7 @@ func TestTLSPahoV3URLs(t *testing.T) {
 		if m.Topic() != "v3tls/a" || string(m.Payload()) != string(big) {
 			t.Fatalf("got %q with %d bytes", m.Topic(), len(m.Payload()))
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(testutil.Patience(t)):
 		t.Fatal("no message over wss within 5s")
 	}
 }
@@ -158,7 +158,7 @@ func TestTLSPahoV3URLs(t *testing.T) {
 func refused(t *testing.T, nc net.Conn, err error) {
 	t.Helper()
 	if err == nil {
-		nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		nc.SetReadDeadline(time.Now().Add(testutil.Patience(t)))
 		_, err = nc.Read(make([]byte, 1))
 		nc.Close()
 	}
@@ -250,7 +250,7 @@ func TestTLSReloadCertificates(t *testing.T) {
 		t.Fatalf("old connection got %q", m.Payload)
 	}
 	// wss serves the new certificate too.
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.Patience(t))
 	defer cancel()
 	var wssSerial int64
 	cfg := pki.ClientConfig()
@@ -308,13 +308,13 @@ func TestTLSSilentClientTimesOut(t *testing.T) {
 	t.Parallel()
 	pki := newTestPKI(t)
 	srv := startTLSBroker(t, pki, func(c *starling.Config) { c.Limits.ConnectTimeout = 300 * time.Millisecond })
-	nc, err := net.DialTimeout("tcp", srv.MQTTSAddr().String(), 5*time.Second)
+	nc, err := net.DialTimeout("tcp", srv.MQTTSAddr().String(), testutil.Patience(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nc.Close()
 	start := time.Now()
-	nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	nc.SetReadDeadline(time.Now().Add(testutil.Patience(t)))
 	_, err = nc.Read(make([]byte, 1))
 	var ne net.Error
 	if err == nil || (errors.As(err, &ne) && ne.Timeout()) {
@@ -339,7 +339,7 @@ func TestTLS16MiBOverWSS(t *testing.T) {
 	}
 	pub := wsV5Client(t, tc, "mqtts-big-pub")
 	big := payloadOf(16 << 20)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.Patience(t))
 	defer cancel()
 	if _, err := pub.Publish(ctx, &paho.Publish{Topic: "big", QoS: 1, Payload: big}); err != nil {
 		t.Fatalf("publish 16 MiB: %v", err)

@@ -27,7 +27,7 @@ func TestWebSocketCloseCodeMatchesReason(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv, _ := testutil.StartBroker(t, nil)
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), testutil.Patience(t))
 			defer cancel()
 			nc, err := transport.DialWS(ctx, "ws://"+srv.HTTPAddr().String()+"/mqtt", "mqtt", nil)
 			if err != nil {
@@ -38,7 +38,7 @@ func TestWebSocketCloseCodeMatchesReason(t *testing.T) {
 			buf, _ := packet.Append(nil, &packet.Connect{ProtocolName: "MQTT", ProtocolVersion: packet.V5, CleanStart: true, ClientID: "wsclose-" + tc.name}, packet.V5)
 			wc.Write(buf)
 			rd := make([]byte, 64)
-			nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+			nc.SetReadDeadline(time.Now().Add(testutil.Patience(t)))
 			if _, err := wc.Read(rd); err != nil {
 				t.Fatalf("CONNACK: %v", err)
 			}
@@ -63,7 +63,7 @@ func TestWebSocketCloseCodeOnRefusedConnect(t *testing.T) {
 	srv, _ := testutil.StartBroker(t, func(c *starling.Config) { c.Limits.MaxConnections = 1 })
 	url := "ws://" + srv.HTTPAddr().String() + "/mqtt"
 	connect := func(id string) (*transport.WSConn, *packet.Connack) {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), testutil.Patience(t))
 		defer cancel()
 		nc, err := transport.DialWS(ctx, url, "mqtt", nil)
 		if err != nil {
@@ -73,7 +73,7 @@ func TestWebSocketCloseCodeOnRefusedConnect(t *testing.T) {
 		wc := nc.(*transport.WSConn)
 		buf, _ := packet.Append(nil, &packet.Connect{ProtocolName: "MQTT", ProtocolVersion: packet.V5, CleanStart: true, ClientID: id}, packet.V5)
 		wc.Write(buf)
-		nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		nc.SetReadDeadline(time.Now().Add(testutil.Patience(t)))
 		br := bufio.NewReader(wc)
 		fh, err := packet.ReadFixedHeader(br)
 		if err != nil {

@@ -26,7 +26,7 @@ func TestWSConfigPathsAndOrigins(t *testing.T) {
 	})
 	base := "ws://" + srv.HTTPAddr().String()
 	dial := func(path, origin string) error {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), testutil.Patience(t))
 		defer cancel()
 		h := http.Header{}
 		if origin != "" {
@@ -58,7 +58,7 @@ func TestWSConfigPathsAndOrigins(t *testing.T) {
 			t.Errorf("%s with Origin %q: %v, want an error with %s", tt.path, tt.origin, err, tt.want)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.Patience(t))
 	defer cancel()
 	wc, err := transport.DialWS(ctx, base+"/b/c", "mqtt", nil)
 	if err != nil {
@@ -78,7 +78,7 @@ func TestWSConfigAllowNoSubprotocol(t *testing.T) {
 	t.Parallel()
 	for _, allow := range []bool{false, true} {
 		srv, _ := testutil.StartBroker(t, func(c *starling.Config) { c.WebSocket.AllowNoSubprotocol = allow })
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), testutil.Patience(t))
 		wc, err := transport.DialWS(ctx, "ws://"+srv.HTTPAddr().String()+"/mqtt", "", nil)
 		cancel()
 		if allow != (err == nil) {
@@ -133,7 +133,7 @@ func TestWSConfigTrustedProxies(t *testing.T) {
 		}
 		served := make(chan error, 1)
 		go func() { served <- srv.Serve() }()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), testutil.Patience(t))
 		// 203.0.113.9 is what the client claimed; 198.51.100.2 is what the
 		// trusted proxy (127.0.0.1) appended.
 		h := http.Header{"X-Forwarded-For": {"203.0.113.9, 198.51.100.2"}}
@@ -143,7 +143,7 @@ func TestWSConfigTrustedProxies(t *testing.T) {
 			t.Fatal(err)
 		}
 		c := paho.NewClient(paho.ClientConfig{Conn: wc})
-		ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel = context.WithTimeout(context.Background(), testutil.Patience(t))
 		_, err = c.Connect(ctx, &paho.Connect{ClientID: "proxied", CleanStart: true, KeepAlive: 30})
 		cancel()
 		if err != nil {

@@ -36,7 +36,7 @@ func (c readCounter) Read(p []byte) (int, error) {
 // counts the bytes that arrive on the socket.
 func dialDeflate(t *testing.T, srv *starling.Server, read *atomic.Int64) *transport.WSConn {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.Patience(t))
 	defer cancel()
 	nc, err := transport.DialWSConfig(ctx, "ws://"+srv.HTTPAddr().String()+"/mqtt", transport.WSDialConfig{
 		Subprotocol: "mqtt", Compression: true,
@@ -142,7 +142,7 @@ func TestWSDeflateBombRefused(t *testing.T) {
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
 	raw := wc.NetConn()
-	raw.SetDeadline(time.Now().Add(20 * time.Second))
+	raw.SetDeadline(time.Now().Add(testutil.Patience(t)))
 	go func() { // the broker stops reading midway; the write then fails
 		ws.WriteHeader(raw, h)
 		raw.Write(z)

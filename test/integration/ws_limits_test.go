@@ -24,7 +24,7 @@ import (
 // headers.
 func dialWS(t *testing.T, srv *starling.Server, hdr http.Header) net.Conn {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.Patience(t))
 	defer cancel()
 	c, err := transport.DialWS(ctx, "ws://"+srv.HTTPAddr().String()+"/mqtt", "mqtt", hdr)
 	if err != nil {
@@ -38,7 +38,7 @@ func dialWS(t *testing.T, srv *starling.Server, hdr http.Header) net.Conn {
 // value by the label's value.
 func labelledMetric(t *testing.T, srv *starling.Server, name string) map[string]float64 {
 	t.Helper()
-	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://" + srv.HTTPAddr().String() + "/metrics")
+	resp, err := (&http.Client{Timeout: testutil.Patience(t)}).Get("http://" + srv.HTTPAddr().String() + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,7 @@ func labelledMetric(t *testing.T, srv *starling.Server, name string) map[string]
 // metric reads one unlabelled counter or gauge from srv's /metrics.
 func metric(t *testing.T, srv *starling.Server, name string) float64 {
 	t.Helper()
-	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://" + srv.HTTPAddr().String() + "/metrics")
+	resp, err := (&http.Client{Timeout: testutil.Patience(t)}).Get("http://" + srv.HTTPAddr().String() + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,12 +115,12 @@ func TestWSPerAddressLimit(t *testing.T) {
 	// A WebSocket client leaves: its place is free again.
 	ws1.Send(&packet.Disconnect{})
 	ws1.Close()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(testutil.Patience(t))
 	for {
 		nc := dialWS(t, srv, from)
 		r := testutil.NewRaw(t, nc, packet.V5)
 		r.Send(&packet.Connect{ProtocolName: "MQTT", ProtocolVersion: packet.V5, CleanStart: true, ClientID: "pa-ws3", KeepAlive: 30})
-		if p, err := r.Next(5 * time.Second); err == nil {
+		if p, err := r.Next(testutil.Patience(t)); err == nil {
 			if ack, ok := p.(*packet.Connack); ok && ack.ReasonCode == packet.Success {
 				break
 			}
@@ -136,7 +136,7 @@ func TestWSPerAddressLimit(t *testing.T) {
 // CONNACK and closes the connection again.
 func wsV5Try(t *testing.T, srv *starling.Server, id string) *paho.Connack {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.Patience(t))
 	defer cancel()
 	nc, err := transport.DialWS(ctx, "ws://"+srv.HTTPAddr().String()+"/mqtt", "mqtt", nil)
 	if err != nil {
@@ -175,9 +175,9 @@ func TestWSMaxConnections(t *testing.T) {
 		t.Fatalf("TCP client at the limit: CONNACK 0x%02x, want 0x97", byte(ack.ReasonCode))
 	}
 	o := mqtt.NewClientOptions().AddBroker("ws://" + srv.HTTPAddr().String() + "/mqtt").SetClientID("mcws-v3").
-		SetProtocolVersion(4).SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(5 * time.Second)
+		SetProtocolVersion(4).SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(testutil.Patience(t))
 	v3 := mqtt.NewClient(o)
-	if tok := v3.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != packets.ErrorRefusedServerUnavailable {
+	if tok := v3.Connect(); !tok.WaitTimeout(testutil.Patience(t)) || tok.Error() != packets.ErrorRefusedServerUnavailable {
 		v3.Disconnect(0)
 		t.Fatalf("3.1.1 over ws at the limit: %v, want %v", tok.Error(), packets.ErrorRefusedServerUnavailable)
 	}
@@ -191,7 +191,7 @@ func TestWSMaxConnections(t *testing.T) {
 	// b leaves: a new WebSocket client gets its place.
 	b.Disconnect(&paho.Disconnect{})
 	bConn.Close()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(testutil.Patience(t))
 	for {
 		ack := wsV5Try(t, srv, "mcws-d")
 		if ack.ReasonCode == byte(packet.Success) {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/starling-mqtt/starling"
 	"github.com/starling-mqtt/starling/internal/packet"
+	"github.com/starling-mqtt/starling/internal/testutil"
 	"github.com/starling-mqtt/starling/internal/transport"
 )
 
@@ -31,7 +32,7 @@ func TestWSListenAny(t *testing.T) {
 	})
 	addr := srv.ListenAnyAddr().String()
 
-	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	nc, err := net.DialTimeout("tcp", addr, testutil.Patience(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,14 +41,14 @@ func TestWSListenAny(t *testing.T) {
 
 	// paho.mqtt.golang over ws:// on the same port.
 	o := mqtt.NewClientOptions().AddBroker("ws://" + addr + "/mqtt").SetClientID("any-ws").SetProtocolVersion(4).
-		SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(5 * time.Second).
-		SetWriteTimeout(5 * time.Second).SetStore(mqtt.NewMemoryStore())
+		SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(testutil.Patience(t)).
+		SetWriteTimeout(testutil.Patience(t)).SetStore(mqtt.NewMemoryStore())
 	wsc := mqtt.NewClient(o)
-	if tok := wsc.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+	if tok := wsc.Connect(); !tok.WaitTimeout(testutil.Patience(t)) || tok.Error() != nil {
 		t.Fatalf("connect over ws: %v", tok.Error())
 	}
 	defer wsc.Disconnect(100)
-	if tok := wsc.Publish("any/ws", 1, false, "over ws"); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+	if tok := wsc.Publish("any/ws", 1, false, "over ws"); !tok.WaitTimeout(testutil.Patience(t)) || tok.Error() != nil {
 		t.Fatalf("publish over ws: %v", tok.Error())
 	}
 	if m := sub.expect(t); m.Topic != "any/ws" || string(m.Payload) != "over ws" {
@@ -55,7 +56,7 @@ func TestWSListenAny(t *testing.T) {
 	}
 
 	// Plain HTTP on the same port: the API.
-	hc := &http.Client{Timeout: 5 * time.Second}
+	hc := &http.Client{Timeout: testutil.Patience(t)}
 	resp, err := hc.Get("http://" + addr + "/healthz")
 	if err != nil {
 		t.Fatal(err)
@@ -67,7 +68,7 @@ func TestWSListenAny(t *testing.T) {
 	}
 
 	// TLS, then MQTT inside.
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.Patience(t))
 	defer cancel()
 	td := tls.Dialer{Config: pki.ClientConfig()}
 	tc, err := td.DialContext(ctx, "tcp", addr)
@@ -108,7 +109,7 @@ func TestWSListenAnyALPN(t *testing.T) {
 		t.Helper()
 		cfg := pki.ClientConfig()
 		cfg.NextProtos = []string{proto}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), testutil.Patience(t))
 		defer cancel()
 		c, err := (&tls.Dialer{Config: cfg}).DialContext(ctx, "tcp", addr)
 		if err != nil {
@@ -126,7 +127,7 @@ func TestWSListenAnyALPN(t *testing.T) {
 	c.sub(t, paho.SubscribeOptions{Topic: "alpn", QoS: 1})
 	// ...and an HTTP request is taken for malformed MQTT: closed, no answer.
 	hc := dial("mqtt")
-	hc.SetDeadline(time.Now().Add(10 * time.Second))
+	hc.SetDeadline(time.Now().Add(testutil.Patience(t)))
 	io.WriteString(hc, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
 	if b, err := io.ReadAll(hc); len(b) != 0 || isTimeout(err) {
 		t.Fatalf("HTTP request with ALPN mqtt: got %q, %v; want the connection closed", b, err)
@@ -136,7 +137,7 @@ func TestWSListenAnyALPN(t *testing.T) {
 	tr := &http.Transport{TLSClientConfig: pki.ClientConfig()}
 	tr.TLSClientConfig.NextProtos = []string{"http/1.1"}
 	defer tr.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Get("https://" + addr + "/healthz")
+	resp, err := (&http.Client{Transport: tr, Timeout: testutil.Patience(t)}).Get("https://" + addr + "/healthz")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +147,7 @@ func TestWSListenAnyALPN(t *testing.T) {
 	}
 	// ...and an MQTT CONNECT gets an HTTP error, not a CONNACK.
 	mc := dial("http/1.1")
-	mc.SetDeadline(time.Now().Add(10 * time.Second))
+	mc.SetDeadline(time.Now().Add(testutil.Patience(t)))
 	connect, _ := packet.Append(nil, &packet.Connect{ProtocolName: "MQTT", ProtocolVersion: packet.V5, CleanStart: true, ClientID: "x"}, packet.V5)
 	// The line end makes HTTP answer at once; MQTT would answer the CONNECT
 	// before looking at it.
@@ -158,7 +159,7 @@ func TestWSListenAnyALPN(t *testing.T) {
 
 	// wss with ALPN http/1.1 (what browsers offer) reaches MQTT over
 	// WebSocket.
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.Patience(t))
 	defer cancel()
 	wcfg := pki.ClientConfig()
 	wcfg.NextProtos = []string{"http/1.1"}
@@ -200,7 +201,7 @@ func TestWSListenAnyALPNListenerName(t *testing.T) {
 
 	cfg := pki.ClientConfig()
 	cfg.NextProtos = []string{"mqtt"}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.Patience(t))
 	defer cancel()
 	nc, err := (&tls.Dialer{Config: cfg}).DialContext(ctx, "tcp", addr)
 	if err != nil {
@@ -214,7 +215,7 @@ func TestWSListenAnyALPNListenerName(t *testing.T) {
 
 	// Counted under listen_any: the HTTP scrape itself is not an MQTT
 	// connection, so exactly the one client.
-	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: pki.ClientConfig()}}
+	hc := &http.Client{Timeout: testutil.Patience(t), Transport: &http.Transport{TLSClientConfig: pki.ClientConfig()}}
 	resp, err := hc.Get("https://" + addr + "/metrics")
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/starling-mqtt/starling"
+	"github.com/starling-mqtt/starling/internal/testutil"
 )
 
 // handshakeStatus sends a WebSocket upgrade for /mqtt with the given Host
@@ -16,7 +17,7 @@ import (
 func handshakeStatus(t *testing.T, nc net.Conn, host, origin string) int {
 	t.Helper()
 	defer nc.Close()
-	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	nc.SetDeadline(time.Now().Add(testutil.Patience(t)))
 	req := "GET /mqtt HTTP/1.1\r\nHost: " + host + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
 		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n" +
 		"Origin: " + origin + "\r\n\r\n"
@@ -45,14 +46,14 @@ func TestWSOriginRebinding(t *testing.T) {
 	_, plainPort, _ := net.SplitHostPort(plain)
 	_, securePort, _ := net.SplitHostPort(secure)
 	dialPlain := func() net.Conn {
-		nc, err := net.DialTimeout("tcp", plain, 5*time.Second)
+		nc, err := net.DialTimeout("tcp", plain, testutil.Patience(t))
 		if err != nil {
 			t.Fatal(err)
 		}
 		return nc
 	}
 	dialTLS := func() net.Conn {
-		nc, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", secure, pki.ClientConfig())
+		nc, err := tls.DialWithDialer(&net.Dialer{Timeout: testutil.Patience(t)}, "tcp", secure, pki.ClientConfig())
 		if err != nil {
 			t.Fatal(err)
 		}

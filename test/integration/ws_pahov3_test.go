@@ -22,11 +22,11 @@ func TestWSPahoV3URL(t *testing.T) {
 		t.Helper()
 		o := mqtt.NewClientOptions().AddBroker(url).SetClientID(id).SetProtocolVersion(4).
 			SetAutoReconnect(false).SetConnectRetry(false).SetOrderMatters(true).
-			SetConnectTimeout(5 * time.Second).SetWriteTimeout(5 * time.Second).SetStore(mqtt.NewMemoryStore()).
+			SetConnectTimeout(testutil.Patience(t)).SetWriteTimeout(testutil.Patience(t)).SetStore(mqtt.NewMemoryStore()).
 			SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) { recv <- m })
 		c := mqtt.NewClient(o)
 		tok := c.Connect()
-		if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		if !tok.WaitTimeout(testutil.Patience(t)) || tok.Error() != nil {
 			t.Fatalf("connect %s: %v", url, tok.Error())
 		}
 		t.Cleanup(func() { c.Disconnect(100) })
@@ -34,7 +34,7 @@ func TestWSPahoV3URL(t *testing.T) {
 	}
 	recv := make(chan mqtt.Message, 20)
 	sub := connect(wsURL, "v3-ws-sub", recv)
-	if tok := sub.Subscribe("v3ws/#", 2, nil); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+	if tok := sub.Subscribe("v3ws/#", 2, nil); !tok.WaitTimeout(testutil.Patience(t)) || tok.Error() != nil {
 		t.Fatalf("subscribe: %v", tok.Error())
 	}
 	wsPub := connect(wsURL, "v3-ws-pub", make(chan mqtt.Message, 1))
@@ -58,12 +58,12 @@ func TestWSPahoV3URL(t *testing.T) {
 		sent = append(sent, msg{p.c, "v3ws/" + p.name + "/big", 1, big})
 	}
 	for _, m := range sent {
-		if tok := m.pub.Publish(m.topic, m.qos, false, m.payload); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		if tok := m.pub.Publish(m.topic, m.qos, false, m.payload); !tok.WaitTimeout(testutil.Patience(t)) || tok.Error() != nil {
 			t.Fatalf("publish %s: %v", m.topic, tok.Error())
 		}
 	}
 	got := map[string]mqtt.Message{}
-	deadline := time.After(10 * time.Second)
+	deadline := time.After(testutil.Patience(t))
 	for len(got) < len(sent) {
 		select {
 		case m := <-recv:

@@ -44,7 +44,7 @@ func (l *lockedLog) String() string {
 // rawUpgrade sends an upgrade request line by line and returns the status.
 func rawUpgrade(t *testing.T, addr, path, headers string) int {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	c, err := net.DialTimeout("tcp", addr, testutil.Patience(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"net"
 	"testing"
-	"time"
 
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/starling-mqtt/starling"
@@ -17,7 +16,7 @@ import (
 func TestWebSocketAndTCPShareTheBroker(t *testing.T) {
 	t.Parallel()
 	srv, addr := testutil.StartBroker(t, func(c *testutilConfig) { c.Limits.MaxPacketSize = 4 << 20 })
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.Patience(t))
 	defer cancel()
 	wsc, err := transport.DialWS(ctx, "ws://"+srv.HTTPAddr().String()+"/mqtt", "mqtt", nil)
 	if err != nil {
@@ -52,7 +51,7 @@ func wsV5Client(t *testing.T, nc net.Conn, id string) *v5Client {
 			return true, nil
 		}},
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.Patience(t))
 	defer cancel()
 	// KeepAlive 0: paho.golang (v0.23) writes a packet as several Writes
 	// (net.Buffers, one writev only on a *net.TCPConn) and its pinger sends
