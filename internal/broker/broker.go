@@ -207,10 +207,16 @@ type client struct {
 	traffic    clientTraffic // messages in and out, for "top clients"
 	flow       clientFlow
 	sampled    samples // under mu
-	// lastReason is why the last connection ended and lastGone when, for
-	// operators (the client page of the dashboard).
-	lastReason string
-	lastGone   time.Time
+	// gone is why and when the last connection ended, for operators (the
+	// client page of the dashboard); nil before the first ends. A pointer:
+	// every client record holds this field, few of them need it.
+	gone *goneInfo
+}
+
+// goneInfo is why and when a client's last connection ended.
+type goneInfo struct {
+	reason string
+	at     time.Time
 }
 
 // closeConn closes the client's connection with a v5 DISCONNECT carrying
