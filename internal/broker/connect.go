@@ -128,7 +128,7 @@ func (h *handler) serveUntilEnd() (parked bool) {
 	h.cl.mu.Lock()
 	if why := h.cl.closedReason(h.c); why != "" {
 		reason = why // not the read error the close caused
-		h.cl.closedConn = nil
+		h.cl.closed = nil
 	} else if werr := h.c.WriteErr(); werr != nil {
 		reason = writeFailure(werr) // the reader saw only the closed socket
 	}
