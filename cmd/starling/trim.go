@@ -13,16 +13,19 @@ import (
 // resident until more allocation triggers the next collection, which a
 // broker serving idle connections may not do for hours. trimWhenQuiet
 // gives that memory back once the process has gone quiet. A busy process
-// is never trimmed (its collections do the work), and one that allocates a
-// trickle at most once per trimGap.
+// is never trimmed (its collections do the work); one that allocates a
+// trickle is trimmed only each time the heap has grown again by the
+// amount worth a trim (see trimmer), a quarter of the growth after which
+// Go's default target would collect anyway.
 const (
 	trimTick = 200 * time.Millisecond
 	// trimQuiet: allocation per tick below which the process is quiet
-	// (2.5 MiB/s: a few hundred connections a second, no steady stream).
-	trimQuiet = 512 << 10
+	// (1.25 MiB/s: no connection storm, no steady stream of new messages).
+	trimQuiet = 256 << 10
 	// trimMin is the least reclaimable memory worth a collection.
 	trimMin = 8 << 20
-	trimGap = 30 * time.Second
+	// trimGap bounds how often a trim runs whatever the heap does.
+	trimGap = time.Second
 )
 
 // heapReading is what the trimmer decides from.
