@@ -181,6 +181,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	go trimWhenQuiet(ctx)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve() }()
 	logger.Info("starling started", "version", versionString(), "tcp", cfg.TCP, "http", cfg.HTTP, "mqtts", cfg.MQTTS, "https", cfg.HTTPS, "data", cfg.Data)

@@ -256,3 +256,29 @@ func TestRefusalAlerts(t *testing.T) {
 		t.Fatalf("auth_refused %+v", a)
 	}
 }
+
+// The feed keeps a mark between ticks only for clients with something to
+// compare (drops, flow control, a full window): idle clients cost it
+// nothing between ticks.
+func TestAlertMarksOnlyActiveClients(t *testing.T) {
+	b, _ := startBroker(t)
+	f := New(b, Options{}).feed
+	t0 := time.Now()
+	ts := []broker.ClientTraffic{
+		{ClientID: "idle1", Connected: true, Window: 20, MessagesOut: 7},
+		{ClientID: "idle2", Connected: true, Window: 20},
+		{ClientID: "offline"},
+		{ClientID: "dropper", Connected: true, Window: 20, DroppedQueue: 1},
+		{ClientID: "full", Connected: true, Window: 2, Inflight: 2},
+	}
+	f.checkAlerts(t0, ts)
+	if len(f.marks) != 2 {
+		t.Fatalf("marks kept for %v, want dropper and full only", f.marks)
+	}
+	if _, ok := f.marks["dropper"]; !ok {
+		t.Fatal("no mark for a client with drops")
+	}
+	if _, ok := f.marks["full"]; !ok {
+		t.Fatal("no mark for a client with a full window")
+	}
+}

@@ -370,7 +370,9 @@ func (f *feed) checkAlerts(now time.Time, ts []broker.ClientTraffic) {
 	f.alertsAt = now
 	// overDrops: more drops than alerts.dropped_per_second allows.
 	overDrops := func(n uint64) bool { return float64(n) > o.DroppedPerSecond*dt }
-	cur := make(map[string]clientMark, len(ts))
+	// Only clients with something to compare are kept: a missing mark
+	// reads as a zero one, and most clients (idle ones) have nothing.
+	cur := make(map[string]clientMark)
 	var perClient uint64
 	var fresh []Alert
 	ms := now.UnixMilli()
@@ -378,7 +380,9 @@ func (f *feed) checkAlerts(now time.Time, ts []broker.ClientTraffic) {
 		d := c.DroppedQueue + c.DroppedExpired + c.DroppedTooLarge
 		m := clientMark{drops: d, held: c.Flow.HeldFor, actions: c.Flow.PolicyActions,
 			full: c.Connected && c.Window > 0 && c.Inflight >= c.Window, out: c.MessagesOut}
-		cur[c.ClientID] = m
+		if m != (clientMark{out: m.out}) {
+			cur[c.ClientID] = m
+		}
 		p, seen := f.marks[c.ClientID]
 		if !first && d > p.drops && overDrops(d-p.drops) {
 			n := d - p.drops

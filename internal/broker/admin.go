@@ -71,19 +71,23 @@ type WillSummary struct {
 type linkInfo struct {
 	receiveMax uint16 // the client's Receive Maximum, set at attach
 	keepAlive  uint16
-	tls        bool
-	tlsVersion string
-	clientCert string
+	tls        *linkTLS // nil: not TLS (a pointer: most idle clients' links are not, or the TLS ends at a proxy)
 	listener   string
 	since      time.Time
+}
+
+// linkTLS is what operators see of a TLS connection.
+type linkTLS struct {
+	version    string
+	clientCert string
 }
 
 func (h *handler) linkInfo() linkInfo {
 	li := linkInfo{keepAlive: uint16(h.keepAlive / time.Second), listener: h.listener, since: h.b.now()}
 	if st := tlsState(h.c.NetConn()); st != nil {
-		li.tls, li.tlsVersion = true, tls.VersionName(st.Version)
+		li.tls = &linkTLS{version: tls.VersionName(st.Version)}
 		if len(st.PeerCertificates) > 0 {
-			li.clientCert = st.PeerCertificates[0].Subject.CommonName
+			li.tls.clientCert = st.PeerCertificates[0].Subject.CommonName
 		}
 	}
 	return li
@@ -146,9 +150,14 @@ func (b *Broker) summary(cl *client) ClientSummary {
 	s := ClientSummary{ClientID: cl.id, Connected: cl.conn != nil, Version: cl.version, ExpiryInterval: cl.sess.ExpiryInterval,
 		Persistent: cl.persistent(), Inflight: cl.sess.Inflight(), Queued: cl.sess.Queued(), Subscriptions: subs,
 		DroppedQueue: cl.sess.Stats.DroppedQueueFull, DroppedExpired: cl.sess.Stats.DroppedExpired, DroppedLarge: cl.sess.Stats.DroppedTooLarge,
-		KeepAlive: cl.link.keepAlive, TLS: cl.link.tls, TLSVersion: cl.link.tlsVersion, ClientCert: cl.link.clientCert,
-		Flow: cl.flowLocked(), ReceiveMax: cl.link.receiveMax, Window: b.windowOf(cl),
-		Listener: cl.link.listener, ConnectedAt: cl.link.since, DisconnectReason: cl.lastReason, DisconnectedAt: cl.lastGone}
+		KeepAlive: cl.link.keepAlive, Flow: cl.flowLocked(), ReceiveMax: cl.link.receiveMax, Window: b.windowOf(cl),
+		Listener: cl.link.listener, ConnectedAt: cl.link.since}
+	if t := cl.link.tls; t != nil {
+		s.TLS, s.TLSVersion, s.ClientCert = true, t.version, t.clientCert
+	}
+	if g := cl.gone; g != nil {
+		s.DisconnectReason, s.DisconnectedAt = g.reason, g.at
+	}
 	if w := cl.will; w != nil && w.msg != nil {
 		s.Will = &WillSummary{Topic: w.msg.Topic, QoS: w.msg.QoS, Retain: w.msg.Retain, Delay: w.delay, PayloadSize: len(w.msg.Payload)}
 	}

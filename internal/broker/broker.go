@@ -190,27 +190,32 @@ type client struct {
 	incarnation uint64
 	info        atomic.Pointer[ClientInfo] // identity for the authorizer; set on each connect
 
-	mu      sync.Mutex
-	sess    *session.Session
-	conn    *conn.Conn // nil while offline
-	version byte       // protocol level of the last connection
-	link    linkInfo   // how the last connection came in, for operators
-	// closedConn is the last connection the broker closed on its own
-	// (kick, takeover, shutdown) and closedWhy the reason its handler logs
-	// instead of the read error that follows.
-	closedConn *conn.Conn
-	closedWhy  string
-	will       *willState    // will of the current or last connection
-	life       lifetime      // offline: since when, why, the will's and the session's deadlines
-	ended      bool          // session removed; deliveries are ignored
-	durable    bool          // the session is kept in the store (persistent)
-	traffic    clientTraffic // messages in and out, for "top clients"
-	flow       clientFlow
-	sampled    samples // under mu
-	// lastReason is why the last connection ended and lastGone when, for
-	// operators (the client page of the dashboard).
-	lastReason string
-	lastGone   time.Time
+	mu   sync.Mutex
+	sess *session.Session
+	conn *conn.Conn // nil while offline
+	link linkInfo   // how the last connection came in, for operators
+	// closed is the last connection the broker closed on its own (kick,
+	// takeover, shutdown) and the reason its handler logs instead of the
+	// read error that follows; nil when none is pending.
+	closed  *closedBy
+	will    *willState    // will of the current or last connection
+	life    lifetime      // offline: since when, why, the will's and the session's deadlines
+	version byte          // protocol level of the last connection
+	ended   bool          // session removed; deliveries are ignored
+	durable bool          // the session is kept in the store (persistent)
+	traffic clientTraffic // messages in and out, for "top clients"
+	flow    clientFlow
+	sampled *samples // under mu; nil until a sampled delivery (flow.go)
+	// gone is why and when the last connection ended, for operators (the
+	// client page of the dashboard); nil before the first ends. A pointer:
+	// every client record holds this field, few of them need it.
+	gone *goneInfo
+}
+
+// goneInfo is why and when a client's last connection ended.
+type goneInfo struct {
+	reason string
+	at     time.Time
 }
 
 // closeConn closes the client's connection with a v5 DISCONNECT carrying
@@ -222,14 +227,20 @@ func (cl *client) closeConn(code packet.ReasonCode, why string) {
 	} else {
 		cl.conn.CloseAfter(nil)
 	}
-	cl.closedConn, cl.closedWhy = cl.conn, why
+	cl.closed = &closedBy{conn: cl.conn, why: why}
+}
+
+// closedBy is a connection the broker closed on its own, and why.
+type closedBy struct {
+	conn *conn.Conn
+	why  string
 }
 
 // closedReason is why the broker closed c, "" if it did not. The caller
 // holds cl.mu.
 func (cl *client) closedReason(c *conn.Conn) string {
-	if cl.closedConn == c {
-		return cl.closedWhy
+	if cl.closed != nil && cl.closed.conn == c {
+		return cl.closed.why
 	}
 	return ""
 }

@@ -29,12 +29,16 @@ type handler struct {
 	listener string
 
 	keepAlive   time.Duration
-	aliasMax    uint16             // topic aliases we accept
-	aliases     map[uint16]string  // inbound topic aliases
-	expiryZero  bool               // CONNECT had session expiry 0
-	discardWill bool               // normal DISCONNECT: the will is not sent
-	problemInfo bool               // client accepts reason strings on acks
-	version     byte               // beside the flags: the handler fits a smaller allocation class
+	aliasMax    uint16            // topic aliases we accept
+	aliases     map[uint16]string // inbound topic aliases
+	expiryZero  bool              // CONNECT had session expiry 0
+	discardWill bool              // normal DISCONNECT: the will is not sent
+	problemInfo bool              // client accepts reason strings on acks
+	version     byte              // beside the flags: the handler fits a smaller allocation class
+	// resuming is set when the connection was parked waiting for a packet
+	// due by deadline (keep alive): the next read keeps that deadline.
+	resuming    bool
+	served      bool               // past the first wait after CONNECT
 	info        *ClientInfo        // who the client is, for the authorizer
 	pubMsgs     *limit.TokenBucket // publish rate limits; nil when off
 	pubBytes    *limit.TokenBucket
@@ -42,16 +46,14 @@ type handler struct {
 	connectUser string
 	authMethod  string       // enhanced authentication method of CONNECT; "" for none
 	reauth      *reauthState // re-authentication in progress; nil when none
-	deadline    time.Time    // CONNECT and any AUTH exchange must be done by then
-	expiry      *time.Timer  // ends the connection when Identity.Expires passes; nil when none
+	// deadline: until CONNECT is done, when it and any AUTH exchange must
+	// be; then, while resuming, when the packet awaited when parked is due.
+	// One field for both: the handler fits a smaller allocation class.
+	deadline time.Time
+	expiry   *time.Timer // ends the connection when Identity.Expires passes; nil when none
 
 	ls      *ListenerStats // counts the connection open until it ends; nil: none
 	addrKey string         // per-address slot held; "" when none
-	// resuming is set when the connection was parked waiting for a packet
-	// due by parkedUntil (keep alive): the next read keeps that deadline.
-	resuming    bool
-	served      bool // past the first wait after CONNECT
-	parkedUntil time.Time
 
 	// attached is cl once set, for the connection's writer (OnTake).
 	attached atomic.Pointer[client]
@@ -126,11 +128,11 @@ func (h *handler) serveUntilEnd() (parked bool) {
 	h.cl.mu.Lock()
 	if why := h.cl.closedReason(h.c); why != "" {
 		reason = why // not the read error the close caused
-		h.cl.closedConn = nil
+		h.cl.closed = nil
 	} else if werr := h.c.WriteErr(); werr != nil {
 		reason = writeFailure(werr) // the reader saw only the closed socket
 	}
-	h.cl.lastReason, h.cl.lastGone = reason, h.b.now()
+	h.cl.gone = &goneInfo{reason: reason, at: h.b.now()}
 	h.cl.mu.Unlock()
 	h.armExpiry(time.Time{})
 	h.b.detach(h)

@@ -610,7 +610,10 @@ const (
 // delivery should go now: the interval since the last flush has passed.
 // The caller holds cl.mu.
 func (b *Broker) sampleLocked(cl *client, d session.Delivery, now time.Time) bool {
-	sm := &cl.sampled
+	if cl.sampled == nil {
+		cl.sampled = new(samples)
+	}
+	sm := cl.sampled
 	if sm.timer == nil && now.Sub(sm.last) >= d.Sample {
 		sm.last = now
 		return false
@@ -644,7 +647,7 @@ type samples struct {
 func (b *Broker) flushSamples(cl *client) {
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
-	sm := &cl.sampled
+	sm := cl.sampled // made by sampleLocked, which set the timer that calls this
 	sm.timer = nil
 	sm.last = b.now()
 	if cl.ended || cl.conn == nil {

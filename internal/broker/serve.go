@@ -23,7 +23,7 @@ func (h *handler) serve() (reason string, parked bool) {
 		var deadline time.Time
 		if h.resuming {
 			// The packet awaited when parked is due as it was.
-			deadline, h.resuming = h.parkedUntil, false
+			deadline, h.resuming = h.deadline, false
 		} else if h.c.PacketReady() {
 			// The next packet is here whole: no wait, so no deadline and
 			// no park (ReadPacket sets none for it).
@@ -43,7 +43,7 @@ func (h *handler) serve() (reason string, parked bool) {
 					grace, h.served = 0, true
 				}
 				// Set first: once parked, resume may run at once.
-				h.resuming, h.parkedUntil = true, deadline
+				h.resuming, h.deadline = true, deadline
 				if h.c.Park(deadline, grace, h.resume) {
 					return "", true
 				}

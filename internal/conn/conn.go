@@ -143,7 +143,7 @@ type Conn struct {
 	writer    func()        // writeLoop as a value made once: "go c.writer()" allocates nothing
 	parked    *poll.Waiter  // the last Park's; woken when the socket closes
 	stop      chan struct{} // closed by Close: a gated wait gives up; made on first use
-	drained   *sync.Cond    // signalled when the writer takes the queue or stops
+	drained   *sync.Cond    // signalled when the writer takes the queue or stops; made on first wait (waitDrainedLocked)
 	done      chan struct{} // closed once the socket is closed and no writer runs; made on first use
 	fin       sync.Once
 	// reason is the MQTT reason of the DISCONNECT that CloseAfter queued
@@ -212,9 +212,26 @@ func New(nc net.Conn, maxIn uint32) *Conn {
 		maxIn:  maxIn,
 		reason: -1,
 	}
-	c.drained = sync.NewCond(&c.mu)
 	c.writer = c.writeLoop
 	return c
+}
+
+// waitDrainedLocked waits for the writer to take the queue or stop, or
+// for a broadcast. The condition is made on first use: most connections
+// never wait on it, and only the reader does. The caller holds mu.
+func (c *Conn) waitDrainedLocked() {
+	if c.drained == nil {
+		c.drained = sync.NewCond(&c.mu)
+	}
+	c.drained.Wait()
+}
+
+// broadcastLocked wakes whoever waits in waitDrainedLocked. The caller
+// holds mu (so that the condition is not being made meanwhile).
+func (c *Conn) broadcastLocked() {
+	if c.drained != nil {
+		c.drained.Broadcast()
+	}
 }
 
 // kickLocked starts the writer when there is something to write and none
@@ -636,7 +653,7 @@ func (c *Conn) Close() {
 	}
 	c.attachLocked() // c.nc is the socket again, to be closed below
 	c.closed = true
-	c.drained.Broadcast()
+	c.broadcastLocked()
 	writing := c.writing
 	c.mu.Unlock()
 	c.nc.Close() // unblocks a writer stuck in Write
@@ -717,7 +734,7 @@ func (c *Conn) writeLoop() {
 			closing := c.closing
 			if closing {
 				c.closed = true
-				c.drained.Broadcast()
+				c.broadcastLocked()
 			}
 			c.mu.Unlock()
 			if closing {
@@ -736,7 +753,7 @@ func (c *Conn) writeLoop() {
 		took := c.qos0
 		c.addQoS0(-c.qos0Len, -c.qos0)
 		clear(c.latest)
-		c.drained.Broadcast()
+		c.broadcastLocked()
 		c.mu.Unlock()
 		if took > 0 && c.OnTake != nil {
 			c.OnTake(took)
@@ -749,7 +766,7 @@ func (c *Conn) writeLoop() {
 			c.closed = true
 			c.writing = false
 			c.writeErr = err
-			c.drained.Broadcast()
+			c.broadcastLocked()
 			c.mu.Unlock()
 			c.finish()
 			return

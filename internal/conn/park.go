@@ -90,13 +90,16 @@ func (c *Conn) Park(deadline time.Time, grace time.Duration, resume func()) bool
 		// before (keep alive is enforced meanwhile).
 		giveUp := time.AfterFunc(writerWait, func() {
 			c.mu.Lock()
-			c.drained.Broadcast()
+			c.broadcastLocked()
 			c.mu.Unlock()
 		})
 		for until := time.Now().Add(writerWait); c.writing && !c.closed && !c.closing && time.Now().Before(until); {
-			c.drained.Wait()
+			c.waitDrainedLocked()
 		}
 		giveUp.Stop()
+		// Only the reader (here, or ReadPacket) waits on it: a parked
+		// connection need not keep it.
+		c.drained = nil
 		if c.closed {
 			return false
 		}
@@ -148,7 +151,7 @@ func (c *Conn) parkReleased(tc *net.TCPConn, rc syscall.RawConn, deadline time.T
 // it until its reader parks again, so a subscriber that keeps receiving
 // does not pay a reopening per delivery. The caller holds mu.
 func (c *Conn) releaseParkedLocked() {
-	c.drained.Broadcast() // a Park waiting for the writer (grace 0)
+	c.broadcastLocked() // a Park waiting for the writer (grace 0)
 	if !c.relOnStop {
 		return
 	}

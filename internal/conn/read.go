@@ -23,7 +23,7 @@ func (c *Conn) ReadPacket(deadline time.Time) (packet.Packet, int, error) {
 	ready := c.PacketReady()
 	c.mu.Lock()
 	for len(c.queue) >= MaxPending && !c.closed && !c.closing {
-		c.drained.Wait()
+		c.waitDrainedLocked()
 	}
 	if c.lingering {
 		c.mu.Unlock()

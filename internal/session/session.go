@@ -124,6 +124,10 @@ type Session struct {
 	lim    Limits
 	link   *Link // nil while offline
 	nextID uint16
+	// Overflow is what a full queue does while the session is connected;
+	// an offline session's full queue always drops the newest. (Here, in
+	// nextID's padding: Session stays in its 288-byte size class.)
+	Overflow Overflow
 
 	out     []*inflight // in send order
 	unsent  int         // entries of out not yet sent on this connection
@@ -135,12 +139,9 @@ type Session struct {
 	// for conflation; nil until one is queued.
 	latest map[string]uint64
 
-	// Overflow is what a full queue does while the session is connected;
-	// an offline session's full queue always drops the newest.
-	Overflow Overflow
-
 	// inQoS2 are the inbound QoS 2 IDs received, PUBREL not yet, with
-	// the name (origin) the broker gave the message, if it did.
+	// the name (origin) the broker gave the message, if it did; nil until
+	// the first (most sessions never receive QoS 2).
 	inQoS2 map[uint16]Origin
 	// restoredIn are the inbound IDs loaded from a store, not yet seen
 	// again on this broker run.
@@ -171,7 +172,6 @@ func New(clientID string, lim Limits) *Session {
 	return &Session{
 		ClientID: clientID,
 		lim:      lim,
-		inQoS2:   make(map[uint16]Origin),
 	}
 }
 
@@ -783,7 +783,7 @@ func (s *Session) ReceiveQoS2(j Journal, id uint16, dup bool) (first bool, err e
 	if s.link != nil && s.link.Version == packet.V5 && len(s.inQoS2) >= int(s.lim.ReceiveMax) {
 		return false, ErrReceiveMaximum
 	}
-	s.inQoS2[id] = Origin{}
+	s.holdInbound(id)
 	if j != nil {
 		j.PutInbound(s.ClientID, id)
 	}
@@ -830,9 +830,17 @@ func (s *Session) Restore(d Delivery, packetID uint16, state byte) {
 	s.obytes += d.size()
 }
 
+// holdInbound records inbound QoS 2 packet ID id, PUBREL not received.
+func (s *Session) holdInbound(id uint16) {
+	if s.inQoS2 == nil {
+		s.inQoS2 = make(map[uint16]Origin)
+	}
+	s.inQoS2[id] = Origin{}
+}
+
 // RestoreInbound records an inbound QoS 2 packet ID read from a store.
 func (s *Session) RestoreInbound(id uint16) {
-	s.inQoS2[id] = Origin{}
+	s.holdInbound(id)
 	if s.restoredIn == nil {
 		s.restoredIn = make(map[uint16]struct{})
 	}

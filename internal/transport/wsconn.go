@@ -46,7 +46,6 @@ func (e *CloseError) Error() string {
 // buffer.
 type WSConn struct {
 	conn        net.Conn
-	client      bool // client side: masks writes, expects unmasked reads
 	subprotocol string
 	remote      net.Addr // nil: conn.RemoteAddr()
 	token       []byte   // bearer token of the upgrade request (wstoken.go); nil: none
@@ -60,12 +59,14 @@ type WSConn struct {
 	rawN      int64  // bytes read from the peer so far
 	hbuf      [ws.MaxHeaderSize - 2]byte
 	state     ws.State
+	client    bool  // client side: masks writes, expects unmasked reads (here, in padding)
 	remaining int64 // unread payload bytes of the current data frame
 	masked    bool
 	mask      [4]byte
 	maskPos   int
 	rerr      error // sticky read error
 	fin       bool  // the current data frame ends its message
+	closeSent bool  // under wmu (beside the flags: WSConn stays in the 256-byte class)
 
 	// permessage-deflate (wsdeflate.go): negotiated, and the state of the
 	// compressed message being read, if any (pooled: an idle connection
@@ -75,9 +76,8 @@ type WSConn struct {
 	maxInflate int64 // bound on a decompressed message; 0: none
 	inf        *inflateState
 
-	wmu       sync.Mutex
-	closeSent bool
-	werr      error // sticky write error: a frame may be half written
+	wmu  sync.Mutex
+	werr error // sticky write error: a frame may be half written
 }
 
 // frameScratch is what writing a frame formats its header into and hands
