@@ -1,0 +1,230 @@
+package cluster
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/starling-mqtt/starling/internal/broker"
+	"github.com/starling-mqtt/starling/internal/brokertest"
+	"github.com/starling-mqtt/starling/internal/config"
+	"github.com/starling-mqtt/starling/internal/packet"
+)
+
+// Fan-in across nodes to a subscriber that reads, slowly: publishers on
+// u1 run as far ahead as their acknowledgements let them, a persistent
+// session on u2 takes one message at a time. Every message a publisher
+// had a PUBACK for must reach the subscriber, and the subscriber's queue
+// on u2 must stay bounded: the publishers are held back across the
+// backplane, as they are on one node (docs/flow-control.md).
+func TestCrossNodeFanInSlowSubscriberNoLoss(t *testing.T) {
+	t.Skip("fails: u2 confirms messages its full session dropped (overflow); the fix follows")
+	const (
+		// 800 outstanding against a bound of 10.
+		pubs, perPub, window = 4, 500, 200
+		bound, receiveMax    = 10, 5
+		subID                = "xnode-slow"
+	)
+	nodes := startNodes(t, 2, func(i int, b *broker.Broker) {
+		if i == 1 {
+			b.SetQueueLimits(subID, bound, 0)
+			// It reads all along: a starved -race run must not have it
+			// taken for a stuck one.
+			b.SetFlow(config.SlowConsumer{Policy: "disconnect", Timeout: time.Hour}, nil, 0)
+		}
+	})
+	a, b := nodes[0], nodes[1]
+
+	var mu sync.Mutex
+	got := make(map[string]int)
+	var slowDown atomic.Bool
+	slowDown.Store(true)
+	nc, err := net.DialTimeout("tcp", b.addr, brokertest.Patience(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := paho.NewClient(paho.ClientConfig{
+		ClientID:      subID,
+		Conn:          nc,
+		PacketTimeout: brokertest.Patience(t),
+		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
+			mu.Lock()
+			got[string(pr.Packet.Payload)]++
+			mu.Unlock()
+			if slowDown.Load() {
+				// The subscriber's pace: slower than the publishers,
+				// never stopped.
+				time.Sleep(2 * time.Millisecond)
+			}
+			return true, nil
+		}},
+	})
+	expiry, rm := uint32(300), uint16(receiveMax)
+	ctx, cancel := context.WithTimeout(context.Background(), brokertest.Patience(t))
+	defer cancel()
+	if _, err := sub.Connect(ctx, &paho.Connect{ClientID: subID, CleanStart: true,
+		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry, ReceiveMaximum: &rm}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sub.Disconnect(&paho.Disconnect{}); nc.Close() })
+	if _, err := sub.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "xf/#", QoS: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	waitIndexed(t, a, "xf/0", "u2")
+
+	// The subscriber's queue on u2, sampled while the publishers run.
+	var peak atomic.Int64
+	stopSampling := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			_, q := b.b.QueueTotals()
+			if int64(q) > peak.Load() {
+				peak.Store(int64(q))
+			}
+			select {
+			case <-stopSampling:
+				return
+			case <-time.After(time.Millisecond):
+			}
+		}
+	}()
+
+	var wg sync.WaitGroup
+	acked := make([][]string, pubs)
+	errs := make(chan error, pubs)
+	for i := range pubs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var err error
+			acked[i], err = pipelinedPublish(a.addr, fmt.Sprintf("xnode-pub-%d", i), fmt.Sprintf("xf/%d", i), perPub, window, brokertest.Patience(t))
+			if err != nil {
+				errs <- fmt.Errorf("publisher %d: %w", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(stopSampling)
+	<-sampled
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	slowDown.Store(false)
+
+	var want []string
+	for _, ps := range acked {
+		want = append(want, ps...)
+	}
+	var missing []string
+	brokertest.WaitFor(t, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		missing = missing[:0]
+		for _, p := range want {
+			if got[p] == 0 {
+				missing = append(missing, p)
+			}
+		}
+		if len(missing) > 0 {
+			return fmt.Errorf("%d of %d acknowledged messages never reached the subscriber (dropped on u2: %+v, first missing %v)",
+				len(missing), len(want), b.b.Stats.Dropped.Load(), missing[:min(5, len(missing))])
+		}
+		return nil
+	})
+	if len(want) != pubs*perPub {
+		t.Fatalf("%d of %d messages acknowledged", len(want), pubs*perPub)
+	}
+	// The bound: what the held publishers may add past it (their held
+	// acknowledgements), not what they could send.
+	if limit := int64(bound + pubs*64); peak.Load() > limit {
+		t.Fatalf("the subscriber's queue on u2 reached %d messages, want at most %d", peak.Load(), limit)
+	}
+	t.Logf("%d messages, peak queue %d, %d relayed", len(want), peak.Load(), a.n.rel.relayed.Load())
+}
+
+// pipelinedPublish connects an MQTT 3.1.1 client to addr and publishes
+// count QoS 1 messages "<clientID>-<i>" on topic, up to window of them
+// unacknowledged at a time. It returns the payloads acknowledged.
+func pipelinedPublish(addr, clientID, topic string, count, window int, patience time.Duration) ([]string, error) {
+	nc, err := net.DialTimeout("tcp", addr, patience)
+	if err != nil {
+		return nil, err
+	}
+	defer nc.Close()
+	br := bufio.NewReader(nc)
+	write := func(p packet.Packet) error {
+		buf, err := packet.Append(nil, p, packet.V311)
+		if err != nil {
+			return err
+		}
+		nc.SetWriteDeadline(time.Now().Add(patience))
+		_, err = nc.Write(buf)
+		return err
+	}
+	read := func() (packet.Packet, error) {
+		nc.SetReadDeadline(time.Now().Add(patience))
+		fh, err := packet.ReadFixedHeader(br)
+		if err != nil {
+			return nil, err
+		}
+		body := make([]byte, fh.Remaining)
+		if _, err := io.ReadFull(br, body); err != nil {
+			return nil, err
+		}
+		return packet.Decode(fh, body, packet.V311)
+	}
+	if err := write(&packet.Connect{ProtocolName: "MQTT", ProtocolVersion: packet.V311, CleanStart: true, ClientID: clientID, KeepAlive: 0}); err != nil {
+		return nil, err
+	}
+	if p, err := read(); err != nil {
+		return nil, fmt.Errorf("connect: %w", err)
+	} else if ack, ok := p.(*packet.Connack); !ok || ack.ReasonCode != 0 {
+		return nil, fmt.Errorf("connect refused: %+v", p)
+	}
+	payload := func(i int) string { return fmt.Sprintf("%s-%d", clientID, i) }
+	var acked []string
+	outstanding := 0
+	readAck := func() error {
+		p, err := read()
+		if err != nil {
+			return fmt.Errorf("%d acknowledged, %d outstanding: %w", len(acked), outstanding, err)
+		}
+		ack, ok := p.(*packet.Ack)
+		if !ok || ack.Kind != packet.PUBACK {
+			return fmt.Errorf("unexpected %T", p)
+		}
+		// In order [MQTT-4.6.0-2]: packet ID i+1 is message i.
+		acked = append(acked, payload(int(ack.PacketID)-1))
+		outstanding--
+		return nil
+	}
+	for i := range count {
+		if outstanding == window {
+			if err := readAck(); err != nil {
+				return acked, err
+			}
+		}
+		if err := write(&packet.Publish{QoS: 1, Topic: topic, PacketID: uint16(i + 1), Payload: []byte(payload(i))}); err != nil {
+			return acked, err
+		}
+		outstanding++
+	}
+	for outstanding > 0 {
+		if err := readAck(); err != nil {
+			return acked, err
+		}
+	}
+	write(&packet.Disconnect{})
+	return acked, nil
+}
