@@ -29,8 +29,8 @@ type handler struct {
 	listener string
 
 	keepAlive   time.Duration
-	aliasMax    uint16             // topic aliases we accept
 	aliases     map[uint16]string  // inbound topic aliases
+	aliasMax    uint16             // topic aliases we accept; beside the flags, in one word
 	expiryZero  bool               // CONNECT had session expiry 0
 	discardWill bool               // normal DISCONNECT: the will is not sent
 	problemInfo bool               // client accepts reason strings on acks
