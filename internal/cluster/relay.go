@@ -103,7 +103,7 @@ type forwarded struct {
 	// (flow.go), with when they last said so.
 	held map[string]time.Time
 	at   time.Time
-	done    chan struct{}
+	done chan struct{}
 }
 
 func (r *relay) init(instance uint64) {
