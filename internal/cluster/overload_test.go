@@ -3,6 +3,7 @@ package cluster
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/nats-io/nats.go"
 
 	"github.com/starling-mqtt/starling/internal/broker"
 	"github.com/starling-mqtt/starling/internal/brokertest"
@@ -229,4 +231,59 @@ func pipelinedPublish(addr, clientID, topic string, count, window int, patience 
 	}
 	write(&packet.Disconnect{})
 	return acked, nil
+}
+
+// heldReply is a node's answer that it holds message seq and confirms it
+// once its sessions have room (flow.go); final: the confirmation itself.
+func heldReply(seq uint64, node string, final bool) *nats.Msg {
+	msg := nats.NewMsg("reply")
+	if !final {
+		msg.Header.Set(hdrHeld, "1")
+	}
+	msg.Data = append(binary.BigEndian.AppendUint64(nil, seq), node...)
+	return msg
+}
+
+// A message a node says it holds is neither relayed after the
+// confirmation wait nor acknowledged to its publisher until that node
+// confirms it, or is down, or stops saying it holds it for holdLapse.
+func TestHeldMessageWaitsForConfirmation(t *testing.T) {
+	for _, end := range []string{"confirmed", "down", "lapsed"} {
+		t.Run(end, func(t *testing.T) {
+			n := &Node{}
+			n.rel.init(1)
+			start := time.Now()
+			f := &forwarded{need: map[string]bool{"u2": false}, at: start, done: make(chan struct{})}
+			n.rel.pend[7] = f
+			n.confirmed(heldReply(7, "u2", false))
+			settled := func() bool {
+				select {
+				case <-f.done:
+					return true
+				default:
+					return false
+				}
+			}
+			// Past the confirmation wait: not relayed (need stays false),
+			// not settled.
+			n.relayDue(start.Add(confirmWait+time.Second), nil, false)
+			n.rel.mu.Lock()
+			relaying, waiting := f.need["u2"]
+			n.rel.mu.Unlock()
+			if relaying || !waiting || settled() {
+				t.Fatalf("held message: relaying %v, waiting %v, settled %v", relaying, waiting, settled())
+			}
+			switch end {
+			case "confirmed":
+				n.confirmed(heldReply(7, "u2", true))
+			case "down":
+				n.relayDue(time.Now(), map[string]bool{"u2": true}, false)
+			case "lapsed":
+				n.relayDue(time.Now().Add(holdLapse), nil, false)
+			}
+			if !settled() {
+				t.Fatalf("%s: the publisher still waits", end)
+			}
+		})
+	}
 }
