@@ -28,6 +28,12 @@ import (
 // on u2 must stay bounded: the publishers are held back across the
 // backplane, as they are on one node (docs/flow-control.md).
 func TestCrossNodeFanInSlowSubscriberNoLoss(t *testing.T) {
+	for _, qos := range []byte{1, 2} {
+		t.Run(fmt.Sprintf("QoS%d", qos), func(t *testing.T) { crossNodeFanIn(t, qos) })
+	}
+}
+
+func crossNodeFanIn(t *testing.T, qos byte) {
 	const (
 		// 800 outstanding against a bound of 10.
 		pubs, perPub, window = 4, 500, 200
@@ -76,7 +82,7 @@ func TestCrossNodeFanInSlowSubscriberNoLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sub.Disconnect(&paho.Disconnect{}); nc.Close() })
-	if _, err := sub.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "xf/#", QoS: 1}}}); err != nil {
+	if _, err := sub.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "xf/#", QoS: qos}}}); err != nil {
 		t.Fatal(err)
 	}
 	waitIndexed(t, a, "xf/0", "u2")
@@ -108,7 +114,7 @@ func TestCrossNodeFanInSlowSubscriberNoLoss(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			var err error
-			acked[i], err = pipelinedPublish(a.addr, fmt.Sprintf("xnode-pub-%d", i), fmt.Sprintf("xf/%d", i), perPub, window, brokertest.Patience(t))
+			acked[i], err = pipelinedPublish(a.addr, fmt.Sprintf("xnode-pub-%d", i), fmt.Sprintf("xf/%d", i), qos, perPub, window, brokertest.Patience(t))
 			if err != nil {
 				errs <- fmt.Errorf("publisher %d: %w", i, err)
 			}
@@ -146,6 +152,15 @@ func TestCrossNodeFanInSlowSubscriberNoLoss(t *testing.T) {
 	if len(want) != pubs*perPub {
 		t.Fatalf("%d of %d messages acknowledged", len(want), pubs*perPub)
 	}
+	if qos == 2 {
+		mu.Lock()
+		for p, c := range got {
+			if c > 1 {
+				t.Errorf("QoS 2: %s delivered %d times", p, c)
+			}
+		}
+		mu.Unlock()
+	}
 	// The bound: what the held publishers may add past it (their held
 	// acknowledgements), not what they could send.
 	if limit := int64(bound + pubs*64); peak.Load() > limit {
@@ -158,9 +173,10 @@ func TestCrossNodeFanInSlowSubscriberNoLoss(t *testing.T) {
 }
 
 // pipelinedPublish connects an MQTT 3.1.1 client to addr and publishes
-// count QoS 1 messages "<clientID>-<i>" on topic, up to window of them
-// unacknowledged at a time. It returns the payloads acknowledged.
-func pipelinedPublish(addr, clientID, topic string, count, window int, patience time.Duration) ([]string, error) {
+// count messages "<clientID>-<i>" on topic at qos (1 or 2), up to window
+// of them unacknowledged (QoS 2: not completed) at a time. It returns the
+// payloads acknowledged (QoS 2: by PUBREC).
+func pipelinedPublish(addr, clientID, topic string, qos byte, count, window int, patience time.Duration) ([]string, error) {
 	nc, err := net.DialTimeout("tcp", addr, patience)
 	if err != nil {
 		return nil, err
@@ -205,21 +221,30 @@ func pipelinedPublish(addr, clientID, topic string, count, window int, patience 
 			return fmt.Errorf("%d acknowledged, %d outstanding: %w", len(acked), outstanding, err)
 		}
 		ack, ok := p.(*packet.Ack)
-		if !ok || ack.Kind != packet.PUBACK {
+		switch {
+		case !ok:
 			return fmt.Errorf("unexpected %T", p)
+		case ack.Kind == packet.PUBACK && qos == 1, ack.Kind == packet.PUBREC && qos == 2:
+			// In order [MQTT-4.6.0-2]: packet ID i+1 is message i.
+			acked = append(acked, payload(int(ack.PacketID)-1))
+			if qos == 2 {
+				return write(&packet.Ack{Kind: packet.PUBREL, PacketID: ack.PacketID})
+			}
+			outstanding--
+		case ack.Kind == packet.PUBCOMP && qos == 2:
+			outstanding--
+		default:
+			return fmt.Errorf("unexpected %v", ack.Kind)
 		}
-		// In order [MQTT-4.6.0-2]: packet ID i+1 is message i.
-		acked = append(acked, payload(int(ack.PacketID)-1))
-		outstanding--
 		return nil
 	}
 	for i := range count {
-		if outstanding == window {
+		for outstanding == window {
 			if err := readAck(); err != nil {
 				return acked, err
 			}
 		}
-		if err := write(&packet.Publish{QoS: 1, Topic: topic, PacketID: uint16(i + 1), Payload: []byte(payload(i))}); err != nil {
+		if err := write(&packet.Publish{QoS: qos, Topic: topic, PacketID: uint16(i + 1), Payload: []byte(payload(i))}); err != nil {
 			return acked, err
 		}
 		outstanding++
