@@ -312,3 +312,42 @@ func TestHeldMessageWaitsForConfirmation(t *testing.T) {
 		})
 	}
 }
+
+// A subscriber on another node that takes nothing holds its publishers
+// for slow_consumer.timeout, then meets the policy (disconnect), and the
+// publishers are let go: the policy keeps its meaning across nodes.
+func TestCrossNodeStuckSubscriberMeetsPolicy(t *testing.T) {
+	const subID = "xnode-stuck"
+	nodes := startNodes(t, 2, func(i int, b *broker.Broker) {
+		if i == 1 {
+			b.SetQueueLimits(subID, 10, 0)
+			b.SetFlow(config.SlowConsumer{Policy: "disconnect", Timeout: 300 * time.Millisecond}, nil, 0)
+		}
+	})
+	a, b := nodes[0], nodes[1]
+	s := brokertest.Dial(t, b.addr, packet.V5)
+	expiry, rm := uint32(300), uint16(1)
+	s.Send(&packet.Connect{ProtocolName: "MQTT", ProtocolVersion: packet.V5, ClientID: subID, KeepAlive: 60,
+		Properties: packet.Properties{SessionExpiry: &expiry, ReceiveMaximum: &rm}})
+	if ack, ok := s.Read().(*packet.Connack); !ok || ack.ReasonCode != 0 {
+		t.Fatalf("CONNACK %+v", ack)
+	}
+	s.Send(&packet.Subscribe{PacketID: 1, Subscriptions: []packet.Subscription{{Filter: "xs/#", QoS: 1}}})
+	if _, ok := s.Read().(*packet.Suback); !ok {
+		t.Fatal("no SUBACK")
+	}
+	waitIndexed(t, a, "xs/0", "u2")
+
+	// It reads nothing from now on. 100 messages against a window of 1
+	// and a queue of 10: every one is acknowledged all the same.
+	acked, err := pipelinedPublish(a.addr, "xnode-stuck-pub", "xs/0", 1, 100, 100, brokertest.Patience(t))
+	if err != nil || len(acked) != 100 {
+		t.Fatalf("%d of 100 acknowledged: %v", len(acked), err)
+	}
+	if n := b.b.Flow.SlowDisconnect.Load(); n != 1 {
+		t.Fatalf("%d slow-consumer disconnects on u2, want 1", n)
+	}
+	if b.b.Flow.Holds.Load() == 0 {
+		t.Fatal("the publisher was never held")
+	}
+}
