@@ -42,6 +42,10 @@ type Room struct {
 // slow-consumer policy, calling tick every interval meanwhile. It reports
 // false if done was closed first.
 func (r *Room) Wait(done <-chan struct{}, every time.Duration, tick func()) bool {
+	if len(r.on) == 0 {
+		return true
+	}
+	r.b.Flow.Holds.Add(1)
 	start := r.b.now()
 	defer func() { r.b.Flow.HeldNanos.Add(int64(r.b.now().Sub(start))) }()
 	for len(r.on) > 0 {
@@ -76,9 +80,10 @@ func (r *Room) Wait(done <-chan struct{}, every time.Duration, tick func()) bool
 // sessions this node holds knows whether that still held.
 //
 // asked[i] says that message i's sender waits for this node's
-// confirmation; rooms[i] is then non-nil if the confirmation must wait
-// for room, or must not be sent (Room.Overflow). rooms is nil when no
-// message needs either.
+// confirmation (or may relay it to the persistent sessions it reaches
+// here); rooms[i] is then non-nil if the confirmation must wait for room,
+// or must not be sent: a persistent session dropped it (Room.Overflow).
+// rooms is nil when no message needs either.
 func (b *Broker) InjectBatch(ms []*session.Message, asked []bool) (stored, replicated bool, moves uint64, rooms []*Room) {
 	t := b.begin(true)
 	sync := false
@@ -100,9 +105,6 @@ func (b *Broker) InjectBatch(ms []*session.Message, asked []bool) (stored, repli
 			rooms = make([]*Room, len(ms))
 		}
 		rooms[i] = &Room{b: b, on: hs.on, Overflow: len(rx.overflow) > 0}
-		if len(hs.on) > 0 {
-			b.Flow.Holds.Add(1)
-		}
 	}
 	b.handMu.RUnlock()
 	stored = t.commit(sync) == nil

@@ -342,8 +342,10 @@ func (n *Node) receiveLoop() {
 	// Messages of the batch routed to persistent sessions here that their
 	// sender may relay too (seen.go).
 	var routedHere []origin
-	// Per message of the batch: whether it is confirmed (its index in
-	// replies, or -1), and its name.
+	// Per message of the batch: whether its routing must be watched (it
+	// is confirmed, or routed to persistent sessions here that its
+	// sender may relay it to as well), its index in replies (-1: not
+	// confirmed), and its name.
 	var asked []bool
 	var replyOf []int
 	var names []origin
@@ -381,7 +383,7 @@ func (n *Node) receiveLoop() {
 		batch = append(batch, m)
 		names = append(names, origin{h.instance, h.seq})
 		confirm, held := n.confirmsFor(msg)
-		asked = append(asked, confirm)
+		asked = append(asked, confirm || len(held) > 0)
 		if confirm {
 			replyOf = append(replyOf, len(replies))
 			replies, seqs = append(replies, msg.Reply), append(seqs, h.seq)
