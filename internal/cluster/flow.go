@@ -65,10 +65,17 @@ func (n *Node) confirmRooms(replies []string, seqs []uint64, replyOf []int, room
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
+		last := time.Now()
 		for i, w := range wait {
+			// The reminders go on across the batch: one wait may end
+			// before the next is due, and the last ones wait longest.
+			remind := func() { n.sayHeld(wait[i:]); last = time.Now() }
+			if time.Since(last) >= holdRefresh {
+				remind()
+			}
 			// Whatever happens, the message is stored and replicated
 			// here: a stopping node confirms what is left.
-			w.room.Wait(n.ctx.Done(), holdRefresh, func() { n.sayHeld(wait[i:]) })
+			w.room.Wait(n.ctx.Done(), holdRefresh, remind)
 			n.confirm([]string{w.reply}, []uint64{w.seq})
 		}
 	}()

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -162,9 +163,13 @@ func crossNodeFanIn(t *testing.T, qos byte) {
 		mu.Unlock()
 	}
 	// The bound: what the held publishers may add past it (their held
-	// acknowledgements), not what they could send.
-	if limit := int64(bound + pubs*64); peak.Load() > limit {
-		t.Fatalf("the subscriber's queue on u2 reached %d messages, want at most %d", peak.Load(), limit)
+	// acknowledgements), not what they could send. A message u2 was too
+	// far behind to even answer for within the confirmation wait (a
+	// starved -race run) is relayed, and its publisher let go: one more
+	// each.
+	relayed := a.n.rel.relayed.Load()
+	if limit := int64(bound+pubs*64) + int64(relayed); peak.Load() > limit {
+		t.Fatalf("the subscriber's queue on u2 reached %d messages, want at most %d (%d relayed)", peak.Load(), limit, relayed)
 	}
 	if b.b.Flow.Holds.Load() == 0 {
 		t.Fatal("no publisher was held back across nodes: the loop did not fill the queue")
@@ -275,7 +280,7 @@ func heldReply(seq uint64, node string, final bool) *nats.Msg {
 func TestHeldMessageWaitsForConfirmation(t *testing.T) {
 	for _, end := range []string{"confirmed", "down", "lapsed"} {
 		t.Run(end, func(t *testing.T) {
-			n := &Node{}
+			n := &Node{log: slog.New(slog.DiscardHandler)}
 			n.rel.init(1)
 			start := time.Now()
 			f := &forwarded{need: map[string]bool{"u2": false}, at: start, done: make(chan struct{})}

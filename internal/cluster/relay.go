@@ -230,6 +230,13 @@ func (n *Node) confirmLoop() {
 // relayDue relays each waiting message to the nodes that have not
 // confirmed it in time or are down; all: to every node yet to confirm.
 func (n *Node) relayDue(now time.Time, down map[string]bool, all bool) {
+	lapsed := 0
+	defer func() {
+		if lapsed > 0 && !all {
+			n.log.Warn("cluster: nodes that held messages for full sessions stopped saying so; their publishers are let go",
+				"messages", lapsed)
+		}
+	}()
 	n.rel.mu.Lock()
 	defer n.rel.mu.Unlock()
 	for seq, f := range n.rel.pend {
@@ -241,6 +248,9 @@ func (n *Node) relayDue(now time.Time, down map[string]bool, all bool) {
 				// relay. The publisher waits for room there only while
 				// that node says so.
 				if all || down[node] || now.Sub(at) >= holdLapse {
+					if !down[node] {
+						lapsed++
+					}
 					delete(f.need, node)
 					delete(f.held, node)
 					settle = true
