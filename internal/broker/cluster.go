@@ -237,31 +237,6 @@ func (b *Broker) Inject(m *session.Message) int {
 	return n
 }
 
-// InjectBatch is Inject for several messages in one operation: one store
-// commit covers them all, so a busy backplane does not wait for a sync per
-// message.
-//
-// It reports whether the deliveries are stored (made: the sessions have
-// them) and whether they are safe: stored and, for persistent sessions in
-// a cluster that replicates their queues, replicated too.
-//
-// moves is the count of hand-overs committed when the messages were
-// routed: a caller that decided before, from MovesCommitted, which
-// sessions this node holds knows whether that still held.
-func (b *Broker) InjectBatch(ms []*session.Message) (stored, replicated bool, moves uint64) {
-	t := b.begin(true)
-	sync := false
-	b.handMu.RLock()
-	moves = b.moves.Load()
-	for _, m := range ms {
-		b.route(m, t, sharedNone)
-		sync = sync || m.QoS > 0
-	}
-	b.handMu.RUnlock()
-	stored = t.commit(sync) == nil
-	return stored, stored && t.replicated(), moves
-}
-
 // MovesCommitted counts the sessions handed over to other nodes so far.
 func (b *Broker) MovesCommitted() uint64 { return b.moves.Load() }
 

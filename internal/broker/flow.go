@@ -178,13 +178,15 @@ type holdSet struct {
 	// scratch is what the reader routes its publishes with while it is
 	// busy; nil when idle (see handler.takeScratch).
 	scratch *pubScratch
+	// rx is set for a message from another node (remote.go).
+	rx *remoteRoute
 }
 
 // holds reports whether the publisher would wait for cl if it were full:
 // not its own session, not one whose reader is stalled (see stall) or
 // whose connection the slow-consumer policy cut. The caller holds cl.mu.
 func (hs *holdSet) holds(cl *client) bool {
-	return hs != nil && cl != hs.self && !cl.flow.stalled.Load() && (cl.conn == nil || cl.flow.cut != cl.conn)
+	return hs != nil && (hs.rx == nil || !hs.rx.noHold) && cl != hs.self && !cl.flow.stalled.Load() && (cl.conn == nil || cl.flow.cut != cl.conn)
 }
 
 // add notes cl if the queue a delivery at qos went to is full: the

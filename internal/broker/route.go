@@ -36,6 +36,9 @@ type pubScratch struct {
 	topic  string
 	gen    uint64
 	cached bool
+	// remote are the acknowledgements of the reader's QoS 1/2 publishes
+	// still waiting for other nodes (remote.go): at most maxHeldAcks.
+	remote []<-chan struct{}
 }
 
 var scratchPool = sync.Pool{New: func() any { return new(pubScratch) }}
@@ -52,13 +55,17 @@ func (h *handler) takeScratch() *pubScratch {
 	return h.hs.scratch
 }
 
-// releaseScratch gives the reader's scratch back before it may park.
-func (h *handler) releaseScratch() {
+// releaseScratch gives the reader's scratch back before it may park;
+// with idle set, not while acknowledgements wait for other nodes (their
+// count must hold across waits), only when the connection ends.
+func (h *handler) releaseScratch(idle bool) {
 	sc := h.hs.scratch
-	if sc == nil {
+	if sc == nil || idle && sc.waitingRemote() {
 		return
 	}
 	h.hs.scratch = nil
+	clear(sc.remote)
+	sc.remote = sc.remote[:0]
 	// The cached match refers to clients: not kept by an idle scratch.
 	clear(sc.entries)
 	sc.entries, sc.topic, sc.cached = sc.entries[:0], "", false
@@ -432,5 +439,8 @@ func (b *Broker) deliverTo(cl *client, d session.Delivery, now time.Time, t *tx,
 		t.send(cl.conn, p)
 	}
 	hs.add(b, cl, d.QoS)
+	if hs != nil && hs.rx != nil && cl.sess.Stats.DroppedOverflow > before.DroppedOverflow && cl.persistent() {
+		hs.rx.overflow = append(hs.rx.overflow, cl)
+	}
 	b.countDrops(before, cl.sess.Stats)
 }

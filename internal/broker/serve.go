@@ -23,14 +23,14 @@ func (h *handler) serve() (reason string, parked bool) {
 		var deadline time.Time
 		if h.resuming {
 			// The packet awaited when parked is due as it was.
-			deadline, h.resuming = h.deadline, false
+			deadline, h.resuming = h.deadlineAt(), false
 		} else if h.c.PacketReady() {
 			// The next packet is here whole: no wait, so no deadline and
 			// no park (ReadPacket sets none for it).
 			h.served = true
 		} else {
 			// About to wait: an idle connection holds no scratch.
-			h.releaseScratch()
+			h.releaseScratch(true)
 			if h.keepAlive > 0 {
 				// [MQTT-3.1.2-22] one and a half times the keep alive.
 				deadline = time.Now().Add(h.keepAlive * 3 / 2) // a socket deadline: real time
@@ -43,7 +43,8 @@ func (h *handler) serve() (reason string, parked bool) {
 					grace, h.served = 0, true
 				}
 				// Set first: once parked, resume may run at once.
-				h.resuming, h.deadline = true, deadline
+				h.resuming = true
+				h.setDeadline(deadline)
 				if h.c.Park(deadline, grace, h.resume) {
 					return "", true
 				}
@@ -52,7 +53,7 @@ func (h *handler) serve() (reason string, parked bool) {
 		}
 		p, _, err := h.c.ReadPacket(deadline)
 		if err != nil {
-			h.releaseScratch()
+			h.releaseScratch(false)
 			return h.readFailed(err), false
 		}
 		if pub, ok := p.(*packet.Publish); ok && h.cl != nil {
@@ -60,9 +61,12 @@ func (h *handler) serve() (reason string, parked bool) {
 			// read further (flow.go).
 			h.stall(pub)
 			h.overloaded()
+			if pub.QoS > 0 {
+				h.awaitRemote()
+			}
 		}
 		if reason := h.handle(p); reason != "" {
-			h.releaseScratch()
+			h.releaseScratch(false)
 			return reason, false
 		}
 	}
@@ -284,6 +288,7 @@ func (h *handler) onPublish(p *packet.Publish) string {
 			return h.storeFailed(p)
 		}
 		h.ackPublishAfter(t.ackGate(), p, noMatch(n))
+		h.noteRemote(t)
 	case 2:
 		h.cl.mu.Lock()
 		first, err := h.cl.sess.ReceiveQoS2(h.cl.jr(t), p.PacketID, p.Dup)
@@ -326,6 +331,7 @@ func (h *handler) onPublish(p *packet.Publish) string {
 		}
 		t.sendForward(true)
 		h.ackPublishAfter(t.ackGate(), p, code)
+		h.noteRemote(t)
 	}
 	return ""
 }

@@ -99,8 +99,11 @@ type forwarded struct {
 	data    []byte              // the encoded message
 	targets map[string][]string // node -> client IDs there
 	need    map[string]bool     // nodes yet to confirm -> being relayed
-	at      time.Time
-	done    chan struct{}
+	// held are the nodes that have it but wait for room to confirm it
+	// (flow.go), with when they last said so.
+	held map[string]time.Time
+	at   time.Time
+	done chan struct{}
 }
 
 func (r *relay) init(instance uint64) {
@@ -175,17 +178,27 @@ func (n *Node) expect(seq uint64, data []byte, targets map[string][]string) *for
 }
 
 // confirmed handles a node's confirmation: 8 bytes of sequence number,
-// then the node's name.
+// then the node's name; with the Stl-Held header, the node has the
+// message but confirms it only once its sessions have room (flow.go).
 func (n *Node) confirmed(msg *nats.Msg) {
 	if len(msg.Data) < 8 {
 		return
 	}
 	seq, node := binary.BigEndian.Uint64(msg.Data), string(msg.Data[8:])
+	held := msg.Header.Get(hdrHeld) != ""
 	n.rel.mu.Lock()
 	defer n.rel.mu.Unlock()
 	if f := n.rel.pend[seq]; f != nil {
 		if relaying, ok := f.need[node]; ok && !relaying {
+			if held {
+				if f.held == nil {
+					f.held = make(map[string]time.Time, 1)
+				}
+				f.held[node] = time.Now()
+				return
+			}
 			delete(f.need, node)
+			delete(f.held, node)
 			n.settleLocked(seq, f)
 		}
 	}
@@ -217,15 +230,40 @@ func (n *Node) confirmLoop() {
 // relayDue relays each waiting message to the nodes that have not
 // confirmed it in time or are down; all: to every node yet to confirm.
 func (n *Node) relayDue(now time.Time, down map[string]bool, all bool) {
+	lapsed := 0
+	defer func() {
+		if lapsed > 0 && !all {
+			n.log.Warn("cluster: nodes that held messages for full sessions stopped saying so; their publishers are let go",
+				"messages", lapsed)
+		}
+	}()
 	n.rel.mu.Lock()
 	defer n.rel.mu.Unlock()
 	for seq, f := range n.rel.pend {
 		late := all || now.Sub(f.at) >= confirmWait
+		settle := false
 		for node, relaying := range f.need {
+			if at, ok := f.held[node]; ok && !relaying {
+				// It has the message, stored and replicated: nothing to
+				// relay. The publisher waits for room there only while
+				// that node says so.
+				if all || down[node] || now.Sub(at) >= holdLapse {
+					if !down[node] {
+						lapsed++
+					}
+					delete(f.need, node)
+					delete(f.held, node)
+					settle = true
+				}
+				continue
+			}
 			if !relaying && (late || down[node]) {
 				f.need[node] = true
 				n.goSpill(seq, f, node)
 			}
+		}
+		if settle {
+			n.settleLocked(seq, f)
 		}
 	}
 }
@@ -515,9 +553,15 @@ func (n *Node) relayOne(node string, msg jetstream.Msg, handled map[uint64]map[s
 	}
 	if len(here) > 0 {
 		msg.InProgress()
-		safe, missing := n.b.InjectTo(m, here)
+		safe, missing, full := n.b.InjectRelayed(m, here)
 		if !safe {
-			missing = here
+			missing, full = here, nil
+		}
+		for _, id := range full {
+			// Its queue is past its hard limit: the message waits here,
+			// in the stream, rather than be dropped (flow.go).
+			delete(done, id)
+			later = append(later, id)
 		}
 		for _, id := range missing {
 			if !safe || meta.NumDelivered < relayUnheld {

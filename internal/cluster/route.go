@@ -5,6 +5,7 @@ package cluster
 // receives other nodes' messages in batches.
 
 import (
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -341,6 +342,13 @@ func (n *Node) receiveLoop() {
 	// Messages of the batch routed to persistent sessions here that their
 	// sender may relay too (seen.go).
 	var routedHere []origin
+	// Per message of the batch: whether its routing must be watched (it
+	// is confirmed, or routed to persistent sessions here that its
+	// sender may relay it to as well), its index in replies (-1: not
+	// confirmed), and its name.
+	var asked []bool
+	var replyOf []int
+	var names []origin
 	take := func(msg *nats.Msg) {
 		if len(batch) == 0 {
 			moves = n.b.MovesCommitted()
@@ -373,9 +381,14 @@ func (n *Node) receiveLoop() {
 			}
 		}
 		batch = append(batch, m)
+		names = append(names, origin{h.instance, h.seq})
 		confirm, held := n.confirmsFor(msg)
+		asked = append(asked, confirm || len(held) > 0)
 		if confirm {
+			replyOf = append(replyOf, len(replies))
 			replies, seqs = append(replies, msg.Reply), append(seqs, h.seq)
+		} else {
+			replyOf = append(replyOf, -1)
 		}
 		if len(held) > 0 {
 			o := origin{h.instance, h.seq}
@@ -406,20 +419,38 @@ func (n *Node) receiveLoop() {
 			if !n.waitServing(n.ctx) {
 				return
 			}
-			stored, replicated, routed := n.b.InjectBatch(batch)
+			stored, replicated, routed, rooms := n.b.InjectBatch(batch, asked)
 			if len(routedHere) > 0 {
+				// A message a session here dropped (past its hard
+				// limit) is not confirmed: its relayed copy must reach
+				// that session.
+				if rooms != nil {
+					routedHere = slices.DeleteFunc(routedHere, func(o origin) bool {
+						i := slices.Index(names, o)
+						if i >= 0 && rooms[i] != nil && rooms[i].Overflow {
+							n.direct.routed([]origin{o}, false)
+							return true
+						}
+						return false
+					})
+				}
 				n.direct.routed(routedHere, stored && routed == moves)
 				routedHere = routedHere[:0]
 			}
 			// Stopping since the batch was taken: its senders relay it
 			// (BeginShutdown).
 			if stored && replicated && routed == moves && len(replies) > 0 && !n.stopping.Load() {
-				n.confirm(replies, seqs)
+				if rooms == nil {
+					n.confirm(replies, seqs)
+				} else {
+					n.confirmRooms(replies, seqs, replyOf, rooms)
+				}
 			}
 			clear(batch)
 			batch = batch[:0]
 			clear(replies)
 			replies, seqs = replies[:0], seqs[:0]
+			asked, replyOf, names = asked[:0], replyOf[:0], names[:0]
 		}
 	}
 }

@@ -324,6 +324,18 @@ func (s *Session) over(extra, size int) bool {
 	return b > 0 && s.qbytes > 0 && s.qbytes+size > b
 }
 
+// Overflows reports whether a QoS 1/2 delivery of m that is not Held
+// would be dropped now, past the hard limit of a connected session's
+// queue (DroppedOverflow): a caller that can keep it elsewhere (a relayed
+// message, in its stream) offers it again later instead.
+func (s *Session) Overflows(m *Message) bool {
+	if s.link == nil || s.Overflow != Hold || len(s.queue) == 0 {
+		return false
+	}
+	d := Delivery{Msg: m}
+	return s.over(HardLimit-1, d.size())
+}
+
 // Full reports whether a connected session's queue is at its bound: the
 // broker then holds back the publishers that feed it.
 func (s *Session) Full() bool {
