@@ -50,6 +50,14 @@ type LaterForwarder interface {
 	ForwardLater(m *session.Message) (remote bool, safe <-chan struct{}, send func(ok, replicated bool))
 }
 
+// HeldBack is implemented by a LaterForwarder that may hold a named
+// message back: it reports whether the message named o is still held,
+// sent to no other node. A session handed over carries the names of such
+// messages' packet IDs, so that the resend is routed where it went.
+type HeldBack interface {
+	HeldBack(o session.Origin) bool
+}
+
 // Fencer is implemented by a backplane whose node can be fenced: cut off
 // from the majority of its cluster, or woken from a freeze, it serves
 // nothing until it has re-checked which sessions are still its own.
@@ -469,13 +477,22 @@ func (b *Broker) snapshotLocked(cl *client, after uint64) (*SessionSnapshot, uin
 		s.Out = append(s.Out, snapshotDelivery(d, packetID, state))
 	})
 	// The names of the inbound IDs' messages only for those restored
-	// from a lost node's record and not resent yet: this node routed
-	// every message it received itself (a resend of one is not routed
-	// again), but not those, which the lost node may not have routed
-	// everywhere; without their names the node the session moves to
-	// would take the resend as already routed, and nobody would route it.
+	// from a lost node's record and not resent yet, and those received
+	// here that the backplane still holds back (their packet IDs not
+	// replicated yet: a node fenced, or cut from the queue stream): this
+	// node routed every other message it received itself (a resend of
+	// one is not routed again), but not those, which the lost node may
+	// not have routed everywhere, or which this node will not send once
+	// the session has left; without their names the node the session
+	// moves to would take the resend as already routed, and nobody would
+	// route it.
+	held, _ := b.backplane.(HeldBack)
 	for i, id := range s.Inbound {
-		if o := cl.sess.ReplayOrigin(id); !o.IsZero() {
+		o := cl.sess.ReplayOrigin(id)
+		if in := cl.sess.InboundOrigin(id); o.IsZero() && held != nil && !in.IsZero() && held.HeldBack(in) {
+			o = in
+		}
+		if !o.IsZero() {
 			if s.InboundOrigins == nil {
 				s.InboundOrigins = make([]session.Origin, len(s.Inbound))
 			}

@@ -421,9 +421,20 @@ func (h *handler) onAck(a *packet.Ack) string {
 	// IDs), go out only once the store has the state they reflect.
 	t := h.b.begin(true)
 	var next []packet.Packet
+	replaced := false
 	func() {
 		cl.mu.Lock()
 		defer cl.mu.Unlock()
+		if cl.conn != h.c {
+			// A late packet of a connection whose session a new one took
+			// over (read before this one was closed): what it would let
+			// through would go out on this dying connection and be held
+			// as inflight, and the new connection, which resent the
+			// inflight messages as it attached, would never get it. The
+			// client answers the resends there instead.
+			replaced = true
+			return
+		}
 		j := cl.jr(t)
 		before := cl.sess.Stats
 		defer func() { h.b.countDrops(before, cl.sess.Stats) }()
@@ -460,6 +471,10 @@ func (h *handler) onAck(a *packet.Ack) string {
 	// PUBCOMP (inbound ID released) and QoS 2 PUBLISHes whose packet IDs
 	// must survive for exactly once. A QoS 1 one may be resent under a new
 	// ID after a crash, which QoS 1 allows, so it does not wait for a sync.
+	if replaced {
+		t.commit(false) // nothing written: opens the gate
+		return "session taken over"
+	}
 	if err := t.commit(a.Kind == packet.PUBREC || a.Kind == packet.PUBREL || anyQoS2(next)); err != nil {
 		// What this acknowledgement answered was dropped with the failed
 		// commit; the client gets it again on its next connection.

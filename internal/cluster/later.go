@@ -48,6 +48,21 @@ func (l *laterSet) take(o session.Origin) bool {
 	return e == nil || !e.doomed
 }
 
+// held reports whether o is named and not sent yet.
+func (l *laterSet) held(o session.Origin) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_, ok := l.msgs[o]
+	return ok
+}
+
+// HeldBack implements broker.HeldBack: a session handed over while one of
+// its QoS 2 messages waits here to be sent carries that message's name
+// with its packet ID, so that its client's resend is routed on the next
+// node; this node sends it only while the session is still here
+// (ForwardLater).
+func (n *Node) HeldBack(o session.Origin) bool { return n.later.held(o) }
+
 // doom marks the messages not sent yet whose publisher is in gone and
 // returns their names. Once marked, take refuses them.
 func (l *laterSet) doom(gone map[string]bool) map[session.Origin]bool {

@@ -260,7 +260,7 @@ func (c *Client) received(p *paho.Publish) {
 	if !ok {
 		return
 	}
-	c.h.Add(Event{Kind: Deliver, Client: c.ID, Pub: pub, Seq: seq, QoS: p.QoS, Dup: p.Duplicate()})
+	c.h.Add(Event{Kind: Deliver, Client: c.ID, Pub: pub, Seq: seq, QoS: p.QoS, Dup: p.Duplicate(), PacketID: p.PacketID})
 }
 
 // NextSeq is the sequence number the publisher sends next.

@@ -41,15 +41,18 @@ const (
 // Event is one entry of a History. It is kept small (24 bytes): a long run
 // records millions.
 type Event struct {
-	At      time.Duration // since the history started
-	Seq     uint32
-	Kind    Kind
-	Client  uint8 // who recorded it (History.ID)
-	Pub     uint8 // the message's publisher (Send, Ack, Fail, Deliver)
-	QoS     uint8 // the publish's QoS; for Deliver, the QoS it arrived with
-	Node    uint8 // Connected: the node's index
-	Dup     bool  // Deliver: the DUP flag was set
-	Present bool  // Connected: session present
+	At     time.Duration // since the history started
+	Seq    uint32
+	Kind   Kind
+	Client uint8 // who recorded it (History.ID)
+	Pub    uint8 // the message's publisher (Send, Ack, Fail, Deliver)
+	QoS    uint8 // the publish's QoS; for Deliver, the QoS it arrived with
+	Node   uint8 // Connected: the node's index
+	Dup    bool  // Deliver: the DUP flag was set
+	// PacketID is, for Deliver, the packet ID it arrived under (to tell a
+	// resend under the same ID from a new message in history.txt).
+	PacketID uint16
+	Present  bool // Connected: session present
 }
 
 // History records what clients sent, had acknowledged and received, in the
@@ -490,6 +493,9 @@ func (h *History) Dump(w io.Writer) error {
 			fmt.Fprintf(bw, " %s/%d qos=%d", name(e.Pub), e.Seq, e.QoS)
 			if e.Dup {
 				bw.WriteString(" dup")
+			}
+			if e.PacketID != 0 {
+				fmt.Fprintf(bw, " id=%d", e.PacketID)
 			}
 		case Connected:
 			fmt.Fprintf(bw, " n%d present=%t", e.Node+1, e.Present)
