@@ -71,31 +71,43 @@ func connectWillOpen(t *testing.T, lb *loopBroker, id string, delay, expiry uint
 // commit: a kill right after that commit loses no will, whichever path
 // makes it due (a clean start ending the offline session, a takeover of a
 // will without delay, the will delay, the session's expiry, a connection
-// ending with a will without delay), and the will is not published again
+// ending with a will without delay, a hand-over to another node with a
+// clean start, a will released in a cluster after its delay), and the will is not published again
 // after the restart.
 func TestWillCrashAfterRemovalCommit(t *testing.T) {
 	cases := []struct {
 		name string
-		run  func(t *testing.T, lb *loopBroker, clk *fakeClock)
+		run  func(t *testing.T, lb *loopBroker, clk *fakeClock, st *haltStore)
 	}{
-		{"clean start ends offline session", func(t *testing.T, lb *loopBroker, clk *fakeClock) {
+		{"clean start ends offline session", func(t *testing.T, lb *loopBroker, clk *fakeClock, st *haltStore) {
 			connectWill(t, lb, "c", 100, 60)
 			dialRaw(t, lb.addr, packet.V5).connect("c", true, 60)
 		}},
-		{"takeover publishes will without delay", func(t *testing.T, lb *loopBroker, clk *fakeClock) {
+		{"takeover publishes will without delay", func(t *testing.T, lb *loopBroker, clk *fakeClock, st *haltStore) {
 			connectWillOpen(t, lb, "c", 0, 60)
 			dialRaw(t, lb.addr, packet.V5).connect("c", false, 60)
 		}},
-		{"will delay ends", func(t *testing.T, lb *loopBroker, clk *fakeClock) {
+		{"will delay ends", func(t *testing.T, lb *loopBroker, clk *fakeClock, st *haltStore) {
 			connectWill(t, lb, "c", 4, 60)
 			clk.Advance(4 * time.Second)
 		}},
-		{"session expires", func(t *testing.T, lb *loopBroker, clk *fakeClock) {
+		{"session expires", func(t *testing.T, lb *loopBroker, clk *fakeClock, st *haltStore) {
 			connectWill(t, lb, "c", 100, 3)
 			clk.Advance(3 * time.Second)
 		}},
-		{"connection ends with will without delay", func(t *testing.T, lb *loopBroker, clk *fakeClock) {
+		{"connection ends with will without delay", func(t *testing.T, lb *loopBroker, clk *fakeClock, st *haltStore) {
 			connectWill(t, lb, "c", 0, 60)
+		}},
+		{"hand-over to another node with clean start", func(t *testing.T, lb *loopBroker, clk *fakeClock, st *haltStore) {
+			connectWill(t, lb, "c", 100, 60)
+			lb.b.PrepareHandOver("c", true)
+		}},
+		{"released will past its delay", func(t *testing.T, lb *loopBroker, clk *fakeClock, st *haltStore) {
+			connectWill(t, lb, "c", 4, 60)
+			// Restarted in a cluster after the delay: the will waits
+			// for ReleaseWills, which finds it due.
+			next, _ := restartAt(t, st, clk.Now().Add(10*time.Second), stubBackplane{})
+			next.b.ReleaseWills(func(string) bool { return true })
 		}},
 	}
 	for _, tc := range cases {
@@ -104,7 +116,7 @@ func TestWillCrashAfterRemovalCommit(t *testing.T) {
 			clk := newFakeClock()
 			first := lifeBroker(t, clk, st, nil)
 			watch(first.b)
-			tc.run(t, first, clk)
+			tc.run(t, first, clk, st)
 			waitFor(t, "the commit that takes c's will out of the store", st.halted.Load)
 
 			second, clk2 := restartAt(t, st.Store, clk.Now(), nil)
