@@ -382,9 +382,12 @@ func (b *Broker) PrepareHandOver(clientID string, clean bool) *HandOff {
 		}
 		shared = b.endSession(cl, t)
 	}()
-	t.commit(true)
 	if will != nil {
-		b.publishWill(will)
+		// In the operation that takes it out of the store.
+		b.publishWillIn(will, t)
+	}
+	if err := t.commit(true); err != nil && will != nil {
+		t.rollback() // the store has the will pending still
 	}
 	if snap == nil && len(shared) > 0 {
 		b.redeliverShared(cl, shared)
@@ -734,7 +737,7 @@ func (b *Broker) ReleaseWills(owned func(clientID string) bool) {
 	b.heldWills = nil
 	b.mu.Unlock()
 	var publish []*willState
-	t := b.begin(false)
+	t := b.begin(true)
 	for _, h := range held {
 		mine := owned(h.cl.id)
 		cl, w := h.cl, h.w
@@ -761,9 +764,13 @@ func (b *Broker) ReleaseWills(owned func(clientID string) bool) {
 		}
 		cl.mu.Unlock()
 	}
-	t.commit(false)
+	// In the operation that takes the due wills out of their records: a
+	// crash between two commits would lose them.
 	for _, w := range publish {
-		b.publishWill(w)
+		b.publishWillIn(w, t)
+	}
+	if err := t.commit(len(publish) > 0); err != nil {
+		t.rollback()
 	}
 }
 

@@ -14,13 +14,19 @@ import (
 func (b *Broker) attach(h *handler, id string, cp *packet.Connect, expiry uint32, link session.Link, connack func(present bool) *packet.Connack) (packet.ReasonCode, string) {
 	t := b.begin(true)
 	wills, shared, from, code, reason := b.attachLocked(h, id, cp, expiry, link, connack, t)
-	// CONNACK and the resumed packets wait for this commit in the writer;
-	// if it fails they are dropped and the client is let go.
-	if err := t.commit(true); err != nil {
-		h.c.Close()
-	}
+	// The wills this connect ends go into the operation that removes them
+	// from the store (the old session's end or its record without them):
+	// a crash cannot come between the two and lose them.
 	for _, w := range wills {
-		b.publishWill(w)
+		b.publishWillIn(w, t)
+	}
+	// CONNACK, the resumed packets and the wills' deliveries wait for this
+	// commit in the writer; if it fails they are dropped, the wills'
+	// deliveries taken back (the store still has them pending) and the
+	// client is let go.
+	if err := t.commit(true); err != nil {
+		t.rollback()
+		h.c.Close()
 	}
 	if len(shared) > 0 {
 		b.redeliverShared(from, shared)
@@ -149,23 +155,26 @@ func (b *Broker) endSession(cl *client, t *tx) []session.Delivery {
 // detach handles the end of a connection: session expiry, the will, and
 // $share messages it left unacknowledged.
 func (b *Broker) detach(h *handler) {
-	t := b.begin(false)
+	t := b.begin(true)
 	will, shared := b.detachLocked(h, t)
+	if will != nil {
+		// In the operation that removes it from the store.
+		b.publishWillIn(will, t)
+	}
 	// Synced: the record that the connection ended (and whether its will
 	// was discarded by a normal DISCONNECT, and when the will delay and
 	// expiry started) must survive a crash right after, or a restart would
 	// take the session for connected at shutdown and publish a discarded
 	// will, or count the delay from the restart. Only persistent sessions
 	// write anything; concurrent commits share the sync.
-	t.commit(true)
+	if err := t.commit(true); err != nil {
+		t.rollback() // the will stays pending in the store
+	}
 	if b.backplane != nil {
 		// The will may be gone or pending now: keep the record current.
 		h.cl.mu.Lock()
 		b.recordSession(h.cl)
 		h.cl.mu.Unlock()
-	}
-	if will != nil {
-		b.publishWill(will)
 	}
 	if len(shared) > 0 {
 		b.redeliverShared(h.cl, shared)
@@ -228,7 +237,20 @@ func (b *Broker) guard(fn func()) func() {
 	}
 }
 
+// publishWill publishes w in an operation of its own.
 func (b *Broker) publishWill(w *willState) {
+	t := b.begin(true)
+	b.publishWillIn(w, t)
+	t.commit(w.msg.QoS > 0)
+}
+
+// publishWillIn publishes w in the operation t, which the caller commits
+// (synced: a will removed from the store and not yet published would be
+// lost by a crash): the operation that ends the session or drops the will
+// from its record, so the will's deliveries and its removal land in the
+// store together. t, if not nil, must be gated (begin(true)): no delivery
+// goes out before the commit. The caller holds no lock.
+func (b *Broker) publishWillIn(w *willState, t *tx) {
 	wm := w.msg
 	m := &session.Message{Topic: wm.Topic, Payload: wm.Payload, QoS: wm.QoS, Retain: wm.Retain, Props: wm.Props, Publisher: wm.Publisher}
 	if e := m.Props.MessageExpiry; e != nil {
@@ -237,7 +259,5 @@ func (b *Broker) publishWill(w *willState) {
 		m.Props.MessageExpiry = nil
 	}
 	b.log.Debug("publishing will", "client_id", m.Publisher, "topic", m.Topic)
-	t := b.begin(true)
 	b.publish(m, t)
-	t.commit(m.QoS > 0)
 }

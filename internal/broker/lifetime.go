@@ -223,7 +223,7 @@ func (b *Broker) lifeDue(cl *client, gen uint64) {
 	if w := cl.will; w != nil && !w.held && !l.willAt.IsZero() && !now.Before(l.willAt) {
 		cl.cancelWill()
 		will = w
-		t = b.begin(false)
+		t = b.begin(true)
 		if t != nil && cl.persistent() {
 			t.bt().PutSession(cl.sessionRecord(l.since))
 		}
@@ -235,8 +235,12 @@ func (b *Broker) lifeDue(cl *client, gen uint64) {
 	if will == nil {
 		return
 	}
-	t.commit(true) // a published will is not published again after a crash
-	b.publishWill(will)
+	// The will's deliveries and the record without it in one commit: a
+	// crash neither loses it nor publishes it again.
+	b.publishWillIn(will, t)
+	if err := t.commit(true); err != nil {
+		t.rollback() // the store has it pending still
+	}
 }
 
 // expireLocked ends a session whose expiry interval passed while
@@ -249,16 +253,22 @@ func (b *Broker) expireLocked(cl *client) {
 		will.heldEnded = true // ReleaseWills decides
 		will = nil
 	}
-	t := b.begin(false)
+	t := b.begin(true)
 	shared := b.endSession(cl, t)
 	why, since := cl.life.why, cl.life.since
 	cl.mu.Unlock()
 	b.mu.Unlock()
-	t.commit(false)
-	b.log.Debug("session expired", "client_id", cl.id, "offline", why.String(), "since", since)
 	if will != nil {
-		b.publishWill(will)
+		// In the operation that deletes the session and its stored will,
+		// synced: a crash cannot lose the will between the two.
+		b.publishWillIn(will, t)
+		if err := t.commit(true); err != nil {
+			t.rollback()
+		}
+	} else {
+		t.commit(false)
 	}
+	b.log.Debug("session expired", "client_id", cl.id, "offline", why.String(), "since", since)
 	if len(shared) > 0 {
 		b.redeliverShared(cl, shared)
 	}

@@ -396,7 +396,7 @@ func (b *Broker) Restore() error {
 		}
 	}
 	// Messages nothing refers to any more (a crash between writes).
-	t := b.begin(false)
+	t := b.begin(true) // gated, as publishWillIn wants; nothing is connected yet
 	for id := range msgs {
 		if b.msgRefs[id] == 0 {
 			t.bt().DeleteMessage(id)
@@ -445,11 +445,14 @@ func (b *Broker) Restore() error {
 			t.bt().PutSession(cl.sessionRecord(since))
 		}
 	}
+	// The wills due go into the operation that ends their sessions or
+	// drops them from their records: one commit, so a crash during the
+	// start neither loses them nor publishes them twice.
+	for _, w := range wills {
+		b.publishWillIn(w, t)
+	}
 	if err := t.commit(true); err != nil {
 		return fmt.Errorf("broker: restore: %w", err)
-	}
-	for _, w := range wills {
-		b.publishWill(w)
 	}
 	b.log.Info("store loaded", "sessions", nSess-ended, "expired_sessions", ended, "subscriptions", nSubs,
 		"queued_or_inflight", nOut, "retained", nRet, "took", b.now().Sub(start).Round(time.Millisecond))
