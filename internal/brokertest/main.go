@@ -16,6 +16,13 @@ import (
 // from TestMain: os.Exit(brokertest.RunParallel(m, 6)). It returns m.Run's
 // code.
 func RunParallel(m *testing.M, n int) int {
+	DefaultParallel(n)
+	return m.Run()
+}
+
+// DefaultParallel is RunParallel without m.Run, for a TestMain that runs
+// the tests through another wrapper (goleak.VerifyTestMain).
+func DefaultParallel(n int) {
 	if !flag.Parsed() {
 		flag.Parse()
 	}
@@ -24,5 +31,4 @@ func RunParallel(m *testing.M, n int) int {
 	if !given && n > runtime.GOMAXPROCS(0) {
 		flag.Set("test.parallel", strconv.Itoa(n))
 	}
-	return m.Run()
 }

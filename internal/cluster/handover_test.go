@@ -16,12 +16,28 @@ import (
 	"github.com/starling-mqtt/starling/internal/store/memory"
 )
 
+// TestHandOverFaults moves sessions from u1 to u2 of one cluster under
+// faults injected through package-level hooks that name no client
+// (fetchFault, claimWriteFault, commitReplyFault). Such tests run one at
+// a time anyway (see TestMain); each subtest moves a session of its own,
+// on topics of its own, and clears its hook before the next starts, so
+// they share the cluster and its start (a JetStream leader election of
+// 4 s or more, then the streams) instead of paying it each.
+func TestHandOverFaults(t *testing.T) {
+	nodes := startNodes(t, 2)
+	a, b := nodes[0], nodes[1]
+	// First: it counts everything queued on u1, which holds no other
+	// session yet.
+	t.Run("FailureKeepsSession", func(t *testing.T) { handOverFailureKeepsSession(t, a, b) })
+	t.Run("KeepsMessagesQueuedDuringTransfer", func(t *testing.T) { handOverKeepsMessagesQueuedDuringTransfer(t, a, b) })
+	t.Run("RetriedCommitGetsTheTail", func(t *testing.T) { retriedCommitGetsTheTail(t, a, b) })
+	t.Run("ClaimRetriedAfterLostAnswer", func(t *testing.T) { claimRetriedAfterLostAnswer(t, a, b) })
+}
+
 // A hand-over whose transfer fails leaves the session, with every queued
 // message, on its node; the connect is refused (0x88) so that the client
 // retries, and the retry moves it intact.
-func TestHandOverFailureKeepsSession(t *testing.T) {
-	nodes := startNodes(t, 2)
-	a, b := nodes[0], nodes[1]
+func handOverFailureKeepsSession(t *testing.T, a, b *testNode) {
 	parkSession(t, a.addr, "keep", "k/#")
 	const n, size = 100, 20 << 10 // several chunks
 	body := func(i int) []byte { return append([]byte(fmt.Sprintf("%06d", i)), bytes.Repeat([]byte("x"), size)...) }
@@ -140,9 +156,7 @@ func TestRestartedNodePublishesOwnWills(t *testing.T) {
 
 // Messages queued for a session on its old node while its state is on the
 // way to the new node go with it too.
-func TestHandOverKeepsMessagesQueuedDuringTransfer(t *testing.T) {
-	nodes := startNodes(t, 2)
-	a, b := nodes[0], nodes[1]
+func handOverKeepsMessagesQueuedDuringTransfer(t *testing.T, a, b *testNode) {
 	parkSession(t, a.addr, "late", "l/#")
 	const n, late, size = 60, 5, 20 << 10 // several chunks
 	body := func(i int) []byte { return append([]byte(fmt.Sprintf("%06d", i)), bytes.Repeat([]byte("x"), size)...) }
@@ -211,9 +225,7 @@ func TestPublishedAsSessionLeavesFollowsIt(t *testing.T) {
 // A claim whose write landed but whose answer was lost is refused, and the
 // client's retry finds the session, with its queued messages, although
 // the record already names the new node.
-func TestClaimRetriedAfterLostAnswer(t *testing.T) {
-	nodes := startNodes(t, 2)
-	a, b := nodes[0], nodes[1]
+func claimRetriedAfterLostAnswer(t *testing.T, a, b *testNode) {
 	parkSession(t, a.addr, "unsure", "un/#")
 	waitRecorded(t, a, "unsure")
 	const queued = 5

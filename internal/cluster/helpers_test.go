@@ -34,9 +34,10 @@ import (
 // connectHold, xferIdle, plainQueue, retainTries) do not call t.Parallel:
 // Go runs every such test to its end before the parallel ones start, so a
 // hook reaches only the nodes of the test that set it. Hooks that name a
-// client (claimedHook, committedHook, recoveredHook) go through
-// onClientHook, and claimMuted names a node of the test's own: tests that
-// use only those may run in parallel.
+// client (claimedHook, committedHook, recoveredHook, takeOverReadHook,
+// takeOverWaitHook, takenOverHook) go through onClientHook, and
+// claimMuted names a node of the test's own: tests that use only those
+// may run in parallel.
 func TestMain(m *testing.M) {
 	os.Exit(brokertest.RunParallel(m, 4))
 }

@@ -25,6 +25,12 @@ import (
 // node), and had no session to route it to yet. TestClusterNodeKilled
 // lost one such message of 846, published on the taking node during the
 // takeover.
+//
+// Not parallel, although its hooks would allow it: beside three other
+// clusters, the last message published in the window ("during2") never
+// reached the session in 2 runs of 5 at -count=5, while nodes reported
+// being out of touch with the majority (starved heartbeats). Not yet
+// explained; serial, it passes.
 func TestPublishedWhileTakingOverReachesSession(t *testing.T) {
 	nodes := startNodes(t, 3)
 	u1, u2, u3 := nodes[0], nodes[1], nodes[2]
@@ -51,13 +57,12 @@ func TestPublishedWhileTakingOverReachesSession(t *testing.T) {
 			}
 		}
 	}
-	takenOverHook.Store(&hook)
-	defer takenOverHook.Store(nil)
+	unhook := onClientHook(t, &takenOverHook, "orphan", hook)
 	// Lost, not stopped: no hand-over, the lowest-named live node (u1)
 	// takes its sessions over.
 	u3.n.Close()
 	waitFor(t, "the session taken over by u1", func() bool { return u1.b.HasSession("orphan") })
-	takenOverHook.Store(nil)
+	unhook()
 	if ran.Load() == 0 {
 		t.Fatal("the takeover never ran the hook")
 	}
@@ -103,6 +108,7 @@ func TestPublishedWhileTakingOverReachesSession(t *testing.T) {
 // found the taker's copy, without those messages. An operator saw losses
 // in bursts "when B rejoins while its client's reconnects overlap".
 func TestNodeBackDuringTakeoverKeepsItsSession(t *testing.T) {
+	t.Parallel()
 	routes := freeport.Addrs(t, "127.0.0.1", 3)
 	log := testLogger()
 	name := fmt.Sprintf("back-%d", time.Now().UnixNano())
@@ -134,8 +140,7 @@ func TestNodeBackDuringTakeoverKeepsItsSession(t *testing.T) {
 			<-proceed
 		}
 	}
-	takeOverReadHook.Store(&hook)
-	defer takeOverReadHook.Store(nil)
+	unhook := onClientHook(t, &takeOverReadHook, "back", hook)
 	u3.stop()
 	select {
 	case <-reached:
@@ -153,7 +158,7 @@ func TestNodeBackDuringTakeoverKeepsItsSession(t *testing.T) {
 	from := u1.n.watched.Load()
 	close(proceed)
 	waitFor(t, "u1 done with the takeover", func() bool { return u1.n.watched.Load() >= from+2 })
-	takeOverReadHook.Store(nil)
+	unhook()
 	if u1.b.HasSession("back") && u3.b.HasSession("back") {
 		t.Errorf("the session is held on u1, which took it over, and on u3, which came back")
 	}
@@ -188,6 +193,7 @@ func TestNodeBackDuringTakeoverKeepsItsSession(t *testing.T) {
 // (empty) part of the queue stream; the takeover then found the session
 // installed and its queued messages were dropped.
 func TestClaimDuringTakeoverGetsQueuedMessages(t *testing.T) {
+	t.Parallel()
 	nodes := startNodes(t, 3)
 	u1, u3 := nodes[0], nodes[2]
 	parkSession(t, u3.addr, "tc", "tc/#")
@@ -208,8 +214,7 @@ func TestClaimDuringTakeoverGetsQueuedMessages(t *testing.T) {
 			waitOnce.Do(func() { close(waiting) })
 		}
 	}
-	takeOverWaitHook.Store(&wait)
-	defer takeOverWaitHook.Store(nil)
+	onClientHook(t, &takeOverWaitHook, "tc", wait)
 	var ran atomic.Int32
 	hook := func(id string) {
 		if id != "tc" || ran.Add(1) != 1 {
@@ -239,8 +244,7 @@ func TestClaimDuringTakeoverGetsQueuedMessages(t *testing.T) {
 			return fmt.Errorf("tc's claim on u1 neither waits for the takeover nor installed the session")
 		})
 	}
-	takenOverHook.Store(&hook)
-	defer takenOverHook.Store(nil)
+	unhook := onClientHook(t, &takenOverHook, "tc", hook)
 	u3.n.Close()
 	var d dialed
 	select {
@@ -248,7 +252,7 @@ func TestClaimDuringTakeoverGetsQueuedMessages(t *testing.T) {
 	case <-time.After(brokertest.Patience(t)):
 		t.Fatal("tc's connect to u1 never finished")
 	}
-	takenOverHook.Store(nil)
+	unhook()
 	if d.err != nil {
 		t.Fatal(d.err)
 	}
