@@ -34,13 +34,17 @@ const (
 	mixLogBound   = 1 << 20   // log bytes written during the mix (20 s)
 	mixP99Strict  = 50 * time.Millisecond
 	mixP99Shared  = time.Second
-	mixP99RaceFac = 4 // the race detector's slowdown, on the strict bound
+	mixP99Calm    = 10 // on a shared machine: times the p99 before the attack
+	mixP99RaceFac = 4  // the race detector's slowdown, on the strict bound
 )
 
-// mixP99 is the good client's p99 bound in TestHostileMix.
-func mixP99() time.Duration {
+// mixP99 is the good client's p99 bound in TestHostileMix, given its p99
+// before the attack (calm). On a shared machine the bound is
+// mixP99Shared, or mixP99Calm times calm if the machine is that slow
+// already: a starved client still waits far longer.
+func mixP99(calm time.Duration) time.Duration {
 	if os.Getenv("STARLING_STRICT_LATENCY") == "" {
-		return mixP99Shared
+		return max(mixP99Shared, mixP99Calm*calm)
 	}
 	if raceEnabled {
 		return mixP99RaceFac * mixP99Strict
@@ -118,6 +122,16 @@ func TestHostileMix(t *testing.T) {
 	good.Connect("good", true)
 	good.Send(&packet.Subscribe{PacketID: 1, Subscriptions: []packet.Subscription{{Filter: "good/t"}}})
 	good.Read()
+
+	// The good client's p99 without the attack, on this machine now: the
+	// shared bound follows it, so that other processes' load is not taken
+	// for starvation.
+	var calm []time.Duration
+	for range 200 {
+		calm = append(calm, roundTrip(good))
+	}
+	slices.Sort(calm)
+	calmP99 := calm[len(calm)*99/100]
 
 	rss0 := rssBytes()
 	var rssPeak atomic.Uint64
@@ -220,15 +234,7 @@ func TestHostileMix(t *testing.T) {
 	tk := time.NewTicker(10 * time.Millisecond)
 	for ctx.Err() == nil {
 		<-tk.C
-		start := time.Now()
-		good.Send(&packet.Publish{Topic: "good/t", Payload: []byte("ping")})
-		for {
-			p, ok := good.Read().(*packet.Publish)
-			if ok && p.Topic == "good/t" {
-				break
-			}
-		}
-		rtts = append(rtts, time.Since(start))
+		rtts = append(rtts, roundTrip(good))
 	}
 	tk.Stop()
 	cancel()
@@ -252,8 +258,8 @@ func TestHostileMix(t *testing.T) {
 	p99 := rtts[len(rtts)*99/100]
 	grew := int64(rssPeak.Load()) - int64(rss0)
 	logged := len(logs.String()) - logs0
-	t.Logf("%v, %d attacking connections: RSS %d MiB at start, peak +%d MiB; %d log bytes; good client: %d round trips, p50 %v, p99 %v, max %v",
-		dur, attacks.Load(), rss0>>20, grew>>20, logged, len(rtts), rtts[len(rtts)/2], p99, rtts[len(rtts)-1])
+	t.Logf("%v, %d attacking connections: RSS %d MiB at start, peak +%d MiB; %d log bytes; good client: p99 %v before the attack, %d round trips, p50 %v, p99 %v, max %v",
+		dur, attacks.Load(), rss0>>20, grew>>20, logged, calmP99, len(rtts), rtts[len(rtts)/2], p99, rtts[len(rtts)-1])
 	bound := int64(mixRSSBound)
 	if raceEnabled {
 		bound *= mixRSSRaceFac
@@ -264,7 +270,20 @@ func TestHostileMix(t *testing.T) {
 	if limit := int(int64(mixLogBound) * int64(dur) / int64(20*time.Second)); logged > limit {
 		t.Errorf("%d log bytes, want at most %d", logged, limit)
 	}
-	if bound := mixP99(); p99 > bound {
-		t.Errorf("good client p99 %v, want at most %v", p99, bound)
+	if bound := mixP99(calmP99); p99 > bound {
+		t.Errorf("good client p99 %v, want at most %v (p99 %v before the attack)", p99, bound, calmP99)
+	}
+}
+
+// roundTrip publishes to c's own subscription at QoS 0 and returns how long
+// the message took to come back.
+func roundTrip(c *testutil.Raw) time.Duration {
+	start := time.Now()
+	c.Send(&packet.Publish{Topic: "good/t", Payload: []byte("ping")})
+	for {
+		p, ok := c.Read().(*packet.Publish)
+		if ok && p.Topic == "good/t" {
+			return time.Since(start)
+		}
 	}
 }
