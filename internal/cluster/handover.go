@@ -94,6 +94,9 @@ func (n *Node) recoverOwn(clientID string, rec *broker.SessionSnapshot, clean bo
 	}
 	n.log.Warn("cluster: session owned here but not held (store lost?); recovered from its record and the queue stream",
 		"client_id", clientID, "deliveries", len(s.Out))
+	if s.Session.ExpiryInterval > 0 {
+		n.markStay(clientID)
+	}
 	n.b.AdoptOrphan(s, true, clean)
 	if last > 0 {
 		n.purgeQueued(queueSubject(clientID, n.cfg.Node), last+1)
@@ -141,6 +144,10 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 	var orphan *broker.SessionSnapshot
 	ok := func() (*broker.SessionSnapshot, error) {
 		claimed = true
+		if !n.b.HasSession(clientID) && (orphan != nil && orphan.Session.ExpiryInterval > 0 ||
+			in != nil && in.snap != nil && in.snap.Session.ExpiryInterval > 0) {
+			n.markStay(clientID) // before the install writes its entries
+		}
 		if orphan != nil {
 			// Adopted only once the record names this node: a claim
 			// that fails leaves no second copy here, and publishes no

@@ -817,6 +817,9 @@ func (n *Node) takeOver(lost string) error {
 		}
 		if s != nil {
 			id := s.Session.ClientID
+			if keeps {
+				n.markStay(id) // before the install writes its entries
+			}
 			n.b.AdoptOrphan(s, false, false)
 			if keeps {
 				n.arrivedFor(id, n.b.HasSession(id), true)

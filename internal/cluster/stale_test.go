@@ -44,10 +44,17 @@ func TestStaleRecordDoesNotRecoverHeldSession(t *testing.T) {
 
 	// The session moves to u2 (hand-over) and waits there, with messages
 	// queued for it that only u2 has.
-	c, ack, _ := connect(t, u2.addr, id)
-	if c == nil || !ack.SessionPresent {
-		t.Fatalf("%s on u2: refused or session not present (%+v)", id, ack)
-	}
+	var c *paho.Client
+	retry(t, func() error {
+		var ack *paho.Connack
+		if c, ack, _ = connect(t, u2.addr, id); c == nil {
+			return fmt.Errorf("%s refused on u2 (%+v)", id, ack)
+		}
+		if !ack.SessionPresent {
+			t.Fatalf("%s on u2: session not present", id)
+		}
+		return nil
+	})
 	c.Disconnect(&paho.Disconnect{})
 	waitFor(t, "the session on u2 only", func() bool { return u2.b.HasSession(id) && !u1.b.HasSession(id) })
 	pub, _, _ := connect(t, u2.addr, "stale-pub")
@@ -67,6 +74,7 @@ func TestStaleRecordDoesNotRecoverHeldSession(t *testing.T) {
 	claimReadFault.Store(&fault)
 	defer claimReadFault.Store(nil)
 	var recv chan *paho.Publish
+	var ack *paho.Connack
 	retry(t, func() error {
 		var c *paho.Client
 		c, ack, recv = connect(t, u1.addr, id)
