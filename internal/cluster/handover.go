@@ -94,8 +94,8 @@ func (n *Node) recoverOwn(clientID string, rec *broker.SessionSnapshot, clean bo
 	}
 	n.log.Warn("cluster: session owned here but not held (store lost?); recovered from its record and the queue stream",
 		"client_id", clientID, "deliveries", len(s.Out))
-	if s.Session.ExpiryInterval > 0 {
-		n.markStay(clientID)
+	if s.Session.ExpiryInterval > 0 && !n.b.HasSession(clientID) {
+		n.markStay(clientID) // before the install writes its entries
 	}
 	n.b.AdoptOrphan(s, true, clean)
 	if last > 0 {
