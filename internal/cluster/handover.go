@@ -94,6 +94,9 @@ func (n *Node) recoverOwn(clientID string, rec *broker.SessionSnapshot, clean bo
 	}
 	n.log.Warn("cluster: session owned here but not held (store lost?); recovered from its record and the queue stream",
 		"client_id", clientID, "deliveries", len(s.Out))
+	if s.Session.ExpiryInterval > 0 && !n.b.HasSession(clientID) {
+		n.markStay(clientID) // before the install writes its entries
+	}
 	n.b.AdoptOrphan(s, true, clean)
 	if last > 0 {
 		n.purgeQueued(queueSubject(clientID, n.cfg.Node), last+1)
@@ -141,6 +144,10 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 	var orphan *broker.SessionSnapshot
 	ok := func() (*broker.SessionSnapshot, error) {
 		claimed = true
+		if !n.b.HasSession(clientID) && (orphan != nil && orphan.Session.ExpiryInterval > 0 ||
+			in != nil && in.snap != nil && in.snap.Session.ExpiryInterval > 0) {
+			n.markStay(clientID) // before the install writes its entries
+		}
 		if orphan != nil {
 			// Adopted only once the record names this node: a claim
 			// that fails leaves no second copy here, and publishes no
@@ -172,6 +179,9 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 	asked := "" // the owner last asked to hand the session over
 	for attempt := 0; attempt < 8; attempt++ {
 		e, err := n.sessions.Get(ctx, k)
+		if f := claimReadFault.Load(); f != nil && err == nil {
+			e = (*f)(clientID, e)
+		}
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			var rev uint64
 			if rev, err = n.sessions.Create(ctx, k, mine); err == nil {
@@ -207,17 +217,38 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 				}
 				continue
 			}
-			if (r.From == "" || r.From == n.cfg.Node) && !n.b.HasSession(clientID) && r.Session != nil &&
-				r.Session.Session.ExpiryInterval > 0 {
-				// Ours, persistent, recorded, but not held: this node
-				// lost its store (restarted with its data folder wiped)
-				// before anyone took the session over. Recovered from
-				// the record and the stream as a lost owner's would be,
-				// rather than started empty (its subscriptions gone,
-				// what was relayed for it delivered to no one).
-				return n.recoverOwn(clientID, r.Session, clean)
+			held := n.b.HasSession(clientID)
+			if !held && (r.From == "" || r.From == n.cfg.Node) {
+				// Named here but not held. The read may be stale: a
+				// replica behind the bucket's leader (this node's own,
+				// back from a partition) still names this node while
+				// another took the session over and holds it. Going
+				// ahead on it put the session on two nodes, each
+				// delivering. Confirmed first by rewriting the record
+				// unchanged at the revision read, as the fence's
+				// re-check does: any claim or takeover since makes it
+				// fail, and the record is read again.
+				rev, err := n.sessions.Update(ctx, k, e.Value(), e.Revision())
+				if isRevisionMismatch(err) {
+					continue
+				}
+				if err != nil {
+					return fail(err)
+				}
+				n.noteOwner(k, rev, r)
+				if r.Session != nil && r.Session.Session.ExpiryInterval > 0 {
+					// Ours, persistent, recorded, but not held: this
+					// node lost its store (restarted with its data
+					// folder wiped) before anyone took the session
+					// over. Recovered from the record and the stream
+					// as a lost owner's would be, rather than started
+					// empty (its subscriptions gone, what was relayed
+					// for it delivered to no one).
+					return n.recoverOwn(clientID, r.Session, clean)
+				}
+				return ok()
 			}
-			if r.From == "" || r.From == n.cfg.Node || n.b.HasSession(clientID) {
+			if held {
 				return ok() // ours already: a local takeover, if any
 			}
 			// An earlier claim of ours wrote this and seemed to fail
@@ -331,6 +362,10 @@ func (n *Node) updateClaim(ctx context.Context, k string, r record, rev uint64) 
 	}
 	return rev, err
 }
+
+// claimReadFault, set by tests, replaces the record a claim reads, as a
+// replica behind the bucket's leader would answer with an older one.
+var claimReadFault atomic.Pointer[func(clientID string, e jetstream.KeyValueEntry) jetstream.KeyValueEntry]
 
 // claimContext bounds a claim's bucket operations.
 func (n *Node) claimContext() (context.Context, context.CancelFunc) {

@@ -76,6 +76,10 @@ type queueChange struct {
 // per change, is what keeps a batch of messages for a session cheap.
 type queueEntry struct {
 	C []queueChange `json:"c"`
+	// S marks the start of a stay of the session on the node (markStay):
+	// what the subject holds before it is an earlier stay's, whose purge
+	// may have failed, and a replay starts after it.
+	S bool `json:"s,omitempty"`
 }
 
 // Bounds of one entry; a session's changes beyond them go in several.
@@ -429,6 +433,39 @@ func (n *Node) sendEntry(id string, changes []queueChange, keys []mirrorKey, bat
 	}
 }
 
+// markStay writes the start of a stay of clientID's persistent session on
+// this node to its subject, before the session is installed here (so
+// before any of its entries): a replay of the subject starts after it.
+// Without it, entries of an earlier stay on this node whose purge failed
+// (the stream unavailable, as in a partition) were replayed with this
+// stay's by a later takeover, as inflight messages the client had
+// already received. The removals held back for the session (its earlier
+// stay's) go out first. A marker that does not land leaves the subject
+// as it was before markers.
+func (n *Node) markStay(clientID string) {
+	if n.cfg.LocalQueues || n.queue() == nil || n.mir.js == nil {
+		return
+	}
+	n.mir.mu.Lock()
+	defer n.mir.mu.Unlock()
+	if rm := n.mir.rm[clientID]; len(rm) > 0 {
+		cs := make([]queueChange, len(rm))
+		ks := make([]mirrorKey, len(rm))
+		for i, seq := range rm {
+			cs[i], ks[i] = queueChange{Seq: seq}, mirrorKey{k: seq}
+		}
+		n.mir.rmCount -= len(rm)
+		delete(n.mir.rm, clientID)
+		if !n.sendEntry(clientID, cs, ks, nil) {
+			return
+		}
+	}
+	subj := queueSubject(clientID, n.cfg.Node)
+	if _, err := n.mir.js.PublishAsync(subj, mustJSON(queueEntry{S: true}), jetstream.WithStallWait(kvTimeout)); err != nil {
+		n.log.Warn("cluster: session's stay start not written to the queue stream", "client_id", clientID, "err", err)
+	}
+}
+
 // flushRemovals writes the removals held back, one entry per session.
 func (n *Node) flushRemovals() {
 	n.mir.mu.Lock()
@@ -648,6 +685,13 @@ func (n *Node) loadQueuedUpTo(ctx context.Context, clientID, node string) ([]bro
 		var e queueEntry
 		if err := json.Unmarshal(m.Data, &e); err != nil {
 			n.log.Warn("cluster: skipping an undecodable queued message", "client_id", clientID, "err", err)
+		}
+		if e.S {
+			// An earlier stay's entries: its later changes (a PUBREC
+			// state, a removal) may never have landed, and its
+			// delivery numbers are not this stay's.
+			clear(got)
+			clear(in)
 		}
 		for _, c := range e.C {
 			switch {

@@ -817,6 +817,12 @@ func (n *Node) takeOver(lost string) error {
 		}
 		if s != nil {
 			id := s.Session.ClientID
+			if keeps && !n.b.HasSession(id) {
+				// Before the install writes its entries. Not for a
+				// session held here already (Adopt leaves it as it
+				// is): its entries precede the marker.
+				n.markStay(id)
+			}
 			n.b.AdoptOrphan(s, false, false)
 			if keeps {
 				n.arrivedFor(id, n.b.HasSession(id), true)
