@@ -74,6 +74,9 @@ const (
 	claimTimeout = 3 * time.Second  // for a hand-over reply from the owner
 	readyWait    = 5 * time.Second  // a CONNECT waits this long for the buckets
 	kvTimeout    = 10 * time.Second // one key-value operation
+	// embeddedConnectTimeout bounds the handshake of a connection to the
+	// node's own embedded server.
+	embeddedConnectTimeout = 10 * time.Second
 )
 
 // Node is this process's member of the cluster; it implements
@@ -335,8 +338,12 @@ func (n *Node) Run() error {
 		time.Sleep(10 * time.Millisecond)
 	}
 	n.ns, n.acct = ns, ns.GlobalAccount()
+	// The handshake with the embedded server gets more than the client's
+	// default 2 s: a starved process (a node start under load average 29
+	// in a test run) missed it, and the node is not ready before anyway.
 	connect := func(name string) (*nats.Conn, error) {
 		return nats.Connect("", nats.InProcessServer(ns), nats.Token(token), nats.Name(name), nats.MaxReconnects(-1),
+			nats.Timeout(embeddedConnectTimeout),
 			nats.ErrorHandler(func(_ *nats.Conn, s *nats.Subscription, err error) {
 				n.log.Warn("cluster connection error", "conn", name, "err", err)
 			}))
