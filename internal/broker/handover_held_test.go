@@ -7,7 +7,6 @@ import (
 	"github.com/starling-mqtt/starling/internal/config"
 	"github.com/starling-mqtt/starling/internal/packet"
 	"github.com/starling-mqtt/starling/internal/session"
-	"github.com/starling-mqtt/starling/internal/store"
 	"github.com/starling-mqtt/starling/internal/store/memory"
 )
 
@@ -79,22 +78,7 @@ func TestHandOverCarriesNameOfHeldBackMessage(t *testing.T) {
 	pub.ack(packet.PUBREC, 5)
 	pub.nc.Close()
 
-	h := first.PrepareHandOver("pub", false)
-	if h.Snapshot == nil {
-		t.Fatal("no snapshot to hand over")
-	}
-	first.CommitHandOver(h, func() {})
-
-	b := New(config.Default().Limits, nil)
-	b.SetStore(memory.New())
-	if err := b.Restore(); err != nil {
-		t.Fatal(err)
-	}
-	lb := serveLoopback(t, b)
-	t.Cleanup(lb.stop)
-	sub := []store.Subscription{{Filter: "r/#", Options: packet.Subscription{Filter: "r/#", QoS: 2}}}
-	b.Adopt(&SessionSnapshot{Session: store.Session{ClientID: "sub", Version: 5, ExpiryInterval: 60}, Subs: sub})
-	b.Adopt(h.Snapshot)
+	b, lb := handOverPub(t, first)
 
 	// A cluster node holds the PUBREC until the message is sent (the fake
 	// lets it out at once): the client, which never had it, resends the

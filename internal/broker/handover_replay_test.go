@@ -25,22 +25,7 @@ func TestHandOverCarriesNameOfUnroutedInboundID(t *testing.T) {
 	}
 	first.Adopt(&SessionSnapshot{Session: store.Session{ClientID: "pub", Version: 5, ExpiryInterval: 60},
 		Inbound: []uint16{5, 6}, InboundOrigins: []session.Origin{name, {}}})
-	h := first.PrepareHandOver("pub", false)
-	if h.Snapshot == nil {
-		t.Fatal("no snapshot to hand over")
-	}
-	first.CommitHandOver(h, func() {})
-
-	b := New(config.Default().Limits, nil)
-	b.SetStore(memory.New())
-	if err := b.Restore(); err != nil {
-		t.Fatal(err)
-	}
-	lb := serveLoopback(t, b)
-	t.Cleanup(lb.stop)
-	sub := []store.Subscription{{Filter: "r/#", Options: packet.Subscription{Filter: "r/#", QoS: 2}}}
-	b.Adopt(&SessionSnapshot{Session: store.Session{ClientID: "sub", Version: 5, ExpiryInterval: 60}, Subs: sub})
-	b.Adopt(h.Snapshot)
+	b, lb := handOverPub(t, first)
 
 	pub := dialRaw(t, lb.addr, packet.V5)
 	if !pub.connect("pub", false, 60).SessionPresent {
@@ -58,4 +43,29 @@ func TestHandOverCarriesNameOfUnroutedInboundID(t *testing.T) {
 	if _, queued := b.QueueTotals(); queued != 1 {
 		t.Fatalf("%d messages queued, want 1: the resend routed under its name", queued)
 	}
+}
+
+// handOverPub hands client "pub"'s session over from first to a new
+// broker, as a cluster's hand-over would, where the persistent session
+// "sub" subscribes to r/# at QoS 2; it returns the new broker, serving
+// on loopback.
+func handOverPub(t *testing.T, first *Broker) (*Broker, *loopBroker) {
+	t.Helper()
+	h := first.PrepareHandOver("pub", false)
+	if h.Snapshot == nil {
+		t.Fatal("no snapshot to hand over")
+	}
+	first.CommitHandOver(h, func() {})
+
+	b := New(config.Default().Limits, nil)
+	b.SetStore(memory.New())
+	if err := b.Restore(); err != nil {
+		t.Fatal(err)
+	}
+	lb := serveLoopback(t, b)
+	t.Cleanup(lb.stop)
+	sub := []store.Subscription{{Filter: "r/#", Options: packet.Subscription{Filter: "r/#", QoS: 2}}}
+	b.Adopt(&SessionSnapshot{Session: store.Session{ClientID: "sub", Version: 5, ExpiryInterval: 60}, Subs: sub})
+	b.Adopt(h.Snapshot)
+	return b, lb
 }
