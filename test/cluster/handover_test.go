@@ -16,6 +16,7 @@ import (
 
 	"github.com/starling-mqtt/starling"
 	"github.com/starling-mqtt/starling/internal/auth"
+	"github.com/starling-mqtt/starling/internal/brokertest"
 	"github.com/starling-mqtt/starling/internal/testutil"
 )
 
@@ -111,25 +112,21 @@ func TestClusterHealthNamesDownNodes(t *testing.T) {
 	// until polls /readyz and /api/v1/cluster until ok accepts them.
 	until := func(what string, ok func(code int, st status) bool) {
 		t.Helper()
-		var code int
-		var st status
-		for deadline := time.Now().Add(testutil.Patience(t)); ; time.Sleep(100 * time.Millisecond) {
-			code, _ = get("/readyz")
+		brokertest.Poll(t, 100*time.Millisecond, testutil.Patience(t), func() error {
+			code, _ := get("/readyz")
 			c, body := get("/api/v1/cluster")
 			if c != http.StatusOK {
 				t.Fatalf("GET /api/v1/cluster: %d %s", c, body)
 			}
-			st = status{}
+			var st status
 			if err := json.Unmarshal(body, &st); err != nil {
 				t.Fatalf("decode %s: %v", body, err)
 			}
 			if ok(code, st) {
-				return
+				return nil
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: /readyz %d, cluster %+v", what, code, st)
-			}
-		}
+			return fmt.Errorf("%s: /readyz %d, cluster %+v", what, code, st)
+		})
 	}
 	until("all up", func(code int, st status) bool {
 		return code == http.StatusOK && st.Ready && len(st.Peers) == 2 && len(st.Down) == 0

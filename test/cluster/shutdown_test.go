@@ -9,6 +9,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/starling-mqtt/starling/internal/brokertest"
 	"github.com/starling-mqtt/starling/internal/testutil"
 )
 
@@ -91,19 +92,17 @@ func TestClusterGracefulStopLosesNothingAcknowledged(t *testing.T) {
 		got[string((<-sub.Recv).Payload)] = true
 	}
 	var sub2 *testutil.Paho
-	for deadline := time.Now().Add(testutil.Patience(t)); ; time.Sleep(100 * time.Millisecond) {
+	brokertest.Poll(t, 100*time.Millisecond, testutil.Patience(t), func() error {
 		c, ack, err := testutil.TryDialPaho(t, nodes[2].addr, "gs-sub", cp())
-		if err == nil {
-			if !ack.SessionPresent {
-				t.Fatal("reconnected to another node: session present = false")
-			}
-			sub2 = c
-			break
+		if err != nil {
+			return fmt.Errorf("reconnect to n3: %w", err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("reconnect to n3: %v", err)
+		if !ack.SessionPresent {
+			t.Fatal("reconnected to another node: session present = false")
 		}
-	}
+		sub2 = c
+		return nil
+	})
 	<-closed
 	// Some more after the node has gone.
 	awaitAcked(10)
