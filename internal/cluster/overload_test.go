@@ -29,8 +29,12 @@ import (
 // on u2 must stay bounded: the publishers are held back across the
 // backplane, as they are on one node (docs/flow-control.md).
 func TestCrossNodeFanInSlowSubscriberNoLoss(t *testing.T) {
+	t.Parallel()
 	for _, qos := range []byte{1, 2} {
-		t.Run(fmt.Sprintf("QoS%d", qos), func(t *testing.T) { crossNodeFanIn(t, qos) })
+		t.Run(fmt.Sprintf("QoS%d", qos), func(t *testing.T) {
+			t.Parallel()
+			crossNodeFanIn(t, qos)
+		})
 	}
 }
 
@@ -322,6 +326,7 @@ func TestHeldMessageWaitsForConfirmation(t *testing.T) {
 // for slow_consumer.timeout, then meets the policy (disconnect), and the
 // publishers are let go: the policy keeps its meaning across nodes.
 func TestCrossNodeStuckSubscriberMeetsPolicy(t *testing.T) {
+	t.Parallel()
 	const subID = "xnode-stuck"
 	nodes := startNodes(t, 2, func(i int, b *broker.Broker) {
 		if i == 1 {
