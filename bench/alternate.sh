@@ -17,7 +17,9 @@
 # nats-server), MOSQ (0; 1: include Mosquitto, and ratios against it too),
 # BROKER_CPU (0), TOOL_CPU (1), OUT (a .jsonl of every run).
 # Cells fanin1k and fanin64k (1 KiB and 64 KiB payloads) compare CPU per
-# message at sizes where copying and allocating bodies dominate.
+# message at sizes where copying and allocating bodies dominate. QOS (0)
+# sets the QoS of every cell. Cell latency10k is open loop (10,000 msg/s,
+# 1 publisher, 1 subscriber, no -lead): the summary gives each run's p99.
 # Everything it starts is stopped by PID on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,7 +40,9 @@ declare -A FLAGS=([fanin]="-scenario fanin" [pairs100]="-scenario pairs -pubs 10
 	[fanout100]="-scenario fanout -subs 100" [fanin1k]="-scenario fanin -size 1024"
 	# As in compare.sh: 8 × 8 in flight × 64 KiB within every broker's queue limits.
 	[fanin64k]="-scenario fanin -size 65536 -window 8"
-	[fanout10x64k]="-scenario fanout -subs 10 -size 65536 -window 8")
+	[fanout10x64k]="-scenario fanout -subs 10 -size 65536 -window 8"
+	[latency10k]="-scenario latency -rate 10000")
+QOS=${QOS:-0}
 MOSQ=${MOSQ:-0}
 MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 
@@ -115,10 +119,12 @@ for round in $(seq "$ROUNDS"); do
 				start "$b"
 				url=tcp://127.0.0.1:$TCP_PORT
 				[[ $tr == ws ]] && url=ws://127.0.0.1:$WS_PORT/mqtt
+				lead="-lead 500"
+				[[ $cell == latency* ]] && lead=
 				c0=$(cpu)
 				# shellcheck disable=SC2086
-				line=$(taskset -c "$TOOL_CPU" "$WORK/bin/starling-bench" -q -url "$url" ${FLAGS[$cell]} -lead 500 \
-					-qos 0 -version 4 -duration "$DURATION" -warmup "$WARMUP" 2>/dev/null) || line=null
+				line=$(taskset -c "$TOOL_CPU" "$WORK/bin/starling-bench" -q -url "$url" ${FLAGS[$cell]} $lead \
+					-qos "$QOS" -version 4 -duration "$DURATION" -warmup "$WARMUP" 2>/dev/null) || line=null
 				c1=$(cpu)
 				stop
 				printf '{"round":%d,"broker":"%s","cell":"%s","transport":"%s","cpu_s":%s,"result":%s}\n' \
@@ -137,7 +143,8 @@ for r in runs:
     res = r["result"] or {}
     rate = res.get("delivered_per_s", 0)
     per = r["cpu_s"] * 1e6 / res["delivered"] if res.get("delivered") else float("nan")
-    groups.setdefault((r["cell"], r["transport"]), {}).setdefault(r["broker"], []).append((rate, per, res.get("lost", -1)))
+    p99 = (res.get("latency") or {}).get("p99_us", 0)
+    groups.setdefault((r["cell"], r["transport"]), {}).setdefault(r["broker"], []).append((rate, per, res.get("lost", -1), p99))
 peers = [p for p in ("nats", "mosquitto") if any(p in by for by in groups.values())]
 for (cell, tr), by in groups.items():
     print(f"\n{cell} {tr}")
@@ -147,6 +154,9 @@ for (cell, tr), by in groups.items():
         runs_s = " ".join(f"{x[0]/1e3:.1f}k" for x in xs)
         lost = sum(x[2] for x in xs)
         line = f"  {b:22s} median {rate/1e3:7.1f}k msg/s ({runs_s}), {per:6.2f} us broker CPU/msg, lost {lost}"
+        if cell.startswith("latency"):
+            p99s = sorted(x[3] for x in xs)
+            line += ", p99 us " + " ".join(f"{p:.0f}" for p in p99s) + f" ({sum(p <= 500 for p in p99s)} of {len(p99s)} <= 500)"
         for p in peers:
             if p in med and b not in peers and med[p][0]:
                 line += f"; vs {p}: rate {rate/med[p][0]:.2f}x, CPU/msg {med[p][1]/per:.2f}x"

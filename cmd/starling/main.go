@@ -165,7 +165,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		handler = slog.NewJSONHandler(stderr, hopts)
 	}
 	logger := slog.New(handler)
-	tuneRuntime(cfg.Limits, os.Getenv, logger)
+	defer tuneRuntime(cfg.Limits, os.Getenv, logger)()
 	srv, err := starling.New(cfg, starling.WithLogger(logger), starling.WithLogLevel(level), starling.WithVersion(versionString()))
 	if err != nil {
 		logger.Error("cannot start", "err", err)

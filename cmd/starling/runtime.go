@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"log/slog"
 	"runtime/debug"
 
@@ -11,8 +12,13 @@ import (
 // configuration (limits.memory_limit, limits.gc_percent), unless the
 // operator set GOMEMLIMIT or GOGC, which win; it logs what holds. It is
 // the binary's business, not the embedding API's: the runtime is the
-// process's, and an application that embeds Starling owns it.
-func tuneRuntime(l config.Limits, getenv func(string) string, log *slog.Logger) {
+// process's, and an application that embeds Starling owns it. With
+// gc_percent 0 (derived) the target is Go's 100, raised to a heap floor
+// of a 32nd of the memory limit, at most 64 MiB, while the broker
+// collects more than ten times a second (gcFloor); the returned function
+// stops the floor.
+func tuneRuntime(l config.Limits, getenv func(string) string, log *slog.Logger) (stop func()) {
+	stop = func() {}
 	limit, limitFrom := l.RuntimeMemoryLimit(), "limits.memory_limit"
 	if l.MemoryLimit == 0 {
 		limitFrom = "derived from limits.max_total_queued_bytes"
@@ -30,6 +36,12 @@ func tuneRuntime(l config.Limits, getenv func(string) string, log *slog.Logger) 
 	switch {
 	case getenv("GOGC") != "":
 		gc, gcFrom = getenv("GOGC"), "GOGC" // the runtime read it at start
+	case l.GCPercent == 0 && derivedGCFloor(limit) > 0 && limitFrom != "none":
+		floor := derivedGCFloor(limit)
+		gc, gcFrom = fmt.Sprintf("100, a heap of %d MiB when busy", floor>>20), "derived from the memory limit"
+		f := &gcFloor{floor: floor, base: 100}
+		f.start()
+		stop = f.end
 	case l.GCPercent == 0:
 		gc, gcFrom = 100, "Go's default"
 		debug.SetGCPercent(100)
@@ -41,4 +53,5 @@ func tuneRuntime(l config.Limits, getenv func(string) string, log *slog.Logger) 
 		attrs = append(attrs, "memory_limit", limit)
 	}
 	log.Info("runtime memory settings", attrs...)
+	return stop
 }

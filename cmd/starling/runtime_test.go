@@ -3,9 +3,12 @@ package main
 import (
 	"bytes"
 	"log/slog"
+	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/starling-mqtt/starling/internal/config"
 )
@@ -54,4 +57,123 @@ func TestTuneRuntime(t *testing.T) {
 	if s := log.String(); !strings.Contains(s, "gc_percent_from=GOGC") || !strings.Contains(s, "memory_limit_from=GOMEMLIMIT") {
 		t.Errorf("log does not credit the environment:\n%s", s)
 	}
+}
+
+// TestFloorPercent: the percent puts the next heap goal at the floor while
+// the live heap is below half of it, and is Go's 100 above.
+func TestFloorPercent(t *testing.T) {
+	const M = 1 << 20
+	for _, c := range []struct {
+		floor, live, scan uint64
+		want              int
+	}{
+		{32 * M, 4 * M, 4 * M, 700},       // 4 MiB live: goal 32 MiB
+		{32 * M, 4 * M, 8 * M, 350},       // stacks and globals of 4 MiB count too
+		{32 * M, 16 * M, 16 * M, 100},     // half the floor: Go's own goal reaches it
+		{32 * M, 100 * M, 100 * M, 100},   // above the floor
+		{32 * M, 0, 1 * M, 100},           // no cycle yet
+		{32 * M, 1, 1, gcFloorPercentMax}, // bounded
+		{0, 4 * M, 4 * M, 100},
+	} {
+		if got := floorPercent(100, c.floor, c.live, c.scan); got != c.want {
+			t.Errorf("floorPercent(100, %d, %d, %d) = %d, want %d", c.floor, c.live, c.scan, got, c.want)
+		}
+	}
+	for limit, want := range map[int64]uint64{-1: 0, 0: 0, 512 * M: 16 * M, 2560 * M: 64 * M} {
+		if got := derivedGCFloor(limit); got != want {
+			t.Errorf("derivedGCFloor(%d) = %d, want %d", limit, got, want)
+		}
+	}
+}
+
+// TestFloorBusy: the floor comes into force when cycles come less than
+// 100 ms apart and stays until they come 2 s apart.
+func TestFloorBusy(t *testing.T) {
+	for _, c := range []struct {
+		was   bool
+		every time.Duration
+		want  bool
+	}{
+		{false, 50 * time.Millisecond, true},
+		{false, 200 * time.Millisecond, false}, // a connection storm
+		{true, 500 * time.Millisecond, true},   // the floor working
+		{true, 3 * time.Second, false},         // quiet again
+	} {
+		if got := floorBusy(c.was, c.every); got != c.want {
+			t.Errorf("floorBusy(%v, %v) = %v, want %v", c.was, c.every, got, c.want)
+		}
+	}
+}
+
+// TestGCFloorFollowsCycles: cycles less than 100 ms apart bring the floor
+// into force (the percent rises for the test binary's small live heap);
+// cycles 2 s apart or more put Go's 100 back.
+func TestGCFloorFollowsCycles(t *testing.T) {
+	old := debug.SetGCPercent(100)
+	t.Cleanup(func() { debug.SetGCPercent(old) })
+	f := &gcFloor{floor: 64 << 20, base: 100}
+	f.init()
+	at := time.Now()
+	f.adjust(at)
+	if got := gcPercent(); got != 100 {
+		t.Fatalf("before any cycle: percent %d, want 100", got)
+	}
+	runtime.GC()
+	at = at.Add(10 * time.Millisecond)
+	f.adjust(at)
+	if got := gcPercent(); got <= 100 {
+		t.Fatalf("a cycle 10 ms after the last: percent %d, want above 100", got)
+	}
+	runtime.GC()
+	at = at.Add(time.Second)
+	f.adjust(at)
+	if got := gcPercent(); got <= 100 {
+		t.Fatalf("a cycle 1 s after the last, the floor in force: percent %d, want above 100", got)
+	}
+	runtime.GC()
+	at = at.Add(3 * time.Second)
+	f.adjust(at)
+	if got := gcPercent(); got != 100 {
+		t.Fatalf("a cycle 3 s after the last: percent %d, want 100", got)
+	}
+	f.end()
+	if f.adjust(at.Add(time.Millisecond)) {
+		t.Fatal("adjust after end: still armed")
+	}
+}
+
+// TestTuneRuntimeGCFloor: gc_percent 0 starts the floor and says so; the
+// returned function ends it with Go's 100 in force; an operator's
+// gc_percent is kept as it is.
+func TestTuneRuntimeGCFloor(t *testing.T) {
+	oldGC, oldLimit := debug.SetGCPercent(100), debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetGCPercent(oldGC); debug.SetMemoryLimit(oldLimit) })
+	noEnv := func(string) string { return "" }
+	var log bytes.Buffer
+	logger := slog.New(slog.NewTextHandler(&log, nil))
+
+	l := config.Default().Limits // gc_percent 0, a derived limit of 2.5 GiB
+	stop := tuneRuntime(l, noEnv, logger)
+	if !strings.Contains(log.String(), "gc_percent_from=\"derived from the memory limit\"") ||
+		!strings.Contains(log.String(), "64 MiB when busy") {
+		t.Errorf("log does not say the target is derived:\n%s", log.String())
+	}
+	stop()
+	if got := gcPercent(); got != 100 {
+		t.Errorf("after stop: gc percent %d, want 100", got)
+	}
+	l.GCPercent = 150
+	stop = tuneRuntime(l, noEnv, logger)
+	defer stop()
+	runtime.GC()
+	runtime.GC()
+	if got := gcPercent(); got != 150 {
+		t.Errorf("gc_percent 150: runtime has %d", got)
+	}
+}
+
+func gcPercent() int {
+	s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+	metrics.Read(s)
+	return int(s[0].Value.Uint64())
 }

@@ -291,9 +291,11 @@ type Limits struct {
 	// GCPercent is the collector's target for the starling binary (Go's
 	// GOGC): a cycle starts when the heap has grown by this percentage
 	// since the last one. Higher means fewer cycles, and fewer pauses in
-	// the latency tail, for more memory; MemoryLimit caps it. 0 = Go's
-	// default (100); -1 = off, the memory limit alone starts cycles (needs
-	// one). A GOGC in the environment wins.
+	// the latency tail, for more memory; MemoryLimit caps it. 0 = derived:
+	// Go's 100, raised to a heap of a 32nd of the memory limit (at most 64
+	// MiB) while the broker collects more than ten times a second; -1 =
+	// off, the memory limit alone starts cycles (needs one). A GOGC in the
+	// environment wins.
 	GCPercent int `yaml:"gc_percent"`
 	// MaxTopicAlias is the number of topic aliases a client may use (announced
 	// as Topic Alias Maximum; 0 disables client aliases).

@@ -25,6 +25,31 @@ func TestReadBodyLargeInSteps(t *testing.T) {
 	}
 }
 
+// TestReadBodyWholeUpToPoolMax: a body up to bufpool.Max (a QoS 1 PUBLISH
+// of 64 KiB with its topic) is one allocation of its size, not a 64 KiB
+// step grown (allocated, cleared and copied again) to fit.
+func TestReadBodyWholeUpToPoolMax(t *testing.T) {
+	want := make([]byte, 64<<10+20)
+	for i := range want {
+		want[i] = byte(i * 13)
+	}
+	r := bytes.NewReader(want)
+	var got []byte
+	allocs := testing.AllocsPerRun(20, func() {
+		r.Reset(want)
+		var err error
+		if got, err = readBody(r, len(want)); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if !bytes.Equal(got, want) {
+		t.Fatal("body read wrong")
+	}
+	if allocs != 1 || cap(got) != len(want) {
+		t.Fatalf("%v allocations, capacity %d for a body of %d, want 1 of its size", allocs, cap(got), len(want))
+	}
+}
+
 func TestTooLargeRejectedBeforeBody(t *testing.T) {
 	srv, cli := net.Pipe()
 	defer cli.Close()
