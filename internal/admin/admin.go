@@ -6,6 +6,7 @@ package admin
 
 import (
 	"context"
+	"iter"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -38,6 +39,7 @@ type Broker interface {
 	Subscribed(topic string) bool
 	ClientChanges() <-chan struct{}
 	Traffics() []broker.ClientTraffic
+	AllTraffic() iter.Seq[broker.ClientTraffic]
 	SampleTopics(limit int) ([]broker.TopicTraffic, broker.TopicTraffic)
 	StopTopicSampling()
 	QueueLimits() (maxQueued, maxInflight int)

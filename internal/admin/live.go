@@ -4,6 +4,8 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"iter"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -187,7 +189,11 @@ func (f *feed) tickLive(now time.Time) error {
 	}
 	// Alerts are looked for at every tick, watched or not, so that a page
 	// opened later sees the last ones.
-	f.checkAlerts(now, getTraffics())
+	if traffics != nil {
+		f.checkAlertsIn(now, slices.Values(traffics))
+	} else {
+		f.checkAlertsIn(now, f.b.AllTraffic())
+	}
 	if f.b.Subscribed(FeedAlerts) {
 		errs = append(errs, f.publishJSON(FeedAlerts, AlertsFeed{Time: now.UnixMilli(), Alerts: append([]Alert{}, f.alerts...)}))
 	}
@@ -360,6 +366,11 @@ type clientMark struct {
 //
 // and keeps them grouped per client and kind (raise).
 func (f *feed) checkAlerts(now time.Time, ts []broker.ClientTraffic) {
+	f.checkAlertsIn(now, slices.Values(ts))
+}
+
+// checkAlertsIn is checkAlerts over clients given one at a time.
+func (f *feed) checkAlertsIn(now time.Time, ts iter.Seq[broker.ClientTraffic]) {
 	maxQ, _ := f.b.QueueLimits()
 	o := f.alertOpts
 	first := f.marks == nil
@@ -376,7 +387,7 @@ func (f *feed) checkAlerts(now time.Time, ts []broker.ClientTraffic) {
 	var perClient uint64
 	var fresh []Alert
 	ms := now.UnixMilli()
-	for _, c := range ts {
+	for c := range ts {
 		d := c.DroppedQueue + c.DroppedExpired + c.DroppedTooLarge
 		m := clientMark{drops: d, held: c.Flow.HeldFor, actions: c.Flow.PolicyActions,
 			full: c.Connected && c.Window > 0 && c.Inflight >= c.Window, out: c.MessagesOut}

@@ -197,9 +197,13 @@ type client struct {
 	// closed is the last connection the broker closed on its own (kick,
 	// takeover, shutdown) and the reason its handler logs instead of the
 	// read error that follows; nil when none is pending.
-	closed  *closedBy
-	will    *willState    // will of the current or last connection
-	life    lifetime      // offline: since when, why, the will's and the session's deadlines
+	closed *closedBy
+	will   *willState // will of the current or last connection
+	life   *lifetime  // offline: since when, why, the will's and the session's deadlines; nil while online
+	// lifeGen tells the current offline life from an earlier one: a timer
+	// armed for an older generation (the client came back, was taken
+	// over, moved) does nothing.
+	lifeGen uint64
 	version byte          // protocol level of the last connection
 	ended   bool          // session removed; deliveries are ignored
 	durable bool          // the session is kept in the store (persistent)

@@ -375,7 +375,7 @@ func (b *Broker) PrepareHandOver(clientID string, clean bool) *HandOff {
 				// session ages here like any disconnected one.
 				b.goOffline(cl, whyHandingOver, b.now())
 				if cl.persistent() {
-					t.bt().PutSession(cl.sessionRecord(cl.life.since))
+					t.bt().PutSession(cl.sessionRecord(cl.lifeSince()))
 				}
 			}
 			return
@@ -542,7 +542,7 @@ func (b *Broker) Adopt(s *SessionSnapshot) {
 	b.goOffline(cl, whyAdopted, s.Session.DisconnectedAt)
 	if b.store != nil && cl.sess.ExpiryInterval > 0 {
 		cl.durable = true
-		t.bt().PutSession(cl.sessionRecord(cl.life.since))
+		t.bt().PutSession(cl.sessionRecord(cl.lifeSince()))
 	}
 	for i := range s.Subs {
 		sub := &s.Subs[i]
@@ -709,7 +709,7 @@ func (b *Broker) AdoptOrphan(s *SessionSnapshot, reconnecting, clean bool) {
 	// The will counts from now; the session's expiry, set by Adopt, from
 	// when it went offline on the lost node.
 	cl.will = w
-	cl.life.why = whyOrphaned
+	cl.offline().why = whyOrphaned
 	due := b.startWill(cl, b.now())
 	cl.mu.Unlock()
 	if due != nil {

@@ -37,15 +37,18 @@ type handler struct {
 	version     byte              // beside the flags: the handler fits a smaller allocation class
 	// resuming is set when the connection was parked waiting for a packet
 	// due by deadline (keep alive): the next read keeps that deadline.
-	resuming    bool
-	served      bool               // past the first wait after CONNECT
-	info        *ClientInfo        // who the client is, for the authorizer
-	pubMsgs     *limit.TokenBucket // publish rate limits; nil when off
-	pubBytes    *limit.TokenBucket
-	connectID   string // client ID and user name as given in CONNECT, for the log
-	connectUser string
-	authMethod  string       // enhanced authentication method of CONNECT; "" for none
-	reauth      *reauthState // re-authentication in progress; nil when none
+	resuming bool
+	served   bool               // past the first wait after CONNECT
+	info     *ClientInfo        // who the client is, for the authorizer
+	pubMsgs  *limit.TokenBucket // publish rate limits; nil when off
+	pubBytes *limit.TokenBucket
+	// cp is the CONNECT while it is being handled, for the log and event of
+	// a refusal (the client ID and user name as given); nil once the
+	// connection is accepted: a pointer, not two strings, keeps the
+	// handler in the 256-byte class.
+	cp         *packet.Connect
+	authMethod string       // enhanced authentication method of CONNECT; "" for none
+	reauth     *reauthState // re-authentication in progress; nil when none
 	// deadline: until CONNECT is done, when it and any AUTH exchange must
 	// be; then, while resuming, when the packet awaited when parked is due.
 	// One field for both, in Unix nanoseconds (0: none), not a time.Time
@@ -130,6 +133,7 @@ func (h *handler) run() (parked bool) {
 	if !h.connect(cp) {
 		return false
 	}
+	h.cp = nil // accepted: no refusal follows, and the CONNECT is garbage
 	h.b.connLog(connConnected, "client connected", "client_id", h.cl.id, "remote", h.remote, "listener", h.listener, "version", h.version,
 		"clean_start", cp.CleanStart, "keep_alive", cp.KeepAlive)
 	return h.serveUntilEnd()
@@ -221,11 +225,21 @@ func (h *handler) refusal(code packet.ReasonCode, reason string) {
 }
 
 func (h *handler) refusedAttrs(code packet.ReasonCode, reason string) []slog.Attr {
-	a := []slog.Attr{slog.String("client_id", h.connectID), slog.String("username", h.connectUser), slog.String("remote", h.remote)}
+	id, user := h.connectNames()
+	a := []slog.Attr{slog.String("client_id", id), slog.String("username", user), slog.String("remote", h.remote)}
 	if h.listener != "" {
 		a = append(a, slog.String("listener", h.listener))
 	}
 	return append(a, slog.String("code", fmt.Sprintf("0x%02x", byte(code))), slog.String("reason", reason))
+}
+
+// connectNames are the client ID and user name the CONNECT being handled
+// gave.
+func (h *handler) connectNames() (id, user string) {
+	if h.cp == nil {
+		return "", ""
+	}
+	return h.cp.ClientID, h.cp.Username
 }
 
 func v3ConnackCode(c packet.ReasonCode) packet.ReasonCode {
@@ -245,7 +259,7 @@ func v3ConnackCode(c packet.ReasonCode) packet.ReasonCode {
 func (h *handler) connect(cp *packet.Connect) bool {
 	b := h.b
 	h.version = cp.ProtocolVersion
-	h.connectID, h.connectUser = cp.ClientID, cp.Username
+	h.cp = cp
 	h.c.SetVersion(h.version)
 	props := &cp.Properties
 	v5 := h.version == packet.V5

@@ -179,8 +179,8 @@ func (h *handler) authenticate(cp *packet.Connect) (Identity, packet.ReasonCode)
 		ci.Token = httpToken(nc)
 	}
 	ci.Origin, ci.Path = httpRequestInfo(nc)
-	ctx, cancel := context.WithTimeout(context.Background(), h.b.lim.ConnectTimeout)
-	defer cancel()
+	ctx := newAuthCtx(h.b.lim.ConnectTimeout)
+	defer ctx.cancel()
 	id, code, err := h.b.authn.Authenticate(ctx, ci)
 	if err != nil {
 		h.b.auditLog(slog.LevelWarn, "authentication error", slog.String("client_id", cp.ClientID), slog.String("remote", h.remote), slog.Any("err", err))

@@ -220,7 +220,7 @@ func (b *Broker) detachLocked(h *handler, t *tx) (will *willState, shared []sess
 	}
 	will = b.goOffline(cl, why, b.now())
 	if cl.persistent() {
-		t.bt().PutSession(cl.sessionRecord(cl.life.since))
+		t.bt().PutSession(cl.sessionRecord(cl.lifeSince()))
 	}
 	return will, shared
 }

@@ -74,6 +74,8 @@ func (w offlineWhy) String() string {
 }
 
 // lifetime is a client's offline life as deadlines. Guarded by client.mu.
+// A client holds one only while offline (client.offline): most clients are
+// online, and the record is 104 bytes of the client's.
 type lifetime struct {
 	// since is when the last connection ended (persisted: the deadlines
 	// count from it across restarts and moves); zero while connected, or
@@ -85,11 +87,25 @@ type lifetime struct {
 	// session ends, zero if it never does (or is online). A will still
 	// pending at expireAt is published then [MQTT-3.1.3-9].
 	willAt, expireAt time.Time
-	// gen tells the current offline life from an earlier one: a timer
-	// armed for an older generation (the client came back, was taken
-	// over, moved) does nothing.
-	gen   uint64
-	timer Timer
+	timer            Timer
+}
+
+// offline returns cl's offline life, made if it has none. The caller holds
+// cl.mu.
+func (cl *client) offline() *lifetime {
+	if cl.life == nil {
+		cl.life = &lifetime{}
+	}
+	return cl.life
+}
+
+// lifeSince is when the offline life began; zero when there is none.
+// The caller holds cl.mu.
+func (cl *client) lifeSince() time.Time {
+	if cl.life == nil {
+		return time.Time{}
+	}
+	return cl.life.since
 }
 
 // offlineDeadlines is the one computation of an offline client's
@@ -121,7 +137,7 @@ func (b *Broker) goOffline(cl *client, why offlineWhy, since time.Time) (due *wi
 	if since.IsZero() || since.After(now) {
 		since = now
 	}
-	l := &cl.life
+	l := cl.offline()
 	b.stopLife(cl)
 	l.since, l.why = since, why
 	l.willAt, l.expireAt = time.Time{}, time.Time{}
@@ -150,7 +166,7 @@ func (b *Broker) startWill(cl *client, since time.Time) (due *willState) {
 	if w == nil {
 		return nil
 	}
-	l := &cl.life
+	l := cl.offline()
 	l.willAt, _ = offlineDeadlines(since, cl.sess.ExpiryInterval, w)
 	if !now.Before(l.willAt) {
 		cl.will, l.willAt = nil, time.Time{}
@@ -165,30 +181,34 @@ func (b *Broker) startWill(cl *client, since time.Time) (due *willState) {
 // deadline goes with it. The caller holds cl.mu.
 func (cl *client) cancelWill() {
 	cl.will = nil
-	cl.life.willAt = time.Time{}
+	if cl.life != nil {
+		cl.life.willAt = time.Time{}
+	}
 }
 
 // goOnline ends cl's offline life: a connection attached. Nothing armed
 // for it fires any more. The caller holds cl.mu.
 func (b *Broker) goOnline(cl *client) {
 	b.stopLife(cl)
-	cl.life = lifetime{gen: cl.life.gen}
+	cl.life = nil
 }
 
 // stopLife disarms cl's scheduled deadline and starts a new generation,
 // so that a callback already on its way does nothing.
 func (b *Broker) stopLife(cl *client) {
-	l := &cl.life
-	if l.timer != nil {
+	if l := cl.life; l != nil && l.timer != nil {
 		l.timer.Stop()
 		l.timer = nil
 	}
-	l.gen++
+	cl.lifeGen++
 }
 
 // armLife schedules cl's earliest deadline on the broker's clock.
 func (b *Broker) armLife(cl *client, now time.Time) {
-	l := &cl.life
+	l := cl.life
+	if l == nil {
+		return
+	}
 	next := l.expireAt
 	if !l.willAt.IsZero() && (next.IsZero() || l.willAt.Before(next)) {
 		next = l.willAt
@@ -196,7 +216,7 @@ func (b *Broker) armLife(cl *client, now time.Time) {
 	if next.IsZero() {
 		return
 	}
-	gen := l.gen
+	gen := cl.lifeGen
 	l.timer = b.clock.AfterFunc(next.Sub(now), b.guard(func() { b.lifeDue(cl, gen) }))
 }
 
@@ -206,8 +226,8 @@ func (b *Broker) armLife(cl *client, now time.Time) {
 func (b *Broker) lifeDue(cl *client, gen uint64) {
 	b.mu.Lock()
 	cl.mu.Lock()
-	l := &cl.life
-	if b.closing || cl.conn != nil || cl.ended || l.gen != gen {
+	l := cl.life
+	if b.closing || cl.conn != nil || cl.ended || l == nil || cl.lifeGen != gen {
 		cl.mu.Unlock()
 		b.mu.Unlock()
 		return
@@ -255,7 +275,10 @@ func (b *Broker) expireLocked(cl *client) {
 	}
 	t := b.begin(true)
 	shared := b.endSession(cl, t)
-	why, since := cl.life.why, cl.life.since
+	why, since := onlineNow, cl.lifeSince()
+	if cl.life != nil {
+		why = cl.life.why
+	}
 	cl.mu.Unlock()
 	b.mu.Unlock()
 	if will != nil {

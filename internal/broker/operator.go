@@ -147,6 +147,7 @@ func (b *Broker) emit(e Event) {
 
 // refusedEvent is the Event of a refused CONNECT.
 func (h *handler) refusedEvent(code packet.ReasonCode, reason string) Event {
-	return Event{Kind: EventConnectRefused, ClientID: h.connectID, Username: h.connectUser, Remote: h.remote, Listener: h.listener,
+	id, user := h.connectNames()
+	return Event{Kind: EventConnectRefused, ClientID: id, Username: user, Remote: h.remote, Listener: h.listener,
 		Reason: fmt.Sprintf("0x%02x %s", byte(code), reason)}
 }

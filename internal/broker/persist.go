@@ -294,7 +294,7 @@ func (cl *client) offlineSince() time.Time {
 	if cl.conn != nil {
 		return time.Time{}
 	}
-	return cl.life.since
+	return cl.lifeSince()
 }
 
 // persistent reports whether the session is kept in the store.

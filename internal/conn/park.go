@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -26,6 +28,31 @@ const ReleaseAfter = time.Second
 // writerWait bounds how long the park right after CONNECT waits for the
 // writer sending the CONNACK.
 const writerWait = 5 * time.Millisecond
+
+// giveUp wakes the park waiting for the writer after CONNECT once
+// writerWait has passed. Pooled: a timer made per connect was a 112-byte
+// garbage object of every connection, in the class of records idle
+// connections keep. A pooled timer that fires late may wake a later
+// connection's wait, which checks its condition again.
+type giveUp struct {
+	t *time.Timer
+	c atomic.Pointer[Conn]
+}
+
+var giveUps = sync.Pool{New: func() any {
+	g := &giveUp{}
+	g.t = time.AfterFunc(time.Hour, g.fire)
+	g.t.Stop()
+	return g
+}}
+
+func (g *giveUp) fire() {
+	if c := g.c.Load(); c != nil {
+		c.mu.Lock()
+		c.broadcastLocked()
+		c.mu.Unlock()
+	}
+}
 
 // Park hands a connection that waits for its next packet to the poller
 // (internal/poll) so that no goroutine waits for it. It first waits up to
@@ -88,15 +115,15 @@ func (c *Conn) Park(deadline time.Time, grace time.Duration, resume func()) bool
 		// now and again, released, when the writer stops. Not long: a
 		// writer with a backlog for a slow client parks the reader as
 		// before (keep alive is enforced meanwhile).
-		giveUp := time.AfterFunc(writerWait, func() {
-			c.mu.Lock()
-			c.broadcastLocked()
-			c.mu.Unlock()
-		})
+		g := giveUps.Get().(*giveUp)
+		g.c.Store(c)
+		g.t.Reset(writerWait)
 		for until := time.Now().Add(writerWait); c.writing && !c.closed && !c.closing && time.Now().Before(until); {
 			c.waitDrainedLocked()
 		}
-		giveUp.Stop()
+		g.t.Stop()
+		g.c.Store(nil)
+		giveUps.Put(g)
 		// Only the reader (here, or ReadPacket) waits on it: a parked
 		// connection need not keep it.
 		c.drained = nil

@@ -38,8 +38,9 @@ type dialer struct {
 	insecure bool
 	deflate  bool // offer permessage-deflate on ws:// and wss://
 	version  byte
-	rbuf     int  // bufio.Reader size
-	keep     bool // connect with a persistent session
+	rbuf     int      // bufio.Reader size
+	keep     bool     // connect with a persistent session
+	src      *sources // source addresses (nil: the kernel's choice)
 }
 
 func (d *dialer) dial(ctx context.Context) (net.Conn, error) {
@@ -49,13 +50,13 @@ func (d *dialer) dial(ctx context.Context) (net.Conn, error) {
 	}
 	switch d.u.Scheme {
 	case "ws", "wss":
-		return transport.DialWSConfig(ctx, d.u.String(), transport.WSDialConfig{Subprotocol: "mqtt", TLSConfig: tcfg, Compression: d.deflate})
+		return transport.DialWSConfig(ctx, d.u.String(), transport.WSDialConfig{Subprotocol: "mqtt", TLSConfig: tcfg,
+			Compression: d.deflate, NetDial: d.src.dial})
 	case "ssl", "tls", "mqtts":
-		td := tls.Dialer{Config: tcfg}
+		td := tls.Dialer{NetDialer: d.src.dialer(), Config: tcfg}
 		return td.DialContext(ctx, "tcp", d.u.Host)
 	}
-	var nd net.Dialer
-	return nd.DialContext(ctx, "tcp", d.u.Host)
+	return d.src.dialer().DialContext(ctx, "tcp", d.u.Host)
 }
 
 // open dials, sends CONNECT (plus SUBSCRIBE to filter if not empty, in the

@@ -109,7 +109,8 @@ func (r *Result) perConn(cfg *Config) {
 func runIdle(ctx context.Context, cfg Config, u *url.URL) (*Result, error) {
 	res := &Result{Conns: cfg.Conns}
 	res.fill(&cfg, u)
-	d := &dialer{u: u, insecure: cfg.Insecure, deflate: cfg.WSDeflate, version: cfg.Version, rbuf: 512}
+	d := &dialer{u: u, insecure: cfg.Insecure, deflate: cfg.WSDeflate, version: cfg.Version, rbuf: 512,
+		src: newSources(u.Hostname(), cfg.Conns)}
 	rss(&cfg, res, &res.RSSBeforeKiB)
 	prefix := cfg.ClientID
 	if prefix == "" {
@@ -152,7 +153,8 @@ func (s *stormSub) acked(byte) {}
 func runStorm(ctx context.Context, cfg Config, u *url.URL) (*Result, error) {
 	res := &Result{Conns: cfg.Conns, Subs: cfg.Conns, Pubs: 1}
 	res.fill(&cfg, u)
-	d := &dialer{u: u, insecure: cfg.Insecure, deflate: cfg.WSDeflate, version: cfg.Version, rbuf: 512}
+	d := &dialer{u: u, insecure: cfg.Insecure, deflate: cfg.WSDeflate, version: cfg.Version, rbuf: 512,
+		src: newSources(u.Hostname(), cfg.Conns)}
 	nonce := rand.Uint32()
 	prefix := cfg.ClientID
 	if prefix == "" {

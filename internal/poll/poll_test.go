@@ -195,3 +195,32 @@ func TestWaiterSizeBudget(t *testing.T) {
 		t.Fatalf("Waiter is %d bytes, budget 64", size)
 	}
 }
+
+// Pending peeks without allocating: every connection that parks calls it,
+// and a garbage object per connection in the small allocation classes
+// keeps spans of live idle records resident.
+func TestPendingNoAllocation(t *testing.T) {
+	if !Supported() {
+		t.Skip("no poller on " + runtime.GOOS)
+	}
+	sc, cc := pair(t)
+	rc := rawOf(t, sc)
+	if Pending(rc) {
+		t.Fatal("Pending with no input")
+	}
+	if n := testing.AllocsPerRun(100, func() { Pending(rc) }); n != 0 && !raceEnabled {
+		t.Errorf("Pending allocates %v objects per call", n)
+	}
+	if _, err := cc.Write([]byte{0x10}); err != nil {
+		t.Fatal(err)
+	}
+	for !Pending(rc) {
+		if err := Wait(rc); err != nil {
+			t.Fatalf("wait: %v", err)
+		}
+	}
+	var b [1]byte
+	if n, err := sc.Read(b[:]); n != 1 || b[0] != 0x10 {
+		t.Fatalf("read after Pending: %d %v %x: the peek took the byte", n, err, b[0])
+	}
+}

@@ -126,7 +126,8 @@ type Session struct {
 	nextID uint16
 	// Overflow is what a full queue does while the session is connected;
 	// an offline session's full queue always drops the newest. (Here, in
-	// nextID's padding: Session stays in its 288-byte size class.)
+	// nextID's padding: Session stays in its size class, see
+	// TestNewSessionBudget.)
 	Overflow Overflow
 
 	out     []*inflight // in send order
@@ -147,18 +148,32 @@ type Session struct {
 	// again on this broker run.
 	restoredIn map[uint16]struct{}
 
-	// taken holds the origins of the messages the session took, the last
-	// RememberMax of them, with ring in the order taken (a circle from
-	// ringNext once full); see Taken.
-	taken    map[Origin]struct{}
-	ring     []Origin
-	ringNext int
-	takenN   uint64 // origins taken so far: the newest is the takenN-th
+	// mem is what the session remembers of the messages it took; nil
+	// until a persistent session takes one with an origin (most never do).
+	mem *memory
 
 	nextSeq  uint64
 	accepted uint64 // Seq of the delivery the last Deliver kept, 0 if none
 
 	Stats Stats
+}
+
+// memory holds the origins of the messages a session took, the last
+// RememberMax of them, with ring in the order taken (a circle from ringNext
+// once full); see Taken.
+type memory struct {
+	taken    map[Origin]struct{}
+	ring     []Origin
+	ringNext int
+	takenN   uint64 // origins taken so far: the newest is the takenN-th
+}
+
+// memory returns s.mem, made if needed.
+func (s *Session) memory() *memory {
+	if s.mem == nil {
+		s.mem = &memory{taken: make(map[Origin]struct{})}
+	}
+	return s.mem
 }
 
 // New returns an empty, offline session.
@@ -443,10 +458,10 @@ const RememberMax = 4096
 // it again by another path (relayed, replayed after a node's loss) must
 // not be delivered as a new message.
 func (s *Session) Taken(o Origin) bool {
-	if o.IsZero() || s.taken == nil {
+	if o.IsZero() || s.mem == nil {
 		return false
 	}
-	_, ok := s.taken[o]
+	_, ok := s.mem.taken[o]
 	return ok
 }
 
@@ -456,23 +471,21 @@ func (s *Session) remember(o Origin, j Journal) {
 	if o.IsZero() || s.ExpiryInterval == 0 {
 		return
 	}
-	if s.taken == nil {
-		s.taken = make(map[Origin]struct{})
-	}
-	if _, ok := s.taken[o]; ok {
+	m := s.memory()
+	if _, ok := m.taken[o]; ok {
 		return
 	}
-	if len(s.ring) < RememberMax {
-		s.ring = append(s.ring, o)
+	if len(m.ring) < RememberMax {
+		m.ring = append(m.ring, o)
 	} else {
-		delete(s.taken, s.ring[s.ringNext])
-		s.ring[s.ringNext] = o
-		s.ringNext = (s.ringNext + 1) % RememberMax
+		delete(m.taken, m.ring[m.ringNext])
+		m.ring[m.ringNext] = o
+		m.ringNext = (m.ringNext + 1) % RememberMax
 	}
-	s.taken[o] = struct{}{}
-	s.takenN++
+	m.taken[o] = struct{}{}
+	m.takenN++
 	if j != nil {
-		j.PutTaken(s.ClientID, uint16((s.takenN-1)%RememberMax), o, s.takenN)
+		j.PutTaken(s.ClientID, uint16((m.takenN-1)%RememberMax), o, m.takenN)
 	}
 }
 
@@ -480,7 +493,8 @@ func (s *Session) remember(o Origin, j Journal) {
 // session took. Call in ascending n, after setting ExpiryInterval.
 func (s *Session) RestoreTaken(o Origin, n uint64) {
 	s.remember(o, nil)
-	s.takenN = max(s.takenN, n)
+	m := s.memory()
+	m.takenN = max(m.takenN, n)
 }
 
 // TakenRecords calls fn for every origin the session remembers, oldest
@@ -488,8 +502,11 @@ func (s *Session) RestoreTaken(o Origin, n uint64) {
 // the memory of a session installed whole (handed over).
 func (s *Session) TakenRecords(fn func(slot uint16, o Origin, n uint64)) {
 	r := s.Remembered()
+	if len(r) == 0 {
+		return
+	}
 	for i, o := range r {
-		n := s.takenN - uint64(len(r)) + uint64(i) + 1
+		n := s.mem.takenN - uint64(len(r)) + uint64(i) + 1
 		fn(uint16((n-1)%RememberMax), o, n)
 	}
 }
@@ -497,9 +514,13 @@ func (s *Session) TakenRecords(fn func(slot uint16, o Origin, n uint64)) {
 // Remembered returns the origins the session remembers, oldest first:
 // what another node must know to continue the session (RememberAll).
 func (s *Session) Remembered() []Origin {
-	out := make([]Origin, 0, len(s.ring))
-	out = append(out, s.ring[s.ringNext:]...)
-	return append(out, s.ring[:s.ringNext]...)
+	if s.mem == nil {
+		return []Origin{}
+	}
+	m := s.mem
+	out := make([]Origin, 0, len(m.ring))
+	out = append(out, m.ring[m.ringNext:]...)
+	return append(out, m.ring[:m.ringNext]...)
 }
 
 // RememberAll adds origins, oldest first, to those the session

@@ -42,28 +42,30 @@ func BenchmarkIdle(b *testing.B) {
 			if tr == "ws" {
 				addr = srv.HTTPAddr().String()
 			}
-			var heap, stack float64
+			var heap, live, stack float64
 			for i := 0; i < b.N; i++ {
-				h, s := idleRound(b, tr, addr, *idleConns)
-				heap += h
-				stack += s
+				m := idleRound(b, tr, addr, *idleConns)
+				heap += m.heap
+				live += m.live
+				stack += m.stack
 			}
 			n := float64(b.N)
 			b.ReportMetric((heap+stack)/n, "B/conn")
 			b.ReportMetric(heap/n, "heap-B/conn")
+			b.ReportMetric(live/n, "live-B/conn")
 			b.ReportMetric(stack/n, "stack-B/conn")
 		})
 	}
 }
 
 // idleRound opens n connections, measures, closes them, and returns the
-// heap and stack bytes per connection.
-func idleRound(b *testing.B, tr, addr string, n int) (heap, stack float64) {
+// bytes per connection.
+func idleRound(b *testing.B, tr, addr string, n int) idleBytes {
 	if *idleHeapProfile != "" {
 		defer func(r int) { runtime.MemProfileRate = r }(runtime.MemProfileRate)
 		runtime.MemProfileRate = 64
 	}
-	h0, s0 := idleMem()
+	m0 := idleMem()
 	conns := make([]net.Conn, 0, n)
 	defer func() {
 		for _, c := range conns {
@@ -87,9 +89,15 @@ func idleRound(b *testing.B, tr, addr string, n int) (heap, stack float64) {
 		pprof.WriteHeapProfile(f)
 		f.Close()
 	}
-	h1, s1 := idleMem()
-	return float64(h1-h0) / float64(n), float64(s1-s0) / float64(n)
+	m1 := idleMem()
+	f := float64(n)
+	return idleBytes{heap: (m1.heap - m0.heap) / f, live: (m1.live - m0.live) / f, stack: (m1.stack - m0.stack) / f}
 }
+
+// idleBytes is memory in use: heap spans (heap), the objects live in them
+// (live: heap less the free slots of partly used spans) and goroutine
+// stacks.
+type idleBytes struct{ heap, live, stack float64 }
 
 // settleGoroutines waits until the goroutine count stops changing: the
 // connections' readers have reached their idle state.
@@ -105,12 +113,12 @@ func settleGoroutines() {
 	}
 }
 
-func idleMem() (heap, stack int64) {
+func idleMem() idleBytes {
 	runtime.GC()
 	runtime.GC()
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
-	return int64(m.HeapInuse), int64(m.StackInuse)
+	return idleBytes{heap: float64(m.HeapInuse), live: float64(m.HeapAlloc), stack: float64(m.StackInuse)}
 }
 
 // dialIdle connects with a CONNECT (clean, keep alive 0) and reads the

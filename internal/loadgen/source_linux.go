@@ -1,0 +1,17 @@
+package loadgen
+
+import (
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+func bindNoPort(_, _ string, rc syscall.RawConn) error {
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
+	}); err != nil {
+		return err
+	}
+	return serr
+}
