@@ -28,13 +28,13 @@ import (
 // had a PUBACK for must reach the subscriber, and the subscriber's queue
 // on u2 must stay bounded: the publishers are held back across the
 // backplane, as they are on one node (docs/flow-control.md).
+//
+// Not parallel: beside three other clusters on a starved 2-core -race
+// run, u2 fell so far behind that the relayed messages let the queue
+// pass the bound below (612 against 418 once).
 func TestCrossNodeFanInSlowSubscriberNoLoss(t *testing.T) {
-	t.Parallel()
 	for _, qos := range []byte{1, 2} {
-		t.Run(fmt.Sprintf("QoS%d", qos), func(t *testing.T) {
-			t.Parallel()
-			crossNodeFanIn(t, qos)
-		})
+		t.Run(fmt.Sprintf("QoS%d", qos), func(t *testing.T) { crossNodeFanIn(t, qos) })
 	}
 }
 
@@ -326,7 +326,6 @@ func TestHeldMessageWaitsForConfirmation(t *testing.T) {
 // for slow_consumer.timeout, then meets the policy (disconnect), and the
 // publishers are let go: the policy keeps its meaning across nodes.
 func TestCrossNodeStuckSubscriberMeetsPolicy(t *testing.T) {
-	t.Parallel()
 	const subID = "xnode-stuck"
 	nodes := startNodes(t, 2, func(i int, b *broker.Broker) {
 		if i == 1 {
