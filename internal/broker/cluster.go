@@ -559,6 +559,10 @@ func (b *Broker) Adopt(s *SessionSnapshot) {
 		}
 	}
 	cl.sess.RememberAll(s.Taken)
+	// Back on a node that evicted it a moment ago: what its client had
+	// acknowledged here is known to this node alone when the node that
+	// took it over recovered it from the queue stream.
+	cl.sess.RememberAll(b.evicted.take(id, b.now()))
 	if cl.persistent() {
 		cl.sess.TakenRecords(func(slot uint16, o session.Origin, n uint64) {
 			t.bt().PutTaken(id, slot, store.Taken{Origin: store.Origin(o), N: n})
@@ -636,11 +640,14 @@ func (b *Broker) dropSession(clientID string, evict bool) (attached *conn.Conn, 
 		b.closeTakenOver(cl)
 	}
 	if evict && cl.persistent() {
+		held := make(map[session.Origin]bool)
 		cl.sess.Export(func(d *session.Delivery, _ uint16, _ byte) {
+			held[d.Msg.Origin] = true
 			if d.Group == "" {
 				out = append(out, snapshotDelivery(d, 0, session.StateQueued))
 			}
 		})
+		b.evicted.keep(clientID, cl.sess.Remembered(), held, b.now())
 	}
 	cl.cancelWill()
 	b.endSession(cl, t)
