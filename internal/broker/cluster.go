@@ -41,6 +41,16 @@ type Backplane interface {
 	SessionEnded(clientID string)
 }
 
+// StayMarker is implemented by a backplane that mirrors persistent
+// sessions' deliveries to a stream subject per session and node (docs/cluster.md,
+// Queued messages). StartStay is called before a connection starts a new
+// persistent session on this node (none is held here, or a clean start
+// ends the one that is), so that what an earlier session of the client
+// left on this node's subject is never replayed as the new session's.
+type StayMarker interface {
+	StartStay(clientID string)
+}
+
 // LaterForwarder is implemented by a backplane that can name a message
 // at once and send it later: a QoS 2 message from a client leaves its
 // node only once its packet ID is replicated (ForwardLater's send, called

@@ -466,6 +466,11 @@ func (n *Node) markStay(clientID string) {
 	}
 }
 
+// StartStay implements broker.StayMarker: a persistent session started
+// empty here (its client's first connect here, or a clean start) begins
+// a stay like one handed over or taken over.
+func (n *Node) StartStay(clientID string) { n.markStay(clientID) }
+
 // flushRemovals writes the removals held back, one entry per session.
 func (n *Node) flushRemovals() {
 	n.mir.mu.Lock()

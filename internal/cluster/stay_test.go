@@ -35,17 +35,7 @@ func TestTakeoverSkipsEarlierStayEntries(t *testing.T) {
 
 	// What an earlier stay on u1 left in the stream: a delivery whose
 	// removal never landed.
-	js, err := jetstream.New(u1.n.pc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), brokertest.Patience(t))
-	defer cancel()
-	left := queueEntry{C: []queueChange{{Seq: 1 << 40, Out: &broker.SnapshotDelivery{
-		Msg: store.Message{Topic: "sa/x", Payload: []byte("earlier"), QoS: 1}, QoS: 1, Filter: "sa/#", State: session.StateQueued}}}}
-	if _, err := js.Publish(ctx, queueSubject(id, "u1"), mustJSON(left)); err != nil {
-		t.Fatal(err)
-	}
+	plantEarlierStay(t, u1.n, id, "sa/x")
 
 	// The session's next stay on u1, handed over from u2.
 	var c *paho.Client
@@ -72,16 +62,61 @@ func TestTakeoverSkipsEarlierStayEntries(t *testing.T) {
 	// there would have u1's periodic purge remove what lies below it on
 	// the subject, the earlier stay's entry too, as when the stream
 	// answers; in the partition runs, the purges failed.)
-	u1.n.Close()
-	waitFor(t, "the session taken over by u2", func() bool { return u2.b.HasSession(id) })
-	recv := reconnectUntil(t, u2.addr, id)
-	pub2, _, _ := connect(t, u2.addr, "stay-pub2")
-	if pub2 == nil {
-		t.Fatal("publisher refused on u2")
+	takeOverSkipsEarlier(t, u1, u2, id, "sa/x")
+}
+
+// A session started empty on a node (its client's first connect there)
+// begins a stay too: a takeover does not replay what an earlier session
+// of the same client left on the node's subject (its purge failed, say)
+// as this session's.
+func TestTakeoverSkipsEarlierSessionEntries(t *testing.T) {
+	t.Parallel()
+	nodes := startNodes(t, 3)
+	u1, u2 := nodes[0], nodes[1]
+	const id = "start-again"
+	plantEarlierStay(t, u1.n, id, "sn/x")
+	parkSession(t, u1.addr, id, "sn/#")
+	waitFor(t, "u2 knowing u1's record of the session", func() bool {
+		u2.n.ownersMu.Lock()
+		defer u2.n.ownersMu.Unlock()
+		m, ok := u2.n.owners[key(id)]
+		return ok && m.rec.Node == "u1" && m.rec.Session != nil && len(m.rec.Session.Subs) == 1
+	})
+	takeOverSkipsEarlier(t, u1, u2, id, "sn/x")
+}
+
+// plantEarlierStay writes to clientID's subject of node n what an earlier
+// stay there left: a delivery on topic whose removal never landed.
+func plantEarlierStay(t *testing.T, n *Node, clientID, topic string) {
+	t.Helper()
+	js, err := jetstream.New(n.pc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), brokertest.Patience(t))
+	defer cancel()
+	left := queueEntry{C: []queueChange{{Seq: 1 << 40, Out: &broker.SnapshotDelivery{
+		Msg: store.Message{Topic: topic, Payload: []byte("earlier"), QoS: 1}, QoS: 1, Filter: topic, State: session.StateQueued}}}}
+	if _, err := js.Publish(ctx, queueSubject(clientID, n.cfg.Node), mustJSON(left)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// takeOverSkipsEarlier closes lost's node, waits for taker to take
+// clientID's session over, and checks that the session gets what is
+// published on topic afterwards and not what plantEarlierStay left.
+func takeOverSkipsEarlier(t *testing.T, lost, taker *testNode, clientID, topic string) {
+	t.Helper()
+	lost.n.Close()
+	waitFor(t, "the session taken over", func() bool { return taker.b.HasSession(clientID) })
+	recv := reconnectUntil(t, taker.addr, clientID)
+	pub, _, _ := connect(t, taker.addr, clientID+"-pub")
+	if pub == nil {
+		t.Fatal("publisher refused")
 	}
 	// Published after the takeover: it comes out after whatever the
 	// takeover queued.
-	publishAll(t, pub2, "sa/x", "last", 1)
+	publishAll(t, pub, topic, "last", 1)
 	got := map[string]bool{}
 	deadline := time.After(brokertest.Patience(t))
 	for !got["last0"] {
