@@ -131,3 +131,44 @@ func takeOverSkipsEarlier(t *testing.T, lost, taker *testNode, clientID, topic s
 		t.Errorf("an earlier stay's entry replayed by the takeover (got %v)", slices.Sorted(maps.Keys(got)))
 	}
 }
+
+// A session recovered from the queue stream remembers the messages its
+// stay's entries delivered, those removed since (its client had them)
+// too: a copy that reaches it again by another path (its publisher's
+// resend under the same name, routed again on the node that recovered the
+// publisher's session; a late relayed copy) is not delivered as a new
+// message. Six kill-publisher-node cycles delivered a QoS 2 message twice
+// without DUP that way: the moving subscriber, on the killed node, had
+// completed it; its session, recovered from the stream on another node,
+// took the publisher's resend as new. An earlier stay's entries are not
+// remembered (they are not this session's).
+func TestReplayRemembersDeliveredMessages(t *testing.T) {
+	t.Parallel()
+	n := startSolo(t, false).n
+	put := func(rev, seq, name uint64) broker.MirrorOp {
+		return broker.MirrorOp{ClientID: "r", Seq: seq, Rev: rev, Out: &broker.SnapshotDelivery{
+			Msg: store.Message{Topic: "r/x", Payload: []byte("m"), QoS: 2, Origin: store.Origin{Instance: 5, Seq: name}}, QoS: 2}}
+	}
+	n.MirrorDeliveries([]broker.MirrorOp{put(1, 1, 100)}, true) // an earlier stay's
+	n.markStay("r")
+	n.MirrorDeliveries([]broker.MirrorOp{put(2, 1, 101), put(3, 2, 102)}, true)
+	n.MirrorDeliveries([]broker.MirrorOp{{ClientID: "r", Seq: 1, Rev: 4}}, true) // acknowledged
+	n.flushRemovals()
+
+	rec := &broker.SessionSnapshot{Session: store.Session{ClientID: "r", Version: 5, ExpiryInterval: 600}}
+	var s *broker.SessionSnapshot
+	retry(t, func() error {
+		var err error
+		if s, err = n.withQueued(rec, "solo", false); err != nil {
+			return err
+		}
+		if len(s.Out) != 1 {
+			return fmt.Errorf("%d deliveries recovered, want 1 (the removal not read yet?)", len(s.Out))
+		}
+		return nil
+	})
+	want := []session.Origin{{Instance: 5, Seq: 101}, {Instance: 5, Seq: 102}}
+	if !slices.Equal(s.Taken, want) {
+		t.Fatalf("recovered session remembers %v, want %v", s.Taken, want)
+	}
+}
