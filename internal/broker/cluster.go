@@ -533,9 +533,14 @@ func (b *Broker) clientSubs(id string) []store.Subscription {
 // already has one for the client (which then wins). It is called before
 // the client's connection attaches.
 func (b *Broker) Adopt(s *SessionSnapshot) {
-	id := s.Session.ClientID
 	t := b.begin(true)
 	defer t.commit(true)
+	b.adoptIn(s, t)
+}
+
+// adoptIn is Adopt in the operation t, which the caller commits.
+func (b *Broker) adoptIn(s *SessionSnapshot, t *tx) {
+	id := s.Session.ClientID
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.clients[id] != nil || b.closing {
@@ -699,39 +704,54 @@ func (b *Broker) AdoptOrphan(s *SessionSnapshot, reconnecting, clean bool) {
 		w = &willState{msg: m, delay: sw.Delay}
 	}
 	ends := s.Session.ExpiryInterval == 0 || (reconnecting && clean)
+	// One operation installs the session and publishes its will, or
+	// keeps the will pending with it: a crash in between left the
+	// session stored here without its will, which no node then
+	// published (the record that still names this node with the will
+	// is read again only for a session this node does not hold).
+	t := b.begin(true)
 	if !ends {
 		// Subscriptions first: whoever reacts to the will finds the
 		// session already collecting its messages.
 		s.Session.Will = nil
-		b.Adopt(s)
+		b.adoptIn(s, t)
 	}
 	if w != nil && (ends || w.delay == 0) {
-		b.publishWill(w)
+		b.publishWillIn(w, t)
 		w = nil
 	}
-	if ends || reconnecting || w == nil {
-		return
+	if !ends && !reconnecting && w != nil {
+		w = b.orphanWill(s.Session.ClientID, w, t)
+		if w != nil {
+			b.publishWillIn(w, t) // its delay ran out on the lost node
+		}
 	}
+	t.commit(true)
+}
+
+// orphanWill gives an adopted session, offline here, the will it had on
+// its lost node, its delay counted from now, stored with the session in
+// t. It returns the will if it is due at once.
+func (b *Broker) orphanWill(clientID string, w *willState, t *tx) (due *willState) {
 	b.mu.Lock()
-	cl := b.clients[s.Session.ClientID]
+	cl := b.clients[clientID]
 	b.mu.Unlock()
 	if cl == nil {
-		return
+		return nil
 	}
 	cl.mu.Lock()
+	defer cl.mu.Unlock()
 	if cl.conn != nil || cl.ended || cl.will != nil {
-		cl.mu.Unlock()
-		return
+		return nil
 	}
 	// The will counts from now; the session's expiry, set by Adopt, from
 	// when it went offline on the lost node.
 	cl.will = w
 	cl.life.why = whyOrphaned
-	due := b.startWill(cl, b.now())
-	cl.mu.Unlock()
-	if due != nil {
-		b.publishWill(due)
+	if due = b.startWill(cl, b.now()); due == nil && cl.persistent() {
+		t.bt().PutSession(cl.sessionRecord(cl.life.since))
 	}
+	return due
 }
 
 // heldWill is a will restored from the store in a cluster, waiting to
