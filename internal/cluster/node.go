@@ -608,6 +608,9 @@ func (n *Node) watchPeers() {
 	defer n.wg.Done()
 	declared := make(map[string]bool) // lost nodes, logged once
 	lost := make(map[string]bool)     // lost nodes whose sessions are not yet taken over
+	// Lost nodes whose takeover has begun: it is finished even if the
+	// node is heard again meanwhile (see takeOver).
+	taking := make(map[string]bool)
 	tick := time.NewTicker(beatEvery)
 	defer tick.Stop()
 	var named time.Time
@@ -632,12 +635,9 @@ func (n *Node) watchPeers() {
 		}
 		first := true
 		for _, p := range live {
-			// Back before its sessions were taken. A takeover that
-			// failed halfway is not retried: the node, fenced while it
-			// was lost, re-checks its sessions once back, and a record
-			// it has rewritten so would be taken from it at its new
-			// revision while it serves the session.
-			delete(lost, p)
+			if !taking[p] {
+				delete(lost, p) // back before its sessions were taken
+			}
 			delete(declared, p)
 			n.stopRelay(p)
 			first = first && n.cfg.Node < p
@@ -656,16 +656,19 @@ func (n *Node) watchPeers() {
 		}
 		if !first {
 			clear(lost) // a lower-named live node takes over
+			clear(taking)
 			continue
 		}
 		for name := range lost {
 			// Retried every tick: while the cluster re-elects leaders
 			// the buckets may be briefly unavailable.
+			taking[name] = true
 			if err := n.takeOver(name); err != nil {
 				n.log.Debug("cluster: take over lost node's sessions, will retry", "lost", name, "err", err)
 				continue
 			}
 			delete(lost, name)
+			delete(taking, name)
 			// What other nodes relayed to it, for the sessions taken
 			// over, is delivered here until it is back.
 			n.consumeRelay(name)
@@ -740,9 +743,6 @@ func (n *Node) noteMoved(clientID, to string, s *broker.SessionSnapshot) {
 	n.indexSession(k, &r)
 }
 
-// errHeardAgain: a lost node was heard again before its takeover began.
-var errHeardAgain = errors.New("cluster: lost node heard again; takeover not begun")
-
 // takeOverReadHook, set by tests, runs on the node taking a lost node's
 // sessions over, once it has read what that node mirrored for a session
 // and before its compare-and-set.
@@ -758,14 +758,11 @@ var takeOverWaitHook atomic.Pointer[func(clientID string)]
 // it installs the session.
 var takenOverHook atomic.Pointer[func(clientID string)]
 
-// takeOver claims every session record of a lost node. Once it has read
-// them without hearing the node, it claims all of them, even if the node
-// is heard again meanwhile: the node, fenced while lost, re-checks each
-// of its sessions before it serves again, which it can do only once
-// heard, so it rewrites each record after this read, and whichever of
-// its rewrite and this node's compare-and-set (at the revision read)
-// comes first keeps the session. A takeover stopped halfway left the
-// node's sessions split between the two: a QoS 2 message its publisher's
+// takeOver claims every session record of a lost node, all of them even
+// if the node is heard again meanwhile: woken, it is fenced until it has
+// re-checked each of its sessions, and a record it confirms first fails
+// this node's compare-and-set. A takeover stopped halfway left the node's
+// sessions split between the two: a QoS 2 message its publisher's
 // session left behind when taken over (doomed, later.go) was dropped
 // only from the sessions evicted with it, and one that stayed took the
 // publisher's resend as well (partition runs, a persistent session).
@@ -783,11 +780,6 @@ func (n *Node) takeOver(lost string) error {
 		}
 	}
 	n.ownersMu.Unlock()
-	if n.heardRecently(lost) {
-		// Back (woken, or the cut healed) before the read: it may have
-		// re-checked some of these records already, and serves them.
-		return errHeardAgain
-	}
 	adopted := 0
 	for k, m := range todo {
 		r := m.rec
