@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
@@ -146,63 +145,4 @@ func TestFencedNodeStillCloses(t *testing.T) {
 		u3.n.muted.Store(false)
 		t.Fatal("a fenced node's shutdown waits forever for a handler held behind the fence")
 	}
-}
-
-// A takeover, once begun, takes every session of the lost node, even if
-// that node is heard again halfway (it woke, or the cut healed): woken,
-// the node is fenced until it has re-checked its sessions, and evicts
-// those taken. A takeover that stopped there left the node's sessions
-// split between two nodes, which a QoS 2 message held back on the lost
-// node for its publisher's taken session reached twice (its first copy
-// and the publisher's resend) in a partition run.
-func TestTakeoverFinishesWhenLostNodeHeardAgain(t *testing.T) {
-	t.Parallel()
-	nodes := startNodes(t, 3)
-	u1, u3 := nodes[0], nodes[2]
-	ids := []string{"half-a", "half-b"}
-	for _, id := range ids {
-		parkSession(t, u3.addr, id, "hf/#")
-		waitRecorded(t, u1, id)
-	}
-	// As u1 reads the first of them, u3's heartbeats arrive again, and
-	// keep arriving (noted on u1 alone: u3 stays frozen, so it re-checks
-	// nothing meanwhile).
-	hearing := make(chan struct{})
-	stopHearing := sync.OnceFunc(func() { close(hearing) })
-	defer stopHearing()
-	var once sync.Once
-	heard := func(string) {
-		once.Do(func() {
-			note := func() {
-				u1.n.lease.mu.Lock()
-				u1.n.lease.heard["u3"] = u1.n.lease.mono()
-				u1.n.lease.mu.Unlock()
-			}
-			note()
-			go func() {
-				tick := time.NewTicker(beatEvery)
-				defer tick.Stop()
-				for {
-					select {
-					case <-hearing:
-						return
-					case <-tick.C:
-						note()
-					}
-				}
-			}()
-		})
-	}
-	for _, id := range ids {
-		defer onClientHook(t, &takeOverReadHook, id, heard)()
-	}
-	u3.n.muted.Store(true)
-	waitFor(t, "u1 takes both of u3's sessions over", func() bool {
-		return u1.b.HasSession(ids[0]) && u1.b.HasSession(ids[1])
-	})
-	stopHearing()
-	u3.n.muted.Store(false)
-	waitFor(t, "u3 serving again without them", func() bool {
-		return u3.n.Health().Ready && !u3.b.HasSession(ids[0]) && !u3.b.HasSession(ids[1])
-	})
 }

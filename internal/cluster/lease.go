@@ -281,6 +281,15 @@ func (n *Node) silent() []string {
 	return out
 }
 
+// heardRecently reports whether peer's heartbeat arrived within liveWithin.
+func (n *Node) heardRecently(peer string) bool {
+	now := n.lease.mono()
+	n.lease.mu.Lock()
+	defer n.lease.mu.Unlock()
+	at, ok := n.lease.heard[peer]
+	return ok && now-at < int64(liveWithin)
+}
+
 // fenceLoop lifts the fence: once the node holds its lease again, it
 // checks each of its sessions against the sessions bucket, evicts those
 // another node took, and serves again.

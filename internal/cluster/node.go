@@ -608,9 +608,6 @@ func (n *Node) watchPeers() {
 	defer n.wg.Done()
 	declared := make(map[string]bool) // lost nodes, logged once
 	lost := make(map[string]bool)     // lost nodes whose sessions are not yet taken over
-	// Lost nodes whose takeover has begun: it is finished even if the
-	// node is heard again meanwhile (see takeOver).
-	taking := make(map[string]bool)
 	tick := time.NewTicker(beatEvery)
 	defer tick.Stop()
 	var named time.Time
@@ -635,9 +632,7 @@ func (n *Node) watchPeers() {
 		}
 		first := true
 		for _, p := range live {
-			if !taking[p] {
-				delete(lost, p) // back before its sessions were taken
-			}
+			delete(lost, p) // back before its sessions were taken
 			delete(declared, p)
 			n.stopRelay(p)
 			first = first && n.cfg.Node < p
@@ -656,19 +651,16 @@ func (n *Node) watchPeers() {
 		}
 		if !first {
 			clear(lost) // a lower-named live node takes over
-			clear(taking)
 			continue
 		}
 		for name := range lost {
 			// Retried every tick: while the cluster re-elects leaders
 			// the buckets may be briefly unavailable.
-			taking[name] = true
 			if err := n.takeOver(name); err != nil {
 				n.log.Debug("cluster: take over lost node's sessions, will retry", "lost", name, "err", err)
 				continue
 			}
 			delete(lost, name)
-			delete(taking, name)
 			// What other nodes relayed to it, for the sessions taken
 			// over, is delivered here until it is back.
 			n.consumeRelay(name)
@@ -758,14 +750,7 @@ var takeOverWaitHook atomic.Pointer[func(clientID string)]
 // it installs the session.
 var takenOverHook atomic.Pointer[func(clientID string)]
 
-// takeOver claims every session record of a lost node, all of them even
-// if the node is heard again meanwhile: woken, it is fenced until it has
-// re-checked each of its sessions, and a record it confirms first fails
-// this node's compare-and-set. A takeover stopped halfway left the node's
-// sessions split between the two: a QoS 2 message its publisher's
-// session left behind when taken over (doomed, later.go) was dropped
-// only from the sessions evicted with it, and one that stayed took the
-// publisher's resend as well (partition runs, a persistent session).
+// takeOver claims every session record of a lost node.
 func (n *Node) takeOver(lost string) error {
 	if n.stopping.Load() {
 		// Adopted here, the sessions would only be lost again: a node
@@ -782,6 +767,12 @@ func (n *Node) takeOver(lost string) error {
 	n.ownersMu.Unlock()
 	adopted := 0
 	for k, m := range todo {
+		if n.heardRecently(lost) {
+			// Back (woken, or the cut healed): it keeps what it has
+			// not lost yet, and re-checks the rest itself.
+			n.log.Info("cluster: lost node heard again; takeover stopped", "lost", lost, "sessions", adopted)
+			return nil
+		}
 		r := m.rec
 		// The deliveries it mirrored first: while the stream elects a
 		// new leader they may be unreadable, and the takeover waits.
