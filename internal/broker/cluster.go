@@ -576,14 +576,28 @@ func (b *Broker) adoptIn(s *SessionSnapshot, t *tx) {
 	cl.sess.RememberAll(s.Taken)
 	// Back on a node that evicted it a moment ago: what its client had
 	// acknowledged here is known to this node alone when the node that
-	// took it over recovered it from the queue stream.
-	cl.sess.RememberAll(b.evicted.take(id, b.now()))
+	// took it over recovered it from the queue stream. A copy of such a
+	// message that the other node queued for the session meanwhile (a
+	// late relayed copy) is not restored: the client has it.
+	acked := b.evicted.take(id, b.now())
+	cl.sess.RememberAll(acked)
+	var had map[store.Origin]bool
+	if len(acked) > 0 {
+		had = make(map[store.Origin]bool, len(acked))
+		for _, o := range acked {
+			had[store.Origin(o)] = true
+		}
+	}
 	if cl.persistent() {
 		cl.sess.TakenRecords(func(slot uint16, o session.Origin, n uint64) {
 			t.bt().PutTaken(id, slot, store.Taken{Origin: store.Origin(o), N: n})
 		})
 	}
 	for i, o := range s.Out {
+		if o.PacketID == 0 && had[o.Msg.Origin] {
+			b.Stats.Repeats.Add(1)
+			continue
+		}
 		m := fromStore(&o.Msg)
 		d := session.Delivery{Msg: m, QoS: o.QoS, Retain: o.Retain, SubIDs: o.SubIDs, Group: o.Group, Filter: o.Filter, Seq: uint64(i + 1)}
 		cl.sess.Restore(d, o.PacketID, o.State)
