@@ -89,6 +89,7 @@ type Broker struct {
 	mirrorRev   atomic.Uint64 // last MirrorOp.Rev given; taken under the session's lock
 	lastIncarn  uint64        // last client.incarnation given; under mu
 	heldWills   []heldWill    // restored wills waiting for the cluster; under mu
+	evicted     evictedMemory // what evicted sessions' clients had; under mu
 	shareRR     sync.Map      // share group key -> *atomic.Uint64, round robin
 	shareGroups atomic.Int64
 	retained    *retainStore

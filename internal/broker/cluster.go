@@ -41,6 +41,16 @@ type Backplane interface {
 	SessionEnded(clientID string)
 }
 
+// StayMarker is implemented by a backplane that mirrors persistent
+// sessions' deliveries to a stream subject per session and node (docs/cluster.md,
+// Queued messages). StartStay is called before a connection starts a new
+// persistent session on this node (none is held here, or a clean start
+// ends the one that is), so that what an earlier session of the client
+// left on this node's subject is never replayed as the new session's.
+type StayMarker interface {
+	StartStay(clientID string)
+}
+
 // LaterForwarder is implemented by a backplane that can name a message
 // at once and send it later: a QoS 2 message from a client leaves its
 // node only once its packet ID is replicated (ForwardLater's send, called
@@ -523,9 +533,14 @@ func (b *Broker) clientSubs(id string) []store.Subscription {
 // already has one for the client (which then wins). It is called before
 // the client's connection attaches.
 func (b *Broker) Adopt(s *SessionSnapshot) {
-	id := s.Session.ClientID
 	t := b.begin(true)
 	defer t.commit(true)
+	b.adoptIn(s, t)
+}
+
+// adoptIn is Adopt in the operation t, which the caller commits.
+func (b *Broker) adoptIn(s *SessionSnapshot, t *tx) {
+	id := s.Session.ClientID
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.clients[id] != nil || b.closing {
@@ -559,12 +574,30 @@ func (b *Broker) Adopt(s *SessionSnapshot) {
 		}
 	}
 	cl.sess.RememberAll(s.Taken)
+	// Back on a node that evicted it a moment ago: what its client had
+	// acknowledged here is known to this node alone when the node that
+	// took it over recovered it from the queue stream. A copy of such a
+	// message that the other node queued for the session meanwhile (a
+	// late relayed copy) is not restored: the client has it.
+	acked := b.evicted.take(id, b.now())
+	cl.sess.RememberAll(acked)
+	var had map[store.Origin]bool
+	if len(acked) > 0 {
+		had = make(map[store.Origin]bool, len(acked))
+		for _, o := range acked {
+			had[store.Origin(o)] = true
+		}
+	}
 	if cl.persistent() {
 		cl.sess.TakenRecords(func(slot uint16, o session.Origin, n uint64) {
 			t.bt().PutTaken(id, slot, store.Taken{Origin: store.Origin(o), N: n})
 		})
 	}
 	for i, o := range s.Out {
+		if o.PacketID == 0 && had[o.Msg.Origin] {
+			b.Stats.Repeats.Add(1)
+			continue
+		}
 		m := fromStore(&o.Msg)
 		d := session.Delivery{Msg: m, QoS: o.QoS, Retain: o.Retain, SubIDs: o.SubIDs, Group: o.Group, Filter: o.Filter, Seq: uint64(i + 1)}
 		cl.sess.Restore(d, o.PacketID, o.State)
@@ -636,11 +669,14 @@ func (b *Broker) dropSession(clientID string, evict bool) (attached *conn.Conn, 
 		b.closeTakenOver(cl)
 	}
 	if evict && cl.persistent() {
+		held := make(map[session.Origin]bool)
 		cl.sess.Export(func(d *session.Delivery, _ uint16, _ byte) {
+			held[d.Msg.Origin] = true
 			if d.Group == "" {
 				out = append(out, snapshotDelivery(d, 0, session.StateQueued))
 			}
 		})
+		b.evicted.keep(clientID, cl.sess.Remembered(), held, b.now())
 	}
 	cl.cancelWill()
 	b.endSession(cl, t)
@@ -682,39 +718,54 @@ func (b *Broker) AdoptOrphan(s *SessionSnapshot, reconnecting, clean bool) {
 		w = &willState{msg: m, delay: sw.Delay}
 	}
 	ends := s.Session.ExpiryInterval == 0 || (reconnecting && clean)
+	// One operation installs the session and publishes its will, or
+	// keeps the will pending with it: a crash in between left the
+	// session stored here without its will, which no node then
+	// published (the record that still names this node with the will
+	// is read again only for a session this node does not hold).
+	t := b.begin(true)
 	if !ends {
 		// Subscriptions first: whoever reacts to the will finds the
 		// session already collecting its messages.
 		s.Session.Will = nil
-		b.Adopt(s)
+		b.adoptIn(s, t)
 	}
 	if w != nil && (ends || w.delay == 0) {
-		b.publishWill(w)
+		b.publishWillIn(w, t)
 		w = nil
 	}
-	if ends || reconnecting || w == nil {
-		return
+	if !ends && !reconnecting && w != nil {
+		w = b.orphanWill(s.Session.ClientID, w, t)
+		if w != nil {
+			b.publishWillIn(w, t) // its delay ran out on the lost node
+		}
 	}
+	t.commit(true)
+}
+
+// orphanWill gives an adopted session, offline here, the will it had on
+// its lost node, its delay counted from now, stored with the session in
+// t. It returns the will if it is due at once.
+func (b *Broker) orphanWill(clientID string, w *willState, t *tx) (due *willState) {
 	b.mu.Lock()
-	cl := b.clients[s.Session.ClientID]
+	cl := b.clients[clientID]
 	b.mu.Unlock()
 	if cl == nil {
-		return
+		return nil
 	}
 	cl.mu.Lock()
+	defer cl.mu.Unlock()
 	if cl.conn != nil || cl.ended || cl.will != nil {
-		cl.mu.Unlock()
-		return
+		return nil
 	}
 	// The will counts from now; the session's expiry, set by Adopt, from
 	// when it went offline on the lost node.
 	cl.will = w
 	cl.offline().why = whyOrphaned
-	due := b.startWill(cl, b.now())
-	cl.mu.Unlock()
-	if due != nil {
-		b.publishWill(due)
+	if due = b.startWill(cl, b.now()); due == nil && cl.persistent() {
+		t.bt().PutSession(cl.sessionRecord(cl.lifeSince()))
 	}
+	return due
 }
 
 // heldWill is a will restored from the store in a cluster, waiting to

@@ -420,6 +420,9 @@ func (h *handler) connect(cp *packet.Connect) bool {
 		if snap != nil {
 			b.Adopt(snap)
 		}
+		if sm, ok := bp.(StayMarker); ok && expiry > 0 && (cp.CleanStart || !b.HasSession(id)) {
+			sm.StartStay(id)
+		}
 	}
 	code, reason := b.attach(h, id, cp, expiry, link, ack)
 	if code != packet.Success {

@@ -466,6 +466,11 @@ func (n *Node) markStay(clientID string) {
 	}
 }
 
+// StartStay implements broker.StayMarker: a persistent session started
+// empty here (its client's first connect here, or a clean start) begins
+// a stay like one handed over or taken over.
+func (n *Node) StartStay(clientID string) { n.markStay(clientID) }
+
 // flushRemovals writes the removals held back, one entry per session.
 func (n *Node) flushRemovals() {
 	n.mir.mu.Lock()
@@ -658,28 +663,34 @@ func (n *Node) purgeLoop() {
 // in sequence order, and its QoS 2 packet IDs awaiting PUBREL.
 // The IDs come with the names of their messages, where known.
 func (n *Node) loadQueued(ctx context.Context, clientID, node string) ([]broker.SnapshotDelivery, map[uint16]session.Origin, error) {
-	out, in, _, err := n.loadQueuedUpTo(ctx, clientID, node)
+	out, in, _, _, err := n.loadQueuedUpTo(ctx, clientID, node)
 	return out, in, err
 }
 
 // loadQueuedUpTo is loadQueued that also returns the stream sequence of
-// the last entry it read (0: none).
-func (n *Node) loadQueuedUpTo(ctx context.Context, clientID, node string) ([]broker.SnapshotDelivery, map[uint16]session.Origin, uint64, error) {
+// the last entry it read (0: none), and the names of the messages the
+// stay's entries delivered, oldest first, removed ones too: the session
+// took those, and its client has had the removed ones (the memory the
+// session keeps on its node, session.Taken, as far as the stream has not
+// purged it).
+func (n *Node) loadQueuedUpTo(ctx context.Context, clientID, node string) ([]broker.SnapshotDelivery, map[uint16]session.Origin, uint64, []session.Origin, error) {
 	s := n.queue()
 	if s == nil {
-		return nil, nil, 0, errors.New("cluster: queue stream not open")
+		return nil, nil, 0, nil, errors.New("cluster: queue stream not open")
 	}
 	var last uint64
 	subj := queueSubject(clientID, node)
 	got := make(map[uint64]*broker.SnapshotDelivery)
 	in := make(map[uint16]session.Origin)
+	var taken []session.Origin
+	seen := make(map[session.Origin]bool)
 	for seq := uint64(1); ; {
 		m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subj))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			break
 		}
 		if err != nil {
-			return nil, nil, 0, fmt.Errorf("cluster: read queued messages of %q: %w", clientID, err)
+			return nil, nil, 0, nil, fmt.Errorf("cluster: read queued messages of %q: %w", clientID, err)
 		}
 		last = m.Sequence
 		var e queueEntry
@@ -692,6 +703,8 @@ func (n *Node) loadQueuedUpTo(ctx context.Context, clientID, node string) ([]bro
 			// delivery numbers are not this stay's.
 			clear(got)
 			clear(in)
+			clear(seen)
+			taken = taken[:0]
 		}
 		for _, c := range e.C {
 			switch {
@@ -707,6 +720,10 @@ func (n *Node) loadQueuedUpTo(ctx context.Context, clientID, node string) ([]bro
 				delete(got, c.Seq)
 			default:
 				got[c.Seq] = c.Out
+				if o := session.Origin(c.Out.Msg.Origin); !o.IsZero() && !seen[o] {
+					seen[o] = true
+					taken = append(taken, o)
+				}
 			}
 		}
 		seq = m.Sequence + 1
@@ -720,7 +737,7 @@ func (n *Node) loadQueuedUpTo(ctx context.Context, clientID, node string) ([]bro
 	for _, s := range seqs {
 		out = append(out, *got[s])
 	}
-	return out, in, last, nil
+	return out, in, last, taken, nil
 }
 
 // withQueued returns a lost node's session record with the deliveries
@@ -738,12 +755,13 @@ func (n *Node) withQueuedUpTo(s *broker.SessionSnapshot, lost string, clean bool
 	}
 	ctx, cancel := context.WithTimeout(n.ctx, readyWait)
 	defer cancel()
-	out, in, last, err := n.loadQueuedUpTo(ctx, s.Session.ClientID, lost)
+	out, in, last, taken, err := n.loadQueuedUpTo(ctx, s.Session.ClientID, lost)
 	if err != nil {
 		return nil, 0, err
 	}
 	cp := *s
 	cp.Out, cp.Inbound, cp.InboundOrigins = out, nil, nil
+	cp.Taken = append(slices.Clip(s.Taken), taken...)
 	named := false
 	for id, o := range in {
 		cp.Inbound = append(cp.Inbound, id)

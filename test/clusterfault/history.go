@@ -209,8 +209,9 @@ type Stats struct {
 	// Clean subscribers: acknowledged messages sent while they were
 	// connected and never delivered, and extra deliveries.
 	CleanOwed, CleanMissed, CleanDuplicates int
-	// Examples of lost and duplicated messages, "sub: pub/seq (sent at)".
-	LostExamples, DupExamples []string
+	// Examples of lost and duplicated messages, "sub: pub/seq (sent at)";
+	// NoFlagExamples: of the DupNoFlag ones.
+	LostExamples, DupExamples, NoFlagExamples []string
 }
 
 // Report is the result of Check, one Stats per QoS that was published.
@@ -351,16 +352,20 @@ func Check(events []Event, expects []Expect, w Window, names func(uint8) string)
 		if n > 1 {
 			if persistent[e.Client] {
 				s.Duplicates++
+				ex := fmt.Sprintf("%s: %s/%d (sent at %s, delivery %d, DUP %t)",
+					names(e.Client), names(e.Pub), e.Seq, m.sent.Round(time.Millisecond), n, e.Dup)
 				switch {
 				case e.Dup || e.QoS != 1:
 				case m.resent:
 					s.DupResent++
 				default:
 					s.DupNoFlag++
+					if len(s.NoFlagExamples) < 10 {
+						s.NoFlagExamples = append(s.NoFlagExamples, ex)
+					}
 				}
 				if len(s.DupExamples) < 10 {
-					s.DupExamples = append(s.DupExamples, fmt.Sprintf("%s: %s/%d (sent at %s, delivery %d, DUP %t)",
-						names(e.Client), names(e.Pub), e.Seq, m.sent.Round(time.Millisecond), n, e.Dup))
+					s.DupExamples = append(s.DupExamples, ex)
 				}
 			} else {
 				s.CleanDuplicates++

@@ -1,0 +1,89 @@
+package broker
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/starling-mqtt/starling/internal/config"
+	"github.com/starling-mqtt/starling/internal/packet"
+	"github.com/starling-mqtt/starling/internal/session"
+	"github.com/starling-mqtt/starling/internal/store"
+	"github.com/starling-mqtt/starling/internal/store/memory"
+)
+
+// A session evicted from a node that was out of touch, and installed
+// there again when its client comes back (handed back by the node that
+// took it over from the queue stream, without the session's memory of
+// what it took), does not take again a message its client acknowledged
+// before the eviction, when a late copy of it arrives (relayed: this
+// node's confirmation was lost with the fault), whether the other node
+// queued it for the session before handing it back or it comes after. A
+// message the session still held at the eviction is taken as usual.
+func TestEvictedSessionKeepsWhatItsClientHad(t *testing.T) {
+	b := New(config.Default().Limits, nil)
+	b.SetStore(memory.New())
+	if err := b.Restore(); err != nil {
+		t.Fatal(err)
+	}
+	lb := serveLoopback(t, b)
+	t.Cleanup(lb.stop)
+	sub := []store.Subscription{{Filter: "r/#", Options: packet.Subscription{Filter: "r/#", QoS: 2}}}
+	b.Adopt(&SessionSnapshot{Session: store.Session{ClientID: "s", Version: 5, ExpiryInterval: 600}, Subs: sub})
+	acked, held := session.Origin{Instance: 9, Seq: 7}, session.Origin{Instance: 9, Seq: 8}
+	copyOf := func(o session.Origin) *session.Message {
+		return &session.Message{Topic: "r/1", Payload: []byte(fmt.Sprint(o.Seq)), QoS: 2, Origin: o}
+	}
+
+	c := dialRaw(t, lb.addr, packet.V5)
+	c.connect("s", false, 600)
+	for _, o := range []session.Origin{acked, held} {
+		if safe, missing := b.InjectTo(copyOf(o), []string{"s"}); !safe || len(missing) != 0 {
+			t.Fatalf("InjectTo: safe %v, missing %v", safe, missing)
+		}
+	}
+	first, ok := c.read().(*packet.Publish)
+	if !ok || string(first.Payload) != "7" {
+		t.Fatalf("got %+v, want the first message", first)
+	}
+	if second, ok := c.read().(*packet.Publish); !ok || string(second.Payload) != "8" {
+		t.Fatalf("got %+v, want the second message", second)
+	}
+	// The first one completed, the second left unacknowledged.
+	c.mustSend(&packet.Ack{Kind: packet.PUBREC, PacketID: first.PacketID})
+	c.ack(packet.PUBREL, first.PacketID)
+	c.mustSend(&packet.Ack{Kind: packet.PUBCOMP, PacketID: first.PacketID})
+	deadline := time.Now().Add(patience(t))
+	for inflight, queued := b.QueueTotals(); inflight != 1 || queued != 0; inflight, queued = b.QueueTotals() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d inflight, %d queued: the PUBCOMP was not taken", inflight, queued)
+		}
+		time.Sleep(5 * time.Millisecond) // the PUBCOMP is on its way
+	}
+
+	if out := b.EvictSession("s"); len(out) != 1 || out[0].Msg.Origin != store.Origin(held) {
+		t.Fatalf("evicted session held %+v, want the unacknowledged message alone", out)
+	}
+	// Handed back by the node that took it over, which had queued late
+	// copies of both meanwhile.
+	queuedCopy := func(o session.Origin) SnapshotDelivery {
+		return SnapshotDelivery{Msg: store.Message{Topic: "r/1", Payload: []byte(fmt.Sprint(o.Seq)), QoS: 2, Origin: store.Origin(o)},
+			QoS: 2, Filter: "r/#"}
+	}
+	b.Adopt(&SessionSnapshot{Session: store.Session{ClientID: "s", Version: 5, ExpiryInterval: 600}, Subs: sub,
+		Out: []SnapshotDelivery{queuedCopy(acked), queuedCopy(held)}})
+	if _, queued := b.QueueTotals(); queued != 1 {
+		t.Fatalf("%d messages queued once handed back, want 1: the one the client had not acknowledged", queued)
+	}
+	for _, o := range []session.Origin{acked, held} {
+		if safe, missing, full := b.InjectRelayed(copyOf(o), []string{"s"}); !safe || len(missing)+len(full) != 0 {
+			t.Fatalf("InjectRelayed: safe %v, missing %v, full %v", safe, missing, full)
+		}
+	}
+	if _, queued := b.QueueTotals(); queued != 1 {
+		t.Fatalf("%d messages queued after the return, want 1: the one the client had not acknowledged", queued)
+	}
+	if n := b.Stats.Repeats.Load(); n != 3 {
+		t.Fatalf("%d copies skipped, want 3 (the acknowledged one handed back and relayed, the other relayed)", n)
+	}
+}
