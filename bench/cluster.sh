@@ -12,7 +12,8 @@
 #      subscriber on node 1 ("local": what clustering costs without
 #      crossing) and with the publisher on node 1 and the subscribers spread
 #      round robin over nodes 2 and 3 ("cross": every message crosses the
-#      NATS routes).
+#      NATS routes). The fan-in cell (8 publishers, 1 subscriber) puts its
+#      publishers on node 1 and its subscriber on node 3 when cross-node.
 # Every cell runs RUNS times (2); all runs are reported. Writes a markdown
 # table to bench/results/cluster-<date>.md and the JSON lines (one per run,
 # starling-bench's result plus the broker processes' CPU time) next to it
@@ -29,10 +30,14 @@
 #   bench/cluster.sh                          # about 5 minutes
 #   DURATION=3s RUNS=3 bench/cluster.sh
 #   CELLS="fanout100" bench/cluster.sh
+#   CELLS="fanin" RUNS=2 bench/cluster.sh     # cross-node fan-in only
 #
 # Variables: DURATION (measured window per run, 5s), WARMUP (1s), RUNS (2),
-# RATE (latency cells' offered msg/s, 5000), CELLS (fanout100 latency),
-# BROKER_CPU (0), TOOL_CPU (1), OUT (bench/results/cluster-<date>).
+# RATE (latency cells' offered msg/s, 5000), CELLS (fanout100 latency fanin),
+# BROKER_CPU (0), TOOL_CPU (1), OUT (bench/results/cluster-<date>),
+# STARLING (a starling binary to measure instead of building the working
+# tree's, e.g. an older commit's for a before/after pair), LABEL (what the
+# table calls that binary).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -40,7 +45,7 @@ DURATION=${DURATION:-5s}
 WARMUP=${WARMUP:-1s}
 RUNS=${RUNS:-2}
 RATE=${RATE:-5000}
-CELLS=${CELLS:-fanout100 latency}
+CELLS=${CELLS:-fanout100 latency fanin}
 BROKER_CPU=${BROKER_CPU:-0}
 TOOL_CPU=${TOOL_CPU:-1}
 DATE=$(date -u +%Y-%m-%d)
@@ -83,12 +88,18 @@ command -v jq >/dev/null || { log "jq is needed for the table (apt-get install j
 
 # --- build ------------------------------------------------------------------
 log "building starling and starling-bench"
-go build -o "$WORK/bin/starling" ./cmd/starling
 go build -o "$WORK/bin/starling-bench" ./cmd/starling-bench
-# What was built: the commit, "-dirty" if the tree had changes (listed in
-# the table's header; bench/ and docs/ excepted).
-VERSION=$(git describe --always --dirty 2>/dev/null || echo '?')
-CHANGED=$(git status --porcelain 2>/dev/null | grep -v -e ' bench/' -e ' docs/' | awk '{print $2}' | tr '\n' ' ' || true)
+if [[ -n ${STARLING:-} ]]; then
+	cp "$STARLING" "$WORK/bin/starling"
+	VERSION=${LABEL:-$STARLING}
+	CHANGED=
+else
+	go build -o "$WORK/bin/starling" ./cmd/starling
+	# What was built: the commit, "-dirty" if the tree had changes (listed in
+	# the table's header; bench/ and docs/ excepted).
+	VERSION=$(git describe --always --dirty 2>/dev/null || echo '?')
+	CHANGED=$(git status --porcelain 2>/dev/null | grep -v -e ' bench/' -e ' docs/' | awk '{print $2}' | tr '\n' ' ' || true)
+fi
 mkdir -p "$(dirname "$OUT")"
 : >"$OUT.jsonl"
 
@@ -182,6 +193,7 @@ wait_ready() {
 declare -A FLAGS=(
 	[fanout100]="-scenario fanout -subs 100"
 	[latency]="-scenario latency -subs 2 -rate $RATE"
+	[fanin]="-scenario fanin -pubs 8 -subs 1"
 )
 QOSES="0 1"
 
@@ -192,6 +204,8 @@ bench() { # setup run cell qos
 	local) url="tcp://127.0.0.1:${MQTT[0]}" sub=$url ;;
 	cross) url="tcp://127.0.0.1:${MQTT[0]}" sub="tcp://127.0.0.1:${MQTT[1]},tcp://127.0.0.1:${MQTT[2]}" ;;
 	esac
+	# Fan-in's one subscriber: on node 3 when cross-node.
+	[[ $cell == fanin && $setup == cross ]] && sub="tcp://127.0.0.1:${MQTT[2]}"
 	cpu0=$(cpu_s)
 	# shellcheck disable=SC2086 # FLAGS holds several words
 	line=$(timeout 120 "${PIN_TOOL[@]}" "$WORK/bin/starling-bench" -q -url "$url" -sub-url "$sub" ${FLAGS[$cell]} \
@@ -274,7 +288,9 @@ group_by([.cell, .qos]) | .[] |
   . as $g | ($g[0] | lat) as $lat |
   [ "single", "local", "cross" ] as $setups |
   (reduce $setups[] as $s ({}; .[$s] = ([ $g[] | select(.setup == $s) ] | sort_by(.run)))) as $by |
-  ( if $lat then "latency at \($g[0].result.rate // "?" ) msg/s, 1→2, p50 / p99" else "fan-out 1→100, delivered msg/s" end ) as $name |
+  ( if $lat then "latency at \($g[0].result.rate // "?" ) msg/s, 1→2, p50 / p99"
+    elif $g[0].cell == "fanin" then "fan-in 8→1, delivered msg/s"
+    else "fan-out 1→100, delivered msg/s" end ) as $name |
   ( $setups | map($by[.] | map(text) | join(" · ")) ) as $cols |
   ( if $lat then
       [ "local", "cross" ] | map(. as $s | "p50 " + ratio($by[$s] | mean(.result.latency.p50_us); $by.single | mean(.result.latency.p50_us))
@@ -291,7 +307,7 @@ group_by([.cell, .qos]) | .[] | select(.[0].cell != "latency") |
   ( [ "single", "local", "cross" ] | map(. as $s |
       [ $g[] | select(.setup == $s and .result != null and .result.delivered > 0) | .broker_cpu_s / (.result.delivered / 1e6) | r2 | tostring ]
       | join(" · ")) ) as $cols |
-  "| fan-out 1→100 | \($g[0].qos) | \($cols | join(" | ")) |"
+  "| \(if $g[0].cell == "fanin" then "fan-in 8→1" else "fan-out 1→100" end) | \($g[0].qos) | \($cols | join(" | ")) |"
 '
 {
 	echo "# Starling cluster vs single node, $DATE"
@@ -303,7 +319,9 @@ group_by([.cell, .qos]) | .[] | select(.[0].cell != "latency") |
 	echo "Cluster ready $READY_S s after its nodes listened. Runs shown run 1 · run 2; ratios are cluster ÷ single node of the runs' means"
 	echo "(msg/s: above 1 is faster; latency: above 1 is slower). ⚠: lost or duplicated messages, behind the offered rate, or errors."
 	echo
-	echo "| cell | QoS | single node | cluster, all on node 1 | cluster, subscribers on nodes 2 and 3 | all on node 1 ÷ single | cross-node ÷ single |"
+	echo "Cross-node: the publisher(s) on node 1; fan-out and latency subscribers round robin on nodes 2 and 3, the fan-in subscriber on node 3."
+	echo
+	echo "| cell | QoS | single node | cluster, all on node 1 | cluster, cross-node | all on node 1 ÷ single | cross-node ÷ single |"
 	echo "|---|---|---|---|---|---|---|"
 	jq -rs "$TABLE_JQ" "$OUT.jsonl"
 	echo
