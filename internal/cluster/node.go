@@ -103,7 +103,9 @@ type Node struct {
 
 	pubMu sync.Mutex // orders sequence numbers with publication
 	seq   uint64
-	buf   []byte
+	out   outbox // forwarded, not yet published (batch.go)
+
+	subjects subjectCache // recent topics' subjects (batch.go)
 
 	plain chan *nats.Msg // every normal-subscription message, in arrival order
 
@@ -206,6 +208,7 @@ func New(cfg Config, b *broker.Broker) (*Node, error) {
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.Node), b: b,
 		plain: make(chan *nats.Msg, plainQueue), interestSignal: make(chan struct{}, 1), kvSignal: make(chan struct{}, 1),
 		interestSubs: make(map[interestKey][]*nats.Subscription), ready: make(chan struct{}), owners: make(map[string]mirrored), xfers: make(map[string]*outgoing), retainQueue: make(map[string]*retainWrite), rpend: make(map[string]uint64), seen: make(map[string]bool), addrName: make(map[string]string), sessionQueue: make(map[string]*broker.SessionSnapshot)}
+	n.out.init()
 	n.mir.acks = make(chan mirrorAck, maxMirrorPending)
 	n.mir.purges = make(map[string]uint64)
 	n.mir.rm = make(map[string][]uint64)
@@ -380,7 +383,8 @@ func (n *Node) Run() error {
 		return fmt.Errorf("cluster: heartbeat subscription: %w", err)
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
-	n.wg.Add(8)
+	n.wg.Add(9)
+	go n.outLoop()
 	go n.beatLoop()
 	go n.fenceLoop()
 	go n.confirmLoop()
