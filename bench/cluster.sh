@@ -31,9 +31,11 @@
 #   DURATION=3s RUNS=3 bench/cluster.sh
 #   CELLS="fanout100" bench/cluster.sh
 #   CELLS="fanin" RUNS=2 bench/cluster.sh     # cross-node fan-in only
+#   CELLS="fanin faninp"                      # and to a persistent session
 #
 # Variables: DURATION (measured window per run, 5s), WARMUP (1s), RUNS (2),
-# RATE (latency cells' offered msg/s, 5000), CELLS (fanout100 latency fanin),
+# RATE (latency cells' offered msg/s, 5000), CELLS (fanout100 latency fanin;
+# faninp, fan-in to a persistent session, on request),
 # BROKER_CPU (0), TOOL_CPU (1), OUT (bench/results/cluster-<date>),
 # STARLING (a starling binary to measure instead of building the working
 # tree's, e.g. an older commit's for a before/after pair), LABEL (what the
@@ -194,6 +196,7 @@ declare -A FLAGS=(
 	[fanout100]="-scenario fanout -subs 100"
 	[latency]="-scenario latency -subs 2 -rate $RATE"
 	[fanin]="-scenario fanin -pubs 8 -subs 1"
+	[faninp]="-scenario fanin -pubs 8 -subs 1 -persistent"
 )
 QOSES="0 1"
 
@@ -205,7 +208,7 @@ bench() { # setup run cell qos
 	cross) url="tcp://127.0.0.1:${MQTT[0]}" sub="tcp://127.0.0.1:${MQTT[1]},tcp://127.0.0.1:${MQTT[2]}" ;;
 	esac
 	# Fan-in's one subscriber: on node 3 when cross-node.
-	[[ $cell == fanin && $setup == cross ]] && sub="tcp://127.0.0.1:${MQTT[2]}"
+	[[ $cell == fanin* && $setup == cross ]] && sub="tcp://127.0.0.1:${MQTT[2]}"
 	cpu0=$(cpu_s)
 	# shellcheck disable=SC2086 # FLAGS holds several words
 	line=$(timeout 120 "${PIN_TOOL[@]}" "$WORK/bin/starling-bench" -q -url "$url" -sub-url "$sub" ${FLAGS[$cell]} \
@@ -290,6 +293,7 @@ group_by([.cell, .qos]) | .[] |
   (reduce $setups[] as $s ({}; .[$s] = ([ $g[] | select(.setup == $s) ] | sort_by(.run)))) as $by |
   ( if $lat then "latency at \($g[0].result.rate // "?" ) msg/s, 1→2, p50 / p99"
     elif $g[0].cell == "fanin" then "fan-in 8→1, delivered msg/s"
+    elif $g[0].cell == "faninp" then "fan-in 8→1 to a persistent session, delivered msg/s"
     else "fan-out 1→100, delivered msg/s" end ) as $name |
   ( $setups | map($by[.] | map(text) | join(" · ")) ) as $cols |
   ( if $lat then
@@ -307,7 +311,7 @@ group_by([.cell, .qos]) | .[] | select(.[0].cell != "latency") |
   ( [ "single", "local", "cross" ] | map(. as $s |
       [ $g[] | select(.setup == $s and .result != null and .result.delivered > 0) | .broker_cpu_s / (.result.delivered / 1e6) | r2 | tostring ]
       | join(" · ")) ) as $cols |
-  "| \(if $g[0].cell == "fanin" then "fan-in 8→1" else "fan-out 1→100" end) | \($g[0].qos) | \($cols | join(" | ")) |"
+  "| \({fanin: "fan-in 8→1", faninp: "fan-in 8→1, persistent"}[$g[0].cell] // "fan-out 1→100") | \($g[0].qos) | \($cols | join(" | ")) |"
 '
 {
 	echo "# Starling cluster vs single node, $DATE"
