@@ -39,7 +39,10 @@
 # BROKER_CPU (0), TOOL_CPU (1), OUT (bench/results/cluster-<date>),
 # STARLING (a starling binary to measure instead of building the working
 # tree's, e.g. an older commit's for a before/after pair), LABEL (what the
-# table calls that binary).
+# table calls that binary), INTERLEAVE (1: keep the single node up, idle,
+# beside the cluster and measure it in each run right before the cluster's
+# setups, instead of all its runs first; its CPU figure then includes the
+# idle cluster's, and the cluster's the idle single node's).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -50,6 +53,7 @@ RATE=${RATE:-5000}
 CELLS=${CELLS:-fanout100 latency fanin}
 BROKER_CPU=${BROKER_CPU:-0}
 TOOL_CPU=${TOOL_CPU:-1}
+INTERLEAVE=${INTERLEAVE:-0}
 DATE=$(date -u +%Y-%m-%d)
 OUT=${OUT:-bench/results/cluster-$DATE}
 
@@ -238,14 +242,23 @@ log "cells: $CELLS at QoS $QOSES; $RUNS runs of $DURATION after $WARMUP warm-up;
 start=$(date +%s)
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 
-log "single node"
-start_node single "$SINGLE"
-wait_port "$SINGLE" "${NODE_PIDS[0]}" single
-for run in $(seq "$RUNS"); do
-	log "run $run: single"
-	cells "$run" single
-done
-stop_nodes
+if ((INTERLEAVE)); then
+	# The single node stays up (idle) beside the cluster, and each run
+	# measures it right before the cluster's setups: on a machine whose
+	# load comes and goes, the ratios then compare neighbouring minutes.
+	log "single node, kept up beside the cluster"
+	start_node single "$SINGLE"
+	wait_port "$SINGLE" "${NODE_PIDS[0]}" single
+else
+	log "single node"
+	start_node single "$SINGLE"
+	wait_port "$SINGLE" "${NODE_PIDS[0]}" single
+	for run in $(seq "$RUNS"); do
+		log "run $run: single"
+		cells "$run" single
+	done
+	stop_nodes
+fi
 
 log "three-node cluster"
 for i in 0 1 2; do
@@ -254,12 +267,17 @@ for i in 0 1 2; do
 	start_node "n$((i + 1))" "${MQTT[$i]}" -cluster-name bench -cluster-node "n$((i + 1))" \
 		-cluster-listen "127.0.0.1:${ROUTE[$i]}" -cluster-peers "$(IFS=,; echo "${peers[*]}")"
 done
-for i in 0 1 2; do wait_port "${MQTT[$i]}" "${NODE_PIDS[$i]}" "n$((i + 1))"; done
+for i in 0 1 2; do wait_port "${MQTT[$i]}" "${NODE_PIDS[$((i + INTERLEAVE))]}" "n$((i + 1))"; done
 wait_ready
 log "cluster ready after $READY_S s"
 for run in $(seq "$RUNS"); do
-	log "run $run: cluster, all on node 1, then cross-node"
-	cells "$run" local cross
+	if ((INTERLEAVE)); then
+		log "run $run: single node, cluster all on node 1, cross-node"
+		cells "$run" single local cross
+	else
+		log "run $run: cluster, all on node 1, then cross-node"
+		cells "$run" local cross
+	fi
 done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 # Warnings and errors the nodes logged (they run at -log-level warn), minus
@@ -316,7 +334,7 @@ group_by([.cell, .qos]) | .[] | select(.[0].cell != "latency") |
 {
 	echo "# Starling cluster vs single node, $DATE"
 	echo
-	echo "Command: \`DURATION=$DURATION WARMUP=$WARMUP RUNS=$RUNS RATE=$RATE bench/cluster.sh\` ($took s)."
+	echo "Command: \`DURATION=$DURATION WARMUP=$WARMUP RUNS=$RUNS RATE=$RATE INTERLEAVE=$INTERLEAVE CELLS=\"$CELLS\" bench/cluster.sh\` ($took s)."
 	echo "Machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -r);"
 	echo "$PINNING; load average $load_before before, $load_after after. All nodes on this machine, on loopback."
 	echo "Starling $VERSION${CHANGED:+ (changed at build time: ${CHANGED% })}; MQTT 3.1.1 over TCP, 64-byte payloads; fan-out closed loop (window 64), latency open loop."

@@ -36,9 +36,10 @@ import (
 // the order they arrived in) and in each $share queue subscription. When
 // the broker falls that far behind, NATS drops what arrives (the newest,
 // as a full session queue does), reports a slow consumer (logged) and the
-// drops are counted in mqtt_cluster_messages_dropped_total. The normal
-// queue is bounded in messages only, so it may hold up to plainQueue times
-// the largest message; each $share queue also stops at shareQueueBytes. A
+// drops are counted in mqtt_cluster_messages_dropped_total (per NATS
+// message: a batch counts once). The normal queue is bounded in NATS
+// messages only, so it may hold up to plainQueue times the largest message
+// or batch (batch.go); each $share queue also stops at shareQueueBytes. A
 // variable for tests.
 var plainQueue = 8192
 
