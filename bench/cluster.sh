@@ -12,7 +12,8 @@
 #      subscriber on node 1 ("local": what clustering costs without
 #      crossing) and with the publisher on node 1 and the subscribers spread
 #      round robin over nodes 2 and 3 ("cross": every message crosses the
-#      NATS routes).
+#      NATS routes). The fan-in cell (8 publishers, 1 subscriber) puts its
+#      publishers on node 1 and its subscriber on node 3 when cross-node.
 # Every cell runs RUNS times (2); all runs are reported. Writes a markdown
 # table to bench/results/cluster-<date>.md and the JSON lines (one per run,
 # starling-bench's result plus the broker processes' CPU time) next to it
@@ -29,10 +30,19 @@
 #   bench/cluster.sh                          # about 5 minutes
 #   DURATION=3s RUNS=3 bench/cluster.sh
 #   CELLS="fanout100" bench/cluster.sh
+#   CELLS="fanin" RUNS=2 bench/cluster.sh     # cross-node fan-in only
+#   CELLS="fanin faninp"                      # and to a persistent session
 #
 # Variables: DURATION (measured window per run, 5s), WARMUP (1s), RUNS (2),
-# RATE (latency cells' offered msg/s, 5000), CELLS (fanout100 latency),
-# BROKER_CPU (0), TOOL_CPU (1), OUT (bench/results/cluster-<date>).
+# RATE (latency cells' offered msg/s, 5000), CELLS (fanout100 latency fanin;
+# faninp, fan-in to a persistent session, on request),
+# BROKER_CPU (0), TOOL_CPU (1), OUT (bench/results/cluster-<date>),
+# STARLING (a starling binary to measure instead of building the working
+# tree's, e.g. an older commit's for a before/after pair), LABEL (what the
+# table calls that binary), INTERLEAVE (1: keep the single node up, idle,
+# beside the cluster and measure it in each run right before the cluster's
+# setups, instead of all its runs first; its CPU figure then includes the
+# idle cluster's, and the cluster's the idle single node's).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -40,9 +50,10 @@ DURATION=${DURATION:-5s}
 WARMUP=${WARMUP:-1s}
 RUNS=${RUNS:-2}
 RATE=${RATE:-5000}
-CELLS=${CELLS:-fanout100 latency}
+CELLS=${CELLS:-fanout100 latency fanin}
 BROKER_CPU=${BROKER_CPU:-0}
 TOOL_CPU=${TOOL_CPU:-1}
+INTERLEAVE=${INTERLEAVE:-0}
 DATE=$(date -u +%Y-%m-%d)
 OUT=${OUT:-bench/results/cluster-$DATE}
 
@@ -83,12 +94,18 @@ command -v jq >/dev/null || { log "jq is needed for the table (apt-get install j
 
 # --- build ------------------------------------------------------------------
 log "building starling and starling-bench"
-go build -o "$WORK/bin/starling" ./cmd/starling
 go build -o "$WORK/bin/starling-bench" ./cmd/starling-bench
-# What was built: the commit, "-dirty" if the tree had changes (listed in
-# the table's header; bench/ and docs/ excepted).
-VERSION=$(git describe --always --dirty 2>/dev/null || echo '?')
-CHANGED=$(git status --porcelain 2>/dev/null | grep -v -e ' bench/' -e ' docs/' | awk '{print $2}' | tr '\n' ' ' || true)
+if [[ -n ${STARLING:-} ]]; then
+	cp "$STARLING" "$WORK/bin/starling"
+	VERSION=${LABEL:-$STARLING}
+	CHANGED=
+else
+	go build -o "$WORK/bin/starling" ./cmd/starling
+	# What was built: the commit, "-dirty" if the tree had changes (listed in
+	# the table's header; bench/ and docs/ excepted).
+	VERSION=$(git describe --always --dirty 2>/dev/null || echo '?')
+	CHANGED=$(git status --porcelain 2>/dev/null | grep -v -e ' bench/' -e ' docs/' | awk '{print $2}' | tr '\n' ' ' || true)
+fi
 mkdir -p "$(dirname "$OUT")"
 : >"$OUT.jsonl"
 
@@ -182,6 +199,8 @@ wait_ready() {
 declare -A FLAGS=(
 	[fanout100]="-scenario fanout -subs 100"
 	[latency]="-scenario latency -subs 2 -rate $RATE"
+	[fanin]="-scenario fanin -pubs 8 -subs 1"
+	[faninp]="-scenario fanin -pubs 8 -subs 1 -persistent"
 )
 QOSES="0 1"
 
@@ -192,6 +211,8 @@ bench() { # setup run cell qos
 	local) url="tcp://127.0.0.1:${MQTT[0]}" sub=$url ;;
 	cross) url="tcp://127.0.0.1:${MQTT[0]}" sub="tcp://127.0.0.1:${MQTT[1]},tcp://127.0.0.1:${MQTT[2]}" ;;
 	esac
+	# Fan-in's one subscriber: on node 3 when cross-node.
+	[[ $cell == fanin* && $setup == cross ]] && sub="tcp://127.0.0.1:${MQTT[2]}"
 	cpu0=$(cpu_s)
 	# shellcheck disable=SC2086 # FLAGS holds several words
 	line=$(timeout 120 "${PIN_TOOL[@]}" "$WORK/bin/starling-bench" -q -url "$url" -sub-url "$sub" ${FLAGS[$cell]} \
@@ -221,14 +242,23 @@ log "cells: $CELLS at QoS $QOSES; $RUNS runs of $DURATION after $WARMUP warm-up;
 start=$(date +%s)
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 
-log "single node"
-start_node single "$SINGLE"
-wait_port "$SINGLE" "${NODE_PIDS[0]}" single
-for run in $(seq "$RUNS"); do
-	log "run $run: single"
-	cells "$run" single
-done
-stop_nodes
+if ((INTERLEAVE)); then
+	# The single node stays up (idle) beside the cluster, and each run
+	# measures it right before the cluster's setups: on a machine whose
+	# load comes and goes, the ratios then compare neighbouring minutes.
+	log "single node, kept up beside the cluster"
+	start_node single "$SINGLE"
+	wait_port "$SINGLE" "${NODE_PIDS[0]}" single
+else
+	log "single node"
+	start_node single "$SINGLE"
+	wait_port "$SINGLE" "${NODE_PIDS[0]}" single
+	for run in $(seq "$RUNS"); do
+		log "run $run: single"
+		cells "$run" single
+	done
+	stop_nodes
+fi
 
 log "three-node cluster"
 for i in 0 1 2; do
@@ -237,12 +267,17 @@ for i in 0 1 2; do
 	start_node "n$((i + 1))" "${MQTT[$i]}" -cluster-name bench -cluster-node "n$((i + 1))" \
 		-cluster-listen "127.0.0.1:${ROUTE[$i]}" -cluster-peers "$(IFS=,; echo "${peers[*]}")"
 done
-for i in 0 1 2; do wait_port "${MQTT[$i]}" "${NODE_PIDS[$i]}" "n$((i + 1))"; done
+for i in 0 1 2; do wait_port "${MQTT[$i]}" "${NODE_PIDS[$((i + INTERLEAVE))]}" "n$((i + 1))"; done
 wait_ready
 log "cluster ready after $READY_S s"
 for run in $(seq "$RUNS"); do
-	log "run $run: cluster, all on node 1, then cross-node"
-	cells "$run" local cross
+	if ((INTERLEAVE)); then
+		log "run $run: single node, cluster all on node 1, cross-node"
+		cells "$run" single local cross
+	else
+		log "run $run: cluster, all on node 1, then cross-node"
+		cells "$run" local cross
+	fi
 done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 # Warnings and errors the nodes logged (they run at -log-level warn), minus
@@ -274,7 +309,10 @@ group_by([.cell, .qos]) | .[] |
   . as $g | ($g[0] | lat) as $lat |
   [ "single", "local", "cross" ] as $setups |
   (reduce $setups[] as $s ({}; .[$s] = ([ $g[] | select(.setup == $s) ] | sort_by(.run)))) as $by |
-  ( if $lat then "latency at \($g[0].result.rate // "?" ) msg/s, 1→2, p50 / p99" else "fan-out 1→100, delivered msg/s" end ) as $name |
+  ( if $lat then "latency at \($g[0].result.rate // "?" ) msg/s, 1→2, p50 / p99"
+    elif $g[0].cell == "fanin" then "fan-in 8→1, delivered msg/s"
+    elif $g[0].cell == "faninp" then "fan-in 8→1 to a persistent session, delivered msg/s"
+    else "fan-out 1→100, delivered msg/s" end ) as $name |
   ( $setups | map($by[.] | map(text) | join(" · ")) ) as $cols |
   ( if $lat then
       [ "local", "cross" ] | map(. as $s | "p50 " + ratio($by[$s] | mean(.result.latency.p50_us); $by.single | mean(.result.latency.p50_us))
@@ -291,19 +329,21 @@ group_by([.cell, .qos]) | .[] | select(.[0].cell != "latency") |
   ( [ "single", "local", "cross" ] | map(. as $s |
       [ $g[] | select(.setup == $s and .result != null and .result.delivered > 0) | .broker_cpu_s / (.result.delivered / 1e6) | r2 | tostring ]
       | join(" · ")) ) as $cols |
-  "| fan-out 1→100 | \($g[0].qos) | \($cols | join(" | ")) |"
+  "| \({fanin: "fan-in 8→1", faninp: "fan-in 8→1, persistent"}[$g[0].cell] // "fan-out 1→100") | \($g[0].qos) | \($cols | join(" | ")) |"
 '
 {
 	echo "# Starling cluster vs single node, $DATE"
 	echo
-	echo "Command: \`DURATION=$DURATION WARMUP=$WARMUP RUNS=$RUNS RATE=$RATE bench/cluster.sh\` ($took s)."
+	echo "Command: \`DURATION=$DURATION WARMUP=$WARMUP RUNS=$RUNS RATE=$RATE INTERLEAVE=$INTERLEAVE CELLS=\"$CELLS\" bench/cluster.sh\` ($took s)."
 	echo "Machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -r);"
 	echo "$PINNING; load average $load_before before, $load_after after. All nodes on this machine, on loopback."
 	echo "Starling $VERSION${CHANGED:+ (changed at build time: ${CHANGED% })}; MQTT 3.1.1 over TCP, 64-byte payloads; fan-out closed loop (window 64), latency open loop."
 	echo "Cluster ready $READY_S s after its nodes listened. Runs shown run 1 · run 2; ratios are cluster ÷ single node of the runs' means"
 	echo "(msg/s: above 1 is faster; latency: above 1 is slower). ⚠: lost or duplicated messages, behind the offered rate, or errors."
 	echo
-	echo "| cell | QoS | single node | cluster, all on node 1 | cluster, subscribers on nodes 2 and 3 | all on node 1 ÷ single | cross-node ÷ single |"
+	echo "Cross-node: the publisher(s) on node 1; fan-out and latency subscribers round robin on nodes 2 and 3, the fan-in subscriber on node 3."
+	echo
+	echo "| cell | QoS | single node | cluster, all on node 1 | cluster, cross-node | all on node 1 ÷ single | cross-node ÷ single |"
 	echo "|---|---|---|---|---|---|---|"
 	jq -rs "$TABLE_JQ" "$OUT.jsonl"
 	echo

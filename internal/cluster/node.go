@@ -36,9 +36,10 @@ import (
 // the order they arrived in) and in each $share queue subscription. When
 // the broker falls that far behind, NATS drops what arrives (the newest,
 // as a full session queue does), reports a slow consumer (logged) and the
-// drops are counted in mqtt_cluster_messages_dropped_total. The normal
-// queue is bounded in messages only, so it may hold up to plainQueue times
-// the largest message; each $share queue also stops at shareQueueBytes. A
+// drops are counted in mqtt_cluster_messages_dropped_total (per NATS
+// message: a batch counts once). The normal queue is bounded in NATS
+// messages only, so it may hold up to plainQueue times the largest message
+// or batch (batch.go); each $share queue also stops at shareQueueBytes. A
 // variable for tests.
 var plainQueue = 8192
 
@@ -103,7 +104,9 @@ type Node struct {
 
 	pubMu sync.Mutex // orders sequence numbers with publication
 	seq   uint64
-	buf   []byte
+	out   outbox // forwarded, not yet published (batch.go)
+
+	subjects subjectCache // recent topics' subjects (batch.go)
 
 	plain chan *nats.Msg // every normal-subscription message, in arrival order
 
@@ -206,6 +209,7 @@ func New(cfg Config, b *broker.Broker) (*Node, error) {
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.Node), b: b,
 		plain: make(chan *nats.Msg, plainQueue), interestSignal: make(chan struct{}, 1), kvSignal: make(chan struct{}, 1),
 		interestSubs: make(map[interestKey][]*nats.Subscription), ready: make(chan struct{}), owners: make(map[string]mirrored), xfers: make(map[string]*outgoing), retainQueue: make(map[string]*retainWrite), rpend: make(map[string]uint64), seen: make(map[string]bool), addrName: make(map[string]string), sessionQueue: make(map[string]*broker.SessionSnapshot)}
+	n.out.init()
 	n.mir.acks = make(chan mirrorAck, maxMirrorPending)
 	n.mir.purges = make(map[string]uint64)
 	n.mir.rm = make(map[string][]uint64)
@@ -380,7 +384,8 @@ func (n *Node) Run() error {
 		return fmt.Errorf("cluster: heartbeat subscription: %w", err)
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
-	n.wg.Add(8)
+	n.wg.Add(9)
+	go n.outLoop()
 	go n.beatLoop()
 	go n.fenceLoop()
 	go n.confirmLoop()

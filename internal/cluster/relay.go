@@ -160,7 +160,7 @@ func (n *Node) persistentTargets(m *session.Message) map[string][]string {
 
 // expect registers a forwarded message before it is published, so that
 // no confirmation arrives unknown; nodes known to be down are relayed to
-// at once. Called under pubMu.
+// at once. Called under the outbox's lock (batch.go).
 func (n *Node) expect(seq uint64, data []byte, targets map[string][]string) *forwarded {
 	f := &forwarded{id: fmt.Sprintf("s-%016x-%d", n.instance, seq), data: slices.Clone(data), targets: targets,
 		need: make(map[string]bool, len(targets)), at: time.Now(), done: make(chan struct{})}

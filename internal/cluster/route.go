@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strconv"
 	"sync"
-	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/starling-mqtt/starling/internal/session"
@@ -17,7 +16,7 @@ import (
 // HasInterest reports whether any node (this one included) subscribes to
 // topic name, as far as this node knows.
 func (n *Node) HasInterest(name string) bool {
-	return n.started.Load() && n.acct.SubscriptionInterest(topicSubject(name))
+	return n.started.Load() && n.acct.SubscriptionInterest(n.subject(name))
 }
 
 // Forward publishes m to the nodes that subscribe to it. A QoS 1/2
@@ -29,7 +28,7 @@ func (n *Node) Forward(m *session.Message) (bool, <-chan struct{}) {
 		return false, nil // restoring: no other node is there to have it
 	}
 	seq := n.name(m)
-	subj := topicSubject(m.Topic)
+	subj := n.subject(m.Topic)
 	targets := n.targetsOf(m)
 	f := n.send(m, seq, subj, targets)
 	remote := n.acct.SubscriptionInterest(subj) || len(targets) > 0
@@ -81,7 +80,7 @@ func (n *Node) ForwardLater(m *session.Message) (remote bool, safe <-chan struct
 		return false, nil, func(bool, bool) {}
 	}
 	seq := n.name(m)
-	subj := topicSubject(m.Topic)
+	subj := n.subject(m.Topic)
 	targets := n.targetsOf(m)
 	remote = n.acct.SubscriptionInterest(subj) || len(targets) > 0
 	inc, _ := n.b.SessionIncarnation(m.Publisher)
@@ -169,12 +168,14 @@ func (n *Node) targetsOf(m *session.Message) map[string][]string {
 	return nil
 }
 
-// send publishes m, named seq, on subj; with targets, it asks their nodes
-// to confirm and returns what waits for them.
+// send queues m, named seq, for subj (published by the outbox, batch.go);
+// with targets, it asks their nodes to confirm and returns what waits for
+// them.
 func (n *Node) send(m *session.Message, seq uint64, subj string, targets map[string][]string) *forwarded {
 	var msg *nats.Msg
 	if targets != nil {
-		// Built outside pubMu, which every publish on the node waits for.
+		// Built outside the outbox's lock, which every publish on the node
+		// waits for.
 		msg = nats.NewMsg(subj)
 		msg.Reply = n.rel.self
 		size := 0
@@ -191,32 +192,7 @@ func (n *Node) send(m *session.Message, seq uint64, subj string, targets map[str
 			delete(msg.Header, hdrFor) // all or none: a partial list would confirm too much
 		}
 	}
-	var f *forwarded
-	n.pubMu.Lock()
-	buf, err := encodeMessage(n.buf[:0], header{n.instance, seq}, m)
-	if err == nil {
-		if msg == nil {
-			err = n.pc.Publish(subj, buf)
-		} else {
-			f = n.expect(seq, buf, targets)
-			msg.Data = buf
-			err = n.pc.PublishMsg(msg)
-		}
-	}
-	if cap(buf) <= 64<<10 {
-		n.buf = buf[:0]
-	}
-	n.pubMu.Unlock()
-	if err != nil {
-		n.log.Warn("cluster: forward failed", "topic", m.Topic, "err", err)
-		if f != nil {
-			// The confirmations will not come: relayed at the next look.
-			n.rel.mu.Lock()
-			f.at = time.Time{}
-			n.rel.mu.Unlock()
-		}
-	}
-	return f
+	return n.enqueue(m, seq, subj, targets, msg)
 }
 
 // both is closed once a and b are.
@@ -289,9 +265,12 @@ func (n *Node) applyInterest(op interestOp) {
 				if !n.waitServing(n.ctx) {
 					return
 				}
-				if _, m, err := decodeMessage(msg.Data); err == nil {
-					n.b.InjectShared(m, g, f)
-				}
+				var nm wireNames
+				forEachEncoded(msg.Data, func(e []byte) {
+					if _, m, err := decodeCached(e, &nm); err == nil {
+						n.b.InjectShared(m, g, f)
+					}
+				})
 			})
 			if err == nil {
 				err = s.SetPendingLimits(plainQueue, shareQueueBytes)
@@ -349,13 +328,15 @@ func (n *Node) receiveLoop() {
 	var asked []bool
 	var replyOf []int
 	var names []origin
+	var nm wireNames // the strings of the message decoded before, shared by the next
 	take := func(msg *nats.Msg) {
 		if len(batch) == 0 {
 			moves = n.b.MovesCommitted()
 		}
-		h, m, err := decodeMessage(msg.Data)
-		if err != nil {
-			n.log.Warn("cluster: dropping undecodable message", "subject", msg.Subject, "err", err)
+		// A batch (batch.go) is named by its last message.
+		h, ok := lastName(msg.Data)
+		if !ok {
+			n.log.Warn("cluster: dropping undecodable message", "subject", msg.Subject)
 			return
 		}
 		if h.instance == n.instance {
@@ -380,20 +361,31 @@ func (n *Node) receiveLoop() {
 				return
 			}
 		}
-		batch = append(batch, m)
-		names = append(names, origin{h.instance, h.seq})
+		// Only a message sent alone carries confirmation headers.
 		confirm, held := n.confirmsFor(msg)
-		asked = append(asked, confirm || len(held) > 0)
-		if confirm {
-			replyOf = append(replyOf, len(replies))
-			replies, seqs = append(replies, msg.Reply), append(seqs, h.seq)
-		} else {
-			replyOf = append(replyOf, -1)
-		}
-		if len(held) > 0 {
-			o := origin{h.instance, h.seq}
-			n.direct.routing(o, held)
-			routedHere = append(routedHere, o)
+		err := forEachEncoded(msg.Data, func(e []byte) {
+			h, m, err := decodeCached(e, &nm)
+			if err != nil {
+				n.log.Warn("cluster: dropping undecodable message", "subject", msg.Subject, "err", err)
+				return
+			}
+			batch = append(batch, m)
+			names = append(names, origin{h.instance, h.seq})
+			asked = append(asked, confirm || len(held) > 0)
+			if confirm {
+				replyOf = append(replyOf, len(replies))
+				replies, seqs = append(replies, msg.Reply), append(seqs, h.seq)
+			} else {
+				replyOf = append(replyOf, -1)
+			}
+			if len(held) > 0 {
+				o := origin{h.instance, h.seq}
+				n.direct.routing(o, held)
+				routedHere = append(routedHere, o)
+			}
+		})
+		if err != nil {
+			n.log.Warn("cluster: dropping the rest of an undecodable batch", "subject", msg.Subject, "err", err)
 		}
 	}
 	for {

@@ -86,6 +86,9 @@ func (n *Node) Close() {
 	n.BeginShutdown()
 	if n.ctx != nil {
 		n.awaitTransfers(shutdownDrain)
+		// What the outbox holds is published now, and what comes after at
+		// once (batch.go), before the confirmations are waited for.
+		n.flushOut(true)
 		n.flushForwards(5 * time.Second)
 	}
 	if n.cancel != nil {

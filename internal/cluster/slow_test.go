@@ -92,8 +92,11 @@ func TestSlowNodeDropsAreCounted(t *testing.T) {
 	// u2's store stops committing: its delivery loop blocks, its queue fills.
 	gs.hold()
 	const n = 500
-	for range n {
-		if _, err := a.b.Publish("d/x", []byte("m"), 1, false); err != nil {
+	for i := range n {
+		// A topic each: one NATS message each, not a few batches
+		// (batch.go), so that the node's queue of 16 overflows and a
+		// drop counts one message.
+		if _, err := a.b.Publish(fmt.Sprintf("d/%d", i), []byte("m"), 1, false); err != nil {
 			t.Fatal(err)
 		}
 	}

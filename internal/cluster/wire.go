@@ -1,10 +1,10 @@
 package cluster
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/starling-mqtt/starling/internal/packet"
@@ -57,12 +57,14 @@ func encodeNamed(dst []byte, h header, o session.Origin, m *session.Message) ([]
 	}
 	dst = binary.AppendUvarint(dst, uint64(len(m.Publisher)))
 	dst = append(dst, m.Publisher...)
-	p := &packet.Publish{QoS: m.QoS, Retain: m.Retain, Topic: m.Topic, Properties: m.Props, Payload: m.Payload}
+	// A value on the stack (AppendPublish takes the concrete type): no
+	// allocation per message.
+	p := packet.Publish{QoS: m.QoS, Retain: m.Retain, Topic: m.Topic, Properties: m.Props, Payload: m.Payload}
 	p.Properties.MessageExpiry = nil
 	if p.QoS > 0 {
 		p.PacketID = 1 // required on the wire; meaningless here
 	}
-	return packet.Append(dst, p, packet.V5)
+	return packet.AppendPublish(dst, &p, packet.V5)
 }
 
 var errWire = errors.New("cluster: bad message encoding")
@@ -70,6 +72,19 @@ var errWire = errors.New("cluster: bad message encoding")
 // decodeMessage reads what encodeMessage wrote. Peers are trusted, but a
 // bad or foreign message is an error, never a panic.
 func decodeMessage(b []byte) (header, *session.Message, error) {
+	return decodeCached(b, nil)
+}
+
+// wireNames remembers the topic and publisher of the message decoded before,
+// so that a run of messages with the same ones (a batch, batch.go) shares
+// their strings rather than allocating them again.
+type wireNames struct {
+	topic, publisher string
+}
+
+// decodeCached is decodeMessage with c, when not nil, holding the names
+// of the message decoded before.
+func decodeCached(b []byte, c *wireNames) (header, *session.Message, error) {
 	var h header
 	if len(b) < 25 || (b[0] != wireVersion && b[0] != wireVersionNamed) {
 		return h, nil, fmt.Errorf("%w: short or unknown version", errWire)
@@ -91,23 +106,37 @@ func decodeMessage(b []byte) (header, *session.Message, error) {
 	if k <= 0 || n > uint64(len(b)-k) {
 		return h, nil, fmt.Errorf("%w: publisher", errWire)
 	}
-	publisher := string(b[k : k+int(n)])
+	var publisher string
+	if pb := b[k : k+int(n)]; c != nil && c.publisher == string(pb) { // compared without a copy
+		publisher = c.publisher
+	} else {
+		publisher = string(pb)
+		if c != nil {
+			c.publisher = publisher
+		}
+	}
 	b = b[k+int(n):]
-	r := bytes.NewReader(b)
-	fh, err := packet.ReadFixedHeader(r)
+	fh, hdr, err := fixedHeader(b)
 	if err != nil {
 		return h, nil, fmt.Errorf("%w: %v", errWire, err)
 	}
-	hdr := len(b) - r.Len()
 	if fh.Type != packet.PUBLISH || fh.Remaining != len(b)-hdr {
 		return h, nil, fmt.Errorf("%w: not one PUBLISH", errWire)
 	}
-	pk, err := packet.Decode(fh, b[hdr:], packet.V5)
-	if err != nil {
+	var p packet.Publish
+	var last *string
+	var before string
+	if c != nil {
+		last, before = &c.topic, c.topic
+	}
+	if err := packet.DecodePublish(&p, fh, b[hdr:], packet.V5, last); err != nil {
 		return h, nil, fmt.Errorf("%w: %v", errWire, err)
 	}
-	p := pk.(*packet.Publish)
-	if topic.ValidateName(p.Topic) != nil {
+	// A topic seen just before was checked then.
+	if (c == nil || p.Topic != before || before == "") && topic.ValidateName(p.Topic) != nil {
+		if c != nil {
+			c.topic = ""
+		}
 		return h, nil, fmt.Errorf("%w: topic", errWire)
 	}
 	m := &session.Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain, Props: p.Properties, Publisher: publisher,
@@ -117,4 +146,23 @@ func decodeMessage(b []byte) (header, *session.Message, error) {
 		m.Expiry = time.Unix(0, exp)
 	}
 	return h, m, nil
+}
+
+// fixedHeader reads a packet's fixed header from the start of b, and how
+// many bytes it took (packet.ReadFixedHeader would need an io.ByteReader,
+// one allocation per message). DecodePublish checks the flags.
+func fixedHeader(b []byte) (packet.FixedHeader, int, error) {
+	if len(b) < 2 {
+		return packet.FixedHeader{}, 0, io.ErrUnexpectedEOF
+	}
+	fh := packet.FixedHeader{Type: packet.Type(b[0] >> 4), Flags: b[0] & 0x0f}
+	mult := 1
+	for i := 1; i <= 4 && i < len(b); i++ {
+		fh.Remaining += int(b[i]&0x7f) * mult
+		if b[i]&0x80 == 0 {
+			return fh, i + 1, nil
+		}
+		mult <<= 7
+	}
+	return packet.FixedHeader{}, 0, errors.New("bad remaining length")
 }
