@@ -87,3 +87,69 @@ func TestEvictedSessionKeepsWhatItsClientHad(t *testing.T) {
 		t.Fatalf("%d copies skipped, want 3 (the acknowledged one handed back and relayed, the other relayed)", n)
 	}
 }
+
+// The evicted memory forgets oldest first, by age and to make room, holds
+// exactly what was acknowledged, and lets everything go once stale; many
+// evictions at once (a node's every taken-over session) cost no scan of
+// what is kept per eviction.
+func TestEvictedMemoryBounds(t *testing.T) {
+	origins := func(from, n int) []session.Origin {
+		os := make([]session.Origin, n)
+		for i := range os {
+			os[i] = session.Origin{Instance: 1, Seq: uint64(from + i)}
+		}
+		return os
+	}
+	t0 := time.Unix(1000, 0)
+	var e evictedMemory
+
+	// Exactly the acknowledged origins, no spare capacity.
+	rem := origins(0, 100)
+	e.keep("a", rem, map[session.Origin]bool{rem[0]: true}, t0)
+	if s := e.by["a"]; len(s.origins) != 99 || cap(s.origins) != 99 || e.n != 99 {
+		t.Fatalf("kept %d origins (capacity %d, counted %d), want 99", len(s.origins), cap(s.origins), e.n)
+	}
+
+	// Made room for: the oldest goes first, whatever the map's order.
+	for i := range 8 {
+		e.keep(fmt.Sprintf("c%d", i), origins(0, 1), nil, t0.Add(time.Duration(i)*time.Second))
+	}
+	e.keep("big", origins(0, evictedMax-99), nil, t0.Add(10*time.Second))
+	if _, ok := e.by["a"]; ok {
+		t.Fatal("the oldest session was kept past the bound")
+	}
+	if e.n > evictedMax {
+		t.Fatalf("%d origins held, bound %d", e.n, evictedMax)
+	}
+	for i := range 8 { // the oldest alone made room enough
+		if _, ok := e.by[fmt.Sprintf("c%d", i)]; !ok {
+			t.Fatalf("c%d forgotten as well as the oldest", i)
+		}
+	}
+
+	// Past evictedFor, a take of anyone lets everything go.
+	if got := e.take("nobody", t0.Add(evictedFor+11*time.Second)); got != nil {
+		t.Fatalf("take of an unknown client: %v", got)
+	}
+	if e.n != 0 || len(e.by) != 0 || e.order != nil {
+		t.Fatalf("after evictedFor: %d origins, %d sessions, %d in order; want none", e.n, len(e.by), len(e.order))
+	}
+
+	// Kept again: the later keep wins, the earlier entry is stale.
+	e.keep("r", origins(0, 3), nil, t0)
+	e.keep("r", origins(10, 2), nil, t0.Add(time.Second))
+	if got := e.take("r", t0.Add(2*time.Second)); len(got) != 2 || got[0].Seq != 10 {
+		t.Fatalf("take after two keeps: %v, want the second's 2", got)
+	}
+	if e.n != 0 || len(e.order) != 0 {
+		t.Fatalf("after take: %d origins, %d in order", e.n, len(e.order))
+	}
+
+	// 100,000 sessions evicted at once: the list stays one entry each.
+	for i := range 100_000 {
+		e.keep(fmt.Sprintf("m%d", i), origins(i, 1), nil, t0)
+	}
+	if len(e.by) != 100_000 || len(e.order) != 100_000 || e.n != 100_000 {
+		t.Fatalf("%d sessions, %d in order, %d origins; want 100,000 each", len(e.by), len(e.order), e.n)
+	}
+}

@@ -25,11 +25,12 @@ type sources struct {
 }
 
 // newSources returns the source addresses for n connections to host: nil
-// (the kernel's choice) unless host is an IPv4 loopback address and n is
-// above connsPerSource.
+// (the kernel's choice) unless host is an IPv4 loopback address, n is
+// above connsPerSource, and the whole of 127.0.0.0/8 is local (Linux; other
+// systems configure 127.0.0.1 alone) and k stays under 255 addresses.
 func newSources(host string, n int) *sources {
 	ip := net.ParseIP(host).To4()
-	if ip == nil || !ip.IsLoopback() || n <= connsPerSource {
+	if !loopbackNet || ip == nil || !ip.IsLoopback() || n <= connsPerSource || n > 254*connsPerSource {
 		return nil
 	}
 	k := (n + connsPerSource - 1) / connsPerSource

@@ -6,6 +6,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// loopbackNet: Linux routes the whole of 127.0.0.0/8 to lo.
+const loopbackNet = true
+
 func bindNoPort(_, _ string, rc syscall.RawConn) error {
 	var serr error
 	if err := rc.Control(func(fd uintptr) {
