@@ -421,6 +421,11 @@ func (h *handler) connect(cp *packet.Connect) bool {
 			b.Adopt(snap)
 		}
 		if sm, ok := bp.(StayMarker); ok && expiry > 0 && (cp.CleanStart || !b.HasSession(id)) {
+			// Not past a refusal: a takeover replays from the marker,
+			// which would drop what a surviving session here had queued.
+			if code, reason := b.attachRefused(id); code != packet.Success {
+				return h.refuse(code, reason)
+			}
 			sm.StartStay(id)
 		}
 	}

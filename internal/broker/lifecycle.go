@@ -34,23 +34,41 @@ func (b *Broker) attach(h *handler, id string, cp *packet.Connect, expiry uint32
 	return code, reason
 }
 
-// attachLocked is attach's part under the locks; the deferred unlocks keep
-// a panic in here from leaving the broker locked.
-func (b *Broker) attachLocked(h *handler, id string, cp *packet.Connect, expiry uint32, link session.Link, connack func(present bool) *packet.Connack, t *tx) (wills []*willState, shared []session.Delivery, from *client, code packet.ReasonCode, reason string) {
-	now := b.now()
+// attachRefused is why attach would refuse a connection of client ID id
+// now, or Success: asked before a step attach must not be refused after
+// (a cluster's stay marker).
+func (b *Broker) attachRefused(id string) (packet.ReasonCode, string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	return b.attachRefusedLocked(b.clients[id])
+}
+
+// attachRefusedLocked is attachRefused for the client record cl (nil if
+// none), under b.mu.
+func (b *Broker) attachRefusedLocked(cl *client) (packet.ReasonCode, string) {
 	if b.closing {
-		return nil, nil, nil, packet.ServerUnavailable, "server shutting down"
+		return packet.ServerUnavailable, "server shutting down"
 	}
-	cl := b.clients[id]
 	online := b.Stats.Connections.Load()
 	if cl != nil && cl.isOnline() {
 		online-- // a takeover does not add a connection
 	}
 	if m := b.lim.MaxConnections; m > 0 && online >= int64(m) {
 		b.exceeded(limMaxConnections)
-		return nil, nil, nil, packet.QuotaExceeded, "too many connections"
+		return packet.QuotaExceeded, "too many connections"
+	}
+	return packet.Success, ""
+}
+
+// attachLocked is attach's part under the locks; the deferred unlocks keep
+// a panic in here from leaving the broker locked.
+func (b *Broker) attachLocked(h *handler, id string, cp *packet.Connect, expiry uint32, link session.Link, connack func(present bool) *packet.Connack, t *tx) (wills []*willState, shared []session.Delivery, from *client, code packet.ReasonCode, reason string) {
+	now := b.now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	cl := b.clients[id]
+	if code, reason := b.attachRefusedLocked(cl); code != packet.Success {
+		return nil, nil, nil, code, reason
 	}
 	if cl != nil {
 		ended := func() bool {
