@@ -22,12 +22,7 @@ import (
 // message the session still held at the eviction is taken as usual.
 func TestEvictedSessionKeepsWhatItsClientHad(t *testing.T) {
 	b := New(config.Default().Limits, nil)
-	b.SetStore(memory.New())
-	if err := b.Restore(); err != nil {
-		t.Fatal(err)
-	}
-	lb := serveLoopback(t, b)
-	t.Cleanup(lb.stop)
+	lb := servedBroker(t, b, memory.New(), nil)
 	sub := []store.Subscription{{Filter: "r/#", Options: packet.Subscription{Filter: "r/#", QoS: 2}}}
 	b.Adopt(&SessionSnapshot{Session: store.Session{ClientID: "s", Version: 5, ExpiryInterval: 600}, Subs: sub})
 	acked, held := session.Origin{Instance: 9, Seq: 7}, session.Origin{Instance: 9, Seq: 8}

@@ -58,12 +58,7 @@ func handOverPub(t *testing.T, first *Broker) (*Broker, *loopBroker) {
 	first.CommitHandOver(h, func() {})
 
 	b := New(config.Default().Limits, nil)
-	b.SetStore(memory.New())
-	if err := b.Restore(); err != nil {
-		t.Fatal(err)
-	}
-	lb := serveLoopback(t, b)
-	t.Cleanup(lb.stop)
+	lb := servedBroker(t, b, memory.New(), nil)
 	sub := []store.Subscription{{Filter: "r/#", Options: packet.Subscription{Filter: "r/#", QoS: 2}}}
 	b.Adopt(&SessionSnapshot{Session: store.Session{ClientID: "sub", Version: 5, ExpiryInterval: 60}, Subs: sub})
 	b.Adopt(h.Snapshot)

@@ -135,6 +135,13 @@ func lifeBroker(t *testing.T, clk *fakeClock, st store.Store, bp Backplane) *loo
 	t.Helper()
 	b := New(config.Default().Limits, nil)
 	b.SetClock(clk)
+	return servedBroker(t, b, st, bp)
+}
+
+// servedBroker gives b the store st and the backplane bp (each if not
+// nil), restores it and serves it on loopback until the test ends.
+func servedBroker(t *testing.T, b *Broker, st store.Store, bp Backplane) *loopBroker {
+	t.Helper()
 	if st != nil {
 		b.SetStore(st)
 	}
@@ -573,12 +580,7 @@ func TestLifetimeStaleDeadlineIgnored(t *testing.T) {
 	clk := newFakeClock()
 	b := New(config.Default().Limits, nil)
 	b.SetClock(leakyClock{clk})
-	b.SetStore(memory.New())
-	if err := b.Restore(); err != nil {
-		t.Fatal(err)
-	}
-	lb := serveLoopback(t, b)
-	t.Cleanup(lb.stop)
+	lb := servedBroker(t, b, memory.New(), nil)
 	watch(b)
 	connectWill(t, lb, "c", 4, 60) // will due at +4 s
 	clk.Advance(2 * time.Second)

@@ -19,13 +19,8 @@ func remoteBroker(t *testing.T) (*Broker, *rawClient) {
 	lim := config.Default().Limits
 	lim.MaxInflight, lim.MaxQueued = 1, 2
 	b := New(lim, nil)
-	b.SetStore(memory.New())
 	b.SetFlow(config.SlowConsumer{Timeout: time.Hour, Policy: "disconnect"}, nil, 0)
-	if err := b.Restore(); err != nil {
-		t.Fatal(err)
-	}
-	lb := serveLoopback(t, b)
-	t.Cleanup(lb.stop)
+	lb := servedBroker(t, b, memory.New(), nil)
 	s := dialRaw(t, lb.addr, packet.V5)
 	s.connect("sub", true, 60)
 	s.mustSend(&packet.Subscribe{PacketID: 1, Subscriptions: []packet.Subscription{{Filter: "r/#", QoS: 1}}})

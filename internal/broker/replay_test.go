@@ -18,12 +18,7 @@ import (
 // routed it there) gets it, and the publisher gets its PUBREC.
 func TestQoS2ResendRoutedAgainUnderItsName(t *testing.T) {
 	b := New(config.Default().Limits, nil)
-	b.SetStore(memory.New())
-	if err := b.Restore(); err != nil {
-		t.Fatal(err)
-	}
-	lb := serveLoopback(t, b)
-	t.Cleanup(lb.stop)
+	lb := servedBroker(t, b, memory.New(), nil)
 	name := session.Origin{Instance: 9, Seq: 41}
 	sub := []store.Subscription{{Filter: "r/#", Options: packet.Subscription{Filter: "r/#", QoS: 2}}}
 	b.Adopt(&SessionSnapshot{Session: store.Session{ClientID: "took", Version: 5, ExpiryInterval: 60}, Subs: sub,

@@ -42,14 +42,8 @@ func TestRefusedConnectWritesNoStayMarker(t *testing.T) {
 	lim := config.Default().Limits
 	lim.MaxConnections = 1
 	b := New(lim, nil)
-	b.SetStore(memory.New())
 	bp := &stayBackplane{}
-	b.SetBackplane(bp)
-	if err := b.Restore(); err != nil {
-		t.Fatal(err)
-	}
-	l := serveLoopback(t, b)
-	t.Cleanup(l.stop)
+	l := servedBroker(t, b, memory.New(), bp)
 
 	first := dialRaw(t, l.addr, packet.V5)
 	first.connect("first", true, 60)
