@@ -18,7 +18,7 @@ import (
 
 // floodHeapCeiling is the most the live heap may grow (sampled after a
 // forced collection every 100 ms) while floodConns misbehaving connections
-// attack the broker. The budget, also in docs/security.md:
+// attack the broker. The budget, also in docs/security-threats.md:
 //   - 100 clients stalled inside a 1 MiB PUBLISH hold one 64 KiB read step
 //     each: 6.4 MiB;
 //   - 100 subscribers that never read hold at most 1,024 queued QoS 0

@@ -20,7 +20,7 @@ import (
 	"github.com/starling-mqtt/starling/internal/testutil"
 )
 
-// The hostile mix's bounds, also in docs/security.md's threat table. The
+// The hostile mix's bounds, also in docs/security-threats.md's table. The
 // RSS is the whole test process's: the attackers' own connections and
 // buffers are in it too.
 //
@@ -104,7 +104,7 @@ func every(ctx context.Context, wg *sync.WaitGroup, interval time.Duration, f fu
 	}()
 }
 
-// A CI-sized mix of the attacks of docs/security.md at once, for 20 s
+// A CI-sized mix of the attacks of docs/security-threats.md at once, for 20 s
 // (STARLING_HOSTILE_MIX sets another duration): 64 KiB client IDs
 // reconnecting, a password guesser, keep-alive-0 clients stalled inside a
 // 1 MiB packet, subscribers that never read under a QoS 0 flood, silent
