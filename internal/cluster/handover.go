@@ -178,17 +178,6 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 	}
 	asked := "" // the owner last asked to hand the session over
 	for attempt := 0; attempt < 8; attempt++ {
-		if attempt > 0 {
-			// Read again after a pause that grows: a revision mismatch
-			// right after a read is most often this node's replica
-			// behind the bucket's leader (under load, for longer than
-			// eight immediate re-reads), not another claimer.
-			select {
-			case <-time.After(time.Duration(attempt) * 25 * time.Millisecond):
-			case <-ctx.Done():
-				return fail(ctx.Err())
-			}
-		}
 		e, err := n.sessions.Get(ctx, k)
 		if f := claimReadFault.Load(); f != nil && err == nil {
 			e = (*f)(clientID, e)
