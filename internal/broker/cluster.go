@@ -850,3 +850,24 @@ func (b *Broker) SessionIncarnation(clientID string) (incarnation uint64, ok boo
 	}
 	return cl.incarnation, true
 }
+
+// SessionMemory returns the names of the messages clientID's persistent
+// session here remembers taking, oldest first (session.Session.Remembered);
+// ok is false if this node holds no persistent session for it. The
+// backplane writes them to the queue stream before it purges the entries
+// that delivered them, so that a session recovered from the stream still
+// knows them.
+func (b *Broker) SessionMemory(clientID string) (taken []session.Origin, ok bool) {
+	b.mu.Lock()
+	cl := b.clients[clientID]
+	b.mu.Unlock()
+	if cl == nil {
+		return nil, false
+	}
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	if cl.ended || !cl.persistent() {
+		return nil, false
+	}
+	return cl.sess.Remembered(), true
+}

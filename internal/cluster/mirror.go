@@ -80,6 +80,10 @@ type queueEntry struct {
 	// what the subject holds before it is an earlier stay's, whose purge
 	// may have failed, and a replay starts after it.
 	S bool `json:"s,omitempty"`
+	// T is the session's memory of the messages it took, oldest first:
+	// written before its entries are purged, and with a stay's marker
+	// (memory.go).
+	T []takenRun `json:"t,omitempty"`
 }
 
 // Bounds of one entry; a session's changes beyond them go in several.
@@ -442,7 +446,7 @@ func (n *Node) sendEntry(id string, changes []queueChange, keys []mirrorKey, bat
 // already received. The removals held back for the session (its earlier
 // stay's) go out first. A marker that does not land leaves the subject
 // as it was before markers.
-func (n *Node) markStay(clientID string) {
+func (n *Node) markStay(clientID string, taken []session.Origin) {
 	if n.cfg.LocalQueues || n.queue() == nil || n.mir.js == nil {
 		return
 	}
@@ -461,7 +465,7 @@ func (n *Node) markStay(clientID string) {
 		}
 	}
 	subj := queueSubject(clientID, n.cfg.Node)
-	if _, err := n.mir.js.PublishAsync(subj, mustJSON(queueEntry{S: true}), jetstream.WithStallWait(kvTimeout)); err != nil {
+	if _, err := n.mir.js.PublishAsync(subj, mustJSON(queueEntry{S: true, T: encodeTaken(taken)}), jetstream.WithStallWait(kvTimeout)); err != nil {
 		n.log.Warn("cluster: session's stay start not written to the queue stream", "client_id", clientID, "err", err)
 	}
 }
@@ -469,7 +473,7 @@ func (n *Node) markStay(clientID string) {
 // StartStay implements broker.StayMarker: a persistent session started
 // empty here (its client's first connect here, or a clean start) begins
 // a stay like one handed over or taken over.
-func (n *Node) StartStay(clientID string) { n.markStay(clientID) }
+func (n *Node) StartStay(clientID string) { n.markStay(clientID, nil) }
 
 // flushRemovals writes the removals held back, one entry per session.
 func (n *Node) flushRemovals() {
@@ -545,6 +549,12 @@ func (n *Node) trackMirror() {
 	defer n.wg.Done()
 	live := make(map[string]map[uint64]uint64) // subject -> delivery seq -> stream seq
 	purged := make(map[string]uint64)
+	// emptied are the subjects whose sessions came to hold nothing, and
+	// the stream sequence their entries may be purged below: purged at
+	// the next tick rather than at once, since each purge of a session
+	// still here writes its memory first (memory.go), and a session that
+	// keeps up empties after nearly every message.
+	emptied := make(map[string]uint64)
 	tick := time.NewTicker(purgeEvery)
 	defer tick.Stop()
 	timeout := time.NewTimer(kvTimeout)
@@ -555,6 +565,10 @@ func (n *Node) trackMirror() {
 		case <-tick.C:
 			n.resync()
 			n.pruneGone()
+			for subj, below := range emptied {
+				n.purgeQueued(subj, below)
+			}
+			clear(emptied)
 			for subj, m := range live {
 				low := uint64(0)
 				for _, s := range m {
@@ -609,7 +623,7 @@ func (n *Node) trackMirror() {
 				delete(live, a.subj)
 				delete(purged, a.subj)
 				if ack != nil {
-					n.purgeQueued(a.subj, ack.Sequence+1)
+					emptied[a.subj] = max(emptied[a.subj], ack.Sequence+1)
 				}
 			}
 		}
@@ -644,11 +658,23 @@ func (n *Node) purgeLoop() {
 			continue
 		}
 		for subj, below := range todo {
+			ctx, cancel := context.WithTimeout(n.ctx, kvTimeout)
+			mem, err := n.keepMemory(ctx, subj)
+			cancel()
+			if err != nil {
+				// Purged without it, a replay would not know what the
+				// purged entries delivered: kept, as a failed purge is.
+				n.log.Debug("cluster: purge queued messages", "subject", subj, "err", err)
+				continue
+			}
+			if mem > 0 && (below == 0 || below > mem) {
+				below = mem // the memory just written stays
+			}
 			opts := []jetstream.StreamPurgeOpt{jetstream.WithPurgeSubject(subj)}
 			if below > 0 {
 				opts = append(opts, jetstream.WithPurgeSequence(below))
 			}
-			ctx, cancel := context.WithTimeout(n.ctx, kvTimeout)
+			ctx, cancel = context.WithTimeout(n.ctx, kvTimeout)
 			if err := s.Purge(ctx, opts...); err != nil {
 				// Left in the stream: a later purge of the subject
 				// removes them, and they are harmless meanwhile.
@@ -705,6 +731,14 @@ func (n *Node) loadQueuedUpTo(ctx context.Context, clientID, node string) ([]bro
 			clear(in)
 			clear(seen)
 			taken = taken[:0]
+		}
+		for _, o := range decodeTaken(e.T) {
+			// What the session took before the entries that delivered
+			// it were purged (or before this stay began).
+			if !seen[o] {
+				seen[o] = true
+				taken = append(taken, o)
+			}
 		}
 		for _, c := range e.C {
 			switch {

@@ -150,7 +150,7 @@ func TestReplayRemembersDeliveredMessages(t *testing.T) {
 			Msg: store.Message{Topic: "r/x", Payload: []byte("m"), QoS: 2, Origin: store.Origin{Instance: 5, Seq: name}}, QoS: 2}}
 	}
 	n.MirrorDeliveries([]broker.MirrorOp{put(1, 1, 100)}, true) // an earlier stay's
-	n.markStay("r")
+	n.markStay("r", nil)
 	n.MirrorDeliveries([]broker.MirrorOp{put(2, 1, 101), put(3, 2, 102)}, true)
 	n.MirrorDeliveries([]broker.MirrorOp{{ClientID: "r", Seq: 1, Rev: 4}}, true) // acknowledged
 	n.flushRemovals()
