@@ -110,5 +110,52 @@ func (n *Node) keepMemory(ctx context.Context, subj string) (wrote uint64, err e
 	if err != nil {
 		return 0, fmt.Errorf("cluster: write the memory of %q to the queue stream: %w", id, err)
 	}
+	n.noteMemory(subj, ack.Sequence)
 	return ack.Sequence, nil
+}
+
+// noteMemory records seq as the last memory entry of subject subj, for
+// forgetMemory.
+func (n *Node) noteMemory(subj string, seq uint64) {
+	n.mir.purgesMu.Lock()
+	defer n.mir.purgesMu.Unlock()
+	if n.mir.memSeq == nil {
+		n.mir.memSeq = make(map[string]uint64)
+	}
+	n.mir.memSeq[subj] = max(n.mir.memSeq[subj], seq)
+}
+
+// noteMemoryAck is noteMemory for a stay marker, once the stream has it.
+func (n *Node) noteMemoryAck(subj string, f jetstream.PubAckFuture) {
+	select {
+	case a := <-f.Ok():
+		n.noteMemory(subj, a.Sequence)
+	case <-f.Err():
+	case <-n.ctx.Done():
+	}
+}
+
+// purgedMemory forgets subj's memory entry once a purge below below has
+// removed it.
+func (n *Node) purgedMemory(subj string, below uint64) {
+	n.mir.purgesMu.Lock()
+	defer n.mir.purgesMu.Unlock()
+	if m, ok := n.mir.memSeq[subj]; ok && (below == 0 || m < below) {
+		delete(n.mir.memSeq, subj)
+	}
+}
+
+// forgetMemory purges the memory this node wrote for clientID's session,
+// which has ended here: its entries up to the last memory entry, nothing
+// newer (a session the client starts again writes after them). Without
+// it, a session that ended holding nothing left its memory in the stream
+// for good.
+func (n *Node) forgetMemory(clientID string) {
+	subj := queueSubject(clientID, n.cfg.Node)
+	n.mir.purgesMu.Lock()
+	m := n.mir.memSeq[subj]
+	n.mir.purgesMu.Unlock()
+	if m > 0 {
+		n.purgeQueued(subj, m+1)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/eclipse/paho.golang/paho"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/starling-mqtt/starling/internal/broker"
@@ -95,28 +96,8 @@ func TestRecoveredSessionRemembersPurgedDeliveries(t *testing.T) {
 
 // queuedPuts counts the entries of subject subj that store a delivery.
 func queuedPuts(s jetstream.Stream, subj string) (int, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
-	defer cancel()
-	puts := 0
-	for seq := uint64(1); ; {
-		m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subj))
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return puts, nil
-		}
-		if err != nil {
-			return 0, err
-		}
-		var e queueEntry
-		if err := json.Unmarshal(m.Data, &e); err != nil {
-			return 0, err
-		}
-		for _, c := range e.C {
-			if c.Out != nil {
-				puts++
-			}
-		}
-		seq = m.Sequence + 1
-	}
+	puts, _, err := queuedKinds(s, subj)
+	return puts, err
 }
 
 func TestTakenEncodingRoundTrips(t *testing.T) {
@@ -154,4 +135,68 @@ func TestStayMarkerCarriesMemory(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// A session that ends leaves no memory in the queue stream: the node
+// purges its memory entry (written when its deliveries were purged) with
+// its end.
+func TestEndedSessionLeavesNoMemory(t *testing.T) {
+	t.Parallel()
+	tn := startSolo(t, false)
+	c, _, recv := connect(t, tn.addr, "mem-end")
+	sub(t, c, "end/#")
+	publishAll(t, c, "end/x", "m", 3)
+	expectAll(t, recv, payloads("m", 3))
+	subj := queueSubject("mem-end", "solo")
+	brokertest.WaitFor(t, func() error {
+		puts, mem, err := queuedKinds(tn.n.queue(), subj)
+		if err != nil {
+			return err
+		}
+		if puts > 0 || mem == 0 {
+			return fmt.Errorf("%d delivery entries and %d memory entries in the stream, want none and some", puts, mem)
+		}
+		return nil
+	})
+	zero := uint32(0)
+	c.Disconnect(&paho.Disconnect{Properties: &paho.DisconnectProperties{SessionExpiryInterval: &zero}})
+	brokertest.WaitFor(t, func() error {
+		puts, mem, err := queuedKinds(tn.n.queue(), subj)
+		if err != nil {
+			return err
+		}
+		if puts+mem > 0 {
+			return fmt.Errorf("%d delivery entries and %d memory entries left after the session ended", puts, mem)
+		}
+		return nil
+	})
+}
+
+// queuedKinds counts the entries of subject subj that store a delivery,
+// and those that hold a memory.
+func queuedKinds(s jetstream.Stream, subj string) (puts, mem int, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+	defer cancel()
+	for seq := uint64(1); ; {
+		m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subj))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return puts, mem, nil
+		}
+		if err != nil {
+			return 0, 0, err
+		}
+		var e queueEntry
+		if err := json.Unmarshal(m.Data, &e); err != nil {
+			return 0, 0, err
+		}
+		for _, c := range e.C {
+			if c.Out != nil {
+				puts++
+			}
+		}
+		if len(e.T) > 0 {
+			mem++
+		}
+		seq = m.Sequence + 1
+	}
 }

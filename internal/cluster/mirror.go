@@ -141,6 +141,7 @@ type mirror struct {
 	logged   atomic.Int64        // unix nanoseconds of the last failure logged
 	purgesMu sync.Mutex          // guards purges
 	purges   map[string]uint64   // subject -> purge below (0: all)
+	memSeq   map[string]uint64   // subject -> stream sequence of its last memory entry (memory.go); under purgesMu
 	rm       map[string][]uint64 // removals held back, by client ID; under mu
 	rmCount  int
 	// last is, per session and delivery sequence number (or inboundKey|
@@ -465,8 +466,13 @@ func (n *Node) markStay(clientID string, taken []session.Origin) {
 		}
 	}
 	subj := queueSubject(clientID, n.cfg.Node)
-	if _, err := n.mir.js.PublishAsync(subj, mustJSON(queueEntry{S: true, T: encodeTaken(taken)}), jetstream.WithStallWait(kvTimeout)); err != nil {
+	f, err := n.mir.js.PublishAsync(subj, mustJSON(queueEntry{S: true, T: encodeTaken(taken)}), jetstream.WithStallWait(kvTimeout))
+	if err != nil {
 		n.log.Warn("cluster: session's stay start not written to the queue stream", "client_id", clientID, "err", err)
+		return
+	}
+	if len(taken) > 0 {
+		go n.noteMemoryAck(subj, f) // purged with the session's end
 	}
 }
 
@@ -679,6 +685,8 @@ func (n *Node) purgeLoop() {
 				// Left in the stream: a later purge of the subject
 				// removes them, and they are harmless meanwhile.
 				n.log.Debug("cluster: purge queued messages", "subject", subj, "err", err)
+			} else {
+				n.purgedMemory(subj, below)
 			}
 			cancel()
 		}

@@ -43,6 +43,7 @@ func (n *Node) writeSession(ctx context.Context, id string, s *broker.SessionSna
 		if json.Unmarshal(e.Value(), &r) != nil || r.Node != n.cfg.Node {
 			return
 		}
+		n.forgetMemory(id)
 		n.sessions.Delete(ctx, key(id), jetstream.LastRevision(e.Revision()))
 		return
 	}
