@@ -2,6 +2,7 @@ package broker
 
 import (
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/starling-mqtt/starling/internal/conn"
@@ -852,11 +853,15 @@ func (b *Broker) SessionIncarnation(clientID string) (incarnation uint64, ok boo
 }
 
 // SessionMemory returns the names of the messages clientID's persistent
-// session here remembers taking, oldest first (session.Session.Remembered);
-// ok is false if this node holds no persistent session for it. The
-// backplane writes them to the queue stream before it purges the entries
-// that delivered them, so that a session recovered from the stream still
-// knows them.
+// session here remembers taking, oldest first (session.Session.Remembered),
+// but those of the deliveries it still holds; ok is false if this node
+// holds no persistent session for it. The backplane writes them to the
+// queue stream before it purges the entries that delivered them, so that
+// a session recovered from the stream still knows them. A held delivery
+// is remembered by a replay from its own entry: named here as well, it
+// would have the replay skip a relayed copy of it while its entry had
+// not reached the stream (a write refused, rewritten at the next resync),
+// and so lose it.
 func (b *Broker) SessionMemory(clientID string) (taken []session.Origin, ok bool) {
 	b.mu.Lock()
 	cl := b.clients[clientID]
@@ -869,5 +874,7 @@ func (b *Broker) SessionMemory(clientID string) (taken []session.Origin, ok bool
 	if cl.ended || !cl.persistent() {
 		return nil, false
 	}
-	return cl.sess.Remembered(), true
+	held := make(map[session.Origin]bool)
+	cl.sess.Export(func(d *session.Delivery, _ uint16, _ byte) { held[d.Msg.Origin] = true })
+	return slices.DeleteFunc(cl.sess.Remembered(), func(o session.Origin) bool { return held[o] }), true
 }

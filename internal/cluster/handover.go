@@ -15,7 +15,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/starling-mqtt/starling/internal/broker"
-	"github.com/starling-mqtt/starling/internal/session"
 )
 
 // A session moves between nodes in two phases. The new node asks the owner
@@ -96,7 +95,7 @@ func (n *Node) recoverOwn(clientID string, rec *broker.SessionSnapshot, clean bo
 	n.log.Warn("cluster: session owned here but not held (store lost?); recovered from its record and the queue stream",
 		"client_id", clientID, "deliveries", len(s.Out))
 	if s.Session.ExpiryInterval > 0 && !n.b.HasSession(clientID) {
-		n.markStay(clientID, s.Taken) // before the install writes its entries
+		n.markStay(clientID, arrivingMemory(s)) // before the install writes its entries
 	}
 	n.b.AdoptOrphan(s, true, clean)
 	if last > 0 {
@@ -149,13 +148,11 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 			in != nil && in.snap != nil && in.snap.Session.ExpiryInterval > 0) {
 			// Before the install writes its entries, with the memory
 			// the session arrives with.
-			var taken []session.Origin
-			if orphan != nil {
-				taken = orphan.Taken
-			} else {
-				taken = in.snap.Taken
+			arriving := orphan
+			if arriving == nil {
+				arriving = in.snap
 			}
-			n.markStay(clientID, taken)
+			n.markStay(clientID, arrivingMemory(arriving))
 		}
 		if orphan != nil {
 			// Adopted only once the record names this node: a claim

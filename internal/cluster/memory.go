@@ -3,10 +3,12 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/starling-mqtt/starling/internal/broker"
 	"github.com/starling-mqtt/starling/internal/session"
 )
 
@@ -71,6 +73,17 @@ func decodeTaken(rs []takenRun) []session.Origin {
 		}
 	}
 	return out
+}
+
+// arrivingMemory is the memory a session arriving as s carries to its
+// stay's marker: its names but those of the deliveries it brings, which
+// the replay learns from their own entries (see broker.SessionMemory).
+func arrivingMemory(s *broker.SessionSnapshot) []session.Origin {
+	held := make(map[session.Origin]bool, len(s.Out))
+	for _, d := range s.Out {
+		held[session.Origin(d.Msg.Origin)] = true
+	}
+	return slices.DeleteFunc(slices.Clone(s.Taken), func(o session.Origin) bool { return held[o] })
 }
 
 // ownSessionOf returns the client ID of a queue subject of this node's,

@@ -833,7 +833,7 @@ func (n *Node) takeOver(lost string) error {
 				// Before the install writes its entries. Not for a
 				// session held here already (Adopt leaves it as it
 				// is): its entries precede the marker.
-				n.markStay(id, s.Taken)
+				n.markStay(id, arrivingMemory(s))
 			}
 			n.b.AdoptOrphan(s, false, false)
 			if keeps {
