@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -100,6 +101,9 @@ func (n *Node) ownSessionOf(subj string) (clientID string, ok bool) {
 	id, err := unkey(ck)
 	return id, err == nil
 }
+
+// errStalled stands for a memory write not tried after another failed.
+var errStalled = errors.New("cluster: queue stream not taking writes")
 
 // keepMemory writes the memory of the session whose subject subj (this
 // node's) is about to be purged, and returns the stream sequence of that

@@ -663,14 +663,26 @@ func (n *Node) purgeLoop() {
 		if s == nil {
 			continue
 		}
+		stalled := false // a memory write failed: the stream is not taking writes
 		for subj, below := range todo {
-			ctx, cancel := context.WithTimeout(n.ctx, kvTimeout)
-			mem, err := n.keepMemory(ctx, subj)
-			cancel()
+			var mem uint64
+			err := errStalled
+			if !stalled {
+				ctx, cancel := context.WithTimeout(n.ctx, kvTimeout)
+				mem, err = n.keepMemory(ctx, subj)
+				cancel()
+			}
 			if err != nil {
 				// Purged without it, a replay would not know what the
-				// purged entries delivered: kept, as a failed purge is.
+				// purged entries delivered: kept, as a failed purge is,
+				// and tried again with the next purge asked for.
+				stalled = true
 				n.log.Debug("cluster: purge queued messages", "subject", subj, "err", err)
+				n.mir.purgesMu.Lock()
+				if _, ok := n.mir.purges[subj]; !ok {
+					n.mir.purges[subj] = below
+				}
+				n.mir.purgesMu.Unlock()
 				continue
 			}
 			if mem > 0 && (below == 0 || below > mem) {
@@ -680,7 +692,7 @@ func (n *Node) purgeLoop() {
 			if below > 0 {
 				opts = append(opts, jetstream.WithPurgeSequence(below))
 			}
-			ctx, cancel = context.WithTimeout(n.ctx, kvTimeout)
+			ctx, cancel := context.WithTimeout(n.ctx, kvTimeout)
 			if err := s.Purge(ctx, opts...); err != nil {
 				// Left in the stream: a later purge of the subject
 				// removes them, and they are harmless meanwhile.
