@@ -45,6 +45,26 @@ type tx struct {
 	// LaterForwarder); forward then sends it.
 	later   bool
 	forward func(ok, replicated bool)
+	// hold is the Hold of the message this operation publishes, done
+	// once it is committed: its own sends wait for the commit anyway.
+	hold *publishHold
+}
+
+// publishHold is a message's Hold until its publish is committed.
+type publishHold struct {
+	done   chan struct{}
+	failed atomic.Bool
+}
+
+func (h *publishHold) Done() <-chan struct{} { return h.done }
+func (h *publishHold) OK() bool              { return !h.failed.Load() }
+
+// release ends the hold, failed or not; nil does nothing.
+func (h *publishHold) release(failed bool) {
+	if h != nil {
+		h.failed.Store(failed)
+		close(h.done)
+	}
 }
 
 // sendForward sends the message named by a publish with later set, once
@@ -163,14 +183,83 @@ func (t *tx) rollback() {
 }
 
 // send queues packets on a connection, behind the operation's gate when
-// the operation is gated. c is the concrete type, not an interface, so the
-// variadic slice of a single delivery stays on the stack.
+// the operation is gated, and behind the Hold of a message they deliver
+// that is not released yet. c is the concrete type, not an interface, so
+// the variadic slice of a single delivery stays on the stack.
 func (t *tx) send(c *conn.Conn, ps ...packet.Packet) {
+	if holds := t.holding(ps); holds != nil {
+		var g conn.Gate
+		if t != nil && t.gated {
+			g = t
+		}
+		c.SendGated(newHeldGate(g, holds), ps...)
+		return
+	}
 	if t != nil && t.gated {
 		c.SendGated(t, ps...)
 		return
 	}
 	c.Send(ps...)
+}
+
+// holding returns the Holds, not closed yet, of the messages ps deliver,
+// but this operation's own. Such a message is a QoS 2 message from a
+// client whose publish is still committing (its packet ID not yet
+// replicated with its name) that another operation sends: a session
+// arriving on the node, or one whose client reconnects or makes room in
+// its window meanwhile. Sent at once, its client could have it before the
+// packet ID reached the queue stream; the node then lost, the publisher's
+// resend elsewhere is a new message under a new name, and that session,
+// recovered elsewhere, takes it again.
+func (t *tx) holding(ps []packet.Packet) (holds []session.Release) {
+	for _, p := range ps {
+		o, ok := p.(*session.Outgoing)
+		if !ok || o.Msg == nil || o.Msg.Hold == nil || t != nil && t.hold != nil && o.Msg.Hold == session.Release(t.hold) {
+			continue
+		}
+		select {
+		case <-o.Msg.Hold.Done():
+			if !o.Msg.Hold.OK() {
+				holds = append(holds, o.Msg.Hold) // dropped: its publish failed
+			}
+		default:
+			holds = append(holds, o.Msg.Hold)
+		}
+	}
+	return holds
+}
+
+// heldGate opens once the operation's gate (if any) and every hold have;
+// it fails if any of them did.
+type heldGate struct {
+	g     conn.Gate
+	holds []session.Release
+	done  chan struct{}
+}
+
+func newHeldGate(g conn.Gate, holds []session.Release) *heldGate {
+	h := &heldGate{g: g, holds: holds, done: make(chan struct{})}
+	go func() {
+		if g != nil {
+			<-g.Done()
+		}
+		for _, x := range holds {
+			<-x.Done()
+		}
+		close(h.done)
+	}()
+	return h
+}
+
+func (h *heldGate) Done() <-chan struct{} { return h.done }
+
+func (h *heldGate) OK() bool {
+	for _, x := range h.holds {
+		if !x.OK() {
+			return false
+		}
+	}
+	return h.g == nil || h.g.OK()
 }
 
 // SetStore makes the broker durable: call Restore with the same store

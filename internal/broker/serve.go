@@ -305,6 +305,10 @@ func (h *handler) onPublish(p *packet.Publish) string {
 		code := packet.Success
 		if first && t != nil {
 			t.later = true
+			if b.backplane != nil {
+				t.hold = &publishHold{done: make(chan struct{})}
+				m.Hold = t.hold
+			}
 		}
 		switch {
 		case first:
@@ -324,7 +328,15 @@ func (h *handler) onPublish(p *packet.Publish) string {
 			m.Origin = replay
 			code = noMatch(b.publishFrom(m, t, &h.hs))
 		}
-		if err := t.commit(true); err != nil {
+		err = t.commit(true)
+		// Released once committed, its packet ID replicated (or the
+		// bounded wait for it over): what other operations deliver of
+		// it goes out from then on (tx.holding), or never if the
+		// operation failed.
+		if t != nil {
+			t.hold.release(err != nil)
+		}
+		if err != nil {
 			t.sendForward(false)
 			t.rollback()
 			return h.storeFailed(p)

@@ -149,6 +149,9 @@ type mirror struct {
 	// goneFor after a removal; under mu. See stale.
 	last    map[revKey]lastRev
 	purgeCh chan struct{}
+	// holdFor (tests) holds the operations that change this client's
+	// session until it is cleared, as a slow stream would.
+	holdFor atomic.Pointer[string]
 }
 
 func (n *Node) queue() jetstream.Stream {
@@ -216,6 +219,13 @@ func (n *Node) MirrorDeliveries(ops []broker.MirrorOp, wait bool) bool {
 	}
 	if n.holdMir.Load() {
 		return n.heldMirror(wait)
+	}
+	for id := n.mir.holdFor.Load(); id != nil && slices.ContainsFunc(ops, func(op broker.MirrorOp) bool { return op.ClientID == *id }); id = n.mir.holdFor.Load() {
+		select {
+		case <-n.ctx.Done():
+			return false
+		case <-time.After(beatEvery / 5):
+		}
 	}
 	var batch *mirrorBatch
 	if wait {

@@ -33,6 +33,12 @@ type Message struct {
 	// Origin identifies the message across a cluster's nodes: the same
 	// on every copy, whichever way it travels (zero on a single node).
 	Origin Origin
+	// Hold, if set, is done once the message may go out to clients (not
+	// at all unless OK): a QoS 2 message from a client in a cluster
+	// waits, whichever operation sends it, for its publish's operation,
+	// which replicates its packet ID with its name (see the broker's
+	// tx.send).
+	Hold Release
 
 	enc wireCache // encodings shared by every subscriber
 
@@ -121,6 +127,12 @@ func (m *Message) recycle() {
 	// next message that reuses m. Nothing else refers to m now.
 	*m = Message{pooled: true}
 	msgPool.Put(m)
+}
+
+// Release is what a message waits for before it goes out (Message.Hold).
+type Release interface {
+	Done() <-chan struct{}
+	OK() bool
 }
 
 // Origin names a message by the node run that published it and its
