@@ -19,6 +19,7 @@ func TestRecycleClearsEveryField(t *testing.T) {
 	m.Props = packet.Properties{PayloadFormat: &one, ContentType: "c", CorrelationData: []byte("d")}
 	m.Expiry, m.Publisher, m.ID = time.Unix(1, 0), "pub", 9
 	m.Origin = Origin{Instance: 3, Seq: 4}
+	m.Hold = testRelease{}
 	m.Own(bufpool.Get(10))
 	o := newOutgoing()
 	m.Ref()
@@ -45,3 +46,11 @@ func TestRecycleClearsEveryField(t *testing.T) {
 		}
 	}
 }
+
+// testRelease is a Release that is done at once.
+type testRelease struct{}
+
+func (testRelease) Done() <-chan struct{} { return closedChan }
+func (testRelease) OK() bool              { return true }
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
