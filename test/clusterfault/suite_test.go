@@ -2,16 +2,16 @@
 
 // The suite runs only with -tags faults (bench/cluster-faults.sh passes
 // it; `go test -race -tags faults ./test/clusterfault` is the short form).
-// Six cycles of each fault lose no acknowledged message, but
-// partition-node and wipe-node still deliver a QoS 2 message twice,
-// without DUP, now and then: a QoS 2 message held back on a node cut
-// off, whose publisher's session the majority took over, reaches that
-// node's own sessions that the takeover left there as its first copy
-// and again as the publisher's resend under a new name; and a late
-// relayed copy reaches a session recovered from the queue stream after
-// the stream purged its memory of the message (docs/cluster-tests.md,
-// "Where it stands"). The short form goes through the same paths, so it
-// stays out of the default run until they are closed. Its checker and
+// Six cycles of each fault have lost no acknowledged message but in
+// back-to-back wipes (the relay stream without a quorum for 10 s, a
+// documented limit), and partition-node may still deliver a QoS 2
+// message twice, without DUP, now and then: a QoS 2 message held back
+// on a node cut off, whose publisher's session the majority took over,
+// reaches that node's own sessions that the takeover left there as its
+// first copy and again as the publisher's resend under a new name
+// (docs/cluster-tests.md, "Where it stands"). The short form goes
+// through the same paths, so it stays out of the default run until they
+// are closed. Its checker and
 // proxy tests run everywhere. Under the tag it skips with -short, and
 // where it cannot run (preflight), but fails there under CI=true.
 
