@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -102,30 +101,33 @@ func (n *Node) ownSessionOf(subj string) (clientID string, ok bool) {
 	return id, err == nil
 }
 
-// errStalled stands for a memory write not tried after another failed.
-var errStalled = errors.New("cluster: queue stream not taking writes")
-
-// keepMemory writes the memory of the session whose subject subj (this
-// node's) is about to be purged, and returns the stream sequence of that
-// entry: the purge must stay below it. ok false: no memory to keep (not
+// memoryOf returns the memory to keep before subject subj is purged: that
+// of the session of this node's subject, held here; nil for none (not
 // this node's subject, the session not held here, or it remembers
-// nothing), wrote is 0. An error means the memory is not in the stream:
-// the caller does not purge.
-func (n *Node) keepMemory(ctx context.Context, subj string) (wrote uint64, err error) {
+// nothing).
+func (n *Node) memoryOf(subj string) []session.Origin {
 	if n.cfg.LocalQueues || n.mir.js == nil {
-		return 0, nil
+		return nil
 	}
 	id, ok := n.ownSessionOf(subj)
 	if !ok {
-		return 0, nil
+		return nil
 	}
 	taken, ok := n.b.SessionMemory(id)
 	if !ok || len(taken) == 0 {
-		return 0, nil
+		return nil
 	}
+	return taken
+}
+
+// keepMemory writes taken, the memory of the session whose subject subj
+// is about to be purged, and returns the stream sequence of that entry:
+// the purge must stay below it. An error means the memory is not in the
+// stream: the caller does not purge.
+func (n *Node) keepMemory(ctx context.Context, subj string, taken []session.Origin) (uint64, error) {
 	ack, err := n.mir.js.Publish(ctx, subj, mustJSON(queueEntry{T: encodeTaken(taken)}), jetstream.WithExpectStream(queueStream))
 	if err != nil {
-		return 0, fmt.Errorf("cluster: write the memory of %q to the queue stream: %w", id, err)
+		return 0, fmt.Errorf("cluster: write the memory of subject %s to the queue stream: %w", subj, err)
 	}
 	n.noteMemory(subj, ack.Sequence)
 	return ack.Sequence, nil

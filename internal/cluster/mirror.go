@@ -675,28 +675,31 @@ func (n *Node) purgeLoop() {
 		}
 		stalled := false // a memory write failed: the stream is not taking writes
 		for subj, below := range todo {
-			var mem uint64
-			err := errStalled
-			if !stalled {
-				ctx, cancel := context.WithTimeout(n.ctx, kvTimeout)
-				mem, err = n.keepMemory(ctx, subj)
-				cancel()
-			}
-			if err != nil {
-				// Purged without it, a replay would not know what the
-				// purged entries delivered: kept, as a failed purge is,
-				// and tried again with the next purge asked for.
-				stalled = true
-				n.log.Debug("cluster: purge queued messages", "subject", subj, "err", err)
-				n.mir.purgesMu.Lock()
-				if _, ok := n.mir.purges[subj]; !ok {
-					n.mir.purges[subj] = below
+			if taken := n.memoryOf(subj); taken != nil {
+				var mem uint64
+				err := errors.New("an earlier memory write failed")
+				if !stalled {
+					ctx, cancel := context.WithTimeout(n.ctx, kvTimeout)
+					mem, err = n.keepMemory(ctx, subj, taken)
+					cancel()
 				}
-				n.mir.purgesMu.Unlock()
-				continue
-			}
-			if mem > 0 && (below == 0 || below > mem) {
-				below = mem // the memory just written stays
+				if err != nil {
+					// Purged without it, a replay would not know what
+					// the purged entries delivered: kept, as a failed
+					// purge is, and tried again with the next purge
+					// asked for.
+					stalled = true
+					n.log.Debug("cluster: purge queued messages", "subject", subj, "err", err)
+					n.mir.purgesMu.Lock()
+					if _, ok := n.mir.purges[subj]; !ok {
+						n.mir.purges[subj] = below
+					}
+					n.mir.purgesMu.Unlock()
+					continue
+				}
+				if below == 0 || below > mem {
+					below = mem // the memory just written stays
+				}
 			}
 			opts := []jetstream.StreamPurgeOpt{jetstream.WithPurgeSubject(subj)}
 			if below > 0 {
