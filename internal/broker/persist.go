@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -54,16 +55,20 @@ type tx struct {
 type publishHold struct {
 	done   chan struct{}
 	failed atomic.Bool
+	once   sync.Once
 }
 
 func (h *publishHold) Done() <-chan struct{} { return h.done }
 func (h *publishHold) OK() bool              { return !h.failed.Load() }
 
-// release ends the hold, failed or not; nil does nothing.
+// release ends the hold, failed or not, the first time; nil does
+// nothing.
 func (h *publishHold) release(failed bool) {
 	if h != nil {
-		h.failed.Store(failed)
-		close(h.done)
+		h.once.Do(func() {
+			h.failed.Store(failed)
+			close(h.done)
+		})
 	}
 }
 

@@ -308,6 +308,9 @@ func (h *handler) onPublish(p *packet.Publish) string {
 			if b.backplane != nil {
 				t.hold = &publishHold{done: make(chan struct{})}
 				m.Hold = t.hold
+				// Never left held (a panic recovered with the
+				// connection): other connections' writers wait on it.
+				defer t.hold.release(true)
 			}
 		}
 		switch {
