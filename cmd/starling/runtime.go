@@ -16,7 +16,7 @@ import (
 // process's, and an application that embeds Starling owns it. With
 // gc_percent 0 (derived) the target is Go's 100, raised to a heap floor
 // of a 32nd of the memory limit, at most 64 MiB, while the broker
-// collects more than ten times a second (gcFloor); the returned function
+// allocates enough for ten cycles a second (gcFloor); the returned function
 // stops the floor.
 func tuneRuntime(l config.Limits, getenv func(string) string, log *slog.Logger) (stop func()) {
 	stop = func() {}
