@@ -306,16 +306,16 @@ func (n *Node) publishAlone(b *outBatch) error {
 
 // batchVerdictLocked works out, as a heartbeat arrives, until when the
 // outbox may send batches: while every node that may receive them reads
-// them. Those are the peers heard within hearWithin, and they must number
+// them. Those are the peers heard within liveWithin, and they must number
 // at least the configured peers: one not heard lately (down, starting, cut
 // off, or not heard yet) may come back as a release that does not read
 // batches, and subscribe before its first heartbeat arrives here. So only
-// a restart of a peer faster than hearWithin can meet a batch it does not
+// a restart of a peer faster than liveWithin can meet a batch it does not
 // read. Called under lease.mu.
 func (n *Node) batchVerdictLocked(now int64) {
 	until, fresh := int64(math.MaxInt64), 0
 	for p, at := range n.lease.heard {
-		if now-at >= int64(hearWithin) {
+		if now-at >= int64(liveWithin) {
 			continue
 		}
 		if !n.lease.batches[p] {
@@ -323,7 +323,7 @@ func (n *Node) batchVerdictLocked(now int64) {
 			break
 		}
 		fresh++
-		until = min(until, at+int64(hearWithin))
+		until = min(until, at+int64(liveWithin))
 	}
 	if fresh == 0 || fresh < len(n.cfg.Peers) || n.lease.oldWire {
 		until = 0

@@ -204,7 +204,7 @@ func TestNewNodesSendBatches(t *testing.T) {
 	waitInterest(t, u1, "wm/0/a")
 	const pubs, count = 2, 100
 	// Heartbeats late on a busy machine stop batches for a moment (a
-	// peer not heard within hearWithin): a round published then goes
+	// peer not heard within liveWithin): a round published then goes
 	// unbatched, and another is tried.
 	for round := 0; u1.n.out.batched.Load() == 0; round++ {
 		if round == 5 {
@@ -222,7 +222,7 @@ func TestNewNodesSendBatches(t *testing.T) {
 }
 
 // The verdict, heartbeat by heartbeat: batches only while every peer,
-// as many as configured, has said it reads them within hearWithin.
+// as many as configured, has said it reads them within liveWithin.
 func TestBatchVerdict(t *testing.T) {
 	n := &Node{cfg: Config{Node: "a", Peers: []string{"127.0.0.1:1", "127.0.0.1:2"}}, log: slog.New(slog.DiscardHandler)}
 	n.lease.init()
@@ -251,13 +251,13 @@ func TestBatchVerdict(t *testing.T) {
 	}
 	beat("d", false)
 	check("a node not configured that does not read batches", false)
-	n.lease.base = n.lease.base.Add(-hearWithin) // the clock moves on: d falls silent, and so do b and c
+	n.lease.base = n.lease.base.Add(-liveWithin) // the clock moves on: d falls silent, and so do b and c
 	beat("b", true, "a")
-	check("c not heard within hearWithin", false)
+	check("c not heard within liveWithin", false)
 	beat("c", true, "a")
 	check("b and c heard again", true)
-	n.lease.base = n.lease.base.Add(-hearWithin)
-	check("no heartbeat within hearWithin", false)
+	n.lease.base = n.lease.base.Add(-liveWithin)
+	check("no heartbeat within liveWithin", false)
 
 	old := &Node{cfg: Config{Node: "o", Peers: []string{"127.0.0.1:1"}}, log: slog.New(slog.DiscardHandler)}
 	old.lease.init()
