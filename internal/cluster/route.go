@@ -44,6 +44,11 @@ func (n *Node) Forward(m *session.Message) (bool, <-chan struct{}) {
 	if f != nil {
 		done = f.done
 	}
+	if m.QoS > 0 {
+		// Sessions elsewhere full (pause.go): the acknowledgement waits
+		// for their room.
+		done = join(done, n.pause.wait(m.Topic))
+	}
 	if arriving := n.stash(m); arriving != nil {
 		// For a session being claimed here (arrive.go).
 		remote = true
@@ -126,7 +131,7 @@ func (n *Node) ForwardLater(m *session.Message) (remote bool, safe <-chan struct
 			}()
 		}
 	}
-	safe = done
+	safe = join(done, n.pause.wait(m.Topic)) // pause.go
 	if arriving := n.stash(m); arriving != nil {
 		// For a session being claimed here (arrive.go).
 		remote = true
@@ -414,7 +419,10 @@ func (n *Node) receiveLoop() {
 			if !n.waitServing(n.ctx) {
 				return
 			}
-			stored, replicated, routed, rooms := n.b.InjectBatch(batch, asked)
+			stored, replicated, routed, rooms, full := n.b.InjectBatch(batch, asked)
+			if len(full) > 0 {
+				n.watchFull(full) // pause.go
+			}
 			if len(routedHere) > 0 {
 				// A message a session here dropped (past its hard
 				// limit) is not confirmed: its relayed copy must reach
