@@ -381,7 +381,7 @@ func (n *Node) Run() error {
 		n.Close()
 		return fmt.Errorf("cluster: confirmation subscription: %w", err)
 	}
-	if _, err := n.bc.Subscribe(flowPrefix+"*", n.heardFlow); err != nil {
+	if _, err := n.pc.Subscribe(flowPrefix+"*", n.heardFlow); err != nil {
 		n.Close()
 		return fmt.Errorf("cluster: flow subscription: %w", err)
 	}

@@ -100,7 +100,7 @@ func (n *Node) sayFlow(clientID string, full bool, filters []string) {
 	if err != nil {
 		return
 	}
-	n.bc.Publish(flowPrefix+key(n.cfg.Node), b)
+	n.pc.Publish(flowPrefix+key(n.cfg.Node), b)
 }
 
 // heardFlow takes another node's notice.
