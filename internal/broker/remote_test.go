@@ -121,8 +121,9 @@ func TestInjectBatchHoldsConfirmationUntilRoom(t *testing.T) {
 // and takes it once it has room.
 func TestInjectRelayedLeavesFullSession(t *testing.T) {
 	b, s := remoteBroker(t)
-	// Not held for: past four times its bound, such deliveries are
-	// dropped (overflow).
+	// No confirmation asked for: kept past the bound (their senders are
+	// told to pause), and dropped (overflow) past the safety net of 64
+	// times it.
 	for i := 0; b.Stats.Dropped.Load() == 0; i++ {
 		b.InjectBatch([]*session.Message{remoteMsg(i)}, nil)
 	}
