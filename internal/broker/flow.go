@@ -148,7 +148,7 @@ func (b *Broker) tookLocked(cl *client, n int, ack bool) {
 	}
 }
 
-// tookQoS0 is conn.OnTake: the writer took n QoS 0 publishes of cl's, or
+// tookQoS0 is conn.Owner.Took: the writer took n QoS 0 publishes of cl's, or
 // its socket took bytes.
 func (b *Broker) tookQoS0(cl *client, n int) {
 	cl.flow.lastByte.Store(b.now().UnixNano())

@@ -45,7 +45,7 @@ func (h *handler) serve() (reason string, parked bool) {
 				// Set first: once parked, resume may run at once.
 				h.resuming = true
 				h.setDeadline(deadline)
-				if h.c.Park(deadline, grace, h.resume) {
+				if h.c.Park(deadline, grace) {
 					return "", true
 				}
 				h.resuming = false

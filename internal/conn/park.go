@@ -57,15 +57,16 @@ func (g *giveUp) fire() {
 // Park hands a connection that waits for its next packet to the poller
 // (internal/poll) so that no goroutine waits for it. It first waits up to
 // grace (such as ParkAfter; not beyond deadline) for input, and reports
-// false if some arrives. Otherwise resume runs once, on a new goroutine
-// that it may keep (it is the reader now), when input arrives, deadline passes or the connection is closed, and
-// should then call ReadPacket with the same deadline. Park reports false,
-// and never calls resume, when the connection cannot be parked: input
-// already buffered, a transport that buffers (TLS, PROXY protocol, a
-// WebSocket with bytes of its own), a full queue, another platform. After
-// true the caller must leave the Conn to resume.
-func (c *Conn) Park(deadline time.Time, grace time.Duration, resume func()) bool {
-	if c.Buffered() || !poll.Supported() {
+// false if some arrives. Otherwise the owner's Resume runs once, on a new
+// goroutine that it may keep (it is the reader now), when input arrives,
+// deadline passes or the connection is closed, and should then call
+// ReadPacket with the same deadline. Park reports false, and never calls
+// Resume, when the connection cannot be parked: no owner, input already
+// buffered, a transport that buffers (TLS, PROXY protocol, a WebSocket
+// with bytes of its own), a full queue, another platform. After true the
+// caller must leave the Conn to Resume.
+func (c *Conn) Park(deadline time.Time, grace time.Duration) bool {
+	if c.owner == nil || c.Buffered() || !poll.Supported() {
 		return false
 	}
 	tc, rc := rawConn(c.nc)
@@ -131,7 +132,7 @@ func (c *Conn) Park(deadline time.Time, grace time.Duration, resume func()) bool
 			return false
 		}
 	}
-	c.resume = resume
+	c.asleep = true
 	c.parkedAt = time.Now().UnixNano()
 	release := !c.busy && !c.closing
 	if release && !c.writing {
@@ -141,9 +142,9 @@ func (c *Conn) Park(deadline time.Time, grace time.Duration, resume func()) bool
 			return true
 		}
 	}
-	w, ok := poll.Park(rc, deadline, c.wake)
+	w, ok := poll.Park(rc, deadline, (*waker)(c))
 	if !ok {
-		c.resume = nil
+		c.asleep = false
 		return false
 	}
 	c.parked = w
@@ -163,7 +164,7 @@ func (c *Conn) parkReleased(tc *net.TCPConn, rc syscall.RawConn, deadline time.T
 	if err != nil {
 		return nil, false
 	}
-	w, ok := poll.ParkFD(fd, deadline, c.wake)
+	w, ok := poll.ParkFD(fd, deadline, (*waker)(c))
 	if !ok {
 		poll.CloseFD(fd)
 		return nil, false
@@ -183,7 +184,7 @@ func (c *Conn) releaseParkedLocked() {
 		return
 	}
 	c.relOnStop = false
-	if c.resume == nil || c.released || c.closing || c.closed {
+	if !c.asleep || c.released || c.closing || c.closed {
 		return // woken already
 	}
 	tc, rc := rawConn(c.nc)
@@ -238,6 +239,12 @@ func (c *Conn) attachLocked() {
 	}
 }
 
+// waker is the poller's callback: a conversion of the Conn, so that
+// parking makes no method value.
+type waker Conn
+
+func (w *waker) Fire() { (*Conn)(w).wake() }
+
 // wake is the poller's callback: the socket is readable, the deadline
 // passed or the connection closed. It carries on on the poller's goroutine.
 func (c *Conn) wake() {
@@ -255,10 +262,9 @@ func (c *Conn) wake() {
 		}
 	}
 	c.attachLocked()
-	resume := c.resume
-	c.resume = nil
+	c.asleep = false
 	c.mu.Unlock()
-	resume()
+	c.owner.Resume()
 }
 
 // setSocketLocked sets the socket: c.nc itself, or the one inside the

@@ -43,7 +43,7 @@ func (c *Conn) ReadPacket(deadline time.Time) (packet.Packet, int, error) {
 	// A started packet whose rest is not buffered yet gets PacketTimeout
 	// from now; a whole packet already in the buffer costs nothing here.
 	var until time.Time
-	if c.PacketTimeout > 0 && !c.packetBuffered() {
+	if c.sh.PacketTimeout > 0 && !c.packetBuffered() {
 		until = c.packetDeadline(deadline)
 	}
 	fh, err := packet.ReadFixedHeader(&c.fb)
@@ -95,8 +95,8 @@ func (c *Conn) ReadPacket(deadline time.Time) (packet.Packet, int, error) {
 		c.putBody()
 		return nil, size, packetErr(err, until)
 	}
-	if c.Totals != nil {
-		c.Totals.BytesIn.Add(uint64(size))
+	if t := c.sh.Totals; t != nil {
+		t.BytesIn.Add(uint64(size))
 	}
 	lingering := false
 	if !ready {
@@ -176,7 +176,7 @@ func (c *Conn) packetBuffered() bool {
 // PacketTimeout from now, unless deadline comes first; it returns the
 // deadline it set, or zero when deadline stays in force.
 func (c *Conn) packetDeadline(deadline time.Time) time.Time {
-	d := time.Now().Add(c.PacketTimeout)
+	d := time.Now().Add(c.sh.PacketTimeout)
 	if !deadline.IsZero() && !d.Before(deadline) {
 		return time.Time{}
 	}

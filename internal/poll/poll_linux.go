@@ -37,7 +37,7 @@ var (
 // start creates the pollers, once per process: they live as long as it,
 // like Go's netpoller. None when epoll is unavailable: Park then declines.
 func start() {
-	n := min(runtime.GOMAXPROCS(0), 4)
+	n := min(runtime.GOMAXPROCS(0), 4) // at most 256: Waiter.pi is a byte
 	for i := 0; i < n; i++ {
 		fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 		if err != nil {
@@ -49,26 +49,27 @@ func start() {
 	}
 }
 
-func park(rc syscall.RawConn, deadline time.Time, fn func()) (*Waiter, bool) {
+func park(rc syscall.RawConn, deadline time.Time, fn Callback) (*Waiter, bool) {
 	return parkOn(rc, -1, deadline, fn)
 }
 
-func parkFD(fd int, deadline time.Time, fn func()) (*Waiter, bool) {
+func parkFD(fd int, deadline time.Time, fn Callback) (*Waiter, bool) {
 	return parkOn(nil, fd, deadline, fn)
 }
 
 // parkOn parks rc, or fd when rc is nil.
-func parkOn(rc syscall.RawConn, fd int, deadline time.Time, fn func()) (*Waiter, bool) {
+func parkOn(rc syscall.RawConn, fd int, deadline time.Time, fn Callback) (*Waiter, bool) {
 	startOnce.Do(start)
 	if len(pollers) == 0 {
 		return nil, false
 	}
 	rrMu.Lock()
-	p := pollers[rr%uint64(len(pollers))]
+	pi := uint8(rr % uint64(len(pollers)))
 	rr++
 	rrMu.Unlock()
+	p := pollers[pi]
 
-	w := &Waiter{fn: fn, p: p, rc: rc, fd: int32(fd)}
+	w := &Waiter{fn: fn, pi: pi, rc: rc, fd: int32(fd)}
 	p.mu.Lock()
 	for {
 		// IDs wrap after 2^32 parks; skip one still in use.
@@ -104,6 +105,9 @@ func parkOn(rc syscall.RawConn, fd int, deadline time.Time, fn func()) (*Waiter,
 	return nil, false
 }
 
+// home is the waiter's poller.
+func (w *Waiter) home() *poller { return pollers[w.pi] }
+
 // control runs f with the watched descriptor; false if the socket is
 // closed (a net.Conn's descriptor is then never touched).
 func (w *Waiter) control(f func(fd int)) bool {
@@ -121,7 +125,7 @@ func (w *Waiter) addLocked() bool {
 		// Level-triggered and one-shot: bytes that are already there
 		// report at once, and a socket reports once per park.
 		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(w.id)}
-		err = unix.EpollCtl(w.p.epfd, unix.EPOLL_CTL_ADD, fd, &ev)
+		err = unix.EpollCtl(w.home().epfd, unix.EPOLL_CTL_ADD, fd, &ev)
 	})
 	if !ok || err != nil {
 		return false
@@ -140,14 +144,14 @@ func (w *Waiter) delLocked() {
 	w.registered = false
 	parked.Add(-1)
 	w.control(func(fd int) {
-		_ = unix.EpollCtl(w.p.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+		_ = unix.EpollCtl(w.home().epfd, unix.EPOLL_CTL_DEL, fd, nil)
 	})
 }
 
 // unwatchLocked takes the socket out of the epoll set and forgets the
 // waiter. Called with mu held.
 func (w *Waiter) unwatchLocked() {
-	w.p.forget(w.id)
+	w.home().forget(w.id)
 	w.delLocked()
 }
 

@@ -42,7 +42,7 @@ func rawOf(t *testing.T, c *net.TCPConn) syscall.RawConn {
 
 func parkOrSkip(t *testing.T, rc syscall.RawConn, deadline time.Time, fn func()) *Waiter {
 	t.Helper()
-	w, ok := Park(rc, deadline, fn)
+	w, ok := Park(rc, deadline, Func(fn))
 	if !ok {
 		if runtime.GOOS != "linux" {
 			t.Skip("no poller on " + runtime.GOOS)
@@ -126,7 +126,7 @@ func TestWakeAfterClose(t *testing.T) {
 	if Parked() != before {
 		t.Fatalf("Parked %d, want %d", Parked(), before)
 	}
-	if _, ok := Park(rc, time.Time{}, func() { called <- struct{}{} }); ok {
+	if _, ok := Park(rc, time.Time{}, Func(func() { called <- struct{}{} })); ok {
 		t.Fatal("Park accepted a closed socket")
 	}
 }
@@ -153,7 +153,7 @@ func TestReparkFromCallback(t *testing.T) {
 			close(done)
 			return
 		}
-		if _, ok := Park(rc, time.Now().Add(time.Minute), resume); !ok {
+		if _, ok := Park(rc, time.Now().Add(time.Minute), Func(resume)); !ok {
 			t.Error("Park declined")
 		}
 	}
