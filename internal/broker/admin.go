@@ -83,7 +83,7 @@ type linkTLS struct {
 }
 
 func (h *handler) linkInfo() linkInfo {
-	li := linkInfo{keepAlive: uint16(h.keepAlive / time.Second), listener: h.listener, since: h.b.now()}
+	li := linkInfo{keepAlive: h.keepAlive, listener: h.listener, since: h.b.now()}
 	if st := tlsState(h.c.NetConn()); st != nil {
 		li.tls = &linkTLS{version: tls.VersionName(st.Version)}
 		if len(st.PeerCertificates) > 0 {

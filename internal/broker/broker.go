@@ -310,7 +310,7 @@ func (b *Broker) serveConn(nc net.Conn, listener string, ls *ListenerStats) {
 	c.SetOwner(h)
 	b.conns[c] = struct{}{}
 	b.mu.Unlock()
-	h.c, h.remote = c, nc.RemoteAddr().String()
+	h.c = c
 	h.drive(h.run)
 }
 
@@ -324,7 +324,7 @@ func (h *handler) drive(fn func() (parked bool)) {
 		defer func() {
 			// A bug triggered by one client ends that connection only.
 			if r := recover(); r != nil {
-				h.b.log.Error("connection handler panic", "remote", h.remote, "panic", r, "stack", string(debug.Stack()))
+				h.b.log.Error("connection handler panic", "remote", h.remoteAddr(), "panic", r, "stack", string(debug.Stack()))
 				h.c.Close()
 				if h.cl != nil {
 					h.b.detach(h)

@@ -81,7 +81,7 @@ func (b *Broker) attachLocked(h *handler, id string, cp *packet.Connect, expiry 
 				cl.sess.Detach()
 				cl.wakeRoomLocked()
 				b.Stats.connected(cl.version, -1)
-				b.connLog(connTakenOver, "session taken over", "client_id", id, "remote", h.remote)
+				b.connLog(connTakenOver, "session taken over", "client_id", id, "remote", h.remoteAddr())
 			}
 			b.goOnline(cl)
 			if w := cl.will; w != nil {
