@@ -46,6 +46,9 @@ var giveUps = sync.Pool{New: func() any {
 	return g
 }}
 
+// conds are the conditions Park waits for the writer on.
+var conds = sync.Pool{New: func() any { return sync.NewCond(nil) }}
+
 func (g *giveUp) fire() {
 	if c := g.c.Load(); c != nil {
 		c.mu.Lock()
@@ -119,6 +122,12 @@ func (c *Conn) Park(deadline time.Time, grace time.Duration) bool {
 		g := giveUps.Get().(*giveUp)
 		g.c.Store(c)
 		g.t.Reset(writerWait)
+		if c.drained == nil {
+			// Pooled too: a condition made per connect was a 64-byte
+			// garbage object in the class of the parked socket's Waiter.
+			c.drained = conds.Get().(*sync.Cond)
+			c.drained.L = &c.mu
+		}
 		for until := time.Now().Add(writerWait); c.writing && !c.closed && !c.closing && time.Now().Before(until); {
 			c.waitDrainedLocked()
 		}
@@ -126,8 +135,12 @@ func (c *Conn) Park(deadline time.Time, grace time.Duration) bool {
 		g.c.Store(nil)
 		giveUps.Put(g)
 		// Only the reader (here, or ReadPacket) waits on it: a parked
-		// connection need not keep it.
+		// connection need not keep it. Nobody else holds it: broadcasts
+		// find it under mu, and no one waits now.
+		d := c.drained
 		c.drained = nil
+		d.L = nil
+		conds.Put(d)
 		if c.closed {
 			return false
 		}

@@ -224,3 +224,35 @@ func TestPendingNoAllocation(t *testing.T) {
 		t.Fatalf("read after Pending: %d %v %x: the peek took the byte", n, err, b[0])
 	}
 }
+
+// Releasing a socket and parking its descriptor makes the Waiter and
+// nothing else: the closures its system calls were made in were garbage
+// objects of every parking connection, in the small allocation classes
+// idle records share.
+func TestParkReleasedAllocations(t *testing.T) {
+	if !Supported() {
+		t.Skip("no poller on " + runtime.GOOS)
+	}
+	sc, _ := pair(t)
+	rc := rawOf(t, sc)
+	var ws []*Waiter
+	n := testing.AllocsPerRun(100, func() {
+		fd, err := Release(rc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, ok := ParkFD(fd, time.Time{}, Func(func() {}))
+		if !ok {
+			t.Fatal("ParkFD declined")
+		}
+		w.Unwatch()
+		CloseFD(fd)
+		ws = append(ws, w) // outside the budget: grows by doubling
+	})
+	for _, w := range ws {
+		w.Wake()
+	}
+	if n > 1 && !raceEnabled {
+		t.Errorf("Release and ParkFD make %v allocations, budget 1 (the Waiter)", n)
+	}
+}
