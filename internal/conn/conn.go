@@ -101,10 +101,13 @@ var pubPool = sync.Pool{New: func() any { return new(pubState) }}
 
 // Conn is one client connection.
 type Conn struct {
-	nc  net.Conn
-	br  *bufio.Reader // pooled; nil while no input is buffered
-	fb  firstByte     // the first byte of the packet being read, then br
-	one [1]byte       // read into without a buffer: no allocation per read
+	nc net.Conn
+	br *bufio.Reader // pooled; nil while no input is buffered
+	// one is the first byte of the packet being read (read into without
+	// a buffer: no allocation per read); headReader returns it, unless
+	// oneUsed, then reads from br.
+	one     [1]byte
+	oneUsed bool
 	// reason is the MQTT reason of the DISCONNECT that CloseAfter queued
 	// (-1: none); a WebSocket closes with the matching close code. Under
 	// mu; here, it takes the padding before maxIn.
@@ -146,15 +149,14 @@ type Conn struct {
 	// bufs holds the queue's storage and the spare slice the writer swaps
 	// with it while there is something to write; nil when idle.
 	bufs    *queueBufs
-	writer  func()        // writeLoop as a value made once: "go c.writer()" allocates nothing
-	parked  *poll.Waiter  // the last Park's; woken when the socket closes
-	stop    chan struct{} // closed by Close: a gated wait gives up; made on first use
-	drained *sync.Cond    // signalled when the writer takes the queue or stops; made on first wait (waitDrainedLocked)
-	done    chan struct{} // closed once the socket is closed and no writer runs; made on first use
-	fin     sync.Once
-	qos0    int32 // QoS 0 publishes in queue (beside fin: no padding)
-	// writeErr is the write error that closed the connection, if one did.
-	writeErr error
+	writer  func()       // writeLoop as a value made once: "go c.writer()" allocates nothing
+	parked  *poll.Waiter // the last Park's; woken when the socket closes
+	drained *sync.Cond   // signalled when the writer takes the queue or stops; made on first wait (waitDrainedLocked)
+	// end is what only the connection's end uses; made on first use
+	// (endLocked): an idle connection holds none of it.
+	end  *ending
+	fin  sync.Once
+	qos0 int32 // QoS 0 publishes in queue (beside fin: no padding)
 
 	// owner is told when the parked connection wakes and when the writer
 	// takes queued publishes (SetOwner); nil: nobody.
@@ -220,6 +222,22 @@ func (c *Conn) SetShared(s *Shared) {
 		s = &noShared
 	}
 	c.sh = s
+}
+
+// ending is the part of a connection that only its end uses.
+type ending struct {
+	stop chan struct{} // closed by Close: a gated wait gives up; made on first use
+	done chan struct{} // closed once the socket is closed and no writer runs; made on first use
+	// writeErr is the write error that closed the connection, if one did.
+	writeErr error
+}
+
+// endLocked is c.end, made on first use. The caller holds mu.
+func (c *Conn) endLocked() *ending {
+	if c.end == nil {
+		c.end = new(ending)
+	}
+	return c.end
 }
 
 // Totals are byte counts summed over connections.
@@ -344,7 +362,7 @@ func (c *Conn) finish() {
 		c.nc.Close()
 		c.wakeParked()
 		c.mu.Lock()
-		closeChanLocked(&c.done)
+		closeChanLocked(&c.endLocked().done)
 		c.mu.Unlock()
 	})
 }
@@ -375,7 +393,7 @@ func (c *Conn) linger() {
 	c.mu.Lock()
 	c.lingering = true
 	c.nc.SetReadDeadline(time.Now().Add(LingerTime))
-	stopped := chanLocked(&c.stop)
+	stopped := chanLocked(&c.endLocked().stop)
 	c.mu.Unlock()
 	var buf [512]byte
 	for {
@@ -691,7 +709,7 @@ func (c *Conn) CloseAfter(last packet.Packet) {
 func (c *Conn) Close() {
 	c.mu.Lock()
 	if !c.closed {
-		closeChanLocked(&c.stop)
+		closeChanLocked(&c.endLocked().stop)
 	}
 	c.attachLocked() // c.nc is the socket again, to be closed below
 	c.closed = true
@@ -711,21 +729,24 @@ func (c *Conn) Close() {
 func (c *Conn) WriteErr() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.writeErr
+	if c.end == nil {
+		return nil
+	}
+	return c.end.writeErr
 }
 
 // stopped is closed by Close: a gated wait gives up.
 func (c *Conn) stopped() <-chan struct{} {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return chanLocked(&c.stop)
+	return chanLocked(&c.endLocked().stop)
 }
 
 // Done is closed when the socket is closed and no writer runs.
 func (c *Conn) Done() <-chan struct{} {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return chanLocked(&c.done)
+	return chanLocked(&c.endLocked().done)
 }
 
 // closedChan stands for a stop or done channel closed before anyone asked
@@ -807,7 +828,7 @@ func (c *Conn) writeLoop() {
 		if err != nil {
 			c.closed = true
 			c.writing = false
-			c.writeErr = err
+			c.endLocked().writeErr = err
 			c.broadcastLocked()
 			c.mu.Unlock()
 			c.finish()
