@@ -89,8 +89,7 @@ type clientFlow struct {
 	// wait is the state of the publishers' waits for room in this client,
 	// under client.mu; made the first time one waits (waitLocked): most
 	// clients never hold a publisher, and every client record, idle ones
-	// included, holds this struct (the client stays in the 288-byte
-	// class).
+	// included, holds this struct (TestClientSizeBudget).
 	wait     *flowWait
 	waiting  atomic.Bool   // room is set: someone waits
 	shedding atomic.Bool   // a drop policy is in force until it takes a message
