@@ -7,7 +7,9 @@ import "github.com/starling-mqtt/starling/internal/session"
 // when it is published, so that every publication of it carries that one
 // name: by its node; by the node that takes a lost node's sessions over
 // while their record still holds the will; by its node restarted with the
-// will still in its store. A session takes a name once (session.Taken).
+// will still in its store. A session takes a name once (session.Taken;
+// a session that is not persistent remembers will names only,
+// session.WillOrigin).
 //
 // Published by its node, a will leaves for the other nodes at once, and
 // its removal reaches the cluster's record of the session only after the

@@ -8,7 +8,12 @@ import "github.com/starling-mqtt/starling/internal/session"
 // sessions, should this node be lost after publishing it and before the
 // record dropped it) publishes it under the same name, which a session
 // that had it takes once.
-func (n *Node) NameWill(m *session.Message) { n.name(m) }
+func (n *Node) NameWill(m *session.Message) {
+	n.pubMu.Lock()
+	defer n.pubMu.Unlock()
+	n.seq++
+	m.Origin = session.WillOrigin(n.instance, n.seq)
+}
 
 // NameWill is Node.NameWill for a node that does not mirror deliveries.
 func (l localQueues) NameWill(m *session.Message) {

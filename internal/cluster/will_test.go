@@ -20,7 +20,8 @@ import (
 // between left a record with the will, which the takeover published a
 // second time, to the same sessions, as a new message (a QoS 2 message
 // twice, without DUP). Now the will has its name from when it was set, in
-// the record too, and the second publication is the same message.
+// the record too, and the second publication is the same message, which
+// a session takes once, persistent or not.
 func TestWillPublishedAgainFromItsRecordReachesASessionOnce(t *testing.T) {
 	t.Parallel()
 	nodes := startNodes(t, 2)
@@ -34,7 +35,16 @@ func TestWillPublishedAgainFromItsRecordReachesASessionOnce(t *testing.T) {
 	if _, err := watch.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "wl/#", QoS: 2}}}); err != nil {
 		t.Fatal(err)
 	}
+	// A session that is not persistent, on the same node.
+	clean, _, err := brokertest.TryDialPaho(t, b.addr, "will-clean", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := clean.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "wl/#", QoS: 2}}}); err != nil {
+		t.Fatal(err)
+	}
 	waitIndexed(t, a, "wl/dies", "u2")
+	waitInterest(t, a, "wl/dies")
 
 	var r *brokertest.Raw
 	retry(t, func() error {
@@ -65,6 +75,7 @@ func TestWillPublishedAgainFromItsRecordReachesASessionOnce(t *testing.T) {
 
 	r.Close() // no DISCONNECT: u1 publishes the will
 	expectAll(t, recv, []string{"gone"})
+	expectAll(t, clean.Recv, []string{"gone"})
 	b.b.AdoptOrphan(rec, false, false) // the takeover's publication
 	// Published on u2 after the takeover's, to the same session: it
 	// arrives after the will's second copy, if that arrives at all.
@@ -72,17 +83,23 @@ func TestWillPublishedAgainFromItsRecordReachesASessionOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	timeout := time.After(brokertest.Patience(t))
-	for {
-		select {
-		case m := <-recv:
-			switch string(m.Payload) {
-			case "gone":
-				t.Fatal("the will reached the session a second time, published again from its record")
-			case "after":
-				return
+	for _, s := range []struct {
+		name string
+		recv chan *paho.Publish
+	}{{"persistent", recv}, {"not persistent", clean.Recv}} {
+	wait:
+		for {
+			select {
+			case m := <-s.recv:
+				switch string(m.Payload) {
+				case "gone":
+					t.Fatalf("the will reached the %s session a second time, published again from its record", s.name)
+				case "after":
+					break wait
+				}
+			case <-timeout:
+				t.Fatalf("the message published after the takeover never reached the %s session", s.name)
 			}
-		case <-timeout:
-			t.Fatal("the message published after the takeover never arrived")
 		}
 	}
 }
