@@ -493,6 +493,9 @@ func (s *Session) remember(o Origin, j Journal) {
 // RestoreTaken adds what a store kept of the memory: the n-th origin the
 // session took. Call in ascending n, after setting ExpiryInterval.
 func (s *Session) RestoreTaken(o Origin, n uint64) {
+	if o.IsZero() || s.ExpiryInterval == 0 {
+		return // remember would keep nothing: make no memory
+	}
 	s.remember(o, nil)
 	m := s.memory()
 	m.takenN = max(m.takenN, n)
