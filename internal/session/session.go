@@ -456,7 +456,8 @@ const RememberMax = 4096
 // Taken reports whether a persistent session already took the message
 // of origin o, among its last RememberMax messages: a copy that reaches
 // it again by another path (relayed, replayed after a node's loss) must
-// not be delivered as a new message.
+// not be delivered as a new message. A session that is not persistent
+// remembers wills only (WillOrigin).
 func (s *Session) Taken(o Origin) bool {
 	if o.IsZero() || s.mem == nil {
 		return false
@@ -468,7 +469,7 @@ func (s *Session) Taken(o Origin) bool {
 // remember notes that the session took the message of origin o; with a
 // journal j, also in j (a store keeps the memory).
 func (s *Session) remember(o Origin, j Journal) {
-	if o.IsZero() || s.ExpiryInterval == 0 {
+	if o.IsZero() || s.ExpiryInterval == 0 && !o.IsWill() {
 		return
 	}
 	m := s.memory()
