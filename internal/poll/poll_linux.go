@@ -306,10 +306,37 @@ var peekers = sync.Pool{New: func() any {
 }}
 
 func wait(rc syscall.RawConn) error {
-	// Read calls the function again each time Go's netpoller reports the
-	// socket readable, until it returns true or the deadline passes.
-	return rc.Read(peek)
+	// Read calls the function, and again each time Go's netpoller reports
+	// the socket readable, until it returns true or the deadline passes.
+	// Only the first call peeks (input that came before the wait began
+	// raised no new edge); after a wake-up the input is taken as there,
+	// one system call less per wait. A wake-up without input only costs
+	// the reader that follows one read that waits as Go's reads do.
+	w := waiters.Get().(*waiter)
+	w.woken = false
+	err := rc.Read(w.fn)
+	waiters.Put(w)
+	return err
 }
+
+// waiter carries wait's state through rc.Read: a closure made per call
+// would be an allocation per wait.
+type waiter struct {
+	woken bool
+	fn    func(fd uintptr) bool
+}
+
+var waiters = sync.Pool{New: func() any {
+	w := &waiter{}
+	w.fn = func(fd uintptr) bool {
+		if w.woken {
+			return true
+		}
+		w.woken = true
+		return peek(fd)
+	}
+	return w
+}}
 
 func ended(fd int) error {
 	n, err := peekByte(fd)

@@ -460,7 +460,8 @@ const RememberMax = 4096
 // Taken reports whether a persistent session already took the message
 // of origin o, among its last RememberMax messages: a copy that reaches
 // it again by another path (relayed, replayed after a node's loss) must
-// not be delivered as a new message.
+// not be delivered as a new message. A session that is not persistent
+// remembers wills only (WillOrigin).
 func (s *Session) Taken(o Origin) bool {
 	if o.IsZero() || s.mem == nil {
 		return false
@@ -472,7 +473,7 @@ func (s *Session) Taken(o Origin) bool {
 // remember notes that the session took the message of origin o; with a
 // journal j, also in j (a store keeps the memory).
 func (s *Session) remember(o Origin, j Journal) {
-	if o.IsZero() || s.ExpiryInterval == 0 {
+	if o.IsZero() || s.ExpiryInterval == 0 && !o.IsWill() {
 		return
 	}
 	m := s.memory()
@@ -496,6 +497,9 @@ func (s *Session) remember(o Origin, j Journal) {
 // RestoreTaken adds what a store kept of the memory: the n-th origin the
 // session took. Call in ascending n, after setting ExpiryInterval.
 func (s *Session) RestoreTaken(o Origin, n uint64) {
+	if o.IsZero() || s.ExpiryInterval == 0 {
+		return // remember would keep nothing: make no memory
+	}
 	s.remember(o, nil)
 	m := s.memory()
 	m.takenN = max(m.takenN, n)
