@@ -12,7 +12,7 @@ var (
 	relayedDesc = prometheus.NewDesc("mqtt_cluster_messages_relayed_total",
 		"Messages for persistent sessions on another node that the node did not confirm in time, written to the relay stream for it instead.", nil, nil)
 	relayFailedDesc = prometheus.NewDesc("mqtt_cluster_relay_writes_failed_total",
-		"Messages for persistent sessions on another node neither confirmed by it nor written to the relay stream (the stream unavailable); their publishers were acknowledged.", nil, nil)
+		"Messages for persistent sessions on another node not confirmed by it that the relay stream had not taken after 10 s (no leader or quorum); their publishers' acknowledgements wait until it does.", nil, nil)
 	peersDesc = prometheus.NewDesc("mqtt_cluster_peers_connected",
 		"Other cluster nodes this node has heard a heartbeat from within the last second.", nil, nil)
 	fencedDesc = prometheus.NewDesc("mqtt_cluster_fenced",

@@ -395,3 +395,39 @@ func TestCrossNodeStuckSubscriberMeetsPolicy(t *testing.T) {
 		t.Fatal("the publisher was never held")
 	}
 }
+
+// A message no node confirmed, which the relay stream cannot take (no
+// leader or quorum; here, not open), is not acknowledged to its
+// publisher past spillWarn: the write is retried, counted and logged, and
+// the publisher waits until the stream takes it or the node stops (when
+// its clients are gone already). It was acknowledged after 10 s before.
+func TestUnrelayedMessageIsNotAcknowledged(t *testing.T) {
+	old := spillWarn
+	spillWarn = 50 * time.Millisecond
+	t.Cleanup(func() { spillWarn = old })
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	n := &Node{log: slog.New(slog.DiscardHandler), ctx: ctx}
+	n.rel.init(1)
+	f := &forwarded{id: "m", data: []byte("x"), targets: map[string][]string{"u2": {"c"}},
+		need: map[string]bool{"u2": true}, at: time.Now(), done: make(chan struct{})}
+	n.rel.pend[7] = f
+	spilled := make(chan struct{})
+	go func() { defer close(spilled); n.spill(7, f, "u2") }()
+	for n.rel.failed.Load() == 0 {
+		select {
+		case <-f.done:
+			t.Fatal("acknowledged while the relay stream could not take the message")
+		case <-ctx.Done():
+			t.Fatal("the write still retried after spillWarn was not counted")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	select {
+	case <-f.done:
+		t.Fatal("acknowledged past spillWarn with the message nowhere")
+	default:
+	}
+	cancel() // the node stops
+	<-spilled
+}
