@@ -18,11 +18,19 @@ import (
 // waiting behind them make the latency tail.
 //
 // gcFloor raises the collector's goal to a heap floor while the broker
-// collects more than gcFloorOn times a second at Go's own target: after
-// each cycle it sets the GC percent so that the next cycle starts at
-// floor bytes of heap, or at Go's 100% of the live heap once that is
-// larger. A connection storm, which collects a few times a second, or
-// an idle broker, keeps Go's target, and so its idle memory.
+// allocates fast enough that Go's own target would collect more than ten
+// times a second: after each cycle it sets the GC percent so that the
+// next cycle starts at floor bytes of heap, or at Go's 100% of the live
+// heap once that is larger. A connection storm, which would collect a
+// few times a second, or an idle broker, keeps Go's target, and so its
+// idle memory.
+//
+// Whether the floor is in force is judged from the allocation rate
+// against the live heap (how far apart Go's own cycles would come), not
+// from how far apart the cycles do come: the floor itself spaces them
+// out, so judging by their spacing switched it off under a steady load
+// that allocates a few MiB a second over a small heap, and on again a
+// cycle later.
 type gcFloor struct {
 	floor uint64
 	base  int // the GC percent otherwise (Go's 100)
@@ -31,8 +39,8 @@ type gcFloor struct {
 	stopped bool
 	busy    bool // the floor is in force
 	lastAt  time.Time
-	lastN   uint64
-	heap    [4]metrics.Sample // cycles, live heap, stacks, globals
+	lastN   uint64            // bytes allocated, at lastAt
+	heap    [4]metrics.Sample // allocated, live heap, stacks, globals
 	goal    [1]metrics.Sample
 }
 
@@ -45,9 +53,10 @@ const gcFloorMax = 64 << 20
 // so small that the ratio means nothing.
 const gcFloorPercentMax = 2000
 
-// The floor comes into force when cycles come less than gcFloorOn
-// apart, and goes when they come gcFloorOff apart or more: with the
-// floor, a load that allocates 30 MiB/s collects about twice a second.
+// The floor comes into force when Go's own cycles would come less than
+// gcFloorOn apart, and goes when they would come gcFloorOff apart or
+// more: with the floor, a load that allocates 30 MiB/s collects about
+// twice a second.
 const (
 	gcFloorOn  = 100 * time.Millisecond
 	gcFloorOff = 2 * time.Second
@@ -62,8 +71,8 @@ func derivedGCFloor(limit int64) uint64 {
 	return uint64(min(limit/32, gcFloorMax))
 }
 
-// floorBusy reports whether the floor is in force after cycles that came
-// every apart, given whether it was.
+// floorBusy reports whether the floor is in force when Go's own cycles
+// would come every apart, given whether it was.
 func floorBusy(was bool, every time.Duration) bool {
 	if was {
 		return every < gcFloorOff
@@ -83,6 +92,18 @@ func floorPercent(base int, floor, live, scan uint64) int {
 	return max(base, int(min(p, gcFloorPercentMax)))
 }
 
+// ownCycleEvery is how far apart Go's cycles would come at the base
+// percent: a cycle each time the heap grows by base% of what the last
+// one scanned, at the rate of allocated bytes over elapsed. With nothing
+// allocated it is a long time.
+func ownCycleEvery(base int, scan, allocated uint64, elapsed time.Duration) time.Duration {
+	if allocated == 0 || elapsed <= 0 {
+		return time.Hour
+	}
+	growth := float64(max(scan, 1)) * float64(base) / 100
+	return time.Duration(growth / float64(allocated) * float64(elapsed))
+}
+
 // start watches the collector until end.
 func (f *gcFloor) start() {
 	f.init()
@@ -91,7 +112,7 @@ func (f *gcFloor) start() {
 }
 
 func (f *gcFloor) init() {
-	f.heap[0].Name, f.heap[1].Name = "/gc/cycles/total:gc-cycles", "/gc/heap/live:bytes"
+	f.heap[0].Name, f.heap[1].Name = "/gc/heap/allocs:bytes", "/gc/heap/live:bytes"
 	f.heap[2].Name, f.heap[3].Name = "/gc/scan/stack:bytes", "/gc/scan/globals:bytes"
 	f.goal[0].Name = "/gc/heap/goal:bytes"
 }
@@ -112,8 +133,8 @@ func (f *gcFloor) arm() {
 // cleanups may run late or never.
 type gcSentinel struct{ _ *int }
 
-// adjust sets the percent for the cycles since the last call and the live
-// heap the last one left; it reports false once the floor has ended.
+// adjust sets the percent for the allocation rate since the last call
+// and the live heap the last cycle left; it reports false once the floor has ended.
 func (f *gcFloor) adjust(now time.Time) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -127,13 +148,14 @@ func (f *gcFloor) adjust(now time.Time) bool {
 		}
 	}
 	n, live := f.heap[0].Value.Uint64(), f.heap[1].Value.Uint64()
-	if !f.lastAt.IsZero() && n > f.lastN {
-		f.busy = floorBusy(f.busy, now.Sub(f.lastAt)/time.Duration(n-f.lastN))
+	scan := live + f.heap[2].Value.Uint64() + f.heap[3].Value.Uint64()
+	if !f.lastAt.IsZero() && n >= f.lastN {
+		f.busy = floorBusy(f.busy, ownCycleEvery(f.base, scan, n-f.lastN, now.Sub(f.lastAt)))
 	}
 	f.lastAt, f.lastN = now, n
 	p := f.base
 	if f.busy {
-		p = floorPercent(f.base, f.floor, live, live+f.heap[2].Value.Uint64()+f.heap[3].Value.Uint64())
+		p = floorPercent(f.base, f.floor, live, scan)
 	}
 	// Set each time (it is cheap: the heap lock, no pause), so that a
 	// percent changed by anyone else is corrected at the next cycle.

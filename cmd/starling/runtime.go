@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"math"
 	"runtime/debug"
 
 	"github.com/starling-mqtt/starling/internal/config"
@@ -15,7 +16,7 @@ import (
 // process's, and an application that embeds Starling owns it. With
 // gc_percent 0 (derived) the target is Go's 100, raised to a heap floor
 // of a 32nd of the memory limit, at most 64 MiB, while the broker
-// collects more than ten times a second (gcFloor); the returned function
+// allocates enough for ten cycles a second (gcFloor); the returned function
 // stops the floor.
 func tuneRuntime(l config.Limits, getenv func(string) string, log *slog.Logger) (stop func()) {
 	stop = func() {}
@@ -26,6 +27,9 @@ func tuneRuntime(l config.Limits, getenv func(string) string, log *slog.Logger) 
 	switch {
 	case getenv("GOMEMLIMIT") != "":
 		limit, limitFrom = debug.SetMemoryLimit(-1), "GOMEMLIMIT" // -1 reads it
+		if limit == math.MaxInt64 {                               // GOMEMLIMIT=off
+			limit, limitFrom = 0, "none (GOMEMLIMIT=off)"
+		}
 	case limit > 0:
 		debug.SetMemoryLimit(limit)
 	default:
@@ -36,7 +40,7 @@ func tuneRuntime(l config.Limits, getenv func(string) string, log *slog.Logger) 
 	switch {
 	case getenv("GOGC") != "":
 		gc, gcFrom = getenv("GOGC"), "GOGC" // the runtime read it at start
-	case l.GCPercent == 0 && derivedGCFloor(limit) > 0 && limitFrom != "none":
+	case l.GCPercent == 0 && derivedGCFloor(limit) > 0:
 		floor := derivedGCFloor(limit)
 		gc, gcFrom = fmt.Sprintf("100, a heap of %d MiB when busy", floor>>20), "derived from the memory limit"
 		f := &gcFloor{floor: floor, base: 100}
@@ -49,7 +53,7 @@ func tuneRuntime(l config.Limits, getenv func(string) string, log *slog.Logger) 
 		debug.SetGCPercent(l.GCPercent)
 	}
 	attrs := []any{"gc_percent", gc, "gc_percent_from", gcFrom, "memory_limit_from", limitFrom}
-	if limitFrom != "none" {
+	if limit > 0 {
 		attrs = append(attrs, "memory_limit", limit)
 	}
 	log.Info("runtime memory settings", attrs...)

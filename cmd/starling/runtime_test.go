@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"log/slog"
+	"math"
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
@@ -57,6 +58,21 @@ func TestTuneRuntime(t *testing.T) {
 	if s := log.String(); !strings.Contains(s, "gc_percent_from=GOGC") || !strings.Contains(s, "memory_limit_from=GOMEMLIMIT") {
 		t.Errorf("log does not credit the environment:\n%s", s)
 	}
+
+	// GOMEMLIMIT=off: no limit, said so, and no floor derived from one.
+	debug.SetMemoryLimit(math.MaxInt64)
+	log.Reset()
+	l.GCPercent = 0
+	stop := tuneRuntime(l, func(k string) string { return map[string]string{"GOMEMLIMIT": "off"}[k] }, logger)
+	stop()
+	s := log.String()
+	if !strings.Contains(s, `memory_limit_from="none (GOMEMLIMIT=off)"`) || strings.Contains(s, "memory_limit=") ||
+		!strings.Contains(s, `gc_percent_from="Go's default"`) {
+		t.Errorf("GOMEMLIMIT=off: log says\n%s", s)
+	}
+	if got := debug.SetMemoryLimit(-1); got != math.MaxInt64 {
+		t.Errorf("GOMEMLIMIT=off: runtime has limit %d", got)
+	}
 }
 
 // TestFloorPercent: the percent puts the next heap goal at the floor while
@@ -86,8 +102,8 @@ func TestFloorPercent(t *testing.T) {
 	}
 }
 
-// TestFloorBusy: the floor comes into force when cycles come less than
-// 100 ms apart and stays until they come 2 s apart.
+// TestFloorBusy: the floor comes into force when Go's own cycles would
+// come less than 100 ms apart and stays until they would come 2 s apart.
 func TestFloorBusy(t *testing.T) {
 	for _, c := range []struct {
 		was   bool
@@ -105,36 +121,74 @@ func TestFloorBusy(t *testing.T) {
 	}
 }
 
-// TestGCFloorFollowsCycles: cycles less than 100 ms apart bring the floor
-// into force (the percent rises for the test binary's small live heap);
-// cycles 2 s apart or more put Go's 100 back.
-func TestGCFloorFollowsCycles(t *testing.T) {
+// TestOwnCycleEvery: how far apart Go's own cycles would come follows
+// the allocation rate against what the last cycle scanned.
+func TestOwnCycleEvery(t *testing.T) {
+	const M = 1 << 20
+	for _, c := range []struct {
+		scan, allocated uint64
+		elapsed         time.Duration
+		want            time.Duration
+	}{
+		{4 * M, 40 * M, time.Second, 100 * time.Millisecond},
+		{4 * M, 400 * M, time.Second, 10 * time.Millisecond},
+		{1 * M, 64 * M, 3200 * time.Millisecond, 50 * time.Millisecond},
+		{4 * M, 0, time.Second, time.Hour},
+		{4 * M, 4 * M, 0, time.Hour},
+	} {
+		if got := ownCycleEvery(100, c.scan, c.allocated, c.elapsed); got != c.want {
+			t.Errorf("ownCycleEvery(100, %d, %d, %v) = %v, want %v", c.scan, c.allocated, c.elapsed, got, c.want)
+		}
+	}
+	// A steady 20 MiB/s over a 1 MiB heap, the floor of 64 MiB in force:
+	// the floor's own cycles come 3.2 s apart, but Go's would come 50 ms
+	// apart, so the floor stays (judged by the cycles' spacing, it went
+	// off here and came back a cycle later).
+	if !floorBusy(true, ownCycleEvery(100, 1*M, 64*M, 3200*time.Millisecond)) {
+		t.Error("a steady load under the floor switched it off")
+	}
+}
+
+var allocSink []byte
+
+// allocate makes n MiB of garbage.
+func allocate(n int) {
+	for range n {
+		allocSink = make([]byte, 1<<20)
+	}
+}
+
+// TestGCFloorFollowsAllocation: an allocation rate at which Go's own
+// cycles would come less than 100 ms apart brings the floor into force
+// (the percent rises for the test binary's small live heap); a rate at
+// which they would come 2 s apart or more puts Go's 100 back.
+func TestGCFloorFollowsAllocation(t *testing.T) {
 	old := debug.SetGCPercent(100)
 	t.Cleanup(func() { debug.SetGCPercent(old) })
-	f := &gcFloor{floor: 64 << 20, base: 100}
+	f := &gcFloor{floor: 256 << 20, base: 100}
 	f.init()
+	runtime.GC()
 	at := time.Now()
 	f.adjust(at)
 	if got := gcPercent(); got != 100 {
-		t.Fatalf("before any cycle: percent %d, want 100", got)
+		t.Fatalf("before any load: percent %d, want 100", got)
 	}
-	runtime.GC()
+	allocate(64)
 	at = at.Add(10 * time.Millisecond)
 	f.adjust(at)
 	if got := gcPercent(); got <= 100 {
-		t.Fatalf("a cycle 10 ms after the last: percent %d, want above 100", got)
+		t.Fatalf("64 MiB allocated in 10 ms: percent %d, want above 100", got)
 	}
-	runtime.GC()
-	at = at.Add(time.Second)
-	f.adjust(at)
-	if got := gcPercent(); got <= 100 {
-		t.Fatalf("a cycle 1 s after the last, the floor in force: percent %d, want above 100", got)
-	}
-	runtime.GC()
+	allocate(64)
 	at = at.Add(3 * time.Second)
 	f.adjust(at)
+	if got := gcPercent(); got <= 100 {
+		t.Fatalf("64 MiB in 3 s, the floor in force: percent %d, want above 100", got)
+	}
+	at = at.Add(time.Hour)
+	f.adjust(at)
 	if got := gcPercent(); got != 100 {
-		t.Fatalf("a cycle 3 s after the last: percent %d, want 100", got)
+		t.Fatalf("an hour with next to nothing allocated: percent %d, want 100", got)
 	}
 	f.end()
 	if f.adjust(at.Add(time.Millisecond)) {

@@ -73,7 +73,9 @@ type linkInfo struct {
 	keepAlive  uint16
 	tls        *linkTLS // nil: not TLS (a pointer: most idle clients' links are not, or the TLS ends at a proxy)
 	listener   string
-	since      time.Time
+	// since is when it connected, in Unix nanoseconds (0: never): not a
+	// time.Time, so that the client record fits the 256-byte class.
+	since int64
 }
 
 // linkTLS is what operators see of a TLS connection.
@@ -83,7 +85,7 @@ type linkTLS struct {
 }
 
 func (h *handler) linkInfo() linkInfo {
-	li := linkInfo{keepAlive: uint16(h.keepAlive / time.Second), listener: h.listener, since: h.b.now()}
+	li := linkInfo{keepAlive: h.keepAlive, listener: h.listener, since: h.b.now().UnixNano()}
 	if st := tlsState(h.c.NetConn()); st != nil {
 		li.tls = &linkTLS{version: tls.VersionName(st.Version)}
 		if len(st.PeerCertificates) > 0 {
@@ -151,7 +153,10 @@ func (b *Broker) summary(cl *client) ClientSummary {
 		Persistent: cl.persistent(), Inflight: cl.sess.Inflight(), Queued: cl.sess.Queued(), Subscriptions: subs,
 		DroppedQueue: cl.sess.Stats.DroppedQueueFull, DroppedExpired: cl.sess.Stats.DroppedExpired, DroppedLarge: cl.sess.Stats.DroppedTooLarge,
 		KeepAlive: cl.link.keepAlive, Flow: cl.flowLocked(), ReceiveMax: cl.link.receiveMax, Window: b.windowOf(cl),
-		Listener: cl.link.listener, ConnectedAt: cl.link.since}
+		Listener: cl.link.listener}
+	if cl.link.since != 0 {
+		s.ConnectedAt = time.Unix(0, cl.link.since)
+	}
 	if t := cl.link.tls; t != nil {
 		s.TLS, s.TLSVersion, s.ClientCert = true, t.version, t.clientCert
 	}

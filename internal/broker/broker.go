@@ -102,9 +102,11 @@ type Broker struct {
 	// no bound); see connLog.
 	connLogs *limit.Lines
 
-	bytes  conn.Totals  // bytes in and out over all connections
-	queued atomic.Int64 // topic and payload bytes in every session's queue
-	flow   flowPolicy
+	bytes conn.Totals // bytes in and out over all connections
+	// connShared is the settings and totals every connection shares.
+	connShared conn.Shared
+	queued     atomic.Int64 // topic and payload bytes in every session's queue
+	flow       flowPolicy
 	// holdMu orders readers that stall for room (flow.go): taken before a
 	// handler's hold lock.
 	holdMu sync.Mutex
@@ -156,6 +158,7 @@ func New(lim config.Limits, log *slog.Logger) *Broker {
 		restored: make(chan struct{}),
 		topics:   topicSampler{seed: maphash.MakeSeed()},
 	}
+	b.connShared = conn.Shared{Totals: &b.bytes, MaxQueuedBytes: lim.MaxQueuedBytes, PacketTimeout: lim.PacketTimeout}
 	b.SetFlow(config.Default().SlowConsumer, nil, lim.MaxTotalQueuedBytes)
 	return b
 }
@@ -303,17 +306,11 @@ func (b *Broker) serveConn(nc net.Conn, listener string, ls *ListenerStats) {
 		return
 	}
 	c := conn.New(nc, b.lim.MaxPacketSize)
-	c.Totals = &b.bytes
-	c.PacketTimeout = b.lim.PacketTimeout
-	c.MaxQueuedBytes = b.lim.MaxQueuedBytes
-	c.OnTake = func(n int) {
-		if cl := h.attached.Load(); cl != nil {
-			b.tookQoS0(cl, n)
-		}
-	}
+	c.SetShared(&b.connShared)
+	c.SetOwner(h)
 	b.conns[c] = struct{}{}
 	b.mu.Unlock()
-	h.c, h.remote = c, nc.RemoteAddr().String()
+	h.c = c
 	h.drive(h.run)
 }
 
@@ -327,7 +324,7 @@ func (h *handler) drive(fn func() (parked bool)) {
 		defer func() {
 			// A bug triggered by one client ends that connection only.
 			if r := recover(); r != nil {
-				h.b.log.Error("connection handler panic", "remote", h.remote, "panic", r, "stack", string(debug.Stack()))
+				h.b.log.Error("connection handler panic", "remote", h.remoteAddr(), "panic", r, "stack", string(debug.Stack()))
 				h.c.Close()
 				if h.cl != nil {
 					h.b.detach(h)

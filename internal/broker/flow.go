@@ -86,31 +86,67 @@ func (b *Broker) SetFlow(sc config.SlowConsumer, latest []config.LatestValueRule
 
 // clientFlow is a client's flow-control state.
 type clientFlow struct {
-	room  chan struct{} // under client.mu: closed when it has room; nil when no one waits
-	since time.Time     // under client.mu: when room was made, the wait began
-	// min_rate's window, under client.mu: it runs while the client keeps
-	// blocking (a gap of a whole timeout starts a new one), across waits.
-	rateFrom    time.Time
-	rateTaken   uint64 // taken at rateFrom
-	lastBlocked time.Time
-	waiting     atomic.Bool   // room is set: someone waits
-	shedding    atomic.Bool   // a drop policy is in force until it takes a message
-	cut         *conn.Conn    // under client.mu: the connection the policy disconnected
-	stalled     atomic.Bool   // its connection's reader waits for room elsewhere
-	lastTake    atomic.Int64  // UnixNano: when it last acknowledged a QoS 1/2 message
-	lastByte    atomic.Int64  // UnixNano: when its socket last took bytes (QoS 0 progress)
-	taken       atomic.Uint64 // messages it took
+	// wait is the state of the publishers' waits for room in this client,
+	// under client.mu; made the first time one waits (waitLocked): most
+	// clients never hold a publisher, and every client record, idle ones
+	// included, holds this struct (TestClientSizeBudget).
+	wait     *flowWait
+	waiting  atomic.Bool   // room is set: someone waits
+	shedding atomic.Bool   // a drop policy is in force until it takes a message
+	stalled  atomic.Bool   // its connection's reader waits for room elsewhere
+	lastTake atomic.Int64  // UnixNano: when it last acknowledged a QoS 1/2 message
+	lastByte atomic.Int64  // UnixNano: when its socket last took bytes (QoS 0 progress)
+	taken    atomic.Uint64 // messages it took
 
 	heldNanos atomic.Int64  // time publishers spent waiting for it
 	actions   atomic.Uint64 // slow-consumer policy actions against it
 	sampled   atomic.Uint64 // sampled deliveries replaced by a newer one
 }
 
+// flowWait is a client's state while publishers wait for room in it.
+type flowWait struct {
+	room  chan struct{} // closed when it has room; nil when no one waits
+	since time.Time     // when room was made, the wait began
+	// min_rate's window: it runs while the client keeps blocking (a gap
+	// of a whole timeout starts a new one), across waits.
+	rateFrom    time.Time
+	rateTaken   uint64 // taken at rateFrom
+	lastBlocked time.Time
+	cut         *conn.Conn // the connection the policy disconnected
+}
+
+// waitLocked is the client's wait state, made on first use. The caller
+// holds client.mu.
+func (f *clientFlow) waitLocked() *flowWait {
+	if f.wait == nil {
+		f.wait = new(flowWait)
+	}
+	return f.wait
+}
+
+// cutLocked is the connection the slow-consumer policy disconnected, nil
+// if none. The caller holds client.mu.
+func (f *clientFlow) cutLocked() *conn.Conn {
+	if f.wait == nil {
+		return nil
+	}
+	return f.wait.cut
+}
+
+// roomLocked is the channel closed when the client has room, nil when no
+// one waits. The caller holds client.mu.
+func (f *clientFlow) roomLocked() chan struct{} {
+	if f.wait == nil {
+		return nil
+	}
+	return f.wait.room
+}
+
 // blocksLocked reports whether cl's connected session is full, so that
 // publishers feeding it are held. The caller holds cl.mu.
 func (cl *client) blocksLocked() bool {
 	c := cl.conn
-	if c == nil || cl.ended || cl.flow.shedding.Load() || cl.flow.cut == c {
+	if c == nil || cl.ended || cl.flow.shedding.Load() || cl.flow.cutLocked() == c {
 		return false
 	}
 	return cl.sess.Full() || c.Full()
@@ -148,7 +184,7 @@ func (b *Broker) tookLocked(cl *client, n int, ack bool) {
 	}
 }
 
-// tookQoS0 is conn.OnTake: the writer took n QoS 0 publishes of cl's, or
+// tookQoS0 is conn.Owner.Took: the writer took n QoS 0 publishes of cl's, or
 // its socket took bytes.
 func (b *Broker) tookQoS0(cl *client, n int) {
 	cl.flow.lastByte.Store(b.now().UnixNano())
@@ -163,9 +199,9 @@ func (b *Broker) tookQoS0(cl *client, n int) {
 // wakeRoomLocked wakes whoever waits for room in cl: it has some, or it
 // went away. The caller holds cl.mu.
 func (cl *client) wakeRoomLocked() {
-	if cl.flow.room != nil {
-		close(cl.flow.room)
-		cl.flow.room = nil
+	if room := cl.flow.roomLocked(); room != nil {
+		close(room)
+		cl.flow.wait.room = nil
 		cl.flow.waiting.Store(false)
 	}
 }
@@ -186,7 +222,7 @@ type holdSet struct {
 // not its own session, not one whose reader is stalled (see stall) or
 // whose connection the slow-consumer policy cut. The caller holds cl.mu.
 func (hs *holdSet) holds(cl *client) bool {
-	return hs != nil && (hs.rx == nil || !hs.rx.noHold) && cl != hs.self && !cl.flow.stalled.Load() && (cl.conn == nil || cl.flow.cut != cl.conn)
+	return hs != nil && (hs.rx == nil || !hs.rx.noHold) && cl != hs.self && !cl.flow.stalled.Load() && (cl.conn == nil || cl.flow.cutLocked() != cl.conn)
 }
 
 // add notes cl if the queue a delivery at qos went to is full: the
@@ -204,9 +240,9 @@ func (hs *holdSet) add(b *Broker, cl *client, qos byte) {
 	if qos == 0 && !cl.conn.Full() {
 		return
 	}
-	if cl.flow.room == nil {
-		cl.flow.room = make(chan struct{})
-		cl.flow.since = b.now()
+	if w := cl.flow.waitLocked(); w.room == nil {
+		w.room = make(chan struct{})
+		w.since = b.now()
 		cl.flow.waiting.Store(true)
 	}
 	hs.on = append(hs.on, cl)
@@ -360,31 +396,32 @@ func (b *Broker) waitRoom(cl *client, kicked <-chan struct{}, gone <-chan struct
 		// the check sees waiting and wakes the room made below (tookQoS0).
 		cl.flow.waiting.Store(true)
 		if !cl.blocksLocked() {
-			if cl.flow.room == nil {
+			if cl.flow.roomLocked() == nil {
 				cl.flow.waiting.Store(false)
 			}
 			cl.mu.Unlock()
 			return roomFree
 		}
 		now := b.now()
-		if cl.flow.room == nil {
-			cl.flow.room = make(chan struct{})
-			cl.flow.since = now
+		w := cl.flow.waitLocked()
+		if w.room == nil {
+			w.room = make(chan struct{})
+			w.since = now
 		}
-		if b.flow.minRate > 0 && (cl.flow.rateFrom.IsZero() || now.Sub(cl.flow.lastBlocked) > b.flow.timeout) {
-			cl.flow.rateFrom, cl.flow.rateTaken = now, cl.flow.taken.Load()
+		if b.flow.minRate > 0 && (w.rateFrom.IsZero() || now.Sub(w.lastBlocked) > b.flow.timeout) {
+			w.rateFrom, w.rateTaken = now, cl.flow.taken.Load()
 		}
-		cl.flow.lastBlocked = now
-		room := cl.flow.room
+		w.lastBlocked = now
+		room := w.room
 		// Idle since its last progress, or since it began to block if
 		// that was later (an idle subscriber that a burst fills is not
 		// stuck).
 		from := cl.lastProgressLocked()
-		if cl.flow.since.After(from) {
-			from = cl.flow.since
+		if w.since.After(from) {
+			from = w.since
 		}
 		deadline := from.Add(b.flow.timeout)
-		if end := cl.flow.rateFrom.Add(b.flow.timeout); b.flow.minRate > 0 && end.Before(deadline) {
+		if end := w.rateFrom.Add(b.flow.timeout); b.flow.minRate > 0 && end.Before(deadline) {
 			deadline = end
 		}
 		cl.mu.Unlock()
@@ -418,12 +455,13 @@ func (b *Broker) belowRate(cl *client) bool {
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
 	now := b.now()
-	if now.Before(cl.flow.rateFrom.Add(b.flow.timeout)) {
+	w := cl.flow.waitLocked()
+	if now.Before(w.rateFrom.Add(b.flow.timeout)) {
 		return false
 	}
 	taken := cl.flow.taken.Load()
-	slow := float64(taken-cl.flow.rateTaken) < b.flow.minRate*now.Sub(cl.flow.rateFrom).Seconds()
-	cl.flow.rateFrom, cl.flow.rateTaken = now, taken
+	slow := float64(taken-w.rateTaken) < b.flow.minRate*now.Sub(w.rateFrom).Seconds()
+	w.rateFrom, w.rateTaken = now, taken
 	return slow
 }
 
@@ -437,8 +475,9 @@ func (b *Broker) slowConsumer(cl *client, slow bool) {
 		return
 	}
 	last := cl.lastProgressLocked()
-	if cl.flow.since.After(last) {
-		last = cl.flow.since
+	w := cl.flow.waitLocked()
+	if w.since.After(last) {
+		last = w.since
 	}
 	idle := b.now().Sub(last)
 	if idle < b.flow.timeout && !slow {
@@ -450,7 +489,7 @@ func (b *Broker) slowConsumer(cl *client, slow bool) {
 	if b.flow.shed == session.Hold {
 		b.Flow.SlowDisconnect.Add(1)
 		c := cl.conn
-		cl.flow.cut = c
+		w.cut = c
 		cl.closeConn(packet.QuotaExceeded, "slow consumer")
 		// A client that reads nothing cannot take the DISCONNECT either:
 		// it is cut off instead of holding its queue until the write

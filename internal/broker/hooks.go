@@ -183,7 +183,7 @@ func (h *handler) authenticate(cp *packet.Connect) (Identity, packet.ReasonCode)
 	defer ctx.cancel()
 	id, code, err := h.b.authn.Authenticate(ctx, ci)
 	if err != nil {
-		h.b.auditLog(slog.LevelWarn, "authentication error", slog.String("client_id", cp.ClientID), slog.String("remote", h.remote), slog.Any("err", err))
+		h.b.auditLog(slog.LevelWarn, "authentication error", slog.String("client_id", cp.ClientID), slog.String("remote", h.remoteAddr()), slog.Any("err", err))
 		if code == packet.Success {
 			code = packet.ServerUnavailable
 		}
@@ -215,7 +215,7 @@ func (h *handler) enhancedAuth(cp *packet.Connect, deadline time.Time) (id Ident
 	step, err := ea.StartAuth(ctx, ci, method, cp.Properties.AuthData)
 	for round := 0; ; round++ {
 		if err != nil {
-			h.b.auditLog(slog.LevelWarn, "authentication error", slog.String("client_id", cp.ClientID), slog.String("remote", h.remote),
+			h.b.auditLog(slog.LevelWarn, "authentication error", slog.String("client_id", cp.ClientID), slog.String("remote", h.remoteAddr()),
 				slog.String("method", method), slog.Any("err", err))
 			if step.Code == packet.Success {
 				step.Code = packet.ServerUnavailable
@@ -241,7 +241,7 @@ func (h *handler) enhancedAuth(cp *packet.Connect, deadline time.Time) (id Ident
 			} else {
 				h.c.Close()
 			}
-			h.b.auditLog(slog.LevelInfo, "authentication exchange failed", slog.String("client_id", cp.ClientID), slog.String("remote", h.remote), slog.Any("err", rerr))
+			h.b.auditLog(slog.LevelInfo, "authentication exchange failed", slog.String("client_id", cp.ClientID), slog.String("remote", h.remoteAddr()), slog.Any("err", rerr))
 			return id, 0, nil, false
 		}
 		a, isAuth := p.(*packet.Auth)
@@ -304,7 +304,7 @@ func (h *handler) onAuth(a *packet.Auth) string {
 		return h.fail(packet.ProtocolError, "unexpected AUTH reason code")
 	}
 	if err != nil {
-		h.b.auditLog(slog.LevelWarn, "re-authentication error", slog.String("client_id", h.cl.id), slog.String("remote", h.remote), slog.Any("err", err))
+		h.b.auditLog(slog.LevelWarn, "re-authentication error", slog.String("client_id", h.cl.id), slog.String("remote", h.remoteAddr()), slog.Any("err", err))
 		return h.fail(packet.NotAuthorized, "re-authentication failed")
 	}
 	if step.Next != nil {
@@ -315,7 +315,7 @@ func (h *handler) onAuth(a *packet.Auth) string {
 	}
 	h.reauth = nil
 	if step.Code != packet.Success {
-		h.b.auditLog(slog.LevelInfo, "re-authentication failed", slog.String("client_id", h.cl.id), slog.String("remote", h.remote),
+		h.b.auditLog(slog.LevelInfo, "re-authentication failed", slog.String("client_id", h.cl.id), slog.String("remote", h.remoteAddr()),
 			slog.String("code", fmt.Sprintf("0x%02x", byte(step.Code))))
 		return h.fail(packet.NotAuthorized, "re-authentication failed")
 	}

@@ -81,7 +81,7 @@ func (b *Broker) attachLocked(h *handler, id string, cp *packet.Connect, expiry 
 				cl.sess.Detach()
 				cl.wakeRoomLocked()
 				b.Stats.connected(cl.version, -1)
-				b.connLog(connTakenOver, "session taken over", "client_id", id, "remote", h.remote)
+				b.connLog(connTakenOver, "session taken over", "client_id", id, "remote", h.remoteAddr())
 			}
 			b.goOnline(cl)
 			if w := cl.will; w != nil {
@@ -115,6 +115,7 @@ func (b *Broker) attachLocked(h *handler, id string, cp *packet.Connect, expiry 
 	cl.link = h.linkInfo()
 	cl.link.receiveMax = link.ReceiveMax
 	cl.will = newWill(cp, id, now)
+	b.nameWill(cl.will)
 	cl.info.Store(h.info)
 	cl.sess.ExpiryInterval = expiry
 	if b.store != nil && expiry > 0 && !cl.persistent() {
@@ -270,7 +271,10 @@ func (b *Broker) publishWill(w *willState) {
 // goes out before the commit. The caller holds no lock.
 func (b *Broker) publishWillIn(w *willState, t *tx) {
 	wm := w.msg
-	m := &session.Message{Topic: wm.Topic, Payload: wm.Payload, QoS: wm.QoS, Retain: wm.Retain, Props: wm.Props, Publisher: wm.Publisher}
+	// Under the name it was given when set (WillNamer), whichever node
+	// publishes it.
+	m := &session.Message{Topic: wm.Topic, Payload: wm.Payload, QoS: wm.QoS, Retain: wm.Retain, Props: wm.Props, Publisher: wm.Publisher,
+		Origin: wm.Origin}
 	if e := m.Props.MessageExpiry; e != nil {
 		// Will expiry counts from publication.
 		m.Expiry = b.now().Add(time.Duration(*e) * time.Second)

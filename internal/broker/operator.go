@@ -148,6 +148,6 @@ func (b *Broker) emit(e Event) {
 // refusedEvent is the Event of a refused CONNECT.
 func (h *handler) refusedEvent(code packet.ReasonCode, reason string) Event {
 	id, user := h.connectNames()
-	return Event{Kind: EventConnectRefused, ClientID: id, Username: user, Remote: h.remote, Listener: h.listener,
+	return Event{Kind: EventConnectRefused, ClientID: id, Username: user, Remote: h.remoteAddr(), Listener: h.listener,
 		Reason: fmt.Sprintf("0x%02x %s", byte(code), reason)}
 }

@@ -12,6 +12,7 @@ package broker
 // later instead of dropping it (InjectRelayed).
 
 import (
+	"slices"
 	"time"
 
 	"github.com/starling-mqtt/starling/internal/session"
@@ -84,7 +85,12 @@ func (r *Room) Wait(done <-chan struct{}, every time.Duration, tick func()) bool
 // here); rooms[i] is then non-nil if the confirmation must wait for room,
 // or must not be sent: a persistent session dropped it (Room.Overflow).
 // rooms is nil when no message needs either.
-func (b *Broker) InjectBatch(ms []*session.Message, asked []bool) (stored, replicated bool, moves uint64, rooms []*Room) {
+//
+// A QoS 1/2 message no confirmation is asked for (for clean sessions here)
+// is kept past the bound of a session it finds full, as a held
+// publisher's is, and that session is listed in full: the caller tells
+// the senders to hold their publishers back until it has room (Full).
+func (b *Broker) InjectBatch(ms []*session.Message, asked []bool) (stored, replicated bool, moves uint64, rooms []*Room, full []Full) {
 	t := b.begin(true)
 	sync := false
 	b.handMu.RLock()
@@ -92,7 +98,17 @@ func (b *Broker) InjectBatch(ms []*session.Message, asked []bool) (stored, repli
 	for i, m := range ms {
 		sync = sync || m.QoS > 0
 		if i >= len(asked) || !asked[i] {
-			b.route(m, t, sharedNone)
+			if m.QoS == 0 {
+				b.route(m, t, sharedNone)
+				continue
+			}
+			hs := holdSet{rx: &remoteRoute{}}
+			b.routeTo(m, t, sharedNone, &hs)
+			for _, cl := range hs.on {
+				if !slices.ContainsFunc(full, func(f Full) bool { return f.Room.on[0] == cl }) {
+					full = append(full, Full{ClientID: cl.id, Room: &Room{b: b, on: []*client{cl}}})
+				}
+			}
 			continue
 		}
 		rx := remoteRoute{}
@@ -108,7 +124,39 @@ func (b *Broker) InjectBatch(ms []*session.Message, asked []bool) (stored, repli
 	}
 	b.handMu.RUnlock()
 	stored = t.commit(sync) == nil
-	return stored, stored && t.replicated(), moves, rooms
+	return stored, stored && t.replicated(), moves, rooms, full
+}
+
+// Full is a session that QoS 1/2 messages from other nodes found full,
+// with no confirmation to hold their publishers back (InjectBatch).
+type Full struct {
+	ClientID string
+	// Room waits until the session has room again, or met the
+	// slow-consumer policy.
+	Room *Room
+}
+
+// maxFlowFilters bounds the filters named for a full session
+// (FlowFilters).
+const maxFlowFilters = 64
+
+// FlowFilters lists the filters through which clientID's session takes
+// messages from other nodes (not $share ones, which NATS balances):
+// those the senders hold their publishers back for while it is full.
+// A session with more than maxFlowFilters is named by "#" (every topic
+// but $ ones).
+func (b *Broker) FlowFilters(clientID string) []string {
+	var fs []string
+	b.subs.ClientSubscriptions(clientID, func(group, filter string, _ subValue) bool {
+		if group == "" {
+			fs = append(fs, filter)
+		}
+		return true
+	})
+	if len(fs) > maxFlowFilters {
+		return []string{"#"}
+	}
+	return fs
 }
 
 // InjectRelayed is InjectTo for a message relayed through the stream,

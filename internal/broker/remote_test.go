@@ -65,7 +65,7 @@ func TestInjectBatchHoldsConfirmationUntilRoom(t *testing.T) {
 	var held []*Room
 	const n = 100 // far past four times the queue's bound of 2
 	for i := range n {
-		stored, replicated, _, rooms := b.InjectBatch([]*session.Message{remoteMsg(i)}, asked)
+		stored, replicated, _, rooms, _ := b.InjectBatch([]*session.Message{remoteMsg(i)}, asked)
 		if !stored || !replicated {
 			t.Fatalf("message %d: stored %v, replicated %v", i, stored, replicated)
 		}
@@ -105,7 +105,7 @@ func TestInjectBatchHoldsConfirmationUntilRoom(t *testing.T) {
 	// dropped: that message must not be confirmed.
 	overflow := 0
 	for i := range session.HeldLimit*2 + 10 {
-		_, _, _, rooms := b.InjectBatch([]*session.Message{remoteMsg(i)}, asked)
+		_, _, _, rooms, _ := b.InjectBatch([]*session.Message{remoteMsg(i)}, asked)
 		if rooms != nil && rooms[0].Overflow {
 			overflow++
 		}
@@ -121,8 +121,9 @@ func TestInjectBatchHoldsConfirmationUntilRoom(t *testing.T) {
 // and takes it once it has room.
 func TestInjectRelayedLeavesFullSession(t *testing.T) {
 	b, s := remoteBroker(t)
-	// Not held for: past four times its bound, such deliveries are
-	// dropped (overflow).
+	// No confirmation asked for: kept past the bound (their senders are
+	// told to pause), and dropped (overflow) past the safety net of 64
+	// times it.
 	for i := 0; b.Stats.Dropped.Load() == 0; i++ {
 		b.InjectBatch([]*session.Message{remoteMsg(i)}, nil)
 	}
@@ -139,4 +140,45 @@ func TestInjectRelayedLeavesFullSession(t *testing.T) {
 		t.Fatalf("safe %v, full %v once drained", safe, full)
 	}
 	drain(t, b, s, 1) // the relayed message
+}
+
+// A QoS 1 message from another node that no confirmation was asked for
+// (for a clean session here) is kept past the bound of a session it finds
+// full, not dropped past four times it, and the session is reported full
+// with its filters, for the sender to be told; its Room opens once the
+// subscriber has taken the backlog.
+func TestInjectBatchKeepsUnconfirmedAndReportsFull(t *testing.T) {
+	b, s := remoteBroker(t)
+	const n = 50 // far past four times the queue's bound of 2
+	var full []Full
+	for i := range n {
+		_, _, _, rooms, f := b.InjectBatch([]*session.Message{remoteMsg(i)}, nil)
+		if rooms != nil {
+			t.Fatalf("message %d: rooms %v for a message no confirmation was asked for", i, rooms)
+		}
+		full = append(full, f...)
+	}
+	if d := b.Stats.Dropped.Load(); d != 0 {
+		t.Fatalf("%d messages dropped", d)
+	}
+	// One in the window and two queued find room; the others find it full.
+	if len(full) != n-2 || full[0].ClientID != "sub" {
+		t.Fatalf("%d deliveries reported the session full, want %d", len(full), n-2)
+	}
+	if fs := b.FlowFilters("sub"); len(fs) != 1 || fs[0] != "r/#" {
+		t.Fatalf("filters %v, want [r/#]", fs)
+	}
+	done := make(chan bool, 1)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() { done <- full[0].Room.Wait(stop, time.Hour, func() {}) }()
+	select {
+	case <-done:
+		t.Fatal("room while the session was full")
+	default:
+	}
+	drain(t, b, s, n)
+	if !<-done {
+		t.Fatal("the wait for room gave up")
+	}
 }

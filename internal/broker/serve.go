@@ -32,8 +32,9 @@ func (h *handler) serve() (reason string, parked bool) {
 			// About to wait: an idle connection holds no scratch.
 			h.releaseScratch(true)
 			if h.keepAlive > 0 {
+				ka := time.Duration(h.keepAlive) * time.Second
 				// [MQTT-3.1.2-22] one and a half times the keep alive.
-				deadline = time.Now().Add(h.keepAlive * 3 / 2) // a socket deadline: real time
+				deadline = time.Now().Add(ka * 3 / 2) // a socket deadline: real time
 			}
 			if h.b.idlePoll {
 				// Right after CONNECT park at once (many clients then
@@ -45,7 +46,7 @@ func (h *handler) serve() (reason string, parked bool) {
 				// Set first: once parked, resume may run at once.
 				h.resuming = true
 				h.setDeadline(deadline)
-				if h.c.Park(deadline, grace, h.resume) {
+				if h.c.Park(deadline, grace) {
 					return "", true
 				}
 				h.resuming = false
@@ -212,13 +213,13 @@ func (h *handler) onPublish(p *packet.Publish) string {
 		}
 		return ""
 	}
-	if h.pubMsgs != nil || h.pubBytes != nil {
+	if pl := h.pubLimit; pl != nil {
 		// Over the rate, the client is slowed down: its next packet is read
 		// only once it is back within the rate, so nothing it sent is lost
 		// and TCP pushes back on it. (PUBACK cannot carry 0x96, and a
 		// disconnect would lose QoS 0 messages.)
 		// Both buckets refill at once: the longer wait satisfies both.
-		dm, db := h.pubMsgs.Take(1), h.pubBytes.Take(len(p.Payload))
+		dm, db := pl.msgs.Take(1), pl.bytes.Take(len(p.Payload))
 		if dm > 0 {
 			b.exceeded(limPublishRate)
 		}
@@ -235,13 +236,13 @@ func (h *handler) onPublish(p *packet.Publish) string {
 		if allowed {
 			why = "$SYS is read-only"
 		}
-		b.emit(Event{Kind: EventPublishDenied, ClientID: h.cl.id, Username: h.info.Username, Remote: h.remote, Listener: h.listener, Topic: name, Reason: why})
+		b.emit(Event{Kind: EventPublishDenied, ClientID: h.cl.id, Username: h.info.Username, Remote: h.remoteAddr(), Listener: h.listener, Topic: name, Reason: why})
 		if allowed {
 			b.auditLog(slog.LevelInfo, "publish denied", slog.String("client_id", h.cl.id), slog.String("username", h.info.Username),
-				slog.String("remote", h.remote), slog.String("topic", name), slog.String("reason", "$SYS is read-only"))
+				slog.String("remote", h.remoteAddr()), slog.String("topic", name), slog.String("reason", "$SYS is read-only"))
 		} else {
 			// The Authorizer's audit line says it.
-			b.log.Debug("publish denied", "client_id", h.cl.id, "username", h.info.Username, "remote", h.remote, "topic", name)
+			b.log.Debug("publish denied", "client_id", h.cl.id, "username", h.info.Username, "remote", h.remoteAddr(), "topic", name)
 		}
 		if p.QoS > 0 {
 			// v5 says why; 3.x must acknowledge as usual and drop it
@@ -562,8 +563,8 @@ func (h *handler) onSubscribe(p *packet.Subscribe) string {
 				codes[i] = packet.UnspecifiedError
 			}
 			b.Traffic.DeniedSubscribe.Add(1)
-			b.emit(Event{Kind: EventSubscribeDenied, ClientID: cl.id, Username: h.info.Username, Remote: h.remote, Listener: h.listener, Topic: s.Filter, Reason: "not authorized"})
-			b.log.Debug("subscribe denied", "client_id", cl.id, "username", h.info.Username, "remote", h.remote, "filter", s.Filter)
+			b.emit(Event{Kind: EventSubscribeDenied, ClientID: cl.id, Username: h.info.Username, Remote: h.remoteAddr(), Listener: h.listener, Topic: s.Filter, Reason: "not authorized"})
+			b.log.Debug("subscribe denied", "client_id", cl.id, "username", h.info.Username, "remote", h.remoteAddr(), "filter", s.Filter)
 			continue
 		}
 		group, inner, shared := topic.ParseShared(s.Filter)

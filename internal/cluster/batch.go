@@ -19,10 +19,16 @@ package cluster
 // Confirmed messages (for persistent sessions on other nodes, relay.go)
 // go alone, in the old format, with their headers; so does a batch of
 // one. Nothing waits for a batch to fill: what a wake-up finds is sent.
+//
+// Mixed versions. A node of a release before batches drops them (an
+// unknown version), so batches go out only while every node that may
+// receive them has said it reads them (featuresLine, in its heartbeat);
+// otherwise each message of a batch goes alone, in the order batched.
 
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,6 +52,12 @@ const (
 	// it full waits for the sending goroutine (and its publisher's reader
 	// with it), as a full socket would make it.
 	maxOutBytes = 4 << 20
+	// featuresLine, in a heartbeat after the nodes it hears (lease.go),
+	// says that its sender reads batches. A release before batches takes
+	// it for the name of a node it hears, which no node can have (the
+	// embedded NATS server refuses a name with a space): it changes
+	// nothing there.
+	featuresLine = "features: batch"
 	// maxCachedSubjects bounds the subjects remembered per node (of topics
 	// up to maxCachedTopic bytes): past it the cache starts again.
 	maxCachedSubjects = 4096
@@ -245,22 +257,24 @@ func (n *Node) flushOut(last bool) {
 	o.room.Broadcast()
 	o.mu.Unlock()
 	var scratch []byte // the batches' payloads, one after the other
+	batch := n.batching()
 	for _, b := range bs {
 		var err error
-		if b.msg != nil {
+		switch {
+		case b.msg != nil:
 			err = n.pc.PublishMsg(b.msg)
-		} else {
+		case b.n > 1 && !batch:
+			err = n.publishAlone(b)
+		default:
 			data := b.payload(scratch)
 			if b.n > 1 {
 				scratch = data
+				n.out.batched.Add(1)
 			}
 			err = n.pc.Publish(b.subj, data)
 		}
 		if err != nil {
 			n.forwardFailed(b.topic, b.f, err)
-		}
-		if b.n > 1 {
-			n.out.batched.Add(1)
 		}
 	}
 	o.mu.Lock()
@@ -276,6 +290,54 @@ func (n *Node) flushOut(last bool) {
 	}
 	o.mu.Unlock()
 }
+
+// publishAlone publishes b's messages one by one, in order, in the format
+// every release reads: some node may not read batches.
+func (n *Node) publishAlone(b *outBatch) error {
+	for buf := b.buf; len(buf) > 0; {
+		l, k := binary.Uvarint(buf)
+		if err := n.pc.Publish(b.subj, buf[k:k+int(l)]); err != nil {
+			return err
+		}
+		buf = buf[k+int(l):]
+	}
+	return nil
+}
+
+// batchVerdictLocked works out, as a heartbeat arrives, until when the
+// outbox may send batches: while every node that may receive them reads
+// them. Those are the peers heard within liveWithin, and they must number
+// at least the configured peers: one not heard lately (down, starting, cut
+// off, or not heard yet) may come back as a release that does not read
+// batches, and subscribe before its first heartbeat arrives here. So only
+// a restart of a peer faster than liveWithin can meet a batch it does not
+// read. Called under lease.mu.
+func (n *Node) batchVerdictLocked(now int64) {
+	until, fresh := int64(math.MaxInt64), 0
+	for p, at := range n.lease.heard {
+		if now-at >= int64(liveWithin) {
+			continue
+		}
+		if !n.lease.batches[p] {
+			until = 0
+			break
+		}
+		fresh++
+		until = min(until, at+int64(liveWithin))
+	}
+	if fresh == 0 || fresh < len(n.cfg.Peers) || n.lease.oldWire {
+		until = 0
+	}
+	n.lease.batchUntil.Store(until)
+}
+
+// batching reports whether the outbox may send batches now.
+func (n *Node) batching() bool {
+	return n.lease.mono() < n.lease.batchUntil.Load()
+}
+
+// isBatch reports whether a NATS message's payload is a batch.
+func isBatch(data []byte) bool { return len(data) > 0 && data[0] == wireVersionBatch }
 
 // payload is what b publishes (not for a confirmed message), built in
 // scratch when it is a batch: a message alone goes in the format every

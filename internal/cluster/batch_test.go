@@ -258,6 +258,9 @@ func TestCrossNodeBatchedFanInInOrder(t *testing.T) {
 		}
 		return k == pubs*count
 	})
+	// Batches go out only while u2 has said, within liveWithin, that it
+	// reads them.
+	waitFor(t, "batching", u1.n.batching)
 	held = false
 	u1.n.out.flushMu.Unlock()
 

@@ -183,11 +183,20 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 		return got.snap, nil
 	}
 	asked := "" // the owner last asked to hand the session over
+	// After a lost compare-and-set (or create), the record is read again
+	// from the bucket's leader, newer than the revision refused (fresh.go).
+	lost, refused := false, uint64(0)
 	for attempt := 0; attempt < 8; attempt++ {
-		e, err := n.sessions.Get(ctx, k)
-		if f := claimReadFault.Load(); f != nil && err == nil {
-			e = (*f)(clientID, e)
+		var e jetstream.KeyValueEntry
+		var err error
+		if lost {
+			e, err = n.readNewer(ctx, k, refused)
+		} else if e, err = n.sessions.Get(ctx, k); err == nil {
+			if f := claimReadFault.Load(); f != nil {
+				e = (*f)(clientID, e)
+			}
 		}
+		lost = false
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			var rev uint64
 			if rev, err = n.sessions.Create(ctx, k, mine); err == nil {
@@ -195,6 +204,7 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 				return ok()
 			}
 			if errors.Is(err, jetstream.ErrKeyExists) {
+				lost, refused = true, 0
 				continue
 			}
 			return fail(err)
@@ -236,6 +246,7 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 				// fail, and the record is read again.
 				rev, err := n.sessions.Update(ctx, k, e.Value(), e.Revision())
 				if isRevisionMismatch(err) {
+					lost, refused = true, e.Revision()
 					continue
 				}
 				if err != nil {
@@ -316,6 +327,7 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 			n.noteOwner(k, rev, record{Node: n.cfg.Node})
 			return ok()
 		}
+		lost, refused = true, e.Revision()
 		if !isRevisionMismatch(err) {
 			if orphan != nil {
 				// Going ahead would leave the record naming the lost

@@ -69,11 +69,20 @@ type lease struct {
 	heard   map[string]int64           // peer -> when its last heartbeat arrived
 	hears   map[string]map[string]bool // peer -> the nodes its last heartbeat named
 	renewed map[string]int64           // peer -> when a heartbeat naming this node arrived
+	batches map[string]bool            // peer -> its last heartbeat said it reads batches
 	gen     uint64                     // lapses so far
 	open    chan struct{}              // closed while not fenced
 	lapsed  chan struct{}              // wakes fenceLoop
 
 	evicted atomic.Uint64 // sessions evicted after a lapse
+
+	// batchUntil: the outbox may send batches while mono() < batchUntil
+	// (batch.go): every peer has said it reads them, recently enough.
+	batchUntil atomic.Int64
+	// oldWire, set by tests before Run, makes the node act as a release
+	// before batches: it does not say it reads them, drops those it gets
+	// and sends none.
+	oldWire bool
 }
 
 func (l *lease) init() {
@@ -81,6 +90,7 @@ func (l *lease) init() {
 	l.heard = make(map[string]int64)
 	l.hears = make(map[string]map[string]bool)
 	l.renewed = make(map[string]int64)
+	l.batches = make(map[string]bool)
 	l.open = make(chan struct{})
 	close(l.open)
 	l.lapsed = make(chan struct{}, 1)
@@ -164,18 +174,7 @@ func (n *Node) beatLoop() {
 	defer tick.Stop()
 	for {
 		if !n.muted.Load() {
-			now := n.lease.mono()
-			n.lease.mu.Lock()
-			var b strings.Builder
-			b.WriteString(n.cfg.Node)
-			for p, at := range n.lease.heard {
-				if now-at < int64(hearWithin) {
-					b.WriteByte('\n')
-					b.WriteString(p)
-				}
-			}
-			n.lease.mu.Unlock()
-			n.bc.Publish(subj, []byte(b.String()))
+			n.bc.Publish(subj, n.beat())
 		}
 		select {
 		case <-n.ctx.Done():
@@ -186,6 +185,28 @@ func (n *Node) beatLoop() {
 	}
 }
 
+// beat is this node's heartbeat: its name, the nodes it heard within
+// hearWithin, one a line, then featuresLine (batch.go). A release before
+// batches reads the first line as the sender and the others as the nodes
+// it hears.
+func (n *Node) beat() []byte {
+	now := n.lease.mono()
+	n.lease.mu.Lock()
+	defer n.lease.mu.Unlock()
+	var b strings.Builder
+	b.WriteString(n.cfg.Node)
+	for p, at := range n.lease.heard {
+		if now-at < int64(hearWithin) {
+			b.WriteByte('\n')
+			b.WriteString(p)
+		}
+	}
+	if !n.lease.oldWire {
+		b.WriteString("\n" + featuresLine)
+	}
+	return []byte(b.String())
+}
+
 // checkLease fences the node once its lease has run out without any
 // heartbeat arriving to notice (cut off from every other node).
 func (n *Node) checkLease() {
@@ -194,7 +215,8 @@ func (n *Node) checkLease() {
 	}
 }
 
-// heardBeat takes a heartbeat: the sender, then the nodes it hears.
+// heardBeat takes a heartbeat: the sender, then the nodes it hears (and
+// featuresLine, from a release that batches).
 func (n *Node) heardBeat(msg *nats.Msg) {
 	if n.muted.Load() {
 		return
@@ -205,7 +227,12 @@ func (n *Node) heardBeat(msg *nats.Msg) {
 		return
 	}
 	hears := make(map[string]bool, len(names)-1)
+	batches := false
 	for _, h := range names[1:] {
+		if h == featuresLine && !n.lease.oldWire { // a release before batches reads it as a name
+			batches = true
+			continue
+		}
 		hears[h] = true
 	}
 	now := n.lease.mono()
@@ -213,6 +240,8 @@ func (n *Node) heardBeat(msg *nats.Msg) {
 	defer n.lease.mu.Unlock()
 	n.lease.heard[from] = now
 	n.lease.hears[from] = hears
+	n.lease.batches[from] = batches
+	n.batchVerdictLocked(now)
 	if !hears[n.cfg.Node] {
 		return
 	}

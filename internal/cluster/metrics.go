@@ -12,11 +12,13 @@ var (
 	relayedDesc = prometheus.NewDesc("mqtt_cluster_messages_relayed_total",
 		"Messages for persistent sessions on another node that the node did not confirm in time, written to the relay stream for it instead.", nil, nil)
 	relayFailedDesc = prometheus.NewDesc("mqtt_cluster_relay_writes_failed_total",
-		"Messages for persistent sessions on another node neither confirmed by it nor written to the relay stream (the stream unavailable); their publishers were acknowledged.", nil, nil)
+		"Messages for persistent sessions on another node not confirmed by it that the relay stream had not taken after 10 s (no leader or quorum); their publishers' acknowledgements wait until it does.", nil, nil)
 	peersDesc = prometheus.NewDesc("mqtt_cluster_peers_connected",
 		"Other cluster nodes this node has heard a heartbeat from within the last second.", nil, nil)
 	fencedDesc = prometheus.NewDesc("mqtt_cluster_fenced",
 		"1 while this node is fenced: out of touch with the majority of its cluster, or re-checking which sessions are its own after being so; it acknowledges nothing meanwhile.", nil, nil)
+	batchesDesc = prometheus.NewDesc("mqtt_cluster_batches_sent_total",
+		"NATS messages this node published carrying several messages (a batch); none while some node has not said it reads batches (an earlier release).", nil, nil)
 	evictedDesc = prometheus.NewDesc("mqtt_cluster_sessions_evicted_total",
 		"Sessions this node dropped because another node took them over while this one was out of touch.", nil, nil)
 )
@@ -31,6 +33,7 @@ func (n *Node) Describe(ch chan<- *prometheus.Desc) {
 	ch <- peersDesc
 	ch <- fencedDesc
 	ch <- evictedDesc
+	ch <- batchesDesc
 }
 
 // Collect implements prometheus.Collector.
@@ -47,4 +50,5 @@ func (n *Node) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(fencedDesc, prometheus.GaugeValue, fenced)
 	ch <- prometheus.MustNewConstMetric(evictedDesc, prometheus.CounterValue, float64(n.lease.evicted.Load()))
+	ch <- prometheus.MustNewConstMetric(batchesDesc, prometheus.CounterValue, float64(n.out.batched.Load()))
 }

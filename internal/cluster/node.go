@@ -149,10 +149,12 @@ type Node struct {
 	seen     map[string]bool
 	addrName map[string]string
 
-	mir    mirror   // persistent sessions' deliveries in the queue stream
-	rel    relay    // confirmed forwarding to other nodes' persistent sessions
-	direct seenSet  // messages routed here directly, which the relay must not deliver again
-	arr    arrivals // sessions being claimed, not yet installed (arrive.go)
+	mir    mirror       // persistent sessions' deliveries in the queue stream
+	rel    relay        // confirmed forwarding to other nodes' persistent sessions
+	direct seenSet      // messages routed here directly, which the relay must not deliver again
+	arr    arrivals     // sessions being claimed, not yet installed (arrive.go)
+	fulls  fullSessions // sessions here whose fullness other nodes are told of (pause.go)
+	pause  pauses       // full sessions elsewhere this node's publishers wait for (pause.go)
 
 	ready    chan struct{} // closed once the buckets exist
 	sessions jetstream.KeyValue
@@ -379,12 +381,17 @@ func (n *Node) Run() error {
 		n.Close()
 		return fmt.Errorf("cluster: confirmation subscription: %w", err)
 	}
+	if _, err := n.pc.Subscribe(flowPrefix+"*", n.heardFlow); err != nil {
+		n.Close()
+		return fmt.Errorf("cluster: flow subscription: %w", err)
+	}
 	if _, err := n.bc.Subscribe(beatPrefix+">", n.heardBeat); err != nil {
 		n.Close()
 		return fmt.Errorf("cluster: heartbeat subscription: %w", err)
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
-	n.wg.Add(9)
+	n.wg.Add(10)
+	go n.pauseLoop()
 	go n.outLoop()
 	go n.beatLoop()
 	go n.fenceLoop()

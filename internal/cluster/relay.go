@@ -43,10 +43,6 @@ const (
 	// relayRetry delays a relayed message whose session's node is lost
 	// and not yet taken over.
 	relayRetry = 2 * time.Second
-	// spillFor bounds the retries of a write to the relay stream (while
-	// it elects a new leader, say); the publisher's acknowledgement, and
-	// everything after it on that connection, waits meanwhile.
-	spillFor = 10 * time.Second
 	// relayAckWait is when a relayed message handed to a node that did
 	// not acknowledge it (it died) goes to the next node asking; the
 	// handler marks a message in progress before each slow step.
@@ -69,6 +65,15 @@ const (
 	// relayTargets bounds the client IDs of one relay stream message.
 	relayTargets = 256
 )
+
+// spillWarn: a write to the relay stream still retried after this long
+// (the stream without a leader or quorum) is logged and counted. It is
+// retried until it lands or the node stops: the publisher's
+// acknowledgement, and everything after it on that connection, waits
+// meanwhile, since acknowledging a message no node has would break the
+// promise; a publisher that gives up and resends is served again. A
+// variable for tests.
+var spillWarn = 10 * time.Second
 
 // relay is the node's side of confirmed forwarding.
 type relay struct {
@@ -283,14 +288,21 @@ func (n *Node) spill(seq uint64, f *forwarded, node string) {
 	var err error
 	select {
 	case n.rel.sem <- struct{}{}:
-		err = n.relayTo(node, f.data, f.targets[node], f.id+"-"+key(node), spillFor)
+		slow := time.AfterFunc(spillWarn, func() {
+			n.rel.failed.Add(1)
+			n.log.Error("cluster: the relay stream has not taken a message for persistent sessions on another node for 10 s; its publisher waits for its acknowledgement until it does",
+				"to_node", node, "clients", len(f.targets[node]))
+		})
+		err = n.relayTo(node, f.data, f.targets[node], f.id+"-"+key(node), 0)
+		slow.Stop()
 		<-n.rel.sem
 	case <-n.ctx.Done():
 		err = n.ctx.Err()
 	}
 	if err != nil {
-		n.rel.failed.Add(1)
-		n.log.Error("cluster: a message for persistent sessions on another node was neither confirmed nor relayed; acknowledged anyway",
+		// The node stops: its clients are gone already (BeginShutdown
+		// comes first), so no acknowledgement goes out for it.
+		n.log.Warn("cluster: stopping with a message for persistent sessions on another node not relayed; its publisher had no acknowledgement",
 			"to_node", node, "clients", len(f.targets[node]), "err", err)
 	} else {
 		n.rel.relayed.Add(1)
@@ -303,13 +315,25 @@ func (n *Node) spill(seq uint64, f *forwarded, node string) {
 
 // relayTo writes a message for clients to node's relay subject, in
 // stream messages of at most relayTargets clients, retrying each for up
-// to patience. The stream drops a repeat of msgID (suffixed per part).
+// to patience (0: until the node stops). The stream drops a repeat of
+// msgID (suffixed per part).
 func (n *Node) relayTo(node string, data []byte, clients []string, msgID string, patience time.Duration) error {
-	js := n.rel.js.Load()
-	if js == nil {
-		return errors.New("relay stream not open yet")
+	var deadline time.Time
+	if patience > 0 {
+		deadline = time.Now().Add(patience)
 	}
-	deadline := time.Now().Add(patience)
+	js := n.rel.js.Load()
+	for js == nil {
+		if !deadline.IsZero() && time.Now().After(deadline) {
+			return errors.New("relay stream not open yet")
+		}
+		select {
+		case <-n.ctx.Done():
+			return n.ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+		js = n.rel.js.Load()
+	}
 	for part := 0; len(clients) > 0; part++ {
 		some := clients[:min(len(clients), relayTargets)]
 		clients = clients[len(some):]
@@ -324,15 +348,21 @@ func (n *Node) relayTo(node string, data []byte, clients []string, msgID string,
 	return nil
 }
 
+// publishRelay writes msg, retrying until deadline (zero: until the node
+// stops).
 func (n *Node) publishRelay(js jetstream.JetStream, msg *nats.Msg, deadline time.Time) error {
 	for delay := 100 * time.Millisecond; ; delay = min(2*delay, 2*time.Second) {
-		ctx, cancel := context.WithTimeout(n.ctx, min(5*time.Second, max(time.Until(deadline), 100*time.Millisecond)))
+		wait := 5 * time.Second
+		if !deadline.IsZero() {
+			wait = min(wait, max(time.Until(deadline), 100*time.Millisecond))
+		}
+		ctx, cancel := context.WithTimeout(n.ctx, wait)
 		_, err := js.PublishMsg(ctx, msg)
 		cancel()
 		if err == nil {
 			return nil
 		}
-		if n.ctx.Err() != nil || time.Now().Add(delay).After(deadline) {
+		if n.ctx.Err() != nil || (!deadline.IsZero() && time.Now().Add(delay).After(deadline)) {
 			return err
 		}
 		select {

@@ -44,6 +44,11 @@ func (n *Node) Forward(m *session.Message) (bool, <-chan struct{}) {
 	if f != nil {
 		done = f.done
 	}
+	if m.QoS > 0 {
+		// Sessions elsewhere full (pause.go): the acknowledgement waits
+		// for their room.
+		done = join(done, n.pause.wait(m.Topic))
+	}
 	if arriving := n.stash(m); arriving != nil {
 		// For a session being claimed here (arrive.go).
 		remote = true
@@ -126,7 +131,7 @@ func (n *Node) ForwardLater(m *session.Message) (remote bool, safe <-chan struct
 			}()
 		}
 	}
-	safe = done
+	safe = join(done, n.pause.wait(m.Topic)) // pause.go
 	if arriving := n.stash(m); arriving != nil {
 		// For a session being claimed here (arrive.go).
 		remote = true
@@ -262,7 +267,7 @@ func (n *Node) applyInterest(op interestOp) {
 			// One queue group per share group and filter across the
 			// cluster: NATS picks the node, the node picks the member.
 			s, err = n.sc.QueueSubscribe(subj, "share-"+key(g+"\x00"+f), func(msg *nats.Msg) {
-				if !n.waitServing(n.ctx) {
+				if !n.waitServing(n.ctx) || n.dropsBatch(msg) {
 					return
 				}
 				var nm wireNames
@@ -330,6 +335,9 @@ func (n *Node) receiveLoop() {
 	var names []origin
 	var nm wireNames // the strings of the message decoded before, shared by the next
 	take := func(msg *nats.Msg) {
+		if n.dropsBatch(msg) {
+			return
+		}
 		if len(batch) == 0 {
 			moves = n.b.MovesCommitted()
 		}
@@ -411,7 +419,10 @@ func (n *Node) receiveLoop() {
 			if !n.waitServing(n.ctx) {
 				return
 			}
-			stored, replicated, routed, rooms := n.b.InjectBatch(batch, asked)
+			stored, replicated, routed, rooms, full := n.b.InjectBatch(batch, asked)
+			if len(full) > 0 {
+				n.watchFull(full) // pause.go
+			}
 			if len(routedHere) > 0 {
 				// A message a session here dropped (past its hard
 				// limit) is not confirmed: its relayed copy must reach
@@ -445,6 +456,16 @@ func (n *Node) receiveLoop() {
 			asked, replyOf, names = asked[:0], replyOf[:0], names[:0]
 		}
 	}
+}
+
+// dropsBatch reports whether msg is a batch this node drops: in tests, as
+// a release before batches (lease.oldWire) did, an unknown version.
+func (n *Node) dropsBatch(msg *nats.Msg) bool {
+	if !n.lease.oldWire || !isBatch(msg.Data) {
+		return false
+	}
+	n.log.Warn("cluster: dropping undecodable message", "subject", msg.Subject)
+	return true
 }
 
 // maxBatch bounds the messages delivered in one broker operation.

@@ -293,7 +293,7 @@ type Limits struct {
 	// since the last one. Higher means fewer cycles, and fewer pauses in
 	// the latency tail, for more memory; MemoryLimit caps it. 0 = derived:
 	// Go's 100, raised to a heap of a 32nd of the memory limit (at most 64
-	// MiB) while the broker collects more than ten times a second; -1 =
+	// MiB) while the broker allocates enough for ten cycles a second at 100; -1 =
 	// off, the memory limit alone starts cycles (needs one). A GOGC in the
 	// environment wins.
 	GCPercent int `yaml:"gc_percent"`

@@ -101,11 +101,18 @@ var pubPool = sync.Pool{New: func() any { return new(pubState) }}
 
 // Conn is one client connection.
 type Conn struct {
-	nc    net.Conn
-	br    *bufio.Reader // pooled; nil while no input is buffered
-	fb    firstByte     // the first byte of the packet being read, then br
-	one   [1]byte       // read into without a buffer: no allocation per read
-	maxIn uint32        // largest accepted packet, fixed header included
+	nc net.Conn
+	br *bufio.Reader // pooled; nil while no input is buffered
+	// one is the first byte of the packet being read (read into without
+	// a buffer: no allocation per read); headReader returns it, unless
+	// oneUsed, then reads from br.
+	one     [1]byte
+	oneUsed bool
+	// reason is the MQTT reason of the DISCONNECT that CloseAfter queued
+	// (-1: none); a WebSocket closes with the matching close code. Under
+	// mu; here, it takes the padding before maxIn.
+	reason int16
+	maxIn  uint32 // largest accepted packet, fixed header included
 
 	// pub is what QoS 0 PUBLISHes and short acknowledgements are decoded
 	// into, from pubPool until the connection parks: the packet
@@ -116,14 +123,13 @@ type Conn struct {
 	// ready: Park saw input waiting on the socket, so the next read
 	// cannot block and may take a buffer at once.
 	ready bool
+	shed  uint8 // ShedNone, ShedNewest or ShedOldest; under mu
 
 	version atomic.Uint32 // protocol level, set after CONNECT
 
 	mu      sync.Mutex
 	queue   []packet.Packet
-	qos0    int         // QoS 0 publishes in queue
-	qos0Len int         // their topic and payload bytes
-	shed    int         // ShedNone, ShedNewest or ShedOldest
+	qos0Len int         // topic and payload bytes of the QoS 0 publishes in queue
 	full    atomic.Bool // the QoS 0 queue is at its bound (Full)
 	fd      int32       // a released socket's descriptor (park.go)
 	// latest maps a topic to the queue index of its latest-value QoS 0
@@ -138,22 +144,26 @@ type Conn struct {
 	released  bool // parked as the bare descriptor fd (park.go)
 	relOnStop bool // parked while the writer ran: release when it stops
 	busy      bool // input woke it within ReleaseAfter of parking
-	spare     []packet.Packet
-	bufs      *queueBufs    // queue's and spare's storage while writing; nil when idle
-	writer    func()        // writeLoop as a value made once: "go c.writer()" allocates nothing
-	parked    *poll.Waiter  // the last Park's; woken when the socket closes
-	stop      chan struct{} // closed by Close: a gated wait gives up; made on first use
-	drained   *sync.Cond    // signalled when the writer takes the queue or stops; made on first wait (waitDrainedLocked)
-	done      chan struct{} // closed once the socket is closed and no writer runs; made on first use
-	fin       sync.Once
-	// reason is the MQTT reason of the DISCONNECT that CloseAfter queued
-	// (-1: none); a WebSocket closes with the matching close code.
-	reason int
-	// writeErr is the write error that closed the connection, if one did.
-	writeErr error
+	// asleep: parked, and the owner's Resume has not been called yet.
+	asleep bool
+	// bufs holds the queue's storage and the spare slice the writer swaps
+	// with it while there is something to write; nil when idle.
+	bufs    *queueBufs
+	writer  func()       // writeLoop as a value made once: "go c.writer()" allocates nothing
+	parked  *poll.Waiter // the last Park's; woken when the socket closes
+	drained *sync.Cond   // signalled when the writer takes the queue or stops; made on first wait (waitDrainedLocked)
+	// end is what only the connection's end uses; made on first use
+	// (endLocked): an idle connection holds none of it.
+	end  *ending
+	fin  sync.Once
+	qos0 int32 // QoS 0 publishes in queue (beside fin: no padding)
 
-	// resume is the reader to start when the parked socket wakes.
-	resume func()
+	// owner is told when the parked connection wakes and when the writer
+	// takes queued publishes (SetOwner); nil: nobody.
+	owner Owner
+	// sh is the broker's settings and counters shared by its connections
+	// (SetShared); never nil.
+	sh *Shared
 	// parkedAt is when the connection last parked (Unix nanoseconds).
 	parkedAt int64
 
@@ -162,25 +172,72 @@ type Conn struct {
 	// Conflated counts QoS 0 latest-value publishes replaced by a newer one
 	// of their topic before they were written.
 	Conflated atomic.Uint64
-	// OnTake, when set before use, is called (without the connection's
-	// lock) each time the writer takes queued QoS 0 publishes to write (n
-	// of them), and with n 0 each time the socket takes bytes: the client
-	// is making progress, and the queue may have room again.
-	OnTake func(n int)
-	// MaxQueuedBytes, when set before use, bounds the topic and payload
-	// bytes of the QoS 0 publishes waiting in the queue, as MaxPendingQoS0
-	// bounds their number (one is always let in, whatever its size). The
-	// writer's current batch is not counted: about twice this is held for a
-	// client that does not read.
+}
+
+// Owner is what a connection calls back. An interface, so that the owner
+// (the broker's handler) passes itself: func values made per connection
+// were live objects of every idle connection.
+type Owner interface {
+	// Resume carries on with the connection once it wakes from Park, on a
+	// new goroutine that it may keep (it is the reader then); it should
+	// call ReadPacket with the deadline given to Park.
+	Resume()
+	// Took is called (without the connection's lock) each time the writer
+	// takes queued QoS 0 publishes to write (n of them), and with n 0 each
+	// time the socket takes bytes: the client is making progress, and the
+	// queue may have room again.
+	Took(n int)
+}
+
+// SetOwner sets the connection's owner. Call it before use.
+func (c *Conn) SetOwner(o Owner) { c.owner = o }
+
+// Shared is what all the connections of a broker share: one pointer per
+// connection rather than a copy of each field.
+type Shared struct {
+	// MaxQueuedBytes, when not 0, bounds the topic and payload bytes of
+	// the QoS 0 publishes waiting in a connection's queue, as
+	// MaxPendingQoS0 bounds their number (one is always let in, whatever
+	// its size). The writer's current batch is not counted: about twice
+	// this is held for a client that does not read.
 	MaxQueuedBytes int
-	// Totals, when set before use, also counts this connection's bytes (a
+	// Totals, when not nil, also counts the connections' bytes (a
 	// broker-wide sum for metrics).
 	Totals *Totals
-	// PacketTimeout, when set before use, bounds the time from a packet's
-	// first byte to its last, whatever the deadline given to ReadPacket
-	// (keep alive 0 gives none): past it ReadPacket returns
-	// ErrPacketTimeout, so a started packet cannot hold memory for ever.
+	// PacketTimeout, when not 0, bounds the time from a packet's first
+	// byte to its last, whatever the deadline given to ReadPacket (keep
+	// alive 0 gives none): past it ReadPacket returns ErrPacketTimeout, so
+	// a started packet cannot hold memory for ever.
 	PacketTimeout time.Duration
+}
+
+// noShared is the settings of a connection given none: no bounds, no
+// totals.
+var noShared Shared
+
+// SetShared sets the settings and counters the connection shares with
+// others (nil: none). Call it before use; s must not change afterwards.
+func (c *Conn) SetShared(s *Shared) {
+	if s == nil {
+		s = &noShared
+	}
+	c.sh = s
+}
+
+// ending is the part of a connection that only its end uses.
+type ending struct {
+	stop chan struct{} // closed by Close: a gated wait gives up; made on first use
+	done chan struct{} // closed once the socket is closed and no writer runs; made on first use
+	// writeErr is the write error that closed the connection, if one did.
+	writeErr error
+}
+
+// endLocked is c.end, made on first use. The caller holds mu.
+func (c *Conn) endLocked() *ending {
+	if c.end == nil {
+		c.end = new(ending)
+	}
+	return c.end
 }
 
 // Totals are byte counts summed over connections.
@@ -195,13 +252,13 @@ type Totals struct {
 }
 
 func (c *Conn) countOut(n int) {
-	if c.Totals != nil && n > 0 {
-		c.Totals.BytesOut.Add(uint64(n))
+	if t := c.sh.Totals; t != nil && n > 0 {
+		t.BytesOut.Add(uint64(n))
 	}
-	if n > 0 && c.OnTake != nil {
+	if n > 0 && c.owner != nil {
 		// The client took bytes: progress, even in the middle of a large
 		// batch that takes a slow reader long to take whole.
-		c.OnTake(0)
+		c.owner.Took(0)
 	}
 }
 
@@ -211,6 +268,7 @@ func New(nc net.Conn, maxIn uint32) *Conn {
 		nc:     nc,
 		maxIn:  maxIn,
 		reason: -1,
+		sh:     &noShared,
 	}
 	c.writer = c.writeLoop
 	return c
@@ -244,8 +302,9 @@ func (c *Conn) kickLocked() {
 	}
 }
 
-// queueBufs is the storage of a connection's queue and spare slices, pooled
-// so a connection that wakes often reuses them while an idle one holds none.
+// queueBufs is the storage of a connection's queue, and the spare slice
+// its writer swaps with the queue, pooled so a connection that wakes often
+// reuses them while an idle one holds none (nor the spare's slice header).
 type queueBufs struct{ q, s []packet.Packet }
 
 var queuePool = sync.Pool{New: func() any { return new(queueBufs) }}
@@ -259,7 +318,7 @@ const maxPooledQueue = 1024
 func (c *Conn) enqueue(p packet.Packet) {
 	if c.bufs == nil {
 		c.bufs = queuePool.Get().(*queueBufs)
-		c.queue, c.spare = c.bufs.q[:0], c.bufs.s[:0]
+		c.queue, c.bufs.s = c.bufs.q[:0], c.bufs.s[:0]
 	}
 	c.queue = append(c.queue, p)
 }
@@ -268,17 +327,17 @@ func (c *Conn) enqueue(p packet.Packet) {
 // writer has drained it. The caller holds mu.
 func (c *Conn) releaseQueueLocked() {
 	if b := c.bufs; b != nil {
-		b.q, b.s = nil, nil
+		b.q = nil
 		if cap(c.queue) <= maxPooledQueue {
 			b.q = c.queue[:0]
 		}
-		if cap(c.spare) <= maxPooledQueue {
-			b.s = c.spare[:0]
+		if cap(b.s) > maxPooledQueue {
+			b.s = nil
 		}
 		c.bufs = nil
 		queuePool.Put(b)
 	}
-	c.queue, c.spare = nil, nil
+	c.queue = nil
 }
 
 // finish closes the socket and marks the connection done, once.
@@ -289,11 +348,11 @@ func (c *Conn) finish() {
 		// What is left is never written: dropped, as for a slow reader.
 		if n := c.qos0; n > 0 {
 			c.Dropped.Add(uint64(n))
-			if c.Totals != nil {
-				c.Totals.Dropped.Add(uint64(n))
+			if t := c.sh.Totals; t != nil {
+				t.Dropped.Add(uint64(n))
 			}
 		}
-		c.addQoS0(-c.qos0Len, -c.qos0)
+		c.addQoS0(-c.qos0Len, -int(c.qos0))
 		c.mu.Unlock()
 		if rc := reasonCloser(c.nc); rc != nil && reason >= 0 {
 			rc.CloseForReason(byte(reason))
@@ -303,7 +362,7 @@ func (c *Conn) finish() {
 		c.nc.Close()
 		c.wakeParked()
 		c.mu.Lock()
-		closeChanLocked(&c.done)
+		closeChanLocked(&c.endLocked().done)
 		c.mu.Unlock()
 	})
 }
@@ -334,7 +393,7 @@ func (c *Conn) linger() {
 	c.mu.Lock()
 	c.lingering = true
 	c.nc.SetReadDeadline(time.Now().Add(LingerTime))
-	stopped := chanLocked(&c.stop)
+	stopped := chanLocked(&c.endLocked().stop)
 	c.mu.Unlock()
 	var buf [512]byte
 	for {
@@ -424,14 +483,15 @@ func (c *Conn) admitQoS0(p packet.Packet) admission {
 			c.queue[i] = p
 			release(old)
 			c.Conflated.Add(1)
-			if c.Totals != nil {
-				c.Totals.Conflated.Add(1)
+			if t := c.sh.Totals; t != nil {
+				t.Conflated.Add(1)
 			}
 			return replaced
 		}
 	}
+	maxBytes := c.sh.MaxQueuedBytes
 	over := func(k int) bool {
-		return c.qos0 >= MaxPendingQoS0*k || c.MaxQueuedBytes > 0 && c.qos0Len > 0 && c.qos0Len+n > c.MaxQueuedBytes*k
+		return int(c.qos0) >= MaxPendingQoS0*k || maxBytes > 0 && c.qos0Len > 0 && c.qos0Len+n > maxBytes*k
 	}
 	switch {
 	case !over(1):
@@ -453,11 +513,11 @@ func (c *Conn) admitQoS0(p packet.Packet) admission {
 
 // addQoS0 counts bytes and publishes into (or out of) the QoS 0 queue.
 func (c *Conn) addQoS0(bytes, count int) {
-	c.qos0 += count
+	c.qos0 += int32(count)
 	c.qos0Len += bytes
-	c.full.Store(c.qos0 >= MaxPendingQoS0 || c.MaxQueuedBytes > 0 && c.qos0Len >= c.MaxQueuedBytes)
-	if c.Totals != nil {
-		c.Totals.Queued.Add(int64(bytes))
+	c.full.Store(c.qos0 >= MaxPendingQoS0 || c.sh.MaxQueuedBytes > 0 && c.qos0Len >= c.sh.MaxQueuedBytes)
+	if t := c.sh.Totals; t != nil {
+		t.Queued.Add(int64(bytes))
 	}
 }
 
@@ -492,8 +552,8 @@ func (c *Conn) dropOldestQoS0() bool {
 // drop releases a QoS 0 publish that will not be written, counted.
 func (c *Conn) drop(p packet.Packet) {
 	c.Dropped.Add(1)
-	if c.Totals != nil {
-		c.Totals.Dropped.Add(1)
+	if t := c.sh.Totals; t != nil {
+		t.Dropped.Add(1)
 	}
 	release(p)
 }
@@ -506,7 +566,7 @@ func (c *Conn) Full() bool { return c.full.Load() }
 // (kept, up to HardLimit times it), ShedNewest or ShedOldest.
 func (c *Conn) SetShed(policy int) {
 	c.mu.Lock()
-	c.shed = policy
+	c.shed = uint8(policy)
 	c.mu.Unlock()
 }
 
@@ -631,12 +691,12 @@ func (c *Conn) CloseAfter(last packet.Packet) {
 		c.enqueue(last)
 		switch l := last.(type) {
 		case *packet.Disconnect:
-			c.reason = int(l.ReasonCode)
+			c.reason = int16(l.ReasonCode)
 		case *packet.Connack:
 			// A refused CONNECT: a WebSocket closes with the code that
 			// matches the refusal (3.x return codes are below 0x80).
 			if l.ReasonCode >= 0x80 {
-				c.reason = int(l.ReasonCode)
+				c.reason = int16(l.ReasonCode)
 			}
 		}
 	}
@@ -649,7 +709,7 @@ func (c *Conn) CloseAfter(last packet.Packet) {
 func (c *Conn) Close() {
 	c.mu.Lock()
 	if !c.closed {
-		closeChanLocked(&c.stop)
+		closeChanLocked(&c.endLocked().stop)
 	}
 	c.attachLocked() // c.nc is the socket again, to be closed below
 	c.closed = true
@@ -669,21 +729,24 @@ func (c *Conn) Close() {
 func (c *Conn) WriteErr() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.writeErr
+	if c.end == nil {
+		return nil
+	}
+	return c.end.writeErr
 }
 
 // stopped is closed by Close: a gated wait gives up.
 func (c *Conn) stopped() <-chan struct{} {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return chanLocked(&c.stop)
+	return chanLocked(&c.endLocked().stop)
 }
 
 // Done is closed when the socket is closed and no writer runs.
 func (c *Conn) Done() <-chan struct{} {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return chanLocked(&c.done)
+	return chanLocked(&c.endLocked().done)
 }
 
 // closedChan stands for a stop or done channel closed before anyone asked
@@ -749,23 +812,23 @@ func (c *Conn) writeLoop() {
 			continue
 		}
 		batch := c.queue
-		c.queue = c.spare[:0]
-		took := c.qos0
-		c.addQoS0(-c.qos0Len, -c.qos0)
+		c.queue = c.bufs.s[:0]
+		took := int(c.qos0)
+		c.addQoS0(-c.qos0Len, -took)
 		clear(c.latest)
 		c.broadcastLocked()
 		c.mu.Unlock()
-		if took > 0 && c.OnTake != nil {
-			c.OnTake(took)
+		if took > 0 && c.owner != nil {
+			c.owner.Took(took)
 		}
 		err := c.flush(batch)
 		clear(batch)
 		c.mu.Lock()
-		c.spare = batch[:0]
+		c.bufs.s = batch[:0]
 		if err != nil {
 			c.closed = true
 			c.writing = false
-			c.writeErr = err
+			c.endLocked().writeErr = err
 			c.broadcastLocked()
 			c.mu.Unlock()
 			c.finish()

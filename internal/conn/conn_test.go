@@ -115,7 +115,7 @@ func TestQoS0DroppedForSlowReader(t *testing.T) {
 			srv, cli := net.Pipe() // cli never reads: the writer blocks
 			c := New(srv, 1<<20)
 			c.SetVersion(packet.V311)
-			c.Totals = &Totals{}
+			c.SetShared(&Shared{Totals: &Totals{}})
 			c.SetShed(shed)
 			bound := MaxPendingQoS0
 			if shed == ShedNone {
@@ -144,7 +144,7 @@ func TestQoS0DroppedForSlowReader(t *testing.T) {
 			c.Close()
 			cli.Close()
 			<-c.Done()
-			if q := c.Totals.Queued.Load(); q != 0 {
+			if q := c.sh.Totals.Queued.Load(); q != 0 {
 				t.Errorf("shed %d gated %v: %d queued bytes counted after close", shed, gated, q)
 			}
 		}
@@ -193,8 +193,8 @@ func TestQoS0QueuedBytesBound(t *testing.T) {
 	c := New(srv, 1<<20)
 	defer c.Close()
 	c.SetVersion(packet.V311)
-	c.Totals = &Totals{}
-	c.MaxQueuedBytes = 10 << 10
+	sh := &Shared{Totals: &Totals{}, MaxQueuedBytes: 10 << 10}
+	c.SetShared(sh)
 	c.SetShed(ShedNewest)
 	var ps []packet.Packet
 	for range 100 {
@@ -202,8 +202,8 @@ func TestQoS0QueuedBytesBound(t *testing.T) {
 	}
 	c.Send(ps...) // one call: the writer takes nothing before all are queued
 	// 9 fit: 9 × 1025 = 9225 bytes; a 10th would make 10250 > 10240.
-	if d := c.Dropped.Load(); d != 91 || c.Totals.Dropped.Load() != 91 {
-		t.Fatalf("dropped %d (total %d), want 91", d, c.Totals.Dropped.Load())
+	if d := c.Dropped.Load(); d != 91 || sh.Totals.Dropped.Load() != 91 {
+		t.Fatalf("dropped %d (total %d), want 91", d, sh.Totals.Dropped.Load())
 	}
 	got, err := io.ReadAll(io.LimitReader(cli, 9*(1+2+3+1024)))
 	if err != nil || len(got) != 9*(1+2+3+1024) {
@@ -211,7 +211,9 @@ func TestQoS0QueuedBytesBound(t *testing.T) {
 	}
 	// Emptied by the writer: room again; 100 KiB in one batch (above
 	// flushChunk) arrives whole.
-	c.MaxQueuedBytes = 0
+	c.mu.Lock()
+	sh.MaxQueuedBytes = 0
+	c.mu.Unlock()
 	ps = ps[:0]
 	for range 100 {
 		ps = append(ps, &packet.Publish{Topic: "t", Payload: make([]byte, 1024)})

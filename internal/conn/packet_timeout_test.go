@@ -18,7 +18,7 @@ func TestPacketTimeout(t *testing.T) {
 	c := New(srv, 1<<20)
 	defer c.Close()
 	c.SetVersion(packet.V311)
-	c.PacketTimeout = 50 * time.Millisecond
+	c.SetShared(&Shared{PacketTimeout: 50 * time.Millisecond})
 	ping := []byte{0xc0, 0x00}
 	go func() {
 		cli.Write(append(append([]byte{}, ping...), ping...)) // two whole packets at once
@@ -38,7 +38,7 @@ func TestPacketTimeout(t *testing.T) {
 	if _, _, err := c.ReadPacket(time.Time{}); err != ErrPacketTimeout {
 		t.Fatalf("stalled packet: %v, want ErrPacketTimeout", err)
 	}
-	if took := time.Since(start); took < c.PacketTimeout {
+	if took := time.Since(start); took < c.sh.PacketTimeout {
 		t.Fatalf("cut after %v, before PacketTimeout", took)
 	}
 }

@@ -46,6 +46,9 @@ var giveUps = sync.Pool{New: func() any {
 	return g
 }}
 
+// conds are the conditions Park waits for the writer on.
+var conds = sync.Pool{New: func() any { return sync.NewCond(nil) }}
+
 func (g *giveUp) fire() {
 	if c := g.c.Load(); c != nil {
 		c.mu.Lock()
@@ -57,15 +60,16 @@ func (g *giveUp) fire() {
 // Park hands a connection that waits for its next packet to the poller
 // (internal/poll) so that no goroutine waits for it. It first waits up to
 // grace (such as ParkAfter; not beyond deadline) for input, and reports
-// false if some arrives. Otherwise resume runs once, on a new goroutine
-// that it may keep (it is the reader now), when input arrives, deadline passes or the connection is closed, and
-// should then call ReadPacket with the same deadline. Park reports false,
-// and never calls resume, when the connection cannot be parked: input
-// already buffered, a transport that buffers (TLS, PROXY protocol, a
-// WebSocket with bytes of its own), a full queue, another platform. After
-// true the caller must leave the Conn to resume.
-func (c *Conn) Park(deadline time.Time, grace time.Duration, resume func()) bool {
-	if c.Buffered() || !poll.Supported() {
+// false if some arrives. Otherwise the owner's Resume runs once, on a new
+// goroutine that it may keep (it is the reader now), when input arrives,
+// deadline passes or the connection is closed, and should then call
+// ReadPacket with the same deadline. Park reports false, and never calls
+// Resume, when the connection cannot be parked: no owner, input already
+// buffered, a transport that buffers (TLS, PROXY protocol, a WebSocket
+// with bytes of its own), a full queue, another platform. After true the
+// caller must leave the Conn to Resume.
+func (c *Conn) Park(deadline time.Time, grace time.Duration) bool {
+	if c.owner == nil || c.Buffered() || !poll.Supported() {
 		return false
 	}
 	tc, rc := rawConn(c.nc)
@@ -118,6 +122,12 @@ func (c *Conn) Park(deadline time.Time, grace time.Duration, resume func()) bool
 		g := giveUps.Get().(*giveUp)
 		g.c.Store(c)
 		g.t.Reset(writerWait)
+		if c.drained == nil {
+			// Pooled too: a condition made per connect was a 64-byte
+			// garbage object in the class of the parked socket's Waiter.
+			c.drained = conds.Get().(*sync.Cond)
+			c.drained.L = &c.mu
+		}
 		for until := time.Now().Add(writerWait); c.writing && !c.closed && !c.closing && time.Now().Before(until); {
 			c.waitDrainedLocked()
 		}
@@ -125,13 +135,17 @@ func (c *Conn) Park(deadline time.Time, grace time.Duration, resume func()) bool
 		g.c.Store(nil)
 		giveUps.Put(g)
 		// Only the reader (here, or ReadPacket) waits on it: a parked
-		// connection need not keep it.
+		// connection need not keep it. Nobody else holds it: broadcasts
+		// find it under mu, and no one waits now.
+		d := c.drained
 		c.drained = nil
+		d.L = nil
+		conds.Put(d)
 		if c.closed {
 			return false
 		}
 	}
-	c.resume = resume
+	c.asleep = true
 	c.parkedAt = time.Now().UnixNano()
 	release := !c.busy && !c.closing
 	if release && !c.writing {
@@ -141,9 +155,9 @@ func (c *Conn) Park(deadline time.Time, grace time.Duration, resume func()) bool
 			return true
 		}
 	}
-	w, ok := poll.Park(rc, deadline, c.wake)
+	w, ok := poll.Park(rc, deadline, (*waker)(c))
 	if !ok {
-		c.resume = nil
+		c.asleep = false
 		return false
 	}
 	c.parked = w
@@ -163,7 +177,7 @@ func (c *Conn) parkReleased(tc *net.TCPConn, rc syscall.RawConn, deadline time.T
 	if err != nil {
 		return nil, false
 	}
-	w, ok := poll.ParkFD(fd, deadline, c.wake)
+	w, ok := poll.ParkFD(fd, deadline, (*waker)(c))
 	if !ok {
 		poll.CloseFD(fd)
 		return nil, false
@@ -183,7 +197,7 @@ func (c *Conn) releaseParkedLocked() {
 		return
 	}
 	c.relOnStop = false
-	if c.resume == nil || c.released || c.closing || c.closed {
+	if !c.asleep || c.released || c.closing || c.closed {
 		return // woken already
 	}
 	tc, rc := rawConn(c.nc)
@@ -238,6 +252,12 @@ func (c *Conn) attachLocked() {
 	}
 }
 
+// waker is the poller's callback: a conversion of the Conn, so that
+// parking makes no method value.
+type waker Conn
+
+func (w *waker) Fire() { (*Conn)(w).wake() }
+
 // wake is the poller's callback: the socket is readable, the deadline
 // passed or the connection closed. It carries on on the poller's goroutine.
 func (c *Conn) wake() {
@@ -255,10 +275,9 @@ func (c *Conn) wake() {
 		}
 	}
 	c.attachLocked()
-	resume := c.resume
-	c.resume = nil
+	c.asleep = false
 	c.mu.Unlock()
-	resume()
+	c.owner.Resume()
 }
 
 // setSocketLocked sets the socket: c.nc itself, or the one inside the

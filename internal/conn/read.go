@@ -43,10 +43,10 @@ func (c *Conn) ReadPacket(deadline time.Time) (packet.Packet, int, error) {
 	// A started packet whose rest is not buffered yet gets PacketTimeout
 	// from now; a whole packet already in the buffer costs nothing here.
 	var until time.Time
-	if c.PacketTimeout > 0 && !c.packetBuffered() {
+	if c.sh.PacketTimeout > 0 && !c.packetBuffered() {
 		until = c.packetDeadline(deadline)
 	}
-	fh, err := packet.ReadFixedHeader(&c.fb)
+	fh, err := packet.ReadFixedHeader((*headReader)(c))
 	if err != nil {
 		return nil, 0, packetErr(err, until)
 	}
@@ -95,8 +95,8 @@ func (c *Conn) ReadPacket(deadline time.Time) (packet.Packet, int, error) {
 		c.putBody()
 		return nil, size, packetErr(err, until)
 	}
-	if c.Totals != nil {
-		c.Totals.BytesIn.Add(uint64(size))
+	if t := c.sh.Totals; t != nil {
+		t.BytesIn.Add(uint64(size))
 	}
 	lingering := false
 	if !ready {
@@ -176,7 +176,7 @@ func (c *Conn) packetBuffered() bool {
 // PacketTimeout from now, unless deadline comes first; it returns the
 // deadline it set, or zero when deadline stays in force.
 func (c *Conn) packetDeadline(deadline time.Time) time.Time {
-	d := time.Now().Add(c.PacketTimeout)
+	d := time.Now().Add(c.sh.PacketTimeout)
 	if !deadline.IsZero() && !d.Before(deadline) {
 		return time.Time{}
 	}
@@ -198,19 +198,17 @@ func packetErr(err error, until time.Time) error {
 	return err
 }
 
-// firstByte is a ByteReader that returns b once, then reads from r.
-type firstByte struct {
-	b    byte
-	used bool
-	r    *bufio.Reader
-}
+// headReader is the ByteReader a packet's fixed header is read from: the
+// first byte readFirst read (one), then the read buffer. A conversion of
+// the Conn, so that it costs no field.
+type headReader Conn
 
-func (f *firstByte) ReadByte() (byte, error) {
-	if !f.used {
-		f.used = true
-		return f.b, nil
+func (h *headReader) ReadByte() (byte, error) {
+	if !h.oneUsed {
+		h.oneUsed = true
+		return h.one[0], nil
 	}
-	return f.r.ReadByte()
+	return h.br.ReadByte()
 }
 
 // readFirst reads the first byte of the next packet: from the read buffer
@@ -219,8 +217,8 @@ func (f *firstByte) ReadByte() (byte, error) {
 // The buffer is taken again once the byte has arrived.
 func (c *Conn) readFirst() error {
 	if c.br != nil && c.br.Buffered() > 0 {
-		b, _ := c.br.ReadByte()
-		c.fb = firstByte{b: b, r: c.br}
+		c.one[0], _ = c.br.ReadByte()
+		c.oneUsed = false
 		return nil
 	}
 	if c.ready {
@@ -232,7 +230,7 @@ func (c *Conn) readFirst() error {
 		if err != nil {
 			return err
 		}
-		c.fb = firstByte{b: b, r: c.br}
+		c.one[0], c.oneUsed = b, false
 		return nil
 	}
 	c.releaseReader()
@@ -240,7 +238,7 @@ func (c *Conn) readFirst() error {
 		return err
 	}
 	c.takeReader()
-	c.fb = firstByte{b: c.one[0], r: c.br}
+	c.oneUsed = false
 	return nil
 }
 
@@ -281,7 +279,6 @@ func (c *Conn) releaseReader() {
 		c.br.Reset(nil)
 		readerPools[c.rsize].Put(c.br)
 		c.br = nil
-		c.fb.r = nil
 	}
 }
 

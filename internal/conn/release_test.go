@@ -58,7 +58,7 @@ func TestPooledReleaseOncePerDelivery(t *testing.T) {
 			c := New(srv, 1<<20)
 			c.SetVersion(packet.V311)
 			c.SetShed(shed)
-			c.MaxQueuedBytes = 64 << 10
+			c.SetShared(&Shared{MaxQueuedBytes: 64 << 10})
 			var bad atomic.Int64
 			var all []*tracked
 			var mu sync.Mutex

@@ -13,18 +13,31 @@ import (
 	"time"
 )
 
+// Callback is what a Waiter calls once: an interface rather than a func
+// value, so that an owner such as a connection passes itself and parking
+// allocates no method value (a live object of every parked connection).
+type Callback interface{ Fire() }
+
+// Func makes a function a Callback.
+type Func func()
+
+// Fire calls f.
+func (f Func) Fire() { f() }
+
 // Waiter is one parked socket. Its callback runs exactly once.
 type Waiter struct {
-	fn    func()
+	fn    Callback
 	fired atomic.Bool
 	// registered: in the epoll set; under mu.
 	registered bool
+	// pi is the index of the waiter's poller in pollers (an index, not a
+	// pointer: the Waiter stays in the 64-byte class with fn an interface).
+	pi uint8
 	// mu is held by Park from before the timer starts until the socket is
 	// in the epoll set, and by Wake while it takes it out: the socket
 	// leaves the set before fn runs, so fn may park it again at once.
 	mu    sync.Mutex
 	timer *time.Timer // nil without a deadline
-	p     *poller     // nil on platforms without a poller
 	id    uint32
 	// fd is the watched descriptor when rc is nil (ParkFD): the caller
 	// owns it and calls Unwatch before closing it.
@@ -33,19 +46,19 @@ type Waiter struct {
 }
 
 // Park watches rc until it is readable (or hung up), deadline passes (zero:
-// no deadline), or Wake is called, and then calls fn once on a new
+// no deadline), or Wake is called, and then calls fn.Fire once on a new
 // goroutine of its own (fn may go on to read and block). It reports false,
 // and never calls fn, when the socket cannot be parked (another platform, a
 // closed socket): the caller then reads as usual. Once it has reported true
 // the caller must not touch what fn uses: fn may already run.
-func Park(rc syscall.RawConn, deadline time.Time, fn func()) (*Waiter, bool) {
+func Park(rc syscall.RawConn, deadline time.Time, fn Callback) (*Waiter, bool) {
 	return park(rc, deadline, fn)
 }
 
 // ParkFD is Park for a socket held as a bare descriptor, with no net.Conn
 // (see Release): it holds no Go socket object while parked. The caller
 // keeps fd open until fn runs or Unwatch returns.
-func ParkFD(fd int, deadline time.Time, fn func()) (*Waiter, bool) {
+func ParkFD(fd int, deadline time.Time, fn Callback) (*Waiter, bool) {
 	return parkFD(fd, deadline, fn)
 }
 
@@ -135,7 +148,7 @@ func (w *Waiter) Wake() {
 	}
 	w.unwatchLocked()
 	w.mu.Unlock()
-	go w.fn()
+	go w.fn.Fire()
 }
 
 // Parked reports how many sockets are parked now, all pollers together.

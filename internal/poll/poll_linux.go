@@ -37,7 +37,7 @@ var (
 // start creates the pollers, once per process: they live as long as it,
 // like Go's netpoller. None when epoll is unavailable: Park then declines.
 func start() {
-	n := min(runtime.GOMAXPROCS(0), 4)
+	n := min(runtime.GOMAXPROCS(0), 4) // at most 256: Waiter.pi is a byte
 	for i := 0; i < n; i++ {
 		fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 		if err != nil {
@@ -49,26 +49,27 @@ func start() {
 	}
 }
 
-func park(rc syscall.RawConn, deadline time.Time, fn func()) (*Waiter, bool) {
+func park(rc syscall.RawConn, deadline time.Time, fn Callback) (*Waiter, bool) {
 	return parkOn(rc, -1, deadline, fn)
 }
 
-func parkFD(fd int, deadline time.Time, fn func()) (*Waiter, bool) {
+func parkFD(fd int, deadline time.Time, fn Callback) (*Waiter, bool) {
 	return parkOn(nil, fd, deadline, fn)
 }
 
 // parkOn parks rc, or fd when rc is nil.
-func parkOn(rc syscall.RawConn, fd int, deadline time.Time, fn func()) (*Waiter, bool) {
+func parkOn(rc syscall.RawConn, fd int, deadline time.Time, fn Callback) (*Waiter, bool) {
 	startOnce.Do(start)
 	if len(pollers) == 0 {
 		return nil, false
 	}
 	rrMu.Lock()
-	p := pollers[rr%uint64(len(pollers))]
+	pi := uint8(rr % uint64(len(pollers)))
 	rr++
 	rrMu.Unlock()
+	p := pollers[pi]
 
-	w := &Waiter{fn: fn, p: p, rc: rc, fd: int32(fd)}
+	w := &Waiter{fn: fn, pi: pi, rc: rc, fd: int32(fd)}
 	p.mu.Lock()
 	for {
 		// IDs wrap after 2^32 parks; skip one still in use.
@@ -104,26 +105,63 @@ func parkOn(rc syscall.RawConn, fd int, deadline time.Time, fn func()) (*Waiter,
 	return nil, false
 }
 
-// control runs f with the watched descriptor; false if the socket is
-// closed (a net.Conn's descriptor is then never touched).
-func (w *Waiter) control(f func(fd int)) bool {
-	if w.rc == nil {
-		f(int(w.fd))
-		return true
+// home is the waiter's poller.
+func (w *Waiter) home() *poller { return pollers[w.pi] }
+
+// epollOp is one epoll_ctl (or, op 0, a descriptor's duplication for
+// release) on a socket that may only be reached through its RawConn's
+// Control. Pooled, with its method value made once: a closure made per
+// call escaped with what it captured, three garbage objects per park in
+// the small allocation classes that idle connections' records share.
+type epollOp struct {
+	epfd, op int
+	ev       unix.EpollEvent
+	nfd      int // op 0: the duplicate
+	err      error
+	fn       func(fd uintptr)
+}
+
+var epollOps = sync.Pool{New: func() any {
+	o := &epollOp{}
+	o.fn = o.run
+	return o
+}}
+
+func (o *epollOp) run(fd uintptr) {
+	if o.op == 0 {
+		o.nfd, o.err = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+		return
 	}
-	return w.rc.Control(func(fd uintptr) { f(int(fd)) }) == nil
+	var ev *unix.EpollEvent
+	if o.op == unix.EPOLL_CTL_ADD {
+		ev = &o.ev
+	}
+	o.err = unix.EpollCtl(o.epfd, o.op, int(fd), ev)
+}
+
+// ctl runs epoll_ctl op on the watched descriptor; false if the socket is
+// closed (a net.Conn's descriptor is then never touched).
+func (w *Waiter) ctl(op int) (bool, error) {
+	o := epollOps.Get().(*epollOp)
+	// Level-triggered and one-shot: bytes that are already there report
+	// at once, and a socket reports once per park.
+	o.epfd, o.op = w.home().epfd, op
+	o.ev = unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(w.id)}
+	ok := true
+	if w.rc == nil {
+		o.run(uintptr(w.fd))
+	} else {
+		ok = w.rc.Control(o.fn) == nil
+	}
+	err := o.err
+	o.err = nil
+	epollOps.Put(o)
+	return ok, err
 }
 
 // addLocked puts the socket in the epoll set. Called with mu held.
 func (w *Waiter) addLocked() bool {
-	var err error
-	ok := w.control(func(fd int) {
-		// Level-triggered and one-shot: bytes that are already there
-		// report at once, and a socket reports once per park.
-		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(w.id)}
-		err = unix.EpollCtl(w.p.epfd, unix.EPOLL_CTL_ADD, fd, &ev)
-	})
-	if !ok || err != nil {
+	if ok, err := w.ctl(unix.EPOLL_CTL_ADD); !ok || err != nil {
 		return false
 	}
 	w.registered = true
@@ -139,24 +177,24 @@ func (w *Waiter) delLocked() {
 	}
 	w.registered = false
 	parked.Add(-1)
-	w.control(func(fd int) {
-		_ = unix.EpollCtl(w.p.epfd, unix.EPOLL_CTL_DEL, fd, nil)
-	})
+	w.ctl(unix.EPOLL_CTL_DEL)
 }
 
 // unwatchLocked takes the socket out of the epoll set and forgets the
 // waiter. Called with mu held.
 func (w *Waiter) unwatchLocked() {
-	w.p.forget(w.id)
+	w.home().forget(w.id)
 	w.delLocked()
 }
 
 func release(rc syscall.RawConn) (int, error) {
-	nfd := -1
-	var err error
-	if cerr := rc.Control(func(fd uintptr) {
-		nfd, err = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
-	}); cerr != nil {
+	o := epollOps.Get().(*epollOp)
+	o.op, o.nfd = 0, -1
+	cerr := rc.Control(o.fn)
+	nfd, err := o.nfd, o.err
+	o.err = nil
+	epollOps.Put(o)
+	if cerr != nil {
 		return -1, cerr
 	}
 	if err != nil {
@@ -268,10 +306,37 @@ var peekers = sync.Pool{New: func() any {
 }}
 
 func wait(rc syscall.RawConn) error {
-	// Read calls the function again each time Go's netpoller reports the
-	// socket readable, until it returns true or the deadline passes.
-	return rc.Read(peek)
+	// Read calls the function, and again each time Go's netpoller reports
+	// the socket readable, until it returns true or the deadline passes.
+	// Only the first call peeks (input that came before the wait began
+	// raised no new edge); after a wake-up the input is taken as there,
+	// one system call less per wait. A wake-up without input only costs
+	// the reader that follows one read that waits as Go's reads do.
+	w := waiters.Get().(*waiter)
+	w.woken = false
+	err := rc.Read(w.fn)
+	waiters.Put(w)
+	return err
 }
+
+// waiter carries wait's state through rc.Read: a closure made per call
+// would be an allocation per wait.
+type waiter struct {
+	woken bool
+	fn    func(fd uintptr) bool
+}
+
+var waiters = sync.Pool{New: func() any {
+	w := &waiter{}
+	w.fn = func(fd uintptr) bool {
+		if w.woken {
+			return true
+		}
+		w.woken = true
+		return peek(fd)
+	}
+	return w
+}}
 
 func ended(fd int) error {
 	n, err := peekByte(fd)

@@ -9,9 +9,9 @@ import (
 	"time"
 )
 
-func park(syscall.RawConn, time.Time, func()) (*Waiter, bool) { return nil, false }
+func park(syscall.RawConn, time.Time, Callback) (*Waiter, bool) { return nil, false }
 
-func parkFD(int, time.Time, func()) (*Waiter, bool) { return nil, false }
+func parkFD(int, time.Time, Callback) (*Waiter, bool) { return nil, false }
 
 func (w *Waiter) unwatchLocked() {}
 

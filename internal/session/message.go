@@ -145,6 +145,19 @@ type Origin struct {
 // IsZero reports whether o names no message.
 func (o Origin) IsZero() bool { return o == Origin{} }
 
+// willBit marks a will's name (WillOrigin); a node's sequence numbers
+// never reach it.
+const willBit = 1 << 63
+
+// WillOrigin names a will, set by the node run instance as its seq-th
+// name. A session that is not persistent remembers such names too (and
+// only those): a will is the one message another node may publish again,
+// under its name, after its node's loss (see Taken).
+func WillOrigin(instance, seq uint64) Origin { return Origin{Instance: instance, Seq: seq | willBit} }
+
+// IsWill reports whether o names a will (WillOrigin).
+func (o Origin) IsWill() bool { return o.Seq&willBit != 0 }
+
 // Expired reports whether the message may no longer be delivered at now.
 func (m *Message) Expired(now time.Time) bool {
 	return !m.Expiry.IsZero() && !now.Before(m.Expiry)

@@ -139,3 +139,20 @@ func TestTakenJournaledAndRestored(t *testing.T) {
 		t.Fatalf("records n = %v, want 1 2 3", got)
 	}
 }
+
+// Restoring a memory a session cannot keep (it ends with its connection,
+// or the origin is none) makes no memory: a clean session restored from a
+// store costs no map.
+func TestRestoreTakenKeepsNothingForClean(t *testing.T) {
+	s := New("c", Limits{MaxQueued: 10})
+	s.RestoreTaken(Origin{Instance: 7, Seq: 1}, 1)
+	s.ExpiryInterval = 60
+	s.RestoreTaken(Origin{}, 2)
+	if s.mem != nil {
+		t.Fatalf("memory made for nothing remembered: %+v", s.mem)
+	}
+	s.RestoreTaken(Origin{Instance: 7, Seq: 3}, 3)
+	if !s.Taken(Origin{Instance: 7, Seq: 3}) {
+		t.Fatal("a persistent session's restored origin is not remembered")
+	}
+}
