@@ -216,6 +216,9 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 		if err := json.Unmarshal(e.Value(), &r); err != nil {
 			r = record{}
 		}
+		// again: the session this node's record holds, when it claims
+		// it again from the node it came from.
+		var again *broker.SessionSnapshot
 		if r.Node == n.cfg.Node {
 			if took := n.takingOver(clientID); took != nil && !n.b.HasSession(clientID) {
 				// This node is taking the session over from its lost
@@ -273,6 +276,7 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 			// session is still where it came from, or recoverable from
 			// the record if that node is gone.
 			n.log.Info("cluster: the record names this node but it holds no session; claiming it again", "client_id", clientID, "from", r.From)
+			again = r.Session
 			r.Node = r.From
 		}
 		if r.Node != "" && r.Node != asked {
@@ -286,6 +290,25 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 			asked = r.Node
 			got, err := n.askHandOver(r.Node, clientID, clean)
 			switch {
+			case err == nil && got.snap == nil && again != nil && again.Session.ExpiryInterval > 0:
+				// The node it came from let it go (to this node, whose
+				// store was lost since, with the record's rewrite not
+				// landed): the session is this node's, recorded but not
+				// held. Recovered from the record and this node's part
+				// of the stream, as below, rather than started empty
+				// (its subscriptions gone, what was relayed for it
+				// delivered to no one). Confirmed first by rewriting the
+				// record unchanged at the revision read.
+				rev, err := n.sessions.Update(ctx, k, e.Value(), e.Revision())
+				if isRevisionMismatch(err) {
+					lost, refused = true, e.Revision()
+					continue
+				}
+				if err != nil {
+					return fail(err)
+				}
+				n.noteOwner(k, rev, record{Node: n.cfg.Node, Session: again, From: r.Node})
+				return n.recoverOwn(clientID, again, clean)
 			case err == nil:
 				in = got
 				if in.snap != nil {
