@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/starling-mqtt/starling/internal/broker"
 	"github.com/starling-mqtt/starling/internal/brokertest"
@@ -430,4 +433,38 @@ func TestUnrelayedMessageIsNotAcknowledged(t *testing.T) {
 	}
 	cancel() // the node stops
 	<-spilled
+}
+
+// A relay stream message names at most relayTargets clients and
+// relayTargetBytes of them, and at least one: long client IDs cannot make
+// it too large for the stream, which would refuse it for good.
+func TestRelayPartBounds(t *testing.T) {
+	many := make([]string, 600)
+	for i := range many {
+		many[i] = fmt.Sprintf("c%d", i)
+	}
+	if got := len(relayPart(many)); got != relayTargets {
+		t.Errorf("600 short client IDs: a part of %d, want %d", got, relayTargets)
+	}
+	long := make([]string, 10)
+	for i := range long {
+		long[i] = strings.Repeat("x", 5000)
+	}
+	part := relayPart(long)
+	size := 0
+	for _, c := range part {
+		size += len(c)
+	}
+	if len(part) == 0 || size > relayTargetBytes {
+		t.Errorf("10 client IDs of 5,000 bytes: a part of %d (%d bytes), want 1 to %d bytes", len(part), size, relayTargetBytes)
+	}
+	huge := []string{strings.Repeat("y", 65535)}
+	if got := len(relayPart(huge)); got != 1 {
+		t.Errorf("one client ID longer than the bound: a part of %d, want 1", got)
+	}
+	if !refusedForGood(fmt.Errorf("publish: %w", nats.ErrMaxPayload)) ||
+		!refusedForGood(&jetstream.APIError{ErrorCode: jetstream.JSErrCodeStreamMessageExceedsMaximum}) ||
+		refusedForGood(errors.New("nats: no response from stream")) {
+		t.Error("refusedForGood: a too-large message is refused for good, an unavailable stream is not")
+	}
 }

@@ -62,8 +62,11 @@ const (
 	// a node confirms for whatever it holds (a fan-out to thousands of
 	// persistent sessions keeps its messages small).
 	maxForBytes = 16 << 10
-	// relayTargets bounds the client IDs of one relay stream message.
-	relayTargets = 256
+	// relayTargets bounds the client IDs of one relay stream message,
+	// and relayTargetBytes their header's size (client IDs may be long:
+	// the embedded server leaves 64 KiB beside the largest message).
+	relayTargets     = 256
+	relayTargetBytes = 16 << 10
 )
 
 // spillWarn: a write to the relay stream still retried after this long
@@ -299,12 +302,19 @@ func (n *Node) spill(seq uint64, f *forwarded, node string) {
 	case <-n.ctx.Done():
 		err = n.ctx.Err()
 	}
-	if err != nil {
+	switch {
+	case err != nil && refusedForGood(err):
+		// Too large to relay, ever: the publisher is let go rather than
+		// held for good, and the sessions there miss it. Said loudly.
+		n.rel.failed.Add(1)
+		n.log.Error("cluster: the relay stream refused a message for persistent sessions on another node for good (too large); acknowledged without it",
+			"to_node", node, "clients", len(f.targets[node]), "bytes", len(f.data), "err", err)
+	case err != nil:
 		// The node stops: its clients are gone already (BeginShutdown
 		// comes first), so no acknowledgement goes out for it.
 		n.log.Warn("cluster: stopping with a message for persistent sessions on another node not relayed; its publisher had no acknowledgement",
 			"to_node", node, "clients", len(f.targets[node]), "err", err)
-	} else {
+	default:
 		n.rel.relayed.Add(1)
 	}
 	n.rel.mu.Lock()
@@ -314,7 +324,7 @@ func (n *Node) spill(seq uint64, f *forwarded, node string) {
 }
 
 // relayTo writes a message for clients to node's relay subject, in
-// stream messages of at most relayTargets clients, retrying each for up
+// stream messages of at most relayTargets clients (relayPart), retrying each for up
 // to patience (0: until the node stops). The stream drops a repeat of
 // msgID (suffixed per part).
 func (n *Node) relayTo(node string, data []byte, clients []string, msgID string, patience time.Duration) error {
@@ -335,7 +345,7 @@ func (n *Node) relayTo(node string, data []byte, clients []string, msgID string,
 		js = n.rel.js.Load()
 	}
 	for part := 0; len(clients) > 0; part++ {
-		some := clients[:min(len(clients), relayTargets)]
+		some := relayPart(clients)
 		clients = clients[len(some):]
 		msg := nats.NewMsg(relayPrefix + key(node))
 		msg.Data = data
@@ -346,6 +356,21 @@ func (n *Node) relayTo(node string, data []byte, clients []string, msgID string,
 		}
 	}
 	return nil
+}
+
+// relayPart is the first part of clients one relay stream message
+// names: at most relayTargets of them and relayTargetBytes of header,
+// and at least one.
+func relayPart(clients []string) []string {
+	n, size := 0, 0
+	for n < len(clients) && n < relayTargets {
+		size += len(clients[n]) + len(hdrTargets) + 4 // "Name: value\r\n"
+		if n > 0 && size > relayTargetBytes {
+			break
+		}
+		n++
+	}
+	return clients[:n]
 }
 
 // publishRelay writes msg, retrying until deadline (zero: until the node
@@ -362,7 +387,7 @@ func (n *Node) publishRelay(js jetstream.JetStream, msg *nats.Msg, deadline time
 		if err == nil {
 			return nil
 		}
-		if n.ctx.Err() != nil || (!deadline.IsZero() && time.Now().Add(delay).After(deadline)) {
+		if n.ctx.Err() != nil || refusedForGood(err) || (!deadline.IsZero() && time.Now().Add(delay).After(deadline)) {
 			return err
 		}
 		select {
@@ -371,6 +396,16 @@ func (n *Node) publishRelay(js jetstream.JetStream, msg *nats.Msg, deadline time
 		case <-time.After(delay):
 		}
 	}
+}
+
+// refusedForGood reports whether a relay write failed in a way no retry
+// mends (the message too large for the connection or the stream):
+// retried until the node stops, it would hold its publisher, and one of
+// the maxSpills slots, for good.
+func refusedForGood(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, nats.ErrMaxPayload) ||
+		errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum
 }
 
 // confirmsFor reports whether this node may confirm msg: it was asked to
