@@ -247,6 +247,12 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 				// unchanged at the revision read, as the fence's
 				// re-check does: any claim or takeover since makes it
 				// fail, and the record is read again.
+				persistent := r.Session != nil && r.Session.Session.ExpiryInterval > 0
+				if persistent && !clean {
+					// From the write on, what is published here for it
+					// is stashed until it is installed (arrive.go).
+					n.arrive(clientID, snapshotFilters(r.Session))
+				}
 				rev, err := n.sessions.Update(ctx, k, e.Value(), e.Revision())
 				if isRevisionMismatch(err) {
 					lost, refused = true, e.Revision()
@@ -256,7 +262,8 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 					return fail(err)
 				}
 				n.noteOwner(k, rev, r)
-				if r.Session != nil && r.Session.Session.ExpiryInterval > 0 {
+				if persistent {
+					claimed = true
 					// Ours, persistent, recorded, but not held: this
 					// node lost its store (restarted with its data
 					// folder wiped) before anyone took the session
@@ -299,6 +306,9 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 				// (its subscriptions gone, what was relayed for it
 				// delivered to no one). Confirmed first by rewriting the
 				// record unchanged at the revision read.
+				if !clean {
+					n.arrive(clientID, snapshotFilters(again))
+				}
 				rev, err := n.sessions.Update(ctx, k, e.Value(), e.Revision())
 				if isRevisionMismatch(err) {
 					lost, refused = true, e.Revision()
@@ -308,6 +318,7 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 					return fail(err)
 				}
 				n.noteOwner(k, rev, record{Node: n.cfg.Node, Session: again, From: r.Node})
+				claimed = true
 				return n.recoverOwn(clientID, again, clean)
 			case err == nil:
 				in = got
