@@ -180,10 +180,10 @@ func TestGCFloorFollowsAllocation(t *testing.T) {
 		t.Fatalf("64 MiB allocated in 10 ms: percent %d, want above 100", got)
 	}
 	allocate(64)
-	at = at.Add(3 * time.Second)
+	at = at.Add(300 * time.Millisecond)
 	f.adjust(at)
 	if got := gcPercent(); got <= 100 {
-		t.Fatalf("64 MiB in 3 s, the floor in force: percent %d, want above 100", got)
+		t.Fatalf("64 MiB in 300 ms, the floor in force: percent %d, want above 100", got)
 	}
 	at = at.Add(time.Hour)
 	f.adjust(at)

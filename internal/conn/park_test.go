@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unsafe"
@@ -37,6 +38,7 @@ func parkedPair(t *testing.T) (*Conn, *net.TCPConn) {
 	}
 	c := New(sc, 1<<20)
 	c.SetVersion(packet.V311)
+	c.SetOwner(&testOwner{}) // before use: the writer reads it
 	t.Cleanup(func() { c.Close(); cc.Close() })
 	return c, cc.(*net.TCPConn)
 }
@@ -350,14 +352,24 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// testOwner is a connection's owner in tests: resume runs on wake-up.
-type testOwner struct{ resume func() }
+// testOwner is a connection's owner in tests, set before use (the
+// writer reads it): resume, set by each park, runs on wake-up.
+type testOwner struct{ resume atomic.Pointer[func()] }
 
-func (o testOwner) Resume()  { o.resume() }
-func (o testOwner) Took(int) {}
+func (o *testOwner) Resume() {
+	if f := o.resume.Load(); f != nil {
+		(*f)()
+	}
+}
+func (o *testOwner) Took(int) {}
 
-// parkTest parks c with an owner whose Resume calls resume.
+// parkTest parks c with its test owner's Resume calling resume.
 func (c *Conn) parkTest(deadline time.Time, grace time.Duration, resume func()) bool {
-	c.SetOwner(testOwner{resume})
+	o, ok := c.owner.(*testOwner)
+	if !ok {
+		o = &testOwner{}
+		c.SetOwner(o)
+	}
+	o.resume.Store(&resume)
 	return c.Park(deadline, grace)
 }
