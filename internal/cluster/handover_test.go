@@ -21,8 +21,7 @@ import (
 // (fetchFault, claimWriteFault, commitReplyFault). Such tests run one at
 // a time anyway (see TestMain); each subtest moves a session of its own,
 // on topics of its own, and clears its hook before the next starts, so
-// they share the cluster and its start (a JetStream leader election of
-// 4 s or more, then the streams) instead of paying it each.
+// they share the cluster and its start instead of paying it each.
 func TestHandOverFaults(t *testing.T) {
 	nodes := startNodes(t, 2)
 	a, b := nodes[0], nodes[1]

@@ -168,23 +168,18 @@ func (n *Node) openQueue(js jetstream.JetStream, replicas int) jetstream.Stream 
 // openStream creates (or opens) a stream, retrying like the buckets; nil
 // once the node is closing.
 func (n *Node) openStream(js jetstream.JetStream, cfg jetstream.StreamConfig) jetstream.Stream {
-	for delay := 100 * time.Millisecond; ; delay = min(2*delay, time.Second) {
-		ctx, cancel := context.WithTimeout(n.ctx, 3*time.Second)
-		s, err := js.Stream(ctx, cfg.Name)
+	var s jetstream.Stream
+	if !n.untilSetUp("stream "+cfg.Name, func(ctx context.Context) error {
+		var err error
+		s, err = js.Stream(ctx, cfg.Name)
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			s, err = js.CreateStream(ctx, cfg)
 		}
-		cancel()
-		if err == nil {
-			return s
-		}
-		n.log.Debug("cluster: waiting for jetstream", "stream", cfg.Name, "err", err)
-		select {
-		case <-n.ctx.Done():
-			return nil
-		case <-time.After(delay):
-		}
+		return err
+	}) {
+		return nil
 	}
+	return s
 }
 
 // startMirror begins mirroring once the stream exists: everything the

@@ -432,26 +432,18 @@ func (n *Node) setup(size int) {
 	replicas := min(size, 3)
 	storage := jetstream.FileStorage
 	open := func(bucket string) jetstream.KeyValue {
-		// Short attempts, retried: a request sent before the cluster has
-		// a JetStream leader, or racing another node's creation of the
-		// same bucket, may go unanswered.
-		for delay := 100 * time.Millisecond; ; delay = min(2*delay, time.Second) {
-			ctx, cancel := context.WithTimeout(n.ctx, 3*time.Second)
-			kv, err := js.KeyValue(ctx, bucket)
+		var kv jetstream.KeyValue
+		if !n.untilSetUp("bucket "+bucket, func(ctx context.Context) error {
+			var err error
+			kv, err = js.KeyValue(ctx, bucket)
 			if errors.Is(err, jetstream.ErrBucketNotFound) {
 				kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucket, Replicas: replicas, Storage: storage})
 			}
-			cancel()
-			if err == nil {
-				return kv
-			}
-			n.log.Debug("cluster: waiting for jetstream", "bucket", bucket, "err", err)
-			select {
-			case <-n.ctx.Done():
-				return nil
-			case <-time.After(delay):
-			}
+			return err
+		}) {
+			return nil
 		}
+		return kv
 	}
 	if n.sessions = open(sessionsBucket); n.sessions == nil {
 		return
