@@ -532,11 +532,24 @@ func (n *Node) relayLoop(ctx context.Context, node string) {
 		// relayAckWait before anyone gets them again.
 		batch, err := cons.Fetch(32, jetstream.FetchMaxWait(250*time.Millisecond))
 		if err == nil {
-			for msg := range batch.Messages() {
-				if ctx.Err() != nil {
+			// Not ranged over: a batch whose connection closed ends only
+			// when the client's own timer for it fires, which held each
+			// node's stop for more than a second.
+			msgs := batch.Messages()
+		batch:
+			for {
+				select {
+				case <-ctx.Done():
 					return // unacknowledged: redelivered to whoever consumes next
+				case msg, ok := <-msgs:
+					if !ok {
+						break batch
+					}
+					if ctx.Err() != nil {
+						return
+					}
+					n.relayOne(node, msg, handled)
 				}
-				n.relayOne(node, msg, handled)
 			}
 			err = batch.Error()
 		}
