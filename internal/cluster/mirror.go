@@ -103,6 +103,7 @@ func queueSubject(clientID, node string) string {
 // mirrorAck is an entry sent to the stream, for the tracker to learn its
 // stream sequence number.
 type mirrorAck struct {
+	id    string // the session's client ID
 	subj  string
 	keys  []mirrorKey // the changes in the entry, in order
 	f     jetstream.PubAckFuture
@@ -144,6 +145,12 @@ type mirror struct {
 	memSeq   map[string]uint64   // subject -> stream sequence of its last memory entry (memory.go); under purgesMu
 	rm       map[string][]uint64 // removals held back, by client ID; under mu
 	rmCount  int
+	// lost are the removals (and released inbound packet IDs) whose
+	// entries the stream did not confirm, written again by the next
+	// resync (retryRemovals); under lostMu, which the tracker takes
+	// without mu (a sender holding mu may be waiting for the tracker).
+	lostMu sync.Mutex
+	lost   map[revKey]struct{}
 	// last is, per session and delivery sequence number (or inboundKey|
 	// packet ID), the revision of the last change sent, kept for
 	// goneFor after a removal; under mu. See stale.
@@ -153,6 +160,11 @@ type mirror struct {
 	// session until it is cleared, as a slow stream would.
 	holdFor atomic.Pointer[string]
 }
+
+// mirrorLoseHook, set by tests, picks entries the stream is not to
+// confirm, as when it is unavailable: they go to a subject no stream
+// holds.
+var mirrorLoseHook atomic.Pointer[func(clientID string, changes []queueChange) bool]
 
 func (n *Node) queue() jetstream.Stream {
 	s, _ := n.mir.stream.Load().(jetstream.Stream)
@@ -422,15 +434,20 @@ func (n *Node) awaitHeardSince(began int64) {
 // False once the node is closing.
 func (n *Node) sendEntry(id string, changes []queueChange, keys []mirrorKey, batch *mirrorBatch) bool {
 	subj := queueSubject(id, n.cfg.Node)
-	f, err := n.mir.js.PublishAsync(subj, mustJSON(queueEntry{C: changes}), jetstream.WithStallWait(kvTimeout))
+	to := subj
+	if h := mirrorLoseHook.Load(); h != nil && (*h)(id, changes) {
+		to = "stl.lost." + key(id) // no stream: the entry is not confirmed
+	}
+	f, err := n.mir.js.PublishAsync(to, mustJSON(queueEntry{C: changes}), jetstream.WithStallWait(kvTimeout))
 	if err != nil {
 		n.mirrorFailed(true, err)
+		n.loseRemovals(id, keys)
 		if batch != nil {
 			batch.bad.Store(true)
 		}
 		return true
 	}
-	a := mirrorAck{subj: subj, keys: keys, f: f}
+	a := mirrorAck{id: id, subj: subj, keys: keys, f: f}
 	if batch != nil {
 		batch.left.Add(1)
 		a.batch = batch
@@ -548,8 +565,68 @@ func (n *Node) resync() {
 		defer n.wg.Done()
 		defer n.mir.syncing.Store(false)
 		n.mir.dirty.Store(false)
+		n.retryRemovals()
 		n.b.MirrorAll()
 	}()
+}
+
+// loseRemovals notes the removals among keys, changes of clientID's
+// session in an entry the stream did not confirm. Without them, a
+// delivery its client had acknowledged (or completed, for QoS 2) stayed
+// in the stream as it was last written, and the node that recovered the
+// session after this one's loss sent it again: for QoS 2, under a packet
+// ID the client had released, so taken as a new message. A lost put needs
+// nothing here: the resync writes what the session still holds.
+func (n *Node) loseRemovals(clientID string, keys []mirrorKey) {
+	n.mir.lostMu.Lock()
+	defer n.mir.lostMu.Unlock()
+	for _, k := range keys {
+		if k.put {
+			continue
+		}
+		if n.mir.lost == nil {
+			n.mir.lost = make(map[revKey]struct{})
+		}
+		n.mir.lost[revKey{clientID, k.k}] = struct{}{}
+	}
+}
+
+// retryRemovals writes the lost removals again, those still the last
+// change sent of their delivery (or inbound packet ID): one changed since
+// (a delivery number used again by a later stay of the session, an ID
+// received again) has a newer entry, which must stay the last. One
+// forgotten since (goneFor) is dropped: what is older than it could
+// otherwise come after it.
+func (n *Node) retryRemovals() {
+	n.mir.mu.Lock()
+	defer n.mir.mu.Unlock()
+	n.mir.lostMu.Lock()
+	lost := n.mir.lost
+	n.mir.lost = nil
+	n.mir.lostMu.Unlock()
+	released := make(map[string][]queueChange)
+	for k := range lost {
+		if l, ok := n.mir.last[k]; !ok || l.gone == 0 {
+			continue
+		}
+		if k.k&inboundKey != 0 {
+			released[k.id] = append(released[k.id], queueChange{In: uint16(k.k), Rel: true})
+			continue
+		}
+		// With the removals held back, in the session's next entry or
+		// the next flush.
+		n.mir.rm[k.id] = append(n.mir.rm[k.id], k.k)
+		n.mir.rmCount++
+	}
+	for id, cs := range released {
+		ks := make([]mirrorKey, len(cs))
+		for i, c := range cs {
+			ks[i] = mirrorKey{k: inboundKey | uint64(c.In)}
+		}
+		if !n.sendEntry(id, cs, ks, nil) {
+			return
+		}
+	}
 }
 
 // trackMirror learns each entry's stream sequence number, in the order
@@ -610,14 +687,17 @@ func (n *Node) trackMirror() {
 				}
 				a.batch.settle()
 			}
+			if ack == nil {
+				n.loseRemovals(a.id, a.keys)
+			}
 			m := live[a.subj]
 			removed := false
 			for _, k := range a.keys {
 				switch {
 				case !k.put:
-					// A lost removal stays in the stream until the
-					// session's entries are purged, which it no longer
-					// holds back.
+					// A lost removal is written again by the next
+					// resync (loseRemovals); meanwhile the delivery
+					// no longer holds the purge back.
 					delete(m, k.k)
 					removed = true
 				case ack != nil:
