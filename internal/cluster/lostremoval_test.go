@@ -9,6 +9,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/starling-mqtt/starling/internal/brokertest"
+	"github.com/starling-mqtt/starling/internal/packet"
 )
 
 // A removal whose queue stream entry was not confirmed is written again
@@ -55,8 +56,8 @@ func TestLostRemovalWrittenAgain(t *testing.T) {
 		}
 		return true
 	}
-	mirrorLoseHook.Store(&lose)
-	defer mirrorLoseHook.Store(nil)
+	tn.n.mir.lose.Store(&lose)
+	defer tn.n.mir.lose.Store(nil)
 
 	p, _, _ := connect(t, tn.addr, id+"-pub")
 	if p == nil {
@@ -75,7 +76,7 @@ func TestLostRemovalWrittenAgain(t *testing.T) {
 	}
 	// paho completes the flow on its own: PUBREC, then PUBCOMP.
 	waitFor(t, "the removal's entry lost", func() bool { return lostRemovals.Load() > 0 })
-	mirrorLoseHook.Store(nil) // the stream takes writes again
+	tn.n.mir.lose.Store(nil) // the stream takes writes again
 
 	// What a takeover would replay: nothing, the client has it all.
 	brokertest.WaitFor(t, func() error {
@@ -88,6 +89,61 @@ func TestLostRemovalWrittenAgain(t *testing.T) {
 		if len(out) > 0 {
 			return fmt.Errorf("the stream still holds %d deliveries the client completed (the first under packet ID %d, state %d): a takeover would send them again",
 				len(out), out[0].PacketID, out[0].State)
+		}
+		return nil
+	})
+}
+
+// The same for a QoS 2 packet ID received from a publisher: a release
+// (its PUBREL) whose entry was not confirmed is written again. Left in
+// the stream, the ID would still await PUBREL in the session that a
+// takeover recovers, and a later message's resend under it (DUP set, its
+// first send lost with its node) would be taken as already received.
+func TestLostReleaseWrittenAgain(t *testing.T) {
+	t.Parallel()
+	tn := startSolo(t, false)
+	const id = "lost-release"
+	var lostReleases atomic.Int32
+	lose := func(clientID string, changes []queueChange) bool {
+		if clientID != id {
+			return false
+		}
+		for _, c := range changes {
+			if c.In != 0 && c.Rel {
+				lostReleases.Add(1)
+				return true
+			}
+		}
+		return false
+	}
+	tn.n.mir.lose.Store(&lose)
+	defer tn.n.mir.lose.Store(nil)
+
+	p := dialRaw(t, tn.addr)
+	defer p.Close()
+	if ack := p.Connect(id, false); ack.ReasonCode != 0 {
+		t.Fatalf("%s: CONNACK 0x%02x", id, byte(ack.ReasonCode))
+	}
+	p.Send(&packet.Publish{QoS: 2, PacketID: 7, Topic: "lrel/x", Payload: []byte("once")})
+	if a, ok := p.Read().(*packet.Ack); !ok || a.Kind != packet.PUBREC || a.PacketID != 7 {
+		t.Fatalf("got %+v, want PUBREC 7", a)
+	}
+	p.Send(&packet.Ack{Kind: packet.PUBREL, PacketID: 7})
+	if a, ok := p.Read().(*packet.Ack); !ok || a.Kind != packet.PUBCOMP || a.PacketID != 7 {
+		t.Fatalf("got %+v, want PUBCOMP 7", a)
+	}
+	waitFor(t, "the release's entry lost", func() bool { return lostReleases.Load() > 0 })
+	tn.n.mir.lose.Store(nil)
+
+	brokertest.WaitFor(t, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), readyWait)
+		defer cancel()
+		_, in, err := tn.n.loadQueued(ctx, id, tn.n.Name())
+		if err != nil {
+			return err
+		}
+		if _, ok := in[7]; ok {
+			return fmt.Errorf("the stream still has packet ID 7 awaiting PUBREL, which the publisher released")
 		}
 		return nil
 	})

@@ -159,12 +159,10 @@ type mirror struct {
 	// holdFor (tests) holds the operations that change this client's
 	// session until it is cleared, as a slow stream would.
 	holdFor atomic.Pointer[string]
+	// lose (tests) picks entries the stream is not to confirm, as when
+	// it is unavailable: they go to a subject no stream holds.
+	lose atomic.Pointer[func(clientID string, changes []queueChange) bool]
 }
-
-// mirrorLoseHook, set by tests, picks entries the stream is not to
-// confirm, as when it is unavailable: they go to a subject no stream
-// holds.
-var mirrorLoseHook atomic.Pointer[func(clientID string, changes []queueChange) bool]
 
 func (n *Node) queue() jetstream.Stream {
 	s, _ := n.mir.stream.Load().(jetstream.Stream)
@@ -435,7 +433,7 @@ func (n *Node) awaitHeardSince(began int64) {
 func (n *Node) sendEntry(id string, changes []queueChange, keys []mirrorKey, batch *mirrorBatch) bool {
 	subj := queueSubject(id, n.cfg.Node)
 	to := subj
-	if h := mirrorLoseHook.Load(); h != nil && (*h)(id, changes) {
+	if h := n.mir.lose.Load(); h != nil && (*h)(id, changes) {
 		to = "stl.lost." + key(id) // no stream: the entry is not confirmed
 	}
 	f, err := n.mir.js.PublishAsync(to, mustJSON(queueEntry{C: changes}), jetstream.WithStallWait(kvTimeout))
