@@ -55,7 +55,7 @@ start=$(date +%s)
 status=0
 STARLING_FAULT_CYCLES=$CYCLES STARLING_FAULT_HOLD=$HOLD STARLING_FAULT_KINDS=$KINDS STARLING_FAULT_RACE=$RACE \
 	STARLING_FAULT_REPORT="$OUT.table" \
-	go test -tags faults -count=1 -timeout "$TIMEOUT" -run '^TestClusterFaults$' -v ./test/clusterfault/ >"$OUT.log" 2>&1 || status=$?
+	go test -count=1 -timeout "$TIMEOUT" -run '^TestClusterFaults$' -v ./test/clusterfault/ >"$OUT.log" 2>&1 || status=$?
 took=$(($(date +%s) - start))
 
 {
