@@ -133,7 +133,7 @@ func (h *handler) handle(p packet.Packet) string {
 	case *packet.Unsubscribe:
 		return h.onUnsubscribe(p)
 	case *packet.Pingreq:
-		h.c.Send(&packet.Pingresp{})
+		h.c.SendPong()
 		return ""
 	case *packet.Disconnect:
 		return h.onDisconnect(p)

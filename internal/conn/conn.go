@@ -6,6 +6,7 @@ package conn
 
 import (
 	"bufio"
+	"math"
 	"net"
 	"runtime"
 	"sync"
@@ -131,6 +132,7 @@ type Conn struct {
 	queue   []packet.Packet
 	qos0Len int         // topic and payload bytes of the QoS 0 publishes in queue
 	full    atomic.Bool // the QoS 0 queue is at its bound (Full)
+	pongs   uint8       // PINGRESPs to write ahead of the queue (SendPong); in full's padding
 	fd      int32       // a released socket's descriptor (park.go)
 	// latest maps a topic to the queue index of its latest-value QoS 0
 	// publish, for conflation; reset when the writer takes the queue.
@@ -228,6 +230,7 @@ func (c *Conn) SetShared(s *Shared) {
 type ending struct {
 	stop chan struct{} // closed by Close: a gated wait gives up; made on first use
 	done chan struct{} // closed once the socket is closed and no writer runs; made on first use
+	pong chan struct{} // wakes a gated wait to write a PINGRESP; made by the first such wait
 	// writeErr is the write error that closed the connection, if one did.
 	writeErr error
 }
@@ -618,6 +621,69 @@ func (c *Conn) SendGated(gate Gate, ps ...packet.Packet) bool {
 	return c.Send(gs...)
 }
 
+// SendPong queues a PINGRESP that overtakes what the writer holds back
+// behind a gate: a keep-alive's answer must not wait for a store commit,
+// which in a cluster whose queue stream is electing a leader takes
+// seconds, long enough for a client with a short keep-alive to give the
+// connection up. PINGRESP is ordered with no other packet.
+func (c *Conn) SendPong() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing || c.closed {
+		return false
+	}
+	if c.pongs < math.MaxUint8 {
+		c.pongs++
+	}
+	if e := c.end; e != nil && e.pong != nil {
+		select {
+		case e.pong <- struct{}{}:
+		default: // one wake-up is pending already
+		}
+	}
+	c.kickLocked()
+	return true
+}
+
+// takePongs returns the PINGRESPs due, encoded, appended to buf.
+func (c *Conn) takePongs(buf []byte) []byte {
+	c.mu.Lock()
+	n := c.pongs
+	c.pongs = 0
+	c.mu.Unlock()
+	for range n {
+		buf = append(buf, byte(packet.PINGRESP)<<4, 0)
+	}
+	return buf
+}
+
+// awaitGate waits for g, writing the PINGRESPs that come due meanwhile.
+// Everything before the gated packet has been written.
+func (c *Conn) awaitGate(g Gate, w *wbuf) error {
+	c.mu.Lock()
+	e := c.endLocked()
+	stop := chanLocked(&e.stop)
+	if e.pong == nil {
+		e.pong = make(chan struct{}, 1)
+	}
+	pong := e.pong
+	c.mu.Unlock()
+	for {
+		if b := c.takePongs(w.b[:0]); len(b) > 0 {
+			if err := c.writeOut(w, b); err != nil {
+				return err
+			}
+		}
+		select {
+		case <-g.Done():
+			return nil
+		case <-stop:
+			return net.ErrClosed
+		case <-pong:
+		}
+	}
+}
+
 // Appender is a packet that encodes itself, such as a delivery sharing its
 // message's encoded bytes.
 type Appender interface {
@@ -788,7 +854,7 @@ func (c *Conn) writeLoop() {
 			c.finish()
 			return
 		}
-		if len(c.queue) == 0 {
+		if len(c.queue) == 0 && c.pongs == 0 {
 			// Drained: the goroutine and its slices go away until the next
 			// Send. After CloseAfter, this is the moment to close.
 			c.writing = false
@@ -811,8 +877,11 @@ func (c *Conn) writeLoop() {
 			runtime.Gosched()
 			continue
 		}
-		batch := c.queue
-		c.queue = c.bufs.s[:0]
+		var batch []packet.Packet
+		if c.bufs != nil { // nil when only PINGRESPs are due
+			batch = c.queue
+			c.queue = c.bufs.s[:0]
+		}
 		took := int(c.qos0)
 		c.addQoS0(-c.qos0Len, -took)
 		clear(c.latest)
@@ -824,7 +893,9 @@ func (c *Conn) writeLoop() {
 		err := c.flush(batch)
 		clear(batch)
 		c.mu.Lock()
-		c.bufs.s = batch[:0]
+		if c.bufs != nil {
+			c.bufs.s = batch[:0]
+		}
 		if err != nil {
 			c.closed = true
 			c.writing = false
@@ -855,6 +926,7 @@ func (c *Conn) flush(batch []packet.Packet) error {
 	_, vec := c.nc.(*net.TCPConn)
 	pending := 0 // payload bytes in w.iov
 	var err error
+	buf = c.takePongs(buf)
 	for _, p := range batch {
 		if g, ok := p.(*gated); ok {
 			select {
@@ -868,10 +940,8 @@ func (c *Conn) flush(batch []packet.Packet) error {
 						return werr
 					}
 				}
-				select {
-				case <-g.gate.Done():
-				case <-c.stopped():
-					return net.ErrClosed
+				if err := c.awaitGate(g.gate, w); err != nil {
+					return err
 				}
 			}
 			p = g.Packet
