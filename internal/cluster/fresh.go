@@ -21,6 +21,24 @@ import (
 // leader (readNewer), and, should even the leader not have applied the
 // newer revision yet, waits for it rather than spend an attempt.
 
+// readRecord reads clientID's record for a compare-and-set: from this
+// node's replica first (refused 0), and from the leader, newer than
+// refused, once a compare-and-set at revision refused was lost. The
+// confirmations of ownership (confirmOwner, ownForWill) used to re-read
+// the replica too, and lost all their attempts the same way
+// (TestClaimNotRefusedByLaggingReplica met it: the owner's own
+// confirmation, just after its record of the client's disconnect).
+func (n *Node) readRecord(ctx context.Context, clientID string, refused uint64) (jetstream.KeyValueEntry, error) {
+	if refused != 0 {
+		return n.readNewer(ctx, key(clientID), refused)
+	}
+	e, err := n.sessions.Get(ctx, key(clientID))
+	if f := replicaReadFault.Load(); f != nil && err == nil {
+		e = (*f)(clientID, e)
+	}
+	return e, err
+}
+
 // readNewer reads the record of key k from the bucket's leader, waiting
 // (within ctx) while the leader still has revision refused or an older
 // one: a compare-and-set at refused just failed, so a newer one exists.

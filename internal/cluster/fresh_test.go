@@ -45,8 +45,8 @@ func TestClaimNotRefusedByLaggingReplica(t *testing.T) {
 		stalled.Add(1)
 		return stale
 	}
-	claimReadFault.Store(&fault)
-	defer claimReadFault.Store(nil)
+	replicaReadFault.Store(&fault)
+	defer replicaReadFault.Store(nil)
 	var ack *paho.Connack
 	retry(t, func() error {
 		// A node whose heartbeats starved on a loaded machine refuses
@@ -58,7 +58,7 @@ func TestClaimNotRefusedByLaggingReplica(t *testing.T) {
 		}
 		return nil
 	})
-	claimReadFault.Store(nil)
+	replicaReadFault.Store(nil)
 	if stalled.Load() == 0 {
 		t.Fatal("the claim never read the lagging replica: the test no longer covers the window")
 	}
@@ -66,4 +66,46 @@ func TestClaimNotRefusedByLaggingReplica(t *testing.T) {
 		t.Fatal("moved: session present = false")
 	}
 	waitFor(t, "the old node to let the session go", func() bool { return !a.b.HasSession(id) })
+}
+
+// The same for a node confirming that it still owns a session
+// (confirmOwner: after a restart, and when a node back in touch re-checks
+// its sessions): its compare-and-set lost to the newer revision its own
+// replica had not applied, and five re-reads of that replica lost the
+// same way, "record contended" (TestClaimNotRefusedByLaggingReplica met
+// it on a loaded machine, the owner's record of its client's disconnect
+// just written). It now reads again from the leader.
+func TestOwnershipConfirmedPastLaggingReplica(t *testing.T) {
+	nodes := startNodes(t, 2)
+	a, b := nodes[0], nodes[1]
+	const id = "confirm-lagged"
+	parkSession(t, a.addr, id, "cl/#")
+	waitRecorded(t, b, id)
+	ctx, cancel := context.WithTimeout(context.Background(), brokertest.Patience(t))
+	defer cancel()
+	stale, err := a.n.sessions.Get(ctx, key(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A newer revision, which a's replica is made to keep missing.
+	if _, err := a.n.sessions.Update(ctx, key(id), stale.Value(), stale.Revision()); err != nil {
+		t.Fatal(err)
+	}
+	var stalled atomic.Int32
+	fault := func(clientID string, e jetstream.KeyValueEntry) jetstream.KeyValueEntry {
+		if clientID != id {
+			return e
+		}
+		stalled.Add(1)
+		return stale
+	}
+	replicaReadFault.Store(&fault)
+	defer replicaReadFault.Store(nil)
+	mine, owner, err := a.n.confirmOwner(id)
+	if err != nil || !mine {
+		t.Fatalf("confirmOwner: mine %v, owner %q, %v; want mine", mine, owner, err)
+	}
+	if stalled.Load() == 0 {
+		t.Fatal("the confirmation never read the lagging replica: the test no longer covers the window")
+	}
 }

@@ -192,7 +192,7 @@ func (n *Node) Claim(clientID string, clean bool) (*broker.SessionSnapshot, erro
 		if lost {
 			e, err = n.readNewer(ctx, k, refused)
 		} else if e, err = n.sessions.Get(ctx, k); err == nil {
-			if f := claimReadFault.Load(); f != nil {
+			if f := replicaReadFault.Load(); f != nil {
 				e = (*f)(clientID, e)
 			}
 		}
@@ -415,9 +415,10 @@ func (n *Node) updateClaim(ctx context.Context, k string, r record, rev uint64) 
 	return rev, err
 }
 
-// claimReadFault, set by tests, replaces the record a claim reads, as a
-// replica behind the bucket's leader would answer with an older one.
-var claimReadFault atomic.Pointer[func(clientID string, e jetstream.KeyValueEntry) jetstream.KeyValueEntry]
+// replicaReadFault, set by tests, replaces the record a claim or a
+// confirmation of ownership (readRecord) reads from this node's replica,
+// as a replica behind the bucket's leader would answer with an older one.
+var replicaReadFault atomic.Pointer[func(clientID string, e jetstream.KeyValueEntry) jetstream.KeyValueEntry]
 
 // claimContext bounds a claim's bucket operations.
 func (n *Node) claimContext() (context.Context, context.CancelFunc) {

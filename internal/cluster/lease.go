@@ -439,9 +439,10 @@ func (n *Node) queueEnd() uint64 {
 // serves again goes to the session where it is, rather than to no one
 // until the bucket's echo arrives.
 func (n *Node) confirmOwner(clientID string) (mine bool, owner string, err error) {
+	var refused uint64
 	for range 5 {
 		ctx, cancel := context.WithTimeout(n.ctx, kvTimeout)
-		e, err := n.sessions.Get(ctx, key(clientID))
+		e, err := n.readRecord(ctx, clientID, refused)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			cancel()
 			return false, "", nil // its record deleted: taken over (or ended)
@@ -464,6 +465,7 @@ func (n *Node) confirmOwner(clientID string) (mine bool, owner string, err error
 		if !isRevisionMismatch(err) {
 			return false, "", err
 		}
+		refused = e.Revision()
 	}
 	return false, "", errors.New("record contended")
 }

@@ -582,9 +582,10 @@ func (n *Node) reconcile() {
 // after still succeeds; it needs this node to have rejoined and reconciled
 // between the taker's route check and its write, a matter of moments.)
 func (n *Node) ownForWill(id string) bool {
+	var refused uint64
 	for range 3 {
 		ctx, cancel := context.WithTimeout(n.ctx, kvTimeout)
-		e, err := n.sessions.Get(ctx, key(id))
+		e, err := n.readRecord(ctx, id, refused)
 		if err == nil {
 			var r record
 			if json.Unmarshal(e.Value(), &r) == nil && r.Node != n.cfg.Node {
@@ -599,6 +600,7 @@ func (n *Node) ownForWill(id string) bool {
 			// node would publish it.
 			return true
 		}
+		refused = e.Revision()
 	}
 	return true
 }

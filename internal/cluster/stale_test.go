@@ -71,8 +71,8 @@ func TestStaleRecordDoesNotRecoverHeldSession(t *testing.T) {
 		}
 		return e
 	}
-	claimReadFault.Store(&fault)
-	defer claimReadFault.Store(nil)
+	replicaReadFault.Store(&fault)
+	defer replicaReadFault.Store(nil)
 	var recv chan *paho.Publish
 	var ack *paho.Connack
 	retry(t, func() error {
@@ -83,7 +83,7 @@ func TestStaleRecordDoesNotRecoverHeldSession(t *testing.T) {
 		}
 		return nil
 	})
-	claimReadFault.Store(nil)
+	replicaReadFault.Store(nil)
 	if !fired.Load() {
 		t.Fatal("the claim never read the stale record: the test no longer covers the window")
 	}
