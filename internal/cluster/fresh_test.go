@@ -26,27 +26,13 @@ func TestClaimNotRefusedByLaggingReplica(t *testing.T) {
 	const id = "lagged"
 	parkSession(t, a.addr, id, "lg/#")
 	waitRecorded(t, b, id)
-	ctx, cancel := context.WithTimeout(context.Background(), brokertest.Patience(t))
-	defer cancel()
-	stale, err := b.n.sessions.Get(ctx, key(id))
-	if err != nil {
-		t.Fatal(err)
-	}
+	stale := recordNow(t, b, id)
 	// A newer revision, as the old owner's next record of the session.
 	if mine, _, err := a.n.confirmOwner(id); err != nil || !mine {
 		t.Fatalf("rewrite the record on the owner: mine %v, %v", mine, err)
 	}
 	// Every read of b's replica answers with the older revision.
-	var stalled atomic.Int32
-	fault := func(clientID string, e jetstream.KeyValueEntry) jetstream.KeyValueEntry {
-		if clientID != id {
-			return e
-		}
-		stalled.Add(1)
-		return stale
-	}
-	replicaReadFault.Store(&fault)
-	defer replicaReadFault.Store(nil)
+	stalled := replicaAnswers(t, id, stale)
 	var ack *paho.Connack
 	retry(t, func() error {
 		// A node whose heartbeats starved on a loaded machine refuses
@@ -81,26 +67,14 @@ func TestOwnershipConfirmedPastLaggingReplica(t *testing.T) {
 	const id = "confirm-lagged"
 	parkSession(t, a.addr, id, "cl/#")
 	waitRecorded(t, b, id)
+	stale := recordNow(t, a, id)
+	// A newer revision, which a's replica is made to keep missing.
 	ctx, cancel := context.WithTimeout(context.Background(), brokertest.Patience(t))
 	defer cancel()
-	stale, err := a.n.sessions.Get(ctx, key(id))
-	if err != nil {
-		t.Fatal(err)
-	}
-	// A newer revision, which a's replica is made to keep missing.
 	if _, err := a.n.sessions.Update(ctx, key(id), stale.Value(), stale.Revision()); err != nil {
 		t.Fatal(err)
 	}
-	var stalled atomic.Int32
-	fault := func(clientID string, e jetstream.KeyValueEntry) jetstream.KeyValueEntry {
-		if clientID != id {
-			return e
-		}
-		stalled.Add(1)
-		return stale
-	}
-	replicaReadFault.Store(&fault)
-	defer replicaReadFault.Store(nil)
+	stalled := replicaAnswers(t, id, stale)
 	mine, owner, err := a.n.confirmOwner(id)
 	if err != nil || !mine {
 		t.Fatalf("confirmOwner: mine %v, owner %q, %v; want mine", mine, owner, err)
@@ -108,4 +82,34 @@ func TestOwnershipConfirmedPastLaggingReplica(t *testing.T) {
 	if stalled.Load() == 0 {
 		t.Fatal("the confirmation never read the lagging replica: the test no longer covers the window")
 	}
+}
+
+// recordNow reads id's record as tn's replica has it.
+func recordNow(t *testing.T, tn *testNode, id string) jetstream.KeyValueEntry {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), brokertest.Patience(t))
+	defer cancel()
+	e, err := tn.n.sessions.Get(ctx, key(id))
+	if err != nil {
+		t.Fatalf("read %s's record on %s: %v", id, tn.n.Name(), err)
+	}
+	return e
+}
+
+// replicaAnswers makes every read of id's record from a node's replica
+// answer e, as a replica behind the bucket's leader would, until the test
+// ends (the hook is package-wide: the test must be serial). It returns
+// how many reads it answered.
+func replicaAnswers(t *testing.T, id string, e jetstream.KeyValueEntry) *atomic.Int32 {
+	var n atomic.Int32
+	fault := func(clientID string, got jetstream.KeyValueEntry) jetstream.KeyValueEntry {
+		if clientID != id {
+			return got
+		}
+		n.Add(1)
+		return e
+	}
+	replicaReadFault.Store(&fault)
+	t.Cleanup(func() { replicaReadFault.Store(nil) })
+	return &n
 }
