@@ -9,19 +9,26 @@
   const PAGE = 50;
   const REFRESH = 2000;
   let offset = 0, total = 0, shown = null, timer = 0, armed = false;
+  // searches counts the searches started: only the newest one's answer is
+  // shown. Clicking Next quickly starts several, and their answers may
+  // come back in any order: an older page's rows under the newest offset
+  // read "201–250 of 230".
+  let searches = 0;
 
   $('#client-search-form').addEventListener('submit', (ev) => { ev.preventDefault(); offset = 0; search(); });
   $('#client-prev').addEventListener('click', () => { offset = Math.max(0, offset - PAGE); search(); });
   $('#client-next').addEventListener('click', () => { offset += PAGE; search(); });
 
   async function search() {
+    const mine = ++searches, at = offset;
     const q = $('#client-q').value.trim();
     const state = $('#client-state').value;
     const note = $('#client-search-status');
-    let path = `clients?limit=${PAGE}&offset=${offset}&q=${encodeURIComponent(q)}`;
+    let path = `clients?limit=${PAGE}&offset=${at}&q=${encodeURIComponent(q)}`;
     if (state) path += '&connected=' + state;
     try {
       const v = await S.api('GET', path);
+      if (mine !== searches) return; // a newer search's answer will be shown
       total = v.total;
       S.fill('#client-results', v.clients.map((c) => {
         const open = el('button', 'link', c.client_id);
@@ -32,11 +39,11 @@
         if (c.client_id.startsWith('starling-dashboard-')) S.markDashboard(tr.firstChild, c.client_id);
         return tr;
       }), 'no client matches');
-      note.textContent = total ? `${offset + 1}–${offset + v.clients.length} of ${total.toLocaleString('en')}` : 'no match';
-      $('#client-prev').disabled = offset === 0;
-      $('#client-next').disabled = offset + v.clients.length >= total;
+      note.textContent = total ? `${at + 1}–${at + v.clients.length} of ${total.toLocaleString('en')}` : 'no match';
+      $('#client-prev').disabled = at === 0;
+      $('#client-next').disabled = at + v.clients.length >= total;
     } catch (e) {
-      note.textContent = 'search failed: ' + e.message;
+      if (mine === searches) note.textContent = 'search failed: ' + e.message;
     }
   }
 
