@@ -813,6 +813,8 @@ func (c *Conn) writeLoop() {
 			runtime.Gosched()
 			continue
 		}
+		pongs := c.pongs // taken here, under the lock already held
+		c.pongs = 0
 		var batch []packet.Packet
 		if c.bufs != nil { // nil when only PINGRESPs are due
 			batch = c.queue
@@ -826,7 +828,7 @@ func (c *Conn) writeLoop() {
 		if took > 0 && c.owner != nil {
 			c.owner.Took(took)
 		}
-		err := c.flush(batch)
+		err := c.flush(batch, pongs)
 		clear(batch)
 		c.mu.Lock()
 		if c.bufs != nil {
@@ -853,7 +855,8 @@ const flushChunk = 64 << 10
 // pieces of about flushChunk when it is larger. On a TCP socket, payloads
 // of vecPayload bytes or more are not copied: one vectored write sends the
 // buffer's bytes and those payloads in order.
-func (c *Conn) flush(batch []packet.Packet) error {
+// The pongs PINGRESPs due go first: they are ordered with no packet.
+func (c *Conn) flush(batch []packet.Packet, pongs uint8) error {
 	w := bufPool.Get().(*wbuf)
 	buf := w.b[:0]
 	v := c.Version()
@@ -862,7 +865,7 @@ func (c *Conn) flush(batch []packet.Packet) error {
 	_, vec := c.nc.(*net.TCPConn)
 	pending := 0 // payload bytes in w.iov
 	var err error
-	buf = c.takePongs(buf)
+	buf = appendPongs(buf, pongs)
 	for _, p := range batch {
 		if g, ok := p.(*gated); ok {
 			select {

@@ -37,6 +37,11 @@ func (c *Conn) takePongs(buf []byte) []byte {
 	n := c.pongs
 	c.pongs = 0
 	c.mu.Unlock()
+	return appendPongs(buf, n)
+}
+
+// appendPongs appends n encoded PINGRESPs to buf.
+func appendPongs(buf []byte, n uint8) []byte {
 	for range n {
 		buf = append(buf, byte(packet.PINGRESP)<<4, 0)
 	}
